@@ -1,0 +1,240 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from 'commander';
+import pino, { type Logger } from 'pino';
+import { corsOrigin, loadConfig, type Config } from './config.js';
+import { openDatabase, type Db } from './db/database.js';
+import { migrate } from './db/migrations.js';
+import { buildApp } from './http/app.js';
+import { ensureDefaultWorkspace } from './services/bootstrap.js';
+import type { Ctx, Role } from './services/context.js';
+import { isCrmError } from './services/errors.js';
+import { seedWorkspace } from './services/seed.js';
+import {
+  createToken, createUser, createWorkspace, findUserByEmail, findWorkspace, firstUserWithRole, listTokens,
+  listWorkspaces, revokeToken,
+} from './services/users.js';
+import { VERSION } from './version.js';
+
+/** CLI commands log to stderr so stdout carries only their result (a token, JSON). */
+function stderrLogger(level: string): Logger {
+  return pino({ level, base: undefined }, pino.destination(2));
+}
+
+const int = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+  return n;
+};
+
+interface Common {
+  db?: string;
+  workspace?: string;
+}
+
+function config(opts: Common): Config {
+  const cfg = loadConfig();
+  if (opts.db) cfg.CRM_DB = opts.db;
+  if (opts.workspace) cfg.CRM_WORKSPACE = opts.workspace;
+  return cfg;
+}
+
+async function openMigrated(cfg: Config): Promise<Db> {
+  const db = openDatabase({ file: cfg.CRM_DB });
+  await migrate(db);
+  return db;
+}
+
+async function workspaceOrFail(db: Db, name: string) {
+  const ws = await findWorkspace(db, name);
+  if (!ws) {
+    const all = (await listWorkspaces(db)).map((w) => w.name);
+    throw new Error(`No workspace '${name}'. Workspaces: ${all.length ? all.join(', ') : '(none: run `crm-mcp serve` once or `crm-mcp workspace create NAME`)'}`);
+  }
+  return ws;
+}
+
+const dbOption = () => new Option('--db <path>', 'SQLite file (env CRM_DB, default ./data/crm.db)');
+const wsOption = () => new Option('--workspace <name>', 'workspace name (env CRM_WORKSPACE, default "default")');
+
+export function buildCli(): Command {
+  const program = new Command('crm-mcp')
+    .description('A CRM server for AI agents (MCP) and programs (REST)')
+    .version(VERSION)
+    .showHelpAfterError();
+
+  program
+    .command('serve')
+    .description('Start the HTTP server (REST at /api/v1). Migrates the database; on first start creates a default workspace with demo data and prints an admin token on stderr.')
+    .addOption(dbOption())
+    .addOption(wsOption())
+    .addOption(new Option('--port <n>', 'port (env PORT, default 3000)').argParser(int('port')))
+    .addOption(new Option('--host <host>', 'interface (env HOST, default 127.0.0.1)'))
+    .action(async (opts: Common & { port?: number; host?: string }) => {
+      const cfg = config(opts);
+      if (opts.port !== undefined) cfg.PORT = opts.port;
+      if (opts.host) cfg.HOST = opts.host;
+      const log = pino({ level: cfg.LOG_LEVEL });
+      const db = await openMigrated(cfg);
+      const first = await ensureDefaultWorkspace(db, log, { name: cfg.CRM_WORKSPACE, demo: cfg.CRM_DEMO_DATA === 'true' });
+      const app = await buildApp({ db, log, corsOrigin: corsOrigin(cfg) });
+      const address = await app.listen({ port: cfg.PORT, host: cfg.HOST });
+      if (first) {
+        const url = address.replace('[::1]', 'localhost');
+        process.stderr.write(
+          `\ncrm-mcp: first start. Created workspace "${first.workspace.name}"${first.seeded ? ' with demo data' : ''} in ${cfg.CRM_DB}.\n` +
+            `Admin API token (shown once, store it now):\n\n  ${first.token.token}\n\n` +
+            `Try:  curl -H "Authorization: Bearer ${first.token.token}" ${url}/api/v1/me\n\n`,
+        );
+      }
+      const stop = async () => {
+        await app.close();
+        await db.close();
+        process.exit(0);
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+
+  program
+    .command('migrate')
+    .description('Apply pending database migrations and exit')
+    .addOption(dbOption())
+    .action(async (opts: Common) => {
+      const cfg = config(opts);
+      const db = openDatabase({ file: cfg.CRM_DB });
+      const applied = await migrate(db);
+      process.stderr.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
+      await db.close();
+    });
+
+  const token = program.command('token').description('Manage API tokens');
+  token
+    .command('create')
+    .description('Create an API token and print it (only the token) on stdout. It is stored hashed and cannot be shown again.')
+    .addOption(new Option('--role <role>', 'role of the token user').choices(['admin', 'member']).makeOptionMandatory())
+    .addOption(dbOption())
+    .addOption(wsOption())
+    .option('--name <label>', 'label to recognise the token by', 'cli token')
+    .option('--user <email>', 'user the token acts as (created with --role if new); default: the first user with that role')
+    .action(async (opts: Common & { role: Role; name: string; user?: string }) => {
+      const cfg = config(opts);
+      const db = await openMigrated(cfg);
+      const ws = await workspaceOrFail(db, cfg.CRM_WORKSPACE);
+      let user = opts.user ? await findUserByEmail(db, ws.id, opts.user) : await firstUserWithRole(db, ws.id, opts.role);
+      if (user && user.role !== opts.role) throw new Error(`User ${user.email} is ${user.role}, not ${opts.role}`);
+      if (!user) {
+        const email = opts.user ?? `${opts.role}@${ws.name.toLowerCase().replace(/[^a-z0-9]+/g, '-')}.local`;
+        user = await createUser(db, ws.id, { email, name: opts.user ? email.split('@')[0]! : `${opts.role === 'admin' ? 'Admin' : 'Member'}`, role: opts.role });
+      }
+      const t = await createToken(db, ws.id, user.id, opts.name);
+      process.stdout.write(`${t.token}\n`);
+      await db.close();
+    });
+  token
+    .command('list')
+    .description('List tokens of a workspace (prefixes only) as JSON')
+    .addOption(dbOption())
+    .addOption(wsOption())
+    .action(async (opts: Common) => {
+      const cfg = config(opts);
+      const db = await openMigrated(cfg);
+      const ws = await workspaceOrFail(db, cfg.CRM_WORKSPACE);
+      process.stdout.write(`${JSON.stringify(await listTokens(db, ws.id), null, 2)}\n`);
+      await db.close();
+    });
+  token
+    .command('revoke')
+    .description('Revoke a token by its id or its prefix (ksr_ and 8 characters, as `token list` shows)')
+    .argument('<id-or-prefix>')
+    .addOption(dbOption())
+    .addOption(wsOption())
+    .action(async (idOrPrefix: string, opts: Common) => {
+      const cfg = config(opts);
+      const db = await openMigrated(cfg);
+      const ws = await workspaceOrFail(db, cfg.CRM_WORKSPACE);
+      const n = await revokeToken(db, ws.id, idOrPrefix);
+      await db.close();
+      if (n === 0) throw new Error(`No active token '${idOrPrefix}' in workspace '${ws.name}'`);
+      process.stderr.write(`revoked ${n} token(s)\n`);
+    });
+
+  const workspace = program.command('workspace').description('Manage workspaces');
+  workspace
+    .command('create')
+    .description('Create an empty workspace with an admin user; prints an admin token on stdout')
+    .argument('<name>')
+    .addOption(dbOption())
+    .option('--admin-email <email>', 'email of the admin user', 'admin@example.com')
+    .action(async (name: string, opts: Common & { adminEmail: string }) => {
+      const cfg = config(opts);
+      const db = await openMigrated(cfg);
+      const ws = await createWorkspace(db, name);
+      const admin = await createUser(db, ws.id, { email: opts.adminEmail, name: 'Admin', role: 'admin' });
+      const t = await createToken(db, ws.id, admin.id, 'workspace admin token');
+      process.stdout.write(`${t.token}\n`);
+      await db.close();
+    });
+  workspace
+    .command('list')
+    .description('List workspaces as JSON')
+    .addOption(dbOption())
+    .action(async (opts: Common) => {
+      const cfg = config(opts);
+      const db = await openMigrated(cfg);
+      process.stdout.write(`${JSON.stringify(await listWorkspaces(db), null, 2)}\n`);
+      await db.close();
+    });
+
+  program
+    .command('seed')
+    .description('Add deterministic, realistic demo data to a workspace (created if missing), in bulk transactions; progress on stderr')
+    .addOption(new Option('--contacts <n>', 'contacts to add').argParser(int('contacts')).default(0))
+    .addOption(new Option('--companies <n>', 'companies to add').argParser(int('companies')).default(0))
+    .addOption(new Option('--opportunities <n>', 'opportunities to add').argParser(int('opportunities')).default(0))
+    .addOption(new Option('--seed <n>', 'random seed: the same seed on an empty workspace gives the same data').argParser(int('seed')).default(42))
+    .addOption(dbOption())
+    .addOption(wsOption())
+    .action(async (opts: Common & { contacts: number; companies: number; opportunities: number; seed: number }) => {
+      const cfg = config(opts);
+      const log = stderrLogger(cfg.LOG_LEVEL);
+      const db = await openMigrated(cfg);
+      let ws = await findWorkspace(db, cfg.CRM_WORKSPACE);
+      if (!ws) {
+        ws = await createWorkspace(db, cfg.CRM_WORKSPACE);
+        await createUser(db, ws.id, { email: 'admin@example.com', name: 'Admin', role: 'admin' });
+      }
+      const admin = (await firstUserWithRole(db, ws.id, 'admin'))!;
+      const ctx: Ctx = { db, log, actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
+      const t0 = performance.now();
+      let lastPrint = 0;
+      const r = await seedWorkspace(ctx, {
+        companies: opts.companies,
+        contacts: opts.contacts,
+        opportunities: opts.opportunities,
+        seed: opts.seed,
+        onProgress: ({ object, done, total }) => {
+          const t = performance.now();
+          if (done === total || t - lastPrint > 1000) {
+            lastPrint = t;
+            process.stderr.write(`seed: ${object} ${done}/${total} (${Math.round(done / ((t - t0) / 1000))} rows/s overall)\n`);
+          }
+        },
+      });
+      const rows = r.companies + r.contacts + r.opportunities;
+      process.stderr.write(`seed: done, ${rows} rows in ${r.seconds.toFixed(2)} s (${Math.round(rows / r.seconds)} rows/s) into workspace '${ws.name}'\n`);
+      await db.close();
+    });
+
+  return program;
+}
+
+// Run when executed directly (bin or `node dist/src/cli.js`), not when imported by tests.
+const invoked = process.argv[1] ?? '';
+if (/cli\.(js|ts)$/.test(invoked) || invoked.endsWith('crm-mcp')) {
+  buildCli()
+    .parseAsync(process.argv)
+    .catch((e: unknown) => {
+      process.stderr.write(`crm-mcp: ${isCrmError(e) ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(1);
+    });
+}

@@ -1,0 +1,31 @@
+import { z } from 'zod';
+
+/** Environment -> typed configuration, read once at start-up. */
+const envSchema = z.object({
+  CRM_DB: z.string().min(1).default('./data/crm.db'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Seed demo data into the default workspace on first start ('false' to start empty). */
+  CRM_DEMO_DATA: z.enum(['true', 'false']).default('true'),
+  CRM_WORKSPACE: z.string().min(1).default('default'),
+  /** Comma-separated CORS origins allowed to call the REST API from a browser; empty for none, * for any. */
+  CRM_CORS_ORIGINS: z.string().default(''),
+});
+
+export type Config = z.infer<typeof envSchema>;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const r = envSchema.safeParse(env);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new Error(`Invalid environment variable ${i.path.join('.')}: ${i.message}`);
+  }
+  return r.data;
+}
+
+export function corsOrigin(cfg: Config): boolean | string[] {
+  if (cfg.CRM_CORS_ORIGINS.trim() === '*') return true;
+  const list = cfg.CRM_CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
+  return list.length ? list : false;
+}

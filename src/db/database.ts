@@ -1,0 +1,75 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
+import type { Tables } from './tables.js';
+import { sqliteAdapter, type DialectAdapter } from './dialect.js';
+
+export interface Db {
+  kysely: Kysely<Tables>;
+  adapter: DialectAdapter;
+  /** Location of the SQLite file (or ':memory:'). */
+  file: string;
+  /** The underlying better-sqlite3 handle: only for pragmas, backups and bulk loaders. */
+  sqlite: Database.Database;
+  close(): Promise<void>;
+}
+
+/**
+ * Kysely's SQLite driver prepares every statement anew. Preparing is a large share of a
+ * fast indexed query, so keep prepared statements by SQL text. A statement that is still
+ * being iterated (a stream) is busy and cannot be shared: those get a fresh one.
+ */
+function cachingDatabase(sqlite: Database.Database, max = 500): SqliteDatabase {
+  const cache = new Map<string, Database.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sqlText: string): SqliteStatement {
+      let stmt = cache.get(sqlText);
+      if (stmt && !stmt.busy) return stmt as unknown as SqliteStatement;
+      stmt = sqlite.prepare(sqlText);
+      if (!cache.has(sqlText)) {
+        if (cache.size >= max) cache.delete(cache.keys().next().value as string);
+        cache.set(sqlText, stmt);
+      }
+      return stmt as unknown as SqliteStatement;
+    },
+  };
+}
+
+export interface OpenOptions {
+  /** Path of the SQLite file, or ':memory:'. */
+  file: string;
+  readonly?: boolean;
+}
+
+export function openSqlite(file: string, readonly = false): Database.Database {
+  if (file !== ':memory:' && !readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const sqlite = new Database(file, { readonly });
+  if (!readonly) sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('foreign_keys = ON');
+  sqlite.pragma('busy_timeout = 5000');
+  // WAL makes NORMAL durable against application crashes; only a power loss can drop the last commits.
+  sqlite.pragma('synchronous = NORMAL');
+  sqlite.pragma('cache_size = -65536'); // 64 MiB page cache
+  sqlite.pragma('temp_store = MEMORY');
+  sqlite.pragma('mmap_size = 268435456');
+  return sqlite;
+}
+
+export function openDatabase(opts: OpenOptions): Db {
+  const sqlite = openSqlite(opts.file, opts.readonly);
+  const kysely = new Kysely<Tables>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite) }) });
+  let closed = false;
+  return {
+    kysely,
+    adapter: sqliteAdapter,
+    file: opts.file,
+    sqlite,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await kysely.destroy();
+    },
+  };
+}

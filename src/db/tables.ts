@@ -1,0 +1,84 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/** Static tables. Record tables (one per object and workspace) are dynamic and resolved through the schema. */
+export interface Tables {
+  workspaces: {
+    id: Generated<number>;
+    name: string;
+    schema_version: ColumnType<number, number | undefined, number>;
+    created_at: string;
+  };
+  users: {
+    id: string;
+    workspace_id: number;
+    email: string;
+    name: string;
+    role: 'admin' | 'member';
+    created_at: string;
+  };
+  api_tokens: {
+    id: string;
+    workspace_id: number;
+    user_id: string;
+    name: string;
+    token_hash: string;
+    token_prefix: string;
+    created_at: string;
+    last_used_at: string | null;
+    revoked_at: string | null;
+  };
+  objects: {
+    id: Generated<number>;
+    workspace_id: number;
+    name: string;
+    label: string;
+    label_plural: string;
+    description: string | null;
+    table_name: string;
+    is_system: number;
+    /** JSON array of field names joined to make a record's display name. */
+    display_fields: string;
+    created_at: string;
+  };
+  fields: {
+    id: Generated<number>;
+    workspace_id: number;
+    object_id: number;
+    name: string;
+    label: string;
+    type: string;
+    column_name: string;
+    required: number;
+    is_unique: number;
+    is_system: number;
+    /** JSON: select options, relation target, currency scale, min/max. */
+    config: string;
+    /** JSON-encoded default value, or null. */
+    default_value: string | null;
+    description: string | null;
+    position: number;
+    created_at: string;
+  };
+  associations: {
+    id: Generated<number>;
+    workspace_id: number;
+    a_object: string;
+    a_id: string;
+    b_object: string;
+    b_id: string;
+    created_at: string;
+    created_by: string | null;
+  };
+  activity: {
+    id: Generated<number>;
+    workspace_id: number;
+    object: string;
+    record_id: string;
+    action: string;
+    /** JSON payload: field changes {field: [old, new]}, association target, etc. */
+    payload: string | null;
+    user_id: string | null;
+    via: string;
+    created_at: string;
+  };
+}

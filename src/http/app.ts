@@ -1,0 +1,69 @@
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import cors from '@fastify/cors';
+import type { Logger } from 'pino';
+import type { Db } from '../db/database.js';
+import type { Ctx } from '../services/context.js';
+import { CrmError } from '../services/errors.js';
+import { authenticate } from '../services/users.js';
+import { errorHandler } from './errors.js';
+import { recordRoutes } from './routes/records.js';
+import { schemaRoutes } from './routes/schema.js';
+import { userRoutes } from './routes/users.js';
+import { VERSION } from '../version.js';
+
+export interface AppDeps {
+  db: Db;
+  log: Logger;
+  /** Allowed CORS origins; true reflects any origin. */
+  corsOrigin?: boolean | string | string[];
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    ctx: Ctx;
+  }
+}
+
+export function bearer(req: FastifyRequest): string | undefined {
+  const h = req.headers.authorization;
+  if (!h) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+  return m?.[1];
+}
+
+/** The HTTP surface: REST at /api/v1 (MCP is mounted by mcp/http.ts). No listen() here. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.log,
+    bodyLimit: 5 * 1024 * 1024,
+    disableRequestLogging: true,
+    return503OnClosing: true,
+  });
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) =>
+    reply.status(404).send({ error: true, code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}; see README for the API` }),
+  );
+  await app.register(cors, { origin: deps.corsOrigin ?? false, exposedHeaders: ['Retry-After', 'WWW-Authenticate'] });
+
+  app.get('/health', async () => ({ status: 'ok', version: VERSION, database: deps.db.adapter.name }));
+
+  await app.register(
+    async (api) => {
+      api.decorateRequest('ctx', null as unknown as Ctx);
+      api.addHook('onRequest', async (req) => {
+        const actor = await authenticate(deps.db, bearer(req), 'rest');
+        if (!actor)
+          throw new CrmError(
+            'UNAUTHORIZED',
+            req.headers.authorization ? 'Invalid or revoked API token' : "Missing API token: send 'Authorization: Bearer ksr_...'",
+          );
+        req.ctx = { db: deps.db, log: req.log, actor };
+      });
+      await api.register(userRoutes);
+      await api.register(schemaRoutes);
+      await api.register(recordRoutes);
+    },
+    { prefix: '/api/v1' },
+  );
+  return app as unknown as FastifyInstance;
+}

@@ -1,0 +1,129 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { validationError } from '../../services/errors.js';
+import { filterFromQuery, type FilterGroup } from '../../services/filters.js';
+import { parseWith } from '../../services/schema.js';
+import {
+  associate, createRecord, createRecords, deleteRecord, deleteRecords, dissociate, getRecord, listRecords,
+  updateRecord, updateRecords, upsertRecords, type ListOptions,
+} from '../../services/records.js';
+
+type P = { Params: { object: string; id: string; toObject: string; toId: string } };
+
+const csv = (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : Array.isArray(v) ? v.map(String) : undefined);
+
+const listQuery = z
+  .object({
+    limit: z.coerce.number().int().optional(),
+    cursor: z.string().optional(),
+    sort_by: z.string().optional(),
+    sort_dir: z.enum(['asc', 'desc']).optional(),
+    fields: z.union([z.string(), z.array(z.string())]).optional(),
+    include_total: z.enum(['true', 'false']).optional(),
+    filter_field: z.string().optional(),
+    filter_operator: z.string().optional(),
+    filter_value: z.string().optional(),
+    filters: z.string().optional(),
+  })
+  .strict();
+
+function listOptions(q: z.infer<typeof listQuery>, filter: FilterGroup | undefined): ListOptions {
+  return {
+    filter,
+    limit: q.limit,
+    cursor: q.cursor,
+    sortBy: q.sort_by,
+    sortDir: q.sort_dir,
+    fields: csv(q.fields),
+    includeTotal: q.include_total !== 'false',
+  };
+}
+
+const searchBody = z
+  .object({
+    operator: z.enum(['and', 'or', 'not']).optional(),
+    conditions: z.array(z.unknown()).optional(),
+    filter: z.unknown().optional(),
+    limit: z.number().int().optional(),
+    cursor: z.string().optional(),
+    sort_by: z.string().optional(),
+    sort_dir: z.enum(['asc', 'desc']).optional(),
+    fields: z.union([z.string(), z.array(z.string())]).optional(),
+    include_total: z.boolean().optional(),
+  })
+  .strict();
+
+function recordsOf(body: unknown): unknown[] {
+  const list = Array.isArray(body) ? body : (body as { records?: unknown } | null)?.records;
+  if (!Array.isArray(list)) throw validationError('Send {"records": [ ... ]}');
+  return list;
+}
+
+export async function recordRoutes(app: FastifyInstance) {
+  app.get<P>('/records/:object', async (req) => {
+    const q = parseWith(listQuery, req.query, 'query parameters');
+    return listRecords(req.ctx, req.params.object, listOptions(q, filterFromQuery(q)));
+  });
+
+  app.post<P>('/records/:object/search', async (req) => {
+    const b = parseWith(searchBody, req.body ?? {}, 'search body');
+    if (b.filter !== undefined && (b.operator || b.conditions))
+      throw validationError("Send the FilterGroup either as the body ({operator, conditions}) or under 'filter', not both");
+    const filter = (b.filter ?? (b.operator || b.conditions ? { operator: b.operator ?? 'and', conditions: b.conditions ?? [] } : undefined)) as FilterGroup | undefined;
+    const q = parseWith(listQuery, req.query, 'query parameters');
+    return listRecords(req.ctx, req.params.object, {
+      filter,
+      limit: b.limit ?? q.limit,
+      cursor: b.cursor ?? q.cursor,
+      sortBy: b.sort_by ?? q.sort_by,
+      sortDir: b.sort_dir ?? q.sort_dir,
+      fields: csv(b.fields ?? q.fields),
+      includeTotal: b.include_total ?? q.include_total !== 'false',
+    });
+  });
+
+  app.get<P>('/records/:object/:id', async (req) => {
+    const q = req.query as { fields?: string };
+    return { data: await getRecord(req.ctx, req.params.object, req.params.id, { fields: csv(q.fields) }) };
+  });
+
+  app.post<P>('/records/:object', async (req, reply) => reply.status(201).send({ data: await createRecord(req.ctx, req.params.object, req.body) }));
+
+  const update = async (req: { ctx: any; params: P['Params']; body: unknown }) => ({
+    data: await updateRecord(req.ctx, req.params.object, req.params.id, req.body),
+  });
+  app.put<P>('/records/:object/:id', update);
+  app.patch<P>('/records/:object/:id', update);
+
+  app.delete<P>('/records/:object/:id', async (req) => ({ data: await deleteRecord(req.ctx, req.params.object, req.params.id) }));
+
+  app.delete<P>('/records/:object', async (req) => {
+    const fromBody = (req.body as { ids?: unknown } | undefined)?.ids;
+    const ids = fromBody ?? csv((req.query as { ids?: string }).ids);
+    if (!Array.isArray(ids)) throw validationError('Send the ids to delete as {"ids": [...]} or ?ids=a,b');
+    return { data: await deleteRecords(req.ctx, req.params.object, ids as string[]) };
+  });
+
+  app.put<P>('/records/:object/:id/associations/:toObject/:toId', async (req) => ({
+    data: await associate(req.ctx, req.params.object, req.params.id, req.params.toObject, req.params.toId),
+  }));
+  app.delete<P>('/records/:object/:id/associations/:toObject/:toId', async (req) => ({
+    data: await dissociate(req.ctx, req.params.object, req.params.id, req.params.toObject, req.params.toId),
+  }));
+
+  app.post<P>('/records/:object/batch/create', async (req, reply) =>
+    reply.status(201).send({ data: await createRecords(req.ctx, req.params.object, recordsOf(req.body)) }),
+  );
+  app.post<P>('/records/:object/batch/update', async (req) => {
+    const updates = recordsOf(req.body).map((r) => {
+      const { id, ...values } = (r ?? {}) as Record<string, unknown>;
+      return { id: id as string, values };
+    });
+    return { data: await updateRecords(req.ctx, req.params.object, updates) };
+  });
+  app.post<P>('/records/:object/batch/upsert', async (req) => {
+    const key = (req.body as { key?: unknown } | null)?.key ?? (req.query as { key?: string }).key ?? 'id';
+    if (typeof key !== 'string') throw validationError("'key' must be a field name");
+    return upsertRecords(req.ctx, req.params.object, recordsOf(req.body), key);
+  });
+}

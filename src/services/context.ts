@@ -1,0 +1,26 @@
+import type { Logger } from 'pino';
+import type { Db } from '../db/database.js';
+
+export type Role = 'admin' | 'member';
+
+/** Who is acting: every service call is scoped to actor.workspaceId. */
+export interface Actor {
+  workspaceId: number;
+  userId: string;
+  role: Role;
+  /** The surface that made the call: 'rest', 'cli', 'mcp:<tool name>'. Recorded in the activity feed. */
+  via: string;
+}
+
+/** The slice of a pino logger services use; Fastify's request logger and pino both fit. */
+export type Log = Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
+
+export interface Ctx {
+  db: Db;
+  log: Log;
+  actor: Actor;
+}
+
+export function withVia(ctx: Ctx, via: string): Ctx {
+  return { ...ctx, actor: { ...ctx.actor, via } };
+}

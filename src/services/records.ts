@@ -1,0 +1,642 @@
+import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely';
+import { v7 as uuidv7 } from 'uuid';
+import type { Tables } from '../db/tables.js';
+import type { Ctx } from './context.js';
+import { CrmError, validationError } from './errors.js';
+import { decodeValue, encodeValue, type FieldDef } from './field-types.js';
+import { compileFilter, type FilterGroup } from './filters.js';
+import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef } from './schema.js';
+import { recordActivity, type ActivityEntry } from './activity.js';
+import { nowIso } from './clock.js';
+
+export type RecordData = Record<string, unknown> & { id: string };
+
+export const DEFAULT_LIMIT = 20;
+export const MAX_LIMIT = 100;
+export const MAX_BATCH = 100;
+
+type AnyDb = Kysely<any>;
+type EB = ExpressionBuilder<any, any>;
+const dyn = (db: Kysely<Tables>) => db as unknown as AnyDb;
+
+// ---------------------------------------------------------------------------------------------
+// Row <-> record
+
+function toRecord(obj: ObjectDef, row: Record<string, unknown>, fields?: FieldDef[]): RecordData {
+  const out: Record<string, unknown> = {};
+  for (const f of fields ?? obj.fields) out[f.name] = decodeValue(f, row[f.column]);
+  return out as RecordData;
+}
+
+export function displayName(obj: ObjectDef, rec: Record<string, unknown>): string {
+  const parts = obj.displayFields.map((n) => rec[n]).filter((v) => v !== null && v !== undefined && v !== '');
+  return parts.length ? parts.join(' ') : String(rec.id ?? '');
+}
+
+function projection(obj: ObjectDef, fields?: string[]): FieldDef[] {
+  if (!fields || fields.length === 0) return obj.fields;
+  const set = new Set(['id', ...fields]);
+  return [...set].map((n) => resolveField(obj, n));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing: filters, sort, keyset pagination
+
+export interface ListOptions {
+  filter?: FilterGroup | undefined;
+  sortBy?: string | undefined;
+  sortDir?: 'asc' | 'desc' | undefined;
+  limit?: number | undefined;
+  cursor?: string | undefined;
+  fields?: string[] | undefined;
+  /** Skip the COUNT(*) when the caller does not need it. */
+  includeTotal?: boolean | undefined;
+}
+
+export interface ListResult {
+  data: RecordData[];
+  total: number | null;
+  nextCursor: string | null;
+}
+
+interface CursorState {
+  /** sort field */
+  f: string;
+  d: 'asc' | 'desc';
+  /** stored value of the sort column in the last row */
+  v: string | number | null;
+  /** seq of the last row */
+  s: number;
+}
+
+function encodeCursor(c: CursorState): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+function decodeCursor(raw: string, sortField: string, dir: 'asc' | 'desc'): CursorState {
+  let c: CursorState;
+  try {
+    c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as CursorState;
+  } catch {
+    throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
+  }
+  if (!c || typeof c !== 'object' || typeof c.s !== 'number' || !['string', 'number'].includes(typeof c.v) && c.v !== null)
+    throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
+  if (c.f !== sortField || c.d !== dir)
+    throw validationError(`This cursor belongs to a listing sorted by ${c.f} ${c.d}; keep sort_by and sort_dir the same while paging`);
+  return c;
+}
+
+const NOT_NULL_COLUMNS = new Set(['id', 'created_at', 'updated_at']);
+
+export function checkLimit(limit: number | undefined, max = MAX_LIMIT, dflt = DEFAULT_LIMIT): number {
+  if (limit === undefined) return dflt;
+  if (!Number.isInteger(limit) || limit < 1 || limit > max) throw validationError(`limit must be an integer from 1 to ${max}, got ${limit}`);
+  return limit;
+}
+
+export async function listRecords(ctx: Ctx, objectName: string, opts: ListOptions = {}): Promise<ListResult> {
+  const obj = await resolveObject(ctx, objectName);
+  const limit = checkLimit(opts.limit);
+  const sortField = resolveField(obj, opts.sortBy ?? 'created_at');
+  if (sortField.type === 'MULTI_SELECT') throw validationError(`Cannot sort by MULTI_SELECT field '${sortField.name}'`);
+  const dir = opts.sortDir ?? 'desc';
+  if (dir !== 'asc' && dir !== 'desc') throw validationError(`sort_dir must be 'asc' or 'desc', got '${String(dir)}'`);
+  const fields = projection(obj, opts.fields);
+  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter) : undefined;
+  const db = dyn(ctx.db.kysely);
+  const col = sortField.column;
+  const cursor = opts.cursor ? decodeCursor(opts.cursor, sortField.name, dir) : undefined;
+
+  const columns = [...new Set(['seq', col, ...fields.map((f) => f.column)])];
+  const cmp = dir === 'asc' ? '>' : '<';
+
+  // The order is split in segments so every query is a plain index range: NULLs sort lowest, so an
+  // ascending listing is [nulls, values] and a descending one [values, nulls]. A NOT NULL column has one.
+  type Segment = 'nulls' | 'values';
+  const segments: Segment[] = NOT_NULL_COLUMNS.has(col) ? ['values'] : dir === 'asc' ? ['nulls', 'values'] : ['values', 'nulls'];
+  let start = 0;
+  if (cursor) start = segments.indexOf(cursor.v === null ? 'nulls' : 'values');
+  if (start < 0) start = 0;
+
+  const rows: Record<string, unknown>[] = [];
+  for (let i = start; i < segments.length && rows.length <= limit; i++) {
+    const seg = segments[i]!;
+    const resume = cursor && i === start ? cursor : undefined;
+    let q = db.selectFrom(obj.table).select(columns);
+    if (where) q = q.where((eb: EB) => where(eb));
+    if (seg === 'nulls') {
+      if (!NOT_NULL_COLUMNS.has(col)) q = q.where(col, 'is', null);
+      if (resume) q = q.where('seq', cmp, resume.s);
+      q = q.orderBy('seq', dir);
+    } else {
+      if (!NOT_NULL_COLUMNS.has(col)) q = q.where(col, 'is not', null);
+      if (resume) q = q.where((eb: EB) => eb(eb.refTuple(col, 'seq'), cmp, eb.tuple(resume.v, resume.s)) as Expression<SqlBool>);
+      q = q.orderBy(col, dir).orderBy('seq', dir);
+    }
+    const got = (await q.limit(limit + 1 - rows.length).execute()) as Record<string, unknown>[];
+    rows.push(...got);
+  }
+
+  let nextCursor: string | null = null;
+  if (rows.length > limit) {
+    rows.length = limit;
+    const last = rows[limit - 1]!;
+    nextCursor = encodeCursor({ f: sortField.name, d: dir, v: (last[col] ?? null) as string | number | null, s: last.seq as number });
+  }
+  let total: number | null = null;
+  if (opts.includeTotal !== false) total = await countRecords(ctx, obj, where);
+  return { data: rows.map((r) => toRecord(obj, r, fields)), total, nextCursor };
+}
+
+async function countRecords(ctx: Ctx, obj: ObjectDef, where?: (eb: EB) => Expression<SqlBool>): Promise<number> {
+  let q = dyn(ctx.db.kysely).selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+  if (where) q = q.where((eb: EB) => where(eb));
+  const row = (await q.executeTakeFirstOrThrow()) as { n: number | bigint };
+  return Number(row.n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading one record, enriched with its associations
+
+export interface Related {
+  id: string;
+  name: string;
+  /** The relation field that links the two records, or 'association' for an explicit link. */
+  via: string;
+}
+
+export async function getRecord(ctx: Ctx, objectName: string, id: string, opts: { enrich?: boolean; fields?: string[] } = {}) {
+  const obj = await resolveObject(ctx, objectName);
+  const fields = projection(obj, opts.fields);
+  const row = (await dyn(ctx.db.kysely)
+    .selectFrom(obj.table)
+    .select(fields.map((f) => f.column))
+    .where('id', '=', id)
+    .executeTakeFirst()) as Record<string, unknown> | undefined;
+  if (!row) throw notFound(obj, id);
+  const rec = toRecord(obj, row, fields);
+  if (opts.enrich === false) return rec;
+  return { ...rec, associations: await associationsOf(ctx, obj, id, row) };
+}
+
+export function notFound(obj: ObjectDef, id: string): CrmError {
+  return new CrmError('RECORD_NOT_FOUND', `No ${obj.name} record with id '${id}'`);
+}
+
+const ASSOC_PREVIEW = 20;
+
+async function namesOf(ctx: Ctx, target: string, ids: string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (ids.length === 0) return out;
+  if (target === 'users') {
+    const rows = await ctx.db.kysely
+      .selectFrom('users')
+      .select(['id', 'name'])
+      .where('workspace_id', '=', ctx.actor.workspaceId)
+      .where('id', 'in', ids)
+      .execute();
+    for (const r of rows) out.set(r.id, r.name);
+    return out;
+  }
+  const schema = await getSchema(ctx);
+  const obj = schema.objects.get(target);
+  if (!obj) return out;
+  const cols = ['id', ...obj.displayFields.map((n) => obj.byName.get(n)!.column)];
+  const rows = (await dyn(ctx.db.kysely).selectFrom(obj.table).select(cols).where('id', 'in', ids).execute()) as Record<string, unknown>[];
+  for (const r of rows) out.set(r.id as string, displayName(obj, toRecord(obj, r, cols.map((c) => obj.byName.get(c)!))));
+  return out;
+}
+
+async function associationsOf(ctx: Ctx, obj: ObjectDef, id: string, row: Record<string, unknown>) {
+  const groups = new Map<string, { total: number; records: Related[] }>();
+  const add = (object: string, rel: Related) => {
+    let g = groups.get(object);
+    if (!g) groups.set(object, (g = { total: 0, records: [] }));
+    g.total++;
+    if (g.records.length < ASSOC_PREVIEW) g.records.push(rel);
+  };
+  // 1. Relation fields of this record (company, owner, ...).
+  const outgoing = obj.fields.filter((f) => f.type === 'RELATION' && f.name !== 'created_by' && row[f.column]);
+  for (const f of outgoing) {
+    const target = f.target!;
+    const names = await namesOf(ctx, target, [row[f.column] as string]);
+    const tid = row[f.column] as string;
+    add(target, { id: tid, name: names.get(tid) ?? tid, via: f.name });
+  }
+  // 2. Records of any object whose relation field points here (a company's contacts and opportunities).
+  const schema = await getSchema(ctx);
+  for (const other of schema.objects.values()) {
+    for (const f of other.fields) {
+      if (f.type !== 'RELATION' || f.target !== obj.name) continue;
+      const cols = ['id', ...other.displayFields.map((n) => other.byName.get(n)!.column)];
+      const base = dyn(ctx.db.kysely).selectFrom(other.table).where(f.column, '=', id);
+      const rows = (await base.select(cols).orderBy('created_at', 'desc').limit(ASSOC_PREVIEW).execute()) as Record<string, unknown>[];
+      if (rows.length === 0) continue;
+      const n = rows.length < ASSOC_PREVIEW ? rows.length : Number(((await base.select((eb: EB) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number }).n);
+      let g = groups.get(other.name);
+      if (!g) groups.set(other.name, (g = { total: 0, records: [] }));
+      g.total += n;
+      for (const r of rows) {
+        if (g.records.length >= ASSOC_PREVIEW) break;
+        g.records.push({ id: r.id as string, name: displayName(other, toRecord(other, r, cols.map((c) => other.byName.get(c)!))), via: f.name });
+      }
+    }
+  }
+  // 3. Explicit many-to-many associations.
+  const links = await ctx.db.kysely
+    .selectFrom('associations')
+    .select(['a_object', 'a_id', 'b_object', 'b_id'])
+    .where('workspace_id', '=', ctx.actor.workspaceId)
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('a_object', '=', obj.name), eb('a_id', '=', id)]),
+        eb.and([eb('b_object', '=', obj.name), eb('b_id', '=', id)]),
+      ]),
+    )
+    .orderBy('id')
+    .execute();
+  const byTarget = new Map<string, string[]>();
+  for (const l of links) {
+    const [to, toId] = l.a_object === obj.name && l.a_id === id ? [l.b_object, l.b_id] : [l.a_object, l.a_id];
+    byTarget.set(to, [...(byTarget.get(to) ?? []), toId]);
+  }
+  for (const [to, ids] of byTarget) {
+    const names = await namesOf(ctx, to, ids.slice(0, ASSOC_PREVIEW));
+    for (const tid of ids) add(to, { id: tid, name: names.get(tid) ?? tid, via: 'association' });
+  }
+  return Object.fromEntries(groups);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+type Row = Record<string, string | number | null>;
+
+interface Prepared {
+  row: Row;
+  /** field name -> stored value, only for fields the input mentioned */
+  touched: Map<string, string | number | null>;
+}
+
+function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update'): Prepared {
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw validationError(`A ${obj.name} record must be a JSON object of field names to values`);
+  const touched = new Map<string, string | number | null>();
+  for (const [name, value] of Object.entries(input as Record<string, unknown>)) {
+    if (name === 'id' && mode === 'update') continue;
+    const f = obj.byName.get(name);
+    if (!f) {
+      const writable = obj.fields.filter((x) => !x.readOnly).map((x) => x.name);
+      throw validationError(`Unknown field '${name}' on ${obj.name}. Writable fields: ${writable.join(', ')}`, { field: name, validFields: writable });
+    }
+    if (f.readOnly) throw validationError(`Field '${name}' is read-only`);
+    touched.set(f.name, encodeValue(f, value));
+  }
+  const row: Row = {};
+  for (const f of obj.fields) {
+    if (f.readOnly) continue;
+    if (touched.has(f.name)) row[f.column] = touched.get(f.name)!;
+    else if (mode === 'create' && f.defaultValue !== undefined && f.defaultValue !== null) row[f.column] = encodeValue(f, f.defaultValue);
+    if (f.required && (mode === 'create' ? row[f.column] === undefined || row[f.column] === null : touched.has(f.name) && touched.get(f.name) === null))
+      throw new CrmError('MISSING_REQUIRED_FIELD', `Field '${f.name}' is required`, { field: f.name });
+  }
+  return { row, touched };
+}
+
+/** RELATION values must name existing records of the target object in this workspace. */
+async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rows: Row[]): Promise<void> {
+  const schema = await getSchema(ctx);
+  for (const f of obj.fields) {
+    if (f.type !== 'RELATION' || f.readOnly) continue;
+    const ids = [...new Set(rows.map((r) => r[f.column]).filter((v): v is string => typeof v === 'string'))];
+    if (ids.length === 0) continue;
+    let found: Set<string>;
+    if (f.target === 'users') {
+      const got = await trx.selectFrom('users').select('id').where('workspace_id', '=', ctx.actor.workspaceId).where('id', 'in', ids).execute();
+      found = new Set(got.map((r) => r.id));
+    } else {
+      const target = schema.objects.get(f.target!);
+      if (!target) throw validationError(`Field '${f.name}' points to missing object '${f.target}'`);
+      found = new Set();
+      for (let i = 0; i < ids.length; i += 500) {
+        const got = (await dyn(trx).selectFrom(target.table).select('id').where('id', 'in', ids.slice(i, i + 500)).execute()) as { id: string }[];
+        for (const r of got) found.add(r.id);
+      }
+    }
+    const missing = ids.find((x) => !found.has(x));
+    if (missing !== undefined)
+      throw validationError(`Field '${f.name}' must reference an existing ${f.target} record; no ${f.target} record has id '${missing}'`, { field: f.name });
+  }
+}
+
+function duplicateError(ctx: Ctx, obj: ObjectDef, err: unknown, row?: Row): CrmError | null {
+  if (!ctx.db.adapter.isUniqueViolation(err)) return null;
+  const m = /UNIQUE constraint failed: [\w]+\.(\w+)/.exec(String((err as Error).message));
+  const f = m ? obj.fields.find((x) => x.column === m[1]) : undefined;
+  if (f) {
+    const v = row?.[f.column];
+    return new CrmError('DUPLICATE_RECORD', `A ${obj.name} record with ${f.name} ${v !== undefined ? `'${String(v)}' ` : ''}already exists`, { field: f.name });
+  }
+  return new CrmError('DUPLICATE_RECORD', `A ${obj.name} record with the same unique value already exists`);
+}
+
+async function insertRow(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row: Row): Promise<string> {
+  const now = nowIso();
+  const id = uuidv7();
+  try {
+    await dyn(trx).insertInto(obj.table).values({ ...row, id, created_at: now, updated_at: now, created_by: ctx.actor.userId }).execute();
+  } catch (e) {
+    throw duplicateError(ctx, obj, e, row) ?? e;
+  }
+  return id;
+}
+
+async function fetchRows(trx: Kysely<Tables>, obj: ObjectDef, ids: string[]): Promise<Map<string, Record<string, unknown>>> {
+  const out = new Map<string, Record<string, unknown>>();
+  for (let i = 0; i < ids.length; i += 500) {
+    const rows = (await dyn(trx).selectFrom(obj.table).selectAll().where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
+    for (const r of rows) out.set(r.id as string, r);
+  }
+  return out;
+}
+
+export interface RowError {
+  index: number;
+  code: string;
+  message: string;
+}
+
+/** Run fn per item; on any failure throw one error that lists every failing row, so nothing is half-written. */
+async function eachRow<T, R>(items: T[], fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i++) {
+    try {
+      out.push(await fn(items[i]!, i));
+    } catch (e) {
+      if (e instanceof CrmError) {
+        throw new CrmError(e.code, `Row ${i}: ${e.message}. Nothing was written.`, { ...e.details, index: i, errors: [{ index: i, code: e.code, message: e.message }] });
+      }
+      throw e;
+    }
+  }
+  return out;
+}
+
+function changes(obj: ObjectDef, before: Record<string, unknown>, touched: Map<string, unknown>) {
+  const diff: Record<string, [unknown, unknown]> = {};
+  for (const [name, stored] of touched) {
+    const f = obj.byName.get(name)!;
+    if (before[f.column] !== stored) diff[name] = [decodeValue(f, before[f.column]), decodeValue(f, stored)];
+  }
+  return diff;
+}
+
+export async function createRecord(ctx: Ctx, objectName: string, input: unknown): Promise<RecordData> {
+  const [rec] = await createRecords(ctx, objectName, [input]).catch((e: unknown) => {
+    // A single create reports its own message, without the batch's row prefix.
+    if (e instanceof CrmError && e.details?.errors) {
+      const first = (e.details.errors as RowError[])[0]!;
+      throw new CrmError(e.code, first.message, { ...e.details, errors: undefined, index: undefined });
+    }
+    throw e;
+  });
+  return rec!;
+}
+
+export async function createRecords(ctx: Ctx, objectName: string, inputs: unknown[]): Promise<RecordData[]> {
+  const obj = await resolveObject(ctx, objectName);
+  checkBatch(inputs);
+  const prepared = await eachRow(inputs, async (input) => prepareWrite(obj, input, 'create'));
+  const ids = await ctx.db.kysely.transaction().execute(async (trx) => {
+    await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
+    const ids = await eachRow(prepared, (p) => insertRow(ctx, trx, obj, p.row));
+    await recordActivity(trx, ctx, ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })));
+    return ids;
+  });
+  return readBack(ctx, obj, ids);
+}
+
+async function readBack(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<RecordData[]> {
+  const rows = await fetchRows(ctx.db.kysely, obj, ids);
+  return ids.map((id) => toRecord(obj, rows.get(id)!));
+}
+
+export function checkBatch(items: unknown[], max = MAX_BATCH): void {
+  if (!Array.isArray(items) || items.length === 0) throw validationError('Send a non-empty array of records');
+  if (items.length > max) throw validationError(`A batch holds at most ${max} records; got ${items.length}. Split it into several requests.`, { limit: max });
+}
+
+export interface UpdateInput {
+  id: string;
+  values: unknown;
+}
+
+export async function updateRecord(ctx: Ctx, objectName: string, id: string, values: unknown): Promise<RecordData> {
+  const [rec] = await updateRecords(ctx, objectName, [{ id, values }]).catch((e: unknown) => {
+    if (e instanceof CrmError && e.details?.errors) throw new CrmError(e.code, (e.details.errors as RowError[])[0]!.message, { ...e.details, errors: undefined, index: undefined });
+    throw e;
+  });
+  return rec!;
+}
+
+export async function updateRecords(ctx: Ctx, objectName: string, updates: UpdateInput[]): Promise<RecordData[]> {
+  const obj = await resolveObject(ctx, objectName);
+  checkBatch(updates);
+  const prepared = await eachRow(updates, async (u) => {
+    if (typeof u.id !== 'string' || !u.id) throw validationError("Each update needs the record's 'id'");
+    return prepareWrite(obj, u.values, 'update');
+  });
+  const ids = updates.map((u) => u.id);
+  await ctx.db.kysely.transaction().execute(async (trx) => {
+    const before = await fetchRows(trx, obj, ids);
+    const activity: ActivityEntry[] = [];
+    await eachRow(prepared, async (p, i) => {
+      const id = ids[i]!;
+      const old = before.get(id);
+      if (!old) throw notFound(obj, id);
+      await checkRelations(ctx, trx, obj, [p.row]);
+      const diff = changes(obj, old, p.touched);
+      if (Object.keys(diff).length === 0) return;
+      try {
+        await dyn(trx).updateTable(obj.table).set({ ...p.row, updated_at: nowIso() }).where('id', '=', id).execute();
+      } catch (e) {
+        throw duplicateError(ctx, obj, e, p.row) ?? e;
+      }
+      // Later updates in the same batch see this one.
+      before.set(id, { ...old, ...p.row });
+      activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } });
+    });
+    await recordActivity(trx, ctx, activity);
+  });
+  return readBack(ctx, obj, ids);
+}
+
+export interface UpsertResult {
+  data: RecordData[];
+  results: { index: number; id: string; action: 'created' | 'updated' }[];
+}
+
+/** Create or update by 'id' or by a unique field (e.g. email). All rows or none. */
+export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknown[], key = 'id'): Promise<UpsertResult> {
+  const obj = await resolveObject(ctx, objectName);
+  checkBatch(inputs);
+  const keyField = obj.byName.get(key);
+  if (!keyField || !keyField.unique) {
+    const uniques = obj.fields.filter((f) => f.unique).map((f) => f.name);
+    throw validationError(`Upsert key '${key}' must be 'id' or a unique field of ${obj.name}: ${uniques.join(', ')}`, { validKeys: uniques });
+  }
+  const keys = await eachRow(inputs, async (input) => {
+    const v = typeof input === 'object' && input !== null ? (input as Record<string, unknown>)[key] : undefined;
+    if (v === undefined || v === null || v === '') {
+      if (key === 'id') return null; // no id: create
+      throw new CrmError('MISSING_REQUIRED_FIELD', `Field '${key}' (the upsert key) is required in every record`);
+    }
+    return key === 'id' ? String(v) : encodeValue(keyField, v);
+  });
+  const results: UpsertResult['results'] = [];
+  await ctx.db.kysely.transaction().execute(async (trx) => {
+    const activity: ActivityEntry[] = [];
+    await eachRow(inputs, async (input, i) => {
+      const k = keys[i];
+      const existing =
+        k === null
+          ? undefined
+          : ((await dyn(trx).selectFrom(obj.table).selectAll().where(keyField.column, '=', k).executeTakeFirst()) as Record<string, unknown> | undefined);
+      if (!existing) {
+        if (key === 'id' && k !== null) throw notFound(obj, String(k));
+        const p = prepareWrite(obj, input, 'create');
+        await checkRelations(ctx, trx, obj, [p.row]);
+        const id = await insertRow(ctx, trx, obj, p.row);
+        results.push({ index: i, id, action: 'created' });
+        activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } });
+      } else {
+        const values = { ...(input as Record<string, unknown>) };
+        delete values.id;
+        const p = prepareWrite(obj, values, 'update');
+        await checkRelations(ctx, trx, obj, [p.row]);
+        const id = existing.id as string;
+        const diff = changes(obj, existing, p.touched);
+        if (Object.keys(diff).length) {
+          try {
+            await dyn(trx).updateTable(obj.table).set({ ...p.row, updated_at: nowIso() }).where('id', '=', id).execute();
+          } catch (e) {
+            throw duplicateError(ctx, obj, e, p.row) ?? e;
+          }
+          activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } });
+        }
+        results.push({ index: i, id, action: 'updated' });
+      }
+    });
+    await recordActivity(trx, ctx, activity);
+  });
+  return { data: await readBack(ctx, obj, results.map((r) => r.id)), results };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deleting
+
+export async function deleteRecord(ctx: Ctx, objectName: string, id: string): Promise<{ id: string; deleted: true }> {
+  const r = await deleteRecords(ctx, objectName, [id]);
+  if (r.not_found.length) throw notFound(await resolveObject(ctx, objectName), id);
+  return { id, deleted: true };
+}
+
+/** Deletes what exists, reports what did not; one transaction. Links to the deleted records are cleared. */
+export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[]): Promise<{ deleted: string[]; not_found: string[] }> {
+  const obj = await resolveObject(ctx, objectName);
+  if (!Array.isArray(ids) || ids.length === 0 || ids.some((x) => typeof x !== 'string'))
+    throw validationError("Send the ids to delete: {\"ids\": [\"...\"]}");
+  if (ids.length > MAX_BATCH) throw validationError(`Delete at most ${MAX_BATCH} records per request; got ${ids.length}`, { limit: MAX_BATCH });
+  const unique = [...new Set(ids)];
+  const schema = await getSchema(ctx);
+  return ctx.db.kysely.transaction().execute(async (trx) => {
+    const rows = await fetchRows(trx, obj, unique);
+    const present = unique.filter((id) => rows.has(id));
+    if (present.length) {
+      await dyn(trx).deleteFrom(obj.table).where('id', 'in', present).execute();
+      // Relation fields elsewhere that pointed at these records become empty.
+      for (const other of schema.objects.values())
+        for (const f of other.fields)
+          if (f.type === 'RELATION' && f.target === obj.name)
+            await dyn(trx).updateTable(other.table).set({ [f.column]: null }).where(f.column, 'in', present).execute();
+      await trx
+        .deleteFrom('associations')
+        .where('workspace_id', '=', ctx.actor.workspaceId)
+        .where((eb) =>
+          eb.or([
+            eb.and([eb('a_object', '=', obj.name), eb('a_id', 'in', present)]),
+            eb.and([eb('b_object', '=', obj.name), eb('b_id', 'in', present)]),
+          ]),
+        )
+        .execute();
+      await recordActivity(
+        trx,
+        ctx,
+        present.map((id) => ({ object: obj.name, recordId: id, action: 'deleted', payload: { name: displayName(obj, toRecord(obj, rows.get(id)!)) } })),
+      );
+    }
+    return { deleted: present, not_found: unique.filter((id) => !rows.has(id)) };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Associations (many-to-many links between any two records)
+
+function orderPair(aObj: string, aId: string, bObj: string, bId: string) {
+  // One row per pair, whichever side asked: canonical order by (object, id).
+  return aObj < bObj || (aObj === bObj && aId <= bId) ? [aObj, aId, bObj, bId] : [bObj, bId, aObj, aId];
+}
+
+async function checkExists(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, id: string) {
+  const r = await dyn(trx).selectFrom(obj.table).select('id').where('id', '=', id).executeTakeFirst();
+  if (!r) throw notFound(obj, id);
+}
+
+export async function associate(ctx: Ctx, objectName: string, id: string, toObjectName: string, toId: string) {
+  const obj = await resolveObject(ctx, objectName);
+  const to = await resolveObject(ctx, toObjectName);
+  if (obj.name === to.name && id === toId) throw validationError('A record cannot be associated with itself');
+  const [aO, aI, bO, bI] = orderPair(obj.name, id, to.name, toId) as [string, string, string, string];
+  return ctx.db.kysely.transaction().execute(async (trx) => {
+    await checkExists(ctx, trx, obj, id);
+    await checkExists(ctx, trx, to, toId);
+    const res = await trx
+      .insertInto('associations')
+      .values({ workspace_id: ctx.actor.workspaceId, a_object: aO, a_id: aI, b_object: bO, b_id: bI, created_at: nowIso(), created_by: ctx.actor.userId })
+      .onConflict((oc) => oc.doNothing())
+      .executeTakeFirst();
+    const created = Number(res.numInsertedOrUpdatedRows ?? 0n) > 0;
+    if (created)
+      await recordActivity(trx, ctx, [
+        { object: obj.name, recordId: id, action: 'associated', payload: { object: to.name, id: toId } },
+        { object: to.name, recordId: toId, action: 'associated', payload: { object: obj.name, id } },
+      ]);
+    return { object: obj.name, id, to_object: to.name, to_id: toId, created };
+  });
+}
+
+export async function dissociate(ctx: Ctx, objectName: string, id: string, toObjectName: string, toId: string) {
+  const obj = await resolveObject(ctx, objectName);
+  const to = await resolveObject(ctx, toObjectName);
+  const [aO, aI, bO, bI] = orderPair(obj.name, id, to.name, toId) as [string, string, string, string];
+  return ctx.db.kysely.transaction().execute(async (trx) => {
+    const res = await trx
+      .deleteFrom('associations')
+      .where('workspace_id', '=', ctx.actor.workspaceId)
+      .where('a_object', '=', aO)
+      .where('a_id', '=', aI)
+      .where('b_object', '=', bO)
+      .where('b_id', '=', bI)
+      .executeTakeFirst();
+    if (Number(res.numDeletedRows) === 0)
+      throw new CrmError('RECORD_NOT_FOUND', `No association between ${obj.name} '${id}' and ${to.name} '${toId}'`);
+    await recordActivity(trx, ctx, [
+      { object: obj.name, recordId: id, action: 'dissociated', payload: { object: to.name, id: toId } },
+      { object: to.name, recordId: toId, action: 'dissociated', payload: { object: obj.name, id } },
+    ]);
+    return { object: obj.name, id, to_object: to.name, to_id: toId, deleted: true };
+  });
+}
+
+export { unknownField };

@@ -1,0 +1,154 @@
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Db } from '../db/database.js';
+import { createSystemSchema } from './schema.js';
+import type { Actor, Ctx, Role } from './context.js';
+import { CrmError, validationError } from './errors.js';
+import { nowIso } from './clock.js';
+
+export const TOKEN_PREFIX = 'ksr_';
+
+export interface Workspace {
+  id: number;
+  name: string;
+}
+
+export interface User {
+  id: string;
+  email: string;
+  name: string;
+  role: Role;
+  created_at: string;
+}
+
+const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
+
+export async function findWorkspace(db: Db, name: string): Promise<Workspace | undefined> {
+  return db.kysely.selectFrom('workspaces').select(['id', 'name']).where('name', '=', name).executeTakeFirst();
+}
+
+export async function listWorkspaces(db: Db): Promise<Workspace[]> {
+  return db.kysely.selectFrom('workspaces').select(['id', 'name']).orderBy('id').execute();
+}
+
+/** A workspace with its system objects and record tables, created in one transaction. */
+export async function createWorkspace(db: Db, name: string): Promise<Workspace> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}$/.test(name)) throw validationError(`Invalid workspace name '${name}'`);
+  if (await findWorkspace(db, name)) throw new CrmError('DUPLICATE_RECORD', `Workspace '${name}' already exists`);
+  return db.kysely.transaction().execute(async (trx) => {
+    const ws = await trx.insertInto('workspaces').values({ name, created_at: nowIso() }).returning(['id', 'name']).executeTakeFirstOrThrow();
+    await createSystemSchema(trx, db.adapter, ws.id);
+    return ws;
+  });
+}
+
+export async function createUser(db: Db, workspaceId: number, input: { email: string; name: string; role: Role }): Promise<User> {
+  if (!['admin', 'member'].includes(input.role)) throw validationError(`role must be admin or member, got '${input.role}'`);
+  const user: User = { id: randomUUID(), email: input.email.trim().toLowerCase(), name: input.name, role: input.role, created_at: nowIso() };
+  try {
+    await db.kysely.insertInto('users').values({ ...user, workspace_id: workspaceId }).execute();
+  } catch (e) {
+    if (db.adapter.isUniqueViolation(e)) throw new CrmError('DUPLICATE_RECORD', `A user with email '${user.email}' already exists in this workspace`);
+    throw e;
+  }
+  return user;
+}
+
+export async function findUserByEmail(db: Db, workspaceId: number, email: string): Promise<User | undefined> {
+  return db.kysely
+    .selectFrom('users')
+    .select(['id', 'email', 'name', 'role', 'created_at'])
+    .where('workspace_id', '=', workspaceId)
+    .where('email', '=', email.trim().toLowerCase())
+    .executeTakeFirst();
+}
+
+export async function firstUserWithRole(db: Db, workspaceId: number, role: Role): Promise<User | undefined> {
+  return db.kysely
+    .selectFrom('users')
+    .select(['id', 'email', 'name', 'role', 'created_at'])
+    .where('workspace_id', '=', workspaceId)
+    .where('role', '=', role)
+    .orderBy('created_at')
+    .orderBy('id')
+    .executeTakeFirst();
+}
+
+export interface NewToken {
+  id: string;
+  /** Shown once; only its hash is stored. */
+  token: string;
+  prefix: string;
+  name: string;
+}
+
+export async function createToken(db: Db, workspaceId: number, userId: string, name: string): Promise<NewToken> {
+  const token = `${TOKEN_PREFIX}${randomBytes(24).toString('base64url')}`;
+  const row = {
+    id: randomUUID(),
+    workspace_id: workspaceId,
+    user_id: userId,
+    name,
+    token_hash: hashToken(token),
+    token_prefix: token.slice(0, 12),
+    created_at: nowIso(),
+    last_used_at: null,
+    revoked_at: null,
+  };
+  await db.kysely.insertInto('api_tokens').values(row).execute();
+  return { id: row.id, token, prefix: row.token_prefix, name };
+}
+
+export async function listTokens(db: Db, workspaceId: number) {
+  return db.kysely
+    .selectFrom('api_tokens')
+    .innerJoin('users', 'users.id', 'api_tokens.user_id')
+    .select(['api_tokens.id', 'api_tokens.name', 'api_tokens.token_prefix as prefix', 'users.email as user', 'users.role', 'api_tokens.created_at', 'api_tokens.revoked_at'])
+    .where('api_tokens.workspace_id', '=', workspaceId)
+    .orderBy('api_tokens.created_at')
+    .execute();
+}
+
+export async function revokeToken(db: Db, workspaceId: number, idOrPrefix: string): Promise<number> {
+  const res = await db.kysely
+    .updateTable('api_tokens')
+    .set({ revoked_at: nowIso() })
+    .where('workspace_id', '=', workspaceId)
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('id', '=', idOrPrefix), eb('token_prefix', '=', idOrPrefix)]))
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows);
+}
+
+/** Bearer token -> actor, or null when missing, unknown or revoked. */
+export async function authenticate(db: Db, token: string | undefined, via: string): Promise<Actor | null> {
+  if (!token || !token.startsWith(TOKEN_PREFIX)) return null;
+  const row = await db.kysely
+    .selectFrom('api_tokens')
+    .innerJoin('users', 'users.id', 'api_tokens.user_id')
+    .select(['api_tokens.workspace_id', 'api_tokens.user_id', 'users.role', 'api_tokens.revoked_at'])
+    .where('api_tokens.token_hash', '=', hashToken(token))
+    .executeTakeFirst();
+  if (!row || row.revoked_at !== null) return null;
+  return { workspaceId: row.workspace_id, userId: row.user_id, role: row.role, via };
+}
+
+export async function me(ctx: Ctx) {
+  const u = await ctx.db.kysely
+    .selectFrom('users')
+    .innerJoin('workspaces', 'workspaces.id', 'users.workspace_id')
+    .select(['users.id', 'users.email', 'users.name', 'users.role', 'users.created_at', 'workspaces.name as workspace'])
+    .where('users.id', '=', ctx.actor.userId)
+    .where('users.workspace_id', '=', ctx.actor.workspaceId)
+    .executeTakeFirst();
+  if (!u) throw new CrmError('UNAUTHORIZED', 'The user of this token no longer exists');
+  return u;
+}
+
+export async function listUsers(ctx: Ctx): Promise<User[]> {
+  return ctx.db.kysely
+    .selectFrom('users')
+    .select(['id', 'email', 'name', 'role', 'created_at'])
+    .where('workspace_id', '=', ctx.actor.workspaceId)
+    .orderBy('name')
+    .execute();
+}
