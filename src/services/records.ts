@@ -5,7 +5,7 @@ import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { decodeValue, encodeValue, type FieldDef } from './field-types.js';
 import { compileFilter, type FilterGroup } from './filters.js';
-import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef } from './schema.js';
+import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
 
@@ -306,7 +306,9 @@ function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update')
 
 /** RELATION values must name existing records of the target object in this workspace. */
 async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rows: Row[]): Promise<void> {
-  const schema = await getSchema(ctx);
+  // The schema comes from the cache loaded before the transaction began: querying outside
+  // the transaction here would wait on the transaction's own connection.
+  const schema = schemaCache.get(ctx) ?? (() => { throw new Error('schema not preloaded'); })();
   for (const f of obj.fields) {
     if (f.type !== 'RELATION' || f.readOnly) continue;
     const ids = [...new Set(rows.map((r) => r[f.column]).filter((v): v is string => typeof v === 'string'))];
@@ -408,13 +410,25 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
   const obj = await resolveObject(ctx, objectName);
   checkBatch(inputs);
   const prepared = await eachRow(inputs, async (input) => prepareWrite(obj, input, 'create'));
-  const ids = await ctx.db.kysely.transaction().execute(async (trx) => {
+  const ids = await inTransaction(ctx, async (trx) => {
     await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
     const ids = await eachRow(prepared, (p) => insertRow(ctx, trx, obj, p.row));
     await recordActivity(trx, ctx, ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })));
     return ids;
   });
   return readBack(ctx, obj, ids);
+}
+
+/** Schemas preloaded per call, for code running inside a transaction. */
+const schemaCache = new WeakMap<Ctx, WorkspaceSchema>();
+
+async function inTransaction<T>(ctx: Ctx, fn: (trx: Kysely<Tables>) => Promise<T>): Promise<T> {
+  schemaCache.set(ctx, await getSchema(ctx));
+  try {
+    return await ctx.db.kysely.transaction().execute(fn);
+  } finally {
+    schemaCache.delete(ctx);
+  }
 }
 
 async function readBack(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<RecordData[]> {
@@ -448,7 +462,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
     return prepareWrite(obj, u.values, 'update');
   });
   const ids = updates.map((u) => u.id);
-  await ctx.db.kysely.transaction().execute(async (trx) => {
+  await inTransaction(ctx, async (trx) => {
     const before = await fetchRows(trx, obj, ids);
     const activity: ActivityEntry[] = [];
     await eachRow(prepared, async (p, i) => {
@@ -495,7 +509,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
     return key === 'id' ? String(v) : encodeValue(keyField, v);
   });
   const results: UpsertResult['results'] = [];
-  await ctx.db.kysely.transaction().execute(async (trx) => {
+  await inTransaction(ctx, async (trx) => {
     const activity: ActivityEntry[] = [];
     await eachRow(inputs, async (input, i) => {
       const k = keys[i];

@@ -1,0 +1,93 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { openDatabase, type Db } from '../src/db/database.js';
+import { migrate } from '../src/db/migrations.js';
+import { buildApp } from '../src/http/app.js';
+import type { Ctx, Role } from '../src/services/context.js';
+import { createToken, createUser, createWorkspace, type User, type Workspace } from '../src/services/users.js';
+
+export const silent = pino({ level: 'silent' });
+
+export interface TestWorkspace {
+  workspace: Workspace;
+  admin: User;
+  member: User;
+  adminToken: string;
+  memberToken: string;
+  /** Service context acting as the admin (via 'test'). */
+  ctx: Ctx;
+}
+
+/** A fresh, migrated database: in memory by default, or a file on disk when durability matters. */
+export async function freshDb(opts: { file?: boolean } = {}): Promise<Db> {
+  let file = ':memory:';
+  if (opts.file) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-test-'));
+    file = path.join(dir, 'crm.db');
+  }
+  const db = openDatabase({ file });
+  await migrate(db);
+  return db;
+}
+
+export async function makeWorkspace(db: Db, name: string): Promise<TestWorkspace> {
+  const workspace = await createWorkspace(db, name);
+  const admin = await createUser(db, workspace.id, { email: `admin@${name}.test`, name: `${name} Admin`, role: 'admin' });
+  const member = await createUser(db, workspace.id, { email: `member@${name}.test`, name: `${name} Member`, role: 'member' });
+  const adminToken = (await createToken(db, workspace.id, admin.id, 'test admin')).token;
+  const memberToken = (await createToken(db, workspace.id, member.id, 'test member')).token;
+  return { workspace, admin, member, adminToken, memberToken, ctx: ctxFor(db, workspace.id, admin.id, 'admin') };
+}
+
+export function ctxFor(db: Db, workspaceId: number, userId: string, role: Role, via = 'test'): Ctx {
+  return { db, log: silent, actor: { workspaceId, userId, role, via } };
+}
+
+export interface TestApp {
+  db: Db;
+  app: FastifyInstance;
+  a: TestWorkspace;
+  b: TestWorkspace;
+  close(): Promise<void>;
+}
+
+/** Database + Fastify app + two workspaces (A and B) for tenancy checks. */
+export async function testApp(opts: { file?: boolean } = {}): Promise<TestApp> {
+  const db = await freshDb(opts);
+  const app = await buildApp({ db, log: silent });
+  const a = await makeWorkspace(db, 'alpha');
+  const b = await makeWorkspace(db, 'beta');
+  return {
+    db,
+    app,
+    a,
+    b,
+    async close() {
+      await app.close();
+      await db.close();
+    },
+  };
+}
+
+/** app.inject with a bearer token and JSON body; returns status and parsed JSON. */
+export async function call(app: FastifyInstance, token: string | null, method: string, url: string, body?: unknown) {
+  const res = await app.inject({
+    method: method as 'GET',
+    url,
+    headers: {
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
+    ...(body !== undefined ? { payload: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+  let json: any = null;
+  try {
+    json = res.json();
+  } catch {
+    json = null;
+  }
+  return { status: res.statusCode, body: json, headers: res.headers, raw: res.body };
+}
