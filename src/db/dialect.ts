@@ -1,4 +1,4 @@
-import { sql, type Expression, type RawBuilder, type SqlBool } from 'kysely';
+import { sql, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
 
 /**
  * Everything that differs between SQLite and PostgreSQL lives behind this interface,
@@ -15,6 +15,8 @@ export interface DialectAdapter {
   /** A JSON-array text column holds any of the values. */
   jsonArrayHasAny(ref: Expression<unknown>, values: string[]): RawBuilder<SqlBool>;
   isUniqueViolation(err: unknown): boolean;
+  /** Secondary (non-unique) indexes of a table with the statements that recreate them: bulk loads drop and rebuild them. */
+  secondaryIndexes(db: Kysely<any>, table: string): Promise<{ name: string; create: string }[]>;
 }
 
 export const sqliteAdapter: DialectAdapter = {
@@ -27,6 +29,12 @@ export const sqliteAdapter: DialectAdapter = {
     sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
   isUniqueViolation: (err) =>
     typeof err === 'object' && err !== null && (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE',
+  async secondaryIndexes(db, table) {
+    const r = await sql<{ name: string; sql: string }>`
+      SELECT name, sql FROM sqlite_master
+      WHERE type = 'index' AND tbl_name = ${table} AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE%'`.execute(db);
+    return r.rows.map((x) => ({ name: x.name, create: x.sql }));
+  },
 };
 
 /** Escape LIKE metacharacters so user text matches literally. */

@@ -1,5 +1,5 @@
 import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely';
-import { v7 as uuidv7 } from 'uuid';
+import { newId } from './ids.js';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
@@ -345,7 +345,7 @@ function duplicateError(ctx: Ctx, obj: ObjectDef, err: unknown, row?: Row): CrmE
 
 async function insertRow(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row: Row): Promise<string> {
   const now = nowIso();
-  const id = uuidv7();
+  const id = newId();
   try {
     await dyn(trx).insertInto(obj.table).values({ ...row, id, created_at: now, updated_at: now, created_by: ctx.actor.userId }).execute();
   } catch (e) {
