@@ -2,7 +2,7 @@ import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool } fr
 import { newId } from './ids.js';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
-import { CrmError, validationError } from './errors.js';
+import { CrmError, validationError, type ErrorCode } from './errors.js';
 import { decodeValue, encodeValue, type FieldDef } from './field-types.js';
 import { compileFilter, type FilterGroup } from './filters.js';
 import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef, type WorkspaceSchema } from './schema.js';
@@ -369,7 +369,30 @@ export interface RowError {
   message: string;
 }
 
-/** Run fn per item; on any failure throw one error that lists every failing row, so nothing is half-written. */
+/**
+ * Validate every row before anything is written, and report all the failing rows at once
+ * (index, code, message), so a client can fix a batch in one round trip.
+ */
+function validateRows<T, R>(items: T[], fn: (item: T, index: number) => R): R[] {
+  const out: R[] = [];
+  const errors: RowError[] = [];
+  items.forEach((item, i) => {
+    try {
+      out.push(fn(item, i));
+    } catch (e) {
+      if (!(e instanceof CrmError)) throw e;
+      errors.push({ index: i, code: e.code, message: e.message });
+    }
+  });
+  if (errors.length) {
+    const first = errors[0]!;
+    const more = errors.length > 1 ? ` (and ${errors.length - 1} more failing rows, listed in details.errors)` : '';
+    throw new CrmError(first.code as ErrorCode, `Row ${first.index}: ${first.message}${more}. Nothing was written.`, { index: first.index, errors });
+  }
+  return out;
+}
+
+/** Run fn per item inside a transaction; the first failure aborts it, naming the row, so nothing is half-written. */
 async function eachRow<T, R>(items: T[], fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
   const out: R[] = [];
   for (let i = 0; i < items.length; i++) {
@@ -409,7 +432,7 @@ export async function createRecord(ctx: Ctx, objectName: string, input: unknown)
 export async function createRecords(ctx: Ctx, objectName: string, inputs: unknown[]): Promise<RecordData[]> {
   const obj = await resolveObject(ctx, objectName);
   checkBatch(inputs);
-  const prepared = await eachRow(inputs, async (input) => prepareWrite(obj, input, 'create'));
+  const prepared = validateRows(inputs, (input) => prepareWrite(obj, input, 'create'));
   const ids = await inTransaction(ctx, async (trx) => {
     await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
     const ids = await eachRow(prepared, (p) => insertRow(ctx, trx, obj, p.row));
@@ -457,7 +480,7 @@ export async function updateRecord(ctx: Ctx, objectName: string, id: string, val
 export async function updateRecords(ctx: Ctx, objectName: string, updates: UpdateInput[]): Promise<RecordData[]> {
   const obj = await resolveObject(ctx, objectName);
   checkBatch(updates);
-  const prepared = await eachRow(updates, async (u) => {
+  const prepared = validateRows(updates, (u) => {
     if (typeof u.id !== 'string' || !u.id) throw validationError("Each update needs the record's 'id'");
     return prepareWrite(obj, u.values, 'update');
   });
@@ -500,7 +523,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
     const uniques = obj.fields.filter((f) => f.unique).map((f) => f.name);
     throw validationError(`Upsert key '${key}' must be 'id' or a unique field of ${obj.name}: ${uniques.join(', ')}`, { validKeys: uniques });
   }
-  const keys = await eachRow(inputs, async (input) => {
+  const keys = validateRows(inputs, (input) => {
     const v = typeof input === 'object' && input !== null ? (input as Record<string, unknown>)[key] : undefined;
     if (v === undefined || v === null || v === '') {
       if (key === 'id') return null; // no id: create
