@@ -76,7 +76,7 @@ export function buildCli(): Command {
       const log = pino({ level: cfg.LOG_LEVEL });
       const db = await openMigrated(cfg);
       const first = await ensureDefaultWorkspace(db, log, { name: cfg.CRM_WORKSPACE, demo: cfg.CRM_DEMO_DATA === 'true' });
-      const app = await buildApp({ db, log, corsOrigin: corsOrigin(cfg) });
+      const app = await buildApp({ db, log, corsOrigin: corsOrigin(cfg), rateLimitPerMinute: cfg.CRM_RATE_LIMIT });
       const address = await app.listen({ port: cfg.PORT, host: cfg.HOST });
       if (first) {
         const url = address.replace('[::1]', 'localhost');

@@ -11,6 +11,8 @@ const envSchema = z.object({
   CRM_WORKSPACE: z.string().min(1).default('default'),
   /** Comma-separated CORS origins allowed to call the REST API from a browser; empty for none, * for any. */
   CRM_CORS_ORIGINS: z.string().default(''),
+  /** REST requests per minute per token; 0 turns the limit off. */
+  CRM_RATE_LIMIT: z.coerce.number().int().min(0).default(1200),
 });
 
 export type Config = z.infer<typeof envSchema>;

@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import type { Ctx } from '../services/context.js';
@@ -16,6 +17,8 @@ export interface AppDeps {
   log: Logger;
   /** Allowed CORS origins; true reflects any origin. */
   corsOrigin?: boolean | string | string[];
+  /** Requests per minute per token (or per IP without one) on /api/v1; 0 or undefined: no limit. */
+  rateLimitPerMinute?: number;
 }
 
 declare module 'fastify' {
@@ -51,6 +54,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(
     async (api) => {
       api.decorateRequest('ctx', null as unknown as Ctx);
+      if (deps.rateLimitPerMinute) {
+        // Per process: behind a load balancer each process counts its own share.
+        await api.register(rateLimit, {
+          max: deps.rateLimitPerMinute,
+          timeWindow: 60_000,
+          keyGenerator: (req) => bearer(req) ?? req.ip,
+          errorResponseBuilder: (_req, ctx) =>
+            new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
+        });
+      }
       api.addHook('onRequest', async (req) => {
         const actor = await authenticate(deps.db, bearer(req), 'rest');
         if (!actor)
