@@ -169,9 +169,10 @@ export interface Related {
 export async function getRecord(ctx: Ctx, objectName: string, id: string, opts: { enrich?: boolean; fields?: string[] } = {}) {
   const obj = await resolveObject(ctx, objectName);
   const fields = projection(obj, opts.fields);
+  // All columns: the associations need the relation fields even when the projection leaves them out.
   const row = (await dyn(ctx.db.kysely)
     .selectFrom(obj.table)
-    .select(fields.map((f) => f.column))
+    .select(obj.fields.map((f) => f.column))
     .where('id', '=', id)
     .executeTakeFirst()) as Record<string, unknown> | undefined;
   if (!row) throw notFound(obj, id);
