@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import type { Tables } from './tables.js';
 import { sqliteAdapter, type DialectAdapter } from './dialect.js';
+import { ReadPool } from './read-pool.js';
 
 export interface Db {
   kysely: Kysely<Tables>;
@@ -12,6 +13,8 @@ export interface Db {
   file: string;
   /** The underlying better-sqlite3 handle: only for pragmas, backups and bulk loaders. */
   sqlite: Database.Database;
+  /** Worker threads for heavy reads (file databases only); absent: heavy reads run on the main connection. */
+  readPool?: ReadPool;
   close(): Promise<void>;
 }
 
@@ -41,6 +44,8 @@ export interface OpenOptions {
   /** Path of the SQLite file, or ':memory:'. */
   file: string;
   readonly?: boolean;
+  /** Threads for heavy reads (aggregates); 0 keeps them on the main connection. Ignored for ':memory:'. */
+  readWorkers?: number;
 }
 
 export function openSqlite(file: string, readonly = false): Database.Database {
@@ -63,14 +68,17 @@ export function openDatabase(opts: OpenOptions): Db {
   const sqlite = openSqlite(opts.file, opts.readonly);
   const kysely = new Kysely<Tables>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite) }) });
   let closed = false;
+  const readPool = opts.file !== ':memory:' && (opts.readWorkers ?? 0) > 0 ? new ReadPool(opts.file, opts.readWorkers) : undefined;
   return {
     kysely,
     adapter: sqliteAdapter,
     file: opts.file,
     sqlite,
+    ...(readPool ? { readPool } : {}),
     async close() {
       if (closed) return;
       closed = true;
+      await readPool?.close();
       await kysely.destroy();
     },
   };

@@ -10,6 +10,7 @@ import { errorHandler } from './errors.js';
 import { recordRoutes } from './routes/records.js';
 import { schemaRoutes } from './routes/schema.js';
 import { userRoutes } from './routes/users.js';
+import { aggregateRoutes } from './routes/aggregate.js';
 import { VERSION } from '../version.js';
 
 export interface AppDeps {
@@ -76,6 +77,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(userRoutes);
       await api.register(schemaRoutes);
       await api.register(recordRoutes);
+      await api.register(aggregateRoutes);
     },
     { prefix: '/api/v1' },
   );

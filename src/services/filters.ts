@@ -4,7 +4,7 @@ import type { DialectAdapter } from '../db/dialect.js';
 import { escapeLike } from '../db/dialect.js';
 import { validationError } from './errors.js';
 import { encodeValue, parseDate, parseDateTime, toMinorUnits, parseBoolean, type FieldDef } from './field-types.js';
-import { resolveField, type ObjectDef } from './schema.js';
+import { resolveField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 
 export const OPERATORS = [
   'eq', 'equals', 'neq', 'not_equals', 'gt', 'gte', 'lt', 'lte', 'between', 'in', 'not_in',
@@ -120,7 +120,45 @@ export interface FilterStats {
   conditions: number;
 }
 
-function compileCondition(obj: ObjectDef, adapter: DialectAdapter, c: Condition, alias?: string): Compiled {
+interface Scope {
+  adapter: DialectAdapter;
+  /** Needed for conditions on related records ('company.industry'). */
+  schema: WorkspaceSchema | undefined;
+  /** Counter for subquery aliases. */
+  aliases: number;
+}
+
+/**
+ * 'company.industry' = the related company's industry: EXISTS over the related table, so a
+ * condition on related records never multiplies rows the way a join would.
+ */
+function compileRelated(obj: ObjectDef, scope: Scope, c: Condition, alias: string | undefined): Compiled {
+  const dot = c.field.indexOf('.');
+  const rel = resolveField(obj, c.field.slice(0, dot));
+  const target = rel.type === 'RELATION' && rel.target !== 'users' ? scope.schema?.objects.get(rel.target!) : undefined;
+  if (!target) {
+    const rels = obj.fields.filter((f) => f.type === 'RELATION' && f.target !== 'users' && !f.readOnly).map((f) => `${f.name}.<field of ${f.target}>`);
+    throw validationError(
+      `'${c.field}': a dotted field must start with a relation to another object. On ${obj.name}: ${rels.length ? rels.join(', ') : 'none'}`,
+      { field: c.field },
+    );
+  }
+  const a = `r${++scope.aliases}`;
+  const inner = compileCondition(target, scope, { ...c, field: c.field.slice(dot + 1) }, a);
+  const outer = `${alias ?? obj.table}.${rel.column}`;
+  return (eb) =>
+    eb.exists(
+      eb
+        .selectFrom(`${target.table} as ${a}` as any)
+        .select(eb.lit(1).as('one'))
+        .whereRef(`${a}.id` as any, '=', outer as any)
+        .where((inn: EB) => inner(inn)),
+    );
+}
+
+function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: string): Compiled {
+  if (c.field.includes('.')) return compileRelated(obj, scope, c, alias);
+  const adapter = scope.adapter;
   const f = resolveField(obj, c.field);
   const op = canonical(c.operator);
   const allowed = allowedOps(f);
@@ -222,7 +260,7 @@ function isGroup(x: Condition | FilterGroup): x is FilterGroup {
  * Compile a FilterGroup against an object's schema. Every field name is resolved through the
  * schema; every value travels as a parameter. Throws VALIDATION_ERROR with the valid choices.
  */
-export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: unknown, alias?: string): Compiled {
+export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: unknown, alias?: string, schema?: WorkspaceSchema): Compiled {
   const parsed = filterGroupSchema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -232,12 +270,13 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
     );
   }
   const stats: FilterStats = { conditions: 0 };
+  const scope: Scope = { adapter, schema, aliases: 0 };
   const walk = (g: FilterGroup, depth: number): Compiled => {
     if (depth > MAX_FILTER_DEPTH) throw validationError(`Filter groups nest at most ${MAX_FILTER_DEPTH} deep`);
     const parts = g.conditions.map((c) => {
       if (isGroup(c)) return walk(c, depth + 1);
       if (++stats.conditions > MAX_FILTER_CONDITIONS) throw validationError(`A filter has at most ${MAX_FILTER_CONDITIONS} conditions`);
-      return compileCondition(obj, adapter, c, alias);
+      return compileCondition(obj, scope, c, alias);
     });
     if (g.operator === 'or') return (eb) => eb.or(parts.map((p) => p(eb)));
     const all = (eb: EB) => eb.and(parts.map((p) => p(eb)));

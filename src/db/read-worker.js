@@ -1,0 +1,31 @@
+// Runs read-only SQL on its own SQLite connection in a worker thread, so a heavy aggregate
+// never blocks the event loop. Plain JavaScript so the same file loads from src/ (tests) and dist/.
+import Database from 'better-sqlite3';
+
+/** @type {Map<string, { db: import('better-sqlite3').Database, stmts: Map<string, import('better-sqlite3').Statement> }>} */
+const connections = new Map();
+
+function connection(file) {
+  let c = connections.get(file);
+  if (!c) {
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    db.pragma('cache_size = -65536');
+    db.pragma('mmap_size = 268435456');
+    c = { db, stmts: new Map() };
+    connections.set(file, c);
+  }
+  return c;
+}
+
+/** @param {{ file: string, sql: string, parameters: unknown[] }} task */
+export default function run(task) {
+  const c = connection(task.file);
+  let stmt = c.stmts.get(task.sql);
+  if (!stmt) {
+    stmt = c.db.prepare(task.sql);
+    if (c.stmts.size > 200) c.stmts.clear();
+    c.stmts.set(task.sql, stmt);
+  }
+  return stmt.all(...task.parameters);
+}

@@ -1,0 +1,105 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { aggregateGroups, aggregateKasar, type GroupRequest } from '../../services/aggregate.js';
+import { aggregateTree } from '../../services/aggregate-tree.js';
+import { validationError } from '../../services/errors.js';
+import { filterFromQuery } from '../../services/filters.js';
+import { parseWith } from '../../services/schema.js';
+import { INTERVALS } from '../../services/time-buckets.js';
+
+type P = { Params: { object: string } };
+
+const kasarQuery = z
+  .object({
+    field: z.string().optional(),
+    function: z.string().optional(),
+    group_by: z.string().optional(),
+    interval: z.enum(INTERVALS).optional(),
+    tz: z.string().optional(),
+    order: z.enum(['count_desc', 'count_asc', 'value_desc', 'value_asc', 'group_asc', 'group_desc']).optional(),
+    limit: z.coerce.number().int().optional(),
+    filter_field: z.string().optional(),
+    filter_operator: z.string().optional(),
+    filter_value: z.string().optional(),
+    filters: z.string().optional(),
+  })
+  .strict();
+
+const groupBody = z
+  .object({
+    aggregate: z.array(z.object({ field: z.string(), function: z.string() }).strict()).max(20).optional(),
+    filter: z.unknown().optional(),
+    groupBy: z
+      .union([
+        z.string(),
+        z.array(
+          z.union([
+            z.string(),
+            z.object({ field: z.string(), interval: z.enum(INTERVALS).optional(), histogram: z.number().optional(), timeZone: z.string().optional() }).strict(),
+          ]),
+        ),
+      ])
+      .optional(),
+    order: z
+      .object({
+        by: z.union([z.enum(['count', 'group']), z.object({ field: z.string(), function: z.string() }).strict()]),
+        dir: z.enum(['asc', 'desc']).optional(),
+      })
+      .strict()
+      .optional(),
+    limit: z.number().int().optional(),
+  })
+  .strict();
+
+export async function aggregateRoutes(app: FastifyInstance) {
+  // Kasar: one metric, optional single group.
+  app.get<P>('/aggregate/:object', async (req) => {
+    const q = parseWith(kasarQuery, req.query, 'aggregate parameters');
+    const [by, dir] = (q.order ?? '').split('_') as [string, 'asc' | 'desc'];
+    const order = q.order
+      ? { by: by === 'value' ? { field: q.field ?? '', function: q.function ?? '' } : (by as 'count' | 'group'), dir }
+      : undefined;
+    return aggregateKasar(req.ctx, req.params.object, {
+      field: q.field ?? '',
+      function: q.function ?? '',
+      groupBy: q.group_by,
+      interval: q.interval,
+      timeZone: q.tz,
+      filter: filterFromQuery(q),
+      order,
+      limit: q.limit,
+    });
+  });
+
+  // Multi-metric, multi-dimension (Bitrix24 shape).
+  app.post<P>('/aggregate/:object', async (req) => {
+    const b = parseWith(groupBody, req.body ?? {}, 'aggregate body');
+    const groupBy = b.groupBy === undefined ? undefined : Array.isArray(b.groupBy) ? b.groupBy : [b.groupBy];
+    const request: GroupRequest = {
+      filter: b.filter,
+      metrics: b.aggregate ?? [],
+      ...(groupBy ? { groupBy } : {}),
+      ...(b.order ? { order: b.order } : {}),
+      ...(b.limit !== undefined ? { limit: b.limit } : {}),
+    };
+    const r = await aggregateGroups(req.ctx, req.params.object, request);
+    return {
+      success: true,
+      data: {
+        count: r.count,
+        aggregates: r.aggregates,
+        ...(r.groups ? { groups: r.groups.map((g) => ({ ...g.values, count: g.count, aggregates: g.aggregates, ...(g.labels ? { labels: g.labels } : {}) })) } : {}),
+        meta: r.meta,
+      },
+    };
+  });
+
+  // Nested trees (Cognite shape).
+  app.post<P>('/aggregate/:object/tree', async (req) => {
+    const body = req.body as { aggregates?: unknown; filter?: unknown } | null;
+    if (!body || typeof body !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
+    const extra = Object.keys(body).filter((k) => k !== 'aggregates' && k !== 'filter');
+    if (extra.length) throw validationError(`Unknown key(s) ${extra.join(', ')}; the body takes "aggregates" and "filter"`);
+    return aggregateTree(req.ctx, req.params.object, { aggregates: body.aggregates as Record<string, unknown>, filter: body.filter });
+  });
+}

@@ -1,0 +1,63 @@
+import { z } from 'zod';
+import { conditionSchema, OPERATORS } from '../services/filters.js';
+import { MAX_BATCH, MAX_LIMIT } from '../services/records.js';
+
+/**
+ * Argument and result schemas shared by several tools. The `object` argument's description is
+ * replaced per session by the list of this workspace's objects (see server.ts).
+ */
+export const objectArg = z.string().min(1).describe('Object name (plural, lowercase), e.g. contacts');
+export const idArg = z.string().min(1).describe('Record id, as returned by crm_search or crm_get_record');
+export const fieldsArg = z
+  .array(z.string())
+  .max(200)
+  .optional()
+  .describe('Fields to return (id is always included); omit for all fields. Fewer fields keep the answer short');
+export const valuesArg = z
+  .record(z.string(), z.unknown())
+  .describe(
+    'Field name -> value, e.g. {"first_name":"Ada","email":"ada@example.com"}. SELECT fields take one of their options, ' +
+      'MULTI_SELECT an array of options, RELATION the id of the related record, DATE YYYY-MM-DD, CURRENCY a number. ' +
+      'See crm_describe_schema for the fields of each object',
+  );
+export const dryRunArg = z
+  .boolean()
+  .default(false)
+  .describe('true: change nothing and answer exactly what the call would do (same checks, same answer, with dry_run: true)');
+
+const groupOperator = z
+  .enum(['and', 'or', 'not'])
+  .describe("How the conditions combine: 'and' (all), 'or' (any), 'not' (records for which not all of them hold)");
+
+// Written out to three levels instead of a recursive $ref: some MCP clients cannot resolve $ref in tool schemas.
+const group3 = z.object({ operator: groupOperator, conditions: z.array(conditionSchema).describe('Conditions') }).strict();
+const group2 = z
+  .object({ operator: groupOperator, conditions: z.array(z.union([conditionSchema, group3])).describe('Conditions or nested groups') })
+  .strict();
+export const filterArg = z
+  .object({ operator: groupOperator, conditions: z.array(z.union([conditionSchema, group2])).describe('Conditions or nested groups') })
+  .strict()
+  .optional()
+  .describe(
+    'Which records: a group {"operator":"and"|"or"|"not","conditions":[...]} of conditions {"field","operator","value"} or nested groups. ' +
+      `Operators: ${OPERATORS.join(', ')}. "in"/"not_in" take an array, "between" [low, high], "is_null"/"is_not_null" no value. ` +
+      'Text matching (contains, starts_with) ignores case. Example: {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"},{"field":"country","operator":"in","value":["DE","FR"]}]}',
+  );
+export const limitArg = z
+  .number()
+  .int()
+  .min(1)
+  .max(MAX_LIMIT)
+  .default(20)
+  .describe(`Records per page, 1 to ${MAX_LIMIT} (default 20)`);
+export const batchArg = z
+  .array(z.record(z.string(), z.unknown()))
+  .min(1)
+  .max(MAX_BATCH)
+  .describe(`1 to ${MAX_BATCH} records, each field name -> value`);
+
+/** A record as the services return it: id plus the object's fields (empty fields included). */
+export const recordOut = z.object({ id: z.string() }).catchall(z.unknown());
+
+export const relatedOut = z.object({ id: z.string(), name: z.string(), via: z.string() });
+export const associationsOut = z.record(z.string(), z.object({ total: z.number(), records: z.array(relatedOut) }));

@@ -1,0 +1,40 @@
+import { ErrorCode, McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { Log } from '../services/context.js';
+import { isCrmError, type CrmError } from '../services/errors.js';
+
+const GENERIC = 'Internal error in the CRM server; the server log has the details. Retrying will not help until it is fixed.';
+
+interface RowError {
+  index: number;
+  code: string;
+  message: string;
+}
+
+/** The service's message already names the fix (valid fields, allowed values, limits); batches add every failing row. */
+function describe(e: CrmError): string {
+  let text = `${e.code}: ${e.message}`;
+  const rows = e.details?.errors as RowError[] | undefined;
+  if (Array.isArray(rows) && rows.length > 1) {
+    const shown = rows.slice(0, 100).map((r) => `#${r.index} ${r.code}: ${r.message}`);
+    text += `\nFailing rows:\n${shown.join('\n')}${rows.length > 100 ? `\n... and ${rows.length - 100} more` : ''}`;
+  }
+  return text;
+}
+
+/** A tool's failure as the model should see it: isError with the fix, never a stack or SQL. */
+export function toolError(e: unknown, log: Log, tool: string): CallToolResult {
+  if (isCrmError(e)) return { isError: true, content: [{ type: 'text', text: describe(e) }] };
+  log.error({ err: e, tool }, 'MCP tool failed');
+  return { isError: true, content: [{ type: 'text', text: GENERIC }] };
+}
+
+/** Resources and prompts answer JSON-RPC errors instead of tool results. */
+export function protocolError(e: unknown, log: Log, what: string): McpError {
+  if (isCrmError(e)) {
+    const notFound = e.code === 'INVALID_OBJECT' || e.code === 'RECORD_NOT_FOUND' || e.code === 'NOT_FOUND';
+    // -32002: the MCP spec's code for a resource that does not exist.
+    return new McpError(notFound ? -32002 : ErrorCode.InvalidParams, describe(e), e.details);
+  }
+  log.error({ err: e, what }, 'MCP request failed');
+  return new McpError(ErrorCode.InternalError, GENERIC);
+}

@@ -1,0 +1,68 @@
+import type { z } from 'zod';
+import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
+import type { Ctx } from '../services/context.js';
+import type { WorkspaceSchema } from '../services/schema.js';
+
+/**
+ * What a tool does to the data. The kind alone decides the MCP annotations (one table below), the
+ * read-only mode (only 'read' tools stay) and whether the tool must offer dry_run.
+ * - read:   changes nothing
+ * - create: only adds (records, links); never alters or removes what exists
+ * - update: overwrites existing values; repeating the same call changes nothing more
+ * - write:  creates and/or overwrites in one call (batch create/update/upsert); not idempotent
+ * - delete: removes; repeating the call removes nothing more
+ */
+export type ToolKind = 'read' | 'create' | 'update' | 'write' | 'delete';
+
+/** The one table: annotations by kind. openWorldHint is false throughout: tools only touch this CRM's database. */
+export const ANNOTATIONS_BY_KIND: Record<ToolKind, Required<Omit<ToolAnnotations, 'title'>>> = {
+  read: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+  create: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+  update: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+  write: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+  delete: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+};
+
+export function annotationsFor(tool: { kind: ToolKind; title: string }): ToolAnnotations {
+  return { title: tool.title, ...ANNOTATIONS_BY_KIND[tool.kind] };
+}
+
+/** Groups of tools a deployment can switch on (`--toolsets`); later capabilities add theirs. */
+export const TOOLSETS = ['schema', 'records', 'users'] as const;
+export type Toolset = (typeof TOOLSETS)[number];
+
+/** What a handler may know about the session besides the service context. */
+export interface Session {
+  readOnly: boolean;
+  toolsets: readonly Toolset[];
+  /** The tool names this session exposes. */
+  tools: readonly string[];
+}
+
+type ZodObj = z.ZodObject<z.ZodRawShape>;
+
+export interface ToolDef<I extends ZodObj = ZodObj, O extends ZodObj = ZodObj> {
+  name: string;
+  title: string;
+  /** Workspace-independent description (the docs table shows it); the server appends this workspace's objects. */
+  description: string;
+  kind: ToolKind;
+  toolset: Toolset;
+  /** zod object; every argument has .describe(): it is the only documentation a model gets. */
+  inputSchema: I;
+  outputSchema: O;
+  /** Calls services only. Returns the structured result (validated against outputSchema by the SDK). */
+  handler: (ctx: Ctx, args: z.output<I>, session: Session) => Promise<z.input<O>>;
+  /** Compact text for the model; default: the structured result as JSON without empty fields. */
+  render?: (out: z.output<O>) => string;
+  /** Extra, workspace-specific description (e.g. the fields of each object), built per session. */
+  describeWorkspace?: (schema: WorkspaceSchema) => string;
+}
+
+/** Identity function that keeps the input/output types of one tool tied together. */
+export function defineTool<I extends ZodObj, O extends ZodObj>(def: ToolDef<I, O>): ToolDef<I, O> {
+  return def;
+}
+
+/** Tools whose kind can lose data take `dry_run`. */
+export const needsDryRun = (kind: ToolKind) => ANNOTATIONS_BY_KIND[kind].destructiveHint;

@@ -1,0 +1,253 @@
+import { sql, type ExpressionBuilder, type Kysely, type RawBuilder } from 'kysely';
+import type { Ctx } from './context.js';
+import { validationError } from './errors.js';
+import { compileFilter } from './filters.js';
+import { normalizeFilter } from './filter-styles.js';
+import { getSchema, resolveObject, type ObjectDef } from './schema.js';
+import { metricValue, namesFor, resolveDim, resolveMetric, runRead } from './aggregate.js';
+import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
+import type { FieldDef } from './field-types.js';
+
+/**
+ * Nested aggregate trees (after Cognite's records aggregate): named metrics and bucket
+ * aggregates (uniqueValues, numberHistogram, timeHistogram) with sub-aggregates, at most 5 per
+ * level, 5 deep and 16 in all. One GROUP BY per bucket node, over every matching record.
+ */
+
+export const TREE_LIMITS = { perLevel: 5, depth: 5, total: 16, defaultSize: 10, maxSize: 1000, maxHistogramBuckets: 1000 } as const;
+
+type MetricKind = 'avg' | 'min' | 'max' | 'sum' | 'count' | 'countDistinct';
+type BucketKind = 'uniqueValues' | 'numberHistogram' | 'timeHistogram';
+const METRIC_KINDS: MetricKind[] = ['avg', 'min', 'max', 'sum', 'count', 'countDistinct'];
+const BUCKET_KINDS: BucketKind[] = ['uniqueValues', 'numberHistogram', 'timeHistogram'];
+
+interface MetricNode {
+  name: string;
+  kind: MetricKind;
+  metric: ReturnType<typeof resolveMetric>;
+}
+interface BucketNode {
+  name: string;
+  kind: BucketKind;
+  dim: ReturnType<typeof resolveDim>;
+  size: number;
+  metrics: MetricNode[];
+  buckets: BucketNode[];
+}
+
+export interface TreeRequest {
+  aggregates: Record<string, unknown>;
+  filter?: unknown;
+}
+
+const CALENDAR: Record<string, Interval> = { '1d': 'day', '1w': 'week', '1M': 'month', '1q': 'quarter', '1y': 'year' };
+
+function property(spec: Record<string, unknown>, where: string): string {
+  const p = spec.property;
+  const name = Array.isArray(p) ? p[p.length - 1] : p;
+  if (typeof name !== 'string' || !name) throw validationError(`'${where}' needs "property": a field name (or [space, container, field])`);
+  return name;
+}
+
+function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n: number }): { metrics: MetricNode[]; buckets: BucketNode[] } {
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw validationError('"aggregates" is an object of named aggregates, e.g. {"deals": {"count": {}}}');
+  const entries = Object.entries(input as Record<string, unknown>);
+  if (entries.length === 0) throw validationError('"aggregates" needs at least one named aggregate');
+  if (entries.length > TREE_LIMITS.perLevel) throw validationError(`At most ${TREE_LIMITS.perLevel} aggregates per level; got ${entries.length}`);
+  if (depth > TREE_LIMITS.depth) throw validationError(`Aggregate trees nest at most ${TREE_LIMITS.depth} deep`);
+  const metrics: MetricNode[] = [];
+  const buckets: BucketNode[] = [];
+  for (const [name, node] of entries) {
+    if (++counter.n > TREE_LIMITS.total) throw validationError(`At most ${TREE_LIMITS.total} aggregates in a whole tree`);
+    if (!/^[A-Za-z_][A-Za-z0-9_-]{0,63}$/.test(name)) throw validationError(`Aggregate name '${name}' must be letters, digits, _ or -`);
+    const kinds = typeof node === 'object' && node !== null ? Object.keys(node) : [];
+    if (kinds.length !== 1)
+      throw validationError(`Aggregate '${name}' needs exactly one of: ${[...METRIC_KINDS, ...BUCKET_KINDS].join(', ')}`);
+    const kind = kinds[0]!;
+    const spec = ((node as Record<string, unknown>)[kind] ?? {}) as Record<string, unknown>;
+    if ((METRIC_KINDS as string[]).includes(kind)) {
+      const field = kind === 'count' && spec.property === undefined ? 'id' : property(spec, `${name}.${kind}`);
+      const fn = kind === 'countDistinct' ? 'count_distinct' : kind;
+      metrics.push({ name, kind: kind as MetricKind, metric: resolveMetric(obj, { field, function: fn }) });
+      continue;
+    }
+    if (!(BUCKET_KINDS as string[]).includes(kind))
+      throw validationError(`Unknown aggregate '${kind}' in '${name}'. Aggregates: ${[...METRIC_KINDS, ...BUCKET_KINDS].join(', ')}`);
+    const field = property(spec, `${name}.${kind}`);
+    let dim: ReturnType<typeof resolveDim>;
+    let size: number = TREE_LIMITS.maxHistogramBuckets;
+    if (kind === 'uniqueValues') {
+      dim = resolveDim(obj, field);
+      size = spec.size === undefined ? TREE_LIMITS.defaultSize : Number(spec.size);
+      if (!Number.isInteger(size) || size < 1 || size > TREE_LIMITS.maxSize) throw validationError(`'${name}.uniqueValues.size' must be 1 to ${TREE_LIMITS.maxSize}`);
+    } else if (kind === 'numberHistogram') {
+      dim = resolveDim(obj, { field, histogram: Number(spec.interval) });
+    } else {
+      const ci = String(spec.calendarInterval ?? spec.interval ?? '');
+      const interval: Interval | undefined = CALENDAR[ci] ?? ((INTERVALS as readonly string[]).includes(ci) ? (ci as Interval) : undefined);
+      if (!interval) throw validationError(`'${name}.timeHistogram.calendarInterval' must be one of 1d, 1w, 1M, 1q, 1y (or ${INTERVALS.join(', ')})`);
+      dim = resolveDim(obj, { field, interval, timeZone: typeof spec.timeZone === 'string' ? spec.timeZone : 'UTC' });
+    }
+    const sub = spec.aggregates === undefined ? { metrics: [], buckets: [] } : parseLevel(obj, spec.aggregates, depth + 1, counter);
+    buckets.push({ name, kind: kind as BucketKind, dim, size, ...sub });
+  }
+  return { metrics, buckets };
+}
+
+type EB = ExpressionBuilder<any, any>;
+
+export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeRequest) {
+  const obj = await resolveObject(ctx, objectName);
+  const schema = await getSchema(ctx);
+  if (!req || typeof req !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
+  const root = parseLevel(obj, req.aggregates, 1, { n: 0 });
+  const g = normalizeFilter(req.filter);
+  const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+  const db = ctx.db.kysely as unknown as Kysely<any>;
+  const base = () => {
+    let q = db.selectFrom(obj.table);
+    if (where) q = q.where((eb: EB) => where(eb));
+    return q;
+  };
+
+  // DST segments once per DATETIME field bucketed in a zone other than UTC.
+  const segs = new Map<string, { until: string | null; modifier: string }[]>();
+  const dimExpr = async (b: BucketNode): Promise<RawBuilder<unknown>> => {
+    const d = b.dim;
+    const c = sql.ref(d.field.column);
+    if (d.kind === 'time') {
+      let s = [{ until: null as string | null, modifier: '+0 minutes' }];
+      if (d.field.type === 'DATETIME' && d.timeZone !== 'UTC') {
+        const key = `${d.field.name}|${d.timeZone}`;
+        if (!segs.has(key)) {
+          const r = (await db.selectFrom(obj.table).select([sql<string>`MIN(${c})`.as('lo'), sql<string>`MAX(${c})`.as('hi')]).executeTakeFirst()) as { lo: string | null; hi: string | null };
+          segs.set(key, r.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : s);
+        }
+        s = segs.get(key)!;
+      }
+      return bucketExpression(c, d.interval!, s);
+    }
+    if (d.kind === 'number') {
+      const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
+      return sql`floor(${c} / ${width}) * ${width}`;
+    }
+    return sql`${c}`;
+  };
+
+  const metricSql = (m: MetricNode): RawBuilder<unknown> => {
+    const c = sql.ref(m.metric.field.column);
+    switch (m.metric.fn) {
+      case 'count':
+        return m.metric.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`;
+      case 'count_distinct':
+        return sql`COUNT(DISTINCT ${c})`;
+      case 'sum':
+        return m.metric.field.type === 'CURRENCY' || m.metric.field.type === 'INTEGER' ? sql`CAST(SUM(${c}) AS TEXT)` : sql`SUM(${c})`;
+      case 'avg':
+        return sql`AVG(${c})`;
+      case 'min':
+        return sql`MIN(${c})`;
+      case 'max':
+        return sql`MAX(${c})`;
+    }
+  };
+  const metricsOut = (ms: MetricNode[], row: Record<string, unknown>) =>
+    Object.fromEntries(ms.map((m, i) => [m.name, { [m.kind]: metricValue(m.metric, row[`m${i}`]) }]));
+
+  // Root: the count and the top-level metrics in one query.
+  const rootRow =
+    (await runRead<Record<string, unknown>>(ctx, base().select([sql`COUNT(*)`.as('n'), ...root.metrics.map((m, i) => metricSql(m).as(`m${i}`))]).compile()))[0] ?? {};
+  const total = Number(rootRow.n ?? 0);
+
+  interface Bucket {
+    value: unknown;
+    count: number;
+    aggregates: Record<string, unknown>;
+    label?: string | null;
+  }
+  const out: Record<string, unknown> = metricsOut(root.metrics, rootRow);
+
+  // Walk bucket nodes depth-first, carrying the ancestor dims; each node is one grouped query.
+  async function runBucket(b: BucketNode, ancestors: { node: BucketNode; expr: RawBuilder<unknown> }[], attach: (path: unknown[], name: string, result: unknown) => void, parentCounts: Map<string, number>) {
+    const expr = await dimExpr(b);
+    const dims = [...ancestors.map((a) => a.expr), expr];
+    const parentCols = ancestors.map((_, i) => sql.ref(`g${i}`));
+    const histogram = b.kind !== 'uniqueValues';
+    // Window clauses cannot name select aliases: they repeat the bucket expressions.
+    const rank = histogram ? sql`${expr} ASC` : sql`COUNT(*) DESC, ${expr} ASC`;
+    const partition = ancestors.length ? sql`PARTITION BY ${sql.join(ancestors.map((a) => a.expr))}` : sql``;
+    const inner = base()
+      .select([
+        ...dims.map((d, i) => d.as(`g${i}`)),
+        sql`COUNT(*)`.as('n'),
+        ...b.metrics.map((m, i) => metricSql(m).as(`m${i}`)),
+        sql`ROW_NUMBER() OVER (${partition} ORDER BY ${rank})`.as('rn'),
+        sql`COUNT(*) OVER (${partition})`.as('bucket_total'),
+      ])
+      .groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
+    const q = db
+      .selectFrom(inner.as('x'))
+      .selectAll()
+      .where('rn', '<=', b.size)
+      .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any);
+    const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
+
+    const labels =
+      b.dim.kind === 'value' && b.dim.field.type === 'RELATION'
+        ? await namesFor(ctx, schema, b.dim.field.target!, [...new Set(rows.map((r) => r[`g${ancestors.length}`]).filter((v): v is string => typeof v === 'string'))])
+        : undefined;
+    const byParent = new Map<string, { path: unknown[]; buckets: Bucket[]; total: number }>();
+    const childCounts = new Map<string, number>();
+    // Buckets by the stored values of their path: where the children's results attach.
+    const bucketIndex = new Map<string, Bucket>();
+    for (const r of rows) {
+      const path = ancestors.map((_, i) => r[`g${i}`]);
+      const key = JSON.stringify(path);
+      let entry = byParent.get(key);
+      if (!entry) byParent.set(key, (entry = { path, buckets: [], total: Number(r.bucket_total) }));
+      const raw = r[`g${ancestors.length}`];
+      const bucket: Bucket = { value: bucketValue(b.dim.field, b.dim.kind, raw), count: Number(r.n), aggregates: metricsOut(b.metrics, r) };
+      if (labels) bucket.label = typeof raw === 'string' ? (labels.get(raw) ?? null) : null;
+      entry.buckets.push(bucket);
+      childCounts.set(JSON.stringify([...path, raw]), bucket.count);
+      bucketIndex.set(JSON.stringify([...path, raw]), bucket);
+    }
+    const listKey = b.kind === 'uniqueValues' ? 'uniqueValueBuckets' : b.kind === 'numberHistogram' ? 'numberHistogramBuckets' : 'timeHistogramBuckets';
+    for (const { path, buckets, total: groups } of byParent.values()) {
+      const parentCount = parentCounts.get(JSON.stringify(path)) ?? 0;
+      const shown = buckets.reduce((s, x) => s + x.count, 0);
+      const result: Record<string, unknown> = {
+        [listKey]: buckets.map((x) => (b.kind === 'uniqueValues' ? x : { start: x.value, count: x.count, aggregates: x.aggregates })),
+      };
+      if (b.kind === 'uniqueValues') Object.assign(result, { total: groups, otherCount: parentCount - shown });
+      attach(path, b.name, result);
+    }
+    // Parents without any matching record still get an empty bucket list.
+    for (const [key] of parentCounts) if (!byParent.has(key)) attach(JSON.parse(key) as unknown[], b.name, { [listKey]: [], ...(b.kind === 'uniqueValues' ? { total: 0, otherCount: 0 } : {}) });
+
+    // Children: their results attach to this node's buckets.
+    for (const child of b.buckets)
+      await runBucket(
+        child,
+        [...ancestors, { node: b, expr }],
+        (path, name, result) => {
+          const x = bucketIndex.get(JSON.stringify(path));
+          if (x) x.aggregates[name] = result;
+        },
+        new Map([...childCounts].filter(([k]) => bucketIndex.has(k))),
+      );
+  }
+
+  for (const b of root.buckets) await runBucket(b, [], (_path, name, result) => (out[name] = result), new Map([[JSON.stringify([]), total]]));
+  return { object: obj.name, count: total, aggregates: out };
+}
+
+function bucketValue(f: FieldDef, kind: 'value' | 'time' | 'number', raw: unknown): unknown {
+  if (raw === null || raw === undefined) return null;
+  if (kind === 'time') return raw;
+  if (kind === 'number') return f.type === 'CURRENCY' ? Number(raw) / 10 ** (f.scale ?? 2) : Number(raw);
+  if (f.type === 'BOOLEAN') return raw === 1;
+  if (f.type === 'CURRENCY') return Number(raw) / 10 ** (f.scale ?? 2);
+  return raw;
+}

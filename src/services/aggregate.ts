@@ -1,0 +1,478 @@
+import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
+import type { Ctx } from './context.js';
+import { validationError } from './errors.js';
+import { decodeValue, NUMERIC_TYPES, storageOf, type FieldDef } from './field-types.js';
+import { compileFilter } from './filters.js';
+import { normalizeFilter } from './filter-styles.js';
+import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
+import { bucketExpression, isInterval, INTERVALS, offsetSegments, checkTimeZone, type Interval } from './time-buckets.js';
+
+/**
+ * The aggregation engine. Every request style (Kasar GET, multi-metric POST, nested trees) is
+ * compiled to SQL (GROUP BY, window functions) and runs over every matching record: nothing is
+ * sampled or truncated. Heavy queries run on the read pool, off the event loop.
+ *
+ * Semantics (the same in every style):
+ *  - COUNT(id) counts records; COUNT(field) counts records where the field has a value.
+ *  - COUNT_DISTINCT ignores empty values.
+ *  - SUM over no values is 0; AVG, MIN and MAX over no values are null.
+ *  - AVG of integers is a decimal (not truncated).
+ *  - CURRENCY sums are exact (integer minor units); a sum beyond 2^53 minor units comes back as a
+ *    decimal string instead of a number.
+ *  - The group of records without a value is returned with the value null, and counted.
+ *  - Groups are ordered by count descending, then by group value ascending (histograms: by bucket).
+ */
+
+export const AGG_FUNCTIONS = ['count', 'sum', 'avg', 'min', 'max', 'count_distinct'] as const;
+export type AggFn = (typeof AGG_FUNCTIONS)[number];
+
+export const MAX_GROUP_BY = 5;
+export const DEFAULT_GROUP_LIMIT = 100;
+export const MAX_GROUP_LIMIT = 10_000;
+const RESERVED_GROUP_KEYS = new Set(['count', 'aggregates', 'meta', 'groups', 'labels']);
+
+export interface MetricInput {
+  field: string;
+  function: string;
+}
+
+export interface DimInput {
+  field: string;
+  /** Calendar bucket for DATE/DATETIME fields. */
+  interval?: Interval | undefined;
+  /** Numeric bucket width (in the field's unit) for a number histogram. */
+  histogram?: number | undefined;
+  /** IANA time zone for calendar buckets of DATETIME fields (default UTC). */
+  timeZone?: string | undefined;
+}
+
+export type OrderBy = 'count' | 'group' | { field: string; function: string };
+
+export interface GroupRequest {
+  filter?: unknown;
+  metrics?: MetricInput[];
+  groupBy?: (string | DimInput)[];
+  order?: { by: OrderBy; dir?: 'asc' | 'desc' };
+  limit?: number;
+}
+
+export interface Group {
+  values: Record<string, unknown>;
+  count: number;
+  aggregates: Record<string, Record<string, unknown>>;
+  labels?: Record<string, string | null>;
+}
+
+export interface GroupResult {
+  object: string;
+  count: number;
+  aggregates: Record<string, Record<string, unknown>>;
+  groups?: Group[];
+  meta: {
+    totalRecords: number;
+    recordsProcessed: number;
+    truncated: false;
+    groupTotal?: number;
+    groupsTruncated?: boolean;
+    /** Records in the groups left out by the limit. */
+    otherCount?: number;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution
+
+type EB = ExpressionBuilder<any, any>;
+
+interface Metric {
+  field: FieldDef;
+  fn: AggFn;
+}
+
+interface Dim {
+  field: FieldDef;
+  key: string;
+  kind: 'value' | 'time' | 'number';
+  interval?: Interval;
+  histogram?: number;
+  timeZone?: string;
+}
+
+function fnOf(name: string): AggFn {
+  const n = name.toLowerCase().replace(/^countdistinct$/, 'count_distinct');
+  if (!(AGG_FUNCTIONS as readonly string[]).includes(n))
+    throw validationError(`Unknown function '${name}'. Functions: ${AGG_FUNCTIONS.map((f) => f.toUpperCase()).join(', ')}`);
+  return n as AggFn;
+}
+
+function fieldOf(obj: ObjectDef, name: string, role: string): FieldDef {
+  const f = obj.byName.get(name);
+  if (!f)
+    throw validationError(`Unknown field '${name}' on ${obj.name}. Available: ${obj.fields.map((x) => x.name).join(', ')}`, {
+      field: name,
+      validFields: obj.fields.map((x) => x.name),
+      role,
+    });
+  return f;
+}
+
+export function resolveMetric(obj: ObjectDef, m: MetricInput): Metric {
+  if (!m || typeof m.field !== 'string' || typeof m.function !== 'string')
+    throw validationError('Each aggregate needs "field" and "function", e.g. {"field": "amount", "function": "sum"}');
+  const fn = fnOf(m.function);
+  const field = fieldOf(obj, m.field, 'aggregate');
+  if ((fn === 'sum' || fn === 'avg') && !NUMERIC_TYPES.has(field.type)) {
+    const numeric = obj.fields.filter((f) => NUMERIC_TYPES.has(f.type)).map((f) => f.name);
+    throw validationError(
+      `${fn.toUpperCase()} needs a numeric field (NUMBER, CURRENCY, PERCENTAGE, FLOAT or INTEGER); '${field.name}' is ${field.type}. Numeric fields of ${obj.name}: ${numeric.join(', ') || 'none'}`,
+      { field: field.name, numericFields: numeric },
+    );
+  }
+  if ((fn === 'min' || fn === 'max') && field.type === 'MULTI_SELECT')
+    throw validationError(`${fn.toUpperCase()} does not apply to MULTI_SELECT field '${field.name}'`);
+  return { field, fn };
+}
+
+export function resolveDim(obj: ObjectDef, d: string | DimInput): Dim {
+  const spec: DimInput = typeof d === 'string' ? { field: d } : d;
+  if (!spec || typeof spec.field !== 'string') throw validationError('Each groupBy entry is a field name or {"field", "interval"|"histogram"}');
+  if (RESERVED_GROUP_KEYS.has(spec.field))
+    throw validationError(`'${spec.field}' is reserved in groupBy (count, aggregates, meta, groups and labels name parts of the answer)`);
+  const field = fieldOf(obj, spec.field, 'groupBy');
+  if (field.type === 'MULTI_SELECT') throw validationError(`Grouping by MULTI_SELECT field '${field.name}' is not supported; filter with 'contains' instead`);
+  if (spec.interval !== undefined) {
+    if (!isInterval(spec.interval)) throw validationError(`interval must be one of ${INTERVALS.join(', ')}, got '${String(spec.interval)}'`);
+    if (field.type !== 'DATE' && field.type !== 'DATETIME')
+      throw validationError(`interval applies to DATE and DATETIME fields; '${field.name}' is ${field.type}`);
+    const timeZone = spec.timeZone ?? 'UTC';
+    checkTimeZone(timeZone);
+    return { field, key: field.name, kind: 'time', interval: spec.interval, timeZone };
+  }
+  if (spec.histogram !== undefined) {
+    if (!NUMERIC_TYPES.has(field.type)) throw validationError(`A number histogram needs a numeric field; '${field.name}' is ${field.type}`);
+    if (typeof spec.histogram !== 'number' || !(spec.histogram > 0)) throw validationError('histogram interval must be a positive number');
+    return { field, key: field.name, kind: 'number', histogram: spec.histogram };
+  }
+  return { field, key: field.name, kind: 'value' };
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL pieces
+
+const ref = (f: FieldDef) => sql.ref(f.column);
+
+function metricSql(m: Metric): RawBuilder<unknown> {
+  const c = ref(m.field);
+  switch (m.fn) {
+    case 'count':
+      return m.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`;
+    case 'count_distinct':
+      return sql`COUNT(DISTINCT ${c})`;
+    case 'sum':
+      // Integer storage sums exactly in SQL; as text it survives the trip past 2^53.
+      return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(${c}) AS TEXT)` : sql`SUM(${c})`;
+    case 'avg':
+      return sql`AVG(${c})`;
+    case 'min':
+      return sql`MIN(${c})`;
+    case 'max':
+      return sql`MAX(${c})`;
+  }
+}
+
+/** The same metric over all groups, computed from the grouped rows by a window (no second scan). */
+function metricTotalSql(m: Metric): RawBuilder<unknown> | null {
+  const c = ref(m.field);
+  switch (m.fn) {
+    case 'count':
+      return m.field.name === 'id' ? sql`SUM(COUNT(*)) OVER ()` : sql`SUM(COUNT(${c})) OVER ()`;
+    case 'sum':
+      return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(SUM(${c})) OVER () AS TEXT)` : sql`SUM(SUM(${c})) OVER ()`;
+    case 'avg':
+      return sql`SUM(SUM(${c})) OVER () * 1.0 / NULLIF(SUM(COUNT(${c})) OVER (), 0)`;
+    case 'min':
+      return sql`MIN(MIN(${c})) OVER ()`;
+    case 'max':
+      return sql`MAX(MAX(${c})) OVER ()`;
+    case 'count_distinct':
+      return null; // not derivable from groups
+  }
+}
+
+interface DimContext {
+  /** Offset segments per DATETIME dim with a non-UTC zone. */
+  segments: Map<string, { until: string | null; modifier: string }[]>;
+}
+
+function dimSql(d: Dim, dc: DimContext): RawBuilder<unknown> {
+  const c = ref(d.field);
+  if (d.kind === 'time') {
+    const segs = d.field.type === 'DATETIME' ? (dc.segments.get(d.key) ?? [{ until: null, modifier: '+0 minutes' }]) : [{ until: null, modifier: '+0 minutes' }];
+    return bucketExpression(c, d.interval!, segs);
+  }
+  if (d.kind === 'number') {
+    const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
+    return sql`floor(${c} / ${width}) * ${width}`;
+  }
+  return sql`${c}`;
+}
+
+async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimContext> {
+  const segments = new Map<string, { until: string | null; modifier: string }[]>();
+  for (const d of dims) {
+    if (d.kind !== 'time' || d.field.type !== 'DATETIME' || d.timeZone === 'UTC') continue;
+    // The zone's offsets over the data's time span: DST changes become CASE branches in SQL.
+    const r = (await (ctx.db.kysely as unknown as Kysely<any>)
+      .selectFrom(obj.table)
+      .select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')])
+      .executeTakeFirst()) as { lo: string | null; hi: string | null } | undefined;
+    if (r?.lo && r.hi) segments.set(d.key, offsetSegments(d.timeZone!, r.lo, r.hi));
+  }
+  return { segments };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Execution
+
+/** Heavy reads go to the worker pool when there is one (file databases); else the main connection. */
+export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
+  if (ctx.db.readPool) return ctx.db.readPool.all<R>(q.sql, q.parameters);
+  return (await ctx.db.kysely.executeQuery<R>(q)).rows;
+}
+
+function whereOf(obj: ObjectDef, ctx: Ctx, schema: WorkspaceSchema, filter: unknown): ((eb: EB) => Expression<SqlBool>) | undefined {
+  const g = normalizeFilter(filter);
+  return g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+}
+
+function toExactNumber(text: string, scale: number): number | string {
+  const units = BigInt(text);
+  const abs = units < 0n ? -units : units;
+  if (abs <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(units) / 10 ** scale;
+  if (scale === 0) return units.toString();
+  const s = abs.toString().padStart(scale + 1, '0');
+  return `${units < 0n ? '-' : ''}${s.slice(0, -scale)}.${s.slice(-scale)}`;
+}
+
+export function metricValue(m: Metric, raw: unknown): unknown {
+  switch (m.fn) {
+    case 'count':
+    case 'count_distinct':
+      return Number(raw ?? 0);
+    case 'sum':
+      if (raw === null || raw === undefined) return 0;
+      if (typeof raw === 'string') return toExactNumber(raw, m.field.type === 'CURRENCY' ? (m.field.scale ?? 2) : 0);
+      return raw;
+    case 'avg':
+      if (raw === null || raw === undefined) return null;
+      return m.field.type === 'CURRENCY' ? Number(raw) / 10 ** (m.field.scale ?? 2) : Number(raw);
+    case 'min':
+    case 'max':
+      return decodeValue(m.field, raw);
+  }
+}
+
+function dimValue(d: Dim, raw: unknown): unknown {
+  if (raw === null || raw === undefined) return null;
+  if (d.kind === 'time') return raw;
+  if (d.kind === 'number') return d.field.type === 'CURRENCY' ? Number(raw) / 10 ** (d.field.scale ?? 2) : Number(raw);
+  return decodeValue(d.field, raw);
+}
+
+function nest(metrics: Metric[], row: Record<string, unknown>, prefix: string): Record<string, Record<string, unknown>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  metrics.forEach((m, i) => {
+    (out[m.field.name] ??= {})[m.fn] = metricValue(m, row[`${prefix}${i}`]);
+  });
+  return out;
+}
+
+export function checkGroupLimit(limit: number | undefined, dflt = DEFAULT_GROUP_LIMIT, max = MAX_GROUP_LIMIT): number {
+  if (limit === undefined) return dflt;
+  if (!Number.isInteger(limit) || limit < 1 || limit > max) throw validationError(`limit (groups) must be an integer from 1 to ${max}, got ${limit}`);
+  return limit;
+}
+
+/** Count, metrics and groups in one GROUP BY over every matching record. */
+export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promise<GroupResult> {
+  const obj = await resolveObject(ctx, objectName);
+  const schema = await getSchema(ctx);
+  const metrics = (req.metrics ?? []).map((m) => resolveMetric(obj, m));
+  const rawDims = req.groupBy ?? [];
+  if (!Array.isArray(rawDims)) throw validationError('groupBy must be a field name or an array of at most 5');
+  if (rawDims.length > MAX_GROUP_BY) throw validationError(`groupBy takes at most ${MAX_GROUP_BY} fields, got ${rawDims.length}`);
+  const dims = rawDims.map((d) => resolveDim(obj, d));
+  const keys = dims.map((d) => d.key);
+  if (new Set(keys).size !== keys.length) throw validationError('groupBy lists a field twice');
+  const limit = checkGroupLimit(req.limit);
+  const where = whereOf(obj, ctx, schema, req.filter);
+  const db = ctx.db.kysely as unknown as Kysely<any>;
+  const base = () => {
+    let q = db.selectFrom(obj.table);
+    if (where) q = q.where((eb: EB) => where(eb));
+    return q;
+  };
+
+  const totalRecordsP = where
+    ? runRead<{ n: number }>(ctx, db.selectFrom(obj.table).select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))
+    : undefined;
+
+  if (dims.length === 0) {
+    const q = base().select([sql`COUNT(*)`.as('n'), ...metrics.map((m, i) => metricSql(m).as(`m${i}`))]).compile();
+    const [row] = await runRead<Record<string, unknown>>(ctx, q);
+    const count = Number(row?.n ?? 0);
+    const totalRecords = totalRecordsP ? await totalRecordsP : count;
+    return {
+      object: obj.name,
+      count,
+      aggregates: nest(metrics, row ?? {}, 'm'),
+      meta: { totalRecords, recordsProcessed: count, truncated: false },
+    };
+  }
+
+  const dc = await prepareDims(ctx, obj, dims);
+  const histogramFirst = dims[0]!.kind !== 'value';
+  const order = req.order ?? { by: histogramFirst ? ('group' as const) : ('count' as const), dir: histogramFirst ? ('asc' as const) : ('desc' as const) };
+  const dir = order.dir ?? (order.by === 'group' ? 'asc' : 'desc');
+  let orderMetric = -1;
+  if (typeof order.by === 'object') {
+    const want = resolveMetric(obj, order.by);
+    orderMetric = metrics.findIndex((m) => m.field.name === want.field.name && m.fn === want.fn);
+    if (orderMetric < 0) throw validationError('order.by names an aggregate that is not requested in "aggregate"');
+  } else if (order.by !== 'count' && order.by !== 'group') throw validationError("order.by is 'count', 'group' or {field, function}");
+
+  let q = base().select([
+    ...dims.map((d, i) => dimSql(d, dc).as(`g${i}`)),
+    sql`COUNT(*)`.as('n'),
+    ...metrics.map((m, i) => metricSql(m).as(`m${i}`)),
+    sql`COUNT(*) OVER ()`.as('group_total'),
+    sql`SUM(COUNT(*)) OVER ()`.as('record_total'),
+    ...metrics.flatMap((m, i) => {
+      const t = metricTotalSql(m);
+      return t ? [t.as(`t${i}`)] : [];
+    }),
+  ]);
+  q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
+  const groupCols = dims.map((_, i) => sql.ref(`g${i}`));
+  const d = dir === 'asc' ? sql`ASC` : sql`DESC`;
+  const primary =
+    order.by === 'count' ? [sql`n ${d}`] : order.by === 'group' ? groupCols.map((g) => sql`${g} ${d}`) : [sql`${sql.ref(`m${orderMetric}`)} ${d}`];
+  // Ties: count descending, then the group values ascending: the same answer every time.
+  const ties = [...(order.by === 'count' ? [] : [sql`n DESC`]), ...(order.by === 'group' ? [] : groupCols.map((g) => sql`${g} ASC`))];
+  q = q.orderBy(sql.join([...primary, ...ties]) as any).limit(limit);
+
+  const distinctIdx = metrics.map((m, i) => (m.fn === 'count_distinct' ? i : -1)).filter((i) => i >= 0);
+  const overallDistinctP = distinctIdx.length
+    ? runRead<Record<string, unknown>>(ctx, base().select(distinctIdx.map((i) => metricSql(metrics[i]!).as(`m${i}`))).compile())
+    : undefined;
+  const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
+  const first = rows[0] ?? {};
+  const count = Number(first.record_total ?? 0);
+  const totals: Record<string, unknown> = {};
+  metrics.forEach((m, i) => (totals[`t${i}`] = first[`t${i}`] ?? null));
+  if (overallDistinctP) {
+    const [o] = await overallDistinctP;
+    for (const i of distinctIdx) totals[`t${i}`] = o?.[`m${i}`] ?? 0;
+  }
+  const groupTotal = Number(first.group_total ?? 0);
+  const groups: Group[] = rows.map((r) => ({
+    values: Object.fromEntries(dims.map((dm, i) => [dm.key, dimValue(dm, r[`g${i}`])])),
+    count: Number(r.n),
+    aggregates: nest(metrics, r, 'm'),
+  }));
+  await labelGroups(ctx, schema, dims, groups);
+  const shown = groups.reduce((s, g) => s + g.count, 0);
+  const totalRecords = totalRecordsP ? await totalRecordsP : count;
+  return {
+    object: obj.name,
+    count,
+    aggregates: nest(metrics, totals, 't'),
+    groups,
+    meta: {
+      totalRecords,
+      recordsProcessed: count,
+      truncated: false,
+      groupTotal,
+      groupsTruncated: groupTotal > groups.length,
+      otherCount: count - shown,
+    },
+  };
+}
+
+/** Names for RELATION group values (owner -> the user's name), so an agent need not look them up. */
+async function labelGroups(ctx: Ctx, schema: WorkspaceSchema, dims: Dim[], groups: { values: Record<string, unknown>; labels?: Record<string, string | null> }[]) {
+  for (const d of dims) {
+    if (d.kind !== 'value' || d.field.type !== 'RELATION') continue;
+    const ids = [...new Set(groups.map((g) => g.values[d.key]).filter((v): v is string => typeof v === 'string'))];
+    const names = await namesFor(ctx, schema, d.field.target!, ids);
+    for (const g of groups) {
+      const v = g.values[d.key];
+      (g.labels ??= {})[d.key] = typeof v === 'string' ? (names.get(v) ?? null) : null;
+    }
+  }
+}
+
+export async function namesFor(ctx: Ctx, schema: WorkspaceSchema, target: string, ids: string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (!ids.length) return out;
+  const db = ctx.db.kysely as unknown as Kysely<any>;
+  for (let i = 0; i < ids.length; i += 500) {
+    const chunk = ids.slice(i, i + 500);
+    if (target === 'users') {
+      const rows = (await db.selectFrom('users').select(['id', 'name']).where('workspace_id', '=', ctx.actor.workspaceId).where('id', 'in', chunk).execute()) as { id: string; name: string }[];
+      for (const r of rows) out.set(r.id, r.name);
+      continue;
+    }
+    const t = schema.objects.get(target);
+    if (!t) continue;
+    const cols = t.displayFields.map((n) => t.byName.get(n)!);
+    const rows = (await db.selectFrom(t.table).select(['id', ...cols.map((c) => c.column)]).where('id', 'in', chunk).execute()) as Record<string, unknown>[];
+    for (const r of rows) out.set(r.id as string, cols.map((c) => r[c.column]).filter((v) => v !== null && v !== '').join(' ') || (r.id as string));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kasar style: GET /aggregate/{object}?field&function&group_by&filter_*
+
+export interface KasarRequest {
+  field: string;
+  function: string;
+  groupBy?: string | undefined;
+  interval?: Interval | undefined;
+  timeZone?: string | undefined;
+  filter?: unknown;
+  order?: GroupRequest['order'];
+  limit?: number | undefined;
+}
+
+export async function aggregateKasar(ctx: Ctx, objectName: string, r: KasarRequest) {
+  if (!r.field) throw validationError("'field' is required (e.g. field=amount, or field=id with COUNT)");
+  if (!r.function) throw validationError("'function' is required: one of COUNT, SUM, AVG, MIN, MAX, COUNT_DISTINCT");
+  const fn = fnOf(r.function);
+  const metric = { field: r.field, function: fn };
+  const res = await aggregateGroups(ctx, objectName, {
+    filter: r.filter,
+    metrics: [metric],
+    ...(r.groupBy ? { groupBy: [{ field: r.groupBy, interval: r.interval, timeZone: r.timeZone }] } : {}),
+    ...(r.order ? { order: r.order } : {}),
+    ...(r.limit !== undefined ? { limit: r.limit } : {}),
+  });
+  const head = { object_name: res.object, field: r.field, function: fn.toUpperCase() };
+  if (!r.groupBy) return { ...head, value: res.aggregates[r.field]?.[fn] ?? null, count: res.count };
+  return {
+    ...head,
+    group_by: r.groupBy,
+    ...(r.interval ? { interval: r.interval } : {}),
+    results: res.groups!.map((g) => ({
+      group: g.values[r.groupBy!] ?? null,
+      value: g.aggregates[r.field]?.[fn] ?? null,
+      count: g.count,
+      ...(g.labels ? { label: g.labels[r.groupBy!] ?? null } : {}),
+    })),
+    value: res.aggregates[r.field]?.[fn] ?? null,
+    count: res.count,
+    meta: res.meta,
+  };
+}
+

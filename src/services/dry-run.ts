@@ -1,0 +1,50 @@
+import type { Kysely } from 'kysely';
+import type { Tables } from '../db/tables.js';
+import type { Db } from '../db/database.js';
+import type { Ctx } from './context.js';
+
+/**
+ * Run service code for real, inside one transaction that is always rolled back: a dry run that
+ * goes through exactly the same validation, relation checks, unique constraints and activity code
+ * as the real write, and leaves the database untouched.
+ *
+ * The services open their own transactions with `ctx.db.kysely.transaction().execute(fn)`. Here
+ * ctx.db.kysely is the outer transaction, and its transaction() becomes a savepoint, so a service
+ * that catches its own failure behaves as it would outside. The outer transaction holds the
+ * connection until the rollback: other requests on this Db wait (SQLite has one writer anyway).
+ */
+export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): Promise<T> {
+  const trx = await ctx.db.kysely.startTransaction().execute();
+  let n = 0;
+  const nested = {
+    execute: async <R>(body: (t: Kysely<Tables>) => Promise<R>): Promise<R> => {
+      const name = `dry_run_${++n}`;
+      const sp = await trx.savepoint(name).execute();
+      try {
+        const r = await body(sp);
+        await sp.releaseSavepoint(name).execute();
+        return r;
+      } catch (e) {
+        await sp.rollbackToSavepoint(name).execute();
+        throw e;
+      }
+    },
+  };
+  const kysely = new Proxy(trx, {
+    get(target, prop) {
+      if (prop === 'transaction') return () => nested;
+      if (prop === 'startTransaction') return () => { throw new Error('startTransaction inside a dry run'); };
+      const v = Reflect.get(target, prop, target) as unknown;
+      // Kysely keeps its state in #private fields: methods must run with the real object as `this`.
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  }) as unknown as Kysely<Tables>;
+  // Without the read pool: its connections would not see the transaction's uncommitted rows.
+  const { readPool: _pool, ...rest } = ctx.db;
+  const db: Db = { ...rest, kysely, close: async () => {} };
+  try {
+    return await fn({ ...ctx, db });
+  } finally {
+    await trx.rollback().execute();
+  }
+}

@@ -1,0 +1,87 @@
+import { sql, type RawBuilder } from 'kysely';
+import { validationError } from './errors.js';
+
+export const INTERVALS = ['day', 'week', 'month', 'quarter', 'year'] as const;
+export type Interval = (typeof INTERVALS)[number];
+
+export const isInterval = (x: unknown): x is Interval => (INTERVALS as readonly unknown[]).includes(x);
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function formatter(tz: string): Intl.DateTimeFormat {
+  let f = formatters.get(tz);
+  if (!f) {
+    f = new Intl.DateTimeFormat('en-US', { timeZone: tz, timeZoneName: 'longOffset', year: 'numeric' });
+    formatters.set(tz, f);
+  }
+  return f;
+}
+
+export function checkTimeZone(tz: string): void {
+  try {
+    formatter(tz);
+  } catch {
+    throw validationError(`Unknown time zone '${tz}'; use an IANA name such as Europe/Paris or America/New_York`);
+  }
+}
+
+/** Offset of tz from UTC at instant t, in minutes. */
+export function offsetMinutes(tz: string, t: number): number {
+  const part = formatter(tz).formatToParts(new Date(t)).find((p) => p.type === 'timeZoneName')?.value ?? 'GMT';
+  const m = /GMT([+-])(\d{2}):?(\d{2})?/.exec(part);
+  if (!m) return 0;
+  return (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3] ?? 0));
+}
+
+const HOUR = 3_600_000;
+
+/**
+ * The zone's offsets between lo and hi (ISO instants) as segments [{until, modifier}], found by
+ * sampling every 6 hours and bisecting each change to the minute. SQLite has no time zone database,
+ * so each segment becomes one branch of a CASE that shifts UTC to local time.
+ */
+export function offsetSegments(tz: string, lo: string, hi: string): { until: string | null; modifier: string }[] {
+  const start = Date.parse(lo) - 24 * HOUR;
+  const end = Date.parse(hi) + 24 * HOUR;
+  const segs: { until: string | null; modifier: string }[] = [];
+  let cur = offsetMinutes(tz, start);
+  for (let t = start; t < end; t += 6 * HOUR) {
+    const next = Math.min(t + 6 * HOUR, end);
+    const off = offsetMinutes(tz, next);
+    if (off === cur) continue;
+    let a = t;
+    let b = next;
+    while (b - a > 60_000) {
+      const mid = Math.floor((a + b) / 2);
+      if (offsetMinutes(tz, mid) === cur) a = mid;
+      else b = mid;
+    }
+    segs.push({ until: new Date(b).toISOString(), modifier: `${cur >= 0 ? '+' : ''}${cur} minutes` });
+    cur = off;
+    if (segs.length > 1000) throw validationError('The time span is too long for time-zone bucketing; narrow the filter');
+  }
+  segs.push({ until: null, modifier: `${cur >= 0 ? '+' : ''}${cur} minutes` });
+  return segs;
+}
+
+/** Local calendar bucket start (YYYY-MM-DD) of a UTC ISO text column, shifted by a modifier. */
+function bucketAt(col: RawBuilder<unknown> | ReturnType<typeof sql.ref>, interval: Interval, modifier: string): RawBuilder<unknown> {
+  switch (interval) {
+    case 'day':
+      return sql`date(${col}, ${modifier})`;
+    case 'week': // ISO weeks start on Monday
+      return sql`date(${col}, ${modifier}, '-6 days', 'weekday 1')`;
+    case 'month':
+      return sql`strftime('%Y-%m-01', ${col}, ${modifier})`;
+    case 'quarter':
+      return sql`printf('%s-%02d-01', strftime('%Y', ${col}, ${modifier}), ((CAST(strftime('%m', ${col}, ${modifier}) AS INTEGER) - 1) / 3) * 3 + 1)`;
+    case 'year':
+      return sql`strftime('%Y-01-01', ${col}, ${modifier})`;
+  }
+}
+
+export function bucketExpression(col: ReturnType<typeof sql.ref>, interval: Interval, segments: { until: string | null; modifier: string }[]): RawBuilder<unknown> {
+  if (segments.length === 1) return bucketAt(col, interval, segments[0]!.modifier);
+  const branches = segments.map((s) => (s.until === null ? sql`ELSE ${bucketAt(col, interval, s.modifier)}` : sql`WHEN ${col} < ${s.until} THEN ${bucketAt(col, interval, s.modifier)}`));
+  return sql`CASE ${sql.join(branches, sql` `)} END`;
+}
