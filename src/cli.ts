@@ -38,8 +38,8 @@ function config(opts: Common): Config {
   return cfg;
 }
 
-async function openMigrated(cfg: Config): Promise<Db> {
-  const db = openDatabase({ file: cfg.CRM_DB });
+async function openMigrated(cfg: Config, readWorkers = 0): Promise<Db> {
+  const db = openDatabase({ file: cfg.CRM_DB, readWorkers });
   await migrate(db);
   return db;
 }
@@ -74,7 +74,7 @@ export function buildCli(): Command {
       if (opts.port !== undefined) cfg.PORT = opts.port;
       if (opts.host) cfg.HOST = opts.host;
       const log = pino({ level: cfg.LOG_LEVEL });
-      const db = await openMigrated(cfg);
+      const db = await openMigrated(cfg, cfg.CRM_READ_WORKERS);
       const first = await ensureDefaultWorkspace(db, log, { name: cfg.CRM_WORKSPACE, demo: cfg.CRM_DEMO_DATA === 'true' });
       const app = await buildApp({ db, log, corsOrigin: corsOrigin(cfg), rateLimitPerMinute: cfg.CRM_RATE_LIMIT });
       const address = await app.listen({ port: cfg.PORT, host: cfg.HOST });

@@ -130,7 +130,10 @@ async function insertFieldMeta(db: Kysely<Tables>, workspaceId: number, objectId
 export async function createSystemSchema(db: Kysely<Tables>, adapter: DialectAdapter, workspaceId: number) {
   for (const spec of SYSTEM_OBJECTS) {
     await insertObjectMeta(db, workspaceId, spec, true);
-    await createRecordTable(db, adapter, tableName(workspaceId, spec.name), spec.fields);
+    const table = tableName(workspaceId, spec.name);
+    await createRecordTable(db, adapter, table, spec.fields);
+    for (const cols of spec.indexes ?? [])
+      await (db as Kysely<any>).schema.createIndex(`${table}__${cols.join('_')}`).on(table).columns(cols).execute();
   }
 }
 

@@ -24,6 +24,8 @@ export interface ObjectSpec {
   description?: string;
   displayFields: string[];
   fields: FieldSpec[];
+  /** Composite indexes, chosen so the common aggregate shapes read only the index (covering). */
+  indexes?: string[][];
 }
 
 export const CONTACT_STATUSES = ['lead', 'qualified', 'customer', 'churned'];
@@ -94,10 +96,9 @@ export const SYSTEM_OBJECTS: ObjectSpec[] = [
         type: 'SELECT',
         options: OPPORTUNITY_STATUSES,
         default: 'open',
-        indexed: true,
         description: 'Pipeline stage',
       },
-      { name: 'close_date', type: 'DATE', indexed: true },
+      { name: 'close_date', type: 'DATE' },
       { name: 'probability', type: 'PERCENTAGE', min: 0, max: 100 },
       { name: 'company', type: 'RELATION', target: 'companies', indexed: true },
       { name: 'contact', type: 'RELATION', target: 'contacts', indexed: true },
@@ -106,6 +107,11 @@ export const SYSTEM_OBJECTS: ObjectSpec[] = [
       { name: 'priority', type: 'SELECT', options: ['low', 'medium', 'high'], default: 'medium' },
       { name: 'next_step', type: 'TEXT' },
       { name: 'lost_reason', type: 'TEXT' },
+    ],
+    indexes: [
+      ['status', 'owner', 'amount'], // pipeline totals by stage and by stage x owner
+      ['status', 'company'], // distinct companies per stage
+      ['close_date', 'amount'], // forecasts and histograms over close dates
     ],
   },
 ];
