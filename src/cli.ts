@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
-import { corsOrigin, loadConfig, type Config } from './config.js';
+import { corsOrigin, loadConfig, mcpAllowedHosts, type Config } from './config.js';
 import { openDatabase, type Db } from './db/database.js';
 import { migrate } from './db/migrations.js';
 import { buildApp } from './http/app.js';
+import { parseToolsets } from './mcp/server.js';
+import { runStdio } from './mcp/stdio.js';
 import { ensureDefaultWorkspace } from './services/bootstrap.js';
 import type { Ctx, Role } from './services/context.js';
 import { isCrmError } from './services/errors.js';
@@ -55,6 +57,20 @@ async function workspaceOrFail(db: Db, name: string) {
 
 const dbOption = () => new Option('--db <path>', 'SQLite file (env CRM_DB, default ./data/crm.db)');
 const wsOption = () => new Option('--workspace <name>', 'workspace name (env CRM_WORKSPACE, default "default")');
+const readOnlyOption = () => new Option('--read-only', 'MCP: expose only tools that do not write (env CRM_MCP_READ_ONLY=true)');
+const toolsetsOption = () => new Option('--toolsets <list>', 'MCP: comma-separated tool sets: schema, records, users (env CRM_MCP_TOOLSETS; default all)');
+
+interface McpFlags {
+  readOnly?: boolean;
+  toolsets?: string;
+}
+
+function mcpMode(cfg: Config, opts: McpFlags) {
+  return {
+    readOnly: opts.readOnly === true || cfg.CRM_MCP_READ_ONLY === 'true',
+    toolsets: parseToolsets(opts.toolsets ?? cfg.CRM_MCP_TOOLSETS),
+  };
+}
 
 export function buildCli(): Command {
   const program = new Command('crm-mcp')
@@ -64,19 +80,22 @@ export function buildCli(): Command {
 
   program
     .command('serve')
-    .description('Start the HTTP server (REST at /api/v1). Migrates the database; on first start creates a default workspace with demo data and prints an admin token on stderr.')
+    .description('Start the HTTP server (REST at /api/v1, MCP at /mcp and /sse). Migrates the database; on first start creates a default workspace with demo data and prints an admin token on stderr.')
     .addOption(dbOption())
     .addOption(wsOption())
     .addOption(new Option('--port <n>', 'port (env PORT, default 3000)').argParser(int('port')))
     .addOption(new Option('--host <host>', 'interface (env HOST, default 127.0.0.1)'))
-    .action(async (opts: Common & { port?: number; host?: string }) => {
+    .addOption(readOnlyOption())
+    .addOption(toolsetsOption())
+    .action(async (opts: Common & McpFlags & { port?: number; host?: string }) => {
       const cfg = config(opts);
       if (opts.port !== undefined) cfg.PORT = opts.port;
       if (opts.host) cfg.HOST = opts.host;
+      const mcp = { ...mcpMode(cfg, opts), allowedHosts: mcpAllowedHosts(cfg) };
       const log = pino({ level: cfg.LOG_LEVEL });
       const db = await openMigrated(cfg, cfg.CRM_READ_WORKERS);
       const first = await ensureDefaultWorkspace(db, log, { name: cfg.CRM_WORKSPACE, demo: cfg.CRM_DEMO_DATA === 'true' });
-      const app = await buildApp({ db, log, corsOrigin: corsOrigin(cfg), rateLimitPerMinute: cfg.CRM_RATE_LIMIT });
+      const app = await buildApp({ db, log, corsOrigin: corsOrigin(cfg), rateLimitPerMinute: cfg.CRM_RATE_LIMIT, mcp });
       const address = await app.listen({ port: cfg.PORT, host: cfg.HOST });
       if (first) {
         const url = address.replace('[::1]', 'localhost');
@@ -93,6 +112,28 @@ export function buildCli(): Command {
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+    });
+
+  program
+    .command('stdio')
+    .description(
+      'Serve MCP over stdin/stdout for a local client (Claude Desktop, Cursor, ...). Acts as the user of CRM_API_TOKEN; without it, as the ' +
+        "first admin of the workspace (created with demo data if the database is empty). stdout carries only JSON-RPC; logs go to stderr.",
+    )
+    .addOption(dbOption())
+    .addOption(wsOption())
+    .addOption(readOnlyOption())
+    .addOption(toolsetsOption())
+    .action(async (opts: Common & McpFlags) => {
+      const cfg = config(opts);
+      await runStdio({
+        dbFile: cfg.CRM_DB,
+        workspace: cfg.CRM_WORKSPACE,
+        token: cfg.CRM_API_TOKEN,
+        demo: cfg.CRM_DEMO_DATA === 'true',
+        logLevel: cfg.LOG_LEVEL,
+        ...mcpMode(cfg, opts),
+      });
     });
 
   program
@@ -191,10 +232,12 @@ export function buildCli(): Command {
     .addOption(new Option('--contacts <n>', 'contacts to add').argParser(int('contacts')).default(0))
     .addOption(new Option('--companies <n>', 'companies to add').argParser(int('companies')).default(0))
     .addOption(new Option('--opportunities <n>', 'opportunities to add').argParser(int('opportunities')).default(0))
+    .addOption(new Option('--tasks <n>', 'tasks to add, linked to the new records').argParser(int('tasks')).default(0))
+    .addOption(new Option('--threads <n>', 'email threads to add, linked to the new contacts').argParser(int('threads')).default(0))
     .addOption(new Option('--seed <n>', 'random seed: the same seed on an empty workspace gives the same data').argParser(int('seed')).default(42))
     .addOption(dbOption())
     .addOption(wsOption())
-    .action(async (opts: Common & { contacts: number; companies: number; opportunities: number; seed: number }) => {
+    .action(async (opts: Common & { contacts: number; companies: number; opportunities: number; tasks: number; threads: number; seed: number }) => {
       const cfg = config(opts);
       const log = stderrLogger(cfg.LOG_LEVEL);
       const db = await openMigrated(cfg);
@@ -211,6 +254,8 @@ export function buildCli(): Command {
         companies: opts.companies,
         contacts: opts.contacts,
         opportunities: opts.opportunities,
+        tasks: opts.tasks,
+        threads: opts.threads,
         seed: opts.seed,
         onProgress: ({ object, done, total }) => {
           const t = performance.now();
@@ -220,7 +265,7 @@ export function buildCli(): Command {
           }
         },
       });
-      const rows = r.companies + r.contacts + r.opportunities;
+      const rows = r.companies + r.contacts + r.opportunities + r.tasks;
       process.stderr.write(`seed: done, ${rows} rows in ${r.seconds.toFixed(2)} s (${Math.round(rows / r.seconds)} rows/s) into workspace '${ws.name}'\n`);
       await db.close();
     });

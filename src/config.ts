@@ -15,6 +15,14 @@ const envSchema = z.object({
   CRM_RATE_LIMIT: z.coerce.number().int().min(0).default(1200),
   /** Worker threads that run heavy reads (aggregates) off the event loop; 0 runs them inline. */
   CRM_READ_WORKERS: z.coerce.number().int().min(0).max(32).default(2),
+  /** stdio: act as the user of this token (default: the default workspace's first admin). */
+  CRM_API_TOKEN: z.string().optional(),
+  /** MCP: expose only tools that do not write. */
+  CRM_MCP_READ_ONLY: z.enum(['true', 'false']).default('false'),
+  /** MCP: comma-separated tool sets to expose (default all). */
+  CRM_MCP_TOOLSETS: z.string().optional(),
+  /** MCP over HTTP: extra Host names accepted (DNS-rebinding protection), comma-separated, or *. */
+  CRM_MCP_ALLOWED_HOSTS: z.string().default(''),
 });
 
 export type Config = z.infer<typeof envSchema>;
@@ -32,4 +40,12 @@ export function corsOrigin(cfg: Config): boolean | string[] {
   if (cfg.CRM_CORS_ORIGINS.trim() === '*') return true;
   const list = cfg.CRM_CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
   return list.length ? list : false;
+}
+
+/** Extra Host names for the MCP endpoints: the configured list, plus HOST when it names one interface. */
+export function mcpAllowedHosts(cfg: Config): string[] | '*' {
+  if (cfg.CRM_MCP_ALLOWED_HOSTS.trim() === '*') return '*';
+  const list = cfg.CRM_MCP_ALLOWED_HOSTS.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!['0.0.0.0', '::', '127.0.0.1', 'localhost', '::1'].includes(cfg.HOST)) list.push(cfg.HOST.includes(':') ? `[${cfg.HOST}]` : cfg.HOST);
+  return list;
 }

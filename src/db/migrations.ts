@@ -1,11 +1,14 @@
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import type { Db } from './database.js';
+import type { DialectAdapter } from './dialect.js';
+import { createSystemSchema } from '../services/schema.js';
 
 /**
  * Migrations of the static tables, in order. Record tables are created per workspace and object
  * by the schema service (services/schema.ts) from the field metadata.
  */
-const migrations: Record<string, Migration> = {
+function migrations(adapter: DialectAdapter): Record<string, Migration> {
+  return {
   '0001_core': {
     async up(db: Kysely<any>) {
       await db.schema
@@ -106,16 +109,69 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
-};
+  '0002_tasks_notes_inbox': {
+    async up(db: Kysely<any>) {
+      // Tasks are a system object (record table per workspace): add it to existing workspaces.
+      for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[])
+        await createSystemSchema(db, adapter, ws.id);
+      await db.schema
+        .createTable('notes')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+        .addColumn('author_id', 'text', (c) => c.notNull())
+        .addColumn('body', 'text', (c) => c.notNull())
+        .addColumn('visibility', 'text', (c) => c.notNull().check(sql`visibility in ('private', 'workspace')`))
+        .addColumn('object', 'text')
+        .addColumn('record_id', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('notes_record').on('notes').columns(['workspace_id', 'object', 'record_id', 'created_at']).execute();
+      await db.schema.createIndex('notes_author').on('notes').columns(['workspace_id', 'author_id', 'created_at']).execute();
+      await db.schema
+        .createTable('threads')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('snippet', 'text')
+        .addColumn('contact_id', 'text')
+        .addColumn('company_id', 'text')
+        .addColumn('unread', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('message_count', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('last_message_at', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('threads_recent').on('threads').columns(['workspace_id', 'last_message_at']).execute();
+      await db.schema.createIndex('threads_contact').on('threads').columns(['workspace_id', 'contact_id']).execute();
+      await db.schema.createIndex('threads_company').on('threads').columns(['workspace_id', 'company_id']).execute();
+      await db.schema
+        .createTable('messages')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+        .addColumn('thread_id', 'text', (c) => c.notNull().references('threads.id').onDelete('cascade'))
+        .addColumn('direction', 'text', (c) => c.notNull().check(sql`direction in ('inbound', 'outbound')`))
+        .addColumn('from_email', 'text', (c) => c.notNull())
+        .addColumn('from_name', 'text')
+        .addColumn('to_emails', 'text', (c) => c.notNull())
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('body', 'text', (c) => c.notNull())
+        .addColumn('sent_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('messages_thread').on('messages').columns(['thread_id', 'sent_at']).execute();
+    },
+  },
+  };
+}
 
 class StaticProvider implements MigrationProvider {
+  constructor(private readonly adapter: DialectAdapter) {}
   async getMigrations() {
-    return migrations;
+    return migrations(this.adapter);
   }
 }
 
 export async function migrate(db: Db): Promise<string[]> {
-  const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider() });
+  const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider(db.adapter) });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error;
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);

@@ -69,6 +69,42 @@ export interface Tables {
     created_at: string;
     created_by: string | null;
   };
+  notes: {
+    id: string;
+    workspace_id: number;
+    author_id: string;
+    body: string;
+    visibility: 'private' | 'workspace';
+    object: string | null;
+    record_id: string | null;
+    created_at: string;
+    updated_at: string;
+  };
+  threads: {
+    id: string;
+    workspace_id: number;
+    subject: string;
+    snippet: string | null;
+    contact_id: string | null;
+    company_id: string | null;
+    unread: number;
+    message_count: number;
+    last_message_at: string;
+    created_at: string;
+  };
+  messages: {
+    id: string;
+    workspace_id: number;
+    thread_id: string;
+    direction: 'inbound' | 'outbound';
+    from_email: string;
+    from_name: string | null;
+    /** JSON array of addresses. */
+    to_emails: string;
+    subject: string;
+    body: string;
+    sent_at: string;
+  };
   activity: {
     id: Generated<number>;
     workspace_id: number;

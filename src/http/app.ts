@@ -11,7 +11,9 @@ import { recordRoutes } from './routes/records.js';
 import { schemaRoutes } from './routes/schema.js';
 import { userRoutes } from './routes/users.js';
 import { aggregateRoutes } from './routes/aggregate.js';
+import { workRoutes } from './routes/work.js';
 import { VERSION } from '../version.js';
+import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
 
 export interface AppDeps {
   db: Db;
@@ -20,6 +22,8 @@ export interface AppDeps {
   corsOrigin?: boolean | string | string[];
   /** Requests per minute per token (or per IP without one) on /api/v1; 0 or undefined: no limit. */
   rateLimitPerMinute?: number;
+  /** Mount MCP (/mcp, /sse, /messages) with these options; true: defaults; absent: REST only. */
+  mcp?: McpHttpOptions | boolean;
 }
 
 declare module 'fastify' {
@@ -78,8 +82,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(schemaRoutes);
       await api.register(recordRoutes);
       await api.register(aggregateRoutes);
+      await api.register(workRoutes);
     },
     { prefix: '/api/v1' },
   );
+  if (deps.mcp) {
+    const opts = deps.mcp === true ? {} : deps.mcp;
+    await registerMcpRoutes(app as unknown as FastifyInstance, {
+      db: deps.db,
+      log: deps.log,
+      allowedOrigins: deps.corsOrigin === true ? true : typeof deps.corsOrigin === 'string' ? [deps.corsOrigin] : deps.corsOrigin || [],
+      rateLimitPerMinute: deps.rateLimitPerMinute,
+      ...opts,
+    });
+  }
   return app as unknown as FastifyInstance;
 }

@@ -3,7 +3,7 @@ import type { Log } from './context.js';
 import { seedWorkspace, type SeedOptions } from './seed.js';
 import { createToken, createUser, createWorkspace, listWorkspaces, type NewToken, type Workspace } from './users.js';
 
-export const DEMO_SIZE = { companies: 200, contacts: 1000, opportunities: 400 } as const;
+export const DEMO_SIZE = { companies: 200, contacts: 1000, opportunities: 400, tasks: 150, threads: 120 } as const;
 
 export interface FirstStart {
   workspace: Workspace;

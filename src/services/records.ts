@@ -418,6 +418,32 @@ function changes(obj: ObjectDef, before: Record<string, unknown>, touched: Map<s
   return diff;
 }
 
+/**
+ * Timeline entries on the records this one links to (a task's contact, an opportunity's company):
+ * created, deleted, linked/unlinked, and status changes, so a contact's timeline shows its tasks
+ * and deals moving. Written in the same transaction as the write itself.
+ */
+function relatedEntries(obj: ObjectDef, id: string, before: Record<string, unknown> | null, after: Record<string, unknown> | null): ActivityEntry[] {
+  const out: ActivityEntry[] = [];
+  const current = after ?? before!;
+  const name = displayName(obj, toRecord(obj, current));
+  const base = { object: obj.name, id, name };
+  const status = obj.byName.get('status');
+  for (const f of obj.fields) {
+    if (f.type !== 'RELATION' || f.target === 'users' || f.readOnly) continue;
+    const was = (before?.[f.column] ?? null) as string | null;
+    const now = (after?.[f.column] ?? null) as string | null;
+    if (!before && now) out.push({ object: f.target!, recordId: now, action: 'related_created', payload: { ...base, field: f.name } });
+    else if (!after && was) out.push({ object: f.target!, recordId: was, action: 'related_deleted', payload: { ...base, field: f.name } });
+    else if (before && after && was !== now) {
+      if (was) out.push({ object: f.target!, recordId: was, action: 'related_unlinked', payload: { ...base, field: f.name } });
+      if (now) out.push({ object: f.target!, recordId: now, action: 'related_linked', payload: { ...base, field: f.name } });
+    } else if (before && after && now && status && before[status.column] !== after[status.column])
+      out.push({ object: f.target!, recordId: now, action: 'related_status_changed', payload: { ...base, field: f.name, from: before[status.column] ?? null, to: after[status.column] ?? null } });
+  }
+  return out;
+}
+
 export async function createRecord(ctx: Ctx, objectName: string, input: unknown): Promise<RecordData> {
   const [rec] = await createRecords(ctx, objectName, [input]).catch((e: unknown) => {
     // A single create reports its own message, without the batch's row prefix.
@@ -437,7 +463,10 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
   const ids = await inTransaction(ctx, async (trx) => {
     await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
     const ids = await eachRow(prepared, (p) => insertRow(ctx, trx, obj, p.row));
-    await recordActivity(trx, ctx, ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })));
+    await recordActivity(trx, ctx, [
+      ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
+      ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
+    ]);
     return ids;
   });
   return readBack(ctx, obj, ids);
@@ -503,7 +532,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
       }
       // Later updates in the same batch see this one.
       before.set(id, { ...old, ...p.row });
-      activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } });
+      activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } }, ...relatedEntries(obj, id, old, { ...old, ...p.row }));
     });
     await recordActivity(trx, ctx, activity);
   });
@@ -547,7 +576,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
         await checkRelations(ctx, trx, obj, [p.row]);
         const id = await insertRow(ctx, trx, obj, p.row);
         results.push({ index: i, id, action: 'created' });
-        activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } });
+        activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } }, ...relatedEntries(obj, id, null, p.row));
       } else {
         const values = { ...(input as Record<string, unknown>) };
         delete values.id;
@@ -561,7 +590,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
           } catch (e) {
             throw duplicateError(ctx, obj, e, p.row) ?? e;
           }
-          activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } });
+          activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } }, ...relatedEntries(obj, id, existing, { ...existing, ...p.row }));
         }
         results.push({ index: i, id, action: 'updated' });
       }
@@ -608,11 +637,10 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
           ]),
         )
         .execute();
-      await recordActivity(
-        trx,
-        ctx,
-        present.map((id) => ({ object: obj.name, recordId: id, action: 'deleted', payload: { name: displayName(obj, toRecord(obj, rows.get(id)!)) } })),
-      );
+      await recordActivity(trx, ctx, [
+        ...present.map((id) => ({ object: obj.name, recordId: id, action: 'deleted', payload: { name: displayName(obj, toRecord(obj, rows.get(id)!)) } })),
+        ...present.flatMap((id) => relatedEntries(obj, id, rows.get(id)!, null)),
+      ]);
     }
     return { deleted: present, not_found: unique.filter((id) => !rows.has(id)) };
   });

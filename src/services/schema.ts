@@ -126,9 +126,15 @@ async function insertFieldMeta(db: Kysely<Tables>, workspaceId: number, objectId
     .execute();
 }
 
-/** Called inside the transaction that creates a workspace. */
+/**
+ * Creates the system objects a workspace lacks (all of them for a new workspace; the ones a newer
+ * version added for an existing one). Runs inside the caller's transaction.
+ */
 export async function createSystemSchema(db: Kysely<Tables>, adapter: DialectAdapter, workspaceId: number) {
-  for (const spec of SYSTEM_OBJECTS) {
+  const have = new Set((await db.selectFrom('objects').select('name').where('workspace_id', '=', workspaceId).execute()).map((o) => o.name));
+  const missing = SYSTEM_OBJECTS.filter((spec) => !have.has(spec.name));
+  if (missing.length && have.size) await bumpVersion(db, workspaceId);
+  for (const spec of missing) {
     await insertObjectMeta(db, workspaceId, spec, true);
     const table = tableName(workspaceId, spec.name);
     await createRecordTable(db, adapter, table, spec.fields);

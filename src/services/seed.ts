@@ -7,11 +7,16 @@ import { getSchema, type ObjectDef } from './schema.js';
 import { CONTACT_STATUSES, INDUSTRIES, OPPORTUNITY_STATUSES, SOURCES } from './system-objects.js';
 import { createUser, listUsers } from './users.js';
 import { now } from './clock.js';
+import { recordActivity } from './activity.js';
 
 export interface SeedOptions {
   contacts: number;
   companies: number;
   opportunities: number;
+  /** Tasks linked to contacts, companies and opportunities (default 0). */
+  tasks?: number;
+  /** Email threads with 1-5 messages each, linked to contacts and their companies (default 0). */
+  threads?: number;
   /** PRNG seed: the same seed on an empty workspace gives the same data. */
   seed?: number;
   /** Rows per transaction. */
@@ -23,6 +28,8 @@ export interface SeedResult {
   companies: number;
   contacts: number;
   opportunities: number;
+  tasks: number;
+  threads: number;
   users: number;
   seconds: number;
 }
@@ -224,7 +231,7 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
     opts.onProgress,
   );
 
-  await insertBatches(
+  const oppIds = await insertBatches(
     ctx.db,
     oppsObj,
     opts.opportunities,
@@ -260,11 +267,141 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
     opts.onProgress,
   );
 
+  const tasksObj = schema.objects.get('tasks')!;
+  const nTasks = opts.tasks ?? 0;
+  await insertBatches(
+    ctx.db,
+    tasksObj,
+    nTasks,
+    batchSize,
+    (i) => {
+      const created = arrival(i, nTasks, 120);
+      // Due dates from three weeks ago to six weeks ahead: some overdue, some today, most upcoming.
+      const due = new Date(base + rnd.int(-21 * 24, 42 * 24) * 3_600_000).toISOString();
+      const status = rnd.weighted([['open', 45], ['in_progress', 15], ['waiting', 5], ['completed', 30], ['cancelled', 5]] as [string, number][]);
+      const oi = oppIds.length && rnd.chance(0.5) ? rnd.int(0, oppIds.length - 1) : -1;
+      const ci = contactIds.length ? rnd.int(0, contactIds.length - 1) : -1;
+      const kind = rnd.pick(['Call', 'Email', 'Send proposal to', 'Follow up with', 'Book a demo with', 'Prepare QBR for']);
+      return {
+        id: newId(),
+        created_at: created,
+        updated_at: created,
+        created_by: creator,
+        title: `${kind} ${ci >= 0 ? 'contact' : 'prospect'} #${i + 1}`,
+        description: rnd.chance(0.4) ? rnd.pick(voc.nextSteps) : null,
+        status,
+        priority: rnd.weighted([['low', 3], ['medium', 5], ['high', 2], ['urgent', 1]] as [string, number][]),
+        due_at: due,
+        assignee: rnd.pick(owners),
+        time_estimate: rnd.pick([900, 1800, 3600, 7200, 14400]),
+        completed_at: status === 'completed' ? due : null,
+        contact: ci >= 0 ? contactIds[ci]! : null,
+        company: ci >= 0 ? (contactCompany[ci] ?? null) : null,
+        opportunity: oi >= 0 ? oppIds[oi]! : null,
+      };
+    },
+    opts.onProgress,
+  );
+
+  const nThreads = Math.min(opts.threads ?? 0, contactIds.length);
+  if (nThreads > 0) await seedThreads(ctx, rnd, voc, nThreads, contactIds, contactCompany, base);
+
   return {
     companies: companyIds.length,
     contacts: contactIds.length,
     opportunities: opts.opportunities,
+    tasks: nTasks,
+    threads: nThreads,
     users: users.length,
     seconds: (performance.now() - t0) / 1000,
   };
+}
+
+const SUBJECTS = ['Pricing question', 'Renewal next quarter', 'Demo follow-up', 'Contract redlines', 'Intro call', 'Security review', 'Invoice', 'Onboarding'];
+const BODIES = [
+  'Thanks for the call today. Could you send over the updated pricing for the team plan?',
+  'We are reviewing the proposal internally and will come back to you by Friday.',
+  'Attached are our comments on the contract. Legal would like to discuss clause 7.',
+  'Great meeting you at the event! Happy to set up a short intro call next week.',
+  'Can you confirm the renewal date and whether the discount still applies?',
+  'Our security team has a few questions about data retention and SSO.',
+];
+
+/** Email threads for the demo inbox, with their timeline entries on the linked contact and company. */
+async function seedThreads(
+  ctx: Ctx,
+  rnd: ReturnType<typeof prng>,
+  voc: ReturnType<typeof vocabulary>,
+  n: number,
+  contactIds: string[],
+  contactCompany: (string | null)[],
+  base: number,
+) {
+  const contactsObj = (await getSchema(ctx)).objects.get('contacts')!;
+  const k = ctx.db.kysely;
+  await k.transaction().execute(async (trx) => {
+    for (let i = 0; i < n; i++) {
+      const ci = rnd.int(0, contactIds.length - 1);
+      const contactId = contactIds[ci]!;
+      const contact = (await (trx as unknown as Kysely<any>).selectFrom(contactsObj.table).select(['first_name', 'last_name', 'email']).where('id', '=', contactId).executeTakeFirst()) as
+        | { first_name: string; last_name: string | null; email: string | null }
+        | undefined;
+      const email = contact?.email ?? `contact${ci}@example.com`;
+      const name = [contact?.first_name, contact?.last_name].filter(Boolean).join(' ');
+      const subject = rnd.pick(SUBJECTS);
+      const count = rnd.int(1, 5);
+      let t = base - rnd.int(1, 60 * 24) * 60_000 * 60;
+      const threadId = newId();
+      const msgs = [];
+      for (let m = 0; m < count; m++) {
+        const inbound = m % 2 === 0;
+        msgs.push({
+          id: newId(),
+          workspace_id: ctx.actor.workspaceId,
+          thread_id: threadId,
+          direction: inbound ? ('inbound' as const) : ('outbound' as const),
+          from_email: inbound ? email : 'sales@example.com',
+          from_name: inbound ? name : 'Sales team',
+          to_emails: JSON.stringify([inbound ? 'sales@example.com' : email]),
+          subject: m === 0 ? subject : `Re: ${subject}`,
+          body: `${rnd.pick(BODIES)}\n\n${rnd.pick(voc.descriptions)}`,
+          sent_at: new Date(t).toISOString(),
+        });
+        t += rnd.int(1, 72) * 3_600_000;
+      }
+      // Nothing in the inbox comes from the future: shift the thread back if it ran past now.
+      const overshoot = t - base;
+      if (overshoot > 0) for (const m of msgs) m.sent_at = new Date(Date.parse(m.sent_at) - overshoot - 3_600_000).toISOString();
+      const last = msgs[msgs.length - 1]!;
+      const companyId = contactCompany[ci] ?? null;
+      await trx
+        .insertInto('threads')
+        .values({
+          id: threadId,
+          workspace_id: ctx.actor.workspaceId,
+          subject,
+          snippet: last.body.replace(/\s+/g, ' ').slice(0, 160),
+          contact_id: contactId,
+          company_id: companyId,
+          unread: last.direction === 'inbound' && rnd.chance(0.6) ? 1 : 0,
+          message_count: msgs.length,
+          last_message_at: last.sent_at,
+          created_at: msgs[0]!.sent_at,
+        })
+        .execute();
+      await trx.insertInto('messages').values(msgs).execute();
+      await recordActivity(
+        trx,
+        ctx,
+        msgs.flatMap((m) => {
+          const payload = { thread_id: threadId, message_id: m.id, subject, sent_at: m.sent_at };
+          const action = m.direction === 'inbound' ? 'email_received' : 'email_sent';
+          return [
+            { object: 'contacts', recordId: contactId, action, payload },
+            ...(companyId ? [{ object: 'companies', recordId: companyId, action, payload }] : []),
+          ];
+        }),
+      );
+    }
+  });
 }

@@ -35,6 +35,8 @@ export const INDUSTRIES = [
   'media', 'logistics', 'energy', 'real_estate', 'consulting', 'other',
 ];
 export const SOURCES = ['website', 'referral', 'event', 'outbound', 'partner', 'import'];
+export const TASK_STATUSES = ['open', 'in_progress', 'waiting', 'completed', 'cancelled'];
+export const TASK_PRIORITIES = ['low', 'medium', 'high', 'urgent'];
 
 /** The objects every workspace starts with. */
 export const SYSTEM_OBJECTS: ObjectSpec[] = [
@@ -114,11 +116,39 @@ export const SYSTEM_OBJECTS: ObjectSpec[] = [
       ['close_date', 'amount'], // forecasts and histograms over close dates
     ],
   },
+  {
+    name: 'tasks',
+    label: 'Task',
+    labelPlural: 'Tasks',
+    description: 'To-dos with a due date, an assignee and links to contacts, companies or opportunities.',
+    displayFields: ['title'],
+    fields: [
+      { name: 'title', type: 'TEXT', required: true },
+      { name: 'description', type: 'TEXT' },
+      { name: 'status', type: 'SELECT', options: TASK_STATUSES, default: 'open' },
+      { name: 'priority', type: 'SELECT', options: TASK_PRIORITIES, default: 'medium' },
+      { name: 'due_at', label: 'Due at', type: 'DATETIME' },
+      { name: 'assignee', type: 'RELATION', target: 'users' },
+      { name: 'time_estimate', type: 'INTEGER', min: 0, description: 'Estimated effort in seconds' },
+      { name: 'completed_at', type: 'DATETIME' },
+      { name: 'contact', type: 'RELATION', target: 'contacts', indexed: true },
+      { name: 'company', type: 'RELATION', target: 'companies', indexed: true },
+      { name: 'opportunity', type: 'RELATION', target: 'opportunities', indexed: true },
+    ],
+    indexes: [
+      ['assignee', 'status', 'due_at'], // "my open tasks", soonest first
+      ['status', 'due_at'], // overdue / today / upcoming
+      ['status', 'priority'], // task stats
+    ],
+  },
 ];
+
+/** Task statuses that still need doing. */
+export const OPEN_TASK_STATUSES = ['open', 'in_progress', 'waiting'];
 
 /** Names that later capabilities own or that would shadow built-in routes and columns. */
 export const RESERVED_OBJECT_NAMES = new Set([
-  'users', 'tasks', 'notes', 'activity', 'pipelines', 'schema', 'search', 'threads', 'messages',
+  'users', 'notes', 'activity', 'pipelines', 'schema', 'search', 'threads', 'messages',
   'interactions', 'workspaces', 'tokens', 'records', 'import', 'export', 'bulk', 'duplicates', 'me',
 ]);
 export const RESERVED_FIELD_NAMES = new Set(['id', 'seq', 'created_at', 'updated_at', 'created_by', 'associations']);

@@ -1,0 +1,192 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
+import type { Logger } from 'pino';
+import type { Db } from '../db/database.js';
+import type { Actor } from '../services/context.js';
+import { CrmError } from '../services/errors.js';
+import { authenticate } from '../services/users.js';
+import { createMcpServer } from './server.js';
+import type { Toolset } from './tool.js';
+
+export interface McpHttpOptions {
+  /** Only tools with readOnlyHint true. */
+  readOnly?: boolean;
+  /** Only these tool sets; undefined: all. */
+  toolsets?: readonly Toolset[];
+  /**
+   * DNS-rebinding protection: Host names (without port) /mcp, /sse and /messages answer; the loopback
+   * names are always allowed. '*' turns the check off (e.g. behind a proxy that checks Host itself).
+   */
+  allowedHosts?: readonly string[] | '*';
+  /** Browser origins allowed besides those on an allowed host (the REST CORS list); true: any. */
+  allowedOrigins?: readonly string[] | boolean;
+  /** Requests per minute per token on the MCP endpoints; 0 or undefined: no limit. */
+  rateLimitPerMinute?: number;
+  /** Interval of SSE keep-alive comments, so proxies do not cut an idle legacy SSE stream. */
+  sseKeepAliveMs?: number;
+}
+
+interface Deps extends McpHttpOptions {
+  db: Db;
+  log: Logger;
+}
+
+const LOOPBACK = ['localhost', '127.0.0.1', '[::1]'];
+
+function bearerOf(req: FastifyRequest): string | undefined {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+  return m?.[1];
+}
+
+/** Errors on the MCP endpoints are JSON-RPC shaped: that is what MCP clients parse. */
+function rpcError(reply: FastifyReply, status: number, message: string, code = -32000) {
+  return reply.code(status).send({ jsonrpc: '2.0', error: { code, message }, id: null });
+}
+
+function hostnameOf(value: string): string | undefined {
+  try {
+    return new URL(value.includes('://') ? value : `http://${value}`).hostname;
+  } catch {
+    return undefined;
+  }
+}
+
+/** After hijack Fastify no longer writes headers: hand the ones set so far (CORS) to the raw response. */
+function passHeaders(reply: FastifyReply) {
+  for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) reply.raw.setHeader(k, v as string | string[]);
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    mcpActor: Actor | null;
+  }
+}
+
+/**
+ * MCP over HTTP on the REST server, with the same tokens:
+ * - Streamable HTTP at /mcp, stateless: every POST gets a fresh server and transport, so any process
+ *   behind a load balancer can answer any request and nothing lives in one process's memory.
+ *   GET and DELETE /mcp (server-initiated streams, session end) answer 405: there are no sessions.
+ * - Legacy HTTP+SSE (GET /sse, POST /messages?sessionId=) for older clients. Its sessions live in this
+ *   process's memory: behind a load balancer, route /sse and /messages with sticky sessions.
+ */
+export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promise<void> {
+  const allowHosts = deps.allowedHosts === '*' ? null : new Set([...LOOPBACK, ...(deps.allowedHosts ?? [])].map((h) => h.toLowerCase()));
+  const corsOrigins = deps.allowedOrigins === true ? null : new Set(Array.isArray(deps.allowedOrigins) ? deps.allowedOrigins : []);
+  const sessions = new Map<string, { transport: SSEServerTransport; actor: Actor }>();
+
+  await app.register(async (scope) => {
+    scope.decorateRequest('mcpActor', null);
+
+    // DNS rebinding: a web page must not reach a local server through a name it controls.
+    scope.addHook('onRequest', async (req, reply) => {
+      if (!allowHosts) return;
+      const host = hostnameOf(req.headers.host ?? '');
+      if (!host || !allowHosts.has(host.toLowerCase()))
+        return rpcError(reply, 403, `Invalid Host '${req.headers.host ?? ''}': allowed hosts are ${[...allowHosts].join(', ')}; set CRM_MCP_ALLOWED_HOSTS to add one`);
+      const origin = req.headers.origin;
+      if (origin && corsOrigins && !corsOrigins.has(origin)) {
+        const oh = hostnameOf(origin);
+        if (!oh || !allowHosts.has(oh.toLowerCase())) return rpcError(reply, 403, `Invalid Origin '${origin}'`);
+      }
+    });
+
+    // Stateless: no server-initiated stream, no session to delete.
+    const notAllowed = async (_req: FastifyRequest, reply: FastifyReply) => {
+      reply.header('Allow', 'POST');
+      return rpcError(reply, 405, 'Method not allowed: this MCP endpoint is stateless; POST JSON-RPC messages to /mcp');
+    };
+    scope.get('/mcp', notAllowed);
+    scope.delete('/mcp', notAllowed);
+
+    await scope.register(async (authed) => {
+      if (deps.rateLimitPerMinute) {
+        await authed.register(rateLimit, {
+          max: deps.rateLimitPerMinute,
+          timeWindow: 60_000,
+          keyGenerator: (req) => bearerOf(req) ?? req.ip,
+          errorResponseBuilder: (_req, c) => new CrmError('RATE_LIMITED', `Rate limit of ${c.max} requests per minute exceeded; retry in ${Math.ceil(c.ttl / 1000)} s`),
+        });
+      }
+      authed.addHook('onRequest', async (req, reply) => {
+        const token = bearerOf(req);
+        const actor = await authenticate(deps.db, token, 'mcp');
+        if (!actor) {
+          reply.header('WWW-Authenticate', `Bearer realm="crm-mcp"${req.headers.authorization ? ', error="invalid_token"' : ''}`);
+          return rpcError(
+            reply,
+            401,
+            req.headers.authorization
+              ? 'Invalid or revoked API token'
+              : "Missing API token: send 'Authorization: Bearer ksr_...' (create one with `crm-mcp token create --role member`)",
+            -32001,
+          );
+        }
+        req.mcpActor = actor;
+      });
+
+      authed.post('/mcp', async (req, reply) => {
+        const server = await createMcpServer({ db: deps.db, log: req.log, actor: req.mcpActor!, readOnly: deps.readOnly, toolsets: deps.toolsets });
+        const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+        reply.hijack();
+        passHeaders(reply);
+        reply.raw.on('close', () => {
+          void transport.close();
+          void server.close();
+        });
+        try {
+          await server.connect(transport);
+          await transport.handleRequest(req.raw, reply.raw, req.body);
+        } catch (e) {
+          req.log.error({ err: e }, 'MCP request failed');
+          if (!reply.raw.headersSent)
+            reply.raw.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32603, message: 'Internal error' }, id: null }));
+        }
+      });
+
+      authed.get('/sse', async (req, reply) => {
+        const token = bearerOf(req)!;
+        const opened = req.mcpActor!;
+        // The session outlives the request: check the token again on every call, so revoking it ends the session's rights.
+        const resolveActor = async () => {
+          const a = await authenticate(deps.db, token, 'mcp');
+          if (!a) throw new CrmError('UNAUTHORIZED', 'The API token of this session was revoked; reconnect with a valid token');
+          return a;
+        };
+        const server = await createMcpServer({ db: deps.db, log: req.log, actor: undefined, resolveActor, readOnly: deps.readOnly, toolsets: deps.toolsets });
+        reply.hijack();
+        passHeaders(reply);
+        const transport = new SSEServerTransport('/messages', reply.raw);
+        sessions.set(transport.sessionId, { transport, actor: opened });
+        const ping = setInterval(() => reply.raw.write(': ping\n\n'), deps.sseKeepAliveMs ?? 25_000);
+        ping.unref();
+        reply.raw.on('close', () => {
+          clearInterval(ping);
+          sessions.delete(transport.sessionId);
+          void server.close();
+        });
+        await server.connect(transport);
+      });
+
+      authed.post('/messages', async (req, reply) => {
+        const id = (req.query as { sessionId?: string }).sessionId ?? '';
+        const s = sessions.get(id);
+        if (!s)
+          return rpcError(reply, 404, `Unknown or closed SSE session '${id}': open a new one with GET /sse (behind a load balancer, /sse and /messages need sticky sessions)`);
+        const a = req.mcpActor!;
+        if (a.userId !== s.actor.userId || a.workspaceId !== s.actor.workspaceId) return rpcError(reply, 403, 'This SSE session belongs to another user');
+        reply.hijack();
+        passHeaders(reply);
+        await s.transport.handlePostMessage(req.raw, reply.raw, req.body);
+      });
+    });
+  });
+
+  // Before the HTTP server stops waiting for connections: open SSE streams would keep it waiting.
+  app.addHook('preClose', async () => {
+    for (const s of sessions.values()) await s.transport.close();
+    sessions.clear();
+  });
+}
