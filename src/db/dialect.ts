@@ -15,6 +15,8 @@ export interface DialectAdapter {
   /** A JSON-array text column holds any of the values. */
   jsonArrayHasAny(ref: Expression<unknown>, values: string[]): RawBuilder<SqlBool>;
   isUniqueViolation(err: unknown): boolean;
+  /** Seconds from one ISO-8601 timestamp (text) to another. */
+  secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
   /** Secondary (non-unique) indexes of a table with the statements that recreate them: bulk loads drop and rebuild them. */
   secondaryIndexes(db: Kysely<any>, table: string): Promise<{ name: string; create: string }[]>;
 }
@@ -29,6 +31,7 @@ export const sqliteAdapter: DialectAdapter = {
     sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
   isUniqueViolation: (err) =>
     typeof err === 'object' && err !== null && (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE',
+  secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
   async secondaryIndexes(db, table) {
     const r = await sql<{ name: string; sql: string }>`
       SELECT name, sql FROM sqlite_master

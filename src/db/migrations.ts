@@ -1,7 +1,7 @@
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
-import { createSystemSchema } from '../services/schema.js';
+import { createDefaultPipelines, createSystemSchema } from '../services/schema.js';
 
 /**
  * Migrations of the static tables, in order. Record tables are created per workspace and object
@@ -158,6 +158,46 @@ function migrations(adapter: DialectAdapter): Record<string, Migration> {
         .addColumn('sent_at', 'text', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('messages_thread').on('messages').columns(['thread_id', 'sent_at']).execute();
+    },
+  },
+  '0003_pipelines': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('pipelines')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+        .addColumn('object', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('field', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addUniqueConstraint('pipelines_object', ['workspace_id', 'object'])
+        .execute();
+      await db.schema
+        .createTable('pipeline_steps')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('pipeline_id', 'text', (c) => c.notNull().references('pipelines.id').onDelete('cascade'))
+        .addColumn('position', 'integer', (c) => c.notNull())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('probability', 'real')
+        .addColumn('is_won', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('is_lost', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('defaults', 'text', (c) => c.notNull().defaultTo('{}'))
+        .addUniqueConstraint('pipeline_steps_key', ['pipeline_id', 'key'])
+        .execute();
+      await db.schema
+        .createTable('stage_history')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+        .addColumn('pipeline_id', 'text', (c) => c.notNull().references('pipelines.id').onDelete('cascade'))
+        .addColumn('record_id', 'text', (c) => c.notNull())
+        .addColumn('step_key', 'text', (c) => c.notNull())
+        .addColumn('entered_at', 'text', (c) => c.notNull())
+        .addColumn('left_at', 'text')
+        .execute();
+      await db.schema.createIndex('stage_history_record').on('stage_history').columns(['pipeline_id', 'record_id', 'entered_at']).execute();
+      await db.schema.createIndex('stage_history_step').on('stage_history').columns(['pipeline_id', 'step_key', 'record_id']).execute();
+      for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[]) await createDefaultPipelines(db, ws.id);
     },
   },
   };

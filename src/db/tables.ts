@@ -105,6 +105,36 @@ export interface Tables {
     body: string;
     sent_at: string;
   };
+  pipelines: {
+    id: string;
+    workspace_id: number;
+    object: string;
+    name: string;
+    /** The SELECT field that holds the record's step. */
+    field: string;
+    created_at: string;
+  };
+  pipeline_steps: {
+    id: string;
+    pipeline_id: string;
+    position: number;
+    key: string;
+    name: string;
+    probability: number | null;
+    is_won: number;
+    is_lost: number;
+    /** JSON: field values a record takes when it enters the step (unless given). */
+    defaults: string;
+  };
+  stage_history: {
+    id: Generated<number>;
+    workspace_id: number;
+    pipeline_id: string;
+    record_id: string;
+    step_key: string;
+    entered_at: string;
+    left_at: string | null;
+  };
   activity: {
     id: Generated<number>;
     workspace_id: number;

@@ -12,6 +12,7 @@ import { schemaRoutes } from './routes/schema.js';
 import { userRoutes } from './routes/users.js';
 import { aggregateRoutes } from './routes/aggregate.js';
 import { workRoutes } from './routes/work.js';
+import { pipelineRoutes } from './routes/pipelines.js';
 import { VERSION } from '../version.js';
 import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
 
@@ -83,6 +84,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(recordRoutes);
       await api.register(aggregateRoutes);
       await api.register(workRoutes);
+      await api.register(pipelineRoutes);
     },
     { prefix: '/api/v1' },
   );

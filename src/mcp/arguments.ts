@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { conditionSchema, OPERATORS } from '../services/filters.js';
+import { OPERATORS } from '../services/filters.js';
 import { MAX_BATCH, MAX_LIMIT } from '../services/records.js';
 
 /**
@@ -13,8 +13,15 @@ export const fieldsArg = z
   .max(200)
   .optional()
   .describe('Fields to return (id is always included); omit for all fields. Fewer fields keep the answer short');
+/**
+ * What a field can hold, spelled out instead of "anything": schemas that constrain nothing are the
+ * least portable kind (clients mapping tool schemas onto narrower dialects drop or reject them).
+ */
+const scalar = z.union([z.string(), z.number(), z.boolean()]);
+export const fieldValue = z.union([scalar, z.array(z.string()), z.null()]);
+
 export const valuesArg = z
-  .record(z.string(), z.unknown())
+  .record(z.string(), fieldValue)
   .describe(
     'Field name -> value, e.g. {"first_name":"Ada","email":"ada@example.com"}. SELECT fields take one of their options, ' +
       'MULTI_SELECT an array of options, RELATION the id of the related record, DATE YYYY-MM-DD, CURRENCY a number. ' +
@@ -28,6 +35,17 @@ export const dryRunArg = z
 const groupOperator = z
   .enum(['and', 'or', 'not'])
   .describe("How the conditions combine: 'and' (all), 'or' (any), 'not' (records for which not all of them hold)");
+
+const conditionSchema = z
+  .object({
+    field: z.string().describe('Field name, as listed by crm_describe_schema'),
+    operator: z.enum(OPERATORS).describe('Comparison operator'),
+    value: z
+      .union([scalar, z.array(scalar)])
+      .optional()
+      .describe('Value; an array for in/not_in/between; omitted for is_null/is_not_null'),
+  })
+  .strict();
 
 // Written out to three levels instead of a recursive $ref: some MCP clients cannot resolve $ref in tool schemas.
 const group3 = z.object({ operator: groupOperator, conditions: z.array(conditionSchema).describe('Conditions') }).strict();
@@ -51,7 +69,7 @@ export const limitArg = z
   .default(20)
   .describe(`Records per page, 1 to ${MAX_LIMIT} (default 20)`);
 export const batchArg = z
-  .array(z.record(z.string(), z.unknown()))
+  .array(z.record(z.string(), fieldValue))
   .min(1)
   .max(MAX_BATCH)
   .describe(`1 to ${MAX_BATCH} records, each field name -> value`);

@@ -6,7 +6,7 @@ import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { checkLimit } from './records.js';
-import { getSchema, parseWith } from './schema.js';
+import { getSchema, parseWith, type WorkspaceSchema } from './schema.js';
 import { namesFor } from './aggregate.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
@@ -164,8 +164,7 @@ const threadInput = z
   })
   .strict();
 
-async function checkLinks(ctx: Ctx, trx: Kysely<Tables>, contactId?: string, companyId?: string) {
-  const schema = await getSchema(ctx);
+async function checkLinks(schema: WorkspaceSchema, trx: Kysely<Tables>, contactId?: string, companyId?: string) {
   for (const [object, id] of [['contacts', contactId], ['companies', companyId]] as const) {
     if (!id) continue;
     const t = schema.objects.get(object)!;
@@ -186,7 +185,9 @@ function timelineFor(thread: { id: string; subject: string; contact_id: string |
 /** Log an email thread (as a CRM user logs an email by hand); its messages reach the linked records' timelines. */
 export async function createThread(ctx: Ctx, input: unknown) {
   const t = parseWith(threadInput, input, 'thread');
-  await getSchema(ctx); // warm the cache outside the transaction
+  // Read outside the transaction: getSchema queries through ctx.db, which waits for the
+  // transaction's connection (SQLite has one), so calling it inside would deadlock.
+  const schema = await getSchema(ctx);
   const id = randomUUID();
   const msgs = t.messages
     .map((m) => ({ ...m, id: randomUUID(), sent_at: m.sent_at ? new Date(m.sent_at).toISOString() : nowIso() }))
@@ -205,7 +206,7 @@ export async function createThread(ctx: Ctx, input: unknown) {
     created_at: nowIso(),
   };
   await ctx.db.kysely.transaction().execute(async (trx) => {
-    await checkLinks(ctx, trx, t.contact_id, t.company_id);
+    await checkLinks(schema, trx, t.contact_id, t.company_id);
     await trx.insertInto('threads').values(row).execute();
     await trx
       .insertInto('messages')

@@ -302,7 +302,56 @@ function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update')
     if (f.required && (mode === 'create' ? row[f.column] === undefined || row[f.column] === null : touched.has(f.name) && touched.get(f.name) === null))
       throw new CrmError('MISSING_REQUIRED_FIELD', `Field '${f.name}' is required`, { field: f.name });
   }
-  return { row, touched };
+  const p = { row, touched };
+  if (obj.pipeline) {
+    const field = obj.byName.get(obj.pipeline.field)!;
+    // A new record starts on the pipeline's first step unless it names one.
+    if (mode === 'create' && (row[field.column] === undefined || row[field.column] === null)) row[field.column] = obj.pipeline.steps[0]!.key;
+    if (mode === 'create') enterStep(obj, p, row[field.column] as string);
+    else if (touched.has(field.name)) stepOf(obj, touched.get(field.name) as string | null);
+  }
+  return p;
+}
+
+/** The pipeline step with this key, or a VALIDATION_ERROR listing the steps. */
+function stepOf(obj: ObjectDef, key: string | null) {
+  const pl = obj.pipeline!;
+  const step = pl.steps.find((s) => s.key === key);
+  if (!step)
+    throw validationError(`Field '${pl.field}' must be a step of the ${pl.name}: ${pl.steps.map((s) => s.key).join(', ')}; got ${JSON.stringify(key)}`, {
+      field: pl.field,
+      allowed: pl.steps.map((s) => s.key),
+    });
+  return step;
+}
+
+/** A record entering a step takes the step's defaults (e.g. probability) for the fields the write did not set. */
+function enterStep(obj: ObjectDef, p: Prepared, key: string) {
+  const step = stepOf(obj, key);
+  for (const [name, value] of Object.entries(step.defaults)) {
+    const f = obj.byName.get(name);
+    if (!f || f.readOnly || p.touched.has(name)) continue;
+    const stored = encodeValue(f, value);
+    p.row[f.column] = stored;
+    p.touched.set(name, stored);
+  }
+}
+
+/** Stage history: close the open interval, open the next. Kept for time-in-stage and conversion. */
+async function moveHistory(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, id: string, from: string | null, to: string | null) {
+  const pl = obj.pipeline;
+  if (!pl || from === to) return;
+  const at = nowIso();
+  if (from !== null)
+    await trx.updateTable('stage_history').set({ left_at: at }).where('pipeline_id', '=', pl.id).where('record_id', '=', id).where('left_at', 'is', null).execute();
+  if (to !== null)
+    await trx.insertInto('stage_history').values({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: id, step_key: to, entered_at: at, left_at: null }).execute();
+}
+
+function pipelineMove(obj: ObjectDef, id: string, from: unknown, to: unknown): ActivityEntry[] {
+  const pl = obj.pipeline;
+  if (!pl || from === to) return [];
+  return [{ object: obj.name, recordId: id, action: 'pipeline_moved', payload: { pipeline: pl.name, pipeline_id: pl.id, from: from ?? null, to: to ?? null } }];
 }
 
 /** RELATION values must name existing records of the target object in this workspace. */
@@ -463,6 +512,10 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
   const ids = await inTransaction(ctx, async (trx) => {
     await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
     const ids = await eachRow(prepared, (p) => insertRow(ctx, trx, obj, p.row));
+    if (obj.pipeline) {
+      const col = obj.byName.get(obj.pipeline.field)!.column;
+      for (let i = 0; i < ids.length; i++) await moveHistory(trx, ctx, obj, ids[i]!, null, prepared[i]!.row[col] as string);
+    }
     await recordActivity(trx, ctx, [
       ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
       ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
@@ -523,6 +576,9 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
       const old = before.get(id);
       if (!old) throw notFound(obj, id);
       await checkRelations(ctx, trx, obj, [p.row]);
+      const stageCol = obj.pipeline ? obj.byName.get(obj.pipeline.field)!.column : undefined;
+      const moved = stageCol !== undefined && p.row[stageCol] !== undefined && p.row[stageCol] !== old[stageCol];
+      if (moved) enterStep(obj, p, p.row[stageCol!] as string);
       const diff = changes(obj, old, p.touched);
       if (Object.keys(diff).length === 0) return;
       try {
@@ -530,9 +586,14 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
       } catch (e) {
         throw duplicateError(ctx, obj, e, p.row) ?? e;
       }
+      if (moved) await moveHistory(trx, ctx, obj, id, old[stageCol!] as string | null, p.row[stageCol!] as string);
       // Later updates in the same batch see this one.
       before.set(id, { ...old, ...p.row });
-      activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } }, ...relatedEntries(obj, id, old, { ...old, ...p.row }));
+      activity.push(
+        { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
+        ...(moved ? pipelineMove(obj, id, old[stageCol!], p.row[stageCol!]) : []),
+        ...relatedEntries(obj, id, old, { ...old, ...p.row }),
+      );
     });
     await recordActivity(trx, ctx, activity);
   });
@@ -575,6 +636,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
         const p = prepareWrite(obj, input, 'create');
         await checkRelations(ctx, trx, obj, [p.row]);
         const id = await insertRow(ctx, trx, obj, p.row);
+        if (obj.pipeline) await moveHistory(trx, ctx, obj, id, null, p.row[obj.byName.get(obj.pipeline.field)!.column] as string);
         results.push({ index: i, id, action: 'created' });
         activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } }, ...relatedEntries(obj, id, null, p.row));
       } else {
@@ -583,6 +645,9 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
         const p = prepareWrite(obj, values, 'update');
         await checkRelations(ctx, trx, obj, [p.row]);
         const id = existing.id as string;
+        const stageCol = obj.pipeline ? obj.byName.get(obj.pipeline.field)!.column : undefined;
+        const moved = stageCol !== undefined && p.row[stageCol] !== undefined && p.row[stageCol] !== existing[stageCol];
+        if (moved) enterStep(obj, p, p.row[stageCol!] as string);
         const diff = changes(obj, existing, p.touched);
         if (Object.keys(diff).length) {
           try {
@@ -590,7 +655,12 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
           } catch (e) {
             throw duplicateError(ctx, obj, e, p.row) ?? e;
           }
-          activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } }, ...relatedEntries(obj, id, existing, { ...existing, ...p.row }));
+          if (moved) await moveHistory(trx, ctx, obj, id, existing[stageCol!] as string | null, p.row[stageCol!] as string);
+          activity.push(
+            { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
+            ...(moved ? pipelineMove(obj, id, existing[stageCol!], p.row[stageCol!]) : []),
+            ...relatedEntries(obj, id, existing, { ...existing, ...p.row }),
+          );
         }
         results.push({ index: i, id, action: 'updated' });
       }
@@ -622,6 +692,8 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
     const present = unique.filter((id) => rows.has(id));
     if (present.length) {
       await dyn(trx).deleteFrom(obj.table).where('id', 'in', present).execute();
+      if (obj.pipeline)
+        await trx.updateTable('stage_history').set({ left_at: nowIso() }).where('pipeline_id', '=', obj.pipeline.id).where('record_id', 'in', present).where('left_at', 'is', null).execute();
       // Relation fields elsewhere that pointed at these records become empty.
       for (const other of schema.objects.values())
         for (const f of other.fields)

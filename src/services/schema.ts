@@ -6,7 +6,8 @@ import type { Db } from '../db/database.js';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { encodeValue, decodeValue, FIELD_TYPES, storageOf, type FieldDef, type FieldType, type SelectOption } from './field-types.js';
-import { RESERVED_FIELD_NAMES, RESERVED_OBJECT_NAMES, SYSTEM_OBJECTS, type FieldSpec, type ObjectSpec } from './system-objects.js';
+import { randomUUID } from 'node:crypto';
+import { DEFAULT_PIPELINES, RESERVED_FIELD_NAMES, RESERVED_OBJECT_NAMES, SYSTEM_OBJECTS, type FieldSpec, type ObjectSpec, type PipelineSpec } from './system-objects.js';
 import { requireAdmin } from './permissions.js';
 import { nowIso } from './clock.js';
 
@@ -23,6 +24,27 @@ export interface ObjectDef {
   /** Built-in fields first, then the object's fields in position order. */
   fields: FieldDef[];
   byName: Map<string, FieldDef>;
+  /** The object's pipeline, when it has one: the SELECT field holding the step, and the ordered steps. */
+  pipeline?: PipelineDef;
+}
+
+export interface PipelineStep {
+  id: string;
+  key: string;
+  name: string;
+  position: number;
+  probability: number | null;
+  won: boolean;
+  lost: boolean;
+  defaults: Record<string, unknown>;
+}
+
+export interface PipelineDef {
+  id: string;
+  object: string;
+  name: string;
+  field: string;
+  steps: PipelineStep[];
 }
 
 export interface WorkspaceSchema {
@@ -126,6 +148,38 @@ async function insertFieldMeta(db: Kysely<Tables>, workspaceId: number, objectId
     .execute();
 }
 
+/** The default pipelines a workspace lacks (the sales pipeline over opportunities.status). */
+export async function createDefaultPipelines(db: Kysely<any>, workspaceId: number) {
+  for (const spec of DEFAULT_PIPELINES) {
+    const exists = await db.selectFrom('pipelines').select('id').where('workspace_id', '=', workspaceId).where('object', '=', spec.object).executeTakeFirst();
+    const hasObject = await db.selectFrom('objects').select('id').where('workspace_id', '=', workspaceId).where('name', '=', spec.object).executeTakeFirst();
+    if (exists || !hasObject) continue;
+    await insertPipeline(db, workspaceId, spec);
+  }
+}
+
+export async function insertPipeline(db: Kysely<any>, workspaceId: number, spec: PipelineSpec): Promise<string> {
+  const id = randomUUID();
+  await db.insertInto('pipelines').values({ id, workspace_id: workspaceId, object: spec.object, name: spec.name, field: spec.field, created_at: nowIso() }).execute();
+  await db
+    .insertInto('pipeline_steps')
+    .values(
+      spec.steps.map((st, i) => ({
+        id: randomUUID(),
+        pipeline_id: id,
+        position: i,
+        key: st.key,
+        name: st.name,
+        probability: st.probability ?? null,
+        is_won: st.won ? 1 : 0,
+        is_lost: st.lost ? 1 : 0,
+        defaults: JSON.stringify(st.defaults ?? {}),
+      })),
+    )
+    .execute();
+  return id;
+}
+
 /**
  * Creates the system objects a workspace lacks (all of them for a new workspace; the ones a newer
  * version added for an existing one). Runs inside the caller's transaction.
@@ -151,6 +205,33 @@ const caches = new WeakMap<Db, Map<number, WorkspaceSchema>>();
 async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: number): Promise<WorkspaceSchema> {
   const objects = await db.selectFrom('objects').selectAll().where('workspace_id', '=', workspaceId).orderBy('id').execute();
   const fields = await db.selectFrom('fields').selectAll().where('workspace_id', '=', workspaceId).orderBy('position').execute();
+  const pipelines = await db.selectFrom('pipelines').selectAll().where('workspace_id', '=', workspaceId).execute();
+  const steps = pipelines.length
+    ? await db.selectFrom('pipeline_steps').selectAll().where('pipeline_id', 'in', pipelines.map((p) => p.id)).orderBy('position').execute()
+    : [];
+  const pipelineOf = new Map<string, PipelineDef>(
+    pipelines.map((p) => [
+      p.object,
+      {
+        id: p.id,
+        object: p.object,
+        name: p.name,
+        field: p.field,
+        steps: steps
+          .filter((st) => st.pipeline_id === p.id)
+          .map((st) => ({
+            id: st.id,
+            key: st.key,
+            name: st.name,
+            position: st.position,
+            probability: st.probability,
+            won: st.is_won === 1,
+            lost: st.is_lost === 1,
+            defaults: JSON.parse(st.defaults) as Record<string, unknown>,
+          })),
+      },
+    ]),
+  );
   const map = new Map<string, ObjectDef>();
   for (const o of objects) {
     const own: FieldDef[] = fields
@@ -191,6 +272,7 @@ async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: numb
       displayFields: JSON.parse(o.display_fields) as string[],
       fields: all,
       byName: new Map(all.map((f) => [f.name, f])),
+      ...(pipelineOf.has(o.name) ? { pipeline: pipelineOf.get(o.name)! } : {}),
     });
   }
   return { version, objects: map };
@@ -351,7 +433,7 @@ function checkFieldSpec(schema: WorkspaceSchema, f: FieldSpec, selfObject?: stri
   }
 }
 
-async function bumpVersion(db: Kysely<Tables>, workspaceId: number) {
+export async function bumpVersion(db: Kysely<Tables>, workspaceId: number) {
   await db.updateTable('workspaces').set((eb) => ({ schema_version: eb('schema_version', '+', 1) })).where('id', '=', workspaceId).execute();
 }
 

@@ -231,6 +231,8 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
     opts.onProgress,
   );
 
+  const oppStage: string[] = [];
+  const oppCreated: string[] = [];
   const oppIds = await insertBatches(
     ctx.db,
     oppsObj,
@@ -242,6 +244,8 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
       const contact = ci >= 0 && rnd.chance(0.85) ? contactIds[ci]! : null;
       const company = contact ? (contactCompany[ci] ?? null) : companyPool.length ? rnd.pick(companyPool) : null;
       const created = arrival(i, opts.opportunities, 730);
+      oppStage[i] = status;
+      oppCreated[i] = created;
       const closed = status.startsWith('closed');
       const close = new Date(base + (closed ? -rnd.int(0, 540) : rnd.int(-30, 240)) * DAY).toISOString().slice(0, 10);
       const cents = Math.round(Math.exp(7 + rnd.next() * 5.5)) * 100 + rnd.int(0, 99);
@@ -266,6 +270,36 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
     },
     opts.onProgress,
   );
+
+  // Stage history, so time-in-stage and conversion have something to show: each deal walked the
+  // pipeline from its first step to where it is now. Skipped for bulk loads (benchmarks).
+  if (oppsObj.pipeline && oppIds.length && oppIds.length <= 100_000) {
+    const steps = oppsObj.pipeline.steps;
+    const open = steps.filter((st) => !st.won && !st.lost).map((st) => st.key);
+    const rows: Record<string, unknown>[] = [];
+    for (let i = 0; i < oppIds.length; i++) {
+      const stage = oppStage[i]!;
+      const path = stage === 'closed_lost' ? [...open.slice(0, rnd.int(1, open.length)), stage] : stage === 'closed_won' ? [...open, stage] : open.slice(0, open.indexOf(stage) + 1);
+      let t = Date.parse(oppCreated[i]!);
+      const span = Math.max(base - t, 3_600_000);
+      for (let k = 0; k < path.length; k++) {
+        const last = k === path.length - 1;
+        const next = last ? null : t + Math.floor((span / path.length) * (0.3 + rnd.next() * 0.7));
+        rows.push({
+          workspace_id: ctx.actor.workspaceId,
+          pipeline_id: oppsObj.pipeline.id,
+          record_id: oppIds[i]!,
+          step_key: path[k]!,
+          entered_at: new Date(t).toISOString(),
+          left_at: next === null ? null : new Date(next).toISOString(),
+        });
+        if (next !== null) t = next;
+      }
+    }
+    await ctx.db.kysely.transaction().execute(async (trx) => {
+      for (let i = 0; i < rows.length; i += 4000) await (trx as unknown as Kysely<any>).insertInto('stage_history').values(rows.slice(i, i + 4000)).execute();
+    });
+  }
 
   const tasksObj = schema.objects.get('tasks')!;
   const nTasks = opts.tasks ?? 0;

@@ -143,6 +143,30 @@ export const SYSTEM_OBJECTS: ObjectSpec[] = [
   },
 ];
 
+export interface PipelineSpec {
+  object: string;
+  name: string;
+  field: string;
+  steps: { key: string; name: string; probability?: number; won?: boolean; lost?: boolean; defaults?: Record<string, unknown> }[];
+}
+
+/** Every workspace starts with the sales pipeline over opportunities.status. */
+export const DEFAULT_PIPELINES: PipelineSpec[] = [
+  {
+    object: 'opportunities',
+    name: 'Sales pipeline',
+    field: 'status',
+    steps: [
+      { key: 'open', name: 'Open', probability: 10, defaults: { probability: 10 } },
+      { key: 'qualified', name: 'Qualified', probability: 25, defaults: { probability: 25 } },
+      { key: 'proposal', name: 'Proposal', probability: 50, defaults: { probability: 50 } },
+      { key: 'negotiation', name: 'Negotiation', probability: 75, defaults: { probability: 75 } },
+      { key: 'closed_won', name: 'Closed won', probability: 100, won: true, defaults: { probability: 100 } },
+      { key: 'closed_lost', name: 'Closed lost', probability: 0, lost: true, defaults: { probability: 0 } },
+    ],
+  },
+];
+
 /** Task statuses that still need doing. */
 export const OPEN_TASK_STATUSES = ['open', 'in_progress', 'waiting'];
 

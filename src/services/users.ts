@@ -1,6 +1,6 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Db } from '../db/database.js';
-import { createSystemSchema } from './schema.js';
+import { createDefaultPipelines, createSystemSchema } from './schema.js';
 import type { Actor, Ctx, Role } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { nowIso } from './clock.js';
@@ -37,6 +37,7 @@ export async function createWorkspace(db: Db, name: string): Promise<Workspace> 
   return db.kysely.transaction().execute(async (trx) => {
     const ws = await trx.insertInto('workspaces').values({ name, created_at: nowIso() }).returning(['id', 'name']).executeTakeFirstOrThrow();
     await createSystemSchema(trx, db.adapter, ws.id);
+    await createDefaultPipelines(trx, ws.id);
     return ws;
   });
 }
