@@ -5,10 +5,13 @@ import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from
 import type { Tables } from './tables.js';
 import { sqliteAdapter, type DialectAdapter } from './dialect.js';
 import { ReadPool } from './read-pool.js';
+import { sqliteSearch, type SearchBackend } from './search-sqlite.js';
 
 export interface Db {
   kysely: Kysely<Tables>;
   adapter: DialectAdapter;
+  /** Full-text search backend of this dialect. */
+  search: SearchBackend;
   /** Location of the SQLite file (or ':memory:'). */
   file: string;
   /** The underlying better-sqlite3 handle: only for pragmas, backups and bulk loaders. */
@@ -72,6 +75,7 @@ export function openDatabase(opts: OpenOptions): Db {
   return {
     kysely,
     adapter: sqliteAdapter,
+    search: sqliteSearch,
     file: opts.file,
     sqlite,
     ...(readPool ? { readPool } : {}),

@@ -1,13 +1,15 @@
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
-import { createDefaultPipelines, createSystemSchema } from '../services/schema.js';
+import type { SearchBackend } from './search-sqlite.js';
+import { rebuildSearchIndex } from '../services/search.js';
+import { createDefaultPipelines, createSystemSchema, getSchema } from '../services/schema.js';
 
 /**
  * Migrations of the static tables, in order. Record tables are created per workspace and object
  * by the schema service (services/schema.ts) from the field metadata.
  */
-function migrations(adapter: DialectAdapter): Record<string, Migration> {
+function migrations(adapter: DialectAdapter, search: SearchBackend): Record<string, Migration> {
   return {
   '0001_core': {
     async up(db: Kysely<any>) {
@@ -200,19 +202,35 @@ function migrations(adapter: DialectAdapter): Record<string, Migration> {
       for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[]) await createDefaultPipelines(db, ws.id);
     },
   },
+  '0004_search': {
+    async up(db: Kysely<any>) {
+      await search.createTables(db);
+    },
+  },
   };
 }
 
 class StaticProvider implements MigrationProvider {
-  constructor(private readonly adapter: DialectAdapter) {}
+  constructor(
+    private readonly adapter: DialectAdapter,
+    private readonly search: SearchBackend,
+  ) {}
   async getMigrations() {
-    return migrations(this.adapter);
+    return migrations(this.adapter, this.search);
   }
 }
 
 export async function migrate(db: Db): Promise<string[]> {
-  const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider(db.adapter) });
+  const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider(db.adapter, db.search) });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error;
+  // Records written before the search index existed get indexed once.
+  if (results?.some((r) => r.migrationName === '0004_search' && r.status === 'Success')) {
+    const workspaces = await db.kysely.selectFrom('workspaces').select('id').execute();
+    for (const ws of workspaces) {
+      const ctx = { db, log: { info() {}, warn() {}, error() {}, debug() {} } as never, actor: { workspaceId: ws.id, userId: 'system', role: 'admin' as const, via: 'cli' } };
+      await rebuildSearchIndex(db, ws.id, await getSchema(ctx));
+    }
+  }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }

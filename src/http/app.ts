@@ -13,6 +13,7 @@ import { userRoutes } from './routes/users.js';
 import { aggregateRoutes } from './routes/aggregate.js';
 import { workRoutes } from './routes/work.js';
 import { pipelineRoutes } from './routes/pipelines.js';
+import { searchRoutes } from './routes/search.js';
 import { VERSION } from '../version.js';
 import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
 
@@ -50,6 +51,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
   });
   app.setErrorHandler(errorHandler);
+  // An empty body with a JSON content type (curl -X DELETE -H 'Content-Type: application/json')
+  // means "no body", not an error; anything else goes through Fastify's safe JSON parser.
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (typeof body === 'string' && body.trim() === '') return done(null, undefined);
+    return json(req, body as string, done);
+  });
   app.setNotFoundHandler((req, reply) =>
     reply.status(404).send({ error: true, code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}; see README for the API` }),
   );
@@ -85,6 +93,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(aggregateRoutes);
       await api.register(workRoutes);
       await api.register(pipelineRoutes);
+      await api.register(searchRoutes);
     },
     { prefix: '/api/v1' },
   );

@@ -75,7 +75,7 @@ export const batchArg = z
   .describe(`1 to ${MAX_BATCH} records, each field name -> value`);
 
 /** A record as the services return it: id plus the object's fields (empty fields included). */
-export const recordOut = z.object({ id: z.string() }).catchall(z.unknown());
+export const recordOut = z.looseObject({ id: z.string() });
 
 export const relatedOut = z.object({ id: z.string(), name: z.string(), via: z.string() });
 export const associationsOut = z.record(z.string(), z.object({ total: z.number(), records: z.array(relatedOut) }));

@@ -280,7 +280,12 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
     });
     if (g.operator === 'or') return (eb) => eb.or(parts.map((p) => p(eb)));
     const all = (eb: EB) => eb.and(parts.map((p) => p(eb)));
-    return g.operator === 'not' ? (eb) => eb.not(all(eb)) : all;
+    if (g.operator === 'not') {
+      // A comparison on an empty value is NULL in SQL, and NOT NULL is still NULL: coalesce first,
+      // so 'not' matches the records for which the AND is false, empty values included.
+      return (eb) => eb.not(eb.fn.coalesce(all(eb), eb.lit(false)) as Expression<SqlBool>);
+    }
+    return all;
   };
   return walk(parsed.data, 1);
 }

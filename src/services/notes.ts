@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
@@ -6,6 +5,7 @@ import { parseWith, resolveObject } from './schema.js';
 import { checkLimit, notFound } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
+import { newId } from './ids.js';
 import type { Kysely } from 'kysely';
 import { escapeLike } from '../db/dialect.js';
 
@@ -133,7 +133,8 @@ export async function createNote(ctx: Ctx, input: unknown): Promise<Note> {
   await checkRecord(ctx, n.object, n.record_id);
   const object = n.object ? (await resolveObject(ctx, n.object)).name : null;
   const at = nowIso();
-  const id = randomUUID();
+  // Time-ordered (UUIDv7): notes written in the same millisecond still list newest first.
+  const id = newId();
   await ctx.db.kysely.transaction().execute(async (trx) => {
     await trx
       .insertInto('notes')

@@ -8,6 +8,7 @@ import { compileFilter, type FilterGroup } from './filters.js';
 import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
+import { indexRows, unindexRecords } from './search.js';
 
 export type RecordData = Record<string, unknown> & { id: string };
 
@@ -516,6 +517,7 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
       const col = obj.byName.get(obj.pipeline.field)!.column;
       for (let i = 0; i < ids.length; i++) await moveHistory(trx, ctx, obj, ids[i]!, null, prepared[i]!.row[col] as string);
     }
+    await indexRows(trx, ctx.db, obj, ctx.actor.workspaceId, ids.map((id, i) => ({ ...prepared[i]!.row, id })));
     await recordActivity(trx, ctx, [
       ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
       ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
@@ -587,6 +589,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
         throw duplicateError(ctx, obj, e, p.row) ?? e;
       }
       if (moved) await moveHistory(trx, ctx, obj, id, old[stageCol!] as string | null, p.row[stageCol!] as string);
+      await indexRows(trx, ctx.db, obj, ctx.actor.workspaceId, [{ ...old, ...p.row }]);
       // Later updates in the same batch see this one.
       before.set(id, { ...old, ...p.row });
       activity.push(
@@ -637,6 +640,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
         await checkRelations(ctx, trx, obj, [p.row]);
         const id = await insertRow(ctx, trx, obj, p.row);
         if (obj.pipeline) await moveHistory(trx, ctx, obj, id, null, p.row[obj.byName.get(obj.pipeline.field)!.column] as string);
+        await indexRows(trx, ctx.db, obj, ctx.actor.workspaceId, [{ ...p.row, id }]);
         results.push({ index: i, id, action: 'created' });
         activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } }, ...relatedEntries(obj, id, null, p.row));
       } else {
@@ -656,6 +660,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
             throw duplicateError(ctx, obj, e, p.row) ?? e;
           }
           if (moved) await moveHistory(trx, ctx, obj, id, existing[stageCol!] as string | null, p.row[stageCol!] as string);
+          await indexRows(trx, ctx.db, obj, ctx.actor.workspaceId, [{ ...existing, ...p.row }]);
           activity.push(
             { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
             ...(moved ? pipelineMove(obj, id, existing[stageCol!], p.row[stageCol!]) : []),
@@ -692,6 +697,7 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
     const present = unique.filter((id) => rows.has(id));
     if (present.length) {
       await dyn(trx).deleteFrom(obj.table).where('id', 'in', present).execute();
+      await unindexRecords(trx, ctx.db, obj, ctx.actor.workspaceId, present);
       if (obj.pipeline)
         await trx.updateTable('stage_history').set({ left_at: nowIso() }).where('pipeline_id', '=', obj.pipeline.id).where('record_id', 'in', present).where('left_at', 'is', null).execute();
       // Relation fields elsewhere that pointed at these records become empty.

@@ -8,6 +8,7 @@ import { CONTACT_STATUSES, INDUSTRIES, OPPORTUNITY_STATUSES, SOURCES } from './s
 import { createUser, listUsers } from './users.js';
 import { now } from './clock.js';
 import { recordActivity } from './activity.js';
+import { rebuildSearchIndex } from './search.js';
 
 export interface SeedOptions {
   contacts: number;
@@ -17,6 +18,8 @@ export interface SeedOptions {
   tasks?: number;
   /** Email threads with 1-5 messages each, linked to contacts and their companies (default 0). */
   threads?: number;
+  /** Build the full-text index for the new records (default true). */
+  searchIndex?: boolean;
   /** PRNG seed: the same seed on an empty workspace gives the same data. */
   seed?: number;
   /** Rows per transaction. */
@@ -336,6 +339,17 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
     },
     opts.onProgress,
   );
+
+  if (opts.searchIndex !== false) {
+    const objects = [
+      ...(opts.companies ? ['companies'] : []),
+      ...(opts.contacts ? ['contacts'] : []),
+      ...(opts.opportunities ? ['opportunities'] : []),
+      ...(nTasks ? ['tasks'] : []),
+    ];
+    // Rebuilds whole objects: simple and exact; a seed into a large existing workspace re-indexes it.
+    if (objects.length) await rebuildSearchIndex(ctx.db, ctx.actor.workspaceId, await getSchema(ctx), { objects });
+  }
 
   const nThreads = Math.min(opts.threads ?? 0, contactIds.length);
   if (nThreads > 0) await seedThreads(ctx, rnd, voc, nThreads, contactIds, contactCompany, base);

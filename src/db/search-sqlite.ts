@@ -1,0 +1,112 @@
+import { sql, type Kysely } from 'kysely';
+
+/**
+ * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, prefix
+ * indexes for 2-4 characters) plus a plain table mapping each record to its FTS row, so a record's
+ * entry is found by index when it changes. PostgreSQL would implement the same interface with
+ * tsvector/pg_trgm.
+ */
+
+export interface SearchDoc {
+  workspaceId: number;
+  objectId: number;
+  recordId: string;
+  /** The record's display name: weighs most. */
+  name: string;
+  /** The other text fields. */
+  body: string;
+  /** Normalised identifiers: email parts, phone digits, domains. */
+  exact: string;
+}
+
+export interface SearchHit {
+  object_id: number;
+  record_id: string;
+  rank: number;
+  snippet: string;
+}
+
+export interface SearchBackend {
+  createTables(db: Kysely<any>): Promise<void>;
+  upsert(db: Kysely<any>, docs: SearchDoc[]): Promise<void>;
+  remove(db: Kysely<any>, workspaceId: number, objectId: number, recordIds: string[]): Promise<void>;
+  removeWorkspaceObject(db: Kysely<any>, workspaceId: number, objectId: number): Promise<void>;
+  /** `match` is a complete, already-escaped FTS5 expression for the name/body/exact columns. */
+  query(db: Kysely<any>, workspaceId: number, objectIds: number[], match: string, limit: number, exclude: string[]): Promise<SearchHit[]>;
+  /** Indexed terms in [from, to), for typo-tolerant matching. */
+  terms(db: Kysely<any>, from: string, to: string, max: number): Promise<string[]>;
+}
+
+const scopeToken = (workspaceId: number) => `w${workspaceId}`;
+const objectToken = (objectId: number) => `o${objectId}`;
+
+export const sqliteSearch: SearchBackend = {
+  async createTables(db) {
+    await sql`CREATE TABLE search_docs (
+      doc_id INTEGER PRIMARY KEY,
+      workspace_id INTEGER NOT NULL,
+      object_id INTEGER NOT NULL,
+      record_id TEXT NOT NULL,
+      UNIQUE (workspace_id, object_id, record_id))`.execute(db);
+    await sql`CREATE VIRTUAL TABLE search_index USING fts5(
+      scope, name, body, exact,
+      tokenize = 'unicode61 remove_diacritics 2',
+      prefix = '2 3 4')`.execute(db);
+    await sql`CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')`.execute(db);
+  },
+
+  async upsert(db, docs) {
+    for (const d of docs) {
+      const row = await sql<{ doc_id: number }>`
+        INSERT INTO search_docs (workspace_id, object_id, record_id) VALUES (${d.workspaceId}, ${d.objectId}, ${d.recordId})
+        ON CONFLICT (workspace_id, object_id, record_id) DO UPDATE SET record_id = excluded.record_id
+        RETURNING doc_id`.execute(db);
+      const docId = row.rows[0]!.doc_id;
+      await sql`INSERT OR REPLACE INTO search_index (rowid, scope, name, body, exact)
+        VALUES (${docId}, ${`${scopeToken(d.workspaceId)} ${objectToken(d.objectId)}`}, ${d.name}, ${d.body}, ${d.exact})`.execute(db);
+    }
+  },
+
+  async remove(db, workspaceId, objectId, recordIds) {
+    for (let i = 0; i < recordIds.length; i += 500) {
+      const chunk = recordIds.slice(i, i + 500);
+      const ids = (
+        await db.selectFrom('search_docs').select('doc_id').where('workspace_id', '=', workspaceId).where('object_id', '=', objectId).where('record_id', 'in', chunk).execute()
+      ).map((r: { doc_id: number }) => r.doc_id);
+      if (!ids.length) continue;
+      await sql`DELETE FROM search_index WHERE rowid IN (${sql.join(ids)})`.execute(db);
+      await db.deleteFrom('search_docs').where('doc_id', 'in', ids).execute();
+    }
+  },
+
+  async removeWorkspaceObject(db, workspaceId, objectId) {
+    await sql`DELETE FROM search_index WHERE rowid IN (SELECT doc_id FROM search_docs WHERE workspace_id = ${workspaceId} AND object_id = ${objectId})`.execute(db);
+    await db.deleteFrom('search_docs').where('workspace_id', '=', workspaceId).where('object_id', '=', objectId).execute();
+  },
+
+  async query(db, workspaceId, objectIds, match, limit, exclude) {
+    // Scope tokens live in the index, so the workspace and object filters narrow the match itself.
+    const scope = `scope : ${scopeToken(workspaceId)}${objectIds.length ? ` AND scope : (${objectIds.map(objectToken).join(' OR ')})` : ''}`;
+    const full = `${scope} AND (${match})`;
+    const r = await sql<SearchHit & { name_snippet: string; body_snippet: string }>`
+      SELECT d.object_id, d.record_id,
+        bm25(search_index, 0.0, 10.0, 2.0, 6.0) AS rank,
+        snippet(search_index, 1, '<mark>', '</mark>', '…', 12) AS name_snippet,
+        snippet(search_index, 2, '<mark>', '</mark>', '…', 12) AS body_snippet
+      FROM search_index JOIN search_docs d ON d.doc_id = search_index.rowid
+      WHERE search_index MATCH ${full}
+      ${exclude.length ? sql`AND d.record_id NOT IN (${sql.join(exclude)})` : sql``}
+      ORDER BY rank
+      LIMIT ${limit}`.execute(db);
+    // The snippet of the column that matched: the name if it did, else the other text, else the name.
+    return r.rows.map(({ name_snippet, body_snippet, ...h }) => ({
+      ...h,
+      snippet: name_snippet.includes('<mark>') ? name_snippet : body_snippet.includes('<mark>') ? body_snippet : name_snippet,
+    }));
+  },
+
+  async terms(db, from, to, max) {
+    const r = await sql<{ term: string }>`SELECT term FROM search_vocab WHERE term >= ${from} AND term < ${to} LIMIT ${max}`.execute(db);
+    return r.rows.map((x) => x.term);
+  },
+};

@@ -1,0 +1,21 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { parseWith } from '../../services/schema.js';
+import { searchAll } from '../../services/search.js';
+
+const searchQuery = z
+  .object({
+    q: z.string(),
+    objects: z.string().optional(),
+    limit: z.coerce.number().int().optional(),
+  })
+  .strict();
+
+export async function searchRoutes(app: FastifyInstance) {
+  app.get('/search', async (req) => {
+    const q = parseWith(searchQuery, req.query, 'search query');
+    const objects = q.objects?.split(',').map((s) => s.trim()).filter(Boolean);
+    const r = await searchAll(req.ctx, { q: q.q, objects, limit: q.limit });
+    return { data: r.data, total: r.data.length, query: r.query };
+  });
+}

@@ -1,0 +1,217 @@
+import type { Kysely } from 'kysely';
+import type { Db } from '../db/database.js';
+import type { SearchDoc, SearchHit } from '../db/search-sqlite.js';
+import type { Ctx } from './context.js';
+import { validationError } from './errors.js';
+import type { FieldDef } from './field-types.js';
+import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
+
+/**
+ * Full-text search across objects: one ranked list of hits, each with its object, id, display
+ * name and a highlighted snippet. Prefix matching ("alic" finds Alice), typo tolerance ("Jhon"
+ * finds John: terms one or two edits away, tried when exact and prefix matches run short),
+ * diacritics folded ("muller" finds Müller), emails, phone numbers in any formatting and domains.
+ * The index is written in the same transaction as every record write.
+ */
+
+export const MAX_SEARCH_LIMIT = 100;
+
+/** Lower-case, diacritics removed: the same folding as the index tokenizer. */
+export function fold(s: string): string {
+  return s.normalize('NFKD').replace(/\p{M}+/gu, '').toLowerCase();
+}
+
+function phoneForms(phone: string): string[] {
+  const d = phone.replace(/\D/g, '');
+  if (d.length < 5) return [];
+  const forms = new Set([d]);
+  if (d.length > 10) forms.add(d.slice(-10)); // without the country code
+  if (d.length >= 7) forms.add(d.slice(-7)); // the local number
+  return [...forms];
+}
+
+function hostForms(value: string): string[] {
+  let host = value.trim().toLowerCase();
+  try {
+    host = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(host) ? host : `https://${host}`).hostname;
+  } catch {
+    return [];
+  }
+  host = host.replace(/^www\./, '');
+  // "acme.com" is indexed whole (as one token, "acmecom") so a domain query matches it exactly.
+  return [host.replace(/[^a-z0-9]/g, '')];
+}
+
+const TEXTUAL = new Set(['TEXT', 'EMAIL', 'PHONE', 'URL']);
+
+/** The search document of a record, from its stored row. */
+export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, unknown>): SearchDoc {
+  const display = new Set(obj.displayFields);
+  const name = obj.displayFields.map((n) => row[obj.byName.get(n)!.column]).filter((v) => v !== null && v !== undefined && v !== '').join(' ');
+  const body: string[] = [];
+  const exact: string[] = [];
+  for (const f of obj.fields) {
+    if (f.readOnly || !TEXTUAL.has(f.type)) continue;
+    const v = row[f.column];
+    if (typeof v !== 'string' || v === '') continue;
+    if (!display.has(f.name)) body.push(v);
+    if (f.type === 'PHONE') exact.push(...phoneForms(v));
+    else if (f.type === 'EMAIL') exact.push(...hostForms(v.split('@')[1] ?? ''), v.replace(/[^a-z0-9]/gi, '').toLowerCase());
+    else if (f.type === 'URL' || isDomainField(f)) exact.push(...hostForms(v));
+  }
+  return { workspaceId, objectId: obj.id, recordId: row.id as string, name, body: body.join(' \n '), exact: exact.join(' ') };
+}
+
+const isDomainField = (f: FieldDef) => f.type === 'TEXT' && /domain/.test(f.name);
+
+/** Called by the records service inside its write transaction. */
+export async function indexRows(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[]): Promise<void> {
+  if (rows.length) await db.search.upsert(trx, rows.map((r) => docOf(obj, workspaceId, r)));
+}
+
+export async function unindexRecords(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
+  if (ids.length) await db.search.remove(trx, workspaceId, obj.id, ids);
+}
+
+/** (Re)build the index of one workspace, object by object, in batches; returns documents written. */
+export async function rebuildSearchIndex(
+  db: Db,
+  workspaceId: number,
+  schema: WorkspaceSchema,
+  opts: { objects?: string[]; onProgress?: (p: { object: string; done: number }) => void } = {},
+): Promise<number> {
+  let written = 0;
+  const k = db.kysely as unknown as Kysely<any>;
+  for (const obj of schema.objects.values()) {
+    if (opts.objects && !opts.objects.includes(obj.name)) continue;
+    const cols = ['seq', ...obj.fields.filter((f) => f.name === 'id' || (!f.readOnly && TEXTUAL.has(f.type))).map((f) => f.column)];
+    await k.transaction().execute((trx) => db.search.removeWorkspaceObject(trx, workspaceId, obj.id));
+    let after = 0;
+    for (;;) {
+      const rows = (await k.selectFrom(obj.table).select(cols).where('seq', '>', after).orderBy('seq').limit(5000).execute()) as Record<string, unknown>[];
+      if (!rows.length) break;
+      await k.transaction().execute((trx) => db.search.upsert(trx, rows.map((r) => docOf(obj, workspaceId, r))));
+      after = rows[rows.length - 1]!.seq as number;
+      written += rows.length;
+      opts.onProgress?.({ object: obj.name, done: written });
+    }
+  }
+  return written;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Querying
+
+/** Optimal string alignment distance (Damerau-Levenshtein with adjacent transpositions), capped. */
+export function editDistance(a: string, b: string, cap: number): number {
+  if (Math.abs(a.length - b.length) > cap) return cap + 1;
+  const m = a.length;
+  const n = b.length;
+  let prev2 = new Array<number>(n + 1).fill(0);
+  let prev = Array.from({ length: n + 1 }, (_, j) => j);
+  for (let i = 1; i <= m; i++) {
+    const cur = new Array<number>(n + 1);
+    cur[0] = i;
+    let best = cur[0];
+    for (let j = 1; j <= n; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, prev2[j - 2]! + 1);
+      cur[j] = v;
+      if (v < best) best = v;
+    }
+    if (best > cap) return cap + 1;
+    prev2 = prev;
+    prev = cur;
+  }
+  return prev[n]!;
+}
+
+const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
+
+export interface SearchHitOut {
+  object: string;
+  id: string;
+  name: string;
+  snippet: string;
+  score: number;
+  /** 'exact' for exact and prefix matches, 'fuzzy' for matches found with typo tolerance. */
+  match: 'exact' | 'fuzzy';
+}
+
+export interface SearchOptions {
+  q: string;
+  objects?: string[] | undefined;
+  limit?: number | undefined;
+}
+
+export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: SearchHitOut[]; query: { q: string; objects: string[]; fuzzy: boolean } }> {
+  const q = (opts.q ?? '').trim();
+  if (!q) throw validationError("Give a search text: ?q=alice");
+  if (q.length > 200) throw validationError('The search text is at most 200 characters');
+  const limit = opts.limit ?? 20;
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_SEARCH_LIMIT) throw validationError(`limit must be an integer from 1 to ${MAX_SEARCH_LIMIT}`);
+  const schema = await getSchema(ctx);
+  const objects = opts.objects?.length ? await Promise.all(opts.objects.map((o) => resolveObject(ctx, o))) : [...schema.objects.values()];
+  const objectIds = opts.objects?.length ? objects.map((o) => o.id) : [];
+  const k = ctx.db.kysely as unknown as Kysely<any>;
+  const byId = new Map([...schema.objects.values()].map((o) => [o.id, o]));
+
+  const tokens = fold(q).split(/[^\p{L}\p{N}]+/u).filter(Boolean).slice(0, 10);
+  const digits = q.replace(/\D/g, '');
+  const phoneLike = /^[+\d\s().\-/]+$/.test(q) && digits.length >= 5;
+  const cols = '{name body exact}';
+  let exact: string;
+  if (phoneLike) exact = `exact : ${quote(digits)}*`;
+  else if (q.includes('@') || (tokens.length > 1 && /^[\p{L}\p{N}.-]+\.[a-z]{2,}$/iu.test(q)))
+    // An email or a domain: its tokens in order, or the whole address/host as one identifier.
+    exact = `${cols} : (${quote(tokens.join(' '))} OR ${quote(fold(q).replace(/[^\p{L}\p{N}]/gu, ''))}*)`;
+  else if (!tokens.length) return { data: [], query: { q, objects: objects.map((o) => o.name), fuzzy: false } };
+  else exact = `${cols} : (${tokens.map((t) => `${quote(t)}*`).join(' AND ')})`;
+
+  const hits = await ctx.db.search.query(k, ctx.actor.workspaceId, objectIds, exact, limit, []);
+  const found: (SearchHit & { match: 'exact' | 'fuzzy' })[] = hits.map((h) => ({ ...h, match: 'exact' as const }));
+  let fuzzy = false;
+  if (found.length < limit && !phoneLike && tokens.some((t) => t.length >= 4)) {
+    const expanded: string[] = [];
+    for (const t of tokens) {
+      if (t.length < 4) {
+        expanded.push(`${quote(t)}*`);
+        continue;
+      }
+      const cap = t.length >= 8 ? 2 : 1;
+      const first = t[0]!;
+      const next = String.fromCodePoint(first.codePointAt(0)! + 1);
+      const near = (await ctx.db.search.terms(k, first, next, 200_000)).filter((term) => term !== t && editDistance(t, term, cap) <= cap).slice(0, 30);
+      expanded.push(`(${[`${quote(t)}*`, ...near.map(quote)].join(' OR ')})`);
+      if (near.length) fuzzy = true;
+    }
+    if (fuzzy) {
+      const more = await ctx.db.search.query(k, ctx.actor.workspaceId, objectIds, `${cols} : (${expanded.join(' AND ')})`, limit - found.length, found.map((h) => h.record_id));
+      found.push(...more.map((h) => ({ ...h, match: 'fuzzy' as const })));
+    }
+    fuzzy = found.some((h) => h.match === 'fuzzy');
+  }
+  // Display names, read from the records themselves (the index may hold older text for custom fields).
+  const names = new Map<string, string>();
+  const groups = new Map<number, string[]>();
+  for (const h of found) groups.set(h.object_id, [...(groups.get(h.object_id) ?? []), h.record_id]);
+  for (const [oid, ids] of groups) {
+    const o = byId.get(oid);
+    if (!o) continue;
+    const dcols = o.displayFields.map((n) => o.byName.get(n)!.column);
+    const rows = (await k.selectFrom(o.table).select(['id', ...dcols]).where('id', 'in', ids).execute()) as Record<string, unknown>[];
+    for (const r of rows) names.set(`${oid}:${r.id as string}`, dcols.map((c) => r[c]).filter((v) => v !== null && v !== '').join(' ') || (r.id as string));
+  }
+  const data = found
+    .filter((h) => byId.has(h.object_id) && names.has(`${h.object_id}:${h.record_id}`))
+    .map((h) => ({
+      object: byId.get(h.object_id)!.name,
+      id: h.record_id,
+      name: names.get(`${h.object_id}:${h.record_id}`)!,
+      snippet: h.snippet,
+      score: Math.round(-h.rank * 1000) / 1000,
+      match: h.match,
+    }));
+  return { data, query: { q, objects: objects.map((o) => o.name), fuzzy } };
+}
