@@ -3,6 +3,7 @@ import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
 import type { SearchBackend } from './search-sqlite.js';
 import { rebuildSearchIndex } from '../services/search.js';
+import { rebuildDedupeKeys } from '../services/dedupe-keys.js';
 import { createDefaultPipelines, createSystemSchema, getSchema } from '../services/schema.js';
 
 /**
@@ -207,6 +208,33 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
       await search.createTables(db);
     },
   },
+  '0005_dedupe_merges': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('dedupe_keys')
+        .addColumn('workspace_id', 'integer', (c) => c.notNull())
+        .addColumn('object_id', 'integer', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('record_id', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('dedupe_keys_key').on('dedupe_keys').columns(['workspace_id', 'object_id', 'kind', 'key']).execute();
+      await db.schema.createIndex('dedupe_keys_record').on('dedupe_keys').columns(['workspace_id', 'object_id', 'record_id']).execute();
+      await db.schema
+        .createTable('merges')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+        .addColumn('object', 'text', (c) => c.notNull())
+        .addColumn('primary_id', 'text', (c) => c.notNull())
+        .addColumn('merged_ids', 'text', (c) => c.notNull())
+        .addColumn('snapshot', 'text', (c) => c.notNull())
+        .addColumn('user_id', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('undone_at', 'text')
+        .execute();
+      await db.schema.createIndex('merges_primary').on('merges').columns(['workspace_id', 'object', 'primary_id']).execute();
+    },
+  },
   };
 }
 
@@ -225,11 +253,14 @@ export async function migrate(db: Db): Promise<string[]> {
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error;
   // Records written before the search index existed get indexed once.
-  if (results?.some((r) => r.migrationName === '0004_search' && r.status === 'Success')) {
+  const applied = (name: string) => results?.some((r) => r.migrationName === name && r.status === 'Success');
+  if (applied('0004_search') || applied('0005_dedupe_merges')) {
     const workspaces = await db.kysely.selectFrom('workspaces').select('id').execute();
     for (const ws of workspaces) {
       const ctx = { db, log: { info() {}, warn() {}, error() {}, debug() {} } as never, actor: { workspaceId: ws.id, userId: 'system', role: 'admin' as const, via: 'cli' } };
-      await rebuildSearchIndex(db, ws.id, await getSchema(ctx));
+      const schema = await getSchema(ctx);
+      if (applied('0004_search')) await rebuildSearchIndex(db, ws.id, schema);
+      if (applied('0005_dedupe_merges')) await rebuildDedupeKeys(db, ws.id, schema);
     }
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);

@@ -135,6 +135,27 @@ export interface Tables {
     entered_at: string;
     left_at: string | null;
   };
+  dedupe_keys: {
+    workspace_id: number;
+    object_id: number;
+    /** email | phone | domain | name | block */
+    kind: string;
+    key: string;
+    record_id: string;
+  };
+  merges: {
+    id: string;
+    workspace_id: number;
+    object: string;
+    primary_id: string;
+    /** JSON array of the merged (removed) record ids. */
+    merged_ids: string;
+    /** JSON: everything needed to undo the merge. */
+    snapshot: string;
+    user_id: string | null;
+    created_at: string;
+    undone_at: string | null;
+  };
   activity: {
     id: Generated<number>;
     workspace_id: number;

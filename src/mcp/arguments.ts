@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { OPERATORS } from '../services/filters.js';
-import { MAX_BATCH, MAX_LIMIT } from '../services/records.js';
+import { MAX_BATCH, MAX_LIMIT, type RecordData } from '../services/records.js';
 
 /**
  * Argument and result schemas shared by several tools. The `object` argument's description is
@@ -74,8 +74,20 @@ export const batchArg = z
   .max(MAX_BATCH)
   .describe(`1 to ${MAX_BATCH} records, each field name -> value`);
 
-/** A record as the services return it: id plus the object's fields (empty fields included). */
-export const recordOut = z.looseObject({ id: z.string() });
+const isRecord = (v: unknown) => typeof v === 'object' && v !== null && typeof (v as { id?: unknown }).id === 'string';
+
+/**
+ * A record as the services return it: id plus the object's fields (empty fields included).
+ * Clients check results against the JSON Schema given here. On the server, the SDK checks every
+ * result with the zod schema too: a zod object that lets unknown keys through is checked key by key,
+ * which on a page of records costs as much as the query, so zod only checks "an object with an id".
+ */
+export function recordOut(description = "A record: id plus its object's fields") {
+  return z
+    .any()
+    .refine(isRecord, 'a record is an object with a string id')
+    .meta({ type: 'object', properties: { id: { type: 'string' } }, required: ['id'], additionalProperties: true, description }) as unknown as z.ZodType<RecordData>;
+}
 
 export const relatedOut = z.object({ id: z.string(), name: z.string(), via: z.string() });
 export const associationsOut = z.record(z.string(), z.object({ total: z.number(), records: z.array(relatedOut) }));

@@ -14,7 +14,17 @@ const dropEmpty = (_key: string, v: unknown) => (isEmpty(v) ? undefined : v);
 
 export const compactJson = (value: unknown): string => JSON.stringify(value, dropEmpty) ?? '{}';
 
+/** A flat record without its empty fields; a copy and a plain stringify beat a replacer on every value. */
+function compactRecord(rec: Record<string, unknown>): string {
+  const out: Record<string, unknown> = {};
+  for (const k in rec) {
+    const v = rec[k];
+    if (!isEmpty(v)) out[k] = typeof v === 'object' && !Array.isArray(v) ? JSON.parse(compactJson(v)) : v;
+  }
+  return JSON.stringify(out);
+}
+
 /** One record per line: easy for a model to scan and to quote ids from. */
-export function recordLines(records: readonly unknown[]): string {
-  return records.map(compactJson).join('\n');
+export function recordLines(records: readonly Record<string, unknown>[]): string {
+  return records.map(compactRecord).join('\n');
 }

@@ -355,8 +355,10 @@ export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRe
   q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
   const groupCols = dims.map((_, i) => sql.ref(`g${i}`));
   const d = dir === 'asc' ? sql`ASC` : sql`DESC`;
-  const primary =
-    order.by === 'count' ? [sql`n ${d}`] : order.by === 'group' ? groupCols.map((g) => sql`${g} ${d}`) : [sql`${sql.ref(`m${orderMetric}`)} ${d}`];
+  // An integer SUM is selected as text (exact past 2^53); order by the number, not the text.
+  const om = metrics[orderMetric];
+  const orderExpr = om && om.fn === 'sum' && storageOf(om.field.type) === 'integer' ? sql`SUM(${ref(om.field)})` : sql.ref(`m${orderMetric}`);
+  const primary = order.by === 'count' ? [sql`n ${d}`] : order.by === 'group' ? groupCols.map((g) => sql`${g} ${d}`) : [sql`${orderExpr} ${d}`];
   // Ties: count descending, then the group values ascending: the same answer every time.
   const ties = [...(order.by === 'count' ? [] : [sql`n DESC`]), ...(order.by === 'group' ? [] : groupCols.map((g) => sql`${g} ASC`))];
   q = q.orderBy(sql.join([...primary, ...ties]) as any).limit(limit);

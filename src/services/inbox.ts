@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import { escapeLike } from '../db/dialect.js';
 import type { Tables } from '../db/tables.js';
@@ -188,9 +188,11 @@ export async function createThread(ctx: Ctx, input: unknown) {
   // Read outside the transaction: getSchema queries through ctx.db, which waits for the
   // transaction's connection (SQLite has one), so calling it inside would deadlock.
   const schema = await getSchema(ctx);
-  const id = randomUUID();
+  // Listings order by (time, id): monotonic UUIDv7 ids keep messages stamped in the same millisecond
+  // (no sent_at given) in the order they were sent in, and threads logged together newest first.
+  const id = uuidv7();
   const msgs = t.messages
-    .map((m) => ({ ...m, id: randomUUID(), sent_at: m.sent_at ? new Date(m.sent_at).toISOString() : nowIso() }))
+    .map((m) => ({ ...m, id: uuidv7(), sent_at: m.sent_at ? new Date(m.sent_at).toISOString() : nowIso() }))
     .sort((a, b) => a.sent_at.localeCompare(b.sent_at));
   const last = msgs[msgs.length - 1]!;
   const row = {

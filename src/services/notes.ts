@@ -5,7 +5,7 @@ import { parseWith, resolveObject } from './schema.js';
 import { checkLimit, notFound } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
-import { newId } from './ids.js';
+import { v7 as uuidv7 } from 'uuid';
 import type { Kysely } from 'kysely';
 import { escapeLike } from '../db/dialect.js';
 
@@ -133,8 +133,9 @@ export async function createNote(ctx: Ctx, input: unknown): Promise<Note> {
   await checkRecord(ctx, n.object, n.record_id);
   const object = n.object ? (await resolveObject(ctx, n.object)).name : null;
   const at = nowIso();
-  // Time-ordered (UUIDv7): notes written in the same millisecond still list newest first.
-  const id = newId();
+  // Listing is newest first on (created_at, id): a monotonic UUIDv7 (the package's own state, unlike
+  // newId's pooled random bytes) keeps notes written in the same millisecond in order.
+  const id = uuidv7();
   await ctx.db.kysely.transaction().execute(async (trx) => {
     await trx
       .insertInto('notes')

@@ -9,6 +9,7 @@ import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef, t
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
 import { indexRows, unindexRecords } from './search.js';
+import { removeKeys, writeKeys } from './dedupe-keys.js';
 
 export type RecordData = Record<string, unknown> & { id: string };
 
@@ -506,25 +507,86 @@ export async function createRecord(ctx: Ctx, objectName: string, input: unknown)
   return rec!;
 }
 
-export async function createRecords(ctx: Ctx, objectName: string, inputs: unknown[]): Promise<RecordData[]> {
+export interface CreateOptions {
+  /** Largest batch accepted (REST and MCP: 100; imports use larger internal batches). */
+  max?: number;
+  /** false: return only the ids (bulk loaders do not need the records back). */
+  readBack?: boolean;
+}
+
+export async function createRecords(ctx: Ctx, objectName: string, inputs: unknown[], opts: CreateOptions = {}): Promise<RecordData[]> {
   const obj = await resolveObject(ctx, objectName);
-  checkBatch(inputs);
+  checkBatch(inputs, opts.max);
   const prepared = validateRows(inputs, (input) => prepareWrite(obj, input, 'create'));
-  const ids = await inTransaction(ctx, async (trx) => {
+  const ids = await inTransaction(ctx, (trx) => insertPrepared(ctx, trx, obj, prepared));
+  return opts.readBack === false ? ids.map((id) => ({ id })) : readBack(ctx, obj, ids);
+}
+
+/**
+ * Insert validated rows, with their stage history, search entries, match keys and activity, in the
+ * caller's transaction. Relations are checked and rows inserted in bulk; when a bulk step fails it
+ * is redone row by row, so the error names the failing row.
+ */
+async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, prepared: Prepared[]): Promise<string[]> {
+  try {
+    await checkRelations(ctx, trx, obj, prepared.map((p) => p.row));
+  } catch (e) {
+    if (!(e instanceof CrmError) || prepared.length === 1) throw e;
     await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
-    const ids = await eachRow(prepared, (p) => insertRow(ctx, trx, obj, p.row));
-    if (obj.pipeline) {
-      const col = obj.byName.get(obj.pipeline.field)!.column;
-      for (let i = 0; i < ids.length; i++) await moveHistory(trx, ctx, obj, ids[i]!, null, prepared[i]!.row[col] as string);
+  }
+  const now = nowIso();
+  const full: (Row & { id: string })[] = prepared.map((p) => ({ ...p.row, id: newId(), created_at: now, updated_at: now, created_by: ctx.actor.userId }));
+  const columns = Object.keys(full[0] ?? {}).length || 1;
+  const chunk = Math.max(1, Math.min(500, Math.floor(30000 / (columns + 4))));
+  for (let i = 0; i < full.length; i += chunk) {
+    const part = full.slice(i, i + chunk);
+    // Multi-row VALUES need the same keys in every row.
+    const keys = [...new Set(part.flatMap((r) => Object.keys(r)))];
+    const rows = part.map((r) => Object.fromEntries(keys.map((k) => [k, (r as Record<string, unknown>)[k] ?? null])));
+    try {
+      await dyn(trx).insertInto(obj.table).values(rows).execute();
+    } catch (e) {
+      if (!ctx.db.adapter.isUniqueViolation(e)) throw e;
+      // Find the row: insert one by one (the failed statement wrote nothing).
+      await eachRow(part, async (r, j) => {
+        try {
+          await dyn(trx).insertInto(obj.table).values(r).execute();
+        } catch (err) {
+          throw duplicateError(ctx, obj, err, prepared[i + j]!.row) ?? err;
+        }
+      }).catch((err: unknown) => {
+        if (err instanceof CrmError && typeof err.details?.index === 'number') {
+          const idx = i + (err.details.index as number);
+          throw new CrmError(err.code, `Row ${idx}: ${(err.details.errors as RowError[])[0]!.message}. Nothing was written.`, { ...err.details, index: idx, errors: [{ index: idx, code: err.code, message: (err.details.errors as RowError[])[0]!.message }] });
+        }
+        throw err;
+      });
     }
-    await indexRows(trx, ctx.db, obj, ctx.actor.workspaceId, ids.map((id, i) => ({ ...prepared[i]!.row, id })));
-    await recordActivity(trx, ctx, [
-      ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
-      ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
-    ]);
-    return ids;
-  });
-  return readBack(ctx, obj, ids);
+  }
+  const ids = full.map((r) => r.id);
+  if (obj.pipeline) {
+    const col = obj.byName.get(obj.pipeline.field)!.column;
+    const pl = obj.pipeline;
+    const hist = full.filter((r) => r[col] !== null && r[col] !== undefined).map((r) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: r.id, step_key: r[col] as string, entered_at: now, left_at: null }));
+    for (let i = 0; i < hist.length; i += 1000) await trx.insertInto('stage_history').values(hist.slice(i, i + 1000)).execute();
+  }
+  await writeDerived(trx, ctx, obj, full);
+  await recordActivity(trx, ctx, [
+    ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
+    ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
+  ]);
+  return ids;
+}
+
+/** The search index and the duplicate-match keys follow every write, in its transaction. */
+export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[]) {
+  await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows);
+  await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows);
+}
+
+export async function removeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, ids: string[]) {
+  await unindexRecords(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, ids);
+  await removeKeys(dyn(trx), obj, ctx.actor.workspaceId, ids);
 }
 
 /** Schemas preloaded per call, for code running inside a transaction. */
@@ -589,7 +651,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
         throw duplicateError(ctx, obj, e, p.row) ?? e;
       }
       if (moved) await moveHistory(trx, ctx, obj, id, old[stageCol!] as string | null, p.row[stageCol!] as string);
-      await indexRows(trx, ctx.db, obj, ctx.actor.workspaceId, [{ ...old, ...p.row }]);
+      await writeDerived(trx, ctx, obj, [{ ...old, ...p.row }]);
       // Later updates in the same batch see this one.
       before.set(id, { ...old, ...p.row });
       activity.push(
@@ -640,7 +702,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
         await checkRelations(ctx, trx, obj, [p.row]);
         const id = await insertRow(ctx, trx, obj, p.row);
         if (obj.pipeline) await moveHistory(trx, ctx, obj, id, null, p.row[obj.byName.get(obj.pipeline.field)!.column] as string);
-        await indexRows(trx, ctx.db, obj, ctx.actor.workspaceId, [{ ...p.row, id }]);
+        await writeDerived(trx, ctx, obj, [{ ...p.row, id }]);
         results.push({ index: i, id, action: 'created' });
         activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } }, ...relatedEntries(obj, id, null, p.row));
       } else {
@@ -660,7 +722,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
             throw duplicateError(ctx, obj, e, p.row) ?? e;
           }
           if (moved) await moveHistory(trx, ctx, obj, id, existing[stageCol!] as string | null, p.row[stageCol!] as string);
-          await indexRows(trx, ctx.db, obj, ctx.actor.workspaceId, [{ ...existing, ...p.row }]);
+          await writeDerived(trx, ctx, obj, [{ ...existing, ...p.row }]);
           activity.push(
             { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
             ...(moved ? pipelineMove(obj, id, existing[stageCol!], p.row[stageCol!]) : []),
@@ -697,7 +759,7 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
     const present = unique.filter((id) => rows.has(id));
     if (present.length) {
       await dyn(trx).deleteFrom(obj.table).where('id', 'in', present).execute();
-      await unindexRecords(trx, ctx.db, obj, ctx.actor.workspaceId, present);
+      await removeDerived(trx, ctx, obj, present);
       if (obj.pipeline)
         await trx.updateTable('stage_history').set({ left_at: nowIso() }).where('pipeline_id', '=', obj.pipeline.id).where('record_id', 'in', present).where('left_at', 'is', null).execute();
       // Relation fields elsewhere that pointed at these records become empty.

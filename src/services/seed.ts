@@ -9,6 +9,7 @@ import { createUser, listUsers } from './users.js';
 import { now } from './clock.js';
 import { recordActivity } from './activity.js';
 import { rebuildSearchIndex } from './search.js';
+import { rebuildDedupeKeys } from './dedupe-keys.js';
 
 export interface SeedOptions {
   contacts: number;
@@ -20,6 +21,8 @@ export interface SeedOptions {
   threads?: number;
   /** Build the full-text index for the new records (default true). */
   searchIndex?: boolean;
+  /** Build the duplicate-detection keys for the new records (default true). */
+  matchKeys?: boolean;
   /** PRNG seed: the same seed on an empty workspace gives the same data. */
   seed?: number;
   /** Rows per transaction. */
@@ -349,6 +352,10 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
     ];
     // Rebuilds whole objects: simple and exact; a seed into a large existing workspace re-indexes it.
     if (objects.length) await rebuildSearchIndex(ctx.db, ctx.actor.workspaceId, await getSchema(ctx), { objects });
+  }
+  if (opts.matchKeys !== false) {
+    const objects = [...(opts.companies ? ['companies'] : []), ...(opts.contacts ? ['contacts'] : []), ...(opts.opportunities ? ['opportunities'] : []), ...(nTasks ? ['tasks'] : [])];
+    if (objects.length) await rebuildDedupeKeys(ctx.db, ctx.actor.workspaceId, await getSchema(ctx), objects);
   }
 
   const nThreads = Math.min(opts.threads ?? 0, contactIds.length);

@@ -37,7 +37,7 @@ const HOUR = 3_600_000;
 
 /**
  * The zone's offsets between lo and hi (ISO instants) as segments [{until, modifier}], found by
- * sampling every 6 hours and bisecting each change to the minute. SQLite has no time zone database,
+ * sampling every 6 hours and bisecting each change to the millisecond. SQLite has no time zone database,
  * so each segment becomes one branch of a CASE that shifts UTC to local time.
  */
 export function offsetSegments(tz: string, lo: string, hi: string): { until: string | null; modifier: string }[] {
@@ -51,7 +51,9 @@ export function offsetSegments(tz: string, lo: string, hi: string): { until: str
     if (off === cur) continue;
     let a = t;
     let b = next;
-    while (b - a > 60_000) {
+    // To the millisecond: where a zone changes at local midnight (America/Santiago), a boundary
+    // even a few seconds late would put the records just after the change on the wrong day.
+    while (b - a > 1) {
       const mid = Math.floor((a + b) / 2);
       if (offsetMinutes(tz, mid) === cur) a = mid;
       else b = mid;
@@ -74,7 +76,8 @@ function bucketAt(col: RawBuilder<unknown> | ReturnType<typeof sql.ref>, interva
     case 'month':
       return sql`strftime('%Y-%m-01', ${col}, ${modifier})`;
     case 'quarter':
-      return sql`printf('%s-%02d-01', strftime('%Y', ${col}, ${modifier}), ((CAST(strftime('%m', ${col}, ${modifier}) AS INTEGER) - 1) / 3) * 3 + 1)`;
+      // || keeps an empty date empty (printf alone would turn NULL into '-00-01').
+      return sql`strftime('%Y', ${col}, ${modifier}) || printf('-%02d-01', ((CAST(strftime('%m', ${col}, ${modifier}) AS INTEGER) - 1) / 3) * 3 + 1)`;
     case 'year':
       return sql`strftime('%Y-01-01', ${col}, ${modifier})`;
   }

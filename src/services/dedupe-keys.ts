@@ -1,0 +1,115 @@
+import type { Kysely } from 'kysely';
+import type { Db } from '../db/database.js';
+import type { ObjectDef, WorkspaceSchema } from './schema.js';
+import { fold } from './search.js';
+
+/**
+ * Match keys for duplicate detection, kept in their own indexed table and written in the same
+ * transaction as every record write (like the search index): normalised email, phone (last ten
+ * digits), domain, name (with the company for people), and a coarse "block" key that groups
+ * records whose names may be spelled differently, for fuzzy comparison.
+ */
+
+export type KeyKind = 'email' | 'phone' | 'domain' | 'name' | 'block';
+export interface MatchKey {
+  kind: KeyKind;
+  key: string;
+  /** The field the key came from (evidence shown to users). */
+  field: string;
+}
+
+const COMPANY_SUFFIXES = new Set(['inc', 'incorporated', 'llc', 'ltd', 'limited', 'corp', 'corporation', 'co', 'company', 'gmbh', 'sa', 'sas', 'bv', 'ag', 'plc', 'group', 'holdings']);
+
+export function normalName(s: string, company: boolean): string {
+  const words = fold(s).split(/[^\p{L}\p{N}]+/u).filter(Boolean);
+  const kept = company ? words.filter((w, i) => i === 0 || !COMPANY_SUFFIXES.has(w)) : words;
+  return kept.join(' ');
+}
+
+export function normalPhone(v: string): string | null {
+  const d = v.replace(/\D/g, '');
+  if (d.length < 7) return null;
+  return d.length > 10 ? d.slice(-10) : d;
+}
+
+export function normalHost(v: string): string | null {
+  let host = v.trim().toLowerCase();
+  if (!host) return null;
+  try {
+    host = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(host) ? host : `https://${host}`).hostname;
+  } catch {
+    return null;
+  }
+  host = host.replace(/^www\./, '');
+  return host.includes('.') ? host : null;
+}
+
+/** Whether an object's records are people (first and last name) or named things. */
+const isPerson = (obj: ObjectDef) => obj.displayFields.length >= 2;
+
+export function keysOf(obj: ObjectDef, row: Record<string, unknown>): MatchKey[] {
+  const keys: MatchKey[] = [];
+  for (const f of obj.fields) {
+    if (f.readOnly) continue;
+    const v = row[f.column];
+    if (typeof v !== 'string' || !v) continue;
+    if (f.type === 'EMAIL') keys.push({ kind: 'email', key: v.trim().toLowerCase(), field: f.name });
+    else if (f.type === 'PHONE') {
+      const p = normalPhone(v);
+      if (p) keys.push({ kind: 'phone', key: p, field: f.name });
+    } else if (f.type === 'URL' || (f.type === 'TEXT' && /domain/.test(f.name))) {
+      const h = normalHost(v);
+      if (h) keys.push({ kind: 'domain', key: h, field: f.name });
+    }
+  }
+  const nameParts = obj.displayFields.map((n) => row[obj.byName.get(n)!.column]).filter((v): v is string => typeof v === 'string' && v.trim() !== '');
+  if (nameParts.length) {
+    const person = isPerson(obj);
+    const name = normalName(nameParts.join(' '), !person);
+    if (name) {
+      const company = obj.byName.get('company')?.type === 'RELATION' ? ((row[obj.byName.get('company')!.column] as string | null) ?? '') : '';
+      keys.push({ kind: 'name', key: `${name}|${company}`, field: obj.displayFields.join('+') });
+      const words = name.split(' ');
+      const block = person && words.length > 1 ? `${words[words.length - 1]!.slice(0, 3)}|${words[0]!.slice(0, 1)}` : name.replace(/ /g, '').slice(0, 4);
+      keys.push({ kind: 'block', key: block, field: obj.displayFields.join('+') });
+    }
+  }
+  return keys;
+}
+
+type AnyDb = Kysely<any>;
+
+/** Replace the keys of these rows (stored form, with id). Runs in the caller's transaction. */
+export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[]): Promise<void> {
+  if (!rows.length) return;
+  await removeKeys(trx, obj, workspaceId, rows.map((r) => r.id as string));
+  const values = rows.flatMap((r) => keysOf(obj, r).map((k) => ({ workspace_id: workspaceId, object_id: obj.id, kind: k.kind, key: k.key, record_id: r.id as string })));
+  for (let i = 0; i < values.length; i += 1000) await trx.insertInto('dedupe_keys').values(values.slice(i, i + 1000)).execute();
+}
+
+export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
+  for (let i = 0; i < ids.length; i += 500)
+    await trx.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).where('record_id', 'in', ids.slice(i, i + 500)).execute();
+}
+
+export async function rebuildDedupeKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
+  const k = db.kysely as unknown as AnyDb;
+  let written = 0;
+  for (const obj of schema.objects.values()) {
+    if (objects && !objects.includes(obj.name)) continue;
+    await k.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).execute();
+    const cols = [...new Set(['seq', 'id', ...obj.fields.filter((f) => !f.readOnly && ['EMAIL', 'PHONE', 'URL', 'TEXT', 'RELATION'].includes(f.type)).map((f) => f.column)])];
+    let after = 0;
+    for (;;) {
+      const rows = (await k.selectFrom(obj.table).select(cols).where('seq', '>', after).orderBy('seq').limit(5000).execute()) as Record<string, unknown>[];
+      if (!rows.length) break;
+      const values = rows.flatMap((r) => keysOf(obj, r).map((key) => ({ workspace_id: workspaceId, object_id: obj.id, kind: key.kind, key: key.key, record_id: r.id as string })));
+      await k.transaction().execute(async (trx) => {
+        for (let i = 0; i < values.length; i += 1000) await trx.insertInto('dedupe_keys').values(values.slice(i, i + 1000)).execute();
+      });
+      after = rows[rows.length - 1]!.seq as number;
+      written += rows.length;
+    }
+  }
+  return written;
+}
