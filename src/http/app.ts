@@ -14,6 +14,7 @@ import { aggregateRoutes } from './routes/aggregate.js';
 import { workRoutes } from './routes/work.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { searchRoutes } from './routes/search.js';
+import { dataRoutes } from './routes/data.js';
 import { VERSION } from '../version.js';
 import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
 
@@ -94,6 +95,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(workRoutes);
       await api.register(pipelineRoutes);
       await api.register(searchRoutes);
+      await api.register(dataRoutes);
     },
     { prefix: '/api/v1' },
   );

@@ -355,9 +355,10 @@ export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRe
   q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
   const groupCols = dims.map((_, i) => sql.ref(`g${i}`));
   const d = dir === 'asc' ? sql`ASC` : sql`DESC`;
-  // An integer SUM is selected as text (exact past 2^53); order by the number, not the text.
+  // An integer SUM is selected as text (exact past 2^53): order by the number, not the text; and a
+  // group without values shows a SUM of 0, so it sorts as 0, not as NULL.
   const om = metrics[orderMetric];
-  const orderExpr = om && om.fn === 'sum' && storageOf(om.field.type) === 'integer' ? sql`SUM(${ref(om.field)})` : sql.ref(`m${orderMetric}`);
+  const orderExpr = om?.fn === 'sum' ? sql`COALESCE(SUM(${ref(om.field)}), 0)` : sql.ref(`m${orderMetric}`);
   const primary = order.by === 'count' ? [sql`n ${d}`] : order.by === 'group' ? groupCols.map((g) => sql`${g} ${d}`) : [sql`${orderExpr} ${d}`];
   // Ties: count descending, then the group values ascending: the same answer every time.
   const ties = [...(order.by === 'count' ? [] : [sql`n DESC`]), ...(order.by === 'group' ? [] : groupCols.map((g) => sql`${g} ASC`))];

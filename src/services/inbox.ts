@@ -91,6 +91,8 @@ export async function listThreads(ctx: Ctx, q: ThreadQuery = {}) {
     } catch {
       throw validationError('Invalid cursor: pass nextCursor back unchanged');
     }
+    // Parseable is not enough: a cursor of another shape would reach SQL as null or garbage.
+    if (typeof c?.t !== 'string' || typeof c.i !== 'string') throw validationError('Invalid cursor: pass nextCursor back unchanged');
     page = page.where((eb) => eb(eb.refTuple('threads.last_message_at', 'threads.id'), '<', eb.tuple(c.t, c.i)));
   }
   const rows = await page.orderBy('threads.last_message_at', 'desc').orderBy('threads.id', 'desc').limit(limit + 1).execute();

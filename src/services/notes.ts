@@ -106,6 +106,8 @@ export async function listNotes(ctx: Ctx, q: NoteQuery = {}) {
     } catch {
       throw validationError('Invalid cursor: pass nextCursor back unchanged');
     }
+    // Parseable is not enough: a cursor of another shape would reach SQL as null or garbage.
+    if (typeof c?.t !== 'string' || typeof c.i !== 'string') throw validationError('Invalid cursor: pass nextCursor back unchanged');
     query = query.where((eb) => eb(eb.refTuple('notes.created_at', 'notes.id'), '<', eb.tuple(c.t, c.i)));
   }
   const rows = (await query.orderBy('notes.created_at', 'desc').orderBy('notes.id', 'desc').limit(limit + 1).execute()) as Row[];
@@ -160,8 +162,11 @@ export async function updateNote(ctx: Ctx, id: string, input: unknown): Promise<
   const note = await ownedNote(ctx, id);
   await ctx.db.kysely.transaction().execute(async (trx) => {
     await trx.updateTable('notes').set({ ...patch, updated_at: nowIso() }).where('id', '=', id).where('workspace_id', '=', ctx.actor.workspaceId).execute();
-    if (note.object && note.record_id && (patch.visibility ?? note.visibility) === 'workspace')
-      await recordActivity(trx, ctx, [{ object: note.object, recordId: note.record_id, action: 'note_updated', payload: { note_id: id } }]);
+    // A private note that becomes shared enters the timeline now, as added (it left no entry before).
+    if (note.object && note.record_id && (patch.visibility ?? note.visibility) === 'workspace') {
+      const action = note.visibility === 'private' ? 'note_added' : 'note_updated';
+      await recordActivity(trx, ctx, [{ object: note.object, recordId: note.record_id, action, payload: { note_id: id } }]);
+    }
   });
   return fetchNote(ctx, id);
 }

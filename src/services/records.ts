@@ -53,6 +53,8 @@ export interface ListOptions {
   fields?: string[] | undefined;
   /** Skip the COUNT(*) when the caller does not need it. */
   includeTotal?: boolean | undefined;
+  /** Internal callers (export) page with larger pages than clients may ask for. */
+  maxLimit?: number | undefined;
 }
 
 export interface ListResult {
@@ -99,7 +101,7 @@ export function checkLimit(limit: number | undefined, max = MAX_LIMIT, dflt = DE
 
 export async function listRecords(ctx: Ctx, objectName: string, opts: ListOptions = {}): Promise<ListResult> {
   const obj = await resolveObject(ctx, objectName);
-  const limit = checkLimit(opts.limit);
+  const limit = checkLimit(opts.limit, opts.maxLimit ?? MAX_LIMIT);
   const sortField = resolveField(obj, opts.sortBy ?? 'created_at');
   if (sortField.type === 'MULTI_SELECT') throw validationError(`Cannot sort by MULTI_SELECT field '${sortField.name}'`);
   const dir = opts.sortDir ?? 'desc';
@@ -313,6 +315,11 @@ function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update')
     else if (touched.has(field.name)) stepOf(obj, touched.get(field.name) as string | null);
   }
   return p;
+}
+
+/** Validate a record as create would, returning its stored form (imports check duplicates on it). */
+export function prepareForImport(obj: ObjectDef, input: unknown): Record<string, unknown> {
+  return prepareWrite(obj, input, 'create').row;
 }
 
 /** The pipeline step with this key, or a VALIDATION_ERROR listing the steps. */
@@ -624,9 +631,9 @@ export async function updateRecord(ctx: Ctx, objectName: string, id: string, val
   return rec!;
 }
 
-export async function updateRecords(ctx: Ctx, objectName: string, updates: UpdateInput[]): Promise<RecordData[]> {
+export async function updateRecords(ctx: Ctx, objectName: string, updates: UpdateInput[], opts: CreateOptions = {}): Promise<RecordData[]> {
   const obj = await resolveObject(ctx, objectName);
-  checkBatch(updates);
+  checkBatch(updates, opts.max);
   const prepared = validateRows(updates, (u) => {
     if (typeof u.id !== 'string' || !u.id) throw validationError("Each update needs the record's 'id'");
     return prepareWrite(obj, u.values, 'update');
@@ -662,7 +669,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
     });
     await recordActivity(trx, ctx, activity);
   });
-  return readBack(ctx, obj, ids);
+  return opts.readBack === false ? ids.map((id) => ({ id })) : readBack(ctx, obj, ids);
 }
 
 export interface UpsertResult {

@@ -36,15 +36,26 @@ export interface TaskQuery {
   cursor?: string | undefined;
 }
 
-/** The UTC instants at which the local day containing `at` starts and ends in zone tz. */
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+/**
+ * The first instant of the local date whose midnight, read as UTC, is `wall`. Offsets lie within
+ * -12..+14 h, so the offsets 14 h either side of it are the candidates. Where a DST change skips
+ * midnight (Chile, Cuba: 00:00 -> 01:00) only one candidate falls on the date, and the day starts
+ * at the change; where midnight repeats, both do and the day starts at the first.
+ */
+function dayStart(tz: string, wall: number): number {
+  const candidates = [offsetMinutes(tz, wall - 14 * HOUR), offsetMinutes(tz, wall + 14 * HOUR)].map((o) => wall - o * 60_000);
+  const onDate = candidates.filter((t) => Math.floor((t + offsetMinutes(tz, t) * 60_000) / DAY) === wall / DAY);
+  return Math.min(...(onDate.length ? onDate : candidates));
+}
+
+/** The UTC instants at which the local day containing `at` starts and ends in zone tz (23 or 25 hours across a DST change). */
 export function localDay(tz: string, at: number): { start: string; end: string } {
   const local = new Date(at + offsetMinutes(tz, at) * 60_000);
   const midnight = Date.UTC(local.getUTCFullYear(), local.getUTCMonth(), local.getUTCDate());
-  // Offsets at the day's own midnights (a DST change can make the day 23 or 25 hours long).
-  const start = midnight - offsetMinutes(tz, midnight - offsetMinutes(tz, midnight) * 60_000) * 60_000;
-  const next = midnight + 86_400_000;
-  const end = next - offsetMinutes(tz, next - offsetMinutes(tz, next) * 60_000) * 60_000;
-  return { start: new Date(start).toISOString(), end: new Date(end).toISOString() };
+  return { start: new Date(dayStart(tz, midnight)).toISOString(), end: new Date(dayStart(tz, midnight + DAY)).toISOString() };
 }
 
 function linkField(object: string): string {

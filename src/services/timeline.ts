@@ -22,9 +22,10 @@ export async function getTimeline(ctx: Ctx, objectName: string, recordId: string
   const obj = await resolveObject(ctx, objectName);
   const limit = checkLimit(opts.limit, 100, 50);
   let before: number | undefined;
-  if (opts.cursor !== undefined) {
+  if (opts.cursor) {
     before = Number(Buffer.from(opts.cursor, 'base64url').toString());
-    if (!Number.isSafeInteger(before)) throw validationError('Invalid cursor: pass nextCursor back unchanged');
+    // Entry ids start at 1: anything else is not a cursor this endpoint handed out.
+    if (!Number.isSafeInteger(before) || before < 1) throw validationError('Invalid cursor: pass nextCursor back unchanged');
   }
   const base = () => {
     let q = ctx.db.kysely

@@ -1,0 +1,152 @@
+import type { Kysely } from 'kysely';
+import { z } from 'zod';
+import type { Ctx } from './context.js';
+import { validationError } from './errors.js';
+import { decodeValue, encodeValue } from './field-types.js';
+import { compileFilter } from './filters.js';
+import { normalizeFilter } from './filter-styles.js';
+import { getSchema, parseWith, resolveObject } from './schema.js';
+import { notFound, updateRecords } from './records.js';
+import { recordActivity } from './activity.js';
+import { nowIso } from './clock.js';
+
+/**
+ * Bulk operations over many records chosen by ids or by a filter: update fields, add a relation
+ * (an association to one record), remove it. One transaction: all records change or none.
+ * dry_run answers exactly what would change and writes nothing.
+ */
+
+export const BULK_MAX = 10_000;
+
+const bulkSchema = z
+  .object({
+    action: z.enum(['update', 'add_relation', 'remove_relation']),
+    object: z.string(),
+    ids: z.array(z.string()).min(1).max(BULK_MAX).optional(),
+    filter: z.unknown().optional(),
+    values: z.record(z.string(), z.unknown()).optional(),
+    relation: z.object({ object: z.string(), id: z.string() }).strict().optional(),
+    dry_run: z.boolean().optional(),
+  })
+  .strict();
+
+export type BulkInput = z.infer<typeof bulkSchema>;
+
+type AnyDb = Kysely<any>;
+
+export async function bulkOperation(ctx: Ctx, input: unknown) {
+  const b = parseWith(bulkSchema, input, 'bulk request');
+  const obj = await resolveObject(ctx, b.object);
+  const schema = await getSchema(ctx);
+  if (!b.ids === (b.filter === undefined)) throw validationError('Choose the records with either "ids" or "filter" (a FilterGroup)');
+  const k = ctx.db.kysely as unknown as AnyDb;
+
+  // The records concerned, in a stable order.
+  let ids: string[];
+  if (b.ids) {
+    const unique = [...new Set(b.ids)];
+    const found = new Set<string>();
+    for (let i = 0; i < unique.length; i += 500)
+      for (const r of (await k.selectFrom(obj.table).select('id').where('id', 'in', unique.slice(i, i + 500)).execute()) as { id: string }[]) found.add(r.id);
+    const missing = unique.find((x) => !found.has(x));
+    if (missing) throw notFound(obj, missing);
+    ids = unique;
+  } else {
+    const g = normalizeFilter(b.filter);
+    const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+    let q = k.selectFrom(obj.table).select('id').orderBy('seq').limit(BULK_MAX + 1);
+    if (where) q = q.where((eb: any) => where(eb));
+    ids = ((await q.execute()) as { id: string }[]).map((r) => r.id);
+    if (ids.length > BULK_MAX) throw validationError(`The filter matches more than ${BULK_MAX} records; narrow it or run several bulk requests`, { limit: BULK_MAX });
+  }
+  const head = { action: b.action, object: obj.name, matched: ids.length };
+
+  if (b.action === 'update') {
+    if (!b.values || !Object.keys(b.values).length) throw validationError('"values" holds the fields to set, e.g. {"status": "qualified"}');
+    // Validate once, up front (unknown fields, bad values), with the field list in the message.
+    const stored: Record<string, string | number | null> = {};
+    for (const [name, v] of Object.entries(b.values)) {
+      const f = obj.byName.get(name);
+      if (!f || f.readOnly)
+        throw validationError(`Unknown or read-only field '${name}'. Writable fields: ${obj.fields.filter((x) => !x.readOnly).map((x) => x.name).join(', ')}`);
+      stored[f.column] = encodeValue(f, v);
+    }
+    if (b.dry_run) {
+      const changes: Record<string, number> = {};
+      const samples: { id: string; changes: Record<string, [unknown, unknown]> }[] = [];
+      let changing = 0;
+      for (let i = 0; i < ids.length; i += 500) {
+        const rows = (await k.selectFrom(obj.table).selectAll().where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
+        for (const r of rows) {
+          const diff: Record<string, [unknown, unknown]> = {};
+          for (const [name] of Object.entries(b.values)) {
+            const f = obj.byName.get(name)!;
+            if (r[f.column] !== stored[f.column]) {
+              diff[name] = [decodeValue(f, r[f.column]), decodeValue(f, stored[f.column])];
+              changes[name] = (changes[name] ?? 0) + 1;
+            }
+          }
+          if (Object.keys(diff).length) {
+            changing++;
+            if (samples.length < 20) samples.push({ id: r.id as string, changes: diff });
+          }
+        }
+      }
+      return { ...head, dry_run: true, would_change: changing, unchanged: ids.length - changing, changes_by_field: changes, samples };
+    }
+    await updateRecords(ctx, obj.name, ids.map((id) => ({ id, values: b.values })), { max: BULK_MAX, readBack: false });
+    return { ...head, dry_run: false, updated: ids.length };
+  }
+
+  // Relations: associations between each record and one target record.
+  if (!b.relation) throw validationError('"relation": {"object": "companies", "id": "..."} names the record to link or unlink');
+  const to = await resolveObject(ctx, b.relation.object);
+  const target = await k.selectFrom(to.table).select('id').where('id', '=', b.relation.id).executeTakeFirst();
+  if (!target) throw notFound(to, b.relation.id);
+  const pairs = ids
+    .filter((id) => !(to.name === obj.name && id === b.relation!.id))
+    .map((id) => (obj.name < to.name || (obj.name === to.name && id <= b.relation!.id) ? [obj.name, id, to.name, b.relation!.id] : [to.name, b.relation!.id, obj.name, id]) as [string, string, string, string]);
+  const existing = new Set<string>();
+  for (let i = 0; i < pairs.length; i += 300) {
+    const part = pairs.slice(i, i + 300);
+    const rows = await ctx.db.kysely
+      .selectFrom('associations')
+      .select(['a_object', 'a_id', 'b_object', 'b_id'])
+      .where('workspace_id', '=', ctx.actor.workspaceId)
+      .where((eb) => eb.or(part.map(([ao, ai, bo, bi]) => eb.and([eb('a_object', '=', ao), eb('a_id', '=', ai), eb('b_object', '=', bo), eb('b_id', '=', bi)]))))
+      .execute();
+    for (const r of rows) existing.add(`${r.a_object}|${r.a_id}|${r.b_object}|${r.b_id}`);
+  }
+  const key = (p: string[]) => p.join('|');
+  const todo = b.action === 'add_relation' ? pairs.filter((p) => !existing.has(key(p))) : pairs.filter((p) => existing.has(key(p)));
+  if (b.dry_run) return { ...head, dry_run: true, would_change: todo.length, unchanged: ids.length - todo.length, relation: { object: to.name, id: b.relation.id } };
+  await ctx.db.kysely.transaction().execute(async (trx) => {
+    const at = nowIso();
+    for (let i = 0; i < todo.length; i += 200) {
+      const part = todo.slice(i, i + 200);
+      if (b.action === 'add_relation')
+        await trx
+          .insertInto('associations')
+          .values(part.map(([ao, ai, bo, bi]) => ({ workspace_id: ctx.actor.workspaceId, a_object: ao, a_id: ai, b_object: bo, b_id: bi, created_at: at, created_by: ctx.actor.userId })))
+          .onConflict((oc) => oc.doNothing())
+          .execute();
+      else
+        await trx
+          .deleteFrom('associations')
+          .where('workspace_id', '=', ctx.actor.workspaceId)
+          .where((eb) => eb.or(part.map(([ao, ai, bo, bi]) => eb.and([eb('a_object', '=', ao), eb('a_id', '=', ai), eb('b_object', '=', bo), eb('b_id', '=', bi)]))))
+          .execute();
+    }
+    const action = b.action === 'add_relation' ? 'associated' : 'dissociated';
+    await recordActivity(
+      trx,
+      ctx,
+      todo.flatMap(([ao, ai, bo, bi]) => [
+        { object: ao, recordId: ai, action, payload: { object: bo, id: bi, bulk: true } },
+        { object: bo, recordId: bi, action, payload: { object: ao, id: ai, bulk: true } },
+      ]),
+    );
+  });
+  return { ...head, dry_run: false, changed: todo.length, unchanged: ids.length - todo.length, relation: { object: to.name, id: b.relation.id } };
+}
+

@@ -1,0 +1,255 @@
+import type { Kysely } from 'kysely';
+import type { Ctx } from './context.js';
+import { CrmError, validationError } from './errors.js';
+import { requireAdmin } from './permissions.js';
+import { createRecords, listRecords, prepareForImport, type RecordData } from './records.js';
+import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
+import { keysOf, normalName } from './dedupe-keys.js';
+import type { FilterGroup } from './filters.js';
+
+/**
+ * Import (with duplicate detection, per-row results) and export (streamed, JSON or CSV).
+ */
+
+export const IMPORT_BATCH = 50;
+export const EXPORT_DEFAULT = 1000;
+export const EXPORT_MAX = 10_000;
+
+export interface ImportError {
+  index: number;
+  code: string;
+  message: string;
+}
+
+export interface ImportResult {
+  object_name: string;
+  created: number;
+  duplicates: number;
+  failed: number;
+  errors: ImportError[];
+}
+
+export interface ImportDetail extends ImportResult {
+  /** Per row: what happened (for the CLI's rejects file and the MCP tool). */
+  rows: { index: number; status: 'created' | 'duplicate' | 'failed'; id?: string; duplicate_of?: string; reason?: string }[];
+}
+
+/** Duplicate evidence that is strong enough to skip a row on import: the same email, phone, domain, or name at the same company. */
+const IMPORT_KINDS = new Set(['email', 'phone', 'domain', 'name']);
+
+type AnyDb = Kysely<any>;
+
+async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key: string }[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const byKind = new Map<string, string[]>();
+  for (const k of keys) byKind.set(k.kind, [...(byKind.get(k.kind) ?? []), k.key]);
+  for (const [kind, list] of byKind)
+    for (let i = 0; i < list.length; i += 500) {
+      const rows = (await (ctx.db.kysely as unknown as AnyDb)
+        .selectFrom('dedupe_keys')
+        .select(['key', 'record_id'])
+        .where('workspace_id', '=', ctx.actor.workspaceId)
+        .where('object_id', '=', obj.id)
+        .where('kind', '=', kind)
+        .where('key', 'in', [...new Set(list.slice(i, i + 500))])
+        .execute()) as { key: string; record_id: string }[];
+      for (const r of rows) if (!out.has(`${kind}:${r.key}`)) out.set(`${kind}:${r.key}`, r.record_id);
+    }
+  return out;
+}
+
+/** `company_name: "Acme"` on an import row: the company with that name (created when there is none). */
+async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[]): Promise<void> {
+  const schema = await getSchema(ctx);
+  for (const f of obj.fields) {
+    if (f.type !== 'RELATION' || f.readOnly || f.target === 'users') continue;
+    const key = `${f.name}_name`;
+    if (obj.byName.has(key)) continue;
+    const wanted = rows.filter((r) => typeof r[key] === 'string' && (r[key] as string).trim() && r[f.name] === undefined);
+    if (!wanted.length) {
+      for (const r of rows) delete r[key];
+      continue;
+    }
+    const target = schema.objects.get(f.target!)!;
+    const person = target.displayFields.length >= 2;
+    const ids = new Map<string, string>();
+    const names = [...new Set(wanted.map((r) => normalName(r[key] as string, !person)))];
+    for (const n of names) {
+      const hit = (await (ctx.db.kysely as unknown as AnyDb)
+        .selectFrom('dedupe_keys')
+        .select('record_id')
+        .where('workspace_id', '=', ctx.actor.workspaceId)
+        .where('object_id', '=', target.id)
+        .where('kind', '=', 'name')
+        .where('key', '>=', `${n}|`)
+        .where('key', '<', `${n}|\uffff`)
+        .limit(1)
+        .executeTakeFirst()) as { record_id: string } | undefined;
+      if (hit) ids.set(n, hit.record_id);
+    }
+    if (target.name === 'companies') {
+      const create = names.filter((n) => !ids.has(n));
+      const originals = create.map((n) => wanted.find((r) => normalName(r[key] as string, true) === n)![key] as string);
+      if (originals.length) {
+        const made = await createRecords(ctx, 'companies', originals.map((name) => ({ name: name.trim() })), { max: 10_000, readBack: false });
+        create.forEach((n, i) => ids.set(n, made[i]!.id));
+      }
+    }
+    for (const r of rows) {
+      if (typeof r[key] === 'string' && r[f.name] === undefined) {
+        const id = ids.get(normalName(r[key] as string, !person));
+        if (id) r[f.name] = id;
+        else r.__error = `No ${target.name} record named '${r[key] as string}' for '${key}'`;
+      }
+      delete r[key];
+    }
+  }
+}
+
+/**
+ * Import records: each row is validated, checked for duplicates against the workspace and the
+ * earlier rows of the same import (by email, normalised phone, domain, and name at the same
+ * company), and the rest are created. Rows are independent: a bad row fails alone.
+ */
+export async function importDetailed(ctx: Ctx, objectName: string, records: unknown, max = IMPORT_BATCH): Promise<ImportDetail> {
+  requireAdmin(ctx, 'import records');
+  const obj = await resolveObject(ctx, objectName);
+  if (!Array.isArray(records)) throw validationError('Send {"records": [ {...}, ... ]}');
+  if (records.length === 0) throw validationError('"records" is empty');
+  if (records.length > max) throw validationError(`An import request holds at most ${max} records; got ${records.length}. Split the file into batches of ${max}.`, { limit: max });
+
+  const rows: Record<string, unknown>[] = records.map((r) => (r && typeof r === 'object' && !Array.isArray(r) ? { ...(r as Record<string, unknown>) } : { __error: 'Each record must be a JSON object' }));
+  await resolveNames(ctx, obj, rows);
+
+  const out: ImportDetail = { object_name: obj.name, created: 0, duplicates: 0, failed: 0, errors: [], rows: [] };
+  const fail = (index: number, code: string, message: string) => {
+    out.failed++;
+    out.errors.push({ index, code, message });
+    out.rows.push({ index, status: 'failed', reason: `${code}: ${message}` });
+  };
+
+  // Validate (to their stored form) and gather match keys.
+  const candidates: { index: number; input: Record<string, unknown>; keys: { kind: string; key: string; field: string }[] }[] = [];
+  rows.forEach((r, index) => {
+    if (typeof r.__error === 'string') return fail(index, 'VALIDATION_ERROR', r.__error);
+    try {
+      const stored = prepareForImport(obj, r);
+      const keys = keysOf(obj, stored).filter((k) => IMPORT_KINDS.has(k.kind) && !(k.kind === 'name' && k.key.endsWith('|') && obj.byName.has('company')));
+      candidates.push({ index, input: r, keys });
+    } catch (e) {
+      if (e instanceof CrmError) fail(index, e.code, e.message);
+      else throw e;
+    }
+  });
+
+  const existing = await existingKeys(ctx, obj, candidates.flatMap((c) => c.keys));
+  const seen = new Map<string, number>();
+  const toCreate: typeof candidates = [];
+  for (const c of candidates) {
+    const hit = c.keys.find((k) => existing.has(`${k.kind}:${k.key}`) || seen.has(`${k.kind}:${k.key}`));
+    if (hit) {
+      out.duplicates++;
+      const of = existing.get(`${hit.kind}:${hit.key}`);
+      out.rows.push({ index: c.index, status: 'duplicate', ...(of ? { duplicate_of: of } : {}), reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${seen.get(`${hit.kind}:${hit.key}`)}`}` });
+      continue;
+    }
+    for (const k of c.keys) seen.set(`${k.kind}:${k.key}`, c.index);
+    toCreate.push(c);
+  }
+
+  if (toCreate.length) {
+    try {
+      const made = await createRecords(ctx, obj.name, toCreate.map((c) => c.input), { max: Math.max(max, IMPORT_BATCH), readBack: false });
+      made.forEach((m, i) => out.rows.push({ index: toCreate[i]!.index, status: 'created', id: m.id }));
+      out.created += made.length;
+    } catch (e) {
+      if (!(e instanceof CrmError)) throw e;
+      // A row the bulk insert refused (say, a unique value taken meanwhile): create one by one.
+      for (const c of toCreate) {
+        try {
+          const [m] = await createRecords(ctx, obj.name, [c.input], { readBack: false });
+          out.rows.push({ index: c.index, status: 'created', id: m!.id });
+          out.created++;
+        } catch (err) {
+          if (!(err instanceof CrmError)) throw err;
+          const message = (err.details?.errors as ImportError[] | undefined)?.[0]?.message ?? err.message;
+          if (err.code === 'DUPLICATE_RECORD') {
+            out.duplicates++;
+            out.rows.push({ index: c.index, status: 'duplicate', reason: message });
+          } else fail(c.index, err.code, message);
+        }
+      }
+    }
+  }
+  out.errors.sort((a, b) => a.index - b.index);
+  out.rows.sort((a, b) => a.index - b.index);
+  return out;
+}
+
+/** The response of POST /import/{object}, exactly as the contract documents it. */
+export async function importRecords(ctx: Ctx, objectName: string, records: unknown): Promise<ImportResult> {
+  const r = await importDetailed(ctx, objectName, records);
+  return { object_name: r.object_name, created: r.created, duplicates: r.duplicates, failed: r.failed, errors: r.errors };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+
+export interface ExportOptions {
+  fields?: string[] | undefined;
+  filter?: FilterGroup | undefined;
+  sortBy?: string | undefined;
+  sortDir?: 'asc' | 'desc' | undefined;
+  limit?: number | undefined;
+}
+
+export interface ExportPlan {
+  object: ObjectDef;
+  fields: string[];
+  limit: number;
+  /** Records, page by page (500 at a time): memory stays flat whatever the size. */
+  rows(): AsyncGenerator<RecordData>;
+}
+
+/** Validates everything before the first byte is sent, then streams. */
+export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptions): Promise<ExportPlan> {
+  requireAdmin(ctx, 'export records');
+  const obj = await resolveObject(ctx, objectName);
+  const limit = opts.limit ?? EXPORT_DEFAULT;
+  if (!Number.isInteger(limit) || limit < 1 || limit > EXPORT_MAX) throw validationError(`limit must be an integer from 1 to ${EXPORT_MAX}, got ${opts.limit}`);
+  const fields = opts.fields?.length ? opts.fields : obj.fields.map((f) => f.name);
+  for (const f of fields) resolveField(obj, f);
+  const sortBy = opts.sortBy ?? 'created_at';
+  const sortDir = opts.sortDir ?? 'desc';
+  // One probe page validates filter and sort now, so errors come back as JSON, not mid-stream.
+  await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, limit: 1, fields: ['id'], includeTotal: false });
+  return {
+    object: obj,
+    fields,
+    limit,
+    async *rows() {
+      let cursor: string | undefined;
+      let sent = 0;
+      while (sent < limit) {
+        const page = await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false });
+        for (const r of page.data) yield r;
+        sent += page.data.length;
+        if (!page.nextCursor) break;
+        cursor = page.nextCursor;
+      }
+    },
+  };
+}
+
+/** Spreadsheet formula injection: text starting with = + - @ (or tab / carriage return) is prefixed with '. */
+export function neutralize(v: unknown): unknown {
+  if (typeof v === 'string' && /^[=+\-@\t\r]/.test(v)) return `'${v}`;
+  return v;
+}
+
+export function csvCell(v: unknown): unknown {
+  if (v === null || v === undefined) return '';
+  if (Array.isArray(v)) return neutralize(v.join(';'));
+  if (typeof v === 'boolean') return v ? 'true' : 'false';
+  return neutralize(v);
+}
