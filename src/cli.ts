@@ -16,6 +16,7 @@ import {
   listWorkspaces, revokeToken,
 } from './services/users.js';
 import { VERSION } from './version.js';
+import { importFile } from './import-file.js';
 
 /** CLI commands log to stderr so stdout carries only their result (a token, JSON). */
 function stderrLogger(level: string): Logger {
@@ -223,6 +224,30 @@ export function buildCli(): Command {
       const cfg = config(opts);
       const db = await openMigrated(cfg);
       process.stdout.write(`${JSON.stringify(await listWorkspaces(db), null, 2)}\n`);
+      await db.close();
+    });
+
+  program
+    .command('import')
+    .description('Import a CSV, JSON or JSON Lines file into an object, in batches, with validation and duplicate detection (safe to re-run). Progress on stderr; a JSON summary on stdout; rejected rows with reasons in <file>.rejected.csv')
+    .argument('<object>', 'object to import into, e.g. contacts')
+    .argument('<file>', 'file.csv | file.json | file.jsonl')
+    .option('--map <pairs>', 'header-to-field mapping, e.g. "E-mail=email,Company=company_name" (default: by field name or label)')
+    .addOption(new Option('--batch <n>', 'records per transaction').argParser(int('batch')).default(1000))
+    .option('--rejects <path>', 'where to write rejected rows (default: <file>.rejected.csv)')
+    .addOption(dbOption())
+    .addOption(wsOption())
+    .action(async (object: string, file: string, opts: Common & { map?: string; batch: number; rejects?: string }) => {
+      const cfg = config(opts);
+      const log = stderrLogger(cfg.LOG_LEVEL);
+      const db = await openMigrated(cfg);
+      const ws = await workspaceOrFail(db, cfg.CRM_WORKSPACE);
+      const admin = await firstUserWithRole(db, ws.id, 'admin');
+      if (!admin) throw new Error(`Workspace '${ws.name}' has no admin user`);
+      const ctx: Ctx = { db, log, actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
+      const summary = await importFile(ctx, { object, file, map: opts.map, batch: opts.batch, rejects: opts.rejects, tty: process.stderr.isTTY === true });
+      if (summary.ignored_columns.length) process.stderr.write(`import: ignored columns (no matching field; use --map): ${summary.ignored_columns.join(', ')}\n`);
+      process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
       await db.close();
     });
 

@@ -56,14 +56,18 @@ export const sqliteSearch: SearchBackend = {
   },
 
   async upsert(db, docs) {
-    for (const d of docs) {
-      const row = await sql<{ doc_id: number }>`
-        INSERT INTO search_docs (workspace_id, object_id, record_id) VALUES (${d.workspaceId}, ${d.objectId}, ${d.recordId})
+    // Batched: one statement maps a chunk of records to their document ids, one writes their text.
+    for (let i = 0; i < docs.length; i += 300) {
+      const part = docs.slice(i, i + 300);
+      const rows = await sql<{ doc_id: number; object_id: number; record_id: string }>`
+        INSERT INTO search_docs (workspace_id, object_id, record_id)
+        VALUES ${sql.join(part.map((d) => sql`(${d.workspaceId}, ${d.objectId}, ${d.recordId})`))}
         ON CONFLICT (workspace_id, object_id, record_id) DO UPDATE SET record_id = excluded.record_id
-        RETURNING doc_id`.execute(db);
-      const docId = row.rows[0]!.doc_id;
-      await sql`INSERT OR REPLACE INTO search_index (rowid, scope, name, body, exact)
-        VALUES (${docId}, ${`${scopeToken(d.workspaceId)} ${objectToken(d.objectId)}`}, ${d.name}, ${d.body}, ${d.exact})`.execute(db);
+        RETURNING doc_id, object_id, record_id`.execute(db);
+      const idOf = new Map(rows.rows.map((r) => [`${r.object_id}:${r.record_id}`, r.doc_id]));
+      await sql`INSERT OR REPLACE INTO search_index (rowid, scope, name, body, exact) VALUES ${sql.join(
+        part.map((d) => sql`(${idOf.get(`${d.objectId}:${d.recordId}`)!}, ${`${scopeToken(d.workspaceId)} ${objectToken(d.objectId)}`}, ${d.name}, ${d.body}, ${d.exact})`),
+      )}`.execute(db);
     }
   },
 

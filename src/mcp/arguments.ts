@@ -17,8 +17,13 @@ export const fieldsArg = z
  * What a field can hold, spelled out instead of "anything": schemas that constrain nothing are the
  * least portable kind (clients mapping tool schemas onto narrower dialects drop or reject them).
  */
-const scalar = z.union([z.string(), z.number(), z.boolean()]);
-export const fieldValue = z.union([scalar, z.array(z.string()), z.null()]);
+// Members described one by one: zod would otherwise fold them into `type: [...]`, which narrower schema dialects reject.
+const scalar = z.union([
+  z.string().describe('Text, an option, a date (YYYY-MM-DD), a date-time (ISO 8601) or a record id'),
+  z.number().describe('A number'),
+  z.boolean().describe('true or false'),
+]);
+export const fieldValue = z.union([scalar, z.array(z.string()).describe('MULTI_SELECT: the chosen options'), z.null().describe('null empties the field')]);
 
 export const valuesArg = z
   .record(z.string(), fieldValue)
@@ -41,7 +46,12 @@ const conditionSchema = z
     field: z.string().describe('Field name, as listed by crm_describe_schema'),
     operator: z.enum(OPERATORS).describe('Comparison operator'),
     value: z
-      .union([scalar, z.array(scalar)])
+      .union([
+        z.string().describe('text'),
+        z.number().describe('number'),
+        z.boolean().describe('boolean'),
+        z.array(z.union([z.string().describe('text'), z.number().describe('number')])).describe('list'),
+      ])
       .optional()
       .describe('Value; an array for in/not_in/between; omitted for is_null/is_not_null'),
   })

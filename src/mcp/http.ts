@@ -155,7 +155,14 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
           if (!a) throw new CrmError('UNAUTHORIZED', 'The API token of this session was revoked; reconnect with a valid token');
           return a;
         };
-        const server = await createMcpServer({ db: deps.db, log: req.log, actor: undefined, resolveActor, readOnly: deps.readOnly, toolsets: deps.toolsets });
+        const server = await createMcpServer({
+          db: deps.db,
+          log: req.log,
+          resolveActor,
+          readOnly: deps.readOnly,
+          toolsets: deps.toolsets,
+          watchSchema: true,
+        });
         reply.hijack();
         passHeaders(reply);
         const transport = new SSEServerTransport('/messages', reply.raw);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { McpServer, ResourceTemplate, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Db } from '../db/database.js';
@@ -29,6 +29,12 @@ export interface McpDeps {
   toolsets?: readonly Toolset[];
   /** The tool list (tests may pass their own); default tools/index.ts. */
   tools?: readonly AnyTool[];
+  /**
+   * Long-lived sessions (stdio, SSE): after each tool call, notice a schema change (a new object or
+   * field) and send tools/list_changed with descriptions rebuilt. Stateless HTTP builds a fresh server
+   * per request and has no stream to notify on.
+   */
+  watchSchema?: boolean;
 }
 
 export function selectTools(all: readonly AnyTool[], opts: { readOnly?: boolean | undefined; toolsets?: readonly Toolset[] | undefined }) {
@@ -104,9 +110,25 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     { capabilities: { logging: {} }, instructions: instructions(schema, readOnly) },
   );
 
+  const registered = new Map<string, RegisteredTool>();
+  let seenVersion = schema.version;
+  const refreshIfSchemaChanged = async (ctx: Ctx) => {
+    const now = await getSchema(ctx);
+    if (now.version === seenVersion) return;
+    seenVersion = now.version;
+    for (const tool of tools) {
+      const r = registered.get(tool.name)!;
+      const fresh = forWorkspace(tool, now);
+      r.description = fresh.description;
+      r.inputSchema = fresh.inputSchema;
+    }
+    server.sendToolListChanged();
+    server.sendResourceListChanged();
+  };
+
   for (const tool of tools) {
     const { description, inputSchema } = forWorkspace(tool, schema);
-    server.registerTool(
+    const r = server.registerTool(
       tool.name,
       { title: tool.title, description, inputSchema, outputSchema: tool.outputSchema, annotations: annotationsFor(tool) },
       async (args: unknown): Promise<CallToolResult> => {
@@ -118,9 +140,12 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
           return { content: [{ type: 'text', text }], structuredContent: out };
         } catch (e) {
           return toolError(e, deps.log, tool.name);
+        } finally {
+          if (deps.watchSchema && ctx) await refreshIfSchemaChanged(ctx).catch((e: unknown) => deps.log.warn({ err: e }, 'schema refresh failed'));
         }
       },
     );
+    registered.set(tool.name, r);
   }
 
   // Resources: the schema as JSON, whole and per object.

@@ -52,7 +52,7 @@ export async function runStdio(opts: StdioOptions): Promise<void> {
     );
   }
 
-  const server = await createMcpServer({ db, log, actor, readOnly: opts.readOnly, toolsets: opts.toolsets });
+  const server = await createMcpServer({ db, log, actor, readOnly: opts.readOnly, toolsets: opts.toolsets, watchSchema: true });
   let closing = false;
   const stop = async () => {
     if (closing) return;

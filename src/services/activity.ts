@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
 import { nowIso } from './clock.js';
+import { bulkInsert } from '../db/bulk-insert.js';
 
 export interface ActivityEntry {
   object: string;
@@ -14,15 +15,15 @@ export interface ActivityEntry {
 export async function recordActivity(trx: Kysely<Tables>, ctx: Ctx, entries: ActivityEntry[]): Promise<void> {
   if (entries.length === 0) return;
   const at = nowIso();
-  const rows = entries.map((e) => ({
-    workspace_id: ctx.actor.workspaceId,
-    object: e.object,
-    record_id: e.recordId,
-    action: e.action,
-    payload: e.payload === undefined ? null : JSON.stringify(e.payload),
-    user_id: ctx.actor.userId,
-    via: ctx.actor.via,
-    created_at: at,
-  }));
-  for (let i = 0; i < rows.length; i += 500) await trx.insertInto('activity').values(rows.slice(i, i + 500)).execute();
+  const rows = entries.map((e) => [
+    ctx.actor.workspaceId,
+    e.object,
+    e.recordId,
+    e.action,
+    e.payload === undefined ? null : JSON.stringify(e.payload),
+    ctx.actor.userId,
+    ctx.actor.via,
+    at,
+  ]);
+  await bulkInsert(trx, 'activity', ['workspace_id', 'object', 'record_id', 'action', 'payload', 'user_id', 'via', 'created_at'], rows);
 }

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Db } from '../db/database.js';
+import { bulkInsert } from '../db/bulk-insert.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
 import { fold } from './search.js';
 
@@ -80,11 +81,12 @@ export function keysOf(obj: ObjectDef, row: Record<string, unknown>): MatchKey[]
 type AnyDb = Kysely<any>;
 
 /** Replace the keys of these rows (stored form, with id). Runs in the caller's transaction. */
-export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[]): Promise<void> {
+export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false): Promise<void> {
   if (!rows.length) return;
-  await removeKeys(trx, obj, workspaceId, rows.map((r) => r.id as string));
-  const values = rows.flatMap((r) => keysOf(obj, r).map((k) => ({ workspace_id: workspaceId, object_id: obj.id, kind: k.kind, key: k.key, record_id: r.id as string })));
-  for (let i = 0; i < values.length; i += 1000) await trx.insertInto('dedupe_keys').values(values.slice(i, i + 1000)).execute();
+  // New records have no keys yet; changed ones get theirs replaced.
+  if (!fresh) await removeKeys(trx, obj, workspaceId, rows.map((r) => r.id as string));
+  const values = rows.flatMap((r) => keysOf(obj, r).map((k) => [workspaceId, obj.id, k.kind, k.key, r.id as string]));
+  await bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values);
 }
 
 export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
@@ -103,10 +105,8 @@ export async function rebuildDedupeKeys(db: Db, workspaceId: number, schema: Wor
     for (;;) {
       const rows = (await k.selectFrom(obj.table).select(cols).where('seq', '>', after).orderBy('seq').limit(5000).execute()) as Record<string, unknown>[];
       if (!rows.length) break;
-      const values = rows.flatMap((r) => keysOf(obj, r).map((key) => ({ workspace_id: workspaceId, object_id: obj.id, kind: key.kind, key: key.key, record_id: r.id as string })));
-      await k.transaction().execute(async (trx) => {
-        for (let i = 0; i < values.length; i += 1000) await trx.insertInto('dedupe_keys').values(values.slice(i, i + 1000)).execute();
-      });
+      const values = rows.flatMap((r) => keysOf(obj, r).map((key) => [workspaceId, obj.id, key.kind, key.key, r.id as string]));
+      await k.transaction().execute((trx) => bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values));
       after = rows[rows.length - 1]!.seq as number;
       written += rows.length;
     }

@@ -222,8 +222,9 @@ function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: st
       return (eb) => eb(ref(eb), sqlOp, v);
     }
     case 'between': {
-      const list = Array.isArray(c.value) ? c.value : null;
-      if (!list || list.length !== 2) throw validationError(`Operator 'between' on '${f.name}' needs [low, high]`);
+      // A query string can only carry text: "low,high" there, like the comma list of 'in'.
+      const list = Array.isArray(c.value) ? c.value : typeof c.value === 'string' ? c.value.split(',').map((s) => s.trim()) : null;
+      if (!list || list.length !== 2) throw validationError(`Operator 'between' on '${f.name}' needs [low, high] (or "low,high" in a query string)`);
       const lo = filterOperand(f, list[0]);
       const hi = filterOperand(f, list[1]);
       return (eb) => eb.and([eb(ref(eb), '>=', lo), eb(ref(eb), '<=', hi)]);

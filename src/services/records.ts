@@ -8,6 +8,7 @@ import { compileFilter, type FilterGroup } from './filters.js';
 import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
+import { bulkInsert } from '../db/bulk-insert.js';
 import { indexRows, unindexRecords } from './search.js';
 import { removeKeys, writeKeys } from './dedupe-keys.js';
 
@@ -543,15 +544,13 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   }
   const now = nowIso();
   const full: (Row & { id: string })[] = prepared.map((p) => ({ ...p.row, id: newId(), created_at: now, updated_at: now, created_by: ctx.actor.userId }));
-  const columns = Object.keys(full[0] ?? {}).length || 1;
-  const chunk = Math.max(1, Math.min(500, Math.floor(30000 / (columns + 4))));
+  // Every row gets every column (absent = null), so one statement shape serves all chunks.
+  const keys = [...new Set(full.flatMap((r) => Object.keys(r)))];
+  const chunk = Math.max(1, Math.min(500, Math.floor(30000 / keys.length)));
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
-    // Multi-row VALUES need the same keys in every row.
-    const keys = [...new Set(part.flatMap((r) => Object.keys(r)))];
-    const rows = part.map((r) => Object.fromEntries(keys.map((k) => [k, (r as Record<string, unknown>)[k] ?? null])));
     try {
-      await dyn(trx).insertInto(obj.table).values(rows).execute();
+      await bulkInsert(dyn(trx), obj.table, keys, part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null)));
     } catch (e) {
       if (!ctx.db.adapter.isUniqueViolation(e)) throw e;
       // Find the row: insert one by one (the failed statement wrote nothing).
@@ -577,7 +576,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
     const hist = full.filter((r) => r[col] !== null && r[col] !== undefined).map((r) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: r.id, step_key: r[col] as string, entered_at: now, left_at: null }));
     for (let i = 0; i < hist.length; i += 1000) await trx.insertInto('stage_history').values(hist.slice(i, i + 1000)).execute();
   }
-  await writeDerived(trx, ctx, obj, full);
+  await writeDerived(trx, ctx, obj, full, true);
   await recordActivity(trx, ctx, [
     ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
@@ -586,9 +585,9 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
 }
 
 /** The search index and the duplicate-match keys follow every write, in its transaction. */
-export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[]) {
+export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false) {
   await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows);
-  await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows);
+  await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh);
 }
 
 export async function removeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, ids: string[]) {

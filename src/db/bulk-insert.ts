@@ -1,0 +1,29 @@
+import { CompiledQuery, type Kysely } from 'kysely';
+
+/**
+ * Multi-row INSERT for bulk paths (imports, seeds, index maintenance). Kysely builds the statement
+ * for a given table, column list and row count once; later chunks of the same shape reuse its SQL
+ * text with new parameters, so bulk writes skip per-call query building and stay dialect-neutral.
+ */
+const compiled = new Map<string, string>();
+
+export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean } = {}): Promise<void> {
+  if (!rows.length) return;
+  const per = Math.max(1, Math.min(500, Math.floor(30000 / columns.length)));
+  for (let i = 0; i < rows.length; i += per) {
+    const part = rows.slice(i, i + per);
+    const key = `${table}|${columns.join(',')}|${part.length}|${opts.ignoreConflicts ? 1 : 0}`;
+    let text = compiled.get(key);
+    if (!text) {
+      const placeholder = Object.fromEntries(columns.map((c) => [c, null]));
+      let q = db.insertInto(table).values(Array.from({ length: part.length }, () => placeholder));
+      if (opts.ignoreConflicts) q = q.onConflict((oc) => oc.doNothing());
+      text = q.compile().sql;
+      if (compiled.size > 1000) compiled.clear();
+      compiled.set(key, text);
+    }
+    const params: unknown[] = [];
+    for (const r of part) for (let c = 0; c < columns.length; c++) params.push(r[c] ?? null);
+    await db.executeQuery(CompiledQuery.raw(text, params));
+  }
+}
