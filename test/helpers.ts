@@ -91,3 +91,41 @@ export async function call(app: FastifyInstance, token: string | null, method: s
   }
   return { status: res.statusCode, body: json, headers: res.headers, raw: res.body };
 }
+
+/** A migrated file database whose heavy reads (aggregates) run on `readWorkers` worker threads. */
+export async function freshPooledDb(readWorkers = 2): Promise<Db> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-test-'));
+  const db = openDatabase({ file: path.join(dir, 'crm.db'), readWorkers });
+  await migrate(db);
+  return db;
+}
+
+/** Like testApp, over a database the caller opened (e.g. freshPooledDb()). */
+export async function testAppOn(db: Db): Promise<TestApp> {
+  const app = await buildApp({ db, log: silent });
+  const a = await makeWorkspace(db, 'alpha');
+  const b = await makeWorkspace(db, 'beta');
+  return {
+    db,
+    app,
+    a,
+    b,
+    async close() {
+      await app.close();
+      await db.close();
+    },
+  };
+}
+
+/** Every record of an object, read page by page through the records service. */
+export async function listAll(ctx: Ctx, object: string, filter?: import('../src/services/filters.js').FilterGroup) {
+  const { listRecords } = await import('../src/services/records.js');
+  const out: Record<string, unknown>[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await listRecords(ctx, object, { limit: 100, cursor, filter, includeTotal: false });
+    out.push(...page.data);
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor);
+  return out;
+}
