@@ -121,8 +121,8 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
       if (d.field.type === 'DATETIME' && d.timeZone !== 'UTC') {
         const key = `${d.field.name}|${d.timeZone}`;
         if (!segs.has(key)) {
-          const r = (await db.selectFrom(obj.table).select([sql<string>`MIN(${c})`.as('lo'), sql<string>`MAX(${c})`.as('hi')]).executeTakeFirst()) as { lo: string | null; hi: string | null };
-          segs.set(key, r.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : s);
+          const [r] = await runRead<{ lo: string | null; hi: string | null }>(ctx, db.selectFrom(obj.table).select([sql<string>`MIN(${c})`.as('lo'), sql<string>`MAX(${c})`.as('hi')]).compile());
+          segs.set(key, r?.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : s);
         }
         s = segs.get(key)!;
       }

@@ -222,10 +222,13 @@ async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimCo
   for (const d of dims) {
     if (d.kind !== 'time' || d.field.type !== 'DATETIME' || d.timeZone === 'UTC') continue;
     // The zone's offsets over the data's time span: DST changes become CASE branches in SQL.
-    const r = (await (ctx.db.kysely as unknown as Kysely<any>)
-      .selectFrom(obj.table)
-      .select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')])
-      .executeTakeFirst()) as { lo: string | null; hi: string | null } | undefined;
+    const [r] = await runRead<{ lo: string | null; hi: string | null }>(
+      ctx,
+      (ctx.db.kysely as unknown as Kysely<any>)
+        .selectFrom(obj.table)
+        .select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')])
+        .compile(),
+    );
     if (r?.lo && r.hi) segments.set(d.key, offsetSegments(d.timeZone!, r.lo, r.hi));
   }
   return { segments };

@@ -1,5 +1,6 @@
 import { Faker, en } from '@faker-js/faker';
 import { sql, type Kysely } from 'kysely';
+import type { Tables } from '../db/tables.js';
 import { newId } from './ids.js';
 import type { Db } from '../db/database.js';
 import type { Ctx } from './context.js';
@@ -8,6 +9,7 @@ import { CONTACT_STATUSES, INDUSTRIES, OPPORTUNITY_STATUSES, SOURCES } from './s
 import { createUser, listUsers } from './users.js';
 import { now } from './clock.js';
 import { recordActivity } from './activity.js';
+import { bulkInsert } from '../db/bulk-insert.js';
 import { rebuildSearchIndex } from './search.js';
 import { rebuildDedupeKeys } from './dedupe-keys.js';
 
@@ -19,6 +21,8 @@ export interface SeedOptions {
   tasks?: number;
   /** Email threads with 1-5 messages each, linked to contacts and their companies (default 0). */
   threads?: number;
+  /** Write each record's 'created' timeline entry (default true; bulk benchmarks turn it off). */
+  activity?: boolean;
   /** Build the full-text index for the new records (default true). */
   searchIndex?: boolean;
   /** Build the duplicate-detection keys for the new records (default true). */
@@ -94,6 +98,8 @@ async function insertBatches(
   batchSize: number,
   make: (i: number) => Record<string, unknown>,
   onProgress?: SeedOptions['onProgress'],
+  /** When given, each record gets its 'created' timeline entry in the same transaction. */
+  activityOf?: Ctx,
 ): Promise<string[]> {
   const ids: string[] = [];
   const k = db.kysely as unknown as AnyDb;
@@ -102,22 +108,19 @@ async function insertBatches(
   const existing = Number(((await k.selectFrom(obj.table).select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number }).n);
   const rebuild = total >= 50_000 && total > existing ? await db.adapter.secondaryIndexes(k, obj.table) : [];
   for (const ix of rebuild) await sql`DROP INDEX ${sql.ref(ix.name)}`.execute(k);
-  // Rows per INSERT statement, kept under SQLite's bound-parameter limit.
-  const cols = Object.keys(make(0)).length;
-  const perStatement = Math.max(1, Math.min(500, Math.floor(30000 / cols)));
+  let columns: string[] | null = null;
   for (let done = 0; done < total; ) {
     const n = Math.min(batchSize, total - done);
+    const rows: Record<string, unknown>[] = [];
+    for (let j = 0; j < n; j++) rows.push(make(done + j));
+    columns ??= Object.keys(rows[0]!);
+    const cols = columns;
     await k.transaction().execute(async (trx) => {
-      for (let off = 0; off < n; off += perStatement) {
-        const rows = [];
-        for (let j = off; j < Math.min(n, off + perStatement); j++) {
-          const r = make(done + j);
-          ids.push(r.id as string);
-          rows.push(r);
-        }
-        await trx.insertInto(obj.table).values(rows).execute();
-      }
+      await bulkInsert(trx, obj.table, cols, rows.map((r) => cols.map((c) => r[c])));
+      if (activityOf)
+        await recordActivity(trx as unknown as Kysely<Tables>, activityOf, rows.map((r) => ({ object: obj.name, recordId: r.id as string, action: 'created', payload: { seeded: true } })));
     });
+    for (const r of rows) ids.push(r.id as string);
     done += n;
     onProgress?.({ object: obj.name, done, total });
   }
@@ -194,6 +197,7 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
       };
     },
     opts.onProgress,
+    opts.activity === false ? undefined : ctx,
   );
   let companyPool = companyIds;
   if (companyPool.length === 0)
@@ -235,6 +239,7 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
       };
     },
     opts.onProgress,
+    opts.activity === false ? undefined : ctx,
   );
 
   const oppStage: string[] = [];
@@ -275,6 +280,7 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
       };
     },
     opts.onProgress,
+    opts.activity === false ? undefined : ctx,
   );
 
   // Stage history, so time-in-stage and conversion have something to show: each deal walked the
@@ -341,6 +347,7 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
       };
     },
     opts.onProgress,
+    opts.activity === false ? undefined : ctx,
   );
 
   if (opts.searchIndex !== false) {

@@ -106,8 +106,11 @@ export async function listTasks(ctx: Ctx, q: TaskQuery = {}): Promise<ListResult
   if (q.assignee) conds.push({ field: 'assignee', operator: 'eq', value: q.assignee === 'me' ? ctx.actor.userId : q.assignee });
   if (q.status?.length) conds.push({ field: 'status', operator: 'in', value: q.status });
   if (q.priority?.length) conds.push({ field: 'priority', operator: 'in', value: q.priority });
-  if (q.dueFrom) conds.push({ field: 'due_at', operator: 'gte', value: q.dueFrom });
-  if (q.dueTo) conds.push({ field: 'due_at', operator: 'lte', value: q.dueTo });
+  // A bare date means the whole of that day, in the query's time zone.
+  const isDate = (v: string) => /^\d{4}-\d{2}-\d{2}$/.test(v);
+  const dayOf = (v: string) => localDay(tz, Date.parse(`${v}T12:00:00Z`));
+  if (q.dueFrom) conds.push({ field: 'due_at', operator: 'gte', value: isDate(q.dueFrom) ? dayOf(q.dueFrom).start : q.dueFrom });
+  if (q.dueTo) conds.push(isDate(q.dueTo) ? { field: 'due_at', operator: 'lt', value: dayOf(q.dueTo).end } : { field: 'due_at', operator: 'lte', value: q.dueTo });
   if (q.object || q.recordId) {
     if (!q.object || !q.recordId) throw validationError('Filter by linked record with both object and record_id');
     conds.push({ field: linkField(q.object), operator: 'eq', value: q.recordId });
