@@ -59,18 +59,20 @@ describe('activity written by the CLI', () => {
     const rows = await db.kysely.selectFrom('activity').innerJoin('users', 'users.id', 'activity.user_id').select(['activity.action', 'activity.object', 'activity.via', 'users.name', 'users.role']).execute();
     expect(rows.length).toBeGreaterThan(0);
     for (const r of rows) expect(r).toMatchObject({ via: 'cli', role: 'admin' });
-    // One thread of 1-5 messages: each message is an email entry on the contact (and its company).
-    expect(new Set(rows.map((r) => r.action))).toEqual(new Set(rows.some((r) => r.action === 'email_sent') ? ['email_received', 'email_sent'] : ['email_received']));
+    // Each seeded record is 'created'; one thread of 1-5 messages: each message is an email entry on the contact (and its company).
+    expect(new Set(rows.map((r) => r.action))).toEqual(new Set(['created', 'email_received', ...(rows.some((r) => r.action === 'email_sent') ? ['email_sent'] : [])]));
     const messages = Number((await db.kysely.selectFrom('messages').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
-    expect(rows.filter((r) => r.object === 'contacts')).toHaveLength(messages);
+    expect(rows.filter((r) => r.object === 'contacts' && r.action.startsWith('email_'))).toHaveLength(messages);
   });
 
   it("GET /activity with a CLI-made token shows the CLI's entries, and a REST write beside them", async () => {
     const thread = await db.kysely.selectFrom('threads').selectAll().executeTakeFirstOrThrow();
     const before = await call(app, token, 'GET', `/api/v1/activity/contacts/${thread.contact_id}`);
     expect(before.status, JSON.stringify(before.body)).toBe(200);
-    expect(before.body.data.length).toBe(thread.message_count);
-    for (const e of before.body.data) {
+    // The emails, and (oldest) the seeded 'created' entry.
+    expect(before.body.data.length).toBe(thread.message_count + 1);
+    expect(before.body.data.at(-1)).toMatchObject({ action: 'created', via: 'cli', user: { name: 'Admin' } });
+    for (const e of before.body.data.slice(0, -1)) {
       expect(e).toMatchObject({ via: 'cli', user: { name: 'Admin' }, details: { thread_id: thread.id, subject: thread.subject } });
       expect(['email_received', 'email_sent']).toContain(e.action);
     }
@@ -82,7 +84,7 @@ describe('activity written by the CLI', () => {
     const upd = await call(app, token, 'PUT', `/api/v1/records/contacts/${thread.contact_id}`, { job_title: 'Head of Seeds' });
     expect(upd.status).toBe(200);
     const after = (await call(app, token, 'GET', `/api/v1/activity/contacts/${thread.contact_id}`)).body.data;
-    expect(after).toHaveLength(thread.message_count + 1);
+    expect(after).toHaveLength(thread.message_count + 2);
     expect(after[0]).toMatchObject({ action: 'updated', via: 'rest', details: { changes: { job_title: [was, 'Head of Seeds'] } } });
     expect(after.slice(1).every((e: { via: string }) => e.via === 'cli')).toBe(true);
   });
@@ -95,11 +97,20 @@ describe('activity written by the CLI', () => {
     const r = await call(app, token, 'PUT', `/api/v1/tasks/${task.id}/complete`, { completed });
     expect(r.body.data.status).toBe(completed ? 'completed' : 'open');
     const own = (await call(app, token, 'GET', `/api/v1/activity/tasks/${task.id}`)).body.data;
-    expect(own).toHaveLength(1);
+    expect(own).toHaveLength(2);
     expect(own[0]).toMatchObject({ action: 'updated', via: 'rest', details: { changes: { status: [task.status, completed ? 'completed' : 'open'] } } });
+    expect(own[1]).toMatchObject({ action: 'created', via: 'cli' });
   });
 
-  // seedWorkspace (src/services/seed.ts) bulk-inserts companies, contacts, opportunities and tasks
-  // without activity rows; only the seeded email threads are recorded. Not owned here: reported.
-  it.todo("seeded records get a 'created' entry with via 'cli'");
+  it("seeded records get a 'created' entry with via 'cli'", async () => {
+    for (const object of ['companies', 'contacts', 'opportunities', 'tasks']) {
+      const records = (await call(app, token, 'GET', `/api/v1/records/${object}?limit=100&fields=id`)).body.data as { id: string }[];
+      expect(records.length).toBeGreaterThan(0);
+      for (const r of records) {
+        const created = (await call(app, token, 'GET', `/api/v1/activity/${object}/${r.id}?actions=created`)).body.data;
+        expect(created, `${object} ${r.id}`).toHaveLength(1);
+        expect(created[0]).toMatchObject({ action: 'created', via: 'cli', user: { name: 'Admin' } });
+      }
+    }
+  });
 });
