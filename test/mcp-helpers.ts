@@ -1,0 +1,118 @@
+import crypto from 'node:crypto';
+import { expect } from 'vitest';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv-provider.js';
+import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
+import type { Db } from '../src/db/database.js';
+import { createMcpServer, type McpDeps } from '../src/mcp/server.js';
+import { TOOLS } from '../tools/index.js';
+import { silent, type TestWorkspace } from './helpers.js';
+
+export const toolByName = new Map(TOOLS.map((t) => [t.name, t]));
+
+/** An SDK client over the in-memory transport, acting as the workspace's admin (or member). */
+export async function memoryClient(db: Db, w: TestWorkspace, opts: Partial<McpDeps> & { member?: boolean } = {}) {
+  const user = opts.member ? w.member : w.admin;
+  const server = await createMcpServer({
+    db,
+    log: silent,
+    actor: { workspaceId: w.workspace.id, userId: user.id, role: user.role, via: 'mcp' },
+    ...opts,
+  });
+  const [a, b] = InMemoryTransport.createLinkedPair();
+  await server.connect(a);
+  const client = new Client({ name: 'test', version: '1.0.0' });
+  await client.connect(b);
+  return client;
+}
+
+const ajv = new AjvJsonSchemaValidator();
+
+/**
+ * Call a tool and check the answer the way a strict client would: no error, structuredContent
+ * valid against both the zod outputSchema in tools/ and the JSON Schema the server listed, text present.
+ */
+export async function callOk(client: Client, listed: Tool[], name: string, args: Record<string, unknown>) {
+  const r = (await client.callTool({ name, arguments: args })) as CallToolResult;
+  if (r.isError) throw new Error(`${name} failed: ${JSON.stringify(r.content)}`);
+  const tool = toolByName.get(name)!;
+  const parsed = tool.outputSchema.safeParse(r.structuredContent);
+  expect(parsed.success, `${name} output vs zod outputSchema: ${parsed.success ? '' : parsed.error.message}`).toBe(true);
+  const schema = listed.find((t) => t.name === name)?.outputSchema;
+  expect(schema, `${name} lists an outputSchema`).toBeTruthy();
+  const v = ajv.getValidator(schema as never)(r.structuredContent);
+  expect(v.valid, `${name} output vs listed JSON Schema: ${v.errorMessage ?? ''}`).toBe(true);
+  expect(r.content[0]?.type).toBe('text');
+  return r.structuredContent as any;
+}
+
+export async function callError(client: Client, name: string, args: Record<string, unknown>): Promise<string> {
+  const r = (await client.callTool({ name, arguments: args })) as CallToolResult;
+  expect(r.isError, `${name} should fail`).toBe(true);
+  return (r.content[0] as { text: string }).text;
+}
+
+/**
+ * Lists the tools and calls every one of them with valid arguments, in an order that needs no
+ * existing data. Returns the tools called, so a test can check that none was left out.
+ */
+export async function exerciseAllTools(client: Client): Promise<Set<string>> {
+  const { tools: listed } = await client.listTools();
+  const called = new Set<string>();
+  const call = async (name: string, args: Record<string, unknown>) => {
+    called.add(name);
+    return callOk(client, listed, name, args);
+  };
+  const tag = crypto.randomBytes(4).toString('hex');
+
+  const me = await call('crm_whoami', {});
+  expect(me.tools.length).toBe(listed.length);
+  const schema = await call('crm_describe_schema', {});
+  expect(schema.objects.map((o: { name: string }) => o.name)).toEqual(expect.arrayContaining(['companies', 'contacts']));
+  await call('crm_describe_schema', { object: 'contacts' });
+
+  const co = (await call('crm_create_record', { object: 'companies', values: { name: `Acme ${tag}`, industry: 'software' } })).record;
+  const ct = (await call('crm_create_record', { object: 'contacts', values: { first_name: 'Ada', email: `ada.${tag}@example.com`, company: co.id } })).record;
+  const found = await call('crm_search', {
+    object: 'contacts',
+    filter: { operator: 'and', conditions: [{ field: 'email', operator: 'eq', value: `ada.${tag}@example.com` }] },
+    fields: ['first_name', 'email'],
+  });
+  expect(found.data.map((r: { id: string }) => r.id)).toEqual([ct.id]);
+  const got = await call('crm_get_record', { object: 'companies', id: co.id });
+  expect(got.record.associations.contacts.records[0].id).toBe(ct.id);
+
+  const dry = await call('crm_update_record', { object: 'contacts', id: ct.id, values: { status: 'customer' }, dry_run: true });
+  expect(dry.changes).toEqual({ status: { from: 'lead', to: 'customer' } });
+  await call('crm_update_record', { object: 'contacts', id: ct.id, values: { status: 'customer' } });
+
+  const batch = await call('crm_batch_write', {
+    object: 'contacts',
+    mode: 'create',
+    records: [{ first_name: 'Bo', email: `bo.${tag}@example.com` }, { first_name: 'Cy' }],
+  });
+  const [bo, cy] = batch.results.map((r: { id: string }) => r.id);
+  await call('crm_batch_write', { object: 'contacts', mode: 'update', records: [{ id: cy, last_name: 'Young' }] });
+  await call('crm_batch_write', { object: 'contacts', mode: 'upsert', key: 'email', records: [{ email: `bo.${tag}@example.com`, job_title: 'CTO' }], dry_run: true });
+  await call('crm_batch_write', { object: 'contacts', mode: 'upsert', key: 'email', records: [{ email: `bo.${tag}@example.com`, job_title: 'CTO' }] });
+
+  await call('crm_associate', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id });
+  await call('crm_dissociate', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id, dry_run: true });
+  await call('crm_dissociate', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id });
+
+  await call('crm_delete_record', { object: 'contacts', id: cy, dry_run: true });
+  await call('crm_delete_record', { object: 'contacts', id: cy });
+  return called;
+}
+
+/** Digest of every row of every table: equal digests mean nothing was written. */
+export function dbDigest(db: Db): string {
+  const h = crypto.createHash('sha256');
+  const tables = db.sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[];
+  for (const { name } of tables) {
+    h.update(name);
+    for (const row of db.sqlite.prepare(`SELECT * FROM "${name}"`).iterate()) h.update(JSON.stringify(row));
+  }
+  return h.digest('hex');
+}

@@ -1,0 +1,32 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { associationsOut, fieldsArg, idArg, objectArg } from '../src/mcp/arguments.js';
+import { compactJson } from '../src/mcp/render.js';
+import { getRecord } from '../src/services/records.js';
+
+export default defineTool({
+  name: 'crm_get_record',
+  title: 'Get a record',
+  description:
+    'Read one record by id, with its associations: the records it points to (its company, owner, ...), the records that ' +
+    "point to it (a company's contacts and opportunities) and explicit links, up to 20 per object with the total.",
+  kind: 'read',
+  toolset: 'records',
+  inputSchema: z.object({
+    object: objectArg,
+    id: idArg,
+    fields: fieldsArg,
+    associations: z.boolean().default(true).describe('Include associated records (default true)'),
+  }),
+  outputSchema: z.object({
+    object: z.string(),
+    record: z
+      .looseObject({ id: z.string(), associations: associationsOut.optional().describe('Associated records by object') })
+      .describe("The record: id, its object's fields and its associations"),
+  }),
+  handler: async (ctx, a) => ({
+    object: a.object,
+    record: await getRecord(ctx, a.object, a.id, { enrich: a.associations, fields: a.fields }),
+  }),
+  render: (out) => compactJson(out.record),
+});

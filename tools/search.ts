@@ -1,0 +1,63 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { fieldsArg, filterArg, limitArg, objectArg, recordOut } from '../src/mcp/arguments.js';
+import { recordLines } from '../src/mcp/render.js';
+import { listRecords } from '../src/services/records.js';
+import type { WorkspaceSchema } from '../src/services/schema.js';
+
+/** Field names per object, with SELECT options: enough to write a filter without guessing. */
+function fieldsOfEachObject(schema: WorkspaceSchema): string {
+  const lines = [...schema.objects.values()].map((o) => {
+    const fields = o.fields
+      .filter((f) => f.name !== 'created_by')
+      .map((f) => (f.options && f.options.length <= 12 ? `${f.name}(${f.options.map((x) => x.value).join('|')})` : f.name));
+    return `- ${o.name}: ${fields.join(', ')}`;
+  });
+  const text = `Fields:\n${lines.join('\n')}`;
+  // A workspace with many custom objects would flood every tool listing: point to the schema tool instead.
+  return text.length <= 3000 ? text : 'Call crm_describe_schema for the fields of each object.';
+}
+
+export default defineTool({
+  name: 'crm_search',
+  title: 'Search records',
+  description:
+    'Find records of one object with a structured filter, sorted, one page at a time. Returns the records, the total ' +
+    'number of matches and next_cursor: pass it back as cursor (with the same filter and sort) for the next page; null means ' +
+    'this was the last page. Use fields to return only the columns you need.',
+  kind: 'read',
+  toolset: 'records',
+  inputSchema: z.object({
+    object: objectArg,
+    filter: filterArg,
+    fields: fieldsArg,
+    sort_by: z.string().optional().describe('Field to sort by (default created_at)'),
+    sort_dir: z.enum(['asc', 'desc']).optional().describe('Sort direction (default desc: newest first)'),
+    limit: limitArg,
+    cursor: z.string().optional().describe('next_cursor from the previous page, unchanged; omit for the first page'),
+    include_total: z.boolean().default(true).describe('Count all matches (default true); false is faster on large objects'),
+  }),
+  outputSchema: z.object({
+    object: z.string(),
+    data: z.array(recordOut()).describe('The records of this page'),
+    total: z.number().nullable().describe('Number of records matching the filter; null when include_total is false'),
+    next_cursor: z.string().nullable().describe('Cursor for the next page; null on the last page'),
+  }),
+  handler: async (ctx, a) => {
+    const r = await listRecords(ctx, a.object, {
+      filter: a.filter,
+      fields: a.fields,
+      sortBy: a.sort_by,
+      sortDir: a.sort_dir,
+      limit: a.limit,
+      cursor: a.cursor,
+      includeTotal: a.include_total,
+    });
+    return { object: a.object, data: r.data, total: r.total, next_cursor: r.nextCursor };
+  },
+  render: (out) => {
+    const head = `${out.data.length}${out.total !== null ? ` of ${out.total}` : ''} ${out.object}` + (out.next_cursor ? `; next_cursor: ${out.next_cursor}` : '; last page');
+    return out.data.length ? `${head}\n${recordLines(out.data)}` : head;
+  },
+  describeWorkspace: fieldsOfEachObject,
+});

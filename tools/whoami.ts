@@ -1,0 +1,34 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { me } from '../src/services/users.js';
+
+export default defineTool({
+  name: 'crm_whoami',
+  title: 'Who am I',
+  description:
+    'The user this connection acts as (id, name, email, role), its workspace, and what this server allows: read-only mode, ' +
+    'the enabled tool sets and tools. Use the user id as the owner of records you create for yourself.',
+  kind: 'read',
+  toolset: 'users',
+  inputSchema: z.object({}),
+  outputSchema: z.object({
+    user: z.object({ id: z.string(), email: z.string(), name: z.string(), role: z.enum(['admin', 'member']) }),
+    workspace: z.string(),
+    read_only: z.boolean().describe('true: this server exposes no tools that write'),
+    toolsets: z.array(z.string()),
+    tools: z.array(z.string()),
+  }),
+  handler: async (ctx, _a, session) => {
+    const u = await me(ctx);
+    return {
+      user: { id: u.id, email: u.email, name: u.name, role: u.role },
+      workspace: u.workspace,
+      read_only: session.readOnly,
+      toolsets: [...session.toolsets],
+      tools: [...session.tools],
+    };
+  },
+  render: (out) =>
+    `${out.user.name} <${out.user.email}> (${out.user.role}, id ${out.user.id}) in workspace ${out.workspace}` +
+    `${out.read_only ? '; read-only' : ''}; tools: ${out.tools.join(', ')}`,
+});
