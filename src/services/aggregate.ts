@@ -172,12 +172,19 @@ function metricSql(m: Metric): RawBuilder<unknown> {
       // Integer storage sums exactly in SQL; as text it survives the trip past 2^53.
       return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(${c}) AS TEXT)` : sql`SUM(${c})`;
     case 'avg':
-      return sql`AVG(${c})`;
+      // AVG = SUM / COUNT (the count comes in a column of its own, see avgCount): the group's average
+      // and the overall one then come from the same two aggregates, with no third pass per row.
+      return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(${c}) AS TEXT)` : sql`SUM(${c})`;
     case 'min':
       return sql`MIN(${c})`;
     case 'max':
       return sql`MAX(${c})`;
   }
+}
+
+/** The value count that goes with an AVG's sum. */
+function avgCount(m: Metric): RawBuilder<unknown> {
+  return sql`COUNT(${ref(m.field)})`;
 }
 
 /** The same metric over all groups, computed from the grouped rows by a window (no second scan). */
@@ -189,7 +196,7 @@ function metricTotalSql(m: Metric): RawBuilder<unknown> | null {
     case 'sum':
       return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(SUM(${c})) OVER () AS TEXT)` : sql`SUM(SUM(${c})) OVER ()`;
     case 'avg':
-      return sql`SUM(SUM(${c})) OVER () * 1.0 / NULLIF(SUM(COUNT(${c})) OVER (), 0)`;
+      return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(SUM(${c})) OVER () AS TEXT)` : sql`SUM(SUM(${c})) OVER ()`;
     case 'min':
       return sql`MIN(MIN(${c})) OVER ()`;
     case 'max':
@@ -257,7 +264,8 @@ function toExactNumber(text: string, scale: number): number | string {
   return `${units < 0n ? '-' : ''}${s.slice(0, -scale)}.${s.slice(-scale)}`;
 }
 
-export function metricValue(m: Metric, raw: unknown): unknown {
+/** A metric's value from its stored form; for AVG from (sum, count) when the count is given, else raw is the average. */
+export function metricValue(m: Metric, raw: unknown, count?: unknown): unknown {
   switch (m.fn) {
     case 'count':
     case 'count_distinct':
@@ -266,9 +274,16 @@ export function metricValue(m: Metric, raw: unknown): unknown {
       if (raw === null || raw === undefined) return 0;
       if (typeof raw === 'string') return toExactNumber(raw, m.field.type === 'CURRENCY' ? (m.field.scale ?? 2) : 0);
       return raw;
-    case 'avg':
+    case 'avg': {
       if (raw === null || raw === undefined) return null;
-      return m.field.type === 'CURRENCY' ? Number(raw) / 10 ** (m.field.scale ?? 2) : Number(raw);
+      let v = Number(raw);
+      if (count !== undefined) {
+        const n = Number(count ?? 0);
+        if (!n) return null;
+        v /= n;
+      }
+      return m.field.type === 'CURRENCY' ? v / 10 ** (m.field.scale ?? 2) : v;
+    }
     case 'min':
     case 'max':
       return decodeValue(m.field, raw);
@@ -285,7 +300,7 @@ function dimValue(d: Dim, raw: unknown): unknown {
 function nest(metrics: Metric[], row: Record<string, unknown>, prefix: string): Record<string, Record<string, unknown>> {
   const out: Record<string, Record<string, unknown>> = {};
   metrics.forEach((m, i) => {
-    (out[m.field.name] ??= {})[m.fn] = metricValue(m, row[`${prefix}${i}`]);
+    (out[m.field.name] ??= {})[m.fn] = metricValue(m, row[`${prefix}${i}`], m.fn === 'avg' ? (row[`${prefix}${i}_n`] ?? null) : undefined);
   });
   return out;
 }
@@ -321,7 +336,7 @@ export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRe
     : undefined;
 
   if (dims.length === 0) {
-    const q = base().select([sql`COUNT(*)`.as('n'), ...metrics.map((m, i) => metricSql(m).as(`m${i}`))]).compile();
+    const q = base().select([sql`COUNT(*)`.as('n'), ...metrics.flatMap((m, i) => [metricSql(m).as(`m${i}`), ...(m.fn === 'avg' ? [avgCount(m).as(`m${i}_n`)] : [])])]).compile();
     const [row] = await runRead<Record<string, unknown>>(ctx, q);
     const count = Number(row?.n ?? 0);
     const totalRecords = totalRecordsP ? await totalRecordsP : count;
@@ -347,12 +362,12 @@ export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRe
   let q = base().select([
     ...dims.map((d, i) => dimSql(d, dc).as(`g${i}`)),
     sql`COUNT(*)`.as('n'),
-    ...metrics.map((m, i) => metricSql(m).as(`m${i}`)),
+    ...metrics.flatMap((m, i) => [metricSql(m).as(`m${i}`), ...(m.fn === 'avg' ? [avgCount(m).as(`m${i}_n`)] : [])]),
     sql`COUNT(*) OVER ()`.as('group_total'),
     sql`SUM(COUNT(*)) OVER ()`.as('record_total'),
     ...metrics.flatMap((m, i) => {
       const t = metricTotalSql(m);
-      return t ? [t.as(`t${i}`)] : [];
+      return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(COUNT(${ref(m.field)})) OVER ()`.as(`t${i}_n`)] : [])] : [];
     }),
   ]);
   q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
@@ -361,7 +376,7 @@ export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRe
   // An integer SUM is selected as text (exact past 2^53): order by the number, not the text; and a
   // group without values shows a SUM of 0, so it sorts as 0, not as NULL.
   const om = metrics[orderMetric];
-  const orderExpr = om?.fn === 'sum' ? sql`COALESCE(SUM(${ref(om.field)}), 0)` : sql.ref(`m${orderMetric}`);
+  const orderExpr = om?.fn === 'sum' ? sql`COALESCE(SUM(${ref(om.field)}), 0)` : om?.fn === 'avg' ? sql`AVG(${ref(om.field)})` : sql.ref(`m${orderMetric}`);
   const primary = order.by === 'count' ? [sql`n ${d}`] : order.by === 'group' ? groupCols.map((g) => sql`${g} ${d}`) : [sql`${orderExpr} ${d}`];
   // Ties: count descending, then the group values ascending: the same answer every time.
   const ties = [...(order.by === 'count' ? [] : [sql`n DESC`]), ...(order.by === 'group' ? [] : groupCols.map((g) => sql`${g} ASC`))];
@@ -375,7 +390,10 @@ export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRe
   const first = rows[0] ?? {};
   const count = Number(first.record_total ?? 0);
   const totals: Record<string, unknown> = {};
-  metrics.forEach((m, i) => (totals[`t${i}`] = first[`t${i}`] ?? null));
+  metrics.forEach((m, i) => {
+    totals[`t${i}`] = first[`t${i}`] ?? null;
+    if (m.fn === 'avg') totals[`t${i}_n`] = first[`t${i}_n`] ?? 0;
+  });
   if (overallDistinctP) {
     const [o] = await overallDistinctP;
     for (const i of distinctIdx) totals[`t${i}`] = o?.[`m${i}`] ?? 0;
