@@ -89,17 +89,19 @@ export const sqliteSearch: SearchBackend = {
   },
 
   async query(db, workspaceId, objectIds, match, limit, exclude) {
-    // Scope tokens live in the index, so the workspace and object filters narrow the match itself.
-    const scope = `scope : ${scopeToken(workspaceId)}${objectIds.length ? ` AND scope : (${objectIds.map(objectToken).join(' OR ')})` : ''}`;
-    const full = `${scope} AND (${match})`;
+    // The workspace and object filters apply to the matched documents (through search_docs), not
+    // inside MATCH: a scope token would match every document of the workspace, and intersecting
+    // with it costs as much as the whole index.
     const r = await sql<SearchHit & { name_snippet: string; body_snippet: string }>`
       SELECT d.object_id, d.record_id,
         bm25(search_index, 0.0, 10.0, 2.0, 6.0) AS rank,
         snippet(search_index, 1, '<mark>', '</mark>', '…', 12) AS name_snippet,
         snippet(search_index, 2, '<mark>', '</mark>', '…', 12) AS body_snippet
       FROM search_index JOIN search_docs d ON d.doc_id = search_index.rowid
-      WHERE search_index MATCH ${full}
-      ${exclude.length ? sql`AND d.record_id NOT IN (${sql.join(exclude)})` : sql``}
+      WHERE search_index MATCH ${match}
+        AND d.workspace_id = ${workspaceId}
+        ${objectIds.length ? sql`AND d.object_id IN (${sql.join(objectIds)})` : sql``}
+        ${exclude.length ? sql`AND d.record_id NOT IN (${sql.join(exclude)})` : sql``}
       ORDER BY rank
       LIMIT ${limit}`.execute(db);
     // The snippet of the column that matched: the name if it did, else the other text, else the name.

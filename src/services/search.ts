@@ -164,15 +164,18 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
   let exact: string;
   if (phoneLike) exact = `exact : ${quote(digits)}*`;
   else if (q.includes('@') || (tokens.length > 1 && /^[\p{L}\p{N}.-]+\.[a-z]{2,}$/iu.test(q)))
-    // An email or a domain: its tokens in order, or the whole address/host as one identifier.
-    exact = `${cols} : (${quote(tokens.join(' '))} OR ${quote(fold(q).replace(/[^\p{L}\p{N}]/gu, ''))}*)`;
+    // An email or a domain: indexed whole, as one identifier (the phrase of its parts would read the
+    // doclists of words every address shares, like "com").
+    exact = `exact : ${quote(fold(q).replace(/^www\./, '').replace(/[^\p{L}\p{N}]/gu, ''))}*`;
   else if (!tokens.length) return { data: [], query: { q, objects: objects.map((o) => o.name), fuzzy: false } };
   else exact = `${cols} : (${tokens.map((t) => `${quote(t)}*`).join(' AND ')})`;
 
   const hits = await ctx.db.search.query(k, ctx.actor.workspaceId, objectIds, exact, limit, []);
   const found: (SearchHit & { match: 'exact' | 'fuzzy' })[] = hits.map((h) => ({ ...h, match: 'exact' as const }));
   let fuzzy = false;
-  if (found.length < limit && !phoneLike && tokens.some((t) => t.length >= 4)) {
+  // Typo tolerance when exact and prefix matching found little (not for emails, domains, phones).
+  const identifier = phoneLike || exact.startsWith('exact :');
+  if (found.length < Math.min(limit, 5) && !identifier && tokens.some((t) => t.length >= 4)) {
     const expanded: string[] = [];
     for (const t of tokens) {
       if (t.length < 4) {
@@ -182,7 +185,10 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
       const cap = t.length >= 8 ? 2 : 1;
       const first = t[0]!;
       const next = String.fromCodePoint(first.codePointAt(0)! + 1);
-      const near = (await ctx.db.search.terms(k, first, next, 200_000)).filter((term) => term !== t && editDistance(t, term, cap) <= cap).slice(0, 30);
+      // Candidates share the first letter; words only (tokens with digits are ids, codes, emails' tags).
+      const near = (await ctx.db.search.terms(k, first, next, 200_000))
+        .filter((term) => Math.abs(term.length - t.length) <= cap && !/\d/.test(term) && term !== t && editDistance(t, term, cap) <= cap)
+        .slice(0, 30);
       expanded.push(`(${[`${quote(t)}*`, ...near.map(quote)].join(' OR ')})`);
       if (near.length) fuzzy = true;
     }
