@@ -1,0 +1,137 @@
+/**
+ * npm run bench:data: import, export and duplicate detection.
+ *
+ *   BENCH_IMPORT=100000   rows in the CSV imported through the CLI (target: 20,000 rows/s or more)
+ *   BENCH_DUPES=100000    contacts scanned by duplicate detection
+ *
+ * 1. `crm-mcp import contacts file.csv` on a fresh database, duplicate detection on; then the same
+ *    file again (everything is a duplicate: the re-run rate).
+ * 2. GET /export/contacts?format=csv&limit=10000 over HTTP: time, and the server's peak memory
+ *    above its resting level, beside an export of 1,000 rows (flat memory means streaming).
+ * 3. POST /duplicates detect over BENCH_DUPES contacts with planted duplicates.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { openDatabase } from '../src/db/database.js';
+import { migrate } from '../src/db/migrations.js';
+import { buildApp } from '../src/http/app.js';
+import type { Ctx } from '../src/services/context.js';
+import { findDuplicates } from '../src/services/duplicates.js';
+import { createRecords } from '../src/services/records.js';
+import { seedWorkspace } from '../src/services/seed.js';
+import { createToken, createUser, createWorkspace } from '../src/services/users.js';
+
+const IMPORT_ROWS = Number(process.env.BENCH_IMPORT ?? 100_000);
+const DUPES = Number(process.env.BENCH_DUPES ?? 100_000);
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-data-'));
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+const log = (...a: unknown[]) => console.log(...a);
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+const out: Record<string, unknown> = { node: process.version, cpus: os.cpus().length };
+log(`crm-mcp data bench; node ${process.version}, ${os.cpus().length} CPUs`);
+
+// ---------------------------------------------------------------------------------------------
+// 1. CLI import
+
+const csv = path.join(dir, 'contacts.csv');
+{
+  const lines = ['First name,Last name,E-mail,Phone,Job title,Status,City,Company'];
+  const firsts = ['Alice', 'Bob', 'Chloé', 'David', 'Emma', 'François', 'Grace', 'Hugo', 'Inès', 'Jack'];
+  const lasts = ['Martin', 'Dupont', 'Müller', 'Smith', 'García', 'Rossi', 'Nowak', 'Jensen', 'Silva', 'Kowalski'];
+  for (let i = 0; i < IMPORT_ROWS; i++)
+    lines.push(
+      [
+        firsts[i % 10],
+        `${lasts[(i * 7) % 10]}-${i % 1009}`,
+        `person${i}@import${i % 97}.example.com`,
+        `+1 (415) ${String(2000000 + i).slice(0, 3)}-${String(i).padStart(7, '0').slice(-4)}`,
+        'Buyer',
+        ['lead', 'qualified', 'customer'][i % 3],
+        'Lyon',
+        `Company ${i % 500}`,
+      ].join(','),
+    );
+  fs.writeFileSync(csv, `${lines.join('\n')}\n`);
+}
+const importDb = path.join(dir, 'import.db');
+const cli = (args: string[]) => {
+  const t = performance.now();
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, CRM_DB: importDb } });
+  if (r.status !== 0) throw new Error(`crm-mcp ${args.join(' ')} failed:\n${r.stderr}`);
+  return { seconds: (performance.now() - t) / 1000, stdout: r.stdout };
+};
+cli(['workspace', 'create', 'bench']);
+const first = cli(['import', 'contacts', csv, '--workspace', 'bench', '--map', 'Company=company_name']);
+const s1 = JSON.parse(first.stdout) as { rows: number; created: number; duplicates: number; failed: number; seconds: number; rows_per_second: number };
+log(`import (CLI, ${fmt(s1.rows)} rows, duplicate detection on): ${fmt(s1.created)} created, ${fmt(s1.duplicates)} duplicates, ${fmt(s1.failed)} failed in ${s1.seconds} s = ${fmt(s1.rows_per_second)} rows/s (process wall time ${first.seconds.toFixed(1)} s) ${s1.rows_per_second >= 20_000 ? '✓' : '✗'} target 20,000 rows/s`);
+const again = cli(['import', 'contacts', csv, '--workspace', 'bench', '--map', 'Company=company_name']);
+const s2 = JSON.parse(again.stdout) as typeof s1;
+log(`re-run of the same file: ${fmt(s2.created)} created, ${fmt(s2.duplicates)} duplicates in ${s2.seconds} s = ${fmt(s2.rows_per_second)} rows/s`);
+out.import = { first: s1, rerun: s2 };
+
+// ---------------------------------------------------------------------------------------------
+// 2. Export over HTTP, memory while streaming
+
+const file = path.join(dir, 'bench.db');
+const db = openDatabase({ file, readWorkers: 2 });
+await migrate(db);
+const ws = await createWorkspace(db, 'bench');
+const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
+const ctx: Ctx = { db, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
+await seedWorkspace(ctx, { companies: 5_000, contacts: DUPES, opportunities: 0, seed: 3, activity: false, searchIndex: false });
+const token = (await createToken(db, ws.id, admin.id, 'bench')).token;
+const app = await buildApp({ db, log: pino({ level: 'silent' }) });
+await app.listen({ host: '127.0.0.1', port: 0 });
+const port = (app.server.address() as { port: number }).port;
+
+async function exportRun(limit: number) {
+  global.gc?.();
+  const rest = process.memoryUsage().rss;
+  let peak = rest;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 2);
+  const t = performance.now();
+  const res = await fetch(`http://127.0.0.1:${port}/api/v1/export/contacts?format=csv&limit=${limit}`, { headers: { authorization: `Bearer ${token}` } });
+  let bytes = 0;
+  let rows = 0;
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    bytes += chunk.length;
+    for (const b of chunk) if (b === 10) rows++;
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }
+  clearInterval(timer);
+  return { limit, rows: rows - 1, bytes, ms: performance.now() - t, peakAboveRestMiB: (peak - rest) / 2 ** 20 };
+}
+await exportRun(1000);
+const small = await exportRun(1000);
+const large = await exportRun(10_000);
+for (const e of [small, large])
+  log(`export CSV ${fmt(e.rows)} rows (${fmt(e.bytes / 1024)} KiB): ${e.ms.toFixed(0)} ms, peak memory +${e.peakAboveRestMiB.toFixed(1)} MiB above rest (server and client in one process)`);
+out.export = { small, large };
+
+// ---------------------------------------------------------------------------------------------
+// 3. Duplicate detection with planted duplicates
+
+const planted = 200;
+const sample = (await db.sqlite.prepare(`SELECT first_name, last_name, phone, company FROM w${ws.id}_contacts WHERE phone IS NOT NULL LIMIT ${planted}`).all()) as Record<string, string | null>[];
+const twins = sample.map((c, i) =>
+  i % 2 === 0
+    ? { first_name: c.first_name, last_name: c.last_name, phone: c.phone!.replace(/\D/g, ''), company: c.company } // same phone, other formatting
+    : { first_name: `${c.first_name}`.replace(/[aeiou]$/, '') || c.first_name, last_name: c.last_name, company: c.company }, // same name at the same company, or a near spelling
+);
+for (let i = 0; i < twins.length; i += 100) await createRecords(ctx, 'contacts', twins.slice(i, i + 100));
+const t = performance.now();
+const found = await findDuplicates(ctx, 'contacts', { limit: 500 });
+const detectMs = performance.now() - t;
+log(`duplicate detection over ${fmt(DUPES + planted)} contacts: ${fmt(found.total)} clusters (${planted} planted) in ${detectMs.toFixed(0)} ms`);
+out.duplicates = { contacts: DUPES + planted, planted, clusters: found.total, ms: detectMs };
+
+await app.close();
+await db.close();
+fs.mkdirSync(path.join(root, '.bench'), { recursive: true });
+fs.writeFileSync(path.join(root, '.bench/data.json'), JSON.stringify(out, null, 2));
+process.exit(0);
