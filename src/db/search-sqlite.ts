@@ -51,7 +51,7 @@ export const sqliteSearch: SearchBackend = {
     await sql`CREATE VIRTUAL TABLE search_index USING fts5(
       scope, name, body, exact,
       tokenize = 'unicode61 remove_diacritics 2',
-      prefix = '2 3 4')`.execute(db);
+      prefix = '3')`.execute(db);
     await sql`CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')`.execute(db);
   },
 
