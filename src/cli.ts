@@ -6,6 +6,7 @@ import { openDatabase, type Db } from './db/database.js';
 import { migrate } from './db/migrations.js';
 import { buildApp } from './http/app.js';
 import { parseToolsets } from './mcp/server.js';
+import { TOOLSETS } from './mcp/tool.js';
 import { runStdio } from './mcp/stdio.js';
 import { ensureDefaultWorkspace } from './services/bootstrap.js';
 import type { Ctx, Role } from './services/context.js';
@@ -59,7 +60,7 @@ async function workspaceOrFail(db: Db, name: string) {
 const dbOption = () => new Option('--db <path>', 'SQLite file (env CRM_DB, default ./data/crm.db)');
 const wsOption = () => new Option('--workspace <name>', 'workspace name (env CRM_WORKSPACE, default "default")');
 const readOnlyOption = () => new Option('--read-only', 'MCP: expose only tools that do not write (env CRM_MCP_READ_ONLY=true)');
-const toolsetsOption = () => new Option('--toolsets <list>', 'MCP: comma-separated tool sets: schema, records, users (env CRM_MCP_TOOLSETS; default all)');
+const toolsetsOption = () => new Option('--toolsets <list>', `MCP: comma-separated tool sets: ${TOOLSETS.join(', ')} (env CRM_MCP_TOOLSETS; default all)`);
 
 interface McpFlags {
   readOnly?: boolean;

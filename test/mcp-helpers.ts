@@ -103,6 +103,72 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
 
   await call('crm_delete_record', { object: 'contacts', id: cy, dry_run: true });
   await call('crm_delete_record', { object: 'contacts', id: cy });
+
+  // Search and aggregation.
+  const hits = await call('crm_full_text_search', { q: tag, limit: 10 });
+  expect(hits.data.map((h: { id: string }) => h.id)).toEqual(expect.arrayContaining([co.id, ct.id]));
+  const byStatus = await call('crm_aggregate', { object: 'contacts', aggregate: [{ field: 'id', function: 'count' }], groupBy: ['status'], limit: 10 });
+  expect(byStatus.groups.length).toBeGreaterThan(0);
+  const tree = await call('crm_aggregate', {
+    object: 'contacts',
+    filter: { operator: 'and', conditions: [{ field: 'company', operator: 'eq', value: co.id }] },
+    aggregates: { by_status: { uniqueValues: { property: 'status', aggregates: { n: { count: {} } } } } },
+  });
+  expect(tree.count).toBe(1);
+
+  // Tasks.
+  const task = (await call('crm_create_task', { title: `Call Ada ${tag}`, contact: ct.id, due_at: '2031-01-01T10:00:00Z', priority: 'high' })).task;
+  const mine = await call('crm_list_tasks', { mode: 'my_open', linked_object: 'contacts', linked_id: ct.id });
+  expect(mine.data.map((x: { id: string }) => x.id)).toEqual([task.id]);
+  expect((await call('crm_update_task', { id: task.id, priority: 'urgent', dry_run: true })).changes).toEqual({ priority: { from: 'high', to: 'urgent' } });
+  await call('crm_update_task', { id: task.id, priority: 'urgent' });
+  expect((await call('crm_complete_task', { id: task.id, dry_run: true })).changed).toBe(true);
+  expect((await call('crm_complete_task', { id: task.id })).task.status).toBe('completed');
+  await call('crm_task_stats', { assignee: 'me' });
+
+  // Notes, timeline, inbox.
+  await call('crm_create_note', { body: `Met Ada ${tag} at the fair`, object: 'contacts', record_id: ct.id });
+  expect((await call('crm_list_notes', { object: 'contacts', record_id: ct.id })).total).toBe(1);
+  const timeline = await call('crm_get_activity', { object: 'contacts', id: ct.id });
+  expect(timeline.data.map((e: { action: string }) => e.action)).toEqual(expect.arrayContaining(['created', 'updated', 'note_added']));
+  const threads = await call('crm_list_threads', { limit: 5 });
+  expect(threads.data.length, 'exerciseAllTools needs an email thread in the workspace').toBeGreaterThan(0);
+  expect((await call('crm_get_thread', { id: threads.data[0].id })).thread.messages.length).toBeGreaterThan(0);
+
+  // Pipelines.
+  expect((await call('crm_list_pipelines', {})).data.map((p: { object: string }) => p.object)).toContain('opportunities');
+  const deal = (await call('crm_create_record', { object: 'opportunities', values: { name: `Deal ${tag}`, amount: 1000 } })).record;
+  await call('crm_move_pipeline_step', { object: 'opportunities', id: deal.id, step: 'proposal', dry_run: true });
+  expect((await call('crm_move_pipeline_step', { object: 'opportunities', id: deal.id, step: 'proposal' })).moved).toBe(true);
+
+  // Data: import, duplicates, merge and undo, bulk, export.
+  const phone = `+1 555 ${String(parseInt(tag, 16) % 10_000_000).padStart(7, '0')}`;
+  const imported = await call('crm_import', {
+    object: 'contacts',
+    records: [{ first_name: 'Eve', last_name: tag, email: `eve.${tag}@example.com`, phone }, { first_name: 'Ada again', email: `ada.${tag}@example.com` }],
+  });
+  expect([imported.created, imported.duplicates]).toEqual([1, 1]);
+  const eve = imported.rows[0].id;
+  const eva = (await call('crm_create_record', { object: 'contacts', values: { first_name: 'Eva', phone: phone.replace(/ /g, '-') } })).record;
+  const dups = await call('crm_find_duplicates', { object: 'contacts', record_id: eve });
+  expect(dups.data[0].records.map((r: { id: string }) => r.id)).toEqual(expect.arrayContaining([eve, eva.id]));
+  await call('crm_merge_duplicates', { object: 'contacts', primary_id: eve, duplicate_ids: [eva.id], dry_run: true });
+  const merged = await call('crm_merge_duplicates', { object: 'contacts', primary_id: eve, duplicate_ids: [eva.id] });
+  await call('crm_unmerge', { merge_id: merged.merge_id, dry_run: true });
+  expect((await call('crm_unmerge', { merge_id: merged.merge_id })).restored_ids).toEqual([eva.id]);
+  await call('crm_bulk_update', { object: 'contacts', action: 'update', ids: [eve, eva.id], values: { source: 'event' }, dry_run: true });
+  expect((await call('crm_bulk_update', { object: 'contacts', action: 'add_relation', ids: [eve, eva.id], relation: { object: 'companies', id: co.id } })).changed).toBe(2);
+  const exported = await call('crm_export', {
+    object: 'contacts',
+    filter: { operator: 'and', conditions: [{ field: 'email', operator: 'contains', value: tag }] },
+    fields: ['first_name', 'email'],
+    include_csv: true,
+  });
+  expect(exported.exported).toBe(3);
+  expect(exported.csv.embedded).toBe(true);
+
+  await call('crm_delete_task', { id: task.id, dry_run: true });
+  await call('crm_delete_task', { id: task.id });
   return called;
 }
 

@@ -7,6 +7,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import type { Db } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
 import type { McpHttpOptions } from '../src/mcp/http.js';
+import { createThread } from '../src/services/inbox.js';
 import { revokeToken } from '../src/services/users.js';
 import { TOOLS } from '../tools/index.js';
 import { freshDb, makeWorkspace, silent, type TestWorkspace } from './helpers.js';
@@ -66,6 +67,8 @@ let base: string;
 beforeAll(async () => {
   db = await freshDb({ file: true });
   w = await makeWorkspace(db, 'alpha');
+  // exerciseAllTools reads an email thread; threads arrive by the API, imports or the demo data.
+  await createThread(w.ctx, { subject: 'Hello', messages: [{ direction: 'inbound', from_email: 'x@example.com', to: ['sales@alpha.test'], body: 'Hi there' }] });
   base = await serve();
 });
 afterAll(async () => {

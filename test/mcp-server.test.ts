@@ -15,7 +15,7 @@ let client: Client;
 
 beforeAll(async () => {
   t = await testApp();
-  await seedWorkspace(t.a.ctx, { companies: 30, contacts: 150, opportunities: 40, seed: 7 });
+  await seedWorkspace(t.a.ctx, { companies: 30, contacts: 150, opportunities: 40, tasks: 10, threads: 5, seed: 7 });
   client = await memoryClient(t.db, t.a);
 });
 afterAll(() => t.close());
@@ -52,23 +52,49 @@ describe('MCP tools over the in-memory transport', () => {
     // Each tool once with real (not dry-run) arguments; a change of any row in any table counts as a write.
     const co = (await callOk(client, tools, 'crm_create_record', { object: 'companies', values: { name: 'Probe' } })).record;
     const ct = (await callOk(client, tools, 'crm_create_record', { object: 'contacts', values: { first_name: 'Probe' } })).record;
-    const args: Record<string, Record<string, unknown>> = {
+    const deal = (await callOk(client, tools, 'crm_create_record', { object: 'opportunities', values: { name: 'Probe deal' } })).record;
+    const task = (await callOk(client, tools, 'crm_create_task', { title: 'Probe task' })).task;
+    const [d1, d2] = (await callOk(client, tools, 'crm_batch_write', { object: 'contacts', mode: 'create', records: [{ first_name: 'Dup', phone: '+1 555 010 9999' }, { first_name: 'Dup', phone: '(555) 010-9999' }] })).results.map((r: { id: string }) => r.id);
+    const thread = (await callOk(client, tools, 'crm_list_threads', { limit: 1 })).data[0].id;
+    const results: Record<string, any> = {};
+    // In call order (the merge before its undo, the deletes last); a function reads earlier results.
+    const args: Record<string, Record<string, unknown> | (() => Record<string, unknown>)> = {
       crm_describe_schema: {},
       crm_search: { object: 'contacts', limit: 5 },
+      crm_full_text_search: { q: 'Probe' },
       crm_get_record: { object: 'contacts', id: ct.id },
+      crm_aggregate: { object: 'opportunities', aggregate: [{ field: 'amount', function: 'sum' }], groupBy: ['status'] },
       crm_whoami: {},
+      crm_list_tasks: { mode: 'all' },
+      crm_task_stats: {},
+      crm_list_notes: {},
+      crm_get_activity: { object: 'contacts', id: ct.id },
+      crm_list_threads: {},
+      crm_get_thread: { id: thread },
+      crm_list_pipelines: {},
+      crm_find_duplicates: { object: 'contacts' },
+      crm_export: { object: 'contacts', limit: 5, include_csv: true },
       crm_create_record: { object: 'contacts', values: { first_name: 'Probe 2' } },
       crm_update_record: { object: 'contacts', id: ct.id, values: { job_title: 'Probe' } },
       crm_batch_write: { object: 'contacts', mode: 'create', records: [{ first_name: 'Probe 3' }] },
       crm_associate: { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id },
       crm_dissociate: { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id },
+      crm_create_task: { title: 'Probe task 2' },
+      crm_update_task: { id: task.id, priority: 'high' },
+      crm_complete_task: { id: task.id },
+      crm_create_note: { body: 'Probe note' },
+      crm_move_pipeline_step: { object: 'opportunities', id: deal.id, step: 'qualified' },
+      crm_import: { object: 'contacts', records: [{ first_name: 'Imported probe' }] },
+      crm_bulk_update: { object: 'contacts', action: 'update', ids: [ct.id], values: { source: 'event' } },
+      crm_merge_duplicates: { object: 'contacts', primary_id: d1, duplicate_ids: [d2] },
+      crm_unmerge: () => ({ merge_id: results.crm_merge_duplicates.merge_id }),
+      crm_delete_task: { id: task.id },
       crm_delete_record: { object: 'contacts', id: ct.id },
     };
     expect(Object.keys(args).sort()).toEqual(TOOLS.map((x) => x.name).sort());
-    const order = ['crm_describe_schema', 'crm_search', 'crm_get_record', 'crm_whoami', 'crm_create_record', 'crm_update_record', 'crm_batch_write', 'crm_associate', 'crm_dissociate', 'crm_delete_record'];
-    for (const name of order) {
+    for (const [name, a] of Object.entries(args)) {
       const before = dbDigest(t.db);
-      await callOk(client, tools, name, args[name]!);
+      results[name] = await callOk(client, tools, name, typeof a === 'function' ? a() : a);
       if (dbDigest(t.db) !== before) wrote.add(name);
     }
     const notReadOnly = tools.filter((x) => x.annotations?.readOnlyHint === false).map((x) => x.name);
@@ -258,7 +284,7 @@ describe('read-only mode and tool sets', () => {
     const c = await memoryClient(t.db, t.a, { toolsets: parseToolsets('schema,users') });
     expect((await listed(c)).map((x) => x.name)).toEqual(['crm_describe_schema', 'crm_whoami']);
     expect(parseToolsets('all')).toBeUndefined();
-    expect(() => parseToolsets('records,tasks2')).toThrow(/Unknown tool set\(s\) tasks2. Tool sets: schema, records, users/);
+    expect(() => parseToolsets('records,tasks2')).toThrow(/Unknown tool set\(s\) tasks2. Tool sets: schema, records, search, aggregate, pipelines, tasks, notes, activity, inbox, data, users/);
     const kinds = new Set<ToolKind>(selectTools(TOOLS, { readOnly: true, toolsets: ['records'] }).map((x) => x.kind));
     expect([...kinds]).toEqual(['read']);
   });

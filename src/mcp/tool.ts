@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
+import type { ContentBlock, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import type { Ctx } from '../services/context.js';
 import type { WorkspaceSchema } from '../services/schema.js';
 
@@ -27,8 +27,11 @@ export function annotationsFor(tool: { kind: ToolKind; title: string }): ToolAnn
   return { title: tool.title, ...ANNOTATIONS_BY_KIND[tool.kind] };
 }
 
-/** Groups of tools a deployment can switch on (`--toolsets`); later capabilities add theirs. */
-export const TOOLSETS = ['schema', 'records', 'users'] as const;
+/**
+ * Groups of tools a deployment can switch on (`--toolsets`), so a client that passes only the first
+ * 40 tools to its model (Cursor) or a narrow assistant gets just what it needs.
+ */
+export const TOOLSETS = ['schema', 'records', 'search', 'aggregate', 'pipelines', 'tasks', 'notes', 'activity', 'inbox', 'data', 'users'] as const;
 export type Toolset = (typeof TOOLSETS)[number];
 
 /** What a handler may know about the session besides the service context. */
@@ -55,6 +58,11 @@ export interface ToolDef<I extends ZodObj = ZodObj, O extends ZodObj = ZodObj> {
   handler: (ctx: Ctx, args: z.output<I>, session: Session) => Promise<z.input<O>>;
   /** Compact text for the model; default: the structured result as JSON without empty fields. */
   render?: (out: z.output<O>) => string;
+  /**
+   * Content blocks after the text (resource links, embedded resources): for answers too large for
+   * structuredContent, which clients tend to put whole into the model's context.
+   */
+  attachments?: (ctx: Ctx, out: z.output<O>, args: z.output<I>) => Promise<ContentBlock[]>;
   /** Extra, workspace-specific description (e.g. the fields of each object), built per session. */
   describeWorkspace?: (schema: WorkspaceSchema) => string;
 }

@@ -1,0 +1,59 @@
+import { stringify } from 'csv-stringify/sync';
+import { z } from 'zod';
+import type { Ctx } from '../services/context.js';
+import { validationError } from '../services/errors.js';
+import { filterGroupSchema, type FilterGroup } from '../services/filters.js';
+import { csvCell, EXPORT_MAX, planExport } from '../services/import-export.js';
+
+/**
+ * Exports for agents. A model's context is no place for 10,000 rows: crm_export answers a short
+ * preview and a resource link, `crm://export/{object}/{request}`, whose last segment is the export
+ * request itself (base64url JSON). Reading the resource runs the export then, as the reading
+ * session's user: nothing is stored between calls, so it works as well on stateless HTTP.
+ */
+
+export interface ExportRequest {
+  fields?: string[] | undefined;
+  filter?: FilterGroup | undefined;
+  sort_by?: string | undefined;
+  sort_dir?: 'asc' | 'desc' | undefined;
+  limit: number;
+}
+
+const requestSchema = z
+  .object({
+    fields: z.array(z.string()).optional(),
+    filter: filterGroupSchema.optional(),
+    sort_by: z.string().optional(),
+    sort_dir: z.enum(['asc', 'desc']).optional(),
+    limit: z.number().int().min(1).max(EXPORT_MAX),
+  })
+  .strict();
+
+export const EXPORT_URI_TEMPLATE = 'crm://export/{object}/{request}';
+
+export function exportUri(object: string, req: ExportRequest): string {
+  const compact = Object.fromEntries(Object.entries(req).filter(([, v]) => v !== undefined));
+  return `crm://export/${encodeURIComponent(object)}/${Buffer.from(JSON.stringify(compact)).toString('base64url')}`;
+}
+
+export function parseExportRequest(token: string): ExportRequest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+  } catch {
+    throw validationError('Not an export link: use the uri crm_export returned, unchanged');
+  }
+  const r = requestSchema.safeParse(raw);
+  if (!r.success) throw validationError('Not an export link: use the uri crm_export returned, unchanged');
+  return r.data;
+}
+
+/** The whole export as CSV text (RFC 4180, formula cells neutralized), exactly as GET /export/{object}?format=csv writes it. */
+export async function exportCsv(ctx: Ctx, object: string, req: ExportRequest): Promise<{ csv: string; rows: number }> {
+  const plan = await planExport(ctx, object, { fields: req.fields, filter: req.filter, sortBy: req.sort_by, sortDir: req.sort_dir, limit: req.limit });
+  const rows: Record<string, unknown>[] = [];
+  for await (const r of plan.rows()) rows.push(Object.fromEntries(plan.fields.map((f) => [f, csvCell(r[f])])));
+  // The options of the REST route (src/http/routes/data.ts); test/mcp-work-tools.test.ts compares the two outputs.
+  return { csv: stringify(rows, { header: true, columns: plan.fields, record_delimiter: '\r\n', quoted_match: /[\r\n]/ }), rows: rows.length };
+}

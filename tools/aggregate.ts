@@ -1,0 +1,175 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { filterArg, objectArg } from '../src/mcp/arguments.js';
+import { AGG_FUNCTIONS, aggregateGroups, DEFAULT_GROUP_LIMIT, MAX_GROUP_BY, MAX_GROUP_LIMIT, type GroupRequest } from '../src/services/aggregate.js';
+import { aggregateTree, TREE_LIMITS } from '../src/services/aggregate-tree.js';
+import { validationError } from '../src/services/errors.js';
+import { NUMERIC_TYPES } from '../src/services/field-types.js';
+import type { WorkspaceSchema } from '../src/services/schema.js';
+import { INTERVALS } from '../src/services/time-buckets.js';
+
+/**
+ * The aggregation engine for agents: the multi-metric form of POST /api/v1/aggregate/{object} and
+ * the tree form of POST /api/v1/aggregate/{object}/tree, with the same argument names as those
+ * bodies, so a question reads the same on both surfaces (and gets the same answer: a parity test).
+ */
+
+const metricArg = z
+  .object({
+    field: z.string().describe('Field name; "id" with count counts records'),
+    function: z.enum(AGG_FUNCTIONS).describe('count, sum, avg, min, max or count_distinct (sum and avg need a numeric field)'),
+  })
+  .strict();
+
+const dimArg = z.union([
+  z.string().describe('Field name: one group per value (the group of empty values is returned as null)'),
+  z
+    .object({
+      field: z.string().describe('Field name'),
+      interval: z.enum(INTERVALS).optional().describe('DATE/DATETIME fields: calendar buckets (weeks start on Monday)'),
+      timeZone: z.string().optional().describe('With interval on a DATETIME field: IANA zone for the calendar, e.g. Europe/Paris (default UTC)'),
+      histogram: z.number().positive().optional().describe('Numeric fields: bucket width, e.g. 1000 for amounts 0-999.99, 1000-1999.99, ...'),
+    })
+    .strict()
+    .describe('A bucketed dimension'),
+]);
+
+const TREE_KINDS = ['count', 'sum', 'avg', 'min', 'max', 'countDistinct', 'uniqueValues', 'numberHistogram', 'timeHistogram'] as const;
+const treeSpec = z
+  .object({
+    property: z.string().optional().describe('Field name (count without property counts records)'),
+    size: z.number().int().optional().describe(`uniqueValues: how many buckets (default ${TREE_LIMITS.defaultSize}, at most ${TREE_LIMITS.maxSize}), by count descending`),
+    interval: z.number().optional().describe('numberHistogram: bucket width'),
+    calendarInterval: z
+      .enum(['1d', '1w', '1M', '1q', '1y', ...INTERVALS])
+      .optional()
+      .describe('timeHistogram: 1d, 1w, 1M, 1q, 1y (or day, week, month, quarter, year)'),
+    timeZone: z.string().optional().describe('timeHistogram: IANA time zone (default UTC)'),
+    aggregates: z
+      .record(z.string(), z.record(z.string(), z.unknown()))
+      .optional()
+      .describe('Bucket kinds only: named sub-aggregates computed per bucket, in the same shape'),
+  })
+  .strict();
+const treeArg = z
+  .record(z.string(), z.partialRecord(z.enum(TREE_KINDS), treeSpec).describe('Exactly one kind, e.g. {"sum": {"property": "amount"}}'))
+  .optional()
+  .describe(
+    `Tree form: named aggregates, nested. Metrics: count, sum, avg, min, max, countDistinct ({"property": field}). Buckets: ` +
+      `uniqueValues ({"property", "size"}), numberHistogram ({"property", "interval"}), timeHistogram ({"property", "calendarInterval", "timeZone"}), ` +
+      `each with optional "aggregates" computed per bucket. At most ${TREE_LIMITS.perLevel} per level, ${TREE_LIMITS.depth} levels, ${TREE_LIMITS.total} in all. ` +
+      'Example: {"by_stage": {"uniqueValues": {"property": "status", "aggregates": {"total": {"sum": {"property": "amount"}}, ' +
+      '"by_month": {"timeHistogram": {"property": "close_date", "calendarInterval": "1M"}}}}}}',
+  );
+
+const scalar = z.union([z.number(), z.string(), z.boolean(), z.null()]);
+const metricsOut = z.record(z.string(), z.record(z.string(), scalar)).describe('field -> function -> value');
+const groupOut = z.object({
+  values: z.record(z.string(), scalar).describe('Group value per groupBy field (bucket start for intervals and histograms)'),
+  labels: z.record(z.string(), z.string().nullable()).optional().describe('Names for RELATION values (owner -> user name)'),
+  count: z.number(),
+  aggregates: metricsOut,
+});
+
+export default defineTool({
+  name: 'crm_aggregate',
+  title: 'Aggregate records',
+  description:
+    'Count, sum, average, min, max and count distinct over every matching record of one object (exact, nothing sampled), ' +
+    `optionally grouped by up to ${MAX_GROUP_BY} fields, dates bucketed by day/week/month/quarter/year or numbers by histogram. ` +
+    'Use it for "how many / how much / by what" questions instead of paging through crm_search. Two forms: ' +
+    '(1) aggregate + groupBy (+ filter, order, limit): a flat table of groups, each with its count and metrics, plus totals; ' +
+    '(2) aggregates: a named tree of metrics and buckets with sub-aggregates. Semantics: empty values form their own group ' +
+    '(null); SUM of nothing is 0, AVG/MIN/MAX of nothing null; currency sums are exact; groups come by count descending ' +
+    'unless ordered otherwise; meta says how many groups exist and how many records the limit left out.',
+  kind: 'read',
+  toolset: 'aggregate',
+  inputSchema: z.object({
+    object: objectArg,
+    aggregate: z.array(metricArg).max(20).optional().describe('Form 1: metrics, e.g. [{"field":"amount","function":"sum"}]. Without metrics, groups still carry their count'),
+    filter: filterArg,
+    groupBy: z.array(dimArg).max(MAX_GROUP_BY).optional().describe(`Form 1: up to ${MAX_GROUP_BY} dimensions, e.g. ["status", {"field":"close_date","interval":"month"}]`),
+    order: z
+      .object({
+        by: z.union([z.enum(['count', 'group']), metricArg]).describe("'count', 'group' (the group values) or one of the requested metrics"),
+        dir: z.enum(['asc', 'desc']).optional().describe('Default: desc for count and metrics, asc for group'),
+      })
+      .strict()
+      .optional()
+      .describe('Form 1: group order (default count descending; bucketed first dimension: by bucket ascending)'),
+    limit: z.number().int().min(1).max(MAX_GROUP_LIMIT).optional().describe(`Form 1: groups to return (default ${DEFAULT_GROUP_LIMIT}, at most ${MAX_GROUP_LIMIT})`),
+    aggregates: treeArg,
+  }),
+  outputSchema: z.object({
+    object: z.string(),
+    form: z.enum(['groups', 'tree']),
+    count: z.number().describe('Records matching the filter'),
+    aggregates: z
+      .record(z.string(), z.unknown())
+      .describe('groups form: totals over all matching records, field -> function -> value; tree form: the named results'),
+    groups: z
+      .array(groupOut)
+      .optional()
+      .describe('groups form with groupBy: one entry per group'),
+    meta: z
+      .object({
+        totalRecords: z.number().describe('Records of the object, filter or not'),
+        recordsProcessed: z.number(),
+        truncated: z.literal(false).describe('Always false: every record is counted'),
+        groupTotal: z.number().optional().describe('Number of groups in all'),
+        groupsTruncated: z.boolean().optional().describe('true: the limit left groups out'),
+        otherCount: z.number().optional().describe('Records in the groups left out by the limit'),
+      })
+      .optional(),
+  }),
+  handler: async (ctx, a) => {
+    const flat = a.aggregate !== undefined || a.groupBy !== undefined || a.order !== undefined || a.limit !== undefined;
+    if (a.aggregates !== undefined) {
+      if (flat) throw validationError('Use either the tree form (aggregates) or the groups form (aggregate, groupBy, order, limit), not both');
+      const r = await aggregateTree(ctx, a.object, { aggregates: a.aggregates, filter: a.filter });
+      return { object: r.object, form: 'tree' as const, count: r.count, aggregates: r.aggregates };
+    }
+    const req: GroupRequest = { filter: a.filter, metrics: a.aggregate ?? [] };
+    if (a.groupBy) req.groupBy = a.groupBy;
+    if (a.order) req.order = a.order;
+    if (a.limit !== undefined) req.limit = a.limit;
+    const r = await aggregateGroups(ctx, a.object, req);
+    return { object: r.object, form: 'groups' as const, count: r.count, aggregates: r.aggregates, ...(r.groups ? { groups: r.groups as z.input<typeof groupOut>[] } : {}), meta: r.meta };
+  },
+  render: (out) => {
+    if (out.form === 'tree') return `${out.count} ${out.object}\n${JSON.stringify(out.aggregates)}`;
+    const totals = Object.entries(out.aggregates as Record<string, Record<string, unknown>>).flatMap(([f, m]) => Object.entries(m).map(([fn, v]) => `${f}.${fn} ${JSON.stringify(v)}`));
+    const lines = [`${out.count} ${out.object}${totals.length ? `; ${totals.join(', ')}` : ''}`];
+    if (out.groups && out.meta) {
+      const m = out.meta;
+      lines.push(
+        m.groupsTruncated
+          ? `${out.groups.length} of ${m.groupTotal} groups; the ${(m.groupTotal ?? 0) - out.groups.length} left out hold ${m.otherCount} records (raise limit, filter, or change order)`
+          : `${out.groups.length} groups`,
+      );
+      for (const g of out.groups) {
+        const row: Record<string, unknown> = { ...g.values };
+        for (const [k, v] of Object.entries(g.labels ?? {})) row[`${k}_label`] = v;
+        row.count = g.count;
+        for (const [f, fns] of Object.entries(g.aggregates)) for (const [fn, v] of Object.entries(fns)) row[`${f}.${fn}`] = v;
+        lines.push(JSON.stringify(row));
+      }
+    }
+    return lines.join('\n');
+  },
+  describeWorkspace: fieldsToAggregate,
+});
+
+/** Which fields take sum/avg and which take calendar intervals, per object: the two things a model would otherwise guess. */
+function fieldsToAggregate(schema: WorkspaceSchema): string {
+  const numeric: string[] = [];
+  const dates: string[] = [];
+  for (const o of schema.objects.values()) {
+    const n = o.fields.filter((f) => NUMERIC_TYPES.has(f.type)).map((f) => f.name);
+    const d = o.fields.filter((f) => f.type === 'DATE' || f.type === 'DATETIME').map((f) => f.name);
+    if (n.length) numeric.push(`${o.name}: ${n.join(', ')}`);
+    if (d.length) dates.push(`${o.name}: ${d.join(', ')}`);
+  }
+  const text = `Numeric fields (sum, avg, histogram): ${numeric.join('; ') || 'none'}.\nDate fields (interval, timeHistogram): ${dates.join('; ')}.`;
+  return text.length <= 2000 ? text : 'Call crm_describe_schema for the field types of each object.';
+}

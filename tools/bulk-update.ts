@@ -1,0 +1,76 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { dryRunArg, filterArg, objectArg, valuesArg } from '../src/mcp/arguments.js';
+import { withRollback } from '../src/services/dry-run.js';
+import { BULK_MAX, bulkOperation } from '../src/services/bulk.js';
+
+export default defineTool({
+  name: 'crm_bulk_update',
+  title: 'Update or link many records',
+  description:
+    `Change up to ${BULK_MAX} records of one object at once, chosen by ids or by a filter, in one transaction (all or none). ` +
+    "action 'update' sets the same values on each; 'add_relation' links each to one record (relation: {object, id}); " +
+    "'remove_relation' removes those links. Every change is recorded in the records' timelines. Use dry_run: true first: " +
+    'nothing is written and the answer says how many records would change, per field, with up to 20 examples (from -> to).',
+  kind: 'update',
+  toolset: 'data',
+  inputSchema: z.object({
+    object: objectArg,
+    action: z.enum(['update', 'add_relation', 'remove_relation']).describe("'update' (needs values), 'add_relation' or 'remove_relation' (need relation)"),
+    ids: z.array(z.string()).min(1).max(BULK_MAX).optional().describe('The records to change, by id (or use filter)'),
+    filter: filterArg.describe(`The records to change: every record matching this filter (at most ${BULK_MAX}; or use ids)`),
+    values: valuesArg.optional().describe('update: field name -> new value, set on every chosen record, e.g. {"status": "qualified"}'),
+    relation: z
+      .object({
+        object: z.string().min(1).describe('Object of the record to link to or unlink from'),
+        id: z.string().min(1).describe('Its id'),
+      })
+      .strict()
+      .optional()
+      .describe('add_relation / remove_relation: the one record to link each chosen record to, or unlink it from'),
+    dry_run: dryRunArg,
+  }),
+  outputSchema: z.object({
+    action: z.enum(['update', 'add_relation', 'remove_relation']),
+    object: z.string(),
+    matched: z.number().describe('Records chosen by ids or filter'),
+    dry_run: z.boolean().describe('true: nothing was written; this is what the call would do'),
+    would_change: z.number().optional().describe('dry run: records that would change'),
+    updated: z.number().optional().describe('update: records written'),
+    changed: z.number().optional().describe('add/remove_relation: links added or removed'),
+    unchanged: z.number().optional().describe('Records already as asked'),
+    changes_by_field: z.record(z.string(), z.number()).optional().describe('dry run of update: records that would change, per field'),
+    samples: z
+      .array(z.object({ id: z.string(), changes: z.record(z.string(), z.tuple([z.unknown(), z.unknown()])).describe('field -> [from, to]') }))
+      .optional()
+      .describe('dry run of update: up to 20 records that would change'),
+    relation: z.object({ object: z.string(), id: z.string() }).optional(),
+  }),
+  handler: async (ctx, a) => {
+    const input = {
+      action: a.action,
+      object: a.object,
+      ...(a.ids ? { ids: a.ids } : {}),
+      ...(a.filter !== undefined ? { filter: a.filter } : {}),
+      ...(a.values ? { values: a.values } : {}),
+      ...(a.relation ? { relation: a.relation } : {}),
+    };
+    if (!a.dry_run) return bulkOperation(ctx, { ...input, dry_run: false });
+    const preview = await bulkOperation(ctx, { ...input, dry_run: true });
+    // The service's preview reads; the real call, rolled back, proves it would succeed (unique values, relation targets).
+    await withRollback(ctx, (dry) => bulkOperation(dry, { ...input, dry_run: false }));
+    return preview;
+  },
+  render: (out) => {
+    const what = out.action === 'update' ? 'update' : out.action === 'add_relation' ? `link to ${out.relation?.object} ${out.relation?.id}` : `unlink from ${out.relation?.object} ${out.relation?.id}`;
+    if (out.dry_run) {
+      const lines = [`Dry run, nothing written. ${out.matched} ${out.object} chosen; ${what} would change ${out.would_change}, ${out.unchanged} already as asked`];
+      if (out.changes_by_field) lines.push(`by field: ${JSON.stringify(out.changes_by_field)}`);
+      for (const s of out.samples ?? []) lines.push(`${s.id}: ${Object.entries(s.changes).map(([f, [from, to]]) => `${f}: ${JSON.stringify(from)} -> ${JSON.stringify(to)}`).join('; ')}`);
+      return lines.join('\n');
+    }
+    return out.action === 'update'
+      ? `Updated ${out.updated} ${out.object}`
+      : `${out.action === 'add_relation' ? 'Linked' : 'Unlinked'} ${out.changed} ${out.object} (${what}); ${out.unchanged} already as asked`;
+  },
+});

@@ -1,0 +1,106 @@
+import { z } from 'zod';
+import type { ContentBlock } from '@modelcontextprotocol/sdk/types.js';
+import { defineTool } from '../src/mcp/tool.js';
+import { fieldsArg, filterArg, objectArg, recordOut } from '../src/mcp/arguments.js';
+import { exportCsv, exportUri, type ExportRequest } from '../src/mcp/export-csv.js';
+import { recordLines } from '../src/mcp/render.js';
+import { EXPORT_MAX, planExport } from '../src/services/import-export.js';
+import { listRecords } from '../src/services/records.js';
+
+/** The product's default for agents (REST's is 1000). */
+const DEFAULT_LIMIT = 500;
+const MAX_PREVIEW = 50;
+/** CSV embedded in the answer only up to this many rows; beyond, the link (or a narrower query). */
+const MAX_EMBEDDED_ROWS = 1000;
+
+const requestOf = (a: { fields?: string[] | undefined; filter?: ExportRequest['filter']; sort_by?: string | undefined; sort_dir?: 'asc' | 'desc' | undefined; limit: number }): ExportRequest => ({
+  fields: a.fields,
+  filter: a.filter,
+  sort_by: a.sort_by,
+  sort_dir: a.sort_dir,
+  limit: a.limit,
+});
+
+export default defineTool({
+  name: 'crm_export',
+  title: 'Export records (CSV)',
+  description:
+    `Export the records of one object that match a filter (admins only), up to limit rows (default ${DEFAULT_LIMIT}, at most ${EXPORT_MAX}), ` +
+    'sorted (default newest first), as CSV (RFC 4180; cells starting with = + - @ neutralized against formula injection). So that large ' +
+    `exports do not flood your context, the answer holds a count, the first rows as a preview (preview, default 10, at most ${MAX_PREVIEW}) and ` +
+    'a resource link (crm://export/...) to the full CSV: read that resource to get the file, or hand the link to the user. ' +
+    `include_csv: true also embeds the CSV text in the answer when the export has at most ${MAX_EMBEDDED_ROWS} rows; for more, narrow the ` +
+    'filter, choose fewer fields or a lower limit, or use the link. To analyse data (counts, sums, groups) use crm_aggregate instead.',
+  kind: 'read',
+  toolset: 'data',
+  inputSchema: z.object({
+    object: objectArg,
+    filter: filterArg,
+    fields: fieldsArg,
+    sort_by: z.string().optional().describe('Field to sort by (default created_at)'),
+    sort_dir: z.enum(['asc', 'desc']).optional().describe('Sort direction (default desc)'),
+    limit: z.number().int().min(1).max(EXPORT_MAX).default(DEFAULT_LIMIT).describe(`Rows in the export, 1 to ${EXPORT_MAX} (default ${DEFAULT_LIMIT})`),
+    preview: z.number().int().min(0).max(MAX_PREVIEW).default(10).describe(`Rows to show in the answer itself, 0 to ${MAX_PREVIEW} (default 10)`),
+    include_csv: z
+      .boolean()
+      .default(false)
+      .describe(`true: embed the CSV text in the answer too (exports of at most ${MAX_EMBEDDED_ROWS} rows); default false: preview and link only`),
+  }),
+  outputSchema: z.object({
+    object: z.string(),
+    fields: z.array(z.string()).describe('The CSV columns'),
+    matched: z.number().describe('Records matching the filter'),
+    exported: z.number().describe('Rows in the export: matched, capped by limit'),
+    preview: z.array(recordOut()).describe('The first rows of the export'),
+    csv: z.object({
+      uri: z.string().describe('Resource with the full CSV; reading it runs the export at that moment'),
+      mime_type: z.literal('text/csv'),
+      embedded: z.boolean().describe('true: the CSV text is embedded in this answer as a resource'),
+    }),
+    note: z.string(),
+  }),
+  handler: async (ctx, a) => {
+    // Checks the role, fields, filter and sort before anything is read.
+    const plan = await planExport(ctx, a.object, { fields: a.fields, filter: a.filter, sortBy: a.sort_by, sortDir: a.sort_dir, limit: a.limit });
+    const page = await listRecords(ctx, a.object, {
+      filter: a.filter,
+      fields: plan.fields,
+      sortBy: a.sort_by ?? 'created_at',
+      sortDir: a.sort_dir ?? 'desc',
+      limit: Math.max(1, Math.min(a.preview, a.limit)),
+      includeTotal: true,
+    });
+    const matched = page.total ?? 0;
+    const exported = Math.min(matched, a.limit);
+    const embedded = a.include_csv && exported <= MAX_EMBEDDED_ROWS;
+    const uri = exportUri(plan.object.name, requestOf(a));
+    const note =
+      (embedded ? 'The CSV is embedded in this answer. ' : '') +
+      `Full CSV (${exported} rows): read the resource ${uri}.` +
+      (a.include_csv && !embedded
+        ? ` Not embedded: ${exported} rows is more than ${MAX_EMBEDDED_ROWS}; narrow the filter, lower limit or choose fewer fields to embed it.`
+        : '') +
+      (matched > a.limit ? ` ${matched - a.limit} more records match beyond limit (at most ${EXPORT_MAX}).` : '');
+    return {
+      object: plan.object.name,
+      fields: plan.fields,
+      matched,
+      exported,
+      preview: page.data.slice(0, a.preview),
+      csv: { uri, mime_type: 'text/csv' as const, embedded },
+      note,
+    };
+  },
+  render: (out) =>
+    [`Export of ${out.exported} ${out.object} (${out.matched} match); columns: ${out.fields.join(', ')}`, out.note, ...(out.preview.length ? [`First ${out.preview.length} rows:`, recordLines(out.preview)] : [])].join('\n'),
+  attachments: async (ctx, out, a) => {
+    const blocks: ContentBlock[] = [
+      { type: 'resource_link', uri: out.csv.uri, name: `${out.object}_export.csv`, title: `${out.object} export (${out.exported} rows)`, mimeType: 'text/csv' },
+    ];
+    if (out.csv.embedded) {
+      const { csv } = await exportCsv(ctx, out.object, requestOf(a));
+      blocks.push({ type: 'resource', resource: { uri: out.csv.uri, mimeType: 'text/csv', text: csv } });
+    }
+    return blocks;
+  },
+});

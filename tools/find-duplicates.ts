@@ -1,0 +1,48 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { objectArg } from '../src/mcp/arguments.js';
+import { findDuplicates } from '../src/services/duplicates.js';
+
+export default defineTool({
+  name: 'crm_find_duplicates',
+  title: 'Find duplicate records',
+  description:
+    'Find clusters of records of one object that are probably the same: same email, same phone (any formatting), same domain, same name ' +
+    '(at the same company), or names spelled alike. Each cluster has a score (0-1) and the evidence per field. Best clusters first. ' +
+    'Merge a cluster with crm_merge_duplicates.',
+  kind: 'read',
+  toolset: 'data',
+  inputSchema: z.object({
+    object: objectArg,
+    record_id: z.string().optional().describe('Only the cluster containing this record'),
+    min_score: z.number().min(0).max(1).optional().describe('Only clusters scoring at least this (default 0.5)'),
+    limit: z.number().int().min(1).max(500).default(20).describe('Clusters to return, 1 to 500 (default 20)'),
+  }),
+  outputSchema: z.object({
+    object: z.string(),
+    data: z.array(
+      z.object({
+        score: z.number(),
+        records: z.array(z.object({ id: z.string(), name: z.string() })),
+        evidence: z.array(
+          z.object({
+            kind: z.enum(['email', 'phone', 'domain', 'name', 'fuzzy_name']),
+            field: z.string(),
+            value: z.string(),
+            record_ids: z.array(z.string()),
+            similarity: z.number().optional(),
+          }),
+        ),
+      }),
+    ),
+    total: z.number().describe('Clusters found in all'),
+  }),
+  handler: async (ctx, a) => findDuplicates(ctx, a.object, { limit: a.limit, recordId: a.record_id, minScore: a.min_score }),
+  render: (out) =>
+    [
+      `${out.data.length} of ${out.total} duplicate clusters of ${out.object}`,
+      ...out.data.map(
+        (c) => `score ${c.score}: ${c.records.map((r) => `${r.name} (${r.id})`).join(', ')}; evidence: ${c.evidence.map((e) => `${e.kind} ${JSON.stringify(e.value)}`).join(', ')}`,
+      ),
+    ].join('\n'),
+});

@@ -1,0 +1,76 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { dryRunArg, fieldValue, objectArg, recordOut } from '../src/mcp/arguments.js';
+import { compactJson } from '../src/mcp/render.js';
+import { withRollback } from '../src/services/dry-run.js';
+import { MAX_MERGE, mergeRecords } from '../src/services/duplicates.js';
+import { requireAdmin } from '../src/services/permissions.js';
+
+export default defineTool({
+  name: 'crm_merge_duplicates',
+  title: 'Merge duplicate records',
+  description:
+    `Merge up to ${MAX_MERGE} duplicates into a primary record (admins only): the primary's values win, its empty fields are filled ` +
+    "from the duplicates (overrides choose per field), everything linked to the duplicates (relations, associations, tasks, notes, " +
+    'timeline, email threads) moves to the primary, and the duplicates are deleted. The answer has a merge_id: crm_unmerge undoes ' +
+    'the merge exactly. With dry_run: true nothing is written and the answer shows the merged record, the field changes and what would move.',
+  kind: 'delete',
+  toolset: 'data',
+  inputSchema: z.object({
+    object: objectArg,
+    primary_id: z.string().min(1).describe('The record to keep'),
+    duplicate_ids: z.array(z.string().min(1)).min(1).max(MAX_MERGE).describe(`1 to ${MAX_MERGE} records to merge into it (they are deleted)`),
+    overrides: z
+      .record(
+        z.string(),
+        z.union([fieldValue, z.object({ from: z.string().describe('Id of the primary or of a duplicate') }).strict().describe("Take this record's value")]),
+      )
+      .optional()
+      .describe('Per field: a value for the merged record, or {"from": "<record id>"} to take that record\'s value'),
+    dry_run: dryRunArg,
+  }),
+  outputSchema: z.object({
+    object: z.string(),
+    primary_id: z.string(),
+    merged_ids: z.array(z.string()),
+    dry_run: z.boolean().describe('true: nothing was written; this is what the merge would do'),
+    merge_id: z.string().nullable().describe('Pass to crm_unmerge to undo; null on a dry run'),
+    record: recordOut('The primary record after the merge'),
+    changes: z
+      .record(z.string(), z.object({ from: z.unknown(), to: z.unknown(), source: z.string().nullable().describe("Where the value came from: a duplicate's id or 'override'") }))
+      .describe("The primary's changed fields"),
+    moves: z
+      .object({ relations: z.number(), associations: z.number(), notes: z.number(), activity: z.number(), threads: z.number(), stage_history: z.number() })
+      .describe('Links moved from the duplicates to the primary, by kind'),
+  }),
+  handler: async (ctx, a) => {
+    requireAdmin(ctx, 'merge records');
+    const input = { primary_id: a.primary_id, duplicate_ids: a.duplicate_ids, overrides: a.overrides ?? {} };
+    let r;
+    if (a.dry_run) {
+      r = await mergeRecords(ctx, a.object, { ...input, dry_run: true });
+      // The preview only reads; the real merge, rolled back, proves it would succeed.
+      await withRollback(ctx, (dry) => mergeRecords(dry, a.object, { ...input, dry_run: false }));
+    } else r = await mergeRecords(ctx, a.object, { ...input, dry_run: false });
+    return {
+      object: a.object,
+      primary_id: r.primary_id,
+      merged_ids: r.merged_ids,
+      dry_run: r.dry_run,
+      merge_id: 'merge_id' in r ? r.merge_id : null,
+      record: r.record,
+      changes: r.changes,
+      moves: r.moves,
+    };
+  },
+  render: (out) => {
+    const changes = Object.entries(out.changes).map(([f, c]) => `${f}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}`);
+    const moves = Object.entries(out.moves).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`);
+    return [
+      `${out.dry_run ? 'Dry run, nothing written. Would merge' : 'Merged'} ${out.merged_ids.length} ${out.object} into ${out.primary_id}` +
+        (out.merge_id ? ` (merge_id ${out.merge_id}: crm_unmerge undoes it)` : ''),
+      `changes: ${changes.join('; ') || 'none'}; moves: ${moves.join(', ') || 'none'}`,
+      compactJson(out.record),
+    ].join('\n');
+  },
+});

@@ -1,0 +1,34 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { dryRunArg } from '../src/mcp/arguments.js';
+import { withRollback } from '../src/services/dry-run.js';
+import { unmergeRecords } from '../src/services/duplicates.js';
+import { requireAdmin } from '../src/services/permissions.js';
+
+export default defineTool({
+  name: 'crm_unmerge',
+  title: 'Undo a merge',
+  description:
+    'Undo a merge made with crm_merge_duplicates (admins only): the merged records come back with their ids and values, the ' +
+    "primary's fields the merge changed get their old values, and every moved link moves back. A merge is undone once. " +
+    'With dry_run: true nothing is written and the answer says what would be restored.',
+  kind: 'update',
+  toolset: 'data',
+  inputSchema: z.object({
+    merge_id: z.string().min(1).describe('The merge_id crm_merge_duplicates returned (also in the primary\'s timeline, action merged)'),
+    dry_run: dryRunArg,
+  }),
+  outputSchema: z.object({
+    merge_id: z.string(),
+    primary_id: z.string(),
+    restored_ids: z.array(z.string()).describe('The records brought back'),
+    dry_run: z.boolean().describe('true: nothing was written; this is what the undo would do'),
+  }),
+  handler: async (ctx, a) => {
+    requireAdmin(ctx, 'undo merges');
+    const r = a.dry_run ? await withRollback(ctx, (dry) => unmergeRecords(dry, a.merge_id)) : await unmergeRecords(ctx, a.merge_id);
+    return { ...r, dry_run: a.dry_run };
+  },
+  render: (out) =>
+    `${out.dry_run ? 'Dry run, nothing written. Would restore' : 'Restored'} ${out.restored_ids.join(', ')} from merge ${out.merge_id} into ${out.primary_id}`,
+});

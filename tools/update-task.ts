@@ -1,0 +1,34 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { dryRunArg } from '../src/mcp/arguments.js';
+import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
+import { compactJson } from '../src/mcp/render.js';
+import { taskFields, taskIdArg, taskInput, taskOut } from '../src/mcp/tasks.js';
+import { withRollback } from '../src/services/dry-run.js';
+import { getRecord } from '../src/services/records.js';
+import { updateTask } from '../src/services/tasks.js';
+
+export default defineTool({
+  name: 'crm_update_task',
+  title: 'Update a task',
+  description:
+    'Change some fields of a task (title, description, due date, priority, status, assignee, estimate, links); fields not named keep ' +
+    'their values, null empties one. Setting status completed stamps completed_at; another status clears it. Returns the changed ' +
+    'fields (from -> to) and the task. With dry_run: true nothing is written and the answer says exactly what would change.',
+  kind: 'update',
+  toolset: 'tasks',
+  inputSchema: z.object({ id: taskIdArg, ...taskFields, title: taskFields.title.optional(), dry_run: dryRunArg }),
+  outputSchema: z.object({
+    id: z.string(),
+    dry_run: z.boolean().describe('true: nothing was written; this is what the update would do'),
+    changes: changesOut,
+    task: taskOut('The task after the update'),
+  }),
+  handler: async (ctx, a) => {
+    const before = await getRecord(ctx, 'tasks', a.id, { enrich: false });
+    const input = taskInput(a);
+    const task = a.dry_run ? await withRollback(ctx, (dry) => updateTask(dry, a.id, input)) : await updateTask(ctx, a.id, input);
+    return { id: a.id, dry_run: a.dry_run, changes: diffRecords(before, task), task };
+  },
+  render: (out) => `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} task ${out.id}: ${renderChanges(out.changes)}\n${compactJson(out.task)}`,
+});
