@@ -52,14 +52,31 @@ export function committedTable(doc = fs.readFileSync(DOC, 'utf8')): string {
   return doc.slice(i + START.length, j).trim();
 }
 
+export const README = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../README.md');
+
+/** The README's short table: tool, what it does (first sentence), read-only or not. */
+export function readmeTable(): string {
+  const head = ['Tool', 'Tool set', 'Writes', 'What it does'];
+  const rows = TOOLS.map((t) => {
+    const first = (/^.*?[.!?](\s|$)/.exec(t.description)?.[0] ?? t.description).trim();
+    return [`\`${t.name}\``, t.toolset, ANNOTATIONS_BY_KIND[t.kind].readOnlyHint ? 'no' : t.kind, cell(first).replace(/</g, '&lt;')];
+  });
+  return [head, head.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+}
+
+function replaceBlock(file: string, table: string): void {
+  const doc = fs.readFileSync(file, 'utf8');
+  const i = doc.indexOf(START);
+  const j = doc.indexOf(END);
+  if (i < 0 || j < i) throw new Error(`${file} lacks the markers ${START} ... ${END}`);
+  fs.writeFileSync(file, `${doc.slice(0, i + START.length)}\n${table}\n${doc.slice(j)}`);
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const table = toolTable();
   if (process.argv.includes('--write')) {
-    const doc = fs.readFileSync(DOC, 'utf8');
-    const i = doc.indexOf(START);
-    const j = doc.indexOf(END);
-    if (i < 0 || j < i) throw new Error(`docs/mcp.md lacks the markers ${START} ... ${END}`);
-    fs.writeFileSync(DOC, `${doc.slice(0, i + START.length)}\n${table}\n${doc.slice(j)}`);
-    process.stderr.write(`wrote ${TOOLS.length} tools to ${path.relative(process.cwd(), DOC)}\n`);
+    replaceBlock(DOC, table);
+    replaceBlock(README, readmeTable());
+    process.stderr.write(`wrote ${TOOLS.length} tools to docs/mcp.md and README.md\n`);
   } else process.stdout.write(`${table}\n`);
 }
