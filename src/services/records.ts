@@ -310,8 +310,9 @@ function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update')
   const p = { row, touched };
   if (obj.pipeline) {
     const field = obj.byName.get(obj.pipeline.field)!;
-    // A new record starts on the pipeline's first step unless it names one.
-    if (mode === 'create' && (row[field.column] === undefined || row[field.column] === null)) row[field.column] = obj.pipeline.steps[0]!.key;
+    // A new record starts on the pipeline's first step unless it names one (the field's own default,
+    // set before the pipeline existed, may not even be a step).
+    if (mode === 'create' && (!touched.has(field.name) || row[field.column] === null)) row[field.column] = obj.pipeline.steps[0]!.key;
     if (mode === 'create') enterStep(obj, p, row[field.column] as string);
     else if (touched.has(field.name)) stepOf(obj, touched.get(field.name) as string | null);
   }
