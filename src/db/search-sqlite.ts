@@ -37,6 +37,11 @@ export interface SearchBackend {
   terms(db: Kysely<any>, from: string, to: string, max: number): Promise<string[]>;
 }
 
+/** Record text is escaped (a client may render snippets as HTML); only our <mark> tags are markup. */
+function highlight(s: string): string {
+  return s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!).replace(/\u0002/g, '<mark>').replace(/\u0003/g, '</mark>');
+}
+
 const scopeToken = (workspaceId: number) => `w${workspaceId}`;
 const objectToken = (objectId: number) => `o${objectId}`;
 
@@ -95,8 +100,8 @@ export const sqliteSearch: SearchBackend = {
     const r = await sql<SearchHit & { name_snippet: string; body_snippet: string }>`
       SELECT d.object_id, d.record_id,
         bm25(search_index, 0.0, 10.0, 2.0, 6.0) AS rank,
-        snippet(search_index, 1, '<mark>', '</mark>', '…', 12) AS name_snippet,
-        snippet(search_index, 2, '<mark>', '</mark>', '…', 12) AS body_snippet
+        snippet(search_index, 1, char(2), char(3), '…', 12) AS name_snippet,
+        snippet(search_index, 2, char(2), char(3), '…', 12) AS body_snippet
       FROM search_index JOIN search_docs d ON d.doc_id = search_index.rowid
       WHERE search_index MATCH ${match}
         AND d.workspace_id = ${workspaceId}
@@ -107,7 +112,7 @@ export const sqliteSearch: SearchBackend = {
     // The snippet of the column that matched: the name if it did, else the other text, else the name.
     return r.rows.map(({ name_snippet, body_snippet, ...h }) => ({
       ...h,
-      snippet: name_snippet.includes('<mark>') ? name_snippet : body_snippet.includes('<mark>') ? body_snippet : name_snippet,
+      snippet: highlight(name_snippet.includes('\u0002') ? name_snippet : body_snippet.includes('\u0002') ? body_snippet : name_snippet),
     }));
   },
 

@@ -3,6 +3,7 @@ import type { Db } from '../db/database.js';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
 import { fold } from './search.js';
+import { phoneKey } from './phone.js';
 
 /**
  * Match keys for duplicate detection, kept in their own indexed table and written in the same
@@ -27,11 +28,8 @@ export function normalName(s: string, company: boolean): string {
   return kept.join(' ');
 }
 
-export function normalPhone(v: string): string | null {
-  const d = v.replace(/\D/g, '');
-  if (d.length < 7) return null;
-  return d.length > 10 ? d.slice(-10) : d;
-}
+/** Phones compare by their E.164 form (or last ten digits when they do not parse). */
+export const normalPhone = phoneKey;
 
 export function normalHost(v: string): string | null {
   let host = v.trim().toLowerCase();
@@ -43,6 +41,15 @@ export function normalHost(v: string): string | null {
   }
   host = host.replace(/^www\./, '');
   return host.includes('.') ? host : null;
+}
+
+/** "https://www.LinkedIn.com/in/ada/" -> "linkedin.com/in/ada"; null without a path. */
+export function normalProfile(v: string): string | null {
+  const host = normalHost(v);
+  if (!host) return null;
+  const s = v.trim();
+  const path = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `https://${s}`).pathname.toLowerCase().replace(/\/+$/, '');
+  return path ? `${host}${path}` : null;
 }
 
 /** Whether an object's records are people (first and last name) or named things. */
@@ -59,7 +66,8 @@ export function keysOf(obj: ObjectDef, row: Record<string, unknown>): MatchKey[]
       const p = normalPhone(v);
       if (p) keys.push({ kind: 'phone', key: p, field: f.name });
     } else if (f.type === 'URL' || (f.type === 'TEXT' && /domain/.test(f.name))) {
-      const h = normalHost(v);
+      // A person's URL (a LinkedIn profile) is theirs by its path; its host is shared by everyone.
+      const h = f.type === 'URL' && isPerson(obj) ? normalProfile(v) : normalHost(v);
       if (h) keys.push({ kind: 'domain', key: h, field: f.name });
     }
   }

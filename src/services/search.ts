@@ -5,6 +5,7 @@ import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import type { FieldDef } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
+import { phoneSearchForms } from './phone.js';
 
 /**
  * Full-text search across objects: one ranked list of hits, each with its object, id, display
@@ -19,15 +20,6 @@ export const MAX_SEARCH_LIMIT = 100;
 /** Lower-case, diacritics removed: the same folding as the index tokenizer. */
 export function fold(s: string): string {
   return s.normalize('NFKD').replace(/\p{M}+/gu, '').toLowerCase();
-}
-
-function phoneForms(phone: string): string[] {
-  const d = phone.replace(/\D/g, '');
-  if (d.length < 5) return [];
-  const forms = new Set([d]);
-  if (d.length > 10) forms.add(d.slice(-10)); // without the country code
-  if (d.length >= 7) forms.add(d.slice(-7)); // the local number
-  return [...forms];
 }
 
 function hostForms(value: string): string[] {
@@ -55,7 +47,7 @@ export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, u
     const v = row[f.column];
     if (typeof v !== 'string' || v === '') continue;
     if (!display.has(f.name)) body.push(v);
-    if (f.type === 'PHONE') exact.push(...phoneForms(v));
+    if (f.type === 'PHONE') exact.push(...phoneSearchForms(v));
     else if (f.type === 'EMAIL') exact.push(...hostForms(v.split('@')[1] ?? ''), v.replace(/[^a-z0-9]/gi, '').toLowerCase());
     else if (f.type === 'URL' || isDomainField(f)) exact.push(...hostForms(v));
   }
