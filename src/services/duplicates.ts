@@ -238,6 +238,8 @@ interface Snapshot {
   duplicates: Record<string, unknown>[];
   changedFields: string[];
   moved: Moved;
+  /** Stage history the merge closed (the duplicates' open stays, the primary's when its step changed) and opened. */
+  history?: { closed: number[]; opened: number[] };
 }
 
 async function loadRows(trx: Kysely<Tables>, obj: ObjectDef, ids: string[]) {
@@ -324,13 +326,40 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
     }
     const after = (await loadRows(trx, obj, [input.primary_id])).get(input.primary_id)!;
     await writeDerived(trx, ctx, obj, [after]);
+    // Pipelines: the duplicates' stays end now (their history moved to the primary, which has one
+    // current step); if the merge changed the primary's step, that is a move like any other.
+    const history = { closed: [] as number[], opened: [] as number[] };
+    const moves: Parameters<typeof recordActivity>[2] = [];
+    if (obj.pipeline) {
+      const at = nowIso();
+      const col = obj.byName.get(obj.pipeline.field)!.column;
+      const open = await trx.selectFrom('stage_history').select('id').where('pipeline_id', '=', obj.pipeline.id).where('record_id', '=', input.primary_id).where('left_at', 'is', null).execute();
+      const dupOpen = moved.stageHistory.length
+        ? await trx.selectFrom('stage_history').select('id').where('id', 'in', moved.stageHistory.map((h) => h.id)).where('left_at', 'is', null).execute()
+        : [];
+      const stepChanged = after[col] !== primary[col];
+      const toClose = [...dupOpen.map((r) => r.id), ...(stepChanged ? open.map((r) => r.id) : [])];
+      if (toClose.length) await trx.updateTable('stage_history').set({ left_at: at }).where('id', 'in', toClose).execute();
+      history.closed = toClose;
+      if (stepChanged && after[col] !== null && after[col] !== undefined) {
+        const ins = await trx
+          .insertInto('stage_history')
+          .values({ workspace_id: ctx.actor.workspaceId, pipeline_id: obj.pipeline.id, record_id: input.primary_id, step_key: after[col] as string, entered_at: at, left_at: null })
+          .returning('id')
+          .executeTakeFirstOrThrow();
+        history.opened.push(ins.id);
+        moves.push({ object: obj.name, recordId: input.primary_id, action: 'pipeline_moved', payload: { pipeline: obj.pipeline.name, pipeline_id: obj.pipeline.id, from: primary[col] ?? null, to: after[col], merge: true } });
+      }
+    }
     const mergeId = randomUUID();
-    const snapshot: Snapshot = { primaryBefore: primary, duplicates: dups, changedFields: changed.map((f) => f.name), moved };
+    const snapshot: Snapshot = { primaryBefore: primary, duplicates: dups, changedFields: changed.map((f) => f.name), moved, history };
     await trx
       .insertInto('merges')
       .values({ id: mergeId, workspace_id: ctx.actor.workspaceId, object: obj.name, primary_id: input.primary_id, merged_ids: JSON.stringify(dupIds), snapshot: JSON.stringify(snapshot), user_id: ctx.actor.userId, created_at: nowIso(), undone_at: null })
       .execute();
+    // The step change first, the merge that caused it last (newest in the timeline).
     await recordActivity(trx, ctx, [
+      ...moves,
       {
         object: obj.name,
         recordId: input.primary_id,
@@ -451,6 +480,8 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
     for (const a of mv.activity) await trx.updateTable('activity').set({ record_id: a.from }).where('id', '=', a.id).execute();
     for (const t of mv.threads) await trx.updateTable('threads').set({ [t.column]: t.from }).where('id', '=', t.id).execute();
     for (const h of mv.stageHistory) await trx.updateTable('stage_history').set({ record_id: h.from }).where('id', '=', h.id).execute();
+    if (snap.history?.opened.length) await trx.deleteFrom('stage_history').where('id', 'in', snap.history.opened).execute();
+    if (snap.history?.closed.length) await trx.updateTable('stage_history').set({ left_at: null }).where('id', 'in', snap.history.closed).execute();
     // Search index and match keys of everything touched.
     const restored = await loadRows(trx, obj, [m.primary_id, ...snap.duplicates.map((d) => d.id as string)]);
     await writeDerived(trx, ctx, obj, [...restored.values()]);
