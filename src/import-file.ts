@@ -128,8 +128,12 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
   const t0 = performance.now();
   const s = { rows: 0, created: 0, duplicates: 0, failed: 0 };
   let bytes = 0;
-  let mapping: Map<string, string> | null = null;
-  let ignored: string[] = [];
+  // --map is checked before the first row; each column is mapped the first time it is seen (JSON
+  // records need not all have the same keys, and a broken first line must not leave the rest unmapped).
+  const mapping = headerMapping(obj, [], opts.map).mapping;
+  const ignored: string[] = [];
+  const columns: string[] = [];
+  const known = new Set<string>();
   const rejectsPath = opts.rejects ?? `${opts.file}.rejected.csv`;
   let rejects: fs.WriteStream | null = null;
   let rejectHeaders: string[] | null = null;
@@ -159,18 +163,25 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
       const raw = batch[row.index]!.raw;
       if (!rejects) {
         rejects = fs.createWriteStream(rejectsPath);
-        rejectHeaders = [...Object.keys(raw).filter((k) => k !== '__parse_error'), '_error'];
+        rejectHeaders = [...columns, '_error'];
         rejects.write(stringify([rejectHeaders]));
       }
       // The rejects file is opened in spreadsheets too: neutralise formulas there as well.
-      rejects.write(stringify([rejectHeaders!.map((h) => neutralize(h === '_error' ? row.reason : String(raw[h] ?? '')))]));
+      rejects.write(stringify([rejectHeaders!.map((h) => neutralize(h === '_error' ? row.reason : String(raw[h] ?? '')))], { quoted_match: /[\r\n]/ }));
     }
     batch = [];
     progress();
   };
 
   for await (const raw of readRows(opts.file, (n) => (bytes += n))) {
-    if (!mapping) ({ mapping, ignored } = headerMapping(obj, Object.keys(raw), opts.map));
+    const fresh = Object.keys(raw).filter((k) => k !== '__parse_error' && !known.has(k));
+    if (fresh.length) {
+      const more = headerMapping(obj, fresh, opts.map);
+      for (const [h, f] of more.mapping) mapping.set(h, f);
+      ignored.push(...more.ignored);
+      columns.push(...fresh);
+      fresh.forEach((k) => known.add(k));
+    }
     s.rows++;
     const rec = typeof raw.__parse_error === 'string' ? { __error: raw.__parse_error } : toRecord(obj, raw, mapping);
     batch.push({ raw, rec });

@@ -75,14 +75,24 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
       const changes: Record<string, number> = {};
       const samples: { id: string; changes: Record<string, [unknown, unknown]> }[] = [];
       let changing = 0;
+      const stage = obj.pipeline && obj.pipeline.field in b.values ? obj.byName.get(obj.pipeline.field) : undefined;
       for (let i = 0; i < ids.length; i += 500) {
         const rows = (await k.selectFrom(obj.table).selectAll().where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
         for (const r of rows) {
           const diff: Record<string, [unknown, unknown]> = {};
-          for (const [name] of Object.entries(b.values)) {
+          // As the update does: a record entering another pipeline step takes the step's defaults
+          // (e.g. probability) for the fields the request does not set.
+          const want: Record<string, [string, string | number | null]> = {};
+          for (const name of Object.keys(b.values)) want[name] = [obj.byName.get(name)!.column, stored[obj.byName.get(name)!.column]!];
+          if (stage && r[stage.column] !== stored[stage.column])
+            for (const [name, value] of Object.entries(obj.pipeline!.steps.find((s) => s.key === stored[stage.column])?.defaults ?? {})) {
+              const f = obj.byName.get(name);
+              if (f && !f.readOnly && !(name in want)) want[name] = [f.column, encodeValue(f, value)];
+            }
+          for (const [name, [column, value]] of Object.entries(want)) {
             const f = obj.byName.get(name)!;
-            if (r[f.column] !== stored[f.column]) {
-              diff[name] = [decodeValue(f, r[f.column]), decodeValue(f, stored[f.column])];
+            if (r[column] !== value) {
+              diff[name] = [decodeValue(f, r[column]), decodeValue(f, value)];
               changes[name] = (changes[name] ?? 0) + 1;
             }
           }

@@ -56,7 +56,8 @@ export async function dataRoutes(app: FastifyInstance) {
       limit: q.limit,
     });
     if (q.format === 'csv') {
-      const csv = stringify({ header: true, columns: plan.fields, record_delimiter: '\r\n' });
+      // RFC 4180: a value holding any line break (a lone CR or LF too) is quoted, not only one holding CRLF.
+      const csv = stringify({ header: true, columns: plan.fields, record_delimiter: '\r\n', quoted_match: /[\r\n]/ });
       const rows = plan.rows();
       // Pull records as the socket drains: backpressure keeps memory flat.
       const source = Readable.from(
