@@ -22,23 +22,8 @@ export type FType =
 /** Field types by name; 'id' is TEXT. */
 export type Types = Record<string, FType>;
 
-/** mulberry32: deterministic data, so a failure can be replayed. */
-export function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!,
-    chance: (p: number) => next() < p,
-  };
-}
+/** mulberry32 (the seed's own PRNG): deterministic data, so a failure can be replayed. */
+export { prng } from '../src/services/seed.js';
 
 export const isNull = (v: unknown) => v === null || v === undefined;
 export const present = (rs: Rec[], f: string) => rs.map((r) => r[f]).filter((v) => !isNull(v));

@@ -45,7 +45,7 @@ export interface SeedResult {
 }
 
 /** Small fast PRNG (mulberry32): faker builds the vocabulary once, this picks from it per row. */
-function prng(seed: number) {
+export function prng(seed: number) {
   let a = seed >>> 0;
   const next = () => {
     a = (a + 0x6d2b79f5) >>> 0;
