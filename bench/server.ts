@@ -1,0 +1,71 @@
+/**
+ * One HTTP server for the throughput comparison, run in a child process forked by run.ts so the
+ * load generator (autocannon, in the parent) and the server do not share a JavaScript thread.
+ *
+ *   service <dbfile>          buildApp from src/http/app.ts (auth, routing, validation, listRecords)
+ *   bare <dbfile> <table>     node:http + better-sqlite3, same JSON for GET /api/v1/records/opportunities
+ *
+ * Reports {port} to the parent over IPC; exits on 'stop'.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Database from 'better-sqlite3';
+import pino from 'pino';
+import { openDatabase } from '../src/db/database.js';
+import { buildApp } from '../src/http/app.js';
+import { applyServicePragmas, rawQueries } from './raw-sql.js';
+
+const [mode, file, table] = process.argv.slice(2);
+if (!process.send || !file || (mode !== 'service' && mode !== 'bare')) {
+  console.error('usage (forked by bench/run.ts): server.ts service|bare <dbfile> [table]');
+  process.exit(2);
+}
+
+let stop: () => Promise<void>;
+let port: number;
+
+if (mode === 'service') {
+  const db = openDatabase({ file });
+  const app = await buildApp({ db, log: pino({ level: 'silent' }) });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  port = (app.server.address() as AddressInfo).port;
+  stop = async () => {
+    await app.close();
+    await db.close();
+  };
+} else {
+  const sqlite = new Database(file);
+  applyServicePragmas(sqlite);
+  const raw = rawQueries(sqlite, table!);
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.method !== 'GET' || url.pathname !== '/api/v1/records/opportunities') {
+      res.writeHead(404).end();
+      return;
+    }
+    const limit = Number(url.searchParams.get('limit') ?? 20);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+      res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":true,"code":"VALIDATION_ERROR"}');
+      return;
+    }
+    const body = JSON.stringify(raw.first(limit, url.searchParams.get('include_total') !== 'false'));
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.address() as AddressInfo).port;
+  stop = async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    sqlite.close();
+  };
+}
+
+process.on('message', async (m) => {
+  if (m === 'stop') {
+    await stop();
+    process.exit(0);
+  }
+});
+process.on('disconnect', () => process.exit(0));
+process.send({ port });
