@@ -188,6 +188,7 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
     if (batch.length >= batchSize) await flush();
   }
   await flush();
+  await ctx.db.adapter.analyze(ctx.db.kysely as never, s.created > 10_000);
   progress(true);
   bar?.stop();
   if (rejects) await new Promise<void>((resolve) => (rejects as unknown as fs.WriteStream).end(resolve));

@@ -64,6 +64,11 @@ export function openSqlite(file: string, readonly = false): Database.Database {
   sqlite.pragma('mmap_size = 268435456');
   // Lets SQLite sort with a helper thread when it builds an index (bulk loads).
   sqlite.pragma('threads = 2');
+  if (!readonly) {
+    // Statistics for the planner, kept current cheaply: bounded analysis of the tables that need it.
+    sqlite.pragma('analysis_limit = 1000');
+    sqlite.pragma('optimize = 0x10002');
+  }
   return sqlite;
 }
 
@@ -83,6 +88,13 @@ export function openDatabase(opts: OpenOptions): Db {
       if (closed) return;
       closed = true;
       await readPool?.close();
+      if (!opts.readonly && opts.file !== ':memory:') {
+        try {
+          sqlite.pragma('optimize');
+        } catch {
+          /* closing anyway */
+        }
+      }
       await kysely.destroy();
     },
   };

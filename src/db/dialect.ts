@@ -17,6 +17,8 @@ export interface DialectAdapter {
   isUniqueViolation(err: unknown): boolean;
   /** Seconds from one ISO-8601 timestamp (text) to another. */
   secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
+  /** Refresh the planner's statistics: after a bulk load (full) or now and then (cheap). */
+  analyze(db: Kysely<any>, full: boolean): Promise<void>;
   /** Secondary (non-unique) indexes of a table with the statements that recreate them: bulk loads drop and rebuild them. */
   secondaryIndexes(db: Kysely<any>, table: string): Promise<{ name: string; create: string }[]>;
 }
@@ -32,6 +34,11 @@ export const sqliteAdapter: DialectAdapter = {
   isUniqueViolation: (err) =>
     typeof err === 'object' && err !== null && (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE',
   secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
+  async analyze(db, full) {
+    // Without statistics SQLite can pick a poor index for a filtered, sorted page (650 ms instead of
+    // under 1 ms at 1M rows in the bench).
+    await sql.raw(full ? 'ANALYZE' : 'PRAGMA optimize').execute(db);
+  },
   async secondaryIndexes(db, table) {
     const r = await sql<{ name: string; sql: string }>`
       SELECT name, sql FROM sqlite_master

@@ -125,22 +125,30 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   if (start < 0) start = 0;
 
   const rows: Record<string, unknown>[] = [];
+  const page = async (shape: (q: any) => any) => {
+    let q = db.selectFrom(obj.table).select(columns);
+    if (where) q = q.where((eb: EB) => where(eb));
+    rows.push(...((await shape(q).limit(limit + 1 - rows.length).execute()) as Record<string, unknown>[]));
+  };
   for (let i = start; i < segments.length && rows.length <= limit; i++) {
     const seg = segments[i]!;
     const resume = cursor && i === start ? cursor : undefined;
-    let q = db.selectFrom(obj.table).select(columns);
-    if (where) q = q.where((eb: EB) => where(eb));
     if (seg === 'nulls') {
-      if (!NOT_NULL_COLUMNS.has(col)) q = q.where(col, 'is', null);
-      if (resume) q = q.where('seq', cmp, resume.s);
-      q = q.orderBy('seq', dir);
-    } else {
-      if (!NOT_NULL_COLUMNS.has(col)) q = q.where(col, 'is not', null);
-      if (resume) q = q.where((eb: EB) => eb(eb.refTuple(col, 'seq'), cmp, eb.tuple(resume.v, resume.s)) as Expression<SqlBool>);
-      q = q.orderBy(col, dir).orderBy('seq', dir);
+      await page((q) => {
+        if (!NOT_NULL_COLUMNS.has(col)) q = q.where(col, 'is', null);
+        if (resume) q = q.where('seq', cmp, resume.s);
+        return q.orderBy('seq', dir);
+      });
+      continue;
     }
-    const got = (await q.limit(limit + 1 - rows.length).execute()) as Record<string, unknown>[];
-    rows.push(...got);
+    const notNull = (q: any) => (NOT_NULL_COLUMNS.has(col) ? q : q.where(col, 'is not', null));
+    if (resume) {
+      // Resuming splits in two index ranges: the rest of the rows equal to the cursor's value (by
+      // seq), then the values beyond it. A row-value comparison would seek on the value alone and
+      // step through every row sharing it: slow deep in a low-cardinality field (a status).
+      await page((q) => q.where(col, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
+      if (rows.length <= limit) await page((q) => notNull(q).where(col, cmp, resume.v).orderBy(col, dir).orderBy('seq', dir));
+    } else await page((q) => notNull(q).orderBy(col, dir).orderBy('seq', dir));
   }
 
   let nextCursor: string | null = null;

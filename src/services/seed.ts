@@ -367,6 +367,8 @@ export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedRe
 
   const nThreads = Math.min(opts.threads ?? 0, contactIds.length);
   if (nThreads > 0) await seedThreads(ctx, rnd, voc, nThreads, contactIds, contactCompany, base);
+  // A bulk load changes the data's shape: give the planner fresh statistics.
+  await ctx.db.adapter.analyze(ctx.db.kysely as unknown as Kysely<any>, true);
 
   return {
     companies: companyIds.length,

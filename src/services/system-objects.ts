@@ -98,9 +98,11 @@ export const SYSTEM_OBJECTS: ObjectSpec[] = [
         type: 'SELECT',
         options: OPPORTUNITY_STATUSES,
         default: 'open',
+        // Its own index too: composites cannot give (status, seq) order, which sorted pages need.
+        indexed: true,
         description: 'Pipeline stage',
       },
-      { name: 'close_date', type: 'DATE' },
+      { name: 'close_date', type: 'DATE', indexed: true },
       { name: 'probability', type: 'PERCENTAGE', min: 0, max: 100 },
       { name: 'company', type: 'RELATION', target: 'companies', indexed: true },
       { name: 'contact', type: 'RELATION', target: 'contacts', indexed: true },
