@@ -125,15 +125,19 @@ export function timeBucket(v: unknown, type: FType, interval: Interval, tz = 'UT
   return calendarBucket(date, interval);
 }
 
-/** Number histogram bucket start: floor(v / width) * width; currencies computed in minor units. */
+/**
+ * Number histogram bucket start: floor(v / width) * width; currencies computed in minor units. A
+ * start of -0 (a tiny negative v whose v / width underflows) is the 0 bucket: +0.
+ */
 export function numberBucket(v: unknown, type: FType, width: number): number | null {
   if (isNull(v)) return null;
+  let start: number;
   if (type === 'CURRENCY') {
     const c = Number(toCents(v));
     const w = width * 100;
-    return (Math.floor(c / w) * w) / 100;
-  }
-  return Math.floor((v as number) / width) * width;
+    start = (Math.floor(c / w) * w) / 100;
+  } else start = Math.floor((v as number) / width) * width;
+  return start === 0 ? 0 : start;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import { validationError } from './errors.js';
 import { compileFilter } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
 import { getSchema, resolveObject, type ObjectDef } from './schema.js';
-import { metricValue, namesFor, resolveDim, resolveMetric, runRead } from './aggregate.js';
+import { metricValue, namesFor, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
 import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
 import type { FieldDef } from './field-types.js';
 
@@ -246,7 +246,7 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
 function bucketValue(f: FieldDef, kind: 'value' | 'time' | 'number', raw: unknown): unknown {
   if (raw === null || raw === undefined) return null;
   if (kind === 'time') return raw;
-  if (kind === 'number') return f.type === 'CURRENCY' ? Number(raw) / 10 ** (f.scale ?? 2) : Number(raw);
+  if (kind === 'number') return numberBucketStart(f, raw);
   if (f.type === 'BOOLEAN') return raw === 1;
   if (f.type === 'CURRENCY') return Number(raw) / 10 ** (f.scale ?? 2);
   return raw;

@@ -290,10 +290,20 @@ export function metricValue(m: Metric, raw: unknown, count?: unknown): unknown {
   }
 }
 
+/**
+ * Start of a number-histogram bucket, as stored by floor(v / width) * width. A negative value so
+ * close to zero that v / width underflows lands in the bucket starting at -0, which GROUP BY merges
+ * with the 0 bucket; whichever record SQLite meets first would decide the sign. Always +0.
+ */
+export function numberBucketStart(f: FieldDef, raw: unknown): number {
+  const v = f.type === 'CURRENCY' ? Number(raw) / 10 ** (f.scale ?? 2) : Number(raw);
+  return v === 0 ? 0 : v;
+}
+
 function dimValue(d: Dim, raw: unknown): unknown {
   if (raw === null || raw === undefined) return null;
   if (d.kind === 'time') return raw;
-  if (d.kind === 'number') return d.field.type === 'CURRENCY' ? Number(raw) / 10 ** (d.field.scale ?? 2) : Number(raw);
+  if (d.kind === 'number') return numberBucketStart(d.field, raw);
   return decodeValue(d.field, raw);
 }
 
