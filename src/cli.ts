@@ -234,7 +234,7 @@ export function buildCli(): Command {
     .argument('<object>', 'object to import into, e.g. contacts')
     .argument('<file>', 'file.csv | file.json | file.jsonl')
     .option('--map <pairs>', 'header-to-field mapping, e.g. "E-mail=email,Company=company_name" (default: by field name or label)')
-    .addOption(new Option('--batch <n>', 'records per transaction').argParser(int('batch')).default(1000))
+    .addOption(new Option('--batch <n>', 'records per transaction').argParser(int('batch')).default(5000))
     .option('--rejects <path>', 'where to write rejected rows (default: <file>.rejected.csv)')
     .addOption(dbOption())
     .addOption(wsOption())

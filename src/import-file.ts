@@ -122,7 +122,7 @@ async function* readRows(file: string, onBytes: (n: number) => void): AsyncGener
 export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<FileImportSummary> {
   const obj = await resolveObject(ctx, opts.object);
   if (!fs.existsSync(opts.file)) throw validationError(`No such file: ${opts.file}`);
-  const batchSize = opts.batch ?? 1000;
+  const batchSize = opts.batch ?? 5000;
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 5000) throw validationError('--batch must be 1 to 5000');
   const size = fs.statSync(opts.file).size;
   const t0 = performance.now();
@@ -173,21 +173,24 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
     progress();
   };
 
-  for await (const raw of readRows(opts.file, (n) => (bytes += n))) {
-    const fresh = Object.keys(raw).filter((k) => k !== '__parse_error' && !known.has(k));
-    if (fresh.length) {
-      const more = headerMapping(obj, fresh, opts.map);
-      for (const [h, f] of more.mapping) mapping.set(h, f);
-      ignored.push(...more.ignored);
-      columns.push(...fresh);
-      fresh.forEach((k) => known.add(k));
+  // Large transactions one after another: the write-ahead log is checkpointed at the end, not after each.
+  await ctx.db.bulk(async () => {
+    for await (const raw of readRows(opts.file, (n) => (bytes += n))) {
+      const fresh = Object.keys(raw).filter((k) => k !== '__parse_error' && !known.has(k));
+      if (fresh.length) {
+        const more = headerMapping(obj, fresh, opts.map);
+        for (const [h, f] of more.mapping) mapping.set(h, f);
+        ignored.push(...more.ignored);
+        columns.push(...fresh);
+        fresh.forEach((k) => known.add(k));
+      }
+      s.rows++;
+      const rec = typeof raw.__parse_error === 'string' ? { __error: raw.__parse_error } : toRecord(obj, raw, mapping);
+      batch.push({ raw, rec });
+      if (batch.length >= batchSize) await flush();
     }
-    s.rows++;
-    const rec = typeof raw.__parse_error === 'string' ? { __error: raw.__parse_error } : toRecord(obj, raw, mapping);
-    batch.push({ raw, rec });
-    if (batch.length >= batchSize) await flush();
-  }
-  await flush();
+    await flush();
+  });
   await ctx.db.adapter.analyze(ctx.db.kysely as never, s.created > 10_000);
   progress(true);
   bar?.stop();

@@ -18,6 +18,13 @@ export interface Db {
   sqlite: Database.Database;
   /** Worker threads for heavy reads (file databases only); absent: heavy reads run on the main connection. */
   readPool?: ReadPool;
+  /**
+   * Run a long series of large write transactions (an import, a seed, an index rebuild). SQLite:
+   * the write-ahead log may grow to 64 MiB before it is copied back into the database, instead of
+   * 4 MiB (a checkpoint after nearly every commit of a few thousand rows); it is checkpointed at
+   * the end. Readers and other writers are unaffected.
+   */
+  bulk<T>(fn: () => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -84,6 +91,17 @@ export function openDatabase(opts: OpenOptions): Db {
     file: opts.file,
     sqlite,
     ...(readPool ? { readPool } : {}),
+    async bulk(fn) {
+      if (opts.readonly || opts.file === ':memory:') return fn();
+      const before = sqlite.pragma('wal_autocheckpoint', { simple: true }) as number;
+      sqlite.pragma('wal_autocheckpoint = 16384');
+      try {
+        return await fn();
+      } finally {
+        sqlite.pragma(`wal_autocheckpoint = ${before}`);
+        sqlite.pragma('wal_checkpoint(PASSIVE)');
+      }
+    },
     async close() {
       if (closed) return;
       closed = true;

@@ -88,12 +88,15 @@ export function keysOf(obj: ObjectDef, row: Record<string, unknown>): MatchKey[]
 
 type AnyDb = Kysely<any>;
 
-/** Replace the keys of these rows (stored form, with id). Runs in the caller's transaction. */
-export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false): Promise<void> {
+/**
+ * Replace the keys of these rows (stored form, with id). Runs in the caller's transaction. `keys`:
+ * the rows' keys when the caller computed them already (keysOf of the same values).
+ */
+export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]): Promise<void> {
   if (!rows.length) return;
   // New records have no keys yet; changed ones get theirs replaced.
   if (!fresh) await removeKeys(trx, obj, workspaceId, rows.map((r) => r.id as string));
-  const values = rows.flatMap((r) => keysOf(obj, r).map((k) => [workspaceId, obj.id, k.kind, k.key, r.id as string]));
+  const values = rows.flatMap((r, i) => (keys?.[i] ?? keysOf(obj, r)).map((k) => [workspaceId, obj.id, k.kind, k.key, r.id as string]));
   await bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values);
 }
 

@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { requireAdmin } from './permissions.js';
-import { createRecords, listRecords, prepareForImport, type RecordData } from './records.js';
+import { createPrepared, createRecords, listRecords, prepareForImport, type Prepared, type RecordData } from './records.js';
 import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
 import { keysOf, normalName } from './dedupe-keys.js';
 import type { FilterGroup } from './filters.js';
@@ -42,8 +42,13 @@ type AnyDb = Kysely<any>;
 async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key: string }[]): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const byKind = new Map<string, string[]>();
-  for (const k of keys) byKind.set(k.kind, [...(byKind.get(k.kind) ?? []), k.key]);
-  for (const [kind, list] of byKind)
+  for (const k of keys) {
+    const list = byKind.get(k.kind);
+    if (list) list.push(k.key);
+    else byKind.set(k.kind, [k.key]);
+  }
+  for (const [kind, all] of byKind) {
+    const list = [...new Set(all)];
     for (let i = 0; i < list.length; i += 500) {
       const rows = (await (ctx.db.kysely as unknown as AnyDb)
         .selectFrom('dedupe_keys')
@@ -51,10 +56,11 @@ async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key:
         .where('workspace_id', '=', ctx.actor.workspaceId)
         .where('object_id', '=', obj.id)
         .where('kind', '=', kind)
-        .where('key', 'in', [...new Set(list.slice(i, i + 500))])
+        .where('key', 'in', list.slice(i, i + 500))
         .execute()) as { key: string; record_id: string }[];
       for (const r of rows) if (!out.has(`${kind}:${r.key}`)) out.set(`${kind}:${r.key}`, r.record_id);
     }
+  }
   return out;
 }
 
@@ -73,25 +79,38 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
     const target = schema.objects.get(f.target!)!;
     const person = target.displayFields.length >= 2;
     const ids = new Map<string, string>();
-    const names = [...new Set(wanted.map((r) => normalName(r[key] as string, !person)))];
-    for (const n of names) {
-      const hit = (await (ctx.db.kysely as unknown as AnyDb)
-        .selectFrom('dedupe_keys')
-        .select('record_id')
-        .where('workspace_id', '=', ctx.actor.workspaceId)
-        .where('object_id', '=', target.id)
-        .where('kind', '=', 'name')
-        .where('key', '>=', `${n}|`)
-        .where('key', '<', `${n}|\uffff`)
-        .limit(1)
-        .executeTakeFirst()) as { record_id: string } | undefined;
-      if (hit) ids.set(n, hit.record_id);
+    const original = new Map<string, string>();
+    for (const r of wanted) {
+      const n = normalName(r[key] as string, !person);
+      if (!original.has(n)) original.set(n, (r[key] as string).trim());
+    }
+    const names = [...original.keys()];
+    const lookup = (ctx.db.kysely as unknown as AnyDb)
+      .selectFrom('dedupe_keys')
+      .select(['key', 'record_id'])
+      .where('workspace_id', '=', ctx.actor.workspaceId)
+      .where('object_id', '=', target.id)
+      .where('kind', '=', 'name');
+    if (person) {
+      // A person's name key ends with their company: any company will do.
+      for (const n of names) {
+        const hit = (await lookup.where('key', '>=', `${n}|`).where('key', '<', `${n}|\uffff`).limit(1).executeTakeFirst()) as { record_id: string } | undefined;
+        if (hit) ids.set(n, hit.record_id);
+      }
+    } else {
+      // Named things have the key "name|": found all at once.
+      for (let i = 0; i < names.length; i += 500) {
+        const rows = (await lookup.where('key', 'in', names.slice(i, i + 500).map((n) => `${n}|`)).execute()) as { key: string; record_id: string }[];
+        for (const r of rows) {
+          const n = r.key.slice(0, -1);
+          if (!ids.has(n)) ids.set(n, r.record_id);
+        }
+      }
     }
     if (target.name === 'companies') {
       const create = names.filter((n) => !ids.has(n));
-      const originals = create.map((n) => wanted.find((r) => normalName(r[key] as string, true) === n)![key] as string);
-      if (originals.length) {
-        const made = await createRecords(ctx, 'companies', originals.map((name) => ({ name: name.trim() })), { max: 10_000, readBack: false });
+      if (create.length) {
+        const made = await createRecords(ctx, 'companies', create.map((n) => ({ name: original.get(n)! })), { max: 10_000, readBack: false });
         create.forEach((n, i) => ids.set(n, made[i]!.id));
       }
     }
@@ -129,13 +148,16 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
   };
 
   // Validate (to their stored form) and gather match keys.
-  const candidates: { index: number; input: Record<string, unknown>; keys: { kind: string; key: string; field: string }[] }[] = [];
+  const candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[] }[] = [];
+  const personAtCompany = obj.byName.has('company');
   rows.forEach((r, index) => {
     if (typeof r.__error === 'string') return fail(index, 'VALIDATION_ERROR', r.__error);
     try {
-      const stored = prepareForImport(obj, r);
-      const keys = keysOf(obj, stored).filter((k) => IMPORT_KINDS.has(k.kind) && !(k.kind === 'name' && k.key.endsWith('|') && obj.byName.has('company')));
-      candidates.push({ index, input: r, keys });
+      const prepared = prepareForImport(obj, r);
+      // All of its keys are stored with the record; a name alone (no company) is too weak to skip a row.
+      prepared.keys = keysOf(obj, prepared.row);
+      const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(personAtCompany && k.kind === 'name' && k.key.endsWith('|')));
+      candidates.push({ index, prepared, keys });
     } catch (e) {
       if (e instanceof CrmError) fail(index, e.code, e.message);
       else throw e;
@@ -159,16 +181,16 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
 
   if (toCreate.length) {
     try {
-      const made = await createRecords(ctx, obj.name, toCreate.map((c) => c.input), { max: Math.max(max, IMPORT_BATCH), readBack: false });
-      made.forEach((m, i) => out.rows.push({ index: toCreate[i]!.index, status: 'created', id: m.id }));
+      const made = await createPrepared(ctx, obj, toCreate.map((c) => c.prepared));
+      made.forEach((id, i) => out.rows.push({ index: toCreate[i]!.index, status: 'created', id }));
       out.created += made.length;
     } catch (e) {
       if (!(e instanceof CrmError)) throw e;
       // A row the bulk insert refused (say, a unique value taken meanwhile): create one by one.
       for (const c of toCreate) {
         try {
-          const [m] = await createRecords(ctx, obj.name, [c.input], { readBack: false });
-          out.rows.push({ index: c.index, status: 'created', id: m!.id });
+          const [id] = await createPrepared(ctx, obj, [c.prepared]);
+          out.rows.push({ index: c.index, status: 'created', id: id! });
           out.created++;
         } catch (err) {
           if (!(err instanceof CrmError)) throw err;

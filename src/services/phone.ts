@@ -7,13 +7,40 @@ import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js'
  */
 const region = (process.env.CRM_DEFAULT_REGION ?? 'US').toUpperCase() as CountryCode;
 
-function parse(v: string) {
-  try {
-    const p = parsePhoneNumberFromString(v, region);
-    return p && p.isValid() ? p : undefined;
-  } catch {
-    return undefined;
+interface Parsed {
+  /** E.164 digits, without the + */
+  e164: string;
+  nationalNumber: string;
+  /** The national form as dialled at home, digits only (0142685300) */
+  nationalDigits: string;
+}
+
+/**
+ * Parsing (and validating) a number costs about 10 µs, and one write parses the same number
+ * several times (validation, match keys, search forms), and an import batch holds up to 5,000
+ * rows: the results of the last 10,000 to 20,000 numbers are kept, in two generations.
+ */
+let recent = new Map<string, Parsed | null>();
+let older = new Map<string, Parsed | null>();
+const GENERATION = 10_000;
+
+function parse(v: string): Parsed | undefined {
+  let hit = recent.get(v) ?? older.get(v);
+  if (hit === undefined) {
+    hit = null;
+    try {
+      const p = parsePhoneNumberFromString(v, region);
+      if (p && p.isValid()) hit = { e164: p.number.replace(/\D/g, ''), nationalNumber: p.nationalNumber, nationalDigits: p.formatNational().replace(/\D/g, '') };
+    } catch {
+      // not a phone number: compared by its digits
+    }
+    if (recent.size >= GENERATION) {
+      older = recent;
+      recent = new Map();
+    }
+    recent.set(v, hit);
   }
+  return hit ?? undefined;
 }
 
 /**
@@ -42,9 +69,9 @@ export function phoneSearchForms(v: string): string[] {
   const forms = new Set([d, d.replace(/^0+/, '')]);
   const p = parse(v);
   if (p) {
-    forms.add(p.number.replace(/\D/g, ''));
+    forms.add(p.e164);
     forms.add(p.nationalNumber);
-    forms.add(p.formatNational().replace(/\D/g, ''));
+    forms.add(p.nationalDigits);
   } else if (d.length > 10) forms.add(d.slice(-10));
   if (d.length >= 7) forms.add(d.slice(-7));
   return [...forms];

@@ -10,7 +10,7 @@ import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
 import { bulkInsert } from '../db/bulk-insert.js';
 import { indexRows, unindexRecords } from './search.js';
-import { removeKeys, writeKeys } from './dedupe-keys.js';
+import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
 
 export type RecordData = Record<string, unknown> & { id: string };
 
@@ -287,10 +287,12 @@ async function associationsOf(ctx: Ctx, obj: ObjectDef, id: string, row: Record<
 
 type Row = Record<string, string | number | null>;
 
-interface Prepared {
+export interface Prepared {
   row: Row;
   /** field name -> stored value, only for fields the input mentioned */
   touched: Map<string, string | number | null>;
+  /** Duplicate-match keys, when the caller computed them already (imports): not computed twice. */
+  keys?: MatchKey[];
 }
 
 function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update'): Prepared {
@@ -327,9 +329,17 @@ function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update')
   return p;
 }
 
-/** Validate a record as create would, returning its stored form (imports check duplicates on it). */
-export function prepareForImport(obj: ObjectDef, input: unknown): Record<string, unknown> {
-  return prepareWrite(obj, input, 'create').row;
+/**
+ * Validate a record as create would (imports check duplicates on its stored form, `row`, then hand
+ * it to createPrepared: validated once).
+ */
+export function prepareForImport(obj: ObjectDef, input: unknown): Prepared {
+  return prepareWrite(obj, input, 'create');
+}
+
+/** Create records validated by prepareForImport, in one transaction; returns their ids. */
+export async function createPrepared(ctx: Ctx, obj: ObjectDef, prepared: Prepared[]): Promise<string[]> {
+  return inTransaction(ctx, (trx) => insertPrepared(ctx, trx, obj, prepared));
 }
 
 /** The pipeline step with this key, or a VALIDATION_ERROR listing the steps. */
@@ -585,7 +595,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
     const hist = full.filter((r) => r[col] !== null && r[col] !== undefined).map((r) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: r.id, step_key: r[col] as string, entered_at: now, left_at: null }));
     for (let i = 0; i < hist.length; i += 1000) await trx.insertInto('stage_history').values(hist.slice(i, i + 1000)).execute();
   }
-  await writeDerived(trx, ctx, obj, full, true);
+  await writeDerived(trx, ctx, obj, full, true, prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined);
   await recordActivity(trx, ctx, [
     ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
@@ -594,9 +604,9 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
 }
 
 /** The search index and the duplicate-match keys follow every write, in its transaction. */
-export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false) {
+export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]) {
   await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows);
-  await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh);
+  await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh, keys);
 }
 
 export async function removeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, ids: string[]) {

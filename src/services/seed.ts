@@ -132,7 +132,11 @@ async function insertBatches(
  * Deterministic, realistic demo data: companies, their contacts, and opportunities spread over the
  * pipeline with owners and links. Bulk-inserted in transactions; fast enough for millions of rows.
  */
-export async function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
+export function seedWorkspace(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
+  return ctx.db.bulk(() => seedAll(ctx, opts));
+}
+
+async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
   const t0 = performance.now();
   const seed = opts.seed ?? 42;
   const rnd = prng(seed);
