@@ -67,6 +67,8 @@ export function openSqlite(file: string, readonly = false): Database.Database {
   // WAL makes NORMAL durable against application crashes; only a power loss can drop the last commits.
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('cache_size = -65536'); // 64 MiB page cache
+  // A large write (a bulk load) may grow the write-ahead log; once it is reset, keep at most 64 MiB of it on disk.
+  if (!readonly) sqlite.pragma('journal_size_limit = 67108864');
   sqlite.pragma('temp_store = MEMORY');
   sqlite.pragma('mmap_size = 268435456');
   // Lets SQLite sort with a helper thread when it builds an index (bulk loads).

@@ -28,7 +28,8 @@ export interface SearchHit {
 
 export interface SearchBackend {
   createTables(db: Kysely<any>): Promise<void>;
-  upsert(db: Kysely<any>, docs: SearchDoc[]): Promise<void>;
+  /** `fresh`: the records are new (created in this transaction): none has a document yet. */
+  upsert(db: Kysely<any>, docs: SearchDoc[], fresh?: boolean): Promise<void>;
   remove(db: Kysely<any>, workspaceId: number, objectId: number, recordIds: string[]): Promise<void>;
   removeWorkspaceObject(db: Kysely<any>, workspaceId: number, objectId: number): Promise<void>;
   /** `match` is a complete, already-escaped FTS5 expression for the name/body/exact columns. */
@@ -60,7 +61,21 @@ export const sqliteSearch: SearchBackend = {
     await sql`CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')`.execute(db);
   },
 
-  async upsert(db, docs) {
+  async upsert(db, docs, fresh = false) {
+    if (fresh && docs.length) {
+      // New records: their documents take the next ids, given here rather than read back (RETURNING
+      // costs more than the insert). The caller's transaction already holds the write lock.
+      const { next } = (await sql<{ next: number }>`SELECT coalesce(max(doc_id), 0) + 1 AS next FROM search_docs`.execute(db)).rows[0]!;
+      for (let i = 0; i < docs.length; i += 300) {
+        const part = docs.slice(i, i + 300);
+        await sql`INSERT INTO search_docs (doc_id, workspace_id, object_id, record_id) VALUES ${sql.join(part.map((d, j) => sql`(${next + i + j}, ${d.workspaceId}, ${d.objectId}, ${d.recordId})`))}`.execute(db);
+        // OR REPLACE: a stray index row under that id (none should exist) must not block every create.
+        await sql`INSERT OR REPLACE INTO search_index (rowid, scope, name, body, exact) VALUES ${sql.join(
+          part.map((d, j) => sql`(${next + i + j}, ${`${scopeToken(d.workspaceId)} ${objectToken(d.objectId)}`}, ${d.name}, ${d.body}, ${d.exact})`),
+        )}`.execute(db);
+      }
+      return;
+    }
     // Batched: one statement maps a chunk of records to their document ids, one writes their text.
     for (let i = 0; i < docs.length; i += 300) {
       const part = docs.slice(i, i + 300);

@@ -105,7 +105,11 @@ export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number
     await trx.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).where('record_id', 'in', ids.slice(i, i + 500)).execute();
 }
 
-export async function rebuildDedupeKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
+export function rebuildDedupeKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
+  return db.bulk(() => rebuildKeys(db, workspaceId, schema, objects));
+}
+
+async function rebuildKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
   const k = db.kysely as unknown as AnyDb;
   let written = 0;
   for (const obj of schema.objects.values()) {

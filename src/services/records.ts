@@ -605,7 +605,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
 
 /** The search index and the duplicate-match keys follow every write, in its transaction. */
 export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]) {
-  await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows);
+  await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows, fresh);
   await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh, keys);
 }
 

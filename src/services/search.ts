@@ -57,8 +57,8 @@ export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, u
 const isDomainField = (f: FieldDef) => f.type === 'TEXT' && /domain/.test(f.name);
 
 /** Called by the records service inside its write transaction. */
-export async function indexRows(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[]): Promise<void> {
-  if (rows.length) await db.search.upsert(trx, rows.map((r) => docOf(obj, workspaceId, r)));
+export async function indexRows(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false): Promise<void> {
+  if (rows.length) await db.search.upsert(trx, rows.map((r) => docOf(obj, workspaceId, r)), fresh);
 }
 
 export async function unindexRecords(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
@@ -72,6 +72,10 @@ export async function rebuildSearchIndex(
   schema: WorkspaceSchema,
   opts: { objects?: string[]; onProgress?: (p: { object: string; done: number }) => void } = {},
 ): Promise<number> {
+  return db.bulk(() => rebuild(db, workspaceId, schema, opts));
+}
+
+async function rebuild(db: Db, workspaceId: number, schema: WorkspaceSchema, opts: { objects?: string[]; onProgress?: (p: { object: string; done: number }) => void }): Promise<number> {
   let written = 0;
   const k = db.kysely as unknown as Kysely<any>;
   for (const obj of schema.objects.values()) {
@@ -82,7 +86,7 @@ export async function rebuildSearchIndex(
     for (;;) {
       const rows = (await k.selectFrom(obj.table).select(cols).where('seq', '>', after).orderBy('seq').limit(5000).execute()) as Record<string, unknown>[];
       if (!rows.length) break;
-      await k.transaction().execute((trx) => db.search.upsert(trx, rows.map((r) => docOf(obj, workspaceId, r))));
+      await k.transaction().execute((trx) => db.search.upsert(trx, rows.map((r) => docOf(obj, workspaceId, r)), true));
       after = rows[rows.length - 1]!.seq as number;
       written += rows.length;
       opts.onProgress?.({ object: obj.name, done: written });

@@ -362,7 +362,12 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
       ...(nTasks ? ['tasks'] : []),
     ];
     // Rebuilds whole objects: simple and exact; a seed into a large existing workspace re-indexes it.
-    if (objects.length) await rebuildSearchIndex(ctx.db, ctx.actor.workspaceId, await getSchema(ctx), { objects });
+    const total = (opts.companies ?? 0) + (opts.contacts ?? 0) + (opts.opportunities ?? 0) + nTasks;
+    if (objects.length)
+      await rebuildSearchIndex(ctx.db, ctx.actor.workspaceId, await getSchema(ctx), {
+        objects,
+        onProgress: ({ done }) => opts.onProgress?.({ object: 'search index', done: Math.min(done, total), total }),
+      });
   }
   if (opts.matchKeys !== false) {
     const objects = [...(opts.companies ? ['companies'] : []), ...(opts.contacts ? ['contacts'] : []), ...(opts.opportunities ? ['opportunities'] : []), ...(nTasks ? ['tasks'] : [])];
