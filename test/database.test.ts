@@ -23,9 +23,11 @@ describe('bulk mode', () => {
         // About 6 MiB in small transactions: with the default setting, checkpoints would run in between.
         for (let b = 0; b < 6; b++) db.sqlite.transaction(() => { for (let i = 0; i < 1000; i++) insert.run('x'.repeat(1000)); })();
         const walPages = (db.sqlite.pragma('wal_checkpoint(NOOP)') as { log: number }[])[0]!.log;
-        return { setting: pragma(db, 'wal_autocheckpoint'), walPages };
+        return { setting: pragma(db, 'wal_autocheckpoint'), cache: pragma(db, 'cache_size'), walPages };
       });
       expect(during.setting).toBe(16384);
+      expect(during.cache).toBe(-262144);
+      expect(pragma(db, 'cache_size')).toBe(-65536);
       expect(during.walPages).toBeGreaterThan(1000);
       expect(pragma(db, 'wal_autocheckpoint')).toBe(1000);
       // Checkpointed at the end: every frame of the log is in the database file.

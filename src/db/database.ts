@@ -21,8 +21,9 @@ export interface Db {
   /**
    * Run a long series of large write transactions (an import, a seed, an index rebuild). SQLite:
    * the write-ahead log may grow to 64 MiB before it is copied back into the database, instead of
-   * 4 MiB (a checkpoint after nearly every commit of a few thousand rows); it is checkpointed at
-   * the end. Readers and other writers are unaffected.
+   * 4 MiB (a checkpoint after nearly every commit of a few thousand rows), and is checkpointed at
+   * the end; the page cache is 256 MiB instead of 64 meanwhile. Readers and other writers are
+   * unaffected.
    */
   bulk<T>(fn: () => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -96,10 +97,16 @@ export function openDatabase(opts: OpenOptions): Db {
     async bulk(fn) {
       if (opts.readonly || opts.file === ':memory:') return fn();
       const before = sqlite.pragma('wal_autocheckpoint', { simple: true }) as number;
+      const cache = sqlite.pragma('cache_size', { simple: true }) as number;
       sqlite.pragma('wal_autocheckpoint = 16384');
+      // The full-text index merges its segments as it grows: with a million documents those merges
+      // read far more than 64 MiB, and a cache that small rereads the same pages from the file
+      // (measured: 5,000 documents in 0.9 s instead of 0.14 s).
+      sqlite.pragma('cache_size = -262144');
       try {
         return await fn();
       } finally {
+        sqlite.pragma(`cache_size = ${cache}`);
         sqlite.pragma(`wal_autocheckpoint = ${before}`);
         sqlite.pragma('wal_checkpoint(PASSIVE)');
       }
