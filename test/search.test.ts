@@ -171,6 +171,18 @@ describe('matching rules', () => {
     expect(await ids('555-0199')).toEqual([]);
   });
 
+  it('a number that is not a phone finds the text it is written in', async () => {
+    // Digits only: it could be a phone, but also an order number, a postcode, a code in a name.
+    const id = await make('numbered', 'companies', { name: 'Depot 40918273', description: 'Ships from 75008 Paris' });
+    expect(await ids('40918273')).toEqual([id]);
+    expect(await ids('75008')).toEqual([id]);
+    expect(await ids('4091')).toEqual([id]);
+    // Phones still match by their digits alone, and nothing else matches a number written nowhere.
+    expect(await ids('4155550123')).toEqual([rec.alice]);
+    expect(await ids('31415926')).toEqual([]);
+    ok(await api(admin(), 'DELETE', `/records/companies/${id}`));
+  });
+
   it('a domain finds the company (by its domain) and its website', async () => {
     expect(await ids('rabbithole.io')).toEqual([rec.rabbit]);
     expect(await ids('www.rabbithole.io')).toEqual([rec.rabbit]);

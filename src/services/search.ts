@@ -158,7 +158,9 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
   const phoneLike = /^[+\d\s().\-/]+$/.test(q) && digits.length >= 5;
   const cols = '{name body exact}';
   let exact: string;
-  if (phoneLike) exact = `exact : ${quote(digits)}*`;
+  // A number may be a phone in any formatting (its digits, in the identifiers) or a number written
+  // in the text (an order number, a postcode, a code in a name): either matches.
+  if (phoneLike) exact = `(exact : ${quote(digits)}*) OR (${cols} : (${tokens.map((t) => `${quote(t)}*`).join(' AND ')}))`;
   else if (q.includes('@') || (tokens.length > 1 && /^[\p{L}\p{N}.-]+\.[a-z]{2,}$/iu.test(q)))
     // An email or a domain: indexed whole, as one identifier (the phrase of its parts would read the
     // doclists of words every address shares, like "com").
