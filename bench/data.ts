@@ -3,6 +3,7 @@
  *
  *   BENCH_IMPORT=100000   rows in the CSV imported through the CLI (target: 20,000 rows/s or more)
  *   BENCH_DUPES=100000    contacts scanned by duplicate detection
+ *   BENCH_RAW_SKIP=search,keys,activity,lookups   also replay the import in raw SQL without each part
  *
  * 1. `crm-mcp import contacts file.csv` on a fresh database, duplicate detection on; beside it, the
  *    same writes replayed in raw SQL (import-raw.ts: the storage ceiling); then the same file again
@@ -75,6 +76,13 @@ log(`import (CLI, ${fmt(s1.rows)} rows, duplicate detection on): ${fmt(s1.create
 const rawDb = path.join(dir, 'raw.db');
 cli(['workspace', 'create', 'bench'], rawDb);
 const raw = rawImportReplay(importDb, rawDb, 'contacts', 5000);
+// BENCH_RAW_SKIP=search,keys,activity,lookups: replays again without those parts, to see what each costs.
+for (const part of (process.env.BENCH_RAW_SKIP ?? '').split(',').filter(Boolean)) {
+  const again = path.join(dir, `raw-${part}.db`);
+  cli(['workspace', 'create', 'bench'], again);
+  const r = rawImportReplay(importDb, again, 'contacts', 5000, new Set([part as 'search']));
+  log(`  raw SQL without ${part}: ${r.seconds.toFixed(2)} s = ${fmt(r.rowsPerSecond)} rows/s`);
+}
 log(`  the same writes in raw SQL (records, search documents, match keys, activity; key lookups; no validation): ${raw.seconds.toFixed(2)} s = ${fmt(raw.rowsPerSecond)} rows/s; the import runs at ${(s1.rows_per_second / raw.rowsPerSecond).toFixed(2)}x of raw (time ratio ${(raw.rowsPerSecond / s1.rows_per_second).toFixed(2)}x)`);
 const again = cli(['import', 'contacts', csv, '--workspace', 'bench', '--map', 'Company=company_name']);
 const s2 = JSON.parse(again.stdout) as typeof s1;

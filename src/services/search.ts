@@ -158,9 +158,9 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
   const phoneLike = /^[+\d\s().\-/]+$/.test(q) && digits.length >= 5;
   const cols = '{name body exact}';
   let exact: string;
-  // A number may be a phone in any formatting (its digits, in the identifiers) or a number written
-  // in the text (an order number, a postcode, a code in a name): either matches.
-  if (phoneLike) exact = `(exact : ${quote(digits)}*) OR (${cols} : (${tokens.map((t) => `${quote(t)}*`).join(' AND ')}))`;
+  // Digits with separators are a phone number (matched by its digits, in the identifiers); a bare
+  // number may also be written in the text (an order number, a postcode, a code in a name).
+  if (phoneLike) exact = tokens.length === 1 ? `(exact : ${quote(digits)}*) OR (${cols} : ${quote(tokens[0]!)}*)` : `exact : ${quote(digits)}*`;
   else if (q.includes('@') || (tokens.length > 1 && /^[\p{L}\p{N}.-]+\.[a-z]{2,}$/iu.test(q)))
     // An email or a domain: indexed whole, as one identifier (the phrase of its parts would read the
     // doclists of words every address shares, like "com").
