@@ -280,6 +280,24 @@ describe('import: duplicate detection and defaults', () => {
     const steps = t.db.sqlite.prepare(`SELECT step_key FROM stage_history WHERE workspace_id = ? AND record_id IN (${list.map(() => '?').join(',')}) ORDER BY step_key`).all(ws.workspace.id, ...list.map((o: any) => o.id)) as { step_key: string }[];
     expect(steps.map((s) => s.step_key)).toEqual(['open', 'proposal', 'qualified']);
   });
+
+  it('a name resolves the related record whether or not that record has a company (opportunity_name: Deal A at Acme, Deal B without)', async () => {
+    const deals = (await api(ws.adminToken, 'GET', '/records/opportunities?sort_by=name&sort_dir=asc')).body.data as { id: string; name: string }[];
+    const r = await api(ws.adminToken, 'POST', '/import/tasks', {
+      records: [
+        { title: 'Send the contract', opportunity_name: 'deal a' },
+        { title: 'Book a demo', opportunity_name: 'Deal B' },
+        { title: 'Chase', opportunity_name: 'Deal Z' },
+      ],
+    });
+    expect(r.body).toMatchObject({ object_name: 'tasks', created: 2, duplicates: 0, failed: 1, errors: [{ index: 2, code: 'VALIDATION_ERROR' }] });
+    expect(r.body.errors[0].message).toMatch(/No opportunities record named 'Deal Z'/);
+    const tasks = (await api(ws.adminToken, 'GET', '/records/tasks?sort_by=title&sort_dir=asc')).body.data as { title: string; opportunity: string }[];
+    expect(tasks.map((x) => [x.title, x.opportunity])).toEqual([
+      ['Book a demo', deals.find((d) => d.name === 'Deal B')!.id],
+      ['Send the contract', deals.find((d) => d.name === 'Deal A')!.id],
+    ]);
+  });
 });
 
 describe('export: filters, sorting, limits', () => {

@@ -91,14 +91,14 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
       .where('workspace_id', '=', ctx.actor.workspaceId)
       .where('object_id', '=', target.id)
       .where('kind', '=', 'name');
-    if (person) {
-      // A person's name key ends with their company: any company will do.
+    if (target.byName.get('company')?.type === 'RELATION') {
+      // The name key of a record with a company (a person, a deal) ends with it: any company will do.
       for (const n of names) {
         const hit = (await lookup.where('key', '>=', `${n}|`).where('key', '<', `${n}|\uffff`).limit(1).executeTakeFirst()) as { record_id: string } | undefined;
         if (hit) ids.set(n, hit.record_id);
       }
     } else {
-      // Named things have the key "name|": found all at once.
+      // Without a company the key is "name|": found all at once.
       for (let i = 0; i < names.length; i += 500) {
         const rows = (await lookup.where('key', 'in', names.slice(i, i + 500).map((n) => `${n}|`)).execute()) as { key: string; record_id: string }[];
         for (const r of rows) {
