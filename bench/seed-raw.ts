@@ -5,6 +5,7 @@
  */
 import type Database from 'better-sqlite3';
 import { newId } from '../src/services/ids.js';
+import { prng } from '../src/services/seed.js';
 import { OPP_COLUMNS } from './raw-sql.js';
 
 const DAY = 86_400_000;
@@ -25,21 +26,8 @@ export interface Pools {
 
 /** Row i of n as an array of values in OPP_COLUMNS order. */
 export function opportunityRows(n: number, pools: Pools, seed = 7) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
-  const pick = <T>(arr: readonly T[]): T => arr[Math.floor(next() * arr.length)]!;
-  const weighted = (items: [string, number][]) => {
-    let r = next() * 100;
-    for (const [v, w] of items) if ((r -= w) < 0) return v;
-    return items[items.length - 1]![0];
-  };
+  // The seeder's own generator: same kind of values, drawn the same way.
+  const { next, int, pick, weighted } = prng(seed);
   const base = Date.now();
   return (i: number): (string | number | null)[] => {
     const status = weighted(STATUSES);

@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,23 +24,6 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(root, 'dist/src/cli.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-cli-'));
 const silent = pino({ level: 'silent' });
-
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs);
-  }
-  return t;
-}
-
-/** Rebuild dist when a source is newer than it; a failing build fails the suite with tsc's output. */
-function ensureBuilt() {
-  const stale = !fs.existsSync(CLI) || Math.max(newest(path.join(root, 'src')), newest(path.join(root, 'tools'))) > fs.statSync(CLI).mtimeMs;
-  if (!stale) return;
-  const r = spawnSync('npm', ['run', 'build'], { cwd: root, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`npm run build failed:\n${r.stdout}\n${r.stderr}`);
-}
 
 interface Run {
   status: number | null;
@@ -93,7 +76,6 @@ let runs: {
 };
 
 beforeAll(async () => {
-  ensureBuilt();
   const main = (async () => {
     const seed = await cli(['seed', ...SEED_ARGS, '--workspace', 'w1'], { CRM_DB: dbMain });
     const [adminToken, memberToken, unknownWorkspace] = await Promise.all([

@@ -56,20 +56,7 @@ export interface TestApp {
 
 /** Database + Fastify app + two workspaces (A and B) for tenancy checks. */
 export async function testApp(opts: { file?: boolean } = {}): Promise<TestApp> {
-  const db = await freshDb(opts);
-  const app = await buildApp({ db, log: silent });
-  const a = await makeWorkspace(db, 'alpha');
-  const b = await makeWorkspace(db, 'beta');
-  return {
-    db,
-    app,
-    a,
-    b,
-    async close() {
-      await app.close();
-      await db.close();
-    },
-  };
+  return testAppOn(await freshDb(opts));
 }
 
 /** app.inject with a bearer token and JSON body; returns status and parsed JSON. */

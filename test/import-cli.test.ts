@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,23 +20,6 @@ import { createUser, createWorkspace } from '../src/services/users.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(root, 'dist/src/cli.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-import-cli-'));
-
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs);
-  }
-  return t;
-}
-
-/** Rebuild dist only when a source is newer than it; a failing build fails the suite with tsc's output. */
-function ensureBuilt() {
-  const stale = !fs.existsSync(CLI) || Math.max(newest(path.join(root, 'src')), newest(path.join(root, 'tools'))) > fs.statSync(CLI).mtimeMs;
-  if (!stale) return;
-  const r = spawnSync('npm', ['run', 'build'], { cwd: root, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`npm run build failed:\n${r.stdout}\n${r.stderr}`);
-}
 
 /** The environment of a clean shell: no CRM_* settings leak in from the one running the tests. */
 const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CRM_') && !['PORT', 'HOST', 'LOG_LEVEL'].includes(k))) as Record<string, string>;
@@ -100,7 +83,6 @@ const write = (name: string, text: string) => {
 };
 
 beforeAll(() => {
-  ensureBuilt();
 }, 180_000);
 
 afterAll(() => {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { TOOLS } from '../tools/index.js';
@@ -17,21 +17,6 @@ const entry = config.mcpServers.crm;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-stdio-'));
 const dbIn = (name: string) => path.join(tmp, name, 'crm.db');
 
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs);
-  }
-  return t;
-}
-
-beforeAll(() => {
-  // The spawned process runs the build; rebuild when a source is newer than it.
-  const built = path.join(root, 'dist/src/cli.js');
-  const stale = !fs.existsSync(built) || Math.max(newest(path.join(root, 'src')), newest(path.join(root, 'tools'))) > fs.statSync(built).mtimeMs;
-  if (stale) execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
-}, 180_000);
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 /** The client configuration of mcp.json, as a client would run it from the clone; only CRM_DB points elsewhere. */

@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,15 +19,6 @@ const cli = path.join(root, 'dist/src/cli.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-work-cli-'));
 const dbFile = path.join(tmp, 'crm.db');
 
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs);
-  }
-  return t;
-}
-
 const run = (...args: string[]) => execFileSync('node', [cli, ...args, '--db', dbFile, '--workspace', 'w'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
 let db: Db;
@@ -35,13 +26,7 @@ let app: FastifyInstance;
 let token: string;
 
 beforeAll(async () => {
-  // The CLI runs from the build: `npm run build` when a source is newer than it (a full build takes
-  // longer than this file's budget, so an up-to-date build is reused).
-  const stale = !fs.existsSync(cli) || Math.max(newest(path.join(root, 'src')), newest(path.join(root, 'tools'))) > fs.statSync(cli).mtimeMs;
-  if (stale) {
-    const b = spawnSync('npm', ['run', 'build'], { cwd: root, encoding: 'utf8' });
-    if (b.status !== 0) throw new Error(`npm run build failed:\n${b.stdout}\n${b.stderr}`);
-  }
+  // The CLI runs from the build (test/global-setup.ts rebuilds it when stale).
   run('seed', '--companies', '2', '--contacts', '3', '--opportunities', '2', '--tasks', '2', '--threads', '1');
   token = run('token', 'create', '--role', 'admin').trim();
   db = openDatabase({ file: dbFile });

@@ -10,6 +10,7 @@ import { getSchema, parseWith, type WorkspaceSchema } from './schema.js';
 import { namesFor } from './aggregate.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
+import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.js';
 
 /**
  * Email threads and their messages, linked to a contact and/or a company. Message bodies are
@@ -85,14 +86,7 @@ export async function listThreads(ctx: Ctx, q: ThreadQuery = {}) {
   const total = Number((await base.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
   let page = base.selectAll('threads');
   if (q.cursor) {
-    let c: { t: string; i: string };
-    try {
-      c = JSON.parse(Buffer.from(q.cursor, 'base64url').toString()) as { t: string; i: string };
-    } catch {
-      throw validationError('Invalid cursor: pass nextCursor back unchanged');
-    }
-    // Parseable is not enough: a cursor of another shape would reach SQL as null or garbage.
-    if (typeof c?.t !== 'string' || typeof c.i !== 'string') throw validationError('Invalid cursor: pass nextCursor back unchanged');
+    const c = decodeTimeCursor(q.cursor);
     page = page.where((eb) => eb(eb.refTuple('threads.last_message_at', 'threads.id'), '<', eb.tuple(c.t, c.i)));
   }
   const rows = await page.orderBy('threads.last_message_at', 'desc').orderBy('threads.id', 'desc').limit(limit + 1).execute();
@@ -100,7 +94,7 @@ export async function listThreads(ctx: Ctx, q: ThreadQuery = {}) {
   if (rows.length > limit) {
     rows.length = limit;
     const last = rows[limit - 1]!;
-    nextCursor = Buffer.from(JSON.stringify({ t: last.last_message_at, i: last.id })).toString('base64url');
+    nextCursor = encodeTimeCursor(last.last_message_at, last.id);
   }
   return { data: await threadView(ctx, rows), total, nextCursor };
 }

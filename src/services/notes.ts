@@ -5,6 +5,7 @@ import { parseWith, resolveObject } from './schema.js';
 import { checkLimit, notFound } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
+import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.js';
 import { v7 as uuidv7 } from 'uuid';
 import type { Kysely } from 'kysely';
 import { escapeLike } from '../db/dialect.js';
@@ -100,14 +101,7 @@ export async function listNotes(ctx: Ctx, q: NoteQuery = {}) {
   }
   const count = await query.clearSelect().select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
   if (q.cursor) {
-    let c: { t: string; i: string };
-    try {
-      c = JSON.parse(Buffer.from(q.cursor, 'base64url').toString()) as { t: string; i: string };
-    } catch {
-      throw validationError('Invalid cursor: pass nextCursor back unchanged');
-    }
-    // Parseable is not enough: a cursor of another shape would reach SQL as null or garbage.
-    if (typeof c?.t !== 'string' || typeof c.i !== 'string') throw validationError('Invalid cursor: pass nextCursor back unchanged');
+    const c = decodeTimeCursor(q.cursor);
     query = query.where((eb) => eb(eb.refTuple('notes.created_at', 'notes.id'), '<', eb.tuple(c.t, c.i)));
   }
   const rows = (await query.orderBy('notes.created_at', 'desc').orderBy('notes.id', 'desc').limit(limit + 1).execute()) as Row[];
@@ -115,7 +109,7 @@ export async function listNotes(ctx: Ctx, q: NoteQuery = {}) {
   if (rows.length > limit) {
     rows.length = limit;
     const last = rows[limit - 1]!;
-    nextCursor = Buffer.from(JSON.stringify({ t: last.created_at, i: last.id })).toString('base64url');
+    nextCursor = encodeTimeCursor(last.created_at, last.id);
   }
   return { data: rows.map(toNote), total: Number(count.n), nextCursor };
 }
