@@ -1,13 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
-import { parse } from 'csv-parse';
+import { Worker } from 'node:worker_threads';
 import { stringify } from 'csv-stringify/sync';
 import cliProgress from 'cli-progress';
 import type { Ctx } from './services/context.js';
 import { validationError } from './services/errors.js';
 import { importDetailed, neutralize } from './services/import-export.js';
 import { resolveObject, type ObjectDef } from './services/schema.js';
+import type { ParsedPhone } from './services/phone-parse.js';
+import { primePhones } from './services/phone.js';
 
 /**
  * `crm-mcp import <object> <file>`: streams a CSV, JSON or JSON Lines file of any size through the
@@ -90,33 +91,56 @@ function toRecord(obj: ObjectDef, raw: Record<string, unknown>, mapping: Map<str
   return r;
 }
 
-async function* readRows(file: string, onBytes: (n: number) => void): AsyncGenerator<Record<string, unknown>> {
-  const ext = path.extname(file).toLowerCase();
-  if (ext === '.json') {
-    const data = JSON.parse(await fs.promises.readFile(file, 'utf8')) as unknown;
-    const list = Array.isArray(data) ? data : (data as { records?: unknown }).records;
-    if (!Array.isArray(list)) throw validationError(`${file}: expected a JSON array of records (or {"records": [...]})`);
-    onBytes(fs.statSync(file).size);
-    for (const r of list) yield r as Record<string, unknown>;
-    return;
-  }
-  const stream = fs.createReadStream(file);
-  stream.on('data', (chunk) => onBytes(chunk.length));
-  if (ext === '.jsonl' || ext === '.ndjson') {
-    let line = 0;
-    for await (const text of readline.createInterface({ input: stream, crlfDelay: Infinity })) {
-      line++;
-      if (!text.trim()) continue;
-      try {
-        yield JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        yield { __parse_error: `line ${line} is not valid JSON` };
+interface ReadBatch {
+  rows: Record<string, unknown>[];
+  /** Phone numbers of the batch, parsed by the reader thread. */
+  phones: [string, ParsedPhone | null][];
+  /** Bytes of the file read so far. */
+  bytes: number;
+}
+
+/**
+ * The file's rows in batches, read and parsed on a worker thread (import-reader.js) while this
+ * thread writes: at most two batches ahead. Stops the thread when the caller stops early.
+ */
+async function* readBatches(file: string, batch: number): AsyncGenerator<ReadBatch> {
+  const worker = new Worker(new URL('./import-reader.js', import.meta.url), { workerData: { file, batch } });
+  type Message = ({ type: 'batch' } & ReadBatch) | { type: 'end'; bytes: number } | { type: 'error'; message: string; user: boolean };
+  const queue: Message[] = [];
+  let failure: Error | null = null;
+  let wake: (() => void) | null = null;
+  const push = () => {
+    wake?.();
+    wake = null;
+  };
+  worker.on('message', (m: Message) => {
+    queue.push(m);
+    push();
+  });
+  worker.on('error', (e) => {
+    failure = e;
+    push();
+  });
+  worker.on('exit', (code) => {
+    if (code !== 0 && !failure) failure = new Error(`the import reader thread stopped (exit code ${code})`);
+    push();
+  });
+  try {
+    for (;;) {
+      const m = queue.shift();
+      if (!m) {
+        if (failure) throw failure;
+        await new Promise<void>((resolve) => (wake = resolve));
+        continue;
       }
+      if (m.type === 'error') throw m.user ? validationError(m.message) : new Error(m.message);
+      if (m.type === 'end') return;
+      worker.postMessage('more');
+      yield m;
     }
-    return;
+  } finally {
+    await worker.terminate();
   }
-  if (ext !== '.csv' && ext !== '.txt') throw validationError(`Unsupported file type '${ext}': use .csv, .json, .jsonl or .ndjson`);
-  yield* stream.pipe(parse({ columns: true, bom: true, trim: true, skip_empty_lines: true, relax_column_count: true }));
 }
 
 export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<FileImportSummary> {
@@ -175,21 +199,26 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
 
   // Large transactions one after another: the write-ahead log is checkpointed at the end, not after each.
   await ctx.db.bulk(async () => {
-    for await (const raw of readRows(opts.file, (n) => (bytes += n))) {
-      const fresh = Object.keys(raw).filter((k) => k !== '__parse_error' && !known.has(k));
-      if (fresh.length) {
-        const more = headerMapping(obj, fresh, opts.map);
-        for (const [h, f] of more.mapping) mapping.set(h, f);
-        ignored.push(...more.ignored);
-        columns.push(...fresh);
-        fresh.forEach((k) => known.add(k));
+    for await (const read of readBatches(opts.file, batchSize)) {
+      bytes = read.bytes;
+      primePhones(read.phones);
+      for (const item of read.rows) {
+        // A JSON list may hold things that are not records: each fails alone.
+        const raw = item && typeof item === 'object' && !Array.isArray(item) ? item : { __parse_error: 'Each record must be a JSON object' };
+        const fresh = Object.keys(raw).filter((k) => k !== '__parse_error' && !known.has(k));
+        if (fresh.length) {
+          const more = headerMapping(obj, fresh, opts.map);
+          for (const [h, f] of more.mapping) mapping.set(h, f);
+          ignored.push(...more.ignored);
+          columns.push(...fresh);
+          fresh.forEach((k) => known.add(k));
+        }
+        s.rows++;
+        const rec = typeof raw.__parse_error === 'string' ? { __error: raw.__parse_error } : toRecord(obj, raw, mapping);
+        batch.push({ raw, rec });
       }
-      s.rows++;
-      const rec = typeof raw.__parse_error === 'string' ? { __error: raw.__parse_error } : toRecord(obj, raw, mapping);
-      batch.push({ raw, rec });
-      if (batch.length >= batchSize) await flush();
+      await flush();
     }
-    await flush();
   });
   await ctx.db.adapter.analyze(ctx.db.kysely as never, s.created > 10_000);
   progress(true);

@@ -267,6 +267,18 @@ describe('the index follows every write', () => {
     expect(await indexed('phantasmo')).toEqual([]);
   });
 
+  it('a stray index row where the next documents go is cleared, not left to block creates or be found', async () => {
+    const { next } = (await sql<{ next: number }>`SELECT coalesce(max(doc_id), 0) + 1 AS next FROM search_docs`.execute(t.db.kysely)).rows[0]!;
+    await sql`INSERT INTO search_index (rowid, scope, name, body, exact) VALUES (${next}, '', 'Strayling', '', '')`.execute(t.db.kysely);
+    const id = await make('ostrander', 'contacts', { first_name: 'Ostrander', last_name: 'Vell' });
+    expect(await ids('ostrander')).toEqual([id]);
+    expect(await indexed('strayling')).toEqual([]);
+    expect(await ids('strayling')).toEqual([]);
+    // Documents carry no workspace or object tokens (queries filter through search_docs).
+    const scope = await sql<{ scope: string }>`SELECT s.scope FROM search_index s JOIN search_docs d ON d.doc_id = s.rowid WHERE d.record_id = ${id}`.execute(t.db.kysely);
+    expect(scope.rows).toEqual([{ scope: '' }]);
+  });
+
   it('update: the old text is no longer found, the new text is', async () => {
     const id = rec.quillon!;
     ok(await api(admin(), 'PATCH', `/records/contacts/${id}`, { first_name: 'Rhodanthe', job_title: 'Lexicographer', email: 'rhodanthe@maps.test', phone: '+33 1 42 68 53 00' }));

@@ -7,9 +7,10 @@ import { CompiledQuery, type Kysely } from 'kysely';
  */
 const compiled = new Map<string, string>();
 
-export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean } = {}): Promise<void> {
+export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean; perStatement?: number } = {}): Promise<void> {
   if (!rows.length) return;
-  const per = Math.max(1, Math.min(500, Math.floor(30000 / columns.length)));
+  // At most 30,000 parameters a statement (SQLite allows 32,766); 500 rows unless told otherwise.
+  const per = Math.max(1, Math.min(opts.perStatement ?? 500, Math.floor(30000 / columns.length)));
   for (let i = 0; i < rows.length; i += per) {
     const part = rows.slice(i, i + per);
     const key = `${table}|${columns.join(',')}|${part.length}|${opts.ignoreConflicts ? 1 : 0}`;

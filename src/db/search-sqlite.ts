@@ -1,10 +1,13 @@
 import { sql, type Kysely } from 'kysely';
+import { bulkInsert } from './bulk-insert.js';
 
 /**
  * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, prefix
  * indexes for 2-4 characters) plus a plain table mapping each record to its FTS row, so a record's
  * entry is found by index when it changes. PostgreSQL would implement the same interface with
- * tsvector/pg_trgm.
+ * tsvector/pg_trgm. The `scope` column is left empty: queries filter by workspace and object
+ * through search_docs, and a token shared by every document made each merge rewrite a doclist as
+ * long as the index (indexes built before hold such tokens, unused).
  */
 
 export interface SearchDoc {
@@ -43,8 +46,6 @@ function highlight(s: string): string {
   return s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!).replace(/\u0002/g, '<mark>').replace(/\u0003/g, '</mark>');
 }
 
-const scopeToken = (workspaceId: number) => `w${workspaceId}`;
-const objectToken = (objectId: number) => `o${objectId}`;
 
 export const sqliteSearch: SearchBackend = {
   async createTables(db) {
@@ -66,24 +67,18 @@ export const sqliteSearch: SearchBackend = {
       // New records: their documents take the next ids, given here rather than read back (RETURNING
       // costs more than the insert). The caller's transaction already holds the write lock.
       const { next } = (await sql<{ next: number }>`SELECT coalesce(max(doc_id), 0) + 1 AS next FROM search_docs`.execute(db)).rows[0]!;
-      for (let i = 0; i < docs.length; i += 1000) {
-        const part = docs.slice(i, i + 1000);
-        await sql`INSERT INTO search_docs (doc_id, workspace_id, object_id, record_id) VALUES ${sql.join(part.map((d, j) => sql`(${next + i + j}, ${d.workspaceId}, ${d.objectId}, ${d.recordId})`))}`.execute(db);
-      }
+      await bulkInsert(db, 'search_docs', ['doc_id', 'workspace_id', 'object_id', 'record_id'], docs.map((d, j) => [next + j, d.workspaceId, d.objectId, d.recordId]));
+      // A stray index row at or past these ids (none should exist) must not block every create; not
+      // INSERT OR REPLACE, which makes FTS5 write its pending documents out before each row. Looked
+      // for in FTS5's own content table (by its primary key): through the index it costs a scan.
+      if ((await sql`SELECT id FROM search_index_content WHERE id >= ${next} LIMIT 1`.execute(db)).rows.length)
+        await sql`DELETE FROM search_index WHERE rowid >= ${next}`.execute(db);
       // The text goes in last and in as few statements as possible (6,000 documents each: 30,000
       // parameters). FTS5 writes its pending documents out as a new segment whenever a statement
       // that may roll back on its own begins (any multi-row statement, on any table): a segment per
       // 300 documents meant a million documents spent most of their time merging segments (index
       // builds fell from 16,000 to 1,000 documents/s on the way to a million).
-      // A stray index row at or past these ids (none should exist) must not block every create; not
-      // INSERT OR REPLACE, which makes FTS5 write its pending documents out before each row.
-      await sql`DELETE FROM search_index WHERE rowid >= ${next}`.execute(db);
-      for (let i = 0; i < docs.length; i += 6000) {
-        const part = docs.slice(i, i + 6000);
-        await sql`INSERT INTO search_index (rowid, scope, name, body, exact) VALUES ${sql.join(
-          part.map((d, j) => sql`(${next + i + j}, ${`${scopeToken(d.workspaceId)} ${objectToken(d.objectId)}`}, ${d.name}, ${d.body}, ${d.exact})`),
-        )}`.execute(db);
-      }
+      await bulkInsert(db, 'search_index', ['rowid', 'scope', 'name', 'body', 'exact'], docs.map((d, j) => [next + j, '', d.name, d.body, d.exact]), { perStatement: 6000 });
       return;
     }
     // Batched: one statement maps a chunk of records to their document ids, one writes their text.
@@ -96,7 +91,7 @@ export const sqliteSearch: SearchBackend = {
         RETURNING doc_id, object_id, record_id`.execute(db);
       const idOf = new Map(rows.rows.map((r) => [`${r.object_id}:${r.record_id}`, r.doc_id]));
       await sql`INSERT OR REPLACE INTO search_index (rowid, scope, name, body, exact) VALUES ${sql.join(
-        part.map((d) => sql`(${idOf.get(`${d.objectId}:${d.recordId}`)!}, ${`${scopeToken(d.workspaceId)} ${objectToken(d.objectId)}`}, ${d.name}, ${d.body}, ${d.exact})`),
+        part.map((d) => sql`(${idOf.get(`${d.objectId}:${d.recordId}`)!}, '', ${d.name}, ${d.body}, ${d.exact})`),
       )}`.execute(db);
     }
   },

@@ -1,4 +1,5 @@
 import { validationError } from './errors.js';
+import { PHONE_RE } from './phone-parse.js';
 
 export const FIELD_TYPES = [
   'TEXT', 'EMAIL', 'PHONE', 'URL', 'NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE',
@@ -55,7 +56,6 @@ export function storageOf(type: FieldType): 'text' | 'real' | 'integer' {
 }
 
 const EMAIL_RE = /^[^\s@]+@[^\s@.]+(\.[^\s@.]+)+$/;
-const PHONE_RE = /^\+?[0-9 ().\-/]+(\s*(x|ext\.?)\s*[0-9]+)?$/i;
 const DATE_RE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const DATETIME_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
 const DECIMAL_RE = /^(-)?(\d+)(?:\.(\d+))?$/;

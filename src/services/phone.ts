@@ -1,39 +1,29 @@
-import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js';
+import { parsePhone, type ParsedPhone } from './phone-parse.js';
 
 /**
  * Phone numbers in any formatting, made comparable. International numbers (+33 1 42 68 53 00) are
  * parsed with libphonenumber; numbers written without a country code are read in the default
  * region (CRM_DEFAULT_REGION, default US) and, failing that, kept as their digits.
  */
-const region = (process.env.CRM_DEFAULT_REGION ?? 'US').toUpperCase() as CountryCode;
-
-interface Parsed {
-  /** E.164 digits, without the + */
-  e164: string;
-  nationalNumber: string;
-  /** The national form as dialled at home, digits only (0142685300) */
-  nationalDigits: string;
-}
 
 /**
- * Parsing (and validating) a number costs about 10 µs, and one write parses the same number
+ * Parsing (and validating) a number costs 10 to 30 µs, and one write parses the same number
  * several times (validation, match keys, search forms), and an import batch holds up to 5,000
- * rows: the results of the last 10,000 to 20,000 numbers are kept, in two generations.
+ * rows: the results of the last 10,000 to 20,000 numbers are kept, in two generations. A file
+ * import parses its numbers on another thread ahead of the writes and hands the results over
+ * (primePhones).
  */
-let recent = new Map<string, Parsed | null>();
-let older = new Map<string, Parsed | null>();
+let recent = new Map<string, ParsedPhone | null>();
+let older = new Map<string, ParsedPhone | null>();
+let primed = new Map<string, ParsedPhone | null>();
 const GENERATION = 10_000;
 
-function parse(v: string): Parsed | undefined {
-  let hit = recent.get(v) ?? older.get(v);
+function parse(v: string): ParsedPhone | undefined {
+  let hit = primed.get(v);
+  if (hit === undefined) hit = recent.get(v);
+  if (hit === undefined) hit = older.get(v);
   if (hit === undefined) {
-    hit = null;
-    try {
-      const p = parsePhoneNumberFromString(v, region);
-      if (p && p.isValid()) hit = { e164: p.number.replace(/\D/g, ''), nationalNumber: p.nationalNumber, nationalDigits: p.formatNational().replace(/\D/g, '') };
-    } catch {
-      // not a phone number: compared by its digits
-    }
+    hit = parsePhone(v);
     if (recent.size >= GENERATION) {
       older = recent;
       recent = new Map();
@@ -41,6 +31,11 @@ function parse(v: string): Parsed | undefined {
     recent.set(v, hit);
   }
   return hit ?? undefined;
+}
+
+/** Results of parsePhone computed elsewhere (the import reader thread), for the batch about to be written; replaces the previous ones. */
+export function primePhones(entries: Iterable<[string, ParsedPhone | null]>): void {
+  primed = new Map(entries);
 }
 
 /**

@@ -1,0 +1,104 @@
+// The reading half of `crm-mcp import`, on its own thread: reads and parses the file (CSV, JSON or
+// JSON Lines) in batches, and parses the batch's phone numbers (the costliest per-row work, 10 to 30
+// µs each), while the main thread writes the previous batch. Plain JavaScript so the same file
+// loads from src/ (tests, tsx) and dist/.
+//
+// workerData: { file, batch }. Messages out: { type: 'batch', rows, phones, bytes } with at most
+// `batch` rows, then { type: 'end', bytes }, or { type: 'error', message }. Messages in: 'more'
+// (the main thread took a batch). At most two batches wait unread, so memory stays flat.
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { parentPort, workerData } from 'node:worker_threads';
+import { parse } from 'csv-parse';
+import { parsePhone, phoneShaped } from './services/phone-parse.js';
+
+/** A message for the user (an unsupported file, a JSON file that is not a list of records). */
+class ReadError extends Error {}
+
+/**
+ * @param {string} file
+ * @param {(n: number) => void} onBytes
+ * @returns {AsyncGenerator<Record<string, unknown>>}
+ */
+async function* readRows(file, onBytes) {
+  const ext = path.extname(file).toLowerCase();
+  if (ext === '.json') {
+    let data;
+    try {
+      data = JSON.parse(await fs.promises.readFile(file, 'utf8'));
+    } catch (e) {
+      throw new ReadError(`${file} is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    const list = Array.isArray(data) ? data : data?.records;
+    if (!Array.isArray(list)) throw new ReadError(`${file}: expected a JSON array of records (or {"records": [...]})`);
+    onBytes(fs.statSync(file).size);
+    yield* list;
+    return;
+  }
+  if (!['.jsonl', '.ndjson', '.csv', '.txt'].includes(ext)) throw new ReadError(`Unsupported file type '${ext}': use .csv, .json, .jsonl or .ndjson`);
+  const stream = fs.createReadStream(file);
+  stream.on('data', (chunk) => onBytes(chunk.length));
+  if (ext === '.jsonl' || ext === '.ndjson') {
+    let line = 0;
+    for await (const text of readline.createInterface({ input: stream, crlfDelay: Infinity })) {
+      line++;
+      if (!text.trim()) continue;
+      try {
+        yield JSON.parse(text);
+      } catch {
+        yield { __parse_error: `line ${line} is not valid JSON` };
+      }
+    }
+    return;
+  }
+  yield* stream.pipe(parse({ columns: true, bom: true, trim: true, skip_empty_lines: true, relax_column_count: true }));
+}
+
+const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
+const { file, batch: size } = /** @type {{ file: string, batch: number }} */ (workerData);
+let credit = 2;
+/** @type {(() => void) | null} */
+let wake = null;
+port.on('message', () => {
+  credit++;
+  wake?.();
+});
+
+let bytes = 0;
+/** @param {Record<string, unknown>[]} rows */
+async function send(rows) {
+  while (credit === 0) await new Promise((resolve) => (wake = () => resolve(undefined)));
+  wake = null;
+  credit--;
+  // Every value shaped like a phone number, whichever column it is in (the thread does not know the
+  // schema): a date or a postcode parsed for nothing costs this thread, not the writes.
+  /** @type {Map<string, import('./services/phone-parse.js').ParsedPhone | null>} */
+  const phones = new Map();
+  for (const r of rows)
+    if (r && typeof r === 'object')
+      for (const v of Object.values(r)) {
+        const s = typeof v === 'string' ? v.trim() : v;
+        if (typeof s === 'string' && !phones.has(s) && phoneShaped(s)) phones.set(s, parsePhone(s));
+      }
+  port.postMessage({ type: 'batch', rows, phones: [...phones], bytes });
+}
+
+try {
+  /** @type {Record<string, unknown>[]} */
+  let rows = [];
+  for await (const r of readRows(file, (n) => (bytes += n))) {
+    rows.push(r);
+    if (rows.length >= size) {
+      await send(rows);
+      rows = [];
+    }
+  }
+  if (rows.length) await send(rows);
+  port.postMessage({ type: 'end', bytes });
+} catch (e) {
+  // A file the user must fix (csv-parse's errors carry a CSV_ code), or a fault of ours.
+  const user = e instanceof ReadError || (e instanceof Error && 'code' in e && String(e.code).startsWith('CSV_'));
+  port.postMessage({ type: 'error', message: e instanceof Error ? e.message : String(e), user });
+}
+port.close();
