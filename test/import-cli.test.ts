@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createUser, createWorkspace } from '../src/services/users.js';
+import { phoneKey, phoneSearchForms } from '../src/services/phone.js';
 
 /**
  * `crm-mcp import <object> <file>` as a user runs it: the built CLI (dist/src/cli.js) spawned
@@ -148,6 +149,26 @@ describe('import a CSV file', () => {
     const vias = adb.prepare("SELECT DISTINCT via FROM activity WHERE action = 'created'").all() as { via: string }[];
     adb.close();
     expect(vias).toEqual([{ via: 'cli' }]);
+  });
+
+  it('phone numbers parsed ahead on the reader thread give the match keys and search forms the service computes itself', () => {
+    const adb = new Database(db, { readonly: true });
+    const table = (adb.prepare("SELECT table_name FROM objects WHERE name = 'contacts'").get() as { table_name: string }).table_name;
+    const withPhone = adb
+      .prepare(
+        `SELECT c.phone, k.key, s.exact FROM ${table} c JOIN dedupe_keys k ON k.record_id = c.id AND k.kind = 'phone'
+         JOIN search_docs d ON d.record_id = c.id JOIN search_index s ON s.rowid = d.doc_id ORDER BY c.phone`,
+      )
+      .all() as { phone: string; key: string; exact: string }[];
+    adb.close();
+    expect(withPhone.map((r) => r.phone)).toEqual(['+44 20 7946 0000', '020 7946 0001']);
+    for (const r of withPhone) {
+      expect(r.key).toBe(phoneKey(r.phone));
+      for (const form of phoneSearchForms(r.phone)) expect(r.exact.split(' ')).toContain(form);
+    }
+    // The international number was read by libphonenumber (national significant number), the
+    // other (not valid in the default region, US) kept as its digits.
+    expect(withPhone.map((r) => r.key)).toEqual(['2079460000', '2079460001']);
   });
 
   it('writes the rejected rows, as read, with their reasons; formulas neutralized; values with line breaks quoted', () => {
