@@ -278,6 +278,25 @@ describe('import JSON and JSON Lines files', () => {
   });
 });
 
+describe('files that cannot be read', () => {
+  it('an unsupported type, JSON that is not a list of records, broken JSON and a broken CSV: a clear error, exit 1, nothing written', async () => {
+    const db = await makeDb('unreadable');
+    const cases: [string, string, RegExp][] = [
+      ['people.xlsx', 'PK...', /VALIDATION_ERROR: Unsupported file type '\.xlsx': use \.csv, \.json, \.jsonl or \.ndjson/],
+      ['object.json', '{"first_name": "Ada"}', /VALIDATION_ERROR: .*object\.json: expected a JSON array of records \(or \{"records": \[\.\.\.\]\}\)/],
+      ['broken.json', '[{"first_name": "Ada"', /VALIDATION_ERROR: .*broken\.json is not valid JSON/],
+      ['quotes.csv', 'first_name,last_name\nAda,"Love"lace\n', /VALIDATION_ERROR: .*[Qq]uote/],
+    ];
+    for (const [name, text, message] of cases) {
+      const r = await cli(importArgs('contacts', write(name, text), db));
+      expect(r.status, name).toBe(1);
+      expect(r.stdout, name).toBe('');
+      expect(r.stderr, name).toMatch(message);
+    }
+    expect(readTable(db, 'contacts')).toEqual([]);
+  });
+});
+
 describe('an interrupted import, re-run', () => {
   it('killed mid-way, then run again on the whole file: every email exactly once, the counts add up', async () => {
     const db = await makeDb('resume');
