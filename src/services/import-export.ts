@@ -80,8 +80,15 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
     const person = target.displayFields.length >= 2;
     const ids = new Map<string, string>();
     const original = new Map<string, string>();
+    // A batch names few companies many times: each spelling normalised once.
+    const normal = new Map<string, string>();
+    const normalOf = (v: string) => {
+      let n = normal.get(v);
+      if (n === undefined) normal.set(v, (n = normalName(v, !person)));
+      return n;
+    };
     for (const r of wanted) {
-      const n = normalName(r[key] as string, !person);
+      const n = normalOf(r[key] as string);
       if (!original.has(n)) original.set(n, (r[key] as string).trim());
     }
     const names = [...original.keys()];
@@ -116,7 +123,7 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
     }
     for (const r of rows) {
       if (typeof r[key] === 'string' && r[f.name] === undefined) {
-        const id = ids.get(normalName(r[key] as string, !person));
+        const id = ids.get(normalOf(r[key] as string));
         if (id) r[f.name] = id;
         else r.__error = `No ${target.name} record named '${r[key] as string}' for '${key}'`;
       }

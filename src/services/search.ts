@@ -22,7 +22,19 @@ export function fold(s: string): string {
   return s.normalize('NFKD').replace(/\p{M}+/gu, '').toLowerCase();
 }
 
+/** Domains repeat (everyone at one company, every gmail.com address): each parsed once (a URL costs microseconds). */
+const hostCache = new Map<string, string[]>();
+
 function hostForms(value: string): string[] {
+  let forms = hostCache.get(value);
+  if (!forms) {
+    if (hostCache.size >= 10_000) hostCache.clear();
+    hostCache.set(value, (forms = parseHostForms(value)));
+  }
+  return forms;
+}
+
+function parseHostForms(value: string): string[] {
   let host = value.trim().toLowerCase();
   try {
     host = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(host) ? host : `https://${host}`).hostname;
