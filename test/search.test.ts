@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { sql } from 'kysely';
 import { createRecord, createRecords, deleteRecord, updateRecord } from '../src/services/records.js';
 import { searchAll } from '../src/services/search.js';
+import { openDatabase } from '../src/db/database.js';
 import { call, makeWorkspace, testApp, type TestApp } from './helpers.js';
 
 /**
@@ -141,6 +142,29 @@ describe('matching rules', () => {
     expect(s.data.map((h) => h.match)).toEqual(['exact', 'exact']);
     expect((await search('liddel')).data.map((h) => h.id)).toEqual([rec.alice]);
     expect((await search('qwertzuiop')).data).toEqual([]);
+  });
+
+  it('typo tolerance knows words written after its vocabulary was read, here or by another connection', async () => {
+    // The index's words are kept in memory once a typo-tolerant search has read them.
+    const u = await testApp({ file: true });
+    try {
+      const fuzzyIds = async (q: string) => (await searchAll(u.a.ctx, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
+      const [kestrel] = await createRecords(u.a.ctx, 'contacts', [{ first_name: 'Kestrelle', last_name: 'Obry' }]);
+      expect(await fuzzyIds('Kestrele')).toEqual([kestrel!.id]); // reads the words starting with k
+      // Written through this process after the read: added as they are indexed.
+      const [kettle] = await createRecords(u.a.ctx, 'contacts', [{ first_name: 'Kettleborough', last_name: 'Obry' }]);
+      expect(await fuzzyIds('Ketleborough')).toEqual([kettle!.id]);
+      // Written by another connection (another process, say a CLI import): the words are read again.
+      const other = openDatabase({ file: u.db.sqlite.name });
+      const [kinsale] = await createRecords({ ...u.a.ctx, db: other }, 'contacts', [{ first_name: 'Kinsaleworth', last_name: 'Obry' }]);
+      await other.close();
+      expect(await fuzzyIds('Kinsalevorth')).toEqual([kinsale!.id]);
+      // Words of records deleted since are harmless: they match nothing.
+      await deleteRecord(u.a.ctx, 'contacts', kettle!.id);
+      expect(await fuzzyIds('Ketleborough')).toEqual([]);
+    } finally {
+      await u.close();
+    }
   });
 
   it('diacritics: "muller" finds Müller, "Müller" finds Muller', async () => {

@@ -6,6 +6,7 @@ import { validationError } from './errors.js';
 import type { FieldDef } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { phoneSearchForms } from './phone.js';
+import { noteIndexed, wordsStartingWith } from './search-vocabulary.js';
 
 /**
  * Full-text search across objects: one ranked list of hits, each with its object, id, display
@@ -70,7 +71,10 @@ const isDomainField = (f: FieldDef) => f.type === 'TEXT' && /domain/.test(f.name
 
 /** Called by the records service inside its write transaction. */
 export async function indexRows(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false): Promise<void> {
-  if (rows.length) await db.search.upsert(trx, rows.map((r) => docOf(obj, workspaceId, r)), fresh);
+  if (!rows.length) return;
+  const docs = rows.map((r) => docOf(obj, workspaceId, r));
+  await db.search.upsert(trx, docs, fresh);
+  noteIndexed(db, docs, fold);
 }
 
 export async function unindexRecords(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
@@ -98,7 +102,9 @@ async function rebuild(db: Db, workspaceId: number, schema: WorkspaceSchema, opt
     for (;;) {
       const rows = (await k.selectFrom(obj.table).select(cols).where('seq', '>', after).orderBy('seq').limit(5000).execute()) as Record<string, unknown>[];
       if (!rows.length) break;
-      await k.transaction().execute((trx) => db.search.upsert(trx, rows.map((r) => docOf(obj, workspaceId, r)), true));
+      const docs = rows.map((r) => docOf(obj, workspaceId, r));
+      await k.transaction().execute((trx) => db.search.upsert(trx, docs, true));
+      noteIndexed(db, docs, fold);
       after = rows[rows.length - 1]!.seq as number;
       written += rows.length;
       opts.onProgress?.({ object: obj.name, done: written });
@@ -193,12 +199,12 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
         continue;
       }
       const cap = t.length >= 8 ? 2 : 1;
-      const first = t[0]!;
-      const next = String.fromCodePoint(first.codePointAt(0)! + 1);
       // Candidates share the first letter; words only (tokens with digits are ids, codes, emails' tags).
-      const near = (await ctx.db.search.terms(k, first, next, 200_000))
-        .filter((term) => Math.abs(term.length - t.length) <= cap && !/\d/.test(term) && term !== t && editDistance(t, term, cap) <= cap)
-        .slice(0, 30);
+      const near: string[] = [];
+      for (const term of await wordsStartingWith(ctx.db, k, String.fromCodePoint(t.codePointAt(0)!))) {
+        if (Math.abs(term.length - t.length) <= cap && term !== t && editDistance(t, term, cap) <= cap) near.push(term);
+        if (near.length >= 30) break;
+      }
       expanded.push(`(${[`${quote(t)}*`, ...near.map(quote)].join(' OR ')})`);
       if (near.length) fuzzy = true;
     }
