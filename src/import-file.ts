@@ -7,7 +7,7 @@ import type { Ctx } from './services/context.js';
 import { validationError } from './services/errors.js';
 import { importDetailed, neutralize } from './services/import-export.js';
 import { resolveObject, type ObjectDef } from './services/schema.js';
-import type { ParsedPhone } from './services/phone-parse.js';
+import { defaultRegion, type ParsedPhone } from './services/phone-parse.js';
 import { primePhones } from './services/phone.js';
 
 /**
@@ -103,8 +103,8 @@ interface ReadBatch {
  * The file's rows in batches, read and parsed on a worker thread (import-reader.js) while this
  * thread writes: at most two batches ahead. Stops the thread when the caller stops early.
  */
-async function* readBatches(file: string, batch: number): AsyncGenerator<ReadBatch> {
-  const worker = new Worker(new URL('./import-reader.js', import.meta.url), { workerData: { file, batch } });
+export async function* readBatches(file: string, batch: number): AsyncGenerator<ReadBatch> {
+  const worker = new Worker(new URL('./import-reader.js', import.meta.url), { workerData: { file, batch, region: defaultRegion } });
   type Message = ({ type: 'batch' } & ReadBatch) | { type: 'end'; bytes: number } | { type: 'error'; message: string; user: boolean };
   const queue: Message[] = [];
   let failure: Error | null = null;
@@ -121,8 +121,9 @@ async function* readBatches(file: string, batch: number): AsyncGenerator<ReadBat
     failure = e;
     push();
   });
+  // It never ends on its own (it waits to be terminated below): an exit here means it failed.
   worker.on('exit', (code) => {
-    if (code !== 0 && !failure) failure = new Error(`the import reader thread stopped (exit code ${code})`);
+    if (!failure) failure = new Error(`the import reader thread stopped before the end of the file (exit code ${code})`);
     push();
   });
   try {

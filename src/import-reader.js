@@ -3,7 +3,7 @@
 // µs each), while the main thread writes the previous batch. Plain JavaScript so the same file
 // loads from src/ (tests, tsx) and dist/.
 //
-// workerData: { file, batch }. Messages out: { type: 'batch', rows, phones, bytes } with at most
+// workerData: { file, batch, region }. Messages out: { type: 'batch', rows, phones, bytes } with at most
 // `batch` rows, then { type: 'end', bytes }, or { type: 'error', message }. Messages in: 'more'
 // (the main thread took a batch). At most two batches wait unread, so memory stays flat.
 import fs from 'node:fs';
@@ -56,7 +56,7 @@ async function* readRows(file, onBytes) {
 }
 
 const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
-const { file, batch: size } = /** @type {{ file: string, batch: number }} */ (workerData);
+const { file, batch: size, region } = /** @type {{ file: string, batch: number, region: string }} */ (workerData);
 let credit = 2;
 /** @type {(() => void) | null} */
 let wake = null;
@@ -79,7 +79,7 @@ async function send(rows) {
     if (r && typeof r === 'object')
       for (const v of Object.values(r)) {
         const s = typeof v === 'string' ? v.trim() : v;
-        if (typeof s === 'string' && !phones.has(s) && phoneShaped(s)) phones.set(s, parsePhone(s));
+        if (typeof s === 'string' && !phones.has(s) && phoneShaped(s)) phones.set(s, parsePhone(s, region));
       }
   port.postMessage({ type: 'batch', rows, phones: [...phones], bytes });
 }
@@ -101,4 +101,4 @@ try {
   const user = e instanceof ReadError || (e instanceof Error && 'code' in e && String(e.code).startsWith('CSV_'));
   port.postMessage({ type: 'error', message: e instanceof Error ? e.message : String(e), user });
 }
-port.close();
+// The port stays open: the main thread ends this thread once it has read every message.

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { createRecord, createRecords, deleteRecord, updateRecord } from '../src/services/records.js';
@@ -147,22 +147,28 @@ describe('matching rules', () => {
   it('typo tolerance knows words written after its vocabulary was read, here or by another connection', async () => {
     // The index's words are kept in memory once a typo-tolerant search has read them.
     const u = await testApp({ file: true });
+    const scans = vi.spyOn(u.db.search, 'terms');
     try {
       const fuzzyIds = async (q: string) => (await searchAll(u.a.ctx, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
       const [kestrel] = await createRecords(u.a.ctx, 'contacts', [{ first_name: 'Kestrelle', last_name: 'Obry' }]);
-      expect(await fuzzyIds('Kestrele')).toEqual([kestrel!.id]); // reads the words starting with k
-      // Written through this process after the read: added as they are indexed.
+      expect(await fuzzyIds('Kestrele')).toEqual([kestrel!.id]);
+      expect(scans.mock.calls.map((c) => c[1])).toEqual(['k']); // read the words starting with k
+      // Written through this process after the read: added as they are indexed, nothing read again.
       const [kettle] = await createRecords(u.a.ctx, 'contacts', [{ first_name: 'Kettleborough', last_name: 'Obry' }]);
       expect(await fuzzyIds('Ketleborough')).toEqual([kettle!.id]);
+      expect(await fuzzyIds('Kestrele')).toEqual([kestrel!.id]);
+      expect(scans).toHaveBeenCalledTimes(1);
       // Written by another connection (another process, say a CLI import): the words are read again.
       const other = openDatabase({ file: u.db.sqlite.name });
       const [kinsale] = await createRecords({ ...u.a.ctx, db: other }, 'contacts', [{ first_name: 'Kinsaleworth', last_name: 'Obry' }]);
       await other.close();
       expect(await fuzzyIds('Kinsalevorth')).toEqual([kinsale!.id]);
+      expect(scans).toHaveBeenCalledTimes(2);
       // Words of records deleted since are harmless: they match nothing.
       await deleteRecord(u.a.ctx, 'contacts', kettle!.id);
       expect(await fuzzyIds('Ketleborough')).toEqual([]);
     } finally {
+      scans.mockRestore();
       await u.close();
     }
   });

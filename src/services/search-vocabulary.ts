@@ -9,22 +9,35 @@ import type { SearchDoc } from '../db/search-sqlite.js';
  * - words this process indexes are added as they are written (noteIndexed);
  * - a commit by another connection (a CLI import, another server on the same file: SQLite's
  *   data_version changes) drops them all, to be read again when next needed;
- * - words of deleted records stay until then, which is harmless: a candidate that matches nothing.
+ * - words of deleted records stay until then, which is harmless: a candidate that matches nothing;
+ * - at most 1,000,000 words are kept: the letters used longest ago go first.
  * Words holding digits are left out, as the typo-tolerant search ignores them (ids, codes, tags).
  */
 
-const MAX_WORDS = 200_000;
+/** Terms read for one letter (the index's first ones in order, as before this cache). */
+const MAX_SCAN = 200_000;
+const MAX_KEPT = 1_000_000;
+
+interface Letter {
+  words: Set<string>;
+  /** When the scan stopped at MAX_SCAN: its last term; later words are not offered (as the scan would not). */
+  bound: string | null;
+}
 
 interface Vocabulary {
   /** data_version of the connection when the words were read */
   version: number;
-  byLetter: Map<string, Set<string>>;
+  /** In use order, least recent first. */
+  byLetter: Map<string, Letter>;
+  kept: number;
+  /** Documents noted so far: a scan during which some were written is not kept (it may miss them). */
+  writes: number;
 }
 
 const vocabularies = new WeakMap<Db, Vocabulary>();
 const hasDigit = /\d/;
 
-/** What another connection committed is seen through data_version (null: not SQLite, nothing cached). */
+/** What another connection committed is seen through data_version (null: not SQLite, nothing kept). */
 function dataVersion(db: Db): number | null {
   return db.sqlite ? (db.sqlite.pragma('data_version', { simple: true }) as number) : null;
 }
@@ -33,31 +46,49 @@ function current(db: Db): Vocabulary | null {
   const version = dataVersion(db);
   if (version === null) return null;
   let v = vocabularies.get(db);
-  if (!v || v.version !== version) vocabularies.set(db, (v = { version, byLetter: new Map() }));
+  if (!v || v.version !== version) vocabularies.set(db, (v = { version, byLetter: new Map(), kept: 0, writes: v?.writes ?? 0 }));
   return v;
 }
 
-/** The index's words (without digits) that start with `letter`, at most 200,000. */
+/** The index's words (without digits) that start with `letter`. */
 export async function wordsStartingWith(db: Db, k: Kysely<any>, letter: string): Promise<Iterable<string>> {
-  const next = String.fromCodePoint(letter.codePointAt(0)! + 1);
   const v = current(db);
-  const cached = v?.byLetter.get(letter);
-  if (cached) return cached;
-  const words = new Set((await db.search.terms(k, letter, next, MAX_WORDS)).filter((t) => !hasDigit.test(t)));
-  // Read after the scan: a commit by another connection meanwhile must not be cached as seen.
-  if (v && dataVersion(db) === v.version) v.byLetter.set(letter, words);
+  const known = v?.byLetter.get(letter);
+  if (v && known) {
+    // Most recently used last.
+    v.byLetter.delete(letter);
+    v.byLetter.set(letter, known);
+    return known.words;
+  }
+  const writes = v?.writes;
+  const terms = await db.search.terms(k, letter, String.fromCodePoint(letter.codePointAt(0)! + 1), MAX_SCAN);
+  const words = new Set(terms.filter((t) => !hasDigit.test(t)));
+  // Kept only if nothing changed meanwhile: no commit by another connection, no write noted here.
+  if (v && vocabularies.get(db) === v && dataVersion(db) === v.version && v.writes === writes) {
+    v.byLetter.set(letter, { words, bound: terms.length >= MAX_SCAN ? terms[terms.length - 1]! : null });
+    v.kept += words.size;
+    for (const [l, old] of v.byLetter) {
+      if (v.kept <= MAX_KEPT || l === letter) break;
+      v.byLetter.delete(l);
+      v.kept -= old.words.size;
+    }
+  }
   return words;
 }
 
 /** Words of documents just written by this process, for the letters already read. */
 export function noteIndexed(db: Db, docs: SearchDoc[], fold: (s: string) => string): void {
   const v = vocabularies.get(db);
-  if (!v || v.byLetter.size === 0) return;
+  if (!v) return;
+  v.writes += docs.length;
+  if (v.byLetter.size === 0) return;
   for (const d of docs)
     for (const text of [d.name, d.body, d.exact])
       for (const w of fold(text).split(/[^\p{L}\p{N}]+/u)) {
         if (!w || hasDigit.test(w)) continue;
-        const set = v.byLetter.get(String.fromCodePoint(w.codePointAt(0)!));
-        if (set && set.size < MAX_WORDS) set.add(w);
+        const letter = v.byLetter.get(String.fromCodePoint(w.codePointAt(0)!));
+        if (!letter || (letter.bound !== null && w > letter.bound) || letter.words.has(w)) continue;
+        letter.words.add(w);
+        v.kept++;
       }
 }
