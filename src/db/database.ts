@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import BetterSqlite from './sqlite-driver.js';
 import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import type { Tables } from './tables.js';
 import { sqliteAdapter, type DialectAdapter } from './dialect.js';
@@ -61,7 +62,7 @@ export interface OpenOptions {
 
 export function openSqlite(file: string, readonly = false): Database.Database {
   if (file !== ':memory:' && !readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const sqlite = new Database(file, { readonly });
+  const sqlite = new BetterSqlite(file, { readonly });
   if (!readonly) sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');

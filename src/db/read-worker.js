@@ -1,6 +1,6 @@
 // Runs read-only SQL on its own SQLite connection in a worker thread, so a heavy aggregate
 // never blocks the event loop. Plain JavaScript so the same file loads from src/ (tests) and dist/.
-import Database from 'better-sqlite3';
+import Database from './sqlite-driver.js';
 
 /** @type {Map<string, { db: import('better-sqlite3').Database, stmts: Map<string, import('better-sqlite3').Statement> }>} */
 const connections = new Map();

@@ -1,0 +1,37 @@
+// Which better-sqlite3 this process loads. Plain JavaScript so the same file loads from src/
+// (tests, tsx), dist/ and the read-worker thread.
+//
+// better-sqlite3 12 is built on node::ObjectWrap. Node 24's headers (24.19 on) make its destructor
+// remove an environment cleanup hook, and V8 may run it inside a garbage collection where no
+// context is entered: the process aborts (`Assertion failed: (env) != nullptr` in
+// RemoveEnvironmentCleanupHook, from Statement::~Statement) as soon as a collected statement is
+// finalised there (WiseLibs/better-sqlite3#1515). better-sqlite3 13 uses Node-API and does not, but
+// requires Node 22. So: 13 (optional dependency `better-sqlite3-napi`, prebuilt, no install
+// script) on Node 22 and later when it is installed and loads; 12 otherwise (Node 20).
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const major = Number(process.versions.node.split('.')[0]);
+
+/** @returns {{ Database: typeof import('better-sqlite3'), driver: string }} */
+function load() {
+  const wanted = process.env.CRM_SQLITE_DRIVER; // 'better-sqlite3' or 'better-sqlite3-napi': for tests and diagnosis
+  if (wanted !== 'better-sqlite3' && (wanted === 'better-sqlite3-napi' || major >= 22)) {
+    try {
+      const Database = require('better-sqlite3-napi');
+      // Loads the native binding now, so a missing prebuild for this platform falls back below.
+      new Database(':memory:').close();
+      return { Database, driver: 'better-sqlite3-napi' };
+    } catch (e) {
+      if (wanted === 'better-sqlite3-napi') throw e;
+    }
+  }
+  return { Database: require('better-sqlite3'), driver: 'better-sqlite3' };
+}
+
+const loaded = load();
+/** The better-sqlite3 Database class this process uses. */
+export const Database = loaded.Database;
+/** 'better-sqlite3' (12) or 'better-sqlite3-napi' (13). */
+export const sqliteDriver = loaded.driver;
+export default Database;
