@@ -10,7 +10,8 @@
  * validation, no parsing, no normalising: what is left is the storage cost. `skip` leaves parts out,
  * to see what each costs.
  */
-import Database from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
+import Database from '../src/db/sqlite-driver.js';
 
 export interface RawImportResult {
   rows: number;
@@ -52,7 +53,7 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
   db.pragma('synchronous = NORMAL');
   db.pragma('cache_size = -262144');
   db.pragma('wal_autocheckpoint = 16384');
-  const statements = new Map<string, Database.Statement>();
+  const statements = new Map<string, BetterSqlite3.Statement>();
   /** INSERT of `rows` (arrays in `cols` order), at most `per` rows a statement. */
   const insert = (into: string, cols: string[], rows: unknown[][], per = 500) => {
     for (let i = 0; i < rows.length; i += per) {

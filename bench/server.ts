@@ -9,7 +9,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import Database from 'better-sqlite3';
+import Database from '../src/db/sqlite-driver.js';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
