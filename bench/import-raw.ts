@@ -74,7 +74,10 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
       for (const [kind, list] of byKind)
         for (let i = 0; i < list.length; i += 500) {
           const chunk = list.slice(i, i + 500);
-          found += db.prepare(`SELECT record_id FROM dedupe_keys WHERE workspace_id = ? AND object_id = ? AND kind = ? AND key IN (${chunk.map(() => '?').join(', ')})`).all(ws, objectId, kind, ...chunk).length;
+          const key = `lookup|${chunk.length}`;
+          let st = statements.get(key);
+          if (!st) statements.set(key, (st = db.prepare(`SELECT record_id FROM dedupe_keys WHERE workspace_id = ? AND object_id = ? AND kind = ? AND key IN (${chunk.map(() => '?').join(', ')})`)));
+          found += st.all(ws, objectId, kind, ...chunk).length;
         }
     }
     insert(table, columns, part.map((r) => columns.map((c) => r[c])), Math.floor(30000 / columns.length));

@@ -101,6 +101,10 @@ describe('VALIDATION_ERROR (400)', () => {
   it('bad booleans, phones, URLs and relation ids', async () => {
     expectError(await api('POST', '/records/contacts', { first_name: 'A', do_not_contact: 'maybe' }), 400, 'VALIDATION_ERROR', /do_not_contact/);
     expectError(await api('POST', '/records/contacts', { first_name: 'A', phone: 'call me' }), 400, 'VALIDATION_ERROR', /phone/);
+    // 5 to 20 digits, with separators and an extension.
+    expectError(await api('POST', '/records/contacts', { first_name: 'A', phone: '12-34' }), 400, 'VALIDATION_ERROR', /phone/);
+    expectError(await api('POST', '/records/contacts', { first_name: 'A', phone: '+1 415 555 0123 4567 890123' }), 400, 'VALIDATION_ERROR', /phone/);
+    expect((await api('POST', '/records/contacts', { first_name: 'A', phone: '+1 (415) 555-0123 ext. 45' })).status).toBe(201);
     expectError(await api('POST', '/records/contacts', { first_name: 'A', linkedin_url: 'not a url' }), 400, 'VALIDATION_ERROR', /linkedin_url/);
     expectError(await api('POST', '/records/contacts', { first_name: 'A', company: 42 }), 400, 'VALIDATION_ERROR', /company/);
   });

@@ -2,8 +2,8 @@ import { sql, type Kysely } from 'kysely';
 import { bulkInsert } from './bulk-insert.js';
 
 /**
- * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, prefix
- * indexes for 2-4 characters) plus a plain table mapping each record to its FTS row, so a record's
+ * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, a prefix
+ * index for 3 characters) plus a plain table mapping each record to its FTS row, so a record's
  * entry is found by index when it changes. PostgreSQL would implement the same interface with
  * tsvector/pg_trgm. The `scope` column is left empty: queries filter by workspace and object
  * through search_docs, and a token shared by every document made each merge rewrite a doclist as

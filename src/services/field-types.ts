@@ -1,5 +1,5 @@
 import { validationError } from './errors.js';
-import { PHONE_RE } from './phone-parse.js';
+import { phoneShaped } from './phone-parse.js';
 
 export const FIELD_TYPES = [
   'TEXT', 'EMAIL', 'PHONE', 'URL', 'NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE',
@@ -157,8 +157,7 @@ export function encodeValue(f: FieldDef, v: unknown): string | number | null {
     }
     case 'PHONE': {
       const s = typeof v === 'string' ? v.trim() : typeof v === 'number' ? String(v) : '';
-      const digits = s.replace(/\D/g, '').length;
-      if (!PHONE_RE.test(s) || digits < 5 || digits > 20)
+      if (!phoneShaped(s))
         throw validationError(`${q(f.name)} must be a phone number (digits, spaces, + ( ) - .), got ${JSON.stringify(v)}`);
       return s;
     }

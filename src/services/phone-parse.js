@@ -7,7 +7,7 @@ import { parsePhoneNumberFromString } from 'libphonenumber-js';
 export const defaultRegion = (process.env.CRM_DEFAULT_REGION ?? 'US').toUpperCase();
 
 /** What a stored phone value can hold: digits, spaces, + ( ) - . / and an extension. */
-export const PHONE_RE = /^\+?[0-9 ().\-/]+(\s*(x|ext\.?)\s*[0-9]+)?$/i;
+const PHONE_RE = /^\+?[0-9 ().\-/]+(\s*(x|ext\.?)\s*[0-9]+)?$/i;
 
 /**
  * @typedef {object} ParsedPhone
@@ -34,12 +34,12 @@ export function parsePhone(v, region = defaultRegion) {
 }
 
 /**
- * Whether a value is worth parsing ahead (it is shaped like a phone number with five digits or
- * more, as a PHONE field accepts and the match keys and search forms read).
+ * Whether a value is shaped like a phone number: what a PHONE field accepts (the pattern, 5 to 20
+ * digits), and so what the import reader thread parses ahead.
  * @param {unknown} v
  */
 export function phoneShaped(v) {
-  if (typeof v !== 'string' || v.length < 5 || v.length > 40 || !PHONE_RE.test(v)) return false;
+  if (typeof v !== 'string' || v.length < 5 || !PHONE_RE.test(v)) return false;
   let digits = 0;
   for (let i = 0; i < v.length; i++) if (v.charCodeAt(i) >= 48 && v.charCodeAt(i) <= 57) digits++;
   return digits >= 5 && digits <= 20;
