@@ -206,8 +206,8 @@ describe('errors name the fix', () => {
 });
 
 describe('dry_run', () => {
-  it('is offered by exactly the destructive tools', async () => {
-    for (const tool of await listed()) expect('dry_run' in (tool.inputSchema.properties ?? {}), tool.name).toBe(tool.annotations?.destructiveHint === true);
+  it('is offered by exactly the tools that write', async () => {
+    for (const tool of await listed()) expect('dry_run' in (tool.inputSchema.properties ?? {}), tool.name).toBe(tool.annotations?.readOnlyHint === false);
   });
 
   it('writes nothing and answers what the real call answers', async () => {

@@ -18,7 +18,8 @@ export default defineTool({
     object: objectArg,
     action: z.enum(['update', 'add_relation', 'remove_relation']).describe("'update' (needs values), 'add_relation' or 'remove_relation' (need relation)"),
     ids: z.array(z.string()).min(1).max(BULK_MAX).optional().describe('The records to change, by id (or use filter)'),
-    filter: filterArg.describe(`The records to change: every record matching this filter (at most ${BULK_MAX}; or use ids)`),
+    filter: filterArg.describe(`The records to change: every record matching this filter (at most ${BULK_MAX}; or use ids). A filter without conditions is refused unless all is true`),
+    all: z.boolean().optional().describe('true: change every record of the object (with no filter, or one without conditions)'),
     values: valuesArg.optional().describe('update: field name -> new value, set on every chosen record, e.g. {"status": "qualified"}'),
     relation: z
       .object({
@@ -52,6 +53,7 @@ export default defineTool({
       object: a.object,
       ...(a.ids ? { ids: a.ids } : {}),
       ...(a.filter !== undefined ? { filter: a.filter } : {}),
+      ...(a.all !== undefined ? { all: a.all } : {}),
       ...(a.values ? { values: a.values } : {}),
       ...(a.relation ? { relation: a.relation } : {}),
     };

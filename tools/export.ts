@@ -33,6 +33,7 @@ export default defineTool({
     'filter, choose fewer fields or a lower limit, or use the link. To analyse data (counts, sums, groups) use crm_aggregate instead.',
   kind: 'read',
   toolset: 'data',
+  admin: true,
   inputSchema: z.object({
     object: objectArg,
     filter: filterArg,

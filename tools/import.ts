@@ -14,6 +14,7 @@ export default defineTool({
     'Returns counts and, row by row, created (with id), duplicate (of which record) or failed (why).',
   kind: 'create',
   toolset: 'data',
+  admin: true,
   inputSchema: z.object({
     object: objectArg,
     records: z

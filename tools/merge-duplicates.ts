@@ -16,6 +16,7 @@ export default defineTool({
     'the merge exactly. With dry_run: true nothing is written and the answer shows the merged record, the field changes and what would move.',
   kind: 'delete',
   toolset: 'data',
+  admin: true,
   inputSchema: z.object({
     object: objectArg,
     primary_id: z.string().min(1).describe('The record to keep'),

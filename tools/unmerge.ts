@@ -14,6 +14,7 @@ export default defineTool({
     'With dry_run: true nothing is written and the answer says what would be restored.',
   kind: 'update',
   toolset: 'data',
+  admin: true,
   inputSchema: z.object({
     merge_id: z.string().min(1).describe('The merge_id crm_merge_duplicates returned (also in the primary\'s timeline, action merged)'),
     dry_run: dryRunArg,

@@ -20,8 +20,8 @@ export class ReadPool {
     });
   }
 
-  async all<R>(sql: string, parameters: readonly unknown[]): Promise<R[]> {
-    return (await this.pool.run({ file: this.file, sql, parameters })) as R[];
+  async all<R>(sql: string, parameters: readonly unknown[], signal?: AbortSignal): Promise<R[]> {
+    return (await this.pool.run({ file: this.file, sql, parameters }, signal ? { signal } : {})) as R[];
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { OPERATORS } from '../services/filters.js';
+import { OPERATORS, type FilterGroup } from '../services/filters.js';
 import { MAX_BATCH, MAX_LIMIT, type RecordData } from '../services/records.js';
 
 /**
@@ -37,40 +37,43 @@ export const dryRunArg = z
   .default(false)
   .describe('true: change nothing and answer exactly what the call would do (same checks, same answer, with dry_run: true)');
 
-const groupOperator = z
-  .enum(['and', 'or', 'not'])
-  .describe("How the conditions combine: 'and' (all), 'or' (any), 'not' (records for which not all of them hold)");
+const isGroup = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const conditionSchema = z
-  .object({
-    field: z.string().describe('Field name, as listed by crm_describe_schema'),
-    operator: z.enum(OPERATORS).describe('Comparison operator'),
-    value: z
-      .union([
-        z.string().describe('text'),
-        z.number().describe('number'),
-        z.boolean().describe('boolean'),
-        z.array(z.union([z.string().describe('text'), z.number().describe('number')])).describe('list'),
-      ])
-      .optional()
-      .describe('Value; an array for in/not_in/between; omitted for is_null/is_not_null'),
-  })
-  .strict();
-
-// Written out to three levels instead of a recursive $ref: some MCP clients cannot resolve $ref in tool schemas.
-const group3 = z.object({ operator: groupOperator, conditions: z.array(conditionSchema).describe('Conditions') }).strict();
-const group2 = z
-  .object({ operator: groupOperator, conditions: z.array(z.union([conditionSchema, group3])).describe('Conditions or nested groups') })
-  .strict();
+/**
+ * The filter, as the model sees it: one compact JSON Schema (a group of conditions, and groups
+ * nested in the same shape) instead of three written-out levels (4 KB in each of four tools). The
+ * service checks it in depth and answers with the fix: valid fields, the operators of the field's
+ * type, the allowed values.
+ */
 export const filterArg = z
-  .object({ operator: groupOperator, conditions: z.array(z.union([conditionSchema, group2])).describe('Conditions or nested groups') })
-  .strict()
+  .any()
+  .refine(isGroup, 'filter is a group: {"operator": "and", "conditions": [{"field": ..., "operator": ..., "value": ...}]}')
   .optional()
+  .meta({
+    type: 'object',
+    properties: {
+      operator: { type: 'string', enum: ['and', 'or', 'not'] },
+      conditions: {
+        type: 'array',
+        description: 'Conditions {field, operator, value}, or nested groups {operator, conditions}',
+        items: {
+          type: 'object',
+          properties: {
+            field: { type: 'string' },
+            operator: { type: 'string', description: `${OPERATORS.join(', ')}; or and/or/not for a nested group` },
+            value: { description: 'in/not_in: an array; between: [low, high]; is_null/is_not_null: none' },
+            conditions: { type: 'array', items: { type: 'object' } },
+          },
+        },
+      },
+    },
+    required: ['operator', 'conditions'],
+  })
   .describe(
-    'Which records: a group {"operator":"and"|"or"|"not","conditions":[...]} of conditions {"field","operator","value"} or nested groups. ' +
-      `Operators: ${OPERATORS.join(', ')}. "in"/"not_in" take an array, "between" [low, high], "is_null"/"is_not_null" no value. ` +
-      'Text matching (contains, starts_with) ignores case. Example: {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"},{"field":"country","operator":"in","value":["DE","FR"]}]}',
-  );
+    'Which records. Example: {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"},' +
+      '{"operator":"or","conditions":[{"field":"country","operator":"in","value":["DE","FR"]},{"field":"amount","operator":"gt","value":5000}]}]}. ' +
+      "'not' matches records for which not all its conditions hold. Text matching ignores case.",
+  ) as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
 export const limitArg = z
   .number()
   .int()

@@ -28,13 +28,22 @@ export function toolError(e: unknown, log: Log, tool: string): CallToolResult {
   return { isError: true, content: [{ type: 'text', text: GENERIC }] };
 }
 
+/**
+ * McpError prefixes its message with "MCP error <code>: ", and the client's McpError prefixes the
+ * message it receives again: send the bare message, so the client shows the prefix once.
+ */
+function bare(err: McpError, message: string): McpError {
+  err.message = message;
+  return err;
+}
+
 /** Resources and prompts answer JSON-RPC errors instead of tool results. */
 export function protocolError(e: unknown, log: Log, what: string): McpError {
   if (isCrmError(e)) {
     const notFound = e.code === 'INVALID_OBJECT' || e.code === 'RECORD_NOT_FOUND' || e.code === 'NOT_FOUND';
     // -32002: the MCP spec's code for a resource that does not exist.
-    return new McpError(notFound ? -32002 : ErrorCode.InvalidParams, describe(e), e.details);
+    return bare(new McpError(notFound ? -32002 : ErrorCode.InvalidParams, describe(e), e.details), describe(e));
   }
   log.error({ err: e, what }, 'MCP request failed');
-  return new McpError(ErrorCode.InternalError, GENERIC);
+  return bare(new McpError(ErrorCode.InternalError, GENERIC), GENERIC);
 }

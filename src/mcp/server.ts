@@ -1,10 +1,14 @@
 import { z } from 'zod';
 import { McpServer, ResourceTemplate, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { Db } from '../db/database.js';
-import type { Actor, Ctx, Log } from '../services/context.js';
-import { CrmError } from '../services/errors.js';
+import type { Actor, Ctx, Log, Role } from '../services/context.js';
+import { CrmError, isCrmError } from '../services/errors.js';
+import { withRollback } from '../services/dry-run.js';
+import { unknownKeysMessage } from '../services/suggest.js';
+import type { Work } from '../services/work.js';
 import { getRecord } from '../services/records.js';
 import { describeObject, getSchema, type WorkspaceSchema } from '../services/schema.js';
 import { VERSION } from '../version.js';
@@ -12,7 +16,8 @@ import { TOOLS, type AnyTool } from '../../tools/index.js';
 import { protocolError, toolError } from './errors.js';
 import { EXPORT_URI_TEMPLATE, exportCsv, parseExportRequest } from './export-csv.js';
 import { compactJson } from './render.js';
-import { ANNOTATIONS_BY_KIND, annotationsFor, TOOLSETS, type Session, type Toolset } from './tool.js';
+import { ANNOTATIONS_BY_KIND, annotationsFor, needsDryRun, TOOLSETS, type Session, type Toolset } from './tool.js';
+import { dryRunArg } from './arguments.js';
 
 export interface McpDeps {
   db: Db;
@@ -38,8 +43,13 @@ export interface McpDeps {
   watchSchema?: boolean;
 }
 
-export function selectTools(all: readonly AnyTool[], opts: { readOnly?: boolean | undefined; toolsets?: readonly Toolset[] | undefined }) {
-  return all.filter((t) => (!opts.readOnly || ANNOTATIONS_BY_KIND[t.kind].readOnlyHint) && (!opts.toolsets || opts.toolsets.includes(t.toolset)));
+export function selectTools(all: readonly AnyTool[], opts: { readOnly?: boolean | undefined; toolsets?: readonly Toolset[] | undefined; role?: Role | undefined }) {
+  return all.filter(
+    (t) =>
+      (!opts.readOnly || ANNOTATIONS_BY_KIND[t.kind].readOnlyHint) &&
+      (!opts.toolsets || opts.toolsets.includes(t.toolset)) &&
+      (!t.admin || opts.role === undefined || opts.role === 'admin'),
+  );
 }
 
 /** "records,schema" -> ['records', 'schema']; '' or 'all' -> undefined (all). Unknown names are refused with the valid ones. */
@@ -57,22 +67,76 @@ function objectList(schema: WorkspaceSchema): string {
   return [...schema.objects.values()].map((o) => `${o.name} (${o.labelPlural})`).join(', ');
 }
 
-/** The tool as this workspace sees it: object arguments and the description name the workspace's objects. */
+/** The tool's own dry run (with a preview of its own), or none and the server rolls the call back. */
+const ownDryRun = (tool: AnyTool) => 'dry_run' in tool.inputSchema.shape;
+const serverDryRun = (tool: AnyTool) => needsDryRun(tool.kind) && !ownDryRun(tool);
+
+/**
+ * The tool as this workspace sees it: object arguments name the workspace's objects; every argument
+ * list is strict (an unknown or misspelt key is refused with the closest valid one, never dropped);
+ * every write takes dry_run.
+ */
 function forWorkspace(tool: AnyTool, schema: WorkspaceSchema) {
   const names = [...schema.objects.keys()];
-  const shape = tool.inputSchema.shape as Record<string, z.ZodType>;
-  const over: Record<string, z.ZodType> = {};
+  const shape: Record<string, z.ZodType> = { ...(tool.inputSchema.shape as Record<string, z.ZodType>) };
+  let hasObject = false;
   for (const k of OBJECT_ARGS) {
     const s = shape[k];
-    if (s) over[k] = s.describe(`${s.description ?? 'Object name'}. One of: ${names.join(', ')}`);
+    if (s) {
+      shape[k] = s.describe(`${s.description ?? 'Object name'}. One of: ${names.join(', ')}`);
+      hasObject = true;
+    }
   }
-  const hasObject = Object.keys(over).length > 0;
+  if (serverDryRun(tool)) shape.dry_run = dryRunArg;
+  const valid = Object.keys(shape);
   const parts = [tool.description];
   if (hasObject) parts.push(`Objects in this workspace: ${objectList(schema)}.`);
   if (tool.describeWorkspace) parts.push(tool.describeWorkspace(schema));
   return {
     description: parts.join('\n\n'),
-    inputSchema: hasObject ? tool.inputSchema.extend(over) : tool.inputSchema,
+    inputSchema: z.strictObject(shape, {
+      error: (iss) => (iss.code === 'unrecognized_keys' ? unknownKeysMessage(iss.keys, valid) : undefined),
+    }),
+  };
+}
+
+function outputFor(tool: AnyTool) {
+  return serverDryRun(tool) ? tool.outputSchema.extend({ dry_run: z.boolean().optional().describe('true: nothing was written; this is what the call would have done') }) : tool.outputSchema;
+}
+
+type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+const LOG_LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+/**
+ * Cancellation and progress for one call: the request's abort signal (notifications/cancelled)
+ * and, when the client sent a progressToken, notifications/progress. Progress is monotonic across
+ * the phases a service reports (a dry run reads, then writes and rolls back).
+ */
+function workFor(extra: Extra): Work {
+  const token = extra._meta?.progressToken;
+  let base = 0;
+  let lastDone = 0;
+  let lastSent = -1;
+  let phase = '';
+  return {
+    signal: extra.signal,
+    progress:
+      token === undefined
+        ? undefined
+        : (done, total, message) => {
+            if (message !== phase || done < lastDone) {
+              base += lastDone;
+              phase = message;
+            }
+            lastDone = done;
+            const progress = base + done;
+            if (progress <= lastSent) return;
+            lastSent = progress;
+            extra
+              .sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress, ...(total !== undefined ? { total: base + total } : {}), message } })
+              .catch(() => {});
+          },
   };
 }
 
@@ -101,7 +165,7 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
   const ctxFor = async (via: string): Promise<Ctx> => ({ db: deps.db, log: deps.log, actor: { ...(await actorFor()), via } });
   const schema = await getSchema({ db: deps.db, log: deps.log, actor: first });
   const readOnly = deps.readOnly ?? false;
-  const tools = selectTools(deps.tools ?? TOOLS, { readOnly, toolsets: deps.toolsets });
+  const tools = selectTools(deps.tools ?? TOOLS, { readOnly, toolsets: deps.toolsets, role: first.role });
   const session: Session = {
     readOnly,
     toolsets: deps.toolsets ?? TOOLSETS,
@@ -129,20 +193,45 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     server.sendResourceListChanged();
   };
 
+  /** MCP logging: to the client that made the call, at or above the level it set (logging/setLevel). */
+  const logTo = (extra: Extra, level: LogLevel, data: Record<string, unknown>) => {
+    const ignored = (server.server as unknown as { isMessageIgnored?: (l: LogLevel, s?: string) => boolean }).isMessageIgnored?.(level, extra.sessionId);
+    if (ignored) return;
+    extra.sendNotification({ method: 'notifications/message', params: { level, logger: 'crm-mcp', data } }).catch(() => {});
+  };
+
   for (const tool of tools) {
     const { description, inputSchema } = forWorkspace(tool, schema);
+    const rollsBack = serverDryRun(tool);
     const r = server.registerTool(
       tool.name,
-      { title: tool.title, description, inputSchema, outputSchema: tool.outputSchema, annotations: annotationsFor(tool) },
-      async (args: unknown): Promise<CallToolResult> => {
+      { title: tool.title, description, inputSchema, outputSchema: outputFor(tool), annotations: annotationsFor(tool) },
+      async (input: Record<string, unknown>, extra: Extra): Promise<CallToolResult> => {
         let ctx: Ctx | undefined;
+        const started = Date.now();
         try {
-          ctx = await ctxFor(`mcp:${tool.name}`);
-          const out = (await tool.handler(ctx, args, session)) as Record<string, unknown>;
-          const text = tool.render ? tool.render(out) : compactJson(out);
-          const more = tool.attachments ? await tool.attachments(ctx, out, args) : [];
+          ctx = { ...(await ctxFor(`mcp:${tool.name}`)), work: workFor(extra) };
+          const { dry_run: dry, ...rest } = input;
+          let out: Record<string, unknown>;
+          if (rollsBack && dry === true) {
+            out = { ...((await withRollback(ctx, (d) => tool.handler(d, rest, session))) as Record<string, unknown>), dry_run: true };
+          } else {
+            out = (await tool.handler(ctx, rollsBack ? rest : input, session)) as Record<string, unknown>;
+            if (rollsBack) out = { ...out, dry_run: false };
+          }
+          let text = tool.render ? tool.render(out) : compactJson(out);
+          if (rollsBack && dry === true) text = `Dry run, nothing written (ids shown are not kept). The call would answer:\n${text}`;
+          const more = tool.attachments ? await tool.attachments(ctx, out, input) : [];
+          if (tool.kind !== 'read')
+            logTo(extra, 'info', { tool: tool.name, dry_run: out.dry_run === true, ms: Date.now() - started, message: `${tool.name} ${out.dry_run === true ? 'dry run rolled back' : 'committed'}` });
           return { content: [{ type: 'text', text }, ...more], structuredContent: out };
         } catch (e) {
+          const cancelled = isCrmError(e) && e.code === 'CANCELLED';
+          logTo(extra, cancelled ? 'notice' : isCrmError(e) ? 'info' : 'error', {
+            tool: tool.name,
+            ms: Date.now() - started,
+            message: cancelled ? `${tool.name} cancelled; its uncommitted work was rolled back` : `${tool.name} failed${isCrmError(e) ? `: ${e.code}` : ''}`,
+          });
           return toolError(e, deps.log, tool.name);
         } finally {
           if (deps.watchSchema && ctx) await refreshIfSchemaChanged(ctx).catch((e: unknown) => deps.log.warn({ err: e }, 'schema refresh failed'));

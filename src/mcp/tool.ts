@@ -51,6 +51,8 @@ export interface ToolDef<I extends ZodObj = ZodObj, O extends ZodObj = ZodObj> {
   description: string;
   kind: ToolKind;
   toolset: Toolset;
+  /** Only admins may call it: members do not see it listed. */
+  admin?: boolean;
   /** zod object; every argument has .describe(): it is the only documentation a model gets. */
   inputSchema: I;
   outputSchema: O;
@@ -72,5 +74,5 @@ export function defineTool<I extends ZodObj, O extends ZodObj>(def: ToolDef<I, O
   return def;
 }
 
-/** Tools whose kind can lose data take `dry_run`. */
-export const needsDryRun = (kind: ToolKind) => ANNOTATIONS_BY_KIND[kind].destructiveHint;
+/** Every tool that writes takes `dry_run`: the tool's own (with a preview), or the server's (the same call, rolled back). */
+export const needsDryRun = (kind: ToolKind) => !ANNOTATIONS_BY_KIND[kind].readOnlyHint;

@@ -1,4 +1,5 @@
 import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
+import { cancelledError, throwIfCancelled } from './work.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { decodeValue, NUMERIC_TYPES, storageOf, type FieldDef } from './field-types.js';
@@ -246,7 +247,14 @@ async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimCo
 
 /** Heavy reads go to the worker pool when there is one (file databases); else the main connection. */
 export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
-  if (ctx.db.readPool) return ctx.db.readPool.all<R>(q.sql, q.parameters);
+  throwIfCancelled(ctx);
+  // A cancelled call ends its worker's query (Piscina ends the thread); on the main connection it cannot be stopped.
+  if (ctx.db.readPool) {
+    const signal = ctx.work?.signal;
+    return ctx.db.readPool.all<R>(q.sql, q.parameters, signal).catch((e: unknown) => {
+      throw signal?.aborted ? cancelledError() : e;
+    });
+  }
   return (await ctx.db.kysely.executeQuery<R>(q)).rows;
 }
 

@@ -3,12 +3,13 @@ import { z } from 'zod';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
-import { compileFilter } from './filters.js';
+import { compileFilter, type FilterGroup } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
 import { getSchema, parseWith, resolveObject } from './schema.js';
 import { notFound, updateRecords } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
+import { checkpoint, throwIfCancelled } from './work.js';
 
 /**
  * Bulk operations over many records chosen by ids or by a filter: update fields, add a relation
@@ -26,9 +27,17 @@ const bulkSchema = z
     filter: z.unknown().optional(),
     values: z.record(z.string(), z.unknown()).optional(),
     relation: z.object({ object: z.string(), id: z.string() }).strict().optional(),
+    /** The explicit "yes, every record" a filter without conditions needs. */
+    all: z.boolean().optional(),
     dry_run: z.boolean().optional(),
   })
   .strict();
+
+/** Leaf conditions anywhere in the group tree: a filter with none chooses every record. */
+function leafCount(g: FilterGroup | undefined): number {
+  if (!g || !Array.isArray(g.conditions)) return 0;
+  return g.conditions.reduce((n, c) => n + (c && typeof c === 'object' && 'conditions' in c ? leafCount(c as FilterGroup) : 1), 0);
+}
 
 export type BulkInput = z.infer<typeof bulkSchema>;
 
@@ -38,7 +47,8 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
   const b = parseWith(bulkSchema, input, 'bulk request');
   const obj = await resolveObject(ctx, b.object);
   const schema = await getSchema(ctx);
-  if (!b.ids === (b.filter === undefined)) throw validationError('Choose the records with either "ids" or "filter" (a FilterGroup)');
+  if (b.ids && (b.filter !== undefined || b.all)) throw validationError('Choose the records with either "ids" or "filter" (a FilterGroup), not both');
+  if (!b.ids && b.filter === undefined && !b.all) throw validationError('Choose the records with "ids" or "filter" (a FilterGroup); "all": true for every record');
   const k = ctx.db.kysely as unknown as AnyDb;
 
   // The records concerned, in a stable order.
@@ -53,7 +63,15 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     ids = unique;
   } else {
     const g = normalizeFilter(b.filter);
-    const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+    if (leafCount(g) === 0 && !b.all) {
+      const n = Number(((await k.selectFrom(obj.table).select((eb: any) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number | string }).n);
+      throw validationError(
+        `This filter has no conditions, so it chooses every ${obj.name} record (${n}). Add conditions, or send "all": true to ${b.action === 'update' ? 'change' : 'relink'} all ${n} on purpose.`,
+        { matched: n },
+      );
+    }
+    if (b.all && leafCount(g) > 0) throw validationError('"all": true is only for a filter without conditions; this filter has conditions, drop "all"');
+    const where = g && leafCount(g) > 0 ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
     let q = k.selectFrom(obj.table).select('id').orderBy('seq').limit(BULK_MAX + 1);
     if (where) q = q.where((eb: any) => where(eb));
     ids = ((await q.execute()) as { id: string }[]).map((r) => r.id);
@@ -77,6 +95,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
       let changing = 0;
       const stage = obj.pipeline && obj.pipeline.field in b.values ? obj.byName.get(obj.pipeline.field) : undefined;
       for (let i = 0; i < ids.length; i += 500) {
+        await checkpoint(ctx, i, ids.length, `previewing ${obj.name}`);
         const rows = (await k.selectFrom(obj.table).selectAll().where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
         for (const r of rows) {
           const diff: Record<string, [unknown, unknown]> = {};
@@ -118,6 +137,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     .map((id) => (obj.name < to.name || (obj.name === to.name && id <= b.relation!.id) ? [obj.name, id, to.name, b.relation!.id] : [to.name, b.relation!.id, obj.name, id]) as [string, string, string, string]);
   const existing = new Set<string>();
   for (let i = 0; i < pairs.length; i += 300) {
+    await checkpoint(ctx, i, pairs.length, 'reading existing links');
     const part = pairs.slice(i, i + 300);
     const rows = await ctx.db.kysely
       .selectFrom('associations')
@@ -133,6 +153,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
   await ctx.db.kysely.transaction().execute(async (trx) => {
     const at = nowIso();
     for (let i = 0; i < todo.length; i += 200) {
+      await checkpoint(ctx, i, todo.length, b.action === 'add_relation' ? 'linking' : 'unlinking');
       const part = todo.slice(i, i + 200);
       if (b.action === 'add_relation')
         await trx
@@ -148,6 +169,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
           .execute();
     }
     const action = b.action === 'add_relation' ? 'associated' : 'dissociated';
+    throwIfCancelled(ctx);
     await recordActivity(
       trx,
       ctx,

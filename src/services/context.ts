@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
+import type { Work } from './work.js';
 
 export type Role = 'admin' | 'member';
 
@@ -19,6 +20,8 @@ export interface Ctx {
   db: Db;
   log: Log;
   actor: Actor;
+  /** Cancellation and progress of a long call (MCP); absent on REST and the CLI. */
+  work?: Work | undefined;
 }
 
 export function withVia(ctx: Ctx, via: string): Ctx {

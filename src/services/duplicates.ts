@@ -8,6 +8,7 @@ import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from '
 import { displayName, notFound, removeDerived, writeDerived, type RecordData } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
+import { checkpoint } from './work.js';
 import { normalName } from './dedupe-keys.js';
 
 /**
@@ -108,6 +109,7 @@ export async function findDuplicates(ctx: Ctx, objectName: string, opts: DetectO
   const members = async (kind: string, keys: string[]) => {
     const out = new Map<string, string[]>();
     for (let i = 0; i < keys.length; i += 500) {
+      await checkpoint(ctx, i, keys.length, `matching ${kind} keys`);
       const rows = (await k
         .selectFrom('dedupe_keys')
         .select(['key', 'record_id'])

@@ -13,6 +13,8 @@ export const ERROR_STATUS = {
   DUPLICATE_RECORD: 409,
   PAYLOAD_TOO_LARGE: 413,
   RATE_LIMITED: 429,
+  /** The client gave up (MCP notifications/cancelled); the work was rolled back. */
+  CANCELLED: 499,
   INTERNAL_ERROR: 500,
 } as const;
 

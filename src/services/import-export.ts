@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { requireAdmin } from './permissions.js';
+import { checkpoint } from './work.js';
 import { createPrepared, createRecords, listRecords, prepareForImport, type Prepared, type RecordData } from './records.js';
 import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
 import { keysOf, normalName } from './dedupe-keys.js';
@@ -171,7 +172,9 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
     }
   });
 
+  await checkpoint(ctx, 0, rows.length, `checking ${obj.name} for duplicates`);
   const existing = await existingKeys(ctx, obj, candidates.flatMap((c) => c.keys));
+  await checkpoint(ctx, 0, rows.length, `creating ${obj.name}`);
   const seen = new Map<string, number>();
   const toCreate: typeof candidates = [];
   for (const c of candidates) {
@@ -263,6 +266,7 @@ export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptio
         const page = await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false });
         for (const r of page.data) yield r;
         sent += page.data.length;
+        await checkpoint(ctx, sent, limit, `exporting ${obj.name}`);
         if (!page.nextCursor) break;
         cursor = page.nextCursor;
       }

@@ -7,6 +7,7 @@ import { decodeValue, encodeValue, type FieldDef } from './field-types.js';
 import { compileFilter, type FilterGroup } from './filters.js';
 import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
+import { checkpoint } from './work.js';
 import { nowIso } from './clock.js';
 import { bulkInsert } from '../db/bulk-insert.js';
 import { indexRows, unindexRecords } from './search.js';
@@ -661,6 +662,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
     const before = await fetchRows(trx, obj, ids);
     const activity: ActivityEntry[] = [];
     await eachRow(prepared, async (p, i) => {
+      await checkpoint(ctx, i, prepared.length, `updating ${obj.name}`);
       const id = ids[i]!;
       const old = before.get(id);
       if (!old) throw notFound(obj, id);

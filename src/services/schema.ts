@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Tables } from '../db/tables.js';
 import type { DialectAdapter } from '../db/dialect.js';
 import type { Db } from '../db/database.js';
+import { closest } from './suggest.js';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { encodeValue, decodeValue, FIELD_TYPES, storageOf, type FieldDef, type FieldType, type SelectOption } from './field-types.js';
@@ -312,7 +313,11 @@ export function resolveField(obj: ObjectDef, name: string): FieldDef {
 
 export function unknownField(obj: ObjectDef, name: string): CrmError {
   const valid = obj.fields.map((x) => x.name);
-  return validationError(`Unknown field '${name}' on ${obj.name}. Valid fields: ${valid.join(', ')}`, { field: name, validFields: valid });
+  const guess = closest(name, valid);
+  return validationError(`Unknown field '${name}' on ${obj.name}${guess ? ` (did you mean '${guess}'?)` : ''}. Valid fields: ${valid.join(', ')}`, {
+    field: name,
+    validFields: valid,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

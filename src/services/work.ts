@@ -1,0 +1,56 @@
+import type { Ctx } from './context.js';
+import { CrmError } from './errors.js';
+
+/**
+ * A long call's line to whoever started it: cancellation in, progress out. The MCP surface fills
+ * it from the request (notifications/cancelled, the progressToken); REST and the CLI leave it out
+ * and the checkpoints cost nothing.
+ */
+export interface Work {
+  signal?: AbortSignal | undefined;
+  /** Called at most every PROGRESS_EVERY_MS (and at the end of each phase the service reports). */
+  progress?: ((done: number, total: number | undefined, message: string) => void) | undefined;
+}
+
+const PROGRESS_EVERY_MS = 250;
+/** How long a service may run without letting the event loop read a cancellation. */
+const YIELD_EVERY_MS = 50;
+
+interface WorkState {
+  lastYield: number;
+  lastProgress: number;
+}
+const state = new WeakMap<Work, WorkState>();
+
+export function cancelledError(): CrmError {
+  return new CrmError('CANCELLED', 'The call was cancelled by the client; everything it had not committed was rolled back');
+}
+
+/**
+ * Call between chunks of a long job, inside its transaction: lets the event loop run (so the
+ * cancellation notice can arrive; better-sqlite3 blocks it otherwise), throws CANCELLED once the
+ * caller gave up (the transaction then rolls back), and reports progress.
+ */
+export async function checkpoint(ctx: Ctx, done: number, total: number | undefined, message: string): Promise<void> {
+  const w = ctx.work;
+  if (!w) return;
+  let s = state.get(w);
+  if (!s) state.set(w, (s = { lastYield: 0, lastProgress: 0 }));
+  const t = Date.now();
+  if (t - s.lastYield >= YIELD_EVERY_MS) {
+    // Two turns: the first runs in the check phase, the second only after a poll phase has read pending I/O.
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    s.lastYield = Date.now();
+  }
+  if (w.signal?.aborted) throw cancelledError();
+  if (w.progress && (t - s.lastProgress >= PROGRESS_EVERY_MS || (total !== undefined && done >= total))) {
+    s.lastProgress = t;
+    w.progress(done, total, message);
+  }
+}
+
+/** Throw CANCELLED if the caller gave up; for the start of a job and between its phases. */
+export function throwIfCancelled(ctx: Ctx): void {
+  if (ctx.work?.signal?.aborted) throw cancelledError();
+}
