@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { McpServer, ResourceTemplate, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
-import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolRequest, CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { Db } from '../db/database.js';
 import type { Actor, Ctx, Log, Role } from '../services/context.js';
@@ -166,6 +166,8 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
   const schema = await getSchema({ db: deps.db, log: deps.log, actor: first });
   const readOnly = deps.readOnly ?? false;
   const tools = selectTools(deps.tools ?? TOOLS, { readOnly, toolsets: deps.toolsets, role: first.role });
+  // Admin tools a member does not see: a call by name still answers why, instead of "not found".
+  const adminOnly = selectTools(deps.tools ?? TOOLS, { readOnly, toolsets: deps.toolsets }).filter((t) => !tools.includes(t));
   const session: Session = {
     readOnly,
     toolsets: deps.toolsets ?? TOOLSETS,
@@ -241,6 +243,17 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     registered.set(tool.name, r);
   }
 
+  if (adminOnly.length) {
+    const handlers = (server.server as unknown as { _requestHandlers: Map<string, (req: CallToolRequest, extra: Extra) => Promise<unknown>> })._requestHandlers;
+    const listed = handlers.get('tools/call')!;
+    const names = new Set(adminOnly.map((t) => t.name));
+    handlers.set('tools/call', async (req, extra) =>
+      names.has(req.params.name)
+        ? ({ isError: true, content: [{ type: 'text', text: `PERMISSION_DENIED: ${req.params.name} is for admins only; this token belongs to a member, so it is not listed` }] } satisfies CallToolResult)
+        : listed(req, extra),
+    );
+  }
+
   // Resources: the schema as JSON, whole and per object.
   const json = (uri: URL, data: unknown) => ({ contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify(data) }] });
   server.registerResource(
@@ -290,7 +303,7 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
   );
 
   // Full exports behind the links crm_export answers: the export runs when the resource is read.
-  if (tools.some((t) => t.name === 'crm_export')) {
+  if ([...tools, ...adminOnly].some((t) => t.name === 'crm_export')) {
     server.registerResource(
       'export',
       new ResourceTemplate(EXPORT_URI_TEMPLATE, { list: undefined }),
