@@ -23,7 +23,26 @@ const scalar = z.union([
   z.number().describe('A number'),
   z.boolean().describe('true or false'),
 ]);
-export const fieldValue = z.union([scalar, z.array(z.string()).describe('MULTI_SELECT: the chosen options'), z.null().describe('null empties the field')]);
+/**
+ * A zod schema that validates (and applies defaults) as `schema` does, but is listed to clients as
+ * `json`: a shorter JSON Schema where the full one would cost the model's context more than it
+ * tells it. Issues keep their paths and messages (the service's messages name the fix).
+ */
+export function listedAs<T extends z.ZodType>(schema: T, json: Record<string, unknown>) {
+  return z
+    .any()
+    .transform((v, ctx) => {
+      const r = schema.safeParse(v);
+      if (r.success) return r.data as z.output<T>;
+      for (const i of r.error.issues) ctx.addIssue({ code: 'custom', message: i.message, path: i.path });
+      return z.NEVER;
+    })
+    .meta(json);
+}
+
+export const fieldValue = listedAs(z.union([scalar, z.array(z.string()), z.null()]), {
+  anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }, { type: 'array', items: { type: 'string' } }, { type: 'null' }],
+});
 
 export const valuesArg = z
   .record(z.string(), fieldValue)
@@ -35,7 +54,7 @@ export const valuesArg = z
 export const dryRunArg = z
   .boolean()
   .default(false)
-  .describe('true: change nothing and answer exactly what the call would do (same checks, same answer, with dry_run: true)');
+  .describe('true: write nothing; answer exactly what the call would do');
 
 const isGroup = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
 

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { McpServer, ResourceTemplate, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
-import type { CallToolRequest, CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolRequest, CallToolResult, ListToolsRequest, ListToolsResult, ServerNotification, ServerRequest, Tool } from '@modelcontextprotocol/sdk/types.js';
+import { leanInput, leanOutput } from './lean-schema.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { Db } from '../db/database.js';
 import type { Actor, Ctx, Log, Role } from '../services/context.js';
@@ -83,14 +84,14 @@ function forWorkspace(tool: AnyTool, schema: WorkspaceSchema) {
   for (const k of OBJECT_ARGS) {
     const s = shape[k];
     if (s) {
-      shape[k] = s.describe(`${s.description ?? 'Object name'}. One of: ${names.join(', ')}`);
+      // The listed enum names this workspace's objects; the service still answers a wrong name with the valid ones.
+      shape[k] = s.meta({ description: s.description ?? 'Object name', enum: names });
       hasObject = true;
     }
   }
   if (serverDryRun(tool)) shape.dry_run = dryRunArg;
   const valid = Object.keys(shape);
   const parts = [tool.description];
-  if (hasObject) parts.push(`Objects in this workspace: ${objectList(schema)}.`);
   if (tool.describeWorkspace) parts.push(tool.describeWorkspace(schema));
   return {
     description: parts.join('\n\n'),
@@ -243,11 +244,20 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     registered.set(tool.name, r);
   }
 
+  const handlers = (server.server as unknown as { _requestHandlers: Map<string, (req: never, extra: Extra) => Promise<unknown>> })._requestHandlers;
+  const list = handlers.get('tools/list')! as (req: ListToolsRequest, extra: Extra) => Promise<ListToolsResult>;
+  handlers.set('tools/list', async (req: ListToolsRequest, extra: Extra) => {
+    const r = await list(req, extra);
+    return {
+      ...r,
+      // execution.taskSupport 'forbidden' is what a missing field means: not worth 40 bytes a tool.
+      tools: r.tools.map(({ execution: _e, ...t }) => ({ ...t, inputSchema: leanInput(t.inputSchema) as Tool['inputSchema'], ...(t.outputSchema ? { outputSchema: leanOutput(t.outputSchema) as Tool['outputSchema'] } : {}) })),
+    };
+  });
   if (adminOnly.length) {
-    const handlers = (server.server as unknown as { _requestHandlers: Map<string, (req: CallToolRequest, extra: Extra) => Promise<unknown>> })._requestHandlers;
-    const listed = handlers.get('tools/call')!;
+    const listed = handlers.get('tools/call')! as (req: CallToolRequest, extra: Extra) => Promise<unknown>;
     const names = new Set(adminOnly.map((t) => t.name));
-    handlers.set('tools/call', async (req, extra) =>
+    handlers.set('tools/call', async (req: CallToolRequest, extra: Extra) =>
       names.has(req.params.name)
         ? ({ isError: true, content: [{ type: 'text', text: `PERMISSION_DENIED: ${req.params.name} is for admins only; this token belongs to a member, so it is not listed` }] } satisfies CallToolResult)
         : listed(req, extra),

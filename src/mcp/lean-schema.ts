@@ -1,0 +1,60 @@
+/**
+ * tools/list is read into the model's context on every session: each byte costs. The zod schemas
+ * stay detailed (they validate every call and every result on the server); what is listed is a
+ * leaner JSON Schema with the same meaning for a client:
+ * - no `$schema` (MCP's default dialect is 2020-12);
+ * - input: `additionalProperties: false` kept where it matters (the top level, which the server
+ *   enforces everywhere anyway); descriptions kept at every level (they are the model's docs);
+ * - output: the result's fields with their types, without descriptions (the tool's description
+ *   says what it returns); what they hold says only its type. Clients validate against a looser
+ *   schema, never a wrong one.
+ */
+type Json = Record<string, unknown>;
+
+const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function walk(node: unknown, depth: number, visit: (n: Json, depth: number) => Json): unknown {
+  if (Array.isArray(node)) return node.map((x) => walk(x, depth, visit));
+  if (!isObj(node)) return node;
+  const n = visit({ ...node }, depth);
+  for (const key of ['properties', 'patternProperties', '$defs']) {
+    if (isObj(n[key])) n[key] = Object.fromEntries(Object.entries(n[key] as Json).map(([k, v]) => [k, walk(v, depth + 1, visit)]));
+  }
+  for (const key of ['items', 'additionalProperties', 'not']) if (isObj(n[key])) n[key] = walk(n[key], depth + 1, visit);
+  for (const key of ['anyOf', 'oneOf', 'allOf', 'prefixItems']) if (Array.isArray(n[key])) n[key] = (n[key] as unknown[]).map((x) => walk(x, depth, visit));
+  return n;
+}
+
+export function leanInput(schema: Json): Json {
+  return walk(schema, 0, (n, depth) => {
+    delete n.$schema;
+    if (depth > 0 && n.additionalProperties === false) delete n.additionalProperties;
+    if (n.maximum === Number.MAX_SAFE_INTEGER) delete n.maximum;
+    if (n.minimum === Number.MIN_SAFE_INTEGER) delete n.minimum;
+    // Implied: JSON object keys are strings.
+    if (isObj(n.propertyNames) && n.propertyNames.type === 'string' && Object.keys(n.propertyNames).length === 1) delete n.propertyNames;
+    return n;
+  }) as Json;
+}
+
+const SCALAR_KEYS = new Set(['type', 'enum', 'const', 'anyOf', 'items', 'properties', 'required', 'description']);
+
+export function leanOutput(schema: Json): Json {
+  return walk(schema, 0, (n, depth) => {
+    delete n.$schema;
+    if (n.additionalProperties === false) delete n.additionalProperties;
+    if (isObj(n.propertyNames)) delete n.propertyNames;
+    // The tool's description says what it returns; field names say the rest.
+    if (depth >= 1) delete n.description;
+    if (depth >= 2) {
+      // Below the fields of each item: just the type.
+      for (const k of Object.keys(n)) if (!SCALAR_KEYS.has(k) || k === 'properties' || k === 'required' || k === 'items') delete n[k];
+      if (n.anyOf) {
+        const types = (n.anyOf as Json[]).map((x) => x.type).filter((x) => typeof x === 'string');
+        delete n.anyOf;
+        if (types.length) n.type = [...new Set(types)];
+      }
+    }
+    return n;
+  }) as Json;
+}
