@@ -122,8 +122,8 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
   expect(mine.data.map((x: { id: string }) => x.id)).toEqual([task.id]);
   expect((await call('crm_update_task', { id: task.id, priority: 'urgent', dry_run: true })).changes).toEqual({ priority: { from: 'high', to: 'urgent' } });
   await call('crm_update_task', { id: task.id, priority: 'urgent' });
-  expect((await call('crm_complete_task', { id: task.id, dry_run: true })).changed).toBe(true);
-  expect((await call('crm_complete_task', { id: task.id })).task.status).toBe('completed');
+  expect((await call('crm_update_task', { id: task.id, status: 'completed', dry_run: true })).changes.status.to).toBe('completed');
+  expect((await call('crm_update_task', { id: task.id, status: 'completed' })).task.status).toBe('completed');
   await call('crm_task_stats', { assignee: 'me' });
 
   // Notes, timeline, inbox.

@@ -81,7 +81,6 @@ describe('MCP tools over the in-memory transport', () => {
       crm_dissociate: { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id },
       crm_create_task: { title: 'Probe task 2' },
       crm_update_task: { id: task.id, priority: 'high' },
-      crm_complete_task: { id: task.id },
       crm_create_note: { body: 'Probe note' },
       crm_move_pipeline_step: { object: 'opportunities', id: deal.id, step: 'qualified' },
       crm_import: { object: 'contacts', records: [{ first_name: 'Imported probe' }] },
@@ -112,9 +111,9 @@ describe('MCP tools over the in-memory transport', () => {
     await createObject(t.a.ctx, { name: 'projects', fields: [{ name: 'title', type: 'TEXT' }] });
     const fresh = await memoryClient(t.db, t.a);
     const search = (await listed(fresh)).find((x) => x.name === 'crm_search')!;
-    expect(search.description).toContain('projects (Projects)');
+    expect(search.description).toContain('- projects: ');
     expect(search.description).toContain('status(lead|qualified|customer|churned)');
-    expect((search.inputSchema.properties!.object as { description: string }).description).toMatch(/One of: .*contacts.*projects/);
+    expect((search.inputSchema.properties!.object as { enum: string[] }).enum).toEqual(expect.arrayContaining(['contacts', 'projects']));
     // Another workspace's session does not see it.
     const other = await memoryClient(t.db, t.b);
     expect((await listed(other)).find((x) => x.name === 'crm_search')!.description).not.toContain('projects');
@@ -132,7 +131,7 @@ describe('MCP tools over the in-memory transport', () => {
     await c.callTool({ name: 'crm_whoami', arguments: {} });
     await new Promise((r) => setTimeout(r, 10));
     expect(changed).toBe(1);
-    expect((await listed(c)).find((x) => x.name === 'crm_search')!.description).toContain('invoices (Invoices)');
+    expect((await listed(c)).find((x) => x.name === 'crm_search')!.description).toContain('- invoices: ');
   });
 
   it('pages with total and next_cursor, limit default 20 and max 100', async () => {

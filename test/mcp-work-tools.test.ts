@@ -203,13 +203,14 @@ describe('tasks', () => {
     expect(real.changes).toEqual({ due_at: { from: '2000-01-01T09:00:00.000Z', to: '2099-01-01T09:00:00.000Z' } });
 
     const b2 = dbDigest(t.db);
-    const dryDone = await ok('crm_complete_task', { id: task.id, dry_run: true });
+    // Completing is an update of status (crm_complete_task was folded into crm_update_task).
+    const dryDone = await ok('crm_update_task', { id: task.id, status: 'completed', dry_run: true });
     expect(dbDigest(t.db)).toBe(b2);
-    expect(dryDone).toMatchObject({ changed: true, dry_run: true, task: { status: 'completed' } });
-    const done = await ok('crm_complete_task', { id: task.id });
+    expect(dryDone).toMatchObject({ dry_run: true, task: { status: 'completed' } });
+    const done = await ok('crm_update_task', { id: task.id, status: 'completed' });
     expect(Object.keys(done.changes).sort()).toEqual(['completed_at', 'status']);
-    expect((await ok('crm_complete_task', { id: task.id })).changed).toBe(false);
-    expect((await ok('crm_complete_task', { id: task.id, completed: false })).task).toMatchObject({ status: 'open', completed_at: null });
+    expect((await ok('crm_update_task', { id: task.id, status: 'completed' })).changes).toEqual({});
+    expect((await ok('crm_update_task', { id: task.id, status: 'open' })).task).toMatchObject({ status: 'open', completed_at: null });
 
     const stats = await ok('crm_task_stats', { assignee: 'me' });
     expect(stats.total).toBe(stats.open + stats.by_status.completed + stats.by_status.cancelled);
@@ -223,7 +224,7 @@ describe('tasks', () => {
     await ok('crm_delete_task', { id: task.id, dry_run: true });
     expect(dbDigest(t.db)).toBe(b3);
     await ok('crm_delete_task', { id: task.id });
-    expect(await callError(admin, 'crm_complete_task', { id: task.id })).toMatch(/RECORD_NOT_FOUND: No tasks record with id/);
+    expect(await callError(admin, 'crm_update_task', { id: task.id, status: 'completed' })).toMatch(/RECORD_NOT_FOUND: No tasks record with id/);
     expect(await callError(admin, 'crm_list_tasks', { linked_object: 'contacts' })).toMatch(/both object and record_id/);
   });
 });
@@ -385,7 +386,7 @@ describe('tool sets and the tool list', () => {
     for (const set of TOOLSETS) expect(TOOLS.some((x) => x.toolset === set), set).toBe(true);
     const c = await memoryClient(t.db, t.a, { toolsets: parseToolsets('tasks,inbox') });
     expect((await c.listTools()).tools.map((x) => x.name)).toEqual([
-      'crm_list_tasks', 'crm_create_task', 'crm_update_task', 'crm_complete_task', 'crm_list_threads', 'crm_get_thread', 'crm_task_stats', 'crm_delete_task',
+      'crm_list_tasks', 'crm_create_task', 'crm_update_task', 'crm_list_threads', 'crm_get_thread', 'crm_task_stats', 'crm_delete_task',
     ]);
     // Without crm_export, no export resource either.
     expect((await c.listResourceTemplates()).resourceTemplates.map((x) => x.uriTemplate)).not.toContain('crm://export/{object}/{request}');

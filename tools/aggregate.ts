@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { filterArg, objectArg } from '../src/mcp/arguments.js';
+import { filterArg, listedAs, objectArg } from '../src/mcp/arguments.js';
 import { AGG_FUNCTIONS, aggregateGroups, DEFAULT_GROUP_LIMIT, MAX_GROUP_BY, MAX_GROUP_LIMIT, type GroupRequest } from '../src/services/aggregate.js';
 import { aggregateTree, TREE_LIMITS } from '../src/services/aggregate-tree.js';
 import { validationError } from '../src/services/errors.js';
@@ -14,25 +14,15 @@ import { INTERVALS } from '../src/services/time-buckets.js';
  * bodies, so a question reads the same on both surfaces (and gets the same answer: a parity test).
  */
 
-const metricArg = z
-  .object({
-    field: z.string().describe('Field name; "id" with count counts records'),
-    function: z.enum(AGG_FUNCTIONS).describe('count, sum, avg, min, max or count_distinct (sum and avg need a numeric field)'),
-  })
-  .strict();
+const metricArg = z.object({ field: z.string(), function: z.enum(AGG_FUNCTIONS) }).strict();
 
-const dimArg = z.union([
-  z.string().describe('Field name: one group per value (the group of empty values is returned as null)'),
-  z
-    .object({
-      field: z.string().describe('Field name'),
-      interval: z.enum(INTERVALS).optional().describe('DATE/DATETIME fields: calendar buckets (weeks start on Monday)'),
-      timeZone: z.string().optional().describe('With interval on a DATETIME field: IANA zone for the calendar, e.g. Europe/Paris (default UTC)'),
-      histogram: z.number().positive().optional().describe('Numeric fields: bucket width, e.g. 1000 for amounts 0-999.99, 1000-1999.99, ...'),
-    })
-    .strict()
-    .describe('A bucketed dimension'),
-]);
+const dimArg = listedAs(
+  z.union([
+    z.string(),
+    z.object({ field: z.string(), interval: z.enum(INTERVALS).optional(), timeZone: z.string().optional(), histogram: z.number().positive().optional() }).strict(),
+  ]),
+  { anyOf: [{ type: 'string' }, { type: 'object', properties: { field: { type: 'string' }, interval: { enum: [...INTERVALS] }, timeZone: { type: 'string' }, histogram: { type: 'number' } }, required: ['field'] }] },
+);
 
 const TREE_KINDS = ['count', 'sum', 'avg', 'min', 'max', 'countDistinct', 'uniqueValues', 'numberHistogram', 'timeHistogram'] as const;
 const treeSpec = z
@@ -51,8 +41,7 @@ const treeSpec = z
       .describe('Bucket kinds only: named sub-aggregates computed per bucket, in the same shape'),
   })
   .strict();
-const treeArg = z
-  .record(z.string(), z.partialRecord(z.enum(TREE_KINDS), treeSpec).describe('Exactly one kind, e.g. {"sum": {"property": "amount"}}'))
+const treeArg = listedAs(z.record(z.string(), z.partialRecord(z.enum(TREE_KINDS), treeSpec)), { type: 'object', additionalProperties: { type: 'object' } })
   .optional()
   .describe(
     `Tree form: named aggregates, nested. Metrics: count, sum, avg, min, max, countDistinct ({"property": field}). Buckets: ` +
@@ -75,28 +64,32 @@ export default defineTool({
   name: 'crm_aggregate',
   title: 'Aggregate records',
   description:
-    'Count, sum, average, min, max and count distinct over every matching record of one object (exact, nothing sampled), ' +
-    `optionally grouped by up to ${MAX_GROUP_BY} fields, dates bucketed by day/week/month/quarter/year or numbers by histogram. ` +
-    'Use it for "how many / how much / by what" questions instead of paging through crm_search. Two forms: ' +
-    '(1) aggregate + groupBy (+ filter, order, limit): a flat table of groups, each with its count and metrics, plus totals; ' +
-    '(2) aggregates: a named tree of metrics and buckets with sub-aggregates. Semantics: empty values form their own group ' +
-    '(null); SUM of nothing is 0, AVG/MIN/MAX of nothing null; currency sums are exact; groups come by count descending ' +
-    'unless ordered otherwise; meta says how many groups exist and how many records the limit left out.',
+    'Exact counts, sums, averages, min/max and distinct counts over every matching record of one object (nothing sampled), ' +
+    `optionally grouped by up to ${MAX_GROUP_BY} fields, dates by interval, numbers by histogram. Use it for how many / how much / by what, ` +
+    'instead of paging through crm_search. Form 1: aggregate + groupBy (+ filter, order, limit) answers a table of groups with their ' +
+    'count and metrics, plus totals; form 2: aggregates, a named tree of metrics and buckets. Empty values group as null; SUM of ' +
+    'nothing is 0; meta says how many groups the limit left out.',
   kind: 'read',
   toolset: 'aggregate',
   inputSchema: z.object({
     object: objectArg,
-    aggregate: z.array(metricArg).max(20).optional().describe('Form 1: metrics, e.g. [{"field":"amount","function":"sum"}]. Without metrics, groups still carry their count'),
-    filter: filterArg,
-    groupBy: z.array(dimArg).max(MAX_GROUP_BY).optional().describe(`Form 1: up to ${MAX_GROUP_BY} dimensions, e.g. ["status", {"field":"close_date","interval":"month"}]`),
-    order: z
-      .object({
-        by: z.union([z.enum(['count', 'group']), metricArg]).describe("'count', 'group' (the group values) or one of the requested metrics"),
-        dir: z.enum(['asc', 'desc']).optional().describe('Default: desc for count and metrics, asc for group'),
-      })
-      .strict()
+    aggregate: z
+      .array(metricArg)
+      .max(20)
       .optional()
-      .describe('Form 1: group order (default count descending; bucketed first dimension: by bucket ascending)'),
+      .describe(`Form 1: metrics {field, function: ${AGG_FUNCTIONS.join('|')}}, e.g. [{"field":"amount","function":"sum"}]; groups always carry their count`),
+    filter: filterArg,
+    groupBy: z
+      .array(dimArg)
+      .max(MAX_GROUP_BY)
+      .optional()
+      .describe(
+        `Form 1: up to ${MAX_GROUP_BY} fields, e.g. ["status", {"field":"close_date","interval":"month","timeZone":"Europe/Paris"}, {"field":"amount","histogram":1000}]. ` +
+          'interval (day..year, weeks start Monday) on dates; histogram (bucket width) on numbers; empty values group as null',
+      ),
+    order: listedAs(z.object({ by: z.union([z.enum(['count', 'group']), metricArg]), dir: z.enum(['asc', 'desc']).optional() }).strict(), { type: 'object' })
+      .optional()
+      .describe('Form 1: {"by": "count"|"group"|{field, function}, "dir": "asc"|"desc"}; default count descending (bucketed first dimension: ascending)'),
     limit: z.number().int().min(1).max(MAX_GROUP_LIMIT).optional().describe(`Form 1: groups to return (default ${DEFAULT_GROUP_LIMIT}, at most ${MAX_GROUP_LIMIT})`),
     aggregates: treeArg,
   }),

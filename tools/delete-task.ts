@@ -11,7 +11,7 @@ export default defineTool({
   name: 'crm_delete_task',
   title: 'Delete a task',
   description:
-    'Delete a task for good (to close a task that is done, use crm_complete_task instead). Returns the task as it was. ' +
+    'Delete a task for good (to close a task that is done, set its status to completed with crm_update_task instead). Returns the task as it was. ' +
     'With dry_run: true nothing is deleted and the answer says exactly what would be.',
   kind: 'delete',
   toolset: 'tasks',

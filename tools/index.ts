@@ -3,7 +3,6 @@ import aggregate from './aggregate.js';
 import associate from './associate.js';
 import batchWrite from './batch-write.js';
 import bulkUpdate from './bulk-update.js';
-import completeTask from './complete-task.js';
 import createNote from './create-note.js';
 import createRecord from './create-record.js';
 import createTask from './create-task.js';
@@ -57,7 +56,6 @@ export const TOOLS: readonly AnyTool[] = [
   listTasks,
   createTask,
   updateTask,
-  completeTask,
   listNotes,
   createNote,
   getActivity,

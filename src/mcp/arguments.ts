@@ -79,7 +79,7 @@ export const filterArg = z
           type: 'object',
           properties: {
             field: { type: 'string' },
-            operator: { type: 'string', description: `${OPERATORS.join(', ')}; or and/or/not for a nested group` },
+            operator: { type: 'string', description: `${OPERATORS.filter((o) => o !== 'equals' && o !== 'not_equals').join(', ')}; and/or/not for a nested group` },
             value: { description: 'in/not_in: an array; between: [low, high]; is_null/is_not_null: none' },
             conditions: { type: 'array', items: { type: 'object' } },
           },
@@ -89,9 +89,8 @@ export const filterArg = z
     required: ['operator', 'conditions'],
   })
   .describe(
-    'Which records. Example: {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"},' +
-      '{"operator":"or","conditions":[{"field":"country","operator":"in","value":["DE","FR"]},{"field":"amount","operator":"gt","value":5000}]}]}. ' +
-      "'not' matches records for which not all its conditions hold. Text matching ignores case.",
+    'Which records, e.g. {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"},' +
+      '{"operator":"or","conditions":[...]}]}. Text matching ignores case',
   ) as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
 export const limitArg = z
   .number()

@@ -20,7 +20,7 @@ export const taskFields = {
     .optional()
     .describe('Due date-time, ISO 8601 (2026-05-01T15:00:00Z; a bare date means its midnight UTC); null removes it'),
   priority: priorityArg.optional().describe(`Priority: ${TASK_PRIORITIES.join(', ')} (default medium)`),
-  status: statusArg.optional().describe(`Status: ${TASK_STATUSES.join(', ')} (default open). To complete or reopen, crm_complete_task also works`),
+  status: statusArg.optional().describe(`Status: ${TASK_STATUSES.join(', ')} (default open); completed sets completed_at, another status reopens`),
   assignee: z.string().min(1).nullable().optional().describe("User id, or 'me' (default on create: me). crm_whoami gives your id"),
   time_estimate: z.number().int().min(0).nullable().optional().describe('Estimated effort in seconds'),
   contact: linkId('contacts'),
