@@ -158,6 +158,35 @@ describe('Streamable HTTP at /mcp', () => {
     expect((await callOk(client, tools, 'crm_whoami', {})).user.role).toBe('member');
     await client.close();
   });
+
+  it('streams progress to the client, and a cancelled bulk update changes no row', async () => {
+    const client = await streamable(base, w.adminToken);
+    const { tools } = await client.listTools();
+    const batch = Array.from({ length: 100 }, (_, i) => ({ first_name: 'Http', last_name: `Bulk ${i}` }));
+    for (let i = 0; i < 8; i++) await callOk(client, tools, 'crm_batch_write', { object: 'contacts', mode: 'create', records: batch });
+    const ids = (await callOk(client, tools, 'crm_search', { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Http' }] }, limit: 100, fields: ['id'] })).total;
+    expect(ids).toBe(800);
+    const filter = { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Http' }] };
+
+    const seen: number[] = [];
+    const dry = await client.callTool({ name: 'crm_bulk_update', arguments: { object: 'contacts', action: 'update', filter, values: { job_title: 'X' }, dry_run: true } }, undefined, {
+      onprogress: (p) => void seen.push(p.progress),
+    });
+    expect(dry.isError).toBeFalsy();
+    expect(seen.length).toBeGreaterThan(0);
+
+    const controller = new AbortController();
+    const pending = client.callTool({ name: 'crm_bulk_update', arguments: { object: 'contacts', action: 'update', filter, values: { job_title: 'Cancelled over HTTP' } } }, undefined, {
+      signal: controller.signal,
+      onprogress: () => controller.abort('stop'),
+    });
+    await expect(pending).rejects.toThrow();
+    // A later read waits for the one connection the cancelled transaction held.
+    await new Promise((r) => setTimeout(r, 200));
+    const changed = await callOk(client, tools, 'crm_search', { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'job_title', operator: 'eq', value: 'Cancelled over HTTP' }] }, limit: 1 });
+    expect(changed.total).toBe(0);
+    await client.close();
+  });
 });
 
 describe('legacy HTTP+SSE at /sse and /messages', () => {

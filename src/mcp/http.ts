@@ -35,6 +35,25 @@ interface Deps extends McpHttpOptions {
 
 const LOOPBACK = ['localhost', '127.0.0.1', '[::1]'];
 
+/**
+ * Stateless Streamable HTTP builds a server per POST, so a client's notifications/cancelled arrives
+ * at a server that never saw the call. Calls in flight in this process, by token and request id,
+ * let the cancellation reach the server that runs it (its handler's extra.signal). A client that
+ * disconnects cancels too (the transport closes, the SDK aborts its handlers). Behind a load
+ * balancer a cancellation that lands on another process is not seen: the call runs to its end.
+ */
+type Aborters = Map<string | number, AbortController>;
+const inFlight = new Map<string, () => Aborters | undefined>();
+const tokensInFlight = new Map<string, number>();
+const flightKey = (token: string, id: unknown) => `${token}\u0000${JSON.stringify(id)}`;
+
+interface RpcMessage {
+  method?: string;
+  id?: string | number;
+  params?: { requestId?: string | number; reason?: string };
+}
+const messagesOf = (body: unknown): RpcMessage[] => (Array.isArray(body) ? body : [body]).filter((m): m is RpcMessage => typeof m === 'object' && m !== null);
+
 function bearerOf(req: FastifyRequest): string | undefined {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
   return m?.[1];
@@ -61,6 +80,8 @@ function passHeaders(reply: FastifyReply) {
 declare module 'fastify' {
   interface FastifyRequest {
     mcpActor: Actor | null;
+    /** A POST with a token that has a call running here: maybe only its cancellation (see the preHandler). */
+    mcpCancelCandidate: boolean;
   }
 }
 
@@ -79,6 +100,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
 
   await app.register(async (scope) => {
     scope.decorateRequest('mcpActor', null);
+    scope.decorateRequest('mcpCancelCandidate', false);
 
     // DNS rebinding: a web page must not reach a local server through a name it controls.
     scope.addHook('onRequest', async (req, reply) => {
@@ -110,7 +132,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
           errorResponseBuilder: (_req, c) => new CrmError('RATE_LIMITED', `Rate limit of ${c.max} requests per minute exceeded; retry in ${Math.ceil(c.ttl / 1000)} s`),
         });
       }
-      authed.addHook('onRequest', async (req, reply) => {
+      const checkToken = async (req: FastifyRequest, reply: FastifyReply) => {
         const token = bearerOf(req);
         const actor = await authenticate(deps.db, token, 'mcp');
         if (!actor) {
@@ -125,14 +147,55 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
           );
         }
         req.mcpActor = actor;
+        return undefined;
+      };
+      /**
+       * A cancellation of a call running in this process needs no database: the running call was
+       * authenticated with this very token. It must not wait for the database either, which the
+       * running call may hold in a transaction until it ends (the point of cancelling it).
+       */
+      authed.addHook('onRequest', async (req, reply) => {
+        const token = bearerOf(req);
+        if (req.method === 'POST' && token && tokensInFlight.has(token)) {
+          req.mcpCancelCandidate = true;
+          return undefined;
+        }
+        return checkToken(req, reply);
+      });
+      authed.addHook('preHandler', async (req, reply) => {
+        if (!req.mcpCancelCandidate) return undefined;
+        const token = bearerOf(req)!;
+        const messages = messagesOf(req.body);
+        const cancels = messages.filter((m) => m.method === 'notifications/cancelled' && m.params?.requestId !== undefined && inFlight.has(flightKey(token, m.params.requestId)));
+        if (cancels.length === 0 || cancels.length !== messages.length) return checkToken(req, reply);
+        for (const m of cancels) inFlight.get(flightKey(token, m.params!.requestId))?.()?.get(m.params!.requestId!)?.abort(m.params!.reason ?? 'cancelled');
+        return reply.code(202).send();
       });
 
       authed.post('/mcp', async (req, reply) => {
+        const token = bearerOf(req)!;
+        const messages = messagesOf(req.body);
+        for (const m of messages) {
+          if (m.method !== 'notifications/cancelled' || m.params?.requestId === undefined) continue;
+          const requestId = m.params.requestId;
+          inFlight.get(flightKey(token, requestId))?.()?.get(requestId)?.abort(m.params.reason ?? 'cancelled');
+        }
         const server = await createMcpServer({ db: deps.db, log: req.log, actor: req.mcpActor!, readOnly: deps.readOnly, toolsets: deps.toolsets });
         const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+        const calls = messages.filter((m) => m.method === 'tools/call' && m.id !== undefined).map((m) => flightKey(token, m.id));
+        // The SDK keeps the abort controllers of running handlers on the protocol object.
+        const aborters = () => (server.server as unknown as { _requestHandlerAbortControllers?: Aborters })._requestHandlerAbortControllers;
+        for (const k of calls) inFlight.set(k, aborters);
+        if (calls.length) tokensInFlight.set(token, (tokensInFlight.get(token) ?? 0) + calls.length);
         reply.hijack();
         passHeaders(reply);
         reply.raw.on('close', () => {
+          for (const k of calls) if (inFlight.get(k) === aborters) inFlight.delete(k);
+          if (calls.length) {
+            const n = (tokensInFlight.get(token) ?? 0) - calls.length;
+            if (n > 0) tokensInFlight.set(token, n);
+            else tokensInFlight.delete(token);
+          }
           void transport.close();
           void server.close();
         });
