@@ -4,7 +4,9 @@ import associate from './associate.js';
 import batchWrite from './batch-write.js';
 import bulkUpdate from './bulk-update.js';
 import completeTask from './complete-task.js';
+import createField from './create-field.js';
 import createNote from './create-note.js';
+import createObject from './create-object.js';
 import createRecord from './create-record.js';
 import createTask from './create-task.js';
 import deleteRecord from './delete-record.js';
@@ -18,6 +20,7 @@ import getActivity from './get-activity.js';
 import getRecord from './get-record.js';
 import getThread from './get-thread.js';
 import importRecords from './import.js';
+import listChanges from './list-changes.js';
 import listNotes from './list-notes.js';
 import listPipelines from './list-pipelines.js';
 import listTasks from './list-tasks.js';
@@ -61,6 +64,7 @@ export const TOOLS: readonly AnyTool[] = [
   listNotes,
   createNote,
   getActivity,
+  listChanges,
   listThreads,
   getThread,
   listPipelines,
@@ -74,4 +78,6 @@ export const TOOLS: readonly AnyTool[] = [
   bulkUpdate,
   exportRecords,
   importRecords,
+  createObject,
+  createField,
 ];

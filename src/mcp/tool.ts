@@ -51,6 +51,8 @@ export interface ToolDef<I extends ZodObj = ZodObj, O extends ZodObj = ZodObj> {
   description: string;
   kind: ToolKind;
   toolset: Toolset;
+  /** Only admins may call it (the service refuses members with PERMISSION_DENIED); sessions of members may hide it. */
+  admin?: boolean;
   /** zod object; every argument has .describe(): it is the only documentation a model gets. */
   inputSchema: I;
   outputSchema: O;
