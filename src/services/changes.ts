@@ -1,3 +1,4 @@
+import type { Kysely } from 'kysely';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { namesFor } from './aggregate.js';
@@ -71,6 +72,8 @@ export interface ChangeQuery {
   actions?: string[] | undefined;
   /** A user id, or 'me'. */
   user?: string | undefined;
+  /** Only records whose `owner` field is this user id (or 'me'): objects without an owner field drop out. */
+  owner?: string | undefined;
   limit?: number | undefined;
 }
 
@@ -113,12 +116,15 @@ export async function listChanges(ctx: Ctx, q: ChangeQuery = {}): Promise<{ data
   const { gte, lt } = timeBounds(q.from, q.to);
   const schema = await getSchema(ctx);
   const object = q.object ? (await resolveObject(ctx, q.object)).name : undefined;
-  let userId: string | undefined;
-  if (q.user) {
-    userId = q.user === 'me' ? ctx.actor.userId : q.user;
-    const known = await ctx.db.kysely.selectFrom('users').select('id').where('workspace_id', '=', ctx.actor.workspaceId).where('id', '=', userId).executeTakeFirst();
-    if (!known) throw validationError(`No user '${q.user}' in this workspace: pass a user id (crm_whoami, GET /users) or 'me'`);
-  }
+  const userOf = async (v: string | undefined, what: string) => {
+    if (!v) return undefined;
+    const id = v === 'me' ? ctx.actor.userId : v;
+    const known = await ctx.db.kysely.selectFrom('users').select('id').where('workspace_id', '=', ctx.actor.workspaceId).where('id', '=', id).executeTakeFirst();
+    if (!known) throw validationError(`${what}: no user '${v}' in this workspace; pass a user id (crm_whoami, GET /users) or 'me'`);
+    return id;
+  };
+  const userId = await userOf(q.user, 'user');
+  const ownerId = await userOf(q.owner, 'owner');
 
   let sel = ctx.db.kysely
     .selectFrom('activity')
@@ -130,6 +136,21 @@ export async function listChanges(ctx: Ctx, q: ChangeQuery = {}): Promise<{ data
   if (actions) sel = sel.where('activity.action', 'in', actions);
   else sel = sel.where('activity.action', 'not in', [...ECHOES]);
   if (userId) sel = sel.where('activity.user_id', '=', userId);
+  if (ownerId) {
+    const owned = [...schema.objects.values()].filter((o) => (!object || o.name === object) && o.byName.get('owner')?.target === 'users');
+    if (!owned.length) throw validationError(`owner: ${object ?? 'no object'} has no owner field`);
+    const k = ctx.db.kysely as unknown as Kysely<any>;
+    sel = sel.where((eb) =>
+      eb.or(
+        owned.map((o) =>
+          eb.and([
+            eb('activity.object', '=', o.name),
+            eb('activity.record_id', 'in', k.selectFrom(o.table).select('id').where(o.byName.get('owner')!.column, '=', ownerId) as never),
+          ]),
+        ),
+      ),
+    );
+  }
   if (gte) sel = sel.where('activity.created_at', '>=', gte);
   if (lt) sel = sel.where('activity.created_at', '<', lt);
   const rows = await sel.orderBy('activity.id', 'asc').limit(limit + 1).execute();
