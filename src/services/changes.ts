@@ -165,17 +165,35 @@ export async function listChanges(ctx: Ctx, q: ChangeQuery = {}): Promise<{ data
     s.add(r.record_id);
   }
   const names = new Map<string, Map<string, string>>();
-  for (const [obj, ids] of idsByObject) names.set(obj, await namesFor(ctx, schema, obj, [...ids]));
+  for (const [obj, ids] of idsByObject) {
+    const found = await namesFor(ctx, schema, obj, [...ids]);
+    // Deleted records: the name their 'deleted' entry kept, so their earlier entries are named too.
+    const gone = [...ids].filter((id) => !found.has(id));
+    for (let i = 0; i < gone.length; i += 500) {
+      const kept = await ctx.db.kysely
+        .selectFrom('activity')
+        .select(['record_id', 'payload'])
+        .where('workspace_id', '=', ctx.actor.workspaceId)
+        .where('object', '=', obj)
+        .where('action', '=', 'deleted')
+        .where('record_id', 'in', gone.slice(i, i + 500))
+        .execute();
+      for (const k of kept) {
+        const name = k.payload ? (JSON.parse(k.payload) as { name?: unknown }).name : undefined;
+        if (typeof name === 'string') found.set(k.record_id, name);
+      }
+    }
+    names.set(obj, found);
+  }
 
   const data = rows.map((r): ChangeEntry => {
     const payload = r.payload ? (JSON.parse(r.payload) as Record<string, unknown>) : null;
-    const kept = typeof payload?.name === 'string' && r.action === 'deleted' ? payload.name : null;
     const e: ChangeEntry = {
       id: r.id,
       at: r.created_at,
       object: r.object,
       record_id: r.record_id,
-      record_name: names.get(r.object)?.get(r.record_id) ?? kept,
+      record_name: names.get(r.object)?.get(r.record_id) ?? null,
       action: r.action,
       user: r.user_id ? { id: r.user_id, name: r.user_name } : null,
       via: r.via,
