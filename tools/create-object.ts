@@ -11,7 +11,7 @@ export default defineTool({
   name: 'crm_create_object',
   title: 'Create a custom object',
   description:
-    'Admins only. Add a custom object (a new kind of record, e.g. projects) with its fields; records of it can then be created, ' +
+    'Add a custom object (a new kind of record, e.g. projects) with its fields; admins only. Records of it can then be created, ' +
     'searched and linked like any other. Answers the object as crm_describe_schema shows it. With dry_run: true nothing is ' +
     'written and the answer is exactly the object that would be created (same checks).',
   kind: 'create',
