@@ -82,6 +82,12 @@ describe('crm_create_object and crm_create_field', () => {
     const search = (await admin.listTools()).tools.find((x) => x.name === 'crm_search')!;
     expect(search.description).toContain('tier');
     expect(await callError(admin, 'crm_update_record', { object: 'contacts', id: c.id, values: { tier: 'bronze' } })).toMatch(/gold/);
+    // Both schema writes left their trace in the change feed, once each (the dry runs none).
+    const feed = await callOk(admin, tools, 'crm_list_changes', { actions: ['object_created', 'field_created'] });
+    expect(feed.data.map((e: any) => [e.object, e.record_id, e.action, e.details, e.via, e.user.id])).toEqual([
+      ['projects', '', 'object_created', { fields: ['title', 'phase', 'client', 'budget'] }, 'mcp:crm_create_object', t.a.admin.id],
+      ['contacts', '', 'field_created', { field: 'tier', type: 'SELECT' }, 'mcp:crm_create_field', t.a.admin.id],
+    ]);
   });
 
   it('refuses bad definitions with the fix, writing nothing', async () => {

@@ -15,6 +15,8 @@ export const ACTIVITY_ACTIONS = [
   'created', 'updated', 'deleted', 'associated', 'dissociated', 'pipeline_moved', 'merged', 'unmerged',
   'note_added', 'note_updated', 'note_deleted', 'email_received', 'email_sent',
   'related_created', 'related_deleted', 'related_linked', 'related_unlinked', 'related_status_changed',
+  // Schema changes (services/schema.ts), with record_id '': they concern the object, not a record.
+  'object_created', 'field_created',
 ] as const;
 
 /**
@@ -166,6 +168,7 @@ export async function listChanges(ctx: Ctx, q: ChangeQuery = {}): Promise<{ data
   }
   const names = new Map<string, Map<string, string>>();
   for (const [obj, ids] of idsByObject) {
+    ids.delete('');
     const found = await namesFor(ctx, schema, obj, [...ids]);
     // Deleted records: the name their 'deleted' entry kept, so their earlier entries are named too.
     const gone = [...ids].filter((id) => !found.has(id));
