@@ -28,7 +28,7 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
   const pipelineObjects = async () => [...(await getSchema(await deps.ctxFor('mcp:completion'))).objects.values()].filter((o) => o.pipeline).map((o) => o.name);
   const startsWith = (names: string[], value: string | undefined) => names.filter((n) => n.startsWith(value ?? ''));
 
-  const prompt = (name: string, text: string, data: { source: string; value: unknown }[], description: string): GetPromptResult => ({
+  const prompt = (text: string, data: { source: string; value: unknown }[], description: string): GetPromptResult => ({
     description,
     messages: [
       {
@@ -59,7 +59,6 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
     run('crm_record_brief', async (ctx, { object, id }: { object: string; id: string }) => {
       const record = await getRecord(ctx, object, id, { enrich: true });
       return prompt(
-        'crm_record_brief',
         `Write a short brief on this ${object} record (id ${id}): what it is, its status, the people, companies and deals linked ` +
           'to it, and sensible next steps. Use the crm_* tools if you need more (crm_get_activity for its history).',
         [{ source: `${object} ${id}`, value: record }],
@@ -86,7 +85,6 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
       const review = await pipelineReview(ctx, pipeline || undefined);
       const p = review.pipeline;
       return prompt(
-        'crm_pipeline_review',
         `Review the "${p.name}" pipeline (${p.object}, step field ${p.field}) with the figures below, computed just now. ` +
           'Say where the pipeline stands (open deals and amounts per step, win rate), which steps hold deals too long, and which ' +
           `stalled deals (in the same open step for ${review.stalled.days}+ days) need attention first and why. Propose concrete ` +
@@ -110,7 +108,6 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
       const who = await me(ctx);
       const digest = await weeklyDigest(ctx);
       return prompt(
-        'crm_weekly_digest',
         'Write a weekly digest for the user below (the one this session acts as): what needs doing first (overdue tasks, then open tasks by due ' +
           `date and priority), how their deals moved or changed since ${digest.since.slice(0, 10)}, and what the new notes on their ` +
           'records say. Keep it short, group by urgency, and name records with their ids so they can be opened. Use crm_list_tasks, ' +
@@ -138,7 +135,6 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
       const name = object || 'contacts';
       const found = await findDuplicates(ctx, name, { limit: 10 });
       return prompt(
-        'crm_clean_up_duplicates',
         `Clean up duplicate ${name}. Below are the ${found.data.length} most likely duplicate groups of ${found.total} found ` +
           '(score 0-1, with the evidence: same email, phone, domain or name). For each group, best first: ' +
           '1) review the records (crm_get_record) and decide whether they really are the same; skip the group if unsure. ' +
