@@ -103,7 +103,7 @@ describe('dry_run on every write tool', () => {
       crm_unmerge: { merge_id: merged.merge_id },
       crm_bulk_update: { object: 'contacts', action: 'update', ids: [ct.id, twin.id], values: { source: 'event' } },
       crm_import: { object: 'contacts', records: [{ first_name: 'Imp', email: 'imp.dry@example.com' }] },
-      crm_create_object: { name: 'dry_projects', label: 'Dry project', label_plural: 'Dry projects' },
+      crm_create_object: { name: 'dry_projects', label: 'Dry project', label_plural: 'Dry projects', fields: [{ name: 'title', type: 'TEXT' }] },
       crm_create_field: { object: 'contacts', name: 'dry_score', label: 'Dry score', type: 'INTEGER' },
     };
     const writers = tools.filter((x) => x.annotations?.readOnlyHint === false);

@@ -131,6 +131,19 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
   expect((await call('crm_list_notes', { object: 'contacts', record_id: ct.id })).total).toBe(1);
   const timeline = await call('crm_get_activity', { object: 'contacts', id: ct.id });
   expect(timeline.data.map((e: { action: string }) => e.action)).toEqual(expect.arrayContaining(['created', 'updated', 'note_added']));
+  expect((await call('crm_get_activity', { object: 'contacts', id: ct.id, actions: ['note_added'], from: new Date().toISOString().slice(0, 10) })).total).toBe(1);
+
+  // Schema (admins): a custom object and a field, each dry-run first; the new field takes a value at once.
+  const objectName = `proj_${tag}`;
+  await call('crm_create_object', { name: objectName, fields: [{ name: 'title', type: 'TEXT' }, { name: 'phase', type: 'SELECT', options: ['plan', 'build'] }], dry_run: true });
+  expect((await call('crm_create_object', { name: objectName, fields: [{ name: 'title', type: 'TEXT' }, { name: 'phase', type: 'SELECT', options: ['plan', 'build'] }] })).object.name).toBe(objectName);
+  const fieldName = `score_${tag}`;
+  await call('crm_create_field', { object: 'contacts', name: fieldName, type: 'INTEGER', dry_run: true });
+  expect((await call('crm_create_field', { object: 'contacts', name: fieldName, type: 'INTEGER' })).field.type).toBe('INTEGER');
+  await call('crm_update_record', { object: 'contacts', id: ct.id, values: { [fieldName]: 7 } });
+  const feed = await call('crm_list_changes', { object: 'contacts', actions: ['updated'], user: 'me', limit: 200 });
+  expect(feed.data.some((e: { record_id: string; changes?: Record<string, unknown> }) => e.record_id === ct.id && e.changes?.[fieldName])).toBe(true);
+
   const threads = await call('crm_list_threads', { limit: 5 });
   expect(threads.data.length, 'exerciseAllTools needs an email thread in the workspace').toBeGreaterThan(0);
   expect((await call('crm_get_thread', { id: threads.data[0].id })).thread.messages.length).toBeGreaterThan(0);

@@ -69,6 +69,7 @@ describe('MCP tools over the in-memory transport', () => {
       crm_task_stats: {},
       crm_list_notes: {},
       crm_get_activity: { object: 'contacts', id: ct.id },
+      crm_list_changes: { limit: 5 },
       crm_list_threads: {},
       crm_get_thread: { id: thread },
       crm_list_pipelines: {},
@@ -84,6 +85,8 @@ describe('MCP tools over the in-memory transport', () => {
       crm_create_note: { body: 'Probe note' },
       crm_move_pipeline_step: { object: 'opportunities', id: deal.id, step: 'qualified' },
       crm_import: { object: 'contacts', records: [{ first_name: 'Imported probe' }] },
+      crm_create_object: { name: 'probe_things', fields: [{ name: 'title', type: 'TEXT' }] },
+      crm_create_field: { object: 'contacts', name: 'probe_score', type: 'INTEGER' },
       crm_bulk_update: { object: 'contacts', action: 'update', ids: [ct.id], values: { source: 'event' } },
       crm_merge_duplicates: { object: 'contacts', primary_id: d1, duplicate_ids: [d2] },
       crm_unmerge: () => ({ merge_id: results.crm_merge_duplicates.merge_id }),
@@ -281,7 +284,7 @@ describe('read-only mode and tool sets', () => {
 
   it('tool sets choose tools; unknown sets are refused with the valid ones', async () => {
     const c = await memoryClient(t.db, t.a, { toolsets: parseToolsets('schema,users') });
-    expect((await listed(c)).map((x) => x.name)).toEqual(['crm_describe_schema', 'crm_whoami']);
+    expect((await listed(c)).map((x) => x.name)).toEqual(['crm_describe_schema', 'crm_whoami', 'crm_create_object', 'crm_create_field']);
     expect(parseToolsets('all')).toBeUndefined();
     expect(() => parseToolsets('records,tasks2')).toThrow(/Unknown tool set\(s\) tasks2. Tool sets: schema, records, search, aggregate, pipelines, tasks, notes, activity, inbox, data, users/);
     const kinds = new Set<ToolKind>(selectTools(TOOLS, { readOnly: true, toolsets: ['records'] }).map((x) => x.kind));
@@ -306,7 +309,7 @@ describe('resources and prompts', () => {
 
   it('the crm_record_brief prompt carries the record as data', async () => {
     const { prompts } = await client.listPrompts();
-    expect(prompts.map((p) => p.name)).toEqual(['crm_record_brief']);
+    expect(prompts.map((p) => p.name)).toEqual(['crm_record_brief', 'crm_pipeline_review', 'crm_weekly_digest', 'crm_clean_up_duplicates']);
     const r = await client.callTool({ name: 'crm_search', arguments: { object: 'companies', limit: 1 } });
     const id = (r.structuredContent as any).data[0].id;
     const p = await client.getPrompt({ name: 'crm_record_brief', arguments: { object: 'companies', id } });

@@ -3,6 +3,7 @@ import { defineTool } from '../src/mcp/tool.js';
 import { idArg, objectArg } from '../src/mcp/arguments.js';
 import { UNTRUSTED_NOTE, untrusted } from '../src/mcp/untrusted.js';
 import { getTimeline } from '../src/services/timeline.js';
+import { ACTIVITY_ACTIONS } from '../src/services/changes.js';
 
 export default defineTool({
   name: 'crm_get_activity',
@@ -20,7 +21,9 @@ export default defineTool({
     actions: z
       .array(z.string())
       .optional()
-      .describe('Only these actions, e.g. ["updated", "pipeline_moved", "email_received", "note_added", "merged"]; omit for all'),
+      .describe(`Only these actions (omit for all): ${ACTIVITY_ACTIONS.join(', ')}`),
+    from: z.string().optional().describe('Only entries at or after this ISO date or date-time (a bare date: its start, UTC)'),
+    to: z.string().optional().describe('Only entries at or before this ISO date or date-time (a bare date: that whole day, UTC)'),
     limit: z.number().int().min(1).max(100).default(50).describe('Entries per page, 1 to 100 (default 50)'),
     cursor: z.string().optional().describe('next_cursor from the previous page, unchanged; omit for the first page'),
   }),
@@ -39,11 +42,11 @@ export default defineTool({
         }),
       )
       .describe('Entries of this page, newest first'),
-    total: z.number().describe('Entries in the whole timeline (with the actions filter)'),
+    total: z.number().describe('Entries in the whole timeline (with the actions and date filters)'),
     next_cursor: z.string().nullable().describe('Cursor for the next page; null on the last page'),
   }),
   handler: async (ctx, a) => {
-    const r = await getTimeline(ctx, a.object, a.id, { limit: a.limit, cursor: a.cursor, actions: a.actions });
+    const r = await getTimeline(ctx, a.object, a.id, { limit: a.limit, cursor: a.cursor, actions: a.actions, from: a.from, to: a.to });
     return { object: a.object, id: a.id, data: r.data, total: r.total, next_cursor: r.nextCursor };
   },
   render: (out) => {

@@ -3,7 +3,9 @@ import aggregate from './aggregate.js';
 import associate from './associate.js';
 import batchWrite from './batch-write.js';
 import bulkUpdate from './bulk-update.js';
+import createField from './create-field.js';
 import createNote from './create-note.js';
+import createObject from './create-object.js';
 import createRecord from './create-record.js';
 import createTask from './create-task.js';
 import deleteRecord from './delete-record.js';
@@ -17,6 +19,7 @@ import getActivity from './get-activity.js';
 import getRecord from './get-record.js';
 import getThread from './get-thread.js';
 import importRecords from './import.js';
+import listChanges from './list-changes.js';
 import listNotes from './list-notes.js';
 import listPipelines from './list-pipelines.js';
 import listTasks from './list-tasks.js';
@@ -59,6 +62,7 @@ export const TOOLS: readonly AnyTool[] = [
   listNotes,
   createNote,
   getActivity,
+  listChanges,
   listThreads,
   getThread,
   listPipelines,
@@ -72,4 +76,6 @@ export const TOOLS: readonly AnyTool[] = [
   bulkUpdate,
   exportRecords,
   importRecords,
+  createObject,
+  createField,
 ];

@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { DEFAULT_PIPELINES, RESERVED_FIELD_NAMES, RESERVED_OBJECT_NAMES, SYSTEM_OBJECTS, type FieldSpec, type ObjectSpec, type PipelineSpec } from './system-objects.js';
 import { requireAdmin } from './permissions.js';
 import { nowIso } from './clock.js';
+import { recordActivity } from './activity.js';
 
 export interface ObjectDef {
   id: number;
@@ -465,6 +466,8 @@ export async function createObject(ctx: Ctx, input: unknown) {
     await insertObjectMeta(trx, ctx.actor.workspaceId, objSpec, false);
     await createRecordTable(trx, ctx.db.adapter, tableName(ctx.actor.workspaceId, spec.name), objSpec.fields);
     await bumpVersion(trx, ctx.actor.workspaceId);
+    // Schema changes are in the feed too (no record: record_id ''), so agents following it learn of new objects.
+    await recordActivity(trx, ctx, [{ object: spec.name, recordId: '', action: 'object_created', payload: { fields: names } }]);
   });
   return getObjectSchema(ctx, spec.name);
 }
@@ -503,6 +506,7 @@ export async function createField(ctx: Ctx, objectName: string, input: unknown) 
       }
     } else await createFieldIndex(k, obj.table, fieldSpec);
     await bumpVersion(trx, ctx.actor.workspaceId);
+    await recordActivity(trx, ctx, [{ object: obj.name, recordId: '', action: 'field_created', payload: { field: spec.name, type: spec.type } }]);
   });
   const fresh = await resolveObject(ctx, objectName);
   return describeField(resolveField(fresh, spec.name));

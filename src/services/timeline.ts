@@ -3,6 +3,7 @@ import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { checkLimit, notFound } from './records.js';
 import { resolveObject } from './schema.js';
+import { checkActions, timeBounds } from './changes.js';
 
 /**
  * A record's timeline, newest first: what happened to it (created, field changes, associations,
@@ -18,9 +19,11 @@ export interface TimelineEntry {
   details: unknown;
 }
 
-export async function getTimeline(ctx: Ctx, objectName: string, recordId: string, opts: { limit?: number | undefined; cursor?: string | undefined; actions?: string[] | undefined } = {}) {
+export async function getTimeline(ctx: Ctx, objectName: string, recordId: string, opts: { limit?: number | undefined; cursor?: string | undefined; actions?: string[] | undefined; from?: string | undefined; to?: string | undefined } = {}) {
   const obj = await resolveObject(ctx, objectName);
   const limit = checkLimit(opts.limit, 100, 50);
+  const actions = checkActions(opts.actions);
+  const { gte, lt } = timeBounds(opts.from, opts.to);
   let before: number | undefined;
   if (opts.cursor) {
     before = Number(Buffer.from(opts.cursor, 'base64url').toString());
@@ -33,7 +36,9 @@ export async function getTimeline(ctx: Ctx, objectName: string, recordId: string
       .where('activity.workspace_id', '=', ctx.actor.workspaceId)
       .where('activity.object', '=', obj.name)
       .where('activity.record_id', '=', recordId);
-    if (opts.actions?.length) q = q.where('activity.action', 'in', opts.actions);
+    if (actions) q = q.where('activity.action', 'in', actions);
+    if (gte) q = q.where('activity.created_at', '>=', gte);
+    if (lt) q = q.where('activity.created_at', '<', lt);
     return q;
   };
   let q = base()

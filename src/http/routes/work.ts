@@ -4,6 +4,7 @@ import { parseWith } from '../../services/schema.js';
 import { completeTask, createTask, deleteTask, getTask, listTasks, taskStats, updateTask, TASK_MODES } from '../../services/tasks.js';
 import { createNote, deleteNote, getNote, listNotes, updateNote } from '../../services/notes.js';
 import { getTimeline } from '../../services/timeline.js';
+import { listChanges } from '../../services/changes.js';
 import { createThread, getInteraction, getThread, integrationStatus, listThreads, markThread } from '../../services/inbox.js';
 import { validationError } from '../../services/errors.js';
 
@@ -94,8 +95,32 @@ export async function workRoutes(app: FastifyInstance) {
   app.delete<Id>('/notes/:id', async (req) => ({ data: await deleteNote(req.ctx, req.params.id) }));
 
   app.get<{ Params: { object: string; id: string } }>('/activity/:object/:id', async (req) => {
-    const q = parseWith(z.object({ limit: z.coerce.number().int().optional(), cursor: z.string().optional(), actions: z.string().optional() }).strict(), req.query, 'activity query');
-    return getTimeline(req.ctx, req.params.object, req.params.id, { limit: q.limit, cursor: q.cursor, actions: list(q.actions) });
+    const q = parseWith(
+      z.object({ limit: z.coerce.number().int().optional(), cursor: z.string().optional(), actions: z.string().optional(), from: z.string().optional(), to: z.string().optional() }).strict(),
+      req.query,
+      'activity query',
+    );
+    return getTimeline(req.ctx, req.params.object, req.params.id, { limit: q.limit, cursor: q.cursor, actions: list(q.actions), from: q.from, to: q.to });
+  });
+  // The workspace's change feed, oldest first: poll with since=nextCursor.
+  app.get('/changes', async (req) => {
+    const q = parseWith(
+      z
+        .object({
+          since: z.string().optional(),
+          from: z.string().optional(),
+          to: z.string().optional(),
+          object: z.string().optional(),
+          actions: z.string().optional(),
+          user: z.string().optional(),
+          limit: z.coerce.number().int().optional(),
+        })
+        .strict(),
+      req.query,
+      'changes query',
+    );
+    const r = await listChanges(req.ctx, { since: q.since, from: q.from, to: q.to, object: q.object, actions: list(q.actions), user: q.user, limit: q.limit });
+    return { data: r.data, nextCursor: r.next_cursor, hasMore: r.has_more };
   });
 
   app.get('/inbox/threads', async (req) => {

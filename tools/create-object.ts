@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { defineTool } from '../src/mcp/tool.js';
+import { fieldSpecArg } from '../src/mcp/schema-args.js';
+import { dryRunArg } from '../src/mcp/arguments.js';
+import { withRollback } from '../src/services/dry-run.js';
+import { requireAdmin } from '../src/services/permissions.js';
+import { createObject } from '../src/services/schema.js';
+import { objectOut, renderObject } from './describe-schema.js';
+
+export default defineTool({
+  name: 'crm_create_object',
+  title: 'Create a custom object',
+  description:
+    'Add a custom object (a new kind of record, e.g. projects) with its fields; admins only. Records of it can then be created, ' +
+    'searched and linked like any other. Answers the object as crm_describe_schema shows it. With dry_run: true nothing is ' +
+    'written and the answer is exactly the object that would be created (same checks).',
+  kind: 'create',
+  toolset: 'schema',
+  admin: true,
+  inputSchema: z.object({
+    name: z.string().min(1).max(40).describe('Object name, plural: lowercase letters, digits and _, starting with a letter, e.g. projects'),
+    label: z.string().min(1).max(200).optional().describe('Singular label, e.g. Project; default from the name'),
+    label_plural: z.string().min(1).max(200).optional().describe('Plural label, e.g. Projects; default the label'),
+    description: z.string().max(1000).optional().describe('What the object holds'),
+    fields: z.array(fieldSpecArg).min(1).max(200).describe('Its fields (id, created_at, updated_at, created_by come built in)'),
+    display_fields: z
+      .array(z.string())
+      .min(1)
+      .max(5)
+      .optional()
+      .describe("Fields that make up a record's name in lists and links; default the first TEXT field"),
+    dry_run: dryRunArg,
+  }),
+  outputSchema: z.object({
+    dry_run: z.boolean().describe('true: nothing was written; this is the object that would be created'),
+    object: objectOut,
+  }),
+  handler: async (ctx, a) => {
+    // Before anything else, so a member learns it from the first call whatever the arguments.
+    requireAdmin(ctx, 'create objects');
+    const { dry_run, ...spec } = a;
+    const object = dry_run ? await withRollback(ctx, (dry) => createObject(dry, spec)) : await createObject(ctx, spec);
+    return { dry_run, object };
+  },
+  render: (out) => `${out.dry_run ? 'Dry run, nothing written. Would create' : 'Created'} object ${renderObject(out.object)}`,
+  describeWorkspace: (schema) => `Existing objects (names taken; RELATION targets): users, ${[...schema.objects.keys()].join(', ')}.`,
+});
