@@ -96,7 +96,6 @@ describe('dry_run on every write tool', () => {
       crm_dissociate: { object: 'contacts', id: ct.id, to_object: 'opportunities', to_id: deal.id },
       crm_create_task: { title: 'Never', contact: ct.id },
       crm_update_task: { id: task.id, priority: 'urgent' },
-      crm_delete_task: { id: task.id },
       crm_create_note: { body: 'Never written', object: 'contacts', record_id: ct.id },
       crm_move_pipeline_step: { object: 'opportunities', id: deal.id, step: 'proposal' },
       crm_merge_duplicates: { object: 'contacts', primary_id: ct.id, duplicate_ids: [twin.id] },

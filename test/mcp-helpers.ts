@@ -180,8 +180,8 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
   expect(exported.exported).toBe(3);
   expect(exported.csv.embedded).toBe(true);
 
-  await call('crm_delete_task', { id: task.id, dry_run: true });
-  await call('crm_delete_task', { id: task.id });
+  await call('crm_delete_record', { object: 'tasks', id: task.id, dry_run: true });
+  await call('crm_delete_record', { object: 'tasks', id: task.id });
   return called;
 }
 

@@ -221,9 +221,10 @@ describe('tasks', () => {
     expect(timeline.data[0]).toMatchObject({ via: 'mcp:crm_create_task', user: { id: t.a.admin.id } });
 
     const b3 = dbDigest(t.db);
-    await ok('crm_delete_task', { id: task.id, dry_run: true });
+    // Tasks are records: crm_delete_record deletes them (crm_delete_task was folded into it).
+    await ok('crm_delete_record', { object: 'tasks', id: task.id, dry_run: true });
     expect(dbDigest(t.db)).toBe(b3);
-    await ok('crm_delete_task', { id: task.id });
+    await ok('crm_delete_record', { object: 'tasks', id: task.id });
     expect(await callError(admin, 'crm_update_task', { id: task.id, status: 'completed' })).toMatch(/RECORD_NOT_FOUND: No tasks record with id/);
     expect(await callError(admin, 'crm_list_tasks', { linked_object: 'contacts' })).toMatch(/both object and record_id/);
   });
@@ -386,7 +387,7 @@ describe('tool sets and the tool list', () => {
     for (const set of TOOLSETS) expect(TOOLS.some((x) => x.toolset === set), set).toBe(true);
     const c = await memoryClient(t.db, t.a, { toolsets: parseToolsets('tasks,inbox') });
     expect((await c.listTools()).tools.map((x) => x.name)).toEqual([
-      'crm_list_tasks', 'crm_create_task', 'crm_update_task', 'crm_list_threads', 'crm_get_thread', 'crm_task_stats', 'crm_delete_task',
+      'crm_list_tasks', 'crm_create_task', 'crm_update_task', 'crm_list_threads', 'crm_get_thread', 'crm_task_stats',
     ]);
     // Without crm_export, no export resource either.
     expect((await c.listResourceTemplates()).resourceTemplates.map((x) => x.uriTemplate)).not.toContain('crm://export/{object}/{request}');

@@ -39,8 +39,7 @@ export default defineTool({
     `Write up to ${MAX_BATCH} records of one object in one transaction: all rows are written or none. ` +
     "mode 'create' adds new records; 'update' changes existing ones (each row has its 'id' plus the fields to change); " +
     "'upsert' updates the record whose key field matches (key: 'id' or a unique field such as email) and creates the others. " +
-    'A failing batch reports every failing row (index and reason). With dry_run: true nothing is written and the answer ' +
-    'says, row by row, what would be created or changed.',
+    'A failing batch reports every failing row (index and reason); a dry run answers row by row.',
   kind: 'write',
   toolset: 'records',
   inputSchema: z.object({

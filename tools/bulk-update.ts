@@ -10,8 +10,8 @@ export default defineTool({
   description:
     `Change up to ${BULK_MAX} records of one object at once, chosen by ids or by a filter, in one transaction (all or none). ` +
     "action 'update' sets the same values on each; 'add_relation' links each to one record (relation: {object, id}); " +
-    "'remove_relation' removes those links. Every change is recorded in the records' timelines. Use dry_run: true first: " +
-    'nothing is written and the answer says how many records would change, per field, with up to 20 examples (from -> to).',
+    "'remove_relation' removes those links. Use dry_run first: it counts the records " +
+    'that would change, per field, with up to 20 examples (from -> to).',
   kind: 'update',
   toolset: 'data',
   inputSchema: z.object({

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { fieldSpecArg } from '../src/mcp/schema-args.js';
-import { dryRunArg } from '../src/mcp/arguments.js';
+import { dryRunArg, listedAs } from '../src/mcp/arguments.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { requireAdmin } from '../src/services/permissions.js';
 import { createObject } from '../src/services/schema.js';
@@ -12,8 +12,7 @@ export default defineTool({
   title: 'Create a custom object',
   description:
     'Add a custom object (a new kind of record, e.g. projects) with its fields; admins only. Records of it can then be created, ' +
-    'searched and linked like any other. Answers the object as crm_describe_schema shows it. With dry_run: true nothing is ' +
-    'written and the answer is exactly the object that would be created (same checks).',
+    'searched and linked like any other. Answers the object as crm_describe_schema shows it.',
   kind: 'create',
   toolset: 'schema',
   admin: true,
@@ -22,7 +21,10 @@ export default defineTool({
     label: z.string().min(1).max(200).optional().describe('Singular label, e.g. Project; default from the name'),
     label_plural: z.string().min(1).max(200).optional().describe('Plural label, e.g. Projects; default the label'),
     description: z.string().max(1000).optional().describe('What the object holds'),
-    fields: z.array(fieldSpecArg).min(1).max(200).describe('Its fields (id, created_at, updated_at, created_by come built in)'),
+    fields: listedAs(z.array(fieldSpecArg).min(1).max(200), { type: 'array', items: { type: 'object', required: ['name', 'type'] } }).describe(
+      "Its fields, each with crm_create_field's arguments: {name, type, label?, options?, target?, required?, unique?, default?, description?} " +
+        '(id, created_at, updated_at, created_by come built in)',
+    ),
     display_fields: z
       .array(z.string())
       .min(1)

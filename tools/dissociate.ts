@@ -10,7 +10,7 @@ export default defineTool({
   title: 'Unlink two records',
   description:
     'Remove the link between two records made with crm_associate; both records stay. Fails, naming both records, when ' +
-    'they are not linked. With dry_run: true nothing is removed and the answer says whether the link would be.',
+    'they are not linked.',
   kind: 'delete',
   toolset: 'records',
   inputSchema: z.object({ ...linkArgs, dry_run: dryRunArg }),

@@ -9,7 +9,6 @@ import createObject from './create-object.js';
 import createRecord from './create-record.js';
 import createTask from './create-task.js';
 import deleteRecord from './delete-record.js';
-import deleteTask from './delete-task.js';
 import describeSchema from './describe-schema.js';
 import dissociate from './dissociate.js';
 import exportRecords from './export.js';
@@ -68,7 +67,6 @@ export const TOOLS: readonly AnyTool[] = [
   listPipelines,
   movePipelineStep,
   taskStats,
-  deleteTask,
   whoami,
   findDuplicates,
   mergeDuplicates,

@@ -13,7 +13,7 @@ export default defineTool({
     `Merge up to ${MAX_MERGE} duplicates into a primary record (admins only): the primary's values win, its empty fields are filled ` +
     "from the duplicates (overrides choose per field), everything linked to the duplicates (relations, associations, tasks, notes, " +
     'timeline, email threads) moves to the primary, and the duplicates are deleted. The answer has a merge_id: crm_unmerge undoes ' +
-    'the merge exactly. With dry_run: true nothing is written and the answer shows the merged record, the field changes and what would move.',
+    'the merge exactly. A dry run shows the merged record, the field changes and what would move.',
   kind: 'delete',
   toolset: 'data',
   admin: true,

@@ -14,7 +14,7 @@ export default defineTool({
   description:
     "Move a record (e.g. an opportunity) to another step of its object's pipeline: the step is checked, the step's defaults " +
     '(e.g. probability) applied, the move recorded in the timeline and the time in each stage kept. Returns from, to and the changed ' +
-    'fields. With dry_run: true nothing is written and the answer says exactly what would change.',
+    'fields.',
   kind: 'update',
   toolset: 'pipelines',
   inputSchema: z.object({

@@ -34,7 +34,7 @@ export default defineTool({
     sort_by: z.string().optional().describe('Field to sort by (default created_at)'),
     sort_dir: z.enum(['asc', 'desc']).optional().describe('Sort direction (default desc: newest first)'),
     limit: limitArg,
-    cursor: z.string().optional().describe('next_cursor from the previous page, unchanged; omit for the first page'),
+    cursor: z.string().optional().describe('next_cursor of the previous page (same arguments otherwise)'),
     include_total: z.boolean().default(true).describe('Count all matches (default true); false is faster on large objects'),
   }),
   outputSchema: z.object({

@@ -10,8 +10,7 @@ export default defineTool({
   title: 'Undo a merge',
   description:
     'Undo a merge made with crm_merge_duplicates (admins only): the merged records come back with their ids and values, the ' +
-    "primary's fields the merge changed get their old values, and every moved link moves back. A merge is undone once. " +
-    'With dry_run: true nothing is written and the answer says what would be restored.',
+    "primary's fields the merge changed get their old values, and every moved link moves back. A merge is undone once.",
   kind: 'update',
   toolset: 'data',
   admin: true,

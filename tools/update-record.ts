@@ -11,8 +11,7 @@ export default defineTool({
   title: 'Update a record',
   description:
     'Change some fields of one record; fields not named keep their values. Set a field to null to empty it. ' +
-    'Returns the record after the change and the changed fields (from -> to). With dry_run: true nothing is written ' +
-    'and the answer says exactly what would change.',
+    'Returns the record after the change and the changed fields (from -> to).',
   kind: 'update',
   toolset: 'records',
   inputSchema: z.object({ object: objectArg, id: idArg, values: valuesArg, dry_run: dryRunArg }),

@@ -14,7 +14,7 @@ export default defineTool({
   description:
     'Change some fields of a task (title, description, due date, priority, status, assignee, estimate, links); fields not named keep ' +
     'their values, null empties one. Setting status completed stamps completed_at; another status clears it. Returns the changed ' +
-    'fields (from -> to) and the task. With dry_run: true nothing is written and the answer says exactly what would change.',
+    'fields (from -> to) and the task.',
   kind: 'update',
   toolset: 'tasks',
   inputSchema: z.object({ id: taskIdArg, ...taskFields, title: taskFields.title.optional(), dry_run: dryRunArg }),

@@ -6,13 +6,13 @@ import { MAX_BATCH, MAX_LIMIT, type RecordData } from '../services/records.js';
  * Argument and result schemas shared by several tools. The `object` argument's description is
  * replaced per session by the list of this workspace's objects (see server.ts).
  */
-export const objectArg = z.string().min(1).describe('Object name (plural, lowercase), e.g. contacts');
+export const objectArg = z.string().min(1).describe('Object');
 export const idArg = z.string().min(1).describe('Record id, as returned by crm_search or crm_get_record');
 export const fieldsArg = z
   .array(z.string())
   .max(200)
   .optional()
-  .describe('Fields to return (id is always included); omit for all fields. Fewer fields keep the answer short');
+  .describe('Fields to return (id always comes); omit for all. Fewer fields, shorter answers');
 /**
  * What a field can hold, spelled out instead of "anything": schemas that constrain nothing are the
  * least portable kind (clients mapping tool schemas onto narrower dialects drop or reject them).
@@ -44,9 +44,10 @@ export const fieldValue = listedAs(z.union([scalar, z.array(z.string()), z.null(
   anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }, { type: 'array', items: { type: 'string' } }, { type: 'null' }],
 });
 
-export const valuesArg = z
-  .record(z.string(), fieldValue)
-  .describe(
+/** Field name -> value, listed as a plain object: the description says what values fields take. */
+export const fieldMap = listedAs(z.record(z.string(), fieldValue), { type: 'object' });
+
+export const valuesArg = fieldMap.describe(
     'Field name -> value, e.g. {"first_name":"Ada","email":"ada@example.com"}. SELECT fields take one of their options, ' +
       'MULTI_SELECT an array of options, RELATION the id of the related record, DATE YYYY-MM-DD, CURRENCY a number. ' +
       'See crm_describe_schema for the fields of each object',
@@ -71,27 +72,18 @@ export const filterArg = z
   .meta({
     type: 'object',
     properties: {
-      operator: { type: 'string', enum: ['and', 'or', 'not'] },
+      operator: { enum: ['and', 'or', 'not'] },
       conditions: {
         type: 'array',
-        description: 'Conditions {field, operator, value}, or nested groups {operator, conditions}',
-        items: {
-          type: 'object',
-          properties: {
-            field: { type: 'string' },
-            operator: { type: 'string', description: `${OPERATORS.filter((o) => o !== 'equals' && o !== 'not_equals').join(', ')}; and/or/not for a nested group` },
-            value: { description: 'in/not_in: an array; between: [low, high]; is_null/is_not_null: none' },
-            conditions: { type: 'array', items: { type: 'object' } },
-          },
-        },
+        items: { type: 'object' },
+        description:
+          `Each {field, operator, value} or a nested {operator, conditions}. Operators: ${OPERATORS.filter((o) => o !== 'equals' && o !== 'not_equals').join(', ')}. ` +
+          'in/not_in take an array, between [low, high], is_null/is_not_null no value',
       },
     },
     required: ['operator', 'conditions'],
   })
-  .describe(
-    'Which records, e.g. {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"},' +
-      '{"operator":"or","conditions":[...]}]}. Text matching ignores case',
-  ) as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
+  .describe('Which records, e.g. {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"}]}. Text matching ignores case') as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
 export const limitArg = z
   .number()
   .int()
@@ -100,7 +92,7 @@ export const limitArg = z
   .default(20)
   .describe(`Records per page, 1 to ${MAX_LIMIT} (default 20)`);
 export const batchArg = z
-  .array(z.record(z.string(), fieldValue))
+  .array(fieldMap)
   .min(1)
   .max(MAX_BATCH)
   .describe(`1 to ${MAX_BATCH} records, each field name -> value`);

@@ -6,7 +6,7 @@
  * - input: `additionalProperties: false` kept where it matters (the top level, which the server
  *   enforces everywhere anyway); descriptions kept at every level (they are the model's docs);
  * - output: the result's fields with their types, without descriptions (the tool's description
- *   says what it returns); what they hold says only its type. Clients validate against a looser
+ *   says what it returns) or required lists; what they hold says only its type. Clients validate against a looser
  *   schema, never a wrong one.
  */
 type Json = Record<string, unknown>;
@@ -30,6 +30,7 @@ export function leanInput(schema: Json): Json {
     delete n.$schema;
     if (depth > 0 && n.additionalProperties === false) delete n.additionalProperties;
     if (n.maximum === Number.MAX_SAFE_INTEGER) delete n.maximum;
+    if (Array.isArray(n.enum) && n.minLength === 1) delete n.minLength;
     if (n.minimum === Number.MIN_SAFE_INTEGER) delete n.minimum;
     // Implied: JSON object keys are strings.
     if (isObj(n.propertyNames) && n.propertyNames.type === 'string' && Object.keys(n.propertyNames).length === 1) delete n.propertyNames;
@@ -44,6 +45,7 @@ export function leanOutput(schema: Json): Json {
     delete n.$schema;
     if (n.additionalProperties === false) delete n.additionalProperties;
     if (isObj(n.propertyNames)) delete n.propertyNames;
+    delete n.required;
     // The tool's description says what it returns; field names say the rest.
     if (depth >= 1) delete n.description;
     if (depth >= 2) {

@@ -250,7 +250,8 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     return {
       ...r,
       // execution.taskSupport 'forbidden' is what a missing field means: not worth 40 bytes a tool.
-      tools: r.tools.map(({ execution: _e, ...t }) => ({ ...t, inputSchema: leanInput(t.inputSchema) as Tool['inputSchema'], ...(t.outputSchema ? { outputSchema: leanOutput(t.outputSchema) as Tool['outputSchema'] } : {}) })),
+      // annotations.title repeats the tool's title.
+      tools: r.tools.map(({ execution: _e, annotations: { title: _t, ...hints } = {}, ...t }) => ({ ...t, annotations: hints, inputSchema: leanInput(t.inputSchema) as Tool['inputSchema'], ...(t.outputSchema ? { outputSchema: leanOutput(t.outputSchema) as Tool['outputSchema'] } : {}) })),
     };
   });
   if (adminOnly.length) {
