@@ -5,7 +5,8 @@ import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
 import { compactJson } from '../src/mcp/render.js';
 import { taskIdArg, taskOut } from '../src/mcp/tasks.js';
 import { withRollback } from '../src/services/dry-run.js';
-import { getRecord } from '../src/services/records.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
+import { getRecord, nameRelations } from '../src/services/records.js';
 import { completeTask } from '../src/services/tasks.js';
 
 export default defineTool({
@@ -28,18 +29,20 @@ export default defineTool({
     dry_run: z.boolean().describe('true: nothing was written; this is what the call would do'),
     changes: changesOut,
     task: taskOut('The task after the call'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const before = await getRecord(ctx, 'tasks', a.id, { enrich: false });
     const task = a.dry_run ? await withRollback(ctx, (dry) => completeTask(dry, a.id, a.completed)) : await completeTask(ctx, a.id, a.completed);
     const changes = diffRecords(before, task);
-    return { id: a.id, completed: a.completed, changed: Object.keys(changes).length > 0, dry_run: a.dry_run, changes, task };
+    const [named] = await nameRelations(ctx, 'tasks', [task]);
+    return markUntrusted({ id: a.id, completed: a.completed, changed: Object.keys(changes).length > 0, dry_run: a.dry_run, changes, task: named! });
   },
   render: (out) => {
     const verb = out.completed ? 'complete' : 'reopen';
     const head = !out.changed
       ? `Task ${out.id} already ${out.completed ? 'completed' : 'open'}; nothing to do`
       : `${out.dry_run ? `Dry run, nothing written. Would ${verb}` : out.completed ? 'Completed' : 'Reopened'} task ${out.id}: ${renderChanges(out.changes)}`;
-    return `${head}\n${compactJson(out.task)}`;
+    return `${head}\n${untrustedBlock(`task ${out.id}`, compactJson(out.task))}`;
   },
 });
