@@ -420,7 +420,8 @@ describe('the index follows every write', () => {
     expect(await ids('impolina@imp.test')).toEqual([hit!.id]);
     expect(await ids('212-555-0199')).toEqual([hit!.id]);
     const co = (await search('importia')).data;
-    expect(co.map((h) => [h.object, h.name])).toEqual([['companies', 'Importia Widgets']]);
+    // The company by its name, and the contact by its company's name (lower: it is not the contact's own name).
+    expect(co.map((h) => [h.object, h.name])).toEqual([['companies', 'Importia Widgets'], ['contacts', 'Impolina Ravensworth']]);
     expect(await ids('impostor')).toEqual([]);
     expect(await ids('impbroken')).toEqual([]);
     expect(await indexed('impostor')).toEqual([]);
@@ -495,8 +496,11 @@ describe('the index follows every write', () => {
     expect(await ids('goneaway.test')).toEqual([keep]);
     expect(await ids('turnips')).toEqual([keep]);
     expect(await ids('turnipfest')).toEqual([deal]);
+    // The deal followed its company: found by the kept company's name, not the merged one's.
+    expect(await ids('keepworthy')).toEqual([keep, deal]);
     ok(await api(admin(), 'POST', '/duplicates', { action: 'unmerge', merge_id: m.merge_id }));
-    expect(await ids('goneaway')).toEqual([gone]);
+    expect(await ids('goneaway')).toEqual([gone, deal]);
+    expect(await ids('keepworthy')).toEqual([keep]);
     expect(await ids('turnips')).toEqual([gone]);
     expect(await ids('turnipfest')).toEqual([deal]);
   });
