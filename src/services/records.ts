@@ -210,7 +210,8 @@ async function namesOf(ctx: Ctx, target: string, ids: string[]): Promise<Map<str
 }
 
 async function nameRelationsOf(ctx: Ctx, obj: ObjectDef, records: RecordData[]): Promise<RecordData[]> {
-  return withRelationNames(dyn(ctx.db.kysely), ctx.actor.workspaceId, await getSchema(ctx), obj, records);
+  // The caller resolved `obj` a moment ago: its schema is loaded, no need to check its version again.
+  return withRelationNames(dyn(ctx.db.kysely), ctx.actor.workspaceId, loadedSchema(ctx) ?? (await getSchema(ctx)), obj, records);
 }
 
 /** Records as a write returned them, with their RELATION values as {id, name} (see ListOptions.relationNames). */
