@@ -4,7 +4,7 @@ import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
 import type { KyselyPlugin } from 'kysely';
 import type { Db } from '../src/db/database.js';
 import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
-import { createRecords, updateRecord } from '../src/services/records.js';
+import { createRecords, deleteRecord, updateRecord } from '../src/services/records.js';
 import { createTask } from '../src/services/tasks.js';
 import { call, testApp, type TestApp } from './helpers.js';
 import { callOk, memoryClient } from './mcp-helpers.js';
@@ -199,6 +199,14 @@ describe('search hits with context', () => {
     expect(hits.data[0].fields.company).toEqual({ id: companies[2]!.id, name: 'Amazonas Alloys' });
     expect((await callOk(client, tools, 'crm_full_text_search', { q: 'orinoco', objects: ['contacts'] })).data).toEqual([]);
     await updateRecord(t.a.ctx, 'companies', companies[2]!.id, { name: 'Orinoco Metals' });
+  });
+
+  it('a deleted company leaves no trace in its contacts\' documents', async () => {
+    const [co] = await createRecords(t.a.ctx, 'companies', [{ name: 'Vanishing Vellum' }]);
+    await createRecords(t.a.ctx, 'contacts', [{ first_name: 'Left', last_name: 'Behind', company: co!.id }]);
+    expect((await callOk(client, tools, 'crm_full_text_search', { q: 'vellum', objects: ['contacts'] })).data).toHaveLength(1);
+    await deleteRecord(t.a.ctx, 'companies', co!.id);
+    expect((await callOk(client, tools, 'crm_full_text_search', { q: 'vellum' })).data).toEqual([]);
   });
 });
 

@@ -796,6 +796,9 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
       await removeDerived(trx, ctx, obj, present);
       if (obj.pipeline)
         await trx.updateTable('stage_history').set({ left_at: nowIso() }).where('pipeline_id', '=', obj.pipeline.id).where('record_id', 'in', present).where('left_at', 'is', null).execute();
+      // Documents that held these records' names (a deleted company's contacts) are rewritten
+      // without them, while the relation fields still find them.
+      await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, present);
       // Relation fields elsewhere that pointed at these records become empty.
       for (const other of schema.objects.values())
         for (const f of other.fields)
