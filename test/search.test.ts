@@ -578,3 +578,24 @@ describe('property: the index matches the records after any sequence of writes',
     );
   });
 });
+
+describe('incremental and rebuilt indexes agree', () => {
+  it('the documents written with each change equal those a rebuild writes, company names included', async () => {
+    const { getSchema } = await import('../src/services/schema.js');
+    const { rebuildSearchIndex } = await import('../src/services/search.js');
+    const ctx = t.a.ctx;
+    const co = await createRecord(ctx, 'companies', { name: 'Rebuildia Partners' });
+    const ct = await createRecord(ctx, 'contacts', { first_name: 'Rhea', last_name: 'Rebuild', job_title: 'Archivist', company: co.id });
+    await updateRecord(ctx, 'companies', co.id, { name: 'Rebuildia Holdings' });
+    const dump = async () =>
+      (
+        await sql<{ object_id: number; record_id: string; name: string; body: string; exact: string }>`
+          SELECT d.object_id, d.record_id, i.name, i.body, i.exact FROM search_docs d JOIN search_index i ON i.rowid = d.doc_id
+          WHERE d.workspace_id = ${t.a.workspace.id} ORDER BY d.object_id, d.record_id`.execute(t.db.kysely)
+      ).rows;
+    const incremental = await dump();
+    expect(incremental.find((d) => d.record_id === ct.id)?.body).toContain('Rebuildia Holdings');
+    await rebuildSearchIndex(t.db, t.a.workspace.id, await getSchema(ctx));
+    expect(await dump()).toEqual(incremental);
+  });
+});
