@@ -6,8 +6,7 @@ import { UNTRUSTED_FIELD } from './untrusted.js';
  * created_by, ...) is {"id": "...", "name": "..."}, as crm_get_record's associations and the
  * inbox's linked records already were, so a page needs no follow-up reads to say who is who.
  */
-export const RELATION_VALUE =
-  'RELATION fields (company, owner, contact, assignee, opportunity, created_by, ...) are {"id","name"}: the related record\'s id and display name (null if it no longer exists); null when empty';
+export const RELATION_VALUE = 'RELATION fields (company, owner, assignee, ...) are {"id","name"}; name null if that record is gone';
 
 /** recordOut, described with the relation representation and the untrusted text it holds. */
 export const agentRecordOut = (description: string) => recordOut(`${description}. ${RELATION_VALUE}. Text fields: ${UNTRUSTED_FIELD}`);
