@@ -7,6 +7,7 @@ import { parseToolsets, selectTools } from '../src/mcp/server.js';
 import { createObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { TOOLS } from '../tools/index.js';
+import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
 import { call, testApp, type TestApp } from './helpers.js';
 import { callError, callOk, dbDigest, exerciseAllTools, memoryClient } from './mcp-helpers.js';
 
@@ -153,7 +154,12 @@ describe('MCP tools over the in-memory transport', () => {
     const text = (r.content[0] as { text: string }).text;
     expect(text).toMatch(/^3 of \d+ contacts; next_cursor: /);
     expect(text).not.toContain('null');
-    expect(text.split('\n')).toHaveLength(4);
+    // Head, the untrusted note, then the three records inside one untrusted block.
+    const lines = text.split('\n');
+    expect(lines).toHaveLength(7);
+    expect(lines[1]).toBe(UNTRUSTED_NOTE);
+    expect(lines[2]).toBe('<untrusted_content source="contacts records">');
+    expect(lines[6]).toBe('</untrusted_content>');
   });
 });
 
@@ -317,6 +323,10 @@ describe('resources and prompts', () => {
   });
 });
 
+/** A record as REST gives it: relation values {id, name} back to the bare id. */
+const relationIds = (rec: Record<string, unknown>) =>
+  Object.fromEntries(Object.entries(rec).map(([k, v]) => [k, v && typeof v === 'object' && !Array.isArray(v) && 'id' in v && 'name' in v ? (v as { id: string }).id : v]));
+
 describe('parity with REST', () => {
   const questions: Record<string, unknown>[] = [
     { limit: 20 },
@@ -331,7 +341,8 @@ describe('parity with REST', () => {
       const mcp = await callOk(client, tools, 'crm_search', { object: 'contacts', ...q, ...(cursor ? { cursor } : {}) });
       const rest = await call(t.app, t.a.adminToken, 'POST', '/api/v1/records/contacts/search', { ...q, ...(cursor ? { cursor } : {}) });
       expect(rest.status).toBe(200);
-      expect(mcp.data).toEqual(rest.body.data);
+      // The same records; MCP's relation values carry the related record's name beside its id.
+      expect(mcp.data.map(relationIds)).toEqual(rest.body.data);
       expect(mcp.total).toBe(rest.body.total);
       expect(mcp.next_cursor).toBe(rest.body.nextCursor);
       if (!mcp.next_cursor) break;

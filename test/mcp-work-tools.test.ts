@@ -191,7 +191,7 @@ describe('tasks', () => {
   it('create, list by mode, update, complete and reopen, stats, delete; dry runs write nothing', async () => {
     const contact = (await ok('crm_create_record', { object: 'contacts', values: { first_name: 'Tasked' } })).record;
     const task = (await ok('crm_create_task', { title: 'Send the offer', contact: contact.id, due_at: '2000-01-01T09:00:00Z', priority: 'high', time_estimate: 1800 })).task;
-    expect(task).toMatchObject({ assignee: t.a.admin.id, status: 'open', contact: contact.id, time_estimate: 1800 });
+    expect(task).toMatchObject({ assignee: { id: t.a.admin.id, name: 'alpha Admin' }, status: 'open', contact: { id: contact.id, name: 'Tasked' }, time_estimate: 1800 });
     expect((await ok('crm_list_tasks', { mode: 'overdue', linked_object: 'contacts', linked_id: contact.id })).data.map((x: any) => x.id)).toEqual([task.id]);
     expect((await ok('crm_list_tasks', { mode: 'upcoming', linked_object: 'contacts', linked_id: contact.id })).data).toEqual([]);
 
@@ -254,7 +254,9 @@ describe('pipelines and full-text search', () => {
     for (const q of ['mullerwitz', 'Jurgo', '123-4567', 'mueller-bau.de', 'Mulerwitz']) {
       const mcp = await ok('crm_full_text_search', { q, objects: ['contacts', 'companies'], limit: 5 });
       const rest = await call(t.app, t.a.adminToken, 'GET', `/api/v1/search?q=${encodeURIComponent(q)}&objects=contacts,companies&limit=5`);
-      expect(mcp.data, q).toEqual(rest.body.data);
+      // The same hits; MCP's also carry the fields that tell records apart (REST's contract has no such key).
+      expect(mcp.data.map(({ fields: _f, ...h }: any) => h), q).toEqual(rest.body.data);
+      expect(mcp.data.every((h: any) => typeof h.fields === 'object'), q).toBe(true);
       expect(mcp.data[0]?.name, q).toBe('Jürgo Müllerwitz');
     }
   });

@@ -420,7 +420,8 @@ describe('the index follows every write', () => {
     expect(await ids('impolina@imp.test')).toEqual([hit!.id]);
     expect(await ids('212-555-0199')).toEqual([hit!.id]);
     const co = (await search('importia')).data;
-    expect(co.map((h) => [h.object, h.name])).toEqual([['companies', 'Importia Widgets']]);
+    // The company by its name, and the contact by its company's name (lower: it is not the contact's own name).
+    expect(co.map((h) => [h.object, h.name])).toEqual([['companies', 'Importia Widgets'], ['contacts', 'Impolina Ravensworth']]);
     expect(await ids('impostor')).toEqual([]);
     expect(await ids('impbroken')).toEqual([]);
     expect(await indexed('impostor')).toEqual([]);
@@ -495,8 +496,11 @@ describe('the index follows every write', () => {
     expect(await ids('goneaway.test')).toEqual([keep]);
     expect(await ids('turnips')).toEqual([keep]);
     expect(await ids('turnipfest')).toEqual([deal]);
+    // The deal followed its company: found by the kept company's name, not the merged one's.
+    expect(await ids('keepworthy')).toEqual([keep, deal]);
     ok(await api(admin(), 'POST', '/duplicates', { action: 'unmerge', merge_id: m.merge_id }));
-    expect(await ids('goneaway')).toEqual([gone]);
+    expect(await ids('goneaway')).toEqual([gone, deal]);
+    expect(await ids('keepworthy')).toEqual([keep]);
     expect(await ids('turnips')).toEqual([gone]);
     expect(await ids('turnipfest')).toEqual([deal]);
   });
@@ -572,5 +576,26 @@ describe('property: the index matches the records after any sequence of writes',
       }),
       { numRuns: 20 },
     );
+  });
+});
+
+describe('incremental and rebuilt indexes agree', () => {
+  it('the documents written with each change equal those a rebuild writes, company names included', async () => {
+    const { getSchema } = await import('../src/services/schema.js');
+    const { rebuildSearchIndex } = await import('../src/services/search.js');
+    const ctx = t.a.ctx;
+    const co = await createRecord(ctx, 'companies', { name: 'Rebuildia Partners' });
+    const ct = await createRecord(ctx, 'contacts', { first_name: 'Rhea', last_name: 'Rebuild', job_title: 'Archivist', company: co.id });
+    await updateRecord(ctx, 'companies', co.id, { name: 'Rebuildia Holdings' });
+    const dump = async () =>
+      (
+        await sql<{ object_id: number; record_id: string; name: string; body: string; exact: string }>`
+          SELECT d.object_id, d.record_id, i.name, i.body, i.exact FROM search_docs d JOIN search_index i ON i.rowid = d.doc_id
+          WHERE d.workspace_id = ${t.a.workspace.id} ORDER BY d.object_id, d.record_id`.execute(t.db.kysely)
+      ).rows;
+    const incremental = await dump();
+    expect(incremental.find((d) => d.record_id === ct.id)?.body).toContain('Rebuildia Holdings');
+    await rebuildSearchIndex(t.db, t.a.workspace.id, await getSchema(ctx));
+    expect(await dump()).toEqual(incremental);
   });
 });

@@ -3,9 +3,11 @@ import { defineTool } from '../src/mcp/tool.js';
 import { batchArg, dryRunArg, objectArg } from '../src/mcp/arguments.js';
 import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
 import { compactJson } from '../src/mcp/render.js';
+import { RELATION_VALUE } from '../src/mcp/relations.js';
+import { markUntrusted, UNTRUSTED_FIELD, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import type { Ctx } from '../src/services/context.js';
 import { withRollback } from '../src/services/dry-run.js';
-import { createRecords, listRecords, MAX_BATCH, updateRecords, upsertRecords, type RecordData } from '../src/services/records.js';
+import { createRecords, listRecords, MAX_BATCH, nameRelations, updateRecords, upsertRecords, type RecordData } from '../src/services/records.js';
 
 type Mode = 'create' | 'update' | 'upsert';
 interface Outcome {
@@ -65,12 +67,13 @@ export default defineTool({
       .describe('One entry per input row, in order'),
     data: z
       .array(z.looseObject({ id: z.string().optional() }))
-      .describe('The records as stored (a dry run: as they would be stored, without the ids of new records)'),
+      .describe(`The records as stored (a dry run: as they would be stored, without the ids of new records). ${RELATION_VALUE}. Text fields: ${UNTRUSTED_FIELD}`),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     if (!a.dry_run) {
       const r = await run(ctx, a.object, a.mode, a.records, a.key);
-      return { object: a.object, mode: a.mode, dry_run: false, ...r };
+      return markUntrusted({ object: a.object, mode: a.mode, dry_run: false, results: r.results, data: await nameRelations(ctx, a.object, r.data) });
     }
     const r = await withRollback(ctx, (dry) => run(dry, a.object, a.mode, a.records, a.key));
     // Rolled back: the database holds the state before the batch, to compare with.
@@ -85,7 +88,7 @@ export default defineTool({
       for (const rec of cur.data) before.set(rec.id, rec);
     }
     const byId = new Map(r.data.map((d) => [d.id, d]));
-    return {
+    return markUntrusted({
       object: a.object,
       mode: a.mode,
       dry_run: true,
@@ -94,12 +97,16 @@ export default defineTool({
           ? { index: x.index, id: null, action: x.action }
           : { index: x.index, id: x.id, action: x.action, changes: diffRecords(before.get(x.id) ?? {}, byId.get(x.id) ?? {}) },
       ),
-      data: r.results.map((x) => {
-        const d: Record<string, unknown> = { ...byId.get(x.id) };
-        if (x.action === 'created') for (const k of ASSIGNED) delete d[k];
-        return d;
-      }),
-    };
+      data: await nameRelations(
+        ctx,
+        a.object,
+        r.results.map((x) => {
+          const d: Record<string, unknown> = { ...byId.get(x.id) };
+          if (x.action === 'created') for (const k of ASSIGNED) delete d[k];
+          return d as RecordData;
+        }),
+      ),
+    });
   },
   render: (out) => {
     const created = out.results.filter((x) => x.action === 'created').length;
@@ -108,6 +115,6 @@ export default defineTool({
     const rows = out.results.map((x) =>
       x.changes ? `#${x.index} ${x.action} ${x.id}: ${renderChanges(x.changes)}` : `#${x.index} ${x.action}${x.id ? ` ${x.id}` : ''}: ${compactJson(out.data[x.index])}`,
     );
-    return [head, ...rows].join('\n');
+    return rows.length ? `${head}\n${untrustedBlock(`${out.object} batch`, rows.join('\n'))}` : head;
   },
 });

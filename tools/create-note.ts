@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { noteOut, renderNote } from '../src/mcp/notes.js';
-import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
+import { markUntrusted, UNTRUSTED_NOTE, untrustedOut } from '../src/mcp/untrusted.js';
 import { createNote } from '../src/services/notes.js';
 
 export default defineTool({
@@ -18,7 +18,7 @@ export default defineTool({
     object: z.string().min(1).optional().describe('With record_id: the object of the record the note is on'),
     record_id: z.string().optional().describe('With object: the id of the record the note is on'),
   }),
-  outputSchema: z.object({ note: noteOut }),
-  handler: async (ctx, a) => ({ note: await createNote(ctx, { body: a.body, visibility: a.visibility, ...(a.object ? { object: a.object } : {}), ...(a.record_id ? { record_id: a.record_id } : {}) }) }),
+  outputSchema: z.object({ note: noteOut, untrusted: untrustedOut }),
+  handler: async (ctx, a) => markUntrusted({ note: await createNote(ctx, { body: a.body, visibility: a.visibility, ...(a.object ? { object: a.object } : {}), ...(a.record_id ? { record_id: a.record_id } : {}) }) }),
   render: (out) => `Created note ${out.note.id}\n${UNTRUSTED_NOTE}\n${renderNote(out.note)}`,
 });

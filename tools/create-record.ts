@@ -1,8 +1,10 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { objectArg, recordOut, valuesArg } from '../src/mcp/arguments.js';
+import { objectArg, valuesArg } from '../src/mcp/arguments.js';
+import { agentRecordOut } from '../src/mcp/relations.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { compactJson } from '../src/mcp/render.js';
-import { createRecord } from '../src/services/records.js';
+import { createRecord, nameRelations } from '../src/services/records.js';
 
 export default defineTool({
   name: 'crm_create_record',
@@ -13,7 +15,7 @@ export default defineTool({
   kind: 'create',
   toolset: 'records',
   inputSchema: z.object({ object: objectArg, values: valuesArg }),
-  outputSchema: z.object({ object: z.string(), record: recordOut('The stored record') }),
-  handler: async (ctx, a) => ({ object: a.object, record: await createRecord(ctx, a.object, a.values) }),
-  render: (out) => `Created ${out.object} ${out.record.id}\n${compactJson(out.record)}`,
+  outputSchema: z.object({ object: z.string(), record: agentRecordOut('The stored record'), untrusted: untrustedOut }),
+  handler: async (ctx, a) => markUntrusted({ object: a.object, record: (await nameRelations(ctx, a.object, [await createRecord(ctx, a.object, a.values)]))[0]! }),
+  render: (out) => `Created ${out.object} ${out.record.id}\n${untrustedBlock(`${out.object} record ${out.record.id}`, compactJson(out.record))}`,
 });

@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { compactJson } from '../src/mcp/render.js';
 import { taskFields, taskInput, taskOut } from '../src/mcp/tasks.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
+import { nameRelations } from '../src/services/records.js';
 import { createTask } from '../src/services/tasks.js';
 
 export default defineTool({
@@ -13,7 +15,7 @@ export default defineTool({
   kind: 'create',
   toolset: 'tasks',
   inputSchema: z.object(taskFields),
-  outputSchema: z.object({ task: taskOut('The stored task') }),
-  handler: async (ctx, a) => ({ task: await createTask(ctx, taskInput(a)) }),
-  render: (out) => `Created task ${out.task.id}\n${compactJson(out.task)}`,
+  outputSchema: z.object({ task: taskOut('The stored task'), untrusted: untrustedOut }),
+  handler: async (ctx, a) => markUntrusted({ task: (await nameRelations(ctx, 'tasks', [await createTask(ctx, taskInput(a))]))[0]! }),
+  render: (out) => `Created task ${out.task.id}\n${untrustedBlock(`task ${out.task.id}`, compactJson(out.task))}`,
 });

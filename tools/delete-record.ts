@@ -1,9 +1,11 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { associationsOut, dryRunArg, idArg, objectArg, recordOut } from '../src/mcp/arguments.js';
+import { associationsOut, dryRunArg, idArg, objectArg } from '../src/mcp/arguments.js';
+import { agentRecordOut } from '../src/mcp/relations.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { compactJson } from '../src/mcp/render.js';
 import { withRollback } from '../src/services/dry-run.js';
-import { deleteRecord, getRecord } from '../src/services/records.js';
+import { deleteRecord, getRecord, nameRelations, type RecordData } from '../src/services/records.js';
 
 type Associations = z.infer<typeof associationsOut>;
 
@@ -33,7 +35,7 @@ export default defineTool({
     id: z.string(),
     deleted: z.literal(true),
     dry_run: z.boolean().describe('true: nothing was deleted; this is what the delete would do'),
-    record: recordOut('The record as it was before the delete'),
+    record: agentRecordOut('The record as it was before the delete'),
     unlinked: z
       .array(
         z.object({
@@ -44,20 +46,23 @@ export default defineTool({
         }),
       )
       .describe('Links removed, by object: records that pointed here keep existing without the link'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const { associations, ...record } = await getRecord(ctx, a.object, a.id, { enrich: true });
     const assoc = (associations ?? {}) as Associations;
+    // Named before the delete: a relation may point at the record itself.
+    const [named] = await nameRelations(ctx, a.object, [record as RecordData]);
     if (a.dry_run) await withRollback(ctx, (dry) => deleteRecord(dry, a.object, a.id));
     else await deleteRecord(ctx, a.object, a.id);
-    return { object: a.object, id: a.id, deleted: true as const, dry_run: a.dry_run, record, unlinked: unlinks(record, assoc) };
+    return markUntrusted({ object: a.object, id: a.id, deleted: true as const, dry_run: a.dry_run, record: named!, unlinked: unlinks(record, assoc) });
   },
   render: (out) => {
     const links = out.unlinked.map((u) => `${u.total} ${u.object} (${u.via.join(', ')})`).join(', ');
     return (
       `${out.dry_run ? 'Dry run, nothing deleted. Would delete' : 'Deleted'} ${out.object} ${out.id}` +
       (links ? `; unlinks ${links}` : '') +
-      `\n${compactJson(out.record)}`
+      `\n${untrustedBlock(`${out.object} record ${out.id}`, compactJson(out.record))}`
     );
   },
 });

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import type { ContentBlock } from '@modelcontextprotocol/sdk/types.js';
 import { defineTool } from '../src/mcp/tool.js';
-import { fieldsArg, filterArg, objectArg, recordOut } from '../src/mcp/arguments.js';
+import { fieldsArg, filterArg, objectArg } from '../src/mcp/arguments.js';
+import { agentRecordOut } from '../src/mcp/relations.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { exportCsv, exportUri, type ExportRequest } from '../src/mcp/export-csv.js';
 import { recordLines } from '../src/mcp/render.js';
 import { EXPORT_MAX, planExport } from '../src/services/import-export.js';
@@ -49,16 +51,17 @@ export default defineTool({
   }),
   outputSchema: z.object({
     object: z.string(),
-    fields: z.array(z.string()).describe('The CSV columns'),
+    fields: z.array(z.string()).describe('The fields exported; in the CSV each RELATION field is followed by a <field>_name column with the related record\'s name'),
     matched: z.number().describe('Records matching the filter'),
     exported: z.number().describe('Rows in the export: matched, capped by limit'),
-    preview: z.array(recordOut()).describe('The first rows of the export'),
+    preview: z.array(agentRecordOut('A record of the export')).describe('The first rows of the export'),
     csv: z.object({
       uri: z.string().describe('Resource with the full CSV; reading it runs the export at that moment'),
       mime_type: z.literal('text/csv'),
       embedded: z.boolean().describe('true: the CSV text is embedded in this answer as a resource'),
     }),
     note: z.string(),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     // Checks the role, fields, filter and sort before anything is read.
@@ -70,6 +73,7 @@ export default defineTool({
       sortDir: a.sort_dir ?? 'desc',
       limit: Math.max(1, Math.min(a.preview, a.limit)),
       includeTotal: true,
+      relationNames: true,
     });
     const matched = page.total ?? 0;
     const exported = Math.min(matched, a.limit);
@@ -82,7 +86,7 @@ export default defineTool({
         ? ` Not embedded: ${exported} rows is more than ${MAX_EMBEDDED_ROWS}; narrow the filter, lower limit or choose fewer fields to embed it.`
         : '') +
       (matched > a.limit ? ` ${matched - a.limit} more records match beyond limit (at most ${EXPORT_MAX}).` : '');
-    return {
+    return markUntrusted({
       object: plan.object.name,
       fields: plan.fields,
       matched,
@@ -90,10 +94,10 @@ export default defineTool({
       preview: page.data.slice(0, a.preview),
       csv: { uri, mime_type: 'text/csv' as const, embedded },
       note,
-    };
+    });
   },
   render: (out) =>
-    [`Export of ${out.exported} ${out.object} (${out.matched} match); columns: ${out.fields.join(', ')}`, out.note, ...(out.preview.length ? [`First ${out.preview.length} rows:`, recordLines(out.preview)] : [])].join('\n'),
+    [`Export of ${out.exported} ${out.object} (${out.matched} match); columns: ${out.fields.join(', ')}`, out.note, ...(out.preview.length ? [`First ${out.preview.length} rows:`, untrustedBlock(`${out.object} export preview`, recordLines(out.preview))] : [])].join('\n'),
   attachments: async (ctx, out, a) => {
     const blocks: ContentBlock[] = [
       { type: 'resource_link', uri: out.csv.uri, name: `${out.object}_export.csv`, title: `${out.object} export (${out.exported} rows)`, mimeType: 'text/csv' },

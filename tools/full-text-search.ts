@@ -1,13 +1,22 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { MAX_SEARCH_LIMIT, searchAll } from '../src/services/search.js';
+import { RELATION_VALUE } from '../src/mcp/relations.js';
+import { markUntrusted, UNTRUSTED_FIELD, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
+import { fieldValue } from '../src/mcp/arguments.js';
+import { HIT_FIELDS, MAX_SEARCH_LIMIT, searchAll } from '../src/services/search.js';
+
+const hitFieldsOut = z
+  .record(z.string(), z.union([fieldValue, z.object({ id: z.string(), name: z.string().nullable() }).describe('A related record')]))
+  .describe(`What tells the record apart, where its object has them: ${HIT_FIELDS.join(', ')}. ${RELATION_VALUE}. ${UNTRUSTED_FIELD}`);
 
 export default defineTool({
   name: 'crm_full_text_search',
   title: 'Full-text search',
   description:
-    'Find records by what they say, across objects: one ranked list of hits, each with its object, id, display name and a snippet ' +
-    'with the matched words in <mark>...</mark>. Matches word prefixes ("alic" finds Alice), tolerates typos ("Jhon" finds John), ignores accents ' +
+    'Find records by what they say, across objects: one ranked list of hits, each with its object, id, display name, the fields that ' +
+    "tell it apart (a contact's company and job title, a deal's amount, stage and company, a company's domain and industry) and a snippet " +
+    "with the matched words in <mark>...</mark>. A contact is also found by its company's name. " +
+    'Matches word prefixes ("alic" finds Alice), tolerates typos ("Jhon" finds John), ignores accents ' +
     '("muller" finds Müller), and finds emails, domains and phone numbers in any formatting. Use it when you have a name, an email or ' +
     'a phrase; use crm_search for structured filters on fields.',
   kind: 'read',
@@ -24,20 +33,24 @@ export default defineTool({
         z.object({
           object: z.string(),
           id: z.string(),
-          name: z.string(),
-          snippet: z.string().describe('Matching text; the matched words in <mark>...</mark>'),
+          name: z.string().describe(UNTRUSTED_FIELD),
+          fields: hitFieldsOut,
+          snippet: z.string().describe(`Matching text; the matched words in <mark>...</mark>. ${UNTRUSTED_FIELD}`),
           score: z.number().describe('Relevance, higher is better'),
           match: z.enum(['exact', 'fuzzy']).describe("'fuzzy': found with typo tolerance"),
         }),
       )
       .describe('Hits, best first'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
-    const r = await searchAll(ctx, { q: a.q, objects: a.objects, limit: a.limit });
-    return { query: r.query, data: r.data };
+    const r = await searchAll(ctx, { q: a.q, objects: a.objects, limit: a.limit, hitFields: true });
+    return markUntrusted({ query: r.query, data: r.data.map((h) => ({ ...h, fields: (h.fields ?? {}) as z.infer<typeof hitFieldsOut> })) });
   },
   render: (out) => {
     const head = `${out.data.length} hits for ${JSON.stringify(out.query.q)}${out.query.fuzzy ? ' (some by typo tolerance)' : ''}`;
-    return [head, ...out.data.map((h) => JSON.stringify({ object: h.object, id: h.id, name: h.name, snippet: h.snippet, ...(h.match === 'fuzzy' ? { match: 'fuzzy' } : {}) }))].join('\n');
+    if (!out.data.length) return head;
+    const lines = out.data.map((h) => JSON.stringify({ object: h.object, id: h.id, name: h.name, ...h.fields, snippet: h.snippet, ...(h.match === 'fuzzy' ? { match: 'fuzzy' } : {}) }));
+    return `${head}\n${untrustedBlock('search hits', lines.join('\n'))}`;
   },
 });

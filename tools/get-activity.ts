@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { idArg, objectArg } from '../src/mcp/arguments.js';
-import { UNTRUSTED_NOTE, untrusted } from '../src/mcp/untrusted.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { getTimeline } from '../src/services/timeline.js';
 import { ACTIVITY_ACTIONS } from '../src/services/changes.js';
 
@@ -42,10 +42,11 @@ export default defineTool({
       .describe('Entries of this page, newest first'),
     total: z.number().describe('Entries in the whole timeline (with the actions and date filters)'),
     next_cursor: z.string().nullable().describe('Cursor for the next page; null on the last page'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const r = await getTimeline(ctx, a.object, a.id, { limit: a.limit, cursor: a.cursor, actions: a.actions, from: a.from, to: a.to });
-    return { object: a.object, id: a.id, data: r.data, total: r.total, next_cursor: r.nextCursor };
+    return markUntrusted({ object: a.object, id: a.id, data: r.data, total: r.total, next_cursor: r.nextCursor });
   },
   render: (out) => {
     const head = `${out.data.length} of ${out.total} timeline entries of ${out.object} ${out.id}` + (out.next_cursor ? `; next_cursor: ${out.next_cursor}` : '; last page');
@@ -53,6 +54,6 @@ export default defineTool({
     const lines = out.data.map((e) =>
       JSON.stringify({ at: e.at, action: e.action, by: e.user?.name ?? e.user?.id ?? null, via: e.via, ...(e.details !== null && e.details !== undefined ? { details: e.details } : {}) }),
     );
-    return `${head}\n${UNTRUSTED_NOTE}\n${untrusted(`timeline of ${out.object} ${out.id}`, lines.join('\n'))}`;
+    return `${head}\n${untrustedBlock(`timeline of ${out.object} ${out.id}`, lines.join('\n'))}`;
   },
 });

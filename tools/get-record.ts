@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { associationsOut, fieldsArg, idArg, objectArg } from '../src/mcp/arguments.js';
 import { compactJson } from '../src/mcp/render.js';
+import { RELATION_VALUE } from '../src/mcp/relations.js';
+import { markUntrusted, UNTRUSTED_FIELD, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { getRecord } from '../src/services/records.js';
 
 export default defineTool({
@@ -22,11 +24,13 @@ export default defineTool({
     object: z.string(),
     record: z
       .looseObject({ id: z.string(), associations: associationsOut.optional().describe('Associated records by object') })
-      .describe("The record: id, its object's fields and its associations"),
+      .describe(`The record: id, its object's fields and its associations. ${RELATION_VALUE}. Text fields: ${UNTRUSTED_FIELD}`),
+    untrusted: untrustedOut,
   }),
-  handler: async (ctx, a) => ({
-    object: a.object,
-    record: await getRecord(ctx, a.object, a.id, { enrich: a.associations, fields: a.fields }),
-  }),
-  render: (out) => compactJson(out.record),
+  handler: async (ctx, a) =>
+    markUntrusted({
+      object: a.object,
+      record: await getRecord(ctx, a.object, a.id, { enrich: a.associations, fields: a.fields, relationNames: true }),
+    }),
+  render: (out) => untrustedBlock(`${out.object} record ${out.record.id}`, compactJson(out.record)),
 });

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { limitArg } from '../src/mcp/arguments.js';
 import { noteOut, renderNote } from '../src/mcp/notes.js';
-import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
+import { markUntrusted, UNTRUSTED_NOTE, untrustedOut } from '../src/mcp/untrusted.js';
 import { listNotes } from '../src/services/notes.js';
 
 export default defineTool({
@@ -27,10 +27,11 @@ export default defineTool({
     data: z.array(noteOut).describe('The notes of this page, newest first'),
     total: z.number().describe('Notes matching the filters'),
     next_cursor: z.string().nullable().describe('Cursor for the next page; null on the last page'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const r = await listNotes(ctx, { object: a.object, recordId: a.record_id, visibility: a.visibility, q: a.q, limit: a.limit, cursor: a.cursor });
-    return { data: r.data, total: r.total, next_cursor: r.nextCursor };
+    return markUntrusted({ data: r.data, total: r.total, next_cursor: r.nextCursor });
   },
   render: (out) => {
     const head = `${out.data.length} of ${out.total} notes` + (out.next_cursor ? `; next_cursor: ${out.next_cursor}` : '; last page');

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { limitArg } from '../src/mcp/arguments.js';
 import { recordLines } from '../src/mcp/render.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { taskOut } from '../src/mcp/tasks.js';
 import { LINK_FIELDS, listTasks, TASK_MODES } from '../src/services/tasks.js';
 import { TASK_PRIORITIES, TASK_STATUSES } from '../src/services/system-objects.js';
@@ -38,6 +39,7 @@ export default defineTool({
     data: z.array(taskOut()).describe('The tasks of this page'),
     total: z.number().nullable().describe('Tasks matching mode and filters'),
     next_cursor: z.string().nullable().describe('Cursor for the next page; null on the last page'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const r = await listTasks(ctx, {
@@ -53,11 +55,12 @@ export default defineTool({
       timeZone: a.time_zone,
       limit: a.limit,
       cursor: a.cursor,
+      relationNames: true,
     });
-    return { mode: a.mode, data: r.data, total: r.total, next_cursor: r.nextCursor };
+    return markUntrusted({ mode: a.mode, data: r.data, total: r.total, next_cursor: r.nextCursor });
   },
   render: (out) => {
     const head = `${out.data.length}${out.total !== null ? ` of ${out.total}` : ''} tasks (${out.mode})` + (out.next_cursor ? `; next_cursor: ${out.next_cursor}` : '; last page');
-    return out.data.length ? `${head}\n${recordLines(out.data)}` : head;
+    return out.data.length ? `${head}\n${untrustedBlock('tasks', recordLines(out.data))}` : head;
   },
 });

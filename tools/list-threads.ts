@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { limitArg } from '../src/mcp/arguments.js';
 import { renderThread, threadOut } from '../src/mcp/inbox.js';
-import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
+import { markUntrusted, UNTRUSTED_NOTE, untrustedOut } from '../src/mcp/untrusted.js';
 import { listThreads } from '../src/services/inbox.js';
 
 export default defineTool({
@@ -27,10 +27,11 @@ export default defineTool({
     data: z.array(threadOut).describe('The threads of this page, latest message first'),
     total: z.number().describe('Threads matching the filters'),
     next_cursor: z.string().nullable().describe('Cursor for the next page; null on the last page'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const r = await listThreads(ctx, { unread: a.unread, contactId: a.contact_id, companyId: a.company_id, q: a.q, from: a.from, limit: a.limit, cursor: a.cursor });
-    return { data: r.data, total: r.total, next_cursor: r.nextCursor };
+    return markUntrusted({ data: r.data, total: r.total, next_cursor: r.nextCursor });
   },
   render: (out) => {
     const head = `${out.data.length} of ${out.total} threads` + (out.next_cursor ? `; next_cursor: ${out.next_cursor}` : '; last page');

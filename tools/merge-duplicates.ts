@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { dryRunArg, fieldValue, objectArg, recordOut } from '../src/mcp/arguments.js';
+import { dryRunArg, fieldValue, objectArg } from '../src/mcp/arguments.js';
+import { agentRecordOut } from '../src/mcp/relations.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
+import { nameRelations, type RecordData } from '../src/services/records.js';
 import { compactJson } from '../src/mcp/render.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { MAX_MERGE, mergeRecords } from '../src/services/duplicates.js';
@@ -36,13 +39,14 @@ export default defineTool({
     merged_ids: z.array(z.string()),
     dry_run: z.boolean().describe('true: nothing was written; this is what the merge would do'),
     merge_id: z.string().nullable().describe('Pass to crm_unmerge to undo; null on a dry run'),
-    record: recordOut('The primary record after the merge'),
+    record: agentRecordOut('The primary record after the merge'),
     changes: z
       .record(z.string(), z.object({ from: z.unknown(), to: z.unknown(), source: z.string().nullable().describe("Where the value came from: a duplicate's id or 'override'") }))
       .describe("The primary's changed fields"),
     moves: z
       .object({ relations: z.number(), associations: z.number(), notes: z.number(), activity: z.number(), threads: z.number(), stage_history: z.number() })
       .describe('Links moved from the duplicates to the primary, by kind'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     requireAdmin(ctx, 'merge records');
@@ -53,16 +57,17 @@ export default defineTool({
       // The preview only reads; the real merge, rolled back, proves it would succeed.
       await withRollback(ctx, (dry) => mergeRecords(dry, a.object, { ...input, dry_run: false }));
     } else r = await mergeRecords(ctx, a.object, { ...input, dry_run: false });
-    return {
+    const [record] = await nameRelations(ctx, a.object, [r.record as RecordData]);
+    return markUntrusted({
       object: a.object,
       primary_id: r.primary_id,
       merged_ids: r.merged_ids,
       dry_run: r.dry_run,
       merge_id: 'merge_id' in r ? r.merge_id : null,
-      record: r.record,
+      record: record!,
       changes: r.changes,
       moves: r.moves,
-    };
+    });
   },
   render: (out) => {
     const changes = Object.entries(out.changes).map(([f, c]) => `${f}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}`);
@@ -71,7 +76,7 @@ export default defineTool({
       `${out.dry_run ? 'Dry run, nothing written. Would merge' : 'Merged'} ${out.merged_ids.length} ${out.object} into ${out.primary_id}` +
         (out.merge_id ? ` (merge_id ${out.merge_id}: crm_unmerge undoes it)` : ''),
       `changes: ${changes.join('; ') || 'none'}; moves: ${moves.join(', ') || 'none'}`,
-      compactJson(out.record),
+      untrustedBlock(`${out.object} record ${out.primary_id}`, compactJson(out.record)),
     ].join('\n');
   },
 });

@@ -1,11 +1,13 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { dryRunArg, idArg, objectArg, recordOut } from '../src/mcp/arguments.js';
+import { dryRunArg, idArg, objectArg } from '../src/mcp/arguments.js';
+import { agentRecordOut } from '../src/mcp/relations.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
 import { compactJson } from '../src/mcp/render.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { moveRecord } from '../src/services/pipelines.js';
-import { getRecord } from '../src/services/records.js';
+import { getRecord, nameRelations } from '../src/services/records.js';
 import type { WorkspaceSchema } from '../src/services/schema.js';
 
 export default defineTool({
@@ -31,19 +33,21 @@ export default defineTool({
     moved: z.boolean().describe('false: the record already was on that step'),
     dry_run: z.boolean().describe('true: nothing was written; this is what the move would do'),
     changes: changesOut,
-    record: recordOut('The record after the move'),
+    record: agentRecordOut('The record after the move'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     // A missing record is reported by the move itself, after the object and step are checked.
     const before = await getRecord(ctx, a.object, a.id, { enrich: false }).catch(() => ({}));
     const r = a.dry_run ? await withRollback(ctx, (dry) => moveRecord(dry, a.object, a.id, a.step)) : await moveRecord(ctx, a.object, a.id, a.step);
-    return { object: a.object, id: a.id, from: r.from, to: r.to, moved: r.moved, dry_run: a.dry_run, changes: diffRecords(before, r.record), record: r.record };
+    const [named] = await nameRelations(ctx, a.object, [r.record]);
+    return markUntrusted({ object: a.object, id: a.id, from: r.from, to: r.to, moved: r.moved, dry_run: a.dry_run, changes: diffRecords(before, r.record), record: named! });
   },
   render: (out) => {
     const head = !out.moved
       ? `${out.object} ${out.id} already on step ${out.to}; nothing to do`
       : `${out.dry_run ? 'Dry run, nothing written. Would move' : 'Moved'} ${out.object} ${out.id} from ${out.from ?? '(none)'} to ${out.to}: ${renderChanges(out.changes)}`;
-    return `${head}\n${compactJson(out.record)}`;
+    return `${head}\n${untrustedBlock(`${out.object} record ${out.id}`, compactJson(out.record))}`;
   },
   describeWorkspace: pipelineSteps,
 });

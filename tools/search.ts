@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { fieldsArg, filterArg, limitArg, objectArg, recordOut } from '../src/mcp/arguments.js';
+import { fieldsArg, filterArg, limitArg, objectArg } from '../src/mcp/arguments.js';
+import { agentRecordOut } from '../src/mcp/relations.js';
 import { recordLines } from '../src/mcp/render.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { listRecords } from '../src/services/records.js';
 import type { WorkspaceSchema } from '../src/services/schema.js';
 
@@ -39,9 +41,10 @@ export default defineTool({
   }),
   outputSchema: z.object({
     object: z.string(),
-    data: z.array(recordOut()).describe('The records of this page'),
+    data: z.array(agentRecordOut("A record: id plus its object's fields")).describe('The records of this page'),
     total: z.number().nullable().describe('Number of records matching the filter; null when include_total is false'),
     next_cursor: z.string().nullable().describe('Cursor for the next page; null on the last page'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const r = await listRecords(ctx, a.object, {
@@ -52,12 +55,13 @@ export default defineTool({
       limit: a.limit,
       cursor: a.cursor,
       includeTotal: a.include_total,
+      relationNames: true,
     });
-    return { object: a.object, data: r.data, total: r.total, next_cursor: r.nextCursor };
+    return markUntrusted({ object: a.object, data: r.data, total: r.total, next_cursor: r.nextCursor });
   },
   render: (out) => {
     const head = `${out.data.length}${out.total !== null ? ` of ${out.total}` : ''} ${out.object}` + (out.next_cursor ? `; next_cursor: ${out.next_cursor}` : '; last page');
-    return out.data.length ? `${head}\n${recordLines(out.data)}` : head;
+    return out.data.length ? `${head}\n${untrustedBlock(`${out.object} records`, recordLines(out.data))}` : head;
   },
   describeWorkspace: fieldsOfEachObject,
 });

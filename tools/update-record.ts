@@ -1,10 +1,12 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { dryRunArg, idArg, objectArg, recordOut, valuesArg } from '../src/mcp/arguments.js';
+import { dryRunArg, idArg, objectArg, valuesArg } from '../src/mcp/arguments.js';
+import { agentRecordOut } from '../src/mcp/relations.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
 import { compactJson } from '../src/mcp/render.js';
 import { withRollback } from '../src/services/dry-run.js';
-import { getRecord, updateRecord } from '../src/services/records.js';
+import { getRecord, nameRelations, updateRecord } from '../src/services/records.js';
 
 export default defineTool({
   name: 'crm_update_record',
@@ -20,15 +22,17 @@ export default defineTool({
     id: z.string(),
     dry_run: z.boolean().describe('true: nothing was written; this is what the update would do'),
     changes: changesOut,
-    record: recordOut('The record after the update'),
+    record: agentRecordOut('The record after the update'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const before = await getRecord(ctx, a.object, a.id, { enrich: false });
     const record = a.dry_run
       ? await withRollback(ctx, (dry) => updateRecord(dry, a.object, a.id, a.values))
       : await updateRecord(ctx, a.object, a.id, a.values);
-    return { object: a.object, id: a.id, dry_run: a.dry_run, changes: diffRecords(before, record), record };
+    const [named] = await nameRelations(ctx, a.object, [record]);
+    return markUntrusted({ object: a.object, id: a.id, dry_run: a.dry_run, changes: diffRecords(before, record), record: named! });
   },
   render: (out) =>
-    `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} ${out.object} ${out.id}: ${renderChanges(out.changes)}\n${compactJson(out.record)}`,
+    `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} ${out.object} ${out.id}: ${renderChanges(out.changes)}\n${untrustedBlock(`${out.object} record ${out.id}`, compactJson(out.record))}`,
 });

@@ -5,7 +5,8 @@ import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
 import { compactJson } from '../src/mcp/render.js';
 import { taskFields, taskIdArg, taskInput, taskOut } from '../src/mcp/tasks.js';
 import { withRollback } from '../src/services/dry-run.js';
-import { getRecord } from '../src/services/records.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
+import { getRecord, nameRelations } from '../src/services/records.js';
 import { updateTask } from '../src/services/tasks.js';
 
 export default defineTool({
@@ -23,12 +24,14 @@ export default defineTool({
     dry_run: z.boolean().describe('true: nothing was written; this is what the update would do'),
     changes: changesOut,
     task: taskOut('The task after the update'),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const before = await getRecord(ctx, 'tasks', a.id, { enrich: false });
     const input = taskInput(a);
     const task = a.dry_run ? await withRollback(ctx, (dry) => updateTask(dry, a.id, input)) : await updateTask(ctx, a.id, input);
-    return { id: a.id, dry_run: a.dry_run, changes: diffRecords(before, task), task };
+    const [named] = await nameRelations(ctx, 'tasks', [task]);
+    return markUntrusted({ id: a.id, dry_run: a.dry_run, changes: diffRecords(before, task), task: named! });
   },
-  render: (out) => `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} task ${out.id}: ${renderChanges(out.changes)}\n${compactJson(out.task)}`,
+  render: (out) => `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} task ${out.id}: ${renderChanges(out.changes)}\n${untrustedBlock(`task ${out.id}`, compactJson(out.task))}`,
 });

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Ctx } from '../services/context.js';
 import { validationError } from '../services/errors.js';
 import { filterGroupSchema, type FilterGroup } from '../services/filters.js';
-import { csvCell, EXPORT_MAX, planExport } from '../services/import-export.js';
+import { EXPORT_MAX, planExport } from '../services/import-export.js';
 
 /**
  * Exports for agents. A model's context is no place for 10,000 rows: crm_export answers a short
@@ -53,7 +53,7 @@ export function parseExportRequest(token: string): ExportRequest {
 export async function exportCsv(ctx: Ctx, object: string, req: ExportRequest): Promise<{ csv: string; rows: number }> {
   const plan = await planExport(ctx, object, { fields: req.fields, filter: req.filter, sortBy: req.sort_by, sortDir: req.sort_dir, limit: req.limit });
   const rows: Record<string, unknown>[] = [];
-  for await (const r of plan.rows()) rows.push(Object.fromEntries(plan.fields.map((f) => [f, csvCell(r[f])])));
+  for await (const r of plan.csvRows()) rows.push(r);
   // The options of the REST route (src/http/routes/data.ts); test/mcp-work-tools.test.ts compares the two outputs.
-  return { csv: stringify(rows, { header: true, columns: plan.fields, record_delimiter: '\r\n', quoted_match: /[\r\n]/ }), rows: rows.length };
+  return { csv: stringify(rows, { header: true, columns: plan.csvColumns, record_delimiter: '\r\n', quoted_match: /[\r\n]/ }), rows: rows.length };
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { TASK_PRIORITIES, TASK_STATUSES } from '../services/system-objects.js';
-import { fieldValue, recordOut } from './arguments.js';
+import { fieldValue } from './arguments.js';
+import { agentRecordOut } from './relations.js';
 
 /** Arguments and results shared by the task tools (tools/*-task*.ts). */
 
@@ -41,4 +42,4 @@ export function taskInput(a: Record<string, unknown>): Record<string, unknown> {
 }
 
 export const taskOut = (description = 'The task: id, title, status, priority, due_at, assignee, links (contact, company, opportunity) and its other fields') =>
-  recordOut(description);
+  agentRecordOut(description);

@@ -241,6 +241,10 @@ export interface ExportPlan {
   limit: number;
   /** Records, page by page (500 at a time): memory stays flat whatever the size. */
   rows(): AsyncGenerator<RecordData>;
+  /** CSV header: the fields, each RELATION field followed by `<field>_name` (the related record's name). */
+  csvColumns: string[];
+  /** CSV rows for csvColumns, cells neutralized (csvCell); names resolved a page at a time. */
+  csvRows(): AsyncGenerator<Record<string, unknown>>;
 }
 
 /** Validates everything before the first byte is sent, then streams. */
@@ -255,20 +259,39 @@ export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptio
   const sortDir = opts.sortDir ?? 'desc';
   // One probe page validates filter and sort now, so errors come back as JSON, not mid-stream.
   await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, limit: 1, fields: ['id'], includeTotal: false });
+  async function* pages(relationNames: boolean) {
+    let cursor: string | undefined;
+    let sent = 0;
+    while (sent < limit) {
+      const page = await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false, relationNames });
+      for (const r of page.data) yield r;
+      sent += page.data.length;
+      await checkpoint(ctx, sent, limit, `exporting ${obj.name}`);
+      if (!page.nextCursor) break;
+      cursor = page.nextCursor;
+    }
+  }
+  // A name column the object already has as a field, or that was asked for, is not added twice.
+  const named = new Set(fields.filter((f) => obj.byName.get(f)?.type === 'RELATION' && !obj.byName.has(`${f}_name`) && !fields.includes(`${f}_name`)));
+  const csvColumns = fields.flatMap((f) => (named.has(f) ? [f, `${f}_name`] : [f]));
   return {
     object: obj,
     fields,
     limit,
-    async *rows() {
-      let cursor: string | undefined;
-      let sent = 0;
-      while (sent < limit) {
-        const page = await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false });
-        for (const r of page.data) yield r;
-        sent += page.data.length;
-        await checkpoint(ctx, sent, limit, `exporting ${obj.name}`);
-        if (!page.nextCursor) break;
-        cursor = page.nextCursor;
+    rows: () => pages(false),
+    csvColumns,
+    async *csvRows() {
+      for await (const r of pages(named.size > 0)) {
+        const out: Record<string, unknown> = {};
+        for (const f of fields) {
+          const v = r[f];
+          if (named.has(f)) {
+            const ref = v as { id: string; name: string | null } | null;
+            out[f] = csvCell(ref?.id);
+            out[`${f}_name`] = csvCell(ref?.name);
+          } else out[f] = csvCell(v);
+        }
+        yield out;
       }
     },
   };

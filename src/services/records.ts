@@ -5,13 +5,14 @@ import type { Ctx } from './context.js';
 import { CrmError, validationError, type ErrorCode } from './errors.js';
 import { decodeValue, encodeValue, type FieldDef } from './field-types.js';
 import { compileFilter, type FilterGroup } from './filters.js';
-import { getSchema, resolveField, resolveObject, unknownField, type ObjectDef, type WorkspaceSchema } from './schema.js';
+import { getSchema, loadedSchema, resolveField, resolveObject, unknownField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { checkpoint } from './work.js';
 import { nowIso } from './clock.js';
 import { bulkInsert } from '../db/bulk-insert.js';
-import { indexRows, unindexRecords } from './search.js';
 import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
+import { displayName, namesOf as namesIn, withRelationNames } from './display-names.js';
+import { indexReferrers, indexRows, unindexRecords } from './search.js';
 
 export type RecordData = Record<string, unknown> & { id: string };
 
@@ -32,10 +33,7 @@ function toRecord(obj: ObjectDef, row: Record<string, unknown>, fields?: FieldDe
   return out as RecordData;
 }
 
-export function displayName(obj: ObjectDef, rec: Record<string, unknown>): string {
-  const parts = obj.displayFields.map((n) => rec[n]).filter((v) => v !== null && v !== undefined && v !== '');
-  return parts.length ? parts.join(' ') : String(rec.id ?? '');
-}
+export { displayName };
 
 function projection(obj: ObjectDef, fields?: string[]): FieldDef[] {
   if (!fields || fields.length === 0) return obj.fields;
@@ -57,6 +55,11 @@ export interface ListOptions {
   includeTotal?: boolean | undefined;
   /** Internal callers (export) page with larger pages than clients may ask for. */
   maxLimit?: number | undefined;
+  /**
+   * RELATION values as {id, name} instead of the bare id (agents' surfaces): one more query per
+   * related object for the whole page. REST leaves it off: its contract has bare ids.
+   */
+  relationNames?: boolean | undefined;
 }
 
 export interface ListResult {
@@ -160,7 +163,8 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   }
   let total: number | null = null;
   if (opts.includeTotal !== false) total = await countRecords(ctx, obj, where);
-  return { data: rows.map((r) => toRecord(obj, r, fields)), total, nextCursor };
+  const data = rows.map((r) => toRecord(obj, r, fields));
+  return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };
 }
 
 async function countRecords(ctx: Ctx, obj: ObjectDef, where?: (eb: EB) => Expression<SqlBool>): Promise<number> {
@@ -180,7 +184,7 @@ export interface Related {
   via: string;
 }
 
-export async function getRecord(ctx: Ctx, objectName: string, id: string, opts: { enrich?: boolean; fields?: string[] } = {}) {
+export async function getRecord(ctx: Ctx, objectName: string, id: string, opts: { enrich?: boolean; fields?: string[]; relationNames?: boolean } = {}) {
   const obj = await resolveObject(ctx, objectName);
   const fields = projection(obj, opts.fields);
   // All columns: the associations need the relation fields even when the projection leaves them out.
@@ -190,7 +194,8 @@ export async function getRecord(ctx: Ctx, objectName: string, id: string, opts: 
     .where('id', '=', id)
     .executeTakeFirst()) as Record<string, unknown> | undefined;
   if (!row) throw notFound(obj, id);
-  const rec = toRecord(obj, row, fields);
+  let rec = toRecord(obj, row, fields);
+  if (opts.relationNames) rec = (await nameRelationsOf(ctx, obj, [rec]))[0]!;
   if (opts.enrich === false) return rec;
   return { ...rec, associations: await associationsOf(ctx, obj, id, row) };
 }
@@ -202,25 +207,17 @@ export function notFound(obj: ObjectDef, id: string): CrmError {
 const ASSOC_PREVIEW = 20;
 
 async function namesOf(ctx: Ctx, target: string, ids: string[]): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  if (ids.length === 0) return out;
-  if (target === 'users') {
-    const rows = await ctx.db.kysely
-      .selectFrom('users')
-      .select(['id', 'name'])
-      .where('workspace_id', '=', ctx.actor.workspaceId)
-      .where('id', 'in', ids)
-      .execute();
-    for (const r of rows) out.set(r.id, r.name);
-    return out;
-  }
-  const schema = await getSchema(ctx);
-  const obj = schema.objects.get(target);
-  if (!obj) return out;
-  const cols = ['id', ...obj.displayFields.map((n) => obj.byName.get(n)!.column)];
-  const rows = (await dyn(ctx.db.kysely).selectFrom(obj.table).select(cols).where('id', 'in', ids).execute()) as Record<string, unknown>[];
-  for (const r of rows) out.set(r.id as string, displayName(obj, toRecord(obj, r, cols.map((c) => obj.byName.get(c)!))));
-  return out;
+  return namesIn(dyn(ctx.db.kysely), ctx.actor.workspaceId, await getSchema(ctx), target, ids);
+}
+
+async function nameRelationsOf(ctx: Ctx, obj: ObjectDef, records: RecordData[]): Promise<RecordData[]> {
+  // The caller resolved `obj` a moment ago: its schema is loaded, no need to check its version again.
+  return withRelationNames(dyn(ctx.db.kysely), ctx.actor.workspaceId, loadedSchema(ctx) ?? (await getSchema(ctx)), obj, records);
+}
+
+/** Records as a write returned them, with their RELATION values as {id, name} (see ListOptions.relationNames). */
+export async function nameRelations(ctx: Ctx, objectName: string, records: RecordData[]): Promise<RecordData[]> {
+  return nameRelationsOf(ctx, await resolveObject(ctx, objectName), records);
 }
 
 async function associationsOf(ctx: Ctx, obj: ObjectDef, id: string, row: Record<string, unknown>) {
@@ -606,8 +603,18 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
 
 /** The search index and the duplicate-match keys follow every write, in its transaction. */
 export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]) {
-  await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows, fresh);
+  await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows, fresh, schemaCache.get(ctx) ?? loadedSchema(ctx));
   await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh, keys);
+}
+
+/**
+ * Records whose search documents hold this record's name (a company's contacts and deals) are
+ * reindexed when the name changes, in the same transaction. Bounded by the records linked to it:
+ * read and rewritten in batches, never the whole object.
+ */
+async function followRename(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, id: string, diff: Record<string, unknown>) {
+  if (!obj.displayFields.some((n) => n in diff)) return;
+  await indexReferrers(dyn(trx), ctx.db, schemaCache.get(ctx)!, ctx.actor.workspaceId, obj, [id]);
 }
 
 export async function removeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, ids: string[]) {
@@ -679,6 +686,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
       }
       if (moved) await moveHistory(trx, ctx, obj, id, old[stageCol!] as string | null, p.row[stageCol!] as string);
       await writeDerived(trx, ctx, obj, [{ ...old, ...p.row }]);
+      await followRename(trx, ctx, obj, id, diff);
       // Later updates in the same batch see this one.
       before.set(id, { ...old, ...p.row });
       activity.push(
@@ -750,6 +758,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
           }
           if (moved) await moveHistory(trx, ctx, obj, id, existing[stageCol!] as string | null, p.row[stageCol!] as string);
           await writeDerived(trx, ctx, obj, [{ ...existing, ...p.row }]);
+          await followRename(trx, ctx, obj, id, diff);
           activity.push(
             { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
             ...(moved ? pipelineMove(obj, id, existing[stageCol!], p.row[stageCol!]) : []),
@@ -789,6 +798,9 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
       await removeDerived(trx, ctx, obj, present);
       if (obj.pipeline)
         await trx.updateTable('stage_history').set({ left_at: nowIso() }).where('pipeline_id', '=', obj.pipeline.id).where('record_id', 'in', present).where('left_at', 'is', null).execute();
+      // Documents that held these records' names (a deleted company's contacts) are rewritten
+      // without them, while the relation fields still find them.
+      await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, present);
       // Relation fields elsewhere that pointed at these records become empty.
       for (const other of schema.objects.values())
         for (const f of other.fields)

@@ -296,6 +296,15 @@ export async function getSchema(ctx: Ctx): Promise<WorkspaceSchema> {
   return fresh;
 }
 
+/**
+ * The schema getSchema loaded last for this workspace, without a query: for code inside a write
+ * transaction (which already resolved its object), where a query through the pool would wait on
+ * the transaction's own connection.
+ */
+export function loadedSchema(ctx: Ctx): WorkspaceSchema | undefined {
+  return caches.get(ctx.db)?.get(ctx.actor.workspaceId);
+}
+
 export async function resolveObject(ctx: Ctx, name: string): Promise<ObjectDef> {
   const schema = await getSchema(ctx);
   const obj = schema.objects.get(name);

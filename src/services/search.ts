@@ -3,10 +3,11 @@ import type { Db } from '../db/database.js';
 import type { SearchDoc, SearchHit } from '../db/search-sqlite.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
-import type { FieldDef } from './field-types.js';
+import { decodeValue, type FieldDef } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { phoneSearchForms } from './phone.js';
 import { noteIndexed, wordsStartingWith } from './search-vocabulary.js';
+import { displayColumns, displayNameOfRow, namesOf, withRelationNames } from './display-names.js';
 
 /**
  * Full-text search across objects: one ranked list of hits, each with its object, id, display
@@ -49,8 +50,23 @@ function parseHostForms(value: string): string[] {
 
 const TEXTUAL = new Set(['TEXT', 'EMAIL', 'PHONE', 'URL']);
 
-/** The search document of a record, from its stored row. */
-export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, unknown>): SearchDoc {
+/**
+ * Relation fields pointing at these objects put the related record's name into the record's
+ * document: a contact is found by its company's name. Only companies: a name that many records
+ * share and people search by; each rename rewrites the documents of the records linked to it.
+ */
+const NAMED_TARGETS = new Set(['companies']);
+
+const namedRelations = (obj: ObjectDef) => obj.fields.filter((f) => f.type === 'RELATION' && NAMED_TARGETS.has(f.target!));
+
+/** The columns docOf reads. */
+const docColumns = (obj: ObjectDef) => obj.fields.filter((f) => f.name === 'id' || (!f.readOnly && TEXTUAL.has(f.type)) || NAMED_TARGETS.has(f.target!)).map((f) => f.column);
+
+/**
+ * The search document of a record, from its stored row. `related`: names of the records its
+ * relation fields point at (by id), written into the body.
+ */
+export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, unknown>, related?: Map<string, string>): SearchDoc {
   const display = new Set(obj.displayFields);
   const name = obj.displayFields.map((n) => row[obj.byName.get(n)!.column]).filter((v) => v !== null && v !== undefined && v !== '').join(' ');
   const body: string[] = [];
@@ -64,17 +80,61 @@ export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, u
     else if (f.type === 'EMAIL') exact.push(...hostForms(v.split('@')[1] ?? ''), v.replace(/[^a-z0-9]/gi, '').toLowerCase());
     else if (f.type === 'URL' || isDomainField(f)) exact.push(...hostForms(v));
   }
+  if (related)
+    for (const f of namedRelations(obj)) {
+      const n = related.get(row[f.column] as string);
+      if (n) body.push(n);
+    }
   return { workspaceId, objectId: obj.id, recordId: row.id as string, name, body: body.join(' \n '), exact: exact.join(' ') };
 }
 
 const isDomainField = (f: FieldDef) => f.type === 'TEXT' && /domain/.test(f.name);
 
+/** Names of the records that rows' named relation fields point at: one query per target object. */
+async function relatedNames(k: Kysely<any>, workspaceId: number, schema: WorkspaceSchema | undefined, obj: ObjectDef, rows: Record<string, unknown>[]): Promise<Map<string, string> | undefined> {
+  const fields = namedRelations(obj);
+  if (!schema || fields.length === 0) return undefined;
+  const out = new Map<string, string>();
+  const byTarget = new Map<string, Set<string>>();
+  for (const f of fields) {
+    const ids = byTarget.get(f.target!) ?? new Set<string>();
+    byTarget.set(f.target!, ids);
+    for (const r of rows) if (typeof r[f.column] === 'string') ids.add(r[f.column] as string);
+  }
+  for (const [target, ids] of byTarget) for (const [id, n] of await namesOf(k, workspaceId, schema, target, ids)) out.set(id, n);
+  return out;
+}
+
 /** Called by the records service inside its write transaction. */
-export async function indexRows(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false): Promise<void> {
+export async function indexRows(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false, schema?: WorkspaceSchema): Promise<void> {
   if (!rows.length) return;
-  const docs = rows.map((r) => docOf(obj, workspaceId, r));
+  const related = await relatedNames(trx, workspaceId, schema, obj, rows);
+  const docs = rows.map((r) => docOf(obj, workspaceId, r, related));
   await db.search.upsert(trx, docs, fresh);
   noteIndexed(db, docs, fold);
+}
+
+/**
+ * Rewrite the documents of the records whose relation fields point at `ids` of `target` (its name
+ * changed), in the caller's transaction, a batch at a time through the relation's index.
+ */
+export async function indexReferrers(trx: Kysely<any>, db: Db, schema: WorkspaceSchema, workspaceId: number, target: ObjectDef, ids: string[]): Promise<number> {
+  if (!NAMED_TARGETS.has(target.name) || !ids.length) return 0;
+  let written = 0;
+  for (const o of schema.objects.values()) {
+    for (const f of namedRelations(o)) {
+      if (f.target !== target.name) continue;
+      let after = 0;
+      for (;;) {
+        const rows = (await trx.selectFrom(o.table).select(['seq', ...docColumns(o)]).where(f.column, 'in', ids).where('seq', '>', after).orderBy('seq').limit(2000).execute()) as Record<string, unknown>[];
+        if (!rows.length) break;
+        await indexRows(trx, db, o, workspaceId, rows, false, schema);
+        written += rows.length;
+        after = rows[rows.length - 1]!.seq as number;
+      }
+    }
+  }
+  return written;
 }
 
 export async function unindexRecords(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
@@ -96,13 +156,14 @@ async function rebuild(db: Db, workspaceId: number, schema: WorkspaceSchema, opt
   const k = db.kysely as unknown as Kysely<any>;
   for (const obj of schema.objects.values()) {
     if (opts.objects && !opts.objects.includes(obj.name)) continue;
-    const cols = ['seq', ...obj.fields.filter((f) => f.name === 'id' || (!f.readOnly && TEXTUAL.has(f.type))).map((f) => f.column)];
+    const cols = ['seq', ...docColumns(obj)];
     await k.transaction().execute((trx) => db.search.removeWorkspaceObject(trx, workspaceId, obj.id));
     let after = 0;
     for (;;) {
       const rows = (await k.selectFrom(obj.table).select(cols).where('seq', '>', after).orderBy('seq').limit(5000).execute()) as Record<string, unknown>[];
       if (!rows.length) break;
-      const docs = rows.map((r) => docOf(obj, workspaceId, r));
+      const related = await relatedNames(k, workspaceId, schema, obj, rows);
+      const docs = rows.map((r) => docOf(obj, workspaceId, r, related));
       await k.transaction().execute((trx) => db.search.upsert(trx, docs, true));
       noteIndexed(db, docs, fold);
       after = rows[rows.length - 1]!.seq as number;
@@ -143,10 +204,19 @@ export function editDistance(a: string, b: string, cap: number): number {
 
 const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
 
+/**
+ * Fields a hit carries, where its object has them, so that hits with the same name can be told
+ * apart: a contact's company and job title, a deal's amount, stage and company, a company's
+ * domain and industry.
+ */
+export const HIT_FIELDS = ['company', 'job_title', 'amount', 'status', 'domain', 'industry'];
+
 export interface SearchHitOut {
   object: string;
   id: string;
   name: string;
+  /** With hitFields: HIT_FIELDS of the record that are not empty; RELATION values as {id, name}. */
+  fields?: Record<string, unknown>;
   snippet: string;
   score: number;
   /** 'exact' for exact and prefix matches, 'fuzzy' for matches found with typo tolerance. */
@@ -157,6 +227,8 @@ export interface SearchOptions {
   q: string;
   objects?: string[] | undefined;
   limit?: number | undefined;
+  /** Hits carry `fields` (HIT_FIELDS); agents' surfaces ask for it, REST's contract has no such key. */
+  hitFields?: boolean | undefined;
 }
 
 export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: SearchHitOut[]; query: { q: string; objects: string[]; fuzzy: boolean } }> {
@@ -214,26 +286,37 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
     }
     fuzzy = found.some((h) => h.match === 'fuzzy');
   }
-  // Display names, read from the records themselves (the index may hold older text for custom fields).
-  const names = new Map<string, string>();
+  // Display names and the fields that tell records apart, read from the records themselves (the
+  // index may hold older text for custom fields): one query per object hit, one per related object.
+  const shown = new Map<string, { name: string; fields: Record<string, unknown> }>();
   const groups = new Map<number, string[]>();
   for (const h of found) groups.set(h.object_id, [...(groups.get(h.object_id) ?? []), h.record_id]);
   for (const [oid, ids] of groups) {
     const o = byId.get(oid);
     if (!o) continue;
-    const dcols = o.displayFields.map((n) => o.byName.get(n)!.column);
-    const rows = (await k.selectFrom(o.table).select(['id', ...dcols]).where('id', 'in', ids).execute()) as Record<string, unknown>[];
-    for (const r of rows) names.set(`${oid}:${r.id as string}`, dcols.map((c) => r[c]).filter((v) => v !== null && v !== '').join(' ') || (r.id as string));
+    const extra = opts.hitFields ? o.fields.filter((f) => HIT_FIELDS.includes(f.name) && !o.displayFields.includes(f.name)) : [];
+    const rows = (await k.selectFrom(o.table).select([...new Set([...displayColumns(o), ...extra.map((f) => f.column)])]).where('id', 'in', ids).execute()) as Record<string, unknown>[];
+    const recs = rows.map((r) => {
+      const rec: Record<string, unknown> = {};
+      for (const f of extra) if (r[f.column] !== null && r[f.column] !== undefined && r[f.column] !== '') rec[f.name] = decodeValue(f, r[f.column]);
+      return rec;
+    });
+    const named = await withRelationNames(k, ctx.actor.workspaceId, schema, o, recs);
+    rows.forEach((r, i) => shown.set(`${oid}:${r.id as string}`, { name: displayNameOfRow(o, r), fields: named[i]! }));
   }
   const data = found
-    .filter((h) => byId.has(h.object_id) && names.has(`${h.object_id}:${h.record_id}`))
-    .map((h) => ({
-      object: byId.get(h.object_id)!.name,
-      id: h.record_id,
-      name: names.get(`${h.object_id}:${h.record_id}`)!,
-      snippet: h.snippet,
-      score: Math.round(-h.rank * 1000) / 1000,
-      match: h.match,
-    }));
+    .filter((h) => byId.has(h.object_id) && shown.has(`${h.object_id}:${h.record_id}`))
+    .map((h) => {
+      const s = shown.get(`${h.object_id}:${h.record_id}`)!;
+      return {
+        object: byId.get(h.object_id)!.name,
+        id: h.record_id,
+        name: s.name,
+        ...(opts.hitFields ? { fields: s.fields } : {}),
+        snippet: h.snippet,
+        score: Math.round(-h.rank * 1000) / 1000,
+        match: h.match,
+      };
+    });
   return { data, query: { q, objects: objects.map((o) => o.name), fuzzy } };
 }

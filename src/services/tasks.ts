@@ -34,6 +34,8 @@ export interface TaskQuery {
   timeZone?: string | undefined;
   limit?: number | undefined;
   cursor?: string | undefined;
+  /** RELATION values as {id, name} (see ListOptions.relationNames). */
+  relationNames?: boolean | undefined;
 }
 
 const HOUR = 3_600_000;
@@ -122,6 +124,7 @@ export async function listTasks(ctx: Ctx, q: TaskQuery = {}): Promise<ListResult
     sortDir,
     limit: q.limit,
     cursor: q.cursor,
+    relationNames: q.relationNames,
   });
 }
 

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
 import { filterFromQuery } from '../../services/filters.js';
 import { parseWith } from '../../services/schema.js';
-import { csvCell, importRecords, planExport } from '../../services/import-export.js';
+import { importRecords, planExport } from '../../services/import-export.js';
 import { bulkOperation } from '../../services/bulk.js';
 import { findDuplicates, mergeRecords, unmergeRecords } from '../../services/duplicates.js';
 import { requireAdmin } from '../../services/permissions.js';
@@ -57,14 +57,9 @@ export async function dataRoutes(app: FastifyInstance) {
     });
     if (q.format === 'csv') {
       // RFC 4180: a value holding any line break (a lone CR or LF too) is quoted, not only one holding CRLF.
-      const csv = stringify({ header: true, columns: plan.fields, record_delimiter: '\r\n', quoted_match: /[\r\n]/ });
-      const rows = plan.rows();
+      const csv = stringify({ header: true, columns: plan.csvColumns, record_delimiter: '\r\n', quoted_match: /[\r\n]/ });
       // Pull records as the socket drains: backpressure keeps memory flat.
-      const source = Readable.from(
-        (async function* () {
-          for await (const r of rows) yield Object.fromEntries(plan.fields.map((f) => [f, csvCell(r[f])]));
-        })(),
-      );
+      const source = Readable.from(plan.csvRows());
       source.on('error', (e) => csv.destroy(e));
       source.pipe(csv);
       return reply

@@ -1,0 +1,86 @@
+import type { Kysely } from 'kysely';
+import { decodeValue } from './field-types.js';
+import type { ObjectDef, WorkspaceSchema } from './schema.js';
+
+/**
+ * The display name of records (a contact's "first last", a company's name, a user's name), for
+ * every place that shows a record next to its id: associations, relation values, search hits and
+ * search documents. One query per target object and call, whatever the number of ids.
+ */
+
+/** A record's display name from its decoded values (field name -> value); its id when they are empty. */
+export function displayName(obj: ObjectDef, rec: Record<string, unknown>): string {
+  const parts = obj.displayFields.map((n) => rec[n]).filter((v) => v !== null && v !== undefined && v !== '');
+  return parts.length ? parts.join(' ') : String(rec.id ?? '');
+}
+
+/** The same from a stored row (column -> stored value). */
+export function displayNameOfRow(obj: ObjectDef, row: Record<string, unknown>): string {
+  const rec: Record<string, unknown> = { id: row.id };
+  for (const n of obj.displayFields) {
+    const f = obj.byName.get(n)!;
+    rec[n] = decodeValue(f, row[f.column]);
+  }
+  return displayName(obj, rec);
+}
+
+/** Columns to select for displayNameOfRow. */
+export const displayColumns = (obj: ObjectDef): string[] => ['id', ...obj.displayFields.map((n) => obj.byName.get(n)!.column)];
+
+// SQLite allows 32,766 parameters per statement; pages are at most 500 records.
+const CHUNK = 1000;
+
+/**
+ * Display names of records of `target` (an object name, or 'users'), by id. `db` may be a
+ * transaction: code running inside one must not query through another connection. Ids that name
+ * nothing (a deleted record) are absent from the map.
+ */
+export async function namesOf(db: Kysely<any>, workspaceId: number, schema: WorkspaceSchema, target: string, ids: Iterable<string>): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const list = [...new Set(ids)];
+  if (list.length === 0) return out;
+  const obj = target === 'users' ? undefined : schema.objects.get(target);
+  if (target !== 'users' && !obj) return out;
+  for (let i = 0; i < list.length; i += CHUNK) {
+    const part = list.slice(i, i + CHUNK);
+    if (!obj) {
+      const rows = (await db.selectFrom('users').select(['id', 'name']).where('workspace_id', '=', workspaceId).where('id', 'in', part).execute()) as { id: string; name: string }[];
+      for (const r of rows) out.set(r.id, r.name);
+      continue;
+    }
+    const rows = (await db.selectFrom(obj.table).select(displayColumns(obj)).where('id', 'in', part).execute()) as Record<string, unknown>[];
+    for (const r of rows) out.set(r.id as string, displayNameOfRow(obj, r));
+  }
+  return out;
+}
+
+/** A relation value as agents get it: the id with the related record's display name (null: it no longer exists). */
+export interface NamedRef {
+  id: string;
+  name: string | null;
+}
+
+/**
+ * Replace the RELATION values of records (field name -> id) by {id, name}: one query per target
+ * object for the whole list (a contact page's companies in one, its owners and creators in another).
+ */
+export async function withRelationNames<T extends Record<string, unknown>>(db: Kysely<any>, workspaceId: number, schema: WorkspaceSchema, obj: ObjectDef, records: T[]): Promise<T[]> {
+  const fields = obj.fields.filter((f) => f.type === 'RELATION' && records.some((r) => typeof r[f.name] === 'string'));
+  if (fields.length === 0) return records;
+  const byTarget = new Map<string, Set<string>>();
+  for (const f of fields) {
+    const ids = byTarget.get(f.target!) ?? new Set<string>();
+    byTarget.set(f.target!, ids);
+    for (const r of records) if (typeof r[f.name] === 'string') ids.add(r[f.name] as string);
+  }
+  const names = new Map<string, Map<string, string>>();
+  for (const [target, ids] of byTarget) names.set(target, await namesOf(db, workspaceId, schema, target, ids));
+  return records.map((r) => {
+    const out: Record<string, unknown> = { ...r };
+    for (const f of fields) {
+      const id = r[f.name];
+      if (typeof id === 'string') out[f.name] = { id, name: names.get(f.target!)!.get(id) ?? null } satisfies NamedRef;
+    }
+    return out as T;
+  });
+}
