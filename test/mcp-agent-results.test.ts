@@ -149,7 +149,7 @@ describe('names beside ids', () => {
     const upd = await callOk(client, tools, 'crm_update_task', { id: made.id, company: companies[2]!.id });
     expect(upd.changes).toEqual({ company: { from: companies[1]!.id, to: companies[2]!.id } });
     expect(upd.task.company).toEqual(companies[2]);
-    expect((await callOk(client, tools, 'crm_complete_task', { id: made.id })).task.company).toEqual(companies[2]);
+    expect((await callOk(client, tools, 'crm_update_task', { id: made.id, status: 'completed' })).task.company).toEqual(companies[2]);
   });
 
   it('crm_batch_write returns the records with names', async () => {

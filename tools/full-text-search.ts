@@ -2,11 +2,11 @@ import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { RELATION_VALUE } from '../src/mcp/relations.js';
 import { markUntrusted, UNTRUSTED_FIELD, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
-import { fieldValue } from '../src/mcp/arguments.js';
+import { fieldValueOut } from '../src/mcp/arguments.js';
 import { HIT_FIELDS, MAX_SEARCH_LIMIT, searchAll } from '../src/services/search.js';
 
 const hitFieldsOut = z
-  .record(z.string(), z.union([fieldValue, z.object({ id: z.string(), name: z.string().nullable() }).describe('A related record')]))
+  .record(z.string(), z.union([fieldValueOut, z.object({ id: z.string(), name: z.string().nullable() }).describe('A related record')]))
   .describe(`What tells the record apart, where its object has them: ${HIT_FIELDS.join(', ')}. ${RELATION_VALUE}. ${UNTRUSTED_FIELD}`);
 
 export default defineTool({

@@ -40,7 +40,10 @@ export function listedAs<T extends z.ZodType>(schema: T, json: Record<string, un
     .meta(json);
 }
 
-export const fieldValue = listedAs(z.union([scalar, z.array(z.string()), z.null()]), {
+/** A stored field value, for output schemas (arguments take fieldValue, listed shorter). */
+export const fieldValueOut = z.union([scalar, z.array(z.string()), z.null()]);
+
+export const fieldValue = listedAs(fieldValueOut, {
   anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }, { type: 'array', items: { type: 'string' } }, { type: 'null' }],
 });
 

@@ -41,6 +41,14 @@ export function leanInput(schema: Json): Json {
 const SCALAR_KEYS = new Set(['type', 'enum', 'const', 'anyOf', 'items', 'properties', 'required', 'description']);
 
 export function leanOutput(schema: Json): Json {
+  const lean = leanOutputShape(schema);
+  // The one description that must reach a client that validates or shows results: what the untrusted marker means.
+  const marker = isObj(schema.properties) && isObj((schema.properties as Json).untrusted) ? ((schema.properties as Json).untrusted as Json).description : undefined;
+  if (marker && isObj(lean.properties) && isObj((lean.properties as Json).untrusted)) ((lean.properties as Json).untrusted as Json).description = marker;
+  return lean;
+}
+
+function leanOutputShape(schema: Json): Json {
   return walk(schema, 0, (n, depth) => {
     delete n.$schema;
     if (n.additionalProperties === false) delete n.additionalProperties;

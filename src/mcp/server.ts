@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { McpServer, ResourceTemplate, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolRequest, CallToolResult, ListToolsRequest, ListToolsResult, ServerNotification, ServerRequest, Tool } from '@modelcontextprotocol/sdk/types.js';
 import { leanInput, leanOutput } from './lean-schema.js';
+import { UNTRUSTED_IN_RESULTS } from './untrusted.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { Db } from '../db/database.js';
 import type { Actor, Ctx, Log, Role } from '../services/context.js';
@@ -91,6 +92,7 @@ function forWorkspace(tool: AnyTool, schema: WorkspaceSchema) {
   if (serverDryRun(tool)) shape.dry_run = dryRunArg;
   const valid = Object.keys(shape);
   const parts = [tool.description];
+  if ('untrusted' in tool.outputSchema.shape) parts[0] += ` ${UNTRUSTED_IN_RESULTS}`;
   if (tool.describeWorkspace) parts.push(tool.describeWorkspace(schema));
   return {
     description: parts.join('\n\n'),
