@@ -7,13 +7,15 @@ export default defineTool({
   title: 'Who am I',
   description:
     'The user this connection acts as (id, name, email, role), its workspace, and what this server allows: read-only mode, ' +
-    'the enabled tool sets and tools. Use the user id as the owner of records you create for yourself.',
+    'the enabled tool sets and tools, and the workspace time zone (relative dates such as today are read in it). ' +
+    'Use the user id as the owner of records you create for yourself.',
   kind: 'read',
   toolset: 'users',
   inputSchema: z.object({}),
   outputSchema: z.object({
     user: z.object({ id: z.string(), email: z.string(), name: z.string(), role: z.enum(['admin', 'member']) }),
     workspace: z.string(),
+    time_zone: z.string().describe("The workspace's IANA time zone: 'today', 'this_week' and other relative dates in filters are days there"),
     read_only: z.boolean().describe('true: this server exposes no tools that write'),
     toolsets: z.array(z.string()),
     tools: z.array(z.string()),
@@ -23,12 +25,13 @@ export default defineTool({
     return {
       user: { id: u.id, email: u.email, name: u.name, role: u.role },
       workspace: u.workspace,
+      time_zone: u.time_zone,
       read_only: session.readOnly,
       toolsets: [...session.toolsets],
       tools: [...session.tools],
     };
   },
   render: (out) =>
-    `${out.user.name} <${out.user.email}> (${out.user.role}, id ${out.user.id}) in workspace ${out.workspace}` +
+    `${out.user.name} <${out.user.email}> (${out.user.role}, id ${out.user.id}) in workspace ${out.workspace} (time zone ${out.time_zone})` +
     `${out.read_only ? '; read-only' : ''}; tools: ${out.tools.join(', ')}`,
 });
