@@ -103,7 +103,7 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
   if (!req || typeof req !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
   const root = parseLevel(obj, req.aggregates, 1, { n: 0 });
   const g = normalizeFilter(req.filter);
-  const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+  const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
   const db = ctx.db.kysely as unknown as Kysely<any>;
   const base = () => {
     let q = db.selectFrom(obj.table);

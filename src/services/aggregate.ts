@@ -252,7 +252,7 @@ export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
 
 function whereOf(obj: ObjectDef, ctx: Ctx, schema: WorkspaceSchema, filter: unknown): ((eb: EB) => Expression<SqlBool>) | undefined {
   const g = normalizeFilter(filter);
-  return g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+  return g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
 }
 
 function toExactNumber(text: string, scale: number): number | string {

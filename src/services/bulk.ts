@@ -53,7 +53,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     ids = unique;
   } else {
     const g = normalizeFilter(b.filter);
-    const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+    const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
     let q = k.selectFrom(obj.table).select('id').orderBy('seq').limit(BULK_MAX + 1);
     if (where) q = q.where((eb: any) => where(eb));
     ids = ((await q.execute()) as { id: string }[]).map((r) => r.id);

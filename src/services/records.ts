@@ -108,7 +108,7 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   const dir = opts.sortDir ?? 'desc';
   if (dir !== 'asc' && dir !== 'desc') throw validationError(`sort_dir must be 'asc' or 'desc', got '${String(dir)}'`);
   const fields = projection(obj, opts.fields);
-  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, await getSchema(ctx)) : undefined;
+  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, await getSchema(ctx), { userId: ctx.actor.userId }) : undefined;
   const db = dyn(ctx.db.kysely);
   const col = sortField.column;
   const cursor = opts.cursor ? decodeCursor(opts.cursor, sortField.name, dir) : undefined;
