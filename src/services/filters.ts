@@ -252,6 +252,8 @@ export function relatedValueSql(p: RelatedPath, outerTable: string, alias: strin
  */
 function compileRelated(obj: ObjectDef, scope: Scope, c: Condition, alias: string | undefined, prefix: string): Compiled {
   const p = resolveHop(obj, scope.schema, c.field);
+  // The last hop's unknown field is listed as the agent would spell it: company.industry.
+  if (!p.rest.includes('.') && !p.target.byName.has(p.rest)) resolveRelated(obj, scope.schema, c.field);
   const a = `r${++scope.aliases}`;
   const inner = compileCondition(p.target, scope, { ...c, field: p.rest }, a, `${prefix}${p.rel.name}.`);
   const outer = `${alias ?? obj.table}.${p.rel.column}`;
@@ -405,9 +407,9 @@ function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: st
 /** For an unknown operator on a condition: the operators its field takes, when the field resolves. */
 function operatorHelpAt(obj: ObjectDef, schema: WorkspaceSchema | undefined, input: unknown, path: PropertyKey[]): string | undefined {
   let node: unknown = input;
-  for (const k of path.slice(0, -1)) node = (node as Record<PropertyKey, unknown> | undefined)?.[k];
-  const field = (node as { field?: unknown } | undefined)?.field;
-  if (typeof field !== 'string') return undefined;
+  for (const k of path[path.length - 1] === 'operator' ? path.slice(0, -1) : path) node = (node as Record<PropertyKey, unknown> | undefined)?.[k];
+  const { field, operator } = (node ?? {}) as { field?: unknown; operator?: unknown };
+  if (typeof field !== 'string' || (OPERATORS as readonly unknown[]).includes(operator)) return undefined;
   try {
     if (!field.includes('.')) return operatorHelp(resolveField(obj, field));
     const p = resolveRelated(obj, schema, field);
@@ -430,7 +432,8 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const at = issue.path.length ? ` at '${issue.path.join('.')}'` : '';
-    const help = issue.path[issue.path.length - 1] === 'operator' ? operatorHelpAt(obj, schema, input, issue.path) : undefined;
+    // A condition with an unknown operator fails the union of condition and group as a whole.
+    const help = operatorHelpAt(obj, schema, input, issue.path);
     throw validationError(
       `Invalid filter${at}: ${issue.message}. ` +
         (help ?? `A filter is {"operator":"and"|"or"|"not","conditions":[{"field","operator","value"} | nested group]}; operators: ${OPERATORS.join(', ')}`),
