@@ -212,6 +212,24 @@ describe('relative dates against a fixed clock, in America/New_York', () => {
     expect(agg.body.value).toBe(events.filter((r) => r.day !== null && r.day >= '2024-03-11' && r.day < '2024-03-18').length);
   });
 
+  it("tasks: due_from / due_to take relative dates, and 'today' modes default to the workspace zone", async () => {
+    setClock(NOW);
+    await createRecords(t.a.ctx, 'tasks', [
+      { title: 'late evening before', due_at: msShift(EDT('2024-03-12'), -1) },
+      { title: 'first thing today', due_at: EDT('2024-03-12') },
+      { title: 'last thing today', due_at: msShift(EDT('2024-03-13'), -1) },
+      { title: 'tomorrow', due_at: EDT('2024-03-13') },
+    ]);
+    const titles = async (q: string) => {
+      const r = await api('GET', `/tasks?limit=100&${q}`);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      return r.body.data.map((x: { title: string }) => x.title).sort();
+    };
+    expect(await titles('due_from=today&due_to=today')).toEqual(['first thing today', 'last thing today']);
+    expect(await titles('due_from=next-week')).toEqual([]);
+    expect(await titles('mode=today')).toEqual(['first thing today', 'last thing today']);
+  });
+
   it('errors: a relative date on a non-date field names the date fields; N must be positive', async () => {
     setClock(NOW);
     const e = await api('POST', '/records/opportunities/search', { operator: 'and', conditions: [{ field: 'amount', operator: 'gt', value: 'last_month' }] });

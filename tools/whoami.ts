@@ -7,8 +7,7 @@ export default defineTool({
   title: 'Who am I',
   description:
     'The user this connection acts as (id, name, email, role), its workspace, and what this server allows: read-only mode, ' +
-    'the enabled tool sets and tools, and the workspace time zone (relative dates such as today are read in it). ' +
-    'Use the user id as the owner of records you create for yourself.',
+    'the enabled tool sets and tools. Use the user id as the owner of records you create for yourself.',
   kind: 'read',
   toolset: 'users',
   inputSchema: z.object({}),

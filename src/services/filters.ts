@@ -2,7 +2,7 @@ import { sql, type Expression, type ExpressionBuilder, type RawBuilder, type Sql
 import { z } from 'zod';
 import type { DialectAdapter } from '../db/dialect.js';
 import { escapeLike } from '../db/dialect.js';
-import { validationError } from './errors.js';
+import { CrmError, validationError } from './errors.js';
 import { encodeValue, parseDate, parseDateTime, toMinorUnits, parseBoolean, type FieldDef } from './field-types.js';
 import { resolveField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { now } from './clock.js';
@@ -294,7 +294,14 @@ function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: st
   const ref = (eb: EB) => eb.ref(col);
   const orNull = (eb: EB, e: Expression<SqlBool>) => eb.or([e, eb(ref(eb), 'is', null)]);
   const special = (x: unknown): unknown => specialValue(obj, f, shown, scope, x);
-  const operand = (x: unknown) => filterOperand(f, special(x));
+  const operand = (x: unknown) => {
+    try {
+      return filterOperand(f, special(x));
+    } catch (e) {
+      if (isDateType(f) && e instanceof CrmError) throw new CrmError(e.code, `${e.message}, or a relative date: today, this_week, last_month, last_7_days, ...`, e.details);
+      throw e;
+    }
+  };
   // A relative date ('this_week') is a range [start, end) of local days, as the column stores them.
   const period = (x: unknown): { start: string; end: string } | null => {
     if (!isDateType(f) || !looksRelative(x)) return null;
@@ -469,7 +476,7 @@ export function filterFromQuery(q: Record<string, unknown>): FilterGroup | undef
       throw validationError('filter_field and filter_operator must be given together (and filter_value unless the operator is is_null or is_not_null)');
     if (fv === undefined && fo !== 'is_null' && fo !== 'is_not_null')
       throw validationError(`filter_value is required with filter_operator '${fo}'`);
-    if (!(OPERATORS as readonly string[]).includes(fo)) throw validationError(`Unknown filter_operator '${fo}'. Operators: ${OPERATORS.join(', ')}`);
+    // An unknown operator is left to compileFilter, which knows the field and lists the operators of its type.
     parts.push({ field: ff, operator: fo as Operator, value: fv });
   }
   if (q.filters !== undefined) {
