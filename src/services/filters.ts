@@ -266,12 +266,10 @@ function compileRelated(obj: ObjectDef, scope: Scope, c: Condition, alias: strin
     if (ws !== undefined) q = q.where(`${a}.workspace_id` as any, '=', ws);
     return eb.exists(q.where((inn: EB) => inner(inn)));
   };
-  // "Not equal" includes records with no related record at all, as it includes empty values.
+  // With no related record the related value is empty: is_null and the negations (neq, not_in,
+  // not_contains) match it, as they match an empty value of the record's own fields.
   const op = canonical(c.operator);
-  if (op === 'neq' || op === 'not_in' || op === 'not_contains')
-    return (eb) => eb.or([exists(eb), eb(eb.ref(outer), 'is', null)]);
-  if (op === 'is_null')
-    return (eb) => eb.or([exists(eb), eb(eb.ref(outer), 'is', null)]);
+  if (op === 'is_null' || op === 'neq' || op === 'not_in' || op === 'not_contains') return (eb) => eb.or([exists(eb), eb(eb.ref(outer), 'is', null)]);
   return exists;
 }
 
@@ -417,10 +415,10 @@ function operatorHelpAt(obj: ObjectDef, schema: WorkspaceSchema | undefined, inp
   for (const k of path[path.length - 1] === 'operator' ? path.slice(0, -1) : path) node = (node as Record<PropertyKey, unknown> | undefined)?.[k];
   const { field, operator } = (node ?? {}) as { field?: unknown; operator?: unknown };
   if (typeof field !== 'string' || (OPERATORS as readonly unknown[]).includes(operator)) return undefined;
+  const unknown = typeof operator === 'string' ? `Unknown operator '${operator}' on '${field}'. ` : '';
   try {
-    if (!field.includes('.')) return operatorHelp(resolveField(obj, field));
-    const p = resolveRelated(obj, schema, field);
-    return operatorHelp(p.field, field);
+    if (!field.includes('.')) return unknown + operatorHelp(resolveField(obj, field));
+    return unknown + operatorHelp(resolveRelated(obj, schema, field).field, field);
   } catch {
     return undefined;
   }
