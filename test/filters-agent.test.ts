@@ -230,6 +230,31 @@ describe('relative dates against a fixed clock, in America/New_York', () => {
     expect(await titles('mode=today')).toEqual(['first thing today', 'last thing today']);
   });
 
+  it('a 25-hour day (New York, end of summer time) and a zone east of UTC (Kolkata, +05:30)', async () => {
+    await createObject(t.a.ctx, { name: 'moments', fields: [{ name: 'label', type: 'TEXT' }, { name: 'at', type: 'DATETIME' }] });
+    const marks = ['2024-11-03T03:59:59.999Z', '2024-11-03T04:00:00.000Z', '2024-11-04T04:59:59.999Z', '2024-11-04T05:00:00.000Z',
+      '2024-10-28T03:59:59.999Z', '2024-10-28T04:00:00.000Z', '2024-03-11T18:29:59.999Z', '2024-03-11T18:30:00.000Z',
+      '2024-03-12T18:29:59.999Z', '2024-03-12T18:30:00.000Z'];
+    await createRecords(t.a.ctx, 'moments', marks.map((at, i) => ({ label: `m${i}`, at })));
+    const match = async (value: string) =>
+      (await listAll(t.a.ctx, 'moments', and({ field: 'at', operator: 'eq', value }))).map((r) => r.at as string).sort();
+    const between = (lo: string, hi: string) => marks.filter((m) => m >= lo && m < hi).sort();
+    // Sunday 2024-11-03, 23:30 EST: the clocks went back at 02:00 that morning.
+    setClock(Date.parse('2024-11-04T04:30:00Z'));
+    expect(await match('today')).toEqual(between('2024-11-03T04:00:00.000Z', '2024-11-04T05:00:00.000Z'));
+    expect(await match('this_week')).toEqual(between('2024-10-28T04:00:00.000Z', '2024-11-04T05:00:00.000Z'));
+    await updateWorkspace(t.a.ctx, { time_zone: 'Asia/Kolkata' });
+    try {
+      // 2024-03-12T18:29Z is 23:59 on the 12th in Kolkata; a minute later it is the 13th.
+      setClock(Date.parse('2024-03-12T18:29:00Z'));
+      expect(await match('today')).toEqual(between('2024-03-11T18:30:00.000Z', '2024-03-12T18:30:00.000Z'));
+      setClock(Date.parse('2024-03-12T18:30:00Z'));
+      expect(await match('yesterday')).toEqual(between('2024-03-11T18:30:00.000Z', '2024-03-12T18:30:00.000Z'));
+    } finally {
+      await updateWorkspace(t.a.ctx, { time_zone: 'America/New_York' });
+    }
+  });
+
   it('errors: a relative date on a non-date field names the date fields; N must be positive', async () => {
     setClock(NOW);
     const e = await api('POST', '/records/opportunities/search', { operator: 'and', conditions: [{ field: 'amount', operator: 'gt', value: 'last_month' }] });
