@@ -364,6 +364,14 @@ describe('related-record fields: filter, sort, groupBy', () => {
     const listed = (await client.listTools()).tools;
     const m = await callOk(client, listed, 'crm_aggregate', { object: 'contacts', groupBy: ['company.industry'] });
     expect(new Map(m.groups.map((g: { values: Record<string, string | null>; count: number }) => [g.values['company.industry'], g.count]))).toEqual(counts);
+    // The tree form too: uniqueValues on a related field, with owner.name nested under it.
+    const tree = await callOk(client, listed, 'crm_aggregate', {
+      object: 'contacts',
+      aggregates: { ind: { uniqueValues: { property: 'company.industry', size: 10, aggregates: { who: { uniqueValues: { property: 'owner.name' } } } } } },
+    });
+    const buckets = (tree.aggregates.ind as { uniqueValueBuckets: { value: string | null; count: number; aggregates: { who: { uniqueValueBuckets: { count: number }[] } } }[] }).uniqueValueBuckets;
+    expect(new Map(buckets.map((b) => [b.value, b.count]))).toEqual(counts);
+    for (const b of buckets) expect(b.aggregates.who.uniqueValueBuckets.reduce((n, x) => n + x.count, 0)).toBe(b.count);
     await client.close();
     const byOwner = await api(`/aggregate/contacts?${qs({ field: 'id', function: 'COUNT', group_by: 'owner.name', filter_field: 'company.industry', filter_operator: 'eq', filter_value: 'software' })}`);
     const sw = contacts.filter((c) => industry(c) === 'software');
