@@ -49,10 +49,11 @@ export const filterGroupSchema: z.ZodType<FilterGroup> = z.lazy(() =>
 
 /** For a model reading a tool description: the values a filter understands beyond plain literals. */
 export const FILTER_VALUE_HELP =
-  "Special filter values: 'me' on a field that points to users (owner, assignee, created_by) is you; it works in in/not_in lists too. " +
-  'On DATE and DATETIME fields: today, yesterday, tomorrow, this_/last_/next_ week, month, quarter or year (weeks start Monday), ' +
-  'last_N_days and next_N_days (N days including today, e.g. last_7_days), read in the workspace time zone. ' +
-  'eq means within the period, gt after it, lt before it. Related fields: company.industry, owner.name.';
+  "'me' is you on fields relating to users (owner, assignee, created_by), also in in/not_in lists. " +
+  'DATE and DATETIME fields take relative dates in the workspace time zone: today, yesterday, tomorrow, ' +
+  'this_week, last_week, next_week (from Monday), likewise month, quarter, year, and last_N_days / next_N_days ' +
+  '(N days including today, e.g. last_7_days). eq: within the period, gt: after it, lt: before it. ' +
+  'relation.field (company.industry, owner.name) filters, sorts and groups by the related record.';
 
 const TEXTLIKE = new Set(['TEXT', 'EMAIL', 'PHONE', 'URL']);
 const ORDERED = new Set(['NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE', 'DATE', 'DATETIME']);
