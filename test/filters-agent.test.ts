@@ -228,6 +228,8 @@ describe('relative dates against a fixed clock, in America/New_York', () => {
     expect(await titles('due_from=today&due_to=today')).toEqual(['first thing today', 'last thing today']);
     expect(await titles('due_from=next-week')).toEqual([]);
     expect(await titles('mode=today')).toEqual(['first thing today', 'last thing today']);
+    // Asked in its own zone, a task list reads relative dates there: in UTC it is already the 13th.
+    expect(await titles('due_from=today&tz=UTC')).toEqual(['last thing today', 'tomorrow']);
   });
 
   it('a 25-hour day (New York, end of summer time) and a zone east of UTC (Kolkata, +05:30)', async () => {

@@ -182,6 +182,8 @@ interface Scope {
 export interface FilterEnv {
   /** The acting user: the value 'me' on a field relating to users. */
   userId?: string | undefined;
+  /** Overrides the workspace's zone for relative dates (a task list asked in its own zone). */
+  timeZone?: string | undefined;
 }
 
 /** The users table seen as an object, so 'owner.name' filters, sorts and groups like 'company.name'. */
@@ -446,7 +448,7 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
     );
   }
   const stats: FilterStats = { conditions: 0 };
-  const scope: Scope = { adapter, schema, aliases: 0, userId: env.userId, timeZone: schema?.timeZone ?? 'UTC', now: now() };
+  const scope: Scope = { adapter, schema, aliases: 0, userId: env.userId, timeZone: env.timeZone ?? schema?.timeZone ?? 'UTC', now: now() };
   const walk = (g: FilterGroup, depth: number): Compiled => {
     if (depth > MAX_FILTER_DEPTH) throw validationError(`Filter groups nest at most ${MAX_FILTER_DEPTH} deep`);
     const parts = g.conditions.map((c) => {

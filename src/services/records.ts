@@ -56,6 +56,8 @@ export interface ListOptions {
   includeTotal?: boolean | undefined;
   /** Internal callers (export) page with larger pages than clients may ask for. */
   maxLimit?: number | undefined;
+  /** The zone relative dates ('today') are read in, when the caller was given one; else the workspace's. */
+  timeZone?: string | undefined;
 }
 
 export interface ListResult {
@@ -112,7 +114,7 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   const dir = opts.sortDir ?? 'desc';
   if (dir !== 'asc' && dir !== 'desc') throw validationError(`sort_dir must be 'asc' or 'desc', got '${String(dir)}'`);
   const fields = projection(obj, opts.fields);
-  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, schema, { userId: ctx.actor.userId }) : undefined;
+  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, schema, { userId: ctx.actor.userId, timeZone: opts.timeZone }) : undefined;
   const db = dyn(ctx.db.kysely);
   const col = sortField.column;
   const key: any = related ? relatedValueSql(related, obj.table, 'rs') : col;

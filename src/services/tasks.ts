@@ -123,6 +123,7 @@ export async function listTasks(ctx: Ctx, q: TaskQuery = {}): Promise<ListResult
     sortDir,
     limit: q.limit,
     cursor: q.cursor,
+    timeZone: tz,
   });
 }
 
