@@ -127,7 +127,7 @@ describe('VALIDATION_ERROR (400)', () => {
     expectError(await api('POST', '/records/contacts/search', { operator: 'xor', conditions: [] }), 400, 'VALIDATION_ERROR');
     const na = expectError(await api('POST', '/records/opportunities/search', { operator: 'and', conditions: [{ field: 'amount', operator: 'contains', value: '5' }] }), 400, 'VALIDATION_ERROR');
     expect(na.message).toMatch(/contains.*amount/);
-    expect(na.message).toMatch(/Allowed operators: .*gt/);
+    expect(na.message).toMatch(/Valid operators for amount \(CURRENCY\): .*gt/);
     expectError(await api('GET', '/records/contacts?filter_field=do_not_contact&filter_operator=gt&filter_value=true'), 400, 'VALIDATION_ERROR', /does not apply/);
     expectError(await api('GET', '/records/contacts?filter_field=first_name&filter_operator=eq'), 400, 'VALIDATION_ERROR', /filter_value/);
     expectError(await api('GET', '/records/contacts?filters=%7Bnot%20json'), 400, 'VALIDATION_ERROR', /filters/);

@@ -279,6 +279,7 @@ describe('integrations and users', () => {
       role: 'admin',
       created_at: t.a.admin.created_at,
       workspace: 'alpha',
+      time_zone: 'UTC',
     });
     expect((await api(member(), 'GET', '/me')).body.data).toMatchObject({ id: t.a.member.id, role: 'member', workspace: 'alpha' });
     expect((await api(t.b.memberToken, 'GET', '/me')).body.data).toMatchObject({ id: t.b.member.id, workspace: 'beta' });

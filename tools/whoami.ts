@@ -14,6 +14,7 @@ export default defineTool({
   outputSchema: z.object({
     user: z.object({ id: z.string(), email: z.string(), name: z.string(), role: z.enum(['admin', 'member']) }),
     workspace: z.string(),
+    time_zone: z.string().describe("The workspace's IANA time zone: 'today', 'this_week' and other relative dates in filters are days there"),
     read_only: z.boolean().describe('true: this server exposes no tools that write'),
     toolsets: z.array(z.string()),
     tools: z.array(z.string()),
@@ -23,12 +24,13 @@ export default defineTool({
     return {
       user: { id: u.id, email: u.email, name: u.name, role: u.role },
       workspace: u.workspace,
+      time_zone: u.time_zone,
       read_only: session.readOnly,
       toolsets: [...session.toolsets],
       tools: [...session.tools],
     };
   },
   render: (out) =>
-    `${out.user.name} <${out.user.email}> (${out.user.role}, id ${out.user.id}) in workspace ${out.workspace}` +
+    `${out.user.name} <${out.user.email}> (${out.user.role}, id ${out.user.id}) in workspace ${out.workspace} (time zone ${out.time_zone})` +
     `${out.read_only ? '; read-only' : ''}; tools: ${out.tools.join(', ')}`,
 });

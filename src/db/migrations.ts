@@ -235,6 +235,12 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
       await db.schema.createIndex('merges_primary').on('merges').columns(['workspace_id', 'object', 'primary_id']).execute();
     },
   },
+  '0006_workspace_time_zone': {
+    async up(db: Kysely<any>) {
+      // Relative dates in filters ('today', 'this_week') are days in the workspace's zone.
+      await db.schema.alterTable('workspaces').addColumn('time_zone', 'text', (c) => c.notNull().defaultTo('UTC')).execute();
+    },
+  },
   };
 }
 

@@ -6,6 +6,8 @@ export interface Tables {
     id: Generated<number>;
     name: string;
     schema_version: ColumnType<number, number | undefined, number>;
+    /** IANA name; relative dates in filters are read in it. */
+    time_zone: ColumnType<string, string | undefined, string>;
     created_at: string;
   };
   users: {

@@ -1,9 +1,9 @@
 import { sql, type ExpressionBuilder, type Kysely, type RawBuilder } from 'kysely';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
-import { compileFilter } from './filters.js';
+import { compileFilter, relatedValueSql } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
-import { getSchema, resolveObject, type ObjectDef } from './schema.js';
+import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { metricValue, namesFor, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
 import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
 import type { FieldDef } from './field-types.js';
@@ -49,7 +49,7 @@ function property(spec: Record<string, unknown>, where: string): string {
   return name;
 }
 
-function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n: number }): { metrics: MetricNode[]; buckets: BucketNode[] } {
+function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n: number }, schema?: WorkspaceSchema): { metrics: MetricNode[]; buckets: BucketNode[] } {
   if (typeof input !== 'object' || input === null || Array.isArray(input))
     throw validationError('"aggregates" is an object of named aggregates, e.g. {"deals": {"count": {}}}');
   const entries = Object.entries(input as Record<string, unknown>);
@@ -78,18 +78,18 @@ function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n:
     let dim: ReturnType<typeof resolveDim>;
     let size: number = TREE_LIMITS.maxHistogramBuckets;
     if (kind === 'uniqueValues') {
-      dim = resolveDim(obj, field);
+      dim = resolveDim(obj, field, schema);
       size = spec.size === undefined ? TREE_LIMITS.defaultSize : Number(spec.size);
       if (!Number.isInteger(size) || size < 1 || size > TREE_LIMITS.maxSize) throw validationError(`'${name}.uniqueValues.size' must be 1 to ${TREE_LIMITS.maxSize}`);
     } else if (kind === 'numberHistogram') {
-      dim = resolveDim(obj, { field, histogram: Number(spec.interval) });
+      dim = resolveDim(obj, { field, histogram: Number(spec.interval) }, schema);
     } else {
       const ci = String(spec.calendarInterval ?? spec.interval ?? '');
       const interval: Interval | undefined = CALENDAR[ci] ?? ((INTERVALS as readonly string[]).includes(ci) ? (ci as Interval) : undefined);
       if (!interval) throw validationError(`'${name}.timeHistogram.calendarInterval' must be one of 1d, 1w, 1M, 1q, 1y (or ${INTERVALS.join(', ')})`);
-      dim = resolveDim(obj, { field, interval, timeZone: typeof spec.timeZone === 'string' ? spec.timeZone : 'UTC' });
+      dim = resolveDim(obj, { field, interval, timeZone: typeof spec.timeZone === 'string' ? spec.timeZone : 'UTC' }, schema);
     }
-    const sub = spec.aggregates === undefined ? { metrics: [], buckets: [] } : parseLevel(obj, spec.aggregates, depth + 1, counter);
+    const sub = spec.aggregates === undefined ? { metrics: [], buckets: [] } : parseLevel(obj, spec.aggregates, depth + 1, counter, schema);
     buckets.push({ name, kind: kind as BucketKind, dim, size, ...sub });
   }
   return { metrics, buckets };
@@ -101,9 +101,9 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
   const obj = await resolveObject(ctx, objectName);
   const schema = await getSchema(ctx);
   if (!req || typeof req !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
-  const root = parseLevel(obj, req.aggregates, 1, { n: 0 });
+  const root = parseLevel(obj, req.aggregates, 1, { n: 0 }, schema);
   const g = normalizeFilter(req.filter);
-  const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+  const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
   const db = ctx.db.kysely as unknown as Kysely<any>;
   const base = () => {
     let q = db.selectFrom(obj.table);
@@ -115,13 +115,14 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
   const segs = new Map<string, { until: string | null; modifier: string }[]>();
   const dimExpr = async (b: BucketNode): Promise<RawBuilder<unknown>> => {
     const d = b.dim;
-    const c = sql.ref(d.field.column);
+    // A related field ('company.industry') is one value per record, from a correlated subquery.
+    const c = (d.related ? relatedValueSql(d.related, obj.table, 'rv') : sql.ref(d.field.column)) as ReturnType<typeof sql.ref>;
     if (d.kind === 'time') {
       let s = [{ until: null as string | null, modifier: '+0 minutes' }];
       if (d.field.type === 'DATETIME' && d.timeZone !== 'UTC') {
-        const key = `${d.field.name}|${d.timeZone}`;
+        const key = `${d.key}|${d.timeZone}`;
         if (!segs.has(key)) {
-          const [r] = await runRead<{ lo: string | null; hi: string | null }>(ctx, db.selectFrom(obj.table).select([sql<string>`MIN(${c})`.as('lo'), sql<string>`MAX(${c})`.as('hi')]).compile());
+          const [r] = await runRead<{ lo: string | null; hi: string | null }>(ctx, db.selectFrom(d.related ? d.related.target.table : obj.table).select([sql<string>`MIN(${d.related ? sql.ref(d.field.column) : c})`.as('lo'), sql<string>`MAX(${d.related ? sql.ref(d.field.column) : c})`.as('hi')]).compile());
           segs.set(key, r?.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : s);
         }
         s = segs.get(key)!;

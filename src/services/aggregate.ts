@@ -3,7 +3,7 @@ import { cancelledError, throwIfCancelled } from './work.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { decodeValue, NUMERIC_TYPES, storageOf, type FieldDef } from './field-types.js';
-import { compileFilter } from './filters.js';
+import { compileFilter, relatedValueSql, resolveRelated, type RelatedPath } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { bucketExpression, isInterval, INTERVALS, offsetSegments, checkTimeZone, type Interval } from './time-buckets.js';
@@ -97,6 +97,10 @@ interface Dim {
   interval?: Interval;
   histogram?: number;
   timeZone?: string;
+  /** A related record's field ('company.industry'): its value per record comes from a subquery. */
+  related?: RelatedPath;
+  /** The grouped object's table, which the related subquery correlates with. */
+  table?: string;
 }
 
 function fnOf(name: string): AggFn {
@@ -134,11 +138,16 @@ export function resolveMetric(obj: ObjectDef, m: MetricInput): Metric {
   return { field, fn };
 }
 
-export function resolveDim(obj: ObjectDef, d: string | DimInput): Dim {
+export function resolveDim(obj: ObjectDef, d: string | DimInput, schema?: WorkspaceSchema): Dim {
   const spec: DimInput = typeof d === 'string' ? { field: d } : d;
   if (!spec || typeof spec.field !== 'string') throw validationError('Each groupBy entry is a field name or {"field", "interval"|"histogram"}');
   if (RESERVED_GROUP_KEYS.has(spec.field))
     throw validationError(`'${spec.field}' is reserved in groupBy (count, aggregates, meta, groups and labels name parts of the answer)`);
+  if (schema && spec.field.includes('.')) {
+    const related = resolveRelated(obj, schema, spec.field);
+    const inner = resolveDim(related.target, { ...spec, field: related.field.name });
+    return { ...inner, key: spec.field, related, table: obj.table };
+  }
   const field = fieldOf(obj, spec.field, 'groupBy');
   if (field.type === 'MULTI_SELECT') throw validationError(`Grouping by MULTI_SELECT field '${field.name}' is not supported; filter with 'contains' instead`);
   if (spec.interval !== undefined) {
@@ -213,7 +222,7 @@ interface DimContext {
 }
 
 function dimSql(d: Dim, dc: DimContext): RawBuilder<unknown> {
-  const c = ref(d.field);
+  const c = (d.related ? relatedValueSql(d.related, d.table!, 'rv') : ref(d.field)) as ReturnType<typeof sql.ref>;
   if (d.kind === 'time') {
     const segs = d.field.type === 'DATETIME' ? (dc.segments.get(d.key) ?? [{ until: null, modifier: '+0 minutes' }]) : [{ until: null, modifier: '+0 minutes' }];
     return bucketExpression(c, d.interval!, segs);
@@ -233,7 +242,8 @@ async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimCo
     const [r] = await runRead<{ lo: string | null; hi: string | null }>(
       ctx,
       (ctx.db.kysely as unknown as Kysely<any>)
-        .selectFrom(obj.table)
+        // A related field's span: over its whole table, a superset of the values the records point at.
+        .selectFrom(d.related ? d.related.target.table : obj.table)
         .select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')])
         .compile(),
     );
@@ -260,7 +270,7 @@ export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
 
 function whereOf(obj: ObjectDef, ctx: Ctx, schema: WorkspaceSchema, filter: unknown): ((eb: EB) => Expression<SqlBool>) | undefined {
   const g = normalizeFilter(filter);
-  return g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+  return g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
 }
 
 function toExactNumber(text: string, scale: number): number | string {
@@ -337,7 +347,7 @@ export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRe
   const rawDims = req.groupBy ?? [];
   if (!Array.isArray(rawDims)) throw validationError('groupBy must be a field name or an array of at most 5');
   if (rawDims.length > MAX_GROUP_BY) throw validationError(`groupBy takes at most ${MAX_GROUP_BY} fields, got ${rawDims.length}`);
-  const dims = rawDims.map((d) => resolveDim(obj, d));
+  const dims = rawDims.map((d) => resolveDim(obj, d, schema));
   const keys = dims.map((d) => d.key);
   if (new Set(keys).size !== keys.length) throw validationError('groupBy lists a field twice');
   const limit = checkGroupLimit(req.limit);

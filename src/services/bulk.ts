@@ -71,7 +71,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
       );
     }
     if (b.all && leafCount(g) > 0) throw validationError('"all": true is only for a filter without conditions; this filter has conditions, drop "all"');
-    const where = g && leafCount(g) > 0 ? compileFilter(obj, ctx.db.adapter, g, undefined, schema) : undefined;
+    const where = g && leafCount(g) > 0 ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
     let q = k.selectFrom(obj.table).select('id').orderBy('seq').limit(BULK_MAX + 1);
     if (where) q = q.where((eb: any) => where(eb));
     ids = ((await q.execute()) as { id: string }[]).map((r) => r.id);

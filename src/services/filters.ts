@@ -1,10 +1,12 @@
-import { type Expression, type ExpressionBuilder, type SqlBool } from 'kysely';
+import { sql, type Expression, type ExpressionBuilder, type RawBuilder, type SqlBool } from 'kysely';
 import { z } from 'zod';
 import type { DialectAdapter } from '../db/dialect.js';
 import { escapeLike } from '../db/dialect.js';
-import { validationError } from './errors.js';
+import { CrmError, validationError } from './errors.js';
 import { encodeValue, parseDate, parseDateTime, toMinorUnits, parseBoolean, type FieldDef } from './field-types.js';
 import { resolveField, type ObjectDef, type WorkspaceSchema } from './schema.js';
+import { now } from './clock.js';
+import { localMidnight, looksRelative, relativeRange, type LocalRange } from './relative-dates.js';
 
 export const OPERATORS = [
   'eq', 'equals', 'neq', 'not_equals', 'gt', 'gte', 'lt', 'lte', 'between', 'in', 'not_in',
@@ -45,6 +47,14 @@ export const filterGroupSchema: z.ZodType<FilterGroup> = z.lazy(() =>
     .strict(),
 ) as z.ZodType<FilterGroup>;
 
+/** For a model reading a tool description: the values a filter understands beyond plain literals. */
+export const FILTER_VALUE_HELP =
+  "'me' is you on fields relating to users (owner, assignee, created_by), also in in/not_in lists. " +
+  'DATE and DATETIME fields take relative dates in the workspace time zone: today, yesterday, tomorrow, ' +
+  'this_week, last_week, next_week (from Monday), likewise month, quarter, year, and last_N_days / next_N_days ' +
+  '(N days including today, e.g. last_7_days). eq: within the period, gt: after it, lt: before it. ' +
+  'relation.field (company.industry, owner.name) filters, sorts and groups by the related record.';
+
 const TEXTLIKE = new Set(['TEXT', 'EMAIL', 'PHONE', 'URL']);
 const ORDERED = new Set(['NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE', 'DATE', 'DATETIME']);
 
@@ -56,6 +66,41 @@ function allowedOps(f: FieldDef): CanonicalOp[] {
   if (f.type === 'MULTI_SELECT') return [...base, 'contains', 'not_contains'];
   if (f.type === 'BOOLEAN') return ['eq', 'neq', 'is_null', 'is_not_null'];
   return base; // RELATION
+}
+
+/** The message an agent needs after picking an operator the field does not take. */
+export function operatorHelp(f: FieldDef, shown = f.name): string {
+  return `Valid operators for ${shown} (${f.type}): ${allowedOps(f).join(', ')}`;
+}
+
+/**
+ * 'me' -> the acting user's id on a field relating to users. On a field where 'me' or a relative date
+ * cannot be a literal value either, say which fields take it instead of failing on the literal.
+ */
+function specialValue(obj: ObjectDef, f: FieldDef, shown: string, scope: Scope, x: unknown): unknown {
+  if (typeof x !== 'string') return x;
+  if (x.trim().toLowerCase() === 'me') {
+    if (isUserRelation(f)) {
+      if (!scope.userId) throw validationError(`'me' in a filter on '${shown}' needs a signed-in user; pass a user id instead`);
+      return scope.userId;
+    }
+    if (!TEXTLIKE.has(f.type)) {
+      const takers = obj.fields.filter(isUserRelation).map((g) => g.name);
+      throw validationError(
+        `'me' (the current user) applies to RELATION fields that point to users; '${shown}' is ${f.type}${f.target ? ` pointing to ${f.target}` : ''}. ` +
+          `Fields of ${obj.name} that take 'me': ${takers.join(', ') || 'none'}`,
+        { field: shown },
+      );
+    }
+  }
+  if (looksRelative(x) && !TEXTLIKE.has(f.type) && !isDateType(f) && !(f.options ?? []).some((o) => o.value === x)) {
+    const takers = obj.fields.filter(isDateType).map((g) => g.name);
+    throw validationError(
+      `'${x}' is a relative date; it applies to DATE and DATETIME fields, and '${shown}' is ${f.type}. Date fields of ${obj.name}: ${takers.join(', ') || 'none'}`,
+      { field: shown },
+    );
+  }
+  return x;
 }
 
 function canonical(op: Operator): CanonicalOp {
@@ -126,50 +171,146 @@ interface Scope {
   schema: WorkspaceSchema | undefined;
   /** Counter for subquery aliases. */
   aliases: number;
+  /** What 'me' means; absent when the caller has no user (then 'me' is an error). */
+  userId: string | undefined;
+  /** Relative dates ('today') are local days in this zone. */
+  timeZone: string;
+  /** One instant for the whole filter, so 'today' cannot change between two conditions. */
+  now: number;
+}
+
+export interface FilterEnv {
+  /** The acting user: the value 'me' on a field relating to users. */
+  userId?: string | undefined;
+  /** Overrides the workspace's zone for relative dates (a task list asked in its own zone). */
+  timeZone?: string | undefined;
+}
+
+/** The users table seen as an object, so 'owner.name' filters, sorts and groups like 'company.name'. */
+const USERS_OBJECT: ObjectDef = (() => {
+  const base = { required: false, unique: false, system: true, readOnly: true, indexed: false, position: 0, id: 0 };
+  const fields: FieldDef[] = [
+    { ...base, name: 'id', label: 'ID', type: 'TEXT', column: 'id', unique: true },
+    { ...base, name: 'name', label: 'Name', type: 'TEXT', column: 'name' },
+    { ...base, name: 'email', label: 'Email', type: 'EMAIL', column: 'email' },
+    { ...base, name: 'role', label: 'Role', type: 'SELECT', column: 'role', options: [{ value: 'admin', label: 'Admin' }, { value: 'member', label: 'Member' }] },
+    { ...base, name: 'created_at', label: 'Created at', type: 'DATETIME', column: 'created_at' },
+  ];
+  return {
+    id: 0, name: 'users', label: 'User', labelPlural: 'Users', description: null, table: 'users', system: true,
+    displayFields: ['name'], fields, byName: new Map(fields.map((f) => [f.name, f])),
+  };
+})();
+
+export interface RelatedPath {
+  /** The relation field of the object ('company'). */
+  rel: FieldDef;
+  /** The related object ('companies', or the users table). */
+  target: ObjectDef;
+  /** The field of the related object ('industry'). */
+  field: FieldDef;
+  /** Set when the target is the users table: it holds every workspace's users. */
+  workspaceId?: number;
+}
+
+/**
+ * 'company.industry' -> the relation field and the related object's field, both resolved against the
+ * schema (one level). The error lists the relations that can start a dotted name.
+ */
+export function resolveRelated(obj: ObjectDef, schema: WorkspaceSchema | undefined, name: string): RelatedPath {
+  const hop = resolveHop(obj, schema, name);
+  if (hop.rest.includes('.')) throw validationError(`'${name}': sorting and grouping follow one relation (relation.field, e.g. company.industry)`, { field: name });
+  const field = hop.target.byName.get(hop.rest);
+  if (!field) {
+    const valid = hop.target.fields.map((f) => `${hop.rel.name}.${f.name}`);
+    throw validationError(`Unknown field '${hop.rest}' on ${hop.target.name} (via '${hop.rel.name}'). Valid fields: ${valid.join(', ')}`, { field: name, validFields: valid });
+  }
+  return { rel: hop.rel, target: hop.target, field, ...(hop.workspaceId !== undefined ? { workspaceId: hop.workspaceId } : {}) };
+}
+
+/** The first hop of a dotted name: the relation field, its target, and the rest of the name. */
+function resolveHop(obj: ObjectDef, schema: WorkspaceSchema | undefined, name: string) {
+  const dot = name.indexOf('.');
+  const rel = resolveField(obj, name.slice(0, dot));
+  const target = rel.type !== 'RELATION' ? undefined : rel.target === 'users' ? USERS_OBJECT : schema?.objects.get(rel.target!);
+  if (!target) {
+    const rels = obj.fields.filter((f) => f.type === 'RELATION').map((f) => `${f.name}.<field of ${f.target}>`);
+    throw validationError(`'${name}': a dotted field must start with a relation field. On ${obj.name}: ${rels.length ? rels.join(', ') : 'none'}`, { field: name });
+  }
+  return { rel, target, rest: name.slice(dot + 1), ...(target === USERS_OBJECT ? { workspaceId: schema?.workspaceId ?? -1 } : {}) };
+}
+
+/**
+ * The related record's value as a scalar subquery, for sorting and grouping: a relation points at
+ * one record, so this is one value (or NULL) per row, with no join to multiply rows.
+ */
+export function relatedValueSql(p: RelatedPath, outerTable: string, alias: string): RawBuilder<unknown> {
+  const scope = p.workspaceId !== undefined ? sql` AND ${sql.ref(`${alias}.workspace_id`)} = ${p.workspaceId}` : sql``;
+  return sql`(SELECT ${sql.ref(`${alias}.${p.field.column}`)} FROM ${sql.table(p.target.table)} AS ${sql.id(alias)} WHERE ${sql.ref(`${alias}.id`)} = ${sql.ref(`${outerTable}.${p.rel.column}`)}${scope})`;
 }
 
 /**
  * 'company.industry' = the related company's industry: EXISTS over the related table, so a
  * condition on related records never multiplies rows the way a join would.
  */
-function compileRelated(obj: ObjectDef, scope: Scope, c: Condition, alias: string | undefined): Compiled {
-  const dot = c.field.indexOf('.');
-  const rel = resolveField(obj, c.field.slice(0, dot));
-  const target = rel.type === 'RELATION' && rel.target !== 'users' ? scope.schema?.objects.get(rel.target!) : undefined;
-  if (!target) {
-    const rels = obj.fields.filter((f) => f.type === 'RELATION' && f.target !== 'users' && !f.readOnly).map((f) => `${f.name}.<field of ${f.target}>`);
-    throw validationError(
-      `'${c.field}': a dotted field must start with a relation to another object. On ${obj.name}: ${rels.length ? rels.join(', ') : 'none'}`,
-      { field: c.field },
-    );
-  }
+function compileRelated(obj: ObjectDef, scope: Scope, c: Condition, alias: string | undefined, prefix: string): Compiled {
+  const p = resolveHop(obj, scope.schema, c.field);
+  // The last hop's unknown field is listed as the agent would spell it: company.industry.
+  if (!p.rest.includes('.') && !p.target.byName.has(p.rest)) resolveRelated(obj, scope.schema, c.field);
   const a = `r${++scope.aliases}`;
-  const inner = compileCondition(target, scope, { ...c, field: c.field.slice(dot + 1) }, a);
-  const outer = `${alias ?? obj.table}.${rel.column}`;
-  return (eb) =>
-    eb.exists(
-      eb
-        .selectFrom(`${target.table} as ${a}` as any)
-        .select(eb.lit(1).as('one'))
-        .whereRef(`${a}.id` as any, '=', outer as any)
-        .where((inn: EB) => inner(inn)),
-    );
+  const inner = compileCondition(p.target, scope, { ...c, field: p.rest }, a, `${prefix}${p.rel.name}.`);
+  const outer = `${alias ?? obj.table}.${p.rel.column}`;
+  const ws = p.workspaceId;
+  const exists = (eb: EB) => {
+    let q = eb
+      .selectFrom(`${p.target.table} as ${a}` as any)
+      .select(eb.lit(1).as('one'))
+      .whereRef(`${a}.id` as any, '=', outer as any);
+    if (ws !== undefined) q = q.where(`${a}.workspace_id` as any, '=', ws);
+    return eb.exists(q.where((inn: EB) => inner(inn)));
+  };
+  // With no related record the related value is empty: is_null and the negations (neq, not_in,
+  // not_contains) match it, as they match an empty value of the record's own fields.
+  const op = canonical(c.operator);
+  if (op === 'is_null' || op === 'neq' || op === 'not_in' || op === 'not_contains') return (eb) => eb.or([exists(eb), eb(eb.ref(outer), 'is', null)]);
+  return exists;
 }
 
-function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: string): Compiled {
-  if (c.field.includes('.')) return compileRelated(obj, scope, c, alias);
+const isUserRelation = (f: FieldDef) => f.type === 'RELATION' && f.target === 'users';
+const isDateType = (f: FieldDef) => f.type === 'DATE' || f.type === 'DATETIME';
+
+function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: string, prefix = ''): Compiled {
+  if (c.field.includes('.')) return compileRelated(obj, scope, c, alias, prefix);
   const adapter = scope.adapter;
   const f = resolveField(obj, c.field);
   const op = canonical(c.operator);
   const allowed = allowedOps(f);
+  const shown = `${prefix}${f.name}`;
   if (!allowed.includes(op))
-    throw validationError(`Operator '${c.operator}' does not apply to ${f.type} field '${f.name}'. Allowed operators: ${allowed.join(', ')}`, {
-      field: f.name,
+    throw validationError(`Operator '${c.operator}' does not apply to ${f.type} field '${shown}'. ${operatorHelp(f, shown)}`, {
+      field: shown,
       allowedOperators: allowed,
     });
   const col = alias ? `${alias}.${f.column}` : f.column;
   const ref = (eb: EB) => eb.ref(col);
   const orNull = (eb: EB, e: Expression<SqlBool>) => eb.or([e, eb(ref(eb), 'is', null)]);
+  const special = (x: unknown): unknown => specialValue(obj, f, shown, scope, x);
+  const operand = (x: unknown) => {
+    try {
+      return filterOperand(f, special(x));
+    } catch (e) {
+      if (isDateType(f) && e instanceof CrmError) throw new CrmError(e.code, `${e.message}, or a relative date: today, this_week, last_month, last_7_days, ...`, e.details);
+      throw e;
+    }
+  };
+  // A relative date ('this_week') is a range [start, end) of local days, as the column stores them.
+  const period = (x: unknown): { start: string; end: string } | null => {
+    if (!isDateType(f) || !looksRelative(x)) return null;
+    const r = relativeRange(x, scope.now, scope.timeZone);
+    if (typeof r === 'string') throw validationError(`Filter on '${shown}': ${r}`, { field: shown });
+    return f.type === 'DATE' ? r : { start: localMidnight(scope.timeZone, r.start), end: localMidnight(scope.timeZone, r.end) };
+  };
+  const within = (eb: EB, p: LocalRange) => eb.and([eb(ref(eb), '>=', p.start), eb(ref(eb), '<', p.end)]);
 
   if (op === 'is_null') return (eb) => eb(ref(eb), 'is', null);
   if (op === 'is_not_null') return (eb) => eb(ref(eb), 'is not', null);
@@ -205,11 +346,15 @@ function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: st
 
   switch (op) {
     case 'eq': {
-      const v = filterOperand(f, c.value);
+      const p = period(c.value);
+      if (p) return (eb) => within(eb, p);
+      const v = operand(c.value);
       return (eb) => eb(ref(eb), '=', v);
     }
     case 'neq': {
-      const v = filterOperand(f, c.value);
+      const p = period(c.value);
+      if (p) return (eb) => orNull(eb, eb.or([eb(ref(eb), '<', p.start), eb(ref(eb), '>=', p.end)]));
+      const v = operand(c.value);
       // "not equal to x" includes records with no value: what a CRM user means.
       return (eb) => orNull(eb, eb(ref(eb), '!=', v));
     }
@@ -217,25 +362,39 @@ function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: st
     case 'gte':
     case 'lt':
     case 'lte': {
-      const v = filterOperand(f, c.value);
+      const p = period(c.value);
+      if (p) {
+        // After the period, from its start, before it, up to its end.
+        const [sqlOp, v] = ({ gt: ['>=', p.end], gte: ['>=', p.start], lt: ['<', p.start], lte: ['<', p.end] } as const)[op];
+        return (eb) => eb(ref(eb), sqlOp, v);
+      }
+      const v = operand(c.value);
       const sqlOp = { gt: '>', gte: '>=', lt: '<', lte: '<=' }[op] as '>' | '>=' | '<' | '<=';
       return (eb) => eb(ref(eb), sqlOp, v);
     }
     case 'between': {
       // A query string can only carry text: "low,high" there, like the comma list of 'in'.
       const list = Array.isArray(c.value) ? c.value : typeof c.value === 'string' ? c.value.split(',').map((s) => s.trim()) : null;
-      if (!list || list.length !== 2) throw validationError(`Operator 'between' on '${f.name}' needs [low, high] (or "low,high" in a query string)`);
-      const lo = filterOperand(f, list[0]);
-      const hi = filterOperand(f, list[1]);
-      return (eb) => eb.and([eb(ref(eb), '>=', lo), eb(ref(eb), '<=', hi)]);
+      if (!list || list.length !== 2) {
+        // One period alone ('this_month') is the period itself.
+        const p = typeof c.value === 'string' ? period(c.value) : null;
+        if (p) return (eb) => within(eb, p);
+        throw validationError(`Operator 'between' on '${shown}' needs [low, high] (or "low,high" in a query string)`);
+      }
+      const pl = period(list[0]);
+      const ph = period(list[1]);
+      const lo = pl ? pl.start : operand(list[0]);
+      const hi = ph ? ph.end : operand(list[1]);
+      return (eb) => eb.and([eb(ref(eb), '>=', lo), eb(ref(eb), ph ? '<' : '<=', hi)]);
     }
-    case 'in': {
-      const vs = listOperand(f, op, c.value).map((x) => filterOperand(f, x));
-      return vs.length ? (eb) => eb(ref(eb), 'in', vs) : (eb) => eb.lit(false);
-    }
+    case 'in':
     case 'not_in': {
-      const vs = listOperand(f, op, c.value).map((x) => filterOperand(f, x));
-      return vs.length ? (eb) => orNull(eb, eb(ref(eb), 'not in', vs)) : (eb) => eb.lit(true);
+      const raw = listOperand(f, op, c.value);
+      const periods = raw.map(period).filter((p): p is { start: string; end: string } => p !== null);
+      const vs = raw.filter((x) => !period(x)).map(operand);
+      if (!periods.length && !vs.length) return op === 'in' ? (eb) => eb.lit(false) : (eb) => eb.lit(true);
+      const any = (eb: EB) => eb.or([...periods.map((p) => within(eb, p)), ...(vs.length ? [eb(ref(eb), 'in', vs)] : [])]);
+      return op === 'in' ? any : (eb) => orNull(eb, eb.not(any(eb)));
     }
     case 'contains': {
       const p = `%${escapeLike(textOperand(f, op, c.value))}%`;
@@ -253,6 +412,21 @@ function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: st
   throw validationError(`Unsupported operator '${c.operator}'`);
 }
 
+/** For an unknown operator on a condition: the operators its field takes, when the field resolves. */
+function operatorHelpAt(obj: ObjectDef, schema: WorkspaceSchema | undefined, input: unknown, path: PropertyKey[]): string | undefined {
+  let node: unknown = input;
+  for (const k of path[path.length - 1] === 'operator' ? path.slice(0, -1) : path) node = (node as Record<PropertyKey, unknown> | undefined)?.[k];
+  const { field, operator } = (node ?? {}) as { field?: unknown; operator?: unknown };
+  if (typeof field !== 'string' || (OPERATORS as readonly unknown[]).includes(operator)) return undefined;
+  const unknown = typeof operator === 'string' ? `Unknown operator '${operator}' on '${field}'. ` : '';
+  try {
+    if (!field.includes('.')) return unknown + operatorHelp(resolveField(obj, field));
+    return unknown + operatorHelp(resolveRelated(obj, schema, field).field, field);
+  } catch {
+    return undefined;
+  }
+}
+
 function isGroup(x: Condition | FilterGroup): x is FilterGroup {
   return Array.isArray((x as FilterGroup).conditions);
 }
@@ -261,17 +435,20 @@ function isGroup(x: Condition | FilterGroup): x is FilterGroup {
  * Compile a FilterGroup against an object's schema. Every field name is resolved through the
  * schema; every value travels as a parameter. Throws VALIDATION_ERROR with the valid choices.
  */
-export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: unknown, alias?: string, schema?: WorkspaceSchema): Compiled {
+export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: unknown, alias?: string, schema?: WorkspaceSchema, env: FilterEnv = {}): Compiled {
   const parsed = filterGroupSchema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const at = issue.path.length ? ` at '${issue.path.join('.')}'` : '';
+    // A condition with an unknown operator fails the union of condition and group as a whole.
+    const help = operatorHelpAt(obj, schema, input, issue.path);
     throw validationError(
-      `Invalid filter${at}: ${issue.message}. A filter is {"operator":"and"|"or"|"not","conditions":[{"field","operator","value"} | nested group]}; operators: ${OPERATORS.join(', ')}`,
+      `Invalid filter${at}: ${issue.message}. ` +
+        (help ?? `A filter is {"operator":"and"|"or"|"not","conditions":[{"field","operator","value"} | nested group]}; operators: ${OPERATORS.join(', ')}`),
     );
   }
   const stats: FilterStats = { conditions: 0 };
-  const scope: Scope = { adapter, schema, aliases: 0 };
+  const scope: Scope = { adapter, schema, aliases: 0, userId: env.userId, timeZone: env.timeZone ?? schema?.timeZone ?? 'UTC', now: now() };
   const walk = (g: FilterGroup, depth: number): Compiled => {
     if (depth > MAX_FILTER_DEPTH) throw validationError(`Filter groups nest at most ${MAX_FILTER_DEPTH} deep`);
     const parts = g.conditions.map((c) => {
@@ -300,7 +477,7 @@ export function filterFromQuery(q: Record<string, unknown>): FilterGroup | undef
       throw validationError('filter_field and filter_operator must be given together (and filter_value unless the operator is is_null or is_not_null)');
     if (fv === undefined && fo !== 'is_null' && fo !== 'is_not_null')
       throw validationError(`filter_value is required with filter_operator '${fo}'`);
-    if (!(OPERATORS as readonly string[]).includes(fo)) throw validationError(`Unknown filter_operator '${fo}'. Operators: ${OPERATORS.join(', ')}`);
+    // An unknown operator is left to compileFilter, which knows the field and lists the operators of its type.
     parts.push({ field: ff, operator: fo as Operator, value: fv });
   }
   if (q.filters !== undefined) {

@@ -1,10 +1,10 @@
-import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely';
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely';
 import { newId } from './ids.js';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
 import { CrmError, validationError, type ErrorCode } from './errors.js';
 import { decodeValue, encodeValue, type FieldDef } from './field-types.js';
-import { compileFilter, type FilterGroup } from './filters.js';
+import { compileFilter, relatedValueSql, resolveRelated, type FilterGroup } from './filters.js';
 import { getSchema, loadedSchema, resolveField, resolveObject, unknownField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { checkpoint } from './work.js';
@@ -60,6 +60,8 @@ export interface ListOptions {
    * related object for the whole page. REST leaves it off: its contract has bare ids.
    */
   relationNames?: boolean | undefined;
+  /** The zone relative dates ('today') are read in, when the caller was given one; else the workspace's. */
+  timeZone?: string | undefined;
 }
 
 export interface ListResult {
@@ -107,23 +109,29 @@ export function checkLimit(limit: number | undefined, max = MAX_LIMIT, dflt = DE
 export async function listRecords(ctx: Ctx, objectName: string, opts: ListOptions = {}): Promise<ListResult> {
   const obj = await resolveObject(ctx, objectName);
   const limit = checkLimit(opts.limit, opts.maxLimit ?? MAX_LIMIT);
-  const sortField = resolveField(obj, opts.sortBy ?? 'created_at');
-  if (sortField.type === 'MULTI_SELECT') throw validationError(`Cannot sort by MULTI_SELECT field '${sortField.name}'`);
+  const schema = await getSchema(ctx);
+  const sortName = opts.sortBy ?? 'created_at';
+  // 'company.name': the related record's value, one per row, from a correlated subquery.
+  const related = sortName.includes('.') ? resolveRelated(obj, schema, sortName) : undefined;
+  const sortField = related ? related.field : resolveField(obj, sortName);
+  if (sortField.type === 'MULTI_SELECT') throw validationError(`Cannot sort by MULTI_SELECT field '${sortName}'`);
   const dir = opts.sortDir ?? 'desc';
   if (dir !== 'asc' && dir !== 'desc') throw validationError(`sort_dir must be 'asc' or 'desc', got '${String(dir)}'`);
   const fields = projection(obj, opts.fields);
-  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, await getSchema(ctx)) : undefined;
+  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, schema, { userId: ctx.actor.userId, timeZone: opts.timeZone }) : undefined;
   const db = dyn(ctx.db.kysely);
   const col = sortField.column;
-  const cursor = opts.cursor ? decodeCursor(opts.cursor, sortField.name, dir) : undefined;
+  const key: any = related ? relatedValueSql(related, obj.table, 'rs') : col;
+  const notNullKey = !related && NOT_NULL_COLUMNS.has(col);
+  const cursor = opts.cursor ? decodeCursor(opts.cursor, sortName, dir) : undefined;
 
-  const columns = [...new Set(['seq', col, ...fields.map((f) => f.column)])];
+  const columns = [...new Set(['seq', ...(related ? [] : [col]), ...fields.map((f) => f.column)])];
   const cmp = dir === 'asc' ? '>' : '<';
 
   // The order is split in segments so every query is a plain index range: NULLs sort lowest, so an
   // ascending listing is [nulls, values] and a descending one [values, nulls]. A NOT NULL column has one.
   type Segment = 'nulls' | 'values';
-  const segments: Segment[] = NOT_NULL_COLUMNS.has(col) ? ['values'] : dir === 'asc' ? ['nulls', 'values'] : ['values', 'nulls'];
+  const segments: Segment[] = notNullKey ? ['values'] : dir === 'asc' ? ['nulls', 'values'] : ['values', 'nulls'];
   let start = 0;
   if (cursor) start = segments.indexOf(cursor.v === null ? 'nulls' : 'values');
   if (start < 0) start = 0;
@@ -131,6 +139,7 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   const rows: Record<string, unknown>[] = [];
   const page = async (shape: (q: any) => any) => {
     let q = db.selectFrom(obj.table).select(columns);
+    if (related) q = q.select(sql`${key}`.as('__sort'));
     if (where) q = q.where((eb: EB) => where(eb));
     rows.push(...((await shape(q).limit(limit + 1 - rows.length).execute()) as Record<string, unknown>[]));
   };
@@ -139,27 +148,27 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
     const resume = cursor && i === start ? cursor : undefined;
     if (seg === 'nulls') {
       await page((q) => {
-        if (!NOT_NULL_COLUMNS.has(col)) q = q.where(col, 'is', null);
+        if (!notNullKey) q = q.where(key, 'is', null);
         if (resume) q = q.where('seq', cmp, resume.s);
         return q.orderBy('seq', dir);
       });
       continue;
     }
-    const notNull = (q: any) => (NOT_NULL_COLUMNS.has(col) ? q : q.where(col, 'is not', null));
+    const notNull = (q: any) => (notNullKey ? q : q.where(key, 'is not', null));
     if (resume) {
       // Resuming splits in two index ranges: the rest of the rows equal to the cursor's value (by
       // seq), then the values beyond it. A row-value comparison would seek on the value alone and
       // step through every row sharing it: slow deep in a low-cardinality field (a status).
-      await page((q) => q.where(col, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
-      if (rows.length <= limit) await page((q) => notNull(q).where(col, cmp, resume.v).orderBy(col, dir).orderBy('seq', dir));
-    } else await page((q) => notNull(q).orderBy(col, dir).orderBy('seq', dir));
+      await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
+      if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
+    } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir));
   }
 
   let nextCursor: string | null = null;
   if (rows.length > limit) {
     rows.length = limit;
     const last = rows[limit - 1]!;
-    nextCursor = encodeCursor({ f: sortField.name, d: dir, v: (last[col] ?? null) as string | number | null, s: last.seq as number });
+    nextCursor = encodeCursor({ f: sortName, d: dir, v: ((related ? last.__sort : last[col]) ?? null) as string | number | null, s: last.seq as number });
   }
   let total: number | null = null;
   if (opts.includeTotal !== false) total = await countRecords(ctx, obj, where);

@@ -52,6 +52,9 @@ export interface PipelineDef {
 export interface WorkspaceSchema {
   version: number;
   objects: Map<string, ObjectDef>;
+  /** Workspace settings that change with the schema version: setting them bumps it. */
+  workspaceId: number;
+  timeZone: string;
 }
 
 const NAME_RE = /^[a-z][a-z0-9_]{0,39}$/;
@@ -204,7 +207,7 @@ export async function createSystemSchema(db: Kysely<Tables>, adapter: DialectAda
 
 const caches = new WeakMap<Db, Map<number, WorkspaceSchema>>();
 
-async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: number): Promise<WorkspaceSchema> {
+async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: number, timeZone: string): Promise<WorkspaceSchema> {
   const objects = await db.selectFrom('objects').selectAll().where('workspace_id', '=', workspaceId).orderBy('id').execute();
   const fields = await db.selectFrom('fields').selectAll().where('workspace_id', '=', workspaceId).orderBy('position').execute();
   const pipelines = await db.selectFrom('pipelines').selectAll().where('workspace_id', '=', workspaceId).execute();
@@ -277,13 +280,13 @@ async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: numb
       ...(pipelineOf.has(o.name) ? { pipeline: pipelineOf.get(o.name)! } : {}),
     });
   }
-  return { version, objects: map };
+  return { version, objects: map, workspaceId, timeZone };
 }
 
 export async function getSchema(ctx: Ctx): Promise<WorkspaceSchema> {
   const ws = await ctx.db.kysely
     .selectFrom('workspaces')
-    .select('schema_version')
+    .select(['schema_version', 'time_zone'])
     .where('id', '=', ctx.actor.workspaceId)
     .executeTakeFirst();
   if (!ws) throw new CrmError('UNAUTHORIZED', 'Workspace no longer exists');
@@ -291,7 +294,7 @@ export async function getSchema(ctx: Ctx): Promise<WorkspaceSchema> {
   if (!perDb) caches.set(ctx.db, (perDb = new Map()));
   const cached = perDb.get(ctx.actor.workspaceId);
   if (cached && cached.version === ws.schema_version) return cached;
-  const fresh = await loadSchema(ctx.db.kysely, ctx.actor.workspaceId, ws.schema_version);
+  const fresh = await loadSchema(ctx.db.kysely, ctx.actor.workspaceId, ws.schema_version, ws.time_zone);
   perDb.set(ctx.actor.workspaceId, fresh);
   return fresh;
 }

@@ -6,6 +6,7 @@ import { createRecord, deleteRecord, getRecord, listRecords, updateRecord, type 
 import { checkTimeZone, offsetMinutes } from './time-buckets.js';
 import { OPEN_TASK_STATUSES, TASK_PRIORITIES, TASK_STATUSES } from './system-objects.js';
 import { now, nowIso } from './clock.js';
+import { workspaceTimeZone } from './workspace.js';
 
 /**
  * Tasks are records of the system object 'tasks' (so search, aggregation and export see them like
@@ -30,7 +31,7 @@ export interface TaskQuery {
   object?: string | undefined;
   recordId?: string | undefined;
   q?: string | undefined;
-  /** IANA time zone that decides what "today" means (default UTC). */
+  /** IANA time zone that decides what "today" means (default: the workspace's). */
   timeZone?: string | undefined;
   limit?: number | undefined;
   cursor?: string | undefined;
@@ -69,7 +70,7 @@ function linkField(object: string): string {
 export async function listTasks(ctx: Ctx, q: TaskQuery = {}): Promise<ListResult> {
   const mode = q.mode ?? 'all';
   if (!(TASK_MODES as readonly string[]).includes(mode)) throw validationError(`mode must be one of ${TASK_MODES.join(', ')}, got '${mode}'`);
-  const tz = q.timeZone ?? 'UTC';
+  const tz = q.timeZone ?? (await workspaceTimeZone(ctx));
   checkTimeZone(tz);
   const conds: (Condition | FilterGroup)[] = [];
   const open: Condition = { field: 'status', operator: 'in', value: OPEN_TASK_STATUSES };
@@ -125,6 +126,7 @@ export async function listTasks(ctx: Ctx, q: TaskQuery = {}): Promise<ListResult
     limit: q.limit,
     cursor: q.cursor,
     relationNames: q.relationNames,
+    timeZone: tz,
   });
 }
 

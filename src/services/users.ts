@@ -137,7 +137,7 @@ export async function me(ctx: Ctx) {
   const u = await ctx.db.kysely
     .selectFrom('users')
     .innerJoin('workspaces', 'workspaces.id', 'users.workspace_id')
-    .select(['users.id', 'users.email', 'users.name', 'users.role', 'users.created_at', 'workspaces.name as workspace'])
+    .select(['users.id', 'users.email', 'users.name', 'users.role', 'users.created_at', 'workspaces.name as workspace', 'workspaces.time_zone'])
     .where('users.id', '=', ctx.actor.userId)
     .where('users.workspace_id', '=', ctx.actor.workspaceId)
     .executeTakeFirst();
