@@ -63,6 +63,13 @@ describe('unknown arguments', () => {
     expect(msg).toMatch(/Unknown key 'objcet' \(did you mean 'object'\?\)/);
   });
 
+  it('a huge or numerous unknown key keeps the message short', async () => {
+    const many = Object.fromEntries(Array.from({ length: 2000 }, (_, i) => [`k${i}_${'x'.repeat(200)}`, 1]));
+    const msg = await callError(client, 'crm_whoami', { ['y'.repeat(100_000)]: 1, ...many });
+    expect(msg.length).toBeLessThan(2000);
+    expect(msg).toContain('and 1996 more');
+  });
+
   it('REST bodies get the same message', async () => {
     const r = await call(t.app, t.a.adminToken, 'POST', '/api/v1/bulk', { object: 'contacts', action: 'update', ids: ['x'], values: { status: 'lead' }, dryrun: true });
     expect(r.status).toBe(400);
@@ -139,6 +146,11 @@ describe('broad writes need an explicit all: true', () => {
       expect(msg).toContain('"all": true');
     }
     expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: everything, values: { source: 'event' } })).toMatch(/no conditions/);
+    // An empty group beside a condition in an 'or' would hold for every record: refused too.
+    const sneaky = { operator: 'or', conditions: [{ operator: 'and', conditions: [] }, { field: 'first_name', operator: 'eq', value: 'nobody' }] };
+    expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: sneaky, values: { source: 'event' }, dry_run: true })).toMatch(
+      /group without conditions/,
+    );
     expect(dbDigest(t.db)).toBe(before);
     const dry = await callOk(client, tools, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: everything, all: true, values: { source: 'event' }, dry_run: true });
     expect(dry.matched).toBe(n);

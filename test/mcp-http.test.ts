@@ -6,7 +6,8 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import type { Db } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
-import type { McpHttpOptions } from '../src/mcp/http.js';
+import { mcpCallsInFlight, type McpHttpOptions } from '../src/mcp/http.js';
+import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { createThread } from '../src/services/inbox.js';
 import { revokeToken } from '../src/services/users.js';
 import { TOOLS } from '../tools/index.js';
@@ -185,6 +186,40 @@ describe('Streamable HTTP at /mcp', () => {
     await new Promise((r) => setTimeout(r, 200));
     const changed = await callOk(client, tools, 'crm_search', { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'job_title', operator: 'eq', value: 'Cancelled over HTTP' }] }, limit: 1 });
     expect(changed.total).toBe(0);
+    // The cancelled call's POST ended: nothing of it is left in this process.
+    expect(mcpCallsInFlight()).toBe(0);
+    await client.close();
+  });
+
+  it('two clients sharing a token: one cancelling does not stop the other', async () => {
+    const [a, b] = [await streamable(base, w.adminToken), await streamable(base, w.adminToken)];
+    const filter = { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Http' }] };
+    const controller = new AbortController();
+    // Both clients number their first call alike: the shared key is ambiguous, so A's cancellation is not delivered to B.
+    const pa = a.callTool({ name: 'crm_bulk_update', arguments: { object: 'contacts', action: 'update', filter, values: { job_title: 'A' }, dry_run: true } }, undefined, {
+      signal: controller.signal,
+      onprogress: () => controller.abort('stop'),
+    });
+    const pb = b.callTool({ name: 'crm_bulk_update', arguments: { object: 'contacts', action: 'update', filter, values: { job_title: 'B' }, dry_run: true } });
+    await expect(pa).rejects.toThrow();
+    const rb = await pb;
+    expect(rb.isError).toBeFalsy();
+    expect((rb.structuredContent as { matched: number }).matched).toBe(800);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(mcpCallsInFlight()).toBe(0);
+    await a.close();
+    await b.close();
+  });
+
+  it('a schema change made over HTTP is announced on the same call: tools/list_changed', async () => {
+    const client = await streamable(base, w.adminToken);
+    let changed = 0;
+    client.setNotificationHandler(ToolListChangedNotificationSchema, async () => void changed++);
+    const { tools } = await client.listTools();
+    await callOk(client, tools, 'crm_create_object', { name: 'http_projects', fields: [{ name: 'title', type: 'TEXT' }] });
+    expect(changed).toBe(1);
+    const search = (await client.listTools()).tools.find((x) => x.name === 'crm_search')!;
+    expect((search.inputSchema.properties!.object as { enum: string[] }).enum).toContain('http_projects');
     await client.close();
   });
 });

@@ -43,9 +43,38 @@ const LOOPBACK = ['localhost', '127.0.0.1', '[::1]'];
  * balancer a cancellation that lands on another process is not seen: the call runs to its end.
  */
 type Aborters = Map<string | number, AbortController>;
-const inFlight = new Map<string, () => Aborters | undefined>();
+
+/** One POST's calls: how to abort each, and how to end the POST once all are cancelled. */
+interface Flight {
+  aborters: () => Aborters | undefined;
+  pending: Set<string | number>;
+  end: () => void;
+}
+/**
+ * Calls in flight by token and request id. Two clients sharing a token both number requests from 0:
+ * a key taken twice is ambiguous (null) and a cancellation of it is not delivered, rather than
+ * stopping the other client's call.
+ */
+const inFlight = new Map<string, Flight | null>();
 const tokensInFlight = new Map<string, number>();
 const flightKey = (token: string, id: unknown) => `${token}\u0000${JSON.stringify(id)}`;
+
+/** Calls of stateless Streamable HTTP running in this process (tests check that none is left behind). */
+export const mcpCallsInFlight = () => inFlight.size;
+
+/** Deliver a cancellation; true when it reached a call. A POST whose every call is cancelled ends (the SDK sends no response to a cancelled call, so its stream would stay open). */
+function cancelCall(token: string, requestId: string | number, reason: string, log: Logger | FastifyRequest['log']): boolean {
+  const flight = inFlight.get(flightKey(token, requestId));
+  if (flight === null) {
+    log.warn({ requestId }, 'MCP cancellation not delivered: two calls of this token share the request id');
+    return false;
+  }
+  if (!flight) return false;
+  flight.aborters()?.get(requestId)?.abort(reason);
+  flight.pending.delete(requestId);
+  if (flight.pending.size === 0) flight.end();
+  return true;
+}
 
 interface RpcMessage {
   method?: string;
@@ -156,7 +185,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
        */
       authed.addHook('onRequest', async (req, reply) => {
         const token = bearerOf(req);
-        if (req.method === 'POST' && token && tokensInFlight.has(token)) {
+        if (req.method === 'POST' && req.routeOptions.url === '/mcp' && token && tokensInFlight.has(token)) {
           req.mcpCancelCandidate = true;
           return undefined;
         }
@@ -166,39 +195,52 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
         if (!req.mcpCancelCandidate) return undefined;
         const token = bearerOf(req)!;
         const messages = messagesOf(req.body);
-        const cancels = messages.filter((m) => m.method === 'notifications/cancelled' && m.params?.requestId !== undefined && inFlight.has(flightKey(token, m.params.requestId)));
+        const cancels = messages.filter((m) => m.method === 'notifications/cancelled' && m.params?.requestId !== undefined && inFlight.get(flightKey(token, m.params.requestId)));
         if (cancels.length === 0 || cancels.length !== messages.length) return checkToken(req, reply);
-        for (const m of cancels) inFlight.get(flightKey(token, m.params!.requestId))?.()?.get(m.params!.requestId!)?.abort(m.params!.reason ?? 'cancelled');
+        for (const m of cancels) cancelCall(token, m.params!.requestId!, m.params!.reason ?? 'cancelled', req.log);
         return reply.code(202).send();
       });
 
       authed.post('/mcp', async (req, reply) => {
         const token = bearerOf(req)!;
         const messages = messagesOf(req.body);
-        for (const m of messages) {
-          if (m.method !== 'notifications/cancelled' || m.params?.requestId === undefined) continue;
-          const requestId = m.params.requestId;
-          inFlight.get(flightKey(token, requestId))?.()?.get(requestId)?.abort(m.params.reason ?? 'cancelled');
-        }
-        const server = await createMcpServer({ db: deps.db, log: req.log, actor: req.mcpActor!, readOnly: deps.readOnly, toolsets: deps.toolsets });
+        for (const m of messages)
+          if (m.method === 'notifications/cancelled' && m.params?.requestId !== undefined) cancelCall(token, m.params.requestId, m.params.reason ?? 'cancelled', req.log);
+        const server = await createMcpServer({ db: deps.db, log: req.log, actor: req.mcpActor!, readOnly: deps.readOnly, toolsets: deps.toolsets, logLevel: 'notice' });
         const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
-        const calls = messages.filter((m) => m.method === 'tools/call' && m.id !== undefined).map((m) => flightKey(token, m.id));
-        // The SDK keeps the abort controllers of running handlers on the protocol object.
-        const aborters = () => (server.server as unknown as { _requestHandlerAbortControllers?: Aborters })._requestHandlerAbortControllers;
-        for (const k of calls) inFlight.set(k, aborters);
-        if (calls.length) tokensInFlight.set(token, (tokensInFlight.get(token) ?? 0) + calls.length);
-        reply.hijack();
-        passHeaders(reply);
-        reply.raw.on('close', () => {
-          for (const k of calls) if (inFlight.get(k) === aborters) inFlight.delete(k);
-          if (calls.length) {
-            const n = (tokensInFlight.get(token) ?? 0) - calls.length;
+        const ids = messages.filter((m) => m.method === 'tools/call' && m.id !== undefined).map((m) => m.id!);
+        let ended = false;
+        const end = () => {
+          if (ended) return;
+          ended = true;
+          for (const id of ids) {
+            const k = flightKey(token, id);
+            const v = inFlight.get(k);
+            if (v === flight || v === null) inFlight.delete(k);
+          }
+          if (ids.length) {
+            const n = (tokensInFlight.get(token) ?? 0) - ids.length;
             if (n > 0) tokensInFlight.set(token, n);
             else tokensInFlight.delete(token);
           }
           void transport.close();
           void server.close();
-        });
+          if (!reply.raw.writableEnded) reply.raw.end();
+        };
+        // The SDK keeps the abort controllers of running handlers on the protocol object.
+        const flight: Flight = {
+          aborters: () => (server.server as unknown as { _requestHandlerAbortControllers?: Aborters })._requestHandlerAbortControllers,
+          pending: new Set(ids),
+          end,
+        };
+        for (const id of ids) {
+          const k = flightKey(token, id);
+          inFlight.set(k, inFlight.has(k) ? null : flight);
+        }
+        if (ids.length) tokensInFlight.set(token, (tokensInFlight.get(token) ?? 0) + ids.length);
+        reply.hijack();
+        passHeaders(reply);
+        reply.raw.on('close', end);
         try {
           await server.connect(transport);
           await transport.handleRequest(req.raw, reply.raw, req.body);

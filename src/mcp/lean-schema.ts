@@ -60,9 +60,10 @@ function leanOutputShape(schema: Json): Json {
       // Below the fields of each item: just the type.
       for (const k of Object.keys(n)) if (!SCALAR_KEYS.has(k) || k === 'properties' || k === 'required' || k === 'items') delete n[k];
       if (n.anyOf) {
-        const types = (n.anyOf as Json[]).map((x) => x.type).filter((x) => typeof x === 'string');
+        const members = n.anyOf as Json[];
         delete n.anyOf;
-        if (types.length) n.type = [...new Set(types)];
+        // Only when every member names one type: a member that does not ({}, const, enum, several types) would be lost and the schema narrowed.
+        if (members.every((x) => typeof x.type === 'string')) n.type = [...new Set(members.map((x) => x.type as string))];
       }
     }
     return n;

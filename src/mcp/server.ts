@@ -37,11 +37,16 @@ export interface McpDeps {
   /** The tool list (tests may pass their own); default tools/index.ts. */
   tools?: readonly AnyTool[];
   /**
-   * Long-lived sessions (stdio, SSE): after each tool call, notice a schema change (a new object or
-   * field) and send tools/list_changed with descriptions rebuilt. Stateless HTTP builds a fresh server
-   * per request and has no stream to notify on.
+   * Kept for callers; every session now notices a schema change (a new object or field) after each
+   * tool call, rebuilds its descriptions and sends tools/list_changed on the call's own stream (so
+   * stateless HTTP clients hear it too, and refresh the object names they cached).
    */
   watchSchema?: boolean;
+  /**
+   * Least severe MCP log level sent when the client never set one (logging/setLevel). Stateless
+   * HTTP cannot remember a level between requests: it passes 'notice' so clients are not flooded.
+   */
+  logLevel?: LogLevel;
 }
 
 export function selectTools(all: readonly AnyTool[], opts: { readOnly?: boolean | undefined; toolsets?: readonly Toolset[] | undefined; role?: Role | undefined }) {
@@ -183,7 +188,7 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
 
   const registered = new Map<string, RegisteredTool>();
   let seenVersion = schema.version;
-  const refreshIfSchemaChanged = async (ctx: Ctx) => {
+  const refreshIfSchemaChanged = async (ctx: Ctx, extra: Extra) => {
     const now = await getSchema(ctx);
     if (now.version === seenVersion) return;
     seenVersion = now.version;
@@ -193,14 +198,16 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
       r.description = fresh.description;
       r.inputSchema = fresh.inputSchema;
     }
-    server.sendToolListChanged();
-    server.sendResourceListChanged();
+    // On the call's stream: stateless HTTP has no other.
+    await extra.sendNotification({ method: 'notifications/tools/list_changed' });
+    await extra.sendNotification({ method: 'notifications/resources/list_changed' });
   };
 
   /** MCP logging: to the client that made the call, at or above the level it set (logging/setLevel). */
   const logTo = (extra: Extra, level: LogLevel, data: Record<string, unknown>) => {
-    const ignored = (server.server as unknown as { isMessageIgnored?: (l: LogLevel, s?: string) => boolean }).isMessageIgnored?.(level, extra.sessionId);
-    if (ignored) return;
+    const levels = (server.server as unknown as { _loggingLevels?: Map<string | undefined, LogLevel> })._loggingLevels;
+    const threshold = levels?.get(extra.sessionId) ?? deps.logLevel ?? 'debug';
+    if (LOG_LEVELS.indexOf(level) < LOG_LEVELS.indexOf(threshold)) return;
     extra.sendNotification({ method: 'notifications/message', params: { level, logger: 'crm-mcp', data } }).catch(() => {});
   };
 
@@ -238,7 +245,7 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
           });
           return toolError(e, deps.log, tool.name);
         } finally {
-          if (deps.watchSchema && ctx) await refreshIfSchemaChanged(ctx).catch((e: unknown) => deps.log.warn({ err: e }, 'schema refresh failed'));
+          if (ctx) await refreshIfSchemaChanged(ctx, extra).catch((e: unknown) => deps.log.warn({ err: e }, 'schema refresh failed'));
         }
       },
     );
@@ -260,8 +267,8 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     const listed = handlers.get('tools/call')! as (req: CallToolRequest, extra: Extra) => Promise<unknown>;
     const names = new Set(adminOnly.map((t) => t.name));
     handlers.set('tools/call', async (req: CallToolRequest, extra: Extra) =>
-      names.has(req.params.name)
-        ? ({ isError: true, content: [{ type: 'text', text: `PERMISSION_DENIED: ${req.params.name} is for admins only; this token belongs to a member, so it is not listed` }] } satisfies CallToolResult)
+      names.has(req.params?.name)
+        ? ({ isError: true, content: [{ type: 'text', text: `PERMISSION_DENIED: ${req.params?.name} is for admins only; this token belongs to a member, so it is not listed` }] } satisfies CallToolResult)
         : listed(req, extra),
     );
   }

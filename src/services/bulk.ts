@@ -39,6 +39,12 @@ function leafCount(g: FilterGroup | undefined): number {
   return g.conditions.reduce((n, c) => n + (c && typeof c === 'object' && 'conditions' in c ? leafCount(c as FilterGroup) : 1), 0);
 }
 
+/** A group without conditions holds for every record: beside others in an 'or', it makes the whole filter choose everything. */
+function hasEmptyGroup(g: FilterGroup | undefined): boolean {
+  if (!g || !Array.isArray(g.conditions)) return false;
+  return g.conditions.length === 0 || g.conditions.some((c) => c && typeof c === 'object' && 'conditions' in c && hasEmptyGroup(c as FilterGroup));
+}
+
 export type BulkInput = z.infer<typeof bulkSchema>;
 
 type AnyDb = Kysely<any>;
@@ -71,6 +77,8 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
       );
     }
     if (b.all && leafCount(g) > 0) throw validationError('"all": true is only for a filter without conditions; this filter has conditions, drop "all"');
+    if (!b.all && hasEmptyGroup(g))
+      throw validationError('A group without conditions ({"operator": ..., "conditions": []}) matches every record; remove it, or send "all": true to change every record on purpose');
     const where = g && leafCount(g) > 0 ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
     let q = k.selectFrom(obj.table).select('id').orderBy('seq').limit(BULK_MAX + 1);
     if (where) q = q.where((eb: any) => where(eb));

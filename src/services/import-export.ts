@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { requireAdmin } from './permissions.js';
-import { checkpoint } from './work.js';
+import { checkpoint, throwIfCancelled } from './work.js';
 import { createPrepared, createRecords, listRecords, prepareForImport, type Prepared, type RecordData } from './records.js';
 import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
 import { keysOf, normalName } from './dedupe-keys.js';
@@ -146,6 +146,8 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
   if (records.length > max) throw validationError(`An import request holds at most ${max} records; got ${records.length}. Split the file into batches of ${max}.`, { limit: max });
 
   const rows: Record<string, unknown>[] = records.map((r) => (r && typeof r === 'object' && !Array.isArray(r) ? { ...(r as Record<string, unknown>) } : { __error: 'Each record must be a JSON object' }));
+  // Names may create records (company_name): not after the caller gave up.
+  throwIfCancelled(ctx);
   await resolveNames(ctx, obj, rows);
 
   const out: ImportDetail = { object_name: obj.name, created: 0, duplicates: 0, failed: 0, errors: [], rows: [] };

@@ -5,6 +5,7 @@ const norm = (s: string) => s.toLowerCase().replace(/[\s_-]+/g, '');
 
 /** The valid name a misspelt one most likely meant ('dryrun' -> 'dry_run', 'filters' -> 'filter'), if any is close. */
 export function closest(name: string, valid: readonly string[]): string | undefined {
+  if (name.length > 64) return undefined;
   const n = norm(name);
   let best: string | undefined;
   let bestD = Infinity;
@@ -18,10 +19,13 @@ export function closest(name: string, valid: readonly string[]): string | undefi
 
 /** "Unknown argument 'dryrun' (did you mean 'dry_run'?). Valid arguments: object, id, dry_run" */
 export function unknownKeysMessage(keys: readonly string[], valid: readonly string[], noun = 'argument'): string {
-  const parts = keys.map((k) => {
+  // The message goes back into a model's context: a hostile or broken call must not make it large.
+  const parts = keys.slice(0, 5).map((k) => {
     const c = closest(k, valid);
-    return `'${k}'${c ? ` (did you mean '${c}'?)` : ''}`;
+    const shown = k.length > 40 ? `${k.slice(0, 40)}…` : k;
+    return `'${shown}'${c ? ` (did you mean '${c}'?)` : ''}`;
   });
+  if (keys.length > 5) parts.push(`and ${keys.length - 5} more`);
   const plural = keys.length > 1 ? `${noun}s` : noun;
   return `Unknown ${plural} ${parts.join(', ')}: it would be ignored, so nothing was done. Valid ${noun}s: ${valid.join(', ')}`;
 }
