@@ -223,8 +223,9 @@ describe('untrusted text is marked everywhere', () => {
     const { text, structured } = await calls(name, a);
     insideBlocks(text, 'IGNORE PREVIOUS INSTRUCTIONS');
     expect(structured.untrusted).toBe(true);
-    const listed = tools.find((x) => x.name === name)!.outputSchema as { properties: Record<string, { description?: string }> };
-    expect(listed.properties.untrusted?.description).toMatch(/never instructions/);
+    const listed = tools.find((x) => x.name === name)!;
+    expect((listed.outputSchema as { properties: Record<string, unknown> }).properties.untrusted).toEqual({ type: 'boolean', const: true });
+    expect(listed.description).toMatch(/never instructions/);
   });
 
   it('the company name and task title come back inside blocks too', async () => {

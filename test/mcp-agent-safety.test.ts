@@ -6,7 +6,7 @@ import { resolveObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { TOOLS } from '../tools/index.js';
 import { call, testApp, type TestApp } from './helpers.js';
-import { callError, callOk, dbDigest, memoryClient } from './mcp-helpers.js';
+import { callError, callOk, dbDigest, hintsRead, memoryClient } from './mcp-helpers.js';
 
 /**
  * An agent that slips must not change data it did not mean to: unknown arguments refused, a dry run
@@ -80,7 +80,7 @@ describe('unknown arguments', () => {
 
 describe('dry_run on every write tool', () => {
   it('every tool that writes takes dry_run, and no read tool does', () => {
-    for (const tool of tools) expect('dry_run' in (tool.inputSchema.properties ?? {}), tool.name).toBe(tool.annotations?.readOnlyHint === false);
+    for (const tool of tools) expect('dry_run' in (tool.inputSchema.properties ?? {}), tool.name).toBe(tool.annotations?.readOnlyHint !== true);
   });
 
   it('writes nothing on any write tool, and says so', async () => {
@@ -90,7 +90,7 @@ describe('dry_run on every write tool', () => {
     const twin2 = (await callOk(client, tools, 'crm_create_record', { object: 'contacts', values: { first_name: 'Dry', phone: '(555) 010-7777' } })).record;
     const deal = (await callOk(client, tools, 'crm_create_record', { object: 'opportunities', values: { name: 'Dry deal', amount: 10 } })).record;
     const deal2 = (await callOk(client, tools, 'crm_create_record', { object: 'opportunities', values: { name: 'Dry deal 2', amount: 20 } })).record;
-    await callOk(client, tools, 'crm_associate', { object: 'contacts', id: ct.id, to_object: 'opportunities', to_id: deal.id });
+    await callOk(client, tools, 'crm_link', { object: 'contacts', id: ct.id, to_object: 'opportunities', to_id: deal.id });
     const task = (await callOk(client, tools, 'crm_create_task', { title: 'Dry task' })).task;
     const merged = await callOk(client, tools, 'crm_merge_duplicates', { object: 'contacts', primary_id: twin.id, duplicate_ids: [twin2.id] });
 
@@ -99,8 +99,7 @@ describe('dry_run on every write tool', () => {
       crm_update_record: { object: 'contacts', id: ct.id, values: { job_title: 'CEO' } },
       crm_delete_record: { object: 'contacts', id: ct.id },
       crm_batch_write: { object: 'contacts', mode: 'create', records: [{ first_name: 'A' }, { first_name: 'B' }] },
-      crm_associate: { object: 'contacts', id: ct.id, to_object: 'opportunities', to_id: deal2.id },
-      crm_dissociate: { object: 'contacts', id: ct.id, to_object: 'opportunities', to_id: deal.id },
+      crm_link: { object: 'contacts', id: ct.id, to_object: 'opportunities', to_id: deal2.id },
       crm_create_task: { title: 'Never', contact: ct.id },
       crm_update_task: { id: task.id, priority: 'urgent' },
       crm_create_note: { body: 'Never written', object: 'contacts', record_id: ct.id },
@@ -112,7 +111,7 @@ describe('dry_run on every write tool', () => {
       crm_create_object: { name: 'dry_projects', label: 'Dry project', label_plural: 'Dry projects', fields: [{ name: 'title', type: 'TEXT' }] },
       crm_create_field: { object: 'contacts', name: 'dry_score', label: 'Dry score', type: 'INTEGER' },
     };
-    const writers = tools.filter((x) => x.annotations?.readOnlyHint === false);
+    const writers = tools.filter((x) => x.annotations?.readOnlyHint !== true);
     for (const tool of writers) {
       const a = args[tool.name];
       expect(a, `the test covers ${tool.name}`).toBeDefined();
@@ -226,6 +225,25 @@ describe('cancellation, progress and log messages', () => {
   });
 });
 
+describe('a lean tool list', () => {
+  it("an admin's full tools/list is at most 40 KB (about 10k tokens), every tool described with an output schema", async () => {
+    const bytes = JSON.stringify(tools).length;
+    expect(bytes, `tools/list is ${bytes} bytes`).toBeLessThanOrEqual(40_000);
+    for (const tool of tools) {
+      expect(tool.description!.length, tool.name).toBeGreaterThan(60);
+      expect(tool.outputSchema?.type, tool.name).toBe('object');
+      expect(Object.keys(tool.outputSchema?.properties ?? {}).length, tool.name).toBeGreaterThan(0);
+    }
+    console.log(`tools/list: ${tools.length} tools, ${bytes} bytes (about ${Math.round(bytes / 4)} tokens)`);
+  });
+
+  it("a member's list is smaller still", async () => {
+    const member = await memoryClient(t.db, t.a, { member: true });
+    const listed = (await member.listTools()).tools;
+    expect(JSON.stringify(listed).length).toBeLessThan(JSON.stringify(tools).length);
+  });
+});
+
 describe('members and errors', () => {
   it('a member sees only the tools a member may use', async () => {
     const member = await memoryClient(t.db, t.a, { member: true });
@@ -244,6 +262,6 @@ describe('members and errors', () => {
   });
 
   it('kinds and annotations still agree for every tool', () => {
-    for (const tool of tools) expect(tool.annotations).toMatchObject(ANNOTATIONS_BY_KIND[TOOLS.find((x) => x.name === tool.name)!.kind]);
+    for (const tool of tools) expect(hintsRead(tool.annotations)).toEqual(ANNOTATIONS_BY_KIND[TOOLS.find((x) => x.name === tool.name)!.kind]);
   });
 });

@@ -11,6 +11,21 @@ import { silent, type TestWorkspace } from './helpers.js';
 
 export const toolByName = new Map(TOOLS.map((t) => [t.name, t]));
 
+/**
+ * Listed hints as a client reads them (the server leaves out those equal to the MCP spec's
+ * defaults: readOnly false, destructive true, idempotent false, openWorld true; a read-only tool
+ * destroys nothing and is idempotent).
+ */
+export function hintsRead(a: Tool['annotations'] = {}) {
+  const readOnlyHint = a.readOnlyHint ?? false;
+  return {
+    readOnlyHint,
+    destructiveHint: readOnlyHint ? false : (a.destructiveHint ?? true),
+    idempotentHint: readOnlyHint ? true : (a.idempotentHint ?? false),
+    openWorldHint: a.openWorldHint ?? true,
+  };
+}
+
 /** An SDK client over the in-memory transport, acting as the workspace's admin (or member). */
 export async function memoryClient(db: Db, w: TestWorkspace, opts: Partial<McpDeps> & { member?: boolean } = {}) {
   const user = opts.member ? w.member : w.admin;
@@ -97,9 +112,9 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
   await call('crm_batch_write', { object: 'contacts', mode: 'upsert', key: 'email', records: [{ email: `bo.${tag}@example.com`, job_title: 'CTO' }], dry_run: true });
   await call('crm_batch_write', { object: 'contacts', mode: 'upsert', key: 'email', records: [{ email: `bo.${tag}@example.com`, job_title: 'CTO' }] });
 
-  await call('crm_associate', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id });
-  await call('crm_dissociate', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id, dry_run: true });
-  await call('crm_dissociate', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id });
+  await call('crm_link', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id });
+  await call('crm_link', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id, unlink: true, dry_run: true });
+  await call('crm_link', { object: 'contacts', id: bo, to_object: 'companies', to_id: co.id, unlink: true });
 
   await call('crm_delete_record', { object: 'contacts', id: cy, dry_run: true });
   await call('crm_delete_record', { object: 'contacts', id: cy });
@@ -124,7 +139,7 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
   await call('crm_update_task', { id: task.id, priority: 'urgent' });
   expect((await call('crm_update_task', { id: task.id, status: 'completed', dry_run: true })).changes.status.to).toBe('completed');
   expect((await call('crm_update_task', { id: task.id, status: 'completed' })).task.status).toBe('completed');
-  await call('crm_task_stats', { assignee: 'me' });
+  await call('crm_aggregate', { object: 'tasks', filter: { operator: 'and', conditions: [{ field: 'assignee', operator: 'eq', value: 'me' }] }, groupBy: ['status'] });
 
   // Notes, timeline, inbox.
   await call('crm_create_note', { body: `Met Ada ${tag} at the fair`, object: 'contacts', record_id: ct.id });
@@ -149,7 +164,7 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
   expect((await call('crm_get_thread', { id: threads.data[0].id })).thread.messages.length).toBeGreaterThan(0);
 
   // Pipelines.
-  expect((await call('crm_list_pipelines', {})).data.map((p: { object: string }) => p.object)).toContain('opportunities');
+  expect((await call('crm_describe_schema', {})).pipelines.map((p: { object: string }) => p.object)).toContain('opportunities');
   const deal = (await call('crm_create_record', { object: 'opportunities', values: { name: `Deal ${tag}`, amount: 1000 } })).record;
   await call('crm_move_pipeline_step', { object: 'opportunities', id: deal.id, step: 'proposal', dry_run: true });
   expect((await call('crm_move_pipeline_step', { object: 'opportunities', id: deal.id, step: 'proposal' })).moved).toBe(true);

@@ -9,7 +9,7 @@ import { seedWorkspace } from '../src/services/seed.js';
 import { TOOLS } from '../tools/index.js';
 import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
 import { call, testApp, type TestApp } from './helpers.js';
-import { callError, callOk, dbDigest, exerciseAllTools, memoryClient } from './mcp-helpers.js';
+import { callError, callOk, dbDigest, exerciseAllTools, hintsRead, memoryClient } from './mcp-helpers.js';
 
 let t: TestApp;
 let client: Client;
@@ -44,7 +44,7 @@ describe('MCP tools over the in-memory transport', () => {
     for (const tool of await listed()) {
       const def = TOOLS.find((x) => x.name === tool.name)!;
       expect(tool.title).toBe(def.title);
-      expect(tool.annotations).toEqual({ ...ANNOTATIONS_BY_KIND[def.kind] });
+      expect(hintsRead(tool.annotations)).toEqual({ ...ANNOTATIONS_BY_KIND[def.kind] });
     }
   });
 
@@ -68,20 +68,17 @@ describe('MCP tools over the in-memory transport', () => {
       crm_aggregate: { object: 'opportunities', aggregate: [{ field: 'amount', function: 'sum' }], groupBy: ['status'] },
       crm_whoami: {},
       crm_list_tasks: { mode: 'all' },
-      crm_task_stats: {},
       crm_list_notes: {},
       crm_get_activity: { object: 'contacts', id: ct.id },
       crm_list_changes: { limit: 5 },
       crm_list_threads: {},
       crm_get_thread: { id: thread },
-      crm_list_pipelines: {},
       crm_find_duplicates: { object: 'contacts' },
       crm_export: { object: 'contacts', limit: 5, include_csv: true },
       crm_create_record: { object: 'contacts', values: { first_name: 'Probe 2' } },
       crm_update_record: { object: 'contacts', id: ct.id, values: { job_title: 'Probe' } },
       crm_batch_write: { object: 'contacts', mode: 'create', records: [{ first_name: 'Probe 3' }] },
-      crm_associate: { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id },
-      crm_dissociate: { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id },
+      crm_link: { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id },
       crm_create_task: { title: 'Probe task 2' },
       crm_update_task: { id: task.id, priority: 'high' },
       crm_create_note: { body: 'Probe note' },
@@ -100,7 +97,7 @@ describe('MCP tools over the in-memory transport', () => {
       results[name] = await callOk(client, tools, name, typeof a === 'function' ? a() : a);
       if (dbDigest(t.db) !== before) wrote.add(name);
     }
-    const notReadOnly = tools.filter((x) => x.annotations?.readOnlyHint === false).map((x) => x.name);
+    const notReadOnly = tools.filter((x) => x.annotations?.readOnlyHint !== true).map((x) => x.name);
     expect([...wrote].sort()).toEqual(notReadOnly.sort());
     expect(notReadOnly.length).toBeGreaterThan(0);
   });
@@ -215,14 +212,14 @@ describe('errors name the fix', () => {
 
 describe('dry_run', () => {
   it('is offered by exactly the tools that write', async () => {
-    for (const tool of await listed()) expect('dry_run' in (tool.inputSchema.properties ?? {}), tool.name).toBe(tool.annotations?.readOnlyHint === false);
+    for (const tool of await listed()) expect('dry_run' in (tool.inputSchema.properties ?? {}), tool.name).toBe(tool.annotations?.readOnlyHint !== true);
   });
 
   it('writes nothing and answers what the real call answers', async () => {
     const tools = await listed();
     const co = (await callOk(client, tools, 'crm_create_record', { object: 'companies', values: { name: 'Dry Co' } })).record;
     const ct = (await callOk(client, tools, 'crm_create_record', { object: 'contacts', values: { first_name: 'Dry', email: 'dry@example.com', company: co.id } })).record;
-    await callOk(client, tools, 'crm_associate', { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id });
+    await callOk(client, tools, 'crm_link', { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id });
 
     const check = async (name: string, args: Record<string, unknown>, same: (dry: any, real: any) => void) => {
       const before = dbDigest(t.db);
@@ -249,7 +246,7 @@ describe('dry_run', () => {
         expect(d.data[1]).toMatchObject({ first_name: 'New', email: 'new@example.com', status: 'lead' });
       },
     );
-    await check('crm_dissociate', { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id }, (d, r) => {
+    await check('crm_link', { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id, unlink: true }, (d, r) => {
       expect({ ...d, dry_run: 0 }).toEqual({ ...r, dry_run: 0 });
     });
     await check('crm_delete_record', { object: 'companies', id: co.id }, (d, r) => {
@@ -269,7 +266,7 @@ describe('dry_run', () => {
       dry_run: true,
     });
     expect(text).toMatch(/No contacts record with id 'no-such-id'/);
-    expect(await callError(client, 'crm_dissociate', { object: 'contacts', id: 'a', to_object: 'companies', to_id: 'b', dry_run: true })).toMatch(/No association/);
+    expect(await callError(client, 'crm_link', { object: 'contacts', id: 'a', to_object: 'companies', to_id: 'b', unlink: true, dry_run: true })).toMatch(/No association/);
     expect(dbDigest(t.db)).toBe(before);
   });
 });

@@ -114,10 +114,12 @@ describe('crm_aggregate', () => {
     expect(await callError(admin, 'crm_aggregate', { object: 'opportunities', aggregates: { n: { count: {}, sum: { property: 'amount' } } } })).toMatch(/needs exactly one of/);
   });
 
-  it('describes the numeric and date fields of this workspace', () => {
-    const d = tools.find((x) => x.name === 'crm_aggregate')!.description!;
-    expect(d).toMatch(/Numeric fields .*opportunities: amount, probability/);
-    expect(d).toMatch(/Date fields .*opportunities: created_at, updated_at, close_date/);
+  it("names this workspace's fields once, in crm_search; crm_describe_schema has their types", async () => {
+    // crm_aggregate no longer repeats the field list (the tool list's size): the model reads crm_search's.
+    const d = tools.find((x) => x.name === 'crm_search')!.description!;
+    expect(d).toMatch(/- opportunities: name, amount, status\(open\|qualified/);
+    const s = await ok('crm_describe_schema', { object: 'opportunities' });
+    expect(s.objects[0].fields.find((f: { name: string }) => f.name === 'close_date').type).toBe('DATE');
   });
 });
 
@@ -212,9 +214,11 @@ describe('tasks', () => {
     expect((await ok('crm_update_task', { id: task.id, status: 'completed' })).changes).toEqual({});
     expect((await ok('crm_update_task', { id: task.id, status: 'open' })).task).toMatchObject({ status: 'open', completed_at: null });
 
-    const stats = await ok('crm_task_stats', { assignee: 'me' });
-    expect(stats.total).toBe(stats.open + stats.by_status.completed + stats.by_status.cancelled);
-    expect(stats.open_by_assignee[0]).toMatchObject({ assignee: t.a.admin.id, name: 'alpha Admin' });
+    // Task figures come from crm_aggregate over the tasks object (crm_task_stats was folded into it).
+    const mine = await ok('crm_aggregate', { object: 'tasks', filter: { operator: 'and', conditions: [{ field: 'assignee', operator: 'eq', value: 'me' }] }, groupBy: ['status'] });
+    expect(mine.groups.reduce((n: number, g: { count: number }) => n + g.count, 0)).toBe(mine.count);
+    const open = await ok('crm_aggregate', { object: 'tasks', filter: { operator: 'and', conditions: [{ field: 'status', operator: 'not_in', value: ['completed', 'cancelled'] }] }, groupBy: ['assignee'] });
+    expect(open.groups.find((g: any) => g.values.assignee === t.a.admin.id)?.labels).toEqual({ assignee: 'alpha Admin' });
 
     // The linked contact's timeline shows the task, written through the MCP tool.
     const timeline = await ok('crm_get_activity', { object: 'contacts', id: contact.id, actions: ['related_created'] });
@@ -232,8 +236,9 @@ describe('tasks', () => {
 
 describe('pipelines and full-text search', () => {
   it('moves a deal: dry run answers what the move does and writes nothing; bad steps list the valid ones', async () => {
-    const p = await ok('crm_list_pipelines', {});
-    expect(p.data[0].steps.map((s: any) => s.key)).toEqual(['open', 'qualified', 'proposal', 'negotiation', 'closed_won', 'closed_lost']);
+    // Pipelines come with the schema (crm_list_pipelines was folded into crm_describe_schema).
+    const p = await ok('crm_describe_schema', { object: 'opportunities' });
+    expect(p.pipelines[0].steps.map((s: any) => s.key)).toEqual(['open', 'qualified', 'proposal', 'negotiation', 'closed_won', 'closed_lost']);
     const deal = (await ok('crm_create_record', { object: 'opportunities', values: { name: 'Move me', amount: 500 } })).record;
     expect(deal).toMatchObject({ status: 'open', probability: 10 });
     const before = dbDigest(t.db);
@@ -389,7 +394,7 @@ describe('tool sets and the tool list', () => {
     for (const set of TOOLSETS) expect(TOOLS.some((x) => x.toolset === set), set).toBe(true);
     const c = await memoryClient(t.db, t.a, { toolsets: parseToolsets('tasks,inbox') });
     expect((await c.listTools()).tools.map((x) => x.name)).toEqual([
-      'crm_list_tasks', 'crm_create_task', 'crm_update_task', 'crm_list_threads', 'crm_get_thread', 'crm_task_stats',
+      'crm_list_tasks', 'crm_create_task', 'crm_update_task', 'crm_list_threads', 'crm_get_thread',
     ]);
     // Without crm_export, no export resource either.
     expect((await c.listResourceTemplates()).resourceTemplates.map((x) => x.uriTemplate)).not.toContain('crm://export/{object}/{request}');

@@ -1,11 +1,9 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { filterArg, listedAs, objectArg } from '../src/mcp/arguments.js';
+import { filterRefArg, listedAs, objectArg } from '../src/mcp/arguments.js';
 import { AGG_FUNCTIONS, aggregateGroups, DEFAULT_GROUP_LIMIT, MAX_GROUP_BY, MAX_GROUP_LIMIT, type GroupRequest } from '../src/services/aggregate.js';
 import { aggregateTree, TREE_LIMITS } from '../src/services/aggregate-tree.js';
 import { validationError } from '../src/services/errors.js';
-import { NUMERIC_TYPES } from '../src/services/field-types.js';
-import type { WorkspaceSchema } from '../src/services/schema.js';
 import { INTERVALS } from '../src/services/time-buckets.js';
 
 /**
@@ -44,11 +42,9 @@ const treeSpec = z
 const treeArg = listedAs(z.record(z.string(), z.partialRecord(z.enum(TREE_KINDS), treeSpec)), { type: 'object', additionalProperties: { type: 'object' } })
   .optional()
   .describe(
-    `Tree form: named aggregates, nested. Metrics: count, sum, avg, min, max, countDistinct ({"property": field}). Buckets: ` +
-      `uniqueValues ({"property", "size"}), numberHistogram ({"property", "interval"}), timeHistogram ({"property", "calendarInterval", "timeZone"}), ` +
-      `each with optional "aggregates" computed per bucket. At most ${TREE_LIMITS.perLevel} per level, ${TREE_LIMITS.depth} levels, ${TREE_LIMITS.total} in all. ` +
-      'Example: {"by_stage": {"uniqueValues": {"property": "status", "aggregates": {"total": {"sum": {"property": "amount"}}, ' +
-      '"by_month": {"timeHistogram": {"property": "close_date", "calendarInterval": "1M"}}}}}}',
+    'Form 2 (instead of form 1): named metrics and buckets, nested, e.g. {"by_stage": {"uniqueValues": {"property": "status", ' +
+      '"aggregates": {"total": {"sum": {"property": "amount"}}}}}}. Metrics count, sum, avg, min, max, countDistinct; buckets ' +
+      'uniqueValues (size), numberHistogram (interval), timeHistogram (calendarInterval 1d..1y, timeZone)',
   );
 
 const scalar = z.union([z.number(), z.string(), z.boolean(), z.null()]);
@@ -65,10 +61,8 @@ export default defineTool({
   title: 'Aggregate records',
   description:
     'Exact counts, sums, averages, min/max and distinct counts over every matching record of one object (nothing sampled), ' +
-    `optionally grouped by up to ${MAX_GROUP_BY} fields, dates by interval, numbers by histogram. Use it for how many / how much / by what, ` +
-    'instead of paging through crm_search. Form 1: aggregate + groupBy (+ filter, order, limit) answers a table of groups with their ' +
-    'count and metrics, plus totals; form 2: aggregates, a named tree of metrics and buckets. Empty values group as null; SUM of ' +
-    'nothing is 0; meta says how many groups the limit left out.',
+    `grouped by up to ${MAX_GROUP_BY} fields, dates by interval, numbers by histogram: for how many / how much / by what. ` +
+    'Answers groups with their count and metrics, plus totals; empty values group as null; meta says what the limit left out.',
   kind: 'read',
   toolset: 'aggregate',
   inputSchema: z.object({
@@ -77,20 +71,19 @@ export default defineTool({
       .array(metricArg)
       .max(20)
       .optional()
-      .describe(`Form 1: metrics {field, function: ${AGG_FUNCTIONS.join('|')}}, e.g. [{"field":"amount","function":"sum"}]; groups always carry their count`),
-    filter: filterArg,
+      .describe('Form 1: metrics, e.g. [{"field":"amount","function":"sum"}]; groups carry their count anyway'),
+    filter: filterRefArg,
     groupBy: z
       .array(dimArg)
       .max(MAX_GROUP_BY)
       .optional()
       .describe(
-        `Form 1: up to ${MAX_GROUP_BY} fields, e.g. ["status", {"field":"close_date","interval":"month","timeZone":"Europe/Paris"}, {"field":"amount","histogram":1000}]. ` +
-          'interval (day..year, weeks start Monday) on dates; histogram (bucket width) on numbers; empty values group as null',
+        'Form 1: fields or buckets, e.g. ["status", "company.industry", {"field":"close_date","interval":"month","timeZone":"Europe/Paris"}, {"field":"amount","histogram":1000}]',
       ),
     order: listedAs(z.object({ by: z.union([z.enum(['count', 'group']), metricArg]), dir: z.enum(['asc', 'desc']).optional() }).strict(), { type: 'object' })
       .optional()
-      .describe('Form 1: {"by": "count"|"group"|{field, function}, "dir": "asc"|"desc"}; default count descending (bucketed first dimension: ascending)'),
-    limit: z.number().int().min(1).max(MAX_GROUP_LIMIT).optional().describe(`Form 1: groups to return (default ${DEFAULT_GROUP_LIMIT}, at most ${MAX_GROUP_LIMIT})`),
+      .describe('Form 1: {"by": "count"|"group"|{field, function}, "dir": "asc"|"desc"}'),
+    limit: z.number().int().min(1).max(MAX_GROUP_LIMIT).optional().describe('Form 1: groups to return'),
     aggregates: treeArg,
   }),
   outputSchema: z.object({
@@ -150,19 +143,4 @@ export default defineTool({
     }
     return lines.join('\n');
   },
-  describeWorkspace: fieldsToAggregate,
 });
-
-/** Which fields take sum/avg and which take calendar intervals, per object: the two things a model would otherwise guess. */
-function fieldsToAggregate(schema: WorkspaceSchema): string {
-  const numeric: string[] = [];
-  const dates: string[] = [];
-  for (const o of schema.objects.values()) {
-    const n = o.fields.filter((f) => NUMERIC_TYPES.has(f.type)).map((f) => f.name);
-    const d = o.fields.filter((f) => f.type === 'DATE' || f.type === 'DATETIME').map((f) => f.name);
-    if (n.length) numeric.push(`${o.name}: ${n.join(', ')}`);
-    if (d.length) dates.push(`${o.name}: ${d.join(', ')}`);
-  }
-  const text = `Numeric fields (sum, avg, histogram): ${numeric.join('; ') || 'none'}.\nDate fields (interval, timeHistogram): ${dates.join('; ')}.`;
-  return text.length <= 2000 ? text : 'Call crm_describe_schema for the field types of each object.';
-}

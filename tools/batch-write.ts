@@ -38,17 +38,15 @@ export default defineTool({
   name: 'crm_batch_write',
   title: 'Create, update or upsert many records',
   description:
-    `Write up to ${MAX_BATCH} records of one object in one transaction: all rows are written or none. ` +
-    "mode 'create' adds new records; 'update' changes existing ones (each row has its 'id' plus the fields to change); " +
-    "'upsert' updates the record whose key field matches (key: 'id' or a unique field such as email) and creates the others. " +
-    'A failing batch reports every failing row (index and reason); a dry run answers row by row.',
+    `Write up to ${MAX_BATCH} records of one object, all or none: mode create, update (rows carry their id) or upsert ` +
+    '(matched on key: id or a unique field such as email). A failing batch names every failing row.',
   kind: 'write',
   toolset: 'records',
   inputSchema: z.object({
     object: objectArg,
     mode: z.enum(['create', 'update', 'upsert']).describe("'create', 'update' (rows need 'id') or 'upsert' (matched on key)"),
     records: batchArg,
-    key: z.string().default('id').describe("upsert only: the field that identifies an existing record, 'id' or a unique field such as email (default 'id')"),
+    key: z.string().default('id').describe("upsert: 'id' or a unique field, e.g. email"),
     dry_run: dryRunArg,
   }),
   outputSchema: z.object({

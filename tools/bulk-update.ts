@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { dryRunArg, filterArg, objectArg, valuesArg } from '../src/mcp/arguments.js';
+import { dryRunArg, filterRefArg, objectArg, valuesArg } from '../src/mcp/arguments.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { BULK_MAX, bulkOperation } from '../src/services/bulk.js';
 
@@ -8,27 +8,22 @@ export default defineTool({
   name: 'crm_bulk_update',
   title: 'Update or link many records',
   description:
-    `Change up to ${BULK_MAX} records of one object at once, chosen by ids or by a filter, in one transaction (all or none). ` +
-    "action 'update' sets the same values on each; 'add_relation' links each to one record (relation: {object, id}); " +
-    "'remove_relation' removes those links. Use dry_run first: it counts the records " +
-    'that would change, per field, with up to 20 examples (from -> to).',
+    `Change up to ${BULK_MAX} records of one object at once, by ids or filter, all or none: update sets the same values on each; ` +
+    'add_relation / remove_relation link each to one record or unlink it. A dry run counts what would change, with examples.',
   kind: 'update',
   toolset: 'data',
   inputSchema: z.object({
     object: objectArg,
-    action: z.enum(['update', 'add_relation', 'remove_relation']).describe("'update' (needs values), 'add_relation' or 'remove_relation' (need relation)"),
-    ids: z.array(z.string()).min(1).max(BULK_MAX).optional().describe('The records to change, by id (or use filter)'),
-    filter: filterArg.describe(`The records to change: every record matching this filter (at most ${BULK_MAX}; or use ids). A filter without conditions is refused unless all is true`),
-    all: z.boolean().optional().describe('true: change every record of the object (with no filter, or one without conditions)'),
-    values: valuesArg.optional().describe('update: field name -> new value, set on every chosen record, e.g. {"status": "qualified"}'),
+    action: z.enum(['update', 'add_relation', 'remove_relation']).describe('update needs values; the others need relation'),
+    ids: z.array(z.string()).min(1).max(BULK_MAX).optional().describe('The records, by id (or filter)'),
+    filter: filterRefArg.describe("As crm_search's (or ids); without conditions it needs all"),
+    all: z.boolean().optional().describe('true: every record of the object, on purpose'),
+    values: valuesArg.optional().describe('update: field -> new value, e.g. {"status": "qualified"}'),
     relation: z
-      .object({
-        object: z.string().min(1).describe('Object of the record to link to or unlink from'),
-        id: z.string().min(1).describe('Its id'),
-      })
+      .object({ object: z.string().min(1), id: z.string().min(1) })
       .strict()
       .optional()
-      .describe('add_relation / remove_relation: the one record to link each chosen record to, or unlink it from'),
+      .describe('The record {object, id} to link to or unlink from'),
     dry_run: dryRunArg,
   }),
   outputSchema: z.object({

@@ -14,9 +14,9 @@ export default defineTool({
   toolset: 'notes',
   inputSchema: z.object({
     body: z.string().min(1).max(100_000).describe('The note text'),
-    visibility: z.enum(['workspace', 'private']).default('workspace').describe("'workspace' (default): everyone in the workspace sees it; 'private': only you"),
-    object: z.string().min(1).optional().describe('With record_id: the object of the record the note is on'),
-    record_id: z.string().optional().describe('With object: the id of the record the note is on'),
+    visibility: z.enum(['workspace', 'private']).default('workspace').describe("private: only you see it"),
+    object: z.string().min(1).optional().describe('With record_id: the record it is on'),
+    record_id: z.string().optional().describe('With object'),
   }),
   outputSchema: z.object({ note: noteOut, untrusted: untrustedOut }),
   handler: async (ctx, a) => markUntrusted({ note: await createNote(ctx, { body: a.body, visibility: a.visibility, ...(a.object ? { object: a.object } : {}), ...(a.record_id ? { record_id: a.record_id } : {}) }) }),

@@ -17,20 +17,19 @@ export default defineTool({
   toolset: 'schema',
   admin: true,
   inputSchema: z.object({
-    name: z.string().min(1).max(40).describe('Object name, plural: lowercase letters, digits and _, starting with a letter, e.g. projects'),
-    label: z.string().min(1).max(200).optional().describe('Singular label, e.g. Project; default from the name'),
-    label_plural: z.string().min(1).max(200).optional().describe('Plural label, e.g. Projects; default the label'),
-    description: z.string().max(1000).optional().describe('What the object holds'),
+    name: z.string().min(1).max(40).describe('Plural snake_case name, e.g. projects'),
+    label: z.string().min(1).max(200).optional().describe('Singular, e.g. Project'),
+    label_plural: z.string().min(1).max(200).optional().describe('e.g. Projects'),
+    description: z.string().max(1000).optional().describe('What it holds'),
     fields: listedAs(z.array(fieldSpecArg).min(1).max(200), { type: 'array', items: { type: 'object', required: ['name', 'type'] } }).describe(
-      "Its fields, each with crm_create_field's arguments: {name, type, label?, options?, target?, required?, unique?, default?, description?} " +
-        '(id, created_at, updated_at, created_by come built in)',
+      "Fields, each as crm_create_field's arguments",
     ),
     display_fields: z
       .array(z.string())
       .min(1)
       .max(5)
       .optional()
-      .describe("Fields that make up a record's name in lists and links; default the first TEXT field"),
+      .describe("Fields making a record's name"),
     dry_run: dryRunArg,
   }),
   outputSchema: z.object({

@@ -25,8 +25,8 @@ export default defineTool({
   name: 'crm_delete_record',
   title: 'Delete a record',
   description:
-    'Delete one record (tasks too) for good; to close a task, set its status with crm_update_task instead. Records that pointed to it stay but lose that link (e.g. deleting a company empties the ' +
-    'company field of its contacts); explicit associations are removed. Returns the record as it was, with what was unlinked. ',
+    'Delete one record (a task too) for good. Records that pointed to it lose that link (a deleted company empties its contacts\' company); ' +
+    'explicit links go. Returns the record as it was and what was unlinked.',
   kind: 'delete',
   toolset: 'records',
   inputSchema: z.object({ object: objectArg, id: idArg, dry_run: dryRunArg }),

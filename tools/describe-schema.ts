@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
+import { listPipelines } from '../src/services/pipelines.js';
 import { getObjectSchema, listObjects } from '../src/services/schema.js';
 
 const fieldOut = z.object({
@@ -48,20 +49,48 @@ export function renderObject(o: ObjectOut): string {
   return [head, ...lines].join('\n');
 }
 
+const pipelineOut = z.object({
+  id: z.string(),
+  object: z.string(),
+  name: z.string(),
+  field: z.string(),
+  steps: z.array(
+    z.object({
+      id: z.string(),
+      key: z.string(),
+      name: z.string(),
+      position: z.number(),
+      probability: z.number().nullable(),
+      won: z.boolean(),
+      lost: z.boolean(),
+      defaults: z.record(z.string(), z.unknown()).optional(),
+    }),
+  ),
+});
+
 export default defineTool({
   name: 'crm_describe_schema',
   title: 'Describe the CRM schema',
   description:
-    "List this workspace's objects and their fields: type, required/unique, the allowed options of SELECT fields, " +
-    'the target of RELATION fields, defaults and limits. Call it before filtering or writing when unsure of a field name or value.',
+    'The objects and their fields (type, required/unique, SELECT options, RELATION targets, defaults), and their pipelines: ' +
+    'ordered steps (the keys crm_move_pipeline_step takes) with probability, won/lost and the defaults a record takes on entering one.',
   kind: 'read',
   toolset: 'schema',
   inputSchema: z.object({
-    object: z.string().min(1).optional().describe('One object to describe; omit to describe every object'),
+    object: z.string().min(1).optional().describe('One object; omit for all'),
   }),
-  outputSchema: z.object({ objects: z.array(objectOut).describe('Objects with their fields') }),
+  outputSchema: z.object({ objects: z.array(objectOut).describe('Objects with their fields'), pipelines: z.array(pipelineOut) }),
   handler: async (ctx, args) => ({
     objects: args.object ? [await getObjectSchema(ctx, args.object)] : await listObjects(ctx),
+    pipelines: await listPipelines(ctx, args.object),
   }),
-  render: (out) => out.objects.map(renderObject).join('\n\n'),
+  render: (out) =>
+    [
+      ...out.objects.map(renderObject),
+      ...out.pipelines.map(
+        (p) =>
+          `Pipeline ${p.name} (id ${p.id}) over ${p.object}.${p.field}: ` +
+          p.steps.map((s) => `${s.key}${s.won ? ' [won]' : s.lost ? ' [lost]' : ''}${s.probability !== null ? ` ${s.probability}%` : ''}`).join(' -> '),
+      ),
+    ].join('\n\n'),
 });

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { ContentBlock } from '@modelcontextprotocol/sdk/types.js';
 import { defineTool } from '../src/mcp/tool.js';
-import { fieldsArg, filterArg, objectArg } from '../src/mcp/arguments.js';
+import { fieldsArg, filterRefArg, objectArg } from '../src/mcp/arguments.js';
 import { agentRecordOut } from '../src/mcp/relations.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { exportCsv, exportUri, type ExportRequest } from '../src/mcp/export-csv.js';
@@ -27,27 +27,20 @@ export default defineTool({
   name: 'crm_export',
   title: 'Export records (CSV)',
   description:
-    `Export the records of one object that match a filter (admins only), up to limit rows (default ${DEFAULT_LIMIT}, at most ${EXPORT_MAX}), ` +
-    'sorted (default newest first), as CSV (RFC 4180; cells starting with = + - @ neutralized against formula injection). So that large ' +
-    `exports do not flood your context, the answer holds a count, the first rows as a preview (preview, default 10, at most ${MAX_PREVIEW}) and ` +
-    'a resource link (crm://export/...) to the full CSV: read that resource to get the file, or hand the link to the user. ' +
-    `include_csv: true also embeds the CSV text in the answer when the export has at most ${MAX_EMBEDDED_ROWS} rows; for more, narrow the ` +
-    'filter, choose fewer fields or a lower limit, or use the link. To analyse data (counts, sums, groups) use crm_aggregate instead.',
+    'Export the records of one object that match a filter as CSV (admins only; a <field>_name column beside each relation). ' +
+    'Answers the count, a preview and a resource link (crm://export/...) to the full file: read it or hand it to the user.',
   kind: 'read',
   toolset: 'data',
   admin: true,
   inputSchema: z.object({
     object: objectArg,
-    filter: filterArg,
+    filter: filterRefArg,
     fields: fieldsArg,
-    sort_by: z.string().optional().describe('Field to sort by (default created_at)'),
-    sort_dir: z.enum(['asc', 'desc']).optional().describe('Sort direction (default desc)'),
-    limit: z.number().int().min(1).max(EXPORT_MAX).default(DEFAULT_LIMIT).describe(`Rows in the export, 1 to ${EXPORT_MAX} (default ${DEFAULT_LIMIT})`),
-    preview: z.number().int().min(0).max(MAX_PREVIEW).default(10).describe(`Rows to show in the answer itself, 0 to ${MAX_PREVIEW} (default 10)`),
-    include_csv: z
-      .boolean()
-      .default(false)
-      .describe(`true: embed the CSV text in the answer too (exports of at most ${MAX_EMBEDDED_ROWS} rows); default false: preview and link only`),
+    sort_by: z.string().optional().describe('Sort field (default created_at)'),
+    sort_dir: z.enum(['asc', 'desc']).optional().describe('Default desc'),
+    limit: z.number().int().min(1).max(EXPORT_MAX).default(DEFAULT_LIMIT).describe('Rows in the export'),
+    preview: z.number().int().min(0).max(MAX_PREVIEW).default(10).describe('Rows shown in the answer'),
+    include_csv: z.boolean().default(false).describe('The CSV in the answer too'),
   }),
   outputSchema: z.object({
     object: z.string(),

@@ -7,15 +7,14 @@ export default defineTool({
   name: 'crm_find_duplicates',
   title: 'Find duplicate records',
   description:
-    'Find clusters of records of one object that are probably the same: same email, same phone (any formatting), same domain, same name ' +
-    '(at the same company), or names spelled alike. Each cluster has a score (0-1) and the evidence per field. Best clusters first. ' +
-    'Merge a cluster with crm_merge_duplicates.',
+    'Clusters of records of one object that are probably the same (email, phone in any format, domain, name at the same company, ' +
+    'names spelled alike), best first, each with a score and its evidence. Merge one with crm_merge_duplicates.',
   kind: 'read',
   toolset: 'data',
   inputSchema: z.object({
     object: objectArg,
     record_id: z.string().optional().describe('Only the cluster containing this record'),
-    min_score: z.number().min(0).max(1).optional().describe('Only clusters scoring at least this (default 0.5)'),
+    min_score: z.number().min(0).max(1).optional().describe('Least score (default 0.5)'),
     limit: z.number().int().min(1).max(500).default(20).describe('Clusters to return, 1 to 500 (default 20)'),
   }),
   outputSchema: z.object({

@@ -13,18 +13,14 @@ export default defineTool({
   name: 'crm_full_text_search',
   title: 'Full-text search',
   description:
-    'Find records by what they say, across objects: one ranked list of hits, each with its object, id, display name, the fields that ' +
-    "tell it apart (a contact's company and job title, a deal's amount, stage and company, a company's domain and industry) and a snippet " +
-    "with the matched words in <mark>...</mark>. A contact is also found by its company's name. " +
-    'Matches word prefixes ("alic" finds Alice), tolerates typos ("Jhon" finds John), ignores accents ' +
-    '("muller" finds Müller), and finds emails, domains and phone numbers in any formatting. Use it when you have a name, an email or ' +
-    'a phrase; use crm_search for structured filters on fields.',
+    'Find records by name, email, phone, domain or words, across objects: ranked hits with what tells them apart (a contact\'s ' +
+    "company and title, a deal's amount and stage) and a snippet. Prefixes, typos, accents and a contact's company name match.",
   kind: 'read',
   toolset: 'search',
   inputSchema: z.object({
-    q: z.string().min(1).max(200).describe('What to look for: words, a name, an email, a domain or a phone number'),
-    objects: z.array(z.string()).optional().describe('Only these objects, e.g. ["contacts", "companies"]; omit for all'),
-    limit: z.number().int().min(1).max(MAX_SEARCH_LIMIT).default(20).describe(`Hits to return, 1 to ${MAX_SEARCH_LIMIT} (default 20)`),
+    q: z.string().min(1).max(200).describe('What to look for'),
+    objects: z.array(z.string()).optional().describe('Only these objects'),
+    limit: z.number().int().min(1).max(MAX_SEARCH_LIMIT).default(20).describe('Hits'),
   }),
   outputSchema: z.object({
     query: z.object({ q: z.string(), objects: z.array(z.string()).describe('Objects searched'), fuzzy: z.boolean().describe('true: some hits were found with typo tolerance') }),

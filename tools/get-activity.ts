@@ -19,11 +19,11 @@ export default defineTool({
     actions: z
       .array(z.string())
       .optional()
-      .describe(`Only these actions (omit for all): ${ACTIVITY_ACTIONS.join(', ')}`),
-    from: z.string().optional().describe('Only entries at or after this ISO date or date-time (a bare date: its start, UTC)'),
-    to: z.string().optional().describe('Only entries at or before this ISO date or date-time (a bare date: that whole day, UTC)'),
-    limit: z.number().int().min(1).max(100).default(50).describe('Entries per page, 1 to 100 (default 50)'),
-    cursor: z.string().optional().describe('next_cursor of the previous page (same arguments otherwise)'),
+      .describe(`Only these: ${ACTIVITY_ACTIONS.join(', ')}`),
+    from: z.string().optional().describe('From this ISO date or date-time (UTC)'),
+    to: z.string().optional().describe('Until this ISO date (inclusive) or date-time'),
+    limit: z.number().int().min(1).max(100).default(50).describe('Entries per page'),
+    cursor: z.string().optional().describe('next_cursor of the previous page'),
   }),
   outputSchema: z.object({
     object: z.string(),

@@ -10,8 +10,8 @@ export default defineTool({
   name: 'crm_get_record',
   title: 'Get a record',
   description:
-    'Read one record by id, with its associations: the records it points to (its company, owner, ...), the records that ' +
-    "point to it (a company's contacts and opportunities) and explicit links, up to 20 per object with the total.",
+    'One record with its associations: what it points to (company, owner), what points to it (a company\'s contacts, deals) ' +
+    'and explicit links, 20 per object with the total.',
   kind: 'read',
   toolset: 'records',
   inputSchema: z.object({

@@ -1,27 +1,25 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { fieldValue, objectArg } from '../src/mcp/arguments.js';
+import { fieldMap, objectArg } from '../src/mcp/arguments.js';
 import { IMPORT_BATCH, importDetailed } from '../src/services/import-export.js';
 
 export default defineTool({
   name: 'crm_import',
   title: 'Import records',
   description:
-    `Import up to ${IMPORT_BATCH} records of one object per call (admins only). Unlike crm_batch_write, rows are independent and ` +
-    'checked for duplicates first: a row with the same email, phone (any formatting), domain, or name at the same company as an ' +
-    'existing record or an earlier row is skipped as a duplicate, not created; a bad row fails alone with its reason. Pipeline ' +
-    'defaults apply. A relation can be given by name: company_name "Acme" links (or creates) the company called Acme. ' +
-    'Returns counts and, row by row, created (with id), duplicate (of which record) or failed (why).',
+    `Import up to ${IMPORT_BATCH} records of one object (admins only), each row alone: a row matching an existing record or an ` +
+    'earlier row (email, phone, domain, name at the company) is skipped as a duplicate; company_name links or creates the company. ' +
+    'Answers row by row: created, duplicate or failed, and why.',
   kind: 'create',
   toolset: 'data',
   admin: true,
   inputSchema: z.object({
     object: objectArg,
     records: z
-      .array(z.record(z.string(), fieldValue))
+      .array(fieldMap)
       .min(1)
       .max(IMPORT_BATCH, `At most ${IMPORT_BATCH} records per call: split them into batches of ${IMPORT_BATCH}`)
-      .describe(`1 to ${IMPORT_BATCH} records, each field name -> value; <relation>_name (e.g. company_name) links by name`),
+      .describe('Records, field -> value; <relation>_name links by name'),
   }),
   outputSchema: z.object({
     object_name: z.string(),

@@ -1,6 +1,5 @@
 import type { ToolDef } from '../src/mcp/tool.js';
 import aggregate from './aggregate.js';
-import associate from './associate.js';
 import batchWrite from './batch-write.js';
 import bulkUpdate from './bulk-update.js';
 import createField from './create-field.js';
@@ -10,7 +9,7 @@ import createRecord from './create-record.js';
 import createTask from './create-task.js';
 import deleteRecord from './delete-record.js';
 import describeSchema from './describe-schema.js';
-import dissociate from './dissociate.js';
+import link from './link.js';
 import exportRecords from './export.js';
 import findDuplicates from './find-duplicates.js';
 import fullTextSearch from './full-text-search.js';
@@ -20,13 +19,11 @@ import getThread from './get-thread.js';
 import importRecords from './import.js';
 import listChanges from './list-changes.js';
 import listNotes from './list-notes.js';
-import listPipelines from './list-pipelines.js';
 import listTasks from './list-tasks.js';
 import listThreads from './list-threads.js';
 import mergeDuplicates from './merge-duplicates.js';
 import movePipelineStep from './move-pipeline-step.js';
 import search from './search.js';
-import taskStats from './task-stats.js';
 import unmerge from './unmerge.js';
 import updateRecord from './update-record.js';
 import updateTask from './update-task.js';
@@ -53,8 +50,7 @@ export const TOOLS: readonly AnyTool[] = [
   updateRecord,
   deleteRecord,
   batchWrite,
-  associate,
-  dissociate,
+  link,
   listTasks,
   createTask,
   updateTask,
@@ -64,9 +60,7 @@ export const TOOLS: readonly AnyTool[] = [
   listChanges,
   listThreads,
   getThread,
-  listPipelines,
   movePipelineStep,
-  taskStats,
   whoami,
   findDuplicates,
   mergeDuplicates,

@@ -7,24 +7,21 @@ export default defineTool({
   name: 'crm_list_changes',
   title: 'What changed in the CRM',
   description:
-    'The change feed of the whole workspace, oldest first: records created, updated (field: from -> to), deleted, linked, moved ' +
-    "in a pipeline, merged; notes and emails; new objects and fields (record_id ''); each with the record and its name, " +
-    'who did it and through which surface (rest, cli, ' +
-    'mcp:<tool>). To follow changes, call without since (or with from), then call again with since = next_cursor: every change ' +
-    'comes exactly once, in order, including those made after the previous call.',
+    'What changed in the whole workspace, oldest first: each change with its record and name, field changes (from -> to), ' +
+    'who, and through which surface (rest, cli, mcp:<tool>). Call again with since = next_cursor for later changes, each once.',
   kind: 'read',
   toolset: 'activity',
   inputSchema: z.object({
-    since: z.string().optional().describe('next_cursor from the previous call, unchanged: only changes after it. Omit to start at the oldest (or at from)'),
-    from: z.string().optional().describe('Only changes at or after this ISO date or date-time (a bare date: its start, UTC)'),
-    to: z.string().optional().describe('Only changes at or before this ISO date or date-time (a bare date: that whole day, UTC)'),
-    object: z.string().min(1).optional().describe('Only changes to records of this object, e.g. opportunities'),
+    since: z.string().optional().describe('next_cursor of the previous call: only later changes'),
+    from: z.string().optional().describe('From this ISO date or date-time (UTC)'),
+    to: z.string().optional().describe('Until this ISO date (inclusive) or date-time'),
+    object: z.string().min(1).optional().describe('Only this object'),
     actions: z
       .array(z.string())
       .optional()
-      .describe(`Only these actions: ${ACTIVITY_ACTIONS.join(', ')}. Default: all but the related_* echoes on linked records`),
-    user: z.string().optional().describe("Only changes by this user id, or 'me'"),
-    limit: z.number().int().min(1).max(MAX_CHANGES).default(50).describe(`Changes per call, 1 to ${MAX_CHANGES} (default 50)`),
+      .describe("Only these, as crm_get_activity's (default: all but related_* echoes)"),
+    user: z.string().optional().describe("Only by this user id, or 'me'"),
+    limit: z.number().int().min(1).max(MAX_CHANGES).default(50).describe('Changes per call'),
   }),
   outputSchema: z.object({
     data: z

@@ -13,15 +13,15 @@ export default defineTool({
   kind: 'read',
   toolset: 'notes',
   inputSchema: z.object({
-    object: z.string().min(1).optional().describe('With record_id: only notes on this record. Object name'),
+    object: z.string().min(1).optional().describe('With record_id: notes on that record'),
     record_id: z.string().optional().describe('With object: the record whose notes to list'),
     visibility: z
       .enum(['private', 'workspace', 'mine'])
       .optional()
-      .describe("'workspace': shared notes; 'private': your private notes; 'mine': every note you wrote; omit for all you can see"),
+      .describe("Shared, your private, or all you wrote; omit for all"),
     q: z.string().optional().describe('Words in the note text (case-insensitive)'),
     limit: limitArg,
-    cursor: z.string().optional().describe('next_cursor of the previous page (same arguments otherwise)'),
+    cursor: z.string().optional().describe('next_cursor of the previous page'),
   }),
   outputSchema: z.object({
     data: z.array(noteOut).describe('The notes of this page, newest first'),

@@ -9,19 +9,18 @@ export default defineTool({
   name: 'crm_list_threads',
   title: 'List email threads',
   description:
-    'Email threads of the inbox, latest message first: subject, start of the last message, unread flag, message count and the linked ' +
-    'contact and company. Filter by unread, linked contact or company, words in subject/body/sender, or sender. Use crm_get_thread ' +
-    'for the messages.',
+    'Email threads, latest first: subject, start of the last message, unread flag, count, linked contact and company. ' +
+    'crm_get_thread has the messages.',
   kind: 'read',
   toolset: 'inbox',
   inputSchema: z.object({
-    unread: z.boolean().optional().describe('true: only unread threads; false: only read ones; omit for both'),
+    unread: z.boolean().optional().describe('Only unread (true) or read (false)'),
     contact_id: z.string().optional().describe('Only threads linked to this contact'),
     company_id: z.string().optional().describe('Only threads linked to this company'),
-    q: z.string().optional().describe('Words in the subject, a message body or a sender (case-insensitive)'),
-    from: z.string().optional().describe('Only threads with a message from this sender (part of the name or address)'),
+    q: z.string().optional().describe('Words in subject, body or sender'),
+    from: z.string().optional().describe('Sender name or address (part)'),
     limit: limitArg,
-    cursor: z.string().optional().describe('next_cursor of the previous page (same arguments otherwise)'),
+    cursor: z.string().optional().describe('next_cursor of the previous page'),
   }),
   outputSchema: z.object({
     data: z.array(threadOut).describe('The threads of this page, latest message first'),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { dryRunArg, fieldValue, objectArg } from '../src/mcp/arguments.js';
+import { dryRunArg, fieldValue, listedAs, objectArg } from '../src/mcp/arguments.js';
 import { agentRecordOut } from '../src/mcp/relations.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { nameRelations, type RecordData } from '../src/services/records.js';
@@ -14,23 +14,20 @@ export default defineTool({
   title: 'Merge duplicate records',
   description:
     `Merge up to ${MAX_MERGE} duplicates into a primary record (admins only): the primary's values win, its empty fields are filled ` +
-    "from the duplicates (overrides choose per field), everything linked to the duplicates (relations, associations, tasks, notes, " +
-    'timeline, email threads) moves to the primary, and the duplicates are deleted. The answer has a merge_id: crm_unmerge undoes ' +
-    'the merge exactly. A dry run shows the merged record, the field changes and what would move.',
+    'from the duplicates (or overrides), everything linked to them moves to the primary, and they are deleted. crm_unmerge undoes it with the merge_id.',
   kind: 'delete',
   toolset: 'data',
   admin: true,
   inputSchema: z.object({
     object: objectArg,
     primary_id: z.string().min(1).describe('The record to keep'),
-    duplicate_ids: z.array(z.string().min(1)).min(1).max(MAX_MERGE).describe(`1 to ${MAX_MERGE} records to merge into it (they are deleted)`),
-    overrides: z
-      .record(
-        z.string(),
-        z.union([fieldValue, z.object({ from: z.string().describe('Id of the primary or of a duplicate') }).strict().describe("Take this record's value")]),
-      )
+    duplicate_ids: z.array(z.string().min(1)).min(1).max(MAX_MERGE).describe('Records to merge into it (then deleted)'),
+    overrides: listedAs(
+      z.record(z.string(), z.union([fieldValue, z.object({ from: z.string() }).strict()])),
+      { type: 'object' },
+    )
       .optional()
-      .describe('Per field: a value for the merged record, or {"from": "<record id>"} to take that record\'s value'),
+      .describe('Per field: the merged value, or {"from": "<record id>"} to take that record\'s'),
     dry_run: dryRunArg,
   }),
   outputSchema: z.object({

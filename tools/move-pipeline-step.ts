@@ -14,15 +14,14 @@ export default defineTool({
   name: 'crm_move_pipeline_step',
   title: 'Move a record to a pipeline step',
   description:
-    "Move a record (e.g. an opportunity) to another step of its object's pipeline: the step is checked, the step's defaults " +
-    '(e.g. probability) applied, the move recorded in the timeline and the time in each stage kept. Returns from, to and the changed ' +
-    'fields.',
+    "Move a record (e.g. a deal) to another step of its object's pipeline: the step's defaults (probability) apply and the move is " +
+    'recorded. Returns from, to and the changed fields.',
   kind: 'update',
   toolset: 'pipelines',
   inputSchema: z.object({
     object: objectArg,
     id: idArg,
-    step: z.string().min(1).describe('Step key (e.g. proposal) or step id, as listed by crm_list_pipelines'),
+    step: z.string().min(1).describe('Step key (crm_describe_schema lists them), e.g. proposal'),
     dry_run: dryRunArg,
   }),
   outputSchema: z.object({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { FILTER_VALUE_HELP } from '../src/services/filters.js';
 import { defineTool } from '../src/mcp/tool.js';
 import { fieldsArg, filterArg, limitArg, objectArg } from '../src/mcp/arguments.js';
 import { agentRecordOut } from '../src/mcp/relations.js';
@@ -8,14 +9,16 @@ import { listRecords } from '../src/services/records.js';
 import type { WorkspaceSchema } from '../src/services/schema.js';
 
 /** Field names per object, with SELECT options: enough to write a filter without guessing. */
+const COMMON = new Set(['id', 'created_at', 'updated_at', 'created_by']);
+
 function fieldsOfEachObject(schema: WorkspaceSchema): string {
   const lines = [...schema.objects.values()].map((o) => {
     const fields = o.fields
-      .filter((f) => f.name !== 'created_by')
+      .filter((f) => !COMMON.has(f.name))
       .map((f) => (f.options && f.options.length <= 12 ? `${f.name}(${f.options.map((x) => x.value).join('|')})` : f.name));
     return `- ${o.name}: ${fields.join(', ')}`;
   });
-  const text = `Fields:\n${lines.join('\n')}`;
+  const text = `Fields (and id, created_at, updated_at):\n${lines.join('\n')}`;
   // A workspace with many custom objects would flood every tool listing: point to the schema tool instead.
   return text.length <= 3000 ? text : 'Call crm_describe_schema for the fields of each object.';
 }
@@ -24,20 +27,19 @@ export default defineTool({
   name: 'crm_search',
   title: 'Search records',
   description:
-    'Find records of one object with a structured filter, sorted, one page at a time. Returns the records, the total ' +
-    'number of matches and next_cursor: pass it back as cursor (with the same filter and sort) for the next page; null means ' +
-    'this was the last page. Use fields to return only the columns you need.',
+    'Find records of one object with a structured filter, sorted, a page at a time: the records (relations as {id, name}), the ' +
+    `total and next_cursor (null on the last page). Filters: ${FILTER_VALUE_HELP}`,
   kind: 'read',
   toolset: 'records',
   inputSchema: z.object({
     object: objectArg,
     filter: filterArg,
     fields: fieldsArg,
-    sort_by: z.string().optional().describe('Field to sort by (default created_at)'),
-    sort_dir: z.enum(['asc', 'desc']).optional().describe('Sort direction (default desc: newest first)'),
+    sort_by: z.string().optional().describe('Sort field, also company.name (default created_at)'),
+    sort_dir: z.enum(['asc', 'desc']).optional().describe('Default desc'),
     limit: limitArg,
-    cursor: z.string().optional().describe('next_cursor of the previous page (same arguments otherwise)'),
-    include_total: z.boolean().default(true).describe('Count all matches (default true); false is faster on large objects'),
+    cursor: z.string().optional().describe('next_cursor of the previous page'),
+    include_total: z.boolean().default(true).describe('false: skip the count (faster on large objects)'),
   }),
   outputSchema: z.object({
     object: z.string(),

@@ -9,13 +9,12 @@ export default defineTool({
   name: 'crm_unmerge',
   title: 'Undo a merge',
   description:
-    'Undo a merge made with crm_merge_duplicates (admins only): the merged records come back with their ids and values, the ' +
-    "primary's fields the merge changed get their old values, and every moved link moves back. A merge is undone once.",
+    "Undo a merge (admins only): the merged records come back with their ids and values, the primary's changed fields and every moved link too.",
   kind: 'update',
   toolset: 'data',
   admin: true,
   inputSchema: z.object({
-    merge_id: z.string().min(1).describe('The merge_id crm_merge_duplicates returned (also in the primary\'s timeline, action merged)'),
+    merge_id: z.string().min(1).describe('From crm_merge_duplicates'),
     dry_run: dryRunArg,
   }),
   outputSchema: z.object({

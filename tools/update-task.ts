@@ -13,9 +13,8 @@ export default defineTool({
   name: 'crm_update_task',
   title: 'Update a task',
   description:
-    'Change some fields of a task (title, description, due date, priority, status, assignee, estimate, links); fields not named keep ' +
-    'their values, null empties one. Setting status completed stamps completed_at; another status clears it. Returns the changed ' +
-    'fields (from -> to) and the task.',
+    'Change some fields of a task; fields not named keep their values, null empties one. Complete a task with status completed. ' +
+    'Returns the changed fields (from -> to) and the task.',
   kind: 'update',
   toolset: 'tasks',
   inputSchema: z.object({ id: taskIdArg, ...taskFields, title: taskFields.title.optional(), dry_run: dryRunArg }),

@@ -6,8 +6,7 @@ export default defineTool({
   name: 'crm_whoami',
   title: 'Who am I',
   description:
-    'The user this connection acts as (id, name, email, role), its workspace, and what this server allows: read-only mode, ' +
-    'the enabled tool sets and tools. Use the user id as the owner of records you create for yourself.',
+    'Who this connection acts as (id, name, role), its workspace and time zone, and what this server allows (read-only, tools).',
   kind: 'read',
   toolset: 'users',
   inputSchema: z.object({}),

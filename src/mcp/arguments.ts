@@ -7,12 +7,12 @@ import { MAX_BATCH, MAX_LIMIT, type RecordData } from '../services/records.js';
  * replaced per session by the list of this workspace's objects (see server.ts).
  */
 export const objectArg = z.string().min(1).describe('Object');
-export const idArg = z.string().min(1).describe('Record id, as returned by crm_search or crm_get_record');
+export const idArg = z.string().min(1).describe('Record id');
 export const fieldsArg = z
   .array(z.string())
   .max(200)
   .optional()
-  .describe('Fields to return (id always comes); omit for all. Fewer fields, shorter answers');
+  .describe('Fields to return (id always); omit for all');
 /**
  * What a field can hold, spelled out instead of "anything": schemas that constrain nothing are the
  * least portable kind (clients mapping tool schemas onto narrower dialects drop or reject them).
@@ -51,14 +51,12 @@ export const fieldValue = listedAs(fieldValueOut, {
 export const fieldMap = listedAs(z.record(z.string(), fieldValue), { type: 'object' });
 
 export const valuesArg = fieldMap.describe(
-    'Field name -> value, e.g. {"first_name":"Ada","email":"ada@example.com"}. SELECT fields take one of their options, ' +
-      'MULTI_SELECT an array of options, RELATION the id of the related record, DATE YYYY-MM-DD, CURRENCY a number. ' +
-      'See crm_describe_schema for the fields of each object',
+    'Field -> value, e.g. {"first_name":"Ada","company":"<company id>"}: SELECT an option, MULTI_SELECT a list, DATE YYYY-MM-DD, null empties',
   );
 export const dryRunArg = z
   .boolean()
   .default(false)
-  .describe('true: write nothing; answer exactly what the call would do');
+  .describe('true: write nothing, answer what would change');
 
 const isGroup = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -86,14 +84,25 @@ export const filterArg = z
     },
     required: ['operator', 'conditions'],
   })
-  .describe('Which records, e.g. {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"}]}. Text matching ignores case') as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
+  .describe('Which records, e.g. {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"}]}; text matching ignores case') as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
+
+/**
+ * The same filter for the tools after crm_search (aggregate, export, bulk): listed by reference to
+ * crm_search's, which a model reads first, instead of the same schema four times.
+ */
+export const filterRefArg = z
+  .any()
+  .refine(isGroup, 'filter is a group: {"operator": "and", "conditions": [{"field": ..., "operator": ..., "value": ...}]}')
+  .optional()
+  .meta({ type: 'object' })
+  .describe("Which records: a filter as crm_search's (operators, 'me', relative dates, company.industry)") as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
 export const limitArg = z
   .number()
   .int()
   .min(1)
   .max(MAX_LIMIT)
   .default(20)
-  .describe(`Records per page, 1 to ${MAX_LIMIT} (default 20)`);
+  .describe('Per page');
 export const batchArg = z
   .array(fieldMap)
   .min(1)

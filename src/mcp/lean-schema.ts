@@ -5,8 +5,8 @@
  * - no `$schema` (MCP's default dialect is 2020-12);
  * - input: `additionalProperties: false` kept where it matters (the top level, which the server
  *   enforces everywhere anyway); descriptions kept at every level (they are the model's docs);
- * - output: the result's fields with their types, without descriptions (the tool's description
- *   says what it returns) or required lists; what they hold says only its type. Clients validate against a looser
+ * - output: the result's fields with their types only, without descriptions (the tool's
+ *   description says what it returns) or required lists. Clients validate against a looser
  *   schema, never a wrong one.
  */
 type Json = Record<string, unknown>;
@@ -28,9 +28,23 @@ function walk(node: unknown, depth: number, visit: (n: Json, depth: number) => J
 export function leanInput(schema: Json): Json {
   return walk(schema, 0, (n, depth) => {
     delete n.$schema;
+    // X or null, as one node: {"type": ["string", "null"]} (zod writes it so itself where it can).
+    if (Array.isArray(n.anyOf) && n.anyOf.length === 2) {
+      const [a, b] = n.anyOf as Json[];
+      const nul = (x: Json | undefined) => x?.type === 'null' && Object.keys(x).length === 1;
+      const other = nul(b) ? a : nul(a) ? b : undefined;
+      if (other && typeof other.type === 'string' && !('anyOf' in other)) {
+        delete n.anyOf;
+        Object.assign(n, { ...other, type: [other.type, 'null'] });
+      }
+    }
     if (depth > 0 && n.additionalProperties === false) delete n.additionalProperties;
     if (n.maximum === Number.MAX_SAFE_INTEGER) delete n.maximum;
-    if (Array.isArray(n.enum) && n.minLength === 1) delete n.minLength;
+    // A switch is off unless set; a text limit this high is the server's to enforce.
+    if (n.type === 'boolean' && n.default === false) delete n.default;
+    if (typeof n.maxLength === 'number' && n.maxLength >= 10_000) delete n.maxLength;
+    // "not empty" is the server's to check, and it says so in its error.
+    if (n.minLength === 1) delete n.minLength;
     if (n.minimum === Number.MIN_SAFE_INTEGER) delete n.minimum;
     // Implied: JSON object keys are strings.
     if (isObj(n.propertyNames) && n.propertyNames.type === 'string' && Object.keys(n.propertyNames).length === 1) delete n.propertyNames;
@@ -41,14 +55,6 @@ export function leanInput(schema: Json): Json {
 const SCALAR_KEYS = new Set(['type', 'enum', 'const', 'anyOf', 'items', 'properties', 'required', 'description']);
 
 export function leanOutput(schema: Json): Json {
-  const lean = leanOutputShape(schema);
-  // The one description that must reach a client that validates or shows results: what the untrusted marker means.
-  const marker = isObj(schema.properties) && isObj((schema.properties as Json).untrusted) ? ((schema.properties as Json).untrusted as Json).description : undefined;
-  if (marker && isObj(lean.properties) && isObj((lean.properties as Json).untrusted)) ((lean.properties as Json).untrusted as Json).description = marker;
-  return lean;
-}
-
-function leanOutputShape(schema: Json): Json {
   return walk(schema, 0, (n, depth) => {
     delete n.$schema;
     if (n.additionalProperties === false) delete n.additionalProperties;
@@ -56,7 +62,7 @@ function leanOutputShape(schema: Json): Json {
     delete n.required;
     // The tool's description says what it returns; field names say the rest.
     if (depth >= 1) delete n.description;
-    if (depth >= 2) {
+    if (depth >= 1) {
       // Below the fields of each item: just the type.
       for (const k of Object.keys(n)) if (!SCALAR_KEYS.has(k) || k === 'properties' || k === 'required' || k === 'items') delete n[k];
       if (n.anyOf) {

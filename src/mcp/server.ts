@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { McpServer, ResourceTemplate, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
-import type { CallToolRequest, CallToolResult, ListToolsRequest, ListToolsResult, ServerNotification, ServerRequest, Tool } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolRequest, CallToolResult, ListToolsRequest, ListToolsResult, ServerNotification, ServerRequest, Tool, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import { leanInput, leanOutput } from './lean-schema.js';
 import { UNTRUSTED_IN_RESULTS } from './untrusted.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
@@ -37,9 +37,10 @@ export interface McpDeps {
   /** The tool list (tests may pass their own); default tools/index.ts. */
   tools?: readonly AnyTool[];
   /**
-   * Kept for callers; every session now notices a schema change (a new object or field) after each
-   * tool call, rebuilds its descriptions and sends tools/list_changed on the call's own stream (so
-   * stateless HTTP clients hear it too, and refresh the object names they cached).
+   * Long-lived sessions (stdio, SSE): after every tool call, notice a schema change (a new object or
+   * field, also by another client), rebuild the descriptions and send tools/list_changed. Without
+   * it, only a write tool's own schema change is announced, on the call's stream (so stateless
+   * HTTP clients hear it and refresh the object names they cached).
    */
   watchSchema?: boolean;
   /**
@@ -112,6 +113,22 @@ function outputFor(tool: AnyTool) {
 }
 
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+/**
+ * Tool hints as the MCP spec reads them: readOnlyHint defaults to false, destructiveHint to true,
+ * idempotentHint to false, openWorldHint to true; destructive and idempotent only mean something
+ * for a tool that writes. Same meaning, fewer bytes in every tools/list.
+ */
+function leanHints(h: ToolAnnotations): ToolAnnotations {
+  const out: ToolAnnotations = {};
+  if (h.readOnlyHint) out.readOnlyHint = true;
+  else {
+    if (h.destructiveHint === false) out.destructiveHint = false;
+    if (h.idempotentHint) out.idempotentHint = true;
+  }
+  if (h.openWorldHint === false) out.openWorldHint = false;
+  return out;
+}
 const LOG_LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'] as const;
 type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -245,7 +262,8 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
           });
           return toolError(e, deps.log, tool.name);
         } finally {
-          if (ctx) await refreshIfSchemaChanged(ctx, extra).catch((e: unknown) => deps.log.warn({ err: e }, 'schema refresh failed'));
+          // Long-lived sessions also notice other clients' schema changes; a per-request server only its own writes'.
+          if (ctx && (deps.watchSchema || tool.kind !== 'read')) await refreshIfSchemaChanged(ctx, extra).catch((e: unknown) => deps.log.warn({ err: e }, 'schema refresh failed'));
         }
       },
     );
@@ -259,8 +277,8 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     return {
       ...r,
       // execution.taskSupport 'forbidden' is what a missing field means: not worth 40 bytes a tool.
-      // annotations.title repeats the tool's title.
-      tools: r.tools.map(({ execution: _e, annotations: { title: _t, ...hints } = {}, ...t }) => ({ ...t, annotations: hints, inputSchema: leanInput(t.inputSchema) as Tool['inputSchema'], ...(t.outputSchema ? { outputSchema: leanOutput(t.outputSchema) as Tool['outputSchema'] } : {}) })),
+      // annotations.title repeats the tool's title; hints equal to the spec's defaults, or meaningless for the kind, go unsaid.
+      tools: r.tools.map(({ execution: _e, annotations: { title: _t, ...hints } = {}, ...t }) => ({ ...t, annotations: leanHints(hints), inputSchema: leanInput(t.inputSchema) as Tool['inputSchema'], ...(t.outputSchema ? { outputSchema: leanOutput(t.outputSchema) as Tool['outputSchema'] } : {}) })),
     };
   });
   if (adminOnly.length) {
