@@ -70,7 +70,8 @@ const changedDeal = deals[0];
 setClock(Date.now() - 6 * DAY);
 await updateRecord({ db, log, actor: { ...actor, via: 'rest' } }, 'opportunities', changedDeal.id, { amount: 12_345 });
 setClock(null);
-const anyContact = (await call('crm_search', { object: 'contacts', limit: 1, fields: ['first_name', 'last_name', 'phone'] })).data[0];
+// A contact with a plain last name (letters only, five or more) to mistype.
+const anyContact = (await call('crm_search', { object: 'contacts', limit: 50, fields: ['first_name', 'last_name', 'phone'] })).data.find((c: any) => /^[A-Za-z]{5,}$/.test(c.last_name) && c.phone);
 await call('crm_create_record', { object: 'contacts', values: { first_name: anyContact.first_name, last_name: anyContact.last_name, phone: anyContact.phone } });
 steps = [];
 
@@ -149,9 +150,13 @@ const tasks: { name: string; run: () => Promise<string> }[] = [
   {
     name: 'a misspelt name',
     run: async () => {
-      const typo = `${String(anyContact.first_name).slice(0, -1)} ${anyContact.last_name}`;
+      // Two letters of the last name swapped, as people mistype it.
+      const last = String(anyContact.last_name);
+      const typo = `${anyContact.first_name} ${last.slice(0, 2)}${last[3]}${last[2]}${last.slice(4)}`;
       const r = await call('crm_full_text_search', { q: typo, objects: ['contacts'], limit: 5 });
-      return `${r.data.length} hits for '${typo}'`;
+      const found = r.data.some((h: { name: string }) => h.name.includes(last));
+      if (!found) throw new Error(`'${typo}' did not find ${anyContact.first_name} ${last}`);
+      return `'${typo}' found ${r.data[0].name}`;
     },
   },
   {
