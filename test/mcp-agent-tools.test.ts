@@ -209,7 +209,7 @@ describe('crm_list_changes and GET /changes', () => {
 
     // Nothing new: an empty page, and the same cursor to poll with.
     const idle = await callOk(client, tools, 'crm_list_changes', { since: first.cursor });
-    expect(idle).toEqual({ data: [], next_cursor: first.cursor, has_more: false });
+    expect(idle).toEqual({ data: [], next_cursor: first.cursor, has_more: false, untrusted: true });
 
     // Changes after the first poll: a delete keeps the record's name; the cursor picks up exactly these.
     await api(w().adminToken, 'PUT', `/records/contacts/${ada.id}`, { last_name: 'Feed-Lovelace' });

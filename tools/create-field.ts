@@ -14,7 +14,7 @@ export default defineTool({
   title: 'Add a custom field',
   description:
     'Add a custom field to an object (system or custom); admins only. It can be set with crm_update_record right away. ' +
-    'A default, when given, fills the existing records too. Answers the field as crm_describe_schema shows it. ',
+    'A default, when given, fills the existing records too. Answers the field as crm_describe_schema shows it.',
   kind: 'create',
   toolset: 'schema',
   admin: true,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { UNTRUSTED_NOTE, untrusted } from '../src/mcp/untrusted.js';
+import { markUntrusted, UNTRUSTED_NOTE, untrusted, untrustedOut } from '../src/mcp/untrusted.js';
 import { ACTIVITY_ACTIONS, listChanges, MAX_CHANGES } from '../src/services/changes.js';
 
 export default defineTool({
@@ -42,8 +42,9 @@ export default defineTool({
       .describe('Changes, oldest first'),
     next_cursor: z.string().describe('Pass as since on the next call (also when this page is empty) to get only later changes'),
     has_more: z.boolean().describe('true: more changes are waiting already; call again with since = next_cursor'),
+    untrusted: untrustedOut,
   }),
-  handler: async (ctx, a) => listChanges(ctx, { since: a.since, from: a.from, to: a.to, object: a.object, actions: a.actions, user: a.user, limit: a.limit }),
+  handler: async (ctx, a) => markUntrusted(await listChanges(ctx, { since: a.since, from: a.from, to: a.to, object: a.object, actions: a.actions, user: a.user, limit: a.limit })),
   render: (out) => {
     const head = `${out.data.length} change(s)${out.has_more ? ', more waiting' : ', up to date'}; next_cursor: ${out.next_cursor}`;
     if (!out.data.length) return head;

@@ -8,7 +8,7 @@ import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from '
 import { displayName, notFound, removeDerived, writeDerived, type RecordData } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
-import { checkpoint } from './work.js';
+import { checkpoint, throwIfCancelled } from './work.js';
 import { normalName } from './dedupe-keys.js';
 
 /**
@@ -328,6 +328,7 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
     }
     const after = (await loadRows(trx, obj, [input.primary_id])).get(input.primary_id)!;
     await writeDerived(trx, ctx, obj, [after]);
+    await checkpoint(ctx, 1, 2, `merging ${obj.name}`);
     // Pipelines: the duplicates' stays end now (their history moved to the primary, which has one
     // current step); if the merge changed the primary's step, that is a move like any other.
     const history = { closed: [] as number[], opened: [] as number[] };
@@ -353,6 +354,8 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
         moves.push({ object: obj.name, recordId: input.primary_id, action: 'pipeline_moved', payload: { pipeline: obj.pipeline.name, pipeline_id: obj.pipeline.id, from: primary[col] ?? null, to: after[col], merge: true } });
       }
     }
+    // The last moment to give up: after this the merge is recorded and commits.
+    throwIfCancelled(ctx);
     const mergeId = randomUUID();
     const snapshot: Snapshot = { primaryBefore: primary, duplicates: dups, changedFields: changed.map((f) => f.name), moved, history };
     await trx

@@ -8,7 +8,7 @@ import { CrmError } from './errors.js';
  */
 export interface Work {
   signal?: AbortSignal | undefined;
-  /** Called at most every PROGRESS_EVERY_MS (and at the end of each phase the service reports). */
+  /** Called at most every PROGRESS_EVERY_MS, and when a checkpoint reports done >= total. */
   progress?: ((done: number, total: number | undefined, message: string) => void) | undefined;
 }
 
