@@ -210,6 +210,17 @@ describe('cancellation, progress and log messages', () => {
     expect(seen.some((p) => /updating contacts|previewing contacts/.test(p.message ?? ''))).toBe(true);
   });
 
+  it('reading a large export reports progress, and a cancelled read stops', async () => {
+    const link = (await callOk(client, tools, 'crm_export', { object: 'contacts', limit: 1200, fields: ['first_name', 'email', 'company'] })).csv.uri;
+    const seen: number[] = [];
+    const file = await client.readResource({ uri: link }, { onprogress: (p) => void seen.push(p.progress) });
+    expect((file.contents[0] as { text: string }).text.split('\n').length).toBeGreaterThan(1200);
+    expect(seen.length).toBeGreaterThan(0);
+    const controller = new AbortController();
+    const read = client.readResource({ uri: link }, { signal: controller.signal, onprogress: () => controller.abort('enough') });
+    await expect(read).rejects.toThrow();
+  });
+
   it('writes send a log message through MCP logging, at the level the client set', async () => {
     const logs: { level: string; data: unknown }[] = [];
     client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => void logs.push(n.params));

@@ -345,9 +345,10 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
       'export',
       new ResourceTemplate(EXPORT_URI_TEMPLATE, { list: undefined }),
       { title: 'Record export (CSV)', description: 'The full CSV of an export made with crm_export; run again when read', mimeType: 'text/csv' },
-      async (uri, vars) => {
+      async (uri, vars, extra) => {
         try {
-          const ctx = await ctxFor('mcp:resources/read');
+          // A large export reports progress and stops when the client cancels the read.
+          const ctx = { ...(await ctxFor('mcp:resources/read')), work: workFor(extra) };
           const { csv } = await exportCsv(ctx, decodeURIComponent(String(vars.object)), parseExportRequest(String(vars.request)));
           return { contents: [{ uri: uri.href, mimeType: 'text/csv', text: csv }] };
         } catch (e) {
