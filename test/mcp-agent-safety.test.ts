@@ -236,6 +236,49 @@ describe('cancellation, progress and log messages', () => {
   });
 });
 
+describe('tasks are records', () => {
+  it('completing a task through any write path stamps completed_at; reopening clears it', async () => {
+    const t1 = (await callOk(client, tools, 'crm_create_task', { title: 'Via record tools' })).task;
+    const done = await callOk(client, tools, 'crm_update_record', { object: 'tasks', id: t1.id, values: { status: 'completed' } });
+    expect(done.record.completed_at).toEqual(expect.any(String));
+    expect(Object.keys(done.changes).sort()).toEqual(['completed_at', 'status']);
+    const again = await callOk(client, tools, 'crm_update_record', { object: 'tasks', id: t1.id, values: { status: 'completed' } });
+    expect(again.record.completed_at).toBe(done.record.completed_at);
+    expect((await callOk(client, tools, 'crm_update_record', { object: 'tasks', id: t1.id, values: { status: 'open' } })).record.completed_at).toBeNull();
+    const t2 = (await callOk(client, tools, 'crm_create_task', { title: 'Via bulk' })).task;
+    await callOk(client, tools, 'crm_bulk_update', { object: 'tasks', action: 'update', ids: [t2.id], values: { status: 'completed' } });
+    expect((await callOk(client, tools, 'crm_get_record', { object: 'tasks', id: t2.id })).record.completed_at).toEqual(expect.any(String));
+    const created = await callOk(client, tools, 'crm_create_record', { object: 'tasks', values: { title: 'Born done', status: 'completed' } });
+    expect(created.record.completed_at).toEqual(expect.any(String));
+  });
+
+  it('a bulk update whose filter is misspelt is refused, even with all: true', async () => {
+    const before = dbDigest(t.db);
+    const typo = { operator: 'and', condtions: [{ field: 'status', operator: 'eq', value: 'customer' }] };
+    for (const extra of [{}, { all: true }])
+      expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: typo, values: { job_title: 'x' }, ...extra })).toMatch(
+        /Invalid filter at 'conditions'/,
+      );
+    const rest = await call(t.app, t.a.adminToken, 'POST', '/api/v1/bulk', { object: 'contacts', action: 'update', filter: typo, all: true, values: { job_title: 'x' } });
+    expect(rest.status).toBe(400);
+    expect(dbDigest(t.db)).toBe(before);
+  });
+
+  it('REST batch and import bodies refuse keys they do not take (a dry_run there would otherwise write)', async () => {
+    const before = dbDigest(t.db);
+    for (const [url, body] of [
+      ['/api/v1/import/contacts', { records: [{ first_name: 'Imp' }], dry_run: true }],
+      ['/api/v1/records/contacts/batch/create', { records: [{ first_name: 'B' }], dry_run: true }],
+      ['/api/v1/records/contacts/batch/upsert', { records: [{ first_name: 'U' }], dryrun: true }],
+    ] as const) {
+      const r = await call(t.app, t.a.adminToken, 'POST', url, body);
+      expect(r.status, url).toBe(400);
+      expect(r.body.message, url).toMatch(/Unknown key/);
+    }
+    expect(dbDigest(t.db)).toBe(before);
+  });
+});
+
 describe('a lean tool list', () => {
   it("an admin's full tools/list is at most 40 KB (about 10k tokens), every tool described with an output schema", async () => {
     const bytes = JSON.stringify(tools).length;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { filterRefArg, listedAs, objectArg } from '../src/mcp/arguments.js';
 import { AGG_FUNCTIONS, aggregateGroups, DEFAULT_GROUP_LIMIT, MAX_GROUP_BY, MAX_GROUP_LIMIT, type GroupRequest } from '../src/services/aggregate.js';
 import { aggregateTree, TREE_LIMITS } from '../src/services/aggregate-tree.js';
@@ -107,25 +108,28 @@ export default defineTool({
         otherCount: z.number().optional().describe('Records in the groups left out by the limit'),
       })
       .optional(),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const flat = a.aggregate !== undefined || a.groupBy !== undefined || a.order !== undefined || a.limit !== undefined;
     if (a.aggregates !== undefined) {
       if (flat) throw validationError('Use either the tree form (aggregates) or the groups form (aggregate, groupBy, order, limit), not both');
       const r = await aggregateTree(ctx, a.object, { aggregates: a.aggregates, filter: a.filter });
-      return { object: r.object, form: 'tree' as const, count: r.count, aggregates: r.aggregates };
+      return markUntrusted({ object: r.object, form: 'tree' as const, count: r.count, aggregates: r.aggregates });
     }
     const req: GroupRequest = { filter: a.filter, metrics: a.aggregate ?? [] };
     if (a.groupBy) req.groupBy = a.groupBy;
     if (a.order) req.order = a.order;
     if (a.limit !== undefined) req.limit = a.limit;
     const r = await aggregateGroups(ctx, a.object, req);
-    return { object: r.object, form: 'groups' as const, count: r.count, aggregates: r.aggregates, ...(r.groups ? { groups: r.groups as z.input<typeof groupOut>[] } : {}), meta: r.meta };
+    return markUntrusted({ object: r.object, form: 'groups' as const, count: r.count, aggregates: r.aggregates, ...(r.groups ? { groups: r.groups as z.input<typeof groupOut>[] } : {}), meta: r.meta });
   },
   render: (out) => {
-    if (out.form === 'tree') return `${out.count} ${out.object}\n${JSON.stringify(out.aggregates)}`;
+    // Group values (a job title, a company name) were typed by people: inside the block.
+    if (out.form === 'tree') return `${out.count} ${out.object}\n${untrustedBlock(`${out.object} aggregates`, JSON.stringify(out.aggregates))}`;
     const totals = Object.entries(out.aggregates as Record<string, Record<string, unknown>>).flatMap(([f, m]) => Object.entries(m).map(([fn, v]) => `${f}.${fn} ${JSON.stringify(v)}`));
     const lines = [`${out.count} ${out.object}${totals.length ? `; ${totals.join(', ')}` : ''}`];
+    const rows: string[] = [];
     if (out.groups && out.meta) {
       const m = out.meta;
       lines.push(
@@ -138,9 +142,9 @@ export default defineTool({
         for (const [k, v] of Object.entries(g.labels ?? {})) row[`${k}_label`] = v;
         row.count = g.count;
         for (const [f, fns] of Object.entries(g.aggregates)) for (const [fn, v] of Object.entries(fns)) row[`${f}.${fn}`] = v;
-        lines.push(JSON.stringify(row));
+        rows.push(JSON.stringify(row));
       }
     }
-    return lines.join('\n');
+    return rows.length ? `${lines.join('\n')}\n${untrustedBlock(`${out.object} groups`, rows.join('\n'))}` : lines.join('\n');
   },
 });

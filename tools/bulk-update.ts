@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { dryRunArg, filterRefArg, objectArg, valuesArg } from '../src/mcp/arguments.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { BULK_MAX, bulkOperation } from '../src/services/bulk.js';
@@ -41,6 +42,7 @@ export default defineTool({
       .optional()
       .describe('dry run of update: up to 20 records that would change'),
     relation: z.object({ object: z.string(), id: z.string() }).optional(),
+    untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
     const input = {
@@ -52,18 +54,20 @@ export default defineTool({
       ...(a.values ? { values: a.values } : {}),
       ...(a.relation ? { relation: a.relation } : {}),
     };
-    if (!a.dry_run) return bulkOperation(ctx, { ...input, dry_run: false });
+    if (!a.dry_run) return markUntrusted(await bulkOperation(ctx, { ...input, dry_run: false }));
     const preview = await bulkOperation(ctx, { ...input, dry_run: true });
     // The service's preview reads; the real call, rolled back, proves it would succeed (unique values, relation targets).
     await withRollback(ctx, (dry) => bulkOperation(dry, { ...input, dry_run: false }));
-    return preview;
+    return markUntrusted(preview);
   },
   render: (out) => {
     const what = out.action === 'update' ? 'update' : out.action === 'add_relation' ? `link to ${out.relation?.object} ${out.relation?.id}` : `unlink from ${out.relation?.object} ${out.relation?.id}`;
     if (out.dry_run) {
       const lines = [`Dry run, nothing written. ${out.matched} ${out.object} chosen; ${what} would change ${out.would_change}, ${out.unchanged} already as asked`];
       if (out.changes_by_field) lines.push(`by field: ${JSON.stringify(out.changes_by_field)}`);
-      for (const s of out.samples ?? []) lines.push(`${s.id}: ${Object.entries(s.changes).map(([f, [from, to]]) => `${f}: ${JSON.stringify(from)} -> ${JSON.stringify(to)}`).join('; ')}`);
+      // The samples' old values were typed by people: inside the block.
+      const samples = (out.samples ?? []).map((s) => `${s.id}: ${Object.entries(s.changes).map(([f, [from, to]]) => `${f}: ${JSON.stringify(from)} -> ${JSON.stringify(to)}`).join('; ')}`);
+      if (samples.length) lines.push(untrustedBlock(`${out.object} samples`, samples.join('\n')));
       return lines.join('\n');
     }
     return out.action === 'update'

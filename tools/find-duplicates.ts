@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { objectArg } from '../src/mcp/arguments.js';
 import { findDuplicates } from '../src/services/duplicates.js';
 
@@ -35,13 +36,15 @@ export default defineTool({
       }),
     ),
     total: z.number().describe('Clusters found in all'),
+    untrusted: untrustedOut,
   }),
-  handler: async (ctx, a) => findDuplicates(ctx, a.object, { limit: a.limit, recordId: a.record_id, minScore: a.min_score }),
-  render: (out) =>
-    [
-      `${out.data.length} of ${out.total} duplicate clusters of ${out.object}`,
-      ...out.data.map(
-        (c) => `score ${c.score}: ${c.records.map((r) => `${r.name} (${r.id})`).join(', ')}; evidence: ${c.evidence.map((e) => `${e.kind} ${JSON.stringify(e.value)}`).join(', ')}`,
-      ),
-    ].join('\n'),
+  handler: async (ctx, a) => markUntrusted(await findDuplicates(ctx, a.object, { limit: a.limit, recordId: a.record_id, minScore: a.min_score })),
+  render: (out) => {
+    const head = `${out.data.length} of ${out.total} duplicate clusters of ${out.object}`;
+    if (!out.data.length) return head;
+    const lines = out.data.map(
+      (c) => `score ${c.score}: ${c.records.map((r) => `${r.name} (${r.id})`).join(', ')}; evidence: ${c.evidence.map((e) => `${e.kind} ${JSON.stringify(e.value)}`).join(', ')}`,
+    );
+    return `${head}\n${untrustedBlock(`duplicate clusters of ${out.object}`, lines.join('\n'))}`;
+  },
 });

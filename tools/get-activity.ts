@@ -3,7 +3,6 @@ import { defineTool } from '../src/mcp/tool.js';
 import { idArg, objectArg } from '../src/mcp/arguments.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { getTimeline } from '../src/services/timeline.js';
-import { ACTIVITY_ACTIONS } from '../src/services/changes.js';
 
 export default defineTool({
   name: 'crm_get_activity',
@@ -19,7 +18,7 @@ export default defineTool({
     actions: z
       .array(z.string())
       .optional()
-      .describe(`Only these: ${ACTIVITY_ACTIONS.join(', ')}`),
+      .describe('Only these, e.g. ["updated", "pipeline_moved", "note_added"] (a wrong one is refused with the list)'),
     from: z.string().optional().describe('From this ISO date or date-time (UTC)'),
     to: z.string().optional().describe('Until this ISO date (inclusive) or date-time'),
     limit: z.number().int().min(1).max(100).default(50).describe('Entries per page'),

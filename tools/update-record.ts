@@ -34,5 +34,6 @@ export default defineTool({
     return markUntrusted({ object: a.object, id: a.id, dry_run: a.dry_run, changes: diffRecords(before, record), record: named! });
   },
   render: (out) =>
-    `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} ${out.object} ${out.id}: ${renderChanges(out.changes)}\n${untrustedBlock(`${out.object} record ${out.id}`, compactJson(out.record))}`,
+    `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} ${out.object} ${out.id}\n` +
+    untrustedBlock(`${out.object} record ${out.id}`, `Changes: ${renderChanges(out.changes)}\n${compactJson(out.record)}`),
 });

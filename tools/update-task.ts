@@ -32,5 +32,7 @@ export default defineTool({
     const [named] = await nameRelations(ctx, 'tasks', [task]);
     return markUntrusted({ id: a.id, dry_run: a.dry_run, changes: diffRecords(before, task), task: named! });
   },
-  render: (out) => `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} task ${out.id}: ${renderChanges(out.changes)}\n${untrustedBlock(`task ${out.id}`, compactJson(out.task))}`,
+  render: (out) =>
+    `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} task ${out.id}\n` +
+    untrustedBlock(`task ${out.id}`, `Changes: ${renderChanges(out.changes)}\n${compactJson(out.task)}`),
 });

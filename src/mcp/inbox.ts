@@ -31,8 +31,6 @@ export const messageOut = z.object({
 type Thread = z.infer<typeof threadOut>;
 type Message = z.infer<typeof messageOut>;
 
-const linkText = (l: Thread['contact']) => (l ? `${l.name ?? ''} (${l.id})`.trim() : undefined);
-
 /** The thread's own facts (ours: ids, counts, dates, linked records) outside the block; what its senders wrote inside. */
 export function renderThread(t: Thread): string {
   const meta = {
@@ -40,10 +38,12 @@ export function renderThread(t: Thread): string {
     unread: t.unread,
     messages: t.message_count,
     last_message_at: t.last_message_at,
-    ...(t.contact ? { contact: linkText(t.contact) } : {}),
-    ...(t.company ? { company: linkText(t.company) } : {}),
+    ...(t.contact ? { contact_id: t.contact.id } : {}),
+    ...(t.company ? { company_id: t.company.id } : {}),
   };
-  const text = `Subject: ${t.subject}${t.snippet ? `\nLast message starts: ${t.snippet}` : ''}`;
+  // Linked records' names were typed by people too: inside the block.
+  const names = [t.contact?.name ? `Contact: ${t.contact.name}` : '', t.company?.name ? `Company: ${t.company.name}` : ''].filter(Boolean);
+  const text = [...names, `Subject: ${t.subject}`, ...(t.snippet ? [`Last message starts: ${t.snippet}`] : [])].join('\n');
   return `${JSON.stringify(meta)}\n${untrusted(`email thread ${t.id}`, text)}`;
 }
 

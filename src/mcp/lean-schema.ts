@@ -62,6 +62,8 @@ export function leanOutput(schema: Json): Json {
     delete n.required;
     // The tool's description says what it returns; field names say the rest.
     if (depth >= 1) delete n.description;
+    // The marker's const says nothing its type does not (it is only ever true).
+    if (depth === 1 && n.type === 'boolean' && n.const === true) delete n.const;
     if (depth >= 1) {
       // Below the fields of each item: just the type.
       for (const k of Object.keys(n)) if (!SCALAR_KEYS.has(k) || k === 'properties' || k === 'required' || k === 'items') delete n[k];

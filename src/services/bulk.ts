@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
-import { compileFilter, type FilterGroup } from './filters.js';
+import { compileFilter, filterGroupSchema, type FilterGroup } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
 import { getSchema, parseWith, resolveObject } from './schema.js';
 import { notFound, updateRecords } from './records.js';
@@ -69,6 +69,8 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     ids = unique;
   } else {
     const g = normalizeFilter(b.filter);
+    // Checked in full before it is counted: a misspelt key ("condtions") must not pass for "no conditions".
+    if (g) parseWith(filterGroupSchema, g, 'filter');
     if (leafCount(g) === 0 && !b.all) {
       const n = Number(((await k.selectFrom(obj.table).select((eb: any) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number | string }).n);
       throw validationError(
@@ -97,6 +99,9 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
         throw validationError(`Unknown or read-only field '${name}'. Writable fields: ${obj.fields.filter((x) => !x.readOnly).map((x) => x.name).join(', ')}`);
       stored[f.column] = encodeValue(f, v);
     }
+    // Nothing chosen (an empty object, or a filter nobody matches): nothing to do, and no error.
+    if (ids.length === 0)
+      return b.dry_run ? { ...head, dry_run: true, would_change: 0, unchanged: 0, changes_by_field: {}, samples: [] } : { ...head, dry_run: false, updated: 0 };
     if (b.dry_run) {
       const changes: Record<string, number> = {};
       const samples: { id: string; changes: Record<string, [unknown, unknown]> }[] = [];

@@ -49,11 +49,9 @@ export const filterGroupSchema: z.ZodType<FilterGroup> = z.lazy(() =>
 
 /** For a model reading a tool description: the values a filter understands beyond plain literals. */
 export const FILTER_VALUE_HELP =
-  "'me' is you on fields relating to users (owner, assignee, created_by), also in in/not_in lists. " +
-  'DATE and DATETIME fields take relative dates in the workspace time zone: today, yesterday, tomorrow, ' +
-  'this_week, last_week, next_week (from Monday), likewise month, quarter, year, and last_N_days / next_N_days ' +
-  '(N days including today, e.g. last_7_days). eq: within the period, gt: after it, lt: before it. ' +
-  'relation.field (company.industry, owner.name) filters, sorts and groups by the related record.';
+  "'me' is you on user fields (owner, assignee). Dates take today, yesterday, tomorrow, this_, last_ or next_ + " +
+  'week (from Monday), month, quarter, year, and last_N_days, next_N_days (with today, e.g. last_7_days), in the ' +
+  'workspace time zone; eq: within, gt: after, lt: before. company.industry, owner.name: filter, sort, group by the related record.';
 
 const TEXTLIKE = new Set(['TEXT', 'EMAIL', 'PHONE', 'URL']);
 const ORDERED = new Set(['NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE', 'DATE', 'DATETIME']);

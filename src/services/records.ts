@@ -333,7 +333,25 @@ function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update')
     if (mode === 'create') enterStep(obj, p, row[field.column] as string);
     else if (touched.has(field.name)) stepOf(obj, touched.get(field.name) as string | null);
   }
+  if (mode === 'create') stampCompletion(obj, p, undefined);
   return p;
+}
+
+/**
+ * A task's completed_at follows its status on every path (crm_update_record, batch and bulk
+ * writes, imports, not only the task service): entering 'completed' stamps it, leaving clears it.
+ */
+function stampCompletion(obj: ObjectDef, p: Prepared, oldStatus: unknown): void {
+  if (obj.name !== 'tasks' || !obj.system) return;
+  const status = obj.byName.get('status');
+  const done = obj.byName.get('completed_at');
+  if (!status || !done || !p.touched.has(status.name) || p.touched.has(done.name)) return;
+  const now = p.touched.get(status.name);
+  if (now === oldStatus) return;
+  const value = now === 'completed' ? nowIso() : oldStatus === undefined ? undefined : null;
+  if (value === undefined) return;
+  p.row[done.column] = value;
+  p.touched.set(done.name, value);
 }
 
 /**
@@ -683,6 +701,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
       const old = before.get(id);
       if (!old) throw notFound(obj, id);
       await checkRelations(ctx, trx, obj, [p.row]);
+      stampCompletion(obj, p, old[obj.byName.get('status')?.column ?? 'status']);
       const stageCol = obj.pipeline ? obj.byName.get(obj.pipeline.field)!.column : undefined;
       const moved = stageCol !== undefined && p.row[stageCol] !== undefined && p.row[stageCol] !== old[stageCol];
       if (moved) enterStep(obj, p, p.row[stageCol!] as string);

@@ -1,5 +1,6 @@
 import { distance } from 'fastest-levenshtein';
 import { z } from 'zod';
+import { CrmError } from './errors.js';
 
 const norm = (s: string) => s.toLowerCase().replace(/[\s_-]+/g, '');
 
@@ -28,6 +29,12 @@ export function unknownKeysMessage(keys: readonly string[], valid: readonly stri
   if (keys.length > 5) parts.push(`and ${keys.length - 5} more`);
   const plural = keys.length > 1 ? `${noun}s` : noun;
   return `Unknown ${plural} ${parts.join(', ')}: it would be ignored, so nothing was done. Valid ${noun}s: ${valid.join(', ')}`;
+}
+
+/** Refuse keys a body does not take, with the same message zod gives (for bodies read by hand). */
+export function refuseUnknownKeys(body: Record<string, unknown>, allowed: readonly string[]): void {
+  const unknown = Object.keys(body).filter((k) => !allowed.includes(k));
+  if (unknown.length) throw new CrmError('VALIDATION_ERROR', unknownKeysMessage(unknown, allowed, 'key'));
 }
 
 /**

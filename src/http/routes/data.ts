@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
+import { refuseUnknownKeys } from '../../services/suggest.js';
 import { stringify } from 'csv-stringify';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
@@ -43,6 +44,7 @@ const duplicatesBody = z.discriminatedUnion('action', [
 export async function dataRoutes(app: FastifyInstance) {
   app.post<{ Params: { object: string } }>('/import/:object', async (req) => {
     const body = req.body as { records?: unknown } | undefined;
+    if (body && typeof body === 'object' && !Array.isArray(body)) refuseUnknownKeys(body as Record<string, unknown>, ['records']);
     return importRecords(req.ctx, req.params.object, body?.records);
   });
 

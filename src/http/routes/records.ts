@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { refuseUnknownKeys } from '../../services/suggest.js';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
 import { filterFromQuery, type FilterGroup } from '../../services/filters.js';
@@ -53,7 +54,9 @@ const searchBody = z
   })
   .strict();
 
-function recordsOf(body: unknown): unknown[] {
+/** The records of a batch body; any other key is refused (a misspelt or unsupported "dry_run" must not write for real). */
+function recordsOf(body: unknown, allowed: readonly string[] = ['records']): unknown[] {
+  if (body && typeof body === 'object' && !Array.isArray(body)) refuseUnknownKeys(body as Record<string, unknown>, allowed);
   const list = Array.isArray(body) ? body : (body as { records?: unknown } | null)?.records;
   if (!Array.isArray(list)) throw validationError('Send {"records": [ ... ]}');
   return list;
@@ -98,6 +101,7 @@ export async function recordRoutes(app: FastifyInstance) {
   app.delete<P>('/records/:object/:id', async (req) => ({ data: await deleteRecord(req.ctx, req.params.object, req.params.id) }));
 
   app.delete<P>('/records/:object', async (req) => {
+    if (req.body && typeof req.body === 'object' && !Array.isArray(req.body)) refuseUnknownKeys(req.body as Record<string, unknown>, ['ids']);
     const fromBody = (req.body as { ids?: unknown } | undefined)?.ids;
     const ids = fromBody ?? csv((req.query as { ids?: string }).ids);
     if (!Array.isArray(ids)) throw validationError('Send the ids to delete as {"ids": [...]} or ?ids=a,b');
@@ -124,6 +128,6 @@ export async function recordRoutes(app: FastifyInstance) {
   app.post<P>('/records/:object/batch/upsert', async (req) => {
     const key = (req.body as { key?: unknown } | null)?.key ?? (req.query as { key?: string }).key ?? 'id';
     if (typeof key !== 'string') throw validationError("'key' must be a field name");
-    return upsertRecords(req.ctx, req.params.object, recordsOf(req.body), key);
+    return upsertRecords(req.ctx, req.params.object, recordsOf(req.body, ['records', 'key']), key);
   });
 }
