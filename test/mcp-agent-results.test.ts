@@ -147,7 +147,8 @@ describe('names beside ids', () => {
     const made = (await callOk(client, tools, 'crm_create_task', { title: 'Ship samples', company: companies[1]!.id, assignee: t.a.member.id })).task;
     expect(made).toMatchObject({ company: companies[1], assignee: { id: t.a.member.id, name: t.a.member.name } });
     const upd = await callOk(client, tools, 'crm_update_task', { id: made.id, company: companies[2]!.id });
-    expect(upd.changes).toEqual({ company: { from: companies[1]!.id, to: companies[2]!.id } });
+    // The change names both sides too: {id, name} -> {id, name}.
+    expect(upd.changes).toEqual({ company: { from: companies[1], to: companies[2] } });
     expect(upd.task.company).toEqual(companies[2]);
     expect((await callOk(client, tools, 'crm_update_task', { id: made.id, status: 'completed' })).task.company).toEqual(companies[2]);
   });

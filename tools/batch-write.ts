@@ -83,9 +83,9 @@ export default defineTool({
         limit: MAX_BATCH,
         includeTotal: false,
       });
-      for (const rec of cur.data) before.set(rec.id, rec);
+      for (const rec of await nameRelations(ctx, a.object, cur.data)) before.set(rec.id, rec);
     }
-    const byId = new Map(r.data.map((d) => [d.id, d]));
+    const byId = new Map((await nameRelations(ctx, a.object, r.data)).map((d) => [d.id, d]));
     return markUntrusted({
       object: a.object,
       mode: a.mode,

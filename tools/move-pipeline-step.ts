@@ -7,7 +7,7 @@ import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
 import { compactJson } from '../src/mcp/render.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { moveRecord } from '../src/services/pipelines.js';
-import { getRecord, nameRelations } from '../src/services/records.js';
+import { getRecord, nameRelations, type RecordData } from '../src/services/records.js';
 import type { WorkspaceSchema } from '../src/services/schema.js';
 
 export default defineTool({
@@ -39,8 +39,8 @@ export default defineTool({
     // A missing record is reported by the move itself, after the object and step are checked.
     const before = await getRecord(ctx, a.object, a.id, { enrich: false }).catch(() => ({}));
     const r = a.dry_run ? await withRollback(ctx, (dry) => moveRecord(dry, a.object, a.id, a.step)) : await moveRecord(ctx, a.object, a.id, a.step);
-    const [named] = await nameRelations(ctx, a.object, [r.record]);
-    return markUntrusted({ object: a.object, id: a.id, from: r.from, to: r.to, moved: r.moved, dry_run: a.dry_run, changes: diffRecords(before, r.record), record: named! });
+    const [named, namedBefore] = await nameRelations(ctx, a.object, [r.record, before as RecordData]);
+    return markUntrusted({ object: a.object, id: a.id, from: r.from, to: r.to, moved: r.moved, dry_run: a.dry_run, changes: diffRecords(namedBefore ?? {}, named!), record: named! });
   },
   render: (out) => {
     const head = !out.moved

@@ -30,8 +30,9 @@ export default defineTool({
     const record = a.dry_run
       ? await withRollback(ctx, (dry) => updateRecord(dry, a.object, a.id, a.values))
       : await updateRecord(ctx, a.object, a.id, a.values);
-    const [named] = await nameRelations(ctx, a.object, [record]);
-    return markUntrusted({ object: a.object, id: a.id, dry_run: a.dry_run, changes: diffRecords(before, record), record: named! });
+    // Both sides named, so a changed relation reads {id, name} -> {id, name}.
+    const [named, namedBefore] = await nameRelations(ctx, a.object, [record, before]);
+    return markUntrusted({ object: a.object, id: a.id, dry_run: a.dry_run, changes: diffRecords(namedBefore!, named!), record: named! });
   },
   render: (out) =>
     `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} ${out.object} ${out.id}\n` +

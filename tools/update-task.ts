@@ -29,8 +29,8 @@ export default defineTool({
     const before = await getRecord(ctx, 'tasks', a.id, { enrich: false });
     const input = taskInput(a);
     const task = a.dry_run ? await withRollback(ctx, (dry) => updateTask(dry, a.id, input)) : await updateTask(ctx, a.id, input);
-    const [named] = await nameRelations(ctx, 'tasks', [task]);
-    return markUntrusted({ id: a.id, dry_run: a.dry_run, changes: diffRecords(before, task), task: named! });
+    const [named, namedBefore] = await nameRelations(ctx, 'tasks', [task, before]);
+    return markUntrusted({ id: a.id, dry_run: a.dry_run, changes: diffRecords(namedBefore!, named!), task: named! });
   },
   render: (out) =>
     `${out.dry_run ? 'Dry run, nothing written. Would update' : 'Updated'} task ${out.id}\n` +
