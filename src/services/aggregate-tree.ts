@@ -4,7 +4,8 @@ import { validationError } from './errors.js';
 import { compileFilter, relatedValueSql } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { metricValue, namesFor, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
+import { metricValue, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
+import { namesFor } from './display-names.js';
 import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
 import type { FieldDef } from './field-types.js';
 

@@ -1,4 +1,5 @@
 import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
+import { namesFor } from './display-names.js';
 import { cancelledError, throwIfCancelled } from './work.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
@@ -464,25 +465,6 @@ async function labelGroups(ctx: Ctx, schema: WorkspaceSchema, dims: Dim[], group
   }
 }
 
-export async function namesFor(ctx: Ctx, schema: WorkspaceSchema, target: string, ids: string[]): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  if (!ids.length) return out;
-  const db = ctx.db.kysely as unknown as Kysely<any>;
-  for (let i = 0; i < ids.length; i += 500) {
-    const chunk = ids.slice(i, i + 500);
-    if (target === 'users') {
-      const rows = (await db.selectFrom('users').select(['id', 'name']).where('workspace_id', '=', ctx.actor.workspaceId).where('id', 'in', chunk).execute()) as { id: string; name: string }[];
-      for (const r of rows) out.set(r.id, r.name);
-      continue;
-    }
-    const t = schema.objects.get(target);
-    if (!t) continue;
-    const cols = t.displayFields.map((n) => t.byName.get(n)!);
-    const rows = (await db.selectFrom(t.table).select(['id', ...cols.map((c) => c.column)]).where('id', 'in', chunk).execute()) as Record<string, unknown>[];
-    for (const r of rows) out.set(r.id as string, cols.map((c) => r[c.column]).filter((v) => v !== null && v !== '').join(' ') || (r.id as string));
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Kasar style: GET /aggregate/{object}?field&function&group_by&filter_*

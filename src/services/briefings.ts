@@ -3,12 +3,12 @@ import type { Ctx } from './context.js';
 import { CrmError } from './errors.js';
 import { decodeValue } from './field-types.js';
 import { now } from './clock.js';
-import { listChanges, type ChangeEntry } from './changes.js';
+import { listChanges, ownedBy, ownedObjects, type ChangeEntry } from './changes.js';
 import { pipelineStats } from './pipelines.js';
 import { displayName, type RecordData } from './records.js';
 import { getSchema } from './schema.js';
 import { listTasks } from './tasks.js';
-import { namesFor } from './aggregate.js';
+import { namesFor } from './display-names.js';
 
 /**
  * The figures behind the MCP prompts (pipeline review, weekly digest): computed here, in SQL,
@@ -84,7 +84,7 @@ export async function weeklyDigest(ctx: Ctx, limit = 20) {
   const overdue = await listTasks(ctx, { mode: 'overdue', assignee: 'me', limit });
 
   // Deals: the first object with a pipeline and an owner field (opportunities in a new workspace).
-  const deals = [...schema.objects.values()].find((o) => o.pipeline && o.byName.get('owner')?.target === 'users');
+  const deals = ownedObjects(schema).find((o) => o.pipeline);
   let dealChanges: ChangeEntry[] = [];
   let dealsMore = false;
   if (deals) {
@@ -94,8 +94,7 @@ export async function weeklyDigest(ctx: Ctx, limit = 20) {
   }
 
   // Notes of the week on records I own (shared ones, and my own private ones).
-  const owned = [...schema.objects.values()].filter((o) => o.byName.get('owner')?.target === 'users');
-  const k = ctx.db.kysely as unknown as Kysely<any>;
+  const owned = ownedObjects(schema);
   const notes = owned.length
     ? ((await ctx.db.kysely
         .selectFrom('notes')
@@ -104,16 +103,7 @@ export async function weeklyDigest(ctx: Ctx, limit = 20) {
         .where('notes.workspace_id', '=', ctx.actor.workspaceId)
         .where('notes.created_at', '>=', since)
         .where((eb) => eb.or([eb('notes.visibility', '=', 'workspace'), eb('notes.author_id', '=', ctx.actor.userId)]))
-        .where((eb) =>
-          eb.or(
-            owned.map((o) =>
-              eb.and([
-                eb('notes.object', '=', o.name),
-                eb('notes.record_id', 'in', k.selectFrom(o.table).select('id').where(o.byName.get('owner')!.column, '=', ctx.actor.userId) as never),
-              ]),
-            ),
-          ),
-        )
+        .where((eb) => ownedBy(ctx, eb, owned, ctx.actor.userId, 'notes.object', 'notes.record_id'))
         .orderBy('notes.created_at', 'desc')
         .limit(limit)
         .execute()) as { id: string; object: string; record_id: string; body: string; created_at: string; author_id: string; author_name: string | null }[])

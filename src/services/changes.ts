@@ -1,9 +1,10 @@
-import type { Kysely } from 'kysely';
+import type { Expression, ExpressionBuilder, Kysely, SqlBool } from 'kysely';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
-import { namesFor } from './aggregate.js';
+import { parseDate, parseDateTime } from './field-types.js';
+import { namesFor } from './display-names.js';
 import { checkLimit } from './records.js';
-import { getSchema, resolveObject } from './schema.js';
+import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 
 /**
  * The workspace-wide change feed ("what changed since I last looked") and the query pieces it shares
@@ -36,33 +37,42 @@ export function checkActions(actions: readonly string[] | undefined): string[] |
   return [...new Set(actions)];
 }
 
-const DATE_RE = /^\d{4}-\d{2}-\d{2}$/;
-const DATETIME_RE = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$/i;
-
 /**
- * `from` and `to` as UTC ISO instants comparable with activity.created_at: a date-time as given
- * (no offset: UTC); a bare date is the start of that day in UTC for `from`, the whole day for `to`
- * (as tasks' due_to reads it). Returns the inclusive lower and exclusive upper bound.
+ * `from` and `to` as UTC ISO instants comparable with activity.created_at, checked by the field
+ * types' own date and date-time parsers: a bare date is the start of that day in UTC for `from`,
+ * the whole day for `to` (as tasks' due_to reads it). Returns the inclusive lower and exclusive
+ * upper bound.
  */
 export function timeBounds(from: string | undefined, to: string | undefined): { gte?: string; lt?: string } {
   const parse = (v: string, name: string, endOfDay: boolean): string => {
-    const bad = () => validationError(`${name} must be an ISO date (2026-01-31) or date-time (2026-01-31T09:00:00Z), got '${v}'`);
-    if (DATE_RE.test(v)) {
-      const t = Date.parse(`${v}T00:00:00Z`);
-      if (Number.isNaN(t) || new Date(t).toISOString().slice(0, 10) !== v) throw bad();
-      return new Date(t + (endOfDay ? 86_400_000 : 0)).toISOString();
+    try {
+      if (/^\d{4}-\d{2}-\d{2}$/.test(v.trim())) return new Date(Date.parse(`${parseDate(name, v)}T00:00:00Z`) + (endOfDay ? 86_400_000 : 0)).toISOString();
+      // A given instant is included: the exclusive bound is the next millisecond (stored times have ms precision).
+      return new Date(Date.parse(parseDateTime(name, v)) + (endOfDay ? 1 : 0)).toISOString();
+    } catch {
+      // One message for both forms the argument takes (each parser names only its own).
+      throw validationError(`${name} must be an ISO date (2026-01-31) or date-time (2026-01-31T09:00:00Z), got '${v}'`);
     }
-    if (!DATETIME_RE.test(v)) throw bad();
-    const t = Date.parse(/Z|[+-]\d{2}:?\d{2}$/i.test(v) ? v : `${v}Z`);
-    if (Number.isNaN(t)) throw bad();
-    // A given instant is included: the exclusive bound is the next millisecond (stored times have ms precision).
-    return new Date(t + (endOfDay ? 1 : 0)).toISOString();
   };
   const out: { gte?: string; lt?: string } = {};
   if (from) out.gte = parse(from, 'from', false);
   if (to) out.lt = parse(to, 'to', true);
   if (out.gte && out.lt && out.gte >= out.lt) throw validationError(`from (${from}) must be before to (${to})`);
   return out;
+}
+
+/** Objects with an owner field relating to users (opportunities, contacts, companies...). */
+export const ownedObjects = (schema: WorkspaceSchema): ObjectDef[] => [...schema.objects.values()].filter((o) => o.byName.get('owner')?.target === 'users');
+
+/**
+ * Rows (activity entries, notes) about a record owned by `userId`: the row's object and record id
+ * columns against each owned object's records, one subquery per object.
+ */
+export function ownedBy(ctx: Ctx, eb: ExpressionBuilder<any, any>, owned: ObjectDef[], userId: string, objectCol: string, recordCol: string): Expression<SqlBool> {
+  const k = ctx.db.kysely as unknown as Kysely<any>;
+  return eb.or(
+    owned.map((o) => eb.and([eb(objectCol, '=', o.name), eb(recordCol, 'in', k.selectFrom(o.table).select('id').where(o.byName.get('owner')!.column, '=', userId))])),
+  );
 }
 
 export interface ChangeQuery {
@@ -139,19 +149,9 @@ export async function listChanges(ctx: Ctx, q: ChangeQuery = {}): Promise<{ data
   else sel = sel.where('activity.action', 'not in', [...ECHOES]);
   if (userId) sel = sel.where('activity.user_id', '=', userId);
   if (ownerId) {
-    const owned = [...schema.objects.values()].filter((o) => (!object || o.name === object) && o.byName.get('owner')?.target === 'users');
+    const owned = ownedObjects(schema).filter((o) => !object || o.name === object);
     if (!owned.length) throw validationError(`owner: ${object ?? 'no object'} has no owner field`);
-    const k = ctx.db.kysely as unknown as Kysely<any>;
-    sel = sel.where((eb) =>
-      eb.or(
-        owned.map((o) =>
-          eb.and([
-            eb('activity.object', '=', o.name),
-            eb('activity.record_id', 'in', k.selectFrom(o.table).select('id').where(o.byName.get('owner')!.column, '=', ownerId) as never),
-          ]),
-        ),
-      ),
-    );
+    sel = sel.where((eb) => ownedBy(ctx, eb, owned, ownerId, 'activity.object', 'activity.record_id'));
   }
   if (gte) sel = sel.where('activity.created_at', '>=', gte);
   if (lt) sel = sel.where('activity.created_at', '<', lt);

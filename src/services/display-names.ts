@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import { decodeValue } from './field-types.js';
+import type { Ctx } from './context.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
 
 /**
@@ -52,6 +53,11 @@ export async function namesOf(db: Kysely<any>, workspaceId: number, schema: Work
     for (const r of rows) out.set(r.id as string, displayNameOfRow(obj, r));
   }
   return out;
+}
+
+/** namesOf for service code holding a context: the context's connection and workspace. */
+export function namesFor(ctx: Ctx, schema: WorkspaceSchema, target: string, ids: Iterable<string>): Promise<Map<string, string>> {
+  return namesOf(ctx.db.kysely as unknown as Kysely<any>, ctx.actor.workspaceId, schema, target, ids);
 }
 
 /** A relation value as agents get it: the id with the related record's display name (null: it no longer exists). */

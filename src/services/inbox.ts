@@ -7,7 +7,7 @@ import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { checkLimit } from './records.js';
 import { getSchema, parseWith, type WorkspaceSchema } from './schema.js';
-import { namesFor } from './aggregate.js';
+import { namesFor } from './display-names.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
 import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.js';

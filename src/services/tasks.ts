@@ -3,7 +3,8 @@ import { CrmError, validationError } from './errors.js';
 import type { Condition, FilterGroup } from './filters.js';
 import { aggregateGroups } from './aggregate.js';
 import { createRecord, deleteRecord, getRecord, listRecords, updateRecord, type ListResult, type RecordData } from './records.js';
-import { checkTimeZone, offsetMinutes } from './time-buckets.js';
+import { checkTimeZone } from './time-buckets.js';
+import { localDate, localMidnight } from './relative-dates.js';
 import { OPEN_TASK_STATUSES, TASK_PRIORITIES, TASK_STATUSES } from './system-objects.js';
 import { now, nowIso } from './clock.js';
 import { workspaceTimeZone } from './workspace.js';
@@ -39,26 +40,11 @@ export interface TaskQuery {
   relationNames?: boolean | undefined;
 }
 
-const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
-
-/**
- * The first instant of the local date whose midnight, read as UTC, is `wall`. Offsets lie within
- * -12..+14 h, so the offsets 14 h either side of it are the candidates. Where a DST change skips
- * midnight (Chile, Cuba: 00:00 -> 01:00) only one candidate falls on the date, and the day starts
- * at the change; where midnight repeats, both do and the day starts at the first.
- */
-function dayStart(tz: string, wall: number): number {
-  const candidates = [offsetMinutes(tz, wall - 14 * HOUR), offsetMinutes(tz, wall + 14 * HOUR)].map((o) => wall - o * 60_000);
-  const onDate = candidates.filter((t) => Math.floor((t + offsetMinutes(tz, t) * 60_000) / DAY) === wall / DAY);
-  return Math.min(...(onDate.length ? onDate : candidates));
-}
-
 /** The UTC instants at which the local day containing `at` starts and ends in zone tz (23 or 25 hours across a DST change). */
 export function localDay(tz: string, at: number): { start: string; end: string } {
-  const local = new Date(at + offsetMinutes(tz, at) * 60_000);
-  const midnight = Date.UTC(local.getUTCFullYear(), local.getUTCMonth(), local.getUTCDate());
-  return { start: new Date(dayStart(tz, midnight)).toISOString(), end: new Date(dayStart(tz, midnight + DAY)).toISOString() };
+  const day = localDate(tz, at);
+  const next = new Date(Date.parse(`${day}T00:00:00Z`) + 86_400_000).toISOString().slice(0, 10);
+  return { start: localMidnight(tz, day), end: localMidnight(tz, next) };
 }
 
 function linkField(object: string): string {
