@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { decodeValue } from './field-types.js';
+import { decodeValue, type FieldDef } from './field-types.js';
 import type { Ctx } from './context.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
 
@@ -67,20 +67,37 @@ export interface NamedRef {
 }
 
 /**
+ * Names of the records the RELATION `fields` of `rows` point at, by target object then id: one
+ * query per target for the whole list. `key` reads a field's value from a row (by name for
+ * records, by column for stored rows).
+ */
+export async function relationTargetNames(
+  db: Kysely<any>,
+  workspaceId: number,
+  schema: WorkspaceSchema,
+  fields: FieldDef[],
+  rows: Record<string, unknown>[],
+  key: (f: FieldDef) => string,
+): Promise<Map<string, Map<string, string>>> {
+  const byTarget = new Map<string, Set<string>>();
+  for (const f of fields) {
+    const ids = byTarget.get(f.target!) ?? new Set<string>();
+    byTarget.set(f.target!, ids);
+    for (const r of rows) if (typeof r[key(f)] === 'string') ids.add(r[key(f)] as string);
+  }
+  const names = new Map<string, Map<string, string>>();
+  for (const [target, ids] of byTarget) names.set(target, await namesOf(db, workspaceId, schema, target, ids));
+  return names;
+}
+
+/**
  * Replace the RELATION values of records (field name -> id) by {id, name}: one query per target
  * object for the whole list (a contact page's companies in one, its owners and creators in another).
  */
 export async function withRelationNames<T extends Record<string, unknown>>(db: Kysely<any>, workspaceId: number, schema: WorkspaceSchema, obj: ObjectDef, records: T[]): Promise<T[]> {
   const fields = obj.fields.filter((f) => f.type === 'RELATION' && records.some((r) => typeof r[f.name] === 'string'));
   if (fields.length === 0) return records;
-  const byTarget = new Map<string, Set<string>>();
-  for (const f of fields) {
-    const ids = byTarget.get(f.target!) ?? new Set<string>();
-    byTarget.set(f.target!, ids);
-    for (const r of records) if (typeof r[f.name] === 'string') ids.add(r[f.name] as string);
-  }
-  const names = new Map<string, Map<string, string>>();
-  for (const [target, ids] of byTarget) names.set(target, await namesOf(db, workspaceId, schema, target, ids));
+  const names = await relationTargetNames(db, workspaceId, schema, fields, records, (f) => f.name);
   return records.map((r) => {
     const out: Record<string, unknown> = { ...r };
     for (const f of fields) {

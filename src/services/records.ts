@@ -11,7 +11,7 @@ import { checkpoint } from './work.js';
 import { nowIso } from './clock.js';
 import { bulkInsert } from '../db/bulk-insert.js';
 import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
-import { displayName, namesOf as namesIn, withRelationNames } from './display-names.js';
+import { displayName, namesFor, withRelationNames } from './display-names.js';
 import { indexReferrers, indexRows, unindexRecords } from './search.js';
 
 export type RecordData = Record<string, unknown> & { id: string };
@@ -215,10 +215,6 @@ export function notFound(obj: ObjectDef, id: string): CrmError {
 
 const ASSOC_PREVIEW = 20;
 
-async function namesOf(ctx: Ctx, target: string, ids: string[]): Promise<Map<string, string>> {
-  return namesIn(dyn(ctx.db.kysely), ctx.actor.workspaceId, await getSchema(ctx), target, ids);
-}
-
 async function nameRelationsOf(ctx: Ctx, obj: ObjectDef, records: RecordData[]): Promise<RecordData[]> {
   // The caller resolved `obj` a moment ago: its schema is loaded, no need to check its version again.
   return withRelationNames(dyn(ctx.db.kysely), ctx.actor.workspaceId, loadedSchema(ctx) ?? (await getSchema(ctx)), obj, records);
@@ -238,15 +234,15 @@ async function associationsOf(ctx: Ctx, obj: ObjectDef, id: string, row: Record<
     if (g.records.length < ASSOC_PREVIEW) g.records.push(rel);
   };
   // 1. Relation fields of this record (company, owner, ...).
+  const schema = await getSchema(ctx);
   const outgoing = obj.fields.filter((f) => f.type === 'RELATION' && f.name !== 'created_by' && row[f.column]);
   for (const f of outgoing) {
     const target = f.target!;
-    const names = await namesOf(ctx, target, [row[f.column] as string]);
+    const names = await namesFor(ctx, schema, target, [row[f.column] as string]);
     const tid = row[f.column] as string;
     add(target, { id: tid, name: names.get(tid) ?? tid, via: f.name });
   }
   // 2. Records of any object whose relation field points here (a company's contacts and opportunities).
-  const schema = await getSchema(ctx);
   for (const other of schema.objects.values()) {
     for (const f of other.fields) {
       if (f.type !== 'RELATION' || f.target !== obj.name) continue;
@@ -283,7 +279,7 @@ async function associationsOf(ctx: Ctx, obj: ObjectDef, id: string, row: Record<
     byTarget.set(to, [...(byTarget.get(to) ?? []), toId]);
   }
   for (const [to, ids] of byTarget) {
-    const names = await namesOf(ctx, to, ids.slice(0, ASSOC_PREVIEW));
+    const names = await namesFor(ctx, schema, to, ids.slice(0, ASSOC_PREVIEW));
     for (const tid of ids) add(to, { id: tid, name: names.get(tid) ?? tid, via: 'association' });
   }
   return Object.fromEntries(groups);

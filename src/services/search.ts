@@ -7,7 +7,7 @@ import { decodeValue, type FieldDef } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { phoneSearchForms } from './phone.js';
 import { noteIndexed, wordsStartingWith } from './search-vocabulary.js';
-import { displayColumns, displayNameOfRow, namesOf, withRelationNames } from './display-names.js';
+import { displayColumns, displayNameOfRow, relationTargetNames, withRelationNames } from './display-names.js';
 
 /**
  * Full-text search across objects: one ranked list of hits, each with its object, id, display
@@ -90,19 +90,12 @@ export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, u
 
 const isDomainField = (f: FieldDef) => f.type === 'TEXT' && /domain/.test(f.name);
 
-/** Names of the records that rows' named relation fields point at: one query per target object. */
+/** Names of the records that rows' named relation fields point at (stored rows: by column), by id. */
 async function relatedNames(k: Kysely<any>, workspaceId: number, schema: WorkspaceSchema | undefined, obj: ObjectDef, rows: Record<string, unknown>[]): Promise<Map<string, string> | undefined> {
   const fields = namedRelations(obj);
   if (!schema || fields.length === 0) return undefined;
-  const out = new Map<string, string>();
-  const byTarget = new Map<string, Set<string>>();
-  for (const f of fields) {
-    const ids = byTarget.get(f.target!) ?? new Set<string>();
-    byTarget.set(f.target!, ids);
-    for (const r of rows) if (typeof r[f.column] === 'string') ids.add(r[f.column] as string);
-  }
-  for (const [target, ids] of byTarget) for (const [id, n] of await namesOf(k, workspaceId, schema, target, ids)) out.set(id, n);
-  return out;
+  const byTarget = await relationTargetNames(k, workspaceId, schema, fields, rows, (f) => f.column);
+  return new Map([...byTarget.values()].flatMap((m) => [...m]));
 }
 
 /** Called by the records service inside its write transaction. */
