@@ -3,7 +3,6 @@ import { defineTool } from '../src/mcp/tool.js';
 import { fieldSpecShape } from '../src/mcp/schema-args.js';
 import { dryRunArg, objectArg } from '../src/mcp/arguments.js';
 import { withRollback } from '../src/services/dry-run.js';
-import { requireAdmin } from '../src/services/permissions.js';
 import { createField } from '../src/services/schema.js';
 import { objectOut } from './describe-schema.js';
 
@@ -25,7 +24,6 @@ export default defineTool({
     field: fieldOut,
   }),
   handler: async (ctx, a) => {
-    requireAdmin(ctx, 'create fields');
     const { dry_run, object, ...spec } = a;
     const field = dry_run ? await withRollback(ctx, (dry) => createField(dry, object, spec)) : await createField(ctx, object, spec);
     return { dry_run, object, field };

@@ -3,7 +3,6 @@ import { defineTool } from '../src/mcp/tool.js';
 import { fieldSpecArg } from '../src/mcp/schema-args.js';
 import { dryRunArg, listedAs } from '../src/mcp/arguments.js';
 import { withRollback } from '../src/services/dry-run.js';
-import { requireAdmin } from '../src/services/permissions.js';
 import { createObject } from '../src/services/schema.js';
 import { objectOut, renderObject } from './describe-schema.js';
 
@@ -37,8 +36,6 @@ export default defineTool({
     object: objectOut,
   }),
   handler: async (ctx, a) => {
-    // Before anything else, so a member learns it from the first call whatever the arguments.
-    requireAdmin(ctx, 'create objects');
     const { dry_run, ...spec } = a;
     const object = dry_run ? await withRollback(ctx, (dry) => createObject(dry, spec)) : await createObject(ctx, spec);
     return { dry_run, object };

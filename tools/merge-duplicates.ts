@@ -7,7 +7,6 @@ import { nameRelations, type RecordData } from '../src/services/records.js';
 import { compactJson } from '../src/mcp/render.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { MAX_MERGE, mergeRecords } from '../src/services/duplicates.js';
-import { requireAdmin } from '../src/services/permissions.js';
 
 export default defineTool({
   name: 'crm_merge_duplicates',
@@ -46,7 +45,6 @@ export default defineTool({
     untrusted: untrustedOut,
   }),
   handler: async (ctx, a) => {
-    requireAdmin(ctx, 'merge records');
     const input = { primary_id: a.primary_id, duplicate_ids: a.duplicate_ids, overrides: a.overrides ?? {} };
     let r;
     if (a.dry_run) {

@@ -3,7 +3,6 @@ import { defineTool } from '../src/mcp/tool.js';
 import { dryRunArg } from '../src/mcp/arguments.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { unmergeRecords } from '../src/services/duplicates.js';
-import { requireAdmin } from '../src/services/permissions.js';
 
 export default defineTool({
   name: 'crm_unmerge',
@@ -24,7 +23,6 @@ export default defineTool({
     dry_run: z.boolean().describe('true: nothing was written; this is what the undo would do'),
   }),
   handler: async (ctx, a) => {
-    requireAdmin(ctx, 'undo merges');
     const r = a.dry_run ? await withRollback(ctx, (dry) => unmergeRecords(dry, a.merge_id)) : await unmergeRecords(ctx, a.merge_id);
     return { ...r, dry_run: a.dry_run };
   },

@@ -9,6 +9,7 @@ import { displayName, notFound, removeDerived, writeDerived, type RecordData } f
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import { checkpoint, throwIfCancelled } from './work.js';
+import { requireAdmin } from './permissions.js';
 import { normalName } from './dedupe-keys.js';
 
 /**
@@ -280,6 +281,8 @@ function mergedValues(obj: ObjectDef, primary: Record<string, unknown>, dups: Re
 }
 
 export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInput) {
+  // Dry runs too: a member learns it from the first call, whatever the arguments.
+  requireAdmin(ctx, 'merge records');
   const obj = await resolveObject(ctx, objectName);
   const schema = await getSchema(ctx);
   if (typeof input?.primary_id !== 'string' || !Array.isArray(input.duplicate_ids) || input.duplicate_ids.length === 0)
@@ -447,6 +450,7 @@ async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema,
 
 /** Undo a merge exactly: the merged records come back with their ids and values, and every link moves back. */
 export async function unmergeRecords(ctx: Ctx, mergeId: string) {
+  requireAdmin(ctx, 'undo merges');
   const m = await ctx.db.kysely.selectFrom('merges').selectAll().where('workspace_id', '=', ctx.actor.workspaceId).where('id', '=', mergeId).executeTakeFirst();
   if (!m) throw new CrmError('RECORD_NOT_FOUND', `No merge with id '${mergeId}'`);
   if (m.undone_at) throw validationError(`Merge '${mergeId}' was already undone at ${m.undone_at}`);

@@ -9,7 +9,6 @@ import { parseWith } from '../../services/schema.js';
 import { importRecords, planExport } from '../../services/import-export.js';
 import { bulkOperation } from '../../services/bulk.js';
 import { findDuplicates, mergeRecords, unmergeRecords } from '../../services/duplicates.js';
-import { requireAdmin } from '../../services/permissions.js';
 
 const exportQuery = z
   .object({
@@ -89,11 +88,9 @@ export async function dataRoutes(app: FastifyInstance) {
     const b = parseWith(duplicatesBody, req.body ?? {}, 'duplicates request');
     if (b.action === 'detect') return findDuplicates(req.ctx, b.object, { limit: b.limit, recordId: b.record_id, minScore: b.min_score });
     if (b.action === 'merge') {
-      requireAdmin(req.ctx, 'merge records');
       return { data: await mergeRecords(req.ctx, b.object, { primary_id: b.primary_id, duplicate_ids: b.duplicate_ids, overrides: b.overrides ?? {}, dry_run: b.dry_run ?? false }) };
     }
     if (b.action === 'unmerge') {
-      requireAdmin(req.ctx, 'undo merges');
       return { data: await unmergeRecords(req.ctx, b.merge_id) };
     }
     throw validationError("action is 'detect', 'merge' or 'unmerge'");
