@@ -388,8 +388,9 @@ function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: st
     case 'in':
     case 'not_in': {
       const raw = listOperand(f, op, c.value);
-      const periods = raw.map(period).filter((p): p is { start: string; end: string } => p !== null);
-      const vs = raw.filter((x) => !period(x)).map(operand);
+      const asPeriod = raw.map(period);
+      const periods = asPeriod.filter((p): p is { start: string; end: string } => p !== null);
+      const vs = raw.filter((_, i) => !asPeriod[i]).map(operand);
       if (!periods.length && !vs.length) return op === 'in' ? (eb) => eb.lit(false) : (eb) => eb.lit(true);
       const any = (eb: EB) => eb.or([...periods.map((p) => within(eb, p)), ...(vs.length ? [eb(ref(eb), 'in', vs)] : [])]);
       return op === 'in' ? any : (eb) => orNull(eb, eb.not(any(eb)));
