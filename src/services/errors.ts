@@ -1,4 +1,4 @@
-import { classifyDbError } from '../db/dialect.js';
+import { classifyDbError, type DialectAdapter } from '../db/dialect.js';
 
 /**
  * The error catalogue. Services throw CrmError; each surface maps it once
@@ -62,4 +62,18 @@ export function fromDatabaseError(e: unknown): CrmError | null {
   const what = kind.table === 'workspaces' ? 'A workspace' : kind.table === 'objects' ? 'An object' : kind.table === 'fields' ? 'A field' : 'A record';
   const cols = kind.columns.filter((c) => c !== 'workspace_id' && c !== 'object_id');
   return new CrmError('DUPLICATE_RECORD', `${what} with the same ${cols.length ? cols.join(', ') : 'unique value'} already exists`, cols.length ? { fields: cols } : undefined);
+}
+
+/**
+ * For `.catch()` on a write that creates a name (a workspace, an object, a field, a pipeline): the
+ * service checked the name before, but two concurrent calls can both pass that check; the
+ * database's unique constraint on `table` decides, and the loser answers DUPLICATE_RECORD with
+ * `message`. Any other error goes on unchanged.
+ */
+export function duplicateOn(adapter: DialectAdapter, table: string, message: string): (e: unknown) => never {
+  return (e) => {
+    const kind = adapter.classifyError(e);
+    if (kind?.kind === 'unique' && kind.table === table) throw new CrmError('DUPLICATE_RECORD', message);
+    throw e;
+  };
 }
