@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import { makeWorkspace } from './helpers.js';
+import { buildApp } from '../src/http/app.js';
+import { call, makeWorkspace, silent } from './helpers.js';
 
 /**
  * Several processes on one SQLite file, as the README allows (servers behind one load balancer, a
@@ -192,4 +193,59 @@ describe('two serve processes and a CLI import on one SQLite file', () => {
       for (const o of objects) expect((await api(base, 'GET', `/schema/${o}`)).status).toBe(200);
     }
   }, 40_000);
+});
+
+describe('waiting for another connection\'s write lock', () => {
+  /** A second connection on the file that holds the write lock until released, as another process's long import batch. */
+  async function setup(lockWaitMs: number) {
+    const file = path.join(fs.mkdtempSync(path.join(tmp, 'lock-')), 'crm.db');
+    const db = openDatabase({ file, lockWaitMs });
+    await migrate(db);
+    const w = await makeWorkspace(db, 'alpha');
+    const app = await buildApp({ db, log: silent });
+    const other = openDatabase({ file });
+    return { db, w, app, other, close: async () => { await app.close(); await db.close(); await other.close(); } };
+  }
+
+  it('a write waits its turn without blocking the process, then succeeds', async () => {
+    const t = await setup(10_000);
+    try {
+      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      let done = false;
+      const write = call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Patient' }).finally(() => (done = true));
+      // While the write waits for the lock, the process answers other requests (reads do not need it).
+      await new Promise((r) => setTimeout(r, 100));
+      expect((await call(t.app, null, 'GET', '/health')).status).toBe(200);
+      expect((await call(t.app, t.w.adminToken, 'GET', '/api/v1/records/contacts')).status).toBe(200);
+      expect(done).toBe(false);
+      t.other.sqlite.exec('COMMIT');
+      const r = await write;
+      expect(r.status).toBe(201);
+      expect((await call(t.app, t.w.adminToken, 'GET', `/api/v1/records/contacts/${r.body.data.id}`)).status).toBe(200);
+    } finally {
+      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      await t.close();
+    }
+  });
+
+  it('past CRM_DB_LOCK_WAIT_MS a write answers 503 with Retry-After in the contract shape, and writes nothing', async () => {
+    const t = await setup(150);
+    try {
+      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      const r = await call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Hasty' });
+      const f = await call(t.app, t.w.adminToken, 'POST', '/api/v1/schema/contacts/fields', { name: 'hasty', type: 'TEXT' });
+      t.other.sqlite.exec('COMMIT');
+      for (const x of [r, f]) {
+        expect(x.status).toBe(503);
+        expect(x.headers['retry-after']).toBe('1');
+        expect(x.body).toEqual({ error: true, code: 'SERVICE_UNAVAILABLE', message: expect.stringMatching(/retry/i), details: { retryAfter: 1 } });
+      }
+      expect((await call(t.app, t.w.adminToken, 'GET', '/api/v1/records/contacts')).body.data).toEqual([]);
+      // Once the lock is free, the same writes go through.
+      expect((await call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Hasty' })).status).toBe(201);
+    } finally {
+      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      await t.close();
+    }
+  });
 });

@@ -37,18 +37,21 @@ export function isSqliteBusy(err: unknown): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Runs `run` again while the database is locked by another connection, for at most `waitMs`. */
-async function whileBusy<T>(sqlite: Database.Database, waitMs: number, run: () => Promise<T>): Promise<T> {
+/**
+ * Runs `run` again while the database is locked by another connection, for at most `waitMs`;
+ * `pause` waits between tries (giving the connection to others meanwhile).
+ */
+async function whileBusy<T>(sqlite: Database.Database, waitMs: number, run: () => Promise<T>, pause: (ms: number) => Promise<void>): Promise<T> {
   const deadline = Date.now() + waitMs;
-  let pause = 1;
+  let wait = 1;
   for (;;) {
     try {
       return await run();
     } catch (e) {
       if (!isSqliteBusy(e) || sqlite.inTransaction || Date.now() >= deadline) throw e;
       // Jittered, so two processes waiting on a third do not wake in step.
-      await sleep(Math.min(pause, Math.max(1, deadline - Date.now())) * (0.5 + Math.random() / 2));
-      pause = Math.min(pause * 2, 50);
+      await pause(Math.min(wait, Math.max(1, deadline - Date.now())) * (0.5 + Math.random() / 2));
+      wait = Math.min(wait * 2, 50);
     }
   }
 }
@@ -57,12 +60,14 @@ class WaitingConnection implements DatabaseConnection {
   constructor(
     private readonly inner: DatabaseConnection,
     private readonly opts: LockWaitOptions,
+    /** Waits `ms` without holding the connection (see ImmediateSqliteDriver.pause). */
+    readonly pause: (ms: number) => Promise<void>,
   ) {}
 
   executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
     // Inside a transaction: no retry (see above), and no extra promise on the hot path.
     if (this.opts.sqlite.inTransaction) return this.inner.executeQuery<R>(query);
-    return whileBusy(this.opts.sqlite, this.opts.lockWaitMs, () => this.inner.executeQuery<R>(query));
+    return whileBusy(this.opts.sqlite, this.opts.lockWaitMs, () => this.inner.executeQuery<R>(query), this.pause);
   }
 
   streamQuery<R>(query: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
@@ -83,8 +88,23 @@ class ImmediateSqliteDriver extends SqliteDriver {
   override async acquireConnection(): Promise<DatabaseConnection> {
     const inner = await super.acquireConnection();
     let c = this.#connections.get(inner);
-    if (!c) this.#connections.set(inner, (c = new WaitingConnection(inner, this.opts)));
+    if (!c) this.#connections.set(inner, (c = new WaitingConnection(inner, this.opts, (ms) => this.pause(ms))));
     return c;
+  }
+
+  /**
+   * Kysely shares the one connection through a lock (its driver's mutex), held from acquire to
+   * release. A write waiting for another process's lock holds no transaction (its BEGIN or
+   * statement failed), so it lets the connection go while it waits: this process's reads and
+   * other requests go on instead of queueing behind it for as long as the other process writes.
+   */
+  private async pause(ms: number): Promise<void> {
+    await super.releaseConnection();
+    try {
+      await sleep(ms);
+    } finally {
+      await super.acquireConnection();
+    }
   }
 
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
