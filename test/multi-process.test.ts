@@ -165,7 +165,6 @@ describe('two serve processes and a CLI import on one SQLite file', () => {
     await Promise.all(Array.from({ length: 12 }, (_, w) => worker(w)));
     const imp = await importing;
 
-    console.log(`requests ${n}, statuses ${JSON.stringify([...statuses])}, created ${created.length}, fields ${fields.length}, objects ${objects.length}`);
     expect(failures).toEqual([]);
     expect(imp.status, imp.stderr).toBe(0);
     expect(n).toBeGreaterThan(200);

@@ -1,11 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
-import { isCrmError } from '../src/services/errors.js';
+import { openDatabase } from '../src/db/database.js';
+import { ensureDefaultWorkspace } from '../src/services/bootstrap.js';
+import { fromDatabaseError, isCrmError } from '../src/services/errors.js';
 import { createPipeline } from '../src/services/pipelines.js';
 import { createRecord, upsertRecords } from '../src/services/records.js';
 import { createField, createObject } from '../src/services/schema.js';
 import { createWorkspace } from '../src/services/users.js';
-import { call, freshDb, makeWorkspace, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { call, freshDb, makeWorkspace, silent, testApp, type TestApp, type TestWorkspace } from './helpers.js';
 
 /**
  * Concurrent calls inside one process: the services check a name, then insert it; two calls that
@@ -57,6 +59,19 @@ describe('concurrent creates of one name', () => {
   });
 });
 
+describe('first start of two servers on one new file', () => {
+  it('one creates the default workspace and its token, the other starts without one', async () => {
+    const fresh = await freshDb();
+    try {
+      const starts = await Promise.all([1, 2].map(() => ensureDefaultWorkspace(fresh, silent, { name: 'default', demo: false })));
+      expect(starts.filter((s) => s !== null).length).toBe(1);
+      expect(starts.find((s) => s !== null)!.token.token).toMatch(/^ksr_/);
+    } finally {
+      await fresh.close();
+    }
+  });
+});
+
 describe('concurrent upserts on one request context', () => {
   it('both succeed (no "schema not preloaded")', async () => {
     const company = await createRecord(w.ctx, 'companies', { name: 'Acme' });
@@ -84,5 +99,34 @@ describe('over REST', () => {
     expect(fields.map((r) => r.status).sort()).toEqual([201, 409, 409]);
     for (const r of [...objs, ...fields].filter((x) => x.status === 409))
       expect(r.body).toEqual({ error: true, code: 'DUPLICATE_RECORD', message: expect.stringMatching(/widgets|size/) });
+  });
+});
+
+describe('driver errors the surfaces map once (REST and MCP)', () => {
+  const raised = (fn: () => unknown): unknown => {
+    try {
+      fn();
+    } catch (e) {
+      return e;
+    }
+    throw new Error('expected an error');
+  };
+
+  it('any unique violation is DUPLICATE_RECORD (409) naming what is taken; the lock held past the wait is SERVICE_UNAVAILABLE (503)', async () => {
+    const unique = raised(() => db.sqlite.prepare("INSERT INTO workspaces (name, created_at) VALUES ('racers', 'now')").run());
+    expect(fromDatabaseError(unique)).toMatchObject({ code: 'DUPLICATE_RECORD', status: 409, message: 'A workspace with the same name already exists' });
+    const file = await freshDb({ file: true });
+    const other = openDatabase({ file: file.file });
+    try {
+      other.sqlite.exec('BEGIN IMMEDIATE');
+      const busy = raised(() => file.sqlite.exec('BEGIN IMMEDIATE')); // busy_timeout 0: at once
+      expect(fromDatabaseError(busy)).toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503, details: { retryAfter: 1 } });
+    } finally {
+      other.sqlite.exec('ROLLBACK');
+      await other.close();
+      await file.close();
+    }
+    expect(fromDatabaseError(new Error('a bug'))).toBeNull();
+    expect(fromDatabaseError(raised(() => db.sqlite.prepare('SELECT * FROM no_such_table').all()))).toBeNull();
   });
 });

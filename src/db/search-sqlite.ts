@@ -53,7 +53,9 @@ export interface SearchBackend {
  */
 export function wordsOf(text: string): string[] {
   const out: string[] = [];
-  for (const w of text.normalize('NFKD').replace(/\p{M}+/gu, '').toLowerCase().split(/[^\p{L}\p{N}]+/u))
+  // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split).
+  const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
+  for (const w of folded.toLowerCase().split(/[^\p{L}\p{N}]+/u))
     if (w.length > 1 && !/\d/.test(w)) out.push(w);
   return out;
 }
