@@ -149,12 +149,26 @@ describe('two serve processes and a CLI import on one SQLite file', () => {
           const name = `f${i}`;
           const r = await api(base, 'POST', '/schema/contacts/fields', { name, type: 'TEXT' });
           note('field', r);
-          if (r.status === 201) fields.push(name);
+          if (r.status === 201) {
+            fields.push(name);
+            // The other server knows the new field on its very next request (its schema cache follows the file).
+            const elsewhere = bases[(bases.indexOf(base) + 1) % bases.length]!;
+            const used = await api(elsewhere, 'POST', '/records/contacts', { first_name: `F${i}`, [name]: 'set elsewhere' });
+            note('create with new field', used);
+            expect(used.status, JSON.stringify(used.body)).toBe(201);
+            created.push(used.body.data.id);
+          }
         } else if (kind === 5 && i % 40 === 15) {
           const name = `thing${i}`;
           const r = await api(base, 'POST', '/schema', { name, fields: [{ name: 'title', type: 'TEXT' }] });
           note('object', r);
-          if (r.status === 201) objects.push(name);
+          if (r.status === 201) {
+            objects.push(name);
+            const elsewhere = bases[(bases.indexOf(base) + 1) % bases.length]!;
+            const used = await api(elsewhere, 'POST', `/records/${name}`, { title: 'made elsewhere' });
+            note('create in new object', used);
+            expect(used.status, JSON.stringify(used.body)).toBe(201);
+          }
         } else if (kind === 6) {
           note('search', await api(base, 'GET', `/search?q=Writer`));
         } else {
