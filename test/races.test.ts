@@ -115,6 +115,15 @@ describe('driver errors the surfaces map once (REST and MCP)', () => {
   it('any unique violation is DUPLICATE_RECORD (409) naming what is taken; the lock held past the wait is SERVICE_UNAVAILABLE (503)', async () => {
     const unique = raised(() => db.sqlite.prepare("INSERT INTO workspaces (name, created_at) VALUES ('racers', 'now')").run());
     expect(fromDatabaseError(unique)).toMatchObject({ code: 'DUPLICATE_RECORD', status: 409, message: 'A workspace with the same name already exists' });
+    // A record table's columns are its fields: named; a metadata table's own columns are not shown.
+    const table = `w${w.workspace.id}_contacts`;
+    const row = "VALUES ('x1', 'now', 'now', 'Dup', 'dup@race.test')";
+    db.sqlite.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row}`).run();
+    const dupEmail = raised(() => db.sqlite.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row.replace("'x1'", "'x2'")}`).run());
+    expect(fromDatabaseError(dupEmail)).toMatchObject({ code: 'DUPLICATE_RECORD', message: 'A record with the same email already exists', details: { fields: ['email'] } });
+    const pair = "INSERT INTO associations (workspace_id, a_object, a_id, b_object, b_id, created_at) VALUES (1, 'a', '1', 'b', '2', 'now')";
+    db.sqlite.prepare(pair).run();
+    expect(fromDatabaseError(raised(() => db.sqlite.prepare(pair).run()))?.message).toBe('A record with the same unique value already exists');
     const file = await freshDb({ file: true });
     const other = openDatabase({ file: file.file });
     try {

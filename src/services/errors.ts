@@ -59,8 +59,12 @@ export function fromDatabaseError(e: unknown): CrmError | null {
   if (!kind) return null;
   if (kind.kind === 'busy')
     return new CrmError('SERVICE_UNAVAILABLE', `The database is busy with another process's writes; retry in ${BUSY_RETRY_AFTER_S} s`, { retryAfter: BUSY_RETRY_AFTER_S });
-  const what = kind.table === 'workspaces' ? 'A workspace' : kind.table === 'objects' ? 'An object' : kind.table === 'fields' ? 'A field' : 'A record';
-  const cols = kind.columns.filter((c) => c !== 'workspace_id' && c !== 'object_id');
+  // Named after what the client knows: a record table's columns are its fields' names; the metadata
+  // tables' own columns are not shown.
+  const meta: Record<string, string> = { workspaces: 'A workspace', objects: 'An object', fields: 'A field', pipelines: 'A pipeline', users: 'A user' };
+  const isRecordTable = kind.table !== null && /^w\d+_/.test(kind.table);
+  const cols = isRecordTable || (kind.table && meta[kind.table]) ? kind.columns.filter((c) => c !== 'workspace_id' && c !== 'object_id') : [];
+  const what = (kind.table && meta[kind.table]) ?? 'A record';
   return new CrmError('DUPLICATE_RECORD', `${what} with the same ${cols.length ? cols.join(', ') : 'unique value'} already exists`, cols.length ? { fields: cols } : undefined);
 }
 
