@@ -43,7 +43,7 @@ function config(opts: Common): Config {
 }
 
 async function openMigrated(cfg: Config, readWorkers = 0): Promise<Db> {
-  const db = openDatabase({ file: cfg.CRM_DB, readWorkers });
+  const db = openDatabase({ file: cfg.CRM_DB, readWorkers, lockWaitMs: cfg.CRM_DB_LOCK_WAIT_MS });
   await migrate(db);
   return db;
 }

@@ -15,6 +15,11 @@ const envSchema = z.object({
   CRM_RATE_LIMIT: z.coerce.number().int().min(0).default(1200),
   /** Worker threads that run heavy reads (aggregates) off the event loop; 0 runs them inline. */
   CRM_READ_WORKERS: z.coerce.number().int().min(0).max(32).default(2),
+  /**
+   * Milliseconds a write waits for another process's write lock on the same SQLite file (another
+   * server, a CLI import) before answering 503 with Retry-After. Waiting does not block the server.
+   */
+  CRM_DB_LOCK_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
   /** stdio: act as the user of this token (default: the default workspace's first admin). */
   CRM_API_TOKEN: z.string().optional(),
   /** MCP: expose only tools that do not write. */

@@ -2,9 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import BetterSqlite from './sqlite-driver.js';
-import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
+import { Kysely, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import type { Tables } from './tables.js';
 import { sqliteAdapter, type DialectAdapter } from './dialect.js';
+import { ImmediateSqliteDialect } from './sqlite-dialect.js';
 import { ReadPool } from './read-pool.js';
 import { sqliteSearch, type SearchBackend } from './search-sqlite.js';
 
@@ -58,7 +59,15 @@ export interface OpenOptions {
   readonly?: boolean;
   /** Threads for heavy reads (aggregates); 0 keeps them on the main connection. Ignored for ':memory:'. */
   readWorkers?: number;
+  /**
+   * How long a write waits for another process's write lock (a CLI import's batch, another server's
+   * transaction) before it fails busy (503 with Retry-After). Default 30 s: well above the longest
+   * write batch (an import batch of 5,000 rows, a custom field's table rewrite).
+   */
+  lockWaitMs?: number;
 }
+
+export const DEFAULT_LOCK_WAIT_MS = 30_000;
 
 export function openSqlite(file: string, readonly = false): Database.Database {
   if (file !== ':memory:' && !readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -85,7 +94,11 @@ export function openSqlite(file: string, readonly = false): Database.Database {
 
 export function openDatabase(opts: OpenOptions): Db {
   const sqlite = openSqlite(opts.file, opts.readonly);
-  const kysely = new Kysely<Tables>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite) }) });
+  // The dialect waits for other processes' write locks itself, off the event loop (see
+  // sqlite-dialect.ts): SQLite's own busy handler would block this thread while it waits.
+  sqlite.pragma('busy_timeout = 0');
+  const dialect = new ImmediateSqliteDialect({ database: cachingDatabase(sqlite) }, { sqlite, lockWaitMs: opts.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS });
+  const kysely = new Kysely<Tables>({ dialect });
   let closed = false;
   const readPool = opts.file !== ':memory:' && (opts.readWorkers ?? 0) > 0 ? new ReadPool(opts.file, opts.readWorkers) : undefined;
   return {

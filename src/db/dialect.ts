@@ -1,4 +1,7 @@
 import { sql, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
+import { classifySqliteError, type DbErrorKind } from './sqlite-dialect.js';
+
+export type { DbErrorKind } from './sqlite-dialect.js';
 
 /**
  * Everything that differs between SQLite and PostgreSQL lives behind this interface,
@@ -15,6 +18,12 @@ export interface DialectAdapter {
   /** A JSON-array text column holds any of the values. */
   jsonArrayHasAny(ref: Expression<unknown>, values: string[]): RawBuilder<SqlBool>;
   isUniqueViolation(err: unknown): boolean;
+  /**
+   * What a driver error means, for the surfaces: 'busy' (another process holds the write lock
+   * longer than the wait allows: 503, retry), 'unique' (a unique constraint or index: 409, with the
+   * table and columns it named). Null for anything else (a bug: 500).
+   */
+  classifyError(err: unknown): DbErrorKind | null;
   /** Seconds from one ISO-8601 timestamp (text) to another. */
   secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
   /** Refresh the planner's statistics: after a bulk load (full) or now and then (cheap). */
@@ -31,8 +40,8 @@ export const sqliteAdapter: DialectAdapter = {
   jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
   jsonArrayHasAny: (ref, values) =>
     sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
-  isUniqueViolation: (err) =>
-    typeof err === 'object' && err !== null && (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE',
+  isUniqueViolation: (err) => classifySqliteError(err)?.kind === 'unique',
+  classifyError: classifySqliteError,
   secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
   async analyze(db, full) {
     // Without statistics SQLite can pick a poor index for a filtered, sorted page (650 ms instead of
@@ -50,4 +59,12 @@ export const sqliteAdapter: DialectAdapter = {
 /** Escape LIKE metacharacters so user text matches literally. */
 export function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+/**
+ * The driver error's meaning, whatever the dialect that raised it: for the surfaces' error
+ * handlers, which map it once (busy: 503 with Retry-After; unique: 409).
+ */
+export function classifyDbError(err: unknown): DbErrorKind | null {
+  return sqliteAdapter.classifyError(err);
 }

@@ -241,6 +241,12 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
       await db.schema.alterTable('workspaces').addColumn('time_zone', 'text', (c) => c.notNull().defaultTo('UTC')).execute();
     },
   },
+  '0007_search_terms': {
+    async up(db: Kysely<any>) {
+      // Each workspace's own words for typo-tolerant search (FTS5's vocabulary mixes workspaces).
+      await search.createTermTable(db);
+    },
+  },
   };
 }
 

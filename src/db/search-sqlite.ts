@@ -37,8 +37,49 @@ export interface SearchBackend {
   removeWorkspaceObject(db: Kysely<any>, workspaceId: number, objectId: number): Promise<void>;
   /** `match` is a complete, already-escaped FTS5 expression for the name/body/exact columns. */
   query(db: Kysely<any>, workspaceId: number, objectIds: number[], match: string, limit: number, exclude: string[]): Promise<SearchHit[]>;
-  /** Indexed terms in [from, to), for typo-tolerant matching. */
-  terms(db: Kysely<any>, from: string, to: string, max: number): Promise<string[]>;
+  /**
+   * A workspace's indexed words (without digits) in [from, to), for typo-tolerant matching: its
+   * own only, so that what another workspace writes never changes which near words it is offered.
+   */
+  terms(db: Kysely<any>, from: string, to: string, max: number, workspaceId: number): Promise<string[]>;
+  /** Migration: the per-workspace word list, filled from the documents already indexed. */
+  createTermTable(db: Kysely<any>): Promise<void>;
+}
+
+/**
+ * The words of a text as the index's tokenizer (unicode61, diacritics removed) splits and folds
+ * them, without words holding digits (ids, codes, phone numbers: typo tolerance ignores them) or of
+ * one character.
+ */
+export function wordsOf(text: string): string[] {
+  const out: string[] = [];
+  // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split).
+  const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
+  for (const w of folded.toLowerCase().split(/[^\p{L}\p{N}]+/u))
+    if (w.length > 1 && !/\d/.test(w)) out.push(w);
+  return out;
+}
+
+/**
+ * Each workspace's words go into search_terms (workspace, word), in the write's transaction, so a
+ * workspace's vocabulary is read by index, apart from every other workspace's: FTS5's own
+ * vocabulary (search_vocab) mixes all workspaces, and 34 near names written in one workspace
+ * crowded the near words of another out of its typo-tolerant search. Words of deleted records stay,
+ * which is harmless (a near word that matches nothing). Written before the documents' text: a
+ * multi-row statement after it would make FTS5 write its pending documents out early.
+ */
+async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<void> {
+  const seen = new Set<string>();
+  const rows: [number, string][] = [];
+  for (const d of docs)
+    for (const text of [d.name, d.body, d.exact])
+      for (const w of wordsOf(text)) {
+        const k = `${d.workspaceId}:${w}`;
+        if (seen.has(k)) continue;
+        seen.add(k);
+        rows.push([d.workspaceId, w]);
+      }
+  await bulkInsert(db, 'search_terms', ['workspace_id', 'term'], rows, { ignoreConflicts: true, perStatement: 5000 });
 }
 
 /** Record text is escaped (a client may render snippets as HTML); only our <mark> tags are markup. */
@@ -63,6 +104,7 @@ export const sqliteSearch: SearchBackend = {
   },
 
   async upsert(db, docs, fresh = false) {
+    await writeTerms(db, docs);
     if (fresh && docs.length) {
       // New records: their documents take the next ids, given here rather than read back (RETURNING
       // costs more than the insert). The caller's transaction already holds the write lock.
@@ -136,8 +178,26 @@ export const sqliteSearch: SearchBackend = {
     }));
   },
 
-  async terms(db, from, to, max) {
-    const r = await sql<{ term: string }>`SELECT term FROM search_vocab WHERE term >= ${from} AND term < ${to} LIMIT ${max}`.execute(db);
+  async terms(db, from, to, max, workspaceId) {
+    const r = await sql<{ term: string }>`
+      SELECT term FROM search_terms WHERE workspace_id = ${workspaceId} AND term >= ${from} AND term < ${to} ORDER BY term LIMIT ${max}`.execute(db);
     return r.rows.map((x) => x.term);
+  },
+
+  async createTermTable(db) {
+    await sql`CREATE TABLE search_terms (
+      workspace_id INTEGER NOT NULL,
+      term TEXT NOT NULL,
+      PRIMARY KEY (workspace_id, term)) WITHOUT ROWID`.execute(db);
+    // The words already indexed, by workspace: every occurrence in the index (fts5vocab 'instance')
+    // joined to its document's workspace. Once, at the upgrade; it reads the whole index.
+    await sql`CREATE VIRTUAL TABLE temp.search_vocab_instance USING fts5vocab(main, search_index, 'instance')`.execute(db);
+    try {
+      await sql`INSERT OR IGNORE INTO search_terms (workspace_id, term)
+        SELECT d.workspace_id, v.term FROM temp.search_vocab_instance v JOIN search_docs d ON d.doc_id = v.doc
+        WHERE length(v.term) > 1 AND v.term NOT GLOB '*[0-9]*'`.execute(db);
+    } finally {
+      await sql`DROP TABLE temp.search_vocab_instance`.execute(db);
+    }
   },
 };

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { CrmError, isCrmError } from '../services/errors.js';
+import { CrmError, fromDatabaseError, isCrmError } from '../services/errors.js';
 
 export interface ErrorBody {
   error: true;
@@ -31,9 +31,10 @@ function fromFastify(err: FastifyError): CrmError | null {
 }
 
 export function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
-  const crm = isCrmError(err) ? err : fromFastify(err);
+  const crm = isCrmError(err) ? err : (fromDatabaseError(err) ?? fromFastify(err));
   if (crm) {
     if (crm.code === 'UNAUTHORIZED') reply.header('WWW-Authenticate', 'Bearer realm="crm-mcp"');
+    if (crm.code === 'SERVICE_UNAVAILABLE') reply.header('Retry-After', String(crm.details?.retryAfter ?? 1));
     return reply.status(crm.status).send(errorBody(crm));
   }
   // Unknown: log it fully, answer generically (no SQL, no stack on the wire).

@@ -1,6 +1,6 @@
 import { ErrorCode, McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Log } from '../services/context.js';
-import { isCrmError, type CrmError } from '../services/errors.js';
+import { fromDatabaseError, isCrmError, type CrmError } from '../services/errors.js';
 
 const GENERIC = 'Internal error in the CRM server; the server log has the details. Retrying will not help until it is fixed.';
 
@@ -23,6 +23,7 @@ function describe(e: CrmError): string {
 
 /** A tool's failure as the model should see it: isError with the fix, never a stack or SQL. */
 export function toolError(e: unknown, log: Log, tool: string): CallToolResult {
+  e = fromDatabaseError(e) ?? e;
   if (isCrmError(e)) return { isError: true, content: [{ type: 'text', text: describe(e) }] };
   log.error({ err: e, tool }, 'MCP tool failed');
   return { isError: true, content: [{ type: 'text', text: GENERIC }] };
@@ -39,6 +40,7 @@ function bare(err: McpError, message: string): McpError {
 
 /** Resources and prompts answer JSON-RPC errors instead of tool results. */
 export function protocolError(e: unknown, log: Log, what: string): McpError {
+  e = fromDatabaseError(e) ?? e;
   if (isCrmError(e)) {
     const notFound = e.code === 'INVALID_OBJECT' || e.code === 'RECORD_NOT_FOUND' || e.code === 'NOT_FOUND';
     // -32002: the MCP spec's code for a resource that does not exist.

@@ -1,5 +1,6 @@
 import type { Db } from '../db/database.js';
 import type { Log } from './context.js';
+import { isCrmError } from './errors.js';
 import { seedWorkspace, type SeedOptions } from './seed.js';
 import { createToken, createUser, createWorkspace, listWorkspaces, type NewToken, type Workspace } from './users.js';
 
@@ -21,7 +22,15 @@ export async function ensureDefaultWorkspace(
   opts: { name: string; demo: boolean; seed?: Partial<SeedOptions> },
 ): Promise<FirstStart | null> {
   if ((await listWorkspaces(db)).length > 0) return null;
-  const workspace = await createWorkspace(db, opts.name);
+  let workspace: Workspace;
+  try {
+    workspace = await createWorkspace(db, opts.name);
+  } catch (e) {
+    // Another process (two servers started at once on a new file) created it first: it is that
+    // process's first start, not this one's.
+    if (isCrmError(e) && e.code === 'DUPLICATE_RECORD') return null;
+    throw e;
+  }
   const admin = await createUser(db, workspace.id, { email: 'admin@example.com', name: 'Admin', role: 'admin' });
   if (opts.demo) {
     const ctx = { db, log, actor: { workspaceId: workspace.id, userId: admin.id, role: 'admin' as const, via: 'cli' } };

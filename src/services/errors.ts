@@ -1,3 +1,5 @@
+import { classifyDbError, type DialectAdapter } from '../db/dialect.js';
+
 /**
  * The error catalogue. Services throw CrmError; each surface maps it once
  * (HTTP: status + {error, code, message}; MCP: isError + message).
@@ -16,6 +18,8 @@ export const ERROR_STATUS = {
   /** The client gave up (MCP notifications/cancelled); the work was rolled back. */
   CANCELLED: 499,
   INTERNAL_ERROR: 500,
+  /** Another process held the database's write lock longer than a write may wait; retry (Retry-After). */
+  SERVICE_UNAVAILABLE: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
@@ -39,4 +43,41 @@ export const isCrmError = (e: unknown): e is CrmError => e instanceof CrmError;
 
 export function validationError(message: string, details?: Record<string, unknown>): CrmError {
   return new CrmError('VALIDATION_ERROR', message, details);
+}
+
+/** Seconds a client should wait before retrying a write refused because the database was busy. */
+export const BUSY_RETRY_AFTER_S = 1;
+
+/**
+ * A database driver's error the surfaces can answer as the contract's 4xx/503 rather than 500: a
+ * unique constraint the service did not check for itself (two concurrent creates of one name: the
+ * database is the one place that sees both), or the write lock held by another process past the
+ * wait. Null: a bug, answered 500 and logged.
+ */
+export function fromDatabaseError(e: unknown): CrmError | null {
+  const kind = classifyDbError(e);
+  if (!kind) return null;
+  if (kind.kind === 'busy')
+    return new CrmError('SERVICE_UNAVAILABLE', `The database is busy with another process's writes; retry in ${BUSY_RETRY_AFTER_S} s`, { retryAfter: BUSY_RETRY_AFTER_S });
+  // Named after what the client knows: a record table's columns are its fields' names; the metadata
+  // tables' own columns are not shown.
+  const meta: Record<string, string> = { workspaces: 'A workspace', objects: 'An object', fields: 'A field', pipelines: 'A pipeline', users: 'A user' };
+  const isRecordTable = kind.table !== null && /^w\d+_/.test(kind.table);
+  const cols = isRecordTable || (kind.table && meta[kind.table]) ? kind.columns.filter((c) => c !== 'workspace_id' && c !== 'object_id') : [];
+  const what = (kind.table && meta[kind.table]) ?? 'A record';
+  return new CrmError('DUPLICATE_RECORD', `${what} with the same ${cols.length ? cols.join(', ') : 'unique value'} already exists`, cols.length ? { fields: cols } : undefined);
+}
+
+/**
+ * For `.catch()` on a write that creates a name (a workspace, an object, a field, a pipeline): the
+ * service checked the name before, but two concurrent calls can both pass that check; the
+ * database's unique constraint on `table` decides, and the loser answers DUPLICATE_RECORD with
+ * `message`. Any other error goes on unchanged.
+ */
+export function duplicateOn(adapter: DialectAdapter, table: string, message: string): (e: unknown) => never {
+  return (e) => {
+    const kind = adapter.classifyError(e);
+    if (kind?.kind === 'unique' && kind.table === table) throw new CrmError('DUPLICATE_RECORD', message);
+    throw e;
+  };
 }

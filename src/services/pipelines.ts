@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
 import type { Ctx } from './context.js';
-import { CrmError, validationError } from './errors.js';
+import { CrmError, validationError, duplicateOn } from './errors.js';
 import { encodeValue } from './field-types.js';
 import { requireAdmin } from './permissions.js';
 import { getRecord, updateRecord, type RecordData } from './records.js';
@@ -116,7 +116,7 @@ export async function createPipeline(ctx: Ctx, input: unknown) {
       .execute();
     await bumpVersion(trx, ctx.actor.workspaceId);
     return pid;
-  });
+  }).catch(duplicateOn(ctx.db.adapter, 'pipelines', `${obj.name} already has a pipeline; an object has one pipeline`));
   return getPipeline(ctx, id);
 }
 

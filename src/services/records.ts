@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely';
 import { newId } from './ids.js';
 import type { Tables } from '../db/tables.js';
@@ -645,16 +646,22 @@ export async function removeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDe
   await removeKeys(dyn(trx), obj, ctx.actor.workspaceId, ids);
 }
 
-/** Schemas preloaded per call, for code running inside a transaction. */
-const schemaCache = new WeakMap<Ctx, WorkspaceSchema>();
+/**
+ * The schema preloaded by the call running a transaction, for code inside it. Per call, not per
+ * context: two concurrent calls on one context (an MCP session's parallel tool calls) each keep
+ * their own; kept per context, the first call to finish removed the other's ("schema not preloaded").
+ */
+const preloaded = new AsyncLocalStorage<WorkspaceSchema>();
+const schemaCache = {
+  get(ctx: Ctx): WorkspaceSchema | undefined {
+    const schema = preloaded.getStore();
+    return schema?.workspaceId === ctx.actor.workspaceId ? schema : undefined;
+  },
+};
 
 async function inTransaction<T>(ctx: Ctx, fn: (trx: Kysely<Tables>) => Promise<T>): Promise<T> {
-  schemaCache.set(ctx, await getSchema(ctx));
-  try {
-    return await ctx.db.kysely.transaction().execute(fn);
-  } finally {
-    schemaCache.delete(ctx);
-  }
+  const schema = await getSchema(ctx);
+  return preloaded.run(schema, () => ctx.db.kysely.transaction().execute(fn));
 }
 
 async function readBack(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<RecordData[]> {

@@ -5,7 +5,7 @@ import type { DialectAdapter } from '../db/dialect.js';
 import type { Db } from '../db/database.js';
 import { closest } from './suggest.js';
 import type { Ctx } from './context.js';
-import { CrmError, validationError } from './errors.js';
+import { CrmError, duplicateOn, validationError } from './errors.js';
 import { encodeValue, decodeValue, FIELD_TYPES, storageOf, type FieldDef, type FieldType, type SelectOption } from './field-types.js';
 import { randomUUID } from 'node:crypto';
 import { DEFAULT_PIPELINES, RESERVED_FIELD_NAMES, RESERVED_OBJECT_NAMES, SYSTEM_OBJECTS, type FieldSpec, type ObjectSpec, type PipelineSpec } from './system-objects.js';
@@ -480,7 +480,7 @@ export async function createObject(ctx: Ctx, input: unknown) {
     await bumpVersion(trx, ctx.actor.workspaceId);
     // Schema changes are in the feed too (no record: record_id ''), so agents following it learn of new objects.
     await recordActivity(trx, ctx, [{ object: spec.name, recordId: '', action: 'object_created', payload: { fields: names } }]);
-  });
+  }).catch(duplicateOn(ctx.db.adapter, 'objects', `Object '${spec.name}' already exists`));
   return getObjectSchema(ctx, spec.name);
 }
 
@@ -519,7 +519,7 @@ export async function createField(ctx: Ctx, objectName: string, input: unknown) 
     } else await createFieldIndex(k, obj.table, fieldSpec);
     await bumpVersion(trx, ctx.actor.workspaceId);
     await recordActivity(trx, ctx, [{ object: obj.name, recordId: '', action: 'field_created', payload: { field: spec.name, type: spec.type } }]);
-  });
+  }).catch(duplicateOn(ctx.db.adapter, 'fields', `Field '${spec.name}' already exists on ${obj.name}`));
   const fresh = await resolveObject(ctx, objectName);
   return describeField(resolveField(fresh, spec.name));
 }

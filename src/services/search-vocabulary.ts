@@ -3,9 +3,12 @@ import type { Db } from '../db/database.js';
 import type { SearchDoc } from '../db/search-sqlite.js';
 
 /**
- * The index's words by first letter, for typo tolerance ("Jhon" finds John). Reading them from the
- * index (FTS5's vocabulary) walks every term with that letter: 30 ms at 300,000 contacts, 100–300 ms
- * at a million, on every typo-tolerant query. So they are kept in memory once read:
+ * Each workspace's indexed words by first letter, for typo tolerance ("Jhon" finds John). A
+ * workspace's own words only (the search backend keeps them per workspace): with one vocabulary for
+ * all, near names written in another workspace crowded a workspace's own word out of the near words
+ * offered. Reading them walks every word of the workspace with that letter: tens of ms for a large
+ * workspace, on every typo-tolerant query. So they are kept in memory once read, per workspace and
+ * letter:
  * - words this process indexes are added as they are written (noteIndexed);
  * - a commit by another connection (a CLI import, another server on the same file: SQLite's
  *   data_version changes) drops them all, to be read again when next needed;
@@ -14,7 +17,7 @@ import type { SearchDoc } from '../db/search-sqlite.js';
  * Words holding digits are left out, as the typo-tolerant search ignores them (ids, codes, tags).
  */
 
-/** Terms read for one letter (the index's first ones in order, as before this cache). */
+/** Words read for one workspace and letter, at most (the first ones in order). */
 const MAX_SCAN = 200_000;
 const MAX_KEPT = 1_000_000;
 
@@ -27,7 +30,7 @@ interface Letter {
 interface Vocabulary {
   /** data_version of the connection when the words were read */
   version: number;
-  /** In use order, least recent first. */
+  /** By workspace and letter (`${workspaceId}:${letter}`), in use order, least recent first. */
   byLetter: Map<string, Letter>;
   kept: number;
   /** Documents noted so far: a scan during which some were written is not kept (it may miss them). */
@@ -50,25 +53,26 @@ function current(db: Db): Vocabulary | null {
   return v;
 }
 
-/** The index's words (without digits) that start with `letter`. */
-export async function wordsStartingWith(db: Db, k: Kysely<any>, letter: string): Promise<Iterable<string>> {
+/** The workspace's indexed words (without digits) that start with `letter`. */
+export async function wordsStartingWith(db: Db, k: Kysely<any>, workspaceId: number, letter: string): Promise<Iterable<string>> {
   const v = current(db);
-  const known = v?.byLetter.get(letter);
+  const key = `${workspaceId}:${letter}`;
+  const known = v?.byLetter.get(key);
   if (v && known) {
     // Most recently used last.
-    v.byLetter.delete(letter);
-    v.byLetter.set(letter, known);
+    v.byLetter.delete(key);
+    v.byLetter.set(key, known);
     return known.words;
   }
   const writes = v?.writes;
-  const terms = await db.search.terms(k, letter, String.fromCodePoint(letter.codePointAt(0)! + 1), MAX_SCAN);
+  const terms = await db.search.terms(k, letter, String.fromCodePoint(letter.codePointAt(0)! + 1), MAX_SCAN, workspaceId);
   const words = new Set(terms.filter((t) => !hasDigit.test(t)));
   // Kept only if nothing changed meanwhile: no commit by another connection, no write noted here.
   if (v && vocabularies.get(db) === v && dataVersion(db) === v.version && v.writes === writes) {
-    v.byLetter.set(letter, { words, bound: terms.length >= MAX_SCAN ? terms[terms.length - 1]! : null });
+    v.byLetter.set(key, { words, bound: terms.length >= MAX_SCAN ? terms[terms.length - 1]! : null });
     v.kept += words.size;
     for (const [l, old] of v.byLetter) {
-      if (v.kept <= MAX_KEPT || l === letter) break;
+      if (v.kept <= MAX_KEPT || l === key) break;
       v.byLetter.delete(l);
       v.kept -= old.words.size;
     }
@@ -86,7 +90,7 @@ export function noteIndexed(db: Db, docs: SearchDoc[], fold: (s: string) => stri
     for (const text of [d.name, d.body, d.exact])
       for (const w of fold(text).split(/[^\p{L}\p{N}]+/u)) {
         if (!w || hasDigit.test(w)) continue;
-        const letter = v.byLetter.get(String.fromCodePoint(w.codePointAt(0)!));
+        const letter = v.byLetter.get(`${d.workspaceId}:${String.fromCodePoint(w.codePointAt(0)!)}`);
         if (!letter || (letter.bound !== null && w > letter.bound) || letter.words.has(w)) continue;
         letter.words.add(w);
         v.kept++;

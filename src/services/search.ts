@@ -266,7 +266,7 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
       const cap = t.length >= 8 ? 2 : 1;
       // Candidates share the first letter; words only (tokens with digits are ids, codes, emails' tags).
       const near: string[] = [];
-      for (const term of await wordsStartingWith(ctx.db, k, String.fromCodePoint(t.codePointAt(0)!))) {
+      for (const term of await wordsStartingWith(ctx.db, k, ctx.actor.workspaceId, String.fromCodePoint(t.codePointAt(0)!))) {
         if (Math.abs(term.length - t.length) <= cap && term !== t && editDistance(t, term, cap) <= cap) near.push(term);
         if (near.length >= 30) break;
       }

@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Db } from '../db/database.js';
 import { createDefaultPipelines, createSystemSchema } from './schema.js';
 import type { Actor, Ctx, Role } from './context.js';
-import { CrmError, validationError } from './errors.js';
+import { CrmError, duplicateOn, validationError } from './errors.js';
 import { nowIso } from './clock.js';
 
 export const TOKEN_PREFIX = 'ksr_';
@@ -39,7 +39,7 @@ export async function createWorkspace(db: Db, name: string): Promise<Workspace> 
     await createSystemSchema(trx, db.adapter, ws.id);
     await createDefaultPipelines(trx, ws.id);
     return ws;
-  });
+  }).catch(duplicateOn(db.adapter, 'workspaces', `Workspace '${name}' already exists`));
 }
 
 export async function createUser(db: Db, workspaceId: number, input: { email: string; name: string; role: Role }): Promise<User> {

@@ -1,0 +1,264 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../src/db/database.js';
+import { migrate } from '../src/db/migrations.js';
+import { buildApp } from '../src/http/app.js';
+import { call, makeWorkspace, silent } from './helpers.js';
+
+/**
+ * Several processes on one SQLite file, as the README allows (servers behind one load balancer, a
+ * CLI import beside them): two real `serve` processes (the built CLI) and a CLI import of a few
+ * thousand rows, under concurrent writes (creates, updates, bulk updates, schema changes) and reads
+ * through both servers. No request may answer 5xx "database is locked", and every acknowledged
+ * write must be in the file afterwards.
+ */
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLI = path.join(root, 'dist/src/cli.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-procs-'));
+const dbFile = path.join(tmp, 'crm.db');
+
+const baseEnv = Object.fromEntries(
+  Object.entries(process.env).filter(([k]) => !k.startsWith('CRM_') && !['PORT', 'HOST', 'LOG_LEVEL'].includes(k)),
+) as Record<string, string>;
+const env = { ...baseEnv, CRM_DB: dbFile, CRM_WORKSPACE: 'alpha', CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'error', CRM_READ_WORKERS: '0' };
+
+const children: ChildProcess[] = [];
+let token = '';
+const bases: string[] = [];
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startServer(): Promise<string> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', String(port)], { cwd: tmp, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`serve exited: ${stderr}`);
+    try {
+      if ((await fetch(`${base}/health`)).ok) return base;
+    } catch {
+      /* not listening yet */
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`serve did not start: ${stderr}`);
+}
+
+function runImport(file: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'import', 'contacts', file, '--batch', '1000'], { cwd: tmp, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+async function api(base: string, method: string, url: string, body?: unknown): Promise<{ status: number; body: any; retryAfter: string | null }> {
+  const res = await fetch(`${base}/api/v1${url}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  let json: any = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, body: json, retryAfter: res.headers.get('retry-after') };
+}
+
+beforeAll(async () => {
+  const db = openDatabase({ file: dbFile });
+  await migrate(db);
+  token = (await makeWorkspace(db, 'alpha')).adminToken;
+  await db.close();
+  bases.push(...(await Promise.all([startServer(), startServer()])));
+}, 30_000);
+
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+});
+
+describe('two serve processes and a CLI import on one SQLite file', () => {
+  it('answers no 5xx under concurrent writes and reads, and loses no acknowledged write', async () => {
+    const IMPORTED = 3000;
+    const csv = path.join(tmp, 'people.csv');
+    fs.writeFileSync(csv, `first_name,last_name,email\n${Array.from({ length: IMPORTED }, (_, i) => `Imported${i},Person,imp${i}@example.com`).join('\n')}\n`);
+    const importing = runImport(csv);
+
+    const statuses = new Map<number, number>();
+    const failures: string[] = [];
+    const created: string[] = [];
+    const fields: string[] = [];
+    const objects: string[] = [];
+    const updated = new Map<string, string>();
+    let n = 0;
+    const until = Date.now() + 4000;
+    const note = (what: string, r: { status: number; body: any; retryAfter: string | null }) => {
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      if (r.status >= 500) failures.push(`${what}: ${r.status} ${JSON.stringify(r.body)}`);
+      // A refusal for load must say when to retry and keep the contract's shape.
+      if (r.status === 503) expect(r.retryAfter).toMatch(/^\d+$/);
+      if (r.status >= 400) expect(r.body).toMatchObject({ error: true, code: expect.any(String), message: expect.any(String) });
+    };
+    const worker = async (w: number) => {
+      while (Date.now() < until) {
+        const base = bases[(w + n) % bases.length]!;
+        const i = n++;
+        const kind = i % 10;
+        if (kind <= 2) {
+          const r = await api(base, 'POST', '/records/contacts', { first_name: `W${w}n${i}`, last_name: 'Writer', email: `w${w}n${i}@example.com` });
+          note('create', r);
+          if (r.status === 201) created.push(r.body.data.id);
+        } else if (kind === 3 && created.length) {
+          const id = created[i % created.length]!;
+          const title = `title ${i}`;
+          const r = await api(base, 'PATCH', `/records/contacts/${id}`, { job_title: title });
+          note('update', r);
+          if (r.status === 200) updated.set(id, title);
+        } else if (kind === 4 && created.length >= 5) {
+          const ids = created.slice(-5);
+          const r = await api(base, 'POST', '/bulk', { action: 'update', object: 'contacts', ids, values: { city: `City ${i}` } });
+          note('bulk', r);
+          if (r.status === 200) for (const id of ids) updated.delete(id); // Job titles stay; only cities change.
+        } else if (kind === 5 && i % 40 === 5) {
+          const name = `f${i}`;
+          const r = await api(base, 'POST', '/schema/contacts/fields', { name, type: 'TEXT' });
+          note('field', r);
+          if (r.status === 201) {
+            fields.push(name);
+            // The other server knows the new field on its very next request (its schema cache follows the file).
+            const elsewhere = bases[(bases.indexOf(base) + 1) % bases.length]!;
+            const used = await api(elsewhere, 'POST', '/records/contacts', { first_name: `F${i}`, [name]: 'set elsewhere' });
+            note('create with new field', used);
+            expect(used.status, JSON.stringify(used.body)).toBe(201);
+            created.push(used.body.data.id);
+          }
+        } else if (kind === 5 && i % 40 === 15) {
+          const name = `thing${i}`;
+          const r = await api(base, 'POST', '/schema', { name, fields: [{ name: 'title', type: 'TEXT' }] });
+          note('object', r);
+          if (r.status === 201) {
+            objects.push(name);
+            const elsewhere = bases[(bases.indexOf(base) + 1) % bases.length]!;
+            const used = await api(elsewhere, 'POST', `/records/${name}`, { title: 'made elsewhere' });
+            note('create in new object', used);
+            expect(used.status, JSON.stringify(used.body)).toBe(201);
+          }
+        } else if (kind === 6) {
+          note('search', await api(base, 'GET', `/search?q=Writer`));
+        } else {
+          note('list', await api(base, 'GET', `/records/contacts?limit=5`));
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 12 }, (_, w) => worker(w)));
+    const imp = await importing;
+
+    expect(failures).toEqual([]);
+    expect(imp.status, imp.stderr).toBe(0);
+    expect(n).toBeGreaterThan(200);
+    expect(created.length).toBeGreaterThan(20);
+
+    // Everything acknowledged is in the file, seen by either server (and by a fresh connection).
+    const db = openDatabase({ file: dbFile });
+    try {
+      const t = db.kysely as any;
+      const table = (await t.selectFrom('objects').select('table_name').where('name', '=', 'contacts').executeTakeFirstOrThrow()).table_name as string;
+      const rows = (await t.selectFrom(table).select(['id', 'job_title']).where('id', 'in', created).execute()) as { id: string; job_title: string | null }[];
+      expect(rows.length).toBe(created.length);
+      const title = new Map(rows.map((r) => [r.id, r.job_title]));
+      // Concurrent updates of one record may land in either order: each updated record holds one of them.
+      for (const id of updated.keys()) expect(title.get(id)).toMatch(/^title \d+$/);
+      const imported = await t.selectFrom(table).select((eb: any) => eb.fn.countAll().as('n')).where('email', 'like', 'imp%@example.com').executeTakeFirst();
+      expect(Number(imported.n)).toBe(IMPORTED);
+    } finally {
+      await db.close();
+    }
+    for (const base of bases) {
+      const schema = await api(base, 'GET', '/schema/contacts');
+      const names = schema.body.data.fields.map((f: { name: string }) => f.name);
+      for (const f of fields) expect(names).toContain(f);
+      for (const o of objects) expect((await api(base, 'GET', `/schema/${o}`)).status).toBe(200);
+    }
+  }, 40_000);
+});
+
+describe('waiting for another connection\'s write lock', () => {
+  /** A second connection on the file that holds the write lock until released, as another process's long import batch. */
+  async function setup(lockWaitMs: number) {
+    const file = path.join(fs.mkdtempSync(path.join(tmp, 'lock-')), 'crm.db');
+    const db = openDatabase({ file, lockWaitMs });
+    await migrate(db);
+    const w = await makeWorkspace(db, 'alpha');
+    const app = await buildApp({ db, log: silent });
+    const other = openDatabase({ file });
+    return { db, w, app, other, close: async () => { await app.close(); await db.close(); await other.close(); } };
+  }
+
+  it('a write waits its turn without blocking the process, then succeeds', async () => {
+    const t = await setup(10_000);
+    try {
+      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      let done = false;
+      const write = call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Patient' }).finally(() => (done = true));
+      // While the write waits for the lock, the process answers other requests (reads do not need it).
+      await new Promise((r) => setTimeout(r, 100));
+      expect((await call(t.app, null, 'GET', '/health')).status).toBe(200);
+      expect((await call(t.app, t.w.adminToken, 'GET', '/api/v1/records/contacts')).status).toBe(200);
+      expect(done).toBe(false);
+      t.other.sqlite.exec('COMMIT');
+      const r = await write;
+      expect(r.status).toBe(201);
+      expect((await call(t.app, t.w.adminToken, 'GET', `/api/v1/records/contacts/${r.body.data.id}`)).status).toBe(200);
+    } finally {
+      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      await t.close();
+    }
+  });
+
+  it('past CRM_DB_LOCK_WAIT_MS a write answers 503 with Retry-After in the contract shape, and writes nothing', async () => {
+    const t = await setup(150);
+    try {
+      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      const r = await call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Hasty' });
+      const f = await call(t.app, t.w.adminToken, 'POST', '/api/v1/schema/contacts/fields', { name: 'hasty', type: 'TEXT' });
+      t.other.sqlite.exec('COMMIT');
+      for (const x of [r, f]) {
+        expect(x.status).toBe(503);
+        expect(x.headers['retry-after']).toBe('1');
+        expect(x.body).toEqual({ error: true, code: 'SERVICE_UNAVAILABLE', message: expect.stringMatching(/retry/i), details: { retryAfter: 1 } });
+      }
+      expect((await call(t.app, t.w.adminToken, 'GET', '/api/v1/records/contacts')).body.data).toEqual([]);
+      // Once the lock is free, the same writes go through.
+      expect((await call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Hasty' })).status).toBe(201);
+    } finally {
+      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      await t.close();
+    }
+  });
+});

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Db } from '../src/db/database.js';
+import { openDatabase } from '../src/db/database.js';
+import { ensureDefaultWorkspace } from '../src/services/bootstrap.js';
+import { fromDatabaseError, isCrmError } from '../src/services/errors.js';
+import { createPipeline } from '../src/services/pipelines.js';
+import { createRecord, upsertRecords } from '../src/services/records.js';
+import { createField, createObject } from '../src/services/schema.js';
+import { createWorkspace } from '../src/services/users.js';
+import { call, freshDb, makeWorkspace, silent, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+
+/**
+ * Concurrent calls inside one process: the services check a name, then insert it; two calls that
+ * both pass the check must not answer a raw SQLITE_CONSTRAINT_UNIQUE (500). The database's unique
+ * constraint decides, and the loser gets 409 DUPLICATE_RECORD.
+ */
+
+/** Exactly one call succeeded; every other failed with DUPLICATE_RECORD and a message naming the conflict. */
+function oneWinner(results: PromiseSettledResult<unknown>[], named: RegExp) {
+  const won = results.filter((r) => r.status === 'fulfilled');
+  const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  expect(won.length).toBe(1);
+  expect(lost.length).toBe(results.length - 1);
+  for (const l of lost) {
+    expect(isCrmError(l.reason), String(l.reason)).toBe(true);
+    expect(l.reason).toMatchObject({ code: 'DUPLICATE_RECORD', status: 409 });
+    expect(l.reason.message).toMatch(named);
+  }
+}
+
+let db: Db;
+let w: TestWorkspace;
+
+beforeAll(async () => {
+  db = await freshDb();
+  w = await makeWorkspace(db, 'racers');
+});
+afterAll(() => db.close());
+
+describe('concurrent creates of one name', () => {
+  it('workspace: one is created, the other answers DUPLICATE_RECORD', async () => {
+    oneWinner(await Promise.allSettled([createWorkspace(db, 'twin'), createWorkspace(db, 'twin')]), /twin/);
+  });
+
+  it('custom object: one is created, the others answer DUPLICATE_RECORD', async () => {
+    const spec = { name: 'gadgets', fields: [{ name: 'title', type: 'TEXT' }] };
+    oneWinner(await Promise.allSettled([createObject(w.ctx, spec), createObject(w.ctx, spec), createObject(w.ctx, spec)]), /gadgets/);
+  });
+
+  it('custom field: one is created, the other answers DUPLICATE_RECORD', async () => {
+    const spec = { name: 'nickname', type: 'TEXT' };
+    oneWinner(await Promise.allSettled([createField(w.ctx, 'contacts', spec), createField(w.ctx, 'contacts', spec)]), /nickname/);
+  });
+
+  it('pipeline of one object: one is created, the other answers DUPLICATE_RECORD', async () => {
+    await createObject(w.ctx, { name: 'tickets', fields: [{ name: 'title', type: 'TEXT' }, { name: 'stage', type: 'SELECT', options: ['open', 'done'] }] });
+    const spec = { object: 'tickets', name: 'Support', field: 'stage', steps: [{ key: 'open' }, { key: 'done' }] };
+    oneWinner(await Promise.allSettled([createPipeline(w.ctx, spec), createPipeline(w.ctx, spec)]), /tickets/);
+  });
+});
+
+describe('first start of two servers on one new file', () => {
+  it('one creates the default workspace and its token, the other starts without one', async () => {
+    const fresh = await freshDb();
+    try {
+      const starts = await Promise.all([1, 2].map(() => ensureDefaultWorkspace(fresh, silent, { name: 'default', demo: false })));
+      expect(starts.filter((s) => s !== null).length).toBe(1);
+      expect(starts.find((s) => s !== null)!.token.token).toMatch(/^ksr_/);
+    } finally {
+      await fresh.close();
+    }
+  });
+});
+
+describe('concurrent upserts on one request context', () => {
+  it('both succeed (no "schema not preloaded")', async () => {
+    const company = await createRecord(w.ctx, 'companies', { name: 'Acme' });
+    const rows = (tag: string) => Array.from({ length: 5 }, (_, i) => ({ email: `${tag}${i}@acme.test`, first_name: `${tag}${i}`, company: company.id }));
+    const [a, b] = await Promise.all([upsertRecords(w.ctx, 'contacts', rows('a'), 'email'), upsertRecords(w.ctx, 'contacts', rows('b'), 'email')]);
+    expect(a.results.map((r) => r.action)).toEqual(Array(5).fill('created'));
+    expect(b.results.map((r) => r.action)).toEqual(Array(5).fill('created'));
+    // And again, now as updates of the same records, still concurrently.
+    const [c, d] = await Promise.all([upsertRecords(w.ctx, 'contacts', rows('a'), 'email'), upsertRecords(w.ctx, 'contacts', rows('b'), 'email')]);
+    expect([...c.results, ...d.results].every((r) => r.action === 'updated')).toBe(true);
+  });
+});
+
+describe('over REST', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await testApp();
+  });
+  afterAll(() => t.close());
+
+  it('parallel POST /schema and POST /schema/{object}/fields of one name: one 201, the others 409 in the contract shape', async () => {
+    const objs = await Promise.all([1, 2, 3].map(() => call(t.app, t.a.adminToken, 'POST', '/api/v1/schema', { name: 'widgets', fields: [{ name: 'title', type: 'TEXT' }] })));
+    expect(objs.map((r) => r.status).sort()).toEqual([201, 409, 409]);
+    const fields = await Promise.all([1, 2, 3].map(() => call(t.app, t.a.adminToken, 'POST', '/api/v1/schema/widgets/fields', { name: 'size', type: 'INTEGER' })));
+    expect(fields.map((r) => r.status).sort()).toEqual([201, 409, 409]);
+    for (const r of [...objs, ...fields].filter((x) => x.status === 409))
+      expect(r.body).toEqual({ error: true, code: 'DUPLICATE_RECORD', message: expect.stringMatching(/widgets|size/) });
+  });
+});
+
+describe('driver errors the surfaces map once (REST and MCP)', () => {
+  const raised = (fn: () => unknown): unknown => {
+    try {
+      fn();
+    } catch (e) {
+      return e;
+    }
+    throw new Error('expected an error');
+  };
+
+  it('any unique violation is DUPLICATE_RECORD (409) naming what is taken; the lock held past the wait is SERVICE_UNAVAILABLE (503)', async () => {
+    const unique = raised(() => db.sqlite.prepare("INSERT INTO workspaces (name, created_at) VALUES ('racers', 'now')").run());
+    expect(fromDatabaseError(unique)).toMatchObject({ code: 'DUPLICATE_RECORD', status: 409, message: 'A workspace with the same name already exists' });
+    // A record table's columns are its fields: named; a metadata table's own columns are not shown.
+    const table = `w${w.workspace.id}_contacts`;
+    const row = "VALUES ('x1', 'now', 'now', 'Dup', 'dup@race.test')";
+    db.sqlite.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row}`).run();
+    const dupEmail = raised(() => db.sqlite.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row.replace("'x1'", "'x2'")}`).run());
+    expect(fromDatabaseError(dupEmail)).toMatchObject({ code: 'DUPLICATE_RECORD', message: 'A record with the same email already exists', details: { fields: ['email'] } });
+    const pair = "INSERT INTO associations (workspace_id, a_object, a_id, b_object, b_id, created_at) VALUES (1, 'a', '1', 'b', '2', 'now')";
+    db.sqlite.prepare(pair).run();
+    expect(fromDatabaseError(raised(() => db.sqlite.prepare(pair).run()))?.message).toBe('A record with the same unique value already exists');
+    const file = await freshDb({ file: true });
+    const other = openDatabase({ file: file.file });
+    try {
+      other.sqlite.exec('BEGIN IMMEDIATE');
+      const busy = raised(() => file.sqlite.exec('BEGIN IMMEDIATE')); // busy_timeout 0: at once
+      expect(fromDatabaseError(busy)).toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503, details: { retryAfter: 1 } });
+    } finally {
+      other.sqlite.exec('ROLLBACK');
+      await other.close();
+      await file.close();
+    }
+    expect(fromDatabaseError(new Error('a bug'))).toBeNull();
+    expect(fromDatabaseError(raised(() => db.sqlite.prepare('SELECT * FROM no_such_table').all()))).toBeNull();
+  });
+});

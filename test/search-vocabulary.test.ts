@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, type Db } from '../src/db/database.js';
+import { migrate } from '../src/db/migrations.js';
+import { createPipeline } from '../src/services/pipelines.js';
+import { listPipelines } from '../src/services/pipelines.js';
+import { createRecord, createRecords, getRecord } from '../src/services/records.js';
+import { createField, createObject, getObjectSchema } from '../src/services/schema.js';
+import { searchAll } from '../src/services/search.js';
+import { freshDb, makeWorkspace, type TestWorkspace } from './helpers.js';
+
+/**
+ * Typo-tolerant search offers each query's near words (one or two edits away) from a vocabulary:
+ * that vocabulary must be the workspace's own, or records written in another workspace change
+ * what a workspace finds (34 "Jhon…" names in B made A's "Jhon" miss its John). And the caches a
+ * process keeps (schema, pipelines, vocabulary) must follow what another process writes.
+ */
+
+/** 35 first names one edit from "jhon", all sorting before "john". */
+const NEAR_JHON = [...'abcdefghijklmnopqrstuvwxyz'].map((c) => `Jhon${c}`).concat([...'abcdefghi'].map((c) => `J${c}on`));
+
+let db: Db;
+let a: TestWorkspace;
+let b: TestWorkspace;
+let john: string;
+
+beforeAll(async () => {
+  db = await freshDb({ file: true });
+  a = await makeWorkspace(db, 'alpha');
+  b = await makeWorkspace(db, 'beta');
+  john = (await createRecord(a.ctx, 'contacts', { first_name: 'John', last_name: 'Smith' })).id;
+  await createRecords(b.ctx, 'contacts', NEAR_JHON.map((n) => ({ first_name: n, last_name: 'Other' })));
+});
+afterAll(() => db.close());
+
+const fuzzyIds = async (w: TestWorkspace, q: string, on: Db = db) =>
+  (await searchAll({ ...w.ctx, db: on }, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
+
+describe("a workspace's typo-tolerant search depends on its own records alone", () => {
+  it("A's 'Jhon' finds its John on a cold cache, a warm one, and through another connection", async () => {
+    // A second handle on the file: another process's view, its vocabulary not read yet (cold).
+    const other = openDatabase({ file: db.file });
+    try {
+      expect(await fuzzyIds(a, 'Jhon', other)).toEqual([john]);
+      expect(await fuzzyIds(a, 'Jhon', other)).toEqual([john]); // warm
+      expect(await fuzzyIds(a, 'Jhon')).toEqual([john]);
+      expect(await fuzzyIds(a, 'Jhon')).toEqual([john]);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("more near names written in B after A's vocabulary was read change nothing for A; B finds its own", async () => {
+    await createRecords(b.ctx, 'contacts', [...'jklmn'].map((c) => ({ first_name: `J${c}on`, last_name: 'Later' })));
+    expect(await fuzzyIds(a, 'Jhon')).toEqual([john]);
+    const inB = await searchAll(b.ctx, { q: 'Jhonx' });
+    expect(inB.data.length).toBeGreaterThan(0);
+    expect(inB.data.map((h) => h.id)).not.toContain(john);
+  });
+
+  it('words written in A by another connection after the vocabulary was read are offered', async () => {
+    expect(await fuzzyIds(a, 'Jhon')).toEqual([john]); // A's words for 'j' are read and kept
+    const other = openDatabase({ file: db.file });
+    const jonah = (await createRecord({ ...a.ctx, db: other }, 'contacts', { first_name: 'Jonahtan', last_name: 'Marsh' })).id;
+    await other.close();
+    expect(await fuzzyIds(a, 'Jonathan')).toEqual([jonah]);
+  });
+});
+
+describe('caches follow what another connection writes', () => {
+  let other: Db;
+  beforeAll(async () => {
+    other = openDatabase({ file: db.file });
+    await migrate(other);
+  });
+  afterAll(() => other.close());
+  const on = (w: TestWorkspace, d: Db) => ({ ...w.ctx, db: d });
+
+  it('a field or object added by another connection is known on the next call', async () => {
+    await getObjectSchema(on(a, db), 'contacts'); // cached here
+    await createField(on(a, other), 'contacts', { name: 'shoe_size', type: 'INTEGER' });
+    const rec = await createRecord(on(a, db), 'contacts', { first_name: 'Ann', shoe_size: 38 });
+    expect((await getRecord(on(a, db), 'contacts', rec.id)).shoe_size).toBe(38);
+    await createObject(on(a, other), { name: 'boats', fields: [{ name: 'title', type: 'TEXT' }] });
+    expect((await createRecord(on(a, db), 'boats', { title: 'Wave' })).title).toBe('Wave');
+  });
+
+  it('a pipeline created by another connection is listed on the next call', async () => {
+    await createObject(on(a, db), { name: 'jobs', fields: [{ name: 'title', type: 'TEXT' }, { name: 'stage', type: 'SELECT', options: ['new', 'won'] }] });
+    expect(await listPipelines(on(a, db), 'jobs')).toEqual([]);
+    await createPipeline(on(a, other), { object: 'jobs', name: 'Hiring', field: 'stage', steps: [{ key: 'new' }, { key: 'won', won: true }] });
+    expect((await listPipelines(on(a, db), 'jobs')).map((p) => p.steps.map((s: { key: string }) => s.key))).toEqual([['new', 'won']]);
+  });
+});
+
+describe('upgrading a database indexed before per-workspace words', () => {
+  it("migration 0007 fills each workspace's words from the index", async () => {
+    const old = await freshDb({ file: true });
+    try {
+      const x = await makeWorkspace(old, 'xray');
+      const y = await makeWorkspace(old, 'yankee');
+      const id = (await createRecord(x.ctx, 'contacts', { first_name: 'Johanna', last_name: 'Brisk' })).id;
+      await createRecord(y.ctx, 'contacts', { first_name: 'Jovanni', last_name: 'Kestrelle' });
+      // As a database from before the migration: no word list, the migration not applied.
+      old.sqlite.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
+      expect(await migrate(old)).toEqual(['0007_search_terms']);
+      const words = old.sqlite.prepare('SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term').all() as { workspace_id: number; term: string }[];
+      expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).toEqual(expect.arrayContaining(['johanna', 'brisk']));
+      expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).not.toContain('kestrelle');
+      expect(await fuzzyIds(x, 'Johana', old)).toEqual([id]);
+    } finally {
+      await old.close();
+    }
+  });
+});
