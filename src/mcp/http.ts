@@ -9,6 +9,7 @@ import type { Actor } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { authenticate } from '../services/users.js';
 import { createMcpServer } from './server.js';
+import { invalidEnvelope } from './malformed.js';
 import type { Toolset } from './tool.js';
 
 export interface McpHttpOptions {
@@ -234,6 +235,9 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
       authed.post('/mcp', async (req, reply) => {
         const token = bearerOf(req)!;
         const messages = messagesOf(req.body);
+        // The transport would call a request with non-object params a "Parse error": say what is wrong.
+        const invalid = (Array.isArray(req.body) ? req.body : [req.body]).map(invalidEnvelope).filter((e) => e !== undefined);
+        if (invalid.length) return reply.code(400).send(Array.isArray(req.body) ? invalid : invalid[0]);
         for (const m of messages)
           if (m.method === 'notifications/cancelled' && m.params?.requestId !== undefined) cancelCall(token, m.params.requestId, m.params.reason ?? 'cancelled', req.log);
         const server = await createMcpServer({ db: deps.db, log: req.log, actor: req.mcpActor!, readOnly: deps.readOnly, toolsets: deps.toolsets, logLevel: 'notice' });
@@ -341,6 +345,12 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
           return rpcError(reply, 404, `Unknown or closed SSE session '${id}': open a new one with GET /sse (behind a load balancer, /sse and /messages need sticky sessions)`);
         const a = req.mcpActor!;
         if (a.userId !== s.actor.userId || a.workspaceId !== s.actor.workspaceId) return rpcError(reply, 403, 'This SSE session belongs to another user');
+        // The transport would refuse it with a bare 400 and the client would wait for an answer on the stream.
+        const invalid = invalidEnvelope(req.body);
+        if (invalid) {
+          await s.transport.send(invalid);
+          return reply.code(202).send();
+        }
         reply.hijack();
         passHeaders(reply);
         await s.transport.handlePostMessage(req.raw, reply.raw, req.body);
