@@ -144,6 +144,12 @@ describe('every status in the contract shape, through a real port', () => {
       },
     },
     {
+      name: '400 bytes that are not HTTP (answered by Node before Fastify)',
+      status: 400,
+      code: 'VALIDATION_ERROR',
+      send: async () => parseRaw((await rawExchange(main.port, [{ data: 'GET /health HTTP/1.1\r\nHost: localhost\r\nContent-Length: x\r\n\r\n' }])).text),
+    },
+    {
       name: '408 a body sent one byte at a time (answered by Node before Fastify)',
       status: 408,
       code: 'REQUEST_TIMEOUT',
