@@ -204,6 +204,24 @@ describe('every status in the contract shape, through a real port', () => {
     expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(r.headers.get('connection')).toBe('close');
   });
+
+  it('close() waits for an MCP call in flight, then does not wait for its kept-alive connection', async () => {
+    const app = await buildApp({ db, log: silent, mcp: true, timeouts: { ...LIMITS, keepAliveTimeoutMs: 20_000 } });
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    const port = Number(new URL(base).port);
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    const head = `POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${w.adminToken}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${body.length}\r\n\r\n`;
+    // Headers and half the body now; the rest once close() has started.
+    const exchange = rawExchange(port, [{ data: head + body.slice(0, 10) }, { data: body.slice(10), afterMs: 300 }]);
+    await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    await app.close();
+    const r = await exchange;
+    expect(r.text).toMatch(/^HTTP\/1.1 200/);
+    expect(r.text).toContain('crm_search');
+    // Not the 20 s keep-alive timeout.
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
 });
 
 describe('security headers and CORS', () => {

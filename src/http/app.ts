@@ -126,9 +126,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Shutdown: from Fastify's preClose on (the CLI's SIGTERM calls close()), a request that still
   // reaches the app (on a kept-alive connection) is refused, and answers close their connection.
   let draining = false;
+  let idleSweep: NodeJS.Timeout | undefined;
   app.addHook('preClose', async () => {
     draining = true;
+    // Node closes the connections idle when close() starts, not those that become idle later: a
+    // kept-alive connection whose answer could not say "Connection: close" (a hijacked MCP stream)
+    // would hold the close until its keep-alive timeout. Close them as they become idle.
+    idleSweep = setInterval(() => app.server.closeIdleConnections(), 100);
+    idleSweep.unref();
   });
+  app.addHook('onClose', async () => clearInterval(idleSweep));
   app.addHook('onRequest', async (req, reply) => {
     reply.headers(SECURITY_HEADERS);
     accessLog(req, reply);
