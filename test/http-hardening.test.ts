@@ -370,3 +370,26 @@ describe('legacy SSE sessions are capped', () => {
     for (const c of ctls) c.abort();
   });
 });
+
+describe('configuration', () => {
+  it('reads the HTTP limits from the environment, with documented defaults, and refuses bad values', async () => {
+    const { httpTimeouts, loadConfig, trustProxy } = await import('../src/config.js');
+    const d = loadConfig({});
+    expect(httpTimeouts(d)).toEqual({ requestTimeoutMs: 60_000, headersTimeoutMs: 10_000, keepAliveTimeoutMs: 72_000, connectionTimeoutMs: 0 });
+    expect([d.CRM_SHUTDOWN_GRACE_MS, d.CRM_SSE_MAX_PER_TOKEN, d.CRM_SSE_MAX_TOTAL, d.CRM_AUTH_FAILURES_PER_MINUTE]).toEqual([10_000, 20, 500, 20]);
+    expect(trustProxy(d)).toBe(false);
+    expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: 'true' }))).toBe(true);
+    expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: '2' }))).toBe(2);
+    expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: '10.0.0.0/8, 127.0.0.1' }))).toEqual(['10.0.0.0/8', '127.0.0.1']);
+    expect(() => loadConfig({ CRM_REQUEST_TIMEOUT_MS: 'soon' })).toThrow(/CRM_REQUEST_TIMEOUT_MS/);
+    expect(() => loadConfig({ CRM_SSE_MAX_PER_TOKEN: '0' })).toThrow(/CRM_SSE_MAX_PER_TOKEN/);
+  });
+
+  it('a header limit above the request limit is capped to it (Node would refuse to start)', async () => {
+    const app = await buildApp({ db, log: silent, timeouts: { requestTimeoutMs: 1000, headersTimeoutMs: 5000 } });
+    apps.push(app);
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    expect(app.server.headersTimeout).toBe(1000);
+    expect(app.server.requestTimeout).toBe(1000);
+  });
+});
