@@ -296,6 +296,16 @@ describe('failed authentication is throttled per client address', () => {
   });
 });
 
+describe('failed authentication behind a trusted proxy', () => {
+  it('counts per forwarded client address (CRM_TRUST_PROXY), not per proxy', async () => {
+    const { base } = await serve({ authFailuresPerMinute: 3, trustProxy: true });
+    const me = (token: string, client: string) => fetch(`${base}/api/v1/me`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': client } });
+    for (let i = 0; i < 3; i++) expect((await me('ksr_wrong', '203.0.113.7')).status).toBe(401);
+    expect((await me('ksr_wrong', '203.0.113.7')).status).toBe(429);
+    expect((await me(w.adminToken, '203.0.113.8')).status).toBe(200);
+  });
+});
+
 describe('access log', () => {
   it('one line per request with id, method, route, status, duration, workspace and token prefix; never the token or query values', async () => {
     const lines: any[] = [];
