@@ -99,6 +99,35 @@ describe('malformed MCP requests answer -32602 / -32601 with an actionable messa
     }
   });
 
+  it('over legacy SSE (POST /messages, answers on the stream)', async () => {
+    const ctl = new AbortController();
+    const res = await fetch(`${base}/sse`, { headers: { authorization: `Bearer ${w.adminToken}`, accept: 'text/event-stream' }, signal: ctl.signal });
+    const reader = res.body!.getReader();
+    let text = '';
+    const until = async (re: RegExp) => {
+      while (!re.test(text)) text += new TextDecoder().decode((await reader.read()).value);
+      return re.exec(text)!;
+    };
+    const endpoint = (await until(/event: endpoint\ndata: (\S+)/))[1]!;
+    for (const [i, c] of CASES.entries()) {
+      const r = await fetch(new URL(endpoint, base), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(request(i + 1, c)),
+      });
+      expect(r.status).toBe(202);
+    }
+    const answers = new Map<number, any>();
+    while (answers.size < CASES.length) {
+      const line = await until(/event: message\ndata: (.*)\n/);
+      text = text.slice(line.index + line[0].length);
+      const m = JSON.parse(line[1]!);
+      answers.set(Number(m.id), m);
+    }
+    ctl.abort();
+    for (const [i, c] of CASES.entries()) expectActionable(answers.get(i + 1)?.error, c);
+  });
+
   it('over stdio', async () => {
     const child = spawn(process.execPath, [CLI, 'stdio', '--db', db.file], {
       env: { ...process.env, CRM_API_TOKEN: w.adminToken, LOG_LEVEL: 'silent' },
