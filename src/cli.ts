@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
-import { corsOrigin, loadConfig, mcpAllowedHosts, type Config } from './config.js';
+import { corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, trustProxy, type Config } from './config.js';
 import { openDatabase, type Db } from './db/database.js';
 import { migrate } from './db/migrations.js';
 import { buildApp } from './http/app.js';
@@ -74,6 +74,36 @@ function mcpMode(cfg: Config, opts: McpFlags) {
   };
 }
 
+/**
+ * Graceful stop: the port stops accepting at once; requests in flight get the grace period to finish
+ * (their answers close their connections; a request arriving on a kept-alive connection gets 503);
+ * SSE streams and MCP transports are closed by the app's preClose hooks. When the grace period is
+ * over, whatever connections remain (a client sending its body a byte at a time, a stalled download)
+ * are dropped, so no client can keep the process alive. Then the database closes and the process
+ * exits 0. A second signal (the process's default handler) kills it at once.
+ */
+async function shutdown(app: Awaited<ReturnType<typeof buildApp>>, db: Db, log: Logger, graceMs: number, signal: string) {
+  log.info({ signal, graceMs }, 'shutting down: no new connections; requests in flight may finish');
+  const force = setTimeout(() => {
+    log.warn('shutdown grace period over: closing the remaining connections');
+    app.server.closeAllConnections();
+  }, graceMs);
+  // Should closing itself hang (a handler that never returns), the process still ends.
+  const last = setTimeout(() => {
+    log.error('shutdown did not complete after the grace period; exiting');
+    process.exit(0);
+  }, graceMs + 5_000);
+  force.unref();
+  last.unref();
+  try {
+    await app.close();
+    await db.close();
+  } catch (err) {
+    log.error({ err }, 'error while shutting down');
+  }
+  process.exit(0);
+}
+
 export function buildCli(): Command {
   const program = new Command('crm-mcp')
     .description('A CRM server for AI agents (MCP) and programs (REST)')
@@ -93,11 +123,20 @@ export function buildCli(): Command {
       const cfg = config(opts);
       if (opts.port !== undefined) cfg.PORT = opts.port;
       if (opts.host) cfg.HOST = opts.host;
-      const mcp = { ...mcpMode(cfg, opts), allowedHosts: mcpAllowedHosts(cfg) };
+      const mcp = { ...mcpMode(cfg, opts), allowedHosts: mcpAllowedHosts(cfg), sseMaxPerToken: cfg.CRM_SSE_MAX_PER_TOKEN, sseMaxTotal: cfg.CRM_SSE_MAX_TOTAL };
       const log = pino({ level: cfg.LOG_LEVEL });
       const db = await openMigrated(cfg, cfg.CRM_READ_WORKERS);
       const first = await ensureDefaultWorkspace(db, log, { name: cfg.CRM_WORKSPACE, demo: cfg.CRM_DEMO_DATA === 'true' });
-      const app = await buildApp({ db, log, corsOrigin: corsOrigin(cfg), rateLimitPerMinute: cfg.CRM_RATE_LIMIT, mcp });
+      const app = await buildApp({
+        db,
+        log,
+        corsOrigin: corsOrigin(cfg),
+        rateLimitPerMinute: cfg.CRM_RATE_LIMIT,
+        mcp,
+        timeouts: httpTimeouts(cfg),
+        authFailuresPerMinute: cfg.CRM_AUTH_FAILURES_PER_MINUTE,
+        trustProxy: trustProxy(cfg),
+      });
       const address = await app.listen({ port: cfg.PORT, host: cfg.HOST });
       if (first) {
         const url = address.replace('[::1]', 'localhost');
@@ -107,13 +146,8 @@ export function buildCli(): Command {
             `Try:  curl -H "Authorization: Bearer ${first.token.token}" ${url}/api/v1/me\n\n`,
         );
       }
-      const stop = async () => {
-        await app.close();
-        await db.close();
-        process.exit(0);
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      process.once('SIGINT', () => void shutdown(app, db, log, cfg.CRM_SHUTDOWN_GRACE_MS, 'SIGINT'));
+      process.once('SIGTERM', () => void shutdown(app, db, log, cfg.CRM_SHUTDOWN_GRACE_MS, 'SIGTERM'));
     });
 
   program

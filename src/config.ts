@@ -28,6 +28,26 @@ const envSchema = z.object({
   CRM_MCP_TOOLSETS: z.string().optional(),
   /** MCP over HTTP: extra Host names accepted (DNS-rebinding protection), comma-separated, or *. */
   CRM_MCP_ALLOWED_HOSTS: z.string().default(''),
+  /** A request's headers and body must all arrive within this (ms; a slow body is cut off with 408); 0: no limit. */
+  CRM_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(0).default(60_000),
+  /** A request's headers must arrive within this (ms; slowloris); at most the request timeout. */
+  CRM_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(1).default(10_000),
+  /** An idle keep-alive connection is closed after this (ms); longer than a load balancer's idle timeout (60 s on most). */
+  CRM_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(1).default(72_000),
+  /** A connection with no byte either way for this long is closed (ms); 0: never (long tool calls send nothing until done). */
+  CRM_CONNECTION_TIMEOUT_MS: z.coerce.number().int().min(0).default(0),
+  /** On SIGTERM/SIGINT, in-flight requests get this long (ms) to finish before the remaining connections are closed. */
+  CRM_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+  /** Open legacy SSE sessions (GET /sse) allowed per token, and in all, in one process. */
+  CRM_SSE_MAX_PER_TOKEN: z.coerce.number().int().min(1).default(20),
+  CRM_SSE_MAX_TOTAL: z.coerce.number().int().min(1).default(500),
+  /** Failed authentications per minute from one client address before it gets 429 (REST and MCP); 0: no limit. */
+  CRM_AUTH_FAILURES_PER_MINUTE: z.coerce.number().int().min(0).default(20),
+  /**
+   * Behind a reverse proxy: trust X-Forwarded-For for the client address (used by the rate limits and
+   * the failed-auth throttle). 'true', a hop count, or comma-separated proxy addresses/CIDRs; empty: no.
+   */
+  CRM_TRUST_PROXY: z.string().default(''),
 });
 
 export type Config = z.infer<typeof envSchema>;
@@ -45,6 +65,23 @@ export function corsOrigin(cfg: Config): boolean | string[] {
   if (cfg.CRM_CORS_ORIGINS.trim() === '*') return true;
   const list = cfg.CRM_CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
   return list.length ? list : false;
+}
+
+export function trustProxy(cfg: Config): boolean | number | string[] {
+  const v = cfg.CRM_TRUST_PROXY.trim();
+  if (v === '' || v === 'false') return false;
+  if (v === 'true') return true;
+  if (/^\d+$/.test(v)) return Number(v);
+  return v.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+export function httpTimeouts(cfg: Config) {
+  return {
+    requestTimeoutMs: cfg.CRM_REQUEST_TIMEOUT_MS,
+    headersTimeoutMs: cfg.CRM_HEADERS_TIMEOUT_MS,
+    keepAliveTimeoutMs: cfg.CRM_KEEP_ALIVE_TIMEOUT_MS,
+    connectionTimeoutMs: cfg.CRM_CONNECTION_TIMEOUT_MS,
+  };
 }
 
 /** Extra Host names for the MCP endpoints: the configured list, plus HOST when it names one interface. */

@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import type { Logger } from 'pino';
@@ -6,7 +6,8 @@ import type { Db } from '../db/database.js';
 import type { Ctx } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { authenticate } from '../services/users.js';
-import { errorHandler } from './errors.js';
+import { AuthThrottle } from './auth-throttle.js';
+import { clientErrorHandler, errorHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
 import { recordRoutes } from './routes/records.js';
 import { schemaRoutes } from './routes/schema.js';
 import { userRoutes } from './routes/users.js';
@@ -27,7 +28,32 @@ export interface AppDeps {
   rateLimitPerMinute?: number;
   /** Mount MCP (/mcp, /sse, /messages) with these options; true: defaults; absent: REST only. */
   mcp?: McpHttpOptions | boolean;
+  /** Slow-client limits; absent: DEFAULT_TIMEOUTS. */
+  timeouts?: Partial<HttpTimeouts>;
+  /** Failed authentications per minute from one address before 429 (REST and MCP); 0: no limit; default 20. */
+  authFailuresPerMinute?: number;
+  /** Trust X-Forwarded-For from these proxies for the client address (Fastify's trustProxy). */
+  trustProxy?: boolean | number | string[];
 }
+
+export interface HttpTimeouts {
+  /** Headers and body must all arrive within this (ms); 0: none. */
+  requestTimeoutMs: number;
+  /** Headers must arrive within this (ms); capped at requestTimeoutMs. */
+  headersTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this (ms). */
+  keepAliveTimeoutMs: number;
+  /** No byte either way for this long closes the connection (ms); 0: never. */
+  connectionTimeoutMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: HttpTimeouts = { requestTimeoutMs: 60_000, headersTimeoutMs: 10_000, keepAliveTimeoutMs: 72_000, connectionTimeoutMs: 0 };
+
+/** Seconds a client is asked to wait (Retry-After) when this process is shutting down. */
+const RETRY_AFTER_SHUTDOWN_S = 5;
+
+/** Token prefix for logs: the 12 characters `token list` shows, never more. */
+const tokenPrefix = (token: string | undefined) => token?.slice(0, 12);
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -42,16 +68,86 @@ export function bearer(req: FastifyRequest): string | undefined {
   return m?.[1];
 }
 
+/**
+ * One info line per request, when its connection is done with it (also for hijacked MCP streams and
+ * aborted requests): ids, route pattern, status, time, workspace and token prefix. Never the query
+ * string, a body, a header value or a whole token.
+ */
+function accessLog(req: FastifyRequest, reply: FastifyReply) {
+  reply.raw.once('close', () => {
+    const actor = req.ctx?.actor ?? req.mcpActor ?? undefined;
+    req.log.info(
+      {
+        method: req.method,
+        route: req.routeOptions.url ?? req.url.split('?')[0]!.slice(0, 200),
+        status: reply.raw.statusCode,
+        ms: Math.round(reply.elapsedTime * 10) / 10,
+        workspace: actor?.workspaceId,
+        token: actor ? tokenPrefix(bearer(req)) : undefined,
+        ...(reply.raw.writableFinished ? {} : { aborted: true }),
+      },
+      'request',
+    );
+  });
+}
+
 /** The HTTP surface: REST at /api/v1 (MCP is mounted by mcp/http.ts). No listen() here. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const t = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
+  // Node refuses a header limit above the request limit.
+  const headersTimeout = t.requestTimeoutMs > 0 ? Math.min(t.headersTimeoutMs, t.requestTimeoutMs) : t.headersTimeoutMs;
   const app = Fastify({
     loggerInstance: deps.log,
     bodyLimit: 5 * 1024 * 1024,
-    // Per-request log lines cost throughput; errors are still logged by the error handler.
+    // Fastify's two lines per request are replaced by one access-log line (below).
     logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: true,
+    // Fastify's own 503 is not in the contract's shape: the draining hook below answers instead.
+    return503OnClosing: false,
+    requestTimeout: t.requestTimeoutMs,
+    keepAliveTimeout: t.keepAliveTimeoutMs,
+    connectionTimeout: t.connectionTimeoutMs,
+    // Node checks the header and request limits on this interval (default 30 s, which would let a
+    // slow body run 30 s past its limit).
+    http: {
+      headersTimeout,
+      requestTimeout: t.requestTimeoutMs,
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(headersTimeout, t.requestTimeoutMs || headersTimeout) / 4))),
+    },
+    clientErrorHandler,
+    frameworkErrors: frameworkErrorHandler,
+    // A hop count is accepted at run time (proxy-addr), though Fastify's types omit it.
+    ...(deps.trustProxy ? { trustProxy: deps.trustProxy as boolean | string[] } : {}),
   });
   app.setErrorHandler(errorHandler);
+  // The API reads JSON only: Fastify's built-in text/plain parser would hand routes a string (a
+  // confusing 400 "must be an object"); without it any other body type answers 415.
+  app.removeContentTypeParser('text/plain');
+
+  // Shutdown: from Fastify's preClose on (the CLI's SIGTERM calls close()), a request that still
+  // reaches the app (on a kept-alive connection) is refused, and answers close their connection.
+  let draining = false;
+  let idleSweep: NodeJS.Timeout | undefined;
+  app.addHook('preClose', async () => {
+    draining = true;
+    // Node closes the connections idle when close() starts, not those that become idle later: a
+    // kept-alive connection whose answer could not say "Connection: close" (a hijacked MCP stream)
+    // would hold the close until its keep-alive timeout. Close them as they become idle.
+    idleSweep = setInterval(() => app.server.closeIdleConnections(), 100);
+    idleSweep.unref();
+  });
+  app.addHook('onClose', async () => clearInterval(idleSweep));
+  app.addHook('onRequest', async (req, reply) => {
+    reply.headers(SECURITY_HEADERS);
+    accessLog(req, reply);
+    if (draining) {
+      reply.header('Connection', 'close').header('Retry-After', String(RETRY_AFTER_SHUTDOWN_S));
+      throw new CrmError('SERVICE_UNAVAILABLE', `The server is shutting down; retry in ${RETRY_AFTER_SHUTDOWN_S} s`);
+    }
+  });
+  app.addHook('onSend', async (_req, reply) => {
+    if (draining) reply.header('Connection', 'close');
+  });
+  const throttle = (deps.authFailuresPerMinute ?? 20) > 0 ? new AuthThrottle(deps.authFailuresPerMinute ?? 20) : undefined;
   // An empty body with a JSON content type (curl -X DELETE -H 'Content-Type: application/json')
   // means "no body", not an error; anything else goes through Fastify's safe JSON parser.
   const json = app.getDefaultJsonParser('error', 'error');
@@ -62,7 +158,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) =>
     reply.status(404).send({ error: true, code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}; see README for the API` }),
   );
-  await app.register(cors, { origin: deps.corsOrigin ?? false, exposedHeaders: ['Retry-After', 'WWW-Authenticate'] });
+  await app.register(cors, {
+    origin: deps.corsOrigin ?? false,
+    // Every method and request header the REST API and MCP over HTTP use (the plugin's default is GET, HEAD, POST).
+    methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: ['Authorization', 'Content-Type', 'Accept', 'Mcp-Session-Id', 'Mcp-Protocol-Version', 'Last-Event-ID'],
+    exposedHeaders: ['Retry-After', 'WWW-Authenticate', 'Mcp-Session-Id'],
+    maxAge: 600,
+  });
 
   app.get('/health', async () => ({ status: 'ok', version: VERSION, database: deps.db.adapter.name }));
 
@@ -79,8 +182,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
             new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
         });
       }
-      api.addHook('onRequest', async (req) => {
+      api.addHook('onRequest', async (req, reply) => {
+        const wait = throttle?.blockedFor(req.ip);
+        if (wait) {
+          reply.header('Retry-After', String(wait));
+          throw new CrmError('RATE_LIMITED', `Too many failed authentications from this address; retry in ${wait} s`);
+        }
         const actor = await authenticate(deps.db, bearer(req), 'rest');
+        if (!actor && req.headers.authorization) throttle?.fail(req.ip);
         if (!actor)
           throw new CrmError(
             'UNAUTHORIZED',
@@ -106,6 +215,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       log: deps.log,
       allowedOrigins: deps.corsOrigin === true ? true : typeof deps.corsOrigin === 'string' ? [deps.corsOrigin] : deps.corsOrigin || [],
       rateLimitPerMinute: deps.rateLimitPerMinute,
+      authThrottle: throttle,
       ...opts,
     });
   }

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { CrmError, fromDatabaseError, isCrmError } from '../services/errors.js';
 
@@ -8,30 +9,50 @@ export interface ErrorBody {
   details?: Record<string, unknown>;
 }
 
+/**
+ * Headers on every answer, errors included: a JSON API is never to be sniffed as HTML, framed,
+ * cached by a shared cache (answers carry workspace data) or leak its URL (ids) as a referrer.
+ */
+export const SECURITY_HEADERS: Record<string, string> = {
+  'X-Content-Type-Options': 'nosniff',
+  'Cache-Control': 'no-store',
+  'X-Frame-Options': 'DENY',
+  'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'",
+  'Referrer-Policy': 'no-referrer',
+};
+
 export function errorBody(e: CrmError): ErrorBody {
   const details = e.details ? Object.fromEntries(Object.entries(e.details).filter(([, v]) => v !== undefined)) : undefined;
   return { error: true, code: e.code, message: e.message, ...(details && Object.keys(details).length ? { details } : {}) };
 }
 
-/** Map Fastify's own errors (bad JSON, size limits) into the contract's codes. */
+/** Map Fastify's own errors (bad JSON, size limits, router limits) into the contract's codes. */
 function fromFastify(err: FastifyError): CrmError | null {
   switch (err.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new CrmError('VALIDATION_ERROR', `Malformed JSON body: ${err.message}`);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new CrmError('VALIDATION_ERROR', `Unsupported Content-Type: send JSON with 'Content-Type: application/json'`);
+      return new CrmError('UNSUPPORTED_MEDIA_TYPE', `Unsupported Content-Type: send JSON with 'Content-Type: application/json'`);
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new CrmError('PAYLOAD_TOO_LARGE', 'Request body is too large');
+    // The router refuses a path segment over maxParamLength (100) before any route runs: no id or name is that long.
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new CrmError('URI_TOO_LONG', 'A path segment is longer than 100 characters; ids and object names are shorter');
+    case 'FST_ERR_BAD_URL':
+      return new CrmError('VALIDATION_ERROR', 'Malformed URL: a path segment is not valid percent-encoding');
   }
   if (err instanceof SyntaxError || /JSON/.test(err.message ?? '')) return new CrmError('VALIDATION_ERROR', `Malformed JSON body: ${err.message}`);
   if (err.statusCode === 429) return new CrmError('RATE_LIMITED', err.message);
+  if (err.statusCode === 408) return new CrmError('REQUEST_TIMEOUT', 'The request took too long to arrive');
   if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return new CrmError('VALIDATION_ERROR', err.message);
   return null;
 }
 
 export function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
   const crm = isCrmError(err) ? err : (fromDatabaseError(err) ?? fromFastify(err));
+  // Errors answered outside the hooks (router limits) have not had these yet.
+  reply.headers(SECURITY_HEADERS);
   if (crm) {
     if (crm.code === 'UNAUTHORIZED') reply.header('WWW-Authenticate', 'Bearer realm="crm-mcp"');
     if (crm.code === 'SERVICE_UNAVAILABLE') reply.header('Retry-After', String(crm.details?.retryAfter ?? 1));
@@ -41,3 +62,35 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
   req.log.error({ err }, 'unhandled error');
   return reply.status(500).send({ error: true, code: 'INTERNAL_ERROR', message: 'Internal error; the server log has the details' });
 }
+
+/** Fastify's router errors (over-long or malformed path), answered before any hook: same shape as the rest. */
+export function frameworkErrorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
+  const crm = fromFastify(err) ?? new CrmError('VALIDATION_ERROR', 'Malformed request');
+  req.log.info({ method: req.method, status: crm.status, code: crm.code }, 'request');
+  return errorHandler(crm as unknown as FastifyError, req, reply);
+}
+
+/**
+ * Node's HTTP parser answers some requests before Fastify sees them: headers too large (431), a
+ * request not fully received in time (408), unparsable bytes (400). Answer those in the contract's
+ * shape too, on the raw socket, then drop the connection (its state is unknown).
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket) {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const crm =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? new CrmError('REQUEST_TIMEOUT', 'The request (headers and body) took too long to arrive; send it faster or in smaller parts')
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? new CrmError('HEADERS_TOO_LARGE', 'Request headers are too large (over 16 KB in all)')
+        : new CrmError('VALIDATION_ERROR', 'Malformed HTTP request');
+  // As Node itself does: write only when no answer to this connection's request has started.
+  const pending = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (socket.writable && !pending?.headersSent) {
+    const body = JSON.stringify(errorBody(crm));
+    const headers = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close', ...SECURITY_HEADERS };
+    socket.write(`HTTP/1.1 ${crm.status} ${STATUS_TEXT[crm.status] ?? 'Error'}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`);
+  }
+  socket.destroy();
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };

@@ -4,10 +4,12 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
+import type { AuthThrottle } from '../http/auth-throttle.js';
 import type { Actor } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { authenticate } from '../services/users.js';
 import { createMcpServer } from './server.js';
+import { invalidEnvelope } from './malformed.js';
 import type { Toolset } from './tool.js';
 
 export interface McpHttpOptions {
@@ -26,12 +28,20 @@ export interface McpHttpOptions {
   rateLimitPerMinute?: number;
   /** Interval of SSE keep-alive comments, so proxies do not cut an idle legacy SSE stream. */
   sseKeepAliveMs?: number;
+  /** Open legacy SSE sessions allowed per token (default 20) and in all (default 500) in this process. */
+  sseMaxPerToken?: number;
+  sseMaxTotal?: number;
 }
 
 interface Deps extends McpHttpOptions {
   db: Db;
   log: Logger;
+  /** Failed authentications per address, shared with the REST API. */
+  authThrottle?: AuthThrottle | undefined;
 }
+
+/** Seconds an SSE client over its cap is asked to wait: sessions end when their clients leave. */
+const SSE_RETRY_AFTER_S = 30;
 
 const LOOPBACK = ['localhost', '127.0.0.1', '[::1]'];
 
@@ -104,6 +114,16 @@ function hostnameOf(value: string): string | undefined {
 /** After hijack Fastify no longer writes headers: hand the ones set so far (CORS) to the raw response. */
 function passHeaders(reply: FastifyReply) {
   for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) reply.raw.setHeader(k, v as string | string[]);
+  // The SDK's event streams say Cache-Control: no-cache (store, revalidate); answers carrying CRM
+  // data must not be stored at all, as on the REST API.
+  const raw = reply.raw;
+  const writeHead = raw.writeHead.bind(raw) as (...a: unknown[]) => typeof raw;
+  raw.writeHead = ((...args: unknown[]) => {
+    for (const a of args)
+      if (a && typeof a === 'object' && !Array.isArray(a))
+        for (const k of Object.keys(a)) if (k.toLowerCase() === 'cache-control') (a as Record<string, string>)[k] = 'no-store, no-transform';
+    return writeHead(...args);
+  }) as typeof raw.writeHead;
 }
 
 declare module 'fastify' {
@@ -126,6 +146,11 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
   const allowHosts = deps.allowedHosts === '*' ? null : new Set([...LOOPBACK, ...(deps.allowedHosts ?? [])].map((h) => h.toLowerCase()));
   const corsOrigins = deps.allowedOrigins === true ? null : new Set(Array.isArray(deps.allowedOrigins) ? deps.allowedOrigins : []);
   const sessions = new Map<string, { transport: SSEServerTransport; actor: Actor }>();
+  // Open SSE sessions (and ones being opened) per token, and in all: each holds a server and a stream.
+  const sseByToken = new Map<string, number>();
+  let sseOpen = 0;
+  const sseMaxPerToken = deps.sseMaxPerToken ?? 20;
+  const sseMaxTotal = deps.sseMaxTotal ?? 500;
 
   await app.register(async (scope) => {
     scope.decorateRequest('mcpActor', null);
@@ -162,8 +187,14 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
         });
       }
       const checkToken = async (req: FastifyRequest, reply: FastifyReply) => {
+        const wait = deps.authThrottle?.blockedFor(req.ip);
+        if (wait) {
+          reply.header('Retry-After', String(wait));
+          return rpcError(reply, 429, `Too many failed authentications from this address; retry in ${wait} s`, -32001);
+        }
         const token = bearerOf(req);
         const actor = await authenticate(deps.db, token, 'mcp');
+        if (!actor && req.headers.authorization) deps.authThrottle?.fail(req.ip);
         if (!actor) {
           reply.header('WWW-Authenticate', `Bearer realm="crm-mcp"${req.headers.authorization ? ', error="invalid_token"' : ''}`);
           return rpcError(
@@ -204,6 +235,9 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
       authed.post('/mcp', async (req, reply) => {
         const token = bearerOf(req)!;
         const messages = messagesOf(req.body);
+        // The transport would call a request with non-object params a "Parse error": say what is wrong.
+        const invalid = (Array.isArray(req.body) ? req.body : [req.body]).map(invalidEnvelope).filter((e) => e !== undefined);
+        if (invalid.length) return reply.code(400).send(Array.isArray(req.body) ? invalid : invalid[0]);
         for (const m of messages)
           if (m.method === 'notifications/cancelled' && m.params?.requestId !== undefined) cancelCall(token, m.params.requestId, m.params.reason ?? 'cancelled', req.log);
         const server = await createMcpServer({ db: deps.db, log: req.log, actor: req.mcpActor!, readOnly: deps.readOnly, toolsets: deps.toolsets, logLevel: 'notice' });
@@ -254,6 +288,28 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
       authed.get('/sse', async (req, reply) => {
         const token = bearerOf(req)!;
         const opened = req.mcpActor!;
+        const mine = sseByToken.get(token) ?? 0;
+        if (mine >= sseMaxPerToken) {
+          reply.header('Retry-After', String(SSE_RETRY_AFTER_S));
+          return rpcError(reply, 429, `This token has ${mine} open SSE sessions, the most allowed (CRM_SSE_MAX_PER_TOKEN); close one, or use Streamable HTTP at /mcp, which holds no session`);
+        }
+        if (sseOpen >= sseMaxTotal) {
+          reply.header('Retry-After', String(SSE_RETRY_AFTER_S));
+          return rpcError(reply, 503, `The server has ${sseOpen} open SSE sessions, the most allowed (CRM_SSE_MAX_TOTAL); retry later, or use Streamable HTTP at /mcp`);
+        }
+        // Taken before the first await, so concurrent opens cannot all pass the check.
+        sseByToken.set(token, mine + 1);
+        sseOpen++;
+        let released = false;
+        const release = () => {
+          if (released) return;
+          released = true;
+          sseOpen--;
+          const n = (sseByToken.get(token) ?? 1) - 1;
+          if (n > 0) sseByToken.set(token, n);
+          else sseByToken.delete(token);
+        };
+        reply.raw.once('close', release);
         // The session outlives the request: check the token again on every call, so revoking it ends the session's rights.
         const resolveActor = async () => {
           const a = await authenticate(deps.db, token, 'mcp');
@@ -289,6 +345,12 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
           return rpcError(reply, 404, `Unknown or closed SSE session '${id}': open a new one with GET /sse (behind a load balancer, /sse and /messages need sticky sessions)`);
         const a = req.mcpActor!;
         if (a.userId !== s.actor.userId || a.workspaceId !== s.actor.workspaceId) return rpcError(reply, 403, 'This SSE session belongs to another user');
+        // The transport would refuse it with a bare 400 and the client would wait for an answer on the stream.
+        const invalid = invalidEnvelope(req.body);
+        if (invalid) {
+          await s.transport.send(invalid);
+          return reply.code(202).send();
+        }
         reply.hijack();
         passHeaders(reply);
         await s.transport.handlePostMessage(req.raw, reply.raw, req.body);

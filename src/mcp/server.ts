@@ -19,6 +19,7 @@ import { compactJson } from './render.js';
 import { ANNOTATIONS_BY_KIND, annotationsFor, needsDryRun, TOOLSETS, type Session, type Toolset } from './tool.js';
 import { dryRunArg } from './arguments.js';
 import { registerPrompts } from './prompts.js';
+import { guardMalformedRequests } from './malformed.js';
 
 export interface McpDeps {
   db: Db;
@@ -360,5 +361,6 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
 
   registerPrompts(server, { ctxFor, log: deps.log });
 
+  guardMalformedRequests(server.server);
   return server;
 }

@@ -1,10 +1,12 @@
 import pino from 'pino';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { openDatabase } from '../db/database.js';
 import { migrate } from '../db/migrations.js';
 import { ensureDefaultWorkspace } from '../services/bootstrap.js';
 import type { Actor } from '../services/context.js';
 import { authenticate, findWorkspace, firstUserWithRole, listWorkspaces } from '../services/users.js';
+import { invalidEnvelope } from './malformed.js';
 import { createMcpServer } from './server.js';
 import type { Toolset } from './tool.js';
 
@@ -65,5 +67,34 @@ export async function runStdio(opts: StdioOptions): Promise<void> {
   // the requests in flight have answered (exiting on 'end' would drop their answers).
   process.once('SIGINT', () => void stop());
   process.once('SIGTERM', () => void stop());
-  await server.connect(new StdioServerTransport());
+  const transport = new StdioServerTransport();
+  answerMalformedLines(transport);
+  await server.connect(transport);
+}
+
+/**
+ * The SDK's stdio reader drops a line that is JSON but not a valid JSON-RPC message (params that are
+ * not an object), and the client waits forever for its answer: answer it instead (-32600 with its id).
+ * Replaces the reader's readMessage, which has no hook; the malformed-request tests cover it.
+ */
+function answerMalformedLines(transport: StdioServerTransport) {
+  const reader = (transport as unknown as { _readBuffer: { _buffer?: Buffer; readMessage(): JSONRPCMessage | null } })._readBuffer;
+  const readMessage = reader.readMessage.bind(reader);
+  reader.readMessage = () => {
+    for (;;) {
+      const buffer = reader._buffer;
+      const end = buffer?.indexOf('\n') ?? -1;
+      if (!buffer || end < 0) return readMessage();
+      let raw: unknown;
+      try {
+        raw = JSON.parse(buffer.toString('utf8', 0, end));
+      } catch {
+        return readMessage(); // not JSON: the SDK's own handling
+      }
+      const invalid = invalidEnvelope(raw);
+      if (!invalid) return readMessage();
+      reader._buffer = buffer.subarray(end + 1);
+      void transport.send(invalid);
+    }
+  };
 }

@@ -12,13 +12,20 @@ export const ERROR_STATUS = {
   PERMISSION_DENIED: 403,
   RECORD_NOT_FOUND: 404,
   NOT_FOUND: 404,
+  /** The client took too long to send its request (HTTP only: header or body timeout). */
+  REQUEST_TIMEOUT: 408,
   DUPLICATE_RECORD: 409,
   PAYLOAD_TOO_LARGE: 413,
+  /** A path segment (id, object name) longer than any the API uses (HTTP only). */
+  URI_TOO_LONG: 414,
+  UNSUPPORTED_MEDIA_TYPE: 415,
   RATE_LIMITED: 429,
+  /** HTTP only: answered by Node's parser before any route runs. */
+  HEADERS_TOO_LARGE: 431,
   /** The client gave up (MCP notifications/cancelled); the work was rolled back. */
   CANCELLED: 499,
   INTERNAL_ERROR: 500,
-  /** Another process held the database's write lock longer than a write may wait; retry (Retry-After). */
+  /** Retry after Retry-After seconds: the server is shutting down, or another process held the database's write lock longer than a write may wait. */
   SERVICE_UNAVAILABLE: 503,
 } as const;
 

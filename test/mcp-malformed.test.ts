@@ -1,0 +1,156 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import type { Db } from '../src/db/database.js';
+import { buildApp } from '../src/http/app.js';
+import { createMcpServer } from '../src/mcp/server.js';
+import { freshDb, makeWorkspace, silent, type TestWorkspace } from './helpers.js';
+
+/**
+ * Malformed JSON-RPC requests, as a buggy client or a model writing raw JSON sends them (the SDK's
+ * Client would refuse to): a client mistake answers -32602 (invalid params) or -32601 (unknown
+ * method) with a short message that says what was wrong and what is expected, never -32603 or a
+ * validator's dump; alike in memory, over HTTP and over stdio.
+ */
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLI = path.join(root, 'dist/src/cli.js');
+
+let db: Db;
+let w: TestWorkspace;
+let app: FastifyInstance;
+let base: string;
+beforeAll(async () => {
+  db = await freshDb({ file: true });
+  w = await makeWorkspace(db, 'alpha');
+  app = await buildApp({ db, log: silent, mcp: true });
+  base = await app.listen({ port: 0, host: '127.0.0.1' });
+});
+afterAll(async () => {
+  await app.close();
+  await db.close();
+});
+
+interface Case {
+  name: string;
+  method: string;
+  params?: unknown;
+  code: number;
+  mentions: RegExp;
+  /** Refused by the transport before the server (the in-memory transport has no such check and never passes it on). */
+  envelope?: true;
+}
+
+const CASES: Case[] = [
+  { name: 'arguments as an array', method: 'tools/call', params: { name: 'crm_list_records', arguments: [1] }, code: -32602, mentions: /arguments.*object/i },
+  { name: 'name as a number', method: 'tools/call', params: { name: 42, arguments: {} }, code: -32602, mentions: /name.*string/i },
+  { name: 'no params', method: 'tools/call', code: -32602, mentions: /params/i },
+  // JSON-RPC: params that are not structured make the request itself invalid.
+  { name: 'params as a string', method: 'tools/call', params: 'crm_list_records', code: -32600, mentions: /params must be an object/i, envelope: true },
+  { name: 'params as null', method: 'tools/list', params: null, code: -32600, mentions: /params must be an object/i, envelope: true },
+  { name: 'arguments as a string', method: 'tools/call', params: { name: 'crm_list_records', arguments: 'object=contacts' }, code: -32602, mentions: /arguments.*object/i },
+  { name: 'a resource uri as a number', method: 'resources/read', params: { uri: 5 }, code: -32602, mentions: /uri.*string/i },
+  { name: 'a prompt name missing', method: 'prompts/get', params: {}, code: -32602, mentions: /name/i },
+  { name: 'an unknown method', method: 'tools/run', params: {}, code: -32601, mentions: /tools\/run/ },
+];
+
+function expectActionable(error: { code: number; message: string } | undefined, c: Case) {
+  expect(error, c.name).toBeDefined();
+  expect(error!.code, `${c.name}: ${error!.message}`).toBe(c.code);
+  expect(error!.message, c.name).toMatch(c.mentions);
+  // Short and in words: no validator dump (JSON of issues, zod codes).
+  expect(error!.message.length, error!.message).toBeLessThan(300);
+  expect(error!.message).not.toMatch(/"code"|invalid_type|"path"|\[\s*\{/);
+}
+
+const request = (id: number, c: Case) => ({ jsonrpc: '2.0' as const, id, method: c.method, ...(c.params !== undefined ? { params: c.params } : {}) });
+
+describe('malformed MCP requests answer -32602 / -32601 with an actionable message', () => {
+  it('in memory', async () => {
+    const server = await createMcpServer({ db, log: silent, actor: { workspaceId: w.workspace.id, userId: w.admin.id, role: 'admin', via: 'mcp' } });
+    const [serverSide, clientSide] = InMemoryTransport.createLinkedPair();
+    await server.connect(serverSide);
+    const answers = new Map<number, any>();
+    clientSide.onmessage = (m: JSONRPCMessage) => {
+      if ('id' in m) answers.set(Number(m.id), m);
+    };
+    await clientSide.start();
+    const cases = CASES.filter((c) => !c.envelope);
+    for (const [i, c] of cases.entries()) await clientSide.send(request(i + 1, c) as JSONRPCMessage);
+    await new Promise((r) => setTimeout(r, 200));
+    for (const [i, c] of cases.entries()) expectActionable(answers.get(i + 1)?.error, c);
+    await server.close();
+  });
+
+  it('over HTTP (POST /mcp, raw JSON-RPC)', async () => {
+    for (const [i, c] of CASES.entries()) {
+      const r = await fetch(`${base}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify(request(i + 1, c)),
+      });
+      const text = await r.text();
+      const data = text.startsWith('{') ? JSON.parse(text) : JSON.parse(/^data: (.*)$/m.exec(text)![1]!);
+      expectActionable(data.error, c);
+    }
+  });
+
+  it('over legacy SSE (POST /messages, answers on the stream)', async () => {
+    const ctl = new AbortController();
+    const res = await fetch(`${base}/sse`, { headers: { authorization: `Bearer ${w.adminToken}`, accept: 'text/event-stream' }, signal: ctl.signal });
+    const reader = res.body!.getReader();
+    let text = '';
+    const until = async (re: RegExp) => {
+      while (!re.test(text)) text += new TextDecoder().decode((await reader.read()).value);
+      return re.exec(text)!;
+    };
+    const endpoint = (await until(/event: endpoint\ndata: (\S+)/))[1]!;
+    for (const [i, c] of CASES.entries()) {
+      const r = await fetch(new URL(endpoint, base), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(request(i + 1, c)),
+      });
+      expect(r.status).toBe(202);
+    }
+    const answers = new Map<number, any>();
+    while (answers.size < CASES.length) {
+      const line = await until(/event: message\ndata: (.*)\n/);
+      text = text.slice(line.index + line[0].length);
+      const m = JSON.parse(line[1]!);
+      answers.set(Number(m.id), m);
+    }
+    ctl.abort();
+    for (const [i, c] of CASES.entries()) expectActionable(answers.get(i + 1)?.error, c);
+  });
+
+  it('over stdio', async () => {
+    const child = spawn(process.execPath, [CLI, 'stdio', '--db', db.file], {
+      env: { ...process.env, CRM_API_TOKEN: w.adminToken, LOG_LEVEL: 'silent' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const answers = new Map<number, any>();
+    let buf = '';
+    const all = new Promise<void>((resolve) => {
+      child.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          const m = JSON.parse(line);
+          if ('id' in m) answers.set(Number(m.id), m);
+          if (answers.size === CASES.length) resolve();
+        }
+      });
+    });
+    for (const [i, c] of CASES.entries()) child.stdin.write(`${JSON.stringify(request(i + 1, c))}\n`);
+    await all;
+    child.kill();
+    for (const [i, c] of CASES.entries()) expectActionable(answers.get(i + 1)?.error, c);
+  }, 20_000);
+});
