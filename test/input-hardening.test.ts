@@ -163,7 +163,7 @@ describe('strict numbers', () => {
 
   test('an INTEGER field takes decimal digits only, integral and within the safe range', async () => {
     for (const v of [...notDecimal, '1.5', 1.5, '1e3', 2 ** 53, '9007199254740993'])
-      await refused('POST', '/api/v1/records/companies', { name: 'Acme', employees: v }, /'employees' must be a whole number in decimal digits/);
+      await refused('POST', '/api/v1/records/companies', { name: 'Acme', employees: v }, /'employees' must be an integer: a whole number in decimal digits/);
     for (const [v, stored] of [['16', 16], [' 42 ', 42], ['+7', 7], [0, 0], ['9007199254740991', 9007199254740991]] as const) {
       const r = await call(t.app, t.a.adminToken, 'POST', '/api/v1/records/companies', { name: `Acme ${v}`, employees: v });
       expect(r.status, `${JSON.stringify(v)}: ${r.raw}`).toBe(201);
@@ -190,7 +190,7 @@ describe('strict numbers', () => {
   });
 
   test('MCP: hex in a value is a tool error', async () => {
-    await toolRefused('crm_create_record', { object: 'companies', values: { name: 'Hex', employees: '0x10' } }, /'employees' must be a whole number/);
+    await toolRefused('crm_create_record', { object: 'companies', values: { name: 'Hex', employees: '0x10' } }, /'employees' must be an integer/);
   });
 });
 

@@ -234,7 +234,7 @@ export function encodeValue(f: FieldDef, v: unknown): string | number | null {
     case 'INTEGER': {
       const n = parseNumberValue(v, true);
       if (n === undefined)
-        throw validationError(`${q(f.name)} must be a whole number in decimal digits within ±${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(v)}`, { field: f.name });
+        throw validationError(`${q(f.name)} must be an integer: a whole number in decimal digits, within ±${Number.MAX_SAFE_INTEGER}; got ${JSON.stringify(v)}`, { field: f.name });
       checkRange(f, n);
       return n;
     }

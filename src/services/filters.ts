@@ -546,6 +546,8 @@ export function filterFromQuery(q: Record<string, unknown>): FilterGroup | undef
     } catch {
       throw validationError("'filters' must be a JSON-encoded FilterGroup");
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw validationError(`'filters' must be a JSON-encoded FilterGroup (an object), got ${JSON.stringify(parsed)?.slice(0, 100)}`);
     parts.push(parsed as FilterGroup);
   }
   if (parts.length === 0) return undefined;
