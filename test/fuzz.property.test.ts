@@ -14,9 +14,10 @@ import { ERROR_STATUS } from '../src/services/errors.js';
  *
  * FUZZ_RUNS=2000 npx vitest run test/fuzz.property.test.ts for a longer run; FUZZ_SEED to replay one.
  */
-const RUNS = Number(process.env.FUZZ_RUNS ?? 40);
+const RUNS = Number(process.env.FUZZ_RUNS ?? 150);
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined;
 const opts = { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}) };
+const TIMEOUT = Math.max(60_000, RUNS * 200);
 const CODES = Object.keys(ERROR_STATUS);
 
 let t: TestApp;
@@ -46,7 +47,12 @@ beforeAll(async () => {
   tools = (await client.listTools()).tools;
 }, 60_000);
 
+/** FUZZ_STATS=1 prints how the answers spread (a fuzz that only ever hits the first check proves little). */
+const stats = new Map<string, number>();
+const tally = (k: string) => stats.set(k, (stats.get(k) ?? 0) + 1);
+
 afterAll(async () => {
+  if (process.env.FUZZ_STATS) console.log([...stats].sort().map(([k, n]) => `${k}: ${n}`).join('\n'));
   await client?.close();
   await t?.close();
 });
@@ -95,6 +101,23 @@ const { value: hostileValue } = fc.letrec<{ value: unknown }>((tie) => ({
     { weight: 1, arbitrary: fc.dictionary(fc.constantFrom('__proto__', 'constructor', 'value', 'a', 'prototype'), tie('value'), { maxKeys: 3 }) },
   ),
 }));
+
+// Percent-encoding that keeps lone surrogates as their raw three bytes (encodeURIComponent throws on them).
+const pct = (s: string) =>
+  s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]|[^]/gu, (c) => {
+    const u = c.charCodeAt(0);
+    if (c.length === 1 && u >= 0xd800 && u <= 0xdfff) return [0xe0 | (u >> 12), 0x80 | ((u >> 6) & 0x3f), 0x80 | (u & 0x3f)].map((b) => `%${b.toString(16).toUpperCase()}`).join('');
+    return encodeURIComponent(c);
+  });
+
+/** The real fields of each object, so values reach the field types instead of stopping at "unknown field". */
+const OBJECT_FIELDS: Record<string, string[]> = {
+  contacts: ['first_name', 'last_name', 'email', 'phone', 'status', 'tags', 'company', 'owner', 'do_not_contact', 'last_contacted_at', 'linkedin_url'],
+  companies: ['name', 'domain', 'website', 'industry', 'employees', 'annual_revenue', 'phone', 'owner'],
+  opportunities: ['name', 'amount', 'status', 'close_date', 'probability', 'company', 'contact', 'priority'],
+  tasks: ['title', 'description', 'status', 'priority', 'due_at', 'assignee', 'time_estimate', 'completed_at', 'contact'],
+  gadgets: ['title', 'qty', 'ratio', 'price', 'day', 'at', 'on', 'kind', 'tags', 'site', 'mail', 'tel', 'owner', 'company'],
+};
 
 /** A JSON text of an object with these entries: keys such as __proto__ go on the wire as they are. */
 const objectText = (entries: [string, unknown][]) => `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`;
@@ -145,6 +168,7 @@ async function checkRest(method: string, url: string, body?: string, token: stri
   const before = dbDigest(t.db);
   const r = await call(t.app, token, method, url, body);
   const what = `${method} ${url.slice(0, 200)} ${body?.slice(0, 300) ?? ''} -> ${r.status} ${r.raw.slice(0, 300)}`;
+  tally(`rest ${r.status} ${r.status >= 400 ? r.body?.code : ''}`);
   expect(r.status, what).toBeLessThan(500);
   if (r.status >= 400) {
     expect(r.body, what).toMatchObject({ error: true, code: expect.any(String), message: expect.any(String) });
@@ -182,12 +206,21 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
       }),
       opts,
     );
-  }, 60_000);
+  }, TIMEOUT);
 
   test('field names and values on create, update, batch and new fields', async () => {
-    const entries = fc.array(fc.tuple(fc.constantFrom(...FIELD_NAMES), hostileValue), { maxLength: 5 });
+    const objectAndEntries = fc.constantFrom('contacts', 'companies', 'opportunities', 'tasks', 'gadgets').chain((object) =>
+      fc.tuple(
+        fc.constant(object),
+        fc.oneof(
+          fc.array(fc.tuple(fc.constantFrom(...FIELD_NAMES), hostileValue), { maxLength: 5 }),
+          // Real fields only: the values reach the field types.
+          fc.array(fc.tuple(fc.constantFrom(...OBJECT_FIELDS[object]!), hostileValue), { minLength: 1, maxLength: 3 }),
+        ),
+      ),
+    );
     await fc.assert(
-      fc.asyncProperty(entries, fc.constantFrom('contacts', 'companies', 'opportunities', 'tasks', 'gadgets'), fc.nat(4), fc.integer({ min: 65, max: 3000 }), async (kv, object, which, depth) => {
+      fc.asyncProperty(objectAndEntries, fc.nat(4), fc.integer({ min: 65, max: 3000 }), async ([object, kv], which, depth) => {
         const body = objectText(kv);
         const id = { contacts: ids.contact, companies: ids.company, opportunities: ids.deal, tasks: ids.task, gadgets: 'missing' }[object];
         switch (which) {
@@ -211,7 +244,47 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
       }),
       opts,
     );
-  }, 60_000);
+  }, TIMEOUT);
+
+  test('aggregate bodies: hostile dimensions, metrics, intervals, zones, sizes and trees', async () => {
+    const fieldOrHostile = fc.oneof(fc.constantFrom(...FIELD_NAMES), hostileValue);
+    const zone = fc.oneof(fc.constantFrom('UTC', 'Europe/Paris', 'America/Santiago', 'Mars/Olympus', '+25:00', 'Etc/GMT+14', '', 'utc', '\u0000', '../../etc/passwd'), hostileValue);
+    const num = fc.oneof(hostileNumber, hostileString, fc.constantFrom(0, -1, 1e9, 1001, 5));
+    const dim = fc.oneof(fieldOrHostile, fc.record({ field: fieldOrHostile, interval: fc.oneof(fc.constantFrom('day', 'week', 'month', 'quarter', 'year', 'hour', 'decade'), hostileValue), histogram: num, timeZone: zone }, { requiredKeys: ['field'] }));
+    const metric = fc.record({ field: fieldOrHostile, function: fc.oneof(fc.constantFrom('count', 'sum', 'avg', 'min', 'max', 'count_distinct', 'median', 'DROP'), hostileValue) });
+    const groupBody = fc.record(
+      { aggregate: fc.array(metric, { maxLength: 4 }), groupBy: fc.oneof(fc.array(dim, { maxLength: 6 }), dim), order: fc.record({ by: fc.oneof(fc.constantFrom('count', 'group'), metric, hostileValue), dir: fc.oneof(fc.constantFrom('asc', 'desc'), hostileValue) }), limit: num },
+      { requiredKeys: [] },
+    );
+    const { node: treeNode } = fc.letrec<{ node: unknown; level: unknown }>((tie) => ({
+      level: fc.dictionary(fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f', '__proto__', 'constructor'), tie('node'), { maxKeys: 6 }),
+      node: fc.oneof(
+        { depthSize: 'small' },
+        fc.record({ count: fc.constant({}) }),
+        fc.record({ sum: fc.record({ property: fieldOrHostile }) }),
+        fc.record({ avg: fc.record({ property: fieldOrHostile }) }),
+        fc.record({ uniqueValues: fc.record({ property: fieldOrHostile, size: num, aggregates: tie('level') }, { requiredKeys: ['property'] }) }),
+        fc.record({ numberHistogram: fc.record({ property: fieldOrHostile, interval: num, aggregates: tie('level') }, { requiredKeys: ['property'] }) }),
+        fc.record({ timeHistogram: fc.record({ property: fieldOrHostile, calendarInterval: fc.oneof(fc.constantFrom('1d', '1w', '1M', '1q', '1y', '1h'), hostileValue), aggregates: tie('level') }, { requiredKeys: ['property'] }) }),
+        hostileValue,
+      ),
+    }));
+    const kasarQuery = fc.record(
+      { field: fieldOrHostile, function: fc.constantFrom('count', 'sum', 'avg', 'min', 'max', 'x'), group_by: fieldOrHostile, interval: fc.constantFrom('day', 'week', 'month', 'x'), tz: zone, order: fc.constantFrom('count_desc', 'value_asc', 'group_desc', 'x'), limit: num },
+      { requiredKeys: [] },
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('contacts', 'companies', 'opportunities', 'tasks', 'gadgets'), groupBody, fc.dictionary(fc.constantFrom('a', 'b', 'c', 'd'), treeNode, { maxKeys: 5 }), kasarQuery, fc.nat(2), async (object, body, tree, q, which) => {
+        if (which === 0) await checkRest('POST', `/api/v1/aggregate/${object}`, JSON.stringify(body));
+        else if (which === 1) await checkRest('POST', `/api/v1/aggregate/${object}/tree`, JSON.stringify({ aggregates: tree }));
+        else {
+          const qs = Object.entries(q).map(([k, v]) => `${k}=${pct(typeof v === 'string' ? v : JSON.stringify(v) ?? '')}`).join('&');
+          await checkRest('GET', `/api/v1/aggregate/${object}?${qs}`);
+        }
+      }),
+      opts,
+    );
+  }, TIMEOUT);
 
   test('query strings: bad dates, bad numbers, repeated parameters, arrays, broken escapes', async () => {
     const PARAMS = [
@@ -220,13 +293,6 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
       'field', 'function', 'group_by', 'interval', 'order', 'unread', 'visibility', 'nope', '__proto__', 'limit[]', 'a[b]',
     ];
     const raw = fc.constantFrom('%00', '%ED%A0%80', '%zz', '%', '%E0%A4', '%C0%AF', '%2e%2e%2f', '+', '&&', '==', '%FF');
-    // Percent-encoding that keeps lone surrogates as their raw three bytes (encodeURIComponent throws on them).
-    const pct = (s: string) =>
-      s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]|[^]/gu, (c) => {
-        const u = c.charCodeAt(0);
-        if (c.length === 1 && u >= 0xd800 && u <= 0xdfff) return [0xe0 | (u >> 12), 0x80 | ((u >> 6) & 0x3f), 0x80 | (u & 0x3f)].map((b) => `%${b.toString(16).toUpperCase()}`).join('');
-        return encodeURIComponent(c);
-      });
     const valueText = fc.oneof(hostileString.map((s) => pct(s.slice(0, 2000))), raw, hostileNumber.map(String));
     const pair = fc.tuple(fc.constantFrom(...PARAMS), valueText).map(([k, v]) => `${encodeURIComponent(k)}=${v}`);
     const paths = fc.constantFrom(
@@ -237,18 +303,70 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
       // (FST_ERR_BAD_URL) before any hook, in Fastify's own shape; its error handler is the HTTP hygiene part of issue 13.
     );
     await fc.assert(
-      fc.asyncProperty(paths, fc.array(pair, { maxLength: 6 }), fc.constantFrom<'admin' | 'member' | 'bad' | 'none'>('admin', 'admin', 'admin', 'member', 'bad', 'none'), async (path, pairs, who) => {
+      fc.asyncProperty(paths, fc.array(pair, { maxLength: 6 }), fc.constantFrom<'admin' | 'member' | 'bad' | 'none'>('admin', 'admin', 'admin', 'admin', 'admin', 'member', 'bad', 'none'), async (path, pairs, who) => {
         const token = who === 'admin' ? t.a.adminToken : who === 'member' ? t.a.memberToken : who === 'bad' ? 'ksr_nope' : null;
         await checkRest('GET', `${path.replace('ID', ids.contact)}?${pairs.join('&')}`, undefined, token);
       }),
       opts,
     );
-  }, 60_000);
+  }, TIMEOUT);
 
   test('MCP tool arguments over the real tool list', async () => {
     const names = tools.map((x) => x.name);
     const propsOf = new Map(tools.map((x) => [x.name, Object.keys((x.inputSchema as { properties?: object }).properties ?? {})]));
-    const argArb = fc.constantFrom(...names).chain((name) => {
+    // Valid calls to start from: a hostile value in one or two places then reaches the services, not only the SDK's checks.
+    const BASES: Record<string, Record<string, unknown>> = {
+      crm_search: { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Ada' }] }, limit: 5 },
+      crm_aggregate: { object: 'opportunities', aggregate: [{ field: 'amount', function: 'sum' }], groupBy: ['status'] },
+      crm_create_record: { object: 'contacts', values: { first_name: 'Fuzz' }, dry_run: true },
+      crm_update_record: { object: 'contacts', id: ids.contact, values: { job_title: 'CTO' }, dry_run: true },
+      crm_batch_write: { object: 'contacts', mode: 'create', records: [{ first_name: 'A' }], dry_run: true },
+      crm_create_task: { title: 'Fuzz task', due_at: '2030-01-01T10:00:00Z', dry_run: true },
+      crm_list_tasks: { mode: 'all', due_from: '2024-01-01', due_to: '2024-12-31' },
+      crm_update_task: { id: ids.task, priority: 'high', dry_run: true },
+      crm_create_note: { body: 'Fuzz note', object: 'contacts', record_id: ids.contact, dry_run: true },
+      crm_export: { object: 'contacts', fields: ['first_name'], filter: { operator: 'and', conditions: [] } },
+      crm_bulk_update: { object: 'contacts', action: 'update', ids: [ids.contact], values: { source: 'event' }, dry_run: true },
+      crm_import: { object: 'contacts', records: [{ first_name: 'Imp', email: 'imp@example.com' }], dry_run: true },
+      crm_create_field: { object: 'gadgets', name: 'extra', type: 'TEXT', dry_run: true },
+      crm_full_text_search: { q: 'ada', limit: 5 },
+      crm_list_changes: { object: 'contacts', limit: 5 },
+      crm_get_activity: { object: 'contacts', id: ids.contact, from: '2024-01-01' },
+      crm_get_record: { object: 'contacts', id: ids.contact },
+    };
+    if (process.env.FUZZ_STATS)
+      for (const [n, a] of Object.entries(BASES)) {
+        const r = (await client.callTool({ name: n, arguments: a })) as CallToolResult;
+        if (r.isError) console.log('base fails', n, JSON.stringify(r.content).slice(0, 300));
+      }
+    const valueKeys = ['values', 'records'];
+    const mutated = fc.constantFrom(...Object.keys(BASES).filter((n) => names.includes(n))).chain((name) => {
+      const base = BASES[name]!;
+      const keys = Object.keys(base);
+      return fc.tuple(
+        fc.constant(name),
+        fc.array(
+          fc.oneof(
+            { weight: 2, arbitrary: fc.tuple(fc.constantFrom(...keys), fc.oneof(hostileValue, filterArb)) },
+            { weight: 2, arbitrary: fc.tuple(fc.constant('filter'), filterArb) },
+            // A hostile value under a real field name inside values / records.
+            { weight: 3, arbitrary: fc.tuple(fc.constantFrom(...valueKeys.map((k) => `${k}.`)), fc.tuple(fc.constantFrom(...OBJECT_FIELDS.contacts!, 'nope', '__proto__'), hostileValue)) },
+          ),
+          { minLength: 1, maxLength: 2 },
+        ),
+      ).map(([n, changes]): [string, [string, unknown][]] => {
+        const args: Record<string, unknown> = structuredClone(base);
+        for (const [k, v] of changes) {
+          if (k.endsWith('.')) {
+            const [field, value] = v as [string, unknown];
+            const target = k === 'records.' ? (Array.isArray(args.records) ? args.records[0] : undefined) : args.values;
+            if (typeof target === 'object' && target !== null) Object.defineProperty(target, field, { value, enumerable: true, writable: true, configurable: true });
+          } else if (k !== 'filter' || 'filter' in base || propsOf.get(n)?.includes('filter')) args[k] = v;
+        }
+        return [n, Object.entries(args)];
+      });
+    });
+    const argArb = fc.oneof({ weight: 4, arbitrary: mutated }, { weight: 1, arbitrary: fc.constantFrom(...names).chain((name) => {
       const keys = [...(propsOf.get(name) ?? []), 'nope', '__proto__', 'constructor'];
       const value = fc.oneof(
         { weight: 6, arbitrary: hostileValue },
@@ -257,17 +375,19 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
         { weight: 1, arbitrary: fc.integer({ min: 65, max: 2000 }).map((n) => JSON.parse(deepText(n)) as unknown) },
       );
       return fc.tuple(fc.constant(name), fc.array(fc.tuple(fc.constantFrom(...keys), value), { maxLength: 5 }));
-    });
+    }) });
     await fc.assert(
       fc.asyncProperty(argArb, async ([name, kv]) => {
         // Own properties, __proto__ included, as a JSON-RPC message parsed by the server would carry them.
         const args: Record<string, unknown> = {};
         for (const [k, v] of kv) Object.defineProperty(args, k, { value: v, enumerable: true, writable: true, configurable: true });
-        if (!('object' in args)) args.object = 'contacts';
+        if (!('object' in args) && propsOf.get(name)?.includes('object')) args.object = 'contacts';
         const before = dbDigest(t.db);
         const r = (await client.callTool({ name, arguments: args })) as CallToolResult;
         const text = (r.content?.[0] as { text?: string } | undefined)?.text ?? '';
         const what = `${name} ${text.slice(0, 300)}`;
+        tally(`mcp ${r.isError ? (/^[A-Z_]+:/.exec(text)?.[0] ?? text.slice(0, 40)) : 'ok'}`);
+        if (process.env.FUZZ_STATS === '2' && r.isError) console.log('MCPERR', name, text.slice(0, 200));
         expect(text, what).not.toMatch(/Internal error|INTERNAL_ERROR|Maximum call stack/);
         if (r.isError) {
           expect(text.length, what).toBeGreaterThan(0);
@@ -276,5 +396,5 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
       }),
       opts,
     );
-  }, 60_000);
+  }, TIMEOUT);
 });

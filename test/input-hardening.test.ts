@@ -187,6 +187,11 @@ describe('strict numbers', () => {
     await refused('GET', '/api/v1/tasks?limit=0b11', undefined, /limit/);
     await refused('GET', '/api/v1/aggregate/companies?function=count&field=id&group_by=industry&limit=0x10', undefined, /limit/);
     expect((await call(t.app, t.a.adminToken, 'GET', '/api/v1/records/companies?limit=10')).status).toBe(200);
+    // Aggregate tree sizes and intervals read as numbers too.
+    await refused('POST', '/api/v1/aggregate/companies/tree', { aggregates: { s: { uniqueValues: { property: 'industry', size: '0x10' } } } }, /size' must be 1 to/);
+    await refused('POST', '/api/v1/aggregate/companies/tree', { aggregates: { h: { numberHistogram: { property: 'employees', interval: 'Infinity' } } } }, /histogram interval must be a positive number/);
+    const ok = await call(t.app, t.a.adminToken, 'POST', '/api/v1/aggregate/companies/tree', { aggregates: { s: { uniqueValues: { property: 'industry', size: '16' } } } });
+    expect(ok.status, ok.raw).toBe(200);
   });
 
   test('MCP: hex in a value is a tool error', async () => {
