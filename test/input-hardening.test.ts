@@ -279,3 +279,43 @@ describe('fields per object', () => {
     expect(rec.body.data.f499).toBe(499);
   }, 60_000);
 });
+
+describe('MCP over HTTP', () => {
+  /** One JSON-RPC message to the stateless /mcp endpoint, as text: the client SDK would JSON.stringify (and overflow) first. */
+  async function rpc(app: TestApp['app'], text: string) {
+    const r = await app.inject({
+      method: 'POST',
+      url: '/mcp',
+      headers: { authorization: `Bearer ${t.a.adminToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      payload: text,
+    });
+    return { status: r.statusCode, body: r.body };
+  }
+
+  test('a deep filter or value in a tool call answers a tool error with the limit, not a 500 or a crash', async () => {
+    const { buildApp } = await import('../src/http/app.js');
+    const { silent } = await import('./helpers.js');
+    const app = await buildApp({ db: t.db, log: silent, mcp: true });
+    try {
+      const before = dbDigest(t.db);
+      const calls: [string, string, RegExp][] = [
+        ['crm_search', `{"object":"contacts","filter":${kasarDeep(10_000)}}`, /Arguments: nesting is 20002 levels deep; the limit is 64/],
+        ['crm_aggregate', `{"object":"contacts","filter":${cogniteDeep(100_000)}}`, /Arguments: nesting is 200003 levels deep; the limit is 64/],
+        // values are checked by the SDK against the tool's schema first, one level at a time.
+        ['crm_create_record', `{"object":"contacts","values":{"first_name":${arrayDeep(100_000)}}}`, /Input validation error/],
+      ];
+      for (const [name, args, message] of calls) {
+        const r = await rpc(app, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"${name}","arguments":${args}}}`);
+        expect(r.status, r.body.slice(0, 300)).toBe(200);
+        expect(r.body).toMatch(/"isError":true/);
+        expect(r.body).toMatch(message);
+      }
+      // Deep params outside the arguments, on a method that takes none.
+      const r = await rpc(app, `{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{"_meta":{"x":${arrayDeep(100_000)}}}}`);
+      expect(r.status, r.body.slice(0, 300)).toBeLessThan(500);
+      expect(dbDigest(t.db)).toBe(before);
+    } finally {
+      await app.close();
+    }
+  });
+});

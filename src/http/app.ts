@@ -70,7 +70,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return json(req, body, (err, parsed) => {
       if (err) return done(err);
       try {
-        checkInput(parsed, 'JSON body', INPUT_LIMITS.jsonDepth, { text: false });
+        // MCP messages are checked by the tool wrapper instead, so that the client gets a tool error.
+        if (req.routeOptions.url?.startsWith('/api/')) checkInput(parsed, 'JSON body', INPUT_LIMITS.jsonDepth, { text: false });
       } catch (e) {
         return done(e as Error);
       }
