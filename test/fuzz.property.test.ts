@@ -246,6 +246,66 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
     );
   }, TIMEOUT);
 
+  test('the other bodies: notes, tasks, workspace, inbox, pipelines, import, duplicates, batches, associations', async () => {
+    const KEYS = [
+      'body', 'object', 'record_id', 'visibility', 'title', 'description', 'status', 'priority', 'due_at', 'assignee', 'contact', 'company',
+      'opportunity', 'name', 'time_zone', 'subject', 'messages', 'direction', 'sent_at', 'from_email', 'from_name', 'to', 'text', 'unread',
+      'contact_id', 'company_id', 'steps', 'key', 'field', 'won', 'lost', 'probability', 'defaults', 'step', 'records', 'action', 'limit',
+      'ids', 'primary_id', 'duplicate_ids', 'merge_id', 'record_ids', 'dry_run', 'first_name', 'email', '__proto__', 'constructor',
+    ];
+    const { obj: bodyArb } = fc.letrec<{ obj: unknown }>((tie) => ({
+      obj: fc.dictionary(fc.constantFrom(...KEYS), fc.oneof({ depthSize: 'small' }, hostileValue, fc.array(tie('obj'), { maxLength: 2 }), fc.constantFrom(ids.contact, ids.company, ids.task, 'opportunities', 'contacts')), { maxKeys: 6 }),
+    }));
+    // Valid bodies to start from; one to three keys then get a hostile value (or a hostile body replaces it all).
+    const bases = (): [string, string, Record<string, unknown>][] => [
+      ['POST', '/api/v1/notes', { body: 'A note', object: 'contacts', record_id: ids.contact }],
+      ['PUT', '/api/v1/notes/NOTE', { body: 'Edited', visibility: 'workspace' }],
+      ['POST', '/api/v1/tasks', { title: 'T', due_at: '2030-01-01T10:00:00Z', priority: 'high', contact: ids.contact }],
+      ['PUT', '/api/v1/tasks/TASK', { title: 'T2', status: 'in_progress' }],
+      ['PUT', '/api/v1/tasks/TASK/complete', {}],
+      ['PATCH', '/api/v1/workspace', { time_zone: 'Europe/Paris' }],
+      ['POST', '/api/v1/inbox/threads', { subject: 'Hi', contact_id: ids.contact, messages: [{ direction: 'inbound', from_email: 'a@b.co', to: ['me@example.com'], body: 'Hello', sent_at: '2024-01-01T10:00:00Z' }] }],
+      ['PUT', '/api/v1/inbox/threads/nope', { unread: false }],
+      ['POST', '/api/v1/pipelines', { object: 'gadgets', name: 'P', field: 'kind', steps: [{ key: 'a', name: 'A' }, { key: 'b', name: 'B', won: true }] }],
+      ['PUT', '/api/v1/pipelines/opportunities/DEAL/move', { step: 'proposal' }],
+      ['POST', '/api/v1/import/contacts', { records: [{ first_name: 'Imp', email: 'imp@example.com', last_contacted_at: '2024-01-01' }] }],
+      ['POST', '/api/v1/import/gadgets', { records: [{ title: 'G', qty: 1, day: '2024-01-01', at: '2024-01-01T00:00:00Z', price: '1.50', tags: ['x'] }] }],
+      ['POST', '/api/v1/duplicates', { action: 'detect', object: 'contacts', limit: 5 }],
+      ['POST', '/api/v1/records/contacts/batch/create', { records: [{ first_name: 'B' }] }],
+      ['POST', '/api/v1/records/contacts/batch/update', { records: [{ id: ids.contact, job_title: 'CTO' }] }],
+      ['PUT', '/api/v1/records/contacts/CONTACT/associations/companies/COMPANY', {}],
+      ['POST', '/api/v1/schema', { name: 'things', fields: [{ name: 'title', type: 'TEXT' }] }],
+      ['POST', '/api/v1/bulk', { object: 'contacts', action: 'update', ids: [ids.contact], values: { source: 'event' }, dry_run: true }],
+    ];
+    const targetArb = fc.nat(17).chain((i) => {
+      const [method, path, base] = bases()[i]!;
+      const keys = [...Object.keys(base), ...KEYS];
+      return fc.oneof(
+        { weight: 4, arbitrary: fc.array(fc.tuple(fc.constantFrom(...keys), fc.oneof(hostileValue, bodyArb)), { minLength: 1, maxLength: 3 }).map((kv) => {
+          const body: [string, unknown][] = Object.entries(base).filter(([k]) => !kv.some(([k2]) => k2 === k));
+          return [method, path, [...body, ...kv]] as const;
+        }) },
+        { weight: 1, arbitrary: bodyArb.map((b) => [method, path, Object.entries(b as object)] as const) },
+      );
+    });
+    let note: string | undefined;
+    if (process.env.FUZZ_STATS)
+      for (const [method, path, base] of bases()) {
+        note ??= (await call(t.app, t.a.adminToken, 'POST', '/api/v1/notes', { body: 'fuzz', object: 'contacts', record_id: ids.contact })).body?.data?.id ?? 'none';
+        const url = path.replace('NOTE', note!).replace('TASK', ids.task).replace('DEAL', ids.deal).replace('CONTACT', ids.contact).replace('COMPANY', ids.company);
+        const r = await call(t.app, t.a.adminToken, method, url, base);
+        if (r.status >= 400) console.log('base fails', method, url, r.raw.slice(0, 300));
+      }
+    await fc.assert(
+      fc.asyncProperty(targetArb, fc.nat(9), async ([method, path, entries], who) => {
+        note ??= (await call(t.app, t.a.adminToken, 'POST', '/api/v1/notes', { body: 'fuzz', object: 'contacts', record_id: ids.contact })).body?.data?.id ?? 'none';
+        const url = path.replace('NOTE', note!).replace('TASK', ids.task).replace('DEAL', ids.deal).replace('CONTACT', ids.contact).replace('COMPANY', ids.company);
+        await checkRest(method, url, objectText(entries as [string, unknown][]), who === 0 ? t.a.memberToken : t.a.adminToken);
+      }),
+      opts,
+    );
+  }, TIMEOUT);
+
   test('aggregate bodies: hostile dimensions, metrics, intervals, zones, sizes and trees', async () => {
     const fieldOrHostile = fc.oneof(fc.constantFrom(...FIELD_NAMES), hostileValue);
     const zone = fc.oneof(fc.constantFrom('UTC', 'Europe/Paris', 'America/Santiago', 'Mars/Olympus', '+25:00', 'Etc/GMT+14', '', 'utc', '\u0000', '../../etc/passwd'), hostileValue);
