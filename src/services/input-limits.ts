@@ -16,20 +16,14 @@ export const INPUT_LIMITS = {
   jsonDepth: 64,
 } as const;
 
-/**
- * Levels of arrays and objects in a JSON value (a scalar is 0, `[]` and `{}` are 1), counted
- * without recursion. Counting stops once `stopAfter` is passed: a refusal needs only "too deep".
- */
-export function jsonDepth(value: unknown, stopAfter = Infinity): number {
+/** Levels of arrays and objects in a JSON value (a scalar is 0, `[]` and `{}` are 1), counted without recursion. */
+export function jsonDepth(value: unknown): number {
   if (typeof value !== 'object' || value === null) return 0;
   let max = 0;
   const stack: [unknown, number][] = [[value, 1]];
   while (stack.length) {
     const [v, d] = stack.pop()!;
-    if (d > max) {
-      max = d;
-      if (max > stopAfter) return max;
-    }
+    if (d > max) max = d;
     const children = Array.isArray(v) ? v : Object.values(v as object);
     for (const c of children) if (typeof c === 'object' && c !== null) stack.push([c, d + 1]);
   }
