@@ -67,35 +67,45 @@ export function checkInput(value: unknown, what: string, maxDepth: number = INPU
     return;
   }
   if (typeof value !== 'object' || value === null) return;
-  const depth = jsonDepth(value);
-  if (depth > maxDepth) throw validationError(`${what}: nesting is ${depth} levels deep; the limit is ${maxDepth}`, { limit: maxDepth, depth });
-  if (opts.text === false) return;
-  // Paths are kept only for the message, so they are built when needed: each entry knows its parent.
-  type Entry = { v: unknown; key: string | number | undefined; parent: Entry | undefined };
+  const text = opts.text !== false;
+  // Paths are built only for a message: each entry knows its parent and its key there.
+  type Entry = { v: object; key: string | number | undefined; parent: Entry | undefined; depth: number };
   const where = (e: Entry, key?: string | number) => {
     const path: (string | number)[] = key === undefined ? [] : [key];
     for (let x: Entry | undefined = e; x && x.key !== undefined; x = x.parent) path.unshift(x.key);
     return path.length ? `${what} at '${pathText(path)}'` : what;
   };
-  const stack: Entry[] = [{ v: value, key: undefined, parent: undefined }];
+  const bad = (e: Entry, key: string | number, p: string) => validationError(`${where(e, key)} ${p}; send valid text without it`);
+  // One pass, depth and text together; the whole depth is counted only for the message of a refusal.
+  const stack: Entry[] = [{ v: value, key: undefined, parent: undefined, depth: 1 }];
   while (stack.length) {
     const e = stack.pop()!;
+    if (e.depth > maxDepth) {
+      const depth = jsonDepth(value);
+      throw validationError(`${what}: nesting is ${depth} levels deep; the limit is ${maxDepth}`, { limit: maxDepth, depth });
+    }
     if (Array.isArray(e.v)) {
-      e.v.forEach((c, i) => {
+      for (let i = 0; i < e.v.length; i++) {
+        const c: unknown = e.v[i];
         if (typeof c === 'string') {
-          const p = textProblem(c);
-          if (p) throw validationError(`${where(e, i)} ${p}; send valid text without it`);
-        } else if (typeof c === 'object' && c !== null) stack.push({ v: c, key: i, parent: e });
-      });
+          const p = text ? textProblem(c) : undefined;
+          if (p) throw bad(e, i, p);
+        } else if (typeof c === 'object' && c !== null) stack.push({ v: c, key: i, parent: e, depth: e.depth + 1 });
+      }
       continue;
     }
-    for (const [k, c] of Object.entries(e.v as object)) {
-      const kp = textProblem(k);
-      if (kp) throw validationError(`${where(e)}: a key ${kp}; send valid text without it`);
+    const o = e.v as Record<string, unknown>;
+    for (const k in o) {
+      if (!Object.prototype.hasOwnProperty.call(o, k)) continue;
+      if (text) {
+        const kp = textProblem(k);
+        if (kp) throw validationError(`${where(e)}: a key ${kp}; send valid text without it`);
+      }
+      const c = o[k];
       if (typeof c === 'string') {
-        const p = textProblem(c);
-        if (p) throw validationError(`${where(e, k)} ${p}; send valid text without it`);
-      } else if (typeof c === 'object' && c !== null) stack.push({ v: c, key: k, parent: e });
+        const p = text ? textProblem(c) : undefined;
+        if (p) throw bad(e, k, p);
+      } else if (typeof c === 'object' && c !== null) stack.push({ v: c, key: k, parent: e, depth: e.depth + 1 });
     }
   }
 }
