@@ -14,7 +14,7 @@ import { ERROR_STATUS } from '../src/services/errors.js';
  *
  * FUZZ_RUNS=2000 npx vitest run test/fuzz.property.test.ts for a longer run; FUZZ_SEED to replay one.
  */
-const RUNS = Number(process.env.FUZZ_RUNS ?? 150);
+const RUNS = Number(process.env.FUZZ_RUNS ?? 250);
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined;
 const opts = { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}) };
 const TIMEOUT = Math.max(60_000, RUNS * 200);
