@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import type { Ctx } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
+import { checkInput, INPUT_LIMITS } from '../services/input-limits.js';
 import { authenticate } from '../services/users.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { clientErrorHandler, errorHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
@@ -150,10 +151,43 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const throttle = (deps.authFailuresPerMinute ?? 20) > 0 ? new AuthThrottle(deps.authFailuresPerMinute ?? 20) : undefined;
   // An empty body with a JSON content type (curl -X DELETE -H 'Content-Type: application/json')
   // means "no body", not an error; anything else goes through Fastify's safe JSON parser.
+  // Bytes that are not UTF-8 (a lone surrogate sent raw) are refused rather than decoded to U+FFFD, and
+  // bodies nested deeper than INPUT_LIMITS.jsonDepth before zod or a service recurses over them.
   const json = app.getDefaultJsonParser('error', 'error');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-    if (typeof body === 'string' && body.trim() === '') return done(null, undefined);
-    return json(req, body as string, done);
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, raw, done) => {
+    let body: string;
+    try {
+      body = utf8.decode(raw as Buffer);
+    } catch {
+      return done(new CrmError('VALIDATION_ERROR', 'JSON body is not valid UTF-8; send the text as UTF-8 (no lone surrogates)'));
+    }
+    if (body.trim() === '') return done(null, undefined);
+    return json(req, body, (err, parsed) => {
+      if (err) return done(err);
+      try {
+        // MCP messages are checked by the tool wrapper instead, so that the client gets a tool error.
+        if (req.routeOptions.url?.startsWith('/api/')) checkInput(parsed, 'JSON body', INPUT_LIMITS.jsonDepth, { text: false });
+      } catch (e) {
+        return done(e as Error);
+      }
+      return done(null, parsed);
+    });
+  });
+  // Every text of a REST request (body, query string, path) is checked once here for NUL and lone
+  // surrogates; MCP tool arguments are checked by the tool wrapper (src/mcp/server.ts), so an MCP
+  // client gets its error as a tool result.
+  app.addHook('preValidation', async (req) => {
+    if (!req.routeOptions.url?.startsWith('/api/')) return;
+    // The query parser decodes bad percent-escapes (%ED%A0%80, a raw surrogate) to U+FFFD without a word.
+    try {
+      decodeURIComponent(req.url);
+    } catch {
+      throw new CrmError('VALIDATION_ERROR', 'The URL has a malformed percent-escape or bytes that are not UTF-8');
+    }
+    checkInput(req.params, 'Path');
+    checkInput(req.query, 'Query string');
+    checkInput(req.body, 'JSON body');
   });
   app.setNotFoundHandler((req, reply) =>
     reply.status(404).send({ error: true, code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}; see README for the API` }),

@@ -11,6 +11,7 @@ import { withRollback } from '../services/dry-run.js';
 import { unknownKeysMessage } from '../services/suggest.js';
 import type { Work } from '../services/work.js';
 import { describeObject, getSchema, type WorkspaceSchema } from '../services/schema.js';
+import { checkInput } from '../services/input-limits.js';
 import { VERSION } from '../version.js';
 import { TOOLS, type AnyTool } from '../../tools/index.js';
 import { protocolError, toolError } from './errors.js';
@@ -239,6 +240,8 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
         let ctx: Ctx | undefined;
         const started = Date.now();
         try {
+          // Depth, NUL and lone surrogates in any argument: one check for every tool (see input-limits.ts).
+          checkInput(input, 'Arguments');
           ctx = { ...(await ctxFor(`mcp:${tool.name}`)), work: workFor(extra) };
           const { dry_run: dry, ...rest } = input;
           let out: Record<string, unknown>;

@@ -7,7 +7,7 @@ import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from '
 import { metricValue, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
 import { namesFor } from './display-names.js';
 import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
-import type { FieldDef } from './field-types.js';
+import { parseNumberValue, type FieldDef } from './field-types.js';
 
 /**
  * Nested aggregate trees (after Cognite's records aggregate): named metrics and bucket
@@ -80,10 +80,10 @@ function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n:
     let size: number = TREE_LIMITS.maxHistogramBuckets;
     if (kind === 'uniqueValues') {
       dim = resolveDim(obj, field, schema);
-      size = spec.size === undefined ? TREE_LIMITS.defaultSize : Number(spec.size);
+      size = spec.size === undefined ? TREE_LIMITS.defaultSize : (parseNumberValue(spec.size, true) ?? NaN);
       if (!Number.isInteger(size) || size < 1 || size > TREE_LIMITS.maxSize) throw validationError(`'${name}.uniqueValues.size' must be 1 to ${TREE_LIMITS.maxSize}`);
     } else if (kind === 'numberHistogram') {
-      dim = resolveDim(obj, { field, histogram: Number(spec.interval) }, schema);
+      dim = resolveDim(obj, { field, histogram: parseNumberValue(spec.interval) ?? NaN }, schema);
     } else {
       const ci = String(spec.calendarInterval ?? spec.interval ?? '');
       const interval: Interval | undefined = CALENDAR[ci] ?? ((INTERVALS as readonly string[]).includes(ci) ? (ci as Interval) : undefined);

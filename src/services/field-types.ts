@@ -1,5 +1,6 @@
 import { validationError } from './errors.js';
 import { phoneShaped } from './phone-parse.js';
+import { checkText } from './input-limits.js';
 
 export const FIELD_TYPES = [
   'TEXT', 'EMAIL', 'PHONE', 'URL', 'NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE',
@@ -57,41 +58,91 @@ export function storageOf(type: FieldType): 'text' | 'real' | 'integer' {
 
 const EMAIL_RE = /^[^\s@]+@[^\s@.]+(\.[^\s@.]+)+$/;
 const DATE_RE = /^(\d{4})-(\d{2})-(\d{2})$/;
-const DATETIME_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+// Groups: year, month, day, hour, minute, second, fraction, zone, offset sign, offset hours, offset minutes.
+const DATETIME_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|([+-])(\d{2}):?(\d{2}))?)?$/i;
 const DECIMAL_RE = /^(-)?(\d+)(?:\.(\d+))?$/;
+/**
+ * Numbers written as text: decimal notation only. Number() would also read '0x10' (16), '0b1',
+ * '0o7', 'Infinity', '' and ' ' (0): none of them is what a person typing a number into a CRM means.
+ */
+const DECIMAL_TEXT_RE = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$/i;
+const INTEGER_TEXT_RE = /^[+-]?\d+$/;
 
 const q = (name: string) => `Field '${name}'`;
 
+/** Years 0001-9999: four digits keep text order equal to time order, and Intl (local days) has no year 0. */
 function isValidDate(y: number, m: number, d: number): boolean {
-  const dt = new Date(Date.UTC(y, m - 1, d));
+  if (y < 1 || m < 1 || m > 12 || d < 1) return false;
+  const dt = new Date(0);
+  // setUTCFullYear, not Date.UTC: Date.UTC reads years 0-99 as 1900-1999.
+  dt.setUTCFullYear(y, m - 1, d);
   return dt.getUTCFullYear() === y && dt.getUTCMonth() === m - 1 && dt.getUTCDate() === d;
 }
 
 export function parseDate(name: string, v: unknown): string {
-  if (typeof v !== 'string') throw validationError(`${q(name)} must be a date in the form YYYY-MM-DD`);
+  if (typeof v !== 'string') throw validationError(`${q(name)} must be a date in the form YYYY-MM-DD`, { field: name, format: 'YYYY-MM-DD' });
   const m = DATE_RE.exec(v.trim());
   if (!m || !isValidDate(Number(m[1]), Number(m[2]), Number(m[3])))
-    throw validationError(`${q(name)} must be a date in the form YYYY-MM-DD, got '${v}'`);
+    throw validationError(`${q(name)} must be a calendar date in the form YYYY-MM-DD, got ${JSON.stringify(v)}`, { field: name, format: 'YYYY-MM-DD' });
   return v.trim();
+}
+
+/** The instant a strict ISO 8601 text names, in ms, or undefined when any part is out of range (month 13, day 30 in February, hour 25, offset +25:00). */
+function strictInstant(s: string): number | undefined {
+  const m = DATETIME_RE.exec(s);
+  if (!m) return undefined;
+  const [y, mo, d, h = 0, mi = 0, sec = 0] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((x) => (x === undefined ? undefined : Number(x))) as number[];
+  if (!isValidDate(y!, mo!, d!) || h > 23 || mi > 59 || sec > 59) return undefined;
+  const oh = m[10] === undefined ? 0 : Number(m[10]);
+  const om = m[11] === undefined ? 0 : Number(m[11]);
+  // RFC 3339: offset hours 00-23, minutes 00-59.
+  if (oh > 23 || om > 59) return undefined;
+  const ms = m[7] === undefined ? 0 : Number(m[7].padEnd(3, '0').slice(0, 3));
+  const dt = new Date(0);
+  dt.setUTCFullYear(y!, mo! - 1, d!);
+  dt.setUTCHours(h, mi, sec, ms);
+  return dt.getTime() - (m[9] === '-' ? -1 : 1) * (oh * 60 + om) * 60_000;
+}
+
+/** Canonical UTC text, or undefined outside years 0001-9999 (beyond 9999 ISO text stops sorting as time does). */
+function canonicalIso(t: number): string | undefined {
+  if (!Number.isFinite(t) || Math.abs(t) > 8.64e15) return undefined;
+  const iso = new Date(t).toISOString();
+  return /^\d{4}-/.test(iso) && !iso.startsWith('0000') ? iso : undefined;
 }
 
 /** ISO 8601 in, canonical UTC 'YYYY-MM-DDTHH:MM:SS.sssZ' out, so text order is time order. */
 export function parseDateTime(name: string, v: unknown): string {
-  if (typeof v === 'number' && Number.isFinite(v)) return new Date(v).toISOString();
-  if (typeof v !== 'string') throw validationError(`${q(name)} must be an ISO 8601 date-time`);
-  const s = v.trim();
-  const m = DATETIME_RE.exec(s);
-  if (!m || !isValidDate(Number(m[1]), Number(m[2]), Number(m[3])))
-    throw validationError(`${q(name)} must be an ISO 8601 date-time such as 2025-01-15T10:30:00Z, got '${v}'`);
-  const iso = m[4] === undefined ? `${s}T00:00:00Z` : m[8] === undefined ? `${s.replace(' ', 'T')}Z` : s.replace(' ', 'T');
-  const t = Date.parse(iso);
-  if (Number.isNaN(t)) throw validationError(`${q(name)} must be an ISO 8601 date-time, got '${v}'`);
-  return new Date(t).toISOString();
+  const format = 'ISO 8601, e.g. 2025-01-15T10:30:00Z';
+  const iso = typeof v === 'number' ? canonicalIso(v) : typeof v === 'string' ? ((t) => (t === undefined ? undefined : canonicalIso(t)))(strictInstant(v.trim())) : undefined;
+  if (iso === undefined)
+    throw validationError(`${q(name)} must be a valid ISO 8601 date-time such as 2025-01-15T10:30:00Z (month 01-12, a day of that month, hours 00-23, minutes and seconds 00-59), got ${JSON.stringify(v)}`, {
+      field: name,
+      format,
+    });
+  return iso;
+}
+
+/**
+ * A number from JSON or from decimal text (sign, digits, decimal point, exponent). `integer`:
+ * digits only, and the value must be a safe integer.
+ */
+export function parseNumberValue(v: unknown, integer = false): number | undefined {
+  let n: number;
+  if (typeof v === 'number') n = v;
+  else if (typeof v === 'string') {
+    const s = v.trim();
+    if (!(integer ? INTEGER_TEXT_RE : DECIMAL_TEXT_RE).test(s)) return undefined;
+    n = Number(s);
+  } else return undefined;
+  if (!Number.isFinite(n)) return undefined;
+  if (integer && !Number.isSafeInteger(n)) return undefined;
+  return n;
 }
 
 function parseNumber(name: string, v: unknown): number {
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!Number.isFinite(n)) throw validationError(`${q(name)} must be a number, got ${JSON.stringify(v)}`);
+  const n = parseNumberValue(v);
+  if (n === undefined) throw validationError(`${q(name)} must be a number in decimal notation (e.g. -12.5 or 1.2e3), got ${JSON.stringify(v)}`, { field: name });
   return n;
 }
 
@@ -143,6 +194,8 @@ export function parseBoolean(name: string, v: unknown): boolean {
  * RELATION existence is checked by the records service (it needs the database).
  */
 export function encodeValue(f: FieldDef, v: unknown): string | number | null {
+  // Every surface and the importer store values through here: NUL and lone surrogates stop here once.
+  if (typeof v === 'string') checkText(q(f.name), v);
   if (v === null || v === undefined || (typeof v === 'string' && v.trim() === '' && f.type !== 'MULTI_SELECT')) return null;
   switch (f.type) {
     case 'TEXT':
@@ -179,8 +232,9 @@ export function encodeValue(f: FieldDef, v: unknown): string | number | null {
       return n;
     }
     case 'INTEGER': {
-      const n = parseNumber(f.name, v);
-      if (!Number.isSafeInteger(n)) throw validationError(`${q(f.name)} must be an integer, got ${JSON.stringify(v)}`);
+      const n = parseNumberValue(v, true);
+      if (n === undefined)
+        throw validationError(`${q(f.name)} must be an integer: a whole number in decimal digits, within ±${Number.MAX_SAFE_INTEGER}; got ${JSON.stringify(v)}`, { field: f.name });
       checkRange(f, n);
       return n;
     }

@@ -1,5 +1,5 @@
 import { validationError } from './errors.js';
-import type { Condition, FilterGroup } from './filters.js';
+import { checkFilterSize, type Condition, type FilterGroup } from './filters.js';
 
 /**
  * One filter language inside (the Kasar FilterGroup); three spellings accepted at the edges:
@@ -10,6 +10,8 @@ import type { Condition, FilterGroup } from './filters.js';
 export function normalizeFilter(input: unknown): FilterGroup | undefined {
   if (input === undefined || input === null) return undefined;
   if (typeof input !== 'object' || Array.isArray(input)) throw validationError('A filter must be a JSON object');
+  // Before the translation below, which recurses once per level.
+  checkFilterSize(input);
   const o = input as Record<string, unknown>;
   if ('conditions' in o || 'operator' in o) return o as unknown as FilterGroup;
   const keys = Object.keys(o);

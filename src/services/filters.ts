@@ -3,7 +3,8 @@ import { z } from 'zod';
 import type { DialectAdapter } from '../db/dialect.js';
 import { escapeLike } from '../db/dialect.js';
 import { CrmError, validationError } from './errors.js';
-import { encodeValue, parseDate, parseDateTime, toMinorUnits, parseBoolean, type FieldDef } from './field-types.js';
+import { encodeValue, parseDate, parseDateTime, parseNumberValue, toMinorUnits, parseBoolean, type FieldDef } from './field-types.js';
+import { checkText } from './input-limits.js';
 import { resolveField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { now } from './clock.js';
 import { localMidnight, looksRelative, relativeRange, type LocalRange } from './relative-dates.js';
@@ -26,9 +27,50 @@ export interface FilterGroup {
   conditions: (Condition | FilterGroup)[];
 }
 
-export const MAX_FILTER_DEPTH = 6;
+/**
+ * Filter groups nested inside each other. Filter builders and agents write two or three levels (an
+ * 'or' of 'and's, a 'not' inside); 16 leaves room for machine-made filters while the whole filter,
+ * two JSON levels per group, stays well inside the body's depth limit (INPUT_LIMITS.jsonDepth).
+ */
+export const MAX_FILTER_DEPTH = 16;
 export const MAX_FILTER_CONDITIONS = 200;
 export const MAX_IN_VALUES = 1000;
+
+const COGNITE_GROUPS = new Set(['and', 'or', 'not']);
+
+/**
+ * Measures a filter as sent, in either spelling (Kasar groups or Cognite and/or/not), with an
+ * explicit stack, and refuses it when it nests deeper or holds more conditions than the limits.
+ * Runs before anything that recurses over the filter (zod, the Cognite translation, the compiler),
+ * which would otherwise overflow the stack on a filter nested thousands deep.
+ */
+export function checkFilterSize(input: unknown): void {
+  if (typeof input !== 'object' || input === null) return;
+  let depth = 0;
+  let conditions = 0;
+  const stack: [unknown, number][] = [[input, 0]];
+  while (stack.length) {
+    const [node, d] = stack.pop()!;
+    const o = node as Record<string, unknown>;
+    const keys = typeof node === 'object' && node !== null && !Array.isArray(node) ? Object.keys(o) : [];
+    let children: unknown[] | undefined;
+    if (Array.isArray(o?.conditions)) children = o.conditions;
+    else if (keys.length === 1 && COGNITE_GROUPS.has(keys[0]!)) {
+      const inner = o[keys[0]!];
+      children = Array.isArray(inner) ? inner : [inner];
+    }
+    if (!children) {
+      conditions++;
+      continue;
+    }
+    depth = Math.max(depth, d + 1);
+    for (const c of children) stack.push([c, d + 1]);
+  }
+  if (depth > MAX_FILTER_DEPTH)
+    throw validationError(`Filter nesting is ${depth} levels deep; the limit is ${MAX_FILTER_DEPTH}`, { limit: MAX_FILTER_DEPTH, depth });
+  if (conditions > MAX_FILTER_CONDITIONS)
+    throw validationError(`A filter has ${conditions} conditions; the limit is ${MAX_FILTER_CONDITIONS}`, { limit: MAX_FILTER_CONDITIONS, conditions });
+}
 
 export const conditionSchema = z
   .object({
@@ -38,14 +80,26 @@ export const conditionSchema = z
   })
   .strict();
 
-export const filterGroupSchema: z.ZodType<FilterGroup> = z.lazy(() =>
+const groupShape: z.ZodType<FilterGroup> = z.lazy(() =>
   z
     .object({
       operator: z.enum(['and', 'or', 'not']).describe("How the conditions combine: 'and', 'or', or 'not' (none of them all true)"),
-      conditions: z.array(z.union([conditionSchema, filterGroupSchema])).describe('Conditions or nested groups'),
+      conditions: z.array(z.union([conditionSchema, groupShape])).describe('Conditions or nested groups'),
     })
     .strict(),
 ) as z.ZodType<FilterGroup>;
+
+/** The FilterGroup schema, measured first (checkFilterSize): zod recurses once per level of the lazy shape. */
+export const filterGroupSchema: z.ZodType<FilterGroup> = z
+  .unknown()
+  .superRefine((v, ctx) => {
+    try {
+      checkFilterSize(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: e instanceof Error ? e.message : String(e) });
+    }
+  })
+  .pipe(groupShape) as unknown as z.ZodType<FilterGroup>;
 
 /** For a model reading a tool description: the values a filter understands beyond plain literals. */
 export const FILTER_VALUE_HELP =
@@ -115,13 +169,17 @@ export function filterOperand(f: FieldDef, v: unknown): string | number {
     case 'FLOAT':
     case 'PERCENTAGE':
     case 'INTEGER': {
-      const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-      if (!Number.isFinite(n)) throw validationError(`Filter on '${f.name}' needs a number, got ${JSON.stringify(v)}`);
+      const n = parseNumberValue(v);
+      if (n === undefined) throw validationError(`Filter on '${f.name}' needs a number in decimal notation (e.g. -12.5 or 1.2e3), got ${JSON.stringify(v)}`, { field: f.name });
       return n;
     }
     case 'DATE':
-      // A date-time operand on a DATE field compares by its date part.
-      return parseDate(f.name, typeof v === 'string' && v.length > 10 ? v.slice(0, 10) : v);
+      // A date-time operand on a DATE field compares by its date part, once the whole of it is a valid date-time.
+      if (typeof v === 'string' && v.trim().length > 10) {
+        parseDateTime(f.name, v);
+        return parseDate(f.name, v.trim().slice(0, 10));
+      }
+      return parseDate(f.name, v);
     case 'DATETIME':
       return parseDateTime(f.name, v);
     case 'BOOLEAN':
@@ -139,7 +197,7 @@ export function filterOperand(f: FieldDef, v: unknown): string | number {
     default:
       if (typeof v === 'number' || typeof v === 'boolean') return String(v);
       if (typeof v !== 'string') throw validationError(`Filter on '${f.name}' needs a string, got ${JSON.stringify(v)}`);
-      return v;
+      return checkText(`Filter on '${f.name}'`, v);
   }
 }
 
@@ -153,7 +211,7 @@ function listOperand(f: FieldDef, op: string, v: unknown): unknown[] {
 function textOperand(f: FieldDef, op: string, v: unknown): string {
   if (typeof v === 'number') return String(v);
   if (typeof v !== 'string' || v === '') throw validationError(`Operator '${op}' on '${f.name}' needs a non-empty string`);
-  return v;
+  return checkText(`Filter on '${f.name}'`, v);
 }
 
 type EB = ExpressionBuilder<any, any>;
@@ -435,7 +493,8 @@ function isGroup(x: Condition | FilterGroup): x is FilterGroup {
  * schema; every value travels as a parameter. Throws VALIDATION_ERROR with the valid choices.
  */
 export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: unknown, alias?: string, schema?: WorkspaceSchema, env: FilterEnv = {}): Compiled {
-  const parsed = filterGroupSchema.safeParse(input);
+  checkFilterSize(input);
+  const parsed = groupShape.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const at = issue.path.length ? ` at '${issue.path.join('.')}'` : '';
@@ -449,10 +508,11 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
   const stats: FilterStats = { conditions: 0 };
   const scope: Scope = { adapter, schema, aliases: 0, userId: env.userId, timeZone: env.timeZone ?? schema?.timeZone ?? 'UTC', now: now() };
   const walk = (g: FilterGroup, depth: number): Compiled => {
-    if (depth > MAX_FILTER_DEPTH) throw validationError(`Filter groups nest at most ${MAX_FILTER_DEPTH} deep`);
+    // Measured before parsing; a Cognite filter adds a level on translation ('range' becomes a group), hence + 1.
+    if (depth > MAX_FILTER_DEPTH + 1) throw validationError(`Filter nesting is ${depth} levels deep; the limit is ${MAX_FILTER_DEPTH}`, { limit: MAX_FILTER_DEPTH });
     const parts = g.conditions.map((c) => {
       if (isGroup(c)) return walk(c, depth + 1);
-      if (++stats.conditions > MAX_FILTER_CONDITIONS) throw validationError(`A filter has at most ${MAX_FILTER_CONDITIONS} conditions`);
+      if (++stats.conditions > MAX_FILTER_CONDITIONS) throw validationError(`A filter has more than ${MAX_FILTER_CONDITIONS} conditions; the limit is ${MAX_FILTER_CONDITIONS}`, { limit: MAX_FILTER_CONDITIONS });
       return compileCondition(obj, scope, c, alias);
     });
     if (g.operator === 'or') return (eb) => eb.or(parts.map((p) => p(eb)));
@@ -486,6 +546,8 @@ export function filterFromQuery(q: Record<string, unknown>): FilterGroup | undef
     } catch {
       throw validationError("'filters' must be a JSON-encoded FilterGroup");
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw validationError(`'filters' must be a JSON-encoded FilterGroup (an object), got ${JSON.stringify(parsed)?.slice(0, 100)}`);
     parts.push(parsed as FilterGroup);
   }
   if (parts.length === 0) return undefined;

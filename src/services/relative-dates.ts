@@ -43,7 +43,8 @@ export function localDate(tz: string, t: number): string {
   let f = dayFormatters.get(tz);
   if (!f) dayFormatters.set(tz, (f = new Intl.DateTimeFormat('en-CA', { timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit' })));
   const p = Object.fromEntries(f.formatToParts(new Date(t)).map((x) => [x.type, x.value]));
-  return `${p.year}-${p.month}-${p.day}`;
+  // Years before 1000 come unpadded ('1'); stored dates are YYYY-MM-DD (years 0001-9999, see field-types.ts).
+  return `${p.year!.padStart(4, '0')}-${p.month}-${p.day}`;
 }
 
 const ymd = (ms: number) => new Date(ms).toISOString().slice(0, 10);

@@ -484,12 +484,23 @@ export async function createObject(ctx: Ctx, input: unknown) {
   return getObjectSchema(ctx, spec.name);
 }
 
-export async function createField(ctx: Ctx, objectName: string, input: unknown) {
+/**
+ * Fields per object, the built-in ones (id, created_at, updated_at, created_by) not counted. Each
+ * field is a column: SQLite allows 2,000 per table (SQLITE_MAX_COLUMN) and PostgreSQL 1,600, and an
+ * object with hundreds of fields is a modelling mistake long before either.
+ */
+export const MAX_FIELDS_PER_OBJECT = 500;
+
+export async function createField(ctx: Ctx, objectName: string, input: unknown, limits: { maxFields?: number } = {}) {
   requireAdmin(ctx, 'create fields');
   const obj = await resolveObject(ctx, objectName);
   const spec = parseWith(fieldSpecSchema, input, 'field definition');
   const schema = await getSchema(ctx);
   if (obj.byName.has(spec.name)) throw new CrmError('DUPLICATE_RECORD', `Field '${spec.name}' already exists on ${obj.name}`);
+  const maxFields = limits.maxFields ?? MAX_FIELDS_PER_OBJECT;
+  const own = obj.fields.length - BUILT_IN.length;
+  if (own >= maxFields)
+    throw validationError(`${obj.name} has ${own} fields; the limit is ${maxFields} fields per object (built-in fields not counted)`, { limit: maxFields });
   checkFieldSpec(schema, spec);
   if (spec.required && spec.default === undefined) {
     const any = await (ctx.db.kysely as Kysely<any>).selectFrom(obj.table).select('seq').limit(1).executeTakeFirst();

@@ -4,7 +4,8 @@ import type { Condition, FilterGroup } from './filters.js';
 import { aggregateGroups } from './aggregate.js';
 import { createRecord, deleteRecord, getRecord, listRecords, updateRecord, type ListResult, type RecordData } from './records.js';
 import { checkTimeZone } from './time-buckets.js';
-import { localDate, localMidnight } from './relative-dates.js';
+import { localDate, localMidnight, looksRelative } from './relative-dates.js';
+import { parseDate, parseDateTime } from './field-types.js';
 import { OPEN_TASK_STATUSES, TASK_PRIORITIES, TASK_STATUSES } from './system-objects.js';
 import { now, nowIso } from './clock.js';
 import { workspaceTimeZone } from './workspace.js';
@@ -96,10 +97,26 @@ export async function listTasks(ctx: Ctx, q: TaskQuery = {}): Promise<ListResult
   if (q.status?.length) conds.push({ field: 'status', operator: 'in', value: q.status });
   if (q.priority?.length) conds.push({ field: 'priority', operator: 'in', value: q.priority });
   // A bare date means the whole of that day, in the query's time zone.
-  const isDate = (v: string) => /^\d{4}-\d{2}-\d{2}$/.test(v);
-  const dayOf = (v: string) => localDay(tz, Date.parse(`${v}T12:00:00Z`));
-  if (q.dueFrom) conds.push({ field: 'due_at', operator: 'gte', value: isDate(q.dueFrom) ? dayOf(q.dueFrom).start : q.dueFrom });
-  if (q.dueTo) conds.push(isDate(q.dueTo) ? { field: 'due_at', operator: 'lt', value: dayOf(q.dueTo).end } : { field: 'due_at', operator: 'lte', value: q.dueTo });
+  // Parsed strictly here (2024-13-01 and 2024-02-30 refused), so the message names the parameter.
+  const isDate = (v: string) => /^\d{4}-\d{2}-\d{2}$/.test(v.trim());
+  const dayOf = (name: string, v: string) => localDay(tz, Date.parse(`${parseDate(name, v)}T12:00:00Z`));
+  // A relative date ('today') goes to the filter as it is, which reads it as a period of local days.
+  const instant = (name: string, v: string) => {
+    if (looksRelative(v)) return v;
+    try {
+      return parseDateTime(name, v);
+    } catch (e) {
+      if (e instanceof CrmError) throw new CrmError(e.code, `${e.message}, or a relative date: today, this_week, last_month, last_7_days, ...`, e.details);
+      throw e;
+    }
+  };
+  if (q.dueFrom) conds.push({ field: 'due_at', operator: 'gte', value: isDate(q.dueFrom) ? dayOf('due_from', q.dueFrom).start : instant('due_from', q.dueFrom) });
+  if (q.dueTo) {
+    const end = isDate(q.dueTo) ? dayOf('due_to', q.dueTo).end : undefined;
+    // Up to the end of 9999-12-31 is up to the end of time: the day after has no four-digit year.
+    if (end === undefined) conds.push({ field: 'due_at', operator: 'lte', value: instant('due_to', q.dueTo) });
+    else if (/^\d{4}-/.test(end)) conds.push({ field: 'due_at', operator: 'lt', value: end });
+  }
   if (q.object || q.recordId) {
     if (!q.object || !q.recordId) throw validationError('Filter by linked record with both object and record_id');
     conds.push({ field: linkField(q.object), operator: 'eq', value: q.recordId });

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { aggregateGroups, aggregateKasar, type GroupRequest } from '../../services/aggregate.js';
+import { queryInteger } from '../../services/input-limits.js';
 import { aggregateTree } from '../../services/aggregate-tree.js';
 import { validationError } from '../../services/errors.js';
 import { filterFromQuery } from '../../services/filters.js';
@@ -17,7 +18,7 @@ const kasarQuery = z
     interval: z.enum(INTERVALS).optional(),
     tz: z.string().optional(),
     order: z.enum(['count_desc', 'count_asc', 'value_desc', 'value_asc', 'group_asc', 'group_desc']).optional(),
-    limit: z.coerce.number().int().optional(),
+    limit: queryInteger.optional(),
     filter_field: z.string().optional(),
     filter_operator: z.string().optional(),
     filter_value: z.string().optional(),

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { refuseUnknownKeys } from '../../services/suggest.js';
+import { queryInteger } from '../../services/input-limits.js';
 import { stringify } from 'csv-stringify';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
@@ -20,7 +21,7 @@ const exportQuery = z
     filters: z.string().optional(),
     sort_by: z.string().optional(),
     sort_dir: z.enum(['asc', 'desc']).optional(),
-    limit: z.coerce.number().int().optional(),
+    limit: queryInteger.optional(),
   })
   .strict();
 

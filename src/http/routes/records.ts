@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { refuseUnknownKeys } from '../../services/suggest.js';
+import { queryInteger } from '../../services/input-limits.js';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
 import { filterFromQuery, type FilterGroup } from '../../services/filters.js';
@@ -15,7 +16,7 @@ const csv = (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.t
 
 const listQuery = z
   .object({
-    limit: z.coerce.number().int().optional(),
+    limit: queryInteger.optional(),
     cursor: z.string().optional(),
     sort_by: z.string().optional(),
     sort_dir: z.enum(['asc', 'desc']).optional(),

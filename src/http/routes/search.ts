@@ -1,13 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { parseWith } from '../../services/schema.js';
+import { queryInteger } from '../../services/input-limits.js';
 import { searchAll } from '../../services/search.js';
 
 const searchQuery = z
   .object({
     q: z.string(),
     objects: z.string().optional(),
-    limit: z.coerce.number().int().optional(),
+    limit: queryInteger.optional(),
   })
   .strict();
 

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { parseWith } from '../../services/schema.js';
+import { queryInteger } from '../../services/input-limits.js';
 import { completeTask, createTask, deleteTask, getTask, listTasks, taskStats, updateTask, TASK_MODES } from '../../services/tasks.js';
 import { createNote, deleteNote, getNote, listNotes, updateNote } from '../../services/notes.js';
 import { getTimeline } from '../../services/timeline.js';
@@ -24,7 +25,7 @@ const taskQuery = z
     record_id: z.string().optional(),
     q: z.string().optional(),
     tz: z.string().optional(),
-    limit: z.coerce.number().int().optional(),
+    limit: queryInteger.optional(),
     cursor: z.string().optional(),
   })
   .strict();
@@ -35,7 +36,7 @@ const noteQuery = z
     record_id: z.string().optional(),
     visibility: z.enum(['private', 'workspace', 'mine']).optional(),
     q: z.string().optional(),
-    limit: z.coerce.number().int().optional(),
+    limit: queryInteger.optional(),
     cursor: z.string().optional(),
   })
   .strict();
@@ -47,7 +48,7 @@ const threadQuery = z
     company_id: z.string().optional(),
     q: z.string().optional(),
     from: z.string().optional(),
-    limit: z.coerce.number().int().optional(),
+    limit: queryInteger.optional(),
     cursor: z.string().optional(),
   })
   .strict();
@@ -96,7 +97,7 @@ export async function workRoutes(app: FastifyInstance) {
 
   app.get<{ Params: { object: string; id: string } }>('/activity/:object/:id', async (req) => {
     const q = parseWith(
-      z.object({ limit: z.coerce.number().int().optional(), cursor: z.string().optional(), actions: z.string().optional(), from: z.string().optional(), to: z.string().optional() }).strict(),
+      z.object({ limit: queryInteger.optional(), cursor: z.string().optional(), actions: z.string().optional(), from: z.string().optional(), to: z.string().optional() }).strict(),
       req.query,
       'activity query',
     );
@@ -113,7 +114,7 @@ export async function workRoutes(app: FastifyInstance) {
           object: z.string().optional(),
           actions: z.string().optional(),
           user: z.string().optional(),
-          limit: z.coerce.number().int().optional(),
+          limit: queryInteger.optional(),
         })
         .strict(),
       req.query,
