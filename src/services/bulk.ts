@@ -134,6 +134,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
           }
         }
       }
+      await checkpoint(ctx, ids.length, ids.length, `previewed ${obj.name}`);
       return { ...head, dry_run: true, would_change: changing, unchanged: ids.length - changing, changes_by_field: changes, samples };
     }
     await updateRecords(ctx, obj.name, ids.map((id) => ({ id, values: b.values })), { max: BULK_MAX, readBack: false });

@@ -726,6 +726,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
         ...relatedEntries(obj, id, old, { ...old, ...p.row }),
       );
     });
+    await checkpoint(ctx, prepared.length, prepared.length, `updated ${obj.name}`);
     await recordActivity(trx, ctx, activity);
   });
   return opts.readBack === false ? ids.map((id) => ({ id })) : readBack(ctx, obj, ids);
