@@ -99,6 +99,21 @@ describe('malformed MCP requests answer -32602 / -32601 with an actionable messa
     }
   });
 
+  it('over HTTP, a body that is not JSON or not UTF-8 answers JSON-RPC -32700, not the REST shape', async () => {
+    for (const body of ['{bad', Buffer.from([0x7b, 0xed, 0xa0, 0x80, 0x7d]), '{"jsonrpc":"2.0","id":1,"method":"tools/list"']) {
+      const r = await fetch(`${base}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body,
+      });
+      expect(r.status).toBe(400);
+      expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+      const data = await r.json();
+      expect(data).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32700 } });
+      expect(data.error.message).toMatch(/JSON|UTF-8/);
+    }
+  });
+
   it('over legacy SSE (POST /messages, answers on the stream)', async () => {
     const ctl = new AbortController();
     const res = await fetch(`${base}/sse`, { headers: { authorization: `Bearer ${w.adminToken}`, accept: 'text/event-stream' }, signal: ctl.signal });

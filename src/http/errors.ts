@@ -49,8 +49,13 @@ function fromFastify(err: FastifyError): CrmError | null {
   return null;
 }
 
+/** What an error means in the contract's catalogue; null: a bug (answered 500, logged). */
+export function crmErrorOf(err: FastifyError): CrmError | null {
+  return isCrmError(err) ? err : (fromDatabaseError(err) ?? fromFastify(err));
+}
+
 export function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
-  const crm = isCrmError(err) ? err : (fromDatabaseError(err) ?? fromFastify(err));
+  const crm = crmErrorOf(err);
   // Errors answered outside the hooks (router limits) have not had these yet.
   reply.headers(SECURITY_HEADERS);
   if (crm) {

@@ -1,4 +1,5 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { crmErrorOf, SECURITY_HEADERS } from '../http/errors.js';
 import rateLimit from '@fastify/rate-limit';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
@@ -153,6 +154,19 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
   const sseMaxTotal = deps.sseMaxTotal ?? 500;
 
   await app.register(async (scope) => {
+    // A body that never became a JSON-RPC message (not JSON, not UTF-8, too large or too slow) is
+    // still answered in JSON-RPC's shape, which is what MCP clients parse: -32700 for a parse error.
+    scope.setErrorHandler((err: FastifyError, req, reply) => {
+      reply.headers(SECURITY_HEADERS);
+      const crm = crmErrorOf(err);
+      if (!crm) {
+        req.log.error({ err }, 'unhandled error');
+        return rpcError(reply, 500, 'Internal error; the server log has the details', -32603);
+      }
+      if (crm.status === 429 || crm.status === 503) reply.header('Retry-After', String(crm.details?.retryAfter ?? 1));
+      const parse = crm.code === 'VALIDATION_ERROR' && /JSON body|not valid UTF-8/.test(crm.message);
+      return rpcError(reply, crm.status, crm.message, parse ? -32700 : crm.status === 401 ? -32001 : crm.status < 500 ? -32600 : -32603);
+    });
     scope.decorateRequest('mcpActor', null);
     scope.decorateRequest('mcpCancelCandidate', false);
 
