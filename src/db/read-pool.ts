@@ -10,7 +10,8 @@ export class ReadPool {
 
   constructor(
     private readonly file: string,
-    threads = Math.max(1, Math.min(4, os.availableParallelism())),
+    /** Threads that run heavy reads: also how many the heavy lane lets run at once. */
+    readonly threads = Math.max(1, Math.min(4, os.availableParallelism())),
   ) {
     this.pool = new Piscina({
       filename: new URL('./read-worker.js', import.meta.url).href,

@@ -34,6 +34,8 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
   const crm = isCrmError(err) ? err : fromFastify(err);
   if (crm) {
     if (crm.code === 'UNAUTHORIZED') reply.header('WWW-Authenticate', 'Bearer realm="crm-mcp"');
+    // A full heavy-read lane (503) or a user's share of it (429) says when to come back.
+    if (typeof crm.details?.retryAfterSeconds === 'number') reply.header('Retry-After', String(crm.details.retryAfterSeconds));
     return reply.status(crm.status).send(errorBody(crm));
   }
   // Unknown: log it fully, answer generically (no SQL, no stack on the wire).

@@ -8,6 +8,7 @@ import { metricValue, numberBucketStart, resolveDim, resolveMetric, runRead } fr
 import { namesFor } from './display-names.js';
 import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
 import type { FieldDef } from './field-types.js';
+import { budgetLimits, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
 
 /**
  * Nested aggregate trees (after Cognite's records aggregate): named metrics and bucket
@@ -98,7 +99,20 @@ function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n:
 
 type EB = ExpressionBuilder<any, any>;
 
-export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeRequest) {
+/** The buckets a tree may produce before it runs: each node's product of sizes along its path. */
+function bucketNodes(level: { buckets: BucketNode[] }, path: BucketNode[] = []): { node: BucketNode; path: BucketNode[] }[] {
+  return level.buckets.flatMap((b) => [{ node: b, path: [...path, b] }, ...bucketNodes(b, [...path, b])]);
+}
+
+/** Runs in the heavy lane (bounded concurrency, a time limit) and within the answer-size budget. */
+export function aggregateTree(ctx: Ctx, objectName: string, req: TreeRequest) {
+  return heavy(ctx, () => runTree(ctx, objectName, req));
+}
+
+/** Yield to the event loop this often while assembling buckets, so light requests keep moving. */
+const ASSEMBLE_CHUNK = 2000;
+
+async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   const obj = await resolveObject(ctx, objectName);
   const schema = await getSchema(ctx);
   if (!req || typeof req !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
@@ -162,6 +176,32 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
     (await runRead<Record<string, unknown>>(ctx, base().select([sql`COUNT(*)`.as('n'), ...root.metrics.map((m, i) => metricSql(m).as(`m${i}`))]).compile()))[0] ?? {};
   const total = Number(rootRow.n ?? 0);
 
+  // Refuse before running what cannot fit. A level has at most min(size, its distinct buckets)
+  // buckets under each parent, and never more than the matching records: the product of those
+  // along the path bounds each node. Distinct counts cost a scan, so they are read only when the
+  // sizes alone (capped by the record count) could pass the limit.
+  const { maxCells } = budgetLimits(ctx.db);
+  const nodes = bucketNodes(root);
+  const bound = (distinct: Map<BucketNode, number> | undefined) =>
+    nodes.map(({ node, path }) => Math.min(total, path.reduce((p, b) => p * Math.min(b.size, distinct?.get(b) ?? Infinity), 1)));
+  let perNode = bound(undefined);
+  if (perNode.reduce((s, x) => s + x, 0) > maxCells) {
+    const exprs = await Promise.all(nodes.map(({ node }) => dimExpr(node)));
+    const [d] = await runRead<Record<string, unknown>>(ctx, base().select(exprs.map((e, i) => sql`COUNT(DISTINCT ${e})`.as(`d${i}`))).compile());
+    // The empty value is a bucket too (COUNT DISTINCT leaves it out).
+    perNode = bound(new Map(nodes.map(({ node }, i) => [node, Number(d?.[`d${i}`] ?? 0) + 1])));
+  }
+  const estimate = perNode.reduce((s, x) => s + x, 0);
+  if (estimate > maxCells) {
+    const worst = nodes[perNode.indexOf(Math.max(...perNode))]!;
+    throw tooExpensive(
+      `This aggregate tree could hold up to ${estimate.toLocaleString('en-US')} buckets over ${total.toLocaleString('en-US')} matching records; the limit is ${maxCells.toLocaleString('en-US')}. ` +
+        `The largest part is '${worst.path.map((b) => b.name).join(' > ')}' (${worst.path.map((b) => `${b.name} size ${b.size}`).join(' x ')}). ` +
+        'Narrow it: fewer nested levels, a smaller size, or a filter',
+      { limit: 'maxCells', max: maxCells, estimate, matchingRecords: total, largest: worst.path.map((b) => b.name).join('.') },
+    );
+  }
+
   interface Bucket {
     value: unknown;
     count: number;
@@ -192,8 +232,12 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
       .selectFrom(inner.as('x'))
       .selectAll()
       .where('rn', '<=', b.size)
-      .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any);
+      .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any)
+      // While running: never more rows than the budget allows, whatever the estimate said.
+      .limit(maxCells + 1);
+    checkBudget();
     const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
+    spendCells(rows.length, `'${[...ancestors.map((a) => a.node.name), b.name].join(' > ')}'`);
 
     const labels =
       b.dim.kind === 'value' && b.dim.field.type === 'RELATION'
@@ -203,7 +247,12 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
     const childCounts = new Map<string, number>();
     // Buckets by the stored values of their path: where the children's results attach.
     const bucketIndex = new Map<string, Bucket>();
+    let seen = 0;
     for (const r of rows) {
+      if (++seen % ASSEMBLE_CHUNK === 0) {
+        await new Promise((resolve) => setImmediate(resolve));
+        checkBudget();
+      }
       const path = ancestors.map((_, i) => r[`g${i}`]);
       const key = JSON.stringify(path);
       let entry = byParent.get(key);

@@ -12,10 +12,17 @@ export const ERROR_STATUS = {
   NOT_FOUND: 404,
   DUPLICATE_RECORD: 409,
   PAYLOAD_TOO_LARGE: 413,
+  /**
+   * A well-formed read that exceeds a budget (answer size, time): retrying the same request will
+   * not help, narrowing it will. 422 rather than 400: the request is valid, just too large to run.
+   */
+  QUERY_TOO_EXPENSIVE: 422,
   RATE_LIMITED: 429,
   /** The client gave up (MCP notifications/cancelled); the work was rolled back. */
   CANCELLED: 499,
   INTERNAL_ERROR: 500,
+  /** The heavy-read lane is full; the answer carries Retry-After. */
+  OVERLOADED: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
