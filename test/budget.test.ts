@@ -1,8 +1,10 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, freshDb, freshPooledDb, makeWorkspace, testAppOn, type TestApp } from './helpers.js';
 import { callError, memoryClient } from './mcp-helpers.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { budgetLimits, configureBudget, DEFAULT_LIMITS, laneState, type BudgetLimits } from '../src/services/budget.js';
+import { budgetLimits, configureBudget, DEFAULT_LIMITS, laneState, laneStopped, type BudgetLimits } from '../src/services/budget.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
 
 /**
@@ -153,6 +155,24 @@ describe('heavy-read budgets', () => {
     expect(next.map((r) => r.status)).toEqual([200, 200]);
     expect(next[0]!.body.data.count).toBe(CONTACTS);
     await settled();
+  }, 30_000);
+
+  it('a REST client that hangs up stops its heavy read and frees the lane', async () => {
+    // The issue's tree with the size limit lifted: seconds of work if nothing stops it.
+    await limits({ maxCells: 10_000_000 });
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = t.app.server.address() as AddressInfo;
+    const before = laneStopped(t.db).cancelled;
+    const req = http.request({ port, host: '127.0.0.1', method: 'POST', path: '/api/v1/aggregate/contacts/tree', headers: { authorization: `Bearer ${t.a.memberToken}`, 'content-type': 'application/json' } });
+    req.on('error', () => {});
+    req.end(JSON.stringify(ISSUE_TREE));
+    await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 5 }).toBe(1);
+    req.destroy();
+    await expect.poll(() => laneStopped(t.db).cancelled, { timeout: 5000 }).toBe(before + 1);
+    await settled();
+    await limits({});
+    const next = await call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts', { groupBy: ['status'] });
+    expect(next.status).toBe(200);
   }, 30_000);
 
   it('MCP crm_aggregate goes through the same lane and budgets', async () => {

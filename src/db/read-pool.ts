@@ -1,5 +1,20 @@
 import os from 'node:os';
 import { Piscina } from 'piscina';
+import { sql, type RawBuilder, type SqlBool } from 'kysely';
+
+/**
+ * A WHERE condition that lets a heavy read on the pool be stopped: true for every row until the
+ * deadline (epoch ms) passes, then the statement fails (see read-worker.js). Costs nothing
+ * measurable (200,000 rows grouped: 533 ms with it, 581 ms without, noise).
+ */
+/** A statement stopped by budgetCondition's deadline (the message read-worker.js throws). */
+export function isBudgetStop(e: unknown): boolean {
+  return e instanceof Error && e.message.includes('crm_budget: time limit exceeded');
+}
+
+export function budgetCondition(deadline: number): RawBuilder<SqlBool> {
+  return sql<SqlBool>`crm_budget(${deadline})`;
+}
 
 /**
  * Worker threads with their own read-only SQLite connections. WAL lets them read while the main

@@ -8,7 +8,7 @@ import { metricValue, numberBucketStart, resolveDim, resolveMetric, runRead } fr
 import { namesFor } from './display-names.js';
 import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
 import type { FieldDef } from './field-types.js';
-import { budgetLimits, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
+import { budgetLimits, budgetWhere, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
 
 /**
  * Nested aggregate trees (after Cognite's records aggregate): named metrics and bucket
@@ -120,8 +120,10 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   const g = normalizeFilter(req.filter);
   const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
   const db = ctx.db.kysely as unknown as Kysely<any>;
+  // Lets the read pool stop a statement past the time limit or when the caller gives up.
+  const guard = budgetWhere(ctx);
   const base = () => {
-    let q = db.selectFrom(obj.table);
+    let q = guard ? db.selectFrom(obj.table).where(guard) : db.selectFrom(obj.table);
     if (where) q = q.where((eb: EB) => where(eb));
     return q;
   };
@@ -137,7 +139,8 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
       if (d.field.type === 'DATETIME' && d.timeZone !== 'UTC') {
         const key = `${d.key}|${d.timeZone}`;
         if (!segs.has(key)) {
-          const [r] = await runRead<{ lo: string | null; hi: string | null }>(ctx, db.selectFrom(d.related ? d.related.target.table : obj.table).select([sql<string>`MIN(${d.related ? sql.ref(d.field.column) : c})`.as('lo'), sql<string>`MAX(${d.related ? sql.ref(d.field.column) : c})`.as('hi')]).compile());
+          const from = db.selectFrom(d.related ? d.related.target.table : obj.table);
+          const [r] = await runRead<{ lo: string | null; hi: string | null }>(ctx, (guard ? from.where(guard) : from).select([sql<string>`MIN(${d.related ? sql.ref(d.field.column) : c})`.as('lo'), sql<string>`MAX(${d.related ? sql.ref(d.field.column) : c})`.as('hi')]).compile());
           segs.set(key, r?.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : s);
         }
         s = segs.get(key)!;

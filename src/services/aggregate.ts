@@ -1,7 +1,8 @@
 import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
 import { namesFor } from './display-names.js';
 import { cancelledError, throwIfCancelled } from './work.js';
-import { budgetLimits, checkBudget, currentBudget, heavy, tooExpensive } from './budget.js';
+import { isBudgetStop } from '../db/read-pool.js';
+import { budgetLimits, budgetWhere, checkBudget, currentBudget, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { decodeValue, NUMERIC_TYPES, storageOf, type FieldDef } from './field-types.js';
@@ -241,11 +242,13 @@ async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimCo
   for (const d of dims) {
     if (d.kind !== 'time' || d.field.type !== 'DATETIME' || d.timeZone === 'UTC') continue;
     // The zone's offsets over the data's time span: DST changes become CASE branches in SQL.
+    const guard = budgetWhere(ctx);
+    const from = (ctx.db.kysely as unknown as Kysely<any>)
+      // A related field's span: over its whole table, a superset of the values the records point at.
+      .selectFrom(d.related ? d.related.target.table : obj.table);
     const [r] = await runRead<{ lo: string | null; hi: string | null }>(
       ctx,
-      (ctx.db.kysely as unknown as Kysely<any>)
-        // A related field's span: over its whole table, a superset of the values the records point at.
-        .selectFrom(d.related ? d.related.target.table : obj.table)
+      (guard ? from.where(guard) : from)
         .select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')])
         .compile(),
     );
@@ -270,6 +273,8 @@ export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
   const signal = currentBudget()?.signal ?? ctx.work?.signal;
   if (ctx.db.readPool) {
     return ctx.db.readPool.all<R>(q.sql, q.parameters, signal).catch((e: unknown) => {
+      // Stopped by its deadline inside the worker, perhaps a moment before this thread's timer.
+      if (isBudgetStop(e)) currentBudget()?.expire();
       if (signal?.aborted) {
         checkBudget();
         throw cancelledError();
@@ -379,14 +384,16 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
     });
   const where = whereOf(obj, ctx, schema, req.filter);
   const db = ctx.db.kysely as unknown as Kysely<any>;
+  const guard = budgetWhere(ctx);
+  const scan = () => (guard ? db.selectFrom(obj.table).where(guard) : db.selectFrom(obj.table));
   const base = () => {
-    let q = db.selectFrom(obj.table);
+    let q = scan();
     if (where) q = q.where((eb: EB) => where(eb));
     return q;
   };
 
   const totalRecordsP = where
-    ? runRead<{ n: number }>(ctx, db.selectFrom(obj.table).select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))
+    ? runRead<{ n: number }>(ctx, scan().select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))
     : undefined;
 
   if (dims.length === 0) {

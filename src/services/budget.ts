@@ -1,5 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { RawBuilder, SqlBool } from 'kysely';
 import type { Db } from '../db/database.js';
+import { budgetCondition } from '../db/read-pool.js';
 import type { Ctx } from './context.js';
 import { CrmError } from './errors.js';
 import { cancelledError } from './work.js';
@@ -50,6 +52,8 @@ class HeavyLane {
   running = 0;
   readonly waiting: Waiter[] = [];
   readonly perUser = new Map<string, number>();
+  /** Heavy reads stopped: past their time limit, or because the caller gave up. */
+  readonly stopped = { timedOut: 0, cancelled: 0 };
   /** Recent run times, for a Retry-After that tracks the real load. */
   private avgMs = 1000;
 
@@ -147,12 +151,19 @@ export function laneState(db: Db): { running: number; queued: number } {
   return { running: l.running, queued: l.waiting.length };
 }
 
+/** Heavy reads stopped so far on a database: past their time limit, or because the caller gave up. */
+export function laneStopped(db: Db): { timedOut: number; cancelled: number } {
+  return { ...laneOf(db).stopped };
+}
+
 interface Budget {
   /** Aborted when the time limit passes or the caller gives up. */
   signal: AbortSignal;
   timedOut: () => boolean;
   /** performance.now() past which the read is out of time (the timer may not have fired yet). */
   deadline: number;
+  /** The same instant as epoch ms, for the read workers' clocks. */
+  deadlineEpoch: number;
   expire: () => void;
   limits: BudgetLimits;
   /** Buckets produced so far by this heavy read. */
@@ -206,10 +217,11 @@ export async function heavy<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
   const timer = setTimeout(expire, limits.timeoutMs);
   const onCallerAbort = () => ac.abort();
   callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
-  const budget: Budget = { signal: ac.signal, timedOut: () => timedOut, deadline: started + limits.timeoutMs, expire, limits, cells: 0 };
+  const budget: Budget = { signal: ac.signal, timedOut: () => timedOut, deadline: started + limits.timeoutMs, deadlineEpoch: Date.now() + limits.timeoutMs, expire, limits, cells: 0 };
   try {
     return await current.run(budget, fn);
   } catch (e) {
+    if (ac.signal.aborted) lane.stopped[timedOut ? 'timedOut' : 'cancelled']++;
     if (ac.signal.aborted && !(e instanceof CrmError && e.code === 'QUERY_TOO_EXPENSIVE')) throw timedOut ? timeoutError(limits) : cancelledError();
     throw e;
   } finally {
@@ -218,6 +230,15 @@ export async function heavy<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
     lane.noteRun(performance.now() - started);
     lane.release(user);
   }
+}
+
+/**
+ * The condition a heavy read's WHERE carries so that the read pool can stop it mid-statement (time
+ * limit, or the caller gave up); none on the main connection, whose statements cannot be stopped.
+ */
+export function budgetWhere(ctx: Ctx): RawBuilder<SqlBool> | undefined {
+  const b = current.getStore();
+  return b && ctx.db.readPool ? budgetCondition(b.deadlineEpoch) : undefined;
 }
 
 /** Between the queries of a heavy read (and on the main connection, where a statement cannot be stopped). */
