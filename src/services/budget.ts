@@ -1,7 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import type { RawBuilder, SqlBool } from 'kysely';
 import type { Db } from '../db/database.js';
-import { budgetCondition } from '../db/read-pool.js';
+import { budgetCondition, releaseCache } from '../db/read-pool.js';
 import type { Ctx } from './context.js';
 import { CrmError } from './errors.js';
 import { cancelledError } from './work.js';
@@ -57,7 +59,10 @@ class HeavyLane {
   /** Recent run times, for a Retry-After that tracks the real load. */
   private avgMs = 1000;
 
-  constructor(public limits: BudgetLimits) {}
+  constructor(
+    public limits: BudgetLimits,
+    readonly db: Db,
+  ) {}
 
   retryAfterSeconds(): number {
     // The queue drains about `concurrency` reads per average run time.
@@ -121,14 +126,49 @@ class HeavyLane {
       next.signal?.removeEventListener('abort', next.onAbort);
       next.start();
     } else this.running--;
+    if (this.running === 0) collectWhenIdle(this, this.db);
   }
+}
+
+/**
+ * Heavy reads leave large answers behind as garbage (rows, buckets, their JSON). V8 collects only
+ * when JavaScript allocates, so an idle server kept its peak heap (measured: 306 MiB of heap at
+ * idle, 48 MiB of it live). Once the lane has been empty a few seconds, one full collection gives
+ * that memory back. The collector is reached through V8's own flag (documented in node:v8); where
+ * that is not allowed, nothing happens.
+ */
+const IDLE_GC_MS = 5000;
+let gcFn: (() => void) | null | undefined;
+const idleTimers = new WeakMap<HeavyLane, ReturnType<typeof setTimeout>>();
+
+function collector(): (() => void) | null {
+  if (gcFn !== undefined) return gcFn;
+  try {
+    if (typeof (globalThis as { gc?: unknown }).gc !== 'function') v8.setFlagsFromString('--expose-gc');
+    gcFn = (typeof (globalThis as { gc?: unknown }).gc === 'function' ? (globalThis as unknown as { gc: () => void }).gc : vm.runInNewContext('gc')) as () => void;
+  } catch {
+    gcFn = null;
+  }
+  return gcFn;
+}
+
+function collectWhenIdle(lane: HeavyLane, db: Db) {
+  clearTimeout(idleTimers.get(lane));
+  const t = setTimeout(() => {
+    if (lane.running !== 0) return;
+    collector()?.();
+    // The main connection's page cache filled up meanwhile (writes, imports, inline heavy reads).
+    releaseCache(db.sqlite);
+  }, IDLE_GC_MS);
+  t.unref();
+  idleTimers.set(lane, t);
 }
 
 const lanes = new WeakMap<Db, HeavyLane>();
 
 function laneOf(db: Db): HeavyLane {
   let l = lanes.get(db);
-  if (!l) lanes.set(db, (l = new HeavyLane(defaultLimits(db))));
+  if (!l) lanes.set(db, (l = new HeavyLane(defaultLimits(db), db)));
   return l;
 }
 
