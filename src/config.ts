@@ -25,7 +25,7 @@ const envSchema = z.object({
   CRM_QUERY_MAX_CELLS: z.coerce.number().int().min(1).default(100_000),
   /** Heavy reads that may wait for the lane; one more answers 503 OVERLOADED with Retry-After. */
   CRM_HEAVY_QUEUE: z.coerce.number().int().min(0).default(16),
-  /** Heavy reads one user may hold (running and waiting); more answer 429. 0: half the lane (running + queue). */
+  /** Heavy reads one user may hold (running and waiting); more answer 429. 0: CRM_HEAVY_QUEUE (others keep the workers' places). */
   CRM_HEAVY_PER_USER: z.coerce.number().int().min(0).default(0),
   /** stdio: act as the user of this token (default: the default workspace's first admin). */
   CRM_API_TOKEN: z.string().optional(),

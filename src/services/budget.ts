@@ -37,9 +37,12 @@ export function defaultLimits(db: Db): BudgetLimits {
   return { ...DEFAULT_LIMITS, concurrency, perUser: perUserDefault(concurrency, DEFAULT_LIMITS.queue) };
 }
 
-/** Half the lane: one member cannot fill it alone, and two can still keep it busy. */
+/**
+ * One user may hold the lane's places but `concurrency` of them, so others always find room; a
+ * dashboard of a dozen widgets from one token still loads (running and queued).
+ */
 export function perUserDefault(concurrency: number, queue: number): number {
-  return Math.max(1, Math.ceil((concurrency + queue) / 2));
+  return Math.max(1, queue > 0 ? queue : concurrency - 1);
 }
 
 interface Waiter {
