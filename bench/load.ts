@@ -96,9 +96,11 @@ async function startServer(i: number): Promise<Server> {
   const proc = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), 'serve', '--db', file, '--port', String(port), '--workspace', 'bench'], {
     cwd: root,
     env: { ...process.env, CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // The log (pino, on stdout) and stderr: searched for 'database is locked' at the end.
   const stderr: string[] = [];
+  proc.stdout!.on('data', (b: Buffer) => stderr.push(b.toString()));
   proc.stderr!.on('data', (b: Buffer) => stderr.push(b.toString()));
   const base = `http://127.0.0.1:${port}`;
   for (let k = 0; k < 200; k++) {
@@ -130,6 +132,7 @@ function tally(kind: string, status: number) {
 }
 
 let rr = 0;
+let shown5xx = 0;
 const nextBase = () => servers[rr++ % servers.length]!.base;
 
 async function send(kind: string, token: string, method: string, url: string, body?: unknown): Promise<any> {
@@ -141,7 +144,7 @@ async function send(kind: string, token: string, method: string, url: string, bo
     });
     tally(kind, res.status);
     const text = await res.text();
-    if (res.status >= 500) console.error(`  ${kind} ${method} ${url} -> ${res.status} ${text.slice(0, 200)}`);
+    if (res.status >= 500 && ++shown5xx <= 5) console.error(`  ${kind} ${method} ${url} -> ${res.status} ${text.slice(0, 200)}${shown5xx === 5 ? ' (further 5xx are only counted)' : ''}`);
     return text ? JSON.parse(text) : null;
   } catch (e) {
     tally(kind, 0);
@@ -253,12 +256,14 @@ const ratio = mix.light.p99 / Math.max(1, idleLight.p99);
 console.log(`light requests  idle: p50 ${idleLight.p50} ms, p99 ${idleLight.p99} ms   with heavy traffic: p50 ${mix.light.p50} ms, p99 ${mix.light.p99} ms   p99 ratio ${ratio.toFixed(1)}x (target <= 5x)`);
 for (const [i, s] of servers.entries())
   console.log(
-    `server ${i + 1} RSS: start ${s.rss.start.toFixed(0)} MiB, peak ${s.rss.peak.toFixed(0)} MiB, after ${IDLE_S} s idle ${s.rss.idle.toFixed(0)} MiB (${(((s.rss.idle - s.rss.start) / s.rss.start) * 100).toFixed(0)}% of start; target within 20%)`,
+    `server ${i + 1} RSS: start ${s.rss.start.toFixed(0)} MiB, peak ${s.rss.peak.toFixed(0)} MiB, after ${IDLE_S} s idle ${s.rss.idle.toFixed(0)} MiB (${s.rss.idle >= s.rss.start ? '+' : ''}${(((s.rss.idle - s.rss.start) / s.rss.start) * 100).toFixed(0)}% against start; target at most +20%)`,
   );
 
 for (const s of servers) s.proc.kill('SIGTERM');
 await Promise.all(servers.map((s) => new Promise((r) => (s.proc.exitCode !== null ? r(null) : s.proc.once('exit', r)))));
 if (process.env.BENCH_VERBOSE) for (const s of servers) console.log(s.stderr.join('').split('\n').filter((l) => l.startsWith('MEM')).join('\n'));
-const locked = servers.flatMap((s) => s.stderr).join('').match(/database is locked/g)?.length ?? 0;
-if (locked) console.log(`'database is locked' in the servers' logs: ${locked}`);
+const logs = servers.flatMap((s) => s.stderr).join('');
+const locked = logs.match(/database is locked/g)?.length ?? 0;
+const busy = logs.match(/SQLITE_BUSY[A-Z_]*/g) ?? [];
+if (locked || busy.length) console.log(`in the servers' logs: 'database is locked' ${locked} times; ${[...new Set(busy)].map((b) => `${b} ${busy.filter((x) => x === b).length}`).join(', ')}`);
 fs.rmSync(dir, { recursive: true, force: true });
