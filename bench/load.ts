@@ -93,7 +93,9 @@ function rssMiB(pid: number): number {
 
 async function startServer(i: number): Promise<Server> {
   const port = 39_000 + Math.floor(Math.random() * 1000) * 2 + i;
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), 'serve', '--db', file, '--port', String(port), '--workspace', 'bench'], {
+  // BENCH_NODE_ARGS: extra flags for the servers, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'.
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(root, 'src/cli.ts'), 'serve', '--db', file, '--port', String(port), '--workspace', 'bench'], {
     cwd: root,
     env: { ...process.env, CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
