@@ -48,7 +48,6 @@ export function perUserDefault(concurrency: number, queue: number): number {
 interface Waiter {
   user: string;
   start: () => void;
-  fail: (e: unknown) => void;
   signal: AbortSignal | undefined;
   onAbort: () => void;
 }
@@ -102,7 +101,6 @@ class HeavyLane {
         user,
         signal,
         start: resolve,
-        fail: reject,
         onAbort: () => {
           const i = this.waiting.indexOf(w);
           if (i >= 0) this.waiting.splice(i, 1);
