@@ -6,6 +6,7 @@ import { callError, memoryClient } from './mcp-helpers.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { budgetLimits, configureBudget, DEFAULT_LIMITS, laneState, laneStopped, type BudgetLimits } from '../src/services/budget.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
+import { budgetConfig, loadConfig } from '../src/config.js';
 
 /**
  * Budgets for heavy reads (issue 13, item 1): one expensive request must not stall everyone.
@@ -190,6 +191,20 @@ describe('heavy-read budgets', () => {
     await client.close();
     await settled();
   }, 30_000);
+});
+
+describe('configuration', () => {
+  it('reads the budget from the environment; bad values are refused at start-up', () => {
+    expect(budgetConfig(loadConfig({}))).toEqual({ timeoutMs: 30_000, maxCells: 100_000, queue: 16 });
+    expect(budgetConfig(loadConfig({ CRM_QUERY_TIMEOUT_MS: '5000', CRM_QUERY_MAX_CELLS: '2000', CRM_HEAVY_QUEUE: '0', CRM_HEAVY_PER_USER: '3' }))).toEqual({
+      timeoutMs: 5000,
+      maxCells: 2000,
+      queue: 0,
+      perUser: 3,
+    });
+    expect(() => loadConfig({ CRM_QUERY_TIMEOUT_MS: '10' })).toThrow(/CRM_QUERY_TIMEOUT_MS/);
+    expect(() => loadConfig({ CRM_HEAVY_QUEUE: '-1' })).toThrow(/CRM_HEAVY_QUEUE/);
+  });
 });
 
 describe('without a read pool (:memory:)', () => {
