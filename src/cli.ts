@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
-import { corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, trustProxy, type Config } from './config.js';
+import { budgetConfig, corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, trustProxy, type Config } from './config.js';
+import { configureBudget } from './services/budget.js';
 import { openDatabase, type Db } from './db/database.js';
 import { migrate } from './db/migrations.js';
 import { buildApp } from './http/app.js';
@@ -126,6 +127,7 @@ export function buildCli(): Command {
       const mcp = { ...mcpMode(cfg, opts), allowedHosts: mcpAllowedHosts(cfg), sseMaxPerToken: cfg.CRM_SSE_MAX_PER_TOKEN, sseMaxTotal: cfg.CRM_SSE_MAX_TOTAL };
       const log = pino({ level: cfg.LOG_LEVEL });
       const db = await openMigrated(cfg, cfg.CRM_READ_WORKERS);
+      configureBudget(db, budgetConfig(cfg));
       const first = await ensureDefaultWorkspace(db, log, { name: cfg.CRM_WORKSPACE, demo: cfg.CRM_DEMO_DATA === 'true' });
       const app = await buildApp({
         db,

@@ -20,6 +20,18 @@ const envSchema = z.object({
    * server, a CLI import) before answering 503 with Retry-After. Waiting does not block the server.
    */
   CRM_DB_LOCK_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
+  /**
+   * Heavy reads (aggregates, trees, histograms) run in a lane of their own, CRM_READ_WORKERS at once
+   * (one without read workers). Time limit of one heavy read in ms; past it the query is stopped and
+   * the answer is 422 QUERY_TOO_EXPENSIVE.
+   */
+  CRM_QUERY_TIMEOUT_MS: z.coerce.number().int().min(100).default(30_000),
+  /** Buckets (tree buckets at every level, or groups) one aggregate answer may hold; more: 422 QUERY_TOO_EXPENSIVE. */
+  CRM_QUERY_MAX_CELLS: z.coerce.number().int().min(1).default(100_000),
+  /** Heavy reads that may wait for the lane; one more answers 503 OVERLOADED with Retry-After. */
+  CRM_HEAVY_QUEUE: z.coerce.number().int().min(0).default(16),
+  /** Heavy reads one user may hold (running and waiting); more answer 429. 0: CRM_HEAVY_QUEUE (others keep the workers' places). */
+  CRM_HEAVY_PER_USER: z.coerce.number().int().min(0).default(0),
   /** stdio: act as the user of this token (default: the default workspace's first admin). */
   CRM_API_TOKEN: z.string().optional(),
   /** MCP: expose only tools that do not write. */
@@ -59,6 +71,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new Error(`Invalid environment variable ${i.path.join('.')}: ${i.message}`);
   }
   return r.data;
+}
+
+/** The heavy-read budget from the configuration (concurrency follows the read workers). */
+export function budgetConfig(cfg: Config): { timeoutMs: number; maxCells: number; queue: number; perUser?: number } {
+  return {
+    timeoutMs: cfg.CRM_QUERY_TIMEOUT_MS,
+    maxCells: cfg.CRM_QUERY_MAX_CELLS,
+    queue: cfg.CRM_HEAVY_QUEUE,
+    ...(cfg.CRM_HEAVY_PER_USER > 0 ? { perUser: cfg.CRM_HEAVY_PER_USER } : {}),
+  };
 }
 
 export function corsOrigin(cfg: Config): boolean | string[] {

@@ -110,7 +110,7 @@ describe('malformed MCP requests answer -32602 / -32601 with an actionable messa
       expect(r.headers.get('x-content-type-options')).toBe('nosniff');
       const data = await r.json();
       expect(data).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32700 } });
-      expect(data.error.message).toMatch(/JSON|UTF-8/);
+      expect((data as { error: { message: string } }).error.message).toMatch(/JSON|UTF-8/);
     }
   });
 

@@ -60,7 +60,9 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
   reply.headers(SECURITY_HEADERS);
   if (crm) {
     if (crm.code === 'UNAUTHORIZED') reply.header('WWW-Authenticate', 'Bearer realm="crm-mcp"');
-    if (crm.code === 'SERVICE_UNAVAILABLE') reply.header('Retry-After', String(crm.details?.retryAfter ?? 1));
+    // A full heavy-read lane (503) or a user's share of it (429) says when to come back.
+    if (typeof crm.details?.retryAfterSeconds === 'number') reply.header('Retry-After', String(crm.details.retryAfterSeconds));
+    else if (crm.code === 'SERVICE_UNAVAILABLE') reply.header('Retry-After', String(crm.details?.retryAfter ?? 1));
     return reply.status(crm.status).send(errorBody(crm));
   }
   // Unknown: log it fully, answer generically (no SQL, no stack on the wire).

@@ -163,7 +163,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
         req.log.error({ err }, 'unhandled error');
         return rpcError(reply, 500, 'Internal error; the server log has the details', -32603);
       }
-      if (crm.status === 429 || crm.status === 503) reply.header('Retry-After', String(crm.details?.retryAfter ?? 1));
+      if (crm.status === 429 || crm.status === 503) reply.header('Retry-After', String(crm.details?.retryAfterSeconds ?? crm.details?.retryAfter ?? 1));
       const parse = crm.code === 'VALIDATION_ERROR' && /JSON body|not valid UTF-8/.test(crm.message);
       return rpcError(reply, crm.status, crm.message, parse ? -32700 : crm.status === 401 ? -32001 : crm.status < 500 ? -32600 : -32603);
     });

@@ -8,6 +8,7 @@ import { metricValue, numberBucketStart, resolveDim, resolveMetric, runRead } fr
 import { namesFor } from './display-names.js';
 import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
 import { parseNumberValue, type FieldDef } from './field-types.js';
+import { budgetLimits, budgetWhere, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
 
 /**
  * Nested aggregate trees (after Cognite's records aggregate): named metrics and bucket
@@ -98,7 +99,20 @@ function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n:
 
 type EB = ExpressionBuilder<any, any>;
 
-export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeRequest) {
+/** The buckets a tree may produce before it runs: each node's product of sizes along its path. */
+function bucketNodes(level: { buckets: BucketNode[] }, path: BucketNode[] = []): { node: BucketNode; path: BucketNode[] }[] {
+  return level.buckets.flatMap((b) => [{ node: b, path: [...path, b] }, ...bucketNodes(b, [...path, b])]);
+}
+
+/** Runs in the heavy lane (bounded concurrency, a time limit) and within the answer-size budget. */
+export function aggregateTree(ctx: Ctx, objectName: string, req: TreeRequest) {
+  return heavy(ctx, () => runTree(ctx, objectName, req));
+}
+
+/** Yield to the event loop this often while assembling buckets, so light requests keep moving. */
+const ASSEMBLE_CHUNK = 2000;
+
+async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   const obj = await resolveObject(ctx, objectName);
   const schema = await getSchema(ctx);
   if (!req || typeof req !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
@@ -106,8 +120,10 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
   const g = normalizeFilter(req.filter);
   const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
   const db = ctx.db.kysely as unknown as Kysely<any>;
+  // Lets the read pool stop a statement past the time limit or when the caller gives up.
+  const guard = budgetWhere(ctx);
   const base = () => {
-    let q = db.selectFrom(obj.table);
+    let q = guard ? db.selectFrom(obj.table).where(guard) : db.selectFrom(obj.table);
     if (where) q = q.where((eb: EB) => where(eb));
     return q;
   };
@@ -123,7 +139,8 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
       if (d.field.type === 'DATETIME' && d.timeZone !== 'UTC') {
         const key = `${d.key}|${d.timeZone}`;
         if (!segs.has(key)) {
-          const [r] = await runRead<{ lo: string | null; hi: string | null }>(ctx, db.selectFrom(d.related ? d.related.target.table : obj.table).select([sql<string>`MIN(${d.related ? sql.ref(d.field.column) : c})`.as('lo'), sql<string>`MAX(${d.related ? sql.ref(d.field.column) : c})`.as('hi')]).compile());
+          const from = db.selectFrom(d.related ? d.related.target.table : obj.table);
+          const [r] = await runRead<{ lo: string | null; hi: string | null }>(ctx, (guard ? from.where(guard) : from).select([sql<string>`MIN(${d.related ? sql.ref(d.field.column) : c})`.as('lo'), sql<string>`MAX(${d.related ? sql.ref(d.field.column) : c})`.as('hi')]).compile());
           segs.set(key, r?.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : s);
         }
         s = segs.get(key)!;
@@ -162,6 +179,32 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
     (await runRead<Record<string, unknown>>(ctx, base().select([sql`COUNT(*)`.as('n'), ...root.metrics.map((m, i) => metricSql(m).as(`m${i}`))]).compile()))[0] ?? {};
   const total = Number(rootRow.n ?? 0);
 
+  // Refuse before running what cannot fit. A level has at most min(size, its distinct buckets)
+  // buckets under each parent, and never more than the matching records: the product of those
+  // along the path bounds each node. Distinct counts cost a scan, so they are read only when the
+  // sizes alone (capped by the record count) could pass the limit.
+  const { maxCells } = budgetLimits(ctx.db);
+  const nodes = bucketNodes(root);
+  const bound = (distinct: Map<BucketNode, number> | undefined) =>
+    nodes.map(({ node, path }) => Math.min(total, path.reduce((p, b) => p * Math.min(b.size, distinct?.get(b) ?? Infinity), 1)));
+  let perNode = bound(undefined);
+  if (perNode.reduce((s, x) => s + x, 0) > maxCells) {
+    const exprs = await Promise.all(nodes.map(({ node }) => dimExpr(node)));
+    const [d] = await runRead<Record<string, unknown>>(ctx, base().select(exprs.map((e, i) => sql`COUNT(DISTINCT ${e})`.as(`d${i}`))).compile());
+    // The empty value is a bucket too (COUNT DISTINCT leaves it out).
+    perNode = bound(new Map(nodes.map(({ node }, i) => [node, Number(d?.[`d${i}`] ?? 0) + 1])));
+  }
+  const estimate = perNode.reduce((s, x) => s + x, 0);
+  if (estimate > maxCells) {
+    const worst = nodes[perNode.indexOf(Math.max(...perNode))]!;
+    throw tooExpensive(
+      `This aggregate tree could hold up to ${estimate.toLocaleString('en-US')} buckets over ${total.toLocaleString('en-US')} matching records; the limit is ${maxCells.toLocaleString('en-US')}. ` +
+        `The largest part is '${worst.path.map((b) => b.name).join(' > ')}' (${worst.path.map((b) => `${b.name} size ${b.size}`).join(' x ')}). ` +
+        'Narrow it: fewer nested levels, a smaller size, or a filter',
+      { limit: 'maxCells', max: maxCells, estimate, matchingRecords: total, largest: worst.path.map((b) => b.name).join('.') },
+    );
+  }
+
   interface Bucket {
     value: unknown;
     count: number;
@@ -171,7 +214,12 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
   const out: Record<string, unknown> = metricsOut(root.metrics, rootRow);
 
   // Walk bucket nodes depth-first, carrying the ancestor dims; each node is one grouped query.
-  async function runBucket(b: BucketNode, ancestors: { node: BucketNode; expr: RawBuilder<unknown> }[], attach: (path: unknown[], name: string, result: unknown) => void, parentCounts: Map<string, number>) {
+  async function runBucket(
+    b: BucketNode,
+    ancestors: { node: BucketNode; expr: RawBuilder<unknown> }[],
+    attach: (path: unknown[], key: string, name: string, result: unknown) => void,
+    parentCounts: Map<string, { path: unknown[]; count: number }>,
+  ) {
     const expr = await dimExpr(b);
     const dims = [...ancestors.map((a) => a.expr), expr];
     const parentCols = ancestors.map((_, i) => sql.ref(`g${i}`));
@@ -192,57 +240,87 @@ export async function aggregateTree(ctx: Ctx, objectName: string, req: TreeReque
       .selectFrom(inner.as('x'))
       .selectAll()
       .where('rn', '<=', b.size)
-      .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any);
+      .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any)
+      // While running: never more rows than the budget allows, whatever the estimate said.
+      .limit(maxCells + 1);
+    checkBudget();
     const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
+    spendCells(rows.length, `'${[...ancestors.map((a) => a.node.name), b.name].join(' > ')}'`);
 
     const labels =
       b.dim.kind === 'value' && b.dim.field.type === 'RELATION'
         ? await namesFor(ctx, schema, b.dim.field.target!, [...new Set(rows.map((r) => r[`g${ancestors.length}`]).filter((v): v is string => typeof v === 'string'))])
         : undefined;
     const byParent = new Map<string, { path: unknown[]; buckets: Bucket[]; total: number }>();
-    const childCounts = new Map<string, number>();
+    const childCounts = new Map<string, { path: unknown[]; count: number }>();
+    const pathCols = ancestors.map((_, i) => `g${i}`);
+    const valueCol = `g${ancestors.length}`;
     // Buckets by the stored values of their path: where the children's results attach.
     const bucketIndex = new Map<string, Bucket>();
+    let seen = 0;
     for (const r of rows) {
-      const path = ancestors.map((_, i) => r[`g${i}`]);
-      const key = JSON.stringify(path);
+      if (++seen % ASSEMBLE_CHUNK === 0) {
+        await new Promise((resolve) => setImmediate(resolve));
+        checkBudget();
+      }
+      const path = pathCols.map((c) => r[c]);
+      const key = pathKey(path);
       let entry = byParent.get(key);
       if (!entry) byParent.set(key, (entry = { path, buckets: [], total: Number(r.bucket_total) }));
-      const raw = r[`g${ancestors.length}`];
+      const raw = r[valueCol];
       const bucket: Bucket = { value: bucketValue(b.dim.field, b.dim.kind, raw), count: Number(r.n), aggregates: metricsOut(b.metrics, r) };
       if (labels) bucket.label = typeof raw === 'string' ? (labels.get(raw) ?? null) : null;
       entry.buckets.push(bucket);
-      childCounts.set(JSON.stringify([...path, raw]), bucket.count);
-      bucketIndex.set(JSON.stringify([...path, raw]), bucket);
+      const childKey = key + keyPart(raw);
+      childCounts.set(childKey, { path: [...path, raw], count: bucket.count });
+      bucketIndex.set(childKey, bucket);
     }
     const listKey = b.kind === 'uniqueValues' ? 'uniqueValueBuckets' : b.kind === 'numberHistogram' ? 'numberHistogramBuckets' : 'timeHistogramBuckets';
-    for (const { path, buckets, total: groups } of byParent.values()) {
-      const parentCount = parentCounts.get(JSON.stringify(path)) ?? 0;
+    for (const [key, { path, buckets, total: groups }] of byParent) {
+      const parentCount = parentCounts.get(key)?.count ?? 0;
       const shown = buckets.reduce((s, x) => s + x.count, 0);
       const result: Record<string, unknown> = {
         [listKey]: buckets.map((x) => (b.kind === 'uniqueValues' ? x : { start: x.value, count: x.count, aggregates: x.aggregates })),
       };
       if (b.kind === 'uniqueValues') Object.assign(result, { total: groups, otherCount: parentCount - shown });
-      attach(path, b.name, result);
+      attach(path, key, b.name, result);
     }
     // Parents without any matching record still get an empty bucket list.
-    for (const [key] of parentCounts) if (!byParent.has(key)) attach(JSON.parse(key) as unknown[], b.name, { [listKey]: [], ...(b.kind === 'uniqueValues' ? { total: 0, otherCount: 0 } : {}) });
+    for (const [key, { path }] of parentCounts)
+      if (!byParent.has(key)) attach(path, key, b.name, { [listKey]: [], ...(b.kind === 'uniqueValues' ? { total: 0, otherCount: 0 } : {}) });
 
     // Children: their results attach to this node's buckets.
     for (const child of b.buckets)
       await runBucket(
         child,
         [...ancestors, { node: b, expr }],
-        (path, name, result) => {
-          const x = bucketIndex.get(JSON.stringify(path));
+        (_path, key, name, result) => {
+          const x = bucketIndex.get(key);
           if (x) x.aggregates[name] = result;
         },
-        new Map([...childCounts].filter(([k]) => bucketIndex.has(k))),
+        childCounts,
       );
   }
 
-  for (const b of root.buckets) await runBucket(b, [], (_path, name, result) => (out[name] = result), new Map([[JSON.stringify([]), total]]));
+  for (const b of root.buckets) await runBucket(b, [], (_path, _key, name, result) => (out[name] = result), new Map([[pathKey([]), { path: [], count: total }]]));
   return { object: obj.name, count: total, aggregates: out };
+}
+
+/**
+ * A bucket's path of stored values as a map key: built per row, so cheaper than JSON.stringify
+ * (which took most of the tree's assembly time); typed and length-prefixed, so 1 and '1', or values
+ * holding the separator, never collide.
+ */
+function keyPart(v: unknown): string {
+  if (v === null || v === undefined) return '-;';
+  const s = String(v);
+  return `${typeof v === 'string' ? 's' : 'n'}${s.length}:${s};`;
+}
+
+function pathKey(path: readonly unknown[]): string {
+  let k = '';
+  for (const v of path) k += keyPart(v);
+  return k;
 }
 
 function bucketValue(f: FieldDef, kind: 'value' | 'time' | 'number', raw: unknown): unknown {

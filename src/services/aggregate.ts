@@ -1,6 +1,8 @@
 import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
 import { namesFor } from './display-names.js';
 import { cancelledError, throwIfCancelled } from './work.js';
+import { isBudgetStop } from '../db/read-pool.js';
+import { budgetLimits, budgetWhere, checkBudget, currentBudget, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { decodeValue, NUMERIC_TYPES, storageOf, type FieldDef } from './field-types.js';
@@ -240,11 +242,13 @@ async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimCo
   for (const d of dims) {
     if (d.kind !== 'time' || d.field.type !== 'DATETIME' || d.timeZone === 'UTC') continue;
     // The zone's offsets over the data's time span: DST changes become CASE branches in SQL.
+    const guard = budgetWhere(ctx);
+    const from = (ctx.db.kysely as unknown as Kysely<any>)
+      // A related field's span: over its whole table, a superset of the values the records point at.
+      .selectFrom(d.related ? d.related.target.table : obj.table);
     const [r] = await runRead<{ lo: string | null; hi: string | null }>(
       ctx,
-      (ctx.db.kysely as unknown as Kysely<any>)
-        // A related field's span: over its whole table, a superset of the values the records point at.
-        .selectFrom(d.related ? d.related.target.table : obj.table)
+      (guard ? from.where(guard) : from)
         .select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')])
         .compile(),
     );
@@ -256,17 +260,31 @@ async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimCo
 // ---------------------------------------------------------------------------------------------
 // Execution
 
-/** Heavy reads go to the worker pool when there is one (file databases); else the main connection. */
+/**
+ * Heavy reads go to the worker pool when there is one (file databases); else the main connection.
+ * Inside the heavy lane the budget's signal (time limit or the caller giving up) stops the query:
+ * Piscina ends the worker thread that runs it and starts a fresh one. On the main connection a
+ * statement cannot be stopped (better-sqlite3 has no interrupt); the budget is checked between
+ * statements instead.
+ */
 export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
   throwIfCancelled(ctx);
-  // A cancelled call ends its worker's query (Piscina ends the thread); on the main connection it cannot be stopped.
+  checkBudget();
+  const signal = currentBudget()?.signal ?? ctx.work?.signal;
   if (ctx.db.readPool) {
-    const signal = ctx.work?.signal;
     return ctx.db.readPool.all<R>(q.sql, q.parameters, signal).catch((e: unknown) => {
-      throw signal?.aborted ? cancelledError() : e;
+      // Stopped by its deadline inside the worker, perhaps a moment before this thread's timer.
+      if (isBudgetStop(e)) currentBudget()?.expire();
+      if (signal?.aborted) {
+        checkBudget();
+        throw cancelledError();
+      }
+      throw e;
     });
   }
-  return (await ctx.db.kysely.executeQuery<R>(q)).rows;
+  const rows = (await ctx.db.kysely.executeQuery<R>(q)).rows;
+  checkBudget();
+  return rows;
 }
 
 function whereOf(obj: ObjectDef, ctx: Ctx, schema: WorkspaceSchema, filter: unknown): ((eb: EB) => Expression<SqlBool>) | undefined {
@@ -340,8 +358,12 @@ export function checkGroupLimit(limit: number | undefined, dflt = DEFAULT_GROUP_
   return limit;
 }
 
-/** Count, metrics and groups in one GROUP BY over every matching record. */
-export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promise<GroupResult> {
+/** Count, metrics and groups in one GROUP BY over every matching record; in the heavy lane, within its budget. */
+export function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promise<GroupResult> {
+  return heavy(ctx, () => runGroups(ctx, objectName, req));
+}
+
+async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promise<GroupResult> {
   const obj = await resolveObject(ctx, objectName);
   const schema = await getSchema(ctx);
   const metrics = (req.metrics ?? []).map((m) => resolveMetric(obj, m));
@@ -352,16 +374,26 @@ export async function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRe
   const keys = dims.map((d) => d.key);
   if (new Set(keys).size !== keys.length) throw validationError('groupBy lists a field twice');
   const limit = checkGroupLimit(req.limit);
+  // The group count is not capped for its own sake; only the answer's size is.
+  const { maxCells } = budgetLimits(ctx.db);
+  if (limit > maxCells)
+    throw tooExpensive(`limit asks for up to ${limit.toLocaleString('en-US')} groups; an answer holds at most ${maxCells.toLocaleString('en-US')}. Narrow it: a smaller limit, fewer groupBy fields, or a filter`, {
+      limit: 'maxCells',
+      max: maxCells,
+      estimate: limit,
+    });
   const where = whereOf(obj, ctx, schema, req.filter);
   const db = ctx.db.kysely as unknown as Kysely<any>;
+  const guard = budgetWhere(ctx);
+  const scan = () => (guard ? db.selectFrom(obj.table).where(guard) : db.selectFrom(obj.table));
   const base = () => {
-    let q = db.selectFrom(obj.table);
+    let q = scan();
     if (where) q = q.where((eb: EB) => where(eb));
     return q;
   };
 
   const totalRecordsP = where
-    ? runRead<{ n: number }>(ctx, db.selectFrom(obj.table).select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))
+    ? runRead<{ n: number }>(ctx, scan().select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))
     : undefined;
 
   if (dims.length === 0) {

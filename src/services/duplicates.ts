@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
+import { heavy } from './budget.js';
 import { CrmError, validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
@@ -80,7 +81,12 @@ export interface DetectOptions {
   minScore?: number | undefined;
 }
 
-export async function findDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions = {}) {
+/** A scan of every record's match keys: a heavy read, so it waits its turn in the heavy lane (budget.ts). */
+export function findDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions = {}) {
+  return heavy(ctx, () => scanDuplicates(ctx, objectName, opts));
+}
+
+async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions) {
   const obj = await resolveObject(ctx, objectName);
   const limit = opts.limit ?? 50;
   if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw validationError('limit (clusters) must be 1 to 500');

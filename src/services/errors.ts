@@ -19,6 +19,11 @@ export const ERROR_STATUS = {
   /** A path segment (id, object name) longer than any the API uses (HTTP only). */
   URI_TOO_LONG: 414,
   UNSUPPORTED_MEDIA_TYPE: 415,
+  /**
+   * A well-formed read that exceeds a budget (answer size, time): retrying the same request will
+   * not help, narrowing it will. 422 rather than 400: the request is valid, just too large to run.
+   */
+  QUERY_TOO_EXPENSIVE: 422,
   RATE_LIMITED: 429,
   /** HTTP only: answered by Node's parser before any route runs. */
   HEADERS_TOO_LARGE: 431,
@@ -27,6 +32,8 @@ export const ERROR_STATUS = {
   INTERNAL_ERROR: 500,
   /** Retry after Retry-After seconds: the server is shutting down, or another process held the database's write lock longer than a write may wait. */
   SERVICE_UNAVAILABLE: 503,
+  /** The heavy-read lane is full; the answer carries Retry-After. */
+  OVERLOADED: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

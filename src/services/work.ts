@@ -1,5 +1,6 @@
 import type { Ctx } from './context.js';
 import { CrmError } from './errors.js';
+import { checkBudget } from './budget.js';
 
 /**
  * A long call's line to whoever started it: cancellation in, progress out. The MCP surface fills
@@ -32,6 +33,8 @@ export function cancelledError(): CrmError {
  * caller gave up (the transaction then rolls back), and reports progress.
  */
 export async function checkpoint(ctx: Ctx, done: number, total: number | undefined, message: string): Promise<void> {
+  // Inside the heavy lane (a duplicate scan): its time limit too, on every surface.
+  checkBudget();
   const w = ctx.work;
   if (!w) return;
   let s = state.get(w);

@@ -1,4 +1,5 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Ctx } from '../../services/context.js';
 import { z } from 'zod';
 import { aggregateGroups, aggregateKasar, type GroupRequest } from '../../services/aggregate.js';
 import { queryInteger } from '../../services/input-limits.js';
@@ -52,15 +53,27 @@ const groupBody = z
   })
   .strict();
 
+/**
+ * A REST client that hangs up stops its heavy read, as an MCP cancellation does: the read pool ends
+ * the query's worker thread and the lane slot goes to the next request.
+ */
+function untilClientLeaves(req: FastifyRequest, reply: FastifyReply): Ctx {
+  const ac = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) ac.abort();
+  });
+  return { ...req.ctx, work: { ...req.ctx.work, signal: ac.signal } };
+}
+
 export async function aggregateRoutes(app: FastifyInstance) {
   // Kasar: one metric, optional single group.
-  app.get<P>('/aggregate/:object', async (req) => {
+  app.get<P>('/aggregate/:object', async (req, reply) => {
     const q = parseWith(kasarQuery, req.query, 'aggregate parameters');
     const [by, dir] = (q.order ?? '').split('_') as [string, 'asc' | 'desc'];
     const order = q.order
       ? { by: by === 'value' ? { field: q.field ?? '', function: q.function ?? '' } : (by as 'count' | 'group'), dir }
       : undefined;
-    return aggregateKasar(req.ctx, req.params.object, {
+    return aggregateKasar(untilClientLeaves(req, reply), req.params.object, {
       field: q.field ?? '',
       function: q.function ?? '',
       groupBy: q.group_by,
@@ -73,7 +86,7 @@ export async function aggregateRoutes(app: FastifyInstance) {
   });
 
   // Multi-metric, multi-dimension (Bitrix24 shape).
-  app.post<P>('/aggregate/:object', async (req) => {
+  app.post<P>('/aggregate/:object', async (req, reply) => {
     const b = parseWith(groupBody, req.body ?? {}, 'aggregate body');
     const groupBy = b.groupBy === undefined ? undefined : Array.isArray(b.groupBy) ? b.groupBy : [b.groupBy];
     const request: GroupRequest = {
@@ -83,7 +96,7 @@ export async function aggregateRoutes(app: FastifyInstance) {
       ...(b.order ? { order: b.order } : {}),
       ...(b.limit !== undefined ? { limit: b.limit } : {}),
     };
-    const r = await aggregateGroups(req.ctx, req.params.object, request);
+    const r = await aggregateGroups(untilClientLeaves(req, reply), req.params.object, request);
     return {
       success: true,
       data: {
@@ -96,11 +109,11 @@ export async function aggregateRoutes(app: FastifyInstance) {
   });
 
   // Nested trees (Cognite shape).
-  app.post<P>('/aggregate/:object/tree', async (req) => {
+  app.post<P>('/aggregate/:object/tree', async (req, reply) => {
     const body = req.body as { aggregates?: unknown; filter?: unknown } | null;
     if (!body || typeof body !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
     const extra = Object.keys(body).filter((k) => k !== 'aggregates' && k !== 'filter');
     if (extra.length) throw validationError(`Unknown key(s) ${extra.join(', ')}; the body takes "aggregates" and "filter"`);
-    return aggregateTree(req.ctx, req.params.object, { aggregates: body.aggregates as Record<string, unknown>, filter: body.filter });
+    return aggregateTree(untilClientLeaves(req, reply), req.params.object, { aggregates: body.aggregates as Record<string, unknown>, filter: body.filter });
   });
 }

@@ -1,0 +1,222 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call, freshDb, freshPooledDb, makeWorkspace, testAppOn, type TestApp } from './helpers.js';
+import { callError, memoryClient } from './mcp-helpers.js';
+import { seedWorkspace } from '../src/services/seed.js';
+import { budgetLimits, configureBudget, DEFAULT_LIMITS, laneState, laneStopped, type BudgetLimits } from '../src/services/budget.js';
+import { aggregateTree } from '../src/services/aggregate-tree.js';
+import { budgetConfig, loadConfig } from '../src/config.js';
+
+/**
+ * Budgets for heavy reads (issue 13, item 1): one expensive request must not stall everyone.
+ * A file database with read workers, as `crm-mcp serve` runs it, seeded with enough contacts that
+ * the issue's tree (five nested uniqueValues of size 1,000) would build hundreds of thousands of buckets.
+ */
+
+const CONTACTS = 30_000;
+
+/** The issue's request: five nested uniqueValues of size 1,000. */
+function nested(fields: string[], size = 1000): Record<string, unknown> {
+  const [f, ...rest] = fields;
+  return { [f!]: { uniqueValues: { property: f, size, ...(rest.length ? { aggregates: nested(rest, size) } : {}) } } };
+}
+const ISSUE_TREE = { aggregates: nested(['first_name', 'last_name', 'job_title', 'city', 'country']) };
+/** Heavy but within the limits: about 600 first names x up to 1,000 last names each (~30,000 buckets). */
+const SLOW_TREE = { aggregates: nested(['first_name', 'last_name']) };
+
+let t: TestApp;
+let defaults: BudgetLimits;
+
+beforeAll(async () => {
+  t = await testAppOn(await freshPooledDb(2));
+  await seedWorkspace(t.a.ctx, { contacts: CONTACTS, companies: 500, opportunities: 0, activity: false, searchIndex: false, matchKeys: false });
+  defaults = { ...budgetLimits(t.db) };
+}, 60_000);
+afterAll(async () => {
+  await t.close();
+});
+
+async function settled() {
+  // The lane is empty again once every request has finished.
+  await expect.poll(() => laneState(t.db), { timeout: 20_000 }).toEqual({ running: 0, queued: 0 });
+}
+
+/** Each test starts from an empty lane and the default limits. */
+async function limits(l: Partial<BudgetLimits>) {
+  await settled();
+  configureBudget(t.db, { ...defaults, ...l });
+}
+
+describe('heavy-read budgets', () => {
+  it('defaults: as many heavy reads at once as read workers, a 30 s limit, 100,000 buckets', () => {
+    expect(defaults).toMatchObject({ concurrency: 2, timeoutMs: DEFAULT_LIMITS.timeoutMs, maxCells: 100_000, queue: DEFAULT_LIMITS.queue });
+  });
+
+  it("refuses the issue's tree before running it, naming the limit, the figure and what to narrow, while /me answers", async () => {
+    await limits({});
+    const order: string[] = [];
+    const heavyP = call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', ISSUE_TREE).then((r) => (order.push('tree'), r));
+    const meP = call(t.app, t.a.memberToken, 'GET', '/api/v1/me').then((r) => (order.push('me'), r));
+    const [tree, me] = await Promise.all([heavyP, meP]);
+    expect(me.status).toBe(200);
+    expect(tree.status).toBe(422);
+    expect(tree.body).toMatchObject({ error: true, code: 'QUERY_TOO_EXPENSIVE' });
+    expect(tree.body.message).toMatch(/100,000/);
+    expect(tree.body.message).toMatch(/fewer nested levels, a smaller size, or a filter/);
+    expect(tree.body.message).toMatch(/first_name > last_name/);
+    expect(tree.body.details).toMatchObject({ limit: 'maxCells', max: 100_000, matchingRecords: CONTACTS });
+    expect(order).toContain('me');
+  });
+
+  it('narrowed by a filter, the same tree runs', async () => {
+    await limits({});
+    const r = await call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', { ...ISSUE_TREE, filter: { equals: { property: 'country', value: 'Japan' } } });
+    expect(r.status, JSON.stringify(r.body).slice(0, 300)).toBe(200);
+    expect(r.body.count).toBeGreaterThan(0);
+    expect(r.body.count).toBeLessThan(CONTACTS / 5);
+  });
+
+  it('a plain group_by is not capped at 100 groups: the answer size is (maxCells)', async () => {
+    await limits({ maxCells: 500 });
+    const ok = await call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts', { groupBy: ['first_name'], limit: 500 });
+    expect(ok.status).toBe(200);
+    expect(ok.body.data.groups.length).toBeGreaterThan(100);
+    const big = await call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts', { groupBy: ['first_name'], limit: 501 });
+    expect(big.status).toBe(422);
+    expect(big.body).toMatchObject({ error: true, code: 'QUERY_TOO_EXPENSIVE' });
+    expect(big.body.message).toMatch(/at most 500/);
+  });
+
+  it('bounds a tree while it runs when the estimate let it through', async () => {
+    // first_name alone: ~600 buckets; the limit sits below what the data holds.
+    await limits({ maxCells: 100 });
+    const r = await call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', { aggregates: nested(['first_name']) });
+    expect(r.status).toBe(422);
+    expect(r.body).toMatchObject({ code: 'QUERY_TOO_EXPENSIVE' });
+  });
+
+  it('/me and /health answer while heavy reads run and queue', async () => {
+    await limits({ perUser: 100 });
+    const order: string[] = [];
+    const heavy = Array.from({ length: 4 }, (_, i) =>
+      call(t.app, i % 2 ? t.a.adminToken : t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', SLOW_TREE).then((r) => (order.push(`heavy${i}`), r)),
+    );
+    // Light requests sent once the heavy ones hold the lane.
+    await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 5 }).toBe(2);
+    const me = call(t.app, t.a.memberToken, 'GET', '/api/v1/me').then((r) => (order.push('me'), r));
+    const health = call(t.app, null, 'GET', '/health').then((r) => (order.push('health'), r));
+    const list = call(t.app, t.a.memberToken, 'GET', '/api/v1/records/contacts?limit=5').then((r) => (order.push('list'), r));
+    expect((await me).status).toBe(200);
+    expect((await health).status).toBe(200);
+    expect((await list).status).toBe(200);
+    // The light requests finished while heavy ones were still running or waiting.
+    expect(order.filter((x) => x.startsWith('heavy')).length).toBeLessThan(4);
+    for (const r of await Promise.all(heavy)) expect(r.status).toBe(200);
+    expect(order.slice(-1)[0]).toMatch(/^heavy/);
+    await settled();
+  }, 30_000);
+
+  it('the (workers + queue + 1)th heavy read answers 503 OVERLOADED with Retry-After', async () => {
+    await limits({ queue: 1, perUser: 100 });
+    const all = await Promise.all(
+      Array.from({ length: 4 }, (_, i) => call(t.app, i % 2 ? t.a.adminToken : t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', SLOW_TREE)),
+    );
+    const statuses = all.map((r) => r.status).sort();
+    expect(statuses).toEqual([200, 200, 200, 503]);
+    const refused = all.find((r) => r.status === 503)!;
+    expect(refused.body).toMatchObject({ error: true, code: 'OVERLOADED' });
+    expect(refused.body.message).toMatch(/busy with heavy reads.*retry after \d+ s/);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    await settled();
+  }, 30_000);
+
+  it('one user cannot fill the lane: past their share, 429 with Retry-After', async () => {
+    await limits({ queue: 4, perUser: 2 });
+    const mine = await Promise.all(Array.from({ length: 3 }, () => call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', SLOW_TREE)));
+    expect(mine.map((r) => r.status).sort()).toEqual([200, 200, 429]);
+    const limited = mine.find((r) => r.status === 429)!;
+    expect(limited.body).toMatchObject({ error: true, code: 'RATE_LIMITED' });
+    expect(limited.headers['retry-after']).toBeDefined();
+    await settled();
+  }, 30_000);
+
+  it('a heavy read past its time limit is stopped, its worker freed, and the pool serves the next', async () => {
+    await limits({ timeoutMs: 30 });
+    const slow = await call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', SLOW_TREE);
+    expect(slow.status).toBe(422);
+    expect(slow.body).toMatchObject({ error: true, code: 'QUERY_TOO_EXPENSIVE', details: { limit: 'timeoutMs' } });
+    expect(slow.body.message).toMatch(/time limit of 0.03 s/);
+    await limits({});
+    // Both workers again: two heavy reads at once, then a light one.
+    const next = await Promise.all([
+      call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts', { groupBy: ['status'] }),
+      call(t.app, t.a.adminToken, 'POST', '/api/v1/aggregate/contacts/tree', { aggregates: nested(['country'], 50) }),
+    ]);
+    expect(next.map((r) => r.status)).toEqual([200, 200]);
+    expect(next[0]!.body.data.count).toBe(CONTACTS);
+    await settled();
+  }, 30_000);
+
+  it('a REST client that hangs up stops its heavy read and frees the lane', async () => {
+    // The issue's tree with the size limit lifted: seconds of work if nothing stops it.
+    await limits({ maxCells: 10_000_000 });
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = t.app.server.address() as AddressInfo;
+    const before = laneStopped(t.db).cancelled;
+    const req = http.request({ port, host: '127.0.0.1', method: 'POST', path: '/api/v1/aggregate/contacts/tree', headers: { authorization: `Bearer ${t.a.memberToken}`, 'content-type': 'application/json' } });
+    req.on('error', () => {});
+    req.end(JSON.stringify(ISSUE_TREE));
+    await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 5 }).toBe(1);
+    req.destroy();
+    await expect.poll(() => laneStopped(t.db).cancelled, { timeout: 5000 }).toBe(before + 1);
+    await settled();
+    await limits({});
+    const next = await call(t.app, t.a.memberToken, 'POST', '/api/v1/aggregate/contacts', { groupBy: ['status'] });
+    expect(next.status).toBe(200);
+  }, 30_000);
+
+  it('MCP crm_aggregate goes through the same lane and budgets', async () => {
+    await limits({});
+    const client = await memoryClient(t.db, t.a, { member: true });
+    const text = await callError(client, 'crm_aggregate', { object: 'contacts', aggregates: ISSUE_TREE.aggregates });
+    expect(text).toMatch(/^QUERY_TOO_EXPENSIVE: .*100,000.*fewer nested levels/s);
+
+    await limits({ queue: 0, perUser: 100, concurrency: 1 });
+    const rest = call(t.app, t.a.adminToken, 'POST', '/api/v1/aggregate/contacts/tree', SLOW_TREE);
+    await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 5 }).toBe(1);
+    const busy = await callError(client, 'crm_aggregate', { object: 'contacts', groupBy: ['status'] });
+    expect(busy).toMatch(/^OVERLOADED: The server is busy with heavy reads/);
+    expect((await rest).status).toBe(200);
+    await client.close();
+    await settled();
+  }, 30_000);
+});
+
+describe('configuration', () => {
+  it('reads the budget from the environment; bad values are refused at start-up', () => {
+    expect(budgetConfig(loadConfig({}))).toEqual({ timeoutMs: 30_000, maxCells: 100_000, queue: 16 });
+    expect(budgetConfig(loadConfig({ CRM_QUERY_TIMEOUT_MS: '5000', CRM_QUERY_MAX_CELLS: '2000', CRM_HEAVY_QUEUE: '0', CRM_HEAVY_PER_USER: '3' }))).toEqual({
+      timeoutMs: 5000,
+      maxCells: 2000,
+      queue: 0,
+      perUser: 3,
+    });
+    expect(() => loadConfig({ CRM_QUERY_TIMEOUT_MS: '10' })).toThrow(/CRM_QUERY_TIMEOUT_MS/);
+    expect(() => loadConfig({ CRM_HEAVY_QUEUE: '-1' })).toThrow(/CRM_HEAVY_QUEUE/);
+  });
+});
+
+describe('without a read pool (:memory:)', () => {
+  it('the same size limits and lane apply; the time limit is checked between statements', async () => {
+    const db = await freshDb();
+    const w = await makeWorkspace(db, 'mem');
+    await seedWorkspace(w.ctx, { contacts: 3000, companies: 100, opportunities: 0, activity: false, searchIndex: false, matchKeys: false });
+    expect(budgetLimits(db).concurrency).toBe(1);
+    configureBudget(db, { maxCells: 2000 });
+    await expect(aggregateTree(w.ctx, 'contacts', ISSUE_TREE)).rejects.toMatchObject({ code: 'QUERY_TOO_EXPENSIVE' });
+    configureBudget(db, { maxCells: 100_000, timeoutMs: 1 });
+    await expect(aggregateTree(w.ctx, 'contacts', SLOW_TREE)).rejects.toMatchObject({ code: 'QUERY_TOO_EXPENSIVE', details: { limit: 'timeoutMs' } });
+    await db.close();
+  });
+});
