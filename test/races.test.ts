@@ -1,6 +1,10 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
 import { openDatabase } from '../src/db/database.js';
+import { migrate } from '../src/db/migrations.js';
 import { ensureDefaultWorkspace } from '../src/services/bootstrap.js';
 import { fromDatabaseError, isCrmError } from '../src/services/errors.js';
 import { createPipeline } from '../src/services/pipelines.js';
@@ -68,6 +72,27 @@ describe('first start of two servers on one new file', () => {
       expect(starts.find((s) => s !== null)!.token.token).toMatch(/^ksr_/);
     } finally {
       await fresh.close();
+    }
+  });
+});
+
+describe('two connections migrating one new file at once', () => {
+  it('both finish, each migration runs once, and the schema is whole', async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'crm-migrate-')), 'crm.db');
+    const handles = [openDatabase({ file }), openDatabase({ file }), openDatabase({ file })];
+    try {
+      const applied = await Promise.all(handles.map((h) => migrate(h)));
+      // One connection applied every migration; the others, taking the lock after it, found none pending.
+      const all = applied.flat();
+      expect(new Set(all).size).toBe(all.length);
+      expect(applied.filter((a) => a.length > 0).length).toBe(1);
+      const ran = handles[0]!.sqlite.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
+      expect(ran.map((r) => r.name)).toEqual([...all].sort());
+      // The schema is usable from every handle.
+      const w = await makeWorkspace(handles[1]!, 'after-race');
+      expect((await createRecord(w.ctx, 'contacts', { first_name: 'Ok' })).id).toBeTruthy();
+    } finally {
+      for (const h of handles) await h.close();
     }
   });
 });
