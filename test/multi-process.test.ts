@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
+import { createRecords } from '../src/services/records.js';
 import { call, makeWorkspace, silent } from './helpers.js';
 
 /**
@@ -257,6 +258,31 @@ describe('waiting for another connection\'s write lock', () => {
       const r = await write;
       expect(r.status).toBe(201);
       expect((await call(t.app, t.w.adminToken, 'GET', `/api/v1/records/contacts/${r.body.data.id}`)).status).toBe(200);
+    } finally {
+      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      await t.close();
+    }
+  });
+
+  it('a process starts while another holds the write lock, with the planner\'s statistics stale', async () => {
+    const t = await setup(10_000);
+    try {
+      await createRecords(t.w.ctx, 'contacts', Array.from({ length: 20 }, (_, i) => ({ first_name: `A${i}` })));
+      t.db.sqlite.exec('ANALYZE');
+      // Ten times the rows analysed: PRAGMA optimize at the next open wants to analyse again.
+      await createRecords(t.w.ctx, 'contacts', Array.from({ length: 2000 }, (_, i) => ({ first_name: `B${i}` })), { max: 2000 });
+      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      // Opening must not wait for the lock (nor fail after SQLite's busy timeout): the statistics can wait.
+      const late = openDatabase({ file: t.db.file, lockWaitMs: 10_000 });
+      try {
+        const w2 = { ...t.w, ctx: { ...t.w.ctx, db: late } };
+        const write = createRecords(w2.ctx, 'contacts', [{ first_name: 'Late' }]);
+        await new Promise((r) => setTimeout(r, 50));
+        t.other.sqlite.exec('COMMIT');
+        expect((await write).length).toBe(1);
+      } finally {
+        await late.close();
+      }
     } finally {
       if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
       await t.close();
