@@ -177,14 +177,18 @@ const MAX_CHECKED = 4 * MAX_NEAR;
 
 /**
  * The near words a query word is offered: all of them when they are few. When there are more than
- * MAX_NEAR, the nearest (fewest edits, then closest in length, then in order), each checked for a
+ * MAX_NEAR, the nearest (fewest edits, then its own letters swapped, then the same length), each checked for a
  * document still holding it: the word list keeps the words of deleted records, and 34 deleted near
  * names once crowded a live "john" out of "Jhon"'s words. Those found dead are pruned from the list
  * (best effort: a search does not fail because the prune could not take the write lock).
  */
 async function nearestLive(ctx: Ctx, k: Kysely<any>, word: string, candidates: { term: string; d: number }[]): Promise<string[]> {
   if (candidates.length <= MAX_NEAR) return candidates.map((c) => c.term);
-  candidates.sort((x, y) => x.d - y.d || Math.abs(x.term.length - word.length) - Math.abs(y.term.length - word.length) || (x.term < y.term ? -1 : 1));
+  // Among words as near, the same letters in another order first: swapped letters are the commonest typo.
+  const letters = (w: string) => [...w].sort().join('');
+  const mine = letters(word);
+  const rank = (c: { term: string; d: number }) => c.d * 4 + (letters(c.term) === mine ? 0 : 2) + (c.term.length === word.length ? 0 : 1);
+  candidates.sort((x, y) => rank(x) - rank(y) || (x.term < y.term ? -1 : 1));
   const ws = ctx.actor.workspaceId;
   const live: string[] = [];
   const dead: string[] = [];
