@@ -100,6 +100,28 @@ describe('two connections migrating one new file at once', () => {
   });
 });
 
+describe('migrating while another process holds the write lock longer than a write waits', () => {
+  it('waits for it (as for another process\'s long migration), then migrates', async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'crm-migrate-')), 'crm.db');
+    const first = openDatabase({ file });
+    await migrate(first);
+    // A migration pending for the second process: the last one, undone.
+    first.sqlite.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
+    const late = openDatabase({ file, lockWaitMs: 50 });
+    try {
+      first.sqlite.exec('BEGIN IMMEDIATE');
+      const migrating = migrate(late);
+      await new Promise((r) => setTimeout(r, 400));
+      first.sqlite.exec('COMMIT');
+      expect(await migrating).toEqual(['0007_search_terms']);
+    } finally {
+      if (first.sqlite.inTransaction) first.sqlite.exec('ROLLBACK');
+      await late.close();
+      await first.close();
+    }
+  });
+});
+
 describe('concurrent upserts on one request context', () => {
   it('both succeed (no "schema not preloaded")', async () => {
     const company = await createRecord(w.ctx, 'companies', { name: 'Acme' });
