@@ -1,6 +1,13 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
 import { openDatabase } from '../src/db/database.js';
+import { migrate } from '../src/db/migrations.js';
+import Fastify from 'fastify';
+import { errorHandler } from '../src/http/errors.js';
+import { classifySqliteError } from '../src/db/sqlite-dialect.js';
 import { ensureDefaultWorkspace } from '../src/services/bootstrap.js';
 import { fromDatabaseError, isCrmError } from '../src/services/errors.js';
 import { createPipeline } from '../src/services/pipelines.js';
@@ -72,6 +79,49 @@ describe('first start of two servers on one new file', () => {
   });
 });
 
+describe('two connections migrating one new file at once', () => {
+  it('both finish, each migration runs once, and the schema is whole', async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'crm-migrate-')), 'crm.db');
+    const handles = [openDatabase({ file }), openDatabase({ file }), openDatabase({ file })];
+    try {
+      const applied = await Promise.all(handles.map((h) => migrate(h)));
+      // One connection applied every migration; the others, taking the lock after it, found none pending.
+      const all = applied.flat();
+      expect(new Set(all).size).toBe(all.length);
+      expect(applied.filter((a) => a.length > 0).length).toBe(1);
+      const ran = handles[0]!.sqlite.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
+      expect(ran.map((r) => r.name)).toEqual([...all].sort());
+      // The schema is usable from every handle.
+      const w = await makeWorkspace(handles[1]!, 'after-race');
+      expect((await createRecord(w.ctx, 'contacts', { first_name: 'Ok' })).id).toBeTruthy();
+    } finally {
+      for (const h of handles) await h.close();
+    }
+  });
+});
+
+describe('migrating while another process holds the write lock longer than a write waits', () => {
+  it('waits for it (as for another process\'s long migration), then migrates', async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'crm-migrate-')), 'crm.db');
+    const first = openDatabase({ file });
+    await migrate(first);
+    // A migration pending for the second process: the last one, undone.
+    first.sqlite.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
+    const late = openDatabase({ file, lockWaitMs: 50 });
+    try {
+      first.sqlite.exec('BEGIN IMMEDIATE');
+      const migrating = migrate(late);
+      await new Promise((r) => setTimeout(r, 400));
+      first.sqlite.exec('COMMIT');
+      expect(await migrating).toEqual(['0007_search_terms']);
+    } finally {
+      if (first.sqlite.inTransaction) first.sqlite.exec('ROLLBACK');
+      await late.close();
+      await first.close();
+    }
+  });
+});
+
 describe('concurrent upserts on one request context', () => {
   it('both succeed (no "schema not preloaded")', async () => {
     const company = await createRecord(w.ctx, 'companies', { name: 'Acme' });
@@ -112,7 +162,7 @@ describe('driver errors the surfaces map once (REST and MCP)', () => {
     throw new Error('expected an error');
   };
 
-  it('any unique violation is DUPLICATE_RECORD (409) naming what is taken; the lock held past the wait is SERVICE_UNAVAILABLE (503)', async () => {
+  it('a unique violation on a record, a name or a link is DUPLICATE_RECORD (409) naming what is taken, on an internal table a logged 500; the lock held past the wait is SERVICE_UNAVAILABLE (503)', async () => {
     const unique = raised(() => db.sqlite.prepare("INSERT INTO workspaces (name, created_at) VALUES ('racers', 'now')").run());
     expect(fromDatabaseError(unique)).toMatchObject({ code: 'DUPLICATE_RECORD', status: 409, message: 'A workspace with the same name already exists' });
     // A record table's columns are its fields: named; a metadata table's own columns are not shown.
@@ -136,6 +186,32 @@ describe('driver errors the surfaces map once (REST and MCP)', () => {
       await file.close();
     }
     expect(fromDatabaseError(new Error('a bug'))).toBeNull();
+    // A unique violation on an internal table, or on a metadata table's generated id, is a bug: 500, logged.
+    const internal = [
+      "INSERT INTO kysely_migration (name, timestamp) VALUES ('0001_core', 'now')",
+      `INSERT INTO search_terms (workspace_id, term) VALUES (${w.workspace.id}, 'taken')`,
+      `INSERT INTO search_docs (doc_id, workspace_id, object_id, record_id) VALUES (1000001, ${w.workspace.id}, 1, 'dup')`,
+      `INSERT INTO workspaces (id, name, created_at) VALUES (${w.workspace.id}, 'other name', 'now')`,
+    ];
+    for (const stmt of internal) {
+      if (!stmt.startsWith('INSERT INTO workspaces')) db.sqlite.prepare(stmt.replace('INSERT', 'INSERT OR IGNORE')).run();
+      const e = raised(() => db.sqlite.prepare(stmt).run());
+      expect(classifySqliteError(e)?.kind, stmt).toBe('unique');
+      expect(fromDatabaseError(e), stmt).toBeNull();
+    }
+    // Through the REST error handler: 500 in the contract's shape, and an error line in the log.
+    const logs: string[] = [];
+    const app = Fastify({ logger: { level: 'error', stream: { write: (line: string) => void logs.push(line) } } });
+    app.setErrorHandler(errorHandler);
+    app.get('/internal-unique', async () => db.sqlite.prepare(internal[1]!).run());
+    try {
+      const r = await app.inject({ method: 'GET', url: '/internal-unique' });
+      expect(r.statusCode).toBe(500);
+      expect(r.json()).toMatchObject({ error: true, code: 'INTERNAL_ERROR' });
+      expect(logs.join('')).toContain('SQLITE_CONSTRAINT_PRIMARYKEY');
+    } finally {
+      await app.close();
+    }
     expect(fromDatabaseError(raised(() => db.sqlite.prepare('SELECT * FROM no_such_table').all()))).toBeNull();
   });
 });

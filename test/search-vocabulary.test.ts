@@ -3,7 +3,7 @@ import { openDatabase, type Db } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createPipeline } from '../src/services/pipelines.js';
 import { listPipelines } from '../src/services/pipelines.js';
-import { createRecord, createRecords, getRecord } from '../src/services/records.js';
+import { createRecord, createRecords, deleteRecord, getRecord } from '../src/services/records.js';
 import { createField, createObject, getObjectSchema } from '../src/services/schema.js';
 import { searchAll } from '../src/services/search.js';
 import { freshDb, makeWorkspace, type TestWorkspace } from './helpers.js';
@@ -63,6 +63,33 @@ describe("a workspace's typo-tolerant search depends on its own records alone", 
     const jonah = (await createRecord({ ...a.ctx, db: other }, 'contacts', { first_name: 'Jonahtan', last_name: 'Marsh' })).id;
     await other.close();
     expect(await fuzzyIds(a, 'Jonathan')).toEqual([jonah]);
+  });
+});
+
+describe('words of deleted records', () => {
+  it("no longer crowd a workspace's near words out: 'Jhon' finds John once 34 near names are deleted", async () => {
+    const g = await makeWorkspace(db, 'gamma');
+    const johnG = (await createRecord(g.ctx, 'contacts', { first_name: 'John', last_name: 'Gray' })).id;
+    // 34 names one edit from "jhon", all sorting before "john".
+    const near = [...'abcdefg'].map((c) => `J${c}on`).concat([...'abcdefghijklmn'].map((c) => `Jh${c}n`), [...'abcdefghijklm'].map((c) => `Jho${c}`));
+    const ids = (await createRecords(g.ctx, 'contacts', near.map((n) => ({ first_name: n, last_name: 'Temp' })))).map((r) => r.id);
+    // While they exist, 35 words are one edit away: John, its letters swapped, comes first among them.
+    expect((await searchAll(g.ctx, { q: 'Jhon', limit: 50 })).data.map((h) => h.id)).toContain(johnG);
+    for (const id of ids) await deleteRecord(g.ctx, 'contacts', id);
+    expect(await fuzzyIds(g, 'Jhon')).toEqual([johnG]); // warm
+    const other = openDatabase({ file: db.file });
+    try {
+      expect(await fuzzyIds(g, 'Jhon', other)).toEqual([johnG]); // cold, another connection
+    } finally {
+      await other.close();
+    }
+    // The dead words are gone from the workspace's vocabulary; its live ones stay.
+    const terms = (db.sqlite.prepare("SELECT term FROM search_terms WHERE workspace_id = ? AND term LIKE 'j%'").all(g.workspace.id) as { term: string }[]).map((t) => t.term);
+    expect(terms).toContain('john');
+    expect(terms.filter((t) => near.map((n) => n.toLowerCase()).includes(t))).toEqual([]);
+    // A pruned word written again is offered again.
+    const back = (await createRecord(g.ctx, 'contacts', { first_name: 'Jhoa', last_name: 'Back' })).id;
+    expect(await fuzzyIds(g, 'Jhob')).toContain(back);
   });
 });
 

@@ -5,7 +5,7 @@ import BetterSqlite from './sqlite-driver.js';
 import { Kysely, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import type { Tables } from './tables.js';
 import { sqliteAdapter, type DialectAdapter } from './dialect.js';
-import { ImmediateSqliteDialect } from './sqlite-dialect.js';
+import { ImmediateSqliteDialect, isSqliteBusy } from './sqlite-dialect.js';
 import { ReadPool } from './read-pool.js';
 import { sqliteSearch, type SearchBackend } from './search-sqlite.js';
 
@@ -72,9 +72,10 @@ export const DEFAULT_LOCK_WAIT_MS = 30_000;
 export function openSqlite(file: string, readonly = false): Database.Database {
   if (file !== ':memory:' && !readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const sqlite = new BetterSqlite(file, { readonly });
+  // First: switching a new file to WAL takes a lock for a moment, and two processes may open it at once.
+  sqlite.pragma('busy_timeout = 5000');
   if (!readonly) sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('foreign_keys = ON');
-  sqlite.pragma('busy_timeout = 5000');
   // WAL makes NORMAL durable against application crashes; only a power loss can drop the last commits.
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('cache_size = -65536'); // 64 MiB page cache
@@ -87,7 +88,19 @@ export function openSqlite(file: string, readonly = false): Database.Database {
   if (!readonly) {
     // Statistics for the planner, kept current cheaply: bounded analysis of the tables that need it.
     sqlite.pragma('analysis_limit = 1000');
-    sqlite.pragma('optimize = 0x10002');
+    // Best effort, without waiting: analysing writes statistics, so it needs the write lock, and
+    // another process (an import's batch) may hold it for longer than any busy timeout; a process
+    // that waited here started 5 s late and then crashed on "database is locked". Statistics left
+    // stale are refreshed at the next start, at close, or after a bulk load.
+    const timeout = sqlite.pragma('busy_timeout', { simple: true }) as number;
+    sqlite.pragma('busy_timeout = 0');
+    try {
+      sqlite.pragma('optimize = 0x10002');
+    } catch (e) {
+      if (!isSqliteBusy(e)) throw e;
+    } finally {
+      sqlite.pragma(`busy_timeout = ${timeout}`);
+    }
   }
   return sqlite;
 }
@@ -122,7 +135,12 @@ export function openDatabase(opts: OpenOptions): Db {
       } finally {
         sqlite.pragma(`cache_size = ${cache}`);
         sqlite.pragma(`wal_autocheckpoint = ${before}`);
-        sqlite.pragma('wal_checkpoint(PASSIVE)');
+        // Best effort (a PASSIVE checkpoint never waits; another process may be checkpointing).
+        try {
+          sqlite.pragma('wal_checkpoint(PASSIVE)');
+        } catch (e) {
+          if (!isSqliteBusy(e)) throw e;
+        }
       }
     },
     async close() {

@@ -1,5 +1,5 @@
 import { sql, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
-import { classifySqliteError, type DbErrorKind } from './sqlite-dialect.js';
+import { classifySqliteError, isSqliteBusy, type DbErrorKind } from './sqlite-dialect.js';
 
 export type { DbErrorKind } from './sqlite-dialect.js';
 
@@ -46,7 +46,13 @@ export const sqliteAdapter: DialectAdapter = {
   async analyze(db, full) {
     // Without statistics SQLite can pick a poor index for a filtered, sorted page (650 ms instead of
     // under 1 ms at 1M rows in the bench).
-    await sql.raw(full ? 'ANALYZE' : 'PRAGMA optimize').execute(db);
+    // Best effort: it runs after a load has committed, and needs the write lock; another process
+    // holding it past the wait must not turn the finished load into a failure.
+    try {
+      await sql.raw(full ? 'ANALYZE' : 'PRAGMA optimize').execute(db);
+    } catch (e) {
+      if (!isSqliteBusy(e)) throw e;
+    }
   },
   async secondaryIndexes(db, table) {
     const r = await sql<{ name: string; sql: string }>`

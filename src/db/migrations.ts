@@ -2,6 +2,7 @@ import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } fr
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
 import type { SearchBackend } from './search-sqlite.js';
+import { isSqliteBusy } from './sqlite-dialect.js';
 import { rebuildSearchIndex } from '../services/search.js';
 import { rebuildDedupeKeys } from '../services/dedupe-keys.js';
 import { createDefaultPipelines, createSystemSchema, getSchema } from '../services/schema.js';
@@ -260,9 +261,23 @@ class StaticProvider implements MigrationProvider {
   }
 }
 
-export async function migrate(db: Db): Promise<string[]> {
+/**
+ * Another process may be migrating the same file (a rolling restart, servers started together): its
+ * upgrade holds the write lock for as long as it runs, which may be longer than a write's wait
+ * (a migration that reads the whole search index). Waiting costs nothing (our transaction had not
+ * begun), so try again, for up to this long.
+ */
+const MIGRATION_LOCK_WAIT_MS = 10 * 60_000;
+
+export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promise<string[]> {
   const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider(db.adapter, db.search) });
-  const { error, results } = await migrator.migrateToLatest();
+  const deadline = Date.now() + (opts.lockWaitMs ?? MIGRATION_LOCK_WAIT_MS);
+  let outcome = await migrator.migrateToLatest();
+  while (outcome.error && isSqliteBusy(outcome.error) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    outcome = await migrator.migrateToLatest();
+  }
+  const { error, results } = outcome;
   if (error) throw error;
   // Records written before the search index existed get indexed once.
   const applied = (name: string) => results?.some((r) => r.migrationName === name && r.status === 'Success');

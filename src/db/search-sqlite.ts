@@ -42,6 +42,13 @@ export interface SearchBackend {
    * own only, so that what another workspace writes never changes which near words it is offered.
    */
   terms(db: Kysely<any>, from: string, to: string, max: number, workspaceId: number): Promise<string[]>;
+  /** Whether a document of the workspace still holds the word (the word list keeps words of deleted records). */
+  hasTerm(db: Kysely<any>, workspaceId: number, term: string): Promise<boolean>;
+  /**
+   * Removes from the workspace's word list those of `terms` that no document of it holds any more,
+   * in the caller's (write) transaction; returns the words removed.
+   */
+  pruneTerms(db: Kysely<any>, workspaceId: number, terms: string[]): Promise<string[]>;
   /** Migration: the per-workspace word list, filled from the documents already indexed. */
   createTermTable(db: Kysely<any>): Promise<void>;
 }
@@ -64,8 +71,10 @@ export function wordsOf(text: string): string[] {
  * Each workspace's words go into search_terms (workspace, word), in the write's transaction, so a
  * workspace's vocabulary is read by index, apart from every other workspace's: FTS5's own
  * vocabulary (search_vocab) mixes all workspaces, and 34 near names written in one workspace
- * crowded the near words of another out of its typo-tolerant search. Words of deleted records stay,
- * which is harmless (a near word that matches nothing). Written before the documents' text: a
+ * crowded the near words of another out of its typo-tolerant search. Words of deleted (or
+ * rewritten) records stay until a typo-tolerant search finds them crowding its near words, and
+ * prunes them (hasTerm, pruneTerms: counting each word's documents would cost every write a read of
+ * the text it replaces). Written before the documents' text: a
  * multi-row statement after it would make FTS5 write its pending documents out early.
  */
 async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<void> {
@@ -81,6 +90,12 @@ async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<void> {
       }
   await bulkInsert(db, 'search_terms', ['workspace_id', 'term'], rows, { ignoreConflicts: true, perStatement: 5000 });
 }
+
+/** A document of the workspace holding the word, in any column the search matches. */
+const liveDoc = (workspaceId: number, term: string) => sql`
+  SELECT 1 FROM search_index JOIN search_docs d ON d.doc_id = search_index.rowid
+  WHERE search_index MATCH ${`{name body exact} : "${term.replace(/"/g, '""')}"`} AND d.workspace_id = ${workspaceId}
+  LIMIT 1`;
 
 /** Record text is escaped (a client may render snippets as HTML); only our <mark> tags are markup. */
 function highlight(s: string): string {
@@ -182,6 +197,21 @@ export const sqliteSearch: SearchBackend = {
     const r = await sql<{ term: string }>`
       SELECT term FROM search_terms WHERE workspace_id = ${workspaceId} AND term >= ${from} AND term < ${to} ORDER BY term LIMIT ${max}`.execute(db);
     return r.rows.map((x) => x.term);
+  },
+
+  async hasTerm(db, workspaceId, term) {
+    const r = await sql`${liveDoc(workspaceId, term)}`.execute(db);
+    return r.rows.length > 0;
+  },
+
+  async pruneTerms(db, workspaceId, terms) {
+    const removed: string[] = [];
+    // Checked again here, under the write lock: a record written since the caller's check may hold the word.
+    for (const term of terms) {
+      const r = await sql`DELETE FROM search_terms WHERE workspace_id = ${workspaceId} AND term = ${term} AND NOT EXISTS (${liveDoc(workspaceId, term)})`.execute(db);
+      if (Number(r.numAffectedRows ?? 0) > 0) removed.push(term);
+    }
+    return removed;
   },
 
   async createTermTable(db) {

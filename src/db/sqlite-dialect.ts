@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { CompiledQuery, SqliteDialect, SqliteDriver, type DatabaseConnection, type Driver, type QueryResult, type SqliteDialectConfig } from 'kysely';
+import { CompiledQuery, SqliteAdapter, SqliteDialect, SqliteDriver, type DatabaseConnection, type DialectAdapter, type Driver, type QueryResult, type SqliteDialectConfig } from 'kysely';
 
 /**
  * Kysely's SQLite dialect, changed so that several processes can write to one file (servers behind
@@ -112,6 +112,22 @@ class ImmediateSqliteDriver extends SqliteDriver {
   }
 }
 
+/**
+ * Kysely's SQLite adapter says DDL is not transactional, so its migrator runs each migration
+ * outside any transaction, and its migration lock does nothing (one connection is assumed): two
+ * processes starting on one new file (servers behind a load balancer, an import beside a server)
+ * both ran every pending migration, and the second crashed on "table already exists". SQLite's DDL
+ * is transactional: saying so makes the migrator run the whole upgrade in one transaction, which
+ * this dialect begins IMMEDIATE (waiting its turn for the write lock, off the event loop), and it
+ * reads which migrations have run only once inside it. The process that comes second waits, then
+ * finds nothing pending; a migration that fails leaves the file as it was.
+ */
+class TransactionalDdlSqliteAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
 export class ImmediateSqliteDialect extends SqliteDialect {
   readonly #config: SqliteDialectConfig;
 
@@ -125,6 +141,10 @@ export class ImmediateSqliteDialect extends SqliteDialect {
 
   override createDriver(): Driver {
     return new ImmediateSqliteDriver(this.#config, this.opts);
+  }
+
+  override createAdapter(): DialectAdapter {
+    return new TransactionalDdlSqliteAdapter();
   }
 }
 

@@ -62,6 +62,9 @@ export function validationError(message: string, details?: Record<string, unknow
 /** Seconds a client should wait before retrying a write refused because the database was busy. */
 export const BUSY_RETRY_AFTER_S = 1;
 
+/** Metadata tables whose unique names a client chooses, by what the client calls them. */
+const META_TABLES: Record<string, string> = { workspaces: 'A workspace', objects: 'An object', fields: 'A field', pipelines: 'A pipeline', users: 'A user' };
+
 /**
  * A database driver's error the surfaces can answer as the contract's 4xx/503 rather than 500: a
  * unique constraint the service did not check for itself (two concurrent creates of one name: the
@@ -73,12 +76,16 @@ export function fromDatabaseError(e: unknown): CrmError | null {
   if (!kind) return null;
   if (kind.kind === 'busy')
     return new CrmError('SERVICE_UNAVAILABLE', `The database is busy with another process's writes; retry in ${BUSY_RETRY_AFTER_S} s`, { retryAfter: BUSY_RETRY_AFTER_S });
+  // Only where a client's value can collide: a record table (a unique field), a name in the
+  // metadata tables, a link between two records. Anywhere else (the search index, the migrations'
+  // table, a token's hash, an id the server generated) a duplicate is a bug: 500, logged.
+  const meta = kind.table !== null && Object.hasOwn(META_TABLES, kind.table) ? META_TABLES[kind.table]! : null;
+  const isRecordTable = kind.table !== null && /^w\d+_/.test(kind.table);
+  if (!isRecordTable && kind.table !== 'associations' && (!meta || kind.columns.includes('id'))) return null;
   // Named after what the client knows: a record table's columns are its fields' names; the metadata
   // tables' own columns are not shown.
-  const meta: Record<string, string> = { workspaces: 'A workspace', objects: 'An object', fields: 'A field', pipelines: 'A pipeline', users: 'A user' };
-  const isRecordTable = kind.table !== null && /^w\d+_/.test(kind.table);
-  const cols = isRecordTable || (kind.table && meta[kind.table]) ? kind.columns.filter((c) => c !== 'workspace_id' && c !== 'object_id') : [];
-  const what = (kind.table && meta[kind.table]) ?? 'A record';
+  const cols = isRecordTable || meta ? kind.columns.filter((c) => c !== 'workspace_id' && c !== 'object_id') : [];
+  const what = meta ?? 'A record';
   return new CrmError('DUPLICATE_RECORD', `${what} with the same ${cols.length ? cols.join(', ') : 'unique value'} already exists`, cols.length ? { fields: cols } : undefined);
 }
 

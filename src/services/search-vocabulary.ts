@@ -12,7 +12,8 @@ import type { SearchDoc } from '../db/search-sqlite.js';
  * - words this process indexes are added as they are written (noteIndexed);
  * - a commit by another connection (a CLI import, another server on the same file: SQLite's
  *   data_version changes) drops them all, to be read again when next needed;
- * - words of deleted records stay until then, which is harmless: a candidate that matches nothing;
+ * - words of deleted records stay until a search finds them among more near words than it offers
+ *   (search.ts): then they are pruned, from the table and from here (forgetWords);
  * - at most 1,000,000 words are kept: the letters used longest ago go first.
  * Words holding digits are left out, as the typo-tolerant search ignores them (ids, codes, tags).
  */
@@ -95,4 +96,14 @@ export function noteIndexed(db: Db, docs: SearchDoc[], fold: (s: string) => stri
         letter.words.add(w);
         v.kept++;
       }
+}
+
+/** Words pruned from a workspace's list (no document holds them any more): no longer offered. */
+export function forgetWords(db: Db, workspaceId: number, words: string[]): void {
+  const v = vocabularies.get(db);
+  if (!v) return;
+  for (const w of words) {
+    const letter = v.byLetter.get(`${workspaceId}:${String.fromCodePoint(w.codePointAt(0)!)}`);
+    if (letter?.words.delete(w)) v.kept--;
+  }
 }

@@ -6,7 +6,7 @@ import { validationError } from './errors.js';
 import { decodeValue, type FieldDef } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { phoneSearchForms } from './phone.js';
-import { noteIndexed, wordsStartingWith } from './search-vocabulary.js';
+import { forgetWords, noteIndexed, wordsStartingWith } from './search-vocabulary.js';
 import { displayColumns, displayNameOfRow, relationTargetNames, withRelationNames } from './display-names.js';
 
 /**
@@ -170,6 +170,44 @@ async function rebuild(db: Db, workspaceId: number, schema: WorkspaceSchema, opt
 // ---------------------------------------------------------------------------------------------
 // Querying
 
+/** Near words offered per query word, at most: each is one more term in the typo-tolerant match. */
+const MAX_NEAR = 30;
+/** Candidates checked for a live document per query word, at most (the words of deleted records are pruned as found). */
+const MAX_CHECKED = 4 * MAX_NEAR;
+
+/**
+ * The near words a query word is offered: all of them when they are few. When there are more than
+ * MAX_NEAR, the nearest (fewest edits, then its own letters swapped, then the same length), each checked for a
+ * document still holding it: the word list keeps the words of deleted records, and 34 deleted near
+ * names once crowded a live "john" out of "Jhon"'s words. Those found dead are pruned from the list
+ * (best effort: a search does not fail because the prune could not take the write lock).
+ */
+async function nearestLive(ctx: Ctx, k: Kysely<any>, word: string, candidates: { term: string; d: number }[]): Promise<string[]> {
+  if (candidates.length <= MAX_NEAR) return candidates.map((c) => c.term);
+  // Among words as near, the same letters in another order first: swapped letters are the commonest typo.
+  const letters = (w: string) => [...w].sort().join('');
+  const mine = letters(word);
+  const rank = (c: { term: string; d: number }) => c.d * 4 + (letters(c.term) === mine ? 0 : 2) + (c.term.length === word.length ? 0 : 1);
+  candidates.sort((x, y) => rank(x) - rank(y) || (x.term < y.term ? -1 : 1));
+  const ws = ctx.actor.workspaceId;
+  const live: string[] = [];
+  const dead: string[] = [];
+  for (const c of candidates.slice(0, MAX_CHECKED)) {
+    if (live.length >= MAX_NEAR) break;
+    if (await ctx.db.search.hasTerm(k, ws, c.term)) live.push(c.term);
+    else dead.push(c.term);
+  }
+  if (dead.length) {
+    try {
+      // Forgotten inside the transaction: no write of this process can add a word back meanwhile.
+      await k.transaction().execute(async (trx) => forgetWords(ctx.db, ws, await ctx.db.search.pruneTerms(trx, ws, dead)));
+    } catch (e) {
+      ctx.log.warn({ err: e }, 'pruning deleted words from the search vocabulary failed; retried by a later search');
+    }
+  }
+  return live;
+}
+
 /** Optimal string alignment distance (Damerau-Levenshtein with adjacent transpositions), capped. */
 export function editDistance(a: string, b: string, cap: number): number {
   if (Math.abs(a.length - b.length) > cap) return cap + 1;
@@ -265,11 +303,13 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
       }
       const cap = t.length >= 8 ? 2 : 1;
       // Candidates share the first letter; words only (tokens with digits are ids, codes, emails' tags).
-      const near: string[] = [];
+      const candidates: { term: string; d: number }[] = [];
       for (const term of await wordsStartingWith(ctx.db, k, ctx.actor.workspaceId, String.fromCodePoint(t.codePointAt(0)!))) {
-        if (Math.abs(term.length - t.length) <= cap && term !== t && editDistance(t, term, cap) <= cap) near.push(term);
-        if (near.length >= 30) break;
+        if (Math.abs(term.length - t.length) > cap || term === t) continue;
+        const d = editDistance(t, term, cap);
+        if (d <= cap) candidates.push({ term, d });
       }
+      const near = await nearestLive(ctx, k, t, candidates);
       expanded.push(`(${[`${quote(t)}*`, ...near.map(quote)].join(' OR ')})`);
       if (near.length) fuzzy = true;
     }
