@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { Db } from '../src/db/database.js';
 import { buildApp, type AppDeps } from '../src/http/app.js';
+import { AuthThrottle } from '../src/http/auth-throttle.js';
 import { freshDb, makeWorkspace, silent, type TestWorkspace } from './helpers.js';
 
 /**
@@ -306,6 +307,55 @@ describe('failed authentication behind a trusted proxy', () => {
   });
 });
 
+describe('the failed-auth throttle cannot be sidestepped', () => {
+  it('an IPv6 client is counted by its /64, and an IPv4-mapped address as the IPv4 one', async () => {
+    const { app } = await serve({ authFailuresPerMinute: 3 });
+    const me = (remoteAddress: string, token = 'ksr_wrong') => app.inject({ method: 'GET', url: '/api/v1/me', remoteAddress, headers: { authorization: `Bearer ${token}` } });
+    // Each guess from a new address of one /64.
+    for (let i = 1; i <= 3; i++) expect((await me(`2001:db8:1:2::${i.toString(16)}`)).statusCode).toBe(401);
+    const blocked = await me('2001:db8:1:2:ffff::99', w.adminToken);
+    expect(blocked.statusCode).toBe(429);
+    expectShape(blocked.json(), 'RATE_LIMITED');
+    // Another /64 is another client.
+    expect((await me('2001:db8:1:3::1', w.adminToken)).statusCode).toBe(200);
+    for (let i = 0; i < 3; i++) await me('198.51.100.4');
+    expect((await me('::ffff:198.51.100.4', w.adminToken)).statusCode).toBe(429);
+  });
+
+  it('a blocked address stays blocked however many other addresses fail, and no failure scans the whole table', () => {
+    let t = 1_000_000;
+    const throttle = new AuthThrottle(3, () => t);
+    for (let i = 0; i < 3; i++) throttle.fail('203.0.113.9');
+    expect(throttle.blockedFor('203.0.113.9')).toBeGreaterThan(0);
+    // 30,000 other addresses fail once each (three times the table of counts).
+    for (let i = 0; i < 30_000; i++) throttle.fail(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`);
+    expect(throttle.blockedFor('203.0.113.9')).toBe(60);
+    expect(throttle.size.counting).toBeLessThanOrEqual(10_000);
+    // The block ends after its minute, and the expired entries are gone.
+    t += 60_001;
+    expect(throttle.blockedFor('203.0.113.9')).toBe(0);
+    expect(throttle.size).toEqual({ counting: 0, blocked: 0 });
+  });
+
+  it('behind a proxy, a client cannot pick its address by sending X-Forwarded-For (true means one hop)', async () => {
+    const { base } = await serve({ authFailuresPerMinute: 5, trustProxy: true });
+    // What a proxy forwards: the client's own header, then the address the proxy saw.
+    const me = (token: string, forwarded: string) => fetch(`${base}/api/v1/me`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwarded } });
+    let refused = 0;
+    for (let i = 0; i < 20; i++) if ((await me(`ksr_bad${i}`, `10.0.${i}.1, 198.51.100.20`)).status === 429) refused++;
+    expect(refused).toBeGreaterThanOrEqual(14);
+    // Failures sent in a victim's name count against the sender, not the victim.
+    for (let i = 0; i < 6; i++) await me('ksr_bad', '203.0.113.7, 198.51.100.21');
+    expect((await me(w.adminToken, '203.0.113.7')).status).toBe(200);
+    // Two proxies (a hop count, which Fastify alone would ignore): the entry the outer proxy wrote.
+    const two = await serve({ authFailuresPerMinute: 2, trustProxy: 2 });
+    const via2 = (token: string, forwarded: string) => fetch(`${two.base}/api/v1/me`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwarded } });
+    for (let i = 0; i < 2; i++) await via2('ksr_bad', `10.9.${i}.1, 203.0.113.30, 10.0.0.2`);
+    expect((await via2(w.adminToken, '203.0.113.30, 10.0.0.2')).status).toBe(429);
+    expect((await via2(w.adminToken, '203.0.113.31, 10.0.0.2')).status).toBe(200);
+  });
+});
+
 describe('access log', () => {
   it('one line per request with id, method, route, status, duration, workspace and token prefix; never the token or query values', async () => {
     const lines: any[] = [];
@@ -388,7 +438,7 @@ describe('configuration', () => {
     expect(httpTimeouts(d)).toEqual({ requestTimeoutMs: 60_000, headersTimeoutMs: 10_000, keepAliveTimeoutMs: 72_000, connectionTimeoutMs: 0 });
     expect([d.CRM_SHUTDOWN_GRACE_MS, d.CRM_SSE_MAX_PER_TOKEN, d.CRM_SSE_MAX_TOTAL, d.CRM_AUTH_FAILURES_PER_MINUTE]).toEqual([10_000, 20, 500, 20]);
     expect(trustProxy(d)).toBe(false);
-    expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: 'true' }))).toBe(true);
+    expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: 'true' }))).toBe(1);
     expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: '2' }))).toBe(2);
     expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: '10.0.0.0/8, 127.0.0.1' }))).toEqual(['10.0.0.0/8', '127.0.0.1']);
     expect(() => loadConfig({ CRM_REQUEST_TIMEOUT_MS: 'soon' })).toThrow(/CRM_REQUEST_TIMEOUT_MS/);

@@ -92,6 +92,11 @@ function accessLog(req: FastifyRequest, reply: FastifyReply) {
   });
 }
 
+/** Fastify's trustProxy for a hop count (the socket's peer and the n-1 entries before it are proxies), or a proxy list. */
+function trustFn(tp: number | string[]): string[] | ((address: string, hop: number) => boolean) {
+  return typeof tp === 'number' ? (_address: string, hop: number) => hop < tp : tp;
+}
+
 /** The HTTP surface: REST at /api/v1 (MCP is mounted by mcp/http.ts). No listen() here. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const t = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
@@ -116,8 +121,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     clientErrorHandler,
     frameworkErrors: frameworkErrorHandler,
-    // A hop count is accepted at run time (proxy-addr), though Fastify's types omit it.
-    ...(deps.trustProxy ? { trustProxy: deps.trustProxy as boolean | string[] } : {}),
+    // `true` is one hop, not Fastify's "trust every hop": that takes the leftmost X-Forwarded-For
+    // entry, which the client writes, so a client could pick its address (and dodge the failed-auth
+    // throttle). A hop count is given as a function: Fastify now ignores a number (it cannot check
+    // the peer is a proxy; the operator who sets a count says it is).
+    ...(deps.trustProxy ? { trustProxy: trustFn(deps.trustProxy === true ? 1 : deps.trustProxy) } : {}),
   });
   app.setErrorHandler(errorHandler);
   // The API reads JSON only: Fastify's built-in text/plain parser would hand routes a string (a

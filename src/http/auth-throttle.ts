@@ -1,16 +1,59 @@
-/** Addresses tracked at most; past it, expired windows are swept and then the oldest dropped. */
-const MAX_TRACKED = 10_000;
+import net from 'node:net';
+
+/** Addresses counted at most while under the limit; past it the oldest count is dropped (O(1)). */
+const MAX_COUNTING = 10_000;
 const WINDOW_MS = 60_000;
 
 /**
- * Failed authentications per client address, in a fixed one-minute window: past the limit the
- * address is refused (429) before its token is even looked up, so guessing tokens costs a minute
- * per handful of tries. Only failures count: a busy client with a good token is never slowed.
- * (@fastify/rate-limit counts every request, not failures.) Per process, in memory: behind a
- * load balancer each process counts the failures it sees.
+ * The key an address is counted under. An IPv4 address as itself (also when written IPv4-mapped,
+ * `::ffff:1.2.3.4`, as a dual-stack socket reports it); an IPv6 address by its /64, the smallest
+ * block an ISP hands one host or site, which can use any of its 2^64 addresses.
+ */
+export function clientKey(address: string): string {
+  let a = address.trim().toLowerCase();
+  const zone = a.indexOf('%');
+  if (zone >= 0) a = a.slice(0, zone);
+  if (a.startsWith('[') && a.endsWith(']')) a = a.slice(1, -1);
+  if (net.isIPv4(a) || !net.isIPv6(a)) return a;
+  const groups = expandIPv6(a);
+  // ::ffff:a.b.c.d (and its hex form ::ffff:0102:0304) is an IPv4 client.
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    const [hi, lo] = [groups[6]!, groups[7]!];
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  return `${groups.slice(0, 4).map((g) => g.toString(16)).join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (:: expanded, a trailing dotted IPv4 converted). */
+function expandIPv6(a: string): number[] {
+  // A trailing dotted IPv4 (::ffff:1.2.3.4) becomes its two hex groups (::ffff:102:304).
+  a = a.replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, p, q, r, s) => `${((+p << 8) | +q).toString(16)}:${((+r << 8) | +s).toString(16)}`);
+  const parse = (s: string) => (s ? s.split(':').map((g) => parseInt(g, 16)) : []);
+  const [head, rest] = a.split('::') as [string, string | undefined];
+  const h = parse(head);
+  const r = parse(rest ?? '');
+  return rest === undefined ? h : [...h, ...new Array<number>(8 - h.length - r.length).fill(0), ...r];
+}
+
+/**
+ * Failed authentications per client address: past the limit within a one-minute window the address
+ * is refused (429) for a minute, before its token is even looked up, so guessing tokens costs a
+ * minute per handful of tries. Only failures count: a busy client with a good token is never slowed.
+ * (@fastify/rate-limit counts every request, not failures.) Per process, in memory: behind a load
+ * balancer each process counts the failures it sees.
+ *
+ * Blocked addresses live apart from the counts and are never evicted: however many other addresses
+ * fail, a blocked one stays blocked for its minute. Their number is bounded by the failures the
+ * server can see in a minute divided by the limit, and they leave in the order they came (a block
+ * lasts exactly one window). The counts are bounded: both maps are in expiry order, so expired
+ * entries are dropped from the front and, when full, the oldest count goes; every call is O(1)
+ * amortised, never a scan of the whole map on the event loop.
  */
 export class AuthThrottle {
-  private readonly windows = new Map<string, { failures: number; resetAt: number }>();
+  /** Addresses under the limit: failures in the window ending at resetAt. Insertion order = resetAt order. */
+  private readonly counting = new Map<string, { failures: number; resetAt: number }>();
+  /** Addresses over the limit: refused until `until`. Insertion order = `until` order. */
+  private readonly blocked = new Map<string, number>();
 
   constructor(
     readonly maxPerMinute: number,
@@ -19,30 +62,46 @@ export class AuthThrottle {
 
   /** Seconds until this address may try again; 0 when it may now. */
   blockedFor(address: string): number {
-    const w = this.windows.get(address);
     const t = this.now();
-    if (!w || w.resetAt <= t || w.failures < this.maxPerMinute) return 0;
-    return Math.max(1, Math.ceil((w.resetAt - t) / 1000));
+    this.expire(t);
+    const until = this.blocked.get(clientKey(address));
+    if (until === undefined || until <= t) return 0;
+    return Math.max(1, Math.ceil((until - t) / 1000));
   }
 
   fail(address: string): void {
     const t = this.now();
-    let w = this.windows.get(address);
+    this.expire(t);
+    const key = clientKey(address);
+    if (this.blocked.has(key)) return;
+    let w = this.counting.get(key);
     if (!w || w.resetAt <= t) {
-      if (w) this.windows.delete(address);
-      if (this.windows.size >= MAX_TRACKED) this.sweep(t);
+      if (w) this.counting.delete(key);
+      // Full of live counts: the oldest goes (an address under the limit loses at most its count).
+      if (this.counting.size >= MAX_COUNTING) this.counting.delete(this.counting.keys().next().value!);
       w = { failures: 0, resetAt: t + WINDOW_MS };
-      this.windows.set(address, w);
+      this.counting.set(key, w);
     }
-    w.failures++;
+    if (++w.failures >= this.maxPerMinute) {
+      this.counting.delete(key);
+      this.blocked.set(key, t + WINDOW_MS);
+    }
   }
 
-  private sweep(t: number) {
-    for (const [k, w] of this.windows) if (w.resetAt <= t) this.windows.delete(k);
-    // Insertion order is window-start order: the oldest go first.
-    for (const k of this.windows.keys()) {
-      if (this.windows.size < MAX_TRACKED) break;
-      this.windows.delete(k);
+  /** Addresses tracked: counting and blocked (for tests and metrics). */
+  get size(): { counting: number; blocked: number } {
+    return { counting: this.counting.size, blocked: this.blocked.size };
+  }
+
+  /** Drop expired entries from the front of both maps; stops at the first live one. */
+  private expire(t: number) {
+    for (const [k, w] of this.counting) {
+      if (w.resetAt > t) break;
+      this.counting.delete(k);
+    }
+    for (const [k, until] of this.blocked) {
+      if (until > t) break;
+      this.blocked.delete(k);
     }
   }
 }
