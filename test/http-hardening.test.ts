@@ -145,6 +145,15 @@ describe('every status in the contract shape, through a real port', () => {
       },
     },
     {
+      name: '417 an expectation other than 100-continue (answered by Node before Fastify)',
+      status: 417,
+      code: 'EXPECTATION_FAILED',
+      send: async () =>
+        parseRaw(
+          (await rawExchange(main.port, [{ data: `POST /api/v1/records/contacts HTTP/1.1\r\nHost: localhost\r\n${`Authorization: Bearer ${w.adminToken}`}\r\nContent-Type: application/json\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}` }])).text,
+        ),
+    },
+    {
       name: '400 bytes that are not HTTP (answered by Node before Fastify)',
       status: 400,
       code: 'VALIDATION_ERROR',
@@ -394,6 +403,33 @@ describe('access log', () => {
     expect(all).not.toContain('hiddenquery');
     expect(all).not.toContain('Secretvalue');
     expect(all).not.toContain('secret@example.com');
+  });
+});
+
+describe('access log of requests refused before Fastify', () => {
+  it('a 431, a 408 (slow headers or body), a 400 and a 417 each leave one line with status, code and client address', async () => {
+    const lines: any[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l));
+        cb();
+      },
+    });
+    const { port } = await serve({ log: pino({ level: 'info' }, sink) });
+    await rawExchange(port, [{ data: `GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n` }]);
+    await rawExchange(port, [{ data: 'GET /health HTTP/1.1\r\nHost: localhost\r\n' }, ...Array.from({ length: 10 }, () => ({ data: 'X-A: b\r\n', afterMs: 200 }))]);
+    await rawExchange(port, [{ data: 'GET /health HTTP/1.1\r\nHost: localhost\r\nContent-Length: x\r\n\r\n' }]);
+    await rawExchange(port, [{ data: 'POST /health HTTP/1.1\r\nHost: localhost\r\nExpect: 200-ok\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' }]);
+    // A body too slow: Fastify has the request, and its own line reports the 408 (one line, not two).
+    const head = `POST /api/v1/records/contacts HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${w.adminToken}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`;
+    await rawExchange(port, [{ data: head }]);
+    await new Promise((r) => setTimeout(r, 50));
+    const access = lines.filter((l) => l.msg === 'request');
+    expect(access.map((l) => l.status)).toEqual([431, 408, 400, 417, 408]);
+    expect(access.slice(0, 4).map((l) => l.code)).toEqual(['HEADERS_TOO_LARGE', 'REQUEST_TIMEOUT', 'VALIDATION_ERROR', 'EXPECTATION_FAILED']);
+    for (const l of access.slice(0, 4)) expect(l.remote).toBe('127.0.0.1');
+    expect(access[3]).toMatchObject({ method: 'POST', route: '/health' });
+    expect(access[4]).toMatchObject({ method: 'POST', route: '/api/v1/records/:object', aborted: true });
   });
 });
 

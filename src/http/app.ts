@@ -8,7 +8,7 @@ import { CrmError } from '../services/errors.js';
 import { checkInput, INPUT_LIMITS } from '../services/input-limits.js';
 import { authenticate } from '../services/users.js';
 import { AuthThrottle } from './auth-throttle.js';
-import { clientErrorHandler, errorHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
+import { clientErrorHandler, errorHandler, expectationHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
 import { recordRoutes } from './routes/records.js';
 import { schemaRoutes } from './routes/schema.js';
 import { userRoutes } from './routes/users.js';
@@ -128,6 +128,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ...(deps.trustProxy ? { trustProxy: trustFn(deps.trustProxy === true ? 1 : deps.trustProxy) } : {}),
   });
   app.setErrorHandler(errorHandler);
+  app.server.on('checkExpectation', expectationHandler(app.log));
   // The API reads JSON only: Fastify's built-in text/plain parser would hand routes a string (a
   // confusing 400 "must be an object"); without it any other body type answers 415.
   app.removeContentTypeParser('text/plain');
