@@ -1,11 +1,13 @@
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { Db } from '../src/db/database.js';
 import { buildApp, type AppDeps } from '../src/http/app.js';
 import { AuthThrottle } from '../src/http/auth-throttle.js';
+import { fromDatabaseError } from '../src/services/errors.js';
 import { freshDb, makeWorkspace, silent, type TestWorkspace } from './helpers.js';
 
 /**
@@ -430,6 +432,30 @@ describe('access log of requests refused before Fastify', () => {
     for (const l of access.slice(0, 4)) expect(l.remote).toBe('127.0.0.1');
     expect(access[3]).toMatchObject({ method: 'POST', route: '/health' });
     expect(access[4]).toMatchObject({ method: 'POST', route: '/api/v1/records/:object', aborted: true });
+  });
+});
+
+describe('unique violations', () => {
+  it('a duplicate in a record or metadata table is a 409; one in an internal table is a bug (500, logged), not a 409', async () => {
+    const { app } = await serve();
+    expect((await app.inject({ method: 'POST', url: '/api/v1/records/contacts', headers: auth(), payload: { first_name: 'Dup' } })).statusCode).toBe(201);
+    const { table_name } = await db.kysely.selectFrom('objects').select('table_name').where('name', '=', 'contacts').where('workspace_id', '=', w.workspace.id).executeTakeFirstOrThrow();
+    /** A real error from the real database: a row of `table` inserted again as it is (same keys). */
+    const again = async (table: string, change: Record<string, unknown> = {}) => {
+      const row = (await sql<Record<string, unknown>>`SELECT * FROM ${sql.table(table)} LIMIT 1`.execute(db.kysely)).rows[0]!;
+      return db.kysely
+        .insertInto(table as never)
+        .values({ ...row, ...change } as never)
+        .execute()
+        .then(
+          () => expect.unreachable(`no unique violation on ${table}`),
+          (e: unknown) => e,
+        );
+    };
+    expect(fromDatabaseError(await again(table_name))).toMatchObject({ code: 'DUPLICATE_RECORD' });
+    expect(fromDatabaseError(await again('workspaces', { id: 999_999 }))).toMatchObject({ code: 'DUPLICATE_RECORD' });
+    // A token hash taken twice can only be a bug in the server: not the client's 409.
+    expect(fromDatabaseError(await again('api_tokens', { id: 'tok-copy' }))).toBeNull();
   });
 });
 
