@@ -35,6 +35,39 @@ function expandIPv6(a: string): number[] {
   return rest === undefined ? h : [...h, ...new Array<number>(8 - h.length - r.length).fill(0), ...r];
 }
 
+/** A queue of entries in the order they expire: O(1) at both ends (a Map's oldest entry is not, once many were deleted). */
+class ExpiryQueue<T extends { expiresAt: number }> {
+  private items: T[] = [];
+  private head = 0;
+  push(item: T) {
+    this.items.push(item);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+  shift(): T | undefined {
+    const item = this.items[this.head];
+    if (item === undefined) return undefined;
+    this.items[this.head++] = undefined as unknown as T;
+    // Drop the consumed front now and then, so the array does not grow forever.
+    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+}
+
+interface Count {
+  key: string;
+  failures: number;
+  expiresAt: number;
+}
+interface Block {
+  key: string;
+  expiresAt: number;
+}
+
 /**
  * Failed authentications per client address: past the limit within a one-minute window the address
  * is refused (429) for a minute, before its token is even looked up, so guessing tokens costs a
@@ -44,16 +77,18 @@ function expandIPv6(a: string): number[] {
  *
  * Blocked addresses live apart from the counts and are never evicted: however many other addresses
  * fail, a blocked one stays blocked for its minute. Their number is bounded by the failures the
- * server can see in a minute divided by the limit, and they leave in the order they came (a block
- * lasts exactly one window). The counts are bounded: both maps are in expiry order, so expired
- * entries are dropped from the front and, when full, the oldest count goes; every call is O(1)
- * amortised, never a scan of the whole map on the event loop.
+ * server can see in a minute divided by the limit. The counts are bounded (MAX_COUNTING): when full,
+ * the oldest count goes. Every entry expires one window after it starts, so each kind is kept in a
+ * queue in expiry order beside its map: expired entries leave from the front and each call is O(1)
+ * amortised, never a scan of the table on the event loop.
  */
 export class AuthThrottle {
-  /** Addresses under the limit: failures in the window ending at resetAt. Insertion order = resetAt order. */
-  private readonly counting = new Map<string, { failures: number; resetAt: number }>();
-  /** Addresses over the limit: refused until `until`. Insertion order = `until` order. */
-  private readonly blocked = new Map<string, number>();
+  /** Addresses under the limit. */
+  private readonly counting = new Map<string, Count>();
+  private readonly countQueue = new ExpiryQueue<Count>();
+  /** Addresses over the limit, refused until expiresAt. */
+  private readonly blocked = new Map<string, Block>();
+  private readonly blockQueue = new ExpiryQueue<Block>();
 
   constructor(
     readonly maxPerMinute: number,
@@ -64,9 +99,9 @@ export class AuthThrottle {
   blockedFor(address: string): number {
     const t = this.now();
     this.expire(t);
-    const until = this.blocked.get(clientKey(address));
-    if (until === undefined || until <= t) return 0;
-    return Math.max(1, Math.ceil((until - t) / 1000));
+    const b = this.blocked.get(clientKey(address));
+    if (!b || b.expiresAt <= t) return 0;
+    return Math.max(1, Math.ceil((b.expiresAt - t) / 1000));
   }
 
   fail(address: string): void {
@@ -74,17 +109,22 @@ export class AuthThrottle {
     this.expire(t);
     const key = clientKey(address);
     if (this.blocked.has(key)) return;
-    let w = this.counting.get(key);
-    if (!w || w.resetAt <= t) {
-      if (w) this.counting.delete(key);
+    let c = this.counting.get(key);
+    if (!c) {
       // Full of live counts: the oldest goes (an address under the limit loses at most its count).
-      if (this.counting.size >= MAX_COUNTING) this.counting.delete(this.counting.keys().next().value!);
-      w = { failures: 0, resetAt: t + WINDOW_MS };
-      this.counting.set(key, w);
+      while (this.counting.size >= MAX_COUNTING) {
+        const oldest = this.countQueue.shift()!;
+        if (this.counting.get(oldest.key) === oldest) this.counting.delete(oldest.key);
+      }
+      c = { key, failures: 0, expiresAt: t + WINDOW_MS };
+      this.counting.set(key, c);
+      this.countQueue.push(c);
     }
-    if (++w.failures >= this.maxPerMinute) {
+    if (++c.failures >= this.maxPerMinute) {
       this.counting.delete(key);
-      this.blocked.set(key, t + WINDOW_MS);
+      const b = { key, expiresAt: t + WINDOW_MS };
+      this.blocked.set(key, b);
+      this.blockQueue.push(b);
     }
   }
 
@@ -93,15 +133,15 @@ export class AuthThrottle {
     return { counting: this.counting.size, blocked: this.blocked.size };
   }
 
-  /** Drop expired entries from the front of both maps; stops at the first live one. */
+  /** Drop expired entries from the front of both queues (and their maps, unless replaced since). */
   private expire(t: number) {
-    for (const [k, w] of this.counting) {
-      if (w.resetAt > t) break;
-      this.counting.delete(k);
+    for (let c = this.countQueue.peek(); c && c.expiresAt <= t; c = this.countQueue.peek()) {
+      this.countQueue.shift();
+      if (this.counting.get(c.key) === c) this.counting.delete(c.key);
     }
-    for (const [k, until] of this.blocked) {
-      if (until > t) break;
-      this.blocked.delete(k);
+    for (let b = this.blockQueue.peek(); b && b.expiresAt <= t; b = this.blockQueue.peek()) {
+      this.blockQueue.shift();
+      if (this.blocked.get(b.key) === b) this.blocked.delete(b.key);
     }
   }
 }
