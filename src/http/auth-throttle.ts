@@ -108,9 +108,13 @@ export class AuthThrottle {
     const t = this.now();
     this.expire(t);
     const key = clientKey(address);
-    if (this.blocked.has(key)) return;
+    const b = this.blocked.get(key);
+    if (b && b.expiresAt > t) return;
     let c = this.counting.get(key);
+    // Expired but not yet dropped (the clock stepped back, so the queue was not in order): a new window.
+    if (c && c.expiresAt <= t) c = undefined;
     if (!c) {
+      this.counting.delete(key);
       // Full of live counts: the oldest goes (an address under the limit loses at most its count).
       while (this.counting.size >= MAX_COUNTING) {
         const oldest = this.countQueue.shift()!;
@@ -122,9 +126,9 @@ export class AuthThrottle {
     }
     if (++c.failures >= this.maxPerMinute) {
       this.counting.delete(key);
-      const b = { key, expiresAt: t + WINDOW_MS };
-      this.blocked.set(key, b);
-      this.blockQueue.push(b);
+      const block = { key, expiresAt: t + WINDOW_MS };
+      this.blocked.set(key, block);
+      this.blockQueue.push(block);
     }
   }
 

@@ -70,10 +70,10 @@ export function fromDatabaseError(e: unknown): CrmError | null {
   // tables' own columns are not shown.
   const meta: Record<string, string> = { workspaces: 'A workspace', objects: 'An object', fields: 'A field', pipelines: 'A pipeline', pipeline_steps: 'A pipeline step', users: 'A user' };
   const isRecordTable = kind.table !== null && /^w\d+_/.test(kind.table);
-  // Only what a client names (records, metadata) can be its duplicate; one in an internal table (a
-  // token hash, the search index, dedupe keys) is a bug in the server: a logged 500, not a 409. (No
-  // table named, as for an index on an expression: none is internal today; kept as the client's.)
-  if (kind.table !== null && !isRecordTable && !meta[kind.table]) return null;
+  // Only what a client names (records, their associations, metadata) can be its duplicate; one in an
+  // internal table (a token hash, the search index) is a bug in the server: a logged 500, not a 409.
+  // (No table named, as for an index on an expression: none is internal today; kept as the client's.)
+  if (kind.table !== null && !isRecordTable && !meta[kind.table] && kind.table !== 'associations') return null;
   const cols = isRecordTable || (kind.table && meta[kind.table]) ? kind.columns.filter((c) => c !== 'workspace_id' && c !== 'object_id') : [];
   const what = (kind.table && meta[kind.table]) ?? 'A record';
   return new CrmError('DUPLICATE_RECORD', `${what} with the same ${cols.length ? cols.join(', ') : 'unique value'} already exists`, cols.length ? { fields: cols } : undefined);
