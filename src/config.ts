@@ -57,7 +57,9 @@ const envSchema = z.object({
   CRM_AUTH_FAILURES_PER_MINUTE: z.coerce.number().int().min(0).default(20),
   /**
    * Behind a reverse proxy: trust X-Forwarded-For for the client address (used by the rate limits and
-   * the failed-auth throttle). 'true', a hop count, or comma-separated proxy addresses/CIDRs; empty: no.
+   * the failed-auth throttle). A hop count (the number of proxies in front), or comma-separated proxy
+   * addresses/CIDRs; 'true' means 1 (one proxy); empty: no. Never "trust everything": the leftmost
+   * X-Forwarded-For entry is whatever the client sent, so it could pick its address and dodge the throttle.
    */
   CRM_TRUST_PROXY: z.string().default(''),
 });
@@ -92,7 +94,8 @@ export function corsOrigin(cfg: Config): boolean | string[] {
 export function trustProxy(cfg: Config): boolean | number | string[] {
   const v = cfg.CRM_TRUST_PROXY.trim();
   if (v === '' || v === 'false') return false;
-  if (v === 'true') return true;
+  // Not Fastify's `true` (trust every hop, i.e. the leftmost entry, which the client writes): one proxy.
+  if (v === 'true') return 1;
   if (/^\d+$/.test(v)) return Number(v);
   return v.split(',').map((s) => s.trim()).filter(Boolean);
 }

@@ -1,10 +1,13 @@
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { Db } from '../src/db/database.js';
 import { buildApp, type AppDeps } from '../src/http/app.js';
+import { AuthThrottle } from '../src/http/auth-throttle.js';
+import { fromDatabaseError } from '../src/services/errors.js';
 import { freshDb, makeWorkspace, silent, type TestWorkspace } from './helpers.js';
 
 /**
@@ -142,6 +145,15 @@ describe('every status in the contract shape, through a real port', () => {
         const r = await rawExchange(main.port, [{ data: `GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n` }]);
         return parseRaw(r.text);
       },
+    },
+    {
+      name: '417 an expectation other than 100-continue (answered by Node before Fastify)',
+      status: 417,
+      code: 'EXPECTATION_FAILED',
+      send: async () =>
+        parseRaw(
+          (await rawExchange(main.port, [{ data: `POST /api/v1/records/contacts HTTP/1.1\r\nHost: localhost\r\n${`Authorization: Bearer ${w.adminToken}`}\r\nContent-Type: application/json\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}` }])).text,
+        ),
     },
     {
       name: '400 bytes that are not HTTP (answered by Node before Fastify)',
@@ -306,6 +318,55 @@ describe('failed authentication behind a trusted proxy', () => {
   });
 });
 
+describe('the failed-auth throttle cannot be sidestepped', () => {
+  it('an IPv6 client is counted by its /64, and an IPv4-mapped address as the IPv4 one', async () => {
+    const { app } = await serve({ authFailuresPerMinute: 3 });
+    const me = (remoteAddress: string, token = 'ksr_wrong') => app.inject({ method: 'GET', url: '/api/v1/me', remoteAddress, headers: { authorization: `Bearer ${token}` } });
+    // Each guess from a new address of one /64.
+    for (let i = 1; i <= 3; i++) expect((await me(`2001:db8:1:2::${i.toString(16)}`)).statusCode).toBe(401);
+    const blocked = await me('2001:db8:1:2:ffff::99', w.adminToken);
+    expect(blocked.statusCode).toBe(429);
+    expectShape(blocked.json(), 'RATE_LIMITED');
+    // Another /64 is another client.
+    expect((await me('2001:db8:1:3::1', w.adminToken)).statusCode).toBe(200);
+    for (let i = 0; i < 3; i++) await me('198.51.100.4');
+    expect((await me('::ffff:198.51.100.4', w.adminToken)).statusCode).toBe(429);
+  });
+
+  it('a blocked address stays blocked however many other addresses fail, and no failure scans the whole table', () => {
+    let t = 1_000_000;
+    const throttle = new AuthThrottle(3, () => t);
+    for (let i = 0; i < 3; i++) throttle.fail('203.0.113.9');
+    expect(throttle.blockedFor('203.0.113.9')).toBeGreaterThan(0);
+    // 30,000 other addresses fail once each (three times the table of counts).
+    for (let i = 0; i < 30_000; i++) throttle.fail(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`);
+    expect(throttle.blockedFor('203.0.113.9')).toBe(60);
+    expect(throttle.size.counting).toBeLessThanOrEqual(10_000);
+    // The block ends after its minute, and the expired entries are gone.
+    t += 60_001;
+    expect(throttle.blockedFor('203.0.113.9')).toBe(0);
+    expect(throttle.size).toEqual({ counting: 0, blocked: 0 });
+  });
+
+  it('behind a proxy, a client cannot pick its address by sending X-Forwarded-For (true means one hop)', async () => {
+    const { base } = await serve({ authFailuresPerMinute: 5, trustProxy: true });
+    // What a proxy forwards: the client's own header, then the address the proxy saw.
+    const me = (token: string, forwarded: string) => fetch(`${base}/api/v1/me`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwarded } });
+    let refused = 0;
+    for (let i = 0; i < 20; i++) if ((await me(`ksr_bad${i}`, `10.0.${i}.1, 198.51.100.20`)).status === 429) refused++;
+    expect(refused).toBeGreaterThanOrEqual(14);
+    // Failures sent in a victim's name count against the sender, not the victim.
+    for (let i = 0; i < 6; i++) await me('ksr_bad', '203.0.113.7, 198.51.100.21');
+    expect((await me(w.adminToken, '203.0.113.7')).status).toBe(200);
+    // Two proxies (a hop count, which Fastify alone would ignore): the entry the outer proxy wrote.
+    const two = await serve({ authFailuresPerMinute: 2, trustProxy: 2 });
+    const via2 = (token: string, forwarded: string) => fetch(`${two.base}/api/v1/me`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwarded } });
+    for (let i = 0; i < 2; i++) await via2('ksr_bad', `10.9.${i}.1, 203.0.113.30, 10.0.0.2`);
+    expect((await via2(w.adminToken, '203.0.113.30, 10.0.0.2')).status).toBe(429);
+    expect((await via2(w.adminToken, '203.0.113.31, 10.0.0.2')).status).toBe(200);
+  });
+});
+
 describe('access log', () => {
   it('one line per request with id, method, route, status, duration, workspace and token prefix; never the token or query values', async () => {
     const lines: any[] = [];
@@ -344,6 +405,57 @@ describe('access log', () => {
     expect(all).not.toContain('hiddenquery');
     expect(all).not.toContain('Secretvalue');
     expect(all).not.toContain('secret@example.com');
+  });
+});
+
+describe('access log of requests refused before Fastify', () => {
+  it('a 431, a 408 (slow headers or body), a 400 and a 417 each leave one line with status, code and client address', async () => {
+    const lines: any[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l));
+        cb();
+      },
+    });
+    const { port } = await serve({ log: pino({ level: 'info' }, sink) });
+    await rawExchange(port, [{ data: `GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n` }]);
+    await rawExchange(port, [{ data: 'GET /health HTTP/1.1\r\nHost: localhost\r\n' }, ...Array.from({ length: 10 }, () => ({ data: 'X-A: b\r\n', afterMs: 200 }))]);
+    await rawExchange(port, [{ data: 'GET /health HTTP/1.1\r\nHost: localhost\r\nContent-Length: x\r\n\r\n' }]);
+    await rawExchange(port, [{ data: 'POST /health HTTP/1.1\r\nHost: localhost\r\nExpect: 200-ok\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' }]);
+    // A body too slow: Fastify has the request, and its own line reports the 408 (one line, not two).
+    const head = `POST /api/v1/records/contacts HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${w.adminToken}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`;
+    await rawExchange(port, [{ data: head }]);
+    await new Promise((r) => setTimeout(r, 50));
+    const access = lines.filter((l) => l.msg === 'request');
+    expect(access.map((l) => l.status)).toEqual([431, 408, 400, 417, 408]);
+    expect(access.slice(0, 4).map((l) => l.code)).toEqual(['HEADERS_TOO_LARGE', 'REQUEST_TIMEOUT', 'VALIDATION_ERROR', 'EXPECTATION_FAILED']);
+    for (const l of access.slice(0, 4)) expect(l.remote).toBe('127.0.0.1');
+    expect(access[3]).toMatchObject({ method: 'POST', route: '/health' });
+    expect(access[4]).toMatchObject({ method: 'POST', route: '/api/v1/records/:object', aborted: true });
+  });
+});
+
+describe('unique violations', () => {
+  it('a duplicate in a record or metadata table is a 409; one in an internal table is a bug (500, logged), not a 409', async () => {
+    const { app } = await serve();
+    expect((await app.inject({ method: 'POST', url: '/api/v1/records/contacts', headers: auth(), payload: { first_name: 'Dup' } })).statusCode).toBe(201);
+    const { table_name } = await db.kysely.selectFrom('objects').select('table_name').where('name', '=', 'contacts').where('workspace_id', '=', w.workspace.id).executeTakeFirstOrThrow();
+    /** A real error from the real database: a row of `table` inserted again as it is (same keys). */
+    const again = async (table: string, change: Record<string, unknown> = {}) => {
+      const row = (await sql<Record<string, unknown>>`SELECT * FROM ${sql.table(table)} LIMIT 1`.execute(db.kysely)).rows[0]!;
+      return db.kysely
+        .insertInto(table as never)
+        .values({ ...row, ...change } as never)
+        .execute()
+        .then(
+          () => expect.unreachable(`no unique violation on ${table}`),
+          (e: unknown) => e,
+        );
+    };
+    expect(fromDatabaseError(await again(table_name))).toMatchObject({ code: 'DUPLICATE_RECORD' });
+    expect(fromDatabaseError(await again('workspaces', { id: 999_999 }))).toMatchObject({ code: 'DUPLICATE_RECORD' });
+    // A token hash taken twice can only be a bug in the server: not the client's 409.
+    expect(fromDatabaseError(await again('api_tokens', { id: 'tok-copy' }))).toBeNull();
   });
 });
 
@@ -388,7 +500,7 @@ describe('configuration', () => {
     expect(httpTimeouts(d)).toEqual({ requestTimeoutMs: 60_000, headersTimeoutMs: 10_000, keepAliveTimeoutMs: 72_000, connectionTimeoutMs: 0 });
     expect([d.CRM_SHUTDOWN_GRACE_MS, d.CRM_SSE_MAX_PER_TOKEN, d.CRM_SSE_MAX_TOTAL, d.CRM_AUTH_FAILURES_PER_MINUTE]).toEqual([10_000, 20, 500, 20]);
     expect(trustProxy(d)).toBe(false);
-    expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: 'true' }))).toBe(true);
+    expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: 'true' }))).toBe(1);
     expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: '2' }))).toBe(2);
     expect(trustProxy(loadConfig({ CRM_TRUST_PROXY: '10.0.0.0/8, 127.0.0.1' }))).toEqual(['10.0.0.0/8', '127.0.0.1']);
     expect(() => loadConfig({ CRM_REQUEST_TIMEOUT_MS: 'soon' })).toThrow(/CRM_REQUEST_TIMEOUT_MS/);

@@ -108,10 +108,61 @@ describe('malformed MCP requests answer -32602 / -32601 with an actionable messa
       });
       expect(r.status).toBe(400);
       expect(r.headers.get('x-content-type-options')).toBe('nosniff');
-      const data = await r.json();
+      const data = (await r.json()) as any;
       expect(data).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32700 } });
       expect((data as { error: { message: string } }).error.message).toMatch(/JSON|UTF-8/);
     }
+  });
+
+  it('over HTTP, JSON that parses but is no valid JSON-RPC message answers -32600 naming the field, not -32700', async () => {
+    const cases: { body: unknown; id: string | number | null; mentions: RegExp }[] = [
+      { body: { jsonrpc: '2.0', id: {}, method: 'tools/list' }, id: null, mentions: /id must be a string or an integer, not an object/ },
+      { body: { jsonrpc: '2.0', id: null, method: 'tools/list' }, id: null, mentions: /id must be a string or an integer, not null/ },
+      { body: { jsonrpc: '2.0', id: 1.5, method: 'tools/list' }, id: null, mentions: /id must be a string or an integer, not 1\.5/ },
+      { body: { id: 1, method: 'tools/list' }, id: 1, mentions: /jsonrpc must be "2\.0" and is missing/ },
+      { body: { jsonrpc: '1.0', id: 1, method: 'tools/list' }, id: 1, mentions: /jsonrpc must be "2\.0", not "1\.0"/ },
+      { body: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'crm_list_records', arguments: { object: 'contacts' }, _meta: 5 } }, id: 1, mentions: /params\._meta must be an object, not 5/ },
+      { body: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'crm_list_records', arguments: { object: 'contacts' }, _meta: { progressToken: {} } } }, id: 1, mentions: /params\._meta\.progressToken must be a string or an integer/ },
+      { body: { jsonrpc: '2.0', method: 'notifications/cancelled', params: 5 }, id: null, mentions: /params must be an object, not 5/ },
+      { body: 5, id: null, mentions: /must be an object/ },
+      { body: 'str', id: null, mentions: /must be an object/ },
+      { body: null, id: null, mentions: /must be an object/ },
+      { body: [], id: null, mentions: /empty batch/ },
+    ];
+    for (const c of cases) {
+      const r = await fetch(`${base}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify(c.body),
+      });
+      const data = (await r.json()) as any;
+      expect(r.status, JSON.stringify(c.body)).toBe(400);
+      expect(data, JSON.stringify(c.body)).toMatchObject({ jsonrpc: '2.0', id: c.id, error: { code: -32600 } });
+      expect(data.error.message).toMatch(c.mentions);
+    }
+  });
+
+  it('over HTTP, a batch with invalid members answers each of them and runs the valid ones', async () => {
+    const r = await fetch(`${base}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify([
+        { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: [1] },
+        { jsonrpc: '2.0', id: 1.5, method: 'ping' },
+        { jsonrpc: '2.0', id: 3, method: 'ping' },
+      ]),
+    });
+    expect(r.status).toBe(200);
+    const text = await r.text();
+    const answers = (text.trimStart().startsWith('[') ? JSON.parse(text) : [...text.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]!))).flat();
+    const byId = new Map(answers.map((a: any) => [a.id, a]));
+    expect(answers).toHaveLength(4);
+    expect((byId.get(1) as any).result.tools.length).toBeGreaterThan(0);
+    expect(byId.get(2)).toMatchObject({ error: { code: -32600, message: expect.stringMatching(/params must be an object/) } });
+    expect(byId.get(3)).toMatchObject({ result: {} });
+    // The member with no usable id is answered under a stand-in id naming its place in the batch.
+    expect(byId.get('invalid-batch-member-2')).toMatchObject({ error: { code: -32600, message: expect.stringMatching(/id must be a string or an integer/) } });
   });
 
   it('over legacy SSE (POST /messages, answers on the stream)', async () => {

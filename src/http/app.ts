@@ -8,7 +8,7 @@ import { CrmError } from '../services/errors.js';
 import { checkInput, INPUT_LIMITS } from '../services/input-limits.js';
 import { authenticate } from '../services/users.js';
 import { AuthThrottle } from './auth-throttle.js';
-import { clientErrorHandler, errorHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
+import { clientErrorHandler, errorHandler, expectationHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
 import { recordRoutes } from './routes/records.js';
 import { schemaRoutes } from './routes/schema.js';
 import { userRoutes } from './routes/users.js';
@@ -92,6 +92,11 @@ function accessLog(req: FastifyRequest, reply: FastifyReply) {
   });
 }
 
+/** Fastify's trustProxy for a hop count (the socket's peer and the n-1 entries before it are proxies), or a proxy list. */
+function trustFn(tp: number | string[]): string[] | ((address: string, hop: number) => boolean) {
+  return typeof tp === 'number' ? (_address: string, hop: number) => hop < tp : tp;
+}
+
 /** The HTTP surface: REST at /api/v1 (MCP is mounted by mcp/http.ts). No listen() here. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const t = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
@@ -116,10 +121,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     clientErrorHandler,
     frameworkErrors: frameworkErrorHandler,
-    // A hop count is accepted at run time (proxy-addr), though Fastify's types omit it.
-    ...(deps.trustProxy ? { trustProxy: deps.trustProxy as boolean | string[] } : {}),
+    // `true` is one hop, not Fastify's "trust every hop": that takes the leftmost X-Forwarded-For
+    // entry, which the client writes, so a client could pick its address (and dodge the failed-auth
+    // throttle). A hop count is given as a function: Fastify now ignores a number (it cannot check
+    // the peer is a proxy; the operator who sets a count says it is).
+    ...(deps.trustProxy ? { trustProxy: trustFn(deps.trustProxy === true ? 1 : deps.trustProxy) } : {}),
   });
   app.setErrorHandler(errorHandler);
+  app.server.on('checkExpectation', expectationHandler(app.log));
   // The API reads JSON only: Fastify's built-in text/plain parser would hand routes a string (a
   // confusing 400 "must be an object"); without it any other body type answers 415.
   app.removeContentTypeParser('text/plain');

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { CrmError, fromDatabaseError, isCrmError } from '../services/errors.js';
 
 export interface ErrorBody {
@@ -82,7 +83,7 @@ export function frameworkErrorHandler(err: FastifyError, req: FastifyRequest, re
  * request not fully received in time (408), unparsable bytes (400). Answer those in the contract's
  * shape too, on the raw socket, then drop the connection (its state is unknown).
  */
-export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket) {
+export function clientErrorHandler(this: { log: FastifyBaseLogger } | undefined, err: NodeJS.ErrnoException, socket: Socket) {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   const crm =
     err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
@@ -91,13 +92,42 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket) {
         ? new CrmError('HEADERS_TOO_LARGE', 'Request headers are too large (over 16 KB in all)')
         : new CrmError('VALIDATION_ERROR', 'Malformed HTTP request');
   // As Node itself does: write only when no answer to this connection's request has started.
-  const pending = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  const pending = (socket as Socket & { _httpMessage?: { headersSent?: boolean; statusCode: number } })._httpMessage;
+  // One access-log line either way, so slow or broken clients (slowloris) show in the log. A request
+  // Fastify already has (a body too slow) is logged by its own line when the connection closes: give
+  // it the status sent. Otherwise (headers too slow, too large, unparsable) no request exists: log
+  // here, with the address it came from (Fastify binds `this` to the instance).
+  if (pending && !pending.headersSent) pending.statusCode = crm.status;
+  else if (!pending) this?.log.info({ status: crm.status, code: crm.code, reason: err.code, remote: socket.remoteAddress }, 'request');
   if (socket.writable && !pending?.headersSent) {
     const body = JSON.stringify(errorBody(crm));
     const headers = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close', ...SECURITY_HEADERS };
     socket.write(`HTTP/1.1 ${crm.status} ${STATUS_TEXT[crm.status] ?? 'Error'}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`);
   }
   socket.destroy();
+}
+
+/**
+ * Node answers a request with an Expect header other than 100-continue itself, with an empty 417
+ * and none of the headers above, unless the server handles 'checkExpectation'. Answer it in the
+ * contract's shape, log it like any request, and close (the client may be sending a body or not).
+ */
+export function expectationHandler(log: FastifyBaseLogger) {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const started = performance.now();
+    // An HTTP-only status, as 408/414/431: no service ever raises it, so it is not in the catalogue.
+    const body = JSON.stringify({
+      error: true,
+      code: 'EXPECTATION_FAILED',
+      message: `Unsupported 'Expect: ${String(req.headers.expect).slice(0, 40)}': the only expectation this server meets is 100-continue; send the request without it`,
+    } satisfies ErrorBody);
+    res.writeHead(417, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close', ...SECURITY_HEADERS });
+    res.end(body);
+    log.info(
+      { method: req.method, route: (req.url ?? '').split('?')[0]!.slice(0, 200), status: 417, code: 'EXPECTATION_FAILED', ms: Math.round((performance.now() - started) * 10) / 10, remote: req.socket.remoteAddress },
+      'request',
+    );
+  };
 }
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };

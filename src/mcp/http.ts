@@ -10,7 +10,7 @@ import type { Actor } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { authenticate } from '../services/users.js';
 import { createMcpServer } from './server.js';
-import { invalidEnvelope } from './malformed.js';
+import { invalidEnvelope, invalidMemberStandIn } from './malformed.js';
 import type { Toolset } from './tool.js';
 
 export interface McpHttpOptions {
@@ -248,10 +248,19 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
 
       authed.post('/mcp', async (req, reply) => {
         const token = bearerOf(req)!;
-        const messages = messagesOf(req.body);
-        // The transport would call a request with non-object params a "Parse error": say what is wrong.
-        const invalid = (Array.isArray(req.body) ? req.body : [req.body]).map(invalidEnvelope).filter((e) => e !== undefined);
-        if (invalid.length) return reply.code(400).send(Array.isArray(req.body) ? invalid : invalid[0]);
+        // The transport would call a message with a wrong envelope a "Parse error" and, in a batch,
+        // answer none of the others: say what is wrong, and let a batch's valid members run.
+        let body: unknown = req.body;
+        if (Array.isArray(body)) {
+          if (body.length === 0) return reply.code(400).send({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: an empty batch; send a message, or an array of one or more' } });
+          const verdicts = body.map(invalidEnvelope);
+          if (verdicts.every((v) => v !== undefined)) return reply.code(400).send(verdicts);
+          body = body.map((m: unknown, i) => (verdicts[i] ? invalidMemberStandIn(verdicts[i], i) : m));
+        } else {
+          const invalid = invalidEnvelope(body);
+          if (invalid) return reply.code(400).send(invalid);
+        }
+        const messages = messagesOf(body);
         for (const m of messages)
           if (m.method === 'notifications/cancelled' && m.params?.requestId !== undefined) cancelCall(token, m.params.requestId, m.params.reason ?? 'cancelled', req.log);
         const server = await createMcpServer({ db: deps.db, log: req.log, actor: req.mcpActor!, readOnly: deps.readOnly, toolsets: deps.toolsets, logLevel: 'notice' });
@@ -291,7 +300,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
         reply.raw.on('close', end);
         try {
           await server.connect(transport);
-          await transport.handleRequest(req.raw, reply.raw, req.body);
+          await transport.handleRequest(req.raw, reply.raw, body);
         } catch (e) {
           req.log.error({ err: e }, 'MCP request failed');
           if (!reply.raw.headersSent)

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { ErrorCode, McpError, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 
@@ -61,18 +62,60 @@ function invalidParams(method: string, e: ZodLike): McpError {
   return err;
 }
 
-/** A request whose envelope is wrong (params not an object): -32600, with its id when it has a usable one. */
-export function invalidEnvelope(raw: unknown): (JSONRPCMessage & { error: { code: number; message: string } }) | undefined {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return undefined;
-  const m = raw as { id?: unknown; method?: unknown; params?: unknown };
-  if (m.id === undefined) return undefined; // a notification: nothing to answer
-  const id = typeof m.id === 'string' || typeof m.id === 'number' ? m.id : null;
-  let message: string | undefined;
-  if (typeof m.method !== 'string') message = 'Invalid Request: method must be a string (e.g. "tools/call")';
-  else if (m.params !== undefined && (m.params === null || typeof m.params !== 'object' || Array.isArray(m.params)))
-    message = `Invalid Request: params must be an object${m.method === 'tools/call' ? ' such as {"name": "crm_list_records", "arguments": {...}}' : ''}, not ${Array.isArray(m.params) ? 'an array' : m.params === null ? 'null' : `${A[typeof m.params] ?? typeof m.params}`}`;
-  if (!message) return undefined;
-  return { jsonrpc: '2.0', id: id as string | number, error: { code: ErrorCode.InvalidRequest, message } };
+const isRequestId = (v: unknown): v is string | number => typeof v === 'string' || (typeof v === 'number' && Number.isInteger(v));
+const isPlainObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/** A value as the client wrote it, for a message saying what it sent. */
+function described(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'string') return JSON.stringify(v.length > 20 ? `${v.slice(0, 20)}…` : v);
+  return A[typeof v] ?? typeof v;
+}
+
+export type InvalidAnswer = JSONRPCMessage & { id: string | number | null; error: { code: number; message: string } };
+
+/**
+ * A message whose envelope is wrong, answered -32600 with the field named: not an object, jsonrpc
+ * not "2.0", an id that is not a string or an integer (MCP allows no null id), a method that is not a
+ * string, params or params._meta not an object, a progress token that is not a string or an
+ * integer. The transports would call all of these a parse error (-32700), though the JSON parsed.
+ * The answer carries the message's id when it has a usable one, else null (JSON-RPC's rule); an
+ * invalid notification is answered too (it is no valid notification; JSON-RPC answers it with id null).
+ */
+export function invalidEnvelope(raw: unknown): InvalidAnswer | undefined {
+  const answer = (id: string | number | null, message: string): InvalidAnswer =>
+    ({ jsonrpc: '2.0', id, error: { code: ErrorCode.InvalidRequest, message: `Invalid Request: ${message}` } }) as InvalidAnswer;
+  if (!isPlainObject(raw))
+    return answer(null, `a JSON-RPC message must be an object such as {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, not ${described(raw)}`);
+  const m = raw as { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: unknown };
+  const id = isRequestId(m.id) ? m.id : null;
+  if (m.jsonrpc !== '2.0') return answer(id, `jsonrpc must be "2.0"${m.jsonrpc === undefined ? ' and is missing' : `, not ${described(m.jsonrpc)}`}`);
+  if ('id' in m && !isRequestId(m.id)) return answer(null, `id must be a string or an integer, not ${described(m.id)}`);
+  // A client's answer to a server request (no method): the SDK checks the rest.
+  if (m.method === undefined && 'id' in m && ('result' in m || 'error' in m)) return undefined;
+  if (typeof m.method !== 'string') return answer(id, 'method must be a string (e.g. "tools/call")');
+  if (m.params !== undefined && !isPlainObject(m.params))
+    return answer(id, `params must be an object${m.method === 'tools/call' ? ' such as {"name": "crm_list_records", "arguments": {...}}' : ''}, not ${described(m.params)}`);
+  const meta = (m.params as { _meta?: unknown } | undefined)?._meta;
+  if (meta !== undefined && !isPlainObject(meta)) return answer(id, `params._meta must be an object, not ${described(meta)}`);
+  const token = (meta as { progressToken?: unknown } | undefined)?.progressToken;
+  if (token !== undefined && !isRequestId(token)) return answer(id, `params._meta.progressToken must be a string or an integer, not ${described(token)}`);
+  return undefined;
+}
+
+/**
+ * A batch's invalid member is handed to the SDK in its place as a request of this method (unguessable,
+ * so no client can call it), whose handler answers the member's -32600: the SDK's transport answers a
+ * batch as one stream, and this lets the valid members run and be answered beside it.
+ */
+export const INVALID_MEMBER_METHOD = `crm/invalid-member/${randomUUID()}`;
+
+/** The stand-in for invalid batch member `index`: its id when usable, else one naming its place. */
+export function invalidMemberStandIn(answer: InvalidAnswer, index: number): JSONRPCMessage {
+  const id = answer.id ?? `invalid-batch-member-${index}`;
+  return { jsonrpc: '2.0', id, method: INVALID_MEMBER_METHOD, params: { message: answer.error.message } } as JSONRPCMessage;
 }
 
 type Handler = (request: { method: string; params?: unknown }, extra: unknown) => Promise<unknown>;
@@ -89,7 +132,7 @@ export function guardMalformedRequests(server: Server): void {
   const guard =
     (method: string, handler: Handler): Handler =>
     async (request, extra) => {
-      const bad = invalidEnvelope({ ...request, id: 0 });
+      const bad = invalidEnvelope({ jsonrpc: '2.0', ...request, id: 0 });
       if (bad) throw Object.assign(new McpError(ErrorCode.InvalidRequest, bad.error.message), { message: bad.error.message });
       try {
         return await handler(request, extra);
@@ -101,6 +144,10 @@ export function guardMalformedRequests(server: Server): void {
   for (const [method, handler] of handlers) set(method, guard(method, handler));
   handlers.set = (method: string, handler: Handler) => set(method, guard(method, handler));
   server.fallbackRequestHandler = async (request) => {
+    if (request.method === INVALID_MEMBER_METHOD) {
+      const message = String((request.params as { message?: unknown } | undefined)?.message);
+      throw Object.assign(new McpError(ErrorCode.InvalidRequest, message), { message });
+    }
     const message = `Unknown method '${request.method}': this server answers ${[...handlers.keys()].filter((m) => !m.startsWith('tasks/')).sort().join(', ')}`;
     throw Object.assign(new McpError(ErrorCode.MethodNotFound, message), { message });
   };

@@ -81,7 +81,8 @@ export function fromDatabaseError(e: unknown): CrmError | null {
   // table, a token's hash, an id the server generated) a duplicate is a bug: 500, logged.
   const meta = kind.table !== null && Object.hasOwn(META_TABLES, kind.table) ? META_TABLES[kind.table]! : null;
   const isRecordTable = kind.table !== null && /^w\d+_/.test(kind.table);
-  if (!isRecordTable && kind.table !== 'associations' && (!meta || kind.columns.includes('id'))) return null;
+  // (No table named, as for a unique index on an expression: none is internal today; kept as the client's.)
+  if (kind.table !== null && !isRecordTable && kind.table !== 'associations' && (!meta || kind.columns.includes('id'))) return null;
   // Named after what the client knows: a record table's columns are its fields' names; the metadata
   // tables' own columns are not shown.
   const cols = isRecordTable || meta ? kind.columns.filter((c) => c !== 'workspace_id' && c !== 'object_id') : [];
