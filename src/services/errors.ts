@@ -63,7 +63,7 @@ export function validationError(message: string, details?: Record<string, unknow
 export const BUSY_RETRY_AFTER_S = 1;
 
 /** Metadata tables whose unique names a client chooses, by what the client calls them. */
-const META_TABLES: Record<string, string> = { workspaces: 'A workspace', objects: 'An object', fields: 'A field', pipelines: 'A pipeline', users: 'A user' };
+const META_TABLES: Record<string, string> = { workspaces: 'A workspace', objects: 'An object', fields: 'A field', pipelines: 'A pipeline', pipeline_steps: 'A pipeline step', users: 'A user' };
 
 /**
  * A database driver's error the surfaces can answer as the contract's 4xx/503 rather than 500: a
