@@ -16,7 +16,7 @@ const URL = '/v1/tasks/aggregate';
 /** Bitrix24 name -> our field, for the reference computations. */
 const OURS: Record<string, string> = { status: 'status', priority: 'priority', responsibleId: 'assignee', timeEstimate: 'time_estimate', UF_CRM_TASK_BUDGET: 'crm_task_budget' };
 
-async function send(t: TestApp, payload: string | undefined, headers: Record<string, string>) {
+async function send(t: TestApp, payload: string | undefined, headers: Record<string, string | undefined>) {
   const res = await t.app.inject({ method: 'POST', url: URL, headers, ...(payload !== undefined ? { payload } : {}) });
   return { status: res.statusCode, body: res.json() as any, headers: res.headers };
 }
