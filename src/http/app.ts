@@ -17,6 +17,7 @@ import { workRoutes } from './routes/work.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { searchRoutes } from './routes/search.js';
 import { dataRoutes } from './routes/data.js';
+import { bitrix24Routes } from './compat/bitrix24.js';
 import { VERSION } from '../version.js';
 import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
 
@@ -205,7 +206,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     origin: deps.corsOrigin ?? false,
     // Every method and request header the REST API and MCP over HTTP use (the plugin's default is GET, HEAD, POST).
     methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    allowedHeaders: ['Authorization', 'Content-Type', 'Accept', 'Mcp-Session-Id', 'Mcp-Protocol-Version', 'Last-Event-ID'],
+    allowedHeaders: ['Authorization', 'X-Api-Key', 'Content-Type', 'Accept', 'Mcp-Session-Id', 'Mcp-Protocol-Version', 'Last-Event-ID'],
     exposedHeaders: ['Retry-After', 'WWW-Authenticate', 'Mcp-Session-Id'],
     maxAge: 600,
   });
@@ -251,6 +252,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     { prefix: '/api/v1' },
   );
+  await app.register(bitrix24Routes, { db: deps.db, throttle, rateLimitPerMinute: deps.rateLimitPerMinute });
   if (deps.mcp) {
     const opts = deps.mcp === true ? {} : deps.mcp;
     await registerMcpRoutes(app as unknown as FastifyInstance, {
