@@ -126,6 +126,9 @@ export function buildCli(): Command {
       if (opts.host) cfg.HOST = opts.host;
       const mcp = { ...mcpMode(cfg, opts), allowedHosts: mcpAllowedHosts(cfg), sseMaxPerToken: cfg.CRM_SSE_MAX_PER_TOKEN, sseMaxTotal: cfg.CRM_SSE_MAX_TOTAL };
       const log = pino({ level: cfg.LOG_LEVEL });
+      // A promise nobody awaited that fails is a bug, but one that must not take every other
+      // client's requests down with it: log it loudly and go on (Node's default ends the process).
+      process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (a bug): the server goes on'));
       const db = await openMigrated(cfg, cfg.CRM_READ_WORKERS);
       configureBudget(db, budgetConfig(cfg));
       const first = await ensureDefaultWorkspace(db, log, { name: cfg.CRM_WORKSPACE, demo: cfg.CRM_DEMO_DATA === 'true' });

@@ -27,6 +27,16 @@ import { bucketExpression, isInterval, INTERVALS, offsetSegments, checkTimeZone,
  *  - Groups are ordered by count descending, then by group value ascending (histograms: by bucket).
  */
 
+
+/**
+ * A read started now and awaited later, after other awaits: if it fails before it is awaited, its
+ * rejection is handled (by whoever awaits it) instead of ending the process as unhandled.
+ */
+function handledLater<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
 export const AGG_FUNCTIONS = ['count', 'sum', 'avg', 'min', 'max', 'count_distinct'] as const;
 export type AggFn = (typeof AGG_FUNCTIONS)[number];
 
@@ -392,8 +402,10 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
     return q;
   };
 
+  // Started beside the main query and awaited after it: when the main query fails first (the time
+  // limit, a client that hung up), this one's rejection must not go unhandled (Node would exit).
   const totalRecordsP = where
-    ? runRead<{ n: number }>(ctx, scan().select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))
+    ? handledLater(runRead<{ n: number }>(ctx, scan().select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0)))
     : undefined;
 
   if (dims.length === 0) {
@@ -445,7 +457,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
 
   const distinctIdx = metrics.map((m, i) => (m.fn === 'count_distinct' ? i : -1)).filter((i) => i >= 0);
   const overallDistinctP = distinctIdx.length
-    ? runRead<Record<string, unknown>>(ctx, base().select(distinctIdx.map((i) => metricSql(metrics[i]!).as(`m${i}`))).compile())
+    ? handledLater(runRead<Record<string, unknown>>(ctx, base().select(distinctIdx.map((i) => metricSql(metrics[i]!).as(`m${i}`))).compile()))
     : undefined;
   const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
   const first = rows[0] ?? {};
