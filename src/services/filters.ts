@@ -35,6 +35,23 @@ export interface FilterGroup {
 export const MAX_FILTER_DEPTH = 16;
 export const MAX_FILTER_CONDITIONS = 200;
 export const MAX_IN_VALUES = 1000;
+/**
+ * Values in all of a filter's lists together. Each becomes one SQL parameter, and SQLite takes at
+ * most 32,766 in one statement: 200 conditions of 1,000 values each answered 500 "too many SQL
+ * variables". A third of SQLite's limit leaves room for the rest of the statement.
+ */
+export const MAX_FILTER_VALUES = 10_000;
+
+/** Values a leaf condition carries in lists: Kasar's `value`, Cognite's `{in: {values}}` and the like. */
+function listValues(leaf: unknown): number {
+  if (typeof leaf !== 'object' || leaf === null || Array.isArray(leaf)) return 0;
+  let n = 0;
+  for (const v of Object.values(leaf as Record<string, unknown>)) {
+    if (Array.isArray(v)) n += v.length;
+    else if (typeof v === 'object' && v !== null) for (const w of Object.values(v as Record<string, unknown>)) if (Array.isArray(w)) n += w.length;
+  }
+  return n;
+}
 
 const COGNITE_GROUPS = new Set(['and', 'or', 'not']);
 
@@ -48,6 +65,7 @@ export function checkFilterSize(input: unknown): void {
   if (typeof input !== 'object' || input === null) return;
   let depth = 0;
   let conditions = 0;
+  let values = 0;
   const stack: [unknown, number][] = [[input, 0]];
   while (stack.length) {
     const [node, d] = stack.pop()!;
@@ -61,6 +79,7 @@ export function checkFilterSize(input: unknown): void {
     }
     if (!children) {
       conditions++;
+      values += listValues(node);
       continue;
     }
     depth = Math.max(depth, d + 1);
@@ -70,6 +89,11 @@ export function checkFilterSize(input: unknown): void {
     throw validationError(`Filter nesting is ${depth} levels deep; the limit is ${MAX_FILTER_DEPTH}`, { limit: MAX_FILTER_DEPTH, depth });
   if (conditions > MAX_FILTER_CONDITIONS)
     throw validationError(`A filter has ${conditions} conditions; the limit is ${MAX_FILTER_CONDITIONS}`, { limit: MAX_FILTER_CONDITIONS, conditions });
+  if (values > MAX_FILTER_VALUES)
+    throw validationError(
+      `A filter's lists hold ${values} values in all; the limit is ${MAX_FILTER_VALUES} (at most ${MAX_IN_VALUES} in one list): split the request, or filter on something the values share`,
+      { limit: MAX_FILTER_VALUES, values },
+    );
 }
 
 export const conditionSchema = z
