@@ -174,7 +174,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }
     if (body.trim() === '') return done(null, undefined);
     return json(req, body, (err, parsed) => {
-      if (err) return done(err);
+      if (err) {
+        // Well-formed JSON refused by the parser's prototype-poisoning guard: say so, not "not valid JSON".
+        let wellFormed = false;
+        try {
+          JSON.parse(body);
+          wellFormed = true;
+        } catch {
+          /* really malformed */
+        }
+        if (wellFormed)
+          return done(new CrmError('VALIDATION_ERROR', "JSON body: a key named '__proto__', or 'constructor' holding 'prototype', is not allowed; rename it"));
+        return done(err);
+      }
       try {
         // MCP messages are checked by the tool wrapper instead, so that the client gets a tool error.
         if (req.routeOptions.url?.startsWith('/api/')) checkInput(parsed, 'JSON body', INPUT_LIMITS.jsonDepth, { text: false });
