@@ -2,7 +2,6 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { refuseUnknownKeys } from '../../services/suggest.js';
 import { queryInteger } from '../../services/input-limits.js';
-import { stringify } from 'csv-stringify';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
 import { filterFromQuery } from '../../services/filters.js';
@@ -50,36 +49,31 @@ export async function dataRoutes(app: FastifyInstance) {
 
   app.get<{ Params: { object: string } }>('/export/:object', async (req, reply) => {
     const q = parseWith(exportQuery, req.query, 'export parameters');
-    const plan = await planExport(req.ctx, req.params.object, {
+    // A client that hangs up stops its export and gives its place in the heavy lane back.
+    const ac = new AbortController();
+    const ctx = { ...req.ctx, work: { ...req.ctx.work, signal: ac.signal } };
+    const plan = await planExport(ctx, req.params.object, {
       fields: q.fields?.split(',').map((s) => s.trim()).filter(Boolean),
       filter: filterFromQuery(q),
       sortBy: q.sort_by,
       sortDir: q.sort_dir,
       limit: q.limit,
     });
-    if (q.format === 'csv') {
-      // RFC 4180: a value holding any line break (a lone CR or LF too) is quoted, not only one holding CRLF.
-      const csv = stringify({ header: true, columns: plan.csvColumns, record_delimiter: '\r\n', quoted_match: /[\r\n]/ });
-      // Pull records as the socket drains: backpressure keeps memory flat.
-      const source = Readable.from(plan.csvRows());
-      source.on('error', (e) => csv.destroy(e));
-      source.pipe(csv);
+    // The lane's place is taken before the first byte, so a full lane still answers 503 / 429.
+    const out = await plan.open(q.format);
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) ac.abort();
+      out.close();
+    });
+    // Pulled as the socket drains: backpressure keeps memory flat.
+    const body = Readable.from(out.chunks);
+    // Out of time while the client reads slowly (or not at all): the answer ends there, cut short.
+    out.stopped.addEventListener('abort', () => body.destroy(out.reason()), { once: true });
+    if (q.format === 'csv')
       return reply
         .type('text/csv; charset=utf-8')
         .header('Content-Disposition', `attachment; filename="${plan.object.name}_export.csv"`)
-        .send(csv);
-    }
-    const body = Readable.from(
-      (async function* () {
-        yield '{"format":"json","records":[';
-        let n = 0;
-        for await (const r of plan.rows()) {
-          yield `${n ? ',' : ''}${JSON.stringify(Object.fromEntries(plan.fields.map((f) => [f, r[f] ?? null])))}`;
-          n++;
-        }
-        yield `],"total":${n}}`;
-      })(),
-    );
+        .send(body);
     return reply.type('application/json; charset=utf-8').send(body);
   });
 
