@@ -4,9 +4,10 @@ import { refuseUnknownKeys } from '../../services/suggest.js';
 import { queryInteger } from '../../services/input-limits.js';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
+import { cancelledError } from '../../services/work.js';
 import { filterFromQuery } from '../../services/filters.js';
 import { parseWith } from '../../services/schema.js';
-import { importRecords, planExport } from '../../services/import-export.js';
+import { importRecords, planExport, type ExportStream } from '../../services/import-export.js';
 import { bulkOperation } from '../../services/bulk.js';
 import { findDuplicates, mergeRecords, unmergeRecords } from '../../services/duplicates.js';
 
@@ -49,8 +50,14 @@ export async function dataRoutes(app: FastifyInstance) {
 
   app.get<{ Params: { object: string } }>('/export/:object', async (req, reply) => {
     const q = parseWith(exportQuery, req.query, 'export parameters');
-    // A client that hangs up stops its export and gives its place in the heavy lane back.
+    // A client that hangs up stops its export and gives its place in the heavy lane back, also
+    // while it waits for that place.
     const ac = new AbortController();
+    let out: ExportStream | undefined;
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) ac.abort();
+      out?.close();
+    });
     const ctx = { ...req.ctx, work: { ...req.ctx.work, signal: ac.signal } };
     const plan = await planExport(ctx, req.params.object, {
       fields: q.fields?.split(',').map((s) => s.trim()).filter(Boolean),
@@ -60,15 +67,16 @@ export async function dataRoutes(app: FastifyInstance) {
       limit: q.limit,
     });
     // The lane's place is taken before the first byte, so a full lane still answers 503 / 429.
-    const out = await plan.open(q.format);
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) ac.abort();
-      out.close();
-    });
+    const stream = (out = await plan.open(q.format));
+    if (ac.signal.aborted) {
+      // Gone while the place was granted: nobody to write to.
+      stream.close();
+      throw cancelledError();
+    }
     // Pulled as the socket drains: backpressure keeps memory flat.
-    const body = Readable.from(out.chunks);
+    const body = Readable.from(stream.chunks);
     // Out of time while the client reads slowly (or not at all): the answer ends there, cut short.
-    out.stopped.addEventListener('abort', () => body.destroy(out.reason()), { once: true });
+    stream.stopped.addEventListener('abort', () => body.destroy(stream.reason()), { once: true });
     if (q.format === 'csv')
       return reply
         .type('text/csv; charset=utf-8')
