@@ -193,8 +193,11 @@ describe('heavy-read budgets', () => {
   }, 30_000);
 });
 
-/** A CSV export over a real port whose client stops reading after the first bytes: it holds its lane place. */
-async function pausedExport(token: string, query = 'format=csv&limit=10000'): Promise<{ req: http.ClientRequest; status: number }> {
+/**
+ * A CSV export over a real port whose client stops reading after the first bytes: it holds its lane
+ * place. All 30,000 contacts (megabytes, more than the sockets' buffers hold), so it cannot finish alone.
+ */
+async function pausedExport(token: string, query = 'format=csv&limit=30000'): Promise<{ req: http.ClientRequest; status: number }> {
   await t.app.listen({ port: 0, host: '127.0.0.1' }).catch(() => {});
   const { port } = t.app.server.address() as AddressInfo;
   const req = http.get({ port, host: '127.0.0.1', path: `/api/v1/export/contacts?${query}`, headers: { authorization: `Bearer ${token}` } });
@@ -211,7 +214,7 @@ async function pausedExport(token: string, query = 'format=csv&limit=10000'): Pr
 
 describe('exports in the heavy lane', () => {
   it('an export waits for a place in a full lane, and is refused with 503 when its queue is full too', async () => {
-    await limits({ concurrency: 1, queue: 1, perUser: 100 });
+    await limits({ concurrency: 1, queue: 1, perUser: 100, exportMaxRows: CONTACTS });
     const first = await pausedExport(t.a.adminToken);
     expect(first.status).toBe(200);
     expect(laneState(t.db)).toEqual({ running: 1, queued: 0 });
@@ -229,7 +232,7 @@ describe('exports in the heavy lane', () => {
   }, 30_000);
 
   it('a client that hangs up mid-export gives its place back', async () => {
-    await limits({ concurrency: 1, queue: 0, perUser: 100 });
+    await limits({ concurrency: 1, queue: 0, perUser: 100, exportMaxRows: CONTACTS });
     const before = laneStopped(t.db).cancelled;
     const { req, status } = await pausedExport(t.a.adminToken);
     expect(status).toBe(200);
@@ -242,7 +245,7 @@ describe('exports in the heavy lane', () => {
   }, 30_000);
 
   it('an export that outlives its time limit while its client does not read is ended, its place freed', async () => {
-    await limits({ concurrency: 1, queue: 0, perUser: 100, timeoutMs: 300 });
+    await limits({ concurrency: 1, queue: 0, perUser: 100, timeoutMs: 100, exportMaxRows: CONTACTS });
     const before = laneStopped(t.db).timedOut;
     const { req } = await pausedExport(t.a.adminToken);
     await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 20 }).toBe(0);
@@ -270,7 +273,7 @@ describe('exports in the heavy lane', () => {
   }, 30_000);
 
   it('an MCP export (crm_export) waits in the same lane and is refused when it is full', async () => {
-    await limits({ concurrency: 1, queue: 0, perUser: 100 });
+    await limits({ concurrency: 1, queue: 0, perUser: 100, exportMaxRows: CONTACTS });
     const held = await pausedExport(t.a.adminToken);
     const client = await memoryClient(t.db, t.a);
     expect(await callError(client, 'crm_export', { object: 'contacts', limit: 10, include_csv: true })).toMatch(/^OVERLOADED: The server is busy with heavy reads/);
