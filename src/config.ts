@@ -32,6 +32,13 @@ const envSchema = z.object({
   CRM_HEAVY_QUEUE: z.coerce.number().int().min(0).default(16),
   /** Heavy reads one user may hold (running and waiting); more answer 429. 0: CRM_HEAVY_QUEUE (others keep the workers' places). */
   CRM_HEAVY_PER_USER: z.coerce.number().int().min(0).default(0),
+  /**
+   * Exports run in the heavy lane too (same time limit). Rows one export may hold (its `limit`):
+   * more answer 422 QUERY_TOO_EXPENSIVE before anything is read.
+   */
+  CRM_EXPORT_MAX_ROWS: z.coerce.number().int().min(1).default(10_000),
+  /** Bytes (JSON or CSV) one export may write; past it the export stops with QUERY_TOO_EXPENSIVE. Default 64 MiB. */
+  CRM_EXPORT_MAX_BYTES: z.coerce.number().int().min(1024).default(64 * 1024 * 1024),
   /** stdio: act as the user of this token (default: the default workspace's first admin). */
   CRM_API_TOKEN: z.string().optional(),
   /** MCP: expose only tools that do not write. */
@@ -76,11 +83,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 /** The heavy-read budget from the configuration (concurrency follows the read workers). */
-export function budgetConfig(cfg: Config): { timeoutMs: number; maxCells: number; queue: number; perUser?: number } {
+export function budgetConfig(cfg: Config): { timeoutMs: number; maxCells: number; queue: number; exportMaxRows: number; exportMaxBytes: number; perUser?: number } {
   return {
     timeoutMs: cfg.CRM_QUERY_TIMEOUT_MS,
     maxCells: cfg.CRM_QUERY_MAX_CELLS,
     queue: cfg.CRM_HEAVY_QUEUE,
+    exportMaxRows: cfg.CRM_EXPORT_MAX_ROWS,
+    exportMaxBytes: cfg.CRM_EXPORT_MAX_BYTES,
     ...(cfg.CRM_HEAVY_PER_USER > 0 ? { perUser: cfg.CRM_HEAVY_PER_USER } : {}),
   };
 }

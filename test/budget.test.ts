@@ -193,13 +193,105 @@ describe('heavy-read budgets', () => {
   }, 30_000);
 });
 
+/**
+ * A CSV export over a real port whose client stops reading after the first bytes: it holds its lane
+ * place. All 30,000 contacts (megabytes, more than the sockets' buffers hold), so it cannot finish alone.
+ */
+async function pausedExport(token: string, query = 'format=csv&limit=30000'): Promise<{ req: http.ClientRequest; status: number }> {
+  await t.app.listen({ port: 0, host: '127.0.0.1' }).catch(() => {});
+  const { port } = t.app.server.address() as AddressInfo;
+  const req = http.get({ port, host: '127.0.0.1', path: `/api/v1/export/contacts?${query}`, headers: { authorization: `Bearer ${token}` } });
+  req.on('error', () => {});
+  const status = await new Promise<number>((resolve) => {
+    req.on('response', (res) => {
+      res.on('error', () => {});
+      res.once('data', () => res.pause());
+      resolve(res.statusCode ?? 0);
+    });
+  });
+  return { req, status };
+}
+
+describe('exports in the heavy lane', () => {
+  it('an export waits for a place in a full lane, and is refused with 503 when its queue is full too', async () => {
+    await limits({ concurrency: 1, queue: 1, perUser: 100, exportMaxRows: CONTACTS });
+    const first = await pausedExport(t.a.adminToken);
+    expect(first.status).toBe(200);
+    expect(laneState(t.db)).toEqual({ running: 1, queued: 0 });
+    const waiting = call(t.app, t.a.adminToken, 'GET', '/api/v1/export/contacts?fields=email&limit=50');
+    await expect.poll(() => laneState(t.db).queued, { timeout: 5000, interval: 5 }).toBe(1);
+    const refused = await call(t.app, t.a.adminToken, 'GET', '/api/v1/export/contacts?fields=email&limit=50');
+    expect(refused.status).toBe(503);
+    expect(refused.body).toMatchObject({ error: true, code: 'OVERLOADED' });
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    first.req.destroy();
+    const done = await waiting;
+    expect(done.status).toBe(200);
+    expect(done.body.records).toHaveLength(50);
+    await settled();
+  }, 30_000);
+
+  it('a client that hangs up mid-export gives its place back', async () => {
+    await limits({ concurrency: 1, queue: 0, perUser: 100, exportMaxRows: CONTACTS });
+    const before = laneStopped(t.db).cancelled;
+    const { req, status } = await pausedExport(t.a.adminToken);
+    expect(status).toBe(200);
+    expect(laneState(t.db).running).toBe(1);
+    req.destroy();
+    await expect.poll(() => laneState(t.db), { timeout: 5000, interval: 5 }).toEqual({ running: 0, queued: 0 });
+    expect(laneStopped(t.db).cancelled).toBe(before + 1);
+    const next = await call(t.app, t.a.adminToken, 'GET', '/api/v1/export/contacts?fields=email&limit=5');
+    expect(next.status).toBe(200);
+  }, 30_000);
+
+  it('an export that outlives its time limit while its client does not read is ended, its place freed', async () => {
+    await limits({ concurrency: 1, queue: 0, perUser: 100, timeoutMs: 100, exportMaxRows: CONTACTS });
+    const before = laneStopped(t.db).timedOut;
+    const { req } = await pausedExport(t.a.adminToken);
+    await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 20 }).toBe(0);
+    expect(laneStopped(t.db).timedOut).toBe(before + 1);
+    req.destroy();
+  }, 30_000);
+
+  it('an export over the row limit is refused before anything is read, naming the limit and how to narrow', async () => {
+    await limits({});
+    const over = await call(t.app, t.a.adminToken, 'GET', '/api/v1/export/contacts?limit=10001');
+    expect(over.status).toBe(422);
+    expect(over.body).toMatchObject({ error: true, code: 'QUERY_TOO_EXPENSIVE', details: { limit: 'exportMaxRows', max: 10_000 } });
+    expect(over.body.message).toMatch(/at most 10,000 rows.*a filter, fewer fields, or a limit of 10,000 or less/);
+    await limits({ exportMaxRows: 100 });
+    // The default limit (1,000) is over a lower configured maximum too.
+    const dflt = await call(t.app, t.a.adminToken, 'GET', '/api/v1/export/contacts?format=csv');
+    expect(dflt.status).toBe(422);
+    expect(dflt.body.details).toMatchObject({ limit: 'exportMaxRows', max: 100 });
+    const client = await memoryClient(t.db, t.a);
+    expect(await callError(client, 'crm_export', { object: 'contacts', limit: 101 })).toMatch(/^QUERY_TOO_EXPENSIVE: An export holds at most 100 rows/);
+    await limits({ exportMaxBytes: 4096 });
+    expect(await callError(client, 'crm_export', { object: 'contacts', limit: 100, include_csv: true })).toMatch(/^QUERY_TOO_EXPENSIVE: The export passed 4,096 bytes.*a filter, fewer fields, or a smaller limit/);
+    await client.close();
+    await limits({});
+  }, 30_000);
+
+  it('an MCP export (crm_export) waits in the same lane and is refused when it is full', async () => {
+    await limits({ concurrency: 1, queue: 0, perUser: 100, exportMaxRows: CONTACTS });
+    const held = await pausedExport(t.a.adminToken);
+    const client = await memoryClient(t.db, t.a);
+    expect(await callError(client, 'crm_export', { object: 'contacts', limit: 10, include_csv: true })).toMatch(/^OVERLOADED: The server is busy with heavy reads/);
+    held.req.destroy();
+    await settled();
+    await client.close();
+  }, 30_000);
+});
+
 describe('configuration', () => {
   it('reads the budget from the environment; bad values are refused at start-up', () => {
-    expect(budgetConfig(loadConfig({}))).toEqual({ timeoutMs: 30_000, maxCells: 100_000, queue: 16 });
-    expect(budgetConfig(loadConfig({ CRM_QUERY_TIMEOUT_MS: '5000', CRM_QUERY_MAX_CELLS: '2000', CRM_HEAVY_QUEUE: '0', CRM_HEAVY_PER_USER: '3' }))).toEqual({
+    expect(budgetConfig(loadConfig({}))).toEqual({ timeoutMs: 30_000, maxCells: 100_000, queue: 16, exportMaxRows: 10_000, exportMaxBytes: 64 * 1024 * 1024 });
+    expect(budgetConfig(loadConfig({ CRM_QUERY_TIMEOUT_MS: '5000', CRM_QUERY_MAX_CELLS: '2000', CRM_HEAVY_QUEUE: '0', CRM_HEAVY_PER_USER: '3', CRM_EXPORT_MAX_ROWS: '500', CRM_EXPORT_MAX_BYTES: '100000' }))).toEqual({
       timeoutMs: 5000,
       maxCells: 2000,
       queue: 0,
+      exportMaxRows: 500,
+      exportMaxBytes: 100_000,
       perUser: 3,
     });
     expect(() => loadConfig({ CRM_QUERY_TIMEOUT_MS: '10' })).toThrow(/CRM_QUERY_TIMEOUT_MS/);

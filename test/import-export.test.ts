@@ -460,7 +460,7 @@ describe('export: 10,000 rows, default 1000, max 10000, streamed', () => {
     for (let i = 0; i < N; i += 5000) await createRecords(ws.ctx, 'contacts', inputs.slice(i, i + 5000), { max: 5000, readBack: false });
   }, 30_000);
 
-  it('limit defaults to 1000, allows 10000, refuses 10001', async () => {
+  it('limit defaults to 1000, allows 10000, refuses 10001 (the budget: 422 QUERY_TOO_EXPENSIVE)', async () => {
     const d = await api(ws.adminToken, 'GET', '/export/contacts?fields=email');
     expect(d.body.total).toBe(1000);
     expect(d.body.records).toHaveLength(1000);
@@ -468,9 +468,9 @@ describe('export: 10,000 rows, default 1000, max 10000, streamed', () => {
     expect(d.body.records[0].email).toBe(`u${N - 1}@big.test`);
     expect(new Set(d.body.records.map((r: any) => r.email)).size).toBe(1000);
     const over = await api(ws.adminToken, 'GET', '/export/contacts?limit=10001');
-    expect(over.status).toBe(400);
-    expect(over.body.code).toBe('VALIDATION_ERROR');
-    expect(over.body.message).toMatch(/10000/);
+    expect(over.status).toBe(422);
+    expect(over.body.code).toBe('QUERY_TOO_EXPENSIVE');
+    expect(over.body.message).toMatch(/10,000/);
     const all = await api(ws.adminToken, 'GET', '/export/contacts?fields=email&limit=10000');
     expect(all.body.total).toBe(N);
     expect(new Set(all.body.records.map((r: any) => r.email)).size).toBe(N);

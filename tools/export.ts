@@ -6,7 +6,8 @@ import { agentRecordOut } from '../src/mcp/relations.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { exportCsv, exportUri, type ExportRequest } from '../src/mcp/export-csv.js';
 import { recordLines } from '../src/mcp/render.js';
-import { EXPORT_MAX, planExport } from '../src/services/import-export.js';
+import { planExport } from '../src/services/import-export.js';
+import { budgetLimits } from '../src/services/budget.js';
 import { listRecords } from '../src/services/records.js';
 
 /** The product's default for agents (REST's is 1000). */
@@ -38,7 +39,7 @@ export default defineTool({
     fields: fieldsArg,
     sort_by: z.string().optional().describe('Sort field (default created_at)'),
     sort_dir: z.enum(['asc', 'desc']).optional().describe('Default desc'),
-    limit: z.number().int().min(1).max(EXPORT_MAX).default(DEFAULT_LIMIT).describe('Rows in the export'),
+    limit: z.number().int().min(1).default(DEFAULT_LIMIT).describe('Rows in the export (at most 10,000 by default; the server says its limit)'),
     preview: z.number().int().min(0).max(MAX_PREVIEW).default(10).describe('Rows shown in the answer'),
     include_csv: z.boolean().default(false).describe('The CSV in the answer too'),
   }),
@@ -78,7 +79,7 @@ export default defineTool({
       (a.include_csv && !embedded
         ? ` Not embedded: ${exported} rows is more than ${MAX_EMBEDDED_ROWS}; narrow the filter, lower limit or choose fewer fields to embed it.`
         : '') +
-      (matched > a.limit ? ` ${matched - a.limit} more records match beyond limit (at most ${EXPORT_MAX}).` : '');
+      (matched > a.limit ? ` ${matched - a.limit} more records match beyond limit (at most ${budgetLimits(ctx.db).exportMaxRows}).` : '');
     return markUntrusted({
       object: plan.object.name,
       fields: plan.fields,

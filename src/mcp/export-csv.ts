@@ -1,9 +1,8 @@
-import { stringify } from 'csv-stringify/sync';
 import { z } from 'zod';
 import type { Ctx } from '../services/context.js';
 import { validationError } from '../services/errors.js';
 import { filterGroupSchema, type FilterGroup } from '../services/filters.js';
-import { EXPORT_MAX, planExport } from '../services/import-export.js';
+import { planExport } from '../services/import-export.js';
 
 /**
  * Exports for agents. A model's context is no place for 10,000 rows: crm_export answers a short
@@ -26,7 +25,8 @@ const requestSchema = z
     filter: filterGroupSchema.optional(),
     sort_by: z.string().optional(),
     sort_dir: z.enum(['asc', 'desc']).optional(),
-    limit: z.number().int().min(1).max(EXPORT_MAX),
+    // The row limit is the budget's (CRM_EXPORT_MAX_ROWS): planExport refuses more, naming it.
+    limit: z.number().int().min(1),
   })
   .strict();
 
@@ -49,11 +49,18 @@ export function parseExportRequest(token: string): ExportRequest {
   return r.data;
 }
 
-/** The whole export as CSV text (RFC 4180, formula cells neutralized), exactly as GET /export/{object}?format=csv writes it. */
-export async function exportCsv(ctx: Ctx, object: string, req: ExportRequest): Promise<{ csv: string; rows: number }> {
+/**
+ * The whole export as CSV text (RFC 4180, formula cells neutralized), exactly as GET /export/{object}?format=csv
+ * writes it, made in the heavy lane under its time and size limits.
+ */
+export async function exportCsv(ctx: Ctx, object: string, req: ExportRequest): Promise<{ csv: string }> {
   const plan = await planExport(ctx, object, { fields: req.fields, filter: req.filter, sortBy: req.sort_by, sortDir: req.sort_dir, limit: req.limit });
-  const rows: Record<string, unknown>[] = [];
-  for await (const r of plan.csvRows()) rows.push(r);
-  // The options of the REST route (src/http/routes/data.ts); test/mcp-work-tools.test.ts compares the two outputs.
-  return { csv: stringify(rows, { header: true, columns: plan.csvColumns, record_delimiter: '\r\n', quoted_match: /[\r\n]/ }), rows: rows.length };
+  const out = await plan.open('csv');
+  const parts: string[] = [];
+  try {
+    for await (const chunk of out.chunks) parts.push(chunk);
+  } finally {
+    out.close();
+  }
+  return { csv: parts.join('') };
 }

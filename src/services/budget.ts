@@ -27,9 +27,13 @@ export interface BudgetLimits {
   queue: number;
   /** Heavy reads (running and waiting) one user may hold at once; more answer RATE_LIMITED (429). */
   perUser: number;
+  /** Rows one export may hold (its `limit`); more: QUERY_TOO_EXPENSIVE (422) before anything is read. */
+  exportMaxRows: number;
+  /** Bytes of JSON or CSV one export may write; past it the export stops (QUERY_TOO_EXPENSIVE). */
+  exportMaxBytes: number;
 }
 
-export const DEFAULT_LIMITS = { timeoutMs: 30_000, maxCells: 100_000, queue: 16 } as const;
+export const DEFAULT_LIMITS = { timeoutMs: 30_000, maxCells: 100_000, queue: 16, exportMaxRows: 10_000, exportMaxBytes: 64 * 1024 * 1024 } as const;
 
 /** Default limits for a database: as many running heavy reads as it has read workers (1 without a pool). */
 export function defaultLimits(db: Db): BudgetLimits {
@@ -229,6 +233,64 @@ export function timeoutError(limits: BudgetLimits): CrmError {
   );
 }
 
+/** A place in the heavy lane, held until release(): its time limit runs from the moment it is granted. */
+export interface HeavySlot {
+  /** Aborted when the time limit passes or the caller gives up. */
+  signal: AbortSignal;
+  limits: BudgetLimits;
+  timedOut: () => boolean;
+  /** Throws QUERY_TOO_EXPENSIVE past the time limit, CANCELLED once the caller gave up. */
+  check: () => void;
+  /** Gives the place back (once; later calls do nothing). */
+  release: () => void;
+  budget: Budget;
+}
+
+/**
+ * Wait for a place in the lane (or be refused when it is full), then hold it until release().
+ * For work whose end is not one call's end, such as an export streamed to a client as it reads.
+ */
+export async function enterLane(ctx: Ctx): Promise<HeavySlot> {
+  const lane = laneOf(ctx.db);
+  const user = `${ctx.actor.workspaceId}:${ctx.actor.userId}`;
+  const callerSignal = ctx.work?.signal;
+  if (callerSignal?.aborted) throw cancelledError();
+  await lane.acquire(user, callerSignal);
+  const limits = lane.limits;
+  const started = performance.now();
+  const ac = new AbortController();
+  let timedOut = false;
+  let released = false;
+  const expire = () => {
+    if (ac.signal.aborted) return;
+    timedOut = true;
+    ac.abort();
+  };
+  const timer = setTimeout(expire, limits.timeoutMs);
+  const onCallerAbort = () => ac.abort();
+  callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+  const budget: Budget = { signal: ac.signal, timedOut: () => timedOut, deadline: started + limits.timeoutMs, deadlineEpoch: Date.now() + limits.timeoutMs, expire, limits, cells: 0 };
+  return {
+    signal: ac.signal,
+    limits,
+    timedOut: () => timedOut,
+    budget,
+    check() {
+      if (performance.now() > budget.deadline) expire();
+      if (ac.signal.aborted) throw timedOut ? timeoutError(limits) : cancelledError();
+    },
+    release() {
+      if (released) return;
+      released = true;
+      if (ac.signal.aborted) lane.stopped[timedOut ? 'timedOut' : 'cancelled']++;
+      clearTimeout(timer);
+      callerSignal?.removeEventListener('abort', onCallerAbort);
+      lane.noteRun(performance.now() - started);
+      lane.release(user);
+    },
+  };
+}
+
 /**
  * Run a heavy read in the lane: wait for a slot (or be refused when the queue is full), then run
  * `fn` with a time budget whose signal stops its queries on the read pool. Nested heavy calls
@@ -241,35 +303,14 @@ export async function heavy<T>(ctx: Ctx, fn: () => Promise<T>): Promise<T> {
     if (outer.signal.aborted) throw outer.timedOut() ? timeoutError(outer.limits) : cancelledError();
     return fn();
   }
-  const lane = laneOf(ctx.db);
-  const user = `${ctx.actor.workspaceId}:${ctx.actor.userId}`;
-  const callerSignal = ctx.work?.signal;
-  if (callerSignal?.aborted) throw cancelledError();
-  await lane.acquire(user, callerSignal);
-  const limits = lane.limits;
-  const started = performance.now();
-  const ac = new AbortController();
-  let timedOut = false;
-  const expire = () => {
-    if (ac.signal.aborted) return;
-    timedOut = true;
-    ac.abort();
-  };
-  const timer = setTimeout(expire, limits.timeoutMs);
-  const onCallerAbort = () => ac.abort();
-  callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
-  const budget: Budget = { signal: ac.signal, timedOut: () => timedOut, deadline: started + limits.timeoutMs, deadlineEpoch: Date.now() + limits.timeoutMs, expire, limits, cells: 0 };
+  const slot = await enterLane(ctx);
   try {
-    return await current.run(budget, fn);
+    return await current.run(slot.budget, fn);
   } catch (e) {
-    if (ac.signal.aborted) lane.stopped[timedOut ? 'timedOut' : 'cancelled']++;
-    if (ac.signal.aborted && !(e instanceof CrmError && e.code === 'QUERY_TOO_EXPENSIVE')) throw timedOut ? timeoutError(limits) : cancelledError();
+    if (slot.signal.aborted && !(e instanceof CrmError && e.code === 'QUERY_TOO_EXPENSIVE')) throw slot.timedOut() ? timeoutError(slot.limits) : cancelledError();
     throw e;
   } finally {
-    clearTimeout(timer);
-    callerSignal?.removeEventListener('abort', onCallerAbort);
-    lane.noteRun(performance.now() - started);
-    lane.release(user);
+    slot.release();
   }
 }
 

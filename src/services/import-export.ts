@@ -2,7 +2,9 @@ import type { Kysely } from 'kysely';
 import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { requireAdmin } from './permissions.js';
-import { checkpoint, throwIfCancelled } from './work.js';
+import { cancelledError, checkpoint, throwIfCancelled } from './work.js';
+import { budgetLimits, enterLane, timeoutError, tooExpensive, type HeavySlot } from './budget.js';
+import { stringify } from 'csv-stringify/sync';
 import { createPrepared, createRecords, listRecords, prepareForImport, type Prepared, type RecordData } from './records.js';
 import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
 import { keysOf, normalName } from './dedupe-keys.js';
@@ -14,7 +16,6 @@ import type { FilterGroup } from './filters.js';
 
 export const IMPORT_BATCH = 50;
 export const EXPORT_DEFAULT = 1000;
-export const EXPORT_MAX = 10_000;
 
 export interface ImportError {
   index: number;
@@ -241,60 +242,121 @@ export interface ExportPlan {
   object: ObjectDef;
   fields: string[];
   limit: number;
-  /** Records, page by page (500 at a time): memory stays flat whatever the size. */
-  rows(): AsyncGenerator<RecordData>;
   /** CSV header: the fields, each RELATION field followed by `<field>_name` (the related record's name). */
   csvColumns: string[];
-  /** CSV rows for csvColumns, cells neutralized (csvCell); names resolved a page at a time. */
-  csvRows(): AsyncGenerator<Record<string, unknown>>;
+  /**
+   * Take a place in the heavy lane (wait, or OVERLOADED / RATE_LIMITED when it is full) and return
+   * the export's text. Call it before the answer's first byte, so a refusal is still an error answer.
+   */
+  open(format: 'json' | 'csv'): Promise<ExportStream>;
 }
 
-/** Validates everything before the first byte is sent, then streams. */
+export interface ExportStream {
+  /** The text, page by page (500 records at a time): memory stays flat whatever the size. */
+  chunks: AsyncGenerator<string>;
+  /** Aborted when the export runs out of time or its caller gives up, even while no one reads it. */
+  stopped: AbortSignal;
+  /** Why it stopped (QUERY_TOO_EXPENSIVE or CANCELLED), once stopped. */
+  reason(): CrmError;
+  /** Gives the lane's place back; the end of chunks does it too. Call it when the reader leaves. */
+  close(): void;
+}
+
+/** RFC 4180: a value holding any line break (a lone CR or LF too) is quoted, not only one holding CRLF. */
+const CSV_OPTIONS = { record_delimiter: '\r\n', quoted_match: /[\r\n]/ } as const;
+
+/** Validates everything before the first byte is sent; open() then streams inside the heavy lane. */
 export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptions): Promise<ExportPlan> {
   requireAdmin(ctx, 'export records');
   const obj = await resolveObject(ctx, objectName);
   const limit = opts.limit ?? EXPORT_DEFAULT;
-  if (!Number.isInteger(limit) || limit < 1 || limit > EXPORT_MAX) throw validationError(`limit must be an integer from 1 to ${EXPORT_MAX}, got ${opts.limit}`);
+  if (!Number.isInteger(limit) || limit < 1) throw validationError(`limit must be a positive integer, got ${opts.limit}`);
+  const { exportMaxRows } = budgetLimits(ctx.db);
+  if (limit > exportMaxRows)
+    throw tooExpensive(
+      `An export holds at most ${exportMaxRows.toLocaleString('en-US')} rows (limit ${limit.toLocaleString('en-US')} asked); narrow it: a filter, fewer fields, or a limit of ${exportMaxRows.toLocaleString('en-US')} or less (several exports, sorted, for more)`,
+      { limit: 'exportMaxRows', max: exportMaxRows, asked: limit },
+    );
   const fields = opts.fields?.length ? opts.fields : obj.fields.map((f) => f.name);
   for (const f of fields) resolveField(obj, f);
   const sortBy = opts.sortBy ?? 'created_at';
   const sortDir = opts.sortDir ?? 'desc';
   // One probe page validates filter and sort now, so errors come back as JSON, not mid-stream.
   await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, limit: 1, fields: ['id'], includeTotal: false });
-  async function* pages(relationNames: boolean) {
+  // A name column the object already has as a field, or that was asked for, is not added twice.
+  const named = new Set(fields.filter((f) => obj.byName.get(f)?.type === 'RELATION' && !obj.byName.has(`${f}_name`) && !fields.includes(`${f}_name`)));
+  const csvColumns = fields.flatMap((f) => (named.has(f) ? [f, `${f}_name`] : [f]));
+
+  async function* pages(relationNames: boolean, slot: HeavySlot) {
     let cursor: string | undefined;
     let sent = 0;
     while (sent < limit) {
+      slot.check();
       const page = await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false, relationNames });
-      for (const r of page.data) yield r;
+      slot.check();
+      yield page.data;
       sent += page.data.length;
       await checkpoint(ctx, sent, limit, `exporting ${obj.name}`);
       if (!page.nextCursor) break;
       cursor = page.nextCursor;
     }
   }
-  // A name column the object already has as a field, or that was asked for, is not added twice.
-  const named = new Set(fields.filter((f) => obj.byName.get(f)?.type === 'RELATION' && !obj.byName.has(`${f}_name`) && !fields.includes(`${f}_name`)));
-  const csvColumns = fields.flatMap((f) => (named.has(f) ? [f, `${f}_name`] : [f]));
+  const csvRow = (r: RecordData) => {
+    const out: Record<string, unknown> = {};
+    for (const f of fields) {
+      const v = r[f];
+      if (named.has(f)) {
+        const ref = v as { id: string; name: string | null } | null;
+        out[f] = csvCell(ref?.id);
+        out[`${f}_name`] = csvCell(ref?.name);
+      } else out[f] = csvCell(v);
+    }
+    return out;
+  };
+  async function* text(format: 'json' | 'csv', slot: HeavySlot): AsyncGenerator<string> {
+    if (format === 'csv') {
+      yield stringify([], { header: true, columns: csvColumns, ...CSV_OPTIONS });
+      for await (const page of pages(named.size > 0, slot)) if (page.length) yield stringify(page.map(csvRow), { header: false, columns: csvColumns, ...CSV_OPTIONS });
+      return;
+    }
+    yield '{"format":"json","records":[';
+    let n = 0;
+    for await (const page of pages(false, slot)) {
+      let out = '';
+      for (const r of page) out += `${n++ ? ',' : ''}${JSON.stringify(Object.fromEntries(fields.map((f) => [f, r[f] ?? null])))}`;
+      yield out;
+    }
+    yield `],"total":${n}}`;
+  }
+
   return {
     object: obj,
     fields,
     limit,
-    rows: () => pages(false),
     csvColumns,
-    async *csvRows() {
-      for await (const r of pages(named.size > 0)) {
-        const out: Record<string, unknown> = {};
-        for (const f of fields) {
-          const v = r[f];
-          if (named.has(f)) {
-            const ref = v as { id: string; name: string | null } | null;
-            out[f] = csvCell(ref?.id);
-            out[`${f}_name`] = csvCell(ref?.name);
-          } else out[f] = csvCell(v);
+    async open(format) {
+      const slot = await enterLane(ctx);
+      const { exportMaxBytes } = slot.limits;
+      const chunks = (async function* () {
+        let bytes = 0;
+        try {
+          for await (const chunk of text(format, slot)) {
+            bytes += Buffer.byteLength(chunk);
+            if (bytes > exportMaxBytes)
+              throw tooExpensive(
+                `The export passed ${exportMaxBytes.toLocaleString('en-US')} bytes, the most one export may write, and was stopped; narrow it: a filter, fewer fields, or a smaller limit`,
+                { limit: 'exportMaxBytes', max: exportMaxBytes },
+              );
+            yield chunk;
+          }
+        } catch (e) {
+          if (slot.signal.aborted && !(e instanceof CrmError && e.code === 'QUERY_TOO_EXPENSIVE')) throw slot.timedOut() ? timeoutError(slot.limits) : cancelledError();
+          throw e;
+        } finally {
+          slot.release();
         }
-        yield out;
-      }
+      })();
+      return { chunks, stopped: slot.signal, reason: () => (slot.timedOut() ? timeoutError(slot.limits) : cancelledError()), close: slot.release };
     },
   };
 }

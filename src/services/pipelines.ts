@@ -7,6 +7,7 @@ import { requireAdmin } from './permissions.js';
 import { getRecord, updateRecord, type RecordData } from './records.js';
 import { bumpVersion, getSchema, insertPipeline, parseWith, resolveObject, type PipelineDef } from './schema.js';
 import { aggregateGroups, runRead } from './aggregate.js';
+import { heavy } from './budget.js';
 import { nowIso } from './clock.js';
 
 /**
@@ -144,6 +145,11 @@ export async function moveRecord(ctx: Ctx, objectName: string, id: string, step:
  * pipeline's win rate. Computed in SQL over stage_history.
  */
 export async function pipelineStats(ctx: Ctx, id: string) {
+  // Its own reads scan stage_history: heavy, in the lane with its time limit, like the aggregate it calls.
+  return heavy(ctx, () => statsOf(ctx, id));
+}
+
+async function statsOf(ctx: Ctx, id: string) {
   const pl = await pipelineById(ctx, id);
   const obj = await resolveObject(ctx, pl.object);
   const amount = obj.byName.get('amount')?.type === 'CURRENCY' ? 'amount' : undefined;

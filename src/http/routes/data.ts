@@ -2,12 +2,12 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { refuseUnknownKeys } from '../../services/suggest.js';
 import { queryInteger } from '../../services/input-limits.js';
-import { stringify } from 'csv-stringify';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
+import { cancelledError } from '../../services/work.js';
 import { filterFromQuery } from '../../services/filters.js';
 import { parseWith } from '../../services/schema.js';
-import { importRecords, planExport } from '../../services/import-export.js';
+import { importRecords, planExport, type ExportStream } from '../../services/import-export.js';
 import { bulkOperation } from '../../services/bulk.js';
 import { findDuplicates, mergeRecords, unmergeRecords } from '../../services/duplicates.js';
 
@@ -50,36 +50,38 @@ export async function dataRoutes(app: FastifyInstance) {
 
   app.get<{ Params: { object: string } }>('/export/:object', async (req, reply) => {
     const q = parseWith(exportQuery, req.query, 'export parameters');
-    const plan = await planExport(req.ctx, req.params.object, {
+    // A client that hangs up stops its export and gives its place in the heavy lane back, also
+    // while it waits for that place.
+    const ac = new AbortController();
+    let out: ExportStream | undefined;
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) ac.abort();
+      out?.close();
+    });
+    const ctx = { ...req.ctx, work: { ...req.ctx.work, signal: ac.signal } };
+    const plan = await planExport(ctx, req.params.object, {
       fields: q.fields?.split(',').map((s) => s.trim()).filter(Boolean),
       filter: filterFromQuery(q),
       sortBy: q.sort_by,
       sortDir: q.sort_dir,
       limit: q.limit,
     });
-    if (q.format === 'csv') {
-      // RFC 4180: a value holding any line break (a lone CR or LF too) is quoted, not only one holding CRLF.
-      const csv = stringify({ header: true, columns: plan.csvColumns, record_delimiter: '\r\n', quoted_match: /[\r\n]/ });
-      // Pull records as the socket drains: backpressure keeps memory flat.
-      const source = Readable.from(plan.csvRows());
-      source.on('error', (e) => csv.destroy(e));
-      source.pipe(csv);
+    // The lane's place is taken before the first byte, so a full lane still answers 503 / 429.
+    const stream = (out = await plan.open(q.format));
+    if (ac.signal.aborted) {
+      // Gone while the place was granted: nobody to write to.
+      stream.close();
+      throw cancelledError();
+    }
+    // Pulled as the socket drains: backpressure keeps memory flat.
+    const body = Readable.from(stream.chunks);
+    // Out of time while the client reads slowly (or not at all): the answer ends there, cut short.
+    stream.stopped.addEventListener('abort', () => body.destroy(stream.reason()), { once: true });
+    if (q.format === 'csv')
       return reply
         .type('text/csv; charset=utf-8')
         .header('Content-Disposition', `attachment; filename="${plan.object.name}_export.csv"`)
-        .send(csv);
-    }
-    const body = Readable.from(
-      (async function* () {
-        yield '{"format":"json","records":[';
-        let n = 0;
-        for await (const r of plan.rows()) {
-          yield `${n ? ',' : ''}${JSON.stringify(Object.fromEntries(plan.fields.map((f) => [f, r[f] ?? null])))}`;
-          n++;
-        }
-        yield `],"total":${n}}`;
-      })(),
-    );
+        .send(body);
     return reply.type('application/json; charset=utf-8').send(body);
   });
 
