@@ -17,6 +17,7 @@ import { workRoutes } from './routes/work.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { searchRoutes } from './routes/search.js';
 import { dataRoutes } from './routes/data.js';
+import { cogniteRoutes } from './compat/cognite.js';
 import { VERSION } from '../version.js';
 import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
 
@@ -248,6 +249,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(pipelineRoutes);
       await api.register(searchRoutes);
       await api.register(dataRoutes);
+      await api.register(cogniteRoutes);
     },
     { prefix: '/api/v1' },
   );
