@@ -237,6 +237,19 @@ describe('Cognite records aggregate (POST /api/v1/projects/{project}/streams/{st
     });
   });
 
+  it('avg of a text property is null inside buckets too; an explicit size keeps the first buckets', async () => {
+    const body = {
+      aggregates: {
+        by_region: { uniqueValues: { property: P('region'), aggregates: { a: { avg: { property: P('manufacturer') } }, hi: { max: { property: P('price') } } } } },
+        top3: { uniqueValues: { property: P('manufacturer'), size: 3 } },
+      },
+    };
+    const r = await post(body);
+    expect(r.status).toBe(200);
+    expect(r.body.aggregates.by_region.uniqueValueBuckets).toEqual(buckets(devices, 'region', (g) => ({ a: { avg: null }, hi: { max: max(nums(g, 'price')) } })));
+    expect(r.body.aggregates.top3.uniqueValueBuckets).toEqual(buckets(devices, 'manufacturer').slice(0, 3));
+  });
+
   describe('lastUpdatedTime', () => {
     const count = async (lastUpdatedTime: unknown) => {
       const r = await post({ aggregates: { n: { uniqueValues: { property: P('region') } } }, lastUpdatedTime });
