@@ -181,11 +181,9 @@ function untilClientLeaves(req: FastifyRequest, reply: FastifyReply): Ctx {
 export async function recordsAggregate(ctx: Ctx, streamId: string, body: unknown): Promise<{ aggregates: Json }> {
   if (!STREAM_RE.test(streamId))
     throw validationError(`streamId '${streamId}' must be 1 to 100 characters: a lowercase letter, then lowercase letters, digits, _ or -, ending in a letter or digit`);
-  const obj = (await getSchema(ctx)).objects.get(streamId);
-  if (!obj) {
-    const names = [...(await getSchema(ctx)).objects.keys()];
-    throw new CrmError('NOT_FOUND', `Stream '${streamId}' does not exist. Each object is a stream: ${names.join(', ')}`);
-  }
+  const { objects } = await getSchema(ctx);
+  const obj = objects.get(streamId);
+  if (!obj) throw new CrmError('NOT_FOUND', `Stream '${streamId}' does not exist. Each object is a stream: ${[...objects.keys()].join(', ')}`);
   if (!isObj(body)) throw validationError('Send {"aggregates": {...}, "lastUpdatedTime": {...}, "filter": {...}}');
   const extra = Object.keys(body).filter((k) => !BODY_KEYS.includes(k));
   if (extra.length) throw validationError(`Unknown key(s) ${extra.join(', ')}; the body takes aggregates, lastUpdatedTime and filter`);
