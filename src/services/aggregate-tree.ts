@@ -244,8 +244,8 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
     const q = db
       .selectFrom(inner.as('x'))
       .selectAll()
-      // Every bucket when the size is unbounded (compared with Infinity, SQLite would need a REAL bound).
-      .where(Number.isFinite(b.size) ? sql<boolean>`rn <= ${b.size}` : sql<boolean>`1 = 1`)
+      // An unbounded size keeps every bucket (an integer bound: Infinity is no SQLite parameter).
+      .where('rn', '<=', Number.isFinite(b.size) ? b.size : Number.MAX_SAFE_INTEGER)
       .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any)
       // While running: never more rows than the budget allows, whatever the estimate said.
       .limit(maxCells + 1);
