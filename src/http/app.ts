@@ -18,6 +18,7 @@ import { pipelineRoutes } from './routes/pipelines.js';
 import { searchRoutes } from './routes/search.js';
 import { dataRoutes } from './routes/data.js';
 import { bitrix24Routes } from './compat/bitrix24.js';
+import { cogniteRoutes } from './compat/cognite.js';
 import { VERSION } from '../version.js';
 import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
 
@@ -261,6 +262,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(pipelineRoutes);
       await api.register(searchRoutes);
       await api.register(dataRoutes);
+      await api.register(cogniteRoutes);
     },
     { prefix: '/api/v1' },
   );

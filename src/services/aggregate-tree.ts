@@ -40,6 +40,11 @@ interface BucketNode {
 export interface TreeRequest {
   aggregates: Record<string, unknown>;
   filter?: unknown;
+  /**
+   * Buckets of a uniqueValues without "size" (default TREE_LIMITS.defaultSize). Infinity: every
+   * distinct value, for a style whose document knows no size; the answer-size budget still bounds it.
+   */
+  defaultSize?: number;
 }
 
 const CALENDAR: Record<string, Interval> = { '1d': 'day', '1w': 'week', '1M': 'month', '1q': 'quarter', '1y': 'year' };
@@ -51,7 +56,7 @@ function property(spec: Record<string, unknown>, where: string): string {
   return name;
 }
 
-function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n: number }, schema?: WorkspaceSchema): { metrics: MetricNode[]; buckets: BucketNode[] } {
+function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n: number }, schema?: WorkspaceSchema, defaultSize: number = TREE_LIMITS.defaultSize): { metrics: MetricNode[]; buckets: BucketNode[] } {
   if (typeof input !== 'object' || input === null || Array.isArray(input))
     throw validationError('"aggregates" is an object of named aggregates, e.g. {"deals": {"count": {}}}');
   const entries = Object.entries(input as Record<string, unknown>);
@@ -81,8 +86,8 @@ function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n:
     let size: number = TREE_LIMITS.maxHistogramBuckets;
     if (kind === 'uniqueValues') {
       dim = resolveDim(obj, field, schema);
-      size = spec.size === undefined ? TREE_LIMITS.defaultSize : (parseNumberValue(spec.size, true) ?? NaN);
-      if (!Number.isInteger(size) || size < 1 || size > TREE_LIMITS.maxSize) throw validationError(`'${name}.uniqueValues.size' must be 1 to ${TREE_LIMITS.maxSize}`);
+      size = spec.size === undefined ? defaultSize : (parseNumberValue(spec.size, true) ?? NaN);
+      if (spec.size !== undefined && (!Number.isInteger(size) || size < 1 || size > TREE_LIMITS.maxSize)) throw validationError(`'${name}.uniqueValues.size' must be 1 to ${TREE_LIMITS.maxSize}`);
     } else if (kind === 'numberHistogram') {
       dim = resolveDim(obj, { field, histogram: parseNumberValue(spec.interval) ?? NaN }, schema);
     } else {
@@ -91,7 +96,7 @@ function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n:
       if (!interval) throw validationError(`'${name}.timeHistogram.calendarInterval' must be one of 1d, 1w, 1M, 1q, 1y (or ${INTERVALS.join(', ')})`);
       dim = resolveDim(obj, { field, interval, timeZone: typeof spec.timeZone === 'string' ? spec.timeZone : 'UTC' }, schema);
     }
-    const sub = spec.aggregates === undefined ? { metrics: [], buckets: [] } : parseLevel(obj, spec.aggregates, depth + 1, counter, schema);
+    const sub = spec.aggregates === undefined ? { metrics: [], buckets: [] } : parseLevel(obj, spec.aggregates, depth + 1, counter, schema, defaultSize);
     buckets.push({ name, kind: kind as BucketKind, dim, size, ...sub });
   }
   return { metrics, buckets };
@@ -116,7 +121,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   const obj = await resolveObject(ctx, objectName);
   const schema = await getSchema(ctx);
   if (!req || typeof req !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
-  const root = parseLevel(obj, req.aggregates, 1, { n: 0 }, schema);
+  const root = parseLevel(obj, req.aggregates, 1, { n: 0 }, schema, req.defaultSize);
   const g = normalizeFilter(req.filter);
   const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
   const db = ctx.db.kysely as unknown as Kysely<any>;
@@ -199,7 +204,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
     const worst = nodes[perNode.indexOf(Math.max(...perNode))]!;
     throw tooExpensive(
       `This aggregate tree could hold up to ${estimate.toLocaleString('en-US')} buckets over ${total.toLocaleString('en-US')} matching records; the limit is ${maxCells.toLocaleString('en-US')}. ` +
-        `The largest part is '${worst.path.map((b) => b.name).join(' > ')}' (${worst.path.map((b) => `${b.name} size ${b.size}`).join(' x ')}). ` +
+        `The largest part is '${worst.path.map((b) => b.name).join(' > ')}' (${worst.path.map((b) => `${b.name} size ${Number.isFinite(b.size) ? b.size : 'all'}`).join(' x ')}). ` +
         'Narrow it: fewer nested levels, a smaller size, or a filter',
       { limit: 'maxCells', max: maxCells, estimate, matchingRecords: total, largest: worst.path.map((b) => b.name).join('.') },
     );
@@ -239,7 +244,8 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
     const q = db
       .selectFrom(inner.as('x'))
       .selectAll()
-      .where('rn', '<=', b.size)
+      // An unbounded size keeps every bucket (an integer bound: Infinity is no SQLite parameter).
+      .where('rn', '<=', Number.isFinite(b.size) ? b.size : Number.MAX_SAFE_INTEGER)
       .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any)
       // While running: never more rows than the budget allows, whatever the estimate said.
       .limit(maxCells + 1);
