@@ -13,7 +13,7 @@ import { resolveObject } from '../src/services/schema.js';
  * on the main connection.
  */
 
-const CONTACTS = 20_000;
+const CONTACTS = 50_000;
 
 let t: TestApp;
 let defaults: BudgetLimits;
@@ -41,11 +41,17 @@ const orOfCompanyNames = (n: number) => ({
   conditions: Array.from({ length: n }, (_, i) => ({ field: 'company.name', operator: 'contains' as const, value: `zz-no-such-${i}` })),
 });
 
+/** Slower still, for the tests that need the lane held a while: 150 text scans and 20 related conditions per row, page and total. */
+const SLOW = {
+  operator: 'and' as const,
+  conditions: [...Array.from({ length: 150 }, (_, i) => ({ field: 'job_title', operator: 'not_contains' as const, value: `zz-${i}` })), orOfCompanyNames(20)],
+};
+
 describe('list and search budgets', () => {
   it('an expensive search runs in the heavy lane and is stopped by the time limit, while /me and /health answer', async () => {
     await limits({ timeoutMs: 300 });
     const order: string[] = [];
-    const search = call(t.app, t.a.memberToken, 'POST', '/api/v1/records/contacts/search', orOfCompanyNames(20)).then((r) => (order.push('search'), r));
+    const search = call(t.app, t.a.memberToken, 'POST', '/api/v1/records/contacts/search', SLOW).then((r) => (order.push('search'), r));
     // The search holds the lane (it would run on the main connection, outside it, before the fix).
     await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 2 }).toBe(1);
     const me = call(t.app, t.a.memberToken, 'GET', '/api/v1/me').then((r) => (order.push('me'), r));
@@ -85,7 +91,7 @@ describe('list and search budgets', () => {
   it('crm_search gets the same budget', async () => {
     await limits({ timeoutMs: 300 });
     const client = await memoryClient(t.db, t.a, { member: true });
-    const text = await callError(client, 'crm_search', { object: 'contacts', filter: orOfCompanyNames(20) });
+    const text = await callError(client, 'crm_search', { object: 'contacts', filter: SLOW });
     expect(text).toMatch(/^QUERY_TOO_EXPENSIVE: .*time limit/s);
     await client.close();
     await settled();
@@ -104,7 +110,7 @@ describe('list and search budgets', () => {
   it('plain lists stay outside the lane and page as before, even while the lane is full', async () => {
     await limits({ timeoutMs: 5000, concurrency: 1, queue: 0, perUser: 100 });
     // A slow search holds the only slot: a plain list must not need it.
-    const slow = call(t.app, t.a.adminToken, 'POST', '/api/v1/records/contacts/search', orOfCompanyNames(20));
+    const slow = call(t.app, t.a.adminToken, 'POST', '/api/v1/records/contacts/search', SLOW);
     await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 2 }).toBe(1);
     const seen = new Set<string>();
     let cursor: string | undefined;
@@ -119,8 +125,21 @@ describe('list and search budgets', () => {
     const indexed = await call(t.app, t.a.memberToken, 'GET', '/api/v1/records/contacts?limit=10&filter_field=status&filter_operator=eq&filter_value=customer');
     expect(indexed.status).toBe(200);
     expect(indexed.body.data.length).toBeGreaterThan(0);
+    // A few indexed conditions and an indexed sort (the bench's filtered list) stay light: with the
+    // lane full and no queue, a heavy read would answer 503 OVERLOADED.
+    const filtered = await call(t.app, t.a.memberToken, 'POST', '/api/v1/records/contacts/search', {
+      filter: { operator: 'and', conditions: [{ field: 'status', operator: 'in', value: ['lead', 'customer'] }, { field: 'last_name', operator: 'gte', value: 'M' }, { field: 'company', operator: 'is_not_null' }] },
+      sort_by: 'last_name',
+      limit: 10,
+    });
+    expect(filtered.status, JSON.stringify(filtered.body).slice(0, 300)).toBe(200);
+    expect(filtered.body.data).toHaveLength(10);
+    expect(filtered.body.total).toBeGreaterThan(10);
+    const heavyNow = await call(t.app, t.a.memberToken, 'POST', '/api/v1/records/contacts/search', { operator: 'and', conditions: [{ field: 'first_name', operator: 'contains', value: 'a' }] });
+    expect(heavyNow.status).toBe(503);
+    expect(heavyNow.body).toMatchObject({ error: true, code: 'OVERLOADED' });
     expect(laneState(t.db).running).toBe(1);
-    await slow;
+    expect((await slow).status).toBe(200);
     await settled();
   }, 30_000);
 });
