@@ -138,6 +138,9 @@ describe('list and search budgets', () => {
     const heavyNow = await call(t.app, t.a.memberToken, 'POST', '/api/v1/records/contacts/search', { operator: 'and', conditions: [{ field: 'first_name', operator: 'contains', value: 'a' }] });
     expect(heavyNow.status).toBe(503);
     expect(heavyNow.body).toMatchObject({ error: true, code: 'OVERLOADED' });
+    // A sort on a related field is heavy too, even without a filter.
+    const relatedSort = await call(t.app, t.a.memberToken, 'GET', '/api/v1/records/contacts?limit=5&sort_by=company.name');
+    expect(relatedSort.status).toBe(503);
     expect(laneState(t.db).running).toBe(1);
     expect((await slow).status).toBe(200);
     await settled();
