@@ -330,6 +330,12 @@ export function relatedValueSql(p: RelatedPath, outerTable: string, alias: strin
 }
 
 /**
+ * Related-field conditions (company.name ...) one filter may hold: each is a subquery run for every
+ * row the statement visits, so a few dozen of them in an `or` made one search scan for minutes.
+ */
+export const MAX_RELATED_CONDITIONS = 20;
+
+/**
  * 'company.industry' = the related company's industry: EXISTS over the related table, so a
  * condition on related records never multiplies rows the way a join would.
  */
@@ -338,6 +344,9 @@ function compileRelated(obj: ObjectDef, scope: Scope, c: Condition, alias: strin
   // The last hop's unknown field is listed as the agent would spell it: company.industry.
   if (!p.rest.includes('.') && !p.target.byName.has(p.rest)) resolveRelated(obj, scope.schema, c.field);
   const a = `r${++scope.aliases}`;
+  // One alias per related hop: the count of related conditions (a two-hop one counts twice).
+  if (scope.aliases > MAX_RELATED_CONDITIONS)
+    throw validationError(`A filter has more than ${MAX_RELATED_CONDITIONS} related-field conditions (such as company.name); the limit is ${MAX_RELATED_CONDITIONS}: combine them, or filter on the related object first`, { limit: MAX_RELATED_CONDITIONS });
   const inner = compileCondition(p.target, scope, { ...c, field: p.rest }, a, `${prefix}${p.rel.name}.`);
   const outer = `${alias ?? obj.table}.${p.rel.column}`;
   const ws = p.workspaceId;

@@ -14,6 +14,8 @@ import { bulkInsert } from '../db/bulk-insert.js';
 import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
 import { displayName, namesFor, withRelationNames } from './display-names.js';
 import { indexReferrers, indexRows, unindexRecords } from './search.js';
+import { budgetWhere, heavy, tooExpensive } from './budget.js';
+import { runRead } from './aggregate.js';
 
 export type RecordData = Record<string, unknown> & { id: string };
 
@@ -107,6 +109,57 @@ export function checkLimit(limit: number | undefined, max = MAX_LIMIT, dflt = DE
   return limit;
 }
 
+/**
+ * Conditions a list may carry and stay light: a few conditions on indexed fields are a few index
+ * ranges; beyond that SQLite tends to scan.
+ */
+const LIGHT_MAX_CONDITIONS = 4;
+/** Operators that match inside a value: no index serves them, every row is read. */
+const SCAN_OPERATORS = new Set(['contains', 'not_contains', 'starts_with']);
+
+function servedByIndex(f: FieldDef): boolean {
+  return f.indexed || f.unique || NOT_NULL_COLUMNS.has(f.column);
+}
+
+/**
+ * Whether a listing is expensive to evaluate, and so runs as a heavy read (lane, time limit, read
+ * pool): a related-field condition or sort (a subquery per row), a condition that matches inside
+ * text, a condition or sort on an unindexed field (a scan of the table, and its total a second
+ * scan), or more than a few conditions. Plain listings, the hot path, stay on the main connection.
+ * Only decides where the query runs, never what it answers: a wrong guess costs time, not results.
+ */
+export function isHeavyList(obj: ObjectDef, filter: FilterGroup | undefined, sort: { related: boolean; field: FieldDef }): boolean {
+  if (sort.related || !servedByIndex(sort.field)) return true;
+  if (!filter) return false;
+  let conditions = 0;
+  // An explicit stack: the filter was measured already (checkFilterSize), but no recursion is needed.
+  const stack: unknown[] = [filter];
+  while (stack.length) {
+    const node = stack.pop() as { conditions?: unknown; field?: unknown; operator?: unknown } | null;
+    if (!node || typeof node !== 'object') return true;
+    if (Array.isArray(node.conditions)) {
+      stack.push(...node.conditions);
+      continue;
+    }
+    if (++conditions > LIGHT_MAX_CONDITIONS) return true;
+    if (typeof node.field !== 'string' || node.field.includes('.')) return true;
+    if (SCAN_OPERATORS.has(String(node.operator))) return true;
+    const f = obj.byName.get(node.field);
+    if (!f || !servedByIndex(f)) return true;
+  }
+  return false;
+}
+
+/** The time limit's error, in terms of a listing: what to narrow in a search. */
+function listTimeoutError(e: unknown): unknown {
+  if (!(e instanceof CrmError) || e.code !== 'QUERY_TOO_EXPENSIVE' || (e.details as { limit?: unknown } | undefined)?.limit !== 'timeoutMs') return e;
+  const d = e.details as { max: number };
+  return tooExpensive(
+    `The search ran longer than its time limit of ${d.max / 1000} s and was stopped; narrow it: equals or in on indexed fields rather than contains, fewer conditions on related records (company.name), a sort on an indexed field, or include_total=false to skip counting every match`,
+    { ...e.details },
+  );
+}
+
 export async function listRecords(ctx: Ctx, objectName: string, opts: ListOptions = {}): Promise<ListResult> {
   const obj = await resolveObject(ctx, objectName);
   const limit = checkLimit(opts.limit, opts.maxLimit ?? MAX_LIMIT);
@@ -137,32 +190,52 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   if (cursor) start = segments.indexOf(cursor.v === null ? 'nulls' : 'values');
   if (start < 0) start = 0;
 
+  // An expensive listing runs as a heavy read: its statements (page and total) on the read pool,
+  // under the lane's time limit, each row passing the budget condition so that the statement stops
+  // at the deadline. Without a pool (':memory:') they run on the main connection, which cannot stop
+  // a statement: the lane still bounds how many run at once, and the limit is checked between them.
+  const heavyList = isHeavyList(obj, opts.filter, { related: !!related, field: sortField });
+  let guard: ReturnType<typeof budgetWhere>;
+  const run = <R>(q: any): Promise<R[]> => (heavyList ? runRead<R>(ctx, q.compile()) : q.execute());
   const rows: Record<string, unknown>[] = [];
   const page = async (shape: (q: any) => any) => {
     let q = db.selectFrom(obj.table).select(columns);
     if (related) q = q.select(sql`${key}`.as('__sort'));
+    if (guard) q = q.where(guard);
     if (where) q = q.where((eb: EB) => where(eb));
-    rows.push(...((await shape(q).limit(limit + 1 - rows.length).execute()) as Record<string, unknown>[]));
+    rows.push(...(await run<Record<string, unknown>>(shape(q).limit(limit + 1 - rows.length))));
   };
-  for (let i = start; i < segments.length && rows.length <= limit; i++) {
-    const seg = segments[i]!;
-    const resume = cursor && i === start ? cursor : undefined;
-    if (seg === 'nulls') {
-      await page((q) => {
-        if (!notNullKey) q = q.where(key, 'is', null);
-        if (resume) q = q.where('seq', cmp, resume.s);
-        return q.orderBy('seq', dir);
-      });
-      continue;
+  const execute = async (): Promise<number | null> => {
+    guard = heavyList ? budgetWhere(ctx) : undefined;
+    for (let i = start; i < segments.length && rows.length <= limit; i++) {
+      const seg = segments[i]!;
+      const resume = cursor && i === start ? cursor : undefined;
+      if (seg === 'nulls') {
+        await page((q) => {
+          if (!notNullKey) q = q.where(key, 'is', null);
+          if (resume) q = q.where('seq', cmp, resume.s);
+          return q.orderBy('seq', dir);
+        });
+        continue;
+      }
+      const notNull = (q: any) => (notNullKey ? q : q.where(key, 'is not', null));
+      if (resume) {
+        // Resuming splits in two index ranges: the rest of the rows equal to the cursor's value (by
+        // seq), then the values beyond it. A row-value comparison would seek on the value alone and
+        // step through every row sharing it: slow deep in a low-cardinality field (a status).
+        await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
+        if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
+      } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir));
     }
-    const notNull = (q: any) => (notNullKey ? q : q.where(key, 'is not', null));
-    if (resume) {
-      // Resuming splits in two index ranges: the rest of the rows equal to the cursor's value (by
-      // seq), then the values beyond it. A row-value comparison would seek on the value alone and
-      // step through every row sharing it: slow deep in a low-cardinality field (a status).
-      await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
-      if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
-    } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir));
+
+    // The contract's total is an exact count of every match: for a heavy listing, in the same budget.
+    return opts.includeTotal !== false ? countRecords(ctx, obj, where, guard, run) : null;
+  };
+  let total: number | null;
+  try {
+    total = heavyList ? await heavy(ctx, execute) : await execute();
+  } catch (e) {
+    throw listTimeoutError(e);
   }
 
   let nextCursor: string | null = null;
@@ -171,17 +244,22 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
     const last = rows[limit - 1]!;
     nextCursor = encodeCursor({ f: sortName, d: dir, v: ((related ? last.__sort : last[col]) ?? null) as string | number | null, s: last.seq as number });
   }
-  let total: number | null = null;
-  if (opts.includeTotal !== false) total = await countRecords(ctx, obj, where);
   const data = rows.map((r) => toRecord(obj, r, fields));
   return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };
 }
 
-async function countRecords(ctx: Ctx, obj: ObjectDef, where?: (eb: EB) => Expression<SqlBool>): Promise<number> {
+async function countRecords(
+  ctx: Ctx,
+  obj: ObjectDef,
+  where: ((eb: EB) => Expression<SqlBool>) | undefined,
+  guard: ReturnType<typeof budgetWhere>,
+  run: <R>(q: any) => Promise<R[]>,
+): Promise<number> {
   let q = dyn(ctx.db.kysely).selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+  if (guard) q = q.where(guard);
   if (where) q = q.where((eb: EB) => where(eb));
-  const row = (await q.executeTakeFirstOrThrow()) as { n: number | bigint };
-  return Number(row.n);
+  const [row] = await run<{ n: number | bigint }>(q);
+  return Number(row?.n ?? 0);
 }
 
 // ---------------------------------------------------------------------------------------------
