@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ctxFor, freshDb, makeWorkspace, type TestWorkspace } from './helpers.js';
+import { call, ctxFor, freshDb, makeWorkspace, testAppOn, type TestWorkspace } from './helpers.js';
 import type { Db } from '../src/db/database.js';
 import { configureBudget, heavy, laneState } from '../src/services/budget.js';
 
@@ -89,5 +89,20 @@ describe('heavy lane fairness', () => {
     const a = ctxFor(db, w.workspace.id, w.member.id, 'member');
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => heavy(a, async () => i)));
     expect(results).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it('a task summary takes one place in the lane, not one per aggregate it runs', async () => {
+    const t = await testAppOn(await freshDb());
+    try {
+      // One slot and no queue: a summary that asked for four places would be refused (503).
+      configureBudget(t.db, { concurrency: 1, queue: 0, perUser: 1 });
+      await call(t.app, t.a.adminToken, 'POST', '/api/v1/tasks', { title: 'Call back', due_at: '2020-01-01T10:00:00Z' });
+      const r = await call(t.app, t.a.memberToken, 'GET', '/api/v1/tasks/stats');
+      expect(r.status, JSON.stringify(r.body).slice(0, 200)).toBe(200);
+      expect(r.body.data).toMatchObject({ total: 1, open: 1, overdue: 1 });
+      expect(laneState(t.db)).toEqual({ running: 0, queued: 0 });
+    } finally {
+      await t.close();
+    }
   });
 });
