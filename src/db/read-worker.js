@@ -29,14 +29,14 @@ function connection(file) {
     // there long after the read (measured with mmap_size = 256 MiB: file pages held 157-180 MiB of
     // RSS after idle). Reads go through the OS page cache instead, which the kernel can reclaim.
     db.pragma('mmap_size = 0');
-    // better-sqlite3 has no sqlite3_interrupt(). A heavy read's WHERE calls this for every row it
-    // visits (see budgetCondition in read-pool.ts): past the deadline (epoch ms) the statement fails
+    // better-sqlite3 has no sqlite3_interrupt(). A heavy read's WHERE calls this as it visits rows
+    // (see budgetCondition in read-pool.ts): past the deadline (epoch ms) the statement fails
     // at once instead of running on, and when Piscina terminates this thread (the caller gave up),
     // the next call into JavaScript fails and ends the statement too; a thread stuck in SQLite
-    // would otherwise keep its CPU until the statement finished. The clock is read every 1,024 rows.
-    let calls = 0;
+    // would otherwise keep its CPU until the statement finished. The condition calls this only for
+    // about one row in 128 (budgetCondition), so each call reads the clock.
     db.function('crm_budget', { deterministic: false }, (deadline) => {
-      if ((++calls & 1023) === 0 && Date.now() > deadline) throw new Error(BUDGET_EXCEEDED);
+      if (Date.now() > deadline) throw new Error(BUDGET_EXCEEDED);
       return 1;
     });
     c = { db, stmts: new Map() };

@@ -42,8 +42,10 @@ export function defaultLimits(db: Db): BudgetLimits {
 }
 
 /**
- * One user may hold the lane's places but `concurrency` of them, so others always find room; a
- * dashboard of a dozen widgets from one token still loads (running and queued).
+ * One user may hold (running and waiting) as many heavy reads as the queue is long: a dashboard of
+ * a dozen widgets from one token still loads, and the lane still has `concurrency` places for the
+ * others. Holding many places buys no priority: the lane hands each free slot to the user who has
+ * waited longest since their last turn (see HeavyLane.next).
  */
 export function perUserDefault(concurrency: number, queue: number): number {
   return Math.max(1, queue > 0 ? queue : concurrency - 1);
@@ -51,6 +53,8 @@ export function perUserDefault(concurrency: number, queue: number): number {
 
 interface Waiter {
   user: string;
+  /** Arrival order, for ties between users. */
+  seq: number;
   start: () => void;
   signal: AbortSignal | undefined;
   onAbort: () => void;
@@ -60,6 +64,12 @@ class HeavyLane {
   running = 0;
   readonly waiting: Waiter[] = [];
   readonly perUser = new Map<string, number>();
+  /** Heavy reads each user has running now. */
+  private readonly runningBy = new Map<string, number>();
+  /** When (a counter) each user last got a slot; a user never served counts as 0. */
+  private readonly lastTurn = new Map<string, number>();
+  private turns = 0;
+  private arrivals = 0;
   /** Heavy reads stopped: past their time limit, or because the caller gave up. */
   readonly stopped = { timedOut: 0, cancelled: 0 };
   /** Recent run times, for a Retry-After that tracks the real load. */
@@ -91,6 +101,7 @@ class HeavyLane {
     if (this.running < this.limits.concurrency) {
       this.running++;
       this.perUser.set(user, held + 1);
+      this.started(user);
       return;
     }
     if (this.waiting.length >= this.limits.queue)
@@ -103,6 +114,7 @@ class HeavyLane {
     await new Promise<void>((resolve, reject) => {
       const w: Waiter = {
         user,
+        seq: ++this.arrivals,
         signal,
         start: resolve,
         onAbort: () => {
@@ -120,17 +132,52 @@ class HeavyLane {
   private releaseUser(user: string) {
     const n = (this.perUser.get(user) ?? 1) - 1;
     if (n > 0) this.perUser.set(user, n);
-    else this.perUser.delete(user);
+    else {
+      // A user who holds nothing is forgotten (the maps stay as small as the lane's users).
+      this.perUser.delete(user);
+      this.lastTurn.delete(user);
+    }
+  }
+
+  private started(user: string) {
+    this.runningBy.set(user, (this.runningBy.get(user) ?? 0) + 1);
+    this.lastTurn.set(user, ++this.turns);
+  }
+
+  /**
+   * The waiter to start next, fairly rather than first come, first served (a plain FIFO let one
+   * member's 16 queued aggregates make another user's 100 ms one wait 36 s): the user with the
+   * fewest reads running, then the one whose last turn is oldest (round-robin between users),
+   * then arrival order. So whatever one user has queued, another user's read starts next, and one
+   * user keeps at most `concurrency - 1` slots while others wait for theirs.
+   */
+  private next(): Waiter | undefined {
+    let best: Waiter | undefined;
+    let bestKey: [number, number, number] | undefined;
+    for (const w of this.waiting) {
+      const key: [number, number, number] = [this.runningBy.get(w.user) ?? 0, this.lastTurn.get(w.user) ?? 0, w.seq];
+      if (!bestKey || key[0] < bestKey[0] || (key[0] === bestKey[0] && (key[1] < bestKey[1] || (key[1] === bestKey[1] && key[2] < bestKey[2])))) {
+        best = w;
+        bestKey = key;
+      }
+    }
+    if (best) this.waiting.splice(this.waiting.indexOf(best), 1);
+    return best;
   }
 
   release(user: string) {
     this.releaseUser(user);
-    const next = this.waiting.shift();
+    const r = (this.runningBy.get(user) ?? 1) - 1;
+    if (r > 0) this.runningBy.set(user, r);
+    else this.runningBy.delete(user);
+    const next = this.next();
     if (next) {
       // The slot passes straight to the next waiter: running stays the same.
       next.signal?.removeEventListener('abort', next.onAbort);
+      this.started(next.user);
       next.start();
     } else this.running--;
+
     if (this.running === 0) collectWhenIdle(this, this.db);
   }
 }

@@ -3,6 +3,7 @@ import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
 import { heavy } from './budget.js';
+import { runRead } from './aggregate.js';
 import { CrmError, validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
@@ -94,17 +95,22 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   const k = dyn(ctx.db.kysely);
   const ws = ctx.actor.workspaceId;
 
-  // 1. Exact keys shared by 2..MAX_GROUP records.
-  const groups = (await k
-    .selectFrom('dedupe_keys')
-    .select(['kind', 'key', sql<number>`COUNT(*)`.as('n')])
-    .where('workspace_id', '=', ws)
-    .where('object_id', '=', obj.id)
-    .where('kind', 'in', ['email', 'phone', 'domain', 'name'])
-    .groupBy(['kind', 'key'])
-    .having(sql`COUNT(*)`, '>', 1)
-    .having(sql`COUNT(*)`, '<=', MAX_GROUP)
-    .execute()) as { kind: string; key: string; n: number }[];
+  // 1. Exact keys shared by 2..MAX_GROUP records. The two GROUP BYs over every match key (about
+  // 100 ms each on 200,000 contacts) run on the read pool when there is one (runRead), off the
+  // event loop; the rest of the scan yields at its checkpoints.
+  const groups = await runRead<{ kind: string; key: string; n: number }>(
+    ctx,
+    k
+      .selectFrom('dedupe_keys')
+      .select(['kind', 'key', sql<number>`COUNT(*)`.as('n')])
+      .where('workspace_id', '=', ws)
+      .where('object_id', '=', obj.id)
+      .where('kind', 'in', ['email', 'phone', 'domain', 'name'])
+      .groupBy(['kind', 'key'])
+      .having(sql`COUNT(*)`, '>', 1)
+      .having(sql`COUNT(*)`, '<=', MAX_GROUP)
+      .compile(),
+  );
   const pairs = new Map<string, { a: string; b: string; evidence: Evidence[] }>();
   const addPair = (x: string, y: string, ev: Evidence) => {
     const [a, b] = x < y ? [x, y] : [y, x];
@@ -133,8 +139,12 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   for (const g of groups) byKind.set(g.kind, [...(byKind.get(g.kind) ?? []), g.key]);
   const fieldFor = (kind: string) =>
     kind === 'name' ? obj.displayFields.join('+') : (obj.fields.find((f) => (kind === 'email' ? f.type === 'EMAIL' : kind === 'phone' ? f.type === 'PHONE' : f.type === 'URL' || /domain/.test(f.name)))?.name ?? kind);
+  // Checkpoints in the loops below: the scan runs on the main thread, so every few thousand steps it
+  // lets the event loop in and checks the time limit (checkpoint yields only every ~25 ms of work).
+  let steps = 0;
   for (const [kind, keys] of byKind) {
     for (const [key, ids] of await members(kind, keys)) {
+      if ((++steps & 1023) === 0) await checkpoint(ctx, 0, undefined, 'pairing exact keys');
       const value = kind === 'name' ? key.split('|')[0]! : key;
       for (let i = 0; i < ids.length; i++)
         for (let j = i + 1; j < ids.length; j++) addPair(ids[i]!, ids[j]!, { kind: kind as Evidence['kind'], field: fieldFor(kind), value, record_ids: ids });
@@ -142,26 +152,35 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   }
 
   // 2. Names spelled differently: compare within blocks.
-  const blocks = (await k
-    .selectFrom('dedupe_keys')
-    .select(['key'])
-    .where('workspace_id', '=', ws)
-    .where('object_id', '=', obj.id)
-    .where('kind', '=', 'block')
-    .groupBy('key')
-    .having(sql`COUNT(*)`, '>', 1)
-    .having(sql`COUNT(*)`, '<=', MAX_GROUP)
-    .execute()) as { key: string }[];
+  const blocks = await runRead<{ key: string }>(
+    ctx,
+    k
+      .selectFrom('dedupe_keys')
+      .select(['key'])
+      .where('workspace_id', '=', ws)
+      .where('object_id', '=', obj.id)
+      .where('kind', '=', 'block')
+      .groupBy('key')
+      .having(sql`COUNT(*)`, '>', 1)
+      .having(sql`COUNT(*)`, '<=', MAX_GROUP)
+      .compile(),
+  );
   const blockMembers = await members('block', blocks.map((b) => b.key));
   const allIds = new Set<string>();
   for (const ids of blockMembers.values()) ids.forEach((x) => allIds.add(x));
   const nameOf = await names(ctx, obj, [...allIds]);
   const person = obj.displayFields.length >= 2;
+  const normal = new Map<string, string>();
+  for (const [id, n] of nameOf) {
+    if ((++steps & 1023) === 0) await checkpoint(ctx, 0, undefined, 'comparing names');
+    normal.set(id, normalName(n, !person));
+  }
   for (const ids of blockMembers.values()) {
     for (let i = 0; i < ids.length; i++)
       for (let j = i + 1; j < ids.length; j++) {
-        const na = normalName(nameOf.get(ids[i]!) ?? '', !person);
-        const nb = normalName(nameOf.get(ids[j]!) ?? '', !person);
+        if ((++steps & 255) === 0) await checkpoint(ctx, 0, undefined, 'comparing names');
+        const na = normal.get(ids[i]!) ?? '';
+        const nb = normal.get(ids[j]!) ?? '';
         if (!na || !nb || na === nb) continue; // equal names are exact evidence already (with company)
         const sim = jaroWinkler(na, nb);
         if (sim >= 0.9) addPair(ids[i]!, ids[j]!, { kind: 'fuzzy_name', field: obj.displayFields.join('+'), value: `${na} ~ ${nb}`, record_ids: [ids[i]!, ids[j]!], similarity: Math.round(sim * 1000) / 1000 });
@@ -176,12 +195,15 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
     parent.set(x, r);
     return r;
   };
-  const scored = [...pairs.values()].map((p) => {
+  const scored: { a: string; b: string; evidence: Evidence[]; score: number }[] = [];
+  for (const p of pairs.values()) {
+    if ((++steps & 1023) === 0) await checkpoint(ctx, 0, undefined, 'scoring pairs');
     const kinds = new Set(p.evidence.map((e) => e.kind));
     const score = 1 - [...kinds].reduce((acc, kd) => acc * (1 - (kd === 'fuzzy_name' ? WEIGHTS.fuzzy_name! * (p.evidence.find((e) => e.kind === kd)!.similarity ?? 1) : WEIGHTS[kd]!)), 1);
-    return { ...p, score };
-  });
+    scored.push({ ...p, score });
+  }
   for (const p of scored) {
+    if ((++steps & 1023) === 0) await checkpoint(ctx, 0, undefined, 'clustering');
     if (p.score < minScore) continue;
     parent.set(p.a, find(p.a));
     parent.set(p.b, find(p.b));
@@ -189,6 +211,7 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   }
   const clusters = new Map<string, { ids: Set<string>; score: number; evidence: Evidence[] }>();
   for (const p of scored) {
+    if ((++steps & 1023) === 0) await checkpoint(ctx, 0, undefined, 'clustering');
     if (p.score < minScore) continue;
     const root = find(p.a);
     let c = clusters.get(root);
@@ -199,7 +222,9 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   }
   let list = [...clusters.values()];
   if (opts.recordId) list = list.filter((c) => c.ids.has(opts.recordId!));
-  list.sort((x, y) => y.score - x.score || y.ids.size - x.ids.size || [...x.ids].sort()[0]!.localeCompare([...y.ids].sort()[0]!));
+  // Each cluster's smallest id once, not two sorted copies per comparison (57 ms for 12,000 clusters).
+  const firstId = new Map(list.map((c) => [c, [...c.ids].sort()[0]!]));
+  list.sort((x, y) => y.score - x.score || y.ids.size - x.ids.size || firstId.get(x)!.localeCompare(firstId.get(y)!));
   const total = list.length;
   list = list.slice(0, limit);
   const shownNames = await names(ctx, obj, list.flatMap((c) => [...c.ids]));
@@ -215,6 +240,7 @@ async function names(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<Map<strin
   const out = new Map<string, string>();
   const cols = ['id', ...obj.displayFields.map((n) => obj.byName.get(n)!.column)];
   for (let i = 0; i < ids.length; i += 500) {
+    await checkpoint(ctx, i, ids.length, 'reading names');
     const rows = (await dyn(ctx.db.kysely).selectFrom(obj.table).select(cols).where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
     for (const r of rows) out.set(r.id as string, obj.displayFields.map((n) => r[obj.byName.get(n)!.column]).filter((v) => v !== null && v !== '').join(' '));
   }

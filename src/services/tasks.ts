@@ -2,6 +2,7 @@ import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import type { Condition, FilterGroup } from './filters.js';
 import { aggregateGroups } from './aggregate.js';
+import { heavy } from './budget.js';
 import { createRecord, deleteRecord, getRecord, listRecords, updateRecord, type ListResult, type RecordData } from './records.js';
 import { checkTimeZone } from './time-buckets.js';
 import { localDate, localMidnight, looksRelative } from './relative-dates.js';
@@ -183,21 +184,27 @@ export async function getTask(ctx: Ctx, id: string) {
   return getRecord(ctx, 'tasks', id);
 }
 
-/** Counts by status and priority, overdue, and per assignee (with names). */
-export async function taskStats(ctx: Ctx, opts: { assignee?: string | undefined } = {}) {
+/**
+ * Counts by status and priority, overdue, and per assignee (with names). One place in the heavy
+ * lane for the whole summary (its four aggregates run nested in it, one after another, on the one
+ * read thread the slot stands for); four separate places let one request take a user's whole share.
+ */
+export function taskStats(ctx: Ctx, opts: { assignee?: string | undefined } = {}) {
+  return heavy(ctx, () => runTaskStats(ctx, opts));
+}
+
+async function runTaskStats(ctx: Ctx, opts: { assignee?: string | undefined }) {
   const filter = opts.assignee ? { assignee: opts.assignee === 'me' ? ctx.actor.userId : opts.assignee } : undefined;
-  const [byStatus, byPriority, byAssignee, overdue] = await Promise.all([
-    aggregateGroups(ctx, 'tasks', { filter, groupBy: ['status'], limit: TASK_STATUSES.length + 1 }),
-    aggregateGroups(ctx, 'tasks', { filter, groupBy: ['priority'], limit: TASK_PRIORITIES.length + 1 }),
-    aggregateGroups(ctx, 'tasks', {
-      filter: { operator: 'and', conditions: [...(filter ? [{ field: 'assignee', operator: 'eq' as const, value: filter.assignee }] : []), { field: 'status', operator: 'in' as const, value: OPEN_TASK_STATUSES }] },
-      groupBy: ['assignee'],
-      limit: 1000,
-    }),
-    aggregateGroups(ctx, 'tasks', {
-      filter: { operator: 'and', conditions: [...(filter ? [{ field: 'assignee', operator: 'eq' as const, value: filter.assignee }] : []), { field: 'status', operator: 'in' as const, value: OPEN_TASK_STATUSES }, { field: 'due_at', operator: 'lt' as const, value: nowIso() }] },
-    }),
-  ]);
+  const byStatus = await aggregateGroups(ctx, 'tasks', { filter, groupBy: ['status'], limit: TASK_STATUSES.length + 1 });
+  const byPriority = await aggregateGroups(ctx, 'tasks', { filter, groupBy: ['priority'], limit: TASK_PRIORITIES.length + 1 });
+  const byAssignee = await aggregateGroups(ctx, 'tasks', {
+    filter: { operator: 'and', conditions: [...(filter ? [{ field: 'assignee', operator: 'eq' as const, value: filter.assignee }] : []), { field: 'status', operator: 'in' as const, value: OPEN_TASK_STATUSES }] },
+    groupBy: ['assignee'],
+    limit: 1000,
+  });
+  const overdue = await aggregateGroups(ctx, 'tasks', {
+    filter: { operator: 'and', conditions: [...(filter ? [{ field: 'assignee', operator: 'eq' as const, value: filter.assignee }] : []), { field: 'status', operator: 'in' as const, value: OPEN_TASK_STATUSES }, { field: 'due_at', operator: 'lt' as const, value: nowIso() }] },
+  });
   const counts = (r: typeof byStatus, key: string, all: string[]) => {
     const out: Record<string, number> = Object.fromEntries(all.map((k) => [k, 0]));
     for (const g of r.groups ?? []) out[String(g.values[key] ?? 'none')] = g.count;

@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call, freshDb, makeWorkspace, testAppOn, type TestApp } from './helpers.js';
+import { seedWorkspace } from '../src/services/seed.js';
+import { budgetLimits, configureBudget, laneState, type BudgetLimits } from '../src/services/budget.js';
+
+/**
+ * Duplicate detection is a heavy read that runs on the main thread (issue 13, second review,
+ * defect 5): it must keep to the time limit and let light requests in while it runs, on REST too
+ * (where no MCP Work is set). 20,000 contacts with match keys: a scan of several hundred ms.
+ */
+
+let t: TestApp;
+let defaults: BudgetLimits;
+
+beforeAll(async () => {
+  t = await testAppOn(await freshDb({ file: true }));
+  await seedWorkspace(t.a.ctx, { contacts: 20_000, companies: 200, opportunities: 0, activity: false, searchIndex: false, matchKeys: true });
+  defaults = { ...budgetLimits(t.db) };
+}, 60_000);
+afterAll(async () => {
+  await t.close();
+});
+
+const detect = { action: 'detect', object: 'contacts' };
+
+describe('duplicate scan in the heavy lane', () => {
+  it('answers 422 QUERY_TOO_EXPENSIVE past a short time limit', async () => {
+    // Well under the scan's length (several hundred ms), past its first queries.
+    configureBudget(t.db, { ...defaults, timeoutMs: 250 });
+    try {
+      const r = await call(t.app, t.a.memberToken, 'POST', '/api/v1/duplicates', detect);
+      expect(r.status, JSON.stringify(r.body).slice(0, 200)).toBe(422);
+      expect(r.body).toMatchObject({ error: true, code: 'QUERY_TOO_EXPENSIVE', details: { limit: 'timeoutMs', max: 250 } });
+    } finally {
+      configureBudget(t.db, defaults);
+    }
+    expect(laneState(t.db)).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('/me answers while a scan runs', async () => {
+    const order: string[] = [];
+    const scan = call(t.app, t.a.memberToken, 'POST', '/api/v1/duplicates', detect).then((r) => (order.push('scan'), r));
+    // /me is sent once the scan holds the lane; the loop sees that only if the scan lets the event loop in.
+    while (laneState(t.db).running === 0 && !order.includes('scan')) await new Promise((r) => setImmediate(r));
+    const me = call(t.app, t.a.memberToken, 'GET', '/api/v1/me').then((r) => (order.push('me'), r));
+    expect((await me).status).toBe(200);
+    const s = await scan;
+    expect(s.status, JSON.stringify(s.body).slice(0, 200)).toBe(200);
+    expect(s.body.total).toBeGreaterThan(0);
+    expect(order).toEqual(['me', 'scan']);
+  });
+});
