@@ -297,6 +297,15 @@ export interface HeavySlot {
  * Wait for a place in the lane (or be refused when it is full), then hold it until release().
  * For work whose end is not one call's end, such as an export streamed to a client as it reads.
  */
+/**
+ * Run `fn` inside a place already held (an export's, between its pages): heavy reads it makes
+ * (a list that counts as heavy) share that place instead of queueing for a second one, which a
+ * lane of one place would never grant.
+ */
+export function inSlot<T>(slot: HeavySlot, fn: () => Promise<T>): Promise<T> {
+  return current.run(slot.budget, fn);
+}
+
 export async function enterLane(ctx: Ctx): Promise<HeavySlot> {
   const lane = laneOf(ctx.db);
   const user = `${ctx.actor.workspaceId}:${ctx.actor.userId}`;

@@ -3,7 +3,7 @@ import type { Ctx } from './context.js';
 import { CrmError, validationError } from './errors.js';
 import { requireAdmin } from './permissions.js';
 import { cancelledError, checkpoint, throwIfCancelled } from './work.js';
-import { budgetLimits, enterLane, timeoutError, tooExpensive, type HeavySlot } from './budget.js';
+import { budgetLimits, enterLane, inSlot, timeoutError, tooExpensive, type HeavySlot } from './budget.js';
 import { stringify } from 'csv-stringify/sync';
 import { createPrepared, createRecords, listRecords, prepareForImport, type Prepared, type RecordData } from './records.js';
 import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
@@ -292,7 +292,9 @@ export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptio
     let sent = 0;
     while (sent < limit) {
       slot.check();
-      const page = await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false, relationNames });
+      const page = await inSlot(slot, () =>
+        listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false, relationNames }),
+      );
       slot.check();
       yield page.data;
       sent += page.data.length;
