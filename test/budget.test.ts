@@ -1,8 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, freshDb, freshPooledDb, makeWorkspace, testAppOn, type TestApp } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { call, freshDb, makeWorkspace, type TestApp } from './helpers.js';
 import { callError, memoryClient } from './mcp-helpers.js';
+import { seededLane } from './lane-helpers.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { budgetLimits, configureBudget, DEFAULT_LIMITS, laneState, laneStopped, type BudgetLimits } from '../src/services/budget.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
@@ -27,26 +28,10 @@ const SLOW_TREE = { aggregates: nested(['first_name', 'last_name']) };
 
 let t: TestApp;
 let defaults: BudgetLimits;
-
-beforeAll(async () => {
-  t = await testAppOn(await freshPooledDb(2));
-  await seedWorkspace(t.a.ctx, { contacts: CONTACTS, companies: 500, opportunities: 0, activity: false, searchIndex: false, matchKeys: false });
-  defaults = { ...budgetLimits(t.db) };
-}, 60_000);
-afterAll(async () => {
-  await t.close();
+const { s: lane, settled, limits } = seededLane(CONTACTS);
+beforeAll(() => {
+  ({ t, defaults } = lane);
 });
-
-async function settled() {
-  // The lane is empty again once every request has finished.
-  await expect.poll(() => laneState(t.db), { timeout: 20_000 }).toEqual({ running: 0, queued: 0 });
-}
-
-/** Each test starts from an empty lane and the default limits. */
-async function limits(l: Partial<BudgetLimits>) {
-  await settled();
-  configureBudget(t.db, { ...defaults, ...l });
-}
 
 describe('heavy-read budgets', () => {
   it('defaults: as many heavy reads at once as read workers, a 30 s limit, 100,000 buckets', () => {

@@ -1,14 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { makeWorkspace } from './helpers.js';
+import { cleanEnv, startServe } from './process-helpers.js';
 
 /**
  * A heavy read that fails midway (its time limit, a client that hangs up) inside a real `serve`
@@ -17,25 +16,12 @@ import { makeWorkspace } from './helpers.js';
  * that: vitest's own workers report such a rejection without dying the way the server did.
  */
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = path.join(root, 'dist/src/cli.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-heavy-'));
 const dbFile = path.join(tmp, 'crm.db');
 let child: ChildProcess;
 let base = '';
 let token = '';
-let stderr = '';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
+let stderr = () => '';
 
 beforeAll(async () => {
   const db = openDatabase({ file: dbFile });
@@ -44,25 +30,11 @@ beforeAll(async () => {
   await seedWorkspace(w.ctx, { contacts: 20_000, companies: 300, opportunities: 0, activity: false, searchIndex: false, matchKeys: false });
   token = w.memberToken;
   await db.close();
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CRM_') && !['PORT', 'HOST', 'LOG_LEVEL'].includes(k))) as Record<string, string>;
-  const port = await freePort();
-  child = spawn(process.execPath, [CLI, 'serve', '--port', String(port)], {
-    cwd: tmp,
-    env: { ...env, CRM_DB: dbFile, CRM_WORKSPACE: 'alpha', CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'error', CRM_READ_WORKERS: '2', CRM_QUERY_TIMEOUT_MS: '100' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`serve exited: ${stderr}`);
-    try {
-      if ((await fetch(`${base}/health`)).ok) return;
-    } catch {
-      /* not listening yet */
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`serve did not start: ${stderr}`);
+  const served = await startServe(
+    { ...cleanEnv, CRM_DB: dbFile, CRM_WORKSPACE: 'alpha', CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'error', CRM_READ_WORKERS: '2', CRM_QUERY_TIMEOUT_MS: '100' },
+    tmp,
+  );
+  ({ child, base, stderr } = served);
 }, 60_000);
 
 afterAll(() => {
@@ -82,7 +54,7 @@ const aggregate = (signal?: AbortSignal) =>
 
 async function stillServing() {
   await new Promise((r) => setTimeout(r, 1000));
-  expect(child.exitCode, stderr).toBeNull();
+  expect(child.exitCode, stderr()).toBeNull();
   expect((await fetch(`${base}/health`)).status).toBe(200);
 }
 

@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, freshPooledDb, testAppOn, type TestApp } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { call, type TestApp } from './helpers.js';
 import { callError, memoryClient } from './mcp-helpers.js';
-import { seedWorkspace } from '../src/services/seed.js';
-import { budgetLimits, configureBudget, laneState, type BudgetLimits } from '../src/services/budget.js';
+import { seededLane } from './lane-helpers.js';
+import { laneState, type BudgetLimits } from '../src/services/budget.js';
 import { MAX_RELATED_CONDITIONS } from '../src/services/filters.js';
 import { resolveObject } from '../src/services/schema.js';
 
@@ -17,23 +17,10 @@ const CONTACTS = 50_000;
 
 let t: TestApp;
 let defaults: BudgetLimits;
-
-beforeAll(async () => {
-  t = await testAppOn(await freshPooledDb(2));
-  await seedWorkspace(t.a.ctx, { contacts: CONTACTS, companies: 500, opportunities: 0, activity: false, searchIndex: false, matchKeys: false });
-  defaults = { ...budgetLimits(t.db) };
-}, 60_000);
-afterAll(async () => {
-  await t.close();
+const { s: lane, settled, limits } = seededLane(CONTACTS);
+beforeAll(() => {
+  ({ t, defaults } = lane);
 });
-
-async function settled() {
-  await expect.poll(() => laneState(t.db), { timeout: 20_000 }).toEqual({ running: 0, queued: 0 });
-}
-async function limits(l: Partial<BudgetLimits>) {
-  await settled();
-  configureBudget(t.db, { ...defaults, ...l });
-}
 
 /** The reviewer's search: an `or` of n `company.name contains` conditions (no company matches). */
 const orOfCompanyNames = (n: number) => ({

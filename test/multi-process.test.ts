@@ -1,15 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
 import { createRecords } from '../src/services/records.js';
 import { call, makeWorkspace, silent } from './helpers.js';
+import { cleanEnv, CLI, startServe } from './process-helpers.js';
 
 /**
  * Several processes on one SQLite file, as the README allows (servers behind one load balancer, a
@@ -19,48 +18,18 @@ import { call, makeWorkspace, silent } from './helpers.js';
  * write must be in the file afterwards.
  */
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = path.join(root, 'dist/src/cli.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-procs-'));
 const dbFile = path.join(tmp, 'crm.db');
-
-const baseEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !k.startsWith('CRM_') && !['PORT', 'HOST', 'LOG_LEVEL'].includes(k)),
-) as Record<string, string>;
-const env = { ...baseEnv, CRM_DB: dbFile, CRM_WORKSPACE: 'alpha', CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'error', CRM_READ_WORKERS: '0' };
+const env = { ...cleanEnv, CRM_DB: dbFile, CRM_WORKSPACE: 'alpha', CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'error', CRM_READ_WORKERS: '0' };
 
 const children: ChildProcess[] = [];
 let token = '';
 const bases: string[] = [];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function startServer(childEnv: Record<string, string> = env): Promise<string> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', String(port)], { cwd: tmp, env: childEnv, stdio: ['ignore', 'ignore', 'pipe'] });
-  children.push(child);
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`serve exited: ${stderr}`);
-    try {
-      if ((await fetch(`${base}/health`)).ok) return base;
-    } catch {
-      /* not listening yet */
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`serve did not start: ${stderr}`);
+  const s = await startServe(childEnv, tmp);
+  children.push(s.child);
+  return s.base;
 }
 
 function runImport(file: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
