@@ -239,12 +239,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
             new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
         });
       }
-      api.addHook('onRequest', async (req, reply) => {
-        const wait = throttle?.blockedFor(req.ip);
-        if (wait) {
-          reply.header('Retry-After', String(wait));
-          throw new CrmError('RATE_LIMITED', `Too many failed authentications from this address; retry in ${wait} s`);
-        }
+      api.addHook('onRequest', async (req) => {
+        const refused = throttle?.refusal(req.ip);
+        if (refused) throw refused;
         const actor = await authenticate(deps.db, bearer(req), 'rest');
         if (!actor && req.headers.authorization) throttle?.fail(req.ip);
         if (!actor)

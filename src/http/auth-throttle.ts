@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { CrmError } from '../services/errors.js';
 
 /** Addresses counted at most while under the limit; past it the oldest count is dropped (O(1)). */
 const MAX_COUNTING = 10_000;
@@ -94,6 +95,12 @@ export class AuthThrottle {
     readonly maxPerMinute: number,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** The answer to an address that failed too often (429 with its wait), or null when it may try. */
+  refusal(address: string): CrmError | null {
+    const wait = this.blockedFor(address);
+    return wait ? new CrmError('RATE_LIMITED', `Too many failed authentications from this address; retry in ${wait} s`, { retryAfterSeconds: wait }) : null;
+  }
 
   /** Seconds until this address may try again; 0 when it may now. */
   blockedFor(address: string): number {

@@ -55,15 +55,24 @@ export function crmErrorOf(err: FastifyError): CrmError | null {
   return isCrmError(err) ? err : (fromDatabaseError(err) ?? fromFastify(err));
 }
 
+/**
+ * An error that says when to come back (a full heavy-read lane, a user's share of it, the failed-auth
+ * throttle) carries details.retryAfterSeconds; any other 503 (shutting down, a database busy with
+ * another process: its details.retryAfter is that same second) is worth a retry after a second.
+ */
+export function setRetryAfter(reply: FastifyReply, crm: CrmError): void {
+  const s = crm.details?.retryAfterSeconds;
+  if (typeof s === 'number') reply.header('Retry-After', String(s));
+  else if (crm.status === 503) reply.header('Retry-After', '1');
+}
+
 export function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
   const crm = crmErrorOf(err);
   // Errors answered outside the hooks (router limits) have not had these yet.
   reply.headers(SECURITY_HEADERS);
   if (crm) {
     if (crm.code === 'UNAUTHORIZED') reply.header('WWW-Authenticate', 'Bearer realm="crm-mcp"');
-    // A full heavy-read lane (503) or a user's share of it (429) says when to come back.
-    if (typeof crm.details?.retryAfterSeconds === 'number') reply.header('Retry-After', String(crm.details.retryAfterSeconds));
-    else if (crm.code === 'SERVICE_UNAVAILABLE') reply.header('Retry-After', String(crm.details?.retryAfter ?? 1));
+    setRetryAfter(reply, crm);
     return reply.status(crm.status).send(errorBody(crm));
   }
   // Unknown: log it fully, answer generically (no SQL, no stack on the wire).

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { crmErrorOf, SECURITY_HEADERS } from '../http/errors.js';
+import { crmErrorOf, SECURITY_HEADERS, setRetryAfter } from '../http/errors.js';
 import rateLimit from '@fastify/rate-limit';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
@@ -163,7 +163,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
         req.log.error({ err }, 'unhandled error');
         return rpcError(reply, 500, 'Internal error; the server log has the details', -32603);
       }
-      if (crm.status === 429 || crm.status === 503) reply.header('Retry-After', String(crm.details?.retryAfterSeconds ?? crm.details?.retryAfter ?? 1));
+      setRetryAfter(reply, crm);
       const parse = crm.code === 'VALIDATION_ERROR' && /JSON body|not valid UTF-8/.test(crm.message);
       return rpcError(reply, crm.status, crm.message, parse ? -32700 : crm.status === 401 ? -32001 : crm.status < 500 ? -32600 : -32603);
     });
@@ -201,10 +201,10 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
         });
       }
       const checkToken = async (req: FastifyRequest, reply: FastifyReply) => {
-        const wait = deps.authThrottle?.blockedFor(req.ip);
-        if (wait) {
-          reply.header('Retry-After', String(wait));
-          return rpcError(reply, 429, `Too many failed authentications from this address; retry in ${wait} s`, -32001);
+        const refused = deps.authThrottle?.refusal(req.ip);
+        if (refused) {
+          setRetryAfter(reply, refused);
+          return rpcError(reply, 429, refused.message, -32001);
         }
         const token = bearerOf(req);
         const actor = await authenticate(deps.db, token, 'mcp');

@@ -10,7 +10,7 @@ import { parseWith, resolveObject } from '../../services/schema.js';
 import { authenticate } from '../../services/users.js';
 import { bearer } from '../app.js';
 import type { AuthThrottle } from '../auth-throttle.js';
-import { crmErrorOf, SECURITY_HEADERS } from '../errors.js';
+import { crmErrorOf, SECURITY_HEADERS, setRetryAfter } from '../errors.js';
 import { TASKS_OBJECT, translateRequest, translateResult } from './bitrix24-translate.js';
 
 /**
@@ -76,8 +76,7 @@ export async function bitrix24Routes(app: FastifyInstance, deps: Bitrix24Deps) {
       req.log.error({ err }, 'unhandled error');
       return reply.status(500).send({ success: false, error: { code: 'INTERNAL_ERROR', message: 'Internal error; the server log has the details' } });
     }
-    if (typeof crm.details?.retryAfterSeconds === 'number') reply.header('Retry-After', String(crm.details.retryAfterSeconds));
-    else if (crm.code === 'SERVICE_UNAVAILABLE') reply.header('Retry-After', String(crm.details?.retryAfter ?? 1));
+    setRetryAfter(reply, crm);
     return reply.status(crm.status).send(bitrixError(crm));
   });
   if (deps.rateLimitPerMinute) {
@@ -89,12 +88,9 @@ export async function bitrix24Routes(app: FastifyInstance, deps: Bitrix24Deps) {
         new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
     });
   }
-  app.addHook('onRequest', async (req, reply) => {
-    const wait = deps.throttle?.blockedFor(req.ip);
-    if (wait) {
-      reply.header('Retry-After', String(wait));
-      throw new CrmError('RATE_LIMITED', `Too many failed authentications from this address; retry in ${wait} s`);
-    }
+  app.addHook('onRequest', async (req) => {
+    const refused = deps.throttle?.refusal(req.ip);
+    if (refused) throw refused;
     const r = await authenticateBitrix(deps.db, req);
     if (!r.actor) {
       if (r.failed) deps.throttle?.fail(req.ip);
