@@ -5,7 +5,7 @@ import type { Db } from '../../db/database.js';
 import { aggregateGroups } from '../../services/aggregate.js';
 import type { Ctx } from '../../services/context.js';
 import { CrmError } from '../../services/errors.js';
-import { checkInput, INPUT_LIMITS } from '../../services/input-limits.js';
+import { checkInput } from '../../services/input-limits.js';
 import { parseWith, resolveObject } from '../../services/schema.js';
 import { authenticate } from '../../services/users.js';
 import { bearer } from '../app.js';
@@ -100,7 +100,6 @@ export async function bitrix24Routes(app: FastifyInstance, deps: Bitrix24Deps) {
   });
   // The app's JSON parser and text checks look at /api/ routes only: the same checks here.
   app.addHook('preValidation', async (req) => {
-    checkInput(req.body, 'JSON body', INPUT_LIMITS.jsonDepth, { text: false });
     checkInput(req.body, 'JSON body');
   });
 
