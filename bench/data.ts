@@ -148,7 +148,7 @@ out.export = { small, large };
 // 3. Duplicate detection with planted duplicates
 
 const planted = 200;
-const sample = (await db.sqlite.prepare(`SELECT first_name, last_name, phone, company FROM w${ws.id}_contacts WHERE phone IS NOT NULL LIMIT ${planted}`).all()) as Record<string, string | null>[];
+const sample = (await db.sqlite!.prepare(`SELECT first_name, last_name, phone, company FROM w${ws.id}_contacts WHERE phone IS NOT NULL LIMIT ${planted}`).all()) as Record<string, string | null>[];
 const twins = sample.map((c, i) =>
   i % 2 === 0
     ? { first_name: c.first_name, last_name: c.last_name, phone: c.phone!.replace(/\D/g, ''), company: c.company } // same phone, other formatting

@@ -58,7 +58,7 @@ const adminToken = (await createToken(seedDb, ws.id, admin.id, 'bench admin')).t
 const memberToken = (await createToken(seedDb, ws.id, member.id, 'bench member')).token;
 const ctx = { db: seedDb, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin' as const, via: 'bench' } };
 await seedWorkspace(ctx, { contacts: CONTACTS, companies: Math.round(CONTACTS / 20), opportunities: Math.round(CONTACTS / 5), activity: false, searchIndex: false });
-const someIds = (seedDb.sqlite.prepare(`SELECT id FROM ${(await import('../src/services/schema.js').then((m) => m.resolveObject(ctx, 'contacts'))).table} LIMIT 200`).all() as { id: string }[]).map((r) => r.id);
+const someIds = (seedDb.sqlite!.prepare(`SELECT id FROM ${(await import('../src/services/schema.js').then((m) => m.resolveObject(ctx, 'contacts'))).table} LIMIT 200`).all() as { id: string }[]).map((r) => r.id);
 await seedDb.close();
 console.log(`seeded ${CONTACTS.toLocaleString('en-US')} contacts, ${Math.round(CONTACTS / 20).toLocaleString('en-US')} companies, ${Math.round(CONTACTS / 5).toLocaleString('en-US')} opportunities in ${((performance.now() - t0) / 1000).toFixed(1)} s (${file})`);
 

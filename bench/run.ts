@@ -102,7 +102,7 @@ const ws = await createWorkspace(db, 'bench');
 const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
 const ctx: Ctx = { db, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
 const opps = `w${ws.id}_opportunities`;
-const sqlite: Database.Database = db.sqlite;
+const sqlite: Database.Database = db.sqlite!;
 
 log(`\n[seed] seedWorkspace ... ${load1('seed')}`);
 const done: Record<string, number> = {};

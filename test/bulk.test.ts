@@ -14,13 +14,13 @@ const api = (method: string, url: string, body?: unknown, token = ws.adminToken)
 const bulk = (body: unknown, token?: string) => api('POST', '/bulk', body, token);
 
 function tableOf(w: TestWorkspace, object: string): string {
-  return (t.db.sqlite.prepare('SELECT table_name FROM objects WHERE workspace_id = ? AND name = ?').get(w.workspace.id, object) as { table_name: string }).table_name;
+  return (t.db.sqlite!.prepare('SELECT table_name FROM objects WHERE workspace_id = ? AND name = ?').get(w.workspace.id, object) as { table_name: string }).table_name;
 }
 /** Full contents of a record table, in insertion order. */
-const rows = (object: string, w = ws) => t.db.sqlite.prepare(`SELECT * FROM "${tableOf(w, object)}" ORDER BY seq`).all() as Record<string, any>[];
-const activity = (w = ws) => t.db.sqlite.prepare('SELECT * FROM activity WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
-const associations = (w = ws) => t.db.sqlite.prepare('SELECT * FROM associations WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
-const stageHistory = (w = ws) => t.db.sqlite.prepare('SELECT * FROM stage_history WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
+const rows = (object: string, w = ws) => t.db.sqlite!.prepare(`SELECT * FROM "${tableOf(w, object)}" ORDER BY seq`).all() as Record<string, any>[];
+const activity = (w = ws) => t.db.sqlite!.prepare('SELECT * FROM activity WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
+const associations = (w = ws) => t.db.sqlite!.prepare('SELECT * FROM associations WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
+const stageHistory = (w = ws) => t.db.sqlite!.prepare('SELECT * FROM stage_history WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
 /** Everything a bulk request could write. */
 const everything = () => ({ contacts: rows('contacts'), opportunities: rows('opportunities'), companies: rows('companies'), activity: activity(), associations: associations(), stages: stageHistory() });
 

@@ -196,7 +196,7 @@ describe('crm-mcp migrate', () => {
     expect(runs.migrate2.stderr).toMatch(/up to date/);
     const db = openDatabase({ file: dbMigrate });
     try {
-      const tables = db.sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[];
+      const tables = db.sqlite!.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[];
       expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['workspaces', 'users', 'api_tokens', 'objects', 'fields']));
     } finally {
       await db.close();

@@ -11,9 +11,9 @@ let t: TestApp;
 const call_ = (ws: TestWorkspace, method: string, url: string, body?: unknown, token = ws.adminToken) => call(t.app, token, method, `/api/v1${url}`, body);
 
 function tableOf(ws: TestWorkspace, object: string): string {
-  return (t.db.sqlite.prepare('SELECT table_name FROM objects WHERE workspace_id = ? AND name = ?').get(ws.workspace.id, object) as { table_name: string }).table_name;
+  return (t.db.sqlite!.prepare('SELECT table_name FROM objects WHERE workspace_id = ? AND name = ?').get(ws.workspace.id, object) as { table_name: string }).table_name;
 }
-const all = (sql: string, ...args: unknown[]) => t.db.sqlite.prepare(sql).all(...args) as Record<string, any>[];
+const all = (sql: string, ...args: unknown[]) => t.db.sqlite!.prepare(sql).all(...args) as Record<string, any>[];
 const sortRows = (rows: Record<string, any>[]) => rows.map((r) => JSON.stringify(r)).sort();
 
 /** Everything a merge touches, as stored: record tables, links, notes, timeline, inbox, stages, match keys, search index. */

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
+import { sql } from 'kysely';
 import type { FastifyInstance } from 'fastify';
 import { openDatabase, type Db } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
@@ -21,8 +22,34 @@ export interface TestWorkspace {
   ctx: Ctx;
 }
 
-/** A fresh, migrated database: in memory by default, or a file on disk when durability matters. */
+/**
+ * With CRM_TEST_DATABASE_URL (postgres://…), tests run on PostgreSQL: each fresh database is a
+ * schema of its own in that database, dropped when the test closes it.
+ */
+export const TEST_DATABASE_URL = process.env.CRM_TEST_DATABASE_URL || undefined;
+export const onPostgres = !!TEST_DATABASE_URL;
+let schemas = 0;
+
+async function freshPostgres(url: string): Promise<Db> {
+  const schema = `t${process.pid}_${++schemas}_${Math.random().toString(36).slice(2, 8)}`;
+  const u = new URL(url);
+  u.searchParams.set('schema', schema);
+  const db = openDatabase({ file: u.toString() });
+  await migrate(db);
+  const close = db.close.bind(db);
+  db.close = async () => {
+    try {
+      await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(db.kysely);
+    } finally {
+      await close();
+    }
+  };
+  return db;
+}
+
+/** A fresh, migrated database: in memory by default, or a file on disk when durability matters (a schema on PostgreSQL). */
 export async function freshDb(opts: { file?: boolean } = {}): Promise<Db> {
+  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL);
   let file = ':memory:';
   if (opts.file) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-test-'));
@@ -81,6 +108,7 @@ export async function call(app: FastifyInstance, token: string | null, method: s
 
 /** A migrated file database whose heavy reads (aggregates) run on `readWorkers` worker threads. */
 export async function freshPooledDb(readWorkers = 2): Promise<Db> {
+  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-test-'));
   const db = openDatabase({ file: path.join(dir, 'crm.db'), readWorkers });
   await migrate(db);

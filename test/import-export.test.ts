@@ -16,8 +16,8 @@ const api = (token: string, method: string, url: string, body?: unknown) => call
 
 /** Every contact of a workspace, straight from its table (what import really wrote). */
 function contactRows(ws: TestWorkspace): Record<string, any>[] {
-  const table = (t.db.sqlite.prepare("SELECT table_name FROM objects WHERE workspace_id = ? AND name = 'contacts'").get(ws.workspace.id) as { table_name: string }).table_name;
-  return t.db.sqlite.prepare(`SELECT * FROM "${table}" ORDER BY seq`).all() as Record<string, any>[];
+  const table = (t.db.sqlite!.prepare("SELECT table_name FROM objects WHERE workspace_id = ? AND name = 'contacts'").get(ws.workspace.id) as { table_name: string }).table_name;
+  return t.db.sqlite!.prepare(`SELECT * FROM "${table}" ORDER BY seq`).all() as Record<string, any>[];
 }
 
 const csvOf = (raw: string) => parse(raw, { columns: true }) as Record<string, string>[];
@@ -277,7 +277,7 @@ describe('import: duplicate detection and defaults', () => {
     ]);
     expect(list[0].company).toBe(acme);
     // Each entered its step in the stage history, as a create does.
-    const steps = t.db.sqlite.prepare(`SELECT step_key FROM stage_history WHERE workspace_id = ? AND record_id IN (${list.map(() => '?').join(',')}) ORDER BY step_key`).all(ws.workspace.id, ...list.map((o: any) => o.id)) as { step_key: string }[];
+    const steps = t.db.sqlite!.prepare(`SELECT step_key FROM stage_history WHERE workspace_id = ? AND record_id IN (${list.map(() => '?').join(',')}) ORDER BY step_key`).all(ws.workspace.id, ...list.map((o: any) => o.id)) as { step_key: string }[];
     expect(steps.map((s) => s.step_key)).toEqual(['open', 'proposal', 'qualified']);
   });
 

@@ -263,11 +263,11 @@ describe('fields per object', () => {
     expect(MAX_FIELDS_PER_OBJECT).toBe(500);
     // The widest possible table, built as createField builds it: seq + 4 built-in columns + the limit.
     const cols = Array.from({ length: MAX_FIELDS_PER_OBJECT }, (_, i) => `f${i} TEXT`).join(', ');
-    t.db.sqlite.exec(`CREATE TEMP TABLE widest (seq INTEGER PRIMARY KEY, id TEXT, created_at TEXT, updated_at TEXT, created_by TEXT, ${cols})`);
-    t.db.sqlite.exec('DROP TABLE widest');
+    t.db.sqlite!.exec(`CREATE TEMP TABLE widest (seq INTEGER PRIMARY KEY, id TEXT, created_at TEXT, updated_at TEXT, created_by TEXT, ${cols})`);
+    t.db.sqlite!.exec('DROP TABLE widest');
     // And SQLite's own limit is where the issue met it: well above ours.
     const tooWide = Array.from({ length: 2000 }, (_, i) => `f${i} TEXT`).join(', ');
-    expect(() => t.db.sqlite.exec(`CREATE TEMP TABLE too_wide (seq INTEGER PRIMARY KEY, ${tooWide})`)).toThrow(/too many columns/);
+    expect(() => t.db.sqlite!.exec(`CREATE TEMP TABLE too_wide (seq INTEGER PRIMARY KEY, ${tooWide})`)).toThrow(/too many columns/);
   });
 
   test('the field past the limit answers 400 naming it, before any DDL (a lowered limit keeps the test fast)', async () => {

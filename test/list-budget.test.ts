@@ -58,7 +58,7 @@ describe('list and search budgets', () => {
     const filter = { operator: 'and', conditions: [{ field: 'company.name', operator: 'contains', value: 'a' }] };
     const contacts = await resolveObject(t.a.ctx, 'contacts');
     const companies = await resolveObject(t.a.ctx, 'companies');
-    const expected = (t.db.sqlite
+    const expected = (t.db.sqlite!
       .prepare(`SELECT COUNT(*) AS n FROM "${contacts.table}" c JOIN "${companies.table}" co ON co.id = c."${contacts.byName.get('company')!.column}" WHERE co."${companies.byName.get('name')!.column}" LIKE '%a%'`)
       .get() as { n: number }).n;
     const p1 = call(t.app, t.a.memberToken, 'POST', '/api/v1/records/contacts/search', { filter, sort_by: 'company.name', sort_dir: 'asc', limit: 50 });

@@ -28,7 +28,7 @@ afterAll(() => t.close());
 
 const text = (r: CallToolResult) => (r.content[0] as { text: string }).text;
 const raw = (name: string, args: Record<string, unknown>) => client.callTool({ name, arguments: args }) as Promise<CallToolResult>;
-const count = (table: string) => (t.db.sqlite.prepare(`SELECT COUNT(*) AS n FROM "${table}"`).get() as { n: number }).n;
+const count = (table: string) => (t.db.sqlite!.prepare(`SELECT COUNT(*) AS n FROM "${table}"`).get() as { n: number }).n;
 const anyContact = async () => (await callOk(client, tools, 'crm_search', { object: 'contacts', limit: 1, fields: ['first_name'] })).data[0];
 
 describe('unknown arguments', () => {
@@ -178,7 +178,7 @@ describe('broad writes need an explicit all: true', () => {
 
 describe('cancellation, progress and log messages', () => {
   it('a cancelled bulk update changes no row and leaves no trace', async () => {
-    const ids = (t.db.sqlite.prepare(`SELECT id FROM ${contacts} ORDER BY seq LIMIT 1000`).all() as { id: string }[]).map((r) => r.id);
+    const ids = (t.db.sqlite!.prepare(`SELECT id FROM ${contacts} ORDER BY seq LIMIT 1000`).all() as { id: string }[]).map((r) => r.id);
     const before = dbDigest(t.db);
     const controller = new AbortController();
     let progressSeen = 0;
@@ -194,11 +194,11 @@ describe('cancellation, progress and log messages', () => {
     // The next call queues behind the cancelled one's transaction on the one connection: its rollback is done by then.
     await callOk(client, tools, 'crm_search', { object: 'contacts', limit: 1 });
     expect(dbDigest(t.db)).toBe(before);
-    expect((t.db.sqlite.prepare(`SELECT COUNT(*) AS n FROM ${contacts} WHERE job_title = 'Cancelled'`).get() as { n: number }).n).toBe(0);
+    expect((t.db.sqlite!.prepare(`SELECT COUNT(*) AS n FROM ${contacts} WHERE job_title = 'Cancelled'`).get() as { n: number }).n).toBe(0);
   });
 
   it('a long call sends monotonic progress notifications to an SDK client', async () => {
-    const ids = (t.db.sqlite.prepare(`SELECT id FROM ${contacts} ORDER BY seq LIMIT 1000`).all() as { id: string }[]).map((r) => r.id);
+    const ids = (t.db.sqlite!.prepare(`SELECT id FROM ${contacts} ORDER BY seq LIMIT 1000`).all() as { id: string }[]).map((r) => r.id);
     const seen: { progress: number; total?: number; message?: string }[] = [];
     const r = (await client.callTool({ name: 'crm_bulk_update', arguments: { object: 'contacts', action: 'update', ids, values: { job_title: 'Progress' }, dry_run: true } }, undefined, {
       onprogress: (p) => void seen.push(p),

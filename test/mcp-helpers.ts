@@ -203,10 +203,10 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
 /** Digest of every row of every table: equal digests mean nothing was written. */
 export function dbDigest(db: Db): string {
   const h = crypto.createHash('sha256');
-  const tables = db.sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[];
+  const tables = db.sqlite!.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[];
   for (const { name } of tables) {
     h.update(name);
-    for (const row of db.sqlite.prepare(`SELECT * FROM "${name}"`).iterate()) h.update(JSON.stringify(row));
+    for (const row of db.sqlite!.prepare(`SELECT * FROM "${name}"`).iterate()) h.update(JSON.stringify(row));
   }
   return h.digest('hex');
 }

@@ -104,7 +104,7 @@ describe('MCP tools over the in-memory transport', () => {
 
   it('records the tool name as the surface in the activity feed', async () => {
     const r = await callOk(client, await listed(), 'crm_create_record', { object: 'companies', values: { name: 'Traced' } });
-    const row = t.db.sqlite.prepare('SELECT via FROM activity WHERE record_id = ?').get(r.record.id) as { via: string };
+    const row = t.db.sqlite!.prepare('SELECT via FROM activity WHERE record_id = ?').get(r.record.id) as { via: string };
     expect(row.via).toBe('mcp:crm_create_record');
   });
 

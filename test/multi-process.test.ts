@@ -190,9 +190,9 @@ describe('serve processes started at once on a new file', () => {
       for (const s of started) expect((await fetch(`${(s as PromiseFulfilledResult<string>).value}/health`)).status).toBe(200);
       const db = openDatabase({ file });
       try {
-        const ran = db.sqlite.prepare('SELECT count(*) AS n, count(DISTINCT name) AS d FROM kysely_migration').get() as { n: number; d: number };
+        const ran = db.sqlite!.prepare('SELECT count(*) AS n, count(DISTINCT name) AS d FROM kysely_migration').get() as { n: number; d: number };
         expect(ran.n).toBe(ran.d);
-        expect(db.sqlite.prepare("SELECT count(*) AS n FROM workspaces WHERE name = 'alpha'").get()).toEqual({ n: 1 });
+        expect(db.sqlite!.prepare("SELECT count(*) AS n FROM workspaces WHERE name = 'alpha'").get()).toEqual({ n: 1 });
       } finally {
         await db.close();
       }
@@ -215,7 +215,7 @@ describe('waiting for another connection\'s write lock', () => {
   it('a write waits its turn without blocking the process, then succeeds', async () => {
     const t = await setup(10_000);
     try {
-      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      t.other.sqlite!.exec('BEGIN IMMEDIATE');
       let done = false;
       const write = call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Patient' }).finally(() => (done = true));
       // While the write waits for the lock, the process answers other requests (reads do not need it).
@@ -223,12 +223,12 @@ describe('waiting for another connection\'s write lock', () => {
       expect((await call(t.app, null, 'GET', '/health')).status).toBe(200);
       expect((await call(t.app, t.w.adminToken, 'GET', '/api/v1/records/contacts')).status).toBe(200);
       expect(done).toBe(false);
-      t.other.sqlite.exec('COMMIT');
+      t.other.sqlite!.exec('COMMIT');
       const r = await write;
       expect(r.status).toBe(201);
       expect((await call(t.app, t.w.adminToken, 'GET', `/api/v1/records/contacts/${r.body.data.id}`)).status).toBe(200);
     } finally {
-      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      if (t.other.sqlite!.inTransaction) t.other.sqlite!.exec('ROLLBACK');
       await t.close();
     }
   });
@@ -237,23 +237,23 @@ describe('waiting for another connection\'s write lock', () => {
     const t = await setup(10_000);
     try {
       await createRecords(t.w.ctx, 'contacts', Array.from({ length: 20 }, (_, i) => ({ first_name: `A${i}` })));
-      t.db.sqlite.exec('ANALYZE');
+      t.db.sqlite!.exec('ANALYZE');
       // Ten times the rows analysed: PRAGMA optimize at the next open wants to analyse again.
       await createRecords(t.w.ctx, 'contacts', Array.from({ length: 2000 }, (_, i) => ({ first_name: `B${i}` })), { max: 2000 });
-      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      t.other.sqlite!.exec('BEGIN IMMEDIATE');
       // Opening must not wait for the lock (nor fail after SQLite's busy timeout): the statistics can wait.
       const late = openDatabase({ file: t.db.file, lockWaitMs: 10_000 });
       try {
         const w2 = { ...t.w, ctx: { ...t.w.ctx, db: late } };
         const write = createRecords(w2.ctx, 'contacts', [{ first_name: 'Late' }]);
         await new Promise((r) => setTimeout(r, 50));
-        t.other.sqlite.exec('COMMIT');
+        t.other.sqlite!.exec('COMMIT');
         expect((await write).length).toBe(1);
       } finally {
         await late.close();
       }
     } finally {
-      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      if (t.other.sqlite!.inTransaction) t.other.sqlite!.exec('ROLLBACK');
       await t.close();
     }
   });
@@ -261,11 +261,11 @@ describe('waiting for another connection\'s write lock', () => {
   it('statistics after a load are best effort: the lock held past the wait does not fail the finished load', async () => {
     const t = await setup(100);
     try {
-      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      t.other.sqlite!.exec('BEGIN IMMEDIATE');
       await expect(t.db.adapter.analyze(t.db.kysely as never, true)).resolves.toBeUndefined();
       await expect(t.db.adapter.analyze(t.db.kysely as never, false)).resolves.toBeUndefined();
     } finally {
-      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      if (t.other.sqlite!.inTransaction) t.other.sqlite!.exec('ROLLBACK');
       await t.close();
     }
   });
@@ -273,10 +273,10 @@ describe('waiting for another connection\'s write lock', () => {
   it('past CRM_DB_LOCK_WAIT_MS a write answers 503 with Retry-After in the contract shape, and writes nothing', async () => {
     const t = await setup(150);
     try {
-      t.other.sqlite.exec('BEGIN IMMEDIATE');
+      t.other.sqlite!.exec('BEGIN IMMEDIATE');
       const r = await call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Hasty' });
       const f = await call(t.app, t.w.adminToken, 'POST', '/api/v1/schema/contacts/fields', { name: 'hasty', type: 'TEXT' });
-      t.other.sqlite.exec('COMMIT');
+      t.other.sqlite!.exec('COMMIT');
       for (const x of [r, f]) {
         expect(x.status).toBe(503);
         expect(x.headers['retry-after']).toBe('1');
@@ -286,7 +286,7 @@ describe('waiting for another connection\'s write lock', () => {
       // Once the lock is free, the same writes go through.
       expect((await call(t.app, t.w.adminToken, 'POST', '/api/v1/records/contacts', { first_name: 'Hasty' })).status).toBe(201);
     } finally {
-      if (t.other.sqlite.inTransaction) t.other.sqlite.exec('ROLLBACK');
+      if (t.other.sqlite!.inTransaction) t.other.sqlite!.exec('ROLLBACK');
       await t.close();
     }
   });

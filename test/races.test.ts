@@ -89,7 +89,7 @@ describe('two connections migrating one new file at once', () => {
       const all = applied.flat();
       expect(new Set(all).size).toBe(all.length);
       expect(applied.filter((a) => a.length > 0).length).toBe(1);
-      const ran = handles[0]!.sqlite.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
+      const ran = handles[0]!.sqlite!.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
       expect(ran.map((r) => r.name)).toEqual([...all].sort());
       // The schema is usable from every handle.
       const w = await makeWorkspace(handles[1]!, 'after-race');
@@ -106,16 +106,16 @@ describe('migrating while another process holds the write lock longer than a wri
     const first = openDatabase({ file });
     await migrate(first);
     // A migration pending for the second process: the last one, undone.
-    first.sqlite.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
+    first.sqlite!.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
     const late = openDatabase({ file, lockWaitMs: 50 });
     try {
-      first.sqlite.exec('BEGIN IMMEDIATE');
+      first.sqlite!.exec('BEGIN IMMEDIATE');
       const migrating = migrate(late);
       await new Promise((r) => setTimeout(r, 400));
-      first.sqlite.exec('COMMIT');
+      first.sqlite!.exec('COMMIT');
       expect(await migrating).toEqual(['0007_search_terms']);
     } finally {
-      if (first.sqlite.inTransaction) first.sqlite.exec('ROLLBACK');
+      if (first.sqlite!.inTransaction) first.sqlite!.exec('ROLLBACK');
       await late.close();
       await first.close();
     }
@@ -163,25 +163,25 @@ describe('driver errors the surfaces map once (REST and MCP)', () => {
   };
 
   it('a unique violation on a record, a name or a link is DUPLICATE_RECORD (409) naming what is taken, on an internal table a logged 500; the lock held past the wait is SERVICE_UNAVAILABLE (503)', async () => {
-    const unique = raised(() => db.sqlite.prepare("INSERT INTO workspaces (name, created_at) VALUES ('racers', 'now')").run());
+    const unique = raised(() => db.sqlite!.prepare("INSERT INTO workspaces (name, created_at) VALUES ('racers', 'now')").run());
     expect(fromDatabaseError(unique)).toMatchObject({ code: 'DUPLICATE_RECORD', status: 409, message: 'A workspace with the same name already exists' });
     // A record table's columns are its fields: named; a metadata table's own columns are not shown.
     const table = `w${w.workspace.id}_contacts`;
     const row = "VALUES ('x1', 'now', 'now', 'Dup', 'dup@race.test')";
-    db.sqlite.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row}`).run();
-    const dupEmail = raised(() => db.sqlite.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row.replace("'x1'", "'x2'")}`).run());
+    db.sqlite!.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row}`).run();
+    const dupEmail = raised(() => db.sqlite!.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row.replace("'x1'", "'x2'")}`).run());
     expect(fromDatabaseError(dupEmail)).toMatchObject({ code: 'DUPLICATE_RECORD', message: 'A record with the same email already exists', details: { fields: ['email'] } });
     const pair = "INSERT INTO associations (workspace_id, a_object, a_id, b_object, b_id, created_at) VALUES (1, 'a', '1', 'b', '2', 'now')";
-    db.sqlite.prepare(pair).run();
-    expect(fromDatabaseError(raised(() => db.sqlite.prepare(pair).run()))?.message).toBe('A record with the same unique value already exists');
+    db.sqlite!.prepare(pair).run();
+    expect(fromDatabaseError(raised(() => db.sqlite!.prepare(pair).run()))?.message).toBe('A record with the same unique value already exists');
     const file = await freshDb({ file: true });
     const other = openDatabase({ file: file.file });
     try {
-      other.sqlite.exec('BEGIN IMMEDIATE');
-      const busy = raised(() => file.sqlite.exec('BEGIN IMMEDIATE')); // busy_timeout 0: at once
+      other.sqlite!.exec('BEGIN IMMEDIATE');
+      const busy = raised(() => file.sqlite!.exec('BEGIN IMMEDIATE')); // busy_timeout 0: at once
       expect(fromDatabaseError(busy)).toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503, details: { retryAfter: 1 } });
     } finally {
-      other.sqlite.exec('ROLLBACK');
+      other.sqlite!.exec('ROLLBACK');
       await other.close();
       await file.close();
     }
@@ -194,8 +194,8 @@ describe('driver errors the surfaces map once (REST and MCP)', () => {
       `INSERT INTO workspaces (id, name, created_at) VALUES (${w.workspace.id}, 'other name', 'now')`,
     ];
     for (const stmt of internal) {
-      if (!stmt.startsWith('INSERT INTO workspaces')) db.sqlite.prepare(stmt.replace('INSERT', 'INSERT OR IGNORE')).run();
-      const e = raised(() => db.sqlite.prepare(stmt).run());
+      if (!stmt.startsWith('INSERT INTO workspaces')) db.sqlite!.prepare(stmt.replace('INSERT', 'INSERT OR IGNORE')).run();
+      const e = raised(() => db.sqlite!.prepare(stmt).run());
       expect(classifySqliteError(e)?.kind, stmt).toBe('unique');
       expect(fromDatabaseError(e), stmt).toBeNull();
     }
@@ -203,7 +203,7 @@ describe('driver errors the surfaces map once (REST and MCP)', () => {
     const logs: string[] = [];
     const app = Fastify({ logger: { level: 'error', stream: { write: (line: string) => void logs.push(line) } } });
     app.setErrorHandler(errorHandler);
-    app.get('/internal-unique', async () => db.sqlite.prepare(internal[1]!).run());
+    app.get('/internal-unique', async () => db.sqlite!.prepare(internal[1]!).run());
     try {
       const r = await app.inject({ method: 'GET', url: '/internal-unique' });
       expect(r.statusCode).toBe(500);
@@ -212,6 +212,6 @@ describe('driver errors the surfaces map once (REST and MCP)', () => {
     } finally {
       await app.close();
     }
-    expect(fromDatabaseError(raised(() => db.sqlite.prepare('SELECT * FROM no_such_table').all()))).toBeNull();
+    expect(fromDatabaseError(raised(() => db.sqlite!.prepare('SELECT * FROM no_such_table').all()))).toBeNull();
   });
 });

@@ -84,7 +84,7 @@ describe('words of deleted records', () => {
       await other.close();
     }
     // The dead words are gone from the workspace's vocabulary; its live ones stay.
-    const terms = (db.sqlite.prepare("SELECT term FROM search_terms WHERE workspace_id = ? AND term LIKE 'j%'").all(g.workspace.id) as { term: string }[]).map((t) => t.term);
+    const terms = (db.sqlite!.prepare("SELECT term FROM search_terms WHERE workspace_id = ? AND term LIKE 'j%'").all(g.workspace.id) as { term: string }[]).map((t) => t.term);
     expect(terms).toContain('john');
     expect(terms.filter((t) => near.map((n) => n.toLowerCase()).includes(t))).toEqual([]);
     // A pruned word written again is offered again.
@@ -128,9 +128,9 @@ describe('upgrading a database indexed before per-workspace words', () => {
       const id = (await createRecord(x.ctx, 'contacts', { first_name: 'Johanna', last_name: 'Brisk' })).id;
       await createRecord(y.ctx, 'contacts', { first_name: 'Jovanni', last_name: 'Kestrelle' });
       // As a database from before the migration: no word list, the migration not applied.
-      old.sqlite.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
+      old.sqlite!.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
       expect(await migrate(old)).toEqual(['0007_search_terms']);
-      const words = old.sqlite.prepare('SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term').all() as { workspace_id: number; term: string }[];
+      const words = old.sqlite!.prepare('SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term').all() as { workspace_id: number; term: string }[];
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).toEqual(expect.arrayContaining(['johanna', 'brisk']));
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).not.toContain('kestrelle');
       expect(await fuzzyIds(x, 'Johana', old)).toEqual([id]);

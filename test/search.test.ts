@@ -159,7 +159,7 @@ describe('matching rules', () => {
       expect(await fuzzyIds('Kestrele')).toEqual([kestrel!.id]);
       expect(scans).toHaveBeenCalledTimes(1);
       // Written by another connection (another process, say a CLI import): the words are read again.
-      const other = openDatabase({ file: u.db.sqlite.name });
+      const other = openDatabase({ file: u.db.sqlite!.name });
       const [kinsale] = await createRecords({ ...u.a.ctx, db: other }, 'contacts', [{ first_name: 'Kinsaleworth', last_name: 'Obry' }]);
       await other.close();
       expect(await fuzzyIds('Kinsalevorth')).toEqual([kinsale!.id]);

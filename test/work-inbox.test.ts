@@ -22,8 +22,8 @@ async function threadIds(query = '', token = admin()): Promise<string[]> {
   return r.body.data.map((x: { id: string }) => x.id);
 }
 
-const activityCount = () => (t.db.sqlite.prepare('SELECT COUNT(*) AS n FROM activity').get() as { n: number }).n;
-const threadCount = () => (t.db.sqlite.prepare('SELECT COUNT(*) AS n FROM threads').get() as { n: number }).n;
+const activityCount = () => (t.db.sqlite!.prepare('SELECT COUNT(*) AS n FROM activity').get() as { n: number }).n;
+const threadCount = () => (t.db.sqlite!.prepare('SELECT COUNT(*) AS n FROM threads').get() as { n: number }).n;
 
 beforeAll(async () => {
   t = await testApp();
@@ -100,8 +100,8 @@ describe('POST /inbox/threads', () => {
       setClock(null);
       // There is no endpoint to delete a thread; the fixture of the other tests is three threads.
       if (id) {
-        t.db.sqlite.prepare('DELETE FROM messages WHERE thread_id = ?').run(id);
-        t.db.sqlite.prepare('DELETE FROM threads WHERE id = ?').run(id);
+        t.db.sqlite!.prepare('DELETE FROM messages WHERE thread_id = ?').run(id);
+        t.db.sqlite!.prepare('DELETE FROM threads WHERE id = ?').run(id);
       }
     }
   });

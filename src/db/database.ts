@@ -6,8 +6,10 @@ import { Kysely, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import type { Tables } from './tables.js';
 import { sqliteAdapter, type DialectAdapter } from './dialect.js';
 import { ImmediateSqliteDialect, isSqliteBusy } from './sqlite-dialect.js';
-import { ReadPool } from './read-pool.js';
-import { sqliteSearch, type SearchBackend } from './search-sqlite.js';
+import { ReadPool, releaseCache } from './read-pool.js';
+import { openPostgres } from './postgres/open.js';
+import { sqliteSearch } from './search-sqlite.js';
+import type { SearchBackend } from './search.js';
 
 export interface Db {
   kysely: Kysely<Tables>;
@@ -16,8 +18,15 @@ export interface Db {
   search: SearchBackend;
   /** Location of the SQLite file (or ':memory:'). */
   file: string;
-  /** The underlying better-sqlite3 handle: only for pragmas, backups and bulk loaders. */
-  sqlite: Database.Database;
+  /** The underlying better-sqlite3 handle (SQLite only): for pragmas, backups and bulk loaders in src/db and tests. */
+  sqlite?: Database.Database;
+  /**
+   * A number that changes when another connection commits (SQLite's data_version), for caches
+   * that must follow other processes' writes; null where the dialect has none (nothing is kept).
+   */
+  dataVersion(): number | null;
+  /** Give back the memory of the main connection's page cache (after a burst of heavy reads). */
+  releaseCache(): void;
   /** Worker threads for heavy reads (file databases only); absent: heavy reads run on the main connection. */
   readPool?: ReadPool;
   /**
@@ -54,7 +63,7 @@ function cachingDatabase(sqlite: Database.Database, max = 500): SqliteDatabase {
 }
 
 export interface OpenOptions {
-  /** Path of the SQLite file, or ':memory:'. */
+  /** Path of the SQLite file, ':memory:', or a postgres:// URL. */
   file: string;
   readonly?: boolean;
   /** Threads for heavy reads (aggregates); 0 keeps them on the main connection. Ignored for ':memory:'. */
@@ -105,7 +114,12 @@ export function openSqlite(file: string, readonly = false): Database.Database {
   return sqlite;
 }
 
+/** Whether a database location names a PostgreSQL server (postgres:// or postgresql://) rather than a SQLite file. */
+export const isPostgresUrl = (location: string) => /^postgres(ql)?:\/\//i.test(location);
+
+/** Opens the database at `opts.file`: a SQLite file (or ':memory:'), or a postgres:// URL. */
 export function openDatabase(opts: OpenOptions): Db {
+  if (isPostgresUrl(opts.file)) return openPostgres({ url: opts.file, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) });
   const sqlite = openSqlite(opts.file, opts.readonly);
   // The dialect waits for other processes' write locks itself, off the event loop (see
   // sqlite-dialect.ts): SQLite's own busy handler would block this thread while it waits.
@@ -120,6 +134,8 @@ export function openDatabase(opts: OpenOptions): Db {
     search: sqliteSearch,
     file: opts.file,
     sqlite,
+    dataVersion: () => sqlite.pragma('data_version', { simple: true }) as number,
+    releaseCache: () => releaseCache(sqlite),
     ...(readPool ? { readPool } : {}),
     async bulk(fn) {
       if (opts.readonly || opts.file === ':memory:') return fn();

@@ -1,14 +1,23 @@
-import { sql, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
+import { sql, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
+import { classifyPostgresError } from './postgres/adapter.js';
 import { classifySqliteError, isSqliteBusy, type DbErrorKind } from './sqlite-dialect.js';
 
 export type { DbErrorKind } from './sqlite-dialect.js';
 
 /**
  * Everything that differs between SQLite and PostgreSQL lives behind this interface,
- * so services stay dialect-neutral. Only SQLite is implemented today.
+ * so services stay dialect-neutral: sqliteAdapter here, postgresAdapter in postgres/adapter.ts.
  */
 export interface DialectAdapter {
   name: 'sqlite' | 'postgres';
+  /** Column type of a generated integer key (with `identity`). */
+  idType: 'integer' | 'bigint';
+  /**
+   * A primary key the database numbers itself (SQLite: INTEGER PRIMARY KEY, AUTOINCREMENT where a
+   * number must never be reused, as the change feed's cursor needs; PostgreSQL: an identity column,
+   * whose sequence never reuses a number).
+   */
+  identity(c: ColumnDefinitionBuilder, neverReused?: boolean): ColumnDefinitionBuilder;
   /** SQL column type for a storage class. */
   columnType(storage: 'text' | 'real' | 'integer'): 'text' | 'real' | 'integer' | 'double precision' | 'bigint';
   /** Case-insensitive LIKE (pattern already escaped with backslash). */
@@ -26,6 +35,8 @@ export interface DialectAdapter {
   classifyError(err: unknown): DbErrorKind | null;
   /** Seconds from one ISO-8601 timestamp (text) to another. */
   secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
+  /** Before the migrations: what the database needs first (PostgreSQL: its schema and extensions). */
+  prepare?(db: Kysely<any>): Promise<void>;
   /** Refresh the planner's statistics: after a bulk load (full) or now and then (cheap). */
   analyze(db: Kysely<any>, full: boolean): Promise<void>;
   /** Secondary (non-unique) indexes of a table with the statements that recreate them: bulk loads drop and rebuild them. */
@@ -34,6 +45,8 @@ export interface DialectAdapter {
 
 export const sqliteAdapter: DialectAdapter = {
   name: 'sqlite',
+  idType: 'integer',
+  identity: (c, neverReused) => (neverReused ? c.primaryKey().autoIncrement() : c.primaryKey()),
   columnType: (s) => s,
   // SQLite's LIKE is case-insensitive for ASCII; ESCAPE makes % and _ in user input literal.
   ilike: (ref, pattern) => sql<SqlBool>`${ref} LIKE ${pattern} ESCAPE '\\'`,
@@ -72,5 +85,5 @@ export function escapeLike(text: string): string {
  * handlers, which map it once (busy: 503 with Retry-After; unique: 409).
  */
 export function classifyDbError(err: unknown): DbErrorKind | null {
-  return sqliteAdapter.classifyError(err);
+  return sqliteAdapter.classifyError(err) ?? classifyPostgresError(err);
 }

@@ -1,7 +1,7 @@
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
-import type { SearchBackend } from './search-sqlite.js';
+import type { SearchBackend } from './search.js';
 import { isSqliteBusy } from './sqlite-dialect.js';
 import { rebuildSearchIndex } from '../services/search.js';
 import { rebuildDedupeKeys } from '../services/dedupe-keys.js';
@@ -17,7 +17,7 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
     async up(db: Kysely<any>) {
       await db.schema
         .createTable('workspaces')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
         .addColumn('name', 'text', (c) => c.notNull().unique())
         .addColumn('schema_version', 'integer', (c) => c.notNull().defaultTo(1))
         .addColumn('created_at', 'text', (c) => c.notNull())
@@ -46,7 +46,7 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
         .execute();
       await db.schema
         .createTable('objects')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
         .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
         .addColumn('name', 'text', (c) => c.notNull())
         .addColumn('label', 'text', (c) => c.notNull())
@@ -60,7 +60,7 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
         .execute();
       await db.schema
         .createTable('fields')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
         .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
         .addColumn('object_id', 'integer', (c) => c.notNull().references('objects.id').onDelete('cascade'))
         .addColumn('name', 'text', (c) => c.notNull())
@@ -79,7 +79,7 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
         .execute();
       await db.schema
         .createTable('associations')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
         .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
         .addColumn('a_object', 'text', (c) => c.notNull())
         .addColumn('a_id', 'text', (c) => c.notNull())
@@ -96,7 +96,7 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
         .execute();
       await db.schema
         .createTable('activity')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
         .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
         .addColumn('object', 'text', (c) => c.notNull())
         .addColumn('record_id', 'text', (c) => c.notNull())
@@ -191,7 +191,7 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
         .execute();
       await db.schema
         .createTable('stage_history')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
         .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
         .addColumn('pipeline_id', 'text', (c) => c.notNull().references('pipelines.id').onDelete('cascade'))
         .addColumn('record_id', 'text', (c) => c.notNull())
@@ -270,6 +270,7 @@ class StaticProvider implements MigrationProvider {
 const MIGRATION_LOCK_WAIT_MS = 10 * 60_000;
 
 export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promise<string[]> {
+  await db.adapter.prepare?.(db.kysely);
   const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider(db.adapter, db.search) });
   const deadline = Date.now() + (opts.lockWaitMs ?? MIGRATION_LOCK_WAIT_MS);
   let outcome = await migrator.migrateToLatest();

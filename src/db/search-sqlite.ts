@@ -1,107 +1,26 @@
 import { sql, type Kysely } from 'kysely';
 import { bulkInsert } from './bulk-insert.js';
+import { highlight, writeTerms, type SearchBackend, type SearchClause, type SearchHit, type SearchQuery } from './search.js';
 
 /**
  * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, a prefix
  * index for 3 characters) plus a plain table mapping each record to its FTS row, so a record's
- * entry is found by index when it changes. PostgreSQL would implement the same interface with
- * tsvector/pg_trgm. The `scope` column is left empty: queries filter by workspace and object
+ * entry is found by index when it changes (PostgreSQL: postgres/search.ts). The `scope` column is left empty: queries filter by workspace and object
  * through search_docs, and a token shared by every document made each merge rewrite a doclist as
  * long as the index (indexes built before hold such tokens, unused).
  */
 
-export interface SearchDoc {
-  workspaceId: number;
-  objectId: number;
-  recordId: string;
-  /** The record's display name: weighs most. */
-  name: string;
-  /** The other text fields. */
-  body: string;
-  /** Normalised identifiers: email parts, phone digits, domains. */
-  exact: string;
-}
-
-export interface SearchHit {
-  object_id: number;
-  record_id: string;
-  rank: number;
-  snippet: string;
-}
-
-export interface SearchBackend {
-  createTables(db: Kysely<any>): Promise<void>;
-  /** `fresh`: the records are new (created in this transaction): none has a document yet. */
-  upsert(db: Kysely<any>, docs: SearchDoc[], fresh?: boolean): Promise<void>;
-  remove(db: Kysely<any>, workspaceId: number, objectId: number, recordIds: string[]): Promise<void>;
-  removeWorkspaceObject(db: Kysely<any>, workspaceId: number, objectId: number): Promise<void>;
-  /** `match` is a complete, already-escaped FTS5 expression for the name/body/exact columns. */
-  query(db: Kysely<any>, workspaceId: number, objectIds: number[], match: string, limit: number, exclude: string[]): Promise<SearchHit[]>;
-  /**
-   * A workspace's indexed words (without digits) in [from, to), for typo-tolerant matching: its
-   * own only, so that what another workspace writes never changes which near words it is offered.
-   */
-  terms(db: Kysely<any>, from: string, to: string, max: number, workspaceId: number): Promise<string[]>;
-  /** Whether a document of the workspace still holds the word (the word list keeps words of deleted records). */
-  hasTerm(db: Kysely<any>, workspaceId: number, term: string): Promise<boolean>;
-  /**
-   * Removes from the workspace's word list those of `terms` that no document of it holds any more,
-   * in the caller's (write) transaction; returns the words removed.
-   */
-  pruneTerms(db: Kysely<any>, workspaceId: number, terms: string[]): Promise<string[]>;
-  /** Migration: the per-workspace word list, filled from the documents already indexed. */
-  createTermTable(db: Kysely<any>): Promise<void>;
-}
-
-/**
- * The words of a text as the index's tokenizer (unicode61, diacritics removed) splits and folds
- * them, without words holding digits (ids, codes, phone numbers: typo tolerance ignores them) or of
- * one character.
- */
-export function wordsOf(text: string): string[] {
-  const out: string[] = [];
-  // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split).
-  const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
-  for (const w of folded.toLowerCase().split(/[^\p{L}\p{N}]+/u))
-    if (w.length > 1 && !/\d/.test(w)) out.push(w);
-  return out;
-}
-
-/**
- * Each workspace's words go into search_terms (workspace, word), in the write's transaction, so a
- * workspace's vocabulary is read by index, apart from every other workspace's: FTS5's own
- * vocabulary (search_vocab) mixes all workspaces, and 34 near names written in one workspace
- * crowded the near words of another out of its typo-tolerant search. Words of deleted (or
- * rewritten) records stay until a typo-tolerant search finds them crowding its near words, and
- * prunes them (hasTerm, pruneTerms: counting each word's documents would cost every write a read of
- * the text it replaces). Written before the documents' text: a
- * multi-row statement after it would make FTS5 write its pending documents out early.
- */
-async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<void> {
-  const seen = new Set<string>();
-  const rows: [number, string][] = [];
-  for (const d of docs)
-    for (const text of [d.name, d.body, d.exact])
-      for (const w of wordsOf(text)) {
-        const k = `${d.workspaceId}:${w}`;
-        if (seen.has(k)) continue;
-        seen.add(k);
-        rows.push([d.workspaceId, w]);
-      }
-  await bulkInsert(db, 'search_terms', ['workspace_id', 'term'], rows, { ignoreConflicts: true, perStatement: 5000 });
-}
+const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
+const clause = (c: SearchClause) =>
+  `${c.in === 'exact' ? 'exact' : '{name body exact}'} : (${c.all.map((g) => `(${g.map((t) => quote(t.term) + (t.prefix ? '*' : '')).join(' OR ')})`).join(' AND ')})`;
+/** The query as an FTS5 expression over the name, body and exact columns. */
+export const fts5 = (q: SearchQuery) => q.any.map((c) => `(${clause(c)})`).join(' OR ');
 
 /** A document of the workspace holding the word, in any column the search matches. */
 const liveDoc = (workspaceId: number, term: string) => sql`
   SELECT 1 FROM search_index JOIN search_docs d ON d.doc_id = search_index.rowid
   WHERE search_index MATCH ${`{name body exact} : "${term.replace(/"/g, '""')}"`} AND d.workspace_id = ${workspaceId}
   LIMIT 1`;
-
-/** Record text is escaped (a client may render snippets as HTML); only our <mark> tags are markup. */
-function highlight(s: string): string {
-  return s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!).replace(/\u0002/g, '<mark>').replace(/\u0003/g, '</mark>');
-}
-
 
 export const sqliteSearch: SearchBackend = {
   async createTables(db) {
@@ -119,6 +38,7 @@ export const sqliteSearch: SearchBackend = {
   },
 
   async upsert(db, docs, fresh = false) {
+    // The words first: a multi-row statement after the text would make FTS5 write its pending documents out early.
     await writeTerms(db, docs);
     if (fresh && docs.length) {
       // New records: their documents take the next ids, given here rather than read back (RETURNING
@@ -180,7 +100,7 @@ export const sqliteSearch: SearchBackend = {
         snippet(search_index, 1, char(2), char(3), '…', 12) AS name_snippet,
         snippet(search_index, 2, char(2), char(3), '…', 12) AS body_snippet
       FROM search_index JOIN search_docs d ON d.doc_id = search_index.rowid
-      WHERE search_index MATCH ${match}
+      WHERE search_index MATCH ${fts5(match)}
         AND d.workspace_id = ${workspaceId}
         ${objectIds.length ? sql`AND d.object_id IN (${sql.join(objectIds)})` : sql``}
         ${exclude.length ? sql`AND d.record_id NOT IN (${sql.join(exclude)})` : sql``}

@@ -3,7 +3,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { RawBuilder, SqlBool } from 'kysely';
 import type { Db } from '../db/database.js';
-import { budgetCondition, releaseCache } from '../db/read-pool.js';
+import { budgetCondition } from '../db/read-pool.js';
 import type { Ctx } from './context.js';
 import { CrmError } from './errors.js';
 import { cancelledError } from './work.js';
@@ -210,7 +210,7 @@ function collectWhenIdle(lane: HeavyLane, db: Db) {
     if (lane.running !== 0) return;
     collector()?.();
     // The main connection's page cache filled up meanwhile (writes, imports, inline heavy reads).
-    releaseCache(db.sqlite);
+    db.releaseCache();
   }, IDLE_GC_MS);
   t.unref();
   idleTimers.set(lane, t);

@@ -86,7 +86,7 @@ async function createRecordTable(db: Kysely<any>, adapter: DialectAdapter, table
   let t = db.schema
     .createTable(table)
     // seq: internal row number, the keyset tie-breaker (every index carries it in SQLite). Never exposed.
-    .addColumn('seq', 'integer', (c) => c.primaryKey())
+    .addColumn('seq', adapter.idType, (c) => adapter.identity(c))
     .addColumn('id', 'text', (c) => c.notNull().unique())
     .addColumn('created_at', 'text', (c) => c.notNull())
     .addColumn('updated_at', 'text', (c) => c.notNull())

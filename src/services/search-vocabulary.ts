@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Db } from '../db/database.js';
-import type { SearchDoc } from '../db/search-sqlite.js';
+import type { SearchDoc } from '../db/search.js';
 
 /**
  * Each workspace's indexed words by first letter, for typo tolerance ("Jhon" finds John). A
@@ -41,13 +41,8 @@ interface Vocabulary {
 const vocabularies = new WeakMap<Db, Vocabulary>();
 const hasDigit = /\d/;
 
-/** What another connection committed is seen through data_version (null: not SQLite, nothing kept). */
-function dataVersion(db: Db): number | null {
-  return db.sqlite ? (db.sqlite.pragma('data_version', { simple: true }) as number) : null;
-}
-
 function current(db: Db): Vocabulary | null {
-  const version = dataVersion(db);
+  const version = db.dataVersion();
   if (version === null) return null;
   let v = vocabularies.get(db);
   if (!v || v.version !== version) vocabularies.set(db, (v = { version, byLetter: new Map(), kept: 0, writes: v?.writes ?? 0 }));
@@ -69,7 +64,7 @@ export async function wordsStartingWith(db: Db, k: Kysely<any>, workspaceId: num
   const terms = await db.search.terms(k, letter, String.fromCodePoint(letter.codePointAt(0)! + 1), MAX_SCAN, workspaceId);
   const words = new Set(terms.filter((t) => !hasDigit.test(t)));
   // Kept only if nothing changed meanwhile: no commit by another connection, no write noted here.
-  if (v && vocabularies.get(db) === v && dataVersion(db) === v.version && v.writes === writes) {
+  if (v && vocabularies.get(db) === v && db.dataVersion() === v.version && v.writes === writes) {
     v.byLetter.set(key, { words, bound: terms.length >= MAX_SCAN ? terms[terms.length - 1]! : null });
     v.kept += words.size;
     for (const [l, old] of v.byLetter) {

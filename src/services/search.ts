@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Db } from '../db/database.js';
-import type { SearchDoc, SearchHit } from '../db/search-sqlite.js';
+import type { SearchDoc, SearchHit, SearchQuery, SearchTerm } from '../db/search.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { decodeValue, type FieldDef } from './field-types.js';
@@ -233,8 +233,6 @@ export function editDistance(a: string, b: string, cap: number): number {
   return prev[n]!;
 }
 
-const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
-
 /**
  * Fields a hit carries, where its object has them, so that hits with the same name can be told
  * apart: a contact's company and job title, a deal's amount, stage and company, a company's
@@ -277,28 +275,29 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
   const tokens = fold(q).split(/[^\p{L}\p{N}]+/u).filter(Boolean).slice(0, 10);
   const digits = q.replace(/\D/g, '');
   const phoneLike = /^[+\d\s().\-/]+$/.test(q) && digits.length >= 5;
-  const cols = '{name body exact}';
-  let exact: string;
+  const prefix = (term: string): SearchTerm[] => [{ term, prefix: true }];
+  let exact: SearchQuery;
   // Digits with separators are a phone number (matched by its digits, in the identifiers); a bare
   // number may also be written in the text (an order number, a postcode, a code in a name).
-  if (phoneLike) exact = tokens.length === 1 ? `(exact : ${quote(digits)}*) OR (${cols} : ${quote(tokens[0]!)}*)` : `exact : ${quote(digits)}*`;
+  if (phoneLike)
+    exact = { any: [{ in: 'exact', all: [prefix(digits)] }, ...(tokens.length === 1 ? [{ in: 'text' as const, all: [prefix(tokens[0]!)] }] : [])] };
   else if (q.includes('@') || (tokens.length > 1 && /^[\p{L}\p{N}.-]+\.[a-z]{2,}$/iu.test(q)))
     // An email or a domain: indexed whole, as one identifier (the phrase of its parts would read the
     // doclists of words every address shares, like "com").
-    exact = `exact : ${quote(fold(q).replace(/^www\./, '').replace(/[^\p{L}\p{N}]/gu, ''))}*`;
+    exact = { any: [{ in: 'exact', all: [prefix(fold(q).replace(/^www\./, '').replace(/[^\p{L}\p{N}]/gu, ''))] }] };
   else if (!tokens.length) return { data: [], query: { q, objects: objects.map((o) => o.name), fuzzy: false } };
-  else exact = `${cols} : (${tokens.map((t) => `${quote(t)}*`).join(' AND ')})`;
+  else exact = { any: [{ in: 'text', all: tokens.map(prefix) }] };
 
   const hits = await ctx.db.search.query(k, ctx.actor.workspaceId, objectIds, exact, limit, []);
   const found: (SearchHit & { match: 'exact' | 'fuzzy' })[] = hits.map((h) => ({ ...h, match: 'exact' as const }));
   let fuzzy = false;
   // Typo tolerance when exact and prefix matching found little (not for emails, domains, phones).
-  const identifier = phoneLike || exact.startsWith('exact :');
+  const identifier = exact.any[0]!.in === 'exact';
   if (found.length < Math.min(limit, 5) && !identifier && tokens.some((t) => t.length >= 4)) {
-    const expanded: string[] = [];
+    const expanded: SearchTerm[][] = [];
     for (const t of tokens) {
       if (t.length < 4) {
-        expanded.push(`${quote(t)}*`);
+        expanded.push(prefix(t));
         continue;
       }
       const cap = t.length >= 8 ? 2 : 1;
@@ -310,11 +309,11 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
         if (d <= cap) candidates.push({ term, d });
       }
       const near = await nearestLive(ctx, k, t, candidates);
-      expanded.push(`(${[`${quote(t)}*`, ...near.map(quote)].join(' OR ')})`);
+      expanded.push([...prefix(t), ...near.map((term) => ({ term, prefix: false }))]);
       if (near.length) fuzzy = true;
     }
     if (fuzzy) {
-      const more = await ctx.db.search.query(k, ctx.actor.workspaceId, objectIds, `${cols} : (${expanded.join(' AND ')})`, limit - found.length, found.map((h) => h.record_id));
+      const more = await ctx.db.search.query(k, ctx.actor.workspaceId, objectIds, { any: [{ in: 'text', all: expanded }] }, limit - found.length, found.map((h) => h.record_id));
       found.push(...more.map((h) => ({ ...h, match: 'fuzzy' as const })));
     }
     fuzzy = found.some((h) => h.match === 'fuzzy');

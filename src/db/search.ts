@@ -1,0 +1,123 @@
+import type { Kysely } from 'kysely';
+import { bulkInsert } from './bulk-insert.js';
+
+/**
+ * Full-text search, as the services see it: documents in, hits out, a query as a structure. Each
+ * dialect implements the backend (search-sqlite.ts: FTS5; postgres/search.ts: tsvector), and both
+ * split and fold words the same way (wordsOf, termsOf), so a search finds the same records on both.
+ */
+
+/** A word of the query: matched whole, or as the beginning of a word (`prefix`). */
+export interface SearchTerm {
+  term: string;
+  prefix: boolean;
+}
+
+/**
+ * Where a clause looks: `text` is the name, the other text fields and the identifiers; `exact`
+ * the identifiers alone (email addresses, phone digits, domains).
+ */
+export interface SearchClause {
+  in: 'text' | 'exact';
+  /** Every group must match, by any of its terms. */
+  all: SearchTerm[][];
+}
+
+/** A document matches when any clause does. */
+export interface SearchQuery {
+  any: SearchClause[];
+}
+
+export interface SearchDoc {
+  workspaceId: number;
+  objectId: number;
+  recordId: string;
+  /** The record's display name: weighs most. */
+  name: string;
+  /** The other text fields. */
+  body: string;
+  /** Normalised identifiers: email parts, phone digits, domains. */
+  exact: string;
+}
+
+export interface SearchHit {
+  object_id: number;
+  record_id: string;
+  rank: number;
+  snippet: string;
+}
+
+export interface SearchBackend {
+  createTables(db: Kysely<any>): Promise<void>;
+  /** `fresh`: the records are new (created in this transaction): none has a document yet. */
+  upsert(db: Kysely<any>, docs: SearchDoc[], fresh?: boolean): Promise<void>;
+  remove(db: Kysely<any>, workspaceId: number, objectId: number, recordIds: string[]): Promise<void>;
+  removeWorkspaceObject(db: Kysely<any>, workspaceId: number, objectId: number): Promise<void>;
+  /** Documents of the workspace (of `objectIds`, or all) that match, best first, but those of `exclude`. */
+  query(db: Kysely<any>, workspaceId: number, objectIds: number[], match: SearchQuery, limit: number, exclude: string[]): Promise<SearchHit[]>;
+  /**
+   * A workspace's indexed words (without digits) in [from, to), for typo-tolerant matching: its
+   * own only, so that what another workspace writes never changes which near words it is offered.
+   */
+  terms(db: Kysely<any>, from: string, to: string, max: number, workspaceId: number): Promise<string[]>;
+  /** Whether a document of the workspace still holds the word (the word list keeps words of deleted records). */
+  hasTerm(db: Kysely<any>, workspaceId: number, term: string): Promise<boolean>;
+  /**
+   * Removes from the workspace's word list those of `terms` that no document of it holds any more,
+   * in the caller's (write) transaction; returns the words removed.
+   */
+  pruneTerms(db: Kysely<any>, workspaceId: number, terms: string[]): Promise<string[]>;
+  /** Migration: the per-workspace word list, filled from the documents already indexed. */
+  createTermTable(db: Kysely<any>): Promise<void>;
+}
+
+/**
+ * The words of a text as the index's tokenizer (unicode61, diacritics removed) splits and folds
+ * them, without words holding digits (ids, codes, phone numbers: typo tolerance ignores them) or of
+ * one character.
+ */
+export function wordsOf(text: string): string[] {
+  const out: string[] = [];
+  // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split).
+  const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
+  for (const w of folded.toLowerCase().split(/[^\p{L}\p{N}]+/u))
+    if (w.length > 1 && !/\d/.test(w)) out.push(w);
+  return out;
+}
+
+
+/**
+ * The words of a text as the index's tokenizer (unicode61, diacritics removed) splits and folds
+ * them, digits included: what a document is indexed by and a query word is matched against.
+ */
+export function termsOf(text: string): string[] {
+  const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
+  return folded.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter(Boolean);
+}
+
+/**
+ * Each workspace's words go into search_terms (workspace, word), in the write's transaction, so a
+ * workspace's vocabulary is read by index, apart from every other workspace's (a shared vocabulary
+ * let 34 near names written in one workspace crowd the near words of another out of its
+ * typo-tolerant search). Words of deleted (or rewritten) records stay until a typo-tolerant search
+ * finds them crowding its near words, and prunes them (hasTerm, pruneTerms: counting each word's
+ * documents would cost every write a read of the text it replaces).
+ */
+export async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<void> {
+  const seen = new Set<string>();
+  const rows: [number, string][] = [];
+  for (const d of docs)
+    for (const text of [d.name, d.body, d.exact])
+      for (const w of wordsOf(text)) {
+        const k = `${d.workspaceId}:${w}`;
+        if (seen.has(k)) continue;
+        seen.add(k);
+        rows.push([d.workspaceId, w]);
+      }
+  await bulkInsert(db, 'search_terms', ['workspace_id', 'term'], rows, { ignoreConflicts: true, perStatement: 5000 });
+}
+
+/** Record text is escaped (a client may render snippets as HTML); only our <mark> tags (\u0002, \u0003) are markup. */
+export function highlight(s: string): string {
+  return s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!).replace(/\u0002/g, '<mark>').replace(/\u0003/g, '</mark>');
+}
