@@ -5,10 +5,14 @@ import { CompiledQuery, type Kysely } from 'kysely';
  * for a given table, column list and row count once; later chunks of the same shape reuse its SQL
  * text with new parameters, so bulk writes skip per-call query building and stay dialect-neutral.
  */
-const compiled = new Map<string, string>();
+const texts = new WeakMap<object, Map<string, string>>();
 
 export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean; perStatement?: number } = {}): Promise<void> {
   if (!rows.length) return;
+  // By dialect (its adapter): one process may hold a SQLite and a PostgreSQL database (tests, `copy`).
+  const adapter = db.getExecutor().adapter;
+  let compiled = texts.get(adapter);
+  if (!compiled) texts.set(adapter, (compiled = new Map()));
   // At most 30,000 parameters a statement (SQLite allows 32,766); 500 rows unless told otherwise.
   const per = Math.max(1, Math.min(opts.perStatement ?? 500, Math.floor(30000 / columns.length)));
   for (let i = 0; i < rows.length; i += per) {

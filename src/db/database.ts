@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import BetterSqlite from './sqlite-driver.js';
+import BetterSqlite, { registerFunctions } from './sqlite-driver.js';
 import { Kysely, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import type { Tables } from './tables.js';
 import { sqliteAdapter, type DialectAdapter } from './dialect.js';
@@ -81,6 +81,7 @@ export const DEFAULT_LOCK_WAIT_MS = 30_000;
 export function openSqlite(file: string, readonly = false): Database.Database {
   if (file !== ':memory:' && !readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const sqlite = new BetterSqlite(file, { readonly });
+  registerFunctions(sqlite);
   // First: switching a new file to WAL takes a lock for a moment, and two processes may open it at once.
   sqlite.pragma('busy_timeout = 5000');
   if (!readonly) sqlite.pragma('journal_mode = WAL');

@@ -1,5 +1,6 @@
-import { sql, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
+import { sql, type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
 import { classifyPostgresError } from './postgres/adapter.js';
+import type { Interval, ZoneSegment } from '../services/time-buckets.js';
 import { classifySqliteError, isSqliteBusy, type DbErrorKind } from './sqlite-dialect.js';
 
 export type { DbErrorKind } from './sqlite-dialect.js';
@@ -18,8 +19,11 @@ export interface DialectAdapter {
    * whose sequence never reuses a number).
    */
   identity(c: ColumnDefinitionBuilder, neverReused?: boolean): ColumnDefinitionBuilder;
-  /** SQL column type for a storage class. */
-  columnType(storage: 'text' | 'real' | 'integer'): 'text' | 'real' | 'integer' | 'double precision' | 'bigint';
+  /**
+   * SQL column type of a record field's storage class. Text compares and sorts by code point on
+   * both dialects (SQLite's BINARY; PostgreSQL's "C" collation, whatever the database's own).
+   */
+  columnType(storage: 'text' | 'real' | 'integer'): ColumnDataType | Expression<unknown>;
   /** Case-insensitive LIKE (pattern already escaped with backslash). */
   ilike(ref: Expression<unknown>, pattern: string): RawBuilder<SqlBool>;
   /** A JSON-array text column holds the value. */
@@ -28,15 +32,31 @@ export interface DialectAdapter {
   jsonArrayHasAny(ref: Expression<unknown>, values: string[]): RawBuilder<SqlBool>;
   isUniqueViolation(err: unknown): boolean;
   /**
+   * Runs a statement that may fail and be followed by others in the same transaction (a bulk insert
+   * redone row by row to name the duplicate). SQLite undoes only the failed statement; PostgreSQL
+   * aborts the whole transaction at its first error, so there it runs inside a savepoint.
+   */
+  attempt<T>(trx: Kysely<any>, fn: () => Promise<T>): Promise<T>;
+  /**
    * What a driver error means, for the surfaces: 'busy' (another process holds the write lock
    * longer than the wait allows: 503, retry), 'unique' (a unique constraint or index: 409, with the
    * table and columns it named). Null for anything else (a bug: 500).
    */
   classifyError(err: unknown): DbErrorKind | null;
+  /**
+   * The local calendar bucket (YYYY-MM-DD text, the bucket's first day) of a date or UTC ISO
+   * datetime text column in time zone `tz`. `segments` are the zone's offsets over the data's span,
+   * computed by the caller where `zoneSegments` says the dialect needs them (SQLite has no time
+   * zone database; PostgreSQL has one and ignores them).
+   */
+  timeBucket(col: Expression<unknown>, interval: Interval, tz: string, segments: ZoneSegment[]): RawBuilder<unknown>;
+  zoneSegments: boolean;
+  /** The start of a number's histogram bucket of `width`: floor(value / width) * width, never integer division. */
+  histogramBucket(col: Expression<unknown>, width: number): RawBuilder<unknown>;
   /** Seconds from one ISO-8601 timestamp (text) to another. */
   secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
-  /** Before the migrations: what the database needs first (PostgreSQL: its schema and extensions). */
-  prepare?(db: Kysely<any>): Promise<void>;
+  /** Before the migrations: what the database needs first (PostgreSQL: its schema, whose name it returns). */
+  prepare?(db: Kysely<any>): Promise<string>;
   /** Refresh the planner's statistics: after a bulk load (full) or now and then (cheap). */
   analyze(db: Kysely<any>, full: boolean): Promise<void>;
   /** Secondary (non-unique) indexes of a table with the statements that recreate them: bulk loads drop and rebuild them. */
@@ -48,14 +68,22 @@ export const sqliteAdapter: DialectAdapter = {
   idType: 'integer',
   identity: (c, neverReused) => (neverReused ? c.primaryKey().autoIncrement() : c.primaryKey()),
   columnType: (s) => s,
-  // SQLite's LIKE is case-insensitive for ASCII; ESCAPE makes % and _ in user input literal.
-  ilike: (ref, pattern) => sql<SqlBool>`${ref} LIKE ${pattern} ESCAPE '\\'`,
+  // SQLite's LIKE folds the case of ASCII letters only: a pattern with other letters compares the
+  // text folded by crm_lower (JavaScript's toLowerCase, registered on every connection), as
+  // PostgreSQL does. ESCAPE makes % and _ in user input literal.
+  ilike: (ref, pattern) =>
+    /^[\x00-\x7f]*$/.test(pattern) ? sql<SqlBool>`${ref} LIKE ${pattern} ESCAPE '\\'` : sql<SqlBool>`crm_lower(${ref}) LIKE ${pattern.toLowerCase()} ESCAPE '\\'`,
   jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
   jsonArrayHasAny: (ref, values) =>
     sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
   isUniqueViolation: (err) => classifySqliteError(err)?.kind === 'unique',
+  attempt: (_trx, fn) => fn(),
   classifyError: classifySqliteError,
   secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
+  timeBucket: (col, interval, _tz, segments) => bucketExpression(col, interval, segments),
+  zoneSegments: true,
+  // SQLite divides a REAL width as real, and floor() is exact for the integers stored.
+  histogramBucket: (col, width) => sql`floor(${col} / ${width}) * ${width}`,
   async analyze(db, full) {
     // Without statistics SQLite can pick a poor index for a filtered, sorted page (650 ms instead of
     // under 1 ms at 1M rows in the bench).
@@ -74,6 +102,37 @@ export const sqliteAdapter: DialectAdapter = {
     return r.rows.map((x) => ({ name: x.name, create: x.sql }));
   },
 };
+
+/** Local calendar bucket start (YYYY-MM-DD) of a UTC ISO text column, shifted by a modifier. */
+function bucketAt(col: Expression<unknown>, interval: Interval, modifier: string): RawBuilder<unknown> {
+  switch (interval) {
+    case 'day':
+      return sql`date(${col}, ${modifier})`;
+    case 'week': // ISO weeks start on Monday
+      return sql`date(${col}, ${modifier}, '-6 days', 'weekday 1')`;
+    case 'month':
+      return sql`strftime('%Y-%m-01', ${col}, ${modifier})`;
+    case 'quarter':
+      // || keeps an empty date empty (printf alone would turn NULL into '-00-01').
+      return sql`strftime('%Y', ${col}, ${modifier}) || printf('-%02d-01', ((CAST(strftime('%m', ${col}, ${modifier}) AS INTEGER) - 1) / 3) * 3 + 1)`;
+    case 'year':
+      return sql`strftime('%Y-01-01', ${col}, ${modifier})`;
+  }
+}
+
+function bucketExpression(col: Expression<unknown>, interval: Interval, segments: ZoneSegment[]): RawBuilder<unknown> {
+  if (segments.length === 1) return bucketAt(col, interval, segments[0]!.modifier);
+  const branches = segments.map((s) => (s.until === null ? sql`ELSE ${bucketAt(col, interval, s.modifier)}` : sql`WHEN ${col} < ${s.until} THEN ${bucketAt(col, interval, s.modifier)}`));
+  return sql`CASE ${sql.join(branches, sql` `)} END`;
+}
+
+/**
+ * An ORDER BY term with NULLs placed as SQLite places them (smallest: first ascending, last
+ * descending), written out so PostgreSQL (largest by default) orders the same way.
+ */
+export function ordered(expr: Expression<unknown>, dir: 'asc' | 'desc'): RawBuilder<unknown> {
+  return dir === 'asc' ? sql`${expr} ASC NULLS FIRST` : sql`${expr} DESC NULLS LAST`;
+}
 
 /** Escape LIKE metacharacters so user text matches literally. */
 export function escapeLike(text: string): string {

@@ -270,8 +270,9 @@ class StaticProvider implements MigrationProvider {
 const MIGRATION_LOCK_WAIT_MS = 10 * 60_000;
 
 export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promise<string[]> {
-  await db.adapter.prepare?.(db.kysely);
-  const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider(db.adapter, db.search) });
+  const schema = await db.adapter.prepare?.(db.kysely);
+  // The migrator's own tables in the database's schema: told nothing, it finds another schema's and skips creating its own.
+  const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider(db.adapter, db.search), ...(schema ? { migrationTableSchema: schema } : {}) });
   const deadline = Date.now() + (opts.lockWaitMs ?? MIGRATION_LOCK_WAIT_MS);
   let outcome = await migrator.migrateToLatest();
   while (outcome.error && isSqliteBusy(outcome.error) && Date.now() < deadline) {

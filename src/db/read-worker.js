@@ -2,7 +2,7 @@
 // never blocks the event loop. Plain JavaScript so the same file loads from src/ (tests) and dist/.
 import fs from 'node:fs';
 import os from 'node:os';
-import Database from './sqlite-driver.js';
+import Database, { registerFunctions } from './sqlite-driver.js';
 
 // Heavy reads yield the CPU to the main thread, which answers light requests (get, list, /health):
 // on Linux a thread has its own nice value, set through its thread id. Elsewhere this is skipped.
@@ -35,6 +35,7 @@ function connection(file) {
     // the next call into JavaScript fails and ends the statement too; a thread stuck in SQLite
     // would otherwise keep its CPU until the statement finished. The condition calls this only for
     // about one row in 128 (budgetCondition), so each call reads the clock.
+    registerFunctions(db);
     db.function('crm_budget', { deterministic: false }, (deadline) => {
       if (Date.now() > deadline) throw new Error(BUDGET_EXCEEDED);
       return 1;

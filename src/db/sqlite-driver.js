@@ -35,3 +35,13 @@ export const Database = loaded.Database;
 /** 'better-sqlite3' (12) or 'better-sqlite3-napi' (13). */
 export const sqliteDriver = loaded.driver;
 export default Database;
+
+/**
+ * SQL functions every connection of this project has, the main one and the read workers' alike:
+ * crm_lower folds case by Unicode's rules (SQLite's lower() and LIKE fold ASCII letters only), as
+ * PostgreSQL's lower() does, so a case-insensitive match finds 'Élodie' for 'élodie' on both.
+ * @param {import('better-sqlite3').Database} db
+ */
+export function registerFunctions(db) {
+  db.function('crm_lower', { deterministic: true }, (s) => (typeof s === 'string' ? s.toLowerCase() : s));
+}

@@ -6,7 +6,8 @@ import { normalizeFilter } from './filter-styles.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { metricValue, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
 import { namesFor } from './display-names.js';
-import { bucketExpression, INTERVALS, offsetSegments, type Interval } from './time-buckets.js';
+import { ordered } from '../db/dialect.js';
+import { INTERVALS, offsetSegments, type Interval, type ZoneSegment } from './time-buckets.js';
 import { parseNumberValue, type FieldDef } from './field-types.js';
 import { budgetLimits, budgetWhere, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
 
@@ -140,8 +141,9 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
     // A related field ('company.industry') is one value per record, from a correlated subquery.
     const c = (d.related ? relatedValueSql(d.related, obj.table, 'rv') : sql.ref(d.field.column)) as ReturnType<typeof sql.ref>;
     if (d.kind === 'time') {
-      let s = [{ until: null as string | null, modifier: '+0 minutes' }];
-      if (d.field.type === 'DATETIME' && d.timeZone !== 'UTC') {
+      let s: ZoneSegment[] = [{ until: null, modifier: '+0 minutes' }];
+      const local = d.field.type === 'DATETIME';
+      if (local && d.timeZone !== 'UTC' && ctx.db.adapter.zoneSegments) {
         const key = `${d.key}|${d.timeZone}`;
         if (!segs.has(key)) {
           const from = db.selectFrom(d.related ? d.related.target.table : obj.table);
@@ -150,11 +152,11 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
         }
         s = segs.get(key)!;
       }
-      return bucketExpression(c, d.interval!, s);
+      return ctx.db.adapter.timeBucket(c, d.interval!, local ? d.timeZone! : 'UTC', s);
     }
     if (d.kind === 'number') {
       const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
-      return sql`floor(${c} / ${width}) * ${width}`;
+      return ctx.db.adapter.histogramBucket(c, width);
     }
     return sql`${c}`;
   };
@@ -230,7 +232,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
     const parentCols = ancestors.map((_, i) => sql.ref(`g${i}`));
     const histogram = b.kind !== 'uniqueValues';
     // Window clauses cannot name select aliases: they repeat the bucket expressions.
-    const rank = histogram ? sql`${expr} ASC` : sql`COUNT(*) DESC, ${expr} ASC`;
+    const rank = histogram ? ordered(expr, 'asc') : sql`COUNT(*) DESC, ${ordered(expr, 'asc')}`;
     const partition = ancestors.length ? sql`PARTITION BY ${sql.join(ancestors.map((a) => a.expr))}` : sql``;
     const inner = base()
       .select([

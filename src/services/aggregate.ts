@@ -1,3 +1,4 @@
+import { ordered, type DialectAdapter } from '../db/dialect.js';
 import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
 import { namesFor } from './display-names.js';
 import { cancelledError, throwIfCancelled } from './work.js';
@@ -9,7 +10,7 @@ import { decodeValue, NUMERIC_TYPES, storageOf, type FieldDef } from './field-ty
 import { compileFilter, relatedValueSql, resolveRelated, type RelatedPath } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { bucketExpression, isInterval, INTERVALS, offsetSegments, checkTimeZone, type Interval } from './time-buckets.js';
+import { isInterval, INTERVALS, offsetSegments, checkTimeZone, type Interval, type ZoneSegment } from './time-buckets.js';
 
 /**
  * The aggregation engine. Every request style (Kasar GET, multi-metric POST, nested trees) is
@@ -231,26 +232,28 @@ function metricTotalSql(m: Metric): RawBuilder<unknown> | null {
 
 interface DimContext {
   /** Offset segments per DATETIME dim with a non-UTC zone. */
-  segments: Map<string, { until: string | null; modifier: string }[]>;
+  segments: Map<string, ZoneSegment[]>;
+  adapter: DialectAdapter;
 }
 
 function dimSql(d: Dim, dc: DimContext): RawBuilder<unknown> {
   const c = (d.related ? relatedValueSql(d.related, d.table!, 'rv') : ref(d.field)) as ReturnType<typeof sql.ref>;
   if (d.kind === 'time') {
-    const segs = d.field.type === 'DATETIME' ? (dc.segments.get(d.key) ?? [{ until: null, modifier: '+0 minutes' }]) : [{ until: null, modifier: '+0 minutes' }];
-    return bucketExpression(c, d.interval!, segs);
+    const local = d.field.type === 'DATETIME';
+    const segs = (local && dc.segments.get(d.key)) || [{ until: null, modifier: '+0 minutes' }];
+    return dc.adapter.timeBucket(c, d.interval!, local ? d.timeZone! : 'UTC', segs);
   }
   if (d.kind === 'number') {
     const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
-    return sql`floor(${c} / ${width}) * ${width}`;
+    return dc.adapter.histogramBucket(c, width);
   }
   return sql`${c}`;
 }
 
 async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimContext> {
-  const segments = new Map<string, { until: string | null; modifier: string }[]>();
+  const segments = new Map<string, ZoneSegment[]>();
   for (const d of dims) {
-    if (d.kind !== 'time' || d.field.type !== 'DATETIME' || d.timeZone === 'UTC') continue;
+    if (d.kind !== 'time' || d.field.type !== 'DATETIME' || d.timeZone === 'UTC' || !ctx.db.adapter.zoneSegments) continue;
     // The zone's offsets over the data's time span: DST changes become CASE branches in SQL.
     const guard = budgetWhere(ctx);
     const from = (ctx.db.kysely as unknown as Kysely<any>)
@@ -264,7 +267,7 @@ async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimCo
     );
     if (r?.lo && r.hi) segments.set(d.key, offsetSegments(d.timeZone!, r.lo, r.hi));
   }
-  return { segments };
+  return { segments, adapter: ctx.db.adapter };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -445,14 +448,13 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   ]);
   q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
   const groupCols = dims.map((_, i) => sql.ref(`g${i}`));
-  const d = dir === 'asc' ? sql`ASC` : sql`DESC`;
   // An integer SUM is selected as text (exact past 2^53): order by the number, not the text; and a
   // group without values shows a SUM of 0, so it sorts as 0, not as NULL.
   const om = metrics[orderMetric];
   const orderExpr = om?.fn === 'sum' ? sql`COALESCE(SUM(${ref(om.field)}), 0)` : om?.fn === 'avg' ? sql`AVG(${ref(om.field)})` : sql.ref(`m${orderMetric}`);
-  const primary = order.by === 'count' ? [sql`n ${d}`] : order.by === 'group' ? groupCols.map((g) => sql`${g} ${d}`) : [sql`${orderExpr} ${d}`];
+  const primary = order.by === 'count' ? [ordered(sql.ref('n'), dir)] : order.by === 'group' ? groupCols.map((g) => ordered(g, dir)) : [ordered(orderExpr, dir)];
   // Ties: count descending, then the group values ascending: the same answer every time.
-  const ties = [...(order.by === 'count' ? [] : [sql`n DESC`]), ...(order.by === 'group' ? [] : groupCols.map((g) => sql`${g} ASC`))];
+  const ties = [...(order.by === 'count' ? [] : [sql`n DESC`]), ...(order.by === 'group' ? [] : groupCols.map((g) => ordered(g, 'asc')))];
   q = q.orderBy(sql.join([...primary, ...ties]) as any).limit(limit);
 
   const distinctIdx = metrics.map((m, i) => (m.fn === 'count_distinct' ? i : -1)).filter((i) => i >= 0);

@@ -512,9 +512,9 @@ async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row
 }
 
 function duplicateError(ctx: Ctx, obj: ObjectDef, err: unknown, row?: Row): CrmError | null {
-  if (!ctx.db.adapter.isUniqueViolation(err)) return null;
-  const m = /UNIQUE constraint failed: [\w]+\.(\w+)/.exec(String((err as Error).message));
-  const f = m ? obj.fields.find((x) => x.column === m[1]) : undefined;
+  const kind = ctx.db.adapter.classifyError(err);
+  if (kind?.kind !== 'unique') return null;
+  const f = obj.fields.find((x) => x.column === kind.columns[0]);
   if (f) {
     const v = row?.[f.column];
     return new CrmError('DUPLICATE_RECORD', `A ${obj.name} record with ${f.name} ${v !== undefined ? `'${String(v)}' ` : ''}already exists`, { field: f.name });
@@ -669,7 +669,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
     try {
-      await bulkInsert(dyn(trx), obj.table, keys, part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null)));
+      await ctx.db.adapter.attempt(trx, () => bulkInsert(dyn(trx), obj.table, keys, part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null))));
     } catch (e) {
       if (!ctx.db.adapter.isUniqueViolation(e)) throw e;
       // Find the row: insert one by one (the failed statement wrote nothing).

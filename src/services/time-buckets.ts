@@ -1,4 +1,3 @@
-import { sql, type RawBuilder } from 'kysely';
 import { validationError } from './errors.js';
 
 export const INTERVALS = ['day', 'week', 'month', 'quarter', 'year'] as const;
@@ -40,10 +39,17 @@ const HOUR = 3_600_000;
  * sampling every 6 hours and bisecting each change to the millisecond. SQLite has no time zone database,
  * so each segment becomes one branch of a CASE that shifts UTC to local time.
  */
-export function offsetSegments(tz: string, lo: string, hi: string): { until: string | null; modifier: string }[] {
+export interface ZoneSegment {
+  /** The segment ends before this instant (ISO); null: the last one. */
+  until: string | null;
+  /** SQLite date modifier shifting UTC to the zone's local time in the segment, e.g. '+120 minutes'. */
+  modifier: string;
+}
+
+export function offsetSegments(tz: string, lo: string, hi: string): ZoneSegment[] {
   const start = Date.parse(lo) - 24 * HOUR;
   const end = Date.parse(hi) + 24 * HOUR;
-  const segs: { until: string | null; modifier: string }[] = [];
+  const segs: ZoneSegment[] = [];
   let cur = offsetMinutes(tz, start);
   for (let t = start; t < end; t += 6 * HOUR) {
     const next = Math.min(t + 6 * HOUR, end);
@@ -64,27 +70,4 @@ export function offsetSegments(tz: string, lo: string, hi: string): { until: str
   }
   segs.push({ until: null, modifier: `${cur >= 0 ? '+' : ''}${cur} minutes` });
   return segs;
-}
-
-/** Local calendar bucket start (YYYY-MM-DD) of a UTC ISO text column, shifted by a modifier. */
-function bucketAt(col: RawBuilder<unknown> | ReturnType<typeof sql.ref>, interval: Interval, modifier: string): RawBuilder<unknown> {
-  switch (interval) {
-    case 'day':
-      return sql`date(${col}, ${modifier})`;
-    case 'week': // ISO weeks start on Monday
-      return sql`date(${col}, ${modifier}, '-6 days', 'weekday 1')`;
-    case 'month':
-      return sql`strftime('%Y-%m-01', ${col}, ${modifier})`;
-    case 'quarter':
-      // || keeps an empty date empty (printf alone would turn NULL into '-00-01').
-      return sql`strftime('%Y', ${col}, ${modifier}) || printf('-%02d-01', ((CAST(strftime('%m', ${col}, ${modifier}) AS INTEGER) - 1) / 3) * 3 + 1)`;
-    case 'year':
-      return sql`strftime('%Y-01-01', ${col}, ${modifier})`;
-  }
-}
-
-export function bucketExpression(col: ReturnType<typeof sql.ref>, interval: Interval, segments: { until: string | null; modifier: string }[]): RawBuilder<unknown> {
-  if (segments.length === 1) return bucketAt(col, interval, segments[0]!.modifier);
-  const branches = segments.map((s) => (s.until === null ? sql`ELSE ${bucketAt(col, interval, s.modifier)}` : sql`WHEN ${col} < ${s.until} THEN ${bucketAt(col, interval, s.modifier)}`));
-  return sql`CASE ${sql.join(branches, sql` `)} END`;
 }

@@ -35,24 +35,53 @@ export function classifyPostgresError(err: unknown): DbErrorKind | null {
   return null;
 }
 
+let savepoints = 0;
+
 export const postgresAdapter: DialectAdapter = {
   name: 'postgres',
   idType: 'bigint',
   identity: (c) => c.primaryKey().generatedByDefaultAsIdentity(),
-  columnType: (s) => (s === 'text' ? 'text' : s === 'real' ? 'double precision' : 'bigint'),
-  // LIKE with lower() on both sides: ILIKE's folding follows the database's locale and ctype.
-  ilike: (ref, pattern) => sql`lower(${ref}) LIKE lower(${pattern}) ESCAPE '\\'`,
+  columnType: (s) => (s === 'text' ? sql`text COLLATE "C"` : s === 'real' ? 'double precision' : 'bigint'),
+  // Case folded by Unicode's rules (ICU's root locale), whatever the column's or database's collation,
+  // as crm_lower does on SQLite; the pattern is folded here.
+  ilike: (ref, pattern) => sql`lower(${ref} COLLATE "und-x-icu") LIKE ${pattern.toLowerCase()} ESCAPE '\\'`,
   jsonArrayHas: (ref, value) => sql`jsonb_exists(CAST(${ref} AS jsonb), ${value})`,
   jsonArrayHasAny: (ref, values) => sql`jsonb_exists_any(CAST(${ref} AS jsonb), ARRAY[${sql.join(values)}]::text[])`,
   isUniqueViolation: (err) => classifyPostgresError(err)?.kind === 'unique',
+  async attempt(trx, fn) {
+    const name = sql.id(`crm_attempt_${++savepoints}`);
+    await sql`SAVEPOINT ${name}`.execute(trx);
+    try {
+      const r = await fn();
+      await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
+      return r;
+    } catch (e) {
+      await sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx);
+      throw e;
+    }
+  },
   classifyError: classifyPostgresError,
   secondsBetween: (from, to) => sql<number>`EXTRACT(EPOCH FROM (CAST(${to} AS timestamptz) - CAST(${from} AS timestamptz)))::double precision`,
   async prepare(db) {
     // The schema the connection's search_path names first (the URL's ?schema=), if it is not there yet.
     const path = (await sql<{ p: string }>`SELECT current_setting('search_path') AS p`.execute(db)).rows[0]!.p;
     const first = path.split(',')[0]!.trim().replace(/^"|"$/g, '');
-    if (first && first !== '$user') await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(first)}`.execute(db);
+    if (!first || first === '$user') return (await sql<{ s: string }>`SELECT current_schema() AS s`.execute(db)).rows[0]!.s;
+    try {
+      await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(first)}`.execute(db);
+    } catch (e) {
+      // Another process created it at the same moment (IF NOT EXISTS does not cover that race).
+      if (classifyPostgresError(e)?.kind !== 'unique') throw e;
+    }
+    return first;
   },
+  // Local time through PostgreSQL's own time zone database; a date (no time) is taken at UTC midnight.
+  // Literals, not parameters: a grouped expression repeated in a window's ORDER BY must be the same
+  // text, and $1 and $5 are not (the interval is one of five words; the zone was checked by name).
+  timeBucket: (col, interval, tz) => sql`to_char(date_trunc(${sql.lit(interval)}, CAST(${col} AS timestamptz) AT TIME ZONE ${sql.lit(tz)}), 'YYYY-MM-DD')`,
+  zoneSegments: false,
+  // Integer columns divide as integers (-5 / 10 = 0): as double precision, -5 falls in the bucket of -10.
+  histogramBucket: (col, width) => sql`floor(CAST(${col} AS double precision) / ${sql.lit(width)}) * ${sql.lit(width)}`,
   async analyze(db: Kysely<any>, full: boolean) {
     // autovacuum keeps statistics current as tables grow; after a bulk load they are refreshed at once.
     if (full) await sql`ANALYZE`.execute(db);

@@ -37,7 +37,8 @@ export function splitSchema(url: string): { url: string; schema: string | undefi
 
 export function openPostgres(opts: PostgresOptions): Db {
   const { url, schema } = splitSchema(opts.url);
-  const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`];
+  // UTC sessions: a date without a time is midnight UTC, as the services read it.
+  const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, "-c TimeZone=UTC"];
   // public stays on the path: the extensions (unaccent, pg_trgm) live there.
   if (schema) options.push(`-c search_path=${schema},public`);
   const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types, options: options.join(' ') });
