@@ -136,13 +136,17 @@ export function parseNumberValue(v: unknown, integer = false): number | undefine
     n = Number(s);
   } else return undefined;
   if (!Number.isFinite(n)) return undefined;
+  // Subnormal numbers (below 2.2e-308 in magnitude, not 0): PostgreSQL refuses to store them.
+  if (n !== 0 && Math.abs(n) < MIN_NORMAL) return undefined;
   if (integer && !Number.isSafeInteger(n)) return undefined;
   return n;
 }
 
+const MIN_NORMAL = 2.2250738585072014e-308;
+
 function parseNumber(name: string, v: unknown): number {
   const n = parseNumberValue(v);
-  if (n === undefined) throw validationError(`${q(name)} must be a number in decimal notation (e.g. -12.5 or 1.2e3), got ${JSON.stringify(v)}`, { field: name });
+  if (n === undefined) throw validationError(`${q(name)} must be a number in decimal notation (e.g. -12.5 or 1.2e3), 0 or from 2.3e-308 to 1.7e308 in magnitude; got ${JSON.stringify(v)}`, { field: name });
   return n;
 }
 
