@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
-import { budgetConfig, corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, trustProxy, type Config } from './config.js';
+import { budgetConfig, corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, shownLocation, trustProxy, type Config } from './config.js';
 import { configureBudget } from './services/budget.js';
 import { openDatabase, type Db } from './db/database.js';
 import { migrate } from './db/migrations.js';
@@ -58,7 +58,7 @@ async function workspaceOrFail(db: Db, name: string) {
   return ws;
 }
 
-const dbOption = () => new Option('--db <path>', 'SQLite file (env CRM_DB, default ./data/crm.db)');
+const dbOption = () => new Option('--db <path|url>', 'SQLite file or postgres:// URL (env CRM_DATABASE_URL or CRM_DB, default ./data/crm.db)');
 const wsOption = () => new Option('--workspace <name>', 'workspace name (env CRM_WORKSPACE, default "default")');
 const readOnlyOption = () => new Option('--read-only', 'MCP: expose only tools that do not write (env CRM_MCP_READ_ONLY=true)');
 const toolsetsOption = () => new Option('--toolsets <list>', `MCP: comma-separated tool sets: ${TOOLSETS.join(', ')} (env CRM_MCP_TOOLSETS; default all)`);
@@ -146,7 +146,7 @@ export function buildCli(): Command {
       if (first) {
         const url = address.replace('[::1]', 'localhost');
         process.stderr.write(
-          `\ncrm-mcp: first start. Created workspace "${first.workspace.name}"${first.seeded ? ' with demo data' : ''} in ${cfg.CRM_DB}.\n` +
+          `\ncrm-mcp: first start. Created workspace "${first.workspace.name}"${first.seeded ? ' with demo data' : ''} in ${shownLocation(cfg.CRM_DB)}.\n` +
             `Admin API token (shown once, store it now):\n\n  ${first.token.token}\n\n` +
             `Try:  curl -H "Authorization: Bearer ${first.token.token}" ${url}/api/v1/me\n\n`,
         );

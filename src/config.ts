@@ -2,7 +2,9 @@ import { z } from 'zod';
 
 /** Environment -> typed configuration, read once at start-up. */
 const envSchema = z.object({
+  /** The database: a SQLite file path, or a postgres:// URL. CRM_DATABASE_URL, when set, takes its place. */
   CRM_DB: z.string().min(1).default('./data/crm.db'),
+  CRM_DATABASE_URL: z.string().min(1).optional(),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -79,7 +81,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const i = r.error.issues[0]!;
     throw new Error(`Invalid environment variable ${i.path.join('.')}: ${i.message}`);
   }
+  // One setting from then on: the URL (PostgreSQL, or a SQLite path) wins over CRM_DB.
+  if (r.data.CRM_DATABASE_URL) r.data.CRM_DB = r.data.CRM_DATABASE_URL;
   return r.data;
+}
+
+/** A database location fit for logs and messages: a URL's password replaced by ***. */
+export function shownLocation(location: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) return location;
+  try {
+    const u = new URL(location);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return location.replace(/\/\/[^@/]*@/, '//***@');
+  }
 }
 
 /** The heavy-read budget from the configuration (concurrency follows the read workers). */

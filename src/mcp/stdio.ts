@@ -1,3 +1,4 @@
+import { shownLocation } from '../config.js';
 import pino from 'pino';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
@@ -35,7 +36,7 @@ export async function runStdio(opts: StdioOptions): Promise<void> {
   let actor: Actor;
   if (opts.token) {
     const a = await authenticate(db, opts.token, 'mcp');
-    if (!a) throw new Error(`CRM_API_TOKEN is not a valid, unrevoked token of the database ${opts.dbFile}`);
+    if (!a) throw new Error(`CRM_API_TOKEN is not a valid, unrevoked token of the database ${shownLocation(opts.dbFile)}`);
     actor = a;
   } else {
     // First start on an empty database, as `serve` would; its admin token is not shown: stdio needs none.
@@ -43,13 +44,13 @@ export async function runStdio(opts: StdioOptions): Promise<void> {
     const ws = await findWorkspace(db, opts.workspace);
     if (!ws) {
       const all = (await listWorkspaces(db)).map((w) => w.name);
-      throw new Error(`No workspace '${opts.workspace}' in ${opts.dbFile}. Workspaces: ${all.join(', ')}; set CRM_WORKSPACE or --workspace`);
+      throw new Error(`No workspace '${opts.workspace}' in ${shownLocation(opts.dbFile)}. Workspaces: ${all.join(', ')}; set CRM_WORKSPACE or --workspace`);
     }
     const admin = await firstUserWithRole(db, ws.id, 'admin');
     if (!admin) throw new Error(`Workspace '${ws.name}' has no admin; set CRM_API_TOKEN to act as one of its users`);
     actor = { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'mcp' };
     log.info(
-      `crm-mcp stdio: no CRM_API_TOKEN, acting as ${admin.email} (admin of workspace '${ws.name}') on ${opts.dbFile}. ` +
+      `crm-mcp stdio: no CRM_API_TOKEN, acting as ${admin.email} (admin of workspace '${ws.name}') on ${shownLocation(opts.dbFile)}. ` +
         'To act as another user, create a token with `crm-mcp token create --role member` and set CRM_API_TOKEN.',
     );
   }
