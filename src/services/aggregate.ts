@@ -41,7 +41,7 @@ export const AGG_FUNCTIONS = ['count', 'sum', 'avg', 'min', 'max', 'count_distin
 export type AggFn = (typeof AGG_FUNCTIONS)[number];
 
 export const MAX_GROUP_BY = 5;
-export const DEFAULT_GROUP_LIMIT = 100;
+/** The most groups a client may ask for with `limit`; without one every group is answered (within maxCells). */
 export const MAX_GROUP_LIMIT = 10_000;
 const RESERVED_GROUP_KEYS = new Set(['count', 'aggregates', 'meta', 'groups', 'labels']);
 
@@ -67,6 +67,7 @@ export interface GroupRequest {
   metrics?: MetricInput[];
   groupBy?: (string | DimInput)[];
   order?: { by: OrderBy; dir?: 'asc' | 'desc' };
+  /** The top groups to answer; without it, every group (the answer-size budget still bounds it). */
   limit?: number;
 }
 
@@ -362,8 +363,8 @@ function nest(metrics: Metric[], row: Record<string, unknown>, prefix: string): 
   return out;
 }
 
-export function checkGroupLimit(limit: number | undefined, dflt = DEFAULT_GROUP_LIMIT, max = MAX_GROUP_LIMIT): number {
-  if (limit === undefined) return dflt;
+export function checkGroupLimit(limit: number | undefined, max = MAX_GROUP_LIMIT): number | undefined {
+  if (limit === undefined) return undefined;
   if (!Number.isInteger(limit) || limit < 1 || limit > max) throw validationError(`limit (groups) must be an integer from 1 to ${max}, got ${limit}`);
   return limit;
 }
@@ -386,7 +387,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   const limit = checkGroupLimit(req.limit);
   // The group count is not capped for its own sake; only the answer's size is.
   const { maxCells } = budgetLimits(ctx.db);
-  if (limit > maxCells)
+  if (limit !== undefined && limit > maxCells)
     throw tooExpensive(`limit asks for up to ${limit.toLocaleString('en-US')} groups; an answer holds at most ${maxCells.toLocaleString('en-US')}. Narrow it: a smaller limit, fewer groupBy fields, or a filter`, {
       limit: 'maxCells',
       max: maxCells,
@@ -453,7 +454,8 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   const primary = order.by === 'count' ? [sql`n ${d}`] : order.by === 'group' ? groupCols.map((g) => sql`${g} ${d}`) : [sql`${orderExpr} ${d}`];
   // Ties: count descending, then the group values ascending: the same answer every time.
   const ties = [...(order.by === 'count' ? [] : [sql`n DESC`]), ...(order.by === 'group' ? [] : groupCols.map((g) => sql`${g} ASC`))];
-  q = q.orderBy(sql.join([...primary, ...ties]) as any).limit(limit);
+  // Without a limit: every group, read up to one past the budget to know when it does not fit.
+  q = q.orderBy(sql.join([...primary, ...ties]) as any).limit(limit ?? maxCells + 1);
 
   const distinctIdx = metrics.map((m, i) => (m.fn === 'count_distinct' ? i : -1)).filter((i) => i >= 0);
   const overallDistinctP = distinctIdx.length
@@ -472,6 +474,11 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
     for (const i of distinctIdx) totals[`t${i}`] = o?.[`m${i}`] ?? 0;
   }
   const groupTotal = Number(first.group_total ?? 0);
+  if (limit === undefined && groupTotal > maxCells)
+    throw tooExpensive(
+      `groupBy ${keys.join(', ')} makes ${groupTotal.toLocaleString('en-US')} groups; an answer holds at most ${maxCells.toLocaleString('en-US')}. Narrow it: a filter, fewer groupBy fields, or a limit (the top groups in the order asked)`,
+      { limit: 'maxCells', max: maxCells, estimate: groupTotal },
+    );
   const groups: Group[] = rows.map((r) => ({
     values: Object.fromEntries(dims.map((dm, i) => [dm.key, dimValue(dm, r[`g${i}`])])),
     count: Number(r.n),
