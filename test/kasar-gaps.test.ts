@@ -4,6 +4,10 @@ import { createRecords } from '../src/services/records.js';
 import { call, testApp, type TestApp } from './helpers.js';
 import { memoryClient } from './mcp-helpers.js';
 import type { Ctx } from '../src/services/context.js';
+import { createNote } from '../src/services/notes.js';
+import { createTask } from '../src/services/tasks.js';
+import { createThread } from '../src/services/inbox.js';
+import { updateRecord } from '../src/services/records.js';
 
 /** createRecords in batches of 100 (its limit). */
 async function createMany(ctx: Ctx, object: string, rows: Record<string, unknown>[]) {
@@ -72,5 +76,109 @@ describe('group_by answers every group unless the client asks for a limit', () =
     expect(r.content[0].text).toMatch(/100 of 210 groups/);
     expect(r.content[0].text).toMatch(/limit/);
     await client.close();
+  });
+});
+
+describe('nextCursor= is the query parameter beside cursor on every paginated GET', () => {
+  let t: TestApp;
+  let contactId: string;
+  beforeAll(async () => {
+    t = await testApp();
+    const [c] = await createRecords(t.a.ctx, 'contacts', [{ first_name: 'Ada' }, { first_name: 'Bea' }, { first_name: 'Cy' }]);
+    contactId = (c as { id: string }).id;
+    for (let i = 0; i < 3; i++) {
+      await createTask(t.a.ctx, { title: `Task ${i}` });
+      await createNote(t.a.ctx, { body: `Note ${i}`, object: 'contacts', record_id: contactId });
+      await createThread(t.a.ctx, { subject: `Thread ${i}`, messages: [{ direction: 'inbound', from_email: 'x@example.com', to: ['sales@alpha.test'], body: 'Hi', sent_at: `2026-01-0${i + 1}T10:00:00Z` }] });
+      await updateRecord(t.a.ctx, 'contacts', contactId, { job_title: `Title ${i}` });
+    }
+  });
+  afterAll(() => t?.close());
+
+  const get = (url: string) => call(t.app, t.a.adminToken, 'GET', url);
+  const join = (url: string, q: string) => `${url}${url.includes('?') ? '&' : '?'}${q}`;
+  const LISTS = [
+    '/api/v1/records/contacts?limit=2',
+    '/api/v1/tasks?limit=2',
+    '/api/v1/notes?limit=2',
+    '/api/v1/inbox/threads?limit=2',
+    () => `/api/v1/activity/contacts/${contactId}?limit=2`,
+    '/api/v1/changes?limit=2',
+    '/api/v1/export/contacts?limit=2',
+  ];
+
+  it.each(LISTS.map((l, i) => [i, l]))('list %i: page 2 is the same under nextCursor= as under cursor=', async (_i, l) => {
+    const url = typeof l === 'function' ? l() : l;
+    const first = await get(url);
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    const next = first.body.nextCursor;
+    expect(typeof next).toBe('string');
+    const viaCursor = await get(join(url, `${url.includes('/changes') ? 'since' : 'cursor'}=${encodeURIComponent(next)}`));
+    const viaNext = await get(join(url, `nextCursor=${encodeURIComponent(next)}`));
+    expect(viaCursor.status).toBe(200);
+    expect(viaNext.status, JSON.stringify(viaNext.body)).toBe(200);
+    expect(viaNext.body).toEqual(viaCursor.body);
+    // The same value under both names is no conflict.
+    const both = await get(join(url, `${url.includes('/changes') ? 'since' : 'cursor'}=${encodeURIComponent(next)}&nextCursor=${encodeURIComponent(next)}`));
+    expect(both.body).toEqual(viaCursor.body);
+  });
+
+  it.each(LISTS.map((l, i) => [i, l]))('list %i: cursor and nextCursor with different values is 400 VALIDATION_ERROR', async (_i, l) => {
+    const url = typeof l === 'function' ? l() : l;
+    const next = (await get(url)).body.nextCursor;
+    const name = url.includes('/changes') ? 'since' : 'cursor';
+    const r = await get(join(url, `${name}=${encodeURIComponent(next)}&nextCursor=other`));
+    expect(r.status).toBe(400);
+    expect(r.body).toMatchObject({ error: true, code: 'VALIDATION_ERROR' });
+    expect(r.body.message).toMatch(/'nextCursor'.*differ/);
+  });
+
+  it('POST /records/{object}/search takes ?nextCursor= too', async () => {
+    const first = await call(t.app, t.a.adminToken, 'POST', '/api/v1/records/contacts/search?limit=2', {});
+    const viaNext = await call(t.app, t.a.adminToken, 'POST', `/api/v1/records/contacts/search?limit=2&nextCursor=${encodeURIComponent(first.body.nextCursor)}`, {});
+    const viaCursor = await call(t.app, t.a.adminToken, 'POST', `/api/v1/records/contacts/search?limit=2&cursor=${encodeURIComponent(first.body.nextCursor)}`, {});
+    expect(viaNext.status).toBe(200);
+    expect(viaNext.body).toEqual(viaCursor.body);
+  });
+});
+
+describe('export JSON total is the number of matching records, as a list total is', () => {
+  let t: TestApp;
+  const N = 1358;
+  beforeAll(async () => {
+    t = await testApp();
+    await createMany(t.a.ctx, 'companies', Array.from({ length: N }, (_, i) => ({ name: `Co ${i}`, industry: i % 2 ? 'software' : 'retail' })));
+  });
+  afterAll(() => t?.close());
+
+  it('GET /export: total 1,358 with 1,000 exported (the default limit), and a nextCursor that continues it', async () => {
+    const r = await call(t.app, t.a.adminToken, 'GET', '/api/v1/export/companies?format=json&fields=name');
+    expect(r.status).toBe(200);
+    expect(r.body.format).toBe('json');
+    expect(r.body.records).toHaveLength(1000);
+    expect(r.body.total).toBe(N);
+    const list = await call(t.app, t.a.adminToken, 'GET', '/api/v1/records/companies?limit=1');
+    expect(r.body.total).toBe(list.body.total);
+    expect(typeof r.body.nextCursor).toBe('string');
+    const rest = await call(t.app, t.a.adminToken, 'GET', `/api/v1/export/companies?format=json&fields=name&nextCursor=${encodeURIComponent(r.body.nextCursor)}`);
+    expect(rest.body.records).toHaveLength(N - 1000);
+    expect(rest.body.total).toBe(N);
+    expect(rest.body).not.toHaveProperty('nextCursor');
+    const names = new Set([...r.body.records, ...rest.body.records].map((x: { name: string }) => x.name));
+    expect(names.size).toBe(N);
+  });
+
+  it('with a filter, total counts the matches', async () => {
+    const r = await call(t.app, t.a.adminToken, 'GET', '/api/v1/export/companies?format=json&fields=name&filter_field=industry&filter_operator=eq&filter_value=software&limit=10');
+    expect(r.status).toBe(200);
+    expect(r.body.records).toHaveLength(10);
+    expect(r.body.total).toBe(N / 2);
+  });
+
+  it('an export that holds every match reads as the document: format, records, total (no nextCursor)', async () => {
+    const r = await call(t.app, t.a.adminToken, 'GET', `/api/v1/export/companies?format=json&fields=name&limit=${N}`);
+    expect(r.body.records).toHaveLength(N);
+    expect(Object.keys(r.body)).toEqual(['format', 'records', 'total']);
+    expect(r.body.total).toBe(N);
   });
 });

@@ -236,6 +236,8 @@ export interface ExportOptions {
   sortBy?: string | undefined;
   sortDir?: 'asc' | 'desc' | undefined;
   limit?: number | undefined;
+  /** Where a previous export stopped (its nextCursor): the next `limit` records from there. */
+  cursor?: string | undefined;
 }
 
 export interface ExportPlan {
@@ -282,21 +284,23 @@ export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptio
   const sortBy = opts.sortBy ?? 'created_at';
   const sortDir = opts.sortDir ?? 'desc';
   // One probe page validates filter and sort now, so errors come back as JSON, not mid-stream.
-  await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, limit: 1, fields: ['id'], includeTotal: false });
+  await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, cursor: opts.cursor, limit: 1, fields: ['id'], includeTotal: false });
   // A name column the object already has as a field, or that was asked for, is not added twice.
   const named = new Set(fields.filter((f) => obj.byName.get(f)?.type === 'RELATION' && !obj.byName.has(`${f}_name`) && !fields.includes(`${f}_name`)));
   const csvColumns = fields.flatMap((f) => (named.has(f) ? [f, `${f}_name`] : [f]));
 
-  async function* pages(relationNames: boolean, slot: HeavySlot) {
-    let cursor: string | undefined;
+  /** Pages of the export; the first counts every match when asked (the JSON answer's total). */
+  async function* pages(relationNames: boolean, slot: HeavySlot, withTotal = false) {
+    let cursor = opts.cursor;
     let sent = 0;
     while (sent < limit) {
       slot.check();
+      const includeTotal = withTotal && sent === 0;
       const page = await inSlot(slot, () =>
-        listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false, relationNames }),
+        listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal, relationNames }),
       );
       slot.check();
-      yield page.data;
+      yield page;
       sent += page.data.length;
       await checkpoint(ctx, sent, limit, `exporting ${obj.name}`);
       if (!page.nextCursor) break;
@@ -318,17 +322,24 @@ export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptio
   async function* text(format: 'json' | 'csv', slot: HeavySlot): AsyncGenerator<string> {
     if (format === 'csv') {
       yield stringify([], { header: true, columns: csvColumns, ...CSV_OPTIONS });
-      for await (const page of pages(named.size > 0, slot)) if (page.length) yield stringify(page.map(csvRow), { header: false, columns: csvColumns, ...CSV_OPTIONS });
+      for await (const { data } of pages(named.size > 0, slot)) if (data.length) yield stringify(data.map(csvRow), { header: false, columns: csvColumns, ...CSV_OPTIONS });
       return;
     }
     yield '{"format":"json","records":[';
+    // total means what a list's total means: every matching record, not the ones this export holds.
+    // When the limit cut the export short, nextCursor continues it (as a list's does); a complete
+    // export has none, so it reads exactly as the document's example.
     let n = 0;
-    for await (const page of pages(false, slot)) {
+    let total: number | null = null;
+    let next: string | null = null;
+    for await (const page of pages(false, slot, true)) {
+      total ??= page.total;
+      next = page.nextCursor;
       let out = '';
-      for (const r of page) out += `${n++ ? ',' : ''}${JSON.stringify(Object.fromEntries(fields.map((f) => [f, r[f] ?? null])))}`;
+      for (const r of page.data) out += `${n++ ? ',' : ''}${JSON.stringify(Object.fromEntries(fields.map((f) => [f, r[f] ?? null])))}`;
       yield out;
     }
-    yield `],"total":${n}}`;
+    yield `],"total":${total ?? n}${next ? `,"nextCursor":${JSON.stringify(next)}` : ''}}`;
   }
 
   return {
