@@ -182,3 +182,76 @@ describe('export JSON total is the number of matching records, as a list total i
     expect(r.body.total).toBe(N);
   });
 });
+
+describe('duplicates: people match by full name alone, below name + company', () => {
+  let t: TestApp;
+  const detect = async (body: Record<string, unknown> = {}) => {
+    const r = await call(t.app, t.a.adminToken, 'POST', '/api/v1/duplicates', { action: 'detect', object: 'contacts', ...body });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    return r.body.data as { score: number; records: { id: string; name: string }[]; evidence: { kind: string }[] }[];
+  };
+  const clusterOf = (data: Awaited<ReturnType<typeof detect>>, id: string) => data.find((c) => c.records.some((r) => r.id === id));
+  let ids: Record<string, string>;
+  beforeAll(async () => {
+    t = await testApp();
+    const [acme, globex] = (await createRecords(t.a.ctx, 'companies', [{ name: 'Acme' }, { name: 'Globex' }])) as { id: string }[];
+    const rows = [
+      { key: 'noCo1', first_name: 'Grace', last_name: 'Hopper' },
+      { key: 'noCo2', first_name: 'grace', last_name: 'HOPPER' },
+      { key: 'sameCo1', first_name: 'Alan', last_name: 'Turing', company: acme!.id },
+      { key: 'sameCo2', first_name: 'Alan', last_name: 'Turing', company: acme!.id },
+      { key: 'otherCo1', first_name: 'Ada', last_name: 'Lovelace', company: acme!.id },
+      { key: 'otherCo2', first_name: 'Ada', last_name: 'Lovelace', company: globex!.id },
+      { key: 'mail1', first_name: 'Kat', last_name: 'Johnson', phone: '+1 415 555 0100' },
+      { key: 'mail2', first_name: 'Katherine', last_name: 'Coleman', phone: '(415) 555-0100' },
+    ];
+    const made = (await createRecords(t.a.ctx, 'contacts', rows.map(({ key: _k, ...r }) => r))) as { id: string }[];
+    ids = Object.fromEntries(rows.map((r, i) => [r.key, made[i]!.id]));
+  });
+  afterAll(() => t?.close());
+
+  it('two people with the same first and last name and no company are a cluster, by name', async () => {
+    const c = clusterOf(await detect(), ids.noCo1!);
+    expect(c, 'no cluster for the two Grace Hoppers').toBeDefined();
+    expect(c!.records.map((r) => r.id).sort()).toEqual([ids.noCo1, ids.noCo2].sort());
+    expect(c!.evidence.map((e) => e.kind)).toEqual(['name_only']);
+  });
+
+  it('import (the document: "email, phone, and name matching"): the same full name with no company on either side is a duplicate', async () => {
+    const r = await call(t.app, t.a.adminToken, 'POST', '/api/v1/import/contacts', {
+      records: [
+        { first_name: 'Grace', last_name: 'Hopper' },
+        { first_name: 'Edsger', last_name: 'Dijkstra' },
+        { first_name: 'Edsger', last_name: 'Dijkstra' },
+      ],
+    });
+    expect(r.body).toEqual({ object_name: 'contacts', created: 1, duplicates: 2, failed: 0, errors: [] });
+    // A name at a different company is left to the detection scan (importing it skips nothing).
+    const other = await call(t.app, t.a.adminToken, 'POST', '/api/v1/import/contacts', { records: [{ first_name: 'Ada', last_name: 'Lovelace', company_name: 'Initech' }] });
+    expect(other.body).toMatchObject({ created: 1, duplicates: 0 });
+  });
+
+  it('the same name at different companies is found too', async () => {
+    const c = clusterOf(await detect(), ids.otherCo1!);
+    expect(c?.records.map((r) => r.id)).toEqual(expect.arrayContaining([ids.otherCo1, ids.otherCo2]));
+    expect(c!.evidence.map((e) => e.kind)).toEqual(['name_only']);
+  });
+
+  it('name alone scores lower than name with the same company, and lower than a phone match', async () => {
+    const data = await detect();
+    const alone = clusterOf(data, ids.noCo1!)!.score;
+    const otherCo = clusterOf(data, ids.otherCo1!)!.score;
+    const sameCo = clusterOf(data, ids.sameCo1!)!.score;
+    const mail = clusterOf(data, ids.mail1!)!.score;
+    expect(alone).toBeLessThan(sameCo);
+    expect(otherCo).toBeLessThan(sameCo);
+    expect(alone).toBeLessThan(mail);
+    // Still above the default min_score (0.5), so detect shows them.
+    expect(alone).toBeGreaterThanOrEqual(0.5);
+  });
+
+  it('a record_id query finds the name-only match', async () => {
+    const data = await detect({ record_id: ids.noCo2 });
+    expect(data).toHaveLength(1);
+  });
+});

@@ -17,6 +17,8 @@ export interface DialectAdapter {
   jsonArrayHas(ref: Expression<unknown>, value: string): RawBuilder<SqlBool>;
   /** A JSON-array text column holds any of the values. */
   jsonArrayHasAny(ref: Expression<unknown>, values: string[]): RawBuilder<SqlBool>;
+  /** The text before the first `sep` in a text column (every value holds one): a key's leading part. */
+  textBefore(ref: Expression<unknown>, sep: string): RawBuilder<string>;
   isUniqueViolation(err: unknown): boolean;
   /**
    * What a driver error means, for the surfaces: 'busy' (another process holds the write lock
@@ -40,6 +42,7 @@ export const sqliteAdapter: DialectAdapter = {
   jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
   jsonArrayHasAny: (ref, values) =>
     sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
+  textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, instr(${ref}, ${sep}) - 1)`,
   isUniqueViolation: (err) => classifySqliteError(err)?.kind === 'unique',
   classifyError: classifySqliteError,
   secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,

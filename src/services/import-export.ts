@@ -7,7 +7,7 @@ import { budgetLimits, enterLane, inSlot, timeoutError, tooExpensive, type Heavy
 import { stringify } from 'csv-stringify/sync';
 import { createPrepared, createRecords, listRecords, prepareForImport, type Prepared, type RecordData } from './records.js';
 import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
-import { keysOf, normalName } from './dedupe-keys.js';
+import { isPerson, keysOf, normalName } from './dedupe-keys.js';
 import type { FilterGroup } from './filters.js';
 
 /**
@@ -36,7 +36,12 @@ export interface ImportDetail extends ImportResult {
   rows: { index: number; status: 'created' | 'duplicate' | 'failed'; id?: string; duplicate_of?: string; reason?: string }[];
 }
 
-/** Duplicate evidence that is strong enough to skip a row on import: the same email, phone, domain, or name at the same company. */
+/**
+ * Duplicate evidence that is strong enough to skip a row on import: the same email, phone, domain,
+ * or name at the same company; for a person without a company, the same full name of a person
+ * without one (the document's "name matching"). The same name at another company is not: two
+ * people may share a name, so the row is created and the detection scan lists the pair.
+ */
 const IMPORT_KINDS = new Set(['email', 'phone', 'domain', 'name']);
 
 type AnyDb = Kysely<any>;
@@ -160,14 +165,15 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
 
   // Validate (to their stored form) and gather match keys.
   const candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[] }[] = [];
-  const personAtCompany = obj.byName.has('company');
+  // A deal's name without a company ("Renewal") says nothing about which deal it is.
+  const weakName = obj.byName.has('company') && !isPerson(obj);
   rows.forEach((r, index) => {
     if (typeof r.__error === 'string') return fail(index, 'VALIDATION_ERROR', r.__error);
     try {
       const prepared = prepareForImport(obj, r);
-      // All of its keys are stored with the record; a name alone (no company) is too weak to skip a row.
+      // All of its keys are stored with the record; those that identify it decide whether it is new.
       prepared.keys = keysOf(obj, prepared.row);
-      const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(personAtCompany && k.kind === 'name' && k.key.endsWith('|')));
+      const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(weakName && k.kind === 'name' && k.key.endsWith('|')));
       candidates.push({ index, prepared, keys });
     } catch (e) {
       if (e instanceof CrmError) fail(index, e.code, e.message);
