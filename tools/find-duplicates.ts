@@ -9,7 +9,7 @@ export default defineTool({
   title: 'Find duplicate records',
   description:
     'Clusters of records of one object that are probably the same (email, phone in any format, domain, name at the same company, ' +
-    "a person's full name alone, names spelled alike), best first, each with a score and its evidence. Merge one with crm_merge_duplicates.',
+    "a person's full name alone, names spelled alike), best first, each with a score and its evidence. Merge one with crm_merge_duplicates.",
   kind: 'read',
   toolset: 'data',
   inputSchema: z.object({
