@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureBudget, DEFAULT_LIMITS } from '../src/services/budget.js';
 import { createRecords } from '../src/services/records.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, freshPooledDb, testApp, testAppOn, type TestApp } from './helpers.js';
 import { memoryClient } from './mcp-helpers.js';
 import type { Ctx } from '../src/services/context.js';
 import { createNote } from '../src/services/notes.js';
@@ -253,5 +253,146 @@ describe('duplicates: people match by full name alone, below name + company', ()
   it('a record_id query finds the name-only match', async () => {
     const data = await detect({ record_id: ids.noCo2 });
     expect(data).toHaveLength(1);
+  });
+});
+
+describe('MULTI_SELECT: MIN, MAX and group_by', () => {
+  let t: TestApp;
+  type Row = { id: string; tags: string[] | null; status: string; value: number | null; company: string | null };
+  let rows: Row[];
+  /** Option values compare as text, as a SELECT's values do in MIN, MAX and group order. */
+  const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  const TAGS = ['vip', 'newsletter', 'partner', 'investor', 'event'];
+  const get = (q: string) => call(t.app, t.a.adminToken, 'GET', `/api/v1/aggregate/contacts?${q}`);
+  const post = (body: unknown, path = '') => call(t.app, t.a.adminToken, 'POST', `/api/v1/aggregate/contacts${path}`, body);
+
+  /** Reference groups: a record in each of its values' groups, the ones without any in the null group. */
+  function byTag(rs: Row[]) {
+    const m = new Map<string | null, Row[]>();
+    for (const r of rs) for (const v of r.tags?.length ? r.tags : [null]) m.set(v, [...(m.get(v) ?? []), r]);
+    return [...m.entries()].sort((x, y) => y[1].length - x[1].length || (x[0] === null ? -1 : y[0] === null ? 1 : cmp(x[0], y[0])));
+  }
+
+  beforeAll(async () => {
+    // A file database with read workers, as `serve` runs: heavy reads carry the budget condition.
+    t = await testAppOn(await freshPooledDb());
+    // A custom field named like a column of SQLite's json_each: names must stay unambiguous.
+    const f = await call(t.app, t.a.adminToken, 'POST', '/api/v1/schema/contacts/fields', { name: 'value', type: 'NUMBER' });
+    expect(f.status, JSON.stringify(f.body)).toBe(201);
+    const [co] = (await createRecords(t.a.ctx, 'companies', [{ name: 'Acme' }])) as { id: string }[];
+    const input = Array.from({ length: 60 }, (_, i) => ({
+      first_name: `P${i}`,
+      tags: i % 7 === 0 ? null : TAGS.filter((_, k) => (i >> k) & 1 || (i + k) % 5 === 0),
+      status: ['lead', 'customer'][i % 2],
+      value: i % 4 === 0 ? null : i,
+      company: i % 3 ? co!.id : null,
+    }));
+    await createRecords(t.a.ctx, 'contacts', input);
+    const page = await call(t.app, t.a.adminToken, 'GET', '/api/v1/records/contacts?limit=100&fields=tags,status,value,company');
+    rows = page.body.data;
+    expect(rows).toHaveLength(60);
+    expect(rows.some((r) => !r.tags)).toBe(true);
+  });
+  afterAll(() => t?.close());
+
+  it('MIN and MAX: the smallest and largest option value over every value of every matching record', async () => {
+    const all = rows.flatMap((r) => r.tags ?? []).sort(cmp);
+    const min = await get('field=tags&function=MIN');
+    expect(min.status, JSON.stringify(min.body)).toBe(200);
+    expect(min.body).toMatchObject({ object_name: 'contacts', field: 'tags', function: 'MIN', value: all[0] });
+    const max = await get('field=tags&function=MAX');
+    expect(max.body.value).toBe(all.at(-1));
+    // With a filter: over the matching records only.
+    const hits = rows.filter((r) => r.tags && !r.tags.includes('event') && !r.tags.includes('investor'));
+    const f = await get('field=tags&function=MIN&filter_field=tags&filter_operator=not_contains&filter_value=event');
+    const g = await get('field=tags&function=MIN&filters=' + encodeURIComponent(JSON.stringify({ operator: 'and', conditions: [{ field: 'tags', operator: 'not_contains', value: 'event' }, { field: 'tags', operator: 'not_contains', value: 'investor' }, { field: 'tags', operator: 'is_not_null' }] })));
+    expect(f.status).toBe(200);
+    expect(g.body.value).toBe(hits.flatMap((r) => r.tags!).sort(cmp)[0]);
+  });
+
+  it('MIN and MAX grouped by another field, and per group in POST', async () => {
+    const r = await get('field=tags&function=MAX&group_by=status');
+    expect(r.status).toBe(200);
+    for (const g of r.body.results) expect(g.value).toBe(rows.filter((x) => x.status === g.group).flatMap((x) => x.tags ?? []).sort(cmp).at(-1) ?? null);
+    const p = await post({ aggregate: [{ field: 'tags', function: 'min' }], groupBy: ['status'] });
+    expect(p.status).toBe(200);
+    expect(p.body.data.aggregates.tags.min).toBe(rows.flatMap((x) => x.tags ?? []).sort(cmp)[0]);
+  });
+
+  it('GET group_by a MULTI_SELECT: a record counts in each of its values, one without any in the null group', async () => {
+    const r = await get('field=id&function=COUNT&group_by=tags');
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const expected = byTag(rows).map(([group, members]) => ({ group, value: members.length, count: members.length }));
+    expect(r.body.results).toEqual(expected);
+    // The overall value counts records, not memberships.
+    expect(r.body).toMatchObject({ value: rows.length, count: rows.length });
+    const sum = await get('field=value&function=SUM&group_by=tags');
+    expect(sum.body.results).toEqual(byTag(rows).map(([group, members]) => ({ group, value: members.reduce((s, m) => s + (m.value ?? 0), 0), count: members.length })));
+    expect(sum.body.value).toBe(rows.reduce((s, m) => s + (m.value ?? 0), 0));
+  });
+
+  it('POST: groupBy tags with another field, metrics, a filter, a limit and meta that adds up', async () => {
+    const filter = { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'lead' }] };
+    const leads = rows.filter((r) => r.status === 'lead');
+    const r = await post({ aggregate: [{ field: 'value', function: 'avg' }, { field: 'value', function: 'count_distinct' }], groupBy: ['tags', 'company'], filter });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const d = r.body.data;
+    expect(d.count).toBe(leads.length);
+    const vals = leads.map((x) => x.value).filter((v): v is number => v !== null);
+    expect(d.aggregates.value.avg).toBeCloseTo(vals.reduce((s, v) => s + v, 0) / vals.length, 9);
+    expect(d.aggregates.value.count_distinct).toBe(new Set(vals).size);
+    let memberships = 0;
+    for (const g of d.groups) {
+      const members = leads.filter((x) => (g.tags === null ? !x.tags?.length : x.tags?.includes(g.tags)) && (x.company ?? null) === g.company);
+      expect(g.count).toBe(members.length);
+      memberships += g.count;
+    }
+    expect(memberships).toBe(byTag(leads).reduce((s, [, m]) => s + m.length, 0));
+    const top = await post({ groupBy: ['tags'], limit: 2 });
+    const tags = byTag(rows);
+    expect(top.body.data.groups.map((g: { tags: string | null; count: number }) => [g.tags, g.count])).toEqual(tags.slice(0, 2).map(([k, m]) => [k, m.length]));
+    expect(top.body.data.meta).toMatchObject({ groupTotal: tags.length, groupsTruncated: true, otherCount: tags.slice(2).reduce((s, [, m]) => s + m.length, 0), recordsProcessed: rows.length });
+    expect(top.body.data.count).toBe(rows.length);
+  });
+
+  it('the tree: uniqueValues on a MULTI_SELECT, with sub-aggregates and a nested bucket', async () => {
+    const r = await post({ aggregates: { by_tag: { uniqueValues: { property: 'tags', size: 10, aggregates: { total: { sum: { property: 'value' } }, lo: { min: { property: 'tags' } }, by_status: { uniqueValues: { property: 'status' } } } } } } }, '/tree');
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const b = r.body.aggregates.by_tag;
+    const expected = byTag(rows);
+    expect(b.uniqueValueBuckets.map((x: { value: string | null; count: number }) => [x.value, x.count])).toEqual(expected.map(([k, m]) => [k, m.length]));
+    expect(b.total).toBe(expected.length);
+    expect(b.otherCount).toBe(0);
+    for (const x of b.uniqueValueBuckets) {
+      const members = expected.find(([k]) => k === x.value)![1];
+      expect(x.aggregates.total.sum).toBe(members.reduce((s, m) => s + (m.value ?? 0), 0));
+      expect(x.aggregates.lo.min).toBe(members.flatMap((m) => m.tags ?? []).sort(cmp)[0] ?? null);
+      const st = x.aggregates.by_status.uniqueValueBuckets as { value: string; count: number }[];
+      expect(st.reduce((s, y) => s + y.count, 0)).toBe(members.length);
+    }
+    // Nested under another bucket too, and cut by size with otherCount in memberships.
+    const n = await post({ aggregates: { by_status: { uniqueValues: { property: 'status', aggregates: { tags: { uniqueValues: { property: 'tags', size: 2 } } } } } } }, '/tree');
+    expect(n.status, JSON.stringify(n.body)).toBe(200);
+    for (const s of n.body.aggregates.by_status.uniqueValueBuckets) {
+      const tagged = byTag(rows.filter((x) => x.status === s.value));
+      const inner = s.aggregates.tags;
+      expect(inner.uniqueValueBuckets.map((x: { value: string | null; count: number }) => [x.value, x.count])).toEqual(tagged.slice(0, 2).map(([k, m]) => [k, m.length]));
+      expect(inner.total).toBe(tagged.length);
+      expect(inner.otherCount).toBe(tagged.slice(2).reduce((c, [, m]) => c + m.length, 0));
+    }
+  });
+
+  it('MCP crm_aggregate groups by a MULTI_SELECT the same way', async () => {
+    const client = await memoryClient(t.db, t.a);
+    const r = (await client.callTool({ name: 'crm_aggregate', arguments: { object: 'contacts', groupBy: ['tags'], aggregate: [{ field: 'tags', function: 'max' }] } })) as any;
+    expect(r.isError, JSON.stringify(r.content)).toBeFalsy();
+    expect(r.structuredContent.groups.map((g: { values: { tags: string | null }; count: number }) => [g.values.tags, g.count])).toEqual(byTag(rows).map(([k, m]) => [k, m.length]));
+    await client.close();
+  });
+
+  it('a histogram or interval on a MULTI_SELECT is refused with a 400 that says what applies', async () => {
+    const r = await post({ groupBy: [{ field: 'tags', histogram: 10 }] });
+    expect(r.status).toBe(400);
+    expect(r.body).toMatchObject({ error: true, code: 'VALIDATION_ERROR' });
   });
 });

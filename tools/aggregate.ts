@@ -85,7 +85,7 @@ export default defineTool({
       .max(MAX_GROUP_BY)
       .optional()
       .describe(
-        'Form 1: fields or buckets, e.g. ["status", "company.industry", {"field":"close_date","interval":"month","timeZone":"Europe/Paris"}, {"field":"amount","histogram":1000}]',
+        'Form 1: fields or buckets (by a MULTI_SELECT field, a record is in the group of each of its values), e.g. ["status", "company.industry", {"field":"close_date","interval":"month","timeZone":"Europe/Paris"}, {"field":"amount","histogram":1000}]',
       ),
     order: listedAs(z.object({ by: z.union([z.enum(['count', 'group']), metricArg]), dir: z.enum(['asc', 'desc']).optional() }).strict(), { type: 'object' })
       .optional()
