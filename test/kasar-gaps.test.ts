@@ -390,6 +390,24 @@ describe('MULTI_SELECT: MIN, MAX and group_by', () => {
     await client.close();
   });
 
+  it("group by a related record's MULTI_SELECT (company.segments), in GET and in a tree", async () => {
+    const f = await call(t.app, t.a.adminToken, 'POST', '/api/v1/schema/companies/fields', { name: 'segments', type: 'MULTI_SELECT', options: ['smb', 'mid', 'ent'] });
+    expect(f.status, JSON.stringify(f.body)).toBe(201);
+    const co = rows.find((r) => r.company)!.company!;
+    await call(t.app, t.a.adminToken, 'PUT', `/api/v1/records/companies/${co}`, { segments: ['smb', 'mid'] });
+    const withCo = rows.filter((r) => r.company).length;
+    const expected = [
+      { group: 'mid', value: withCo, count: withCo },
+      { group: 'smb', value: withCo, count: withCo },
+      { group: null, value: rows.length - withCo, count: rows.length - withCo },
+    ].sort((a, b) => b.count - a.count || (a.group === null ? -1 : b.group === null ? 1 : cmp(a.group, b.group)));
+    const r = await get('field=id&function=COUNT&group_by=company.segments');
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.results).toEqual(expected);
+    const tr = await post({ aggregates: { s: { uniqueValues: { property: 'company.segments' } } } }, '/tree');
+    expect(tr.body.aggregates.s.uniqueValueBuckets.map((b: { value: string | null; count: number }) => ({ group: b.value, value: b.count, count: b.count }))).toEqual(expected);
+  });
+
   it('a histogram or interval on a MULTI_SELECT is refused with a 400 that says what applies', async () => {
     const r = await post({ groupBy: [{ field: 'tags', histogram: 10 }] });
     expect(r.status).toBe(400);
