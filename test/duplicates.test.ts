@@ -131,12 +131,16 @@ describe('detect', () => {
     expect(phone.evidence).toEqual([{ kind: 'phone', field: 'phone', value: '5035550142', record_ids: expect.arrayContaining([id.linus, id.support]) }]);
     expect(phone.score).toBe(0.85);
 
-    // The same name at the same company (case aside); the namesake at another company is not in it.
+    // The same name at the same company (case aside); the namesake at another company joins by the
+    // name alone (issue 15), which is weaker evidence: the cluster's score is its strongest pair's.
     const grace = clusterOf(r.data, id.grace1)!;
-    expect(grace.records.map((x) => x.id).sort()).toEqual([id.grace1, id.grace2].sort());
-    expect(grace.evidence).toEqual([{ kind: 'name', field: 'first_name+last_name', value: 'grace hopper', record_ids: expect.arrayContaining([id.grace1, id.grace2]) }]);
+    expect(grace.records.map((x) => x.id).sort()).toEqual([id.grace1, id.grace2, id.grace3].sort());
+    expect(grace.evidence).toEqual([
+      { kind: 'name', field: 'first_name+last_name', value: 'grace hopper', record_ids: expect.arrayContaining([id.grace1, id.grace2]) },
+      { kind: 'name_only', field: 'first_name+last_name', value: 'grace hopper', record_ids: expect.arrayContaining([id.grace1, id.grace2, id.grace3]) },
+    ]);
     expect(grace.score).toBe(0.7);
-    expect(clusterOf(r.data, id.grace3)).toBeUndefined();
+    expect(clusterOf(r.data, id.grace3)).toBe(grace);
 
     // Near spelling: a fuzzy name match with its similarity.
     const kath = clusterOf(r.data, id.kath1)!;
@@ -158,8 +162,11 @@ describe('detect', () => {
     const one = await detect({ record_id: id.support });
     expect(one.total).toBe(1);
     expect(one.data[0]!.records.map((x) => x.id).sort()).toEqual([id.linus, id.support].sort());
-    const none = await detect({ record_id: id.grace3 });
+    const none = await detect({ record_id: id.ada });
     expect(none).toEqual({ object: 'contacts', data: [], total: 0 });
+    // A namesake at another company is in its namesakes' cluster, and drops out above the name alone's 0.6.
+    expect((await detect({ record_id: id.grace3 })).total).toBe(1);
+    expect((await detect({ record_id: id.grace3, min_score: 0.65 })).total).toBe(0);
     const top = await detect({ limit: 1 });
     expect(top.data).toHaveLength(1);
     expect(top.total).toBe(4);

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { filterRefArg, listedAs, objectArg } from '../src/mcp/arguments.js';
-import { AGG_FUNCTIONS, aggregateGroups, DEFAULT_GROUP_LIMIT, MAX_GROUP_BY, MAX_GROUP_LIMIT, type GroupRequest } from '../src/services/aggregate.js';
+import { AGG_FUNCTIONS, aggregateGroups, MAX_GROUP_BY, MAX_GROUP_LIMIT, type GroupRequest } from '../src/services/aggregate.js';
 import { aggregateTree, TREE_LIMITS } from '../src/services/aggregate-tree.js';
 import { validationError } from '../src/services/errors.js';
 import { INTERVALS } from '../src/services/time-buckets.js';
@@ -12,6 +12,12 @@ import { INTERVALS } from '../src/services/time-buckets.js';
  * the tree form of POST /api/v1/aggregate/{object}/tree, with the same argument names as those
  * bodies, so a question reads the same on both surfaces (and gets the same answer: a parity test).
  */
+
+/**
+ * Groups an agent gets when it names no limit: REST answers every group, but a model's context is
+ * better spent on the top ones; meta and the text say how many were left out and how to get them.
+ */
+const AGENT_GROUP_LIMIT = 100;
 
 const metricArg = z.object({ field: z.string(), function: z.enum(AGG_FUNCTIONS) }).strict();
 
@@ -79,12 +85,18 @@ export default defineTool({
       .max(MAX_GROUP_BY)
       .optional()
       .describe(
-        'Form 1: fields or buckets, e.g. ["status", "company.industry", {"field":"close_date","interval":"month","timeZone":"Europe/Paris"}, {"field":"amount","histogram":1000}]',
+        'Form 1: fields or buckets (by a MULTI_SELECT field, a record is in the group of each of its values), e.g. ["status", "company.industry", {"field":"close_date","interval":"month","timeZone":"Europe/Paris"}, {"field":"amount","histogram":1000}]',
       ),
     order: listedAs(z.object({ by: z.union([z.enum(['count', 'group']), metricArg]), dir: z.enum(['asc', 'desc']).optional() }).strict(), { type: 'object' })
       .optional()
       .describe('Form 1: {"by": "count"|"group"|{field, function}, "dir": "asc"|"desc"}'),
-    limit: z.number().int().min(1).max(MAX_GROUP_LIMIT).optional().describe('Form 1: groups to return'),
+    limit: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_GROUP_LIMIT)
+      .optional()
+      .describe(`Form 1: groups to return (default ${AGENT_GROUP_LIMIT}, at most ${MAX_GROUP_LIMIT}); meta.groupsTruncated says when groups were left out`),
     aggregates: treeArg,
   }),
   outputSchema: z.object({
@@ -120,7 +132,7 @@ export default defineTool({
     const req: GroupRequest = { filter: a.filter, metrics: a.aggregate ?? [] };
     if (a.groupBy) req.groupBy = a.groupBy;
     if (a.order) req.order = a.order;
-    if (a.limit !== undefined) req.limit = a.limit;
+    req.limit = a.limit ?? AGENT_GROUP_LIMIT;
     const r = await aggregateGroups(ctx, a.object, req);
     return markUntrusted({ object: r.object, form: 'groups' as const, count: r.count, aggregates: r.aggregates, ...(r.groups ? { groups: r.groups as z.input<typeof groupOut>[] } : {}), meta: r.meta });
   },
@@ -134,7 +146,7 @@ export default defineTool({
       const m = out.meta;
       lines.push(
         m.groupsTruncated
-          ? `${out.groups.length} of ${m.groupTotal} groups; the ${(m.groupTotal ?? 0) - out.groups.length} left out hold ${m.otherCount} records (raise limit, filter, or change order)`
+          ? `${out.groups.length} of ${m.groupTotal} groups; the ${(m.groupTotal ?? 0) - out.groups.length} left out hold ${m.otherCount} records; for the rest: limit up to ${Math.min(m.groupTotal ?? 0, MAX_GROUP_LIMIT)}, a filter, or another order`
           : `${out.groups.length} groups`,
       );
       for (const g of out.groups) {

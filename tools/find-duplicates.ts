@@ -9,13 +9,13 @@ export default defineTool({
   title: 'Find duplicate records',
   description:
     'Clusters of records of one object that are probably the same (email, phone in any format, domain, name at the same company, ' +
-    'names spelled alike), best first, each with a score and its evidence. Merge one with crm_merge_duplicates.',
+    "a person's full name alone, names spelled alike), best first, each with a score and its evidence. Merge one with crm_merge_duplicates.",
   kind: 'read',
   toolset: 'data',
   inputSchema: z.object({
     object: objectArg,
     record_id: z.string().optional().describe('Only the cluster containing this record'),
-    min_score: z.number().min(0).max(1).optional().describe('Least score (default 0.5)'),
+    min_score: z.number().min(0).max(1).optional().describe('Least score (default 0.5; above 0.6 leaves out people who only share a full name)'),
     limit: z.number().int().min(1).max(500).default(20).describe('Clusters to return, 1 to 500 (default 20)'),
   }),
   outputSchema: z.object({
@@ -26,7 +26,7 @@ export default defineTool({
         records: z.array(z.object({ id: z.string(), name: z.string() })),
         evidence: z.array(
           z.object({
-            kind: z.enum(['email', 'phone', 'domain', 'name', 'fuzzy_name']),
+            kind: z.enum(['email', 'phone', 'domain', 'name', 'name_only', 'fuzzy_name']),
             field: z.string(),
             value: z.string(),
             record_ids: z.array(z.string()),

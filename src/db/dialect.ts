@@ -1,4 +1,4 @@
-import { sql, type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
+import { sql, type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool } from 'kysely';
 import { classifyPostgresError } from './postgres/adapter.js';
 import type { Interval, ZoneSegment } from '../services/time-buckets.js';
 import { classifySqliteError, isSqliteBusy, type DbErrorKind } from './sqlite-dialect.js';
@@ -30,6 +30,16 @@ export interface DialectAdapter {
   jsonArrayHas(ref: Expression<unknown>, value: string): RawBuilder<SqlBool>;
   /** A JSON-array text column holds any of the values. */
   jsonArrayHasAny(ref: Expression<unknown>, values: string[]): RawBuilder<SqlBool>;
+  /** The text before the first `sep` in a text column (every value holds one): a key's leading part. */
+  textBefore(ref: Expression<unknown>, sep: string): RawBuilder<string>;
+  /**
+   * Each element of a JSON-array text column as a row beside its record, as `${alias}.value` (text);
+   * a record with none (NULL) keeps one row whose value is NULL. (PostgreSQL: LEFT JOIN LATERAL
+   * jsonb_array_elements_text(array::jsonb) AS alias ON true.)
+   */
+  leftJoinJsonArray<QB extends SelectQueryBuilder<any, any, any>>(qb: QB, array: Expression<unknown>, alias: string): QB;
+  /** The smallest or largest element of a JSON-array text column, compared as text; NULL when it has none. */
+  jsonArrayExtreme(array: Expression<unknown>, which: 'min' | 'max'): RawBuilder<string | null>;
   isUniqueViolation(err: unknown): boolean;
   /**
    * Runs a statement that may fail and be followed by others in the same transaction (a bulk insert
@@ -76,6 +86,10 @@ export const sqliteAdapter: DialectAdapter = {
   jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
   jsonArrayHasAny: (ref, values) =>
     sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
+  // json_each is a table-valued function: its argument may name the columns of the tables before it.
+  leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`json_each(${array})`.as(alias), (j) => j.onTrue()) as typeof qb,
+  jsonArrayExtreme: (array, which) => sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value) FROM json_each(${array}) AS e)`,
+  textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, instr(${ref}, ${sep}) - 1)`,
   isUniqueViolation: (err) => classifySqliteError(err)?.kind === 'unique',
   attempt: (_trx, fn) => fn(),
   classifyError: classifySqliteError,

@@ -1,10 +1,10 @@
 import { sql, type ExpressionBuilder, type Kysely, type RawBuilder } from 'kysely';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
-import { compileFilter, relatedValueSql } from './filters.js';
+import { compileFilter } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { metricValue, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
+import { dimColumn, groupedRows, metricInput, metricValue, multiAlias, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
 import { namesFor } from './display-names.js';
 import { ordered } from '../db/dialect.js';
 import { INTERVALS, offsetSegments, type Interval, type ZoneSegment } from './time-buckets.js';
@@ -14,7 +14,8 @@ import { budgetLimits, budgetWhere, checkBudget, heavy, spendCells, tooExpensive
 /**
  * Nested aggregate trees (after Cognite's records aggregate): named metrics and bucket
  * aggregates (uniqueValues, numberHistogram, timeHistogram) with sub-aggregates, at most 5 per
- * level, 5 deep and 16 in all. One GROUP BY per bucket node, over every matching record.
+ * level, 5 deep and 16 in all. One GROUP BY per bucket node, over every matching record. A
+ * uniqueValues on a MULTI_SELECT puts a record in the bucket of each of its values (as groupBy does).
  */
 
 export const TREE_LIMITS = { perLevel: 5, depth: 5, total: 16, defaultSize: 10, maxSize: 1000, maxHistogramBuckets: 1000 } as const;
@@ -136,10 +137,12 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
 
   // DST segments once per DATETIME field bucketed in a zone other than UTC.
   const segs = new Map<string, { until: string | null; modifier: string }[]>();
-  const dimExpr = async (b: BucketNode): Promise<RawBuilder<unknown>> => {
+  // depth: the node's place on its path, which names its unnested MULTI_SELECT values (groupedRows).
+  const dimExpr = async (b: BucketNode, depth: number): Promise<RawBuilder<unknown>> => {
     const d = b.dim;
+    if (d.multi) return sql`${sql.ref(`${multiAlias(depth)}.value`)}`;
     // A related field ('company.industry') is one value per record, from a correlated subquery.
-    const c = (d.related ? relatedValueSql(d.related, obj.table, 'rv') : sql.ref(d.field.column)) as ReturnType<typeof sql.ref>;
+    const c = dimColumn(d) as ReturnType<typeof sql.ref>;
     if (d.kind === 'time') {
       let s: ZoneSegment[] = [{ until: null, modifier: '+0 minutes' }];
       const local = d.field.type === 'DATETIME';
@@ -162,7 +165,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   };
 
   const metricSql = (m: MetricNode): RawBuilder<unknown> => {
-    const c = sql.ref(m.metric.field.column);
+    const c = metricInput(m.metric, ctx.db.adapter);
     switch (m.metric.fn) {
       case 'count':
         return m.metric.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`;
@@ -196,10 +199,14 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
     nodes.map(({ node, path }) => Math.min(total, path.reduce((p, b) => p * Math.min(b.size, distinct?.get(b) ?? Infinity), 1)));
   let perNode = bound(undefined);
   if (perNode.reduce((s, x) => s + x, 0) > maxCells) {
-    const exprs = await Promise.all(nodes.map(({ node }) => dimExpr(node)));
-    const [d] = await runRead<Record<string, unknown>>(ctx, base().select(exprs.map((e, i) => sql`COUNT(DISTINCT ${e})`.as(`d${i}`))).compile());
+    // A MULTI_SELECT has at most its options as distinct values: no need to count them.
+    const counted = nodes.filter(({ node }) => !node.dim.multi);
+    const exprs = await Promise.all(counted.map(({ node, path }) => dimExpr(node, path.length - 1)));
+    const [d] = exprs.length ? await runRead<Record<string, unknown>>(ctx, base().select(exprs.map((e, i) => sql`COUNT(DISTINCT ${e})`.as(`d${i}`))).compile()) : [];
     // The empty value is a bucket too (COUNT DISTINCT leaves it out).
-    perNode = bound(new Map(nodes.map(({ node }, i) => [node, Number(d?.[`d${i}`] ?? 0) + 1])));
+    const distinct = new Map(counted.map(({ node }, i) => [node, Number(d?.[`d${i}`] ?? 0) + 1]));
+    for (const { node } of nodes) if (node.dim.multi) distinct.set(node, (node.dim.field.options?.length ?? 0) + 1);
+    perNode = bound(distinct);
   }
   const estimate = perNode.reduce((s, x) => s + x, 0);
   if (estimate > maxCells) {
@@ -227,20 +234,23 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
     attach: (path: unknown[], key: string, name: string, result: unknown) => void,
     parentCounts: Map<string, { path: unknown[]; count: number }>,
   ) {
-    const expr = await dimExpr(b);
+    const expr = await dimExpr(b, ancestors.length);
     const dims = [...ancestors.map((a) => a.expr), expr];
     const parentCols = ancestors.map((_, i) => sql.ref(`g${i}`));
     const histogram = b.kind !== 'uniqueValues';
     // Window clauses cannot name select aliases: they repeat the bucket expressions.
     const rank = histogram ? ordered(expr, 'asc') : sql`COUNT(*) DESC, ${ordered(expr, 'asc')}`;
     const partition = ancestors.length ? sql`PARTITION BY ${sql.join(ancestors.map((a) => a.expr))}` : sql``;
-    const inner = base()
+    const levels = [...ancestors.map((a, i) => ({ dim: a.node.dim, i })), { dim: b.dim, i: ancestors.length }];
+    const inner = groupedRows(ctx, obj.table, base, levels)
       .select([
         ...dims.map((d, i) => d.as(`g${i}`)),
         sql`COUNT(*)`.as('n'),
         ...b.metrics.map((m, i) => metricSql(m).as(`m${i}`)),
         sql`ROW_NUMBER() OVER (${partition} ORDER BY ${rank})`.as('rn'),
         sql`COUNT(*) OVER (${partition})`.as('bucket_total'),
+        // Records in the parent's buckets: its record count, or more when a MULTI_SELECT puts one in several.
+        sql`SUM(COUNT(*)) OVER (${partition})`.as('bucket_members'),
       ])
       .groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
     const q = db
@@ -259,7 +269,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
       b.dim.kind === 'value' && b.dim.field.type === 'RELATION'
         ? await namesFor(ctx, schema, b.dim.field.target!, [...new Set(rows.map((r) => r[`g${ancestors.length}`]).filter((v): v is string => typeof v === 'string'))])
         : undefined;
-    const byParent = new Map<string, { path: unknown[]; buckets: Bucket[]; total: number }>();
+    const byParent = new Map<string, { path: unknown[]; buckets: Bucket[]; total: number; members: number }>();
     const childCounts = new Map<string, { path: unknown[]; count: number }>();
     const pathCols = ancestors.map((_, i) => `g${i}`);
     const valueCol = `g${ancestors.length}`;
@@ -274,7 +284,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
       const path = pathCols.map((c) => r[c]);
       const key = pathKey(path);
       let entry = byParent.get(key);
-      if (!entry) byParent.set(key, (entry = { path, buckets: [], total: Number(r.bucket_total) }));
+      if (!entry) byParent.set(key, (entry = { path, buckets: [], total: Number(r.bucket_total), members: Number(r.bucket_members) }));
       const raw = r[valueCol];
       const bucket: Bucket = { value: bucketValue(b.dim.field, b.dim.kind, raw), count: Number(r.n), aggregates: metricsOut(b.metrics, r) };
       if (labels) bucket.label = typeof raw === 'string' ? (labels.get(raw) ?? null) : null;
@@ -284,13 +294,12 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
       bucketIndex.set(childKey, bucket);
     }
     const listKey = b.kind === 'uniqueValues' ? 'uniqueValueBuckets' : b.kind === 'numberHistogram' ? 'numberHistogramBuckets' : 'timeHistogramBuckets';
-    for (const [key, { path, buckets, total: groups }] of byParent) {
-      const parentCount = parentCounts.get(key)?.count ?? 0;
+    for (const [key, { path, buckets, total: groups, members }] of byParent) {
       const shown = buckets.reduce((s, x) => s + x.count, 0);
       const result: Record<string, unknown> = {
         [listKey]: buckets.map((x) => (b.kind === 'uniqueValues' ? x : { start: x.value, count: x.count, aggregates: x.aggregates })),
       };
-      if (b.kind === 'uniqueValues') Object.assign(result, { total: groups, otherCount: parentCount - shown });
+      if (b.kind === 'uniqueValues') Object.assign(result, { total: groups, otherCount: members - shown });
       attach(path, key, b.name, result);
     }
     // Parents without any matching record still get an empty bucket list.

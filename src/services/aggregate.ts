@@ -1,5 +1,5 @@
+import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool } from 'kysely';
 import { ordered, type DialectAdapter } from '../db/dialect.js';
-import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
 import { namesFor } from './display-names.js';
 import { cancelledError, throwIfCancelled } from './work.js';
 import { isBudgetStop } from '../db/read-pool.js';
@@ -25,6 +25,11 @@ import { isInterval, INTERVALS, offsetSegments, checkTimeZone, type Interval, ty
  *  - CURRENCY sums are exact (integer minor units); a sum beyond 2^53 minor units comes back as a
  *    decimal string instead of a number.
  *  - The group of records without a value is returned with the value null, and counted.
+ *  - Grouped by a MULTI_SELECT field, a record counts in the group of each of its values (one
+ *    without any in the null group); the overall count and metrics still count each record once.
+ *  - MIN and MAX of a MULTI_SELECT field: the smallest and largest option value among all values of
+ *    all matching records, compared as text (the way a SELECT's values compare in MIN, MAX and group
+ *    order); null when no record has a value.
  *  - Groups are ordered by count descending, then by group value ascending (histograms: by bucket).
  */
 
@@ -42,7 +47,7 @@ export const AGG_FUNCTIONS = ['count', 'sum', 'avg', 'min', 'max', 'count_distin
 export type AggFn = (typeof AGG_FUNCTIONS)[number];
 
 export const MAX_GROUP_BY = 5;
-export const DEFAULT_GROUP_LIMIT = 100;
+/** The most groups a client may ask for with `limit`; without one every group is answered (within maxCells). */
 export const MAX_GROUP_LIMIT = 10_000;
 const RESERVED_GROUP_KEYS = new Set(['count', 'aggregates', 'meta', 'groups', 'labels']);
 
@@ -68,6 +73,7 @@ export interface GroupRequest {
   metrics?: MetricInput[];
   groupBy?: (string | DimInput)[];
   order?: { by: OrderBy; dir?: 'asc' | 'desc' };
+  /** The top groups to answer; without it, every group (the answer-size budget still bounds it). */
   limit?: number;
 }
 
@@ -89,7 +95,7 @@ export interface GroupResult {
     truncated: false;
     groupTotal?: number;
     groupsTruncated?: boolean;
-    /** Records in the groups left out by the limit. */
+    /** Records in the groups left out by the limit (with a MULTI_SELECT dim: once per value). */
     otherCount?: number;
   };
 }
@@ -102,6 +108,8 @@ type EB = ExpressionBuilder<any, any>;
 interface Metric {
   field: FieldDef;
   fn: AggFn;
+  /** The aggregated object's table: columns are named with it (see col). */
+  table: string;
 }
 
 interface Dim {
@@ -113,8 +121,10 @@ interface Dim {
   timeZone?: string;
   /** A related record's field ('company.industry'): its value per record comes from a subquery. */
   related?: RelatedPath;
-  /** The grouped object's table, which the related subquery correlates with. */
-  table?: string;
+  /** The grouped object's table: columns are named with it, and the related subquery correlates with it. */
+  table: string;
+  /** A MULTI_SELECT: each value of a record is a group of its own (the record's JSON array unnested). */
+  multi?: boolean;
 }
 
 function fnOf(name: string): AggFn {
@@ -147,9 +157,7 @@ export function resolveMetric(obj: ObjectDef, m: MetricInput): Metric {
       { field: field.name, numericFields: numeric },
     );
   }
-  if ((fn === 'min' || fn === 'max') && field.type === 'MULTI_SELECT')
-    throw validationError(`${fn.toUpperCase()} does not apply to MULTI_SELECT field '${field.name}'`);
-  return { field, fn };
+  return { field, fn, table: obj.table };
 }
 
 export function resolveDim(obj: ObjectDef, d: string | DimInput, schema?: WorkspaceSchema): Dim {
@@ -163,30 +171,43 @@ export function resolveDim(obj: ObjectDef, d: string | DimInput, schema?: Worksp
     return { ...inner, key: spec.field, related, table: obj.table };
   }
   const field = fieldOf(obj, spec.field, 'groupBy');
-  if (field.type === 'MULTI_SELECT') throw validationError(`Grouping by MULTI_SELECT field '${field.name}' is not supported; filter with 'contains' instead`);
+  const table = obj.table;
   if (spec.interval !== undefined) {
     if (!isInterval(spec.interval)) throw validationError(`interval must be one of ${INTERVALS.join(', ')}, got '${String(spec.interval)}'`);
     if (field.type !== 'DATE' && field.type !== 'DATETIME')
       throw validationError(`interval applies to DATE and DATETIME fields; '${field.name}' is ${field.type}`);
     const timeZone = spec.timeZone ?? 'UTC';
     checkTimeZone(timeZone);
-    return { field, key: field.name, kind: 'time', interval: spec.interval, timeZone };
+    return { field, key: field.name, kind: 'time', interval: spec.interval, timeZone, table };
   }
   if (spec.histogram !== undefined) {
     if (!NUMERIC_TYPES.has(field.type)) throw validationError(`A number histogram needs a numeric field; '${field.name}' is ${field.type}`);
     if (typeof spec.histogram !== 'number' || !(spec.histogram > 0)) throw validationError('histogram interval must be a positive number');
-    return { field, key: field.name, kind: 'number', histogram: spec.histogram };
+    return { field, key: field.name, kind: 'number', histogram: spec.histogram, table };
   }
-  return { field, key: field.name, kind: 'value' };
+  return { field, key: field.name, kind: 'value', table, ...(field.type === 'MULTI_SELECT' ? { multi: true } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------
 // SQL pieces
 
+/** A column of a table queried alone. */
 const ref = (f: FieldDef) => sql.ref(f.column);
 
-function metricSql(m: Metric): RawBuilder<unknown> {
-  const c = ref(m.field);
+/**
+ * A column of the aggregated records, named with their table: beside a JSON array's elements
+ * (SQLite's json_each has columns id, key, value, type...) a bare name could be theirs.
+ */
+const col = (table: string, f: FieldDef) => sql.ref(`${table}.${f.column}`);
+
+/** What a metric aggregates per record: its column; for MIN or MAX of a MULTI_SELECT, the record's smallest or largest value. */
+export function metricInput(m: Metric, adapter: DialectAdapter): Expression<unknown> {
+  const c = col(m.table, m.field);
+  return m.field.type === 'MULTI_SELECT' && (m.fn === 'min' || m.fn === 'max') ? adapter.jsonArrayExtreme(c, m.fn) : c;
+}
+
+function metricSql(m: Metric, adapter: DialectAdapter): RawBuilder<unknown> {
+  const c = metricInput(m, adapter);
   switch (m.fn) {
     case 'count':
       return m.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`;
@@ -208,12 +229,12 @@ function metricSql(m: Metric): RawBuilder<unknown> {
 
 /** The value count that goes with an AVG's sum. */
 function avgCount(m: Metric): RawBuilder<unknown> {
-  return sql`COUNT(${ref(m.field)})`;
+  return sql`COUNT(${col(m.table, m.field)})`;
 }
 
 /** The same metric over all groups, computed from the grouped rows by a window (no second scan). */
-function metricTotalSql(m: Metric): RawBuilder<unknown> | null {
-  const c = ref(m.field);
+function metricTotalSql(m: Metric, adapter: DialectAdapter): RawBuilder<unknown> | null {
+  const c = metricInput(m, adapter);
   switch (m.fn) {
     case 'count':
       return m.field.name === 'id' ? sql`SUM(COUNT(*)) OVER ()` : sql`SUM(COUNT(${c})) OVER ()`;
@@ -236,8 +257,30 @@ interface DimContext {
   adapter: DialectAdapter;
 }
 
-function dimSql(d: Dim, dc: DimContext): RawBuilder<unknown> {
-  const c = (d.related ? relatedValueSql(d.related, d.table!, 'rv') : ref(d.field)) as ReturnType<typeof sql.ref>;
+/** A dim's value per record: its column, or the related record's value. */
+export function dimColumn(d: Dim): Expression<unknown> {
+  return d.related ? relatedValueSql(d.related, d.table, 'rv') : col(d.table, d.field);
+}
+
+/** The alias of the i-th dim's unnested MULTI_SELECT values (see groupedRows). */
+export const multiAlias = (i: number) => `mv${i}`;
+
+/**
+ * The rows a GROUP BY reads: the matching records, or with a MULTI_SELECT dim one row per (record,
+ * value). Then the records come as a derived table: the budget condition's bare rowid would be
+ * ambiguous beside json_each's.
+ */
+export function groupedRows(ctx: Ctx, table: string, base: () => SelectQueryBuilder<any, any, any>, dims: { dim: Dim; i: number }[]): SelectQueryBuilder<any, any, any> {
+  const multi = dims.filter((x) => x.dim.multi);
+  if (!multi.length) return base();
+  let q = (ctx.db.kysely as unknown as Kysely<any>).selectFrom(base().selectAll().as(table)) as SelectQueryBuilder<any, any, any>;
+  for (const { dim, i } of multi) q = ctx.db.adapter.leftJoinJsonArray(q, dimColumn(dim), multiAlias(i));
+  return q;
+}
+
+function dimSql(d: Dim, dc: DimContext, i: number): RawBuilder<unknown> {
+  if (d.multi) return sql`${sql.ref(`${multiAlias(i)}.value`)}`;
+  const c = dimColumn(d) as ReturnType<typeof sql.ref>;
   if (d.kind === 'time') {
     const local = d.field.type === 'DATETIME';
     const segs = (local && dc.segments.get(d.key)) || [{ until: null, modifier: '+0 minutes' }];
@@ -336,7 +379,8 @@ export function metricValue(m: Metric, raw: unknown, count?: unknown): unknown {
     }
     case 'min':
     case 'max':
-      return decodeValue(m.field, raw);
+      // A MULTI_SELECT's MIN or MAX is one of its option values, not a list.
+      return m.field.type === 'MULTI_SELECT' ? (raw ?? null) : decodeValue(m.field, raw);
   }
 }
 
@@ -352,7 +396,7 @@ export function numberBucketStart(f: FieldDef, raw: unknown): number {
 
 function dimValue(d: Dim, raw: unknown): unknown {
   if (raw === null || raw === undefined) return null;
-  if (d.kind === 'time') return raw;
+  if (d.kind === 'time' || d.multi) return raw;
   if (d.kind === 'number') return numberBucketStart(d.field, raw);
   return decodeValue(d.field, raw);
 }
@@ -365,8 +409,8 @@ function nest(metrics: Metric[], row: Record<string, unknown>, prefix: string): 
   return out;
 }
 
-export function checkGroupLimit(limit: number | undefined, dflt = DEFAULT_GROUP_LIMIT, max = MAX_GROUP_LIMIT): number {
-  if (limit === undefined) return dflt;
+export function checkGroupLimit(limit: number | undefined, max = MAX_GROUP_LIMIT): number | undefined {
+  if (limit === undefined) return undefined;
   if (!Number.isInteger(limit) || limit < 1 || limit > max) throw validationError(`limit (groups) must be an integer from 1 to ${max}, got ${limit}`);
   return limit;
 }
@@ -389,7 +433,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   const limit = checkGroupLimit(req.limit);
   // The group count is not capped for its own sake; only the answer's size is.
   const { maxCells } = budgetLimits(ctx.db);
-  if (limit > maxCells)
+  if (limit !== undefined && limit > maxCells)
     throw tooExpensive(`limit asks for up to ${limit.toLocaleString('en-US')} groups; an answer holds at most ${maxCells.toLocaleString('en-US')}. Narrow it: a smaller limit, fewer groupBy fields, or a filter`, {
       limit: 'maxCells',
       max: maxCells,
@@ -397,6 +441,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
     });
   const where = whereOf(obj, ctx, schema, req.filter);
   const db = ctx.db.kysely as unknown as Kysely<any>;
+  const adapter = ctx.db.adapter;
   const guard = budgetWhere(ctx);
   const scan = () => (guard ? db.selectFrom(obj.table).where(guard) : db.selectFrom(obj.table));
   const base = () => {
@@ -404,6 +449,9 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
     if (where) q = q.where((eb: EB) => where(eb));
     return q;
   };
+  // The count and every metric over the matching records, each counted once.
+  const metricCols = () => metrics.flatMap((m, i) => [metricSql(m, adapter).as(`m${i}`), ...(m.fn === 'avg' ? [avgCount(m).as(`m${i}_n`)] : [])]);
+  const overall = () => base().select([sql`COUNT(*)`.as('n'), ...metricCols()]).compile();
 
   // Started beside the main query and awaited after it: when the main query fails first (the time
   // limit, a client that hung up), this one's rejection must not go unhandled (Node would exit).
@@ -412,8 +460,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
     : undefined;
 
   if (dims.length === 0) {
-    const q = base().select([sql`COUNT(*)`.as('n'), ...metrics.flatMap((m, i) => [metricSql(m).as(`m${i}`), ...(m.fn === 'avg' ? [avgCount(m).as(`m${i}_n`)] : [])])]).compile();
-    const [row] = await runRead<Record<string, unknown>>(ctx, q);
+    const [row] = await runRead<Record<string, unknown>>(ctx, overall());
     const count = Number(row?.n ?? 0);
     const totalRecords = totalRecordsP ? await totalRecordsP : count;
     return {
@@ -435,45 +482,67 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
     if (orderMetric < 0) throw validationError('order.by names an aggregate that is not requested in "aggregate"');
   } else if (order.by !== 'count' && order.by !== 'group') throw validationError("order.by is 'count', 'group' or {field, function}");
 
-  let q = base().select([
-    ...dims.map((d, i) => dimSql(d, dc).as(`g${i}`)),
+  // With a MULTI_SELECT dim a record is in several groups: the totals cannot come from the groups
+  // (they would count it once per value), so one more statement reads them over the records.
+  const multi = dims.some((d) => d.multi);
+  let q = groupedRows(ctx, obj.table, base, dims.map((dim, i) => ({ dim, i }))).select([
+    ...dims.map((d, i) => dimSql(d, dc, i).as(`g${i}`)),
     sql`COUNT(*)`.as('n'),
-    ...metrics.flatMap((m, i) => [metricSql(m).as(`m${i}`), ...(m.fn === 'avg' ? [avgCount(m).as(`m${i}_n`)] : [])]),
+    ...metricCols(),
     sql`COUNT(*) OVER ()`.as('group_total'),
+    // Records in all groups: each matching record once, or once per value with a MULTI_SELECT dim.
     sql`SUM(COUNT(*)) OVER ()`.as('record_total'),
-    ...metrics.flatMap((m, i) => {
-      const t = metricTotalSql(m);
-      return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(COUNT(${ref(m.field)})) OVER ()`.as(`t${i}_n`)] : [])] : [];
-    }),
+    ...(multi
+      ? []
+      : metrics.flatMap((m, i) => {
+          const t = metricTotalSql(m, adapter);
+          return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(COUNT(${col(m.table, m.field)})) OVER ()`.as(`t${i}_n`)] : [])] : [];
+        })),
   ]);
   q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
   const groupCols = dims.map((_, i) => sql.ref(`g${i}`));
   // An integer SUM is selected as text (exact past 2^53): order by the number, not the text; and a
   // group without values shows a SUM of 0, so it sorts as 0, not as NULL.
   const om = metrics[orderMetric];
-  const orderExpr = om?.fn === 'sum' ? sql`COALESCE(SUM(${ref(om.field)}), 0)` : om?.fn === 'avg' ? sql`AVG(${ref(om.field)})` : sql.ref(`m${orderMetric}`);
+  const orderExpr = om?.fn === 'sum' ? sql`COALESCE(SUM(${col(om.table, om.field)}), 0)` : om?.fn === 'avg' ? sql`AVG(${col(om.table, om.field)})` : sql.ref(`m${orderMetric}`);
   const primary = order.by === 'count' ? [ordered(sql.ref('n'), dir)] : order.by === 'group' ? groupCols.map((g) => ordered(g, dir)) : [ordered(orderExpr, dir)];
   // Ties: count descending, then the group values ascending: the same answer every time.
   const ties = [...(order.by === 'count' ? [] : [sql`n DESC`]), ...(order.by === 'group' ? [] : groupCols.map((g) => ordered(g, 'asc')))];
-  q = q.orderBy(sql.join([...primary, ...ties]) as any).limit(limit);
+  // Without a limit: every group, read up to one past the budget to know when it does not fit.
+  q = q.orderBy(sql.join([...primary, ...ties]) as any).limit(limit ?? maxCells + 1);
 
-  const distinctIdx = metrics.map((m, i) => (m.fn === 'count_distinct' ? i : -1)).filter((i) => i >= 0);
+  const distinctIdx = multi ? [] : metrics.map((m, i) => (m.fn === 'count_distinct' ? i : -1)).filter((i) => i >= 0);
   const overallDistinctP = distinctIdx.length
-    ? handledLater(runRead<Record<string, unknown>>(ctx, base().select(distinctIdx.map((i) => metricSql(metrics[i]!).as(`m${i}`))).compile()))
+    ? handledLater(runRead<Record<string, unknown>>(ctx, base().select(distinctIdx.map((i) => metricSql(metrics[i]!, adapter).as(`m${i}`))).compile()))
     : undefined;
+  const overallP = multi ? handledLater(runRead<Record<string, unknown>>(ctx, overall())) : undefined;
   const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
   const first = rows[0] ?? {};
-  const count = Number(first.record_total ?? 0);
-  const totals: Record<string, unknown> = {};
-  metrics.forEach((m, i) => {
-    totals[`t${i}`] = first[`t${i}`] ?? null;
-    if (m.fn === 'avg') totals[`t${i}_n`] = first[`t${i}_n`] ?? 0;
-  });
-  if (overallDistinctP) {
-    const [o] = await overallDistinctP;
-    for (const i of distinctIdx) totals[`t${i}`] = o?.[`m${i}`] ?? 0;
+  const memberships = Number(first.record_total ?? 0);
+  let count = memberships;
+  let aggregates: Group['aggregates'];
+  if (overallP) {
+    const [o] = await overallP;
+    count = Number(o?.n ?? 0);
+    aggregates = nest(metrics, o ?? {}, 'm');
+  } else {
+    const totals: Record<string, unknown> = {};
+    metrics.forEach((m, i) => {
+      totals[`t${i}`] = first[`t${i}`] ?? null;
+      if (m.fn === 'avg') totals[`t${i}_n`] = first[`t${i}_n`] ?? 0;
+    });
+    if (overallDistinctP) {
+      const [o] = await overallDistinctP;
+      for (const i of distinctIdx) totals[`t${i}`] = o?.[`m${i}`] ?? 0;
+    }
+    aggregates = nest(metrics, totals, 't');
   }
   const groupTotal = Number(first.group_total ?? 0);
+  if (limit === undefined && groupTotal > maxCells)
+    throw tooExpensive(
+      `groupBy ${keys.join(', ')} makes ${groupTotal.toLocaleString('en-US')} groups; an answer holds at most ${maxCells.toLocaleString('en-US')}. Narrow it: a filter, fewer groupBy fields, or a limit (the top groups in the order asked)`,
+      { limit: 'maxCells', max: maxCells, estimate: groupTotal },
+    );
   const groups: Group[] = rows.map((r) => ({
     values: Object.fromEntries(dims.map((dm, i) => [dm.key, dimValue(dm, r[`g${i}`])])),
     count: Number(r.n),
@@ -485,7 +554,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   return {
     object: obj.name,
     count,
-    aggregates: nest(metrics, totals, 't'),
+    aggregates,
     groups,
     meta: {
       totalRecords,
@@ -493,7 +562,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
       truncated: false,
       groupTotal,
       groupsTruncated: groupTotal > groups.length,
-      otherCount: count - shown,
+      otherCount: memberships - shown,
     },
   };
 }

@@ -53,7 +53,7 @@ export function normalProfile(v: string): string | null {
 }
 
 /** Whether an object's records are people (first and last name) or named things. */
-const isPerson = (obj: ObjectDef) => obj.displayFields.length >= 2;
+export const isPerson = (obj: ObjectDef) => obj.displayFields.length >= 2;
 
 export function keysOf(obj: ObjectDef, row: Record<string, unknown>): MatchKey[] {
   const keys: MatchKey[] = [];

@@ -12,25 +12,32 @@ import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import { checkpoint, throwIfCancelled } from './work.js';
 import { requireAdmin } from './permissions.js';
-import { normalName } from './dedupe-keys.js';
+import { isPerson, normalName } from './dedupe-keys.js';
 
 /**
  * Duplicate detection (clusters with evidence and a score) and merge, with a dry run and an exact
  * undo. Detection reads the match keys kept by the records service: exact keys (email, phone,
- * domain, name with company) pair records directly; records sharing a coarse name block are
- * compared with Jaro-Winkler for names spelled differently.
+ * domain, name with company) pair records directly; people sharing a full name whatever their
+ * company pair by name alone, read from the same name keys (their part before '|'), so no key of
+ * its own is stored; records sharing a coarse name block are compared with Jaro-Winkler for names
+ * spelled differently.
  */
 
 type AnyDb = Kysely<any>;
 const dyn = (db: Kysely<Tables>) => db as unknown as AnyDb;
 
 export const MAX_MERGE = 20;
-const WEIGHTS: Record<string, number> = { email: 0.95, phone: 0.85, domain: 0.85, name: 0.7, fuzzy_name: 0.6 };
+/**
+ * How much each kind of evidence says. A person's full name alone (no company, or different ones)
+ * is weaker than the name at the same company, and stronger than a name spelled differently
+ * (fuzzy_name is 0.6 x a similarity below 1).
+ */
+const WEIGHTS: Record<string, number> = { email: 0.95, phone: 0.85, domain: 0.85, name: 0.7, name_only: 0.6, fuzzy_name: 0.6 };
 /** Key groups larger than this are too common to mean "same record" (e.g. a shared switchboard number). */
 const MAX_GROUP = 50;
 
 export interface Evidence {
-  kind: 'email' | 'phone' | 'domain' | 'name' | 'fuzzy_name';
+  kind: 'email' | 'phone' | 'domain' | 'name' | 'name_only' | 'fuzzy_name';
   field: string;
   value: string;
   record_ids: string[];
@@ -95,9 +102,11 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   const k = dyn(ctx.db.kysely);
   const ws = ctx.actor.workspaceId;
 
-  // 1. Exact keys shared by 2..MAX_GROUP records. The two GROUP BYs over every match key (about
+  const person = isPerson(obj);
+  // 1. Exact keys shared by 2..MAX_GROUP records. The GROUP BYs over every match key (about
   // 100 ms each on 200,000 contacts) run on the read pool when there is one (runRead), off the
-  // event loop; the rest of the scan yields at its checkpoints.
+  // event loop; the rest of the scan yields at its checkpoints. A person's name key without a
+  // company ("ada lovelace|") is a name alone: step 1b scores it as such.
   const groups = await runRead<{ kind: string; key: string; n: number }>(
     ctx,
     k
@@ -106,6 +115,7 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
       .where('workspace_id', '=', ws)
       .where('object_id', '=', obj.id)
       .where('kind', 'in', ['email', 'phone', 'domain', 'name'])
+      .$if(person, (q) => q.where((eb) => eb.not(eb.and([eb('kind', '=', 'name'), eb('key', 'like', '%|')]))))
       .groupBy(['kind', 'key'])
       .having(sql`COUNT(*)`, '>', 1)
       .having(sql`COUNT(*)`, '<=', MAX_GROUP)
@@ -151,6 +161,21 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
     }
   }
 
+  // 1b. People with the same full name, whatever their companies: name keys grouped by their name
+  // part. Pairs at the same company have the stronger 'name' evidence from step 1 already.
+  if (person) {
+    for (const [name, rows] of await sameNames(ctx, obj)) {
+      if ((++steps & 1023) === 0) await checkpoint(ctx, 0, undefined, 'pairing names');
+      const ids = rows.map((r) => r.record_id);
+      for (let i = 0; i < rows.length; i++)
+        for (let j = i + 1; j < rows.length; j++) {
+          const [a, b] = [rows[i]!, rows[j]!];
+          if (a.key === b.key && !a.key.endsWith('|')) continue;
+          addPair(a.record_id, b.record_id, { kind: 'name_only', field: fieldFor('name'), value: name, record_ids: ids });
+        }
+    }
+  }
+
   // 2. Names spelled differently: compare within blocks.
   const blocks = await runRead<{ key: string }>(
     ctx,
@@ -169,7 +194,6 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   const allIds = new Set<string>();
   for (const ids of blockMembers.values()) ids.forEach((x) => allIds.add(x));
   const nameOf = await names(ctx, obj, [...allIds]);
-  const person = obj.displayFields.length >= 2;
   const normal = new Map<string, string>();
   for (const [id, n] of nameOf) {
     if ((++steps & 1023) === 0) await checkpoint(ctx, 0, undefined, 'comparing names');
@@ -181,7 +205,7 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
         if ((++steps & 255) === 0) await checkpoint(ctx, 0, undefined, 'comparing names');
         const na = normal.get(ids[i]!) ?? '';
         const nb = normal.get(ids[j]!) ?? '';
-        if (!na || !nb || na === nb) continue; // equal names are exact evidence already (with company)
+        if (!na || !nb || na === nb) continue; // equal names are exact evidence already (steps 1 and 1b)
         const sim = jaroWinkler(na, nb);
         if (sim >= 0.9) addPair(ids[i]!, ids[j]!, { kind: 'fuzzy_name', field: obj.displayFields.join('+'), value: `${na} ~ ${nb}`, record_ids: [ids[i]!, ids[j]!], similarity: Math.round(sim * 1000) / 1000 });
       }
@@ -234,6 +258,31 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
     evidence: c.evidence.map((e) => ({ ...e, record_ids: e.record_ids.filter((x) => c.ids.has(x)) })),
   }));
   return { object: obj.name, data, total };
+}
+
+/**
+ * Name keys of people whose full name 2..MAX_GROUP records share, by name, when they add to the
+ * name-at-company evidence: the companies differ, or are missing. One statement on the read pool.
+ */
+async function sameNames(ctx: Ctx, obj: ObjectDef): Promise<Map<string, { key: string; record_id: string }[]>> {
+  const k = dyn(ctx.db.kysely);
+  const namePart = ctx.db.adapter.textBefore(sql.ref('key'), '|');
+  const nameKeys = () => k.selectFrom('dedupe_keys').where('workspace_id', '=', ctx.actor.workspaceId).where('object_id', '=', obj.id).where('kind', '=', 'name');
+  const shared = nameKeys()
+    .select(namePart.as('n'))
+    .groupBy(namePart)
+    .having(sql`COUNT(*)`, '>', 1)
+    .having(sql`COUNT(*)`, '<=', MAX_GROUP)
+    .having((eb) => eb.or([eb(sql`COUNT(DISTINCT key)`, '>', 1), eb(sql`MAX(key)`, 'like', '%|')]));
+  const rows = await runRead<{ key: string; record_id: string }>(ctx, nameKeys().select(['key', 'record_id']).where(namePart, 'in', shared).orderBy('key').orderBy('record_id').compile());
+  const out = new Map<string, { key: string; record_id: string }[]>();
+  for (const r of rows) {
+    const name = r.key.slice(0, r.key.indexOf('|'));
+    const list = out.get(name);
+    if (list) list.push(r);
+    else out.set(name, [r]);
+  }
+  return out;
 }
 
 async function names(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<Map<string, string>> {

@@ -7,7 +7,7 @@ import { budgetLimits, enterLane, inSlot, timeoutError, tooExpensive, type Heavy
 import { stringify } from 'csv-stringify/sync';
 import { createPrepared, createRecords, listRecords, prepareForImport, type Prepared, type RecordData } from './records.js';
 import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
-import { keysOf, normalName } from './dedupe-keys.js';
+import { isPerson, keysOf, normalName } from './dedupe-keys.js';
 import type { FilterGroup } from './filters.js';
 
 /**
@@ -36,7 +36,12 @@ export interface ImportDetail extends ImportResult {
   rows: { index: number; status: 'created' | 'duplicate' | 'failed'; id?: string; duplicate_of?: string; reason?: string }[];
 }
 
-/** Duplicate evidence that is strong enough to skip a row on import: the same email, phone, domain, or name at the same company. */
+/**
+ * Duplicate evidence that is strong enough to skip a row on import: the same email, phone, domain,
+ * or name at the same company; for a person without a company, the same full name of a person
+ * without one (the document's "name matching"). The same name at another company is not: two
+ * people may share a name, so the row is created and the detection scan lists the pair.
+ */
 const IMPORT_KINDS = new Set(['email', 'phone', 'domain', 'name']);
 
 type AnyDb = Kysely<any>;
@@ -160,14 +165,15 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
 
   // Validate (to their stored form) and gather match keys.
   const candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[] }[] = [];
-  const personAtCompany = obj.byName.has('company');
+  // A deal's name without a company ("Renewal") says nothing about which deal it is.
+  const weakName = obj.byName.has('company') && !isPerson(obj);
   rows.forEach((r, index) => {
     if (typeof r.__error === 'string') return fail(index, 'VALIDATION_ERROR', r.__error);
     try {
       const prepared = prepareForImport(obj, r);
-      // All of its keys are stored with the record; a name alone (no company) is too weak to skip a row.
+      // All of its keys are stored with the record; those that identify it decide whether it is new.
       prepared.keys = keysOf(obj, prepared.row);
-      const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(personAtCompany && k.kind === 'name' && k.key.endsWith('|')));
+      const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(weakName && k.kind === 'name' && k.key.endsWith('|')));
       candidates.push({ index, prepared, keys });
     } catch (e) {
       if (e instanceof CrmError) fail(index, e.code, e.message);
@@ -236,6 +242,8 @@ export interface ExportOptions {
   sortBy?: string | undefined;
   sortDir?: 'asc' | 'desc' | undefined;
   limit?: number | undefined;
+  /** Where a previous export stopped (its nextCursor): the next `limit` records from there. */
+  cursor?: string | undefined;
 }
 
 export interface ExportPlan {
@@ -282,21 +290,23 @@ export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptio
   const sortBy = opts.sortBy ?? 'created_at';
   const sortDir = opts.sortDir ?? 'desc';
   // One probe page validates filter and sort now, so errors come back as JSON, not mid-stream.
-  await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, limit: 1, fields: ['id'], includeTotal: false });
+  await listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, cursor: opts.cursor, limit: 1, fields: ['id'], includeTotal: false });
   // A name column the object already has as a field, or that was asked for, is not added twice.
   const named = new Set(fields.filter((f) => obj.byName.get(f)?.type === 'RELATION' && !obj.byName.has(`${f}_name`) && !fields.includes(`${f}_name`)));
   const csvColumns = fields.flatMap((f) => (named.has(f) ? [f, `${f}_name`] : [f]));
 
-  async function* pages(relationNames: boolean, slot: HeavySlot) {
-    let cursor: string | undefined;
+  /** Pages of the export; the first counts every match when asked (the JSON answer's total). */
+  async function* pages(relationNames: boolean, slot: HeavySlot, withTotal = false) {
+    let cursor = opts.cursor;
     let sent = 0;
     while (sent < limit) {
       slot.check();
+      const includeTotal = withTotal && sent === 0;
       const page = await inSlot(slot, () =>
-        listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal: false, relationNames }),
+        listRecords(ctx, obj.name, { filter: opts.filter, sortBy, sortDir, fields, cursor, limit: Math.min(500, limit - sent), maxLimit: 500, includeTotal, relationNames }),
       );
       slot.check();
-      yield page.data;
+      yield page;
       sent += page.data.length;
       await checkpoint(ctx, sent, limit, `exporting ${obj.name}`);
       if (!page.nextCursor) break;
@@ -318,17 +328,24 @@ export async function planExport(ctx: Ctx, objectName: string, opts: ExportOptio
   async function* text(format: 'json' | 'csv', slot: HeavySlot): AsyncGenerator<string> {
     if (format === 'csv') {
       yield stringify([], { header: true, columns: csvColumns, ...CSV_OPTIONS });
-      for await (const page of pages(named.size > 0, slot)) if (page.length) yield stringify(page.map(csvRow), { header: false, columns: csvColumns, ...CSV_OPTIONS });
+      for await (const { data } of pages(named.size > 0, slot)) if (data.length) yield stringify(data.map(csvRow), { header: false, columns: csvColumns, ...CSV_OPTIONS });
       return;
     }
     yield '{"format":"json","records":[';
+    // total means what a list's total means: every matching record, not the ones this export holds.
+    // When the limit cut the export short, nextCursor continues it (as a list's does); a complete
+    // export has none, so it reads exactly as the document's example.
     let n = 0;
-    for await (const page of pages(false, slot)) {
+    let total: number | null = null;
+    let next: string | null = null;
+    for await (const page of pages(false, slot, true)) {
+      total ??= page.total;
+      next = page.nextCursor;
       let out = '';
-      for (const r of page) out += `${n++ ? ',' : ''}${JSON.stringify(Object.fromEntries(fields.map((f) => [f, r[f] ?? null])))}`;
+      for (const r of page.data) out += `${n++ ? ',' : ''}${JSON.stringify(Object.fromEntries(fields.map((f) => [f, r[f] ?? null])))}`;
       yield out;
     }
-    yield `],"total":${n}}`;
+    yield `],"total":${total ?? n}${next ? `,"nextCursor":${JSON.stringify(next)}` : ''}}`;
   }
 
   return {

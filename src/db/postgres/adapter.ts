@@ -47,6 +47,10 @@ export const postgresAdapter: DialectAdapter = {
   ilike: (ref, pattern) => sql`lower(${ref} COLLATE "und-x-icu") LIKE ${pattern.toLowerCase()} ESCAPE '\\'`,
   jsonArrayHas: (ref, value) => sql`jsonb_exists(CAST(${ref} AS jsonb), ${value})`,
   jsonArrayHasAny: (ref, values) => sql`jsonb_exists_any(CAST(${ref} AS jsonb), ARRAY[${sql.join(values)}]::text[])`,
+  leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`LATERAL jsonb_array_elements_text(CAST(${array} AS jsonb))`.as(alias), (j) => j.onTrue()) as typeof qb,
+  jsonArrayExtreme: (array, which) =>
+    sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value COLLATE "C") FROM jsonb_array_elements_text(CAST(${array} AS jsonb)) AS e)`,
+  textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, strpos(${ref}, ${sep}) - 1)`,
   isUniqueViolation: (err) => classifyPostgresError(err)?.kind === 'unique',
   async attempt(trx, fn) {
     const name = sql.id(`crm_attempt_${++savepoints}`);

@@ -10,6 +10,7 @@ import { parseWith } from '../../services/schema.js';
 import { importRecords, planExport, type ExportStream } from '../../services/import-export.js';
 import { bulkOperation } from '../../services/bulk.js';
 import { findDuplicates, mergeRecords, unmergeRecords } from '../../services/duplicates.js';
+import { cursorOf, cursorParams } from '../cursor-param.js';
 
 const exportQuery = z
   .object({
@@ -22,6 +23,7 @@ const exportQuery = z
     sort_by: z.string().optional(),
     sort_dir: z.enum(['asc', 'desc']).optional(),
     limit: queryInteger.optional(),
+    ...cursorParams,
   })
   .strict();
 
@@ -65,6 +67,7 @@ export async function dataRoutes(app: FastifyInstance) {
       sortBy: q.sort_by,
       sortDir: q.sort_dir,
       limit: q.limit,
+      cursor: cursorOf(q),
     });
     // The lane's place is taken before the first byte, so a full lane still answers 503 / 429.
     const stream = (out = await plan.open(q.format));

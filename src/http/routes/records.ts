@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
 import { filterFromQuery, type FilterGroup } from '../../services/filters.js';
 import { parseWith } from '../../services/schema.js';
+import { cursorOf, cursorParams } from '../cursor-param.js';
 import {
   associate, createRecord, createRecords, deleteRecord, deleteRecords, dissociate, getRecord, listRecords,
   updateRecord, updateRecords, upsertRecords, type ListOptions,
@@ -17,7 +18,7 @@ const csv = (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.t
 const listQuery = z
   .object({
     limit: queryInteger.optional(),
-    cursor: z.string().optional(),
+    ...cursorParams,
     sort_by: z.string().optional(),
     sort_dir: z.enum(['asc', 'desc']).optional(),
     fields: z.union([z.string(), z.array(z.string())]).optional(),
@@ -33,7 +34,7 @@ function listOptions(q: z.infer<typeof listQuery>, filter: FilterGroup | undefin
   return {
     filter,
     limit: q.limit,
-    cursor: q.cursor,
+    cursor: cursorOf(q),
     sortBy: q.sort_by,
     sortDir: q.sort_dir,
     fields: csv(q.fields),
@@ -78,7 +79,7 @@ export async function recordRoutes(app: FastifyInstance) {
     return listRecords(req.ctx, req.params.object, {
       filter,
       limit: b.limit ?? q.limit,
-      cursor: b.cursor ?? q.cursor,
+      cursor: b.cursor ?? cursorOf(q),
       sortBy: b.sort_by ?? q.sort_by,
       sortDir: b.sort_dir ?? q.sort_dir,
       fields: csv(b.fields ?? q.fields),

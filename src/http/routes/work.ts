@@ -8,6 +8,7 @@ import { getTimeline } from '../../services/timeline.js';
 import { listChanges } from '../../services/changes.js';
 import { createThread, getInteraction, getThread, integrationStatus, listThreads, markThread } from '../../services/inbox.js';
 import { validationError } from '../../services/errors.js';
+import { cursorOf, cursorParams } from '../cursor-param.js';
 
 type Id = { Params: { id: string } };
 const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
@@ -26,7 +27,7 @@ const taskQuery = z
     q: z.string().optional(),
     tz: z.string().optional(),
     limit: queryInteger.optional(),
-    cursor: z.string().optional(),
+    ...cursorParams,
   })
   .strict();
 
@@ -37,7 +38,7 @@ const noteQuery = z
     visibility: z.enum(['private', 'workspace', 'mine']).optional(),
     q: z.string().optional(),
     limit: queryInteger.optional(),
-    cursor: z.string().optional(),
+    ...cursorParams,
   })
   .strict();
 
@@ -49,7 +50,7 @@ const threadQuery = z
     q: z.string().optional(),
     from: z.string().optional(),
     limit: queryInteger.optional(),
-    cursor: z.string().optional(),
+    ...cursorParams,
   })
   .strict();
 
@@ -69,7 +70,7 @@ export async function workRoutes(app: FastifyInstance) {
       q: q.q,
       timeZone: q.tz,
       limit: q.limit,
-      cursor: q.cursor,
+      cursor: cursorOf(q),
     });
   });
   app.get('/tasks/stats', async (req) => {
@@ -88,7 +89,7 @@ export async function workRoutes(app: FastifyInstance) {
 
   app.get('/notes', async (req) => {
     const q = parseWith(noteQuery, req.query, 'note query');
-    return listNotes(req.ctx, { object: q.object, recordId: q.record_id, visibility: q.visibility, q: q.q, limit: q.limit, cursor: q.cursor });
+    return listNotes(req.ctx, { object: q.object, recordId: q.record_id, visibility: q.visibility, q: q.q, limit: q.limit, cursor: cursorOf(q) });
   });
   app.get<Id>('/notes/:id', async (req) => ({ data: await getNote(req.ctx, req.params.id) }));
   app.post('/notes', async (req, reply) => reply.status(201).send({ data: await createNote(req.ctx, req.body) }));
@@ -97,11 +98,11 @@ export async function workRoutes(app: FastifyInstance) {
 
   app.get<{ Params: { object: string; id: string } }>('/activity/:object/:id', async (req) => {
     const q = parseWith(
-      z.object({ limit: queryInteger.optional(), cursor: z.string().optional(), actions: z.string().optional(), from: z.string().optional(), to: z.string().optional() }).strict(),
+      z.object({ limit: queryInteger.optional(), ...cursorParams, actions: z.string().optional(), from: z.string().optional(), to: z.string().optional() }).strict(),
       req.query,
       'activity query',
     );
-    return getTimeline(req.ctx, req.params.object, req.params.id, { limit: q.limit, cursor: q.cursor, actions: list(q.actions), from: q.from, to: q.to });
+    return getTimeline(req.ctx, req.params.object, req.params.id, { limit: q.limit, cursor: cursorOf(q), actions: list(q.actions), from: q.from, to: q.to });
   });
   // The workspace's change feed, oldest first: poll with since=nextCursor.
   app.get('/changes', async (req) => {
@@ -109,6 +110,7 @@ export async function workRoutes(app: FastifyInstance) {
       z
         .object({
           since: z.string().optional(),
+          nextCursor: z.string().optional(),
           from: z.string().optional(),
           to: z.string().optional(),
           object: z.string().optional(),
@@ -120,13 +122,13 @@ export async function workRoutes(app: FastifyInstance) {
       req.query,
       'changes query',
     );
-    const r = await listChanges(req.ctx, { since: q.since, from: q.from, to: q.to, object: q.object, actions: list(q.actions), user: q.user, limit: q.limit });
+    const r = await listChanges(req.ctx, { since: cursorOf({ cursor: q.since, nextCursor: q.nextCursor }, 'since'), from: q.from, to: q.to, object: q.object, actions: list(q.actions), user: q.user, limit: q.limit });
     return { data: r.data, nextCursor: r.next_cursor, hasMore: r.has_more };
   });
 
   app.get('/inbox/threads', async (req) => {
     const q = parseWith(threadQuery, req.query, 'thread query');
-    return listThreads(req.ctx, { unread: q.unread, contactId: q.contact_id, companyId: q.company_id, q: q.q, from: q.from, limit: q.limit, cursor: q.cursor });
+    return listThreads(req.ctx, { unread: q.unread, contactId: q.contact_id, companyId: q.company_id, q: q.q, from: q.from, limit: q.limit, cursor: cursorOf(q) });
   });
   app.post('/inbox/threads', async (req, reply) => reply.status(201).send({ data: await createThread(req.ctx, req.body) }));
   app.get<Id>('/inbox/threads/:id', async (req) => ({ data: await getThread(req.ctx, req.params.id) }));
