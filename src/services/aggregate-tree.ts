@@ -141,8 +141,8 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   const dimExpr = async (b: BucketNode, depth: number): Promise<RawBuilder<unknown>> => {
     const d = b.dim;
     if (d.multi) return sql`${sql.ref(`${multiAlias(depth)}.value`)}`;
-    // A related field ('company.industry') is one value per record, from a correlated subquery.
-    const c = dimColumn(d) as ReturnType<typeof sql.ref>;
+    // A related field ('company.industry') is one value per record, selected by groupedRows.
+    const c = dimColumn(d, depth) as ReturnType<typeof sql.ref>;
     if (d.kind === 'time') {
       let s: ZoneSegment[] = [{ until: null, modifier: '+0 minutes' }];
       const local = d.field.type === 'DATETIME';

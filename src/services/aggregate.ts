@@ -257,30 +257,42 @@ interface DimContext {
   adapter: DialectAdapter;
 }
 
-/** A dim's value per record: its column, or the related record's value. */
-export function dimColumn(d: Dim): Expression<unknown> {
-  return d.related ? relatedValueSql(d.related, d.table, 'rv') : col(d.table, d.field);
+/**
+ * A dim's value per record: its column, or the related record's value: a subquery, or with the
+ * dim's place `i` among the grouped dims, the column groupedRows selected it into.
+ */
+export function dimColumn(d: Dim, i?: number): Expression<unknown> {
+  if (!d.related) return col(d.table, d.field);
+  return i === undefined ? relatedValueSql(d.related, d.table, 'rv') : sql.ref(`${d.table}.${relatedAlias(i)}`);
 }
+
+/** The column of the i-th dim's related value in groupedRows' derived table. */
+const relatedAlias = (i: number) => `__rv${i}`;
 
 /** The alias of the i-th dim's unnested MULTI_SELECT values (see groupedRows). */
 export const multiAlias = (i: number) => `mv${i}`;
 
 /**
  * The rows a GROUP BY reads: the matching records, or with a MULTI_SELECT dim one row per (record,
- * value). Then the records come as a derived table: the budget condition's bare rowid would be
- * ambiguous beside json_each's.
+ * value). With such a dim, or a related one, the records come as a derived table (named as the
+ * table): the budget condition's bare rowid would be ambiguous beside json_each's, and a related
+ * value is selected there once per record, as a column (relatedAlias), because PostgreSQL refuses
+ * to group by a subquery that reads a column it does not group by.
  */
 export function groupedRows(ctx: Ctx, table: string, base: () => SelectQueryBuilder<any, any, any>, dims: { dim: Dim; i: number }[]): SelectQueryBuilder<any, any, any> {
   const multi = dims.filter((x) => x.dim.multi);
-  if (!multi.length) return base();
-  let q = (ctx.db.kysely as unknown as Kysely<any>).selectFrom(base().selectAll().as(table)) as SelectQueryBuilder<any, any, any>;
-  for (const { dim, i } of multi) q = ctx.db.adapter.leftJoinJsonArray(q, dimColumn(dim), multiAlias(i));
+  const related = dims.filter((x) => x.dim.related);
+  if (!multi.length && !related.length) return base();
+  let rows = base().selectAll();
+  if (related.length) rows = rows.select(related.map(({ dim, i }) => relatedValueSql(dim.related!, dim.table!, 'rv').as(relatedAlias(i))));
+  let q = (ctx.db.kysely as unknown as Kysely<any>).selectFrom(rows.as(table)) as SelectQueryBuilder<any, any, any>;
+  for (const { dim, i } of multi) q = ctx.db.adapter.leftJoinJsonArray(q, dimColumn(dim, i), multiAlias(i));
   return q;
 }
 
 function dimSql(d: Dim, dc: DimContext, i: number): RawBuilder<unknown> {
   if (d.multi) return sql`${sql.ref(`${multiAlias(i)}.value`)}`;
-  const c = dimColumn(d) as ReturnType<typeof sql.ref>;
+  const c = dimColumn(d, i) as ReturnType<typeof sql.ref>;
   if (d.kind === 'time') {
     const local = d.field.type === 'DATETIME';
     const segs = (local && dc.segments.get(d.key)) || [{ until: null, modifier: '+0 minutes' }];
