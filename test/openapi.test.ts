@@ -158,9 +158,12 @@ describe('the OpenAPI document', () => {
     expect(page.statusCode).toBe(200);
     expect(page.headers['content-type']).toMatch(/text\/html/);
     expect(page.body).not.toMatch(/https?:\/\/(?!localhost)/);
+    expect(page.headers['content-security-policy']).toMatch(/^default-src 'self';/);
+    expect(page.headers['content-security-policy']).not.toMatch(/https:|upgrade-insecure-requests/);
     const init = await t.app.inject({ method: 'GET', url: '/docs/static/swagger-initializer.js' });
     expect(init.statusCode).toBe(200);
-    expect(init.body).toContain('/api/v1/openapi.json');
+    expect(init.body).toContain("resolveUrl('./json')");
+    expect((await t.app.inject({ method: 'GET', url: '/docs/json' })).json()).toEqual(doc);
     const js = await t.app.inject({ method: 'GET', url: '/docs/static/swagger-ui-bundle.js' });
     expect(js.statusCode).toBe(200);
     expect(js.body.length).toBeGreaterThan(100_000);

@@ -137,9 +137,13 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
     { schema: { summary: 'This OpenAPI document', security: [], response: { 200: OpenApiDocument } } },
     async () => app.swagger(),
   );
+  // The page loads the same document from /docs/json. Its CSP allows this server's own scripts,
+  // styles and images only (the plugin's default also allows https: styles and fonts, and asks for
+  // https, which a plain-HTTP install on a LAN address would then fail to load).
   await app.register(swaggerUi, {
     routePrefix: '/docs',
     staticCSP: true,
-    uiConfig: { url: '/api/v1/openapi.json', docExpansion: 'list', deepLinking: true },
+    transformStaticCSP: () => "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    uiConfig: { docExpansion: 'list', deepLinking: true },
   });
 }
