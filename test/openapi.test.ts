@@ -126,6 +126,7 @@ describe('the OpenAPI document', () => {
     await db.close();
     for (const { key, op } of operations()) {
       expect(op.summary, key).toBeTruthy();
+      expect(doc.tags.map((t: Json) => t.name), key).toContain(op.tags[0]);
       const ok = Object.keys(op.responses).filter((s) => s.startsWith('2'));
       expect(ok.length, key).toBe(1);
       expect(op.responses[ok[0]!].content, key).toBeDefined();

@@ -34,6 +34,26 @@ declare module 'fastify' {
 const COMMON = [400, 401, 429, 500, 503];
 const PUBLIC = [500, 503];
 
+/** The page's sections, in order. */
+const SECTIONS: Record<string, string> = {
+  Records: 'Records of any object (system or custom): list, search, get, write, associate, batches',
+  Schema: 'Objects and their fields; custom objects and fields (admins)',
+  Tasks: 'Tasks: mode presets, stats, complete or reopen',
+  Notes: 'Notes on records or standalone, private or shared',
+  Activity: "A record's activity feed and the workspace's change feed",
+  Inbox: 'Email threads and interactions',
+  Pipelines: 'Pipelines over a SELECT field: steps, moves, stats',
+  Search: 'Full-text search across objects',
+  Aggregations: 'Counts, sums, averages: one metric (Kasar), many dimensions, nested trees',
+  'Import / Export': 'Import records in batch; export as JSON or CSV',
+  'Bulk operations': 'Update or relate many records at once (dry runs)',
+  Duplicates: 'Detect, merge and unmerge duplicates',
+  Users: 'The current user, the workspace, its users and integrations',
+  'Bitrix24 compatibility': "Bitrix24's tasks aggregate, at its own path and in its own shapes",
+  'Cognite compatibility': "Cognite's records aggregate, in its own shapes",
+  System: 'Health and this description',
+};
+
 const TAGS: Record<string, string> = {
   records: 'Records', schema: 'Schema', tasks: 'Tasks', notes: 'Notes', activity: 'Activity', changes: 'Activity',
   inbox: 'Inbox', interactions: 'Inbox', integrations: 'Users', me: 'Users', users: 'Users', workspace: 'Users',
@@ -126,6 +146,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         },
       },
       security: [{ bearerAuth: [] }],
+      tags: Object.entries(SECTIONS).map(([name, description]) => ({ name, description })),
     },
     transform,
     transformObject,
