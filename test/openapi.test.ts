@@ -30,10 +30,7 @@ function watch(app: FastifyInstance) {
   });
 }
 
-/**
- * Sends a request and checks its answer against the document: the route and status are declared,
- * and the body matches that status's schema for the answer's content type.
- */
+/** Sends a request (inject) and checks its answer against the document (conforms). */
 async function hit(
   token: string | null,
   method: string,
@@ -55,26 +52,32 @@ async function hit(
   const route = opts.route ?? lastRoute;
   const where = `${method} ${url} -> ${res.statusCode} ${res.body.slice(0, 400)}`;
   expect(route, `route of ${where}`).toBeDefined();
-  const [m, path] = route!.split(' ') as [string, string];
+  const value = conforms(route!, res.statusCode, String(res.headers['content-type']), res.body, where);
+  return { status: res.statusCode, body: value as Json | undefined, raw: res.body };
+}
+
+/** Checks an answer against the document: its route and status are declared, and the body matches that status's schema for its content type. */
+function conforms(route: string, status: number, contentType: string, raw: string, where: string): unknown {
+  const [m, path] = route.split(' ') as [string, string];
   const op = doc.paths[path]?.[m.toLowerCase()];
   expect(op, `${route} is in the document`).toBeDefined();
-  const response = op.responses[String(res.statusCode)];
-  expect(response, `${route} declares ${res.statusCode}: ${where}`).toBeDefined();
-  const type = String(res.headers['content-type']).split(';')[0]!;
+  const response = op.responses[String(status)];
+  expect(response, `${route} declares ${status}: ${where}`).toBeDefined();
+  const type = contentType.split(';')[0]!;
   const schema = response.content?.[type]?.schema;
-  expect(schema, `${route} ${res.statusCode} declares ${type}`).toBeDefined();
-  const key = `${route} ${res.statusCode} ${type}`;
+  expect(schema, `${route} ${status} declares ${type}`).toBeDefined();
+  const key = `${route} ${status} ${type}`;
   let validate = validators.get(key);
   if (!validate) {
     // The document's components beside the schema, so its #/components/... references resolve.
     validate = ajv.compile({ $id: `urn:test:${validators.size}`, allOf: [schema], components: doc.components });
     validators.set(key, validate);
   }
-  const value = type === 'application/json' ? res.json() : res.body;
+  const value = type === 'application/json' ? JSON.parse(raw) : raw;
   expect(validate(value), `${where}\n${JSON.stringify(validate.errors, null, 1)?.slice(0, 1500)}`).toBe(true);
-  if (!checked.has(route!)) checked.set(route!, new Set());
-  checked.get(route!)!.add(res.statusCode);
-  return { status: res.statusCode, body: type === 'application/json' ? (value as Json) : undefined, raw: res.body };
+  if (!checked.has(route)) checked.set(route, new Set());
+  checked.get(route)!.add(status);
+  return type === 'application/json' ? value : undefined;
 }
 
 /** Every route Fastify has, as 'METHOD /path' with parameters blanked (printRoutes' tree, flattened). */
@@ -303,21 +306,34 @@ describe('real answers match the document', () => {
     await expectStatus(422, a, 'GET', '/api/v1/export/contacts?limit=10001');
   });
 
-  it('429 once the failed-authentication throttle trips', async () => {
+  it('429 once the failed-authentication throttle trips; 503 while the server closes', async () => {
     const db = await freshDb();
     const app = await buildApp({ db, log: silent, authFailuresPerMinute: 1 });
     watch(app);
+    // close() holds in its preClose hooks: a request then is refused (below).
+    let inWindow!: () => void;
+    const reached = new Promise<void>((r) => (inWindow = r));
+    app.addHook('preClose', async () => {
+      inWindow();
+      await new Promise((r) => setTimeout(r, 200));
+    });
     const ws = await makeWorkspace(db, 'gamma');
     expect((await hit('ksr_wrong', 'GET', '/api/v1/me', undefined, { app })).status).toBe(401);
     expect((await hit('ksr_wrong', 'GET', '/api/v1/me', undefined, { app })).status).toBe(429);
     expect((await hit(null, 'POST', '/v1/tasks/aggregate', {}, { app, headers: { 'x-api-key': ws.adminToken } })).status).toBe(429);
-    await app.close();
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    const closing = app.close();
+    await reached;
+    const r = await fetch(`${base}/api/v1/me`, { headers: { authorization: `Bearer ${ws.adminToken}` } });
+    expect(r.status).toBe(503);
+    conforms('GET /api/v1/me', r.status, r.headers.get('content-type')!, await r.text(), 'GET /api/v1/me while closing');
+    await closing;
     await db.close();
   });
 
   it('covered: every error status the brief names, on REST and compatibility routes', () => {
     const statuses = new Set([...checked.values()].flatMap((s) => [...s]));
-    for (const s of [200, 201, 400, 401, 403, 404, 409, 413, 414, 415, 422, 429]) expect(statuses.has(s), String(s)).toBe(true);
+    for (const s of [200, 201, 400, 401, 403, 404, 409, 413, 414, 415, 422, 429, 503]) expect(statuses.has(s), String(s)).toBe(true);
     const total = [...checked.values()].reduce((n, s) => n + s.size, 0);
     expect(total).toBeGreaterThan(operations().length * 2);
   });

@@ -137,7 +137,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         description:
           'The CRM over REST at /api/v1 (the Kasar contract), plus two compatibility endpoints: Bitrix24 tasks aggregate and Cognite records aggregate. ' +
           'Errors are {"error": true, "code", "message", "details"?} on /api/v1 (Bitrix24: {"success": false, "error": {"code", "message"}}; Cognite: {"error": {"code", "message"}}). ' +
-          '429 and 503 answers carry Retry-After; 401 carries WWW-Authenticate. Any request may also be answered 408 (sent too slowly), 417 (an Expect header other than 100-continue) or 431 (headers over 16 KB) by the HTTP layer, in the same error shape.',
+          '429 and 503 answers carry Retry-After; 401 carries WWW-Authenticate. Any request may also be answered 408 (sent too slowly), 417 (an Expect header other than 100-continue) or 431 (headers over 16 KB) by the HTTP layer, in the same error shape; a path that is no route answers 404 NOT_FOUND.',
       },
       components: {
         securitySchemes: {
@@ -155,7 +155,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   // people can read it before they have one (the workspace's own objects are at GET /api/v1/schema).
   app.get(
     '/api/v1/openapi.json',
-    { schema: { summary: 'This OpenAPI document', security: [], response: { 200: OpenApiDocument } } },
+    { schema: { summary: 'This OpenAPI document', security: [], response: { 200: OpenApiDocument }, errors: [400] } },
     async () => app.swagger(),
   );
   // The page loads the same document from /docs/json. Its CSP allows this server's own scripts,
