@@ -63,7 +63,7 @@ const TAGS: Record<string, string> = {
 };
 
 /** Only these are the API: MCP's transports (/mcp, /sse, /messages) and the docs page's own assets are not in it. */
-export const isDocumented = (url: string) => url.startsWith('/api/v1/') || url.startsWith('/v1/') || url === '/health';
+const isDocumented = (url: string) => url.startsWith('/api/v1/') || url.startsWith('/v1/') || url === '/health';
 
 const zodTransform = createJsonSchemaTransform({ skipList: [] });
 

@@ -307,7 +307,7 @@ const STATUS_TEXT: Record<number, string> = {
   403: "The token's role may not do this",
   404: 'Not found',
   409: 'Conflict: a unique value is taken, or the name already exists',
-  413: 'Body over 5 MB, or a batch over its limit',
+  413: 'Body over 5 MB',
   414: 'A path segment over 100 characters',
   415: 'The body is not JSON (send Content-Type: application/json)',
   422: 'Too expensive to answer (size or time budget): narrow the request',

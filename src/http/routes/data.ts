@@ -7,7 +7,7 @@ import { validationError } from '../../services/errors.js';
 import { cancelledError } from '../../services/work.js';
 import { filterFromQuery } from '../../services/filters.js';
 import { parseWith } from '../../services/schema.js';
-import { importRecords, planExport, type ExportStream } from '../../services/import-export.js';
+import { IMPORT_BATCH, importRecords, planExport, type ExportStream } from '../../services/import-export.js';
 import { bulkOperation } from '../../services/bulk.js';
 import { findDuplicates, mergeRecords, unmergeRecords } from '../../services/duplicates.js';
 import { bulkSchema } from '../../services/bulk.js';
@@ -47,7 +47,7 @@ const docs = {
   import: {
     schema: {
       summary: 'Import records in batch: rows matching an existing record are skipped, failures listed',
-      body: z.object({ records: z.array(z.record(z.string(), z.unknown())).describe('Up to 1,000 records: field values by name') }).strict(),
+      body: z.object({ records: z.array(z.record(z.string(), z.unknown())).describe(`Up to ${IMPORT_BATCH} records: field values by name`) }).strict(),
       response: { 200: Imported },
       errors: [403, 404],
     },
