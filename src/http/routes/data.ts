@@ -47,7 +47,7 @@ const docs = {
   import: {
     schema: {
       summary: 'Import records in batch: rows matching an existing record are skipped, failures listed',
-      body: z.object({ records: z.array(z.record(z.string(), z.unknown())).describe(`Up to ${IMPORT_BATCH} records: field values by name`) }).strict(),
+      body: z.object({ records: z.array(z.record(z.string(), z.unknown())).min(1).max(IMPORT_BATCH).describe('Records: field values by name') }).strict(),
       response: { 200: Imported },
       errors: [403, 404],
     },

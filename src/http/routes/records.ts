@@ -59,7 +59,7 @@ const searchBody = z
 /** Field values by name: the object's schema says which (GET /api/v1/schema/{object}). */
 const values = z.record(z.string(), z.unknown()).describe('Field values by name, e.g. {"first_name": "Ada", "email": "ada@example.com"}');
 /** Batch bodies are read by recordsOf (below): these describe them. */
-const batch = (extra = {}) => z.object({ records: z.array(values).describe(`Up to ${MAX_BATCH} records`), ...extra }).strict().describe('A bare array of records is accepted too');
+const batch = (extra = {}) => z.object({ records: z.array(values).min(1).max(MAX_BATCH), ...extra }).strict().describe('A bare array of records is accepted too');
 const write = (summary: string, body: z.ZodType, response: z.ZodType, status = 200) => ({ schema: { summary, body, response: { [status]: response }, errors: [403, 404, 409] } });
 const assoc = (summary: string) => ({ schema: { summary, response: { 200: Association }, errors: [403, 404] } });
 const docs = {
@@ -80,9 +80,9 @@ const docs = {
   deleteMany: {
     schema: {
       summary: 'Delete records (batch)',
-      description: `Up to ${MAX_BATCH} ids, as {"ids": [...]} or ?ids=a,b; ids that do not exist come back in not_found.`,
+      description: 'The ids as {"ids": [...]} or ?ids=a,b; ids that do not exist come back in not_found.',
       querystring: z.object({ ids: z.string().optional().describe('Comma-separated ids') }),
-      body: z.object({ ids: z.array(z.string()) }).strict(),
+      body: z.object({ ids: z.array(z.string()).max(MAX_BATCH) }).strict(),
       response: { 200: DeletedMany },
       errors: [403, 404],
     },
