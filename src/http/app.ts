@@ -21,6 +21,8 @@ import { bitrix24Routes } from './compat/bitrix24.js';
 import { cogniteRoutes } from './compat/cognite.js';
 import { VERSION } from '../version.js';
 import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
+import { registerOpenApi } from './openapi/plugin.js';
+import { Health } from './openapi/schemas.js';
 
 export interface AppDeps {
   db: Db;
@@ -224,7 +226,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     maxAge: 600,
   });
 
-  app.get('/health', async () => ({ status: 'ok', version: VERSION, database: deps.db.adapter.name }));
+  // Before any route: the document is collected as routes are added.
+  await registerOpenApi(app as unknown as FastifyInstance);
+
+  app.get('/health', { schema: { summary: 'Liveness: version and database kind', security: [], response: { 200: Health } } }, async () => ({ status: 'ok', version: VERSION, database: deps.db.adapter.name }));
 
   await app.register(
     async (api) => {

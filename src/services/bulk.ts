@@ -19,7 +19,7 @@ import { checkpoint, throwIfCancelled } from './work.js';
 
 export const BULK_MAX = 10_000;
 
-const bulkSchema = z
+export const bulkSchema = z
   .object({
     action: z.enum(['update', 'add_relation', 'remove_relation']),
     object: z.string(),

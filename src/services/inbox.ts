@@ -151,7 +151,7 @@ const messageInput = z
   })
   .strict();
 
-const threadInput = z
+export const threadInput = z
   .object({
     subject: z.string().trim().min(1).max(1000),
     contact_id: z.string().optional(),

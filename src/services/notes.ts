@@ -27,7 +27,7 @@ export interface Note {
   updated_at: string;
 }
 
-const newNote = z
+export const newNote = z
   .object({
     body: z.string().trim().min(1, 'body is required').max(100_000),
     visibility: z.enum(['private', 'workspace']).default('workspace'),
@@ -36,7 +36,7 @@ const newNote = z
   })
   .strict();
 
-const notePatch = z
+export const notePatch = z
   .object({
     body: z.string().trim().min(1).max(100_000).optional(),
     visibility: z.enum(['private', 'workspace']).optional(),

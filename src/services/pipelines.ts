@@ -64,7 +64,7 @@ const stepSchema = z
   })
   .strict();
 
-const pipelineSchema = z
+export const pipelineSchema = z
   .object({
     object: z.string(),
     name: z.string().min(1).max(200),

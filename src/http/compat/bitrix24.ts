@@ -12,6 +12,7 @@ import { bearer } from '../app.js';
 import type { AuthThrottle } from '../auth-throttle.js';
 import { crmErrorOf, SECURITY_HEADERS, setRetryAfter } from '../errors.js';
 import { TASKS_OBJECT, translateRequest, translateResult } from './bitrix24-translate.js';
+import { BitrixError } from '../openapi/schemas.js';
 
 /**
  * Bitrix24's POST /v1/tasks/aggregate (bitrix24-tasks-aggregate.txt), at the document's own path:
@@ -35,6 +36,23 @@ const body = z
     groupLimit: z.number().int().optional(),
   })
   .strict();
+
+const doc = {
+  schema: {
+    summary: 'Bitrix24 tasks aggregate: metrics over tasks, optionally grouped',
+    description: "Bitrix24's POST /v1/tasks/aggregate at its own path. Fields take Bitrix24's names (status, priority, responsibleId, groupId, timeEstimate).",
+    security: [{ apiKey: [] }, { bearerAuth: [] }] as Record<string, string[]>[],
+    body,
+    response: {
+      200: z.object({
+        success: z.literal(true),
+        data: z.looseObject({}).describe("The document's result: count, aggregates, groups and meta, in Bitrix24's field names"),
+      }),
+    },
+    errors: [422],
+    errorBody: BitrixError,
+  },
+};
 
 /** Our error in the document's shape: 400s are INVALID_PARAMS, a missing key TOKEN_MISSING; other statuses keep our code. */
 export function bitrixError(e: CrmError) {
@@ -103,7 +121,7 @@ export async function bitrix24Routes(app: FastifyInstance, deps: Bitrix24Deps) {
     checkInput(req.body, 'JSON body');
   });
 
-  app.post('/v1/tasks/aggregate', async (req, reply) => {
+  app.post('/v1/tasks/aggregate', doc, async (req, reply) => {
     const b = parseWith(body, req.body ?? {}, 'request body');
     const ctx = untilClientLeaves(req, reply);
     const plan = translateRequest(await resolveObject(ctx, TASKS_OBJECT), b);

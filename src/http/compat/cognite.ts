@@ -4,6 +4,8 @@ import { aggregateTree } from '../../services/aggregate-tree.js';
 import { CrmError, isCrmError, validationError } from '../../services/errors.js';
 import { NUMERIC_TYPES, parseDateTime, type FieldDef } from '../../services/field-types.js';
 import { getSchema, type ObjectDef } from '../../services/schema.js';
+import { z } from 'zod';
+import { CogniteAggregate, CogniteError } from '../openapi/schemas.js';
 
 /**
  * Cognite's records aggregate (cognite-records-aggregate.txt), translated onto the shared aggregate
@@ -203,6 +205,27 @@ export async function recordsAggregate(ctx: Ctx, streamId: string, body: unknown
 
 type P = { Params: { project?: string; streamId: string } };
 
+// recordsAggregate checks the body by hand (its messages are Cognite's): this describes it.
+const doc = {
+  schema: {
+    summary: 'Cognite records aggregate over a stream (an object)',
+    description: 'Property references are [space, container, property]; the answer holds only the aggregates asked.',
+    body: z
+      .object({
+        aggregates: z.record(z.string(), z.unknown()).describe('Named aggregates: count, sum, avg, min, max, uniqueValues, numberHistogram, timeHistogram'),
+        lastUpdatedTime: z
+          .object({ gt: z.union([z.number(), z.string()]).optional(), gte: z.union([z.number(), z.string()]).optional(), lt: z.union([z.number(), z.string()]).optional(), lte: z.union([z.number(), z.string()]).optional() })
+          .optional()
+          .describe('Epoch milliseconds or ISO-8601; a lower bound (gt or gte) is required'),
+        filter: z.unknown().optional(),
+      })
+      .strict(),
+    response: { 200: CogniteAggregate },
+    errors: [404, 422],
+    errorBody: CogniteError,
+  },
+};
+
 /** Registered inside /api/v1 (auth, throttle, input limits apply); its errors in Cognite's shape. */
 export async function cogniteRoutes(app: FastifyInstance) {
   // Every error of these routes (auth, limits, bad JSON, the service's) leaves the one error
@@ -218,6 +241,6 @@ export async function cogniteRoutes(app: FastifyInstance) {
     return payload;
   });
   const handler = async (req: FastifyRequest<P>, reply: FastifyReply) => recordsAggregate(untilClientLeaves(req, reply), req.params.streamId, req.body);
-  app.post<P>('/projects/:project/streams/:streamId/records/aggregate', handler);
-  app.post<P>('/streams/:streamId/records/aggregate', handler);
+  app.post<P>('/projects/:project/streams/:streamId/records/aggregate', doc, handler);
+  app.post<P>('/streams/:streamId/records/aggregate', doc, handler);
 }

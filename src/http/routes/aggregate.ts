@@ -8,6 +8,7 @@ import { validationError } from '../../services/errors.js';
 import { filterFromQuery } from '../../services/filters.js';
 import { parseWith } from '../../services/schema.js';
 import { INTERVALS } from '../../services/time-buckets.js';
+import { GroupAggregate, KasarAggregate, TreeAggregate } from '../openapi/schemas.js';
 
 type P = { Params: { object: string } };
 
@@ -53,6 +54,26 @@ const groupBody = z
   })
   .strict();
 
+const heavy = [404, 422];
+const docs = {
+  kasar: { schema: { summary: 'One metric, optionally by one group (Kasar)', querystring: kasarQuery, response: { 200: KasarAggregate }, errors: heavy } },
+  groups: { schema: { summary: 'Several metrics by several dimensions (Bitrix24 shape)', body: groupBody, response: { 200: GroupAggregate }, errors: heavy } },
+  // The body is checked by hand and by aggregateTree: this describes it.
+  tree: {
+    schema: {
+      summary: 'Nested aggregates: buckets with their own aggregates (Cognite shape)',
+      body: z
+        .object({
+          aggregates: z.record(z.string(), z.unknown()).describe('Named aggregates: {"name": {"count"|"sum"|"avg"|"min"|"max"|"uniqueValues"|"numberHistogram"|"timeHistogram": {...}}}'),
+          filter: z.unknown().optional(),
+        })
+        .strict(),
+      response: { 200: TreeAggregate },
+      errors: heavy,
+    },
+  },
+};
+
 /**
  * A REST client that hangs up stops its heavy read, as an MCP cancellation does: the read pool ends
  * the query's worker thread and the lane slot goes to the next request.
@@ -67,7 +88,7 @@ function untilClientLeaves(req: FastifyRequest, reply: FastifyReply): Ctx {
 
 export async function aggregateRoutes(app: FastifyInstance) {
   // Kasar: one metric, optional single group.
-  app.get<P>('/aggregate/:object', async (req, reply) => {
+  app.get<P>('/aggregate/:object', docs.kasar, async (req, reply) => {
     const q = parseWith(kasarQuery, req.query, 'aggregate parameters');
     const [by, dir] = (q.order ?? '').split('_') as [string, 'asc' | 'desc'];
     const order = q.order
@@ -86,7 +107,7 @@ export async function aggregateRoutes(app: FastifyInstance) {
   });
 
   // Multi-metric, multi-dimension (Bitrix24 shape).
-  app.post<P>('/aggregate/:object', async (req, reply) => {
+  app.post<P>('/aggregate/:object', docs.groups, async (req, reply) => {
     const b = parseWith(groupBody, req.body ?? {}, 'aggregate body');
     const groupBy = b.groupBy === undefined ? undefined : Array.isArray(b.groupBy) ? b.groupBy : [b.groupBy];
     const request: GroupRequest = {
@@ -109,7 +130,7 @@ export async function aggregateRoutes(app: FastifyInstance) {
   });
 
   // Nested trees (Cognite shape).
-  app.post<P>('/aggregate/:object/tree', async (req, reply) => {
+  app.post<P>('/aggregate/:object/tree', docs.tree, async (req, reply) => {
     const body = req.body as { aggregates?: unknown; filter?: unknown } | null;
     if (!body || typeof body !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
     const extra = Object.keys(body).filter((k) => k !== 'aggregates' && k !== 'filter');

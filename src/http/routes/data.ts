@@ -7,10 +7,12 @@ import { validationError } from '../../services/errors.js';
 import { cancelledError } from '../../services/work.js';
 import { filterFromQuery } from '../../services/filters.js';
 import { parseWith } from '../../services/schema.js';
-import { importRecords, planExport, type ExportStream } from '../../services/import-export.js';
+import { IMPORT_BATCH, importRecords, planExport, type ExportStream } from '../../services/import-export.js';
 import { bulkOperation } from '../../services/bulk.js';
 import { findDuplicates, mergeRecords, unmergeRecords } from '../../services/duplicates.js';
 import { cursorOf, cursorParams } from '../cursor-param.js';
+import { bulkSchema } from '../../services/bulk.js';
+import { Bulk, DuplicatesResult, Exported, Imported } from '../openapi/schemas.js';
 
 const exportQuery = z
   .object({
@@ -42,15 +44,50 @@ const duplicatesBody = z.discriminatedUnion('action', [
   z.object({ action: z.literal('unmerge'), merge_id: z.string() }).strict(),
 ]);
 
+const docs = {
+  // The body is read by hand and by importRecords: this describes it.
+  import: {
+    schema: {
+      summary: 'Import records in batch: rows matching an existing record are skipped, failures listed',
+      body: z.object({ records: z.array(z.record(z.string(), z.unknown())).min(1).max(IMPORT_BATCH).describe('Records: field values by name') }).strict(),
+      response: { 200: Imported },
+      errors: [403, 404],
+    },
+  },
+  export: {
+    schema: {
+      summary: 'Export records as JSON or CSV (streamed)',
+      querystring: exportQuery,
+      response: {
+        200: {
+          description: 'format=json: {format, records, total}; format=csv: a CSV file with a header row',
+          content: { 'application/json': { schema: Exported }, 'text/csv': { schema: z.string() } },
+        },
+      },
+      errors: [404, 422],
+    },
+  },
+  bulk: { schema: { summary: 'Bulk update, add relation, or remove relation (by ids or filter; dry_run previews)', body: bulkSchema, response: { 200: Bulk }, errors: [403, 404, 409, 422] } },
+  duplicates: {
+    schema: {
+      summary: 'Detect, merge or unmerge duplicates',
+      description: 'action=detect answers clusters {object, data, total}; merge and unmerge answer {data}. A merge can be previewed with dry_run and undone with its merge_id.',
+      body: duplicatesBody,
+      response: { 200: DuplicatesResult },
+      errors: [403, 404, 409, 422],
+    },
+  },
+};
+
 /** Import, export, bulk operations and duplicates. */
 export async function dataRoutes(app: FastifyInstance) {
-  app.post<{ Params: { object: string } }>('/import/:object', async (req) => {
+  app.post<{ Params: { object: string } }>('/import/:object', docs.import, async (req) => {
     const body = req.body as { records?: unknown } | undefined;
     if (body && typeof body === 'object' && !Array.isArray(body)) refuseUnknownKeys(body as Record<string, unknown>, ['records']);
     return importRecords(req.ctx, req.params.object, body?.records);
   });
 
-  app.get<{ Params: { object: string } }>('/export/:object', async (req, reply) => {
+  app.get<{ Params: { object: string } }>('/export/:object', docs.export, async (req, reply) => {
     const q = parseWith(exportQuery, req.query, 'export parameters');
     // A client that hangs up stops its export and gives its place in the heavy lane back, also
     // while it waits for that place.
@@ -88,9 +125,9 @@ export async function dataRoutes(app: FastifyInstance) {
     return reply.type('application/json; charset=utf-8').send(body);
   });
 
-  app.post('/bulk', async (req) => ({ data: await bulkOperation(req.ctx, req.body) }));
+  app.post('/bulk', docs.bulk, async (req) => ({ data: await bulkOperation(req.ctx, req.body) }));
 
-  app.post('/duplicates', async (req) => {
+  app.post('/duplicates', docs.duplicates, async (req) => {
     const b = parseWith(duplicatesBody, req.body ?? {}, 'duplicates request');
     if (b.action === 'detect') return findDuplicates(req.ctx, b.object, { limit: b.limit, recordId: b.record_id, minScore: b.min_score });
     if (b.action === 'merge') {

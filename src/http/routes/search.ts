@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { parseWith } from '../../services/schema.js';
 import { queryInteger } from '../../services/input-limits.js';
 import { searchAll } from '../../services/search.js';
+import { SearchHits } from '../openapi/schemas.js';
 
 const searchQuery = z
   .object({
@@ -12,8 +13,10 @@ const searchQuery = z
   })
   .strict();
 
+const doc = { schema: { summary: 'Full-text search across objects (typo-tolerant)', querystring: searchQuery, response: { 200: SearchHits }, errors: [404, 422] } };
+
 export async function searchRoutes(app: FastifyInstance) {
-  app.get('/search', async (req) => {
+  app.get('/search', doc, async (req) => {
     const q = parseWith(searchQuery, req.query, 'search query');
     const objects = q.objects?.split(',').map((s) => s.trim()).filter(Boolean);
     const r = await searchAll(req.ctx, { q: q.q, objects, limit: q.limit });
