@@ -50,7 +50,8 @@ export const postgresAdapter: DialectAdapter = {
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`LATERAL jsonb_array_elements_text(CAST(${array} AS jsonb))`.as(alias), (j) => j.onTrue()) as typeof qb,
   jsonArrayExtreme: (array, which) =>
     sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value COLLATE "C") FROM jsonb_array_elements_text(CAST(${array} AS jsonb)) AS e)`,
-  textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, strpos(${ref}, ${sep}) - 1)`,
+  // A literal separator: grouped by, the expression must be the same text in SELECT and GROUP BY.
+  textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, strpos(${ref}, ${sql.lit(sep)}) - 1)`,
   isUniqueViolation: (err) => classifyPostgresError(err)?.kind === 'unique',
   async attempt(trx, fn) {
     const name = sql.id(`crm_attempt_${++savepoints}`);
