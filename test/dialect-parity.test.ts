@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, onPostgres, testApp, type TestApp } from './helpers.js';
+import { listChanges } from '../src/services/changes.js';
+import { recordActivity } from '../src/services/activity.js';
+import { createRecord } from '../src/services/records.js';
 
 /**
  * Behaviours where SQLite and PostgreSQL differ by default, answered the same on both (the suite
@@ -43,5 +46,26 @@ describe('the same answers on both dialects', () => {
     const r = await api('POST', '/aggregate/contacts', { groupBy: ['last_name'], order: { by: 'group', dir: 'asc' } });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body.data.groups.map((g: { last_name: string | null }) => g.last_name)).toEqual([null, 'Banana', 'Zola', 'apple', 'Äpfel']);
+  });
+});
+
+describe('the change feed follows commit order', () => {
+  // On SQLite one writer at a time makes ids follow commits; PostgreSQL assigns ids before commit.
+  it.runIf(onPostgres)('an entry committed late with a lower id is not skipped by a poller', async () => {
+    const ctx = t.a.ctx;
+    const start = await listChanges(ctx, {});
+    let cursor = start.next_cursor;
+    while ((await listChanges(ctx, { since: cursor })).data.length) cursor = (await listChanges(ctx, { since: cursor })).next_cursor;
+    // T1 appends its entry first and stays open; T2 (a create) runs and commits meanwhile.
+    const t1 = await t.db.kysely.startTransaction().execute();
+    await recordActivity(t1, ctx, [{ object: 'contacts', recordId: 'late-entry', action: 'created' }]);
+    const t2 = createRecord(ctx, 'contacts', { first_name: 'Second' });
+    await new Promise((r) => setTimeout(r, 300));
+    const mid = await listChanges(ctx, { since: cursor });
+    await t1.commit().execute();
+    const created = await t2;
+    const rest = await listChanges(ctx, { since: mid.next_cursor });
+    const seen = [...mid.data, ...rest.data].map((e) => e.record_id);
+    expect(seen).toEqual(['late-entry', created.id]);
   });
 });

@@ -63,6 +63,12 @@ export interface DialectAdapter {
   zoneSegments: boolean;
   /** The start of a number's histogram bucket of `width`: floor(value / width) * width, never integer division. */
   histogramBucket(col: Expression<unknown>, width: number): RawBuilder<unknown>;
+  /**
+   * Before a transaction appends to a workspace's activity: entries must take their ids in commit
+   * order, or a change-feed poller past id N would never see an id below N committed later.
+   * SQLite has one writer at a time; PostgreSQL takes a per-workspace lock held until commit.
+   */
+  feedOrder(trx: Kysely<any>, workspaceId: number): Promise<void>;
   /** Seconds from one ISO-8601 timestamp (text) to another. */
   secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
   /** Before the migrations: what the database needs first (PostgreSQL: its schema, whose name it returns). */
@@ -92,6 +98,7 @@ export const sqliteAdapter: DialectAdapter = {
   textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, instr(${ref}, ${sep}) - 1)`,
   isUniqueViolation: (err) => classifySqliteError(err)?.kind === 'unique',
   attempt: (_trx, fn) => fn(),
+  feedOrder: async () => {},
   classifyError: classifySqliteError,
   secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
   timeBucket: (col, interval, _tz, segments) => bucketExpression(col, interval, segments),

@@ -25,5 +25,6 @@ export async function recordActivity(trx: Kysely<Tables>, ctx: Ctx, entries: Act
     ctx.actor.via,
     at,
   ]);
+  await ctx.db.adapter.feedOrder(trx, ctx.actor.workspaceId);
   await bulkInsert(trx, 'activity', ['workspace_id', 'object', 'record_id', 'action', 'payload', 'user_id', 'via', 'created_at'], rows);
 }

@@ -118,8 +118,8 @@ export const MAX_CHANGES = 200;
 /**
  * Activity of the whole workspace, oldest first after the cursor. Polling with next_cursor sees
  * every entry exactly once: entry ids grow in commit order, because SQLite has one writer at a time
- * and the id is AUTOINCREMENT (never reused). On PostgreSQL a sequence value is taken before commit,
- * so a poller there would need a commit-ordered position instead.
+ * and PostgreSQL's appenders to one workspace's feed take turns until they commit (adapter.feedOrder),
+ * and ids are never reused (AUTOINCREMENT; a sequence).
  */
 export async function listChanges(ctx: Ctx, q: ChangeQuery = {}): Promise<{ data: ChangeEntry[]; next_cursor: string; has_more: boolean }> {
   const limit = checkLimit(q.limit, MAX_CHANGES, 50);

@@ -36,6 +36,8 @@ export function classifyPostgresError(err: unknown): DbErrorKind | null {
 }
 
 let savepoints = 0;
+/** The advisory-lock class of change-feed appends (the second key is the workspace). */
+const FEED_LOCK = 0x43524d; // 'CRM'
 
 export const postgresAdapter: DialectAdapter = {
   name: 'postgres',
@@ -53,6 +55,10 @@ export const postgresAdapter: DialectAdapter = {
   // A literal separator: grouped by, the expression must be the same text in SELECT and GROUP BY.
   textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, strpos(${ref}, ${sql.lit(sep)}) - 1)`,
   isUniqueViolation: (err) => classifyPostgresError(err)?.kind === 'unique',
+  // Appenders of one workspace's feed take turns until their commits: ids follow commit order.
+  async feedOrder(trx, workspaceId) {
+    await sql`SELECT pg_advisory_xact_lock(${FEED_LOCK}, ${workspaceId})`.execute(trx);
+  },
   async attempt(trx, fn) {
     const name = sql.id(`crm_attempt_${++savepoints}`);
     await sql`SAVEPOINT ${name}`.execute(trx);
