@@ -30,11 +30,12 @@ export const TEST_DATABASE_URL = process.env.CRM_TEST_DATABASE_URL || undefined;
 export const onPostgres = !!TEST_DATABASE_URL;
 let schemas = 0;
 
-async function freshPostgres(url: string): Promise<Db> {
+async function freshPostgres(url: string, heavyReads = 1): Promise<Db> {
   const schema = `t${process.pid}_${++schemas}_${Math.random().toString(36).slice(2, 8)}`;
   const u = new URL(url);
   u.searchParams.set('schema', schema);
-  const db = openDatabase({ file: u.toString() });
+  // Heavy reads at once as on SQLite: one without read workers, else one per worker.
+  const db = openDatabase({ file: u.toString(), readWorkers: heavyReads });
   await migrate(db);
   const close = db.close.bind(db);
   db.close = async () => {
@@ -108,7 +109,7 @@ export async function call(app: FastifyInstance, token: string | null, method: s
 
 /** A migrated file database whose heavy reads (aggregates) run on `readWorkers` worker threads. */
 export async function freshPooledDb(readWorkers = 2): Promise<Db> {
-  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL);
+  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL, readWorkers);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-test-'));
   const db = openDatabase({ file: path.join(dir, 'crm.db'), readWorkers });
   await migrate(db);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import BetterSqlite, { registerFunctions } from './sqlite-driver.js';
-import { Kysely, type SqliteDatabase, type SqliteStatement } from 'kysely';
+import { Kysely, type CompiledQuery, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import type { Tables } from './tables.js';
 import { sqliteAdapter, type DialectAdapter } from './dialect.js';
 import { ImmediateSqliteDialect, isSqliteBusy } from './sqlite-dialect.js';
@@ -27,6 +27,14 @@ export interface Db {
   dataVersion(): number | null;
   /** Give back the memory of the main connection's page cache (after a burst of heavy reads). */
   releaseCache(): void;
+  /**
+   * A read stopped by the database itself past `ms` (PostgreSQL: statement_timeout), for heavy reads
+   * without read workers. Absent (SQLite): the time limit is checked between statements, and inside
+   * them by the read workers' crm_budget.
+   */
+  boundedRead?<R>(q: CompiledQuery, ms: number): Promise<R[]>;
+  /** Heavy reads that may run at once where there are no read workers (PostgreSQL: connections of the pool they may hold). */
+  heavyConcurrency?: number;
   /** Worker threads for heavy reads (file databases only); absent: heavy reads run on the main connection. */
   readPool?: ReadPool;
   /**
@@ -66,7 +74,7 @@ export interface OpenOptions {
   /** Path of the SQLite file, ':memory:', or a postgres:// URL. */
   file: string;
   readonly?: boolean;
-  /** Threads for heavy reads (aggregates); 0 keeps them on the main connection. Ignored for ':memory:'. */
+  /** Threads for heavy reads (aggregates); 0 keeps them on the main connection. Ignored for ':memory:'. PostgreSQL: heavy reads at once. */
   readWorkers?: number;
   /**
    * How long a write waits for another process's write lock (a CLI import's batch, another server's
@@ -120,7 +128,8 @@ export const isPostgresUrl = (location: string) => /^postgres(ql)?:\/\//i.test(l
 
 /** Opens the database at `opts.file`: a SQLite file (or ':memory:'), or a postgres:// URL. */
 export function openDatabase(opts: OpenOptions): Db {
-  if (isPostgresUrl(opts.file)) return openPostgres({ url: opts.file, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) });
+  if (isPostgresUrl(opts.file))
+    return openPostgres({ url: opts.file, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}), ...(opts.readWorkers ? { heavyConcurrency: opts.readWorkers } : {}) });
   const sqlite = openSqlite(opts.file, opts.readonly);
   // The dialect waits for other processes' write locks itself, off the event loop (see
   // sqlite-dialect.ts): SQLite's own busy handler would block this thread while it waits.

@@ -148,8 +148,11 @@ export class ImmediateSqliteDialect extends SqliteDialect {
   }
 }
 
-/** What a SQLite error means for the caller, told by its extended result code and message. */
-export type DbErrorKind = { kind: 'busy' } | { kind: 'unique'; table: string | null; columns: string[] };
+/**
+ * What a driver error means for the caller: 'busy' (a lock held past the wait), 'unique' (a unique
+ * constraint), 'timeout' (a statement stopped by its time limit: PostgreSQL's statement_timeout).
+ */
+export type DbErrorKind = { kind: 'busy' } | { kind: 'timeout' } | { kind: 'unique'; table: string | null; columns: string[] };
 
 export function classifySqliteError(err: unknown): DbErrorKind | null {
   if (typeof err !== 'object' || err === null) return null;

@@ -1,5 +1,5 @@
 import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool } from 'kysely';
-import { ordered, type DialectAdapter } from '../db/dialect.js';
+import { classifyDbError, ordered, type DialectAdapter } from '../db/dialect.js';
 import { namesFor } from './display-names.js';
 import { cancelledError, throwIfCancelled } from './work.js';
 import { isBudgetStop } from '../db/read-pool.js';
@@ -349,6 +349,17 @@ export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
       }
       throw e;
     });
+  }
+  const budget = currentBudget();
+  if (budget && ctx.db.boundedRead) {
+    const rows = await ctx.db.boundedRead<R>(q, budget.deadline - performance.now()).catch((e: unknown) => {
+      // Stopped by the database at the deadline: the budget's own error (QUERY_TOO_EXPENSIVE).
+      if (classifyDbError(e)?.kind === 'timeout') budget.expire();
+      checkBudget();
+      throw e;
+    });
+    checkBudget();
+    return rows;
   }
   const rows = (await ctx.db.kysely.executeQuery<R>(q)).rows;
   checkBudget();

@@ -35,9 +35,9 @@ export interface BudgetLimits {
 
 export const DEFAULT_LIMITS = { timeoutMs: 30_000, maxCells: 100_000, queue: 16, exportMaxRows: 10_000, exportMaxBytes: 64 * 1024 * 1024 } as const;
 
-/** Default limits for a database: as many running heavy reads as it has read workers (1 without a pool). */
+/** Default limits for a database: as many running heavy reads as it has read workers (1 without a pool; PostgreSQL: its heavyConcurrency). */
 export function defaultLimits(db: Db): BudgetLimits {
-  const concurrency = Math.max(1, db.readPool?.threads ?? 1);
+  const concurrency = Math.max(1, db.readPool?.threads ?? db.heavyConcurrency ?? 1);
   return { ...DEFAULT_LIMITS, concurrency, perUser: perUserDefault(concurrency, DEFAULT_LIMITS.queue) };
 }
 

@@ -39,8 +39,8 @@ export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): P
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   }) as unknown as Kysely<Tables>;
-  // Without the read pool: its connections would not see the transaction's uncommitted rows.
-  const { readPool: _pool, ...rest } = ctx.db;
+  // Without the read pool or bounded reads: their connections would not see the transaction's uncommitted rows.
+  const { readPool: _pool, boundedRead: _bounded, ...rest } = ctx.db;
   const db: Db = { ...rest, kysely, close: async () => {} };
   try {
     return await fn({ ...ctx, db });

@@ -11,7 +11,6 @@ const BUSY_STATES = new Set([
   '40001', // serialization_failure
   '40P01', // deadlock_detected
   '55P03', // lock_not_available
-  '57014', // query_canceled (statement_timeout, lock_timeout)
   '53300', // too_many_connections
 ]);
 
@@ -26,6 +25,7 @@ export function classifyPostgresError(err: unknown): DbErrorKind | null {
   const state = pgState(err);
   if (!state) return null;
   if (BUSY_STATES.has(state)) return { kind: 'busy' };
+  if (state === '57014') return { kind: 'timeout' }; // query_canceled: statement_timeout
   if (state === '23505') {
     const e = err as { table?: string; detail?: string };
     // detail: 'Key (workspace_id, name)=(1, Acme) already exists.'

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
 import type { Tables } from '../tables.js';
 import type { Db } from '../database.js';
 import { postgresAdapter } from './adapter.js';
@@ -22,6 +22,8 @@ export interface PostgresOptions {
   url: string;
   /** Connections of this process (default 10). */
   poolSize?: number;
+  /** Heavy reads (aggregates, exports) at once: connections of the pool they may hold (default 2). */
+  heavyConcurrency?: number;
   /** How long a statement may wait for a lock before it fails busy (503 with Retry-After). */
   lockWaitMs?: number;
 }
@@ -51,7 +53,14 @@ export function openPostgres(opts: PostgresOptions): Db {
     adapter: postgresAdapter,
     search: postgresSearch,
     file: opts.url,
+    heavyConcurrency: opts.heavyConcurrency ?? 2,
     bulk: (fn) => fn(),
+    // Its own read-only transaction, so the time limit applies to this statement alone.
+    boundedRead: <R>(q: CompiledQuery, ms: number) =>
+      kysely.transaction().setAccessMode('read only').execute(async (trx) => {
+        await sql`SELECT set_config('statement_timeout', ${String(Math.max(1, Math.ceil(ms)))}, true)`.execute(trx);
+        return (await trx.executeQuery<R>(q)).rows;
+      }),
     // Other processes' writes are not seen through a counter here: the vocabulary is not kept (issue 14 item 5: LISTEN/NOTIFY).
     dataVersion: () => null,
     releaseCache() {},
