@@ -30,12 +30,30 @@ export const TEST_DATABASE_URL = process.env.CRM_TEST_DATABASE_URL || undefined;
 export const onPostgres = !!TEST_DATABASE_URL;
 let schemas = 0;
 
-async function freshPostgres(url: string, heavyReads = 1): Promise<Db> {
-  const schema = `t${process.pid}_${++schemas}_${Math.random().toString(36).slice(2, 8)}`;
+/** The URL of a new, unique schema in the database of `url` (created by the first migrate). */
+export function schemaUrl(url: string, prefix = 't'): string {
   const u = new URL(url);
-  u.searchParams.set('schema', schema);
+  u.searchParams.set('schema', `${prefix}${process.pid}_${++schemas}_${Math.random().toString(36).slice(2, 8)}`);
+  return u.toString();
+}
+
+/** Drops the schema a schemaUrl names, with everything in it. */
+export async function dropSchemaOf(location: string): Promise<void> {
+  const schema = new URL(location).searchParams.get('schema');
+  if (!schema) return;
+  const db = openDatabase({ file: location });
+  try {
+    await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(db.kysely);
+  } finally {
+    await db.close();
+  }
+}
+
+async function freshPostgres(url: string, heavyReads = 1): Promise<Db> {
+  const location = schemaUrl(url);
+  const schema = new URL(location).searchParams.get('schema')!;
   // Heavy reads at once as on SQLite: one without read workers, else one per worker.
-  const db = openDatabase({ file: u.toString(), readWorkers: heavyReads });
+  const db = openDatabase({ file: location, readWorkers: heavyReads });
   await migrate(db);
   const close = db.close.bind(db);
   db.close = async () => {

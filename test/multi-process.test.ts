@@ -7,7 +7,7 @@ import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
 import { createRecords } from '../src/services/records.js';
-import { call, makeWorkspace, silent } from './helpers.js';
+import { call, dropSchemaOf, makeWorkspace, schemaUrl, silent, TEST_DATABASE_URL } from './helpers.js';
 import { cleanEnv, CLI, startServe } from './process-helpers.js';
 
 /**
@@ -20,7 +20,9 @@ import { cleanEnv, CLI, startServe } from './process-helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-procs-'));
 const dbFile = path.join(tmp, 'crm.db');
-const env = { ...cleanEnv, CRM_DB: dbFile, CRM_WORKSPACE: 'alpha', CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'error', CRM_READ_WORKERS: '0' };
+// On PostgreSQL (CRM_TEST_DATABASE_URL): the processes share a schema of their own in that database.
+const location = TEST_DATABASE_URL ? schemaUrl(TEST_DATABASE_URL, "t_procs_") : dbFile;
+const env = { ...cleanEnv, CRM_DATABASE_URL: location, CRM_WORKSPACE: 'alpha', CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'error', CRM_READ_WORKERS: '0' };
 
 const children: ChildProcess[] = [];
 let token = '';
@@ -62,7 +64,7 @@ async function api(base: string, method: string, url: string, body?: unknown): P
 }
 
 beforeAll(async () => {
-  const db = openDatabase({ file: dbFile });
+  const db = openDatabase({ file: location });
   await migrate(db);
   token = (await makeWorkspace(db, 'alpha')).adminToken;
   await db.close();
@@ -71,9 +73,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  if (TEST_DATABASE_URL) await dropSchemaOf(location);
 });
 
-describe('two serve processes and a CLI import on one SQLite file', () => {
+describe(`two serve processes and a CLI import on one ${TEST_DATABASE_URL ? 'PostgreSQL database' : 'SQLite file'}`, () => {
   it('answers no 5xx under concurrent writes and reads, and loses no acknowledged write', async () => {
     const IMPORTED = 3000;
     const csv = path.join(tmp, 'people.csv');
@@ -154,8 +157,8 @@ describe('two serve processes and a CLI import on one SQLite file', () => {
     expect(n).toBeGreaterThan(200);
     expect(created.length).toBeGreaterThan(20);
 
-    // Everything acknowledged is in the file, seen by either server (and by a fresh connection).
-    const db = openDatabase({ file: dbFile });
+    // Everything acknowledged is in the database, seen by either server (and by a fresh connection).
+    const db = openDatabase({ file: location });
     try {
       const t = db.kysely as any;
       const table = (await t.selectFrom('objects').select('table_name').where('name', '=', 'contacts').executeTakeFirstOrThrow()).table_name as string;
@@ -184,7 +187,7 @@ describe('serve processes started at once on a new file', () => {
     // migrate at the same moment (the deterministic case is in races.test.ts, on connections).
     for (let round = 0; round < 2; round++) {
       const file = path.join(fs.mkdtempSync(path.join(tmp, 'first-')), 'crm.db');
-      const fresh = { ...env, CRM_DB: file };
+      const fresh = { ...env, CRM_DATABASE_URL: file };
       const started = await Promise.allSettled([startServer(fresh), startServer(fresh), startServer(fresh)]);
       expect(started.map((s) => (s.status === 'rejected' ? String(s.reason) : 'ok'))).toEqual(['ok', 'ok', 'ok']);
       for (const s of started) expect((await fetch(`${(s as PromiseFulfilledResult<string>).value}/health`)).status).toBe(200);

@@ -37,6 +37,39 @@ export function splitSchema(url: string): { url: string; schema: string | undefi
   return { url: u.toString(), schema };
 }
 
+/** SQLSTATEs after which a whole transaction may simply run again: deadlock_detected, serialization_failure. */
+const RETRIED = new Set(['40P01', '40001']);
+const RETRIES = 5;
+
+/**
+ * Two transactions that lock the same rows in another order (a bulk update and a single update
+ * beside it, each also writing its derived rows) may deadlock; PostgreSQL then aborts one of them.
+ * It has written nothing, so `transaction().execute(fn)` runs fn again, from the start, after a
+ * short random pause, a few times before the error goes up (503 with Retry-After).
+ */
+function retryingTransactions<T extends object>(builder: T): T {
+  return new Proxy(builder, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function') return v;
+      if (prop === 'execute')
+        return async (fn: unknown) => {
+          for (let attempt = 1; ; attempt++) {
+            try {
+              return await (v as (f: unknown) => Promise<unknown>).call(target, fn);
+            } catch (e) {
+              const state = (e as { code?: unknown } | null)?.code;
+              if (typeof state !== 'string' || !RETRIED.has(state) || attempt >= RETRIES) throw e;
+              await new Promise((r) => setTimeout(r, Math.random() * 20 * attempt));
+            }
+          }
+        };
+      // setAccessMode, setIsolationLevel: a new builder, retried the same way.
+      return (...args: unknown[]) => retryingTransactions((v as (...a: unknown[]) => object).apply(target, args));
+    },
+  });
+}
+
 export function openPostgres(opts: PostgresOptions): Db {
   const { url, schema } = splitSchema(opts.url);
   // UTC sessions: a date without a time is midnight UTC, as the services read it.
@@ -46,7 +79,15 @@ export function openPostgres(opts: PostgresOptions): Db {
   const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types, options: options.join(' ') });
   // An idle connection's error (the server restarted) must not crash the process; the pool replaces it.
   pool.on('error', () => {});
-  const kysely = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+  const plain = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+  const kysely = new Proxy(plain, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (prop === 'transaction') return () => retryingTransactions(target.transaction());
+      // Kysely keeps its state in #private fields: methods run with the real object as `this`.
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
   let closed = false;
   return {
     kysely,
