@@ -1,5 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, onPostgres, testApp, type TestApp } from './helpers.js';
+import { call, ctxFor, dropSchemaOf, makeWorkspace, onPostgres, schemaUrl, testApp, TEST_DATABASE_URL, type TestApp } from './helpers.js';
+import { openDatabase } from '../src/db/database.js';
+import { migrate } from '../src/db/migrations.js';
+import { createField, getSchema } from '../src/services/schema.js';
+import { searchAll } from '../src/services/search.js';
 import { listChanges } from '../src/services/changes.js';
 import { recordActivity } from '../src/services/activity.js';
 import { createRecord } from '../src/services/records.js';
@@ -67,5 +71,33 @@ describe('the change feed follows commit order', () => {
     const rest = await listChanges(ctx, { since: mid.next_cursor });
     const seen = [...mid.data, ...rest.data].map((e) => e.record_id);
     expect(seen).toEqual(['late-entry', created.id]);
+  });
+});
+
+describe('two processes on one PostgreSQL database: caches follow the other one through notifications', () => {
+  it.runIf(onPostgres)('a schema change and new words made through one handle are seen through the other, without a version query per request', async () => {
+    const location = schemaUrl(TEST_DATABASE_URL!);
+    const a = openDatabase({ file: location });
+    await migrate(a);
+    const b = openDatabase({ file: location });
+    try {
+      const w = await makeWorkspace(a, 'shared');
+      const inB = ctxFor(b, w.workspace.id, w.admin.id, 'admin');
+      await expect.poll(() => b.schemaToken!(w.workspace.id)).not.toBeNull();
+      const first = await getSchema(inB);
+      // Nothing changed: the very same schema object, read without asking the database.
+      expect(await getSchema(inB)).toBe(first);
+      await createField(w.ctx, 'contacts', { name: 'shoe_size', type: 'INTEGER' });
+      await expect.poll(async () => (await getSchema(inB)).objects.get('contacts')!.byName.has('shoe_size'), { timeout: 2000 }).toBe(true);
+      expect((await createRecord(inB, 'contacts', { first_name: 'Jonathan', shoe_size: 44 })).shoe_size).toBe(44);
+      // B's typo-tolerant search knows the words A writes next.
+      expect((await searchAll(inB, { q: 'Bartholomew' })).data).toHaveLength(0);
+      await createRecord(w.ctx, 'contacts', { first_name: 'Bartholomew' });
+      await expect.poll(async () => (await searchAll(inB, { q: 'Bartholomev' })).data.map((h) => h.name), { timeout: 2000 }).toEqual(['Bartholomew']);
+    } finally {
+      await b.close();
+      await a.close();
+      await dropSchemaOf(location);
+    }
   });
 });

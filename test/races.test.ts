@@ -106,14 +106,14 @@ describe('migrating while another process holds the write lock longer than a wri
     const first = openDatabase({ file });
     await migrate(first);
     // A migration pending for the second process: the last one, undone.
-    first.sqlite!.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
+    first.sqlite!.exec("DELETE FROM kysely_migration WHERE name = '0008_change_notifications'");
     const late = openDatabase({ file, lockWaitMs: 50 });
     try {
       first.sqlite!.exec('BEGIN IMMEDIATE');
       const migrating = migrate(late);
       await new Promise((r) => setTimeout(r, 400));
       first.sqlite!.exec('COMMIT');
-      expect(await migrating).toEqual(['0007_search_terms']);
+      expect(await migrating).toEqual(['0008_change_notifications']);
     } finally {
       if (first.sqlite!.inTransaction) first.sqlite!.exec('ROLLBACK');
       await late.close();

@@ -128,8 +128,8 @@ describe('upgrading a database indexed before per-workspace words', () => {
       const id = (await createRecord(x.ctx, 'contacts', { first_name: 'Johanna', last_name: 'Brisk' })).id;
       await createRecord(y.ctx, 'contacts', { first_name: 'Jovanni', last_name: 'Kestrelle' });
       // As a database from before the migration: no word list, the migration not applied.
-      old.sqlite!.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name = '0007_search_terms'");
-      expect(await migrate(old)).toEqual(['0007_search_terms']);
+      old.sqlite!.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name IN ('0007_search_terms', '0008_change_notifications')");
+      expect(await migrate(old)).toEqual(['0007_search_terms', '0008_change_notifications']);
       const words = old.sqlite!.prepare('SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term').all() as { workspace_id: number; term: string }[];
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).toEqual(expect.arrayContaining(['johanna', 'brisk']));
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).not.toContain('kestrelle');

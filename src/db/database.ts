@@ -25,6 +25,11 @@ export interface Db {
    * that must follow other processes' writes; null where the dialect has none (nothing is kept).
    */
   dataVersion(): number | null;
+  /**
+   * A token that changes when the workspace's schema may have changed in any process, without a
+   * query (PostgreSQL: LISTEN/NOTIFY); absent or null: read the schema version from the database.
+   */
+  schemaToken?(workspaceId: number): string | null;
   /** Give back the memory of the main connection's page cache (after a burst of heavy reads). */
   releaseCache(): void;
   /**

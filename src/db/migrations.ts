@@ -248,6 +248,12 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
       await search.createTermTable(db);
     },
   },
+  '0008_change_notifications': {
+    async up(db: Kysely<any>) {
+      // Other processes' caches follow schema and vocabulary changes (PostgreSQL; SQLite reads versions).
+      await adapter.createChangeNotifications?.(db);
+    },
+  },
   };
 }
 

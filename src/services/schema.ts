@@ -51,6 +51,8 @@ export interface PipelineDef {
 
 export interface WorkspaceSchema {
   version: number;
+  /** The change token it was read under (Db.schemaToken), if any. */
+  token?: string | null;
   objects: Map<string, ObjectDef>;
   /** Workspace settings that change with the schema version: setting them bumps it. */
   workspaceId: number;
@@ -284,17 +286,27 @@ async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: numb
 }
 
 export async function getSchema(ctx: Ctx): Promise<WorkspaceSchema> {
+  // Told of every change (PostgreSQL's notifications): the cached schema stands while the token does.
+  const mine = bumped.get(ctx.actor.workspaceId);
+  const token = mine && mine.until > Date.now() ? null : (ctx.db.schemaToken?.(ctx.actor.workspaceId) ?? null);
+  const known = token !== null ? caches.get(ctx.db)?.get(ctx.actor.workspaceId) : undefined;
+  if (known && known.token === token) return known;
   const ws = await ctx.db.kysely
     .selectFrom('workspaces')
     .select(['schema_version', 'time_zone'])
     .where('id', '=', ctx.actor.workspaceId)
     .executeTakeFirst();
   if (!ws) throw new CrmError('UNAUTHORIZED', 'Workspace no longer exists');
+  if (mine && ws.schema_version >= mine.version) bumped.delete(ctx.actor.workspaceId);
   let perDb = caches.get(ctx.db);
   if (!perDb) caches.set(ctx.db, (perDb = new Map()));
   const cached = perDb.get(ctx.actor.workspaceId);
-  if (cached && cached.version === ws.schema_version) return cached;
+  if (cached && cached.version === ws.schema_version) {
+    cached.token = token;
+    return cached;
+  }
   const fresh = await loadSchema(ctx.db.kysely, ctx.actor.workspaceId, ws.schema_version, ws.time_zone);
+  fresh.token = token;
   perDb.set(ctx.actor.workspaceId, fresh);
   return fresh;
 }
@@ -452,8 +464,17 @@ function checkFieldSpec(schema: WorkspaceSchema, f: FieldSpec, selfObject?: stri
 }
 
 export async function bumpVersion(db: Kysely<Tables>, workspaceId: number) {
-  await db.updateTable('workspaces').set((eb) => ({ schema_version: eb('schema_version', '+', 1) })).where('id', '=', workspaceId).execute();
+  const r = await db.updateTable('workspaces').set((eb) => ({ schema_version: eb('schema_version', '+', 1) })).where('id', '=', workspaceId).returning('schema_version').executeTakeFirst();
+  // This process's own change: read from the database until it has committed (see getSchema).
+  if (r) bumped.set(workspaceId, { version: r.schema_version, until: Date.now() + 10_000 });
 }
+
+/**
+ * Schema versions this process is writing, by workspace: until the database shows them (or a
+ * rolled-back change's 10 s pass), getSchema reads the version instead of trusting the change
+ * token, which moves only when the notification of the commit arrives, a moment after it.
+ */
+const bumped = new Map<number, { version: number; until: number }>();
 
 export async function createObject(ctx: Ctx, input: unknown) {
   requireAdmin(ctx, 'create objects');

@@ -4,6 +4,7 @@ import type { Tables } from '../tables.js';
 import type { Db } from '../database.js';
 import { postgresAdapter } from './adapter.js';
 import { postgresSearch } from './search.js';
+import { ChangeListener } from './notify.js';
 
 /**
  * int8 (COUNT(*), SUM of integers, identity keys) and numeric arrive as strings from node-postgres;
@@ -89,6 +90,10 @@ export function openPostgres(opts: PostgresOptions): Db {
     },
   });
   let closed = false;
+  const listener = new ChangeListener(
+    () => new pg.Client({ connectionString: url, types, options: options.join(' ') }),
+    async () => schema ?? (await sql<{ s: string }>`SELECT current_schema() AS s`.execute(kysely)).rows[0]!.s,
+  );
   return {
     kysely,
     adapter: postgresAdapter,
@@ -102,12 +107,14 @@ export function openPostgres(opts: PostgresOptions): Db {
         await sql`SELECT set_config('statement_timeout', ${String(Math.max(1, Math.ceil(ms)))}, true)`.execute(trx);
         return (await trx.executeQuery<R>(q)).rows;
       }),
-    // Other processes' writes are not seen through a counter here: the vocabulary is not kept (issue 14 item 5: LISTEN/NOTIFY).
-    dataVersion: () => null,
+    // Other processes' writes are heard through LISTEN/NOTIFY (notify.ts).
+    dataVersion: () => listener.wordsVersion(),
+    schemaToken: (workspaceId) => listener.schemaToken(workspaceId),
     releaseCache() {},
     async close() {
       if (closed) return;
       closed = true;
+      await listener.close();
       await kysely.destroy();
     },
   };

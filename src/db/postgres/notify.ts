@@ -1,0 +1,108 @@
+import pg from 'pg';
+import { sql, type Kysely } from 'kysely';
+
+/**
+ * Caches that must follow other processes' writes (a workspace's schema, its search vocabulary)
+ * are told through the database: triggers send NOTIFY on the schema's channel when a workspace's
+ * schema version or time zone changes, and when words enter or leave a workspace's vocabulary; each
+ * process LISTENs on one connection of its own and counts what it heard. A cache keeps what it read
+ * while the count it read with stays the same: no version query per request. While the listening
+ * connection is down nothing can be trusted, and the counts say so (null), until it listens again.
+ */
+
+/** The channel of the schema the connection's search_path names first. */
+export const channelOf = (schema: string) => `crm:${schema}`;
+
+/** Migration: the triggers (PostgreSQL's part of 0008_change_notifications). */
+export async function createChangeNotifications(db: Kysely<any>): Promise<void> {
+  await sql`CREATE FUNCTION crm_notify_schema() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_notify('crm:' || current_schema(), 'schema:' || NEW.id); RETURN NULL; END $$`.execute(db);
+  await sql`CREATE TRIGGER workspaces_changed AFTER UPDATE OF schema_version, time_zone ON workspaces
+    FOR EACH ROW EXECUTE FUNCTION crm_notify_schema()`.execute(db);
+  // Once per statement, per workspace whose words it added or removed (INSERT ... ON CONFLICT DO
+  // NOTHING lists only the rows it inserted).
+  await sql`CREATE FUNCTION crm_notify_words() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_OP = 'INSERT' THEN
+        PERFORM pg_notify('crm:' || current_schema(), 'words:' || w) FROM (SELECT DISTINCT workspace_id AS w FROM changed_rows) x;
+      ELSE
+        PERFORM pg_notify('crm:' || current_schema(), 'words:' || w) FROM (SELECT DISTINCT workspace_id AS w FROM gone_rows) x;
+      END IF;
+      RETURN NULL;
+    END $$`.execute(db);
+  await sql`CREATE TRIGGER search_terms_added AFTER INSERT ON search_terms REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION crm_notify_words()`.execute(db);
+  await sql`CREATE TRIGGER search_terms_removed AFTER DELETE ON search_terms REFERENCING OLD TABLE AS gone_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION crm_notify_words()`.execute(db);
+}
+
+export class ChangeListener {
+  #client: pg.Client | null = null;
+  #live = false;
+  #closed = false;
+  /** Bumped on every (re)connection: counts heard before it are not comparable. */
+  #epoch = 0;
+  #heard = new Map<string, number>();
+  #words = 0;
+
+  constructor(
+    private readonly connect: () => pg.Client,
+    private readonly schema: () => Promise<string>,
+    private readonly onError: (e: unknown) => void = () => {},
+  ) {
+    void this.#listen();
+  }
+
+  async #listen(): Promise<void> {
+    while (!this.#closed) {
+      const client = this.connect();
+      try {
+        await client.connect();
+        client.on('notification', (m) => this.#hear(m.payload ?? ''));
+        const lost = new Promise<void>((resolve) => {
+          client.on('error', () => resolve());
+          client.on('end', () => resolve());
+        });
+        await client.query(`LISTEN "${channelOf(await this.schema()).replace(/"/g, '""')}"`);
+        this.#client = client;
+        this.#epoch++;
+        this.#live = true;
+        await lost;
+      } catch (e) {
+        if (!this.#closed) this.onError(e);
+      }
+      this.#live = false;
+      this.#client = null;
+      await client.end().catch(() => {});
+      if (!this.#closed) await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+
+  #hear(payload: string) {
+    if (payload.startsWith('words:')) this.#words++;
+    this.#heard.set(payload, (this.#heard.get(payload) ?? 0) + 1);
+  }
+
+  /** A token that changes whenever the workspace's schema may have; null while not listening. */
+  schemaToken(workspaceId: number): string | null {
+    return this.#live ? `${this.#epoch}:${this.#heard.get(`schema:${workspaceId}`) ?? 0}` : null;
+  }
+
+  /** A number that changes whenever any workspace's words may have; null while not listening. */
+  wordsVersion(): number | null {
+    return this.#live ? this.#epoch * 2 ** 32 + this.#words : null;
+  }
+
+  /** Resolves once listening (or after `ms`): for a start-up that wants its caches usable at once. */
+  async ready(ms = 5000): Promise<boolean> {
+    const until = Date.now() + ms;
+    while (!this.#live && !this.#closed && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    return this.#live;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#live = false;
+    await this.#client?.end().catch(() => {});
+  }
+}
