@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
+import { Redis } from 'ioredis';
 import { budgetConfig, corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, shownLocation, trustProxy, type Config } from './config.js';
 import { configureBudget } from './services/budget.js';
 import { openDatabase, type Db } from './db/database.js';
@@ -56,6 +57,13 @@ async function workspaceOrFail(db: Db, name: string) {
     throw new Error(`No workspace '${name}'. Workspaces: ${all.length ? all.join(', ') : '(none: run `crm-mcp serve` once or `crm-mcp workspace create NAME`)'}`);
   }
   return ws;
+}
+
+/** The rate limiter's Redis: quick to give up (a request never waits long on it), as @fastify/rate-limit advises. */
+function rateLimitStore(url: string, log: { warn(o: object, m: string): void }): Redis {
+  const redis = new Redis(url, { connectTimeout: 500, maxRetriesPerRequest: 1, enableOfflineQueue: false });
+  redis.on('error', (err) => log.warn({ err }, 'Redis (rate limit store) unreachable: requests are not counted until it is back'));
+  return redis;
 }
 
 const dbOption = () => new Option('--db <path|url>', 'SQLite file or postgres:// URL (env CRM_DATABASE_URL or CRM_DB, default ./data/crm.db)');
@@ -137,6 +145,7 @@ export function buildCli(): Command {
         log,
         corsOrigin: corsOrigin(cfg),
         rateLimitPerMinute: cfg.CRM_RATE_LIMIT,
+        ...(cfg.CRM_REDIS_URL ? { rateLimitRedis: rateLimitStore(cfg.CRM_REDIS_URL, log) } : {}),
         mcp,
         timeouts: httpTimeouts(cfg),
         authFailuresPerMinute: cfg.CRM_AUTH_FAILURES_PER_MINUTE,

@@ -15,6 +15,8 @@ const envSchema = z.object({
   CRM_CORS_ORIGINS: z.string().default(''),
   /** REST requests per minute per token; 0 turns the limit off. */
   CRM_RATE_LIMIT: z.coerce.number().int().min(0).default(1200),
+  /** redis://host:port: the rate limit counts every process's requests there (servers behind one load balancer); without it, per process. */
+  CRM_REDIS_URL: z.string().url().optional(),
   /** Worker threads that run heavy reads (aggregates) off the event loop; 0 runs them inline. */
   CRM_READ_WORKERS: z.coerce.number().int().min(0).max(32).default(2),
   /**

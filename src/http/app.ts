@@ -1,6 +1,7 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import type { Ctx } from '../services/context.js';
@@ -31,6 +32,11 @@ export interface AppDeps {
   corsOrigin?: boolean | string | string[];
   /** Requests per minute per token (or per IP without one) on /api/v1; 0 or undefined: no limit. */
   rateLimitPerMinute?: number;
+  /**
+   * Where the rate limit counts (the rate limiter's own Redis store): shared by every process that
+   * uses it. Absent: each process counts its own requests. Closed with the app.
+   */
+  rateLimitRedis?: Redis;
   /** Mount MCP (/mcp, /sse, /messages) with these options; true: defaults; absent: REST only. */
   mcp?: McpHttpOptions | boolean;
   /** Slow-client limits; absent: DEFAULT_TIMEOUTS. */
@@ -231,13 +237,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.get('/health', { schema: { summary: 'Liveness: version and database kind', security: [], response: { 200: Health } } }, async () => ({ status: 'ok', version: VERSION, database: deps.db.adapter.name }));
 
+  if (deps.rateLimitRedis) app.addHook('onClose', async () => deps.rateLimitRedis!.disconnect());
   await app.register(
     async (api) => {
       api.decorateRequest('ctx', null as unknown as Ctx);
       if (deps.rateLimitPerMinute) {
-        // Per process: behind a load balancer each process counts its own share.
+        // In Redis when given (every process behind a load balancer counts into it); else per process.
+        // Redis unreachable: requests go on uncounted rather than fail.
         await api.register(rateLimit, {
           max: deps.rateLimitPerMinute,
+          ...(deps.rateLimitRedis ? { redis: deps.rateLimitRedis, nameSpace: 'crm-rate-', skipOnError: true } : {}),
           timeWindow: 60_000,
           keyGenerator: (req) => bearer(req) ?? req.ip,
           errorResponseBuilder: (_req, ctx) =>
