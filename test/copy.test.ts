@@ -275,12 +275,29 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect(await count('w1_contacts')).toBe(10);
   });
 
-  it('the API: a target holding data is refused (CopyError) without replace', async () => {
+  it('the API: record tables as PostgreSQL makes them itself; a target holding data is refused (CopyError) without replace', async () => {
     const { db: source } = await sourceDb();
     track(source);
-    await makeWorkspace(source, 'one');
+    const spec = { name: 'gadgets', fields: [{ name: 'label', type: 'TEXT' }, { name: 'size', type: 'FLOAT' }, { name: 'count', type: 'INTEGER', unique: true }, { name: 'kind', type: 'SELECT', options: ['a', 'b'] }] };
+    await createObject((await makeWorkspace(source, 'one')).ctx, spec);
     const target = track(openDatabase({ file: targetUrl() }));
     await copyDatabase(source, target);
+    // The same workspace created natively on PostgreSQL: columns (types, collations, identity) and indexes alike.
+    const native = track(openDatabase({ file: targetUrl() }));
+    await migrate(native);
+    await createObject((await makeWorkspace(native, 'one')).ctx, spec);
+    const structure = async (db: Db, table: string) => ({
+      columns: (await sql`SELECT column_name, data_type, collation_name, is_nullable, is_identity, identity_generation FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = ${table} ORDER BY ordinal_position`.execute(db.kysely)).rows,
+      indexes: (await sql<{ indexname: string; indexdef: string }>`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ${table} ORDER BY indexname`.execute(db.kysely)).rows.map(
+        (i) => [i.indexname, i.indexdef.replace(/ ON \S+\./, ' ON ')],
+      ),
+    });
+    for (const table of ['w1_companies', 'w1_contacts', 'w1_opportunities', 'w1_tasks', 'w1_gadgets']) {
+      const made = await structure(native, table);
+      expect(made.indexes.length).toBeGreaterThan(1);
+      expect(await structure(target, table), table).toEqual(made);
+    }
     await expect(copyDatabase(source, target)).rejects.toBeInstanceOf(CopyError);
     const again = await copyDatabase(source, target, { replace: true });
     expect(again.counts.every((c) => c.source === c.target)).toBe(true);
