@@ -51,7 +51,11 @@ export async function runCopy(opts: CopyCommandOptions): Promise<void> {
     });
     bar?.stop();
     process.stdout.write(countsTable(r.counts));
-    process.stdout.write(`copied ${r.rows} rows in ${r.seconds.toFixed(2)} s (${Math.round(r.rows / Math.max(r.seconds, 0.001))} rows/s); ${r.searchDocs} search documents rebuilt; all ${r.counts.length} tables' counts equal\n`);
+    const p = r.phases;
+    process.stdout.write(
+      `copied ${r.rows} rows in ${r.seconds.toFixed(2)} s (${Math.round(r.rows / Math.max(r.seconds, 0.001))} rows/s); ${r.searchDocs} search documents rebuilt; all ${r.counts.length} tables' counts equal\n` +
+        `time: migrate ${p.migrate.toFixed(2)} s, rows ${p.rows.toFixed(2)} s (${Math.round(r.rows / Math.max(p.rows, 0.001))} rows/s), search ${p.search.toFixed(2)} s, counts ${p.verify.toFixed(2)} s\n`,
+    );
     if (opts.checkValues) {
       const diffs = await compareDatabases(source, target);
       if (diffs.length) throw new CopyError(`values differ after the copy (committed):\n  ${diffs.join('\n  ')}`);
