@@ -343,13 +343,15 @@ export function buildCli(): Command {
         'identity sequences set) and every table\'s row count compared (printed on stdout; a difference fails and commits nothing). ' +
         'Refuses a target that holds data unless --replace. Progress on stderr.',
     )
-    .requiredOption('--from <file>', 'the SQLite file to copy (e.g. ./data/crm.db)')
+    .option('--from <file>', 'the SQLite file to copy (default: the --db database)')
+    .addOption(dbOption())
     .requiredOption('--to <url>', 'the PostgreSQL database, postgres://user@host:port/db (?schema=name: tables in that schema)')
     .option('--replace', 'empty a target that holds data first (in the same transaction as the copy)')
     .option('--check-values', 'after the copy, compare every value of every table on both sides')
     .option('--quiet', 'no progress on stderr')
-    .action(async (opts: { from: string; to: string; replace?: boolean; checkValues?: boolean; quiet?: boolean }) => {
-      await runCopy({ ...opts, lockWaitMs: loadConfig().CRM_DB_LOCK_WAIT_MS });
+    .action(async (opts: Common & { from?: string; to: string; replace?: boolean; checkValues?: boolean; quiet?: boolean }) => {
+      const cfg = config(opts);
+      await runCopy({ ...opts, from: opts.from ?? cfg.CRM_DB, lockWaitMs: cfg.CRM_DB_LOCK_WAIT_MS });
     });
 
   return program;

@@ -237,7 +237,8 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect((await sql<{ n: number }>`SELECT count(*) AS n FROM w1_contacts`.execute(target.kysely)).rows[0]!.n).toBe(100);
     expect((await sql<{ n: number }>`SELECT count(*) AS n FROM workspaces`.execute(target.kysely)).rows[0]!.n).toBe(1);
 
-    const bad = await run(['copy', '--from', path.join(path.dirname(file), 'nope.db'), '--to', to]);
+    // The source may be named by --db as by any command; a missing file is not created.
+    const bad = await run(['copy', '--db', path.join(path.dirname(file), 'nope.db'), '--to', to]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/no SQLite database at/);
     expect(fs.existsSync(path.join(path.dirname(file), 'nope.db'))).toBe(false);

@@ -425,7 +425,7 @@ export async function compareDatabases(source: Db, target: Db): Promise<string[]
 
 /** Opens `from` (an existing SQLite file, migrated as every command does) and `to` (a postgres:// URL). */
 export function openForCopy(from: string, to: string, lockWaitMs?: number): { source: Db; target: Db } {
-  if (isPostgresUrl(from)) throw new CopyError('--from must be a SQLite file (copying from PostgreSQL is not supported)');
+  if (isPostgresUrl(from)) throw new CopyError('the source (--from, else --db) must be a SQLite file: copying from PostgreSQL is not supported');
   if (!isPostgresUrl(to)) throw new CopyError('--to must be a postgres:// URL');
   if (from === ':memory:' || !fs.existsSync(from)) throw new CopyError(`no SQLite database at ${from}`);
   const source = openDatabase({ file: from });
