@@ -28,7 +28,7 @@ export function countsTable(counts: TableCount[]): string {
 export async function runCopy(opts: CopyCommandOptions): Promise<void> {
   const { source, target } = openForCopy(opts.from, opts.to, opts.lockWaitMs);
   const tty = process.stderr.isTTY === true;
-  const bar = !opts.quiet && tty ? new cliProgress.SingleBar({ format: 'copy {bar} {percentage}% | {value}/{total} rows | {step} | ETA {eta_formatted}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+  const bar = !opts.quiet && tty ? new cliProgress.SingleBar({ format: 'copy {bar} {percentage}% | {value}/{total} rows and search documents | {step} | ETA {eta_formatted}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
   let lastLine = 0;
   try {
     if (!opts.quiet) process.stderr.write(`copy: ${opts.from} -> ${shownLocation(opts.to)}${opts.replace ? ' (replacing its data)' : ''}\n`);
@@ -41,7 +41,7 @@ export async function runCopy(opts: CopyCommandOptions): Promise<void> {
           else bar.update(done, { step });
         } else if (performance.now() - lastLine > 1000 || done === total) {
           lastLine = performance.now();
-          process.stderr.write(`copy: ${done}/${total} rows (${step})\n`);
+          process.stderr.write(`copy: ${done}/${total} rows and search documents (${step})\n`);
         }
       },
     }).catch((e: unknown) => {

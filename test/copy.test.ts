@@ -215,7 +215,7 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
 
     const first = await run(['copy', '--from', file, '--to', to]);
     expect(first.stderr).toMatch(/copy: .* -> postgres:\/\//);
-    expect(first.stderr).toMatch(/copy: \d+\/\d+ rows/);
+    expect(first.stderr).toMatch(/copy: \d+\/\d+ rows and search documents \(\w+\)/);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toMatch(/^table +source +target\n/);
     expect(first.stdout).toMatch(/^w1_contacts +100 +100$/m);
