@@ -114,6 +114,18 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect(r.searchDocs).toBe(DEMO_SIZE.contacts + DEMO_SIZE.companies + DEMO_SIZE.opportunities + DEMO_SIZE.tasks);
     expect(await compareDatabases(source, target)).toEqual([]);
 
+    // Every identity sequence stands at its table's largest key (the next row takes the one after it).
+    const identities = await sql<{ table_name: string; column_name: string }>`SELECT table_name, column_name FROM information_schema.columns
+      WHERE table_schema = current_schema() AND is_identity = 'YES'`.execute(target.kysely);
+    expect(identities.rows.map((c) => `${c.table_name}.${c.column_name}`)).toEqual(expect.arrayContaining(['workspaces.id', 'objects.id', 'fields.id', 'activity.id', 'stage_history.id', 'associations.id', 'w1_contacts.seq', 'w1_tasks.seq']));
+    for (const c of identities.rows) {
+      const max = (await sql<{ m: number | null }>`SELECT max(${sql.ref(c.column_name)}) AS m FROM ${sql.table(c.table_name)}`.execute(target.kysely)).rows[0]!.m;
+      if (max === null) continue;
+      const seq = (await sql<{ s: string }>`SELECT pg_get_serial_sequence(${c.table_name}, ${c.column_name}) AS s`.execute(target.kysely)).rows[0]!.s;
+      const at = (await sql.raw<{ last_value: number; is_called: boolean }>(`SELECT last_value, is_called FROM ${seq}`).execute(target.kysely)).rows[0]!;
+      expect([`${c.table_name}.${c.column_name}`, Number(at.last_value), at.is_called]).toEqual([`${c.table_name}.${c.column_name}`, Number(max), true]);
+    }
+
     await expectSameThroughServices(source, target, ws, ['contacts', 'companies', 'opportunities', 'tasks']);
     const t = ctxFor(target, ws.workspace.id, ws.admin.id, 'admin');
     // Search: a contact found by its name, and by a typo of it, on the target.
