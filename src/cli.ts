@@ -20,6 +20,7 @@ import {
 } from './services/users.js';
 import { VERSION } from './version.js';
 import { importFile } from './import-file.js';
+import { runCopy } from './copy-command.js';
 
 /** CLI commands log to stderr so stdout carries only their result (a token, JSON). */
 function stderrLogger(level: string): Logger {
@@ -342,6 +343,24 @@ export function buildCli(): Command {
       const rows = r.companies + r.contacts + r.opportunities + r.tasks;
       process.stderr.write(`seed: done, ${rows} rows in ${r.seconds.toFixed(2)} s (${Math.round(rows / r.seconds)} rows/s) into workspace '${ws.name}'\n`);
       await db.close();
+    });
+
+  program
+    .command('copy')
+    .description(
+      'Copy a SQLite database, everything in it, into PostgreSQL: the target is migrated, then filled in one transaction (search documents rebuilt, ' +
+        'identity sequences set) and every table\'s row count compared (printed on stdout; a difference fails and commits nothing). ' +
+        'Refuses a target that holds data unless --replace. Progress on stderr.',
+    )
+    .option('--from <file>', 'the SQLite file to copy (default: the --db database)')
+    .addOption(dbOption())
+    .requiredOption('--to <url>', 'the PostgreSQL database, postgres://user@host:port/db (?schema=name: tables in that schema)')
+    .option('--replace', 'empty a target that holds data first (in the same transaction as the copy)')
+    .option('--check-values', 'after the copy, compare every value of every table on both sides')
+    .option('--quiet', 'no progress on stderr')
+    .action(async (opts: Common & { from?: string; to: string; replace?: boolean; checkValues?: boolean; quiet?: boolean }) => {
+      const cfg = config(opts);
+      await runCopy({ ...opts, from: opts.from ?? cfg.CRM_DB, lockWaitMs: cfg.CRM_DB_LOCK_WAIT_MS });
     });
 
   return program;
