@@ -60,6 +60,14 @@ console.log(
     2,
   ),
 );
-if (url) await sql`DROP SCHEMA ${sql.id(schema)} CASCADE`.execute(db.kysely);
+if (url) {
+  // A hundred tables a statement: dropping thousands at once runs out of lock slots (max_locks_per_transaction).
+  for (;;) {
+    const some = (await sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = ${schema} LIMIT 100`.execute(db.kysely)).rows;
+    if (!some.length) break;
+    await sql`DROP TABLE ${sql.join(some.map((r) => sql.table(`${schema}.${r.t}`)))} CASCADE`.execute(db.kysely);
+  }
+  await sql`DROP SCHEMA ${sql.id(schema)} CASCADE`.execute(db.kysely);
+}
 await db.close();
 if (!url) fs.rmSync(path.dirname(location), { recursive: true, force: true });
