@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { sql } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { FastifyInstance } from 'fastify';
 import { openDatabase, type Db } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
@@ -143,4 +143,69 @@ export async function listAll(ctx: Ctx, object: string, filter?: import('../src/
     cursor = page.nextCursor ?? undefined;
   } while (cursor);
   return out;
+}
+
+/**
+ * Raw SQL for tests, on either dialect, through the database's Kysely (never the driver's own
+ * handle): a `sql` template (values bound, `sql.id`/`sql.table` for names) or plain text without
+ * values. Quote identifiers with "x" (both dialects); COUNT(*) and other int8 arrive as numbers on
+ * PostgreSQL too (open.ts sets the parser).
+ */
+type Query = RawBuilder<unknown> | string;
+const on = (db: Db | Kysely<any>) => ('kysely' in db ? db.kysely : db) as Kysely<any>;
+const raw = (q: Query) => (typeof q === 'string' ? sql.raw(q) : q);
+
+/** Every row of a query. */
+export async function sqlAll<T = Record<string, any>>(db: Db | Kysely<any>, q: Query): Promise<T[]> {
+  return (await raw(q).execute(on(db))).rows as T[];
+}
+
+/** The first row of a query (undefined when there is none). */
+export async function sqlGet<T = Record<string, any>>(db: Db | Kysely<any>, q: Query): Promise<T | undefined> {
+  return (await sqlAll<T>(db, q))[0];
+}
+
+/** Runs a statement; returns the rows it changed (insert, update, delete). */
+export async function sqlRun(db: Db | Kysely<any>, q: Query): Promise<number> {
+  return Number((await raw(q).execute(on(db))).numAffectedRows ?? 0);
+}
+
+/** Whether this database is PostgreSQL (a test may open a SQLite file of its own on either run). */
+export const isPostgres = (db: Db) => db.adapter.name === 'postgres';
+
+/** The table holding a workspace's records of an object (w1_contacts, …). */
+export async function tableOf(db: Db, workspaceId: number, object: string): Promise<string> {
+  const r = await sqlGet<{ table_name: string }>(db, sql`SELECT table_name FROM objects WHERE workspace_id = ${workspaceId} AND name = ${object}`);
+  if (!r) throw new Error(`no object ${object} in workspace ${workspaceId}`);
+  return r.table_name;
+}
+
+/** The names of the database's tables (its schema's, on PostgreSQL), sorted by byte order. */
+export async function tableNames(db: Db): Promise<string[]> {
+  const r = isPostgres(db)
+    ? await sqlAll<{ name: string }>(db, sql`SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`)
+    : await sqlAll<{ name: string }>(db, sql`SELECT name FROM sqlite_master WHERE type = 'table'`);
+  return r.map((x) => x.name).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** A document of the search index as stored: the text of its columns, whatever the dialect's index. */
+export interface IndexedDoc {
+  workspace_id: number;
+  object_id: number;
+  record_id: string;
+  name: string;
+  body: string;
+  exact: string;
+}
+
+/**
+ * The search index's documents (of a workspace, or all), ordered by object and record: SQLite's
+ * FTS5 rows joined to search_docs, PostgreSQL's search_docs rows (which hold their text).
+ */
+export async function indexedDocs(db: Db, workspaceId?: number): Promise<IndexedDoc[]> {
+  const where = workspaceId === undefined ? sql`` : sql`WHERE d.workspace_id = ${workspaceId}`;
+  const q = isPostgres(db)
+    ? sql`SELECT d.workspace_id, d.object_id, d.record_id, d.name, d.body, d.exact FROM search_docs d ${where} ORDER BY d.object_id, d.record_id COLLATE "C"`
+    : sql`SELECT d.workspace_id, d.object_id, d.record_id, i.name, i.body, i.exact FROM search_docs d JOIN search_index i ON i.rowid = d.doc_id ${where} ORDER BY d.object_id, d.record_id`;
+  return sqlAll<IndexedDoc>(db, q);
 }
