@@ -30,11 +30,26 @@ export const TEST_DATABASE_URL = process.env.CRM_TEST_DATABASE_URL || undefined;
 export const onPostgres = !!TEST_DATABASE_URL;
 let schemas = 0;
 
+/**
+ * Kysely's migrator, given no schema, takes its tables (kysely_migration, kysely_migration_lock)
+ * found in ANY schema of the database for its own, skips creating them in this one, and fails with
+ * 'relation "kysely_migration_lock" does not exist' as soon as another test's schema exists. Until
+ * migrate() names the schema (Migrator's migrationTableSchema), the new schema gets them here, as
+ * the migrator would create them.
+ */
+async function kyselyMigrationTables(db: Db, schema: string) {
+  await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(schema)}`.execute(db.kysely);
+  await sql`CREATE TABLE IF NOT EXISTS ${sql.id(schema, 'kysely_migration')} (name varchar(255) NOT NULL PRIMARY KEY, timestamp varchar(255) NOT NULL)`.execute(db.kysely);
+  await sql`CREATE TABLE IF NOT EXISTS ${sql.id(schema, 'kysely_migration_lock')} (id varchar(255) NOT NULL PRIMARY KEY, is_locked integer NOT NULL DEFAULT 0)`.execute(db.kysely);
+  await sql`INSERT INTO ${sql.id(schema, 'kysely_migration_lock')} (id, is_locked) VALUES ('migration_lock', 0) ON CONFLICT DO NOTHING`.execute(db.kysely);
+}
+
 async function freshPostgres(url: string): Promise<Db> {
   const schema = `t${process.pid}_${++schemas}_${Math.random().toString(36).slice(2, 8)}`;
   const u = new URL(url);
   u.searchParams.set('schema', schema);
   const db = openDatabase({ file: u.toString() });
+  await kyselyMigrationTables(db, schema);
   await migrate(db);
   const close = db.close.bind(db);
   db.close = async () => {
@@ -208,4 +223,17 @@ export async function indexedDocs(db: Db, workspaceId?: number): Promise<Indexed
     ? sql`SELECT d.workspace_id, d.object_id, d.record_id, d.name, d.body, d.exact FROM search_docs d ${where} ORDER BY d.object_id, d.record_id COLLATE "C"`
     : sql`SELECT d.workspace_id, d.object_id, d.record_id, i.name, i.body, i.exact FROM search_docs d JOIN search_index i ON i.rowid = d.doc_id ${where} ORDER BY d.object_id, d.record_id`;
   return sqlAll<IndexedDoc>(db, q);
+}
+
+/**
+ * Records whose indexed text holds this word (whole, in any column), in any workspace, sorted: read
+ * from the index through the dialect's search backend, not through the search service (which drops
+ * hits whose record is gone, so only the index shows a stale entry).
+ */
+export async function indexedRecords(db: Db, word: string): Promise<string[]> {
+  const workspaces = await sqlAll<{ id: number }>(db, 'SELECT id FROM workspaces');
+  const match = { any: [{ in: 'text' as const, all: [[{ term: word, prefix: false }]] }] };
+  const out: string[] = [];
+  for (const w of workspaces) for (const h of await db.search.query(db.kysely, w.id, [], match, 10_000, [])) out.push(h.record_id);
+  return out.sort();
 }
