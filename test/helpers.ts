@@ -44,11 +44,11 @@ async function kyselyMigrationTables(db: Db, schema: string) {
   await sql`INSERT INTO ${sql.id(schema, 'kysely_migration_lock')} (id, is_locked) VALUES ('migration_lock', 0) ON CONFLICT DO NOTHING`.execute(db.kysely);
 }
 
-async function freshPostgres(url: string): Promise<Db> {
+async function freshPostgres(url: string, lockWaitMs?: number): Promise<Db> {
   const schema = `t${process.pid}_${++schemas}_${Math.random().toString(36).slice(2, 8)}`;
   const u = new URL(url);
   u.searchParams.set('schema', schema);
-  const db = openDatabase({ file: u.toString() });
+  const db = openDatabase({ file: u.toString(), ...(lockWaitMs !== undefined ? { lockWaitMs } : {}) });
   await kyselyMigrationTables(db, schema);
   await migrate(db);
   const close = db.close.bind(db);
@@ -62,15 +62,19 @@ async function freshPostgres(url: string): Promise<Db> {
   return db;
 }
 
-/** A fresh, migrated database: in memory by default, or a file on disk when durability matters (a schema on PostgreSQL). */
-export async function freshDb(opts: { file?: boolean } = {}): Promise<Db> {
-  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL);
+/**
+ * A fresh, migrated database: in memory by default, or a file on disk when durability matters or
+ * another connection must open it (`openDatabase({ file: db.file })`); a schema on PostgreSQL.
+ * `lockWaitMs`: how long its writes wait for another connection's lock.
+ */
+export async function freshDb(opts: { file?: boolean; lockWaitMs?: number } = {}): Promise<Db> {
+  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL, opts.lockWaitMs);
   let file = ':memory:';
   if (opts.file) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-test-'));
     file = path.join(dir, 'crm.db');
   }
-  const db = openDatabase({ file });
+  const db = openDatabase({ file, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) });
   await migrate(db);
   return db;
 }
@@ -236,4 +240,28 @@ export async function indexedRecords(db: Db, word: string): Promise<string[]> {
   const out: string[] = [];
   for (const w of workspaces) for (const h of await db.search.query(db.kysely, w.id, [], match, 10_000, [])) out.push(h.record_id);
   return out.sort();
+}
+
+/**
+ * Holds a write transaction open on `db` (another connection: another process's long import
+ * batch, say) until the returned function is called, which commits it. On SQLite the transaction
+ * begins IMMEDIATE, holding the file's write lock; on PostgreSQL writes lock rows and tables, not
+ * the database, so `locks` are taken in it first (LOCK TABLE … IN EXCLUSIVE MODE: others may read
+ * those tables, not write them).
+ */
+export async function holdWriteLock(db: Db, locks: Query[] = []): Promise<() => Promise<void>> {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let held!: () => void;
+  const holding = new Promise<void>((r) => (held = r));
+  const done = db.kysely.transaction().execute(async (trx) => {
+    for (const l of locks) await raw(l).execute(trx);
+    held();
+    await released;
+  });
+  await Promise.race([holding, done]);
+  return async () => {
+    release();
+    await done;
+  };
 }
