@@ -210,6 +210,14 @@ describe('matching rules', () => {
     ok(await api(admin(), 'DELETE', `/records/companies/${id}`));
   });
 
+  it('a word longer than an index entry may be (PostgreSQL: 2,047 bytes) is written, and found by its beginning', async () => {
+    const word = `Longinus${'é'.repeat(1500)}${'x'.repeat(3000)}`;
+    const id = await make('longword', 'companies', { name: 'Longword Labs', description: `Says ${word} twice: ${word}` });
+    expect(await ids(`longinus${'e'.repeat(150)}`)).toEqual([id]);
+    expect(await ids('longword')).toEqual([id]);
+    ok(await api(admin(), 'DELETE', `/records/companies/${id}`));
+  });
+
   it('a domain finds the company (by its domain) and its website', async () => {
     expect(await ids('rabbithole.io')).toEqual([rec.rabbit]);
     expect(await ids('www.rabbithole.io')).toEqual([rec.rabbit]);
