@@ -127,6 +127,8 @@ export const postgresSearch: SearchBackend = {
   },
 
   async query(db, workspaceId, objectIds, match, limit, exclude) {
+    // Rank normalisation 1 (divided by 1 + log of the document's length), as bm25 weighs length:
+    // the whole name "Vortex" before one word of "Vortex Global Logistics …".
     const r = await sql<{ object_id: number; record_id: string; rank: number; name: string; body: string }>`
       SELECT object_id, record_id, -ts_rank('{0.0, 0.6, 0.2, 1.0}', tsv, q, 1) AS rank, name, body
       FROM search_docs, CAST(${tsquery(match)} AS tsquery) AS q
