@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { openDatabase } from '../src/db/database.js';
+import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
 import type { Ctx } from '../src/services/context.js';
@@ -109,7 +109,7 @@ out.import = { runs: pairs, medianRowsPerSecond: importRate, medianRawRowsPerSec
 // 2. Export over HTTP, memory while streaming
 
 const file = path.join(dir, 'bench.db');
-const db = openDatabase({ file, readWorkers: 2 });
+const db = openSqliteDatabase({ file, readWorkers: 2 });
 await migrate(db);
 const ws = await createWorkspace(db, 'bench');
 const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
@@ -148,7 +148,7 @@ out.export = { small, large };
 // 3. Duplicate detection with planted duplicates
 
 const planted = 200;
-const sample = (await db.sqlite!.prepare(`SELECT first_name, last_name, phone, company FROM w${ws.id}_contacts WHERE phone IS NOT NULL LIMIT ${planted}`).all()) as Record<string, string | null>[];
+const sample = (await db.sqlite.prepare(`SELECT first_name, last_name, phone, company FROM w${ws.id}_contacts WHERE phone IS NOT NULL LIMIT ${planted}`).all()) as Record<string, string | null>[];
 const twins = sample.map((c, i) =>
   i % 2 === 0
     ? { first_name: c.first_name, last_name: c.last_name, phone: c.phone!.replace(/\D/g, ''), company: c.company } // same phone, other formatting

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import pino from 'pino';
-import { openDatabase } from '../src/db/database.js';
+import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
@@ -49,7 +49,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-load-'));
 const file = path.join(dir, 'crm.db');
 const t0 = performance.now();
-const seedDb = openDatabase({ file });
+const seedDb = openSqliteDatabase({ file });
 await migrate(seedDb);
 const ws = await createWorkspace(seedDb, 'bench');
 const admin = await createUser(seedDb, ws.id, { email: 'admin@bench.test', name: 'Bench Admin', role: 'admin' });
@@ -58,7 +58,7 @@ const adminToken = (await createToken(seedDb, ws.id, admin.id, 'bench admin')).t
 const memberToken = (await createToken(seedDb, ws.id, member.id, 'bench member')).token;
 const ctx = { db: seedDb, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin' as const, via: 'bench' } };
 await seedWorkspace(ctx, { contacts: CONTACTS, companies: Math.round(CONTACTS / 20), opportunities: Math.round(CONTACTS / 5), activity: false, searchIndex: false });
-const someIds = (seedDb.sqlite!.prepare(`SELECT id FROM ${(await import('../src/services/schema.js').then((m) => m.resolveObject(ctx, 'contacts'))).table} LIMIT 200`).all() as { id: string }[]).map((r) => r.id);
+const someIds = (seedDb.sqlite.prepare(`SELECT id FROM ${(await import('../src/services/schema.js').then((m) => m.resolveObject(ctx, 'contacts'))).table} LIMIT 200`).all() as { id: string }[]).map((r) => r.id);
 await seedDb.close();
 console.log(`seeded ${CONTACTS.toLocaleString('en-US')} contacts, ${Math.round(CONTACTS / 20).toLocaleString('en-US')} companies, ${Math.round(CONTACTS / 5).toLocaleString('en-US')} opportunities in ${((performance.now() - t0) / 1000).toFixed(1)} s (${file})`);
 

@@ -18,7 +18,7 @@ import { isDeepStrictEqual } from 'node:util';
 import autocannon from 'autocannon';
 import type Database from 'better-sqlite3';
 import pino from 'pino';
-import { openDatabase } from '../src/db/database.js';
+import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import type { Ctx } from '../src/services/context.js';
 import type { FilterGroup } from '../src/services/filters.js';
@@ -96,13 +96,13 @@ const check = (pass: boolean): Row['ok'] => (pass ? '✓' : '✗');
 
 log(`crm-mcp bench: ${fmt(ROWS)} opportunities, ${fmt(COMPANIES)} companies, ${fmt(CONTACTS)} contacts; node ${process.version}, ${os.cpus().length} CPUs`);
 log(`database: ${file}`);
-const db = openDatabase({ file });
+const db = openSqliteDatabase({ file });
 await migrate(db);
 const ws = await createWorkspace(db, 'bench');
 const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
 const ctx: Ctx = { db, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
 const opps = `w${ws.id}_opportunities`;
-const sqlite: Database.Database = db.sqlite!;
+const sqlite: Database.Database = db.sqlite;
 
 log(`\n[seed] seedWorkspace ... ${load1('seed')}`);
 const done: Record<string, number> = {};

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRecords } from '../src/services/records.js';
-import { call, makeWorkspace, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { sql } from 'kysely';
+import { call, makeWorkspace, sqlAll, tableOf as tableOfObject, testApp, type TestApp, type TestWorkspace } from './helpers.js';
 
 /**
  * POST /bulk through Fastify: update by ids or by a FilterGroup in one transaction, dry_run that
@@ -13,16 +14,14 @@ let ws: TestWorkspace;
 const api = (method: string, url: string, body?: unknown, token = ws.adminToken) => call(t.app, token, method, `/api/v1${url}`, body);
 const bulk = (body: unknown, token?: string) => api('POST', '/bulk', body, token);
 
-function tableOf(w: TestWorkspace, object: string): string {
-  return (t.db.sqlite!.prepare('SELECT table_name FROM objects WHERE workspace_id = ? AND name = ?').get(w.workspace.id, object) as { table_name: string }).table_name;
-}
+const tableOf = (w: TestWorkspace, object: string) => tableOfObject(t.db, w.workspace.id, object);
 /** Full contents of a record table, in insertion order. */
-const rows = (object: string, w = ws) => t.db.sqlite!.prepare(`SELECT * FROM "${tableOf(w, object)}" ORDER BY seq`).all() as Record<string, any>[];
-const activity = (w = ws) => t.db.sqlite!.prepare('SELECT * FROM activity WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
-const associations = (w = ws) => t.db.sqlite!.prepare('SELECT * FROM associations WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
-const stageHistory = (w = ws) => t.db.sqlite!.prepare('SELECT * FROM stage_history WHERE workspace_id = ? ORDER BY id').all(w.workspace.id) as Record<string, any>[];
+const rows = async (object: string, w = ws) => sqlAll(t.db, sql`SELECT * FROM ${sql.table(await tableOf(w, object))} ORDER BY seq`);
+const activity = (w = ws) => sqlAll(t.db, sql`SELECT * FROM activity WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
+const associations = (w = ws) => sqlAll(t.db, sql`SELECT * FROM associations WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
+const stageHistory = (w = ws) => sqlAll(t.db, sql`SELECT * FROM stage_history WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
 /** Everything a bulk request could write. */
-const everything = () => ({ contacts: rows('contacts'), opportunities: rows('opportunities'), companies: rows('companies'), activity: activity(), associations: associations(), stages: stageHistory() });
+const everything = async () => ({ contacts: await rows('contacts'), opportunities: await rows('opportunities'), companies: await rows('companies'), activity: await activity(), associations: await associations(), stages: await stageHistory() });
 
 /** Record ids by a short name (typed loosely: every name used is set in beforeAll). */
 const ids: Record<string, any> = {};
@@ -62,13 +61,13 @@ afterAll(async () => {
 
 describe('bulk update', () => {
   it('by ids: every record updated, one activity entry each', async () => {
-    const before = activity().length;
+    const before = (await activity()).length;
     const r = await bulk({ action: 'update', object: 'contacts', ids: [ids.Ann, ids.Cat], values: { job_title: 'Buyer', country: 'FR' } });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body.data).toEqual({ action: 'update', object: 'contacts', matched: 2, dry_run: false, updated: 2 });
     for (const n of ['Ann', 'Cat']) expect((await api('GET', `/records/contacts/${ids[n]}`)).body.data).toMatchObject({ job_title: 'Buyer', country: 'FR' });
     for (const n of ['Ben', 'Dan', 'Eve', 'Fay']) expect((await api('GET', `/records/contacts/${ids[n]}`)).body.data.job_title).toBeNull();
-    const added = activity().slice(before);
+    const added = (await activity()).slice(before);
     expect(added.map((a) => [a.record_id, a.action, a.via])).toEqual([
       [ids.Ann, 'updated', 'rest'],
       [ids.Cat, 'updated', 'rest'],
@@ -79,26 +78,26 @@ describe('bulk update', () => {
   it('by filter (FilterGroup): only the matching records change', async () => {
     const r = await bulk({ action: 'update', object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'city', operator: 'eq', value: 'Berlin' }] }, values: { source: 'event' } });
     expect(r.body.data).toEqual({ action: 'update', object: 'contacts', matched: 2, dry_run: false, updated: 2 });
-    const all = rows('contacts');
+    const all = await rows('contacts');
     expect(all.filter((x) => x.source === 'event').map((x) => x.first_name)).toEqual(['Cat', 'Dan']);
     // An OR group, and the {field, operator, value} shorthand styles the records API accepts.
     const or = await bulk({ action: 'update', object: 'contacts', filter: { operator: 'or', conditions: [{ field: 'status', operator: 'eq', value: 'customer' }, { field: 'city', operator: 'is_null' }] }, values: { source: 'partner' } });
     expect(or.body.data.matched).toBe(2);
-    expect(rows('contacts').filter((x) => x.source === 'partner').map((x) => x.first_name)).toEqual(['Eve', 'Fay']);
+    expect((await rows('contacts')).filter((x) => x.source === 'partner').map((x) => x.first_name)).toEqual(['Eve', 'Fay']);
   });
 
   it('one transaction: a value that fails on the second record leaves every record as it was', async () => {
-    const before = everything();
+    const before = await everything();
     // The first record takes the email, the second collides with it: all or nothing.
     const dup = await bulk({ action: 'update', object: 'contacts', ids: [ids.Ann, ids.Ben, ids.Cat], values: { email: 'shared@x.test', city: 'Lyon' } });
     expect(dup.status).toBe(409);
     expect(dup.body.code).toBe('DUPLICATE_RECORD');
-    expect(everything()).toEqual(before);
+    expect(await everything()).toEqual(before);
     // A relation to a record that does not exist, by filter.
     const rel = await bulk({ action: 'update', object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'lead' }] }, values: { city: 'Oslo', company: '00000000-0000-7000-8000-000000000000' } });
     expect(rel.status).toBeGreaterThanOrEqual(400);
     expect(rel.status).toBeLessThan(500);
-    expect(everything()).toEqual(before);
+    expect(await everything()).toEqual(before);
     // Bad values, unknown or read-only fields, an id that does not exist: refused before writing.
     const bad = [
       { ids: [ids.Ann], values: { status: 'royalty' } },
@@ -126,13 +125,13 @@ describe('bulk update', () => {
       expect(r.body.code).toBe('VALIDATION_ERROR');
     }
     expect((await bulk({ action: 'update', object: 'widgets', ids: ['x'], values: { a: 1 } })).body.code).toBe('INVALID_OBJECT');
-    expect(everything()).toEqual(before);
+    expect(await everything()).toEqual(before);
   });
 });
 
 describe('bulk update dry_run', () => {
   it('reports would_change, unchanged, changes_by_field and samples, and writes nothing', async () => {
-    const before = everything();
+    const before = await everything();
     // Ben and Dan are qualified already; Dan is in Berlin already (Ann, Cat, Eve, Fay change status).
     const r = await bulk({ action: 'update', object: 'contacts', ids: [ids.Ann, ids.Ben, ids.Cat, ids.Dan, ids.Eve], values: { status: 'qualified', city: 'Berlin' }, dry_run: true });
     expect(r.status).toBe(200);
@@ -145,32 +144,32 @@ describe('bulk update dry_run', () => {
       { id: ids.Eve, changes: { status: ['customer', 'qualified'], city: ['Rome', 'Berlin'] } },
     ]));
     // Nothing written: record tables, activity, associations, stage history all identical.
-    expect(everything()).toEqual(before);
+    expect(await everything()).toEqual(before);
 
     // By filter as well; then the real update does what the dry run said.
     const filter = { operator: 'and', conditions: [{ field: 'status', operator: 'in', value: ['lead', 'customer'] }] };
     const dry = (await bulk({ action: 'update', object: 'contacts', filter, values: { country: 'DE' }, dry_run: true })).body.data;
     expect(dry).toMatchObject({ matched: 4, would_change: 4, unchanged: 0, changes_by_field: { country: 4 } });
-    expect(everything()).toEqual(before);
-    const actBefore = activity().length;
+    expect(await everything()).toEqual(before);
+    const actBefore = (await activity()).length;
     const real = (await bulk({ action: 'update', object: 'contacts', filter, values: { country: 'DE' } })).body.data;
     expect(real).toMatchObject({ matched: 4, updated: 4, dry_run: false });
-    const changed = activity().slice(actBefore).filter((a) => a.action === 'updated');
+    const changed = (await activity()).slice(actBefore).filter((a) => a.action === 'updated');
     expect(changed.map((a) => a.record_id).sort()).toEqual(dry.samples.map((s: { id: string }) => s.id).sort());
     for (const s of dry.samples) expect(JSON.parse(changed.find((a) => a.record_id === s.id)!.payload).changes).toEqual(s.changes);
   });
 
   it('on a pipeline object, the dry run reports exactly what the update then changes (step defaults included)', async () => {
-    const before = everything();
+    const before = await everything();
     const target = [ids['Deal 1'], ids['Deal 2'], ids['Deal 3']];
     const dry = (await bulk({ action: 'update', object: 'opportunities', ids: target, values: { status: 'proposal' }, dry_run: true })).body.data;
-    expect(everything()).toEqual(before);
+    expect(await everything()).toEqual(before);
     // Deals 1 and 2 move open -> proposal; Deal 3 is on proposal already.
     expect(dry).toMatchObject({ matched: 3, would_change: 2, unchanged: 1 });
-    const act = activity().length;
+    const act = (await activity()).length;
     const real = await bulk({ action: 'update', object: 'opportunities', ids: target, values: { status: 'proposal' } });
     expect(real.status).toBe(200);
-    const updates = activity().slice(act).filter((a) => a.action === 'updated');
+    const updates = (await activity()).slice(act).filter((a) => a.action === 'updated');
     expect(updates.map((a) => a.record_id)).toEqual([ids['Deal 1'], ids['Deal 2']]);
     // What changed, per record, is what the dry run predicted.
     const actual = updates.map((a) => ({ id: a.record_id, changes: JSON.parse(a.payload).changes }));
@@ -180,7 +179,7 @@ describe('bulk update dry_run', () => {
     for (const u of actual) for (const f of Object.keys(u.changes)) byField[f] = (byField[f] ?? 0) + 1;
     expect(dry.changes_by_field).toEqual(byField);
     // The moves entered the stage history.
-    expect(stageHistory().filter((h) => target.includes(h.record_id) && h.step_key === 'proposal' && h.left_at === null)).toHaveLength(3);
+    expect((await stageHistory()).filter((h) => target.includes(h.record_id) && h.step_key === 'proposal' && h.left_at === null)).toHaveLength(3);
   });
 });
 
@@ -189,10 +188,10 @@ describe('bulk relations', () => {
 
   it('add_relation: dry run first (nothing written), then every chosen record is associated with the company', async () => {
     const filter = { operator: 'and', conditions: [{ field: 'email', operator: 'in', value: ['ann@x.test', 'cat@x.test', 'fay@x.test'] }] };
-    const before = everything();
+    const before = await everything();
     const dry = await bulk({ action: 'add_relation', object: 'contacts', filter, relation: { object: 'companies', id: globex }, dry_run: true });
     expect(dry.body.data).toEqual({ action: 'add_relation', object: 'contacts', matched: 3, dry_run: true, would_change: 3, unchanged: 0, relation: { object: 'companies', id: globex } });
-    expect(everything()).toEqual(before);
+    expect(await everything()).toEqual(before);
 
     const r = await bulk({ action: 'add_relation', object: 'contacts', filter, relation: { object: 'companies', id: globex } });
     expect(r.body.data).toEqual({ action: 'add_relation', object: 'contacts', matched: 3, dry_run: false, changed: 3, unchanged: 0, relation: { object: 'companies', id: globex } });
@@ -210,14 +209,14 @@ describe('bulk relations', () => {
     // Again: already linked, nothing to do.
     const again = await bulk({ action: 'add_relation', object: 'contacts', ids: [...contactIds(), ids.Ben], relation: { object: 'companies', id: globex } });
     expect(again.body.data).toMatchObject({ matched: 4, changed: 1, unchanged: 3 });
-    expect(associations().length).toBe(before.associations.length + 4);
+    expect((await associations()).length).toBe(before.associations.length + 4);
   });
 
   it('remove_relation: dry run, then the links are gone from GET /records', async () => {
-    const before = everything();
+    const before = await everything();
     const dry = await bulk({ action: 'remove_relation', object: 'contacts', ids: [ids.Ann, ids.Ben, ids.Dan], relation: { object: 'companies', id: globex }, dry_run: true });
     expect(dry.body.data).toMatchObject({ matched: 3, dry_run: true, would_change: 2, unchanged: 1 });
-    expect(everything()).toEqual(before);
+    expect(await everything()).toEqual(before);
     const r = await bulk({ action: 'remove_relation', object: 'contacts', ids: [ids.Ann, ids.Ben, ids.Dan], relation: { object: 'companies', id: globex } });
     expect(r.body.data).toEqual({ action: 'remove_relation', object: 'contacts', matched: 3, dry_run: false, changed: 2, unchanged: 1, relation: { object: 'companies', id: globex } });
     const ann = (await api('GET', `/records/contacts/${ids.Ann}`)).body.data;
@@ -239,7 +238,7 @@ describe('bulk limits', () => {
     const inputs = Array.from({ length: 10_001 }, (_, i) => ({ first_name: `P${i}`, last_name: i === 0 ? 'Odd' : 'Bulk' }));
     for (let i = 0; i < inputs.length; i += 5000) await createRecords(big.ctx, 'contacts', inputs.slice(i, i + 5000), { max: 5000, readBack: false });
     const req = (filter: unknown, dry_run: boolean) => call(t.app, big.adminToken, 'POST', '/api/v1/bulk', { action: 'update', object: 'contacts', filter, values: { city: 'Everywhere' }, dry_run });
-    const acts = activity(big).length;
+    const acts = (await activity(big)).length;
 
     const all = { operator: 'and', conditions: [{ field: 'first_name', operator: 'starts_with', value: 'P' }] };
     for (const dry of [true, false]) {
@@ -248,13 +247,13 @@ describe('bulk limits', () => {
       expect(r.body.code).toBe('VALIDATION_ERROR');
       expect(r.body.message).toMatch(/10000/);
     }
-    const add = await call(t.app, big.adminToken, 'POST', '/api/v1/bulk', { action: 'add_relation', object: 'contacts', filter: all, relation: { object: 'contacts', id: rows('contacts', big)[0]!.id } });
+    const add = await call(t.app, big.adminToken, 'POST', '/api/v1/bulk', { action: 'add_relation', object: 'contacts', filter: all, relation: { object: 'contacts', id: (await rows('contacts', big))[0]!.id } });
     expect(add.status).toBe(400);
     // More than 10,000 ids.
     const many = await call(t.app, big.adminToken, 'POST', '/api/v1/bulk', { action: 'update', object: 'contacts', ids: Array.from({ length: 10_001 }, (_, i) => `id-${i}`), values: { city: 'X' } });
     expect(many.status).toBe(400);
-    expect(rows('contacts', big).filter((x) => x.city !== null)).toHaveLength(0);
-    expect(activity(big)).toHaveLength(acts);
+    expect((await rows('contacts', big)).filter((x) => x.city !== null)).toHaveLength(0);
+    expect(await activity(big)).toHaveLength(acts);
 
     // Exactly 10,000: a dry run answers for all of them.
     const ok = await req({ operator: 'and', conditions: [{ field: 'last_name', operator: 'eq', value: 'Bulk' }] }, true);

@@ -13,7 +13,7 @@ import { listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createUser, createWorkspace, findWorkspace, firstUserWithRole, listUsers } from '../src/services/users.js';
 import { buildCli } from '../src/cli.js';
-import { call, freshDb } from './helpers.js';
+import { call, freshDb, tableNames } from './helpers.js';
 
 /**
  * The built CLI (dist/src/cli.js), spawned as a user runs it, against temporary database files.
@@ -196,8 +196,7 @@ describe('crm-mcp migrate', () => {
     expect(runs.migrate2.stderr).toMatch(/up to date/);
     const db = openDatabase({ file: dbMigrate });
     try {
-      const tables = db.sqlite!.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[];
-      expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['workspaces', 'users', 'api_tokens', 'objects', 'fields']));
+      expect(await tableNames(db)).toEqual(expect.arrayContaining(['workspaces', 'users', 'api_tokens', 'objects', 'fields']));
     } finally {
       await db.close();
     }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Db } from '../src/db/database.js';
+import { openDatabase, openSqliteDatabase, type Db, type SqliteDb } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { compareDatabases, copyDatabase, CopyError } from '../src/db/copy.js';
 import { seedWorkspace } from '../src/services/seed.js';
@@ -50,10 +50,10 @@ function targetUrl(): string {
   return u.toString();
 }
 
-async function sourceDb(): Promise<{ db: Db; file: string }> {
+async function sourceDb(): Promise<{ db: SqliteDb; file: string }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-copy-'));
   const file = path.join(dir, 'crm.db');
-  const db = openDatabase({ file });
+  const db = openSqliteDatabase({ file });
   await migrate(db);
   return { db, file };
 }
@@ -140,7 +140,7 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect((await listRecords(t, 'contacts', { limit: 1, includeTotal: true })).total).toBe(DEMO_SIZE.contacts + 1);
     expect((await searchAll(t, { q: 'After Copy', objects: ['contacts'] })).data.map((h) => h.id)).toContain(created.id);
     const ids = await sql<{ id: number }>`SELECT id FROM activity WHERE record_id = ${created.id}`.execute(target.kysely);
-    const maxSource = (source.sqlite!.prepare('SELECT max(id) AS m FROM activity').get() as { m: number }).m;
+    const maxSource = (source.sqlite.prepare('SELECT max(id) AS m FROM activity').get() as { m: number }).m;
     expect(ids.rows.every((x) => Number(x.id) > maxSource)).toBe(true);
   });
 

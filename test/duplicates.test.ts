@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, makeWorkspace, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { sql, type RawBuilder } from 'kysely';
+import { call, indexedDocs, makeWorkspace, sqlAll, tableOf as tableOfObject, testApp, type TestApp, type TestWorkspace } from './helpers.js';
 
 /**
  * POST /duplicates through Fastify: detection (clusters with evidence and a score), merge with a
@@ -10,31 +11,31 @@ import { call, makeWorkspace, testApp, type TestApp, type TestWorkspace } from '
 let t: TestApp;
 const call_ = (ws: TestWorkspace, method: string, url: string, body?: unknown, token = ws.adminToken) => call(t.app, token, method, `/api/v1${url}`, body);
 
-function tableOf(ws: TestWorkspace, object: string): string {
-  return (t.db.sqlite!.prepare('SELECT table_name FROM objects WHERE workspace_id = ? AND name = ?').get(ws.workspace.id, object) as { table_name: string }).table_name;
-}
-const all = (sql: string, ...args: unknown[]) => t.db.sqlite!.prepare(sql).all(...args) as Record<string, any>[];
+const tableOf = (ws: TestWorkspace, object: string) => tableOfObject(t.db, ws.workspace.id, object);
+const all = (q: RawBuilder<unknown>) => sqlAll(t.db, q);
 const sortRows = (rows: Record<string, any>[]) => rows.map((r) => JSON.stringify(r)).sort();
 
 /** Everything a merge touches, as stored: record tables, links, notes, timeline, inbox, stages, match keys, search index. */
-function snapshot(ws: TestWorkspace) {
+async function snapshot(ws: TestWorkspace) {
   const w = ws.workspace.id;
   const objects = ['companies', 'contacts', 'opportunities', 'tasks'];
+  const records: Record<string, Record<string, any>[]> = {};
+  for (const o of objects) records[o] = await all(sql`SELECT * FROM ${sql.table(await tableOf(ws, o))} ORDER BY seq`);
   return {
-    records: Object.fromEntries(objects.map((o) => [o, all(`SELECT * FROM "${tableOf(ws, o)}" ORDER BY seq`)])),
+    records,
     // Association row ids are internal; the links themselves must be the same.
-    associations: sortRows(all('SELECT a_object, a_id, b_object, b_id, created_at, created_by FROM associations WHERE workspace_id = ?', w)),
-    notes: all('SELECT * FROM notes WHERE workspace_id = ? ORDER BY id', w),
-    activity: all('SELECT * FROM activity WHERE workspace_id = ? ORDER BY id', w),
-    threads: all('SELECT * FROM threads WHERE workspace_id = ? ORDER BY id', w),
-    messages: all('SELECT * FROM messages WHERE workspace_id = ? ORDER BY id', w),
-    stages: all('SELECT * FROM stage_history WHERE workspace_id = ? ORDER BY id', w),
-    dedupe: sortRows(all('SELECT * FROM dedupe_keys WHERE workspace_id = ?', w)),
-    search: sortRows(all('SELECT d.object_id, d.record_id, s.scope, s.name, s.body, s.exact FROM search_docs d JOIN search_index s ON s.rowid = d.doc_id WHERE d.workspace_id = ?', w)),
-    merges: all('SELECT id FROM merges WHERE workspace_id = ?', w).length,
+    associations: sortRows(await all(sql`SELECT a_object, a_id, b_object, b_id, created_at, created_by FROM associations WHERE workspace_id = ${w}`)),
+    notes: await all(sql`SELECT * FROM notes WHERE workspace_id = ${w} ORDER BY id`),
+    activity: await all(sql`SELECT * FROM activity WHERE workspace_id = ${w} ORDER BY id`),
+    threads: await all(sql`SELECT * FROM threads WHERE workspace_id = ${w} ORDER BY id`),
+    messages: await all(sql`SELECT * FROM messages WHERE workspace_id = ${w} ORDER BY id`),
+    stages: await all(sql`SELECT * FROM stage_history WHERE workspace_id = ${w} ORDER BY id`),
+    dedupe: sortRows(await all(sql`SELECT * FROM dedupe_keys WHERE workspace_id = ${w}`)),
+    search: sortRows(await indexedDocs(t.db, w)),
+    merges: (await all(sql`SELECT id FROM merges WHERE workspace_id = ${w}`)).length,
   };
 }
-type Snapshot = ReturnType<typeof snapshot>;
+type Snapshot = Awaited<ReturnType<typeof snapshot>>;
 
 /**
  * After an undo everything is as before, except what the undo itself adds: the primary's updated_at,
@@ -247,7 +248,7 @@ describe('merge and unmerge', () => {
   });
 
   it('dry run previews the merged record and what would move, and writes nothing', async () => {
-    const before = snapshot(ws);
+    const before = await snapshot(ws);
     const r = await merge({ primary_id: id.P, duplicate_ids: [id.D1, id.D2], dry_run: true });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     const d = r.body.data;
@@ -286,11 +287,11 @@ describe('merge and unmerge', () => {
     // Duplicates in the other order: their values fill the gaps first.
     const reversed = (await merge({ primary_id: id.P, duplicate_ids: [id.D2, id.D1], dry_run: true })).body.data;
     expect(reversed.record).toMatchObject({ phone: '020 7946 0001', city: 'Paris', country: 'UK' });
-    expect(snapshot(ws)).toEqual(before);
+    expect(await snapshot(ws)).toEqual(before);
   });
 
   it('dry run with overrides: a value, or {"from": id} to take a given record\'s value', async () => {
-    const before = snapshot(ws);
+    const before = await snapshot(ws);
     const r = await merge({
       primary_id: id.P,
       duplicate_ids: [id.D1, id.D2],
@@ -323,11 +324,11 @@ describe('merge and unmerge', () => {
     }
     const missing = await merge({ primary_id: id.P, duplicate_ids: [id.D1, '00000000-0000-7000-8000-000000000009'] });
     expect(missing.status).toBe(404);
-    expect(snapshot(ws)).toEqual(before);
+    expect(await snapshot(ws)).toEqual(before);
   });
 
   it('a member may not merge or dry-run a merge (403); more than 20 duplicates are refused (400)', async () => {
-    const before = snapshot(ws);
+    const before = await snapshot(ws);
     for (const dry_run of [true, false]) {
       const r = await merge({ primary_id: id.P, duplicate_ids: [id.D1], dry_run }, ws.memberToken);
       expect(r.status).toBe(403);
@@ -346,11 +347,11 @@ describe('merge and unmerge', () => {
     const twenty = await call(t.app, extra.adminToken, 'POST', '/api/v1/duplicates', { action: 'merge', object: 'contacts', primary_id: list[0], duplicate_ids: list.slice(1, 21), dry_run: true });
     expect(twenty.status).toBe(200);
     expect(twenty.body.data.merged_ids).toHaveLength(20);
-    expect(snapshot(ws)).toEqual(before);
+    expect(await snapshot(ws)).toEqual(before);
   });
 
   it('a merge moves every link to the primary and records it in the timeline; unmerge restores everything exactly', async () => {
-    const before = snapshot(ws);
+    const before = await snapshot(ws);
     const r = await merge({ primary_id: id.P, duplicate_ids: [id.D1, id.D2], overrides: { job_title: { from: id.D1 } } });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     const m = r.body.data;
@@ -385,10 +386,10 @@ describe('merge and unmerge', () => {
     expect(timeline.filter((e) => e.action === 'created')).toHaveLength(3);
     expect(timeline.map((e) => e.action)).toEqual(expect.arrayContaining(['note_added', 'email_received', 'updated', 'associated']));
     // Every activity entry of the duplicates now belongs to the primary.
-    expect(all('SELECT COUNT(*) AS n FROM activity WHERE record_id IN (?, ?)', id.D1, id.D2)[0]!.n).toBe(0);
+    expect((await all(sql`SELECT COUNT(*) AS n FROM activity WHERE record_id IN (${id.D1}, ${id.D2})`))[0]!.n).toBe(0);
     // Match keys and search follow: the duplicates no longer show up.
-    expect(all('SELECT COUNT(*) AS n FROM dedupe_keys WHERE record_id IN (?, ?)', id.D1, id.D2)[0]!.n).toBe(0);
-    expect(all('SELECT COUNT(*) AS n FROM search_docs WHERE record_id IN (?, ?)', id.D1, id.D2)[0]!.n).toBe(0);
+    expect((await all(sql`SELECT COUNT(*) AS n FROM dedupe_keys WHERE record_id IN (${id.D1}, ${id.D2})`))[0]!.n).toBe(0);
+    expect((await all(sql`SELECT COUNT(*) AS n FROM search_docs WHERE record_id IN (${id.D1}, ${id.D2})`))[0]!.n).toBe(0);
 
     // A member may not undo it.
     const denied = await api('POST', '/duplicates', { action: 'unmerge', merge_id: m.merge_id }, ws.memberToken);
@@ -399,7 +400,7 @@ describe('merge and unmerge', () => {
     const u = await api('POST', '/duplicates', { action: 'unmerge', merge_id: m.merge_id });
     expect(u.status, JSON.stringify(u.body)).toBe(200);
     expect(u.body.data).toEqual({ merge_id: m.merge_id, primary_id: id.P, restored_ids: [id.D1, id.D2] });
-    const after = snapshot(ws);
+    const after = await snapshot(ws);
     expectUndone(before, after, 'contacts', id.P);
     expect(after.merges).toBe(before.merges + 1);
     // Through the API too: the records, their tasks, notes and threads.
@@ -413,7 +414,7 @@ describe('merge and unmerge', () => {
     const again = await api('POST', '/duplicates', { action: 'unmerge', merge_id: m.merge_id });
     expect(again.status).toBe(400);
     expect(again.body.code).toBe('VALIDATION_ERROR');
-    expect(snapshot(ws)).toEqual(after);
+    expect(await snapshot(ws)).toEqual(after);
     const unknown = await api('POST', '/duplicates', { action: 'unmerge', merge_id: 'no-such-merge' });
     expect(unknown.status).toBe(404);
 
@@ -430,19 +431,19 @@ describe('merge and unmerge', () => {
     id.T4 = (await ok('POST', '/tasks', { title: 'Chase the Jacquard deal', opportunity: id.O4 })).id;
     id.N4 = (await ok('POST', '/notes', { body: 'Loom pricing', object: 'opportunities', record_id: id.O4 })).id;
     await ok('PUT', `/records/opportunities/${id.O4}/associations/contacts/${id.charles}`);
-    const history = all('SELECT id FROM stage_history WHERE record_id = ?', id.O4).map((h) => h.id);
+    const history = (await all(sql`SELECT id FROM stage_history WHERE record_id = ${id.O4}`)).map((h) => h.id);
     expect(history).toHaveLength(3);
 
-    const before = snapshot(ws);
+    const before = await snapshot(ws);
     const dry = await api('POST', '/duplicates', { action: 'merge', object: 'opportunities', primary_id: id.O3, duplicate_ids: [id.O4], dry_run: true });
     expect(dry.body.data.moves).toMatchObject({ relations: 1, associations: 1, notes: 1, stage_history: 3, threads: 0 });
     expect(dry.body.data.record).toMatchObject({ name: 'Jacquard deal', amount: 100, close_date: '2026-06-30', status: 'open', probability: 10 });
-    expect(snapshot(ws)).toEqual(before);
+    expect(await snapshot(ws)).toEqual(before);
 
     const r = await api('POST', '/duplicates', { action: 'merge', object: 'opportunities', primary_id: id.O3, duplicate_ids: [id.O4], overrides: { status: { from: id.O4 }, amount: 250 } });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
-    expect(all('SELECT COUNT(*) AS n FROM stage_history WHERE record_id = ?', id.O4)[0]!.n).toBe(0);
-    expect(all('SELECT id FROM stage_history WHERE record_id = ?', id.O3).map((h) => h.id)).toEqual(expect.arrayContaining(history));
+    expect((await all(sql`SELECT COUNT(*) AS n FROM stage_history WHERE record_id = ${id.O4}`))[0]!.n).toBe(0);
+    expect((await all(sql`SELECT id FROM stage_history WHERE record_id = ${id.O3}`)).map((h) => h.id)).toEqual(expect.arrayContaining(history));
     expect((await ok('GET', `/tasks/${id.T4}`)).opportunity).toBe(id.O3);
     expect((await api('GET', `/notes?object=opportunities&record_id=${id.O3}`)).body.data.map((n: { id: string }) => n.id)).toContain(id.N4);
     const o3 = await ok('GET', `/records/opportunities/${id.O3}`);
@@ -452,10 +453,10 @@ describe('merge and unmerge', () => {
     expect(timeline[0]).toMatchObject({ action: 'merged' });
     // The step came from the duplicate: a move like any other, with its stage history.
     expect(timeline[1]).toMatchObject({ action: 'pipeline_moved', details: { from: 'open', to: 'proposal', merge: true } });
-    expect(all('SELECT COUNT(*) AS n FROM stage_history WHERE record_id = ? AND left_at IS NULL', id.O3)[0]!.n).toBe(1);
+    expect((await all(sql`SELECT COUNT(*) AS n FROM stage_history WHERE record_id = ${id.O3} AND left_at IS NULL`))[0]!.n).toBe(1);
 
     const u = await api('POST', '/duplicates', { action: 'unmerge', merge_id: r.body.data.merge_id });
     expect(u.status, JSON.stringify(u.body)).toBe(200);
-    expectUndone(before, snapshot(ws), 'opportunities', id.O3);
+    expectUndone(before, await snapshot(ws), 'opportunities', id.O3);
   });
 });

@@ -165,7 +165,7 @@ const filterText = fc.oneof(
 // The invariants.
 
 async function checkRest(method: string, url: string, body?: string, token: string | null = t.a.adminToken) {
-  const before = dbDigest(t.db);
+  const before = await dbDigest(t.db);
   const r = await call(t.app, token, method, url, body);
   const what = `${method} ${url.slice(0, 200)} ${body?.slice(0, 300) ?? ''} -> ${r.status} ${r.raw.slice(0, 300)}`;
   tally(`rest ${r.status} ${r.status >= 400 ? r.body?.code : ''}`);
@@ -175,7 +175,7 @@ async function checkRest(method: string, url: string, body?: string, token: stri
     expect(CODES, what).toContain(r.body.code);
     expect(r.body.message.length, what).toBeGreaterThan(0);
     expect(ERROR_STATUS[r.body.code as keyof typeof ERROR_STATUS], what).toBe(r.status);
-    expect(dbDigest(t.db), `${what}: a refused request wrote`).toBe(before);
+    expect((await dbDigest(t.db)), `${what}: a refused request wrote`).toBe(before);
   }
   return r;
 }
@@ -442,7 +442,7 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
         const args: Record<string, unknown> = {};
         for (const [k, v] of kv) Object.defineProperty(args, k, { value: v, enumerable: true, writable: true, configurable: true });
         if (!('object' in args) && propsOf.get(name)?.includes('object')) args.object = 'contacts';
-        const before = dbDigest(t.db);
+        const before = await dbDigest(t.db);
         const r = (await client.callTool({ name, arguments: args })) as CallToolResult;
         const text = (r.content?.[0] as { text?: string } | undefined)?.text ?? '';
         const what = `${name} ${text.slice(0, 300)}`;
@@ -451,7 +451,7 @@ describe('fuzz: no 5xx, the contract shape, nothing written when refused', () =>
         expect(text, what).not.toMatch(/Internal error|INTERNAL_ERROR|Maximum call stack/);
         if (r.isError) {
           expect(text.length, what).toBeGreaterThan(0);
-          expect(dbDigest(t.db), `${what}: a refused call wrote`).toBe(before);
+          expect((await dbDigest(t.db)), `${what}: a refused call wrote`).toBe(before);
         }
       }),
       opts,

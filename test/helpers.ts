@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { sql } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { FastifyInstance } from 'fastify';
 import { openDatabase, type Db } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
@@ -49,12 +49,21 @@ export async function dropSchemaOf(location: string): Promise<void> {
   }
 }
 
-async function freshPostgres(url: string, heavyReads = 1): Promise<Db> {
+async function freshPostgres(url: string, opts: { heavyReads?: number; lockWaitMs?: number | undefined } = {}): Promise<Db> {
   const location = schemaUrl(url);
   const schema = new URL(location).searchParams.get('schema')!;
   // Heavy reads at once as on SQLite: one without read workers, else one per worker.
-  const db = openDatabase({ file: location, readWorkers: heavyReads });
-  await migrate(db);
+  const db = openDatabase({ file: location, readWorkers: opts.heavyReads ?? 1, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) });
+  // The migrator lists the tables of every schema (has_schema_privilege on each): a schema another
+  // test drops meanwhile fails it with 'schema "…" does not exist' (3F000). Tried again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await migrate(db);
+      break;
+    } catch (e) {
+      if (attempt >= 5 || (e as { code?: unknown }).code !== '3F000') throw e;
+    }
+  }
   const close = db.close.bind(db);
   db.close = async () => {
     try {
@@ -66,15 +75,19 @@ async function freshPostgres(url: string, heavyReads = 1): Promise<Db> {
   return db;
 }
 
-/** A fresh, migrated database: in memory by default, or a file on disk when durability matters (a schema on PostgreSQL). */
-export async function freshDb(opts: { file?: boolean } = {}): Promise<Db> {
-  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL);
+/**
+ * A fresh, migrated database: in memory by default, or a file on disk when durability matters or
+ * another connection must open it (`openDatabase({ file: db.file })`); a schema on PostgreSQL.
+ * `lockWaitMs`: how long its writes wait for another connection's lock.
+ */
+export async function freshDb(opts: { file?: boolean; lockWaitMs?: number } = {}): Promise<Db> {
+  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL, { lockWaitMs: opts.lockWaitMs });
   let file = ':memory:';
   if (opts.file) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-test-'));
     file = path.join(dir, 'crm.db');
   }
-  const db = openDatabase({ file });
+  const db = openDatabase({ file, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) });
   await migrate(db);
   return db;
 }
@@ -127,7 +140,7 @@ export async function call(app: FastifyInstance, token: string | null, method: s
 
 /** A migrated file database whose heavy reads (aggregates) run on `readWorkers` worker threads. */
 export async function freshPooledDb(readWorkers = 2): Promise<Db> {
-  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL, readWorkers);
+  if (TEST_DATABASE_URL) return freshPostgres(TEST_DATABASE_URL, { heavyReads: readWorkers });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-test-'));
   const db = openDatabase({ file: path.join(dir, 'crm.db'), readWorkers });
   await migrate(db);
@@ -162,4 +175,106 @@ export async function listAll(ctx: Ctx, object: string, filter?: import('../src/
     cursor = page.nextCursor ?? undefined;
   } while (cursor);
   return out;
+}
+
+/**
+ * Raw SQL for tests, on either dialect, through the database's Kysely (never the driver's own
+ * handle): a `sql` template (values bound, `sql.id`/`sql.table` for names) or plain text without
+ * values. Quote identifiers with "x" (both dialects); COUNT(*) and other int8 arrive as numbers on
+ * PostgreSQL too (open.ts sets the parser).
+ */
+type Query = RawBuilder<unknown> | string;
+const on = (db: Db | Kysely<any>) => ('kysely' in db ? db.kysely : db) as Kysely<any>;
+const raw = (q: Query) => (typeof q === 'string' ? sql.raw(q) : q);
+
+/** Every row of a query. */
+export async function sqlAll<T = Record<string, any>>(db: Db | Kysely<any>, q: Query): Promise<T[]> {
+  return (await raw(q).execute(on(db))).rows as T[];
+}
+
+/** The first row of a query (undefined when there is none). */
+export async function sqlGet<T = Record<string, any>>(db: Db | Kysely<any>, q: Query): Promise<T | undefined> {
+  return (await sqlAll<T>(db, q))[0];
+}
+
+/** Runs a statement; returns the rows it changed (insert, update, delete). */
+export async function sqlRun(db: Db | Kysely<any>, q: Query): Promise<number> {
+  return Number((await raw(q).execute(on(db))).numAffectedRows ?? 0);
+}
+
+/** Whether this database is PostgreSQL (a test may open a SQLite file of its own on either run). */
+export const isPostgres = (db: Db) => db.adapter.name === 'postgres';
+
+/** The table holding a workspace's records of an object (w1_contacts, …). */
+export async function tableOf(db: Db, workspaceId: number, object: string): Promise<string> {
+  const r = await sqlGet<{ table_name: string }>(db, sql`SELECT table_name FROM objects WHERE workspace_id = ${workspaceId} AND name = ${object}`);
+  if (!r) throw new Error(`no object ${object} in workspace ${workspaceId}`);
+  return r.table_name;
+}
+
+/** The names of the database's tables (its schema's, on PostgreSQL), sorted by byte order. */
+export async function tableNames(db: Db): Promise<string[]> {
+  const r = isPostgres(db)
+    ? await sqlAll<{ name: string }>(db, sql`SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`)
+    : await sqlAll<{ name: string }>(db, sql`SELECT name FROM sqlite_master WHERE type = 'table'`);
+  return r.map((x) => x.name).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** A document of the search index as stored: the text of its columns, whatever the dialect's index. */
+export interface IndexedDoc {
+  workspace_id: number;
+  object_id: number;
+  record_id: string;
+  name: string;
+  body: string;
+  exact: string;
+}
+
+/**
+ * The search index's documents (of a workspace, or all), ordered by object and record: SQLite's
+ * FTS5 rows joined to search_docs, PostgreSQL's search_docs rows (which hold their text).
+ */
+export async function indexedDocs(db: Db, workspaceId?: number): Promise<IndexedDoc[]> {
+  const where = workspaceId === undefined ? sql`` : sql`WHERE d.workspace_id = ${workspaceId}`;
+  const q = isPostgres(db)
+    ? sql`SELECT d.workspace_id, d.object_id, d.record_id, d.name, d.body, d.exact FROM search_docs d ${where} ORDER BY d.object_id, d.record_id COLLATE "C"`
+    : sql`SELECT d.workspace_id, d.object_id, d.record_id, i.name, i.body, i.exact FROM search_docs d JOIN search_index i ON i.rowid = d.doc_id ${where} ORDER BY d.object_id, d.record_id`;
+  return sqlAll<IndexedDoc>(db, q);
+}
+
+/**
+ * Records whose indexed text holds this word (whole, in any column), in any workspace, sorted: read
+ * from the index through the dialect's search backend, not through the search service (which drops
+ * hits whose record is gone, so only the index shows a stale entry).
+ */
+export async function indexedRecords(db: Db, word: string): Promise<string[]> {
+  const workspaces = await sqlAll<{ id: number }>(db, 'SELECT id FROM workspaces');
+  const match = { any: [{ in: 'text' as const, all: [[{ term: word, prefix: false }]] }] };
+  const out: string[] = [];
+  for (const w of workspaces) for (const h of await db.search.query(db.kysely, w.id, [], match, 10_000, [])) out.push(h.record_id);
+  return out.sort();
+}
+
+/**
+ * Holds a write transaction open on `db` (another connection: another process's long import
+ * batch, say) until the returned function is called, which commits it. On SQLite the transaction
+ * begins IMMEDIATE, holding the file's write lock; on PostgreSQL writes lock rows and tables, not
+ * the database, so `locks` are taken in it first (LOCK TABLE … IN EXCLUSIVE MODE: others may read
+ * those tables, not write them).
+ */
+export async function holdWriteLock(db: Db, locks: Query[] = []): Promise<() => Promise<void>> {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let held!: () => void;
+  const holding = new Promise<void>((r) => (held = r));
+  const done = db.kysely.transaction().execute(async (trx) => {
+    for (const l of locks) await raw(l).execute(trx);
+    held();
+    await released;
+  });
+  await Promise.race([holding, done]);
+  return async () => {
+    release();
+    await done;
+  };
 }

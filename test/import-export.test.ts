@@ -3,7 +3,8 @@ import { parse } from 'csv-parse/sync';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
 import { createRecords } from '../src/services/records.js';
-import { call, makeWorkspace, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { sql } from 'kysely';
+import { call, makeWorkspace, sqlAll, tableOf, testApp, type TestApp, type TestWorkspace } from './helpers.js';
 
 /**
  * POST /import/{object} and GET /export/{object} through Fastify, against the documented contract
@@ -15,9 +16,8 @@ let t: TestApp;
 const api = (token: string, method: string, url: string, body?: unknown) => call(t.app, token, method, `/api/v1${url}`, body);
 
 /** Every contact of a workspace, straight from its table (what import really wrote). */
-function contactRows(ws: TestWorkspace): Record<string, any>[] {
-  const table = (t.db.sqlite!.prepare("SELECT table_name FROM objects WHERE workspace_id = ? AND name = 'contacts'").get(ws.workspace.id) as { table_name: string }).table_name;
-  return t.db.sqlite!.prepare(`SELECT * FROM "${table}" ORDER BY seq`).all() as Record<string, any>[];
+async function contactRows(ws: TestWorkspace): Promise<Record<string, any>[]> {
+  return sqlAll(t.db, sql`SELECT * FROM ${sql.table(await tableOf(t.db, ws.workspace.id, 'contacts'))} ORDER BY seq`);
 }
 
 const csvOf = (raw: string) => parse(raw, { columns: true }) as Record<string, string>[];
@@ -46,7 +46,7 @@ describe('the documented examples', () => {
     });
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ object_name: 'contacts', created: 1, duplicates: 1, failed: 0, errors: [] });
-    const rows = contactRows(t.b);
+    const rows = await contactRows(t.b);
     expect(rows.map((x) => x.email).sort()).toEqual(['alice@example.com', 'bob@startup.io']);
     expect(rows.find((x) => x.email === 'bob@startup.io')!.id).toBe(bob.body.data.id);
   });
@@ -93,7 +93,7 @@ describe('the documented examples', () => {
       failed: 1,
       errors: [{ index: 1, code: 'VALIDATION_ERROR', message: "Field 'email' must be a valid email address" }],
     });
-    expect(contactRows(g).map((x) => x.email)).toEqual(['carol@example.com']);
+    expect((await contactRows(g)).map((x) => x.email)).toEqual(['carol@example.com']);
   });
 });
 
@@ -105,10 +105,10 @@ describe('import: limits, permissions, errors', () => {
     expect(r.status).toBe(400);
     expect(r.body).toMatchObject({ error: true, code: 'VALIDATION_ERROR' });
     expect(r.body.message).toMatch(/50/);
-    expect(contactRows(ws)).toHaveLength(0);
+    expect(await contactRows(ws)).toHaveLength(0);
     const ok = await api(ws.adminToken, 'POST', '/import/contacts', { records: records.slice(0, 50) });
     expect(ok.body).toEqual({ object_name: 'contacts', created: 50, duplicates: 0, failed: 0, errors: [] });
-    expect(contactRows(ws)).toHaveLength(50);
+    expect(await contactRows(ws)).toHaveLength(50);
   });
 
   it('a member token is refused on import and export (403 PERMISSION_DENIED), nothing written', async () => {
@@ -116,7 +116,7 @@ describe('import: limits, permissions, errors', () => {
     const imp = await api(ws.memberToken, 'POST', '/import/contacts', { records: [{ first_name: 'Eve', email: 'eve@example.com' }] });
     expect(imp.status).toBe(403);
     expect(imp.body).toMatchObject({ error: true, code: 'PERMISSION_DENIED' });
-    expect(contactRows(ws)).toHaveLength(0);
+    expect(await contactRows(ws)).toHaveLength(0);
     for (const format of ['json', 'csv']) {
       const exp = await api(ws.memberToken, 'GET', `/export/contacts?format=${format}`);
       expect(exp.status).toBe(403);
@@ -181,13 +181,13 @@ describe('import: duplicate detection and defaults', () => {
       ],
     });
     expect(r.body).toEqual({ object_name: 'contacts', created: 1, duplicates: 1, failed: 0, errors: [] });
-    const rows = contactRows(ws);
+    const rows = await contactRows(ws);
     expect(rows.some((x) => x.last_name === 'Murray')).toBe(false);
     expect(rows.filter((x) => x.last_name === 'Else')).toHaveLength(1);
   });
 
   it('by name at the same company; company_name resolves the company (or creates it)', async () => {
-    const before = contactRows(ws).length;
+    const before = (await contactRows(ws)).length;
     const r = await api(ws.adminToken, 'POST', '/import/contacts', {
       records: [
         // Same person at Acme ("ACME" and "Acme Inc" are the same company name).
@@ -199,7 +199,7 @@ describe('import: duplicate detection and defaults', () => {
       ],
     });
     expect(r.body).toEqual({ object_name: 'contacts', created: 2, duplicates: 1, failed: 0, errors: [] });
-    const rows = contactRows(ws);
+    const rows = await contactRows(ws);
     expect(rows).toHaveLength(before + 2);
     const companies = (await api(ws.adminToken, 'GET', '/records/companies?limit=100')).body.data as { id: string; name: string }[];
     expect(companies.map((c) => c.name).sort()).toEqual(['Acme Inc', 'Bletchley Park']);
@@ -226,7 +226,7 @@ describe('import: duplicate detection and defaults', () => {
   });
 
   it('within the same request: a later row repeating an earlier one (email, phone, name at company) is a duplicate', async () => {
-    const before = contactRows(ws).length;
+    const before = (await contactRows(ws)).length;
     const r = await api(ws.adminToken, 'POST', '/import/contacts', {
       records: [
         { first_name: 'Mary', last_name: 'Jackson', email: 'mary@nasa.gov' },
@@ -245,7 +245,7 @@ describe('import: duplicate detection and defaults', () => {
       failed: 1,
       errors: [{ index: 6, code: 'VALIDATION_ERROR', message: "Field 'email' must be a valid email address" }],
     });
-    expect(contactRows(ws)).toHaveLength(before + 3);
+    expect(await contactRows(ws)).toHaveLength(before + 3);
   });
 
   it('rows fail alone: a missing required field, an unknown field, a bad option, a company name that is not an object', async () => {
@@ -277,7 +277,7 @@ describe('import: duplicate detection and defaults', () => {
     ]);
     expect(list[0].company).toBe(acme);
     // Each entered its step in the stage history, as a create does.
-    const steps = t.db.sqlite!.prepare(`SELECT step_key FROM stage_history WHERE workspace_id = ? AND record_id IN (${list.map(() => '?').join(',')}) ORDER BY step_key`).all(ws.workspace.id, ...list.map((o: any) => o.id)) as { step_key: string }[];
+    const steps = await sqlAll<{ step_key: string }>(t.db, sql`SELECT step_key FROM stage_history WHERE workspace_id = ${ws.workspace.id} AND record_id IN (${sql.join(list.map((o: any) => o.id))}) ORDER BY step_key`);
     expect(steps.map((s) => s.step_key)).toEqual(['open', 'proposal', 'qualified']);
   });
 

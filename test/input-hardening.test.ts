@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, onPostgres, sqlRun, testApp, type TestApp } from './helpers.js';
 import { dbDigest, memoryClient } from './mcp-helpers.js';
 import { ERROR_STATUS } from '../src/services/errors.js';
 import { MAX_FIELDS_PER_OBJECT, createField } from '../src/services/schema.js';
@@ -32,24 +32,24 @@ afterAll(async () => {
 
 /** A refusal in the contract's shape, with nothing written. */
 async function refused(method: string, url: string, body: unknown, message: RegExp, status = 400) {
-  const before = dbDigest(t.db);
+  const before = await dbDigest(t.db);
   const r = await call(t.app, t.a.adminToken, method, url, body);
   expect(r.status, `${method} ${url}: ${r.raw.slice(0, 300)}`).toBe(status);
   expect(r.body.error).toBe(true);
   expect(Object.keys(ERROR_STATUS)).toContain(r.body.code);
   expect(r.body.message).toMatch(message);
-  expect(dbDigest(t.db), `${method} ${url} wrote nothing`).toBe(before);
+  expect((await dbDigest(t.db)), `${method} ${url} wrote nothing`).toBe(before);
   return r.body;
 }
 
 async function toolRefused(name: string, args: Record<string, unknown>, message: RegExp) {
-  const before = dbDigest(t.db);
+  const before = await dbDigest(t.db);
   const r = (await client.callTool({ name, arguments: args })) as CallToolResult;
   const text = (r.content[0] as { text: string }).text;
   expect(r.isError, `${name}: ${text.slice(0, 300)}`).toBe(true);
   expect(text).not.toMatch(/Internal error/);
   expect(text).toMatch(message);
-  expect(dbDigest(t.db)).toBe(before);
+  expect(await dbDigest(t.db)).toBe(before);
   return text;
 }
 
@@ -231,13 +231,13 @@ describe('text: NUL and lone surrogates', () => {
     await refused('POST', '/api/v1/records/contacts', '{"first_name":"\\ud800"}', /'first_name' contains a lone UTF-16 surrogate/);
     await refused('POST', '/api/v1/records/contacts', '{"first_name":"a\\udfffb"}', /lone UTF-16 surrogate/);
     // The same code point as raw bytes (ED A0 80): decoding would make three U+FFFD of it.
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const raw = Buffer.concat([Buffer.from('{"first_name":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')]);
     const r = await t.app.inject({ method: 'POST', url: '/api/v1/records/contacts', headers: { authorization: `Bearer ${t.a.adminToken}`, 'content-type': 'application/json' }, payload: raw });
     expect(r.statusCode).toBe(400);
     expect(r.json()).toMatchObject({ error: true, code: 'VALIDATION_ERROR', message: expect.stringMatching(/not valid UTF-8/) });
     await refused('GET', '/api/v1/search?q=%ED%A0%80', undefined, /not UTF-8/);
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
   });
 
   test('well-formed text outside the BMP round-trips unchanged', async () => {
@@ -259,26 +259,27 @@ describe('text: NUL and lone surrogates', () => {
 });
 
 describe('fields per object', () => {
-  test('the default leaves room below SQLite\'s 2,000 columns, and the table holds it', async () => {
+  test('the default leaves room below the database\'s columns per table (SQLite 2,000, PostgreSQL 1,600), and the table holds it', async () => {
     expect(MAX_FIELDS_PER_OBJECT).toBe(500);
     // The widest possible table, built as createField builds it: seq + 4 built-in columns + the limit.
+    // (Plain tables, not TEMP: on PostgreSQL each statement may run on another pooled connection.)
     const cols = Array.from({ length: MAX_FIELDS_PER_OBJECT }, (_, i) => `f${i} TEXT`).join(', ');
-    t.db.sqlite!.exec(`CREATE TEMP TABLE widest (seq INTEGER PRIMARY KEY, id TEXT, created_at TEXT, updated_at TEXT, created_by TEXT, ${cols})`);
-    t.db.sqlite!.exec('DROP TABLE widest');
-    // And SQLite's own limit is where the issue met it: well above ours.
+    await sqlRun(t.db, `CREATE TABLE widest (seq INTEGER PRIMARY KEY, id TEXT, created_at TEXT, updated_at TEXT, created_by TEXT, ${cols})`);
+    await sqlRun(t.db, 'DROP TABLE widest');
+    // And the database's own limit is where the issue met it (SQLite's): well above ours.
     const tooWide = Array.from({ length: 2000 }, (_, i) => `f${i} TEXT`).join(', ');
-    expect(() => t.db.sqlite!.exec(`CREATE TEMP TABLE too_wide (seq INTEGER PRIMARY KEY, ${tooWide})`)).toThrow(/too many columns/);
+    await expect(sqlRun(t.db, `CREATE TABLE too_wide (seq INTEGER PRIMARY KEY, ${tooWide})`)).rejects.toThrow(onPostgres ? /at most 1600 columns/ : /too many columns/);
   });
 
   test('the field past the limit answers 400 naming it, before any DDL (a lowered limit keeps the test fast)', async () => {
     const spec = { name: 'widgets', fields: Array.from({ length: 10 }, (_, i) => ({ name: `f${i}`, type: 'TEXT' })) };
     expect((await call(t.app, t.a.adminToken, 'POST', '/api/v1/schema', spec)).status).toBe(201);
     await createField(t.a.ctx, 'widgets', { name: 'f10', type: 'TEXT' }, { maxFields: 11 });
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     await expect(createField(t.a.ctx, 'widgets', { name: 'f11', type: 'TEXT' }, { maxFields: 11 })).rejects.toThrow(
       /widgets has 11 fields; the limit is 11 fields per object/,
     );
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
   });
 
   test('through REST, at the real default: 500 fields, then 400', async () => {
@@ -313,7 +314,7 @@ describe('MCP over HTTP', () => {
     const { silent } = await import('./helpers.js');
     const app = await buildApp({ db: t.db, log: silent, mcp: true });
     try {
-      const before = dbDigest(t.db);
+      const before = await dbDigest(t.db);
       const calls: [string, string, RegExp][] = [
         ['crm_search', `{"object":"contacts","filter":${kasarDeep(10_000)}}`, /Arguments: nesting is 20002 levels deep; the limit is 64/],
         ['crm_aggregate', `{"object":"contacts","filter":${cogniteDeep(100_000)}}`, /Arguments: nesting is 200003 levels deep; the limit is 64/],
@@ -329,7 +330,7 @@ describe('MCP over HTTP', () => {
       // Deep params outside the arguments, on a method that takes none.
       const r = await rpc(app, `{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{"_meta":{"x":${arrayDeep(100_000)}}}}`);
       expect(r.status, r.body.slice(0, 300)).toBeLessThan(500);
-      expect(dbDigest(t.db)).toBe(before);
+      expect(await dbDigest(t.db)).toBe(before);
     } finally {
       await app.close();
     }

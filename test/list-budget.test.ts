@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { call, type TestApp } from './helpers.js';
+import { sql } from 'kysely';
+import { call, sqlGet, type TestApp } from './helpers.js';
 import { callError, memoryClient } from './mcp-helpers.js';
 import { seededLane } from './lane-helpers.js';
 import { laneState, type BudgetLimits } from '../src/services/budget.js';
@@ -58,9 +59,10 @@ describe('list and search budgets', () => {
     const filter = { operator: 'and', conditions: [{ field: 'company.name', operator: 'contains', value: 'a' }] };
     const contacts = await resolveObject(t.a.ctx, 'contacts');
     const companies = await resolveObject(t.a.ctx, 'companies');
-    const expected = (t.db.sqlite!
-      .prepare(`SELECT COUNT(*) AS n FROM "${contacts.table}" c JOIN "${companies.table}" co ON co.id = c."${contacts.byName.get('company')!.column}" WHERE co."${companies.byName.get('name')!.column}" LIKE '%a%'`)
-      .get() as { n: number }).n;
+    const expected = (await sqlGet<{ n: number }>(
+      t.db,
+      sql`SELECT COUNT(*) AS n FROM ${sql.table(contacts.table)} c JOIN ${sql.table(companies.table)} co ON co.id = c.${sql.ref(contacts.byName.get('company')!.column)} WHERE lower(co.${sql.ref(companies.byName.get('name')!.column)}) LIKE '%a%'`,
+    ))!.n;
     const p1 = call(t.app, t.a.memberToken, 'POST', '/api/v1/records/contacts/search', { filter, sort_by: 'company.name', sort_dir: 'asc', limit: 50 });
     const r1 = await p1;
     expect(r1.status, JSON.stringify(r1.body).slice(0, 300)).toBe(200);

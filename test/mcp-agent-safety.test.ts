@@ -5,7 +5,8 @@ import { ANNOTATIONS_BY_KIND } from '../src/mcp/tool.js';
 import { resolveObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { TOOLS } from '../tools/index.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { sql } from 'kysely';
+import { call, sqlAll, sqlGet, testApp, type TestApp } from './helpers.js';
 import { callError, callOk, dbDigest, hintsRead, memoryClient } from './mcp-helpers.js';
 
 /**
@@ -28,7 +29,7 @@ afterAll(() => t.close());
 
 const text = (r: CallToolResult) => (r.content[0] as { text: string }).text;
 const raw = (name: string, args: Record<string, unknown>) => client.callTool({ name, arguments: args }) as Promise<CallToolResult>;
-const count = (table: string) => (t.db.sqlite!.prepare(`SELECT COUNT(*) AS n FROM "${table}"`).get() as { n: number }).n;
+const count = async (table: string) => (await sqlGet<{ n: number }>(t.db, sql`SELECT COUNT(*) AS n FROM ${sql.table(table)}`))!.n;
 const anyContact = async () => (await callOk(client, tools, 'crm_search', { object: 'contacts', limit: 1, fields: ['first_name'] })).data[0];
 
 describe('unknown arguments', () => {
@@ -115,12 +116,12 @@ describe('dry_run on every write tool', () => {
     for (const tool of writers) {
       const a = args[tool.name];
       expect(a, `the test covers ${tool.name}`).toBeDefined();
-      const before = dbDigest(t.db);
+      const before = await dbDigest(t.db);
       const r = await raw(tool.name, { ...a, dry_run: true });
       expect(r.isError, `${tool.name}: ${JSON.stringify(r.content)}`).toBeFalsy();
       expect((r.structuredContent as { dry_run?: boolean }).dry_run, tool.name).toBe(true);
       expect(text(r), tool.name).toMatch(/dry run/i);
-      expect(dbDigest(t.db), `${tool.name} dry run wrote nothing`).toBe(before);
+      expect((await dbDigest(t.db)), `${tool.name} dry run wrote nothing`).toBe(before);
     }
   });
 
@@ -137,8 +138,8 @@ describe('broad writes need an explicit all: true', () => {
   const everything = { operator: 'and', conditions: [] };
 
   it('MCP: a bulk update whose filter has no conditions is refused, with the count; all: true goes through', async () => {
-    const n = count(contacts);
-    const before = dbDigest(t.db);
+    const n = await count(contacts);
+    const before = await dbDigest(t.db);
     for (const filter of [everything, { operator: 'or', conditions: [{ operator: 'and', conditions: [] }] }]) {
       const msg = await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter, values: { source: 'event' }, dry_run: true });
       expect(msg).toContain(`chooses every contacts record (${n})`);
@@ -150,10 +151,10 @@ describe('broad writes need an explicit all: true', () => {
     expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: sneaky, values: { source: 'event' }, dry_run: true })).toMatch(
       /group without conditions/,
     );
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
     const dry = await callOk(client, tools, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: everything, all: true, values: { source: 'event' }, dry_run: true });
     expect(dry.matched).toBe(n);
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
   });
 
   it('members get the same guard', async () => {
@@ -162,24 +163,24 @@ describe('broad writes need an explicit all: true', () => {
   });
 
   it('REST POST /bulk: refused with 400 in the contract shape; all: true allowed', async () => {
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const r = await call(t.app, t.a.adminToken, 'POST', '/api/v1/bulk', { object: 'contacts', action: 'update', filter: everything, values: { source: 'event' } });
     expect(r.status).toBe(400);
     expect(r.body).toMatchObject({ error: true, code: 'VALIDATION_ERROR' });
     expect(r.body.message).toMatch(/no conditions/);
     const empty = await call(t.app, t.a.adminToken, 'POST', '/api/v1/bulk', { object: 'contacts', action: 'update', filter: {}, values: { source: 'event' } });
     expect(empty.status).toBe(400);
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
     const ok = await call(t.app, t.a.adminToken, 'POST', '/api/v1/bulk', { object: 'contacts', action: 'update', all: true, values: { source: 'event' }, dry_run: true });
     expect(ok.status).toBe(200);
-    expect(ok.body.data.matched).toBe(count(contacts));
+    expect(ok.body.data.matched).toBe(await count(contacts));
   });
 });
 
 describe('cancellation, progress and log messages', () => {
   it('a cancelled bulk update changes no row and leaves no trace', async () => {
-    const ids = (t.db.sqlite!.prepare(`SELECT id FROM ${contacts} ORDER BY seq LIMIT 1000`).all() as { id: string }[]).map((r) => r.id);
-    const before = dbDigest(t.db);
+    const ids = (await sqlAll<{ id: string }>(t.db, sql`SELECT id FROM ${sql.table(contacts)} ORDER BY seq LIMIT 1000`)).map((r) => r.id);
+    const before = await dbDigest(t.db);
     const controller = new AbortController();
     let progressSeen = 0;
     const pending = client.callTool({ name: 'crm_bulk_update', arguments: { object: 'contacts', action: 'update', ids, values: { job_title: 'Cancelled' } } }, undefined, {
@@ -193,12 +194,12 @@ describe('cancellation, progress and log messages', () => {
     expect(progressSeen).toBeGreaterThan(0);
     // The next call queues behind the cancelled one's transaction on the one connection: its rollback is done by then.
     await callOk(client, tools, 'crm_search', { object: 'contacts', limit: 1 });
-    expect(dbDigest(t.db)).toBe(before);
-    expect((t.db.sqlite!.prepare(`SELECT COUNT(*) AS n FROM ${contacts} WHERE job_title = 'Cancelled'`).get() as { n: number }).n).toBe(0);
+    expect(await dbDigest(t.db)).toBe(before);
+    expect((await sqlGet<{ n: number }>(t.db, sql`SELECT COUNT(*) AS n FROM ${sql.table(contacts)} WHERE job_title = 'Cancelled'`))!.n).toBe(0);
   });
 
   it('a long call sends monotonic progress notifications to an SDK client', async () => {
-    const ids = (t.db.sqlite!.prepare(`SELECT id FROM ${contacts} ORDER BY seq LIMIT 1000`).all() as { id: string }[]).map((r) => r.id);
+    const ids = (await sqlAll<{ id: string }>(t.db, sql`SELECT id FROM ${sql.table(contacts)} ORDER BY seq LIMIT 1000`)).map((r) => r.id);
     const seen: { progress: number; total?: number; message?: string }[] = [];
     const r = (await client.callTool({ name: 'crm_bulk_update', arguments: { object: 'contacts', action: 'update', ids, values: { job_title: 'Progress' }, dry_run: true } }, undefined, {
       onprogress: (p) => void seen.push(p),
@@ -253,7 +254,7 @@ describe('tasks are records', () => {
   });
 
   it('a bulk update whose filter is misspelt is refused, even with all: true', async () => {
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const typo = { operator: 'and', condtions: [{ field: 'status', operator: 'eq', value: 'customer' }] };
     for (const extra of [{}, { all: true }])
       expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: typo, values: { job_title: 'x' }, ...extra })).toMatch(
@@ -261,11 +262,11 @@ describe('tasks are records', () => {
       );
     const rest = await call(t.app, t.a.adminToken, 'POST', '/api/v1/bulk', { object: 'contacts', action: 'update', filter: typo, all: true, values: { job_title: 'x' } });
     expect(rest.status).toBe(400);
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
   });
 
   it('REST batch and import bodies refuse keys they do not take (a dry_run there would otherwise write)', async () => {
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     for (const [url, body] of [
       ['/api/v1/import/contacts', { records: [{ first_name: 'Imp' }], dry_run: true }],
       ['/api/v1/records/contacts/batch/create', { records: [{ first_name: 'B' }], dry_run: true }],
@@ -275,7 +276,7 @@ describe('tasks are records', () => {
       expect(r.status, url).toBe(400);
       expect(r.body.message, url).toMatch(/Unknown key/);
     }
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
   });
 });
 

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { sql } from 'kysely';
 import { expect } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
@@ -7,7 +8,7 @@ import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
 import type { Db } from '../src/db/database.js';
 import { createMcpServer, type McpDeps } from '../src/mcp/server.js';
 import { TOOLS } from '../tools/index.js';
-import { silent, type TestWorkspace } from './helpers.js';
+import { silent, sqlAll, tableNames, type TestWorkspace } from './helpers.js';
 
 export const toolByName = new Map(TOOLS.map((t) => [t.name, t]));
 
@@ -200,13 +201,17 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
   return called;
 }
 
-/** Digest of every row of every table: equal digests mean nothing was written. */
-export function dbDigest(db: Db): string {
+/**
+ * Digest of every row of every table: equal digests mean nothing was written. The tables of the
+ * database (its schema's, on PostgreSQL), each one's rows in a fixed order (sorted by their JSON:
+ * PostgreSQL returns an unordered scan in no promised order).
+ */
+export async function dbDigest(db: Db): Promise<string> {
   const h = crypto.createHash('sha256');
-  const tables = db.sqlite!.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[];
-  for (const { name } of tables) {
+  for (const name of await tableNames(db)) {
     h.update(name);
-    for (const row of db.sqlite!.prepare(`SELECT * FROM "${name}"`).iterate()) h.update(JSON.stringify(row));
+    const rows = (await sqlAll(db, sql`SELECT * FROM ${sql.table(name)}`)).map((row) => JSON.stringify(row));
+    for (const row of rows.sort()) h.update(row);
   }
   return h.digest('hex');
 }

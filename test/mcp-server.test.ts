@@ -8,7 +8,8 @@ import { createObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { TOOLS } from '../tools/index.js';
 import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { sql } from 'kysely';
+import { call, sqlGet, testApp, type TestApp } from './helpers.js';
 import { callError, callOk, dbDigest, exerciseAllTools, hintsRead, memoryClient } from './mcp-helpers.js';
 
 let t: TestApp;
@@ -93,9 +94,9 @@ describe('MCP tools over the in-memory transport', () => {
     };
     expect(Object.keys(args).sort()).toEqual(TOOLS.map((x) => x.name).sort());
     for (const [name, a] of Object.entries(args)) {
-      const before = dbDigest(t.db);
+      const before = await dbDigest(t.db);
       results[name] = await callOk(client, tools, name, typeof a === 'function' ? a() : a);
-      if (dbDigest(t.db) !== before) wrote.add(name);
+      if ((await dbDigest(t.db)) !== before) wrote.add(name);
     }
     const notReadOnly = tools.filter((x) => x.annotations?.readOnlyHint !== true).map((x) => x.name);
     expect([...wrote].sort()).toEqual(notReadOnly.sort());
@@ -104,7 +105,7 @@ describe('MCP tools over the in-memory transport', () => {
 
   it('records the tool name as the surface in the activity feed', async () => {
     const r = await callOk(client, await listed(), 'crm_create_record', { object: 'companies', values: { name: 'Traced' } });
-    const row = t.db.sqlite!.prepare('SELECT via FROM activity WHERE record_id = ?').get(r.record.id) as { via: string };
+    const row = (await sqlGet<{ via: string }>(t.db, sql`SELECT via FROM activity WHERE record_id = ${r.record.id}`))!;
     expect(row.via).toBe('mcp:crm_create_record');
   });
 
@@ -174,7 +175,7 @@ describe('errors name the fix', () => {
   });
 
   it('a failing batch lists every failing row and writes nothing', async () => {
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const text = await callError(client, 'crm_batch_write', {
       object: 'contacts',
       mode: 'create',
@@ -182,7 +183,7 @@ describe('errors name the fix', () => {
     });
     expect(text).toMatch(/#1 VALIDATION_ERROR: Unknown field 'nope'/);
     expect(text).toMatch(/#2 MISSING_REQUIRED_FIELD/);
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
   });
 
   it('unknown errors answer generically: no stack, no SQL', async () => {
@@ -222,9 +223,9 @@ describe('dry_run', () => {
     await callOk(client, tools, 'crm_link', { object: 'contacts', id: ct.id, to_object: 'companies', to_id: co.id });
 
     const check = async (name: string, args: Record<string, unknown>, same: (dry: any, real: any) => void) => {
-      const before = dbDigest(t.db);
+      const before = await dbDigest(t.db);
       const dry = await callOk(client, tools, name, { ...args, dry_run: true });
-      expect(dbDigest(t.db), `${name} dry run wrote nothing`).toBe(before);
+      expect((await dbDigest(t.db)), `${name} dry run wrote nothing`).toBe(before);
       expect(dry.dry_run).toBe(true);
       const real = await callOk(client, tools, name, args);
       expect(real.dry_run).toBe(false);
@@ -258,7 +259,7 @@ describe('dry_run', () => {
   });
 
   it('a dry run that would fail fails the same way, and writes nothing', async () => {
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const text = await callError(client, 'crm_batch_write', {
       object: 'contacts',
       mode: 'update',
@@ -267,7 +268,7 @@ describe('dry_run', () => {
     });
     expect(text).toMatch(/No contacts record with id 'no-such-id'/);
     expect(await callError(client, 'crm_link', { object: 'contacts', id: 'a', to_object: 'companies', to_id: 'b', unlink: true, dry_run: true })).toMatch(/No association/);
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
   });
 });
 
@@ -278,10 +279,10 @@ describe('read-only mode and tool sets', () => {
     expect(tools.length).toBeGreaterThan(0);
     expect(tools.every((x) => x.annotations?.readOnlyHint === true)).toBe(true);
     expect(tools.map((x) => x.name).sort()).toEqual(TOOLS.filter((x) => x.kind === 'read').map((x) => x.name).sort());
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const r = (await ro.callTool({ name: 'crm_create_record', arguments: { object: 'contacts', values: { first_name: 'No' } } })) as CallToolResult;
     expect(r.isError).toBe(true);
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
     expect((await callOk(ro, tools, 'crm_whoami', {})).read_only).toBe(true);
   });
 

@@ -206,17 +206,17 @@ describe('tasks', () => {
     expect((await ok('crm_list_tasks', { mode: 'overdue', linked_object: 'contacts', linked_id: contact.id })).data.map((x: any) => x.id)).toEqual([task.id]);
     expect((await ok('crm_list_tasks', { mode: 'upcoming', linked_object: 'contacts', linked_id: contact.id })).data).toEqual([]);
 
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const dry = await ok('crm_update_task', { id: task.id, due_at: '2099-01-01T09:00:00Z', description: null, dry_run: true });
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
     const real = await ok('crm_update_task', { id: task.id, due_at: '2099-01-01T09:00:00Z', description: null });
     expect(dry.changes).toEqual(real.changes);
     expect(real.changes).toEqual({ due_at: { from: '2000-01-01T09:00:00.000Z', to: '2099-01-01T09:00:00.000Z' } });
 
-    const b2 = dbDigest(t.db);
+    const b2 = await dbDigest(t.db);
     // Completing is an update of status (crm_complete_task was folded into crm_update_task).
     const dryDone = await ok('crm_update_task', { id: task.id, status: 'completed', dry_run: true });
-    expect(dbDigest(t.db)).toBe(b2);
+    expect(await dbDigest(t.db)).toBe(b2);
     expect(dryDone).toMatchObject({ dry_run: true, task: { status: 'completed' } });
     const done = await ok('crm_update_task', { id: task.id, status: 'completed' });
     expect(Object.keys(done.changes).sort()).toEqual(['completed_at', 'status']);
@@ -233,10 +233,10 @@ describe('tasks', () => {
     const timeline = await ok('crm_get_activity', { object: 'contacts', id: contact.id, actions: ['related_created'] });
     expect(timeline.data[0]).toMatchObject({ via: 'mcp:crm_create_task', user: { id: t.a.admin.id } });
 
-    const b3 = dbDigest(t.db);
+    const b3 = await dbDigest(t.db);
     // Tasks are records: crm_delete_record deletes them (crm_delete_task was folded into it).
     await ok('crm_delete_record', { object: 'tasks', id: task.id, dry_run: true });
-    expect(dbDigest(t.db)).toBe(b3);
+    expect(await dbDigest(t.db)).toBe(b3);
     await ok('crm_delete_record', { object: 'tasks', id: task.id });
     expect(await callError(admin, 'crm_update_task', { id: task.id, status: 'completed' })).toMatch(/RECORD_NOT_FOUND: No tasks record with id/);
     expect(await callError(admin, 'crm_list_tasks', { linked_object: 'contacts' })).toMatch(/both object and record_id/);
@@ -250,9 +250,9 @@ describe('pipelines and full-text search', () => {
     expect(p.pipelines[0].steps.map((s: any) => s.key)).toEqual(['open', 'qualified', 'proposal', 'negotiation', 'closed_won', 'closed_lost']);
     const deal = (await ok('crm_create_record', { object: 'opportunities', values: { name: 'Move me', amount: 500 } })).record;
     expect(deal).toMatchObject({ status: 'open', probability: 10 });
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const dry = await ok('crm_move_pipeline_step', { object: 'opportunities', id: deal.id, step: 'negotiation', dry_run: true });
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
     const real = await ok('crm_move_pipeline_step', { object: 'opportunities', id: deal.id, step: 'negotiation' });
     expect({ ...dry, dry_run: 0, record: { ...dry.record, updated_at: 0 } }).toEqual({ ...real, dry_run: 0, record: { ...real.record, updated_at: 0 } });
     expect(real.changes).toEqual({ status: { from: 'open', to: 'negotiation' }, probability: { from: 10, to: 75 } });
@@ -342,9 +342,9 @@ describe('import, export, bulk, duplicates', () => {
 
   it('bulk update: the dry run answers what the real call does and writes nothing; a call that would fail fails dry too', async () => {
     const filter = { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'churned' }] };
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const dry = await ok('crm_bulk_update', { object: 'contacts', action: 'update', filter, values: { source: 'partner', do_not_contact: true }, dry_run: true });
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
     expect(dry.matched).toBeGreaterThan(0);
     expect(dry.samples[0].changes.do_not_contact).toEqual([false, true]);
     const real = await ok('crm_bulk_update', { object: 'contacts', action: 'update', filter, values: { source: 'partner', do_not_contact: true } });
@@ -360,9 +360,9 @@ describe('import, export, bulk, duplicates', () => {
     expect((await ok('crm_bulk_update', { object: 'contacts', action: 'remove_relation', ids, relation: { object: 'companies', id: co.id } })).changed).toBe(3);
 
     // Two records cannot share an email: the real update fails, and so does its dry run.
-    const b2 = dbDigest(t.db);
+    const b2 = await dbDigest(t.db);
     expect(await callError(admin, 'crm_bulk_update', { object: 'contacts', action: 'update', ids: ids.slice(0, 2), values: { email: 'same@example.com' }, dry_run: true })).toMatch(/DUPLICATE_RECORD|email/);
-    expect(dbDigest(t.db)).toBe(b2);
+    expect(await dbDigest(t.db)).toBe(b2);
     expect(await callError(admin, 'crm_bulk_update', { object: 'contacts', action: 'update', ids: ['nope'], values: { source: 'event' } })).toMatch(/No contacts record with id 'nope'/);
   });
 
@@ -375,9 +375,9 @@ describe('import, export, bulk, duplicates', () => {
     expect(found.data[0].evidence.map((e: any) => e.kind)).toContain('phone');
 
     expect(await callError(member, 'crm_merge_duplicates', { object: 'contacts', primary_id: a.id, duplicate_ids: [b.id] })).toMatch(/PERMISSION_DENIED/);
-    const before = dbDigest(t.db);
+    const before = await dbDigest(t.db);
     const dry = await ok('crm_merge_duplicates', { object: 'contacts', primary_id: a.id, duplicate_ids: [b.id], overrides: { last_name: { from: b.id } }, dry_run: true });
-    expect(dbDigest(t.db)).toBe(before);
+    expect(await dbDigest(t.db)).toBe(before);
     expect(dry.merge_id).toBeNull();
     const real = await ok('crm_merge_duplicates', { object: 'contacts', primary_id: a.id, duplicate_ids: [b.id], overrides: { last_name: { from: b.id } } });
     expect({ ...dry, dry_run: 0, merge_id: 0 }).toEqual({ ...real, dry_run: 0, merge_id: 0 });
@@ -385,9 +385,9 @@ describe('import, export, bulk, duplicates', () => {
     expect(real.moves.notes).toBe(1);
     expect(await callError(admin, 'crm_get_record', { object: 'contacts', id: b.id })).toMatch(/RECORD_NOT_FOUND/);
 
-    const b2 = dbDigest(t.db);
+    const b2 = await dbDigest(t.db);
     const undoDry = await ok('crm_unmerge', { merge_id: real.merge_id, dry_run: true });
-    expect(dbDigest(t.db)).toBe(b2);
+    expect(await dbDigest(t.db)).toBe(b2);
     const undo = await ok('crm_unmerge', { merge_id: real.merge_id });
     expect({ ...undoDry, dry_run: 0 }).toEqual({ ...undo, dry_run: 0 });
     expect(undo.restored_ids).toEqual([b.id]);

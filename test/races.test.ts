@@ -7,14 +7,14 @@ import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import Fastify from 'fastify';
 import { errorHandler } from '../src/http/errors.js';
-import { classifySqliteError } from '../src/db/sqlite-dialect.js';
 import { ensureDefaultWorkspace } from '../src/services/bootstrap.js';
 import { fromDatabaseError, isCrmError } from '../src/services/errors.js';
 import { createPipeline } from '../src/services/pipelines.js';
 import { createRecord, upsertRecords } from '../src/services/records.js';
 import { createField, createObject } from '../src/services/schema.js';
 import { createWorkspace } from '../src/services/users.js';
-import { call, freshDb, makeWorkspace, silent, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { sql } from 'kysely';
+import { call, freshDb, holdWriteLock, makeWorkspace, onPostgres, silent, sqlAll, sqlRun, testApp, type TestApp, type TestWorkspace } from './helpers.js';
 
 /**
  * Concurrent calls inside one process: the services check a name, then insert it; two calls that
@@ -79,7 +79,8 @@ describe('first start of two servers on one new file', () => {
   });
 });
 
-describe('two connections migrating one new file at once', () => {
+// SQLite files (the migration's lock is the file's write lock); PostgreSQL's migrations are the product's own (src/db/migrations.ts).
+describe.skipIf(onPostgres)('two connections migrating one new file at once', () => {
   it('both finish, each migration runs once, and the schema is whole', async () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'crm-migrate-')), 'crm.db');
     const handles = [openDatabase({ file }), openDatabase({ file }), openDatabase({ file })];
@@ -89,7 +90,7 @@ describe('two connections migrating one new file at once', () => {
       const all = applied.flat();
       expect(new Set(all).size).toBe(all.length);
       expect(applied.filter((a) => a.length > 0).length).toBe(1);
-      const ran = handles[0]!.sqlite!.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
+      const ran = await sqlAll<{ name: string }>(handles[0]!, 'SELECT name FROM kysely_migration ORDER BY name');
       expect(ran.map((r) => r.name)).toEqual([...all].sort());
       // The schema is usable from every handle.
       const w = await makeWorkspace(handles[1]!, 'after-race');
@@ -100,22 +101,24 @@ describe('two connections migrating one new file at once', () => {
   });
 });
 
-describe('migrating while another process holds the write lock longer than a write waits', () => {
+describe.skipIf(onPostgres)('migrating while another process holds the write lock longer than a write waits', () => {
   it('waits for it (as for another process\'s long migration), then migrates', async () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'crm-migrate-')), 'crm.db');
     const first = openDatabase({ file });
     await migrate(first);
     // A migration pending for the second process: the last one, undone.
-    first.sqlite!.exec("DELETE FROM kysely_migration WHERE name = '0008_change_notifications'");
+    await sqlRun(first, "DELETE FROM kysely_migration WHERE name = '0008_change_notifications'");
     const late = openDatabase({ file, lockWaitMs: 50 });
+    let release: (() => Promise<void>) | undefined;
     try {
-      first.sqlite!.exec('BEGIN IMMEDIATE');
+      release = await holdWriteLock(first);
       const migrating = migrate(late);
       await new Promise((r) => setTimeout(r, 400));
-      first.sqlite!.exec('COMMIT');
+      await release();
+      release = undefined;
       expect(await migrating).toEqual(['0008_change_notifications']);
     } finally {
-      if (first.sqlite!.inTransaction) first.sqlite!.exec('ROLLBACK');
+      await release?.();
       await late.close();
       await first.close();
     }
@@ -153,35 +156,39 @@ describe('over REST', () => {
 });
 
 describe('driver errors the surfaces map once (REST and MCP)', () => {
-  const raised = (fn: () => unknown): unknown => {
+  /** The error a statement fails with. */
+  const rejected = async (p: Promise<unknown>): Promise<unknown> => {
     try {
-      fn();
+      await p;
     } catch (e) {
       return e;
     }
     throw new Error('expected an error');
   };
+  const run = (stmt: string) => sqlRun(db, stmt);
 
   it('a unique violation on a record, a name or a link is DUPLICATE_RECORD (409) naming what is taken, on an internal table a logged 500; the lock held past the wait is SERVICE_UNAVAILABLE (503)', async () => {
-    const unique = raised(() => db.sqlite!.prepare("INSERT INTO workspaces (name, created_at) VALUES ('racers', 'now')").run());
+    const unique = await rejected(run("INSERT INTO workspaces (name, created_at) VALUES ('racers', 'now')"));
     expect(fromDatabaseError(unique)).toMatchObject({ code: 'DUPLICATE_RECORD', status: 409, message: 'A workspace with the same name already exists' });
     // A record table's columns are its fields: named; a metadata table's own columns are not shown.
     const table = `w${w.workspace.id}_contacts`;
     const row = "VALUES ('x1', 'now', 'now', 'Dup', 'dup@race.test')";
-    db.sqlite!.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row}`).run();
-    const dupEmail = raised(() => db.sqlite!.prepare(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row.replace("'x1'", "'x2'")}`).run());
+    await run(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row}`);
+    const dupEmail = await rejected(run(`INSERT INTO ${table} (id, created_at, updated_at, first_name, email) ${row.replace("'x1'", "'x2'")}`));
     expect(fromDatabaseError(dupEmail)).toMatchObject({ code: 'DUPLICATE_RECORD', message: 'A record with the same email already exists', details: { fields: ['email'] } });
     const pair = "INSERT INTO associations (workspace_id, a_object, a_id, b_object, b_id, created_at) VALUES (1, 'a', '1', 'b', '2', 'now')";
-    db.sqlite!.prepare(pair).run();
-    expect(fromDatabaseError(raised(() => db.sqlite!.prepare(pair).run()))?.message).toBe('A record with the same unique value already exists');
-    const file = await freshDb({ file: true });
+    await run(pair);
+    expect((fromDatabaseError(await rejected(run(pair))) as { message?: string } | null)?.message).toBe('A record with the same unique value already exists');
+    // Another connection holds the lock past this one's wait: SQLite's write lock on the file
+    // (lockWaitMs 0: at once); PostgreSQL's lock on the table, past lock_timeout.
+    const file = await freshDb({ file: true, lockWaitMs: onPostgres ? 50 : 0 });
     const other = openDatabase({ file: file.file });
+    const release = await holdWriteLock(other, onPostgres ? [sql`LOCK TABLE workspaces IN EXCLUSIVE MODE`] : []);
     try {
-      other.sqlite!.exec('BEGIN IMMEDIATE');
-      const busy = raised(() => file.sqlite!.exec('BEGIN IMMEDIATE')); // busy_timeout 0: at once
+      const busy = await rejected(file.kysely.transaction().execute((trx) => sqlRun(trx, "INSERT INTO workspaces (name, created_at) VALUES ('busy', 'now')")));
       expect(fromDatabaseError(busy)).toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503, details: { retryAfter: 1 } });
     } finally {
-      other.sqlite!.exec('ROLLBACK');
+      await release();
       await other.close();
       await file.close();
     }
@@ -190,28 +197,30 @@ describe('driver errors the surfaces map once (REST and MCP)', () => {
     const internal = [
       "INSERT INTO kysely_migration (name, timestamp) VALUES ('0001_core', 'now')",
       `INSERT INTO search_terms (workspace_id, term) VALUES (${w.workspace.id}, 'taken')`,
-      `INSERT INTO search_docs (doc_id, workspace_id, object_id, record_id) VALUES (1000001, ${w.workspace.id}, 1, 'dup')`,
+      onPostgres
+        ? `INSERT INTO search_docs (doc_id, workspace_id, object_id, record_id, name, body, exact, tsv) VALUES (1000001, ${w.workspace.id}, 1, 'dup', '', '', '', '')`
+        : `INSERT INTO search_docs (doc_id, workspace_id, object_id, record_id) VALUES (1000001, ${w.workspace.id}, 1, 'dup')`,
       `INSERT INTO workspaces (id, name, created_at) VALUES (${w.workspace.id}, 'other name', 'now')`,
     ];
     for (const stmt of internal) {
-      if (!stmt.startsWith('INSERT INTO workspaces')) db.sqlite!.prepare(stmt.replace('INSERT', 'INSERT OR IGNORE')).run();
-      const e = raised(() => db.sqlite!.prepare(stmt).run());
-      expect(classifySqliteError(e)?.kind, stmt).toBe('unique');
+      if (!stmt.startsWith('INSERT INTO workspaces')) await run(onPostgres ? `${stmt} ON CONFLICT DO NOTHING` : stmt.replace('INSERT', 'INSERT OR IGNORE'));
+      const e = await rejected(run(stmt));
+      expect(db.adapter.classifyError(e)?.kind, stmt).toBe('unique');
       expect(fromDatabaseError(e), stmt).toBeNull();
     }
     // Through the REST error handler: 500 in the contract's shape, and an error line in the log.
     const logs: string[] = [];
     const app = Fastify({ logger: { level: 'error', stream: { write: (line: string) => void logs.push(line) } } });
     app.setErrorHandler(errorHandler);
-    app.get('/internal-unique', async () => db.sqlite!.prepare(internal[1]!).run());
+    app.get('/internal-unique', async () => run(internal[1]!));
     try {
       const r = await app.inject({ method: 'GET', url: '/internal-unique' });
       expect(r.statusCode).toBe(500);
       expect(r.json()).toMatchObject({ error: true, code: 'INTERNAL_ERROR' });
-      expect(logs.join('')).toContain('SQLITE_CONSTRAINT_PRIMARYKEY');
+      expect(logs.join('')).toContain(onPostgres ? 'search_terms_pkey' : 'SQLITE_CONSTRAINT_PRIMARYKEY');
     } finally {
       await app.close();
     }
-    expect(fromDatabaseError(raised(() => db.sqlite!.prepare('SELECT * FROM no_such_table').all()))).toBeNull();
+    expect(fromDatabaseError(await rejected(run('SELECT * FROM no_such_table')))).toBeNull();
   });
 });

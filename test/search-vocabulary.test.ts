@@ -6,7 +6,8 @@ import { listPipelines } from '../src/services/pipelines.js';
 import { createRecord, createRecords, deleteRecord, getRecord } from '../src/services/records.js';
 import { createField, createObject, getObjectSchema } from '../src/services/schema.js';
 import { searchAll } from '../src/services/search.js';
-import { freshDb, makeWorkspace, type TestWorkspace } from './helpers.js';
+import { sql } from 'kysely';
+import { freshDb, makeWorkspace, sqlAll, sqlRun, type TestWorkspace } from './helpers.js';
 
 /**
  * Typo-tolerant search offers each query's near words (one or two edits away) from a vocabulary:
@@ -84,7 +85,7 @@ describe('words of deleted records', () => {
       await other.close();
     }
     // The dead words are gone from the workspace's vocabulary; its live ones stay.
-    const terms = (db.sqlite!.prepare("SELECT term FROM search_terms WHERE workspace_id = ? AND term LIKE 'j%'").all(g.workspace.id) as { term: string }[]).map((t) => t.term);
+    const terms = (await sqlAll<{ term: string }>(db, sql`SELECT term FROM search_terms WHERE workspace_id = ${g.workspace.id} AND term LIKE 'j%'`)).map((t) => t.term);
     expect(terms).toContain('john');
     expect(terms.filter((t) => near.map((n) => n.toLowerCase()).includes(t))).toEqual([]);
     // A pruned word written again is offered again.
@@ -128,9 +129,10 @@ describe('upgrading a database indexed before per-workspace words', () => {
       const id = (await createRecord(x.ctx, 'contacts', { first_name: 'Johanna', last_name: 'Brisk' })).id;
       await createRecord(y.ctx, 'contacts', { first_name: 'Jovanni', last_name: 'Kestrelle' });
       // As a database from before the migration: no word list, the migration not applied.
-      old.sqlite!.exec("DROP TABLE search_terms; DELETE FROM kysely_migration WHERE name IN ('0007_search_terms', '0008_change_notifications')");
+      await sqlRun(old, 'DROP TABLE search_terms');
+      await sqlRun(old, "DELETE FROM kysely_migration WHERE name IN ('0007_search_terms', '0008_change_notifications')");
       expect(await migrate(old)).toEqual(['0007_search_terms', '0008_change_notifications']);
-      const words = old.sqlite!.prepare('SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term').all() as { workspace_id: number; term: string }[];
+      const words = await sqlAll<{ workspace_id: number; term: string }>(old, 'SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term');
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).toEqual(expect.arrayContaining(['johanna', 'brisk']));
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).not.toContain('kestrelle');
       expect(await fuzzyIds(x, 'Johana', old)).toEqual([id]);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { sql } from 'kysely';
+import { call, sqlGet, sqlRun, testApp, type TestApp } from './helpers.js';
 
 /**
  * Inbox over REST: logging threads, listing with filters and pagination, one thread with its
@@ -22,8 +23,8 @@ async function threadIds(query = '', token = admin()): Promise<string[]> {
   return r.body.data.map((x: { id: string }) => x.id);
 }
 
-const activityCount = () => (t.db.sqlite!.prepare('SELECT COUNT(*) AS n FROM activity').get() as { n: number }).n;
-const threadCount = () => (t.db.sqlite!.prepare('SELECT COUNT(*) AS n FROM threads').get() as { n: number }).n;
+const activityCount = async () => (await sqlGet<{ n: number }>(t.db, 'SELECT COUNT(*) AS n FROM activity'))!.n;
+const threadCount = async () => (await sqlGet<{ n: number }>(t.db, 'SELECT COUNT(*) AS n FROM threads'))!.n;
 
 beforeAll(async () => {
   t = await testApp();
@@ -100,8 +101,8 @@ describe('POST /inbox/threads', () => {
       setClock(null);
       // There is no endpoint to delete a thread; the fixture of the other tests is three threads.
       if (id) {
-        t.db.sqlite!.prepare('DELETE FROM messages WHERE thread_id = ?').run(id);
-        t.db.sqlite!.prepare('DELETE FROM threads WHERE id = ?').run(id);
+        await sqlRun(t.db, sql`DELETE FROM messages WHERE thread_id = ${id}`);
+        await sqlRun(t.db, sql`DELETE FROM threads WHERE id = ${id}`);
       }
     }
   });
@@ -119,15 +120,15 @@ describe('POST /inbox/threads', () => {
       [{ subject: 'x', contact_id: 'no-such-contact', messages: [ok] }, /No contacts record with id 'no-such-contact'/],
       [{ subject: 'x', company_id: ada, messages: [ok] }, /No companies record/],
     ];
-    const [threads, activity] = [threadCount(), activityCount()];
+    const [threads, activity] = [await threadCount(), await activityCount()];
     for (const [body, message] of cases) {
       const r = await api(admin(), 'POST', '/inbox/threads', body);
       expect(r.status, JSON.stringify(body)).toBe(400);
       expect(r.body, JSON.stringify(body)).toMatchObject({ error: true, code: 'VALIDATION_ERROR' });
       expect(r.body.message, JSON.stringify(body)).toMatch(message);
     }
-    expect(threadCount()).toBe(threads);
-    expect(activityCount()).toBe(activity);
+    expect(await threadCount()).toBe(threads);
+    expect(await activityCount()).toBe(activity);
   });
 });
 

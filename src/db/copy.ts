@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { CompiledQuery, sql, type Kysely, type Transaction } from 'kysely';
 import type Database from 'better-sqlite3';
-import { isPostgresUrl, openDatabase, type Db } from './database.js';
+import { isPostgresUrl, openDatabase, openSqliteDatabase, type Db, type SqliteDb } from './database.js';
 import { migrate } from './migrations.js';
 import { storageOf, type FieldType } from '../services/field-types.js';
 import { getSchema } from '../services/schema.js';
@@ -240,7 +240,7 @@ async function countTarget(trx: Kysely<any>, table: string): Promise<number> {
  * here), in one transaction on the target. Throws CopyError, target untouched, when it holds data
  * (without `replace`) or when a table's row count differs after the copy.
  */
-export async function copyDatabase(source: Db, target: Db, opts: CopyOptions = {}): Promise<CopyResult> {
+export async function copyDatabase(source: SqliteDb, target: Db, opts: CopyOptions = {}): Promise<CopyResult> {
   const sqlite = source.sqlite;
   if (!sqlite || source.adapter.name !== 'sqlite') throw new CopyError('the source must be a SQLite database');
   if (target.adapter.name !== 'postgres') throw new CopyError('the target must be a PostgreSQL database (postgres://…)');
@@ -392,8 +392,8 @@ async function setIdentities(trx: Kysely<any>) {
  * and nulls as each side's driver reads them), and the search documents by record. Returns the
  * differences found (at most a few per table); empty when both read back the same.
  */
-export async function compareDatabases(source: Db, target: Db): Promise<string[]> {
-  const sqlite = source.sqlite!;
+export async function compareDatabases(source: SqliteDb, target: Db): Promise<string[]> {
+  const sqlite = source.sqlite;
   const k = target.kysely as unknown as Kysely<any>;
   const diffs: string[] = [];
   const objects = sqlite.prepare(`SELECT table_name FROM objects ORDER BY id`).all() as { table_name: string }[];
@@ -424,11 +424,11 @@ export async function compareDatabases(source: Db, target: Db): Promise<string[]
 }
 
 /** Opens `from` (an existing SQLite file, migrated as every command does) and `to` (a postgres:// URL). */
-export function openForCopy(from: string, to: string, lockWaitMs?: number): { source: Db; target: Db } {
+export function openForCopy(from: string, to: string, lockWaitMs?: number): { source: SqliteDb; target: Db } {
   if (isPostgresUrl(from)) throw new CopyError('the source (--from, else --db) must be a SQLite file: copying from PostgreSQL is not supported');
   if (!isPostgresUrl(to)) throw new CopyError('--to must be a postgres:// URL');
   if (from === ':memory:' || !fs.existsSync(from)) throw new CopyError(`no SQLite database at ${from}`);
-  const source = openDatabase({ file: from });
+  const source = openSqliteDatabase({ file: from });
   const target = openDatabase({ file: to, ...(lockWaitMs !== undefined ? { lockWaitMs } : {}) });
   return { source, target };
 }

@@ -16,10 +16,8 @@ export interface Db {
   adapter: DialectAdapter;
   /** Full-text search backend of this dialect. */
   search: SearchBackend;
-  /** Location of the SQLite file (or ':memory:'). */
+  /** Where the database is: the SQLite file (or ':memory:'), or the postgres:// URL it was opened with. */
   file: string;
-  /** The underlying better-sqlite3 handle (SQLite only): for pragmas, backups and bulk loaders in src/db and tests. */
-  sqlite?: Database.Database;
   /**
    * A number that changes when another connection commits (SQLite's data_version), for caches
    * that must follow other processes' writes; null where the dialect has none (nothing is kept).
@@ -73,6 +71,11 @@ function cachingDatabase(sqlite: Database.Database, max = 500): SqliteDatabase {
       return stmt as unknown as SqliteStatement;
     },
   };
+}
+
+/** A SQLite database (openSqliteDatabase), with its better-sqlite3 handle: for benchmarks' raw baselines. */
+export interface SqliteDb extends Db {
+  sqlite: Database.Database;
 }
 
 export interface OpenOptions {
@@ -135,6 +138,12 @@ export const isPostgresUrl = (location: string) => /^postgres(ql)?:\/\//i.test(l
 export function openDatabase(opts: OpenOptions): Db {
   if (isPostgresUrl(opts.file))
     return openPostgres({ url: opts.file, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}), ...(opts.readWorkers ? { heavyConcurrency: opts.readWorkers } : {}) });
+  return openSqliteDatabase(opts);
+}
+
+/** Opens a SQLite file (or ':memory:'). */
+export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
+  if (isPostgresUrl(opts.file)) throw new Error('openSqliteDatabase opens SQLite files; use openDatabase for a postgres:// URL');
   const sqlite = openSqlite(opts.file, opts.readonly);
   // The dialect waits for other processes' write locks itself, off the event loop (see
   // sqlite-dialect.ts): SQLite's own busy handler would block this thread while it waits.

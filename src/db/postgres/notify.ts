@@ -15,13 +15,17 @@ export const channelOf = (schema: string) => `crm:${schema}`;
 
 /** Migration: the triggers (PostgreSQL's part of 0008_change_notifications). */
 export async function createChangeNotifications(db: Kysely<any>): Promise<void> {
-  await sql`CREATE FUNCTION crm_notify_schema() RETURNS trigger LANGUAGE plpgsql AS $$
+  await sql`CREATE OR REPLACE FUNCTION crm_notify_schema() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN PERFORM pg_notify('crm:' || current_schema(), 'schema:' || NEW.id); RETURN NULL; END $$`.execute(db);
+  // Idempotent: a database upgraded again after its word list was rebuilt runs this once more.
+  await sql`DROP TRIGGER IF EXISTS workspaces_changed ON workspaces`.execute(db);
+  await sql`DROP TRIGGER IF EXISTS search_terms_added ON search_terms`.execute(db);
+  await sql`DROP TRIGGER IF EXISTS search_terms_removed ON search_terms`.execute(db);
   await sql`CREATE TRIGGER workspaces_changed AFTER UPDATE OF schema_version, time_zone ON workspaces
     FOR EACH ROW EXECUTE FUNCTION crm_notify_schema()`.execute(db);
   // Once per statement, per workspace whose words it added or removed (INSERT ... ON CONFLICT DO
   // NOTHING lists only the rows it inserted).
-  await sql`CREATE FUNCTION crm_notify_words() RETURNS trigger LANGUAGE plpgsql AS $$
+  await sql`CREATE OR REPLACE FUNCTION crm_notify_words() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
       IF TG_OP = 'INSERT' THEN
         PERFORM pg_notify('crm:' || current_schema(), 'words:' || w) FROM (SELECT DISTINCT workspace_id AS w FROM changed_rows) x;

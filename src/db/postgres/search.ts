@@ -9,17 +9,51 @@ import { highlight, termsOf, writeTerms, type SearchBackend, type SearchClause, 
  * SQLite's bm25 weights (10, 2, 6). Written in the record's transaction, as on SQLite.
  */
 
-/** A tsvector literal of words at one weight: 'word':1A 'other':2A (positions only to carry the weight). */
-function vector(text: string, weight: 'A' | 'B' | 'C'): string {
-  const words = [...new Set(termsOf(text))];
-  return words.map((w, i) => `'${w.replace(/'/g, "''")}':${Math.min(i + 1, 16383)}${weight}`).join(' ');
+/**
+ * A word as a lexeme: PostgreSQL refuses lexemes past 2,047 bytes (a text field may hold a word of
+ * 65,535 characters), so longer words keep their first 2,047 bytes (whole characters), in the
+ * document and in the query alike: such a word is still found by its beginning.
+ */
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const MAX_LEXEME_BYTES = 2047;
+export function lexeme(word: string): string {
+  if (word.length * 3 <= MAX_LEXEME_BYTES) return word;
+  const bytes = encoder.encode(word);
+  if (bytes.length <= MAX_LEXEME_BYTES) return word;
+  // Cut at a character boundary (a UTF-8 continuation byte is 10xxxxxx).
+  let end = MAX_LEXEME_BYTES;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return decoder.decode(bytes.subarray(0, end));
 }
-const docVector = (d: SearchDoc) => [vector(d.name, 'A'), vector(d.body, 'B'), vector(d.exact, 'C')].filter(Boolean).join(' ');
+
+/** A tsvector is at most 1 MiB: a document's words stop short of it (the first ones are kept). */
+const MAX_VECTOR_BYTES = 1_000_000;
+
+/** A tsvector literal of words at one weight: 'word':1A 'other':2A (positions only to carry the weight). */
+function vector(words: string[], weight: 'A' | 'B' | 'C', budget: { left: number }): string {
+  const out: string[] = [];
+  for (const w of words) {
+    const item = `'${w.replace(/'/g, "''")}':${Math.min(out.length + 1, 16383)}${weight}`;
+    // Stored: the lexeme, its position and an entry of 4 bytes (the literal's bytes, give or take).
+    budget.left -= Buffer.byteLength(item) + 4;
+    if (budget.left < 0) break;
+    out.push(item);
+  }
+  return out.join(' ');
+}
+
+/** The document's tsvector: each column's words once, at its weight (a word in two columns carries both). */
+function docVector(d: SearchDoc): string {
+  const budget = { left: MAX_VECTOR_BYTES };
+  const words = (text: string) => [...new Set(termsOf(text).map(lexeme))];
+  return [vector(words(d.name), 'A', budget), vector(words(d.body), 'B', budget), vector(words(d.exact), 'C', budget)].filter(Boolean).join(' ');
+}
 
 /** The query as tsquery text: words quoted, prefixes with :*, the identifiers' weight C alone for `exact`. */
 function tsquery(q: SearchQuery): string {
   const term = (c: SearchClause, t: { term: string; prefix: boolean }) => {
-    const w = termsOf(t.term).join('');
+    const w = lexeme(termsOf(t.term).join(''));
     return `'${w.replace(/'/g, "''")}':${t.prefix ? '*' : ''}${c.in === 'exact' ? 'C' : ''}`;
   };
   const clause = (c: SearchClause) => c.all.map((g) => `(${g.map((t) => term(c, t)).join(' | ')})`).join(' & ');
@@ -93,8 +127,10 @@ export const postgresSearch: SearchBackend = {
   },
 
   async query(db, workspaceId, objectIds, match, limit, exclude) {
+    // Rank normalisation 1 (divided by 1 + log of the document's length), as bm25 weighs length:
+    // the whole name "Vortex" before one word of "Vortex Global Logistics …".
     const r = await sql<{ object_id: number; record_id: string; rank: number; name: string; body: string }>`
-      SELECT object_id, record_id, -ts_rank('{0.0, 0.6, 0.2, 1.0}', tsv, q) AS rank, name, body
+      SELECT object_id, record_id, -ts_rank('{0.0, 0.6, 0.2, 1.0}', tsv, q, 1) AS rank, name, body
       FROM search_docs, CAST(${tsquery(match)} AS tsquery) AS q
       WHERE tsv @@ q AND workspace_id = ${workspaceId}
         ${objectIds.length ? sql`AND object_id IN (${sql.join(objectIds)})` : sql``}
@@ -134,6 +170,12 @@ export const postgresSearch: SearchBackend = {
       workspace_id bigint NOT NULL,
       term text COLLATE "C" NOT NULL,
       PRIMARY KEY (workspace_id, term))`.execute(db);
+    // The words already indexed, by workspace (as SQLite fills it from FTS5's vocabulary): every
+    // lexeme of every document, but words of one character or holding a digit (wordsOf leaves those out).
+    await sql`INSERT INTO search_terms (workspace_id, term)
+      SELECT DISTINCT d.workspace_id, w.term FROM search_docs d, unnest(tsvector_to_array(d.tsv)) AS w(term)
+      WHERE length(w.term) > 1 AND w.term !~ '[0-9]'
+      ON CONFLICT DO NOTHING`.execute(db);
   },
 };
 
