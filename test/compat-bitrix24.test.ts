@@ -46,10 +46,14 @@ function aggregates(rs: Rec[], ms: { field: string; function: string }[]) {
 }
 
 /** The document's groups: the grouping fields (Bitrix names), count and aggregates; in a canonical order for comparison. */
+/** Bitrix24's task state codes for our statuses (the document's "status": "2", "5"...). */
+const STATUS_CODE: Record<string, string> = { open: '2', in_progress: '3', completed: '5', waiting: '6', cancelled: '7' };
+const bitrixValue = (b: string, v: unknown) => (b === 'status' && typeof v === 'string' ? STATUS_CODE[v] : v);
+
 function groups(rs: Rec[], by: string[], ms: { field: string; function: string }[]): Rec[] {
   const m = new Map<string, Rec[]>();
   for (const r of rs) {
-    const k = JSON.stringify(by.map((b) => (b === 'groupId' ? null : (r[OURS[b]!] ?? null))));
+    const k = JSON.stringify(by.map((b) => (b === 'groupId' ? null : bitrixValue(b, r[OURS[b]!] ?? null))));
     m.set(k, [...(m.get(k) ?? []), r]);
   }
   return sortGroups([...m.entries()].map(([k, members]) => {
@@ -203,7 +207,7 @@ describe('Bitrix24 tasks aggregate (POST /v1/tasks/aggregate)', () => {
         { field: 'timeEstimate', function: fn },
         { field: 'UF_CRM_TASK_BUDGET', function: fn },
       ]);
-      const r = await send(t, JSON.stringify({ aggregate: ms, filter: { '>=timeEstimate': 3600, '!status': ['cancelled'] }, groupBy: ['priority'] }), {
+      const r = await send(t, JSON.stringify({ aggregate: ms, filter: { '>=timeEstimate': 3600, '!status': ['7'] }, groupBy: ['priority'] }), {
         'X-Api-Key': t.a.adminToken,
         'Content-Type': 'application/json',
       });
@@ -213,6 +217,18 @@ describe('Bitrix24 tasks aggregate (POST /v1/tasks/aggregate)', () => {
       expect(d.count).toBe(rs.length);
       const want = aggregates(rs, ms);
       for (const m of ms) expect(d.aggregates[m.field][m.function]).toBeCloseTo(want[m.field]![m.function] as number, 6);
+    });
+
+    it('status as Bitrix24 state codes: in groups, and in filters (codes, numbers or our names)', async () => {
+      const h = { 'X-Api-Key': t.a.adminToken, 'Content-Type': 'application/json' };
+      const r = await send(t, JSON.stringify({ groupBy: 'status' }), h);
+      expect(r.body.data.groups.map((g: Rec) => g.status).sort()).toEqual([...new Set(tasks.map((x) => STATUS_CODE[x.status as string]))].sort());
+      const completed = tasks.filter((x) => x.status === 'completed').length;
+      for (const value of ['5', 5, 'completed', ['5'], [5, '7']]) {
+        const want = Array.isArray(value) && value.includes('7') ? completed + tasks.filter((x) => x.status === 'cancelled').length : completed;
+        expect((await send(t, JSON.stringify({ filter: { status: value } }), h)).body.data.count, JSON.stringify(value)).toBe(want);
+      }
+      expect((await send(t, JSON.stringify({ filter: { '!status': '5' } }), h)).body.data.count).toBe(tasks.length - completed);
     });
 
     it('groupId: no task is in a workgroup (null for all)', async () => {

@@ -97,7 +97,17 @@ export const postgresAdapter: DialectAdapter = {
   histogramBucket: (col, width) => sql`floor(CAST(${col} AS double precision) / ${sql.lit(width)}) * ${sql.lit(width)}`,
   async analyze(db: Kysely<any>, full: boolean) {
     // autovacuum keeps statistics current as tables grow; after a bulk load they are refreshed at once.
-    if (full) await sql`ANALYZE`.execute(db);
+    // Best effort, as on SQLite: another connection holding a conflicting lock past lock_timeout must
+    // not turn a finished load into a failure (autovacuum refreshes the statistics later).
+    if (!full) return;
+    // This schema's tables only: a bare ANALYZE would read every schema of a shared database.
+    const tables = (await sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = current_schema()`.execute(db)).rows;
+    if (!tables.length) return;
+    try {
+      await sql`ANALYZE ${sql.join(tables.map((r) => sql.id(r.t)))}`.execute(db);
+    } catch (e) {
+      if (classifyPostgresError(e)?.kind !== 'busy') throw e;
+    }
   },
   async secondaryIndexes(db, table) {
     const r = await sql<{ name: string; create: string }>`

@@ -17,10 +17,21 @@ import type { ObjectDef } from '../../services/schema.js';
  *   (UF_CRM_TASK_BUDGET -> crm_task_budget); every custom field is offered under its UF_ name.
  *   groupId (workgroup): this CRM has no workgroups, so every task is outside one: groupId is null
  *   for every task (Bitrix24's "no group"), in groups, filters and counts alike.
- * Values are ours (status 'open', 'completed', ...; responsibleId a user id), not Bitrix24's codes.
+ * Status values are Bitrix24's codes (its REST API's task states), in answers and in filters:
+ *   open -> "2" (pending), in_progress -> "3", waiting -> "6" (deferred), completed -> "5",
+ *   cancelled -> "7" (declined); a filter may also name our own values. Other values are ours
+ *   (priority 'low'...'urgent': four levels where Bitrix24 has three; responsibleId a user id).
  */
 
 export const TASKS_OBJECT = 'tasks';
+
+/** Our task status -> Bitrix24's state code, and back. */
+const STATUS_CODE: Record<string, string> = { open: '2', in_progress: '3', completed: '5', waiting: '6', cancelled: '7' };
+const STATUS_OF_CODE = Object.fromEntries(Object.entries(STATUS_CODE).map(([ours, code]) => [code, ours]));
+/** A status value as the document has it (a code), for answers. */
+const statusCode = (v: unknown) => (typeof v === 'string' ? (STATUS_CODE[v] ?? v) : v);
+/** A status value from a request: a code (as a string or a number) or our own value. */
+const statusOf = (v: unknown) => (typeof v === 'string' || typeof v === 'number' ? (STATUS_OF_CODE[String(v)] ?? v) : v);
 export const FUNCTIONS = ['count', 'sum', 'avg', 'min', 'max'] as const;
 const NUMERIC_FUNCTIONS = new Set(['sum', 'avg', 'min', 'max']);
 export const MAX_GROUP_FIELDS = 5;
@@ -157,11 +168,12 @@ export function translateFilter(obj: ObjectDef, filter: Record<string, unknown> 
       if (!holds) conditions.push(NOTHING);
       continue;
     }
+    const ours = field === 'status' ? (list ? value.map(statusOf) : statusOf(value)) : value;
     if (value === null) {
       if (op !== 'eq' && op !== 'neq') throw validationError(`Filter '${key}' needs a value`);
       conditions.push({ field, operator: op === 'eq' ? 'is_null' : 'is_not_null' });
-    } else if (list) conditions.push({ field, operator: op === 'eq' ? 'in' : 'not_in', value });
-    else conditions.push({ field, operator: op, value });
+    } else if (list) conditions.push({ field, operator: op === 'eq' ? 'in' : 'not_in', value: ours });
+    else conditions.push({ field, operator: op, value: ours });
   }
   return conditions.length ? { operator: 'and', conditions } : undefined;
 }
@@ -215,7 +227,7 @@ export function translateResult(plan: Plan, r: GroupResult) {
     // Grouped by groupId alone: the service did not group; every matching task is in the one null group.
     const groups = r.groups ?? (r.count > 0 ? [{ values: {}, count: r.count, aggregates: r.aggregates }] : []);
     data.groups = groups.map((g) => ({
-      ...Object.fromEntries(plan.dims.map((d) => [d.name, d.field === null ? null : (g.values[d.field] ?? null)])),
+      ...Object.fromEntries(plan.dims.map((d) => [d.name, d.field === null ? null : d.field === 'status' ? statusCode(g.values[d.field] ?? null) : (g.values[d.field] ?? null)])),
       count: g.count,
       aggregates: bitrixAggregates(plan, g.aggregates),
     }));
