@@ -7,12 +7,13 @@ import { runRead } from './aggregate.js';
 import { CrmError, validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { displayName, notFound, removeDerived, writeDerived, type RecordData } from './records.js';
+import { notFound, removeDerived, writeDerived, type RecordData } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import { checkpoint, throwIfCancelled } from './work.js';
 import { requireAdmin } from './permissions.js';
 import { isPerson, normalName } from './dedupe-keys.js';
+import { displayNameOfRow, namesFor } from './display-names.js';
 
 /**
  * Duplicate detection (clusters with evidence and a score) and merge, with a dry run and an exact
@@ -285,15 +286,10 @@ async function sameNames(ctx: Ctx, obj: ObjectDef): Promise<Map<string, { key: s
   return out;
 }
 
+/** Display names as stored (undecoded, '' when empty), for matching and for showing clusters. */
 async function names(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const cols = ['id', ...obj.displayFields.map((n) => obj.byName.get(n)!.column)];
-  for (let i = 0; i < ids.length; i += 500) {
-    await checkpoint(ctx, i, ids.length, 'reading names');
-    const rows = (await dyn(ctx.db.kysely).selectFrom(obj.table).select(cols).where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
-    for (const r of rows) out.set(r.id as string, obj.displayFields.map((n) => r[obj.byName.get(n)!.column]).filter((v) => v !== null && v !== '').join(' '));
-  }
-  return out;
+  const schema = await getSchema(ctx);
+  return namesFor(ctx, schema, obj.name, ids, { stored: true, ifEmpty: '', chunk: 500, beforeChunk: (i, n) => checkpoint(ctx, i, n, 'reading names') });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,7 +449,7 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
         object: obj.name,
         recordId: input.primary_id,
         action: 'merged',
-        payload: { merge_id: mergeId, merged: dups.map((d) => ({ id: d.id, name: displayName(obj, Object.fromEntries(obj.fields.map((f) => [f.name, decodeValue(f, d[f.column])]))) })), changes: preview.changes, moves: preview.moves },
+        payload: { merge_id: mergeId, merged: dups.map((d) => ({ id: d.id, name: displayNameOfRow(obj, d) })), changes: preview.changes, moves: preview.moves },
       },
     ]);
     return { ...preview, merge_id: mergeId, dry_run: false as const };

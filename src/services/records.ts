@@ -12,7 +12,7 @@ import { checkpoint } from './work.js';
 import { nowIso } from './clock.js';
 import { bulkInsert } from '../db/bulk-insert.js';
 import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
-import { displayName, namesFor, withRelationNames } from './display-names.js';
+import { displayColumns, displayNameOfRow, namesFor, withRelationNames } from './display-names.js';
 import { indexReferrers, indexRows, unindexRecords } from './search.js';
 import { budgetWhere, heavy, tooExpensive } from './budget.js';
 import { runRead } from './aggregate.js';
@@ -35,8 +35,6 @@ function toRecord(obj: ObjectDef, row: Record<string, unknown>, fields?: FieldDe
   for (const f of fields ?? obj.fields) out[f.name] = decodeValue(f, row[f.column]);
   return out as RecordData;
 }
-
-export { displayName };
 
 function projection(obj: ObjectDef, fields?: string[]): FieldDef[] {
   if (!fields || fields.length === 0) return obj.fields;
@@ -325,7 +323,7 @@ async function associationsOf(ctx: Ctx, obj: ObjectDef, id: string, row: Record<
   for (const other of schema.objects.values()) {
     for (const f of other.fields) {
       if (f.type !== 'RELATION' || f.target !== obj.name) continue;
-      const cols = ['id', ...other.displayFields.map((n) => other.byName.get(n)!.column)];
+      const cols = displayColumns(other);
       const base = dyn(ctx.db.kysely).selectFrom(other.table).where(f.column, '=', id);
       const rows = (await base.select(cols).orderBy('created_at', 'desc').limit(ASSOC_PREVIEW).execute()) as Record<string, unknown>[];
       if (rows.length === 0) continue;
@@ -335,7 +333,7 @@ async function associationsOf(ctx: Ctx, obj: ObjectDef, id: string, row: Record<
       g.total += n;
       for (const r of rows) {
         if (g.records.length >= ASSOC_PREVIEW) break;
-        g.records.push({ id: r.id as string, name: displayName(other, toRecord(other, r, cols.map((c) => other.byName.get(c)!))), via: f.name });
+        g.records.push({ id: r.id as string, name: displayNameOfRow(other, r), via: f.name });
       }
     }
   }
@@ -604,7 +602,7 @@ function changes(obj: ObjectDef, before: Record<string, unknown>, touched: Map<s
 function relatedEntries(obj: ObjectDef, id: string, before: Record<string, unknown> | null, after: Record<string, unknown> | null): ActivityEntry[] {
   const out: ActivityEntry[] = [];
   const current = after ?? before!;
-  const name = displayName(obj, toRecord(obj, current));
+  const name = displayNameOfRow(obj, current);
   const base = { object: obj.name, id, name };
   const status = obj.byName.get('status');
   for (const f of obj.fields) {
@@ -927,7 +925,7 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
         )
         .execute();
       await recordActivity(trx, ctx, [
-        ...present.map((id) => ({ object: obj.name, recordId: id, action: 'deleted', payload: { name: displayName(obj, toRecord(obj, rows.get(id)!)) } })),
+        ...present.map((id) => ({ object: obj.name, recordId: id, action: 'deleted', payload: { name: displayNameOfRow(obj, rows.get(id)!) } })),
         ...present.flatMap((id) => relatedEntries(obj, id, rows.get(id)!, null)),
       ]);
     }

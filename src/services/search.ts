@@ -68,7 +68,7 @@ const docColumns = (obj: ObjectDef) => obj.fields.filter((f) => f.name === 'id' 
  */
 export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, unknown>, related?: Map<string, string>): SearchDoc {
   const display = new Set(obj.displayFields);
-  const name = obj.displayFields.map((n) => row[obj.byName.get(n)!.column]).filter((v) => v !== null && v !== undefined && v !== '').join(' ');
+  const name = displayNameOfRow(obj, row, { stored: true, ifEmpty: '' });
   const body: string[] = [];
   const exact: string[] = [];
   for (const f of obj.fields) {
