@@ -7,6 +7,7 @@ import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import { displayColumns, displayNameOfRow, namesFor } from './display-names.js';
 import { notFound } from './record-rows.js';
+import { recordExists } from './record-tables.js';
 
 /**
  * Associations: the records linked to one record (through its relation fields, relation fields
@@ -94,9 +95,8 @@ function orderPair(aObj: string, aId: string, bObj: string, bId: string) {
   return aObj < bObj || (aObj === bObj && aId <= bId) ? [aObj, aId, bObj, bId] : [bObj, bId, aObj, aId];
 }
 
-async function checkExists(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, id: string) {
-  const r = await dyn(trx).selectFrom(obj.table).select('id').where('id', '=', id).executeTakeFirst();
-  if (!r) throw notFound(obj, id);
+async function checkExists(trx: Kysely<Tables>, obj: ObjectDef, id: string) {
+  if (!(await recordExists(trx, obj, id))) throw notFound(obj, id);
 }
 
 export async function associate(ctx: Ctx, objectName: string, id: string, toObjectName: string, toId: string) {
@@ -105,8 +105,8 @@ export async function associate(ctx: Ctx, objectName: string, id: string, toObje
   if (obj.name === to.name && id === toId) throw validationError('A record cannot be associated with itself');
   const [aO, aI, bO, bI] = orderPair(obj.name, id, to.name, toId) as [string, string, string, string];
   return ctx.db.kysely.transaction().execute(async (trx) => {
-    await checkExists(ctx, trx, obj, id);
-    await checkExists(ctx, trx, to, toId);
+    await checkExists(trx, obj, id);
+    await checkExists(trx, to, toId);
     const res = await trx
       .insertInto('associations')
       .values({ workspace_id: ctx.actor.workspaceId, a_object: aO, a_id: aI, b_object: bO, b_id: bI, created_at: nowIso(), created_by: ctx.actor.userId })

@@ -14,6 +14,7 @@ import { checkpoint, throwIfCancelled } from './work.js';
 import { requireAdmin } from './permissions.js';
 import { isPerson, normalName } from './dedupe-keys.js';
 import { displayNameOfRow, namesFor } from './display-names.js';
+import { rowsByIds } from './record-tables.js';
 
 /**
  * Duplicate detection (clusters with evidence and a score) and merge, with a dry run and an exact
@@ -322,10 +323,6 @@ interface Snapshot {
   history?: { closed: number[]; opened: number[] };
 }
 
-async function loadRows(trx: Kysely<Tables>, obj: ObjectDef, ids: string[]) {
-  const rows = (await dyn(trx).selectFrom(obj.table).selectAll().where('id', 'in', ids).execute()) as Record<string, unknown>[];
-  return new Map(rows.map((r) => [r.id as string, r]));
-}
 
 function mergedValues(obj: ObjectDef, primary: Record<string, unknown>, dups: Record<string, unknown>[], overrides: Record<string, unknown>, byId: Map<string, Record<string, unknown>>) {
   const values: Record<string, unknown> = {};
@@ -374,7 +371,7 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
   }
 
   const run = async (trx: Kysely<Tables>, write: boolean) => {
-    const byId = await loadRows(trx, obj, [input.primary_id, ...dupIds]);
+    const byId = await rowsByIds(trx, obj, [input.primary_id, ...dupIds]);
     const primary = byId.get(input.primary_id);
     if (!primary) throw notFound(obj, input.primary_id);
     const missing = dupIds.find((d) => !byId.has(d));
@@ -406,7 +403,7 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
       const set = Object.fromEntries(changed.map((f) => [f.column, values[f.column]]));
       await dyn(trx).updateTable(obj.table).set({ ...set, updated_at: nowIso() }).where('id', '=', input.primary_id).execute();
     }
-    const after = (await loadRows(trx, obj, [input.primary_id])).get(input.primary_id)!;
+    const after = (await rowsByIds(trx, obj, [input.primary_id])).get(input.primary_id)!;
     await writeDerived(trx, ctx, obj, [after]);
     await checkpoint(ctx, 1, 2, `merging ${obj.name}`);
     // Pipelines: the duplicates' stays end now (their history moved to the primary, which has one
@@ -536,9 +533,9 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
   const snap = JSON.parse(m.snapshot) as Snapshot;
   return ctx.db.kysely.transaction().execute(async (trx) => {
     const k = dyn(trx);
-    const primary = (await loadRows(trx, obj, [m.primary_id])).get(m.primary_id);
+    const primary = (await rowsByIds(trx, obj, [m.primary_id])).get(m.primary_id);
     if (!primary) throw validationError(`The primary record '${m.primary_id}' no longer exists; the merge cannot be undone`);
-    const taken = await loadRows(trx, obj, snap.duplicates.map((d) => d.id as string));
+    const taken = await rowsByIds(trx, obj, snap.duplicates.map((d) => d.id as string));
     if (taken.size) throw validationError(`Record ids ${[...taken.keys()].join(', ')} exist again; the merge cannot be undone`);
     // The primary's fields that the merge changed go back to what they were.
     if (snap.changedFields.length) {
@@ -569,13 +566,13 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
     if (snap.history?.opened.length) await trx.deleteFrom('stage_history').where('id', 'in', snap.history.opened).execute();
     if (snap.history?.closed.length) await trx.updateTable('stage_history').set({ left_at: null }).where('id', 'in', snap.history.closed).execute();
     // Search index and match keys of everything touched.
-    const restored = await loadRows(trx, obj, [m.primary_id, ...snap.duplicates.map((d) => d.id as string)]);
+    const restored = await rowsByIds(trx, obj, [m.primary_id, ...snap.duplicates.map((d) => d.id as string)]);
     await writeDerived(trx, ctx, obj, [...restored.values()]);
     const byObject = new Map<string, string[]>();
     for (const r of mv.relations) byObject.set(r.object, [...(byObject.get(r.object) ?? []), r.id]);
     for (const [name, ids] of byObject) {
       const other = schema.objects.get(name)!;
-      await writeDerived(trx, ctx, other, [...(await loadRows(trx, other, ids)).values()]);
+      await writeDerived(trx, ctx, other, [...(await rowsByIds(trx, other, ids)).values()]);
     }
     await trx.updateTable('merges').set({ undone_at: nowIso() }).where('id', '=', mergeId).execute();
     await recordActivity(trx, ctx, [{ object: obj.name, recordId: m.primary_id, action: 'unmerged', payload: { merge_id: mergeId, restored: snap.duplicates.map((d) => d.id) } }]);

@@ -1,13 +1,8 @@
-import type { Kysely } from 'kysely';
-import type { Tables } from '../db/tables.js';
 import { CrmError } from './errors.js';
 import { decodeValue, type FieldDef } from './field-types.js';
 import { resolveField, type ObjectDef } from './schema.js';
 
-/** A record table's rows as records: the ground shared by reading, writing and associations. */
-
-type AnyDb = Kysely<any>;
-const dyn = (db: Kysely<Tables>) => db as unknown as AnyDb;
+/** Records as the services hand them out, from a record table's rows: the ground shared by reading, writing and associations. */
 
 export type RecordData = Record<string, unknown> & { id: string };
 
@@ -32,13 +27,4 @@ export function projection(obj: ObjectDef, fields?: string[]): FieldDef[] {
 
 export function notFound(obj: ObjectDef, id: string): CrmError {
   return new CrmError('RECORD_NOT_FOUND', `No ${obj.name} record with id '${id}'`);
-}
-
-export async function fetchRows(trx: Kysely<Tables>, obj: ObjectDef, ids: string[]): Promise<Map<string, Record<string, unknown>>> {
-  const out = new Map<string, Record<string, unknown>>();
-  for (let i = 0; i < ids.length; i += 500) {
-    const rows = (await dyn(trx).selectFrom(obj.table).selectAll().where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
-    for (const r of rows) out.set(r.id as string, r);
-  }
-  return out;
 }

@@ -13,7 +13,8 @@ import { bulkInsert } from '../db/bulk-insert.js';
 import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
 import { displayNameOfRow } from './display-names.js';
 import { indexReferrers, indexRows, unindexRecords } from './search.js';
-import { MAX_BATCH, toRecord, notFound, fetchRows, type RecordData } from './record-rows.js';
+import { MAX_BATCH, toRecord, notFound, type RecordData } from './record-rows.js';
+import { existingIds, rowsByIds } from './record-tables.js';
 
 /**
  * Writing records: create, update, upsert and delete, with their derived rows (match keys, search
@@ -158,11 +159,7 @@ async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row
     } else {
       const target = schema.objects.get(f.target!);
       if (!target) throw validationError(`Field '${f.name}' points to missing object '${f.target}'`);
-      found = new Set();
-      for (let i = 0; i < ids.length; i += 500) {
-        const got = (await dyn(trx).selectFrom(target.table).select('id').where('id', 'in', ids.slice(i, i + 500)).execute()) as { id: string }[];
-        for (const r of got) found.add(r.id);
-      }
+      found = await existingIds(trx, target, ids);
     }
     const missing = ids.find((x) => !found.has(x));
     if (missing !== undefined)
@@ -394,7 +391,7 @@ async function inTransaction<T>(ctx: Ctx, fn: (trx: Kysely<Tables>) => Promise<T
 }
 
 async function readBack(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<RecordData[]> {
-  const rows = await fetchRows(ctx.db.kysely, obj, ids);
+  const rows = await rowsByIds(ctx.db.kysely, obj, ids);
   return ids.map((id) => toRecord(obj, rows.get(id)!));
 }
 
@@ -425,7 +422,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
   });
   const ids = updates.map((u) => u.id);
   await inTransaction(ctx, async (trx) => {
-    const before = await fetchRows(trx, obj, ids);
+    const before = await rowsByIds(trx, obj, ids);
     const activity: ActivityEntry[] = [];
     await eachRow(prepared, async (p, i) => {
       await checkpoint(ctx, i, prepared.length, `updating ${obj.name}`);
@@ -552,7 +549,7 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
   const unique = [...new Set(ids)];
   const schema = await getSchema(ctx);
   return ctx.db.kysely.transaction().execute(async (trx) => {
-    const rows = await fetchRows(trx, obj, unique);
+    const rows = await rowsByIds(trx, obj, unique);
     const present = unique.filter((id) => rows.has(id));
     if (present.length) {
       await dyn(trx).deleteFrom(obj.table).where('id', 'in', present).execute();

@@ -1,0 +1,41 @@
+import type { Kysely } from 'kysely';
+import type { Tables } from '../db/tables.js';
+import type { ObjectDef } from './schema.js';
+
+/**
+ * The common queries on a record table (`obj.table`), in one place: does a record exist, which of
+ * these ids exist, the stored rows of these ids. `db` is the context's connection or the running
+ * transaction: code inside a transaction must pass the transaction. Queries of their own shape
+ * (lists, aggregates, search reindexing) build on `obj.table` where they live.
+ */
+
+type Db = Kysely<Tables> | Kysely<any>;
+const any = (db: Db) => db as unknown as Kysely<any>;
+
+// Ids per statement: far below SQLite's 32,766 parameters, and a page of rows at a time.
+const CHUNK = 500;
+
+/** Whether a record with this id exists in `obj`'s table. */
+export async function recordExists(db: Db, obj: ObjectDef, id: string): Promise<boolean> {
+  return !!(await any(db).selectFrom(obj.table).select('id').where('id', '=', id).executeTakeFirst());
+}
+
+/** Those of `ids` that name a record of `obj`. */
+export async function existingIds(db: Db, obj: ObjectDef, ids: string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (let i = 0; i < ids.length; i += CHUNK) {
+    const rows = (await any(db).selectFrom(obj.table).select('id').where('id', 'in', ids.slice(i, i + CHUNK)).execute()) as { id: string }[];
+    for (const r of rows) found.add(r.id);
+  }
+  return found;
+}
+
+/** The stored rows (every column) of these ids, by id; ids that name nothing are absent. */
+export async function rowsByIds(db: Db, obj: ObjectDef, ids: string[]): Promise<Map<string, Record<string, unknown>>> {
+  const out = new Map<string, Record<string, unknown>>();
+  for (let i = 0; i < ids.length; i += CHUNK) {
+    const rows = (await any(db).selectFrom(obj.table).selectAll().where('id', 'in', ids.slice(i, i + CHUNK)).execute()) as Record<string, unknown>[];
+    for (const r of rows) out.set(r.id as string, r);
+  }
+  return out;
+}
