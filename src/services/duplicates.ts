@@ -14,7 +14,7 @@ import { checkpoint, throwIfCancelled } from './work.js';
 import { requireAdmin } from './permissions.js';
 import { isPerson, normalName } from './dedupe-keys.js';
 import { displayNameOfRow, namesFor } from './display-names.js';
-import { rowsByIds } from './record-tables.js';
+import { deleteRows, repoint, rowsByIds, updateRow } from './record-tables.js';
 
 /**
  * Duplicate detection (clusters with evidence and a score) and merge, with a dry run and an exact
@@ -398,10 +398,10 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
 
     // Duplicates go first, so unique values (an email) can pass to the primary.
     await removeDerived(trx, ctx, obj, dupIds);
-    await dyn(trx).deleteFrom(obj.table).where('id', 'in', dupIds).execute();
+    await deleteRows(trx, obj, dupIds);
     if (changed.length) {
       const set = Object.fromEntries(changed.map((f) => [f.column, values[f.column]]));
-      await dyn(trx).updateTable(obj.table).set({ ...set, updated_at: nowIso() }).where('id', '=', input.primary_id).execute();
+      await updateRow(trx, obj, input.primary_id, set);
     }
     const after = (await rowsByIds(trx, obj, [input.primary_id])).get(input.primary_id)!;
     await writeDerived(trx, ctx, obj, [after]);
@@ -471,9 +471,8 @@ async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema,
       const rows = (await k.selectFrom(other.table).select(['id', f.column]).where(f.column, 'in', dupIds).execute()) as Record<string, string>[];
       for (const r of rows) moved.relations.push({ object: other.name, field: f.name, id: r.id!, from: r[f.column]! });
       if (write && rows.length) {
-        await k.updateTable(other.table).set({ [f.column]: primaryId }).where(f.column, 'in', dupIds).execute();
-        const after = (await k.selectFrom(other.table).selectAll().where('id', 'in', rows.map((r) => r.id)).execute()) as Record<string, unknown>[];
-        await writeDerived(trx, ctx, other, after);
+        await repoint(trx, other, f.column, dupIds, primaryId);
+        await writeDerived(trx, ctx, other, [...(await rowsByIds(trx, other, rows.map((r) => r.id!))).values()]);
       }
     }
   // Associations: re-link to the primary, dropping links it already has (or that would point at itself).
@@ -540,7 +539,7 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
     // The primary's fields that the merge changed go back to what they were.
     if (snap.changedFields.length) {
       const set = Object.fromEntries(snap.changedFields.map((n) => obj.byName.get(n)!).filter(Boolean).map((f) => [f.column, snap.primaryBefore[f.column] ?? null]));
-      await k.updateTable(obj.table).set({ ...set, updated_at: nowIso() }).where('id', '=', m.primary_id).execute();
+      await updateRow(k, obj, m.primary_id, set);
     }
     for (const d of snap.duplicates) {
       const { seq, ...row } = d;

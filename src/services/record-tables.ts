@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Tables } from '../db/tables.js';
 import type { ObjectDef } from './schema.js';
+import { nowIso } from './clock.js';
 
 /**
  * The common queries on a record table (`obj.table`), in one place: does a record exist, which of
@@ -38,4 +39,19 @@ export async function rowsByIds(db: Db, obj: ObjectDef, ids: string[]): Promise<
     for (const r of rows) out.set(r.id as string, r);
   }
   return out;
+}
+
+/** Set stored values (column -> value) on one record, stamping updated_at. */
+export async function updateRow(db: Db, obj: ObjectDef, id: string, values: Record<string, unknown>): Promise<void> {
+  await any(db).updateTable(obj.table).set({ ...values, updated_at: nowIso() }).where('id', '=', id).execute();
+}
+
+/** Delete these records' rows (the caller removes what derives from them). */
+export async function deleteRows(db: Db, obj: ObjectDef, ids: string[]): Promise<void> {
+  await any(db).deleteFrom(obj.table).where('id', 'in', ids).execute();
+}
+
+/** Point a relation column of `obj` that holds one of `fromIds` at `to` instead (null: empties it). */
+export async function repoint(db: Db, obj: ObjectDef, column: string, fromIds: string[], to: string | null): Promise<void> {
+  await any(db).updateTable(obj.table).set({ [column]: to }).where(column, 'in', fromIds).execute();
 }

@@ -14,7 +14,7 @@ import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
 import { displayNameOfRow } from './display-names.js';
 import { indexReferrers, indexRows, unindexRecords } from './search.js';
 import { MAX_BATCH, toRecord, notFound, type RecordData } from './record-rows.js';
-import { existingIds, rowsByIds } from './record-tables.js';
+import { deleteRows, existingIds, repoint, rowsByIds, updateRow } from './record-tables.js';
 
 /**
  * Writing records: create, update, upsert and delete, with their derived rows (match keys, search
@@ -437,7 +437,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
       const diff = changes(obj, old, p.touched);
       if (Object.keys(diff).length === 0) return;
       try {
-        await dyn(trx).updateTable(obj.table).set({ ...p.row, updated_at: nowIso() }).where('id', '=', id).execute();
+        await updateRow(trx, obj, id, p.row);
       } catch (e) {
         throw duplicateError(ctx, obj, e, p.row) ?? e;
       }
@@ -510,7 +510,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
         const diff = changes(obj, existing, p.touched);
         if (Object.keys(diff).length) {
           try {
-            await dyn(trx).updateTable(obj.table).set({ ...p.row, updated_at: nowIso() }).where('id', '=', id).execute();
+            await updateRow(trx, obj, id, p.row);
           } catch (e) {
             throw duplicateError(ctx, obj, e, p.row) ?? e;
           }
@@ -552,7 +552,7 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
     const rows = await rowsByIds(trx, obj, unique);
     const present = unique.filter((id) => rows.has(id));
     if (present.length) {
-      await dyn(trx).deleteFrom(obj.table).where('id', 'in', present).execute();
+      await deleteRows(trx, obj, present);
       await removeDerived(trx, ctx, obj, present);
       if (obj.pipeline)
         await trx.updateTable('stage_history').set({ left_at: nowIso() }).where('pipeline_id', '=', obj.pipeline.id).where('record_id', 'in', present).where('left_at', 'is', null).execute();
@@ -563,7 +563,7 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
       for (const other of schema.objects.values())
         for (const f of other.fields)
           if (f.type === 'RELATION' && f.target === obj.name)
-            await dyn(trx).updateTable(other.table).set({ [f.column]: null }).where(f.column, 'in', present).execute();
+            await repoint(trx, other, f.column, present, null);
       await trx
         .deleteFrom('associations')
         .where('workspace_id', '=', ctx.actor.workspaceId)
