@@ -55,3 +55,26 @@ export async function deleteRows(db: Db, obj: ObjectDef, ids: string[]): Promise
 export async function repoint(db: Db, obj: ObjectDef, column: string, fromIds: string[], to: string | null): Promise<void> {
   await any(db).updateTable(obj.table).set({ [column]: to }).where(column, 'in', fromIds).execute();
 }
+
+/**
+ * Every row of `obj` (these columns and seq), in batches in seq order: a pass over a whole table,
+ * or over the rows whose `where.column` holds one of `where.ids`, that never holds more than a
+ * batch. Keyset on seq, so each batch costs what the first did.
+ */
+export async function* rowBatches(
+  db: Db,
+  obj: ObjectDef,
+  columns: string[],
+  opts: { batch: number; where?: { column: string; ids: string[] } },
+): AsyncGenerator<Record<string, unknown>[]> {
+  const cols = [...new Set(['seq', ...columns])];
+  let after = 0;
+  for (;;) {
+    let q = any(db).selectFrom(obj.table).select(cols);
+    if (opts.where) q = q.where(opts.where.column, 'in', opts.where.ids);
+    const rows = (await q.where('seq', '>', after).orderBy('seq').limit(opts.batch).execute()) as Record<string, unknown>[];
+    if (!rows.length) return;
+    yield rows;
+    after = rows[rows.length - 1]!.seq as number;
+  }
+}
