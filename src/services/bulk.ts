@@ -10,7 +10,7 @@ import { notFound, updateRecords } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import { checkpoint, throwIfCancelled } from './work.js';
-import { existingIds, recordExists } from './record-tables.js';
+import { countRows, existingIds, recordExists } from './record-tables.js';
 
 /**
  * Bulk operations over many records chosen by ids or by a filter: update fields, add a relation
@@ -71,7 +71,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     // Checked in full before it is counted: a misspelt key ("condtions") must not pass for "no conditions".
     if (g) parseWith(filterGroupSchema, g, 'filter');
     if (leafCount(g) === 0 && !b.all) {
-      const n = Number(((await k.selectFrom(obj.table).select((eb: any) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number | string }).n);
+      const n = await countRows(k, obj);
       throw validationError(
         `This filter has no conditions, so it chooses every ${obj.name} record (${n}). Add conditions, or send "all": true to ${b.action === 'update' ? 'change' : 'relink'} all ${n} on purpose.`,
         { matched: n },

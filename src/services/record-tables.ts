@@ -78,3 +78,13 @@ export async function* rowBatches(
     after = rows[rows.length - 1]!.seq as number;
   }
 }
+
+/** How many records `obj` holds. */
+export async function countRows(db: Db, obj: ObjectDef): Promise<number> {
+  return Number(((await any(db).selectFrom(obj.table).select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number | string }).n);
+}
+
+/** Whether `obj` holds any record (one index probe, not a count). */
+export async function hasRows(db: Db, obj: ObjectDef): Promise<boolean> {
+  return !!(await any(db).selectFrom(obj.table).select('seq').limit(1).executeTakeFirst());
+}
