@@ -5,10 +5,10 @@ import { decodeValue } from './field-types.js';
 import { now } from './clock.js';
 import { listChanges, ownedBy, ownedObjects, type ChangeEntry } from './changes.js';
 import { pipelineStats } from './pipelines.js';
-import { displayName, type RecordData } from './records.js';
+import type { RecordData } from './records.js';
 import { getSchema } from './schema.js';
 import { listTasks } from './tasks.js';
-import { namesFor } from './display-names.js';
+import { displayNameOfRow, namesFor } from './display-names.js';
 
 /**
  * The figures behind the MCP prompts (pipeline review, weekly digest): computed here, in SQL,
@@ -58,7 +58,7 @@ export async function pipelineReview(ctx: Ctx, pipeline?: string, stalledLimit =
     const ownerId = owner ? (r[owner.column] as string | null) : null;
     return {
       id: r.id as string,
-      name: displayName(obj, { ...rec, id: r.id }),
+      name: displayNameOfRow(obj, r),
       step: r.step_key as string,
       days_in_step: Math.floor((now() - Date.parse(r.entered_at as string)) / DAY),
       ...(amount ? { amount: rec[amount.name] ?? null } : {}),

@@ -10,6 +10,7 @@ import { notFound, updateRecords } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import { checkpoint, throwIfCancelled } from './work.js';
+import { countRows, existingIds, recordExists } from './record-tables.js';
 
 /**
  * Bulk operations over many records chosen by ids or by a filter: update fields, add a relation
@@ -61,9 +62,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
   let ids: string[];
   if (b.ids) {
     const unique = [...new Set(b.ids)];
-    const found = new Set<string>();
-    for (let i = 0; i < unique.length; i += 500)
-      for (const r of (await k.selectFrom(obj.table).select('id').where('id', 'in', unique.slice(i, i + 500)).execute()) as { id: string }[]) found.add(r.id);
+    const found = await existingIds(k, obj, unique);
     const missing = unique.find((x) => !found.has(x));
     if (missing) throw notFound(obj, missing);
     ids = unique;
@@ -72,7 +71,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     // Checked in full before it is counted: a misspelt key ("condtions") must not pass for "no conditions".
     if (g) parseWith(filterGroupSchema, g, 'filter');
     if (leafCount(g) === 0 && !b.all) {
-      const n = Number(((await k.selectFrom(obj.table).select((eb: any) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number | string }).n);
+      const n = await countRows(k, obj);
       throw validationError(
         `This filter has no conditions, so it chooses every ${obj.name} record (${n}). Add conditions, or send "all": true to ${b.action === 'update' ? 'change' : 'relink'} all ${n} on purpose.`,
         { matched: n },
@@ -144,8 +143,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
   // Relations: associations between each record and one target record.
   if (!b.relation) throw validationError('"relation": {"object": "companies", "id": "..."} names the record to link or unlink');
   const to = await resolveObject(ctx, b.relation.object);
-  const target = await k.selectFrom(to.table).select('id').where('id', '=', b.relation.id).executeTakeFirst();
-  if (!target) throw notFound(to, b.relation.id);
+  if (!(await recordExists(k, to, b.relation.id))) throw notFound(to, b.relation.id);
   const pairs = ids
     .filter((id) => !(to.name === obj.name && id === b.relation!.id))
     .map((id) => (obj.name < to.name || (obj.name === to.name && id <= b.relation!.id) ? [obj.name, id, to.name, b.relation!.id] : [to.name, b.relation!.id, obj.name, id]) as [string, string, string, string]);

@@ -4,6 +4,7 @@ import { bulkInsert } from '../db/bulk-insert.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
 import { fold } from './search.js';
 import { phoneKey } from './phone.js';
+import { rowBatches } from './record-tables.js';
 
 /**
  * Match keys for duplicate detection, kept in their own indexed table and written in the same
@@ -116,13 +117,9 @@ async function rebuildKeys(db: Db, workspaceId: number, schema: WorkspaceSchema,
     if (objects && !objects.includes(obj.name)) continue;
     await k.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).execute();
     const cols = [...new Set(['seq', 'id', ...obj.fields.filter((f) => !f.readOnly && ['EMAIL', 'PHONE', 'URL', 'TEXT', 'RELATION'].includes(f.type)).map((f) => f.column)])];
-    let after = 0;
-    for (;;) {
-      const rows = (await k.selectFrom(obj.table).select(cols).where('seq', '>', after).orderBy('seq').limit(5000).execute()) as Record<string, unknown>[];
-      if (!rows.length) break;
+    for await (const rows of rowBatches(k, obj, cols, { batch: 5000 })) {
       const values = rows.flatMap((r) => keysOf(obj, r).map((key) => [workspaceId, obj.id, key.kind, key.key, r.id as string]));
       await k.transaction().execute((trx) => bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values));
-      after = rows[rows.length - 1]!.seq as number;
       written += rows.length;
     }
   }

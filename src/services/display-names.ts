@@ -9,20 +9,32 @@ import type { ObjectDef, WorkspaceSchema } from './schema.js';
  * search documents. One query per target object and call, whatever the number of ids.
  */
 
-/** A record's display name from its decoded values (field name -> value); its id when they are empty. */
-export function displayName(obj: ObjectDef, rec: Record<string, unknown>): string {
+/**
+ * THE display-name rule, the one place that decides it: the object's display fields that hold a
+ * value (null, undefined and '' do not), joined by one space (a person's "first last", a company's
+ * name); `ifEmpty` when none does (by default the record's id). `rec` holds decoded values by
+ * field name.
+ */
+export function displayName(obj: ObjectDef, rec: Record<string, unknown>, ifEmpty: string = String(rec.id ?? '')): string {
   const parts = obj.displayFields.map((n) => rec[n]).filter((v) => v !== null && v !== undefined && v !== '');
-  return parts.length ? parts.join(' ') : String(rec.id ?? '');
+  return parts.length ? parts.join(' ') : ifEmpty;
+}
+
+export interface RowNameOptions {
+  /** The stored values as they are, undecoded (search documents and duplicate matching compare what is stored). */
+  stored?: boolean;
+  /** The name when no display field holds a value (by default the row's id). */
+  ifEmpty?: string;
 }
 
 /** The same from a stored row (column -> stored value). */
-export function displayNameOfRow(obj: ObjectDef, row: Record<string, unknown>): string {
+export function displayNameOfRow(obj: ObjectDef, row: Record<string, unknown>, opts: RowNameOptions = {}): string {
   const rec: Record<string, unknown> = { id: row.id };
   for (const n of obj.displayFields) {
     const f = obj.byName.get(n)!;
-    rec[n] = decodeValue(f, row[f.column]);
+    rec[n] = opts.stored ? row[f.column] : decodeValue(f, row[f.column]);
   }
-  return displayName(obj, rec);
+  return displayName(obj, rec, opts.ifEmpty);
 }
 
 /** Columns to select for displayNameOfRow. */
@@ -36,28 +48,37 @@ const CHUNK = 1000;
  * transaction: code running inside one must not query through another connection. Ids that name
  * nothing (a deleted record) are absent from the map.
  */
-export async function namesOf(db: Kysely<any>, workspaceId: number, schema: WorkspaceSchema, target: string, ids: Iterable<string>): Promise<Map<string, string>> {
+export interface NamesOptions extends RowNameOptions {
+  /** Ids per statement (default 1000). */
+  chunk?: number;
+  /** Called before each statement with the ids done and the total (a long scan's checkpoint). */
+  beforeChunk?: (done: number, total: number) => Promise<void>;
+}
+
+export async function namesOf(db: Kysely<any>, workspaceId: number, schema: WorkspaceSchema, target: string, ids: Iterable<string>, opts: NamesOptions = {}): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const list = [...new Set(ids)];
   if (list.length === 0) return out;
   const obj = target === 'users' ? undefined : schema.objects.get(target);
   if (target !== 'users' && !obj) return out;
-  for (let i = 0; i < list.length; i += CHUNK) {
-    const part = list.slice(i, i + CHUNK);
+  const chunk = opts.chunk ?? CHUNK;
+  for (let i = 0; i < list.length; i += chunk) {
+    await opts.beforeChunk?.(i, list.length);
+    const part = list.slice(i, i + chunk);
     if (!obj) {
       const rows = (await db.selectFrom('users').select(['id', 'name']).where('workspace_id', '=', workspaceId).where('id', 'in', part).execute()) as { id: string; name: string }[];
       for (const r of rows) out.set(r.id, r.name);
       continue;
     }
     const rows = (await db.selectFrom(obj.table).select(displayColumns(obj)).where('id', 'in', part).execute()) as Record<string, unknown>[];
-    for (const r of rows) out.set(r.id as string, displayNameOfRow(obj, r));
+    for (const r of rows) out.set(r.id as string, displayNameOfRow(obj, r, opts));
   }
   return out;
 }
 
 /** namesOf for service code holding a context: the context's connection and workspace. */
-export function namesFor(ctx: Ctx, schema: WorkspaceSchema, target: string, ids: Iterable<string>): Promise<Map<string, string>> {
-  return namesOf(ctx.db.kysely as unknown as Kysely<any>, ctx.actor.workspaceId, schema, target, ids);
+export function namesFor(ctx: Ctx, schema: WorkspaceSchema, target: string, ids: Iterable<string>, opts?: NamesOptions): Promise<Map<string, string>> {
+  return namesOf(ctx.db.kysely as unknown as Kysely<any>, ctx.actor.workspaceId, schema, target, ids, opts);
 }
 
 /** A relation value as agents get it: the id with the related record's display name (null: it no longer exists). */

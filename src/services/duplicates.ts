@@ -7,12 +7,14 @@ import { runRead } from './aggregate.js';
 import { CrmError, validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
 import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { displayName, notFound, removeDerived, writeDerived, type RecordData } from './records.js';
+import { notFound, removeDerived, writeDerived, type RecordData } from './records.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import { checkpoint, throwIfCancelled } from './work.js';
 import { requireAdmin } from './permissions.js';
 import { isPerson, normalName } from './dedupe-keys.js';
+import { displayNameOfRow, namesFor } from './display-names.js';
+import { deleteRows, repoint, rowsByIds, updateRow } from './record-tables.js';
 
 /**
  * Duplicate detection (clusters with evidence and a score) and merge, with a dry run and an exact
@@ -285,15 +287,10 @@ async function sameNames(ctx: Ctx, obj: ObjectDef): Promise<Map<string, { key: s
   return out;
 }
 
+/** Display names as stored (undecoded, '' when empty), for matching and for showing clusters. */
 async function names(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const cols = ['id', ...obj.displayFields.map((n) => obj.byName.get(n)!.column)];
-  for (let i = 0; i < ids.length; i += 500) {
-    await checkpoint(ctx, i, ids.length, 'reading names');
-    const rows = (await dyn(ctx.db.kysely).selectFrom(obj.table).select(cols).where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
-    for (const r of rows) out.set(r.id as string, obj.displayFields.map((n) => r[obj.byName.get(n)!.column]).filter((v) => v !== null && v !== '').join(' '));
-  }
-  return out;
+  const schema = await getSchema(ctx);
+  return namesFor(ctx, schema, obj.name, ids, { stored: true, ifEmpty: '', chunk: 500, beforeChunk: (i, n) => checkpoint(ctx, i, n, 'reading names') });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,10 +323,6 @@ interface Snapshot {
   history?: { closed: number[]; opened: number[] };
 }
 
-async function loadRows(trx: Kysely<Tables>, obj: ObjectDef, ids: string[]) {
-  const rows = (await dyn(trx).selectFrom(obj.table).selectAll().where('id', 'in', ids).execute()) as Record<string, unknown>[];
-  return new Map(rows.map((r) => [r.id as string, r]));
-}
 
 function mergedValues(obj: ObjectDef, primary: Record<string, unknown>, dups: Record<string, unknown>[], overrides: Record<string, unknown>, byId: Map<string, Record<string, unknown>>) {
   const values: Record<string, unknown> = {};
@@ -378,7 +371,7 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
   }
 
   const run = async (trx: Kysely<Tables>, write: boolean) => {
-    const byId = await loadRows(trx, obj, [input.primary_id, ...dupIds]);
+    const byId = await rowsByIds(trx, obj, [input.primary_id, ...dupIds]);
     const primary = byId.get(input.primary_id);
     if (!primary) throw notFound(obj, input.primary_id);
     const missing = dupIds.find((d) => !byId.has(d));
@@ -405,12 +398,12 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
 
     // Duplicates go first, so unique values (an email) can pass to the primary.
     await removeDerived(trx, ctx, obj, dupIds);
-    await dyn(trx).deleteFrom(obj.table).where('id', 'in', dupIds).execute();
+    await deleteRows(trx, obj, dupIds);
     if (changed.length) {
       const set = Object.fromEntries(changed.map((f) => [f.column, values[f.column]]));
-      await dyn(trx).updateTable(obj.table).set({ ...set, updated_at: nowIso() }).where('id', '=', input.primary_id).execute();
+      await updateRow(trx, obj, input.primary_id, set);
     }
-    const after = (await loadRows(trx, obj, [input.primary_id])).get(input.primary_id)!;
+    const after = (await rowsByIds(trx, obj, [input.primary_id])).get(input.primary_id)!;
     await writeDerived(trx, ctx, obj, [after]);
     await checkpoint(ctx, 1, 2, `merging ${obj.name}`);
     // Pipelines: the duplicates' stays end now (their history moved to the primary, which has one
@@ -453,7 +446,7 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
         object: obj.name,
         recordId: input.primary_id,
         action: 'merged',
-        payload: { merge_id: mergeId, merged: dups.map((d) => ({ id: d.id, name: displayName(obj, Object.fromEntries(obj.fields.map((f) => [f.name, decodeValue(f, d[f.column])]))) })), changes: preview.changes, moves: preview.moves },
+        payload: { merge_id: mergeId, merged: dups.map((d) => ({ id: d.id, name: displayNameOfRow(obj, d) })), changes: preview.changes, moves: preview.moves },
       },
     ]);
     return { ...preview, merge_id: mergeId, dry_run: false as const };
@@ -478,9 +471,8 @@ async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema,
       const rows = (await k.selectFrom(other.table).select(['id', f.column]).where(f.column, 'in', dupIds).execute()) as Record<string, string>[];
       for (const r of rows) moved.relations.push({ object: other.name, field: f.name, id: r.id!, from: r[f.column]! });
       if (write && rows.length) {
-        await k.updateTable(other.table).set({ [f.column]: primaryId }).where(f.column, 'in', dupIds).execute();
-        const after = (await k.selectFrom(other.table).selectAll().where('id', 'in', rows.map((r) => r.id)).execute()) as Record<string, unknown>[];
-        await writeDerived(trx, ctx, other, after);
+        await repoint(trx, other, f.column, dupIds, primaryId);
+        await writeDerived(trx, ctx, other, [...(await rowsByIds(trx, other, rows.map((r) => r.id!))).values()]);
       }
     }
   // Associations: re-link to the primary, dropping links it already has (or that would point at itself).
@@ -540,14 +532,14 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
   const snap = JSON.parse(m.snapshot) as Snapshot;
   return ctx.db.kysely.transaction().execute(async (trx) => {
     const k = dyn(trx);
-    const primary = (await loadRows(trx, obj, [m.primary_id])).get(m.primary_id);
+    const primary = (await rowsByIds(trx, obj, [m.primary_id])).get(m.primary_id);
     if (!primary) throw validationError(`The primary record '${m.primary_id}' no longer exists; the merge cannot be undone`);
-    const taken = await loadRows(trx, obj, snap.duplicates.map((d) => d.id as string));
+    const taken = await rowsByIds(trx, obj, snap.duplicates.map((d) => d.id as string));
     if (taken.size) throw validationError(`Record ids ${[...taken.keys()].join(', ')} exist again; the merge cannot be undone`);
     // The primary's fields that the merge changed go back to what they were.
     if (snap.changedFields.length) {
       const set = Object.fromEntries(snap.changedFields.map((n) => obj.byName.get(n)!).filter(Boolean).map((f) => [f.column, snap.primaryBefore[f.column] ?? null]));
-      await k.updateTable(obj.table).set({ ...set, updated_at: nowIso() }).where('id', '=', m.primary_id).execute();
+      await updateRow(k, obj, m.primary_id, set);
     }
     for (const d of snap.duplicates) {
       const { seq, ...row } = d;
@@ -573,13 +565,13 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
     if (snap.history?.opened.length) await trx.deleteFrom('stage_history').where('id', 'in', snap.history.opened).execute();
     if (snap.history?.closed.length) await trx.updateTable('stage_history').set({ left_at: null }).where('id', 'in', snap.history.closed).execute();
     // Search index and match keys of everything touched.
-    const restored = await loadRows(trx, obj, [m.primary_id, ...snap.duplicates.map((d) => d.id as string)]);
+    const restored = await rowsByIds(trx, obj, [m.primary_id, ...snap.duplicates.map((d) => d.id as string)]);
     await writeDerived(trx, ctx, obj, [...restored.values()]);
     const byObject = new Map<string, string[]>();
     for (const r of mv.relations) byObject.set(r.object, [...(byObject.get(r.object) ?? []), r.id]);
     for (const [name, ids] of byObject) {
       const other = schema.objects.get(name)!;
-      await writeDerived(trx, ctx, other, [...(await loadRows(trx, other, ids)).values()]);
+      await writeDerived(trx, ctx, other, [...(await rowsByIds(trx, other, ids)).values()]);
     }
     await trx.updateTable('merges').set({ undone_at: nowIso() }).where('id', '=', mergeId).execute();
     await recordActivity(trx, ctx, [{ object: obj.name, recordId: m.primary_id, action: 'unmerged', payload: { merge_id: mergeId, restored: snap.duplicates.map((d) => d.id) } }]);

@@ -11,6 +11,7 @@ import { namesFor } from './display-names.js';
 import { recordActivity, type ActivityEntry } from './activity.js';
 import { nowIso } from './clock.js';
 import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.js';
+import { recordExists } from './record-tables.js';
 
 /**
  * Email threads and their messages, linked to a contact and/or a company. Message bodies are
@@ -164,8 +165,7 @@ async function checkLinks(schema: WorkspaceSchema, trx: Kysely<Tables>, contactI
   for (const [object, id] of [['contacts', contactId], ['companies', companyId]] as const) {
     if (!id) continue;
     const t = schema.objects.get(object)!;
-    const found = await (trx as unknown as Kysely<any>).selectFrom(t.table).select('id').where('id', '=', id).executeTakeFirst();
-    if (!found) throw validationError(`No ${object} record with id '${id}' to link the thread to`);
+    if (!(await recordExists(trx, t, id))) throw validationError(`No ${object} record with id '${id}' to link the thread to`);
   }
 }
 

@@ -7,8 +7,8 @@ import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.js';
 import { v7 as uuidv7 } from 'uuid';
-import type { Kysely } from 'kysely';
 import { escapeLike } from '../db/dialect.js';
+import { recordExists } from './record-tables.js';
 
 /**
  * Notes: free text by a user, optionally on a record, private to its author or shared with the
@@ -47,8 +47,7 @@ async function checkRecord(ctx: Ctx, object: string | undefined, recordId: strin
   if (!object && !recordId) return;
   if (!object || !recordId) throw validationError('A note on a record needs both object and record_id');
   const obj = await resolveObject(ctx, object);
-  const found = await (ctx.db.kysely as unknown as Kysely<any>).selectFrom(obj.table).select('id').where('id', '=', recordId).executeTakeFirst();
-  if (!found) throw notFound(obj, recordId);
+  if (!(await recordExists(ctx.db.kysely, obj, recordId))) throw notFound(obj, recordId);
 }
 
 function visible(ctx: Ctx) {

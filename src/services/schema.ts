@@ -12,6 +12,7 @@ import { DEFAULT_PIPELINES, RESERVED_FIELD_NAMES, RESERVED_OBJECT_NAMES, SYSTEM_
 import { requireAdmin } from './permissions.js';
 import { nowIso } from './clock.js';
 import { recordActivity } from './activity.js';
+import { hasRows } from './record-tables.js';
 
 export interface ObjectDef {
   id: number;
@@ -524,8 +525,7 @@ export async function createField(ctx: Ctx, objectName: string, input: unknown, 
     throw validationError(`${obj.name} has ${own} fields; the limit is ${maxFields} fields per object (built-in fields not counted)`, { limit: maxFields });
   checkFieldSpec(schema, spec);
   if (spec.required && spec.default === undefined) {
-    const any = await (ctx.db.kysely as Kysely<any>).selectFrom(obj.table).select('seq').limit(1).executeTakeFirst();
-    if (any) throw validationError(`A required field needs a 'default' when ${obj.name} already has records`);
+    if (await hasRows(ctx.db.kysely, obj)) throw validationError(`A required field needs a 'default' when ${obj.name} already has records`);
   }
   const fieldSpec: FieldSpec = { ...spec, indexed: spec.indexed ?? (spec.type === 'RELATION' || spec.type === 'SELECT') };
   await ctx.db.kysely.transaction().execute(async (trx) => {

@@ -8,6 +8,7 @@ import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from '
 import { phoneSearchForms } from './phone.js';
 import { forgetWords, noteIndexed, wordsStartingWith } from './search-vocabulary.js';
 import { displayColumns, displayNameOfRow, relationTargetNames, withRelationNames } from './display-names.js';
+import { rowBatches } from './record-tables.js';
 
 /**
  * Full-text search across objects: one ranked list of hits, each with its object, id, display
@@ -68,7 +69,7 @@ const docColumns = (obj: ObjectDef) => obj.fields.filter((f) => f.name === 'id' 
  */
 export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, unknown>, related?: Map<string, string>): SearchDoc {
   const display = new Set(obj.displayFields);
-  const name = obj.displayFields.map((n) => row[obj.byName.get(n)!.column]).filter((v) => v !== null && v !== undefined && v !== '').join(' ');
+  const name = displayNameOfRow(obj, row, { stored: true, ifEmpty: '' });
   const body: string[] = [];
   const exact: string[] = [];
   for (const f of obj.fields) {
@@ -117,13 +118,9 @@ export async function indexReferrers(trx: Kysely<any>, db: Db, schema: Workspace
   for (const o of schema.objects.values()) {
     for (const f of namedRelations(o)) {
       if (f.target !== target.name) continue;
-      let after = 0;
-      for (;;) {
-        const rows = (await trx.selectFrom(o.table).select(['seq', ...docColumns(o)]).where(f.column, 'in', ids).where('seq', '>', after).orderBy('seq').limit(2000).execute()) as Record<string, unknown>[];
-        if (!rows.length) break;
+      for await (const rows of rowBatches(trx, o, docColumns(o), { batch: 2000, where: { column: f.column, ids } })) {
         await indexRows(trx, db, o, workspaceId, rows, false, schema);
         written += rows.length;
-        after = rows[rows.length - 1]!.seq as number;
       }
     }
   }
@@ -151,15 +148,11 @@ async function rebuild(db: Db, workspaceId: number, schema: WorkspaceSchema, opt
     if (opts.objects && !opts.objects.includes(obj.name)) continue;
     const cols = ['seq', ...docColumns(obj)];
     await k.transaction().execute((trx) => db.search.removeWorkspaceObject(trx, workspaceId, obj.id));
-    let after = 0;
-    for (;;) {
-      const rows = (await k.selectFrom(obj.table).select(cols).where('seq', '>', after).orderBy('seq').limit(5000).execute()) as Record<string, unknown>[];
-      if (!rows.length) break;
+    for await (const rows of rowBatches(k, obj, cols, { batch: 5000 })) {
       const related = await relatedNames(k, workspaceId, schema, obj, rows);
       const docs = rows.map((r) => docOf(obj, workspaceId, r, related));
       await k.transaction().execute((trx) => db.search.upsert(trx, docs, true));
       noteIndexed(db, docs, fold);
-      after = rows[rows.length - 1]!.seq as number;
       written += rows.length;
       opts.onProgress?.({ object: obj.name, done: written });
     }

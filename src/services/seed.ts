@@ -12,6 +12,7 @@ import { recordActivity } from './activity.js';
 import { bulkInsert } from '../db/bulk-insert.js';
 import { rebuildSearchIndex } from './search.js';
 import { rebuildDedupeKeys } from './dedupe-keys.js';
+import { countRows } from './record-tables.js';
 
 export interface SeedOptions {
   contacts: number;
@@ -105,7 +106,7 @@ async function insertBatches(
   const k = db.kysely as unknown as AnyDb;
   // A large load into a small table is faster with its secondary indexes built once at the end
   // (one sort) than maintained row by row (random B-tree inserts). Unique indexes stay: they check.
-  const existing = Number(((await k.selectFrom(obj.table).select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number }).n);
+  const existing = await countRows(k, obj);
   const rebuild = total >= 50_000 && total > existing ? await db.adapter.secondaryIndexes(k, obj.table) : [];
   for (const ix of rebuild) await sql`DROP INDEX ${sql.ref(ix.name)}`.execute(k);
   let columns: string[] | null = null;

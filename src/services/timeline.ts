@@ -1,9 +1,9 @@
-import type { Kysely } from 'kysely';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { checkLimit, notFound } from './records.js';
 import { resolveObject } from './schema.js';
 import { checkActions, timeBounds } from './changes.js';
+import { recordExists } from './record-tables.js';
 
 /**
  * A record's timeline, newest first: what happened to it (created, field changes, associations,
@@ -48,8 +48,7 @@ export async function getTimeline(ctx: Ctx, objectName: string, recordId: string
   const rows = await q.orderBy('activity.id', 'desc').limit(limit + 1).execute();
   if (rows.length === 0 && before === undefined) {
     // No history: only a record that exists has an (empty) timeline.
-    const exists = await (ctx.db.kysely as unknown as Kysely<any>).selectFrom(obj.table).select('id').where('id', '=', recordId).executeTakeFirst();
-    if (!exists) throw notFound(obj, recordId);
+    if (!(await recordExists(ctx.db.kysely, obj, recordId))) throw notFound(obj, recordId);
   }
   const total = Number((await base().select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
   let nextCursor: string | null = null;

@@ -1,0 +1,270 @@
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely';
+import type { Tables } from '../db/tables.js';
+import type { Ctx } from './context.js';
+import { CrmError, validationError } from './errors.js';
+import type { FieldDef } from './field-types.js';
+import { compileFilter, relatedValueSql, resolveRelated, type FilterGroup } from './filters.js';
+import { getSchema, loadedSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
+import { withRelationNames } from './display-names.js';
+import { budgetWhere, heavy, tooExpensive } from './budget.js';
+import { runRead } from './aggregate.js';
+import { DEFAULT_LIMIT, MAX_LIMIT, toRecord, projection, notFound, type RecordData } from './record-rows.js';
+import { associationsOf } from './associations.js';
+
+/**
+ * Reading records: lists (filters, sort, keyset cursors, the heavy lane) and one record with its
+ * associations.
+ */
+
+type AnyDb = Kysely<any>;
+type EB = ExpressionBuilder<any, any>;
+const dyn = (db: Kysely<Tables>) => db as unknown as AnyDb;
+
+// ---------------------------------------------------------------------------------------------
+// Listing: filters, sort, keyset pagination
+
+export interface ListOptions {
+  filter?: FilterGroup | undefined;
+  sortBy?: string | undefined;
+  sortDir?: 'asc' | 'desc' | undefined;
+  limit?: number | undefined;
+  cursor?: string | undefined;
+  fields?: string[] | undefined;
+  /** Skip the COUNT(*) when the caller does not need it. */
+  includeTotal?: boolean | undefined;
+  /** Internal callers (export) page with larger pages than clients may ask for. */
+  maxLimit?: number | undefined;
+  /**
+   * RELATION values as {id, name} instead of the bare id (agents' surfaces): one more query per
+   * related object for the whole page. REST leaves it off: its contract has bare ids.
+   */
+  relationNames?: boolean | undefined;
+  /** The zone relative dates ('today') are read in, when the caller was given one; else the workspace's. */
+  timeZone?: string | undefined;
+}
+
+export interface ListResult {
+  data: RecordData[];
+  total: number | null;
+  nextCursor: string | null;
+}
+
+interface CursorState {
+  /** sort field */
+  f: string;
+  d: 'asc' | 'desc';
+  /** stored value of the sort column in the last row */
+  v: string | number | null;
+  /** seq of the last row */
+  s: number;
+}
+
+function encodeCursor(c: CursorState): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+function decodeCursor(raw: string, sortField: string, dir: 'asc' | 'desc'): CursorState {
+  let c: CursorState;
+  try {
+    c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as CursorState;
+  } catch {
+    throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
+  }
+  if (!c || typeof c !== 'object' || typeof c.s !== 'number' || !['string', 'number'].includes(typeof c.v) && c.v !== null)
+    throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
+  if (c.f !== sortField || c.d !== dir)
+    throw validationError(`This cursor belongs to a listing sorted by ${c.f} ${c.d}; keep sort_by and sort_dir the same while paging`);
+  return c;
+}
+
+const NOT_NULL_COLUMNS = new Set(['id', 'created_at', 'updated_at']);
+
+export function checkLimit(limit: number | undefined, max = MAX_LIMIT, dflt = DEFAULT_LIMIT): number {
+  if (limit === undefined) return dflt;
+  if (!Number.isInteger(limit) || limit < 1 || limit > max) throw validationError(`limit must be an integer from 1 to ${max}, got ${limit}`);
+  return limit;
+}
+
+/**
+ * Conditions a list may carry and stay light: a few conditions on indexed fields are a few index
+ * ranges; beyond that SQLite tends to scan.
+ */
+const LIGHT_MAX_CONDITIONS = 4;
+/** Operators that match inside a value: no index serves them, every row is read. */
+const SCAN_OPERATORS = new Set(['contains', 'not_contains', 'starts_with']);
+
+function servedByIndex(f: FieldDef): boolean {
+  return f.indexed || f.unique || NOT_NULL_COLUMNS.has(f.column);
+}
+
+/**
+ * Whether a listing is expensive to evaluate, and so runs as a heavy read (lane, time limit, read
+ * pool): a related-field condition or sort (a subquery per row), a condition that matches inside
+ * text, a condition or sort on an unindexed field (a scan of the table, and its total a second
+ * scan), or more than a few conditions. Plain listings, the hot path, stay on the main connection.
+ * Only decides where the query runs, never what it answers: a wrong guess costs time, not results.
+ */
+export function isHeavyList(obj: ObjectDef, filter: FilterGroup | undefined, sort: { related: boolean; field: FieldDef }): boolean {
+  if (sort.related || !servedByIndex(sort.field)) return true;
+  if (!filter) return false;
+  let conditions = 0;
+  // An explicit stack: the filter was measured already (checkFilterSize), but no recursion is needed.
+  const stack: unknown[] = [filter];
+  while (stack.length) {
+    const node = stack.pop() as { conditions?: unknown; field?: unknown; operator?: unknown } | null;
+    if (!node || typeof node !== 'object') return true;
+    if (Array.isArray(node.conditions)) {
+      stack.push(...node.conditions);
+      continue;
+    }
+    if (++conditions > LIGHT_MAX_CONDITIONS) return true;
+    if (typeof node.field !== 'string' || node.field.includes('.')) return true;
+    if (SCAN_OPERATORS.has(String(node.operator))) return true;
+    const f = obj.byName.get(node.field);
+    if (!f || !servedByIndex(f)) return true;
+  }
+  return false;
+}
+
+/** The time limit's error, in terms of a listing: what to narrow in a search. */
+function listTimeoutError(e: unknown): unknown {
+  if (!(e instanceof CrmError) || e.code !== 'QUERY_TOO_EXPENSIVE' || (e.details as { limit?: unknown } | undefined)?.limit !== 'timeoutMs') return e;
+  const d = e.details as { max: number };
+  return tooExpensive(
+    `The search ran longer than its time limit of ${d.max / 1000} s and was stopped; narrow it: equals or in on indexed fields rather than contains, fewer conditions on related records (company.name), a sort on an indexed field, or include_total=false to skip counting every match`,
+    { ...e.details },
+  );
+}
+
+export async function listRecords(ctx: Ctx, objectName: string, opts: ListOptions = {}): Promise<ListResult> {
+  const obj = await resolveObject(ctx, objectName);
+  const limit = checkLimit(opts.limit, opts.maxLimit ?? MAX_LIMIT);
+  const schema = await getSchema(ctx);
+  const sortName = opts.sortBy ?? 'created_at';
+  // 'company.name': the related record's value, one per row, from a correlated subquery.
+  const related = sortName.includes('.') ? resolveRelated(obj, schema, sortName) : undefined;
+  const sortField = related ? related.field : resolveField(obj, sortName);
+  if (sortField.type === 'MULTI_SELECT') throw validationError(`Cannot sort by MULTI_SELECT field '${sortName}'`);
+  const dir = opts.sortDir ?? 'desc';
+  if (dir !== 'asc' && dir !== 'desc') throw validationError(`sort_dir must be 'asc' or 'desc', got '${String(dir)}'`);
+  const fields = projection(obj, opts.fields);
+  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, schema, { userId: ctx.actor.userId, timeZone: opts.timeZone }) : undefined;
+  const db = dyn(ctx.db.kysely);
+  const col = sortField.column;
+  const key: any = related ? relatedValueSql(related, obj.table, 'rs') : col;
+  const notNullKey = !related && NOT_NULL_COLUMNS.has(col);
+  const cursor = opts.cursor ? decodeCursor(opts.cursor, sortName, dir) : undefined;
+
+  const columns = [...new Set(['seq', ...(related ? [] : [col]), ...fields.map((f) => f.column)])];
+  const cmp = dir === 'asc' ? '>' : '<';
+
+  // The order is split in segments so every query is a plain index range: NULLs sort lowest, so an
+  // ascending listing is [nulls, values] and a descending one [values, nulls]. A NOT NULL column has one.
+  type Segment = 'nulls' | 'values';
+  const segments: Segment[] = notNullKey ? ['values'] : dir === 'asc' ? ['nulls', 'values'] : ['values', 'nulls'];
+  let start = 0;
+  if (cursor) start = segments.indexOf(cursor.v === null ? 'nulls' : 'values');
+  if (start < 0) start = 0;
+
+  // An expensive listing runs as a heavy read: its statements (page and total) on the read pool,
+  // under the lane's time limit, each row passing the budget condition so that the statement stops
+  // at the deadline. Without a pool (':memory:') they run on the main connection, which cannot stop
+  // a statement: the lane still bounds how many run at once, and the limit is checked between them.
+  const heavyList = isHeavyList(obj, opts.filter, { related: !!related, field: sortField });
+  let guard: ReturnType<typeof budgetWhere>;
+  const run = <R>(q: any): Promise<R[]> => (heavyList ? runRead<R>(ctx, q.compile()) : q.execute());
+  const rows: Record<string, unknown>[] = [];
+  const page = async (shape: (q: any) => any) => {
+    let q = db.selectFrom(obj.table).select(columns);
+    if (related) q = q.select(sql`${key}`.as('__sort'));
+    if (guard) q = q.where(guard);
+    if (where) q = q.where((eb: EB) => where(eb));
+    rows.push(...(await run<Record<string, unknown>>(shape(q).limit(limit + 1 - rows.length))));
+  };
+  const execute = async (): Promise<number | null> => {
+    guard = heavyList ? budgetWhere(ctx) : undefined;
+    for (let i = start; i < segments.length && rows.length <= limit; i++) {
+      const seg = segments[i]!;
+      const resume = cursor && i === start ? cursor : undefined;
+      if (seg === 'nulls') {
+        await page((q) => {
+          if (!notNullKey) q = q.where(key, 'is', null);
+          if (resume) q = q.where('seq', cmp, resume.s);
+          return q.orderBy('seq', dir);
+        });
+        continue;
+      }
+      const notNull = (q: any) => (notNullKey ? q : q.where(key, 'is not', null));
+      if (resume) {
+        // Resuming splits in two index ranges: the rest of the rows equal to the cursor's value (by
+        // seq), then the values beyond it. A row-value comparison would seek on the value alone and
+        // step through every row sharing it: slow deep in a low-cardinality field (a status).
+        await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
+        if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
+      } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir));
+    }
+
+    // The contract's total is an exact count of every match: for a heavy listing, in the same budget.
+    return opts.includeTotal !== false ? countRecords(ctx, obj, where, guard, run) : null;
+  };
+  let total: number | null;
+  try {
+    total = heavyList ? await heavy(ctx, execute) : await execute();
+  } catch (e) {
+    throw listTimeoutError(e);
+  }
+
+  let nextCursor: string | null = null;
+  if (rows.length > limit) {
+    rows.length = limit;
+    const last = rows[limit - 1]!;
+    nextCursor = encodeCursor({ f: sortName, d: dir, v: ((related ? last.__sort : last[col]) ?? null) as string | number | null, s: last.seq as number });
+  }
+  const data = rows.map((r) => toRecord(obj, r, fields));
+  return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };
+}
+
+async function countRecords(
+  ctx: Ctx,
+  obj: ObjectDef,
+  where: ((eb: EB) => Expression<SqlBool>) | undefined,
+  guard: ReturnType<typeof budgetWhere>,
+  run: <R>(q: any) => Promise<R[]>,
+): Promise<number> {
+  let q = dyn(ctx.db.kysely).selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+  if (guard) q = q.where(guard);
+  if (where) q = q.where((eb: EB) => where(eb));
+  const [row] = await run<{ n: number | bigint }>(q);
+  return Number(row?.n ?? 0);
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Reading one record, enriched with its associations
+
+
+export async function getRecord(ctx: Ctx, objectName: string, id: string, opts: { enrich?: boolean; fields?: string[]; relationNames?: boolean } = {}) {
+  const obj = await resolveObject(ctx, objectName);
+  const fields = projection(obj, opts.fields);
+  // All columns: the associations need the relation fields even when the projection leaves them out.
+  const row = (await dyn(ctx.db.kysely)
+    .selectFrom(obj.table)
+    .select(obj.fields.map((f) => f.column))
+    .where('id', '=', id)
+    .executeTakeFirst()) as Record<string, unknown> | undefined;
+  if (!row) throw notFound(obj, id);
+  let rec = toRecord(obj, row, fields);
+  if (opts.relationNames) rec = (await nameRelationsOf(ctx, obj, [rec]))[0]!;
+  if (opts.enrich === false) return rec;
+  return { ...rec, associations: await associationsOf(ctx, obj, id, row) };
+}
+
+async function nameRelationsOf(ctx: Ctx, obj: ObjectDef, records: RecordData[]): Promise<RecordData[]> {
+  // The caller resolved `obj` a moment ago: its schema is loaded, no need to check its version again.
+  return withRelationNames(dyn(ctx.db.kysely), ctx.actor.workspaceId, loadedSchema(ctx) ?? (await getSchema(ctx)), obj, records);
+}
+
+/** Records as a write returned them, with their RELATION values as {id, name} (see ListOptions.relationNames). */
+export async function nameRelations(ctx: Ctx, objectName: string, records: RecordData[]): Promise<RecordData[]> {
+  return nameRelationsOf(ctx, await resolveObject(ctx, objectName), records);
+}

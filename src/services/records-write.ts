@@ -1,0 +1,584 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Kysely } from 'kysely';
+import { newId } from './ids.js';
+import type { Tables } from '../db/tables.js';
+import type { Ctx } from './context.js';
+import { CrmError, validationError, type ErrorCode } from './errors.js';
+import { decodeValue, encodeValue } from './field-types.js';
+import { getSchema, loadedSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
+import { recordActivity, type ActivityEntry } from './activity.js';
+import { checkpoint } from './work.js';
+import { nowIso } from './clock.js';
+import { bulkInsert } from '../db/bulk-insert.js';
+import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
+import { displayNameOfRow } from './display-names.js';
+import { indexReferrers, indexRows, unindexRecords } from './search.js';
+import { MAX_BATCH, toRecord, notFound, type RecordData } from './record-rows.js';
+import { deleteRows, existingIds, repoint, rowsByIds, updateRow } from './record-tables.js';
+
+/**
+ * Writing records: create, update, upsert and delete, with their derived rows (match keys, search
+ * documents), stage history and activity, each in one transaction.
+ */
+
+type AnyDb = Kysely<any>;
+const dyn = (db: Kysely<Tables>) => db as unknown as AnyDb;
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+type Row = Record<string, string | number | null>;
+
+export interface Prepared {
+  row: Row;
+  /** field name -> stored value, only for fields the input mentioned */
+  touched: Map<string, string | number | null>;
+  /** Duplicate-match keys, when the caller computed them already (imports): not computed twice. */
+  keys?: MatchKey[];
+}
+
+function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update'): Prepared {
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw validationError(`A ${obj.name} record must be a JSON object of field names to values`);
+  const touched = new Map<string, string | number | null>();
+  for (const [name, value] of Object.entries(input as Record<string, unknown>)) {
+    if (name === 'id' && mode === 'update') continue;
+    const f = obj.byName.get(name);
+    if (!f) {
+      const writable = obj.fields.filter((x) => !x.readOnly).map((x) => x.name);
+      throw validationError(`Unknown field '${name}' on ${obj.name}. Writable fields: ${writable.join(', ')}`, { field: name, validFields: writable });
+    }
+    if (f.readOnly) throw validationError(`Field '${name}' is read-only`);
+    touched.set(f.name, encodeValue(f, value));
+  }
+  const row: Row = {};
+  for (const f of obj.fields) {
+    if (f.readOnly) continue;
+    if (touched.has(f.name)) row[f.column] = touched.get(f.name)!;
+    else if (mode === 'create' && f.defaultValue !== undefined && f.defaultValue !== null) row[f.column] = encodeValue(f, f.defaultValue);
+    if (f.required && (mode === 'create' ? row[f.column] === undefined || row[f.column] === null : touched.has(f.name) && touched.get(f.name) === null))
+      throw new CrmError('MISSING_REQUIRED_FIELD', `Field '${f.name}' is required`, { field: f.name });
+  }
+  const p = { row, touched };
+  if (obj.pipeline) {
+    const field = obj.byName.get(obj.pipeline.field)!;
+    // A new record starts on the pipeline's first step unless it names one (the field's own default,
+    // set before the pipeline existed, may not even be a step).
+    if (mode === 'create' && (!touched.has(field.name) || row[field.column] === null)) row[field.column] = obj.pipeline.steps[0]!.key;
+    if (mode === 'create') enterStep(obj, p, row[field.column] as string);
+    else if (touched.has(field.name)) stepOf(obj, touched.get(field.name) as string | null);
+  }
+  if (mode === 'create') stampCompletion(obj, p, undefined);
+  return p;
+}
+
+/**
+ * A task's completed_at follows its status on every path (crm_update_record, batch and bulk
+ * writes, imports, not only the task service): entering 'completed' stamps it, leaving clears it.
+ */
+function stampCompletion(obj: ObjectDef, p: Prepared, oldStatus: unknown): void {
+  if (obj.name !== 'tasks' || !obj.system) return;
+  const status = obj.byName.get('status');
+  const done = obj.byName.get('completed_at');
+  if (!status || !done || !p.touched.has(status.name) || p.touched.has(done.name)) return;
+  const now = p.touched.get(status.name);
+  if (now === oldStatus) return;
+  const value = now === 'completed' ? nowIso() : oldStatus === undefined ? undefined : null;
+  if (value === undefined) return;
+  p.row[done.column] = value;
+  p.touched.set(done.name, value);
+}
+
+/**
+ * Validate a record as create would (imports check duplicates on its stored form, `row`, then hand
+ * it to createPrepared: validated once).
+ */
+export function prepareForImport(obj: ObjectDef, input: unknown): Prepared {
+  return prepareWrite(obj, input, 'create');
+}
+
+/** Create records validated by prepareForImport, in one transaction; returns their ids. */
+export async function createPrepared(ctx: Ctx, obj: ObjectDef, prepared: Prepared[]): Promise<string[]> {
+  return inTransaction(ctx, (trx) => insertPrepared(ctx, trx, obj, prepared));
+}
+
+/** The pipeline step with this key, or a VALIDATION_ERROR listing the steps. */
+function stepOf(obj: ObjectDef, key: string | null) {
+  const pl = obj.pipeline!;
+  const step = pl.steps.find((s) => s.key === key);
+  if (!step)
+    throw validationError(`Field '${pl.field}' must be a step of the ${pl.name}: ${pl.steps.map((s) => s.key).join(', ')}; got ${JSON.stringify(key)}`, {
+      field: pl.field,
+      allowed: pl.steps.map((s) => s.key),
+    });
+  return step;
+}
+
+/** A record entering a step takes the step's defaults (e.g. probability) for the fields the write did not set. */
+function enterStep(obj: ObjectDef, p: Prepared, key: string) {
+  const step = stepOf(obj, key);
+  for (const [name, value] of Object.entries(step.defaults)) {
+    const f = obj.byName.get(name);
+    if (!f || f.readOnly || p.touched.has(name)) continue;
+    const stored = encodeValue(f, value);
+    p.row[f.column] = stored;
+    p.touched.set(name, stored);
+  }
+}
+
+/** Stage history: close the open interval, open the next. Kept for time-in-stage and conversion. */
+async function moveHistory(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, id: string, from: string | null, to: string | null) {
+  const pl = obj.pipeline;
+  if (!pl || from === to) return;
+  const at = nowIso();
+  if (from !== null)
+    await trx.updateTable('stage_history').set({ left_at: at }).where('pipeline_id', '=', pl.id).where('record_id', '=', id).where('left_at', 'is', null).execute();
+  if (to !== null)
+    await trx.insertInto('stage_history').values({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: id, step_key: to, entered_at: at, left_at: null }).execute();
+}
+
+function pipelineMove(obj: ObjectDef, id: string, from: unknown, to: unknown): ActivityEntry[] {
+  const pl = obj.pipeline;
+  if (!pl || from === to) return [];
+  return [{ object: obj.name, recordId: id, action: 'pipeline_moved', payload: { pipeline: pl.name, pipeline_id: pl.id, from: from ?? null, to: to ?? null } }];
+}
+
+/** RELATION values must name existing records of the target object in this workspace. */
+async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rows: Row[]): Promise<void> {
+  // The schema comes from the cache loaded before the transaction began: querying outside
+  // the transaction here would wait on the transaction's own connection.
+  const schema = schemaCache.get(ctx) ?? (() => { throw new Error('schema not preloaded'); })();
+  for (const f of obj.fields) {
+    if (f.type !== 'RELATION' || f.readOnly) continue;
+    const ids = [...new Set(rows.map((r) => r[f.column]).filter((v): v is string => typeof v === 'string'))];
+    if (ids.length === 0) continue;
+    let found: Set<string>;
+    if (f.target === 'users') {
+      const got = await trx.selectFrom('users').select('id').where('workspace_id', '=', ctx.actor.workspaceId).where('id', 'in', ids).execute();
+      found = new Set(got.map((r) => r.id));
+    } else {
+      const target = schema.objects.get(f.target!);
+      if (!target) throw validationError(`Field '${f.name}' points to missing object '${f.target}'`);
+      found = await existingIds(trx, target, ids);
+    }
+    const missing = ids.find((x) => !found.has(x));
+    if (missing !== undefined)
+      throw validationError(`Field '${f.name}' must reference an existing ${f.target} record; no ${f.target} record has id '${missing}'`, { field: f.name });
+  }
+}
+
+function duplicateError(ctx: Ctx, obj: ObjectDef, err: unknown, row?: Row): CrmError | null {
+  const kind = ctx.db.adapter.classifyError(err);
+  if (kind?.kind !== 'unique') return null;
+  const f = obj.fields.find((x) => x.column === kind.columns[0]);
+  if (f) {
+    const v = row?.[f.column];
+    return new CrmError('DUPLICATE_RECORD', `A ${obj.name} record with ${f.name} ${v !== undefined ? `'${String(v)}' ` : ''}already exists`, { field: f.name });
+  }
+  return new CrmError('DUPLICATE_RECORD', `A ${obj.name} record with the same unique value already exists`);
+}
+
+async function insertRow(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row: Row): Promise<string> {
+  const now = nowIso();
+  const id = newId();
+  try {
+    await dyn(trx).insertInto(obj.table).values({ ...row, id, created_at: now, updated_at: now, created_by: ctx.actor.userId }).execute();
+  } catch (e) {
+    throw duplicateError(ctx, obj, e, row) ?? e;
+  }
+  return id;
+}
+
+
+export interface RowError {
+  index: number;
+  code: string;
+  message: string;
+}
+
+/**
+ * Validate every row before anything is written, and report all the failing rows at once
+ * (index, code, message), so a client can fix a batch in one round trip.
+ */
+function validateRows<T, R>(items: T[], fn: (item: T, index: number) => R): R[] {
+  const out: R[] = [];
+  const errors: RowError[] = [];
+  items.forEach((item, i) => {
+    try {
+      out.push(fn(item, i));
+    } catch (e) {
+      if (!(e instanceof CrmError)) throw e;
+      errors.push({ index: i, code: e.code, message: e.message });
+    }
+  });
+  if (errors.length) {
+    const first = errors[0]!;
+    const more = errors.length > 1 ? ` (and ${errors.length - 1} more failing rows, listed in details.errors)` : '';
+    throw new CrmError(first.code as ErrorCode, `Row ${first.index}: ${first.message}${more}. Nothing was written.`, { index: first.index, errors });
+  }
+  return out;
+}
+
+/** Run fn per item inside a transaction; the first failure aborts it, naming the row, so nothing is half-written. */
+async function eachRow<T, R>(items: T[], fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i++) {
+    try {
+      out.push(await fn(items[i]!, i));
+    } catch (e) {
+      if (e instanceof CrmError) {
+        throw new CrmError(e.code, `Row ${i}: ${e.message}. Nothing was written.`, { ...e.details, index: i, errors: [{ index: i, code: e.code, message: e.message }] });
+      }
+      throw e;
+    }
+  }
+  return out;
+}
+
+function changes(obj: ObjectDef, before: Record<string, unknown>, touched: Map<string, unknown>) {
+  const diff: Record<string, [unknown, unknown]> = {};
+  for (const [name, stored] of touched) {
+    const f = obj.byName.get(name)!;
+    if (before[f.column] !== stored) diff[name] = [decodeValue(f, before[f.column]), decodeValue(f, stored)];
+  }
+  return diff;
+}
+
+/**
+ * Timeline entries on the records this one links to (a task's contact, an opportunity's company):
+ * created, deleted, linked/unlinked, and status changes, so a contact's timeline shows its tasks
+ * and deals moving. Written in the same transaction as the write itself.
+ */
+function relatedEntries(obj: ObjectDef, id: string, before: Record<string, unknown> | null, after: Record<string, unknown> | null): ActivityEntry[] {
+  const out: ActivityEntry[] = [];
+  const current = after ?? before!;
+  const name = displayNameOfRow(obj, current);
+  const base = { object: obj.name, id, name };
+  const status = obj.byName.get('status');
+  for (const f of obj.fields) {
+    if (f.type !== 'RELATION' || f.target === 'users' || f.readOnly) continue;
+    const was = (before?.[f.column] ?? null) as string | null;
+    const now = (after?.[f.column] ?? null) as string | null;
+    if (!before && now) out.push({ object: f.target!, recordId: now, action: 'related_created', payload: { ...base, field: f.name } });
+    else if (!after && was) out.push({ object: f.target!, recordId: was, action: 'related_deleted', payload: { ...base, field: f.name } });
+    else if (before && after && was !== now) {
+      if (was) out.push({ object: f.target!, recordId: was, action: 'related_unlinked', payload: { ...base, field: f.name } });
+      if (now) out.push({ object: f.target!, recordId: now, action: 'related_linked', payload: { ...base, field: f.name } });
+    } else if (before && after && now && status && before[status.column] !== after[status.column])
+      out.push({ object: f.target!, recordId: now, action: 'related_status_changed', payload: { ...base, field: f.name, from: before[status.column] ?? null, to: after[status.column] ?? null } });
+  }
+  return out;
+}
+
+export async function createRecord(ctx: Ctx, objectName: string, input: unknown): Promise<RecordData> {
+  const [rec] = await createRecords(ctx, objectName, [input]).catch((e: unknown) => {
+    // A single create reports its own message, without the batch's row prefix.
+    if (e instanceof CrmError && e.details?.errors) {
+      const first = (e.details.errors as RowError[])[0]!;
+      throw new CrmError(e.code, first.message, { ...e.details, errors: undefined, index: undefined });
+    }
+    throw e;
+  });
+  return rec!;
+}
+
+export interface CreateOptions {
+  /** Largest batch accepted (REST and MCP: 100; imports use larger internal batches). */
+  max?: number;
+  /** false: return only the ids (bulk loaders do not need the records back). */
+  readBack?: boolean;
+}
+
+export async function createRecords(ctx: Ctx, objectName: string, inputs: unknown[], opts: CreateOptions = {}): Promise<RecordData[]> {
+  const obj = await resolveObject(ctx, objectName);
+  checkBatch(inputs, opts.max);
+  const prepared = validateRows(inputs, (input) => prepareWrite(obj, input, 'create'));
+  const ids = await inTransaction(ctx, (trx) => insertPrepared(ctx, trx, obj, prepared));
+  return opts.readBack === false ? ids.map((id) => ({ id })) : readBack(ctx, obj, ids);
+}
+
+/**
+ * Insert validated rows, with their stage history, search entries, match keys and activity, in the
+ * caller's transaction. Relations are checked and rows inserted in bulk; when a bulk step fails it
+ * is redone row by row, so the error names the failing row.
+ */
+async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, prepared: Prepared[]): Promise<string[]> {
+  try {
+    await checkRelations(ctx, trx, obj, prepared.map((p) => p.row));
+  } catch (e) {
+    if (!(e instanceof CrmError) || prepared.length === 1) throw e;
+    await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
+  }
+  const now = nowIso();
+  const full: (Row & { id: string })[] = prepared.map((p) => ({ ...p.row, id: newId(), created_at: now, updated_at: now, created_by: ctx.actor.userId }));
+  // Every row gets every column (absent = null), so one statement shape serves all chunks.
+  const keys = [...new Set(full.flatMap((r) => Object.keys(r)))];
+  const chunk = Math.max(1, Math.min(500, Math.floor(30000 / keys.length)));
+  for (let i = 0; i < full.length; i += chunk) {
+    const part = full.slice(i, i + chunk);
+    try {
+      await ctx.db.adapter.attempt(trx, () => bulkInsert(dyn(trx), obj.table, keys, part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null))));
+    } catch (e) {
+      if (!ctx.db.adapter.isUniqueViolation(e)) throw e;
+      // Find the row: insert one by one (the failed statement wrote nothing).
+      await eachRow(part, async (r, j) => {
+        try {
+          await dyn(trx).insertInto(obj.table).values(r).execute();
+        } catch (err) {
+          throw duplicateError(ctx, obj, err, prepared[i + j]!.row) ?? err;
+        }
+      }).catch((err: unknown) => {
+        if (err instanceof CrmError && typeof err.details?.index === 'number') {
+          const idx = i + (err.details.index as number);
+          throw new CrmError(err.code, `Row ${idx}: ${(err.details.errors as RowError[])[0]!.message}. Nothing was written.`, { ...err.details, index: idx, errors: [{ index: idx, code: err.code, message: (err.details.errors as RowError[])[0]!.message }] });
+        }
+        throw err;
+      });
+    }
+  }
+  const ids = full.map((r) => r.id);
+  if (obj.pipeline) {
+    const col = obj.byName.get(obj.pipeline.field)!.column;
+    const pl = obj.pipeline;
+    const hist = full.filter((r) => r[col] !== null && r[col] !== undefined).map((r) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: r.id, step_key: r[col] as string, entered_at: now, left_at: null }));
+    for (let i = 0; i < hist.length; i += 1000) await trx.insertInto('stage_history').values(hist.slice(i, i + 1000)).execute();
+  }
+  await writeDerived(trx, ctx, obj, full, true, prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined);
+  await recordActivity(trx, ctx, [
+    ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
+    ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
+  ]);
+  return ids;
+}
+
+/** The search index and the duplicate-match keys follow every write, in its transaction. */
+export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]) {
+  await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows, fresh, schemaCache.get(ctx) ?? loadedSchema(ctx));
+  await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh, keys);
+}
+
+/**
+ * Records whose search documents hold this record's name (a company's contacts and deals) are
+ * reindexed when the name changes, in the same transaction. Bounded by the records linked to it:
+ * read and rewritten in batches, never the whole object.
+ */
+async function followRename(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, id: string, diff: Record<string, unknown>) {
+  if (!obj.displayFields.some((n) => n in diff)) return;
+  await indexReferrers(dyn(trx), ctx.db, schemaCache.get(ctx)!, ctx.actor.workspaceId, obj, [id]);
+}
+
+export async function removeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, ids: string[]) {
+  await unindexRecords(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, ids);
+  await removeKeys(dyn(trx), obj, ctx.actor.workspaceId, ids);
+}
+
+/**
+ * The schema preloaded by the call running a transaction, for code inside it. Per call, not per
+ * context: two concurrent calls on one context (an MCP session's parallel tool calls) each keep
+ * their own; kept per context, the first call to finish removed the other's ("schema not preloaded").
+ */
+const preloaded = new AsyncLocalStorage<WorkspaceSchema>();
+const schemaCache = {
+  get(ctx: Ctx): WorkspaceSchema | undefined {
+    const schema = preloaded.getStore();
+    return schema?.workspaceId === ctx.actor.workspaceId ? schema : undefined;
+  },
+};
+
+async function inTransaction<T>(ctx: Ctx, fn: (trx: Kysely<Tables>) => Promise<T>): Promise<T> {
+  const schema = await getSchema(ctx);
+  return preloaded.run(schema, () => ctx.db.kysely.transaction().execute(fn));
+}
+
+async function readBack(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<RecordData[]> {
+  const rows = await rowsByIds(ctx.db.kysely, obj, ids);
+  return ids.map((id) => toRecord(obj, rows.get(id)!));
+}
+
+export function checkBatch(items: unknown[], max = MAX_BATCH): void {
+  if (!Array.isArray(items) || items.length === 0) throw validationError('Send a non-empty array of records');
+  if (items.length > max) throw validationError(`A batch holds at most ${max} records; got ${items.length}. Split it into several requests.`, { limit: max });
+}
+
+export interface UpdateInput {
+  id: string;
+  values: unknown;
+}
+
+export async function updateRecord(ctx: Ctx, objectName: string, id: string, values: unknown): Promise<RecordData> {
+  const [rec] = await updateRecords(ctx, objectName, [{ id, values }]).catch((e: unknown) => {
+    if (e instanceof CrmError && e.details?.errors) throw new CrmError(e.code, (e.details.errors as RowError[])[0]!.message, { ...e.details, errors: undefined, index: undefined });
+    throw e;
+  });
+  return rec!;
+}
+
+export async function updateRecords(ctx: Ctx, objectName: string, updates: UpdateInput[], opts: CreateOptions = {}): Promise<RecordData[]> {
+  const obj = await resolveObject(ctx, objectName);
+  checkBatch(updates, opts.max);
+  const prepared = validateRows(updates, (u) => {
+    if (typeof u.id !== 'string' || !u.id) throw validationError("Each update needs the record's 'id'");
+    return prepareWrite(obj, u.values, 'update');
+  });
+  const ids = updates.map((u) => u.id);
+  await inTransaction(ctx, async (trx) => {
+    const before = await rowsByIds(trx, obj, ids);
+    const activity: ActivityEntry[] = [];
+    await eachRow(prepared, async (p, i) => {
+      await checkpoint(ctx, i, prepared.length, `updating ${obj.name}`);
+      const id = ids[i]!;
+      const old = before.get(id);
+      if (!old) throw notFound(obj, id);
+      await checkRelations(ctx, trx, obj, [p.row]);
+      stampCompletion(obj, p, old[obj.byName.get('status')?.column ?? 'status']);
+      const stageCol = obj.pipeline ? obj.byName.get(obj.pipeline.field)!.column : undefined;
+      const moved = stageCol !== undefined && p.row[stageCol] !== undefined && p.row[stageCol] !== old[stageCol];
+      if (moved) enterStep(obj, p, p.row[stageCol!] as string);
+      const diff = changes(obj, old, p.touched);
+      if (Object.keys(diff).length === 0) return;
+      try {
+        await updateRow(trx, obj, id, p.row);
+      } catch (e) {
+        throw duplicateError(ctx, obj, e, p.row) ?? e;
+      }
+      if (moved) await moveHistory(trx, ctx, obj, id, old[stageCol!] as string | null, p.row[stageCol!] as string);
+      await writeDerived(trx, ctx, obj, [{ ...old, ...p.row }]);
+      await followRename(trx, ctx, obj, id, diff);
+      // Later updates in the same batch see this one.
+      before.set(id, { ...old, ...p.row });
+      activity.push(
+        { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
+        ...(moved ? pipelineMove(obj, id, old[stageCol!], p.row[stageCol!]) : []),
+        ...relatedEntries(obj, id, old, { ...old, ...p.row }),
+      );
+    });
+    await checkpoint(ctx, prepared.length, prepared.length, `updated ${obj.name}`);
+    await recordActivity(trx, ctx, activity);
+  });
+  return opts.readBack === false ? ids.map((id) => ({ id })) : readBack(ctx, obj, ids);
+}
+
+export interface UpsertResult {
+  data: RecordData[];
+  results: { index: number; id: string; action: 'created' | 'updated' }[];
+}
+
+/** Create or update by 'id' or by a unique field (e.g. email). All rows or none. */
+export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknown[], key = 'id'): Promise<UpsertResult> {
+  const obj = await resolveObject(ctx, objectName);
+  checkBatch(inputs);
+  const keyField = obj.byName.get(key);
+  if (!keyField || !keyField.unique) {
+    const uniques = obj.fields.filter((f) => f.unique).map((f) => f.name);
+    throw validationError(`Upsert key '${key}' must be 'id' or a unique field of ${obj.name}: ${uniques.join(', ')}`, { validKeys: uniques });
+  }
+  const keys = validateRows(inputs, (input) => {
+    const v = typeof input === 'object' && input !== null ? (input as Record<string, unknown>)[key] : undefined;
+    if (v === undefined || v === null || v === '') {
+      if (key === 'id') return null; // no id: create
+      throw new CrmError('MISSING_REQUIRED_FIELD', `Field '${key}' (the upsert key) is required in every record`);
+    }
+    return key === 'id' ? String(v) : encodeValue(keyField, v);
+  });
+  const results: UpsertResult['results'] = [];
+  await inTransaction(ctx, async (trx) => {
+    const activity: ActivityEntry[] = [];
+    await eachRow(inputs, async (input, i) => {
+      const k = keys[i];
+      const existing =
+        k === null
+          ? undefined
+          : ((await dyn(trx).selectFrom(obj.table).selectAll().where(keyField.column, '=', k).executeTakeFirst()) as Record<string, unknown> | undefined);
+      if (!existing) {
+        if (key === 'id' && k !== null) throw notFound(obj, String(k));
+        const p = prepareWrite(obj, input, 'create');
+        await checkRelations(ctx, trx, obj, [p.row]);
+        const id = await insertRow(ctx, trx, obj, p.row);
+        if (obj.pipeline) await moveHistory(trx, ctx, obj, id, null, p.row[obj.byName.get(obj.pipeline.field)!.column] as string);
+        await writeDerived(trx, ctx, obj, [{ ...p.row, id }]);
+        results.push({ index: i, id, action: 'created' });
+        activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } }, ...relatedEntries(obj, id, null, p.row));
+      } else {
+        const values = { ...(input as Record<string, unknown>) };
+        delete values.id;
+        const p = prepareWrite(obj, values, 'update');
+        await checkRelations(ctx, trx, obj, [p.row]);
+        const id = existing.id as string;
+        const stageCol = obj.pipeline ? obj.byName.get(obj.pipeline.field)!.column : undefined;
+        const moved = stageCol !== undefined && p.row[stageCol] !== undefined && p.row[stageCol] !== existing[stageCol];
+        if (moved) enterStep(obj, p, p.row[stageCol!] as string);
+        const diff = changes(obj, existing, p.touched);
+        if (Object.keys(diff).length) {
+          try {
+            await updateRow(trx, obj, id, p.row);
+          } catch (e) {
+            throw duplicateError(ctx, obj, e, p.row) ?? e;
+          }
+          if (moved) await moveHistory(trx, ctx, obj, id, existing[stageCol!] as string | null, p.row[stageCol!] as string);
+          await writeDerived(trx, ctx, obj, [{ ...existing, ...p.row }]);
+          await followRename(trx, ctx, obj, id, diff);
+          activity.push(
+            { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
+            ...(moved ? pipelineMove(obj, id, existing[stageCol!], p.row[stageCol!]) : []),
+            ...relatedEntries(obj, id, existing, { ...existing, ...p.row }),
+          );
+        }
+        results.push({ index: i, id, action: 'updated' });
+      }
+    });
+    await recordActivity(trx, ctx, activity);
+  });
+  return { data: await readBack(ctx, obj, results.map((r) => r.id)), results };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deleting
+
+export async function deleteRecord(ctx: Ctx, objectName: string, id: string): Promise<{ id: string; deleted: true }> {
+  const r = await deleteRecords(ctx, objectName, [id]);
+  if (r.not_found.length) throw notFound(await resolveObject(ctx, objectName), id);
+  return { id, deleted: true };
+}
+
+/** Deletes what exists, reports what did not; one transaction. Links to the deleted records are cleared. */
+export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[]): Promise<{ deleted: string[]; not_found: string[] }> {
+  const obj = await resolveObject(ctx, objectName);
+  if (!Array.isArray(ids) || ids.length === 0 || ids.some((x) => typeof x !== 'string'))
+    throw validationError("Send the ids to delete: {\"ids\": [\"...\"]}");
+  if (ids.length > MAX_BATCH) throw validationError(`Delete at most ${MAX_BATCH} records per request; got ${ids.length}`, { limit: MAX_BATCH });
+  const unique = [...new Set(ids)];
+  const schema = await getSchema(ctx);
+  return ctx.db.kysely.transaction().execute(async (trx) => {
+    const rows = await rowsByIds(trx, obj, unique);
+    const present = unique.filter((id) => rows.has(id));
+    if (present.length) {
+      await deleteRows(trx, obj, present);
+      await removeDerived(trx, ctx, obj, present);
+      if (obj.pipeline)
+        await trx.updateTable('stage_history').set({ left_at: nowIso() }).where('pipeline_id', '=', obj.pipeline.id).where('record_id', 'in', present).where('left_at', 'is', null).execute();
+      // Documents that held these records' names (a deleted company's contacts) are rewritten
+      // without them, while the relation fields still find them.
+      await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, present);
+      // Relation fields elsewhere that pointed at these records become empty.
+      for (const other of schema.objects.values())
+        for (const f of other.fields)
+          if (f.type === 'RELATION' && f.target === obj.name)
+            await repoint(trx, other, f.column, present, null);
+      await trx
+        .deleteFrom('associations')
+        .where('workspace_id', '=', ctx.actor.workspaceId)
+        .where((eb) =>
+          eb.or([
+            eb.and([eb('a_object', '=', obj.name), eb('a_id', 'in', present)]),
+            eb.and([eb('b_object', '=', obj.name), eb('b_id', 'in', present)]),
+          ]),
+        )
+        .execute();
+      await recordActivity(trx, ctx, [
+        ...present.map((id) => ({ object: obj.name, recordId: id, action: 'deleted', payload: { name: displayNameOfRow(obj, rows.get(id)!) } })),
+        ...present.flatMap((id) => relatedEntries(obj, id, rows.get(id)!, null)),
+      ]);
+    }
+    return { deleted: present, not_found: unique.filter((id) => !rows.has(id)) };
+  });
+}
