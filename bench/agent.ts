@@ -15,10 +15,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pino from 'pino';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createMcpServer } from '../src/mcp/server.js';
@@ -88,7 +88,13 @@ const tasks: { name: string; run: () => Promise<string> }[] = [
     run: async () => {
       const r = await call('crm_search', {
         object: 'opportunities',
-        filter: { operator: 'and', conditions: [{ field: 'status', operator: 'not_in', value: ['closed_won', 'closed_lost'] }, { field: 'close_date', operator: 'eq', value: 'this_quarter' }] },
+        filter: {
+          operator: 'and',
+          conditions: [
+            { field: 'status', operator: 'not_in', value: ['closed_won', 'closed_lost'] },
+            { field: 'close_date', operator: 'eq', value: 'this_quarter' },
+          ],
+        },
         sort_by: 'amount',
         sort_dir: 'desc',
         limit: 5,
@@ -127,14 +133,21 @@ const tasks: { name: string; run: () => Promise<string> }[] = [
   {
     name: 'export qualified leads as CSV',
     run: async () => {
-      const r = await call('crm_export', { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'qualified' }] }, fields: ['first_name', 'last_name', 'email', 'company'], preview: 3 });
+      const r = await call('crm_export', {
+        object: 'contacts',
+        filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'qualified' }] },
+        fields: ['first_name', 'last_name', 'email', 'company'],
+        preview: 3,
+      });
       return `${r.exported} rows`;
     },
   },
   {
     name: 'what changed on a deal last week',
     run: async () => {
-      const hit = (await call('crm_search', { object: 'opportunities', filter: { operator: 'and', conditions: [{ field: 'name', operator: 'eq', value: changedDeal.name }] }, limit: 1, fields: ['name'] })).data[0];
+      const hit = (
+        await call('crm_search', { object: 'opportunities', filter: { operator: 'and', conditions: [{ field: 'name', operator: 'eq', value: changedDeal.name }] }, limit: 1, fields: ['name'] })
+      ).data[0];
       const r = await call('crm_get_activity', { object: 'opportunities', id: hit.id, from: new Date(Date.now() - 14 * DAY).toISOString().slice(0, 10), limit: 10 });
       return `${r.data.length} entries`;
     },
@@ -176,7 +189,16 @@ const tasks: { name: string; run: () => Promise<string> }[] = [
   {
     name: 'move a deal to won',
     run: async () => {
-      const deal = (await call('crm_search', { object: 'opportunities', filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'negotiation' }] }, sort_by: 'amount', sort_dir: 'desc', limit: 1, fields: ['name', 'amount', 'status'] })).data[0];
+      const deal = (
+        await call('crm_search', {
+          object: 'opportunities',
+          filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'negotiation' }] },
+          sort_by: 'amount',
+          sort_dir: 'desc',
+          limit: 1,
+          fields: ['name', 'amount', 'status'],
+        })
+      ).data[0];
       const r = await call('crm_move_pipeline_step', { object: 'opportunities', id: deal.id, step: 'closed_won' });
       return `${deal.name}: ${r.from} -> ${r.to}`;
     },
@@ -229,7 +251,10 @@ for (const r of rows) console.log(`| ${r.task} | ${r.calls} | ${r.tokens} | ${r.
 console.log(`\nmost calls in a task: ${maxCalls} (target <= 3); median tokens of results: ${median} (target < 4,000); failed tasks: ${failed.length}`);
 
 fs.mkdirSync(path.join(root, '.bench'), { recursive: true });
-fs.writeFileSync(path.join(root, '.bench/agent-latest.json'), JSON.stringify({ at: new Date().toISOString(), node: process.version, listBytes, tools: listed.length, median, maxCalls, rows }, null, 2));
+fs.writeFileSync(
+  path.join(root, '.bench/agent-latest.json'),
+  JSON.stringify({ at: new Date().toISOString(), node: process.version, listBytes, tools: listed.length, median, maxCalls, rows }, null, 2),
+);
 await client.close();
 await db.close();
 fs.rmSync(dir, { recursive: true, force: true });

@@ -10,18 +10,18 @@
  * Then it measures how responsive the HTTP server stays while heavy aggregates run: latency of
  * GET /health and of a small list call, with the read pool and without it.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from '../src/db/sqlite-driver.js';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import type { Ctx } from '../src/services/context.js';
+import Database from '../src/db/sqlite-driver.js';
 import { aggregateGroups } from '../src/services/aggregate.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
+import type { Ctx } from '../src/services/context.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
 
@@ -77,7 +77,7 @@ interface Shape {
   same: (service: any, rows: any[]) => boolean;
 }
 
-const sumOf = (rows: any[], k: string) => rows.reduce((s, r) => s + Number(r[k]), 0);
+const _sumOf = (rows: any[], k: string) => rows.reduce((s, r) => s + Number(r[k]), 0);
 const shapes: Shape[] = [
   {
     name: 'SUM(amount) by status',
@@ -95,7 +95,11 @@ const shapes: Shape[] = [
   },
   {
     name: 'COUNT_DISTINCT(company) where status = closed_won',
-    service: () => aggregateGroups(ctx, 'opportunities', { metrics: [{ field: 'company', function: 'count_distinct' }], filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'closed_won' }] } }),
+    service: () =>
+      aggregateGroups(ctx, 'opportunities', {
+        metrics: [{ field: 'company', function: 'count_distinct' }],
+        filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'closed_won' }] },
+      }),
     rawSql: `SELECT COUNT(*) AS n, COUNT(DISTINCT company) AS d FROM ${T} WHERE status = ?`,
     params: ['closed_won'],
     same: (sv, rows) => sv.count === rows[0].n && sv.aggregates.company.count_distinct === rows[0].d,
@@ -152,7 +156,9 @@ for (const s of shapes) {
   const plan = (raw.prepare(`EXPLAIN QUERY PLAN ${s.rawSql}`).all(...s.params) as { detail: string }[]).map((p) => p.detail).join('; ');
   const out: Out = { shape: s.name, service_ms: sv.median, service_p95_ms: sv.p95, raw_ms: r.median, ratio: sv.median / r.median, agree: s.same(sv.last, r.last as any[]), plan };
   results.push(out);
-  log(`${s.name}: service ${msf(sv.median)} (p95 ${msf(sv.p95)}), raw SQL ${msf(r.median)}, ratio ${out.ratio.toFixed(2)}x ${out.ratio <= 1.3 ? '✓' : '✗'}${out.agree ? '' : '  RESULTS DIFFER'}\n    plan: ${plan}`);
+  log(
+    `${s.name}: service ${msf(sv.median)} (p95 ${msf(sv.p95)}), raw SQL ${msf(r.median)}, ratio ${out.ratio.toFixed(2)}x ${out.ratio <= 1.3 ? '✓' : '✗'}${out.agree ? '' : '  RESULTS DIFFER'}\n    plan: ${plan}`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,7 +181,13 @@ async function latencyUnderLoad(readWorkers: number) {
   const { port, child } = await serve(readWorkers);
   const base = `http://127.0.0.1:${port}`;
   const H = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
-  const heavy = JSON.stringify({ aggregate: [{ field: 'amount', function: 'avg' }, { field: 'amount', function: 'sum' }], groupBy: ['owner', 'priority', 'source'] });
+  const heavy = JSON.stringify({
+    aggregate: [
+      { field: 'amount', function: 'avg' },
+      { field: 'amount', function: 'sum' },
+    ],
+    groupBy: ['owner', 'priority', 'source'],
+  });
   let stop = false;
   let heavyDone = 0;
   const loaders = Array.from({ length: 2 }, async () => {

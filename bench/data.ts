@@ -85,14 +85,18 @@ for (let rep = 0; rep < REPEAT; rep++) {
   cli(['workspace', 'create', 'bench'], rawDb);
   const raw = rawImportReplay(importDb, rawDb, 'contacts', 5000);
   pairs.push({ s, wall: run.seconds, raw });
-  log(`  run ${rep + 1}: import ${fmt(s.rows_per_second)} rows/s (${s.seconds} s; ${fmt(s.created)} created, ${fmt(s.duplicates)} duplicates, ${fmt(s.failed)} failed; process ${run.seconds.toFixed(1)} s), raw SQL ${fmt(raw.rowsPerSecond)} rows/s (${raw.seconds.toFixed(2)} s): ${(s.rows_per_second / raw.rowsPerSecond).toFixed(2)}x of raw`);
+  log(
+    `  run ${rep + 1}: import ${fmt(s.rows_per_second)} rows/s (${s.seconds} s; ${fmt(s.created)} created, ${fmt(s.duplicates)} duplicates, ${fmt(s.failed)} failed; process ${run.seconds.toFixed(1)} s), raw SQL ${fmt(raw.rowsPerSecond)} rows/s (${raw.seconds.toFixed(2)} s): ${(s.rows_per_second / raw.rowsPerSecond).toFixed(2)}x of raw`,
+  );
 }
 const s1 = pairs[pairs.length - 1]!.s;
 const importRate = median(pairs.map((p) => p.s.rows_per_second));
 const rawRate = median(pairs.map((p) => p.raw.rowsPerSecond));
 const ratio = median(pairs.map((p) => p.s.rows_per_second / p.raw.rowsPerSecond));
 log(`import (CLI, ${fmt(s1.rows)} rows, duplicate detection on), median of ${REPEAT}: ${fmt(importRate)} rows/s ${importRate >= 20_000 ? '✓' : '✗'} target 20,000 rows/s`);
-log(`  the same writes in raw SQL (records, search documents, match keys, activity; key lookups; no validation), median: ${fmt(rawRate)} rows/s; the import runs at ${ratio.toFixed(2)}x of raw (median of the pairs' ratios)`);
+log(
+  `  the same writes in raw SQL (records, search documents, match keys, activity; key lookups; no validation), median: ${fmt(rawRate)} rows/s; the import runs at ${ratio.toFixed(2)}x of raw (median of the pairs' ratios)`,
+);
 // BENCH_RAW_SKIP=search,keys,activity,lookups: replays again without those parts, to see what each costs.
 for (const part of (process.env.BENCH_RAW_SKIP ?? '').split(',').filter(Boolean)) {
   const again = path.join(dir, `raw-${part}.db`);
@@ -149,10 +153,11 @@ out.export = { small, large };
 
 const planted = 200;
 const sample = (await db.sqlite.prepare(`SELECT first_name, last_name, phone, company FROM w${ws.id}_contacts WHERE phone IS NOT NULL LIMIT ${planted}`).all()) as Record<string, string | null>[];
-const twins = sample.map((c, i) =>
-  i % 2 === 0
-    ? { first_name: c.first_name, last_name: c.last_name, phone: c.phone!.replace(/\D/g, ''), company: c.company } // same phone, other formatting
-    : { first_name: `${c.first_name}`.replace(/[aeiou]$/, '') || c.first_name, last_name: c.last_name, company: c.company }, // same name at the same company, or a near spelling
+const twins = sample.map(
+  (c, i) =>
+    i % 2 === 0
+      ? { first_name: c.first_name, last_name: c.last_name, phone: c.phone!.replace(/\D/g, ''), company: c.company } // same phone, other formatting
+      : { first_name: `${c.first_name}`.replace(/[aeiou]$/, '') || c.first_name, last_name: c.last_name, company: c.company }, // same name at the same company, or a near spelling
 );
 for (let i = 0; i < twins.length; i += 100) await createRecords(ctx, 'contacts', twins.slice(i, i + 100));
 const t = performance.now();

@@ -62,7 +62,12 @@ console.log(`${table}: ${(db.prepare(`SELECT COUNT(*) n FROM ${table}`).get() as
 for (const [name, cond] of Object.entries(variants)) {
   const from = cond ? k.selectFrom(table).where(cond) : k.selectFrom(table);
   const count = median(from.select(sql<number>`COUNT(*)`.as('n')).compile());
-  const group = median(from.select(['status', sql<number>`COUNT(*)`.as('n')]).groupBy('status').compile());
+  const group = median(
+    from
+      .select(['status', sql<number>`COUNT(*)`.as('n')])
+      .groupBy('status')
+      .compile(),
+  );
   console.log(`${name.padEnd(24)} COUNT(*) ${count.toFixed(1).padStart(6)} ms   GROUP BY status ${group.toFixed(1).padStart(6)} ms`);
 }
 await k.destroy();

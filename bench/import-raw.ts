@@ -30,7 +30,9 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
   const records = from.prepare(`SELECT * FROM ${table} ORDER BY seq`).all() as Row[];
   const columns = Object.keys(records[0]!).filter((c) => c !== 'seq');
   const docs = new Map<string, Row>();
-  for (const d of from.prepare(`SELECT d.record_id, s.scope, s.name, s.body, s.exact FROM search_docs d JOIN search_index s ON s.rowid = d.doc_id WHERE d.object_id = ?`).iterate(objectId) as Iterable<Row>)
+  for (const d of from
+    .prepare(`SELECT d.record_id, s.scope, s.name, s.body, s.exact FROM search_docs d JOIN search_index s ON s.rowid = d.doc_id WHERE d.object_id = ?`)
+    .iterate(objectId) as Iterable<Row>)
     docs.set(d.record_id as string, d);
   const keys = new Map<string, Row[]>();
   for (const k of from.prepare(`SELECT kind, key, record_id FROM dedupe_keys WHERE object_id = ?`).iterate(objectId) as Iterable<Row>) {
@@ -70,7 +72,8 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
   const load = db.transaction((part: Row[]) => {
     if (!skip.has('lookups')) {
       const byKind = new Map<string, string[]>();
-      for (const r of part) for (const k of keys.get(r.id as string) ?? []) if (k.kind !== 'block') (byKind.get(k.kind as string) ?? byKind.set(k.kind as string, []).get(k.kind as string)!).push(k.key as string);
+      for (const r of part)
+        for (const k of keys.get(r.id as string) ?? []) if (k.kind !== 'block') (byKind.get(k.kind as string) ?? byKind.set(k.kind as string, []).get(k.kind as string)!).push(k.key as string);
       for (const [kind, list] of byKind)
         for (let i = 0; i < list.length; i += 500) {
           const chunk = list.slice(i, i + 500);
@@ -80,15 +83,42 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
           found += st.all(ws, objectId, kind, ...chunk).length;
         }
     }
-    insert(table, columns, part.map((r) => columns.map((c) => r[c])), Math.floor(30000 / columns.length));
+    insert(
+      table,
+      columns,
+      part.map((r) => columns.map((c) => r[c])),
+      Math.floor(30000 / columns.length),
+    );
     if (!skip.has('search')) {
       const withDoc = part.filter((r) => docs.has(r.id as string));
-      insert('search_docs', ['doc_id', 'workspace_id', 'object_id', 'record_id'], withDoc.map((r, j) => [nextDoc + j, ws, objectId, r.id]));
-      insert('search_index', ['rowid', 'scope', 'name', 'body', 'exact'], withDoc.map((r, j) => { const d = docs.get(r.id as string)!; return [nextDoc + j, d.scope, d.name, d.body, d.exact]; }), 6000);
+      insert(
+        'search_docs',
+        ['doc_id', 'workspace_id', 'object_id', 'record_id'],
+        withDoc.map((r, j) => [nextDoc + j, ws, objectId, r.id]),
+      );
+      insert(
+        'search_index',
+        ['rowid', 'scope', 'name', 'body', 'exact'],
+        withDoc.map((r, j) => {
+          const d = docs.get(r.id as string)!;
+          return [nextDoc + j, d.scope, d.name, d.body, d.exact];
+        }),
+        6000,
+      );
       nextDoc += withDoc.length;
     }
-    if (!skip.has('keys')) insert('dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], part.flatMap((r) => (keys.get(r.id as string) ?? []).map((k) => [ws, objectId, k.kind, k.key, r.id])));
-    if (!skip.has('activity')) insert('activity', activityCols, part.flatMap((r) => (activity.get(r.id as string) ?? []).map((a) => activityCols.map((c) => a[c]))));
+    if (!skip.has('keys'))
+      insert(
+        'dedupe_keys',
+        ['workspace_id', 'object_id', 'kind', 'key', 'record_id'],
+        part.flatMap((r) => (keys.get(r.id as string) ?? []).map((k) => [ws, objectId, k.kind, k.key, r.id])),
+      );
+    if (!skip.has('activity'))
+      insert(
+        'activity',
+        activityCols,
+        part.flatMap((r) => (activity.get(r.id as string) ?? []).map((a) => activityCols.map((c) => a[c]))),
+      );
   });
   const t0 = performance.now();
   for (let i = 0; i < records.length; i += batch) load(records.slice(i, i + batch));

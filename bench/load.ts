@@ -11,7 +11,7 @@
  * Targets (issue 13): zero 5xx; light p99 with heavy traffic at most 5x its idle p99; RSS back
  * within 20% of its start after idle.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -58,9 +58,13 @@ const adminToken = (await createToken(seedDb, ws.id, admin.id, 'bench admin')).t
 const memberToken = (await createToken(seedDb, ws.id, member.id, 'bench member')).token;
 const ctx = { db: seedDb, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin' as const, via: 'bench' } };
 await seedWorkspace(ctx, { contacts: CONTACTS, companies: Math.round(CONTACTS / 20), opportunities: Math.round(CONTACTS / 5), activity: false, searchIndex: false });
-const someIds = (seedDb.sqlite.prepare(`SELECT id FROM ${(await import('../src/services/schema.js').then((m) => m.resolveObject(ctx, 'contacts'))).table} LIMIT 200`).all() as { id: string }[]).map((r) => r.id);
+const someIds = (seedDb.sqlite.prepare(`SELECT id FROM ${(await import('../src/services/schema.js').then((m) => m.resolveObject(ctx, 'contacts'))).table} LIMIT 200`).all() as { id: string }[]).map(
+  (r) => r.id,
+);
 await seedDb.close();
-console.log(`seeded ${CONTACTS.toLocaleString('en-US')} contacts, ${Math.round(CONTACTS / 20).toLocaleString('en-US')} companies, ${Math.round(CONTACTS / 5).toLocaleString('en-US')} opportunities in ${((performance.now() - t0) / 1000).toFixed(1)} s (${file})`);
+console.log(
+  `seeded ${CONTACTS.toLocaleString('en-US')} contacts, ${Math.round(CONTACTS / 20).toLocaleString('en-US')} companies, ${Math.round(CONTACTS / 5).toLocaleString('en-US')} opportunities in ${((performance.now() - t0) / 1000).toFixed(1)} s (${file})`,
+);
 
 // ---------------------------------------------------------------------------------------------
 // Servers
@@ -150,7 +154,7 @@ async function send(kind: string, token: string, method: string, url: string, bo
     const text = await res.text();
     if (res.status >= 500 && ++shown5xx <= 5) console.error(`  ${kind} ${method} ${url} -> ${res.status} ${text.slice(0, 200)}${shown5xx === 5 ? ' (further 5xx are only counted)' : ''}`);
     return text ? JSON.parse(text) : null;
-  } catch (e) {
+  } catch (_e) {
     tally(kind, 0);
     return null;
   }
@@ -192,7 +196,11 @@ function nested(fields: string[], size: number): Record<string, unknown> {
 }
 const HEAVY: [string, string, unknown?][] = [
   ['POST', '/api/v1/aggregate/contacts/tree', { aggregates: nested(['first_name', 'last_name', 'job_title', 'city', 'country'], 1000) }], // issue 13 item 1: refused
-  ['POST', '/api/v1/aggregate/contacts/tree', { aggregates: { f: { uniqueValues: { property: 'first_name', size: 1000, aggregates: { l: { uniqueValues: { property: 'last_name', size: 50 } } } } } } }],
+  [
+    'POST',
+    '/api/v1/aggregate/contacts/tree',
+    { aggregates: { f: { uniqueValues: { property: 'first_name', size: 1000, aggregates: { l: { uniqueValues: { property: 'last_name', size: 50 } } } } } } },
+  ],
   ['POST', '/api/v1/aggregate/contacts', { groupBy: ['city', 'job_title'], limit: 10_000 }],
   ['POST', '/api/v1/aggregate/opportunities/tree', { aggregates: { m: { timeHistogram: { property: 'close_date', calendarInterval: '1M', aggregates: { s: { sum: { property: 'amount' } } } } } } }],
   ['POST', '/api/v1/aggregate/opportunities', { aggregate: [{ field: 'amount', function: 'sum' }], groupBy: [{ field: 'amount', histogram: 1000 }], limit: 1000 }],
@@ -221,7 +229,12 @@ async function mixed(seconds: number, withWrites = true) {
     }),
   );
   const importer = loop(withWrites ? until : 0, async (i) => {
-    const records = Array.from({ length: 50 }, (_, k) => ({ first_name: 'Imported', last_name: `Row ${i}-${k}`, email: `import.${i}.${k}.${Date.now()}@bench.test`, company_name: `Import Co ${i % 20}` }));
+    const records = Array.from({ length: 50 }, (_, k) => ({
+      first_name: 'Imported',
+      last_name: `Row ${i}-${k}`,
+      email: `import.${i}.${k}.${Date.now()}@bench.test`,
+      company_name: `Import Co ${i % 20}`,
+    }));
     const r = await send('import', adminToken, 'POST', '/api/v1/import/contacts', { records });
     imported += Number(r?.created ?? 0);
   });
@@ -258,7 +271,13 @@ const count = (kind: string | null, pred: (s: number) => boolean) =>
   [...statuses].filter(([k]) => kind === null || k === kind).reduce((sum, [, m]) => sum + [...m].filter(([s]) => pred(s)).reduce((a, [, n]) => a + n, 0), 0);
 const total = count(null, () => true);
 console.log(`\nrequests served: ${total.toLocaleString('en-US')} (${mix.imported.toLocaleString('en-US')} contacts imported)`);
-for (const [kind, m] of statuses) console.log(`  ${kind.padEnd(7)} ${[...m].sort(([a], [b]) => a - b).map(([s, n]) => `${s}: ${n}`).join(', ')}`);
+for (const [kind, m] of statuses)
+  console.log(
+    `  ${kind.padEnd(7)} ${[...m]
+      .sort(([a], [b]) => a - b)
+      .map(([s, n]) => `${s}: ${n}`)
+      .join(', ')}`,
+  );
 console.log(`4xx: ${count(null, (s) => s >= 400 && s < 500)} (expected: 422 for the refused issue-13 tree), 5xx: ${count(null, (s) => s >= 500)}, failed connections: ${count(null, (s) => s === 0)}`);
 const ratio = (x: { p99: number }) => (x.p99 / Math.max(1, idleLight.p99)).toFixed(1);
 console.log(`light requests, p50 / p99:
@@ -272,7 +291,15 @@ for (const [i, s] of servers.entries())
 
 for (const s of servers) s.proc.kill('SIGTERM');
 await Promise.all(servers.map((s) => new Promise((r) => (s.proc.exitCode !== null ? r(null) : s.proc.once('exit', r)))));
-if (process.env.BENCH_VERBOSE) for (const s of servers) console.log(s.stderr.join('').split('\n').filter((l) => l.startsWith('MEM')).join('\n'));
+if (process.env.BENCH_VERBOSE)
+  for (const s of servers)
+    console.log(
+      s.stderr
+        .join('')
+        .split('\n')
+        .filter((l) => l.startsWith('MEM'))
+        .join('\n'),
+    );
 const logs = servers.flatMap((s) => s.stderr).join('');
 const locked = logs.match(/database is locked/g)?.length ?? 0;
 const busy = logs.match(/SQLITE_BUSY[A-Z_]*/g) ?? [];

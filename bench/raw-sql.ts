@@ -6,8 +6,22 @@ import type Database from 'better-sqlite3';
 
 /** Columns of an opportunity record in the order the service returns its fields (seq is internal). */
 export const OPP_COLUMNS = [
-  'id', 'created_at', 'updated_at', 'created_by', 'name', 'amount', 'status', 'close_date', 'probability',
-  'company', 'contact', 'owner', 'source', 'priority', 'next_step', 'lost_reason',
+  'id',
+  'created_at',
+  'updated_at',
+  'created_by',
+  'name',
+  'amount',
+  'status',
+  'close_date',
+  'probability',
+  'company',
+  'contact',
+  'owner',
+  'source',
+  'priority',
+  'next_step',
+  'lost_reason',
 ] as const;
 
 export type RawRow = Record<string, string | number | null> & { seq: number };
@@ -96,8 +110,13 @@ export function rawQueries(sqlite: Database.Database, table: string) {
     /** Parameters of each statement above, for EXPLAIN QUERY PLAN. */
     params(f: FilterParams, limit: number, after: { created_at: string; seq: number }): Record<keyof typeof sql, unknown[]> {
       return {
-        first: [limit + 1], deep: [after.created_at, after.seq, limit + 1], count: [], filtered: [...fp(f), limit + 1],
-        filteredCount: fp(f), byCloseDate: [limit + 1], byStatus: [limit + 1],
+        first: [limit + 1],
+        deep: [after.created_at, after.seq, limit + 1],
+        count: [],
+        filtered: [...fp(f), limit + 1],
+        filteredCount: fp(f),
+        byCloseDate: [limit + 1],
+        byStatus: [limit + 1],
       };
     },
   };

@@ -9,7 +9,7 @@
  * and a bare node:http server, both in child processes). Printed as a table, with EXPLAIN QUERY PLAN of
  * every statement, and written to .bench/latest.json. The temporary database is removed at the end.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,11 +22,11 @@ import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import type { Ctx } from '../src/services/context.js';
 import type { FilterGroup } from '../src/services/filters.js';
-import { listRecords, type ListResult } from '../src/services/records.js';
+import { type ListResult, listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
-import { encodeCursor, rawQueries, type FilterParams, type RawPage } from './raw-sql.js';
-import { generationOnly, rawSeed, type Pools } from './seed-raw.js';
+import { encodeCursor, type FilterParams, type RawPage, rawQueries } from './raw-sql.js';
+import { generationOnly, type Pools, rawSeed } from './seed-raw.js';
 
 const envInt = (name: string, dflt: number) => {
   const v = process.env[name];
@@ -86,8 +86,16 @@ interface Row {
 }
 const table: Row[] = [];
 const json: Record<string, unknown> = {
-  rows: ROWS, companies: COMPANIES, contacts: CONTACTS, limit: LIMIT, deepPages: DEEP_PAGES, deepRows: DEEP_ROWS,
-  node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, startedAt: new Date().toISOString(),
+  rows: ROWS,
+  companies: COMPANIES,
+  contacts: CONTACTS,
+  limit: LIMIT,
+  deepPages: DEEP_PAGES,
+  deepRows: DEEP_ROWS,
+  node: process.version,
+  cpus: os.cpus().length,
+  cpuModel: os.cpus()[0]?.model,
+  startedAt: new Date().toISOString(),
 };
 const check = (pass: boolean): Row['ok'] => (pass ? '✓' : '✗');
 
@@ -138,11 +146,13 @@ const seedOpps = {
   /** From the last opportunities batch to the end: rebuilding the secondary indexes (and stage history at <= 100k rows). */
   afterLastBatchSeconds: (seedEnd - (done.opportunities ?? seedEnd)) / 1000,
 };
-log(`  seedWorkspace: ${fmt(totalSeedRows)} rows in ${seedAll.seconds.toFixed(2)} s = ${fmt(seedAll.rowsPerSecond)} rows/s; opportunities phase ${oppSeconds.toFixed(2)} s = ${fmt(seedOpps.rowsPerSecond)} rows/s, of which ${seedOpps.afterLastBatchSeconds.toFixed(2)} s after the last batch (index rebuild${ROWS <= 100_000 ? ', stage history' : ''})`);
+log(
+  `  seedWorkspace: ${fmt(totalSeedRows)} rows in ${seedAll.seconds.toFixed(2)} s = ${fmt(seedAll.rowsPerSecond)} rows/s; opportunities phase ${oppSeconds.toFixed(2)} s = ${fmt(seedOpps.rowsPerSecond)} rows/s, of which ${seedOpps.afterLastBatchSeconds.toFixed(2)} s after the last batch (index rebuild${ROWS <= 100_000 ? ', stage history' : ''})`,
+);
 if (ROWS <= 100_000) log('  note: at <= 100,000 opportunities seedWorkspace also writes stage history; the opportunities phase includes it');
 
 const pools: Pools = {
-  companies: (sqlite.prepare(`SELECT id FROM w${ws.id}_companies`).pluck().all() as string[]),
+  companies: sqlite.prepare(`SELECT id FROM w${ws.id}_companies`).pluck().all() as string[],
   contacts: sqlite.prepare(`SELECT id, company FROM w${ws.id}_contacts`).all() as Pools['contacts'],
   owners: sqlite.prepare(`SELECT id FROM users WHERE workspace_id = ?`).pluck().all(ws.id) as string[],
   creator: admin.id,
@@ -173,9 +183,18 @@ async function seedInNewWorkspace(name: string, extras: boolean) {
 log(`[seed] seedWorkspace defaults vs records only, ${fmt(smallRows)} rows each ... ${load1('seedDefaults')}`);
 const seedRecordsOnly = await seedInNewWorkspace('bench-records-only', false);
 const seedDefaults = await seedInNewWorkspace('bench-defaults', true);
-log(`  records only: ${seedRecordsOnly.seconds.toFixed(2)} s = ${fmt(seedRecordsOnly.rowsPerSecond)} rows/s; defaults: ${seedDefaults.seconds.toFixed(2)} s = ${fmt(seedDefaults.rowsPerSecond)} rows/s`);
+log(
+  `  records only: ${seedRecordsOnly.seconds.toFixed(2)} s = ${fmt(seedRecordsOnly.rowsPerSecond)} rows/s; defaults: ${seedDefaults.seconds.toFixed(2)} s = ${fmt(seedDefaults.rowsPerSecond)} rows/s`,
+);
 sqlite.pragma('wal_checkpoint(TRUNCATE)');
-json.seed = { defaultsVsRecordsOnly: { size: small, recordsOnly: seedRecordsOnly, defaults: seedDefaults }, seedWorkspace: { ...seedAll, result: seeded }, opportunitiesPhase: seedOpps, rawIndexesMaintained: rawMaintained, rawIndexesAfter: rawBulk, generationOnly: gen };
+json.seed = {
+  defaultsVsRecordsOnly: { size: small, recordsOnly: seedRecordsOnly, defaults: seedDefaults },
+  seedWorkspace: { ...seedAll, result: seeded },
+  opportunitiesPhase: seedOpps,
+  rawIndexesMaintained: rawMaintained,
+  rawIndexesAfter: rawBulk,
+  generationOnly: gen,
+};
 
 table.push({
   figure: `seed: opportunities (${fmt(ROWS)}) vs raw INSERT, indexes maintained`,
@@ -227,9 +246,7 @@ const filter: FilterGroup = {
 
 // The deep cursor, made honestly: the (created_at, seq) of the last row of page DEEP_PAGES, encoded as listRecords does.
 const tOffset = performance.now();
-const anchor = sqlite
-  .prepare(`SELECT created_at, seq FROM ${opps} ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?`)
-  .get(DEEP_ROWS - 1) as { created_at: string; seq: number };
+const anchor = sqlite.prepare(`SELECT created_at, seq FROM ${opps} ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?`).get(DEEP_ROWS - 1) as { created_at: string; seq: number };
 const offsetMs = performance.now() - tOffset;
 const expectedDeepFirst = sqlite.prepare(`SELECT id FROM ${opps} ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?`).pluck().get(DEEP_ROWS) as string;
 const deepCursor = encodeCursor('created_at', 'desc', anchor.created_at, anchor.seq);
@@ -361,7 +378,10 @@ for (const c of cases) {
     raw: [],
   };
   for (const t of c.noTotal === false ? [true] : [true, false]) {
-    const m = await measure(() => c.service(t), () => c.raw(t));
+    const m = await measure(
+      () => c.service(t),
+      () => c.raw(t),
+    );
     const key = `${c.key}${t ? '' : '_no_total'}`;
     timings[key] = { ...m, sameAnswer: same, total: sv.total, rows: sv.data.length };
     medians[key] = m.service.median;
@@ -499,7 +519,10 @@ const afterAnalyze: Record<string, unknown> = { analyzeMs };
     raw: (['filtered', 'filteredCount'] as const).map((n) => ({ sql: rawAfter.sql[n], plan: queryPlan(rawAfter.sql[n], rp[n]) })),
   };
   for (const t of [true, false]) {
-    const m = await measure(() => cCase.service(t), () => rawAfter.filtered(fp, LIMIT, t));
+    const m = await measure(
+      () => cCase.service(t),
+      () => rawAfter.filtered(fp, LIMIT, t),
+    );
     afterAnalyze[t ? 'withTotal' : 'noTotal'] = m;
     const ratio = m.service.median / m.raw.median;
     log(`  (c) after ANALYZE${t ? '' : ' [no total]'}: service ${ms(m.service.median)} (p95 ${ms(m.service.p95)}), raw ${ms(m.raw.median)}, ${ratio.toFixed(2)}x`);
@@ -526,7 +549,11 @@ const widths = cols.map((c) => Math.max(...[headers, ...table].map((r) => r[c].l
 const line = (r: Row) => cols.map((c, i) => r[c].padEnd(widths[i]!)).join(' | ');
 load1('end');
 log(`\n=== crm-mcp bench: ${fmt(ROWS)} opportunities, ${os.cpus().length} CPUs, node ${process.version} ===`);
-log(`1-minute load average at each phase (2 CPUs; above ~1.2 another process was competing): ${Object.entries(loads).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+log(
+  `1-minute load average at each phase (2 CPUs; above ~1.2 another process was competing): ${Object.entries(loads)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ')}`,
+);
 log('ratios: latency and seed time are service/raw (lower is better), HTTP is service req/s / bare req/s (higher is better)');
 log(line(headers));
 log(widths.map((w) => '-'.repeat(w)).join('-|-'));

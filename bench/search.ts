@@ -7,10 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from '../src/db/sqlite-driver.js';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
+import Database from '../src/db/sqlite-driver.js';
 import type { Ctx } from '../src/services/context.js';
 import { getSchema } from '../src/services/schema.js';
 import { rebuildSearchIndex, searchAll } from '../src/services/search.js';
@@ -49,9 +49,7 @@ log(`index build: ${docs.toLocaleString('en-US')} contacts in ${buildS.toFixed(1
 const raw = new Database(file, { readonly: true });
 raw.pragma('cache_size = -65536');
 raw.pragma('mmap_size = 268435456');
-const likeScan = raw.prepare(
-  `SELECT id FROM ${T} WHERE first_name LIKE ? OR last_name LIKE ? OR email LIKE ? OR phone LIKE ? OR job_title LIKE ? OR city LIKE ? LIMIT 20`,
-);
+const likeScan = raw.prepare(`SELECT id FROM ${T} WHERE first_name LIKE ? OR last_name LIKE ? OR email LIKE ? OR phone LIKE ? OR job_title LIKE ? OR city LIKE ? LIMIT 20`);
 
 const queries: { q: string; like: string; what: string }[] = [
   { q: 'alic', like: '%alic%', what: 'prefix of a first name' },

@@ -9,7 +9,14 @@ import { prng } from '../src/services/seed.js';
 import { OPP_COLUMNS } from './raw-sql.js';
 
 const DAY = 86_400_000;
-const STATUSES: [string, number][] = [['open', 25], ['qualified', 20], ['proposal', 15], ['negotiation', 10], ['closed_won', 18], ['closed_lost', 12]];
+const STATUSES: [string, number][] = [
+  ['open', 25],
+  ['qualified', 20],
+  ['proposal', 15],
+  ['negotiation', 10],
+  ['closed_won', 18],
+  ['closed_lost', 12],
+];
 const PROBABILITY: Record<string, number> = { open: 10, qualified: 25, proposal: 50, negotiation: 75, closed_won: 100, closed_lost: 0 };
 const SOURCES = ['website', 'referral', 'event', 'outbound', 'partner', 'import'];
 const KINDS = ['Renewal', 'Expansion', 'New business', 'Pilot', 'Upsell', 'Migration', 'Enterprise plan', 'Annual contract'];
@@ -39,9 +46,26 @@ export function opportunityRows(n: number, pools: Pools, seed = 7) {
     const close = new Date(base + (closed ? -int(0, 540) : int(-30, 240)) * DAY).toISOString().slice(0, 10);
     const cents = Math.round(Math.exp(7 + next() * 5.5)) * 100 + int(0, 99);
     return [
-      newId(), created, created, pools.creator, `${pick(KINDS)}: ${pick(PRODUCTS)}`, cents, status, close, PROBABILITY[status]!,
-      company, contact?.id ?? null, pick(pools.owners), pick(SOURCES), weighted([['low', 30], ['medium', 50], ['high', 20]]),
-      closed ? null : pick(STEPS), status === 'closed_lost' ? pick(LOST) : null,
+      newId(),
+      created,
+      created,
+      pools.creator,
+      `${pick(KINDS)}: ${pick(PRODUCTS)}`,
+      cents,
+      status,
+      close,
+      PROBABILITY[status]!,
+      company,
+      contact?.id ?? null,
+      pick(pools.owners),
+      pick(SOURCES),
+      weighted([
+        ['low', 30],
+        ['medium', 50],
+        ['high', 20],
+      ]),
+      closed ? null : pick(STEPS),
+      status === 'closed_lost' ? pick(LOST) : null,
     ];
   };
 }

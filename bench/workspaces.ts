@@ -39,7 +39,10 @@ for (const { table_name } of tables)
 const migrated = ms(t);
 
 const size = url
-  ? Number((await sql<{ n: string }>`SELECT sum(pg_total_relation_size(c.oid)) AS n FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = ${schema}`.execute(db.kysely)).rows[0]!.n)
+  ? Number(
+      (await sql<{ n: string }>`SELECT sum(pg_total_relation_size(c.oid)) AS n FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = ${schema}`.execute(db.kysely)).rows[0]!
+        .n,
+    )
   : fs.statSync(location).size;
 const tableCount = url
   ? Number((await sql<{ n: string }>`SELECT count(*) AS n FROM pg_tables WHERE schemaname = ${schema}`.execute(db.kysely)).rows[0]!.n)

@@ -43,7 +43,10 @@ const stop = () => {
 
 try {
   for (let i = 0; ; i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${port}/health`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (i > 100) throw new Error('crm-mcp serve did not start');
     await new Promise((r) => setTimeout(r, 100));
@@ -51,13 +54,10 @@ try {
   const token = execFileSync(process.execPath, [cli, 'token', 'create', '--role', 'admin', '--name', 'conformance'], { env, encoding: 'utf8' }).trim();
 
   const proxy = http.createServer((req, res) => {
-    const up = http.request(
-      { host: '127.0.0.1', port, method: req.method, path: req.url, headers: { ...req.headers, authorization: `Bearer ${token}` } },
-      (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      },
-    );
+    const up = http.request({ host: '127.0.0.1', port, method: req.method, path: req.url, headers: { ...req.headers, authorization: `Bearer ${token}` } }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
     up.on('error', () => res.destroy());
     res.on('close', () => up.destroy());
     req.pipe(up);

@@ -1,26 +1,23 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
-import pino, { type Logger } from 'pino';
 import { Redis } from 'ioredis';
-import { budgetConfig, corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, shownLocation, trustProxy, type Config } from './config.js';
-import { configureBudget } from './services/budget.js';
-import { openDatabase, type Db } from './db/database.js';
+import pino, { type Logger } from 'pino';
+import { budgetConfig, type Config, corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, shownLocation, trustProxy } from './config.js';
+import { runCopy } from './copy-command.js';
+import { type Db, openDatabase } from './db/database.js';
 import { migrate } from './db/migrations.js';
 import { buildApp } from './http/app.js';
+import { importFile } from './import-file.js';
 import { parseToolsets } from './mcp/server.js';
-import { TOOLSETS } from './mcp/tool.js';
 import { runStdio } from './mcp/stdio.js';
+import { TOOLSETS } from './mcp/tool.js';
 import { ensureDefaultWorkspace } from './services/bootstrap.js';
+import { configureBudget } from './services/budget.js';
 import type { Ctx, Role } from './services/context.js';
 import { isCrmError } from './services/errors.js';
 import { seedWorkspace } from './services/seed.js';
-import {
-  createToken, createUser, createWorkspace, findUserByEmail, findWorkspace, firstUserWithRole, listTokens,
-  listWorkspaces, revokeToken,
-} from './services/users.js';
+import { createToken, createUser, createWorkspace, findUserByEmail, findWorkspace, firstUserWithRole, listTokens, listWorkspaces, revokeToken } from './services/users.js';
 import { VERSION } from './version.js';
-import { importFile } from './import-file.js';
-import { runCopy } from './copy-command.js';
 
 /** CLI commands log to stderr so stdout carries only their result (a token, JSON). */
 function stderrLogger(level: string): Logger {
@@ -115,10 +112,7 @@ async function shutdown(app: Awaited<ReturnType<typeof buildApp>>, db: Db, log: 
 }
 
 export function buildCli(): Command {
-  const program = new Command('crm-mcp')
-    .description('A CRM server for AI agents (MCP) and programs (REST)')
-    .version(VERSION)
-    .showHelpAfterError();
+  const program = new Command('crm-mcp').description('A CRM server for AI agents (MCP) and programs (REST)').version(VERSION).showHelpAfterError();
 
   program
     .command('serve')
@@ -169,7 +163,7 @@ export function buildCli(): Command {
     .command('stdio')
     .description(
       'Serve MCP over stdin/stdout for a local client (Claude Desktop, Cursor, ...). Acts as the user of CRM_API_TOKEN; without it, as the ' +
-        "first admin of the workspace (created with demo data if the database is empty). stdout carries only JSON-RPC; logs go to stderr.",
+        'first admin of the workspace (created with demo data if the database is empty). stdout carries only JSON-RPC; logs go to stderr.',
     )
     .addOption(dbOption())
     .addOption(wsOption())
@@ -279,7 +273,9 @@ export function buildCli(): Command {
 
   program
     .command('import')
-    .description('Import a CSV, JSON or JSON Lines file into an object, in batches, with validation and duplicate detection (safe to re-run). Progress on stderr; a JSON summary on stdout; rejected rows with reasons in <file>.rejected.csv')
+    .description(
+      'Import a CSV, JSON or JSON Lines file into an object, in batches, with validation and duplicate detection (safe to re-run). Progress on stderr; a JSON summary on stdout; rejected rows with reasons in <file>.rejected.csv',
+    )
     .argument('<object>', 'object to import into, e.g. contacts')
     .argument('<file>', 'file.csv | file.json | file.jsonl')
     .option('--map <pairs>', 'header-to-field mapping, e.g. "E-mail=email,Company=company_name" (default: by field name or label)')
@@ -349,7 +345,7 @@ export function buildCli(): Command {
     .command('copy')
     .description(
       'Copy a SQLite database, everything in it, into PostgreSQL: the target is migrated, then filled in one transaction (search documents rebuilt, ' +
-        'identity sequences set) and every table\'s row count compared (printed on stdout; a difference fails and commits nothing). ' +
+        "identity sequences set) and every table's row count compared (printed on stdout; a difference fails and commits nothing). " +
         'Refuses a target that holds data unless --replace. Progress on stderr.',
     )
     .option('--from <file>', 'the SQLite file to copy (default: the --db database)')

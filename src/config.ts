@@ -42,7 +42,11 @@ const envSchema = z.object({
    */
   CRM_EXPORT_MAX_ROWS: z.coerce.number().int().min(1).default(10_000),
   /** Bytes (JSON or CSV) one export may write; past it the export stops with QUERY_TOO_EXPENSIVE. Default 64 MiB. */
-  CRM_EXPORT_MAX_BYTES: z.coerce.number().int().min(1024).default(64 * 1024 * 1024),
+  CRM_EXPORT_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(64 * 1024 * 1024),
   /** stdio: act as the user of this token (default: the default workspace's first admin). */
   CRM_API_TOKEN: z.string().optional(),
   /** MCP: expose only tools that do not write. */
@@ -114,7 +118,9 @@ export function budgetConfig(cfg: Config): { timeoutMs: number; maxCells: number
 
 export function corsOrigin(cfg: Config): boolean | string[] {
   if (cfg.CRM_CORS_ORIGINS.trim() === '*') return true;
-  const list = cfg.CRM_CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = cfg.CRM_CORS_ORIGINS.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   return list.length ? list : false;
 }
 
@@ -124,7 +130,10 @@ export function trustProxy(cfg: Config): boolean | number | string[] {
   // Not Fastify's `true` (trust every hop, i.e. the leftmost entry, which the client writes): one proxy.
   if (v === 'true') return 1;
   if (/^\d+$/.test(v)) return Number(v);
-  return v.split(',').map((s) => s.trim()).filter(Boolean);
+  return v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 export function httpTimeouts(cfg: Config) {
@@ -139,7 +148,9 @@ export function httpTimeouts(cfg: Config) {
 /** Extra Host names for the MCP endpoints: the configured list, plus HOST when it names one interface. */
 export function mcpAllowedHosts(cfg: Config): string[] | '*' {
   if (cfg.CRM_MCP_ALLOWED_HOSTS.trim() === '*') return '*';
-  const list = cfg.CRM_MCP_ALLOWED_HOSTS.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = cfg.CRM_MCP_ALLOWED_HOSTS.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (!['0.0.0.0', '::', '127.0.0.1', 'localhost', '::1'].includes(cfg.HOST)) list.push(cfg.HOST.includes(':') ? `[${cfg.HOST}]` : cfg.HOST);
   return list;
 }

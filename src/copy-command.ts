@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress';
 import { shownLocation } from './config.js';
-import { compareDatabases, copyDatabase, CopyError, openForCopy, type TableCount } from './db/copy.js';
+import { CopyError, compareDatabases, copyDatabase, openForCopy, type TableCount } from './db/copy.js';
 
 export interface CopyCommandOptions {
   from: string;
@@ -28,7 +28,13 @@ export function countsTable(counts: TableCount[]): string {
 export async function runCopy(opts: CopyCommandOptions): Promise<void> {
   const { source, target } = openForCopy(opts.from, opts.to, opts.lockWaitMs);
   const tty = process.stderr.isTTY === true;
-  const bar = !opts.quiet && tty ? new cliProgress.SingleBar({ format: 'copy {bar} {percentage}% | {value}/{total} rows and search documents | {step} | ETA {eta_formatted}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+  const bar =
+    !opts.quiet && tty
+      ? new cliProgress.SingleBar(
+          { format: 'copy {bar} {percentage}% | {value}/{total} rows and search documents | {step} | ETA {eta_formatted}', hideCursor: true, stream: process.stderr },
+          cliProgress.Presets.shades_classic,
+        )
+      : null;
   let lastLine = 0;
   try {
     if (!opts.quiet) process.stderr.write(`copy: ${opts.from} -> ${shownLocation(opts.to)}${opts.replace ? ' (replacing its data)' : ''}\n`);

@@ -1,14 +1,13 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { stringify } from 'csv-stringify/sync';
 import cliProgress from 'cli-progress';
+import { stringify } from 'csv-stringify/sync';
 import type { Ctx } from './services/context.js';
 import { validationError } from './services/errors.js';
 import { importDetailed, neutralize } from './services/import-export.js';
-import { resolveObject, type ObjectDef } from './services/schema.js';
-import { defaultRegion, type ParsedPhone } from './services/phone-parse.js';
 import { primePhones } from './services/phone.js';
+import { defaultRegion, type ParsedPhone } from './services/phone-parse.js';
+import { type ObjectDef, resolveObject } from './services/schema.js';
 
 /**
  * `crm-mcp import <object> <file>`: streams a CSV, JSON or JSON Lines file of any size through the
@@ -42,19 +41,31 @@ export interface FileImportSummary {
   ignored_columns: string[];
 }
 
-const norm = (s: string) => s.trim().toLowerCase().replace(/[\s\-./]+/g, '_');
+const norm = (s: string) =>
+  s
+    .trim()
+    .toLowerCase()
+    .replace(/[\s\-./]+/g, '_');
 /** "E-mail", "e mail" and "email" are the same header. */
 const squash = (s: string) => s.toLowerCase().replace(/[^\p{L}\p{N}]/gu, '');
 
 /** Header -> field name: --map first, then field name, then label, then a normalised form. */
 export function headerMapping(obj: ObjectDef, headers: string[], map?: string): { mapping: Map<string, string>; ignored: string[] } {
   const explicit = new Map<string, string>();
-  for (const pair of (map ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const pair of (map ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const eq = pair.lastIndexOf('=');
     if (eq < 1) throw validationError(`--map takes "Header=field" pairs separated by commas; got '${pair}'`);
     const field = pair.slice(eq + 1).trim();
     if (!obj.byName.has(field) && !isNameHelper(obj, field))
-      throw validationError(`--map: '${field}' is not a field of ${obj.name}. Fields: ${obj.fields.filter((f) => !f.readOnly).map((f) => f.name).join(', ')}`);
+      throw validationError(
+        `--map: '${field}' is not a field of ${obj.name}. Fields: ${obj.fields
+          .filter((f) => !f.readOnly)
+          .map((f) => f.name)
+          .join(', ')}`,
+      );
     explicit.set(pair.slice(0, eq).trim(), field);
   }
   const mapping = new Map<string, string>();
@@ -86,7 +97,13 @@ function toRecord(obj: ObjectDef, raw: Record<string, unknown>, mapping: Map<str
     const v = raw[h];
     if (v === undefined || v === null || v === '') continue;
     const f = obj.byName.get(field);
-    r[field] = f?.type === 'MULTI_SELECT' && typeof v === 'string' ? v.split(/[;,]/).map((s) => s.trim()).filter(Boolean) : v;
+    r[field] =
+      f?.type === 'MULTI_SELECT' && typeof v === 'string'
+        ? v
+            .split(/[;,]/)
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : v;
   }
   return r;
 }
@@ -163,7 +180,12 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
   let rejects: fs.WriteStream | null = null;
   let rejectHeaders: string[] | null = null;
 
-  const bar = opts.tty ? new cliProgress.SingleBar({ format: 'import {bar} {percentage}% | {rows} rows | {rate} rows/s | ETA {eta_formatted}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+  const bar = opts.tty
+    ? new cliProgress.SingleBar(
+        { format: 'import {bar} {percentage}% | {rows} rows | {rate} rows/s | ETA {eta_formatted}', hideCursor: true, stream: process.stderr },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
   bar?.start(size || 1, 0, { rows: 0, rate: 0 });
   let lastLine = 0;
   const progress = (final = false) => {
@@ -172,14 +194,21 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
     if (bar) bar.update(Math.min(bytes, size), { rows: s.rows, rate });
     else if (final || performance.now() - lastLine > 1000) {
       lastLine = performance.now();
-      process.stderr.write(`import: ${s.rows} rows, ${s.created} created, ${s.duplicates} duplicates, ${s.failed} failed, ${rate} rows/s${size ? `, ${Math.round((100 * Math.min(bytes, size)) / size)}%` : ''}\n`);
+      process.stderr.write(
+        `import: ${s.rows} rows, ${s.created} created, ${s.duplicates} duplicates, ${s.failed} failed, ${rate} rows/s${size ? `, ${Math.round((100 * Math.min(bytes, size)) / size)}%` : ''}\n`,
+      );
     }
   };
 
   let batch: { raw: Record<string, unknown>; rec: Record<string, unknown> }[] = [];
   const flush = async () => {
     if (!batch.length) return;
-    const r = await importDetailed(ctx, obj.name, batch.map((b) => b.rec), batchSize);
+    const r = await importDetailed(
+      ctx,
+      obj.name,
+      batch.map((b) => b.rec),
+      batchSize,
+    );
     s.created += r.created;
     s.duplicates += r.duplicates;
     s.failed += r.failed;

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRecords } from '../src/services/records.js';
 import { createUser, type User } from '../src/services/users.js';
-import { call, listAll, testApp, type TestApp } from './helpers.js';
-import { cmpValue, decimal, expectNear, present, prng, toCents, type Rec } from './aggregate-reference.js';
+import { cmpValue, decimal, expectNear, present, prng, type Rec, toCents } from './aggregate-reference.js';
+import { call, listAll, type TestApp, testApp } from './helpers.js';
 
 /**
  * Multi-metric, multi-dimension aggregates (POST /api/v1/aggregate/{object}), after
@@ -357,7 +357,11 @@ describe('exact on any volume (Bitrix24 stops at 5,000 records)', () => {
   beforeAll(async () => {
     t = await testApp();
     const users = await setUp(t);
-    data = makeItems(N, 99, users.map((u) => u.id));
+    data = makeItems(
+      N,
+      99,
+      users.map((u) => u.id),
+    );
     for (let i = 0; i < N; i += 100) await createRecords(t.a.ctx, 'work_items', data.slice(i, i + 100));
   });
   afterAll(() => t?.close());

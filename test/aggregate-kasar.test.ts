@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRecords } from '../src/services/records.js';
 import { OPPORTUNITY_STATUSES } from '../src/services/system-objects.js';
-import { call, listAll, testApp, type TestApp } from './helpers.js';
-import { cmpValue, decimal, expectNear, present, prng, toCents, type Rec } from './aggregate-reference.js';
+import { cmpValue, decimal, expectNear, present, prng, type Rec, toCents } from './aggregate-reference.js';
+import { call, listAll, type TestApp, testApp } from './helpers.js';
 
 /**
  * Kasar style: GET /api/v1/aggregate/{object}. Every example of kasar-aggregate.txt, run against
@@ -246,11 +246,7 @@ describe('Kasar aggregate (GET /api/v1/aggregate/{object})', () => {
         ],
       });
       expect(s.status).toBe(201);
-      const rows = [
-        { label: 'x', n: 1.5, c: 0.1, p: 12.5, f: 0.25, i: 1 },
-        { label: 'y', n: 2, c: 0.2, p: 50, f: 0.5, i: 2 },
-        { label: 'z' },
-      ];
+      const rows = [{ label: 'x', n: 1.5, c: 0.1, p: 12.5, f: 0.25, i: 1 }, { label: 'y', n: 2, c: 0.2, p: 50, f: 0.5, i: 2 }, { label: 'z' }];
       await createRecords(t.a.ctx, 'measures', rows);
       for (const field of ['n', 'c', 'p', 'f', 'i'])
         for (const fn of ['SUM', 'AVG']) {
@@ -316,12 +312,17 @@ describe('Kasar aggregate (GET /api/v1/aggregate/{object})', () => {
         operator: 'or',
         conditions: [
           { field: 'status', operator: 'in', value: ['negotiation', 'proposal'] },
-          { operator: 'and', conditions: [{ field: 'amount', operator: 'gte', value: 15000 }, { field: 'close_date', operator: 'lt', value: '2026-04-01' }] },
+          {
+            operator: 'and',
+            conditions: [
+              { field: 'amount', operator: 'gte', value: 15000 },
+              { field: 'close_date', operator: 'lt', value: '2026-04-01' },
+            ],
+          },
         ],
       };
       const match = (o: Rec) =>
-        ['negotiation', 'proposal'].includes(o.status as string) ||
-        (o.amount !== null && (o.amount as number) >= 15000 && o.close_date !== null && (o.close_date as string) < '2026-04-01');
+        ['negotiation', 'proposal'].includes(o.status as string) || (o.amount !== null && (o.amount as number) >= 15000 && o.close_date !== null && (o.close_date as string) < '2026-04-01');
       const q = `filters=${encodeURIComponent(JSON.stringify(group))}`;
       const r = await get(`opportunities?field=amount&function=SUM&group_by=status&${q}`);
       expect(r.status).toBe(200);

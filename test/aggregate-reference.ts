@@ -16,9 +16,7 @@ import { expect } from 'vitest';
  */
 
 export type Rec = Record<string, unknown>;
-export type FType =
-  | 'TEXT' | 'EMAIL' | 'INTEGER' | 'CURRENCY' | 'NUMBER' | 'FLOAT' | 'PERCENTAGE' | 'DATE' | 'DATETIME'
-  | 'SELECT' | 'MULTI_SELECT' | 'RELATION' | 'BOOLEAN';
+export type FType = 'TEXT' | 'EMAIL' | 'INTEGER' | 'CURRENCY' | 'NUMBER' | 'FLOAT' | 'PERCENTAGE' | 'DATE' | 'DATETIME' | 'SELECT' | 'MULTI_SELECT' | 'RELATION' | 'BOOLEAN';
 /** Field types by name; 'id' is TEXT. */
 export type Types = Record<string, FType>;
 
@@ -70,7 +68,11 @@ export function metricRef(fn: Fn, rs: Rec[], field: string, type: FType): unknow
       return new Set(vs.map((v) => JSON.stringify(v))).size;
     case 'sum':
       if (type === 'CURRENCY') return decimal(vs.reduce((s: bigint, v) => s + toCents(v), 0n));
-      if (type === 'INTEGER') return decimal(vs.reduce((s: bigint, v) => s + BigInt(v as number), 0n), 0);
+      if (type === 'INTEGER')
+        return decimal(
+          vs.reduce((s: bigint, v) => s + BigInt(v as number), 0n),
+          0,
+        );
       return (vs as number[]).reduce((s, v) => s + v, 0);
     case 'avg':
       return vs.length ? (vs as number[]).reduce((s, v) => s + v, 0) / vs.length : null;

@@ -3,8 +3,8 @@ import { openDatabase } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
 import { createRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { call, freshPooledDb, listAll, onPostgres, silent, testApp, testAppOn, type TestApp } from './helpers.js';
-import { decimal, expectNear, refTree, toCents, type Rec } from './aggregate-reference.js';
+import { decimal, expectNear, type Rec, refTree, toCents } from './aggregate-reference.js';
+import { call, freshPooledDb, listAll, onPostgres, silent, type TestApp, testApp, testAppOn } from './helpers.js';
 
 /**
  * The semantics decided once and shared by the three styles (README "Aggregations"): the empty
@@ -199,7 +199,9 @@ describe('aggregation semantics', () => {
       ]);
       expect(byStatus('open')).toBe('135035996273704.97'); // past 2^53 minor units: a string
       expect(byStatus('closed_won')).toBe(90000000012345.66); // below: a number
-      const tr = await tree(u, 'opportunities', { aggregates: { s: { sum: { property: 'amount' } }, u: { uniqueValues: { property: 'status', aggregates: { s: { sum: { property: 'amount' } } } } } } });
+      const tr = await tree(u, 'opportunities', {
+        aggregates: { s: { sum: { property: 'amount' } }, u: { uniqueValues: { property: 'status', aggregates: { s: { sum: { property: 'amount' } } } } } },
+      });
       expect(tr.body.aggregates.s.sum).toBe(exact);
       expect(tr.body.aggregates.u.uniqueValueBuckets.map((x: any) => x.aggregates.s.sum)).toEqual([byStatus('open'), byStatus('closed_won')]);
     });
@@ -292,7 +294,10 @@ describe('aggregation semantics', () => {
     it('two hops: contact.company.industry', async () => {
       const hits = opps.filter((o) => o.contact !== null && softwareCompanies.has(contactCompany.get(o.contact)));
       expect(hits.length).toBeGreaterThan(0);
-      const b = await bitrix(r, 'opportunities', { aggregate: [{ field: 'amount', function: 'sum' }], filter: { operator: 'and', conditions: [{ field: 'contact.company.industry', operator: 'eq', value: 'software' }] } });
+      const b = await bitrix(r, 'opportunities', {
+        aggregate: [{ field: 'amount', function: 'sum' }],
+        filter: { operator: 'and', conditions: [{ field: 'contact.company.industry', operator: 'eq', value: 'software' }] },
+      });
       expect(b.body.data.count).toBe(hits.length);
       expect(b.body.data.aggregates.amount.sum).toBe(sum(hits));
     });
@@ -325,7 +330,13 @@ describe('the worker pool answers what the main connection answers', () => {
     pooled = await testAppOn(await freshPooledDb(2));
     await seedWorkspace(pooled.a.ctx, { companies: 60, contacts: 150, opportunities: 900, seed: 7 });
     await seedWorkspace(pooled.b.ctx, { companies: 10, contacts: 10, opportunities: 50, seed: 8 });
-    await call(pooled.app, pooled.a.adminToken, 'POST', '/api/v1/schema', { name: 'events', fields: [{ name: 'at', type: 'DATETIME' }, { name: 'amount', type: 'CURRENCY' }] });
+    await call(pooled.app, pooled.a.adminToken, 'POST', '/api/v1/schema', {
+      name: 'events',
+      fields: [
+        { name: 'at', type: 'DATETIME' },
+        { name: 'amount', type: 'CURRENCY' },
+      ],
+    });
     await createRecords(pooled.a.ctx, 'events', [
       { at: '2026-03-31T21:30:00Z', amount: '90000000000000.00' },
       { at: '2026-03-31T22:30:00Z', amount: '89999999999999.99' },
@@ -354,7 +365,19 @@ describe('the worker pool answers what the main connection answers', () => {
     ['GET', '/api/v1/aggregate/opportunities?field=amount&function=AVG&group_by=close_date&interval=month&limit=5'],
     ['GET', '/api/v1/aggregate/companies?field=name&function=COUNT_DISTINCT&group_by=country'],
     ['GET', '/api/v1/aggregate/opportunities?field=amount&function=SUM&filter_field=company.industry&filter_operator=eq&filter_value=software'],
-    ['POST', '/api/v1/aggregate/opportunities', { aggregate: [{ field: 'amount', function: 'sum' }, { field: 'amount', function: 'avg' }, { field: 'company', function: 'count_distinct' }], groupBy: ['status', 'owner'], limit: 7 }],
+    [
+      'POST',
+      '/api/v1/aggregate/opportunities',
+      {
+        aggregate: [
+          { field: 'amount', function: 'sum' },
+          { field: 'amount', function: 'avg' },
+          { field: 'company', function: 'count_distinct' },
+        ],
+        groupBy: ['status', 'owner'],
+        limit: 7,
+      },
+    ],
     ['POST', '/api/v1/aggregate/opportunities', {}],
     ['POST', '/api/v1/aggregate/opportunities', { groupBy: [{ field: 'amount', histogram: 10000 }], aggregate: [{ field: 'probability', function: 'max' }] }],
     ['POST', '/api/v1/aggregate/events', { aggregate: [{ field: 'amount', function: 'sum' }], groupBy: [{ field: 'at', interval: 'month', timeZone: 'Europe/Paris' }] }],
@@ -364,12 +387,25 @@ describe('the worker pool answers what the main connection answers', () => {
       {
         aggregates: {
           total: { sum: { property: 'amount' } },
-          stages: { uniqueValues: { property: 'status', aggregates: { avg: { avg: { property: 'amount' } }, owners: { uniqueValues: { property: 'owner', size: 2 } }, months: { timeHistogram: { property: 'close_date', calendarInterval: '1q' } } } } },
+          stages: {
+            uniqueValues: {
+              property: 'status',
+              aggregates: {
+                avg: { avg: { property: 'amount' } },
+                owners: { uniqueValues: { property: 'owner', size: 2 } },
+                months: { timeHistogram: { property: 'close_date', calendarInterval: '1q' } },
+              },
+            },
+          },
         },
         filter: { range: { property: 'amount', gte: 1000 } },
       },
     ],
-    ['POST', '/api/v1/aggregate/events/tree', { aggregates: { m: { timeHistogram: { property: 'at', calendarInterval: '1M', timeZone: 'Europe/Paris', aggregates: { s: { sum: { property: 'amount' } } } } } } }],
+    [
+      'POST',
+      '/api/v1/aggregate/events/tree',
+      { aggregates: { m: { timeHistogram: { property: 'at', calendarInterval: '1M', timeZone: 'Europe/Paris', aggregates: { s: { sum: { property: 'amount' } } } } } } },
+    ],
   ];
 
   // SQLite: the file's worker threads; PostgreSQL has none (readPool is SQLite's), its two pools must still agree.

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRecords } from '../src/services/records.js';
 import { createUser } from '../src/services/users.js';
-import { call, listAll, testApp, type TestApp } from './helpers.js';
-import { expectNear, localDate, prng, refTree, type Rec, type Types } from './aggregate-reference.js';
+import { expectNear, localDate, prng, type Rec, refTree, type Types } from './aggregate-reference.js';
+import { call, listAll, type TestApp, testApp } from './helpers.js';
 
 /**
  * Nested aggregate trees (POST /api/v1/aggregate/{object}/tree), after
@@ -212,7 +212,13 @@ describe('aggregate trees (POST /api/v1/aggregate/{object}/tree)', () => {
       };
       const r = await tree('devices', { aggregates });
       expectNear(r.body.aggregates, refTree(devices, aggregates, DEVICE_TYPES));
-      const more = { lo: { min: { property: 'seen_at' } }, hi: { max: { property: 'manufacturer' } }, makers: { countDistinct: { property: 'manufacturer' } }, regions: { countDistinct: { property: 'region' } }, w: { min: { property: 'my_weight' } } };
+      const more = {
+        lo: { min: { property: 'seen_at' } },
+        hi: { max: { property: 'manufacturer' } },
+        makers: { countDistinct: { property: 'manufacturer' } },
+        regions: { countDistinct: { property: 'region' } },
+        w: { min: { property: 'my_weight' } },
+      };
       const m = await tree('devices', { aggregates: more });
       expectNear(m.body.aggregates, refTree(devices, more, DEVICE_TYPES));
       const avgs = { qty: { avg: { property: 'qty' } }, price: { avg: { property: 'price' } }, w: { avg: { property: 'my_weight' } }, when: { max: { property: 'seen_at' } } };
@@ -353,7 +359,9 @@ describe('aggregate trees (POST /api/v1/aggregate/{object}/tree)', () => {
     it('a DATE field ignores the time zone; interval names day..year are accepted too', async () => {
       const aggregates = { a: { timeHistogram: { property: 'day', calendarInterval: '1w', timeZone: 'Pacific/Kiritimati' } }, b: { timeHistogram: { property: 'day', calendarInterval: 'quarter' } } };
       const r = await tree('events', { aggregates });
-      expect(r.body.aggregates).toEqual(refTree(events, { a: { timeHistogram: { property: 'day', calendarInterval: '1w' } }, b: { timeHistogram: { property: 'day', calendarInterval: '1q' } } }, EVENT_TYPES));
+      expect(r.body.aggregates).toEqual(
+        refTree(events, { a: { timeHistogram: { property: 'day', calendarInterval: '1w' } }, b: { timeHistogram: { property: 'day', calendarInterval: '1q' } } }, EVENT_TYPES),
+      );
       // Weeks start on Monday.
       for (const b of r.body.aggregates.a.timeHistogramBuckets) if (b.start) expect(new Date(`${b.start}T00:00:00Z`).getUTCDay()).toBe(1);
     });
@@ -366,7 +374,11 @@ describe('aggregate trees (POST /api/v1/aggregate/{object}/tree)', () => {
     const cases: [string, unknown, (c: Rec) => boolean][] = [
       ['equals', { equals: { property: 'status', value: 'customer' } }, (c) => c.status === 'customer'],
       ['in', { in: { property: 'status', values: ['lead', 'qualified'] } }, (c) => c.status === 'lead' || c.status === 'qualified'],
-      ['range on a date-time', { range: { property: 'last_contacted_at', gte: '2026-01-01T00:00:00Z', lt: '2026-04-01' } }, (c) => at(c) !== null && at(c)! >= '2026-01-01T00:00:00.000Z' && at(c)! < '2026-04-01T00:00:00.000Z'],
+      [
+        'range on a date-time',
+        { range: { property: 'last_contacted_at', gte: '2026-01-01T00:00:00Z', lt: '2026-04-01' } },
+        (c) => at(c) !== null && at(c)! >= '2026-01-01T00:00:00.000Z' && at(c)! < '2026-04-01T00:00:00.000Z',
+      ],
       ['range in milliseconds', { range: { property: ['s', 'c', 'last_contacted_at'], gt: Date.UTC(2026, 0, 1) } }, (c) => at(c) !== null && Date.parse(at(c)!) > Date.UTC(2026, 0, 1)],
       ['prefix (case-insensitive, _ literal)', { prefix: { property: 'first_name', value: 'an_' } }, (c) => (c.first_name as string).toLowerCase().startsWith('an_')],
       ['prefix', { prefix: { property: 'first_name', value: 'An' } }, (c) => (c.first_name as string).toLowerCase().startsWith('an')],
@@ -377,13 +389,32 @@ describe('aggregate trees (POST /api/v1/aggregate/{object}/tree)', () => {
       ['not', { not: { equals: { property: 'status', value: 'lead' } } }, (c) => c.status !== 'lead'],
       ['not exists', { not: { exists: { property: 'tags' } } }, (c) => c.tags === null],
       ['and', { and: [{ exists: { property: 'country' } }, { containsAny: { property: 'tags', values: ['investor'] } }] }, (c) => c.country !== null && has(c, 'investor')],
-      ['or', { or: [{ equals: { property: 'country', value: 'Chile' } }, { prefix: { property: 'first_name', value: 'b' } }] }, (c) => c.country === 'Chile' || (c.first_name as string).toLowerCase().startsWith('b')],
+      [
+        'or',
+        { or: [{ equals: { property: 'country', value: 'Chile' } }, { prefix: { property: 'first_name', value: 'b' } }] },
+        (c) => c.country === 'Chile' || (c.first_name as string).toLowerCase().startsWith('b'),
+      ],
       [
         'not(or(...)) and equals on a boolean',
-        { and: [{ not: { or: [{ in: { property: 'status', values: ['churned'] } }, { containsAll: { property: 'tags', values: ['vip', 'event'] } }] } }, { equals: { property: 'do_not_contact', value: false } }] },
+        {
+          and: [
+            { not: { or: [{ in: { property: 'status', values: ['churned'] } }, { containsAll: { property: 'tags', values: ['vip', 'event'] } }] } },
+            { equals: { property: 'do_not_contact', value: false } },
+          ],
+        },
         (c) => !(c.status === 'churned' || (has(c, 'vip') && has(c, 'event'))) && c.do_not_contact === false,
       ],
-      ['a FilterGroup works too', { operator: 'or', conditions: [{ field: 'tags', operator: 'contains', value: 'vip' }, { field: 'status', operator: 'is_null' }] }, (c) => has(c, 'vip') || c.status === null],
+      [
+        'a FilterGroup works too',
+        {
+          operator: 'or',
+          conditions: [
+            { field: 'tags', operator: 'contains', value: 'vip' },
+            { field: 'status', operator: 'is_null' },
+          ],
+        },
+        (c) => has(c, 'vip') || c.status === null,
+      ],
       ['a Bitrix map works too', { country: 'Norway', status: ['lead', 'customer'] }, (c) => c.country === 'Norway' && ['lead', 'customer'].includes(c.status as string)],
     ];
 
@@ -452,7 +483,10 @@ describe('aggregate trees (POST /api/v1/aggregate/{object}/tree)', () => {
     it('16 aggregates in a tree are accepted, 17 are not', async () => {
       const forest = (extra: number) => ({
         ...Object.fromEntries(
-          ['region', 'manufacturer', 'owner'].map((p) => [`by_${p}`, { uniqueValues: { property: p, size: 3, aggregates: { a: { sum: { property: 'price' } }, b: { max: { property: 'qty' } }, c: { avg: { property: 'my_weight' } }, d: { count: {} } } } }]),
+          ['region', 'manufacturer', 'owner'].map((p) => [
+            `by_${p}`,
+            { uniqueValues: { property: p, size: 3, aggregates: { a: { sum: { property: 'price' } }, b: { max: { property: 'qty' } }, c: { avg: { property: 'my_weight' } }, d: { count: {} } } } },
+          ]),
         ),
         ...wide(1 + extra),
       });
@@ -500,7 +534,7 @@ describe('aggregate trees (POST /api/v1/aggregate/{object}/tree)', () => {
     });
   });
 
-  it('answers only for the caller\'s workspace', async () => {
+  it("answers only for the caller's workspace", async () => {
     const r = await tree('contacts', { aggregates: { n: { count: {} } } }, t.b.adminToken);
     expect(r.body.count).toBe(1);
     const d = await tree('devices', { aggregates: { n: { count: {} } } }, t.b.adminToken);

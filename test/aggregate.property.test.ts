@@ -5,11 +5,23 @@ import { aggregateGroups, type DimInput, type GroupRequest } from '../src/servic
 import { aggregateTree } from '../src/services/aggregate-tree.js';
 import { createRecords, deleteRecords, type RecordData } from '../src/services/records.js';
 import { createObject } from '../src/services/schema.js';
-import { freshDb, makeWorkspace, type TestWorkspace } from './helpers.js';
 import {
-  cmpValue, expectNear, groupRecords, matches, metricRef, numberBucket, refTree, timeBucket,
-  type Cond, type Fn, type Group, type Interval, type Rec, type Types,
+  type Cond,
+  cmpValue,
+  expectNear,
+  type Fn,
+  type Group,
+  groupRecords,
+  type Interval,
+  matches,
+  metricRef,
+  numberBucket,
+  type Rec,
+  refTree,
+  type Types,
+  timeBucket,
 } from './aggregate-reference.js';
+import { freshDb, makeWorkspace, type TestWorkspace } from './helpers.js';
 
 /**
  * The aggregation engine (SQL) must answer what a plain JavaScript computation over the same
@@ -34,6 +46,7 @@ const valueArbs: Record<string, fc.Arbitrary<unknown>> = {
   // Cents, now and then amounts so large that their sum passes 2^53 minor units.
   price: fc.oneof(
     { weight: 8, arbitrary: fc.integer({ min: -100_000, max: 100_000 }).map((c) => c / 100) },
+    // biome-ignore lint/correctness/noPrecisionLoss: the nearest doubles are what clients send
     { weight: 1, arbitrary: fc.constantFrom(89_999_999_999_999.99, 45_035_996_273_704.97, -12_345_678_901_234.56) },
   ),
   // Mostly eighths (exact in binary), sometimes any double: sums and averages compare with a tolerance.
@@ -231,7 +244,14 @@ describe('aggregates equal a plain JavaScript computation (property)', () => {
     const reqArb = fc.record({
       metrics: metricsArb,
       first: fc.oneof(timeDimArb, numberDimArb),
-      second: fc.option(fc.oneof(fc.constantFrom(...VALUE_DIMS).map((field): DimInput => ({ field })), numberDimArb, timeDimArb), { nil: undefined }),
+      second: fc.option(
+        fc.oneof(
+          fc.constantFrom(...VALUE_DIMS).map((field): DimInput => ({ field })),
+          numberDimArb,
+          timeDimArb,
+        ),
+        { nil: undefined },
+      ),
       filter: filterArb,
     });
     await fc.assert(
@@ -261,8 +281,7 @@ describe('aggregates equal a plain JavaScript computation (property)', () => {
         fc.tuple(numberDimArb, sub).map(([d, aggregates]) => ({ numberHistogram: strip({ property: d.field, interval: d.histogram, aggregates }) })),
         fc.tuple(timeDimArb, sub).map(([d, aggregates]) => ({ timeHistogram: strip({ property: d.field, calendarInterval: calendar[d.interval!], timeZone: d.timeZone, aggregates }) })),
       );
-    const level = (node: fc.Arbitrary<unknown>, max: number) =>
-      fc.array(node, { minLength: 1, maxLength: max }).map((nodes) => Object.fromEntries(nodes.map((n, i) => [`a${i}`, n])));
+    const level = (node: fc.Arbitrary<unknown>, max: number) => fc.array(node, { minLength: 1, maxLength: max }).map((nodes) => Object.fromEntries(nodes.map((n, i) => [`a${i}`, n])));
     const leaf = fc.option(level(metricNode, 2), { nil: undefined });
     const mid = fc.option(level(fc.oneof(metricNode, bucketNode(leaf)), 2), { nil: undefined });
     // At most 16 aggregates in a tree (the limit is tested in aggregate-tree.test.ts).
@@ -271,7 +290,10 @@ describe('aggregates equal a plain JavaScript computation (property)', () => {
     // BY merges with the 0 bucket; the start must be +0 whichever record comes first. Subnormal
     // numbers are refused now (PostgreSQL cannot store them); -0 itself makes the same bucket.
     const blank = Object.fromEntries(FIELDS.map((f) => [f, null]));
-    const tiny = [{ ...blank, score: -0 }, { ...blank, score: 0 }];
+    const tiny = [
+      { ...blank, score: -0 },
+      { ...blank, score: 0 },
+    ];
     const histogram = { a0: { numberHistogram: { property: 'score', interval: 100, aggregates: { a0: { count: {} } } } } };
 
     await fc.assert(
@@ -281,24 +303,33 @@ describe('aggregates equal a plain JavaScript computation (property)', () => {
         const hits = filter ? data.filter((r) => matches(r, filter, TYPES)) : data;
         expectNear(res, { object: OBJECT, count: hits.length, aggregates: refTree(hits, aggregates, TYPES) }, '$', 1e-6);
       }),
-      { numRuns: 80, examples: [[tiny, histogram, undefined], [[...tiny].reverse(), histogram, undefined]] },
+      {
+        numRuns: 80,
+        examples: [
+          [tiny, histogram, undefined],
+          [[...tiny].reverse(), histogram, undefined],
+        ],
+      },
     );
   });
 
   it('empty values: the null group is returned and counted, and functions over nothing', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.record({ kind: fc.option(fc.constantFrom(...KINDS), { nil: null }), qty: fc.constant(null), price: fc.constant(null) }), { minLength: 1, maxLength: 12 }), async (rows) => {
-        const data = await load(rows);
-        const res = await aggregateGroups(ws.ctx, OBJECT, {
-          metrics: (['count', 'count_distinct', 'sum', 'avg', 'min', 'max'] as Fn[]).map((fn) => ({ field: 'price', function: fn })),
-          groupBy: ['kind'],
-        });
-        expect(res.aggregates.price).toEqual({ count: 0, count_distinct: 0, sum: 0, avg: null, min: null, max: null });
-        const nulls = data.filter((r) => r.kind === null).length;
-        const nullGroup = res.groups!.find((g) => g.values.kind === null);
-        expect(nullGroup?.count ?? 0).toBe(nulls);
-        expect(res.groups!.reduce((s, g) => s + g.count, 0)).toBe(data.length);
-      }),
+      fc.asyncProperty(
+        fc.array(fc.record({ kind: fc.option(fc.constantFrom(...KINDS), { nil: null }), qty: fc.constant(null), price: fc.constant(null) }), { minLength: 1, maxLength: 12 }),
+        async (rows) => {
+          const data = await load(rows);
+          const res = await aggregateGroups(ws.ctx, OBJECT, {
+            metrics: (['count', 'count_distinct', 'sum', 'avg', 'min', 'max'] as Fn[]).map((fn) => ({ field: 'price', function: fn })),
+            groupBy: ['kind'],
+          });
+          expect(res.aggregates.price).toEqual({ count: 0, count_distinct: 0, sum: 0, avg: null, min: null, max: null });
+          const nulls = data.filter((r) => r.kind === null).length;
+          const nullGroup = res.groups!.find((g) => g.values.kind === null);
+          expect(nullGroup?.count ?? 0).toBe(nulls);
+          expect(res.groups!.reduce((s, g) => s + g.count, 0)).toBe(data.length);
+        },
+      ),
       { numRuns: 25 },
     );
   });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, ctxFor, freshDb, makeWorkspace, testAppOn, type TestWorkspace } from './helpers.js';
 import type { Db } from '../src/db/database.js';
 import { configureBudget, heavy, laneState } from '../src/services/budget.js';
+import { call, ctxFor, freshDb, makeWorkspace, type TestWorkspace, testAppOn } from './helpers.js';
 
 /**
  * Fairness in the heavy lane (issue 13, second review, defect 4): one user queueing many heavy

@@ -1,13 +1,13 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { call, freshDb, makeWorkspace, type TestApp } from './helpers.js';
-import { callError, memoryClient } from './mcp-helpers.js';
-import { seededLane } from './lane-helpers.js';
-import { seedWorkspace } from '../src/services/seed.js';
-import { budgetLimits, configureBudget, DEFAULT_LIMITS, laneState, laneStopped, type BudgetLimits } from '../src/services/budget.js';
-import { aggregateTree } from '../src/services/aggregate-tree.js';
 import { budgetConfig, loadConfig } from '../src/config.js';
+import { aggregateTree } from '../src/services/aggregate-tree.js';
+import { type BudgetLimits, budgetLimits, configureBudget, DEFAULT_LIMITS, laneState, laneStopped } from '../src/services/budget.js';
+import { seedWorkspace } from '../src/services/seed.js';
+import { call, freshDb, makeWorkspace, type TestApp } from './helpers.js';
+import { seededLane } from './lane-helpers.js';
+import { callError, memoryClient } from './mcp-helpers.js';
 
 /**
  * Budgets for heavy reads (issue 13, item 1): one expensive request must not stall everyone.
@@ -104,9 +104,7 @@ describe('heavy-read budgets', () => {
 
   it('the (workers + queue + 1)th heavy read answers 503 OVERLOADED with Retry-After', async () => {
     await limits({ queue: 1, perUser: 100 });
-    const all = await Promise.all(
-      Array.from({ length: 4 }, (_, i) => call(t.app, i % 2 ? t.a.adminToken : t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', SLOW_TREE)),
-    );
+    const all = await Promise.all(Array.from({ length: 4 }, (_, i) => call(t.app, i % 2 ? t.a.adminToken : t.a.memberToken, 'POST', '/api/v1/aggregate/contacts/tree', SLOW_TREE)));
     const statuses = all.map((r) => r.status).sort();
     expect(statuses).toEqual([200, 200, 200, 503]);
     const refused = all.find((r) => r.status === 503)!;
@@ -149,7 +147,13 @@ describe('heavy-read budgets', () => {
     await t.app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = t.app.server.address() as AddressInfo;
     const before = laneStopped(t.db).cancelled;
-    const req = http.request({ port, host: '127.0.0.1', method: 'POST', path: '/api/v1/aggregate/contacts/tree', headers: { authorization: `Bearer ${t.a.memberToken}`, 'content-type': 'application/json' } });
+    const req = http.request({
+      port,
+      host: '127.0.0.1',
+      method: 'POST',
+      path: '/api/v1/aggregate/contacts/tree',
+      headers: { authorization: `Bearer ${t.a.memberToken}`, 'content-type': 'application/json' },
+    });
     req.on('error', () => {});
     req.end(JSON.stringify(ISSUE_TREE));
     await expect.poll(() => laneState(t.db).running, { timeout: 5000, interval: 5 }).toBe(1);
@@ -252,7 +256,9 @@ describe('exports in the heavy lane', () => {
     const client = await memoryClient(t.db, t.a);
     expect(await callError(client, 'crm_export', { object: 'contacts', limit: 101 })).toMatch(/^QUERY_TOO_EXPENSIVE: An export holds at most 100 rows/);
     await limits({ exportMaxBytes: 4096 });
-    expect(await callError(client, 'crm_export', { object: 'contacts', limit: 100, include_csv: true })).toMatch(/^QUERY_TOO_EXPENSIVE: The export passed 4,096 bytes.*a filter, fewer fields, or a smaller limit/);
+    expect(await callError(client, 'crm_export', { object: 'contacts', limit: 100, include_csv: true })).toMatch(
+      /^QUERY_TOO_EXPENSIVE: The export passed 4,096 bytes.*a filter, fewer fields, or a smaller limit/,
+    );
     await client.close();
     await limits({});
   }, 30_000);
@@ -271,7 +277,11 @@ describe('exports in the heavy lane', () => {
 describe('configuration', () => {
   it('reads the budget from the environment; bad values are refused at start-up', () => {
     expect(budgetConfig(loadConfig({}))).toEqual({ timeoutMs: 30_000, maxCells: 100_000, queue: 16, exportMaxRows: 10_000, exportMaxBytes: 64 * 1024 * 1024 });
-    expect(budgetConfig(loadConfig({ CRM_QUERY_TIMEOUT_MS: '5000', CRM_QUERY_MAX_CELLS: '2000', CRM_HEAVY_QUEUE: '0', CRM_HEAVY_PER_USER: '3', CRM_EXPORT_MAX_ROWS: '500', CRM_EXPORT_MAX_BYTES: '100000' }))).toEqual({
+    expect(
+      budgetConfig(
+        loadConfig({ CRM_QUERY_TIMEOUT_MS: '5000', CRM_QUERY_MAX_CELLS: '2000', CRM_HEAVY_QUEUE: '0', CRM_HEAVY_PER_USER: '3', CRM_EXPORT_MAX_ROWS: '500', CRM_EXPORT_MAX_BYTES: '100000' }),
+      ),
+    ).toEqual({
       timeoutMs: 5000,
       maxCells: 2000,
       queue: 0,

@@ -1,7 +1,7 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRecords } from '../src/services/records.js';
-import { sql } from 'kysely';
-import { call, makeWorkspace, sqlAll, tableOf as tableOfObject, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { call, makeWorkspace, sqlAll, type TestApp, type TestWorkspace, tableOf as tableOfObject, testApp } from './helpers.js';
 
 /**
  * POST /bulk through Fastify: update by ids or by a FilterGroup in one transaction, dry_run that
@@ -21,7 +21,14 @@ const activity = (w = ws) => sqlAll(t.db, sql`SELECT * FROM activity WHERE works
 const associations = (w = ws) => sqlAll(t.db, sql`SELECT * FROM associations WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
 const stageHistory = (w = ws) => sqlAll(t.db, sql`SELECT * FROM stage_history WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
 /** Everything a bulk request could write. */
-const everything = async () => ({ contacts: await rows('contacts'), opportunities: await rows('opportunities'), companies: await rows('companies'), activity: await activity(), associations: await associations(), stages: await stageHistory() });
+const everything = async () => ({
+  contacts: await rows('contacts'),
+  opportunities: await rows('opportunities'),
+  companies: await rows('companies'),
+  activity: await activity(),
+  associations: await associations(),
+  stages: await stageHistory(),
+});
 
 /** Record ids by a short name (typed loosely: every name used is set in beforeAll). */
 const ids: Record<string, any> = {};
@@ -81,7 +88,18 @@ describe('bulk update', () => {
     const all = await rows('contacts');
     expect(all.filter((x) => x.source === 'event').map((x) => x.first_name)).toEqual(['Cat', 'Dan']);
     // An OR group, and the {field, operator, value} shorthand styles the records API accepts.
-    const or = await bulk({ action: 'update', object: 'contacts', filter: { operator: 'or', conditions: [{ field: 'status', operator: 'eq', value: 'customer' }, { field: 'city', operator: 'is_null' }] }, values: { source: 'partner' } });
+    const or = await bulk({
+      action: 'update',
+      object: 'contacts',
+      filter: {
+        operator: 'or',
+        conditions: [
+          { field: 'status', operator: 'eq', value: 'customer' },
+          { field: 'city', operator: 'is_null' },
+        ],
+      },
+      values: { source: 'partner' },
+    });
     expect(or.body.data.matched).toBe(2);
     expect((await rows('contacts')).filter((x) => x.source === 'partner').map((x) => x.first_name)).toEqual(['Eve', 'Fay']);
   });
@@ -94,7 +112,12 @@ describe('bulk update', () => {
     expect(dup.body.code).toBe('DUPLICATE_RECORD');
     expect(await everything()).toEqual(before);
     // A relation to a record that does not exist, by filter.
-    const rel = await bulk({ action: 'update', object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'lead' }] }, values: { city: 'Oslo', company: '00000000-0000-7000-8000-000000000000' } });
+    const rel = await bulk({
+      action: 'update',
+      object: 'contacts',
+      filter: { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'lead' }] },
+      values: { city: 'Oslo', company: '00000000-0000-7000-8000-000000000000' },
+    });
     expect(rel.status).toBeGreaterThanOrEqual(400);
     expect(rel.status).toBeLessThan(500);
     expect(await everything()).toEqual(before);
@@ -137,12 +160,14 @@ describe('bulk update dry_run', () => {
     expect(r.status).toBe(200);
     const d = r.body.data;
     expect(d).toMatchObject({ action: 'update', object: 'contacts', matched: 5, dry_run: true, would_change: 4, unchanged: 1, changes_by_field: { status: 3, city: 3 } });
-    expect(byId(d.samples)).toEqual(byId([
-      { id: ids.Ann, changes: { status: ['lead', 'qualified'], city: ['Paris', 'Berlin'] } },
-      { id: ids.Ben, changes: { city: ['Paris', 'Berlin'] } },
-      { id: ids.Cat, changes: { status: ['lead', 'qualified'] } },
-      { id: ids.Eve, changes: { status: ['customer', 'qualified'], city: ['Rome', 'Berlin'] } },
-    ]));
+    expect(byId(d.samples)).toEqual(
+      byId([
+        { id: ids.Ann, changes: { status: ['lead', 'qualified'], city: ['Paris', 'Berlin'] } },
+        { id: ids.Ben, changes: { city: ['Paris', 'Berlin'] } },
+        { id: ids.Cat, changes: { status: ['lead', 'qualified'] } },
+        { id: ids.Eve, changes: { status: ['customer', 'qualified'], city: ['Rome', 'Berlin'] } },
+      ]),
+    );
     // Nothing written: record tables, activity, associations, stage history all identical.
     expect(await everything()).toEqual(before);
 
@@ -247,7 +272,12 @@ describe('bulk limits', () => {
       expect(r.body.code).toBe('VALIDATION_ERROR');
       expect(r.body.message).toMatch(/10000/);
     }
-    const add = await call(t.app, big.adminToken, 'POST', '/api/v1/bulk', { action: 'add_relation', object: 'contacts', filter: all, relation: { object: 'contacts', id: (await rows('contacts', big))[0]!.id } });
+    const add = await call(t.app, big.adminToken, 'POST', '/api/v1/bulk', {
+      action: 'add_relation',
+      object: 'contacts',
+      filter: all,
+      relation: { object: 'contacts', id: (await rows('contacts', big))[0]!.id },
+    });
     expect(add.status).toBe(400);
     // More than 10,000 ids.
     const many = await call(t.app, big.adminToken, 'POST', '/api/v1/bulk', { action: 'update', object: 'contacts', ids: Array.from({ length: 10_001 }, (_, i) => `id-${i}`), values: { city: 'X' } });

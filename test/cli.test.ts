@@ -6,13 +6,13 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Db } from '../src/db/database.js';
+import { buildCli } from '../src/cli.js';
+import { type Db, openDatabase } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
 import type { Ctx } from '../src/services/context.js';
 import { listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createUser, createWorkspace, findWorkspace, firstUserWithRole, listUsers } from '../src/services/users.js';
-import { buildCli } from '../src/cli.js';
 import { call, freshDb, tableNames } from './helpers.js';
 
 /**
@@ -32,9 +32,7 @@ interface Run {
 }
 
 /** The environment of a clean shell: no CRM_* settings leak in from the one running the tests. */
-const baseEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !k.startsWith('CRM_') && !['PORT', 'HOST', 'LOG_LEVEL'].includes(k)),
-) as Record<string, string>;
+const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CRM_') && !['PORT', 'HOST', 'LOG_LEVEL'].includes(k))) as Record<string, string>;
 
 function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve, reject) => {

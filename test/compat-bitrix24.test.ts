@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/http/app.js';
-import { createToken, createUser, revokeToken, type User } from '../src/services/users.js';
 import { TASK_PRIORITIES, TASK_STATUSES } from '../src/services/system-objects.js';
-import { call, freshDb, listAll, makeWorkspace, silent, testApp, type TestApp } from './helpers.js';
-import { decimal, present, prng, toCents, type Rec } from './aggregate-reference.js';
+import { createToken, createUser, revokeToken, type User } from '../src/services/users.js';
+import { decimal, present, prng, type Rec, toCents } from './aggregate-reference.js';
+import { call, freshDb, listAll, makeWorkspace, silent, type TestApp, testApp } from './helpers.js';
 
 /**
  * POST /v1/tasks/aggregate after bitrix24-tasks-aggregate.txt: every example request of the document
@@ -56,10 +56,12 @@ function groups(rs: Rec[], by: string[], ms: { field: string; function: string }
     const k = JSON.stringify(by.map((b) => (b === 'groupId' ? null : bitrixValue(b, r[OURS[b]!] ?? null))));
     m.set(k, [...(m.get(k) ?? []), r]);
   }
-  return sortGroups([...m.entries()].map(([k, members]) => {
-    const vals = JSON.parse(k) as unknown[];
-    return { ...Object.fromEntries(by.map((b, i) => [b, vals[i]])), count: members.length, aggregates: aggregates(members, ms) };
-  }));
+  return sortGroups(
+    [...m.entries()].map(([k, members]) => {
+      const vals = JSON.parse(k) as unknown[];
+      return { ...Object.fromEntries(by.map((b, i) => [b, vals[i]])), count: members.length, aggregates: aggregates(members, ms) };
+    }),
+  );
 }
 
 const sortGroups = (gs: Rec[]) => [...gs].sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y)));
@@ -107,8 +109,7 @@ describe('Bitrix24 tasks aggregate (POST /v1/tasks/aggregate)', () => {
       crm_task_budget: r.next() < 0.2 ? null : r.int(1, 5_000_000) / 100,
       crm_task_area: r.pick(['north', 'south']),
     }));
-    for (let i = 0; i < data.length; i += 100)
-      expect((await call(t.app, t.a.adminToken, 'POST', '/api/v1/records/tasks/batch/create', { records: data.slice(i, i + 100) })).status).toBe(201);
+    for (let i = 0; i < data.length; i += 100) expect((await call(t.app, t.a.adminToken, 'POST', '/api/v1/records/tasks/batch/create', { records: data.slice(i, i + 100) })).status).toBe(201);
     // Another workspace's tasks are never counted.
     expect((await call(t.app, t.b.adminToken, 'POST', '/api/v1/records/tasks', { title: 'Beta task', time_estimate: 999 })).status).toBe(201);
     tasks = await listAll(t.a.ctx, 'tasks');
@@ -158,7 +159,10 @@ describe('Bitrix24 tasks aggregate (POST /v1/tasks/aggregate)', () => {
     });
 
     it('groupBy as an array: ["status", "responsibleId"]', async () => {
-      const r = await send(t, '{"aggregate": [{ "field": "timeEstimate", "function": "sum" }], "groupBy": ["status", "responsibleId"]}', { 'X-Api-Key': t.a.adminToken, 'Content-Type': 'application/json' });
+      const r = await send(t, '{"aggregate": [{ "field": "timeEstimate", "function": "sum" }], "groupBy": ["status", "responsibleId"]}', {
+        'X-Api-Key': t.a.adminToken,
+        'Content-Type': 'application/json',
+      });
       expect(r.status).toBe(200);
       expectAnswer(r.body, tasks, main, ['status', 'responsibleId']);
     });
@@ -185,15 +189,19 @@ describe('Bitrix24 tasks aggregate (POST /v1/tasks/aggregate)', () => {
       expectAnswer(r.body, tasks, [{ field: 'UF_CRM_TASK_BUDGET', function: 'sum' }], ['priority']);
     });
 
-    it('filter by responsibleId, the request table\'s example', async () => {
+    it("filter by responsibleId, the request table's example", async () => {
       const who = users[2]!.id;
       const r = await send(t, JSON.stringify({ filter: { responsibleId: who } }), { 'X-Api-Key': t.a.adminToken, 'Content-Type': 'application/json' });
       expect(r.status).toBe(200);
-      expectAnswer(r.body, tasks.filter((x) => x.assignee === who), []);
+      expectAnswer(
+        r.body,
+        tasks.filter((x) => x.assignee === who),
+        [],
+      );
       expect(r.body.data.meta.totalRecords).toBe(tasks.length);
     });
 
-    it('400 — non-existent field, in the document\'s error shape', async () => {
+    it("400 — non-existent field, in the document's error shape", async () => {
       const r = await send(t, '{"aggregate": [{ "field": "noSuchField", "function": "sum" }]}', { 'X-Api-Key': t.a.adminToken, 'Content-Type': 'application/json' });
       expect(r.status).toBe(400);
       expect(r.body).toEqual({ success: false, error: { code: 'INVALID_PARAMS', message: expect.any(String) } });

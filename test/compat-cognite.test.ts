@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRecords } from '../src/services/records.js';
-import { setClock } from '../src/services/clock.js';
 import { TREE_LIMITS } from '../src/services/aggregate-tree.js';
-import { call, listAll, testApp, type TestApp } from './helpers.js';
+import { setClock } from '../src/services/clock.js';
+import { createRecords } from '../src/services/records.js';
 import { prng, type Rec } from './aggregate-reference.js';
+import { call, listAll, type TestApp, testApp } from './helpers.js';
 
 /**
  * POST /api/v1/projects/{project}/streams/{streamId}/records/aggregate, after
@@ -104,9 +104,7 @@ const MAKERS = ['Cognite', 'AkerBP', 'Equinor', 'Aibel', 'Aker', 'Statkraft', 'H
 function buckets(rs: Rec[], f: string, sub?: (g: Rec[]) => Rec) {
   const groups = new Map<unknown, Rec[]>();
   for (const r of rs) if (r[f] !== null && r[f] !== undefined) groups.set(r[f], [...(groups.get(r[f]) ?? []), r]);
-  return [...groups]
-    .sort(([a, x], [b, y]) => y.length - x.length || (String(a) < String(b) ? -1 : 1))
-    .map(([value, g]) => ({ value, count: g.length, ...(sub ? { aggregates: sub(g) } : {}) }));
+  return [...groups].sort(([a, x], [b, y]) => y.length - x.length || (String(a) < String(b) ? -1 : 1)).map(([value, g]) => ({ value, count: g.length, ...(sub ? { aggregates: sub(g) } : {}) }));
 }
 const nums = (rs: Rec[], f: string) => rs.map((r) => r[f]).filter((v): v is number => typeof v === 'number');
 const min = (xs: number[]) => (xs.length ? Math.min(...xs) : null);
@@ -164,14 +162,7 @@ describe('Cognite records aggregate (POST /api/v1/projects/{project}/streams/{st
 
   const example = (rs: Rec[]) => {
     const hits = rs.filter(
-      (d) =>
-        Array.isArray(d.my_property) &&
-        d.my_property.includes('10011') &&
-        d.my_property.includes('10012') &&
-        typeof d.my_weight === 'number' &&
-        d.my_weight >= 0 &&
-        ms(d) > T0 &&
-        ms(d) < T1,
+      (d) => Array.isArray(d.my_property) && d.my_property.includes('10011') && d.my_property.includes('10012') && typeof d.my_weight === 'number' && d.my_weight >= 0 && ms(d) > T0 && ms(d) < T1,
     );
     return {
       hits,
@@ -220,7 +211,7 @@ describe('Cognite records aggregate (POST /api/v1/projects/{project}/streams/{st
       expect(Object.keys(r.body)).toEqual(['aggregates']);
     });
 
-    it("the aggregates dictionary example (uniqueValues with an avg sub-aggregate)", async () => {
+    it('the aggregates dictionary example (uniqueValues with an avg sub-aggregate)', async () => {
       const body = {
         aggregates: {
           my_aggr_1: { min: { property: ['space1', 'container1', 'my_weight'] } },
@@ -286,7 +277,7 @@ describe('Cognite records aggregate (POST /api/v1/projects/{project}/streams/{st
       [{ gt: '1705341600000' }, /ISO-8601/],
       [{ gt: T0, between: [1, 2] }, /unknown: between/],
       [[T0], /must be an object/],
-    ])('%j is refused in Cognite\'s error shape', async (lastUpdatedTime, message) => {
+    ])("%j is refused in Cognite's error shape", async (lastUpdatedTime, message) => {
       const r = await post({ aggregates: { a: { max: { property: P('price') } } }, lastUpdatedTime });
       expect(r.status).toBe(400);
       expect(Object.keys(r.body)).toEqual(['error']);
@@ -311,7 +302,11 @@ describe('Cognite records aggregate (POST /api/v1/projects/{project}/streams/{st
       ['in', { in: { property: P('region'), values: ['ie1', 'eu2'] } }, (d: Rec) => d.region === 'ie1' || d.region === 'eu2'],
       ['prefix', { prefix: { property: P('manufacturer'), value: 'Ake' } }, (d: Rec) => String(d.manufacturer).startsWith('Ake')],
       ['exists', { exists: { property: P('price') } }, (d: Rec) => d.price !== null],
-      ['or', { or: [{ equals: { property: P('region'), value: 'ie1' } }, { range: { property: P('my_weight'), lt: 0 } }] }, (d: Rec) => d.region === 'ie1' || (typeof d.my_weight === 'number' && d.my_weight < 0)],
+      [
+        'or',
+        { or: [{ equals: { property: P('region'), value: 'ie1' } }, { range: { property: P('my_weight'), lt: 0 } }] },
+        (d: Rec) => d.region === 'ie1' || (typeof d.my_weight === 'number' && d.my_weight < 0),
+      ],
       ['not', { not: { equals: { property: P('region'), value: 'us1' } } }, (d: Rec) => d.region !== 'us1'],
     ])('%s', async (_kind, filter, match) => {
       const want = named(devices).filter(match).length;
@@ -328,8 +323,7 @@ describe('Cognite records aggregate (POST /api/v1/projects/{project}/streams/{st
     };
     const ok = { aggregates: { a: { max: { property: P('price') } } } };
     const level = (n: number, leaf: unknown) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`a${i}`, leaf]));
-    const deep = (depth: number): unknown =>
-      depth === 1 ? { min: { property: P('price') } } : { uniqueValues: { property: P('region'), aggregates: { x: deep(depth - 1) } } };
+    const deep = (depth: number): unknown => (depth === 1 ? { min: { property: P('price') } } : { uniqueValues: { property: P('region'), aggregates: { x: deep(depth - 1) } } });
 
     it('streams: the pattern, unknown streams, other workspaces', async () => {
       await refused(ok, 400, /streamId 'Devices'/, '/api/v1/projects/acme/streams/Devices/records/aggregate');

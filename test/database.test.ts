@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Db } from '../src/db/database.js';
+import { type Db, openDatabase } from '../src/db/database.js';
 import { freshDb, onPostgres, sqlAll, sqlGet, sqlRun } from './helpers.js';
 
 /** The SQLite file as the service opens it: bulk mode for long loads, and what it leaves behind. */
@@ -26,9 +26,9 @@ describe('bulk mode', () => {
       const during = await db.bulk(async () => {
         // About 6 MiB in small transactions: with the default setting, checkpoints would run in between.
         for (let b = 0; b < 6; b++)
-          await db.kysely.transaction().execute((trx) =>
-            sqlRun(trx, sql`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO t (x) SELECT replace(hex(zeroblob(500)), '0', 'x') FROM n`),
-          );
+          await db.kysely
+            .transaction()
+            .execute((trx) => sqlRun(trx, sql`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO t (x) SELECT replace(hex(zeroblob(500)), '0', 'x') FROM n`));
         const walPages = (await walCheckpoint(db)).log;
         return { setting: await pragma(db, 'wal_autocheckpoint'), cache: await pragma(db, 'cache_size'), walPages };
       });
@@ -41,7 +41,11 @@ describe('bulk mode', () => {
       const after = await walCheckpoint(db);
       expect(after.checkpointed).toBe(after.log);
 
-      await expect(db.bulk(async () => { throw new Error('load failed'); })).rejects.toThrow('load failed');
+      await expect(
+        db.bulk(async () => {
+          throw new Error('load failed');
+        }),
+      ).rejects.toThrow('load failed');
       expect(await pragma(db, 'wal_autocheckpoint')).toBe(1000);
       expect((await sqlGet<{ n: number }>(db, 'SELECT COUNT(*) AS n FROM t'))!.n).toBe(6000);
       expect((await sqlGet<{ n: number }>(db, 'SELECT min(length(x)) AS n FROM t'))!.n).toBe(1000);
@@ -54,7 +58,11 @@ describe('bulk mode', () => {
     const db = await freshDb();
     try {
       expect(await db.bulk(async () => 42)).toBe(42);
-      await expect(db.bulk(async () => { throw new Error('load failed'); })).rejects.toThrow('load failed');
+      await expect(
+        db.bulk(async () => {
+          throw new Error('load failed');
+        }),
+      ).rejects.toThrow('load failed');
     } finally {
       await db.close();
     }

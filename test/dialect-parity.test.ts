@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, ctxFor, dropSchemaOf, makeWorkspace, onPostgres, schemaUrl, testApp, TEST_DATABASE_URL, type TestApp } from './helpers.js';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
+import { recordActivity } from '../src/services/activity.js';
+import { listChanges } from '../src/services/changes.js';
+import { createRecord } from '../src/services/records.js';
 import { createField, getSchema } from '../src/services/schema.js';
 import { searchAll } from '../src/services/search.js';
-import { listChanges } from '../src/services/changes.js';
-import { recordActivity } from '../src/services/activity.js';
-import { createRecord } from '../src/services/records.js';
+import { call, ctxFor, dropSchemaOf, makeWorkspace, onPostgres, schemaUrl, TEST_DATABASE_URL, type TestApp, testApp } from './helpers.js';
 
 /**
  * Behaviours where SQLite and PostgreSQL differ by default, answered the same on both (the suite
@@ -18,7 +18,13 @@ const api = (method: string, url: string, body?: unknown) => call(t.app, t.a.adm
 
 beforeAll(async () => {
   t = await testApp();
-  for (const [first_name, last_name] of [['Élodie', 'Zola'], ['élise', 'apple'], ['Emma', 'Banana'], ['ÉMILE', null], ['zoë', 'Äpfel']])
+  for (const [first_name, last_name] of [
+    ['Élodie', 'Zola'],
+    ['élise', 'apple'],
+    ['Emma', 'Banana'],
+    ['ÉMILE', null],
+    ['zoë', 'Äpfel'],
+  ])
     expect((await api('POST', '/records/contacts', { first_name, last_name })).status).toBe(201);
 });
 afterAll(() => t.close());
@@ -26,7 +32,9 @@ afterAll(() => t.close());
 describe('the same answers on both dialects', () => {
   it('contains folds the case of non-ASCII letters, as it does for ASCII ones', async () => {
     const names = async (value: string) =>
-      (await api('GET', `/records/contacts?filter_field=first_name&filter_operator=contains&filter_value=${encodeURIComponent(value)}`)).body.data.map((r: { first_name: string }) => r.first_name).sort();
+      (await api('GET', `/records/contacts?filter_field=first_name&filter_operator=contains&filter_value=${encodeURIComponent(value)}`)).body.data
+        .map((r: { first_name: string }) => r.first_name)
+        .sort();
     expect(await names('él')).toEqual(['Élodie', 'élise']);
     expect(await names('ÉL')).toEqual(['Élodie', 'élise']);
     expect(await names('émile')).toEqual(['ÉMILE']);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, freshDb, makeWorkspace, testAppOn, type TestApp } from './helpers.js';
+import { type BudgetLimits, budgetLimits, configureBudget, laneState } from '../src/services/budget.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { budgetLimits, configureBudget, laneState, type BudgetLimits } from '../src/services/budget.js';
+import { call, freshDb, type TestApp, testAppOn } from './helpers.js';
 
 /**
  * Duplicate detection is a heavy read that runs on the main thread (issue 13, second review,

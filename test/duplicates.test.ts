@@ -1,6 +1,6 @@
+import { type RawBuilder, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sql, type RawBuilder } from 'kysely';
-import { call, indexedDocs, makeWorkspace, sqlAll, tableOf as tableOfObject, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { call, indexedDocs, makeWorkspace, sqlAll, type TestApp, type TestWorkspace, tableOf as tableOfObject, testApp } from './helpers.js';
 
 /**
  * POST /duplicates through Fastify: detection (clusters with evidence and a score), merge with a
@@ -189,12 +189,7 @@ describe('detect', () => {
     expect(r.total).toBe(1);
     const c = r.data[0];
     expect(c.records.map((x: { id: string }) => x.id).sort()).toEqual([a, b].sort());
-    expect(c.evidence).toEqual(
-      expect.arrayContaining([
-        expect.objectContaining({ kind: 'domain', value: 'initech.com' }),
-        expect.objectContaining({ kind: 'name', field: 'name', value: 'initech' }),
-      ]),
-    );
+    expect(c.evidence).toEqual(expect.arrayContaining([expect.objectContaining({ kind: 'domain', value: 'initech.com' }), expect.objectContaining({ kind: 'name', field: 'name', value: 'initech' })]));
     expect(c.score).toBeCloseTo(1 - 0.15 * 0.3, 3);
   });
 });
@@ -215,9 +210,24 @@ describe('merge and unmerge', () => {
     id.acme = (await ok('POST', '/records/companies', { name: 'Acme' })).id;
     id.globex = (await ok('POST', '/records/companies', { name: 'Globex' })).id;
     id.initech = (await ok('POST', '/records/companies', { name: 'Initech' })).id;
-    id.P = (await ok('POST', '/records/contacts', { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@example.com', job_title: 'Countess', status: 'customer', company: id.acme, tags: ['vip'] })).id;
-    id.D1 = (await ok('POST', '/records/contacts', { first_name: 'Ada', last_name: 'Lovelace', phone: '+44 20 7946 0000', job_title: 'Mathematician', city: 'London', company: id.acme, tags: ['newsletter'] })).id;
-    id.D2 = (await ok('POST', '/records/contacts', { first_name: 'Augusta Ada', last_name: 'King', email: 'ada.king@example.com', phone: '020 7946 0001', city: 'Paris', country: 'UK', linkedin_url: 'https://linkedin.com/in/adaking', status: 'lead' })).id;
+    id.P = (
+      await ok('POST', '/records/contacts', { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@example.com', job_title: 'Countess', status: 'customer', company: id.acme, tags: ['vip'] })
+    ).id;
+    id.D1 = (
+      await ok('POST', '/records/contacts', { first_name: 'Ada', last_name: 'Lovelace', phone: '+44 20 7946 0000', job_title: 'Mathematician', city: 'London', company: id.acme, tags: ['newsletter'] })
+    ).id;
+    id.D2 = (
+      await ok('POST', '/records/contacts', {
+        first_name: 'Augusta Ada',
+        last_name: 'King',
+        email: 'ada.king@example.com',
+        phone: '020 7946 0001',
+        city: 'Paris',
+        country: 'UK',
+        linkedin_url: 'https://linkedin.com/in/adaking',
+        status: 'lead',
+      })
+    ).id;
     id.charles = (await ok('POST', '/records/contacts', { first_name: 'Charles', last_name: 'Babbage', email: 'charles@example.com' })).id;
     await ok('PUT', `/records/contacts/${id.D2}`, { source: 'referral' });
 
@@ -299,7 +309,15 @@ describe('merge and unmerge', () => {
       dry_run: true,
     });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
-    expect(r.body.data.record).toMatchObject({ job_title: 'Mathematician', email: 'ada.king@example.com', city: 'Paris', status: 'qualified', country: null, last_name: 'Lovelace', phone: '+44 20 7946 0000' });
+    expect(r.body.data.record).toMatchObject({
+      job_title: 'Mathematician',
+      email: 'ada.king@example.com',
+      city: 'Paris',
+      status: 'qualified',
+      country: null,
+      last_name: 'Lovelace',
+      phone: '+44 20 7946 0000',
+    });
     expect(r.body.data.changes).toMatchObject({
       job_title: { from: 'Countess', to: 'Mathematician', source: id.D1 },
       email: { from: 'ada@example.com', to: 'ada.king@example.com', source: id.D2 },
@@ -335,7 +353,9 @@ describe('merge and unmerge', () => {
       expect(r.body.code).toBe('PERMISSION_DENIED');
     }
     const extra = await makeWorkspace(t.db, 'merge21');
-    const imported = await call(t.app, extra.adminToken, 'POST', '/api/v1/import/contacts', { records: Array.from({ length: 22 }, (_, i) => ({ first_name: `P${i}`, last_name: `Many${i}`, email: `p${i}@many.test` })) });
+    const imported = await call(t.app, extra.adminToken, 'POST', '/api/v1/import/contacts', {
+      records: Array.from({ length: 22 }, (_, i) => ({ first_name: `P${i}`, last_name: `Many${i}`, email: `p${i}@many.test` })),
+    });
     expect(imported.body.created).toBe(22);
     const list = (await call(t.app, extra.adminToken, 'GET', '/api/v1/records/contacts?limit=100&fields=id')).body.data.map((x: { id: string }) => x.id);
     const tooMany = await call(t.app, extra.adminToken, 'POST', '/api/v1/duplicates', { action: 'merge', object: 'contacts', primary_id: list[0], duplicate_ids: list.slice(1, 22) });
@@ -382,7 +402,16 @@ describe('merge and unmerge', () => {
     expect(threads).toEqual([id.TH1, id.TH2].sort());
     // Timeline: the merge on top, then the duplicates' history (their creation, the note, the emails).
     const timeline = (await api('GET', `/activity/contacts/${id.P}?limit=100`)).body.data as { action: string; details: any }[];
-    expect(timeline[0]).toMatchObject({ action: 'merged', details: { merge_id: m.merge_id, merged: [{ id: id.D1, name: 'Ada Lovelace' }, { id: id.D2, name: 'Augusta Ada King' }] } });
+    expect(timeline[0]).toMatchObject({
+      action: 'merged',
+      details: {
+        merge_id: m.merge_id,
+        merged: [
+          { id: id.D1, name: 'Ada Lovelace' },
+          { id: id.D2, name: 'Augusta Ada King' },
+        ],
+      },
+    });
     expect(timeline.filter((e) => e.action === 'created')).toHaveLength(3);
     expect(timeline.map((e) => e.action)).toEqual(expect.arrayContaining(['note_added', 'email_received', 'updated', 'associated']));
     // Every activity entry of the duplicates now belongs to the primary.

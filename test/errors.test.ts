@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createToken, revokeToken } from '../src/services/users.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, type TestApp, testApp } from './helpers.js';
 
 /** Every error of the contract: status, code and the body {error: true, code, message}. */
 
@@ -48,7 +48,7 @@ describe('MISSING_REQUIRED_FIELD (400)', () => {
 });
 
 describe('VALIDATION_ERROR (400)', () => {
-  it("bad email: \"Field 'email' must be a valid email address\"", async () => {
+  it('bad email: "Field \'email\' must be a valid email address"', async () => {
     expectError(await api('POST', '/records/contacts', { first_name: 'A', email: 'not-an-email' }), 400, 'VALIDATION_ERROR', "Field 'email' must be a valid email address");
     expectError(await api('POST', '/records/contacts', { first_name: 'A', email: 'a@b' }), 400, 'VALIDATION_ERROR', "Field 'email' must be a valid email address");
   });

@@ -1,13 +1,13 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
 import { FILTER_VALUE_HELP, type FilterGroup, type Operator } from '../src/services/filters.js';
-import { localMidnight } from '../src/services/relative-dates.js';
 import { createRecords, listRecords } from '../src/services/records.js';
+import { localMidnight } from '../src/services/relative-dates.js';
 import { createObject } from '../src/services/schema.js';
 import { updateWorkspace } from '../src/services/workspace.js';
-import { call, listAll, testApp, type TestApp } from './helpers.js';
+import { call, listAll, type TestApp, testApp } from './helpers.js';
 import { callError, callOk, memoryClient } from './mcp-helpers.js';
 
 /**
@@ -61,7 +61,10 @@ describe("'me' on fields relating to users", () => {
   let theirs: string[];
   let nobody: string[];
   beforeAll(async () => {
-    mine = await createRecords(t.a.ctx, 'contacts', [{ first_name: 'Me1', owner: t.a.admin.id }, { first_name: 'Me2', owner: t.a.admin.id }]).then(ids);
+    mine = await createRecords(t.a.ctx, 'contacts', [
+      { first_name: 'Me1', owner: t.a.admin.id },
+      { first_name: 'Me2', owner: t.a.admin.id },
+    ]).then(ids);
     theirs = await createRecords(t.a.ctx, 'contacts', [{ first_name: 'Them', owner: t.a.member.id }]).then(ids);
     nobody = await createRecords(t.a.ctx, 'contacts', [{ first_name: 'Nobody' }]).then(ids);
   });
@@ -133,7 +136,14 @@ describe('relative dates against a fixed clock, in America/New_York', () => {
   let events: Ev[] = [];
 
   beforeAll(async () => {
-    await createObject(t.a.ctx, { name: 'events', fields: [{ name: 'title', type: 'TEXT' }, { name: 'day', type: 'DATE' }, { name: 'at', type: 'DATETIME' }] });
+    await createObject(t.a.ctx, {
+      name: 'events',
+      fields: [
+        { name: 'title', type: 'TEXT' },
+        { name: 'day', type: 'DATE' },
+        { name: 'at', type: 'DATETIME' },
+      ],
+    });
     await updateWorkspace(t.a.ctx, { time_zone: 'America/New_York' });
     // Each boundary of each period, just inside and just outside.
     const days = new Set<string>();
@@ -181,7 +191,12 @@ describe('relative dates against a fixed clock, in America/New_York', () => {
       for (const [op, pred] of Object.entries(expected)) {
         const value = op === 'between' ? [word, word] : op === 'in' || op === 'not_in' ? [word] : word;
         const got = (await listAll(t.a.ctx, 'events', and({ field, operator: op as Operator, value }))).map((r) => r.id as string).sort();
-        expect(got, `${field} ${op} ${word}`).toEqual(events.filter(pred).map((r) => r.id).sort());
+        expect(got, `${field} ${op} ${word}`).toEqual(
+          events
+            .filter(pred)
+            .map((r) => r.id)
+            .sort(),
+        );
       }
     };
     for (const [word, s, e, sa, ea] of PERIODS) {
@@ -193,9 +208,19 @@ describe('relative dates against a fixed clock, in America/New_York', () => {
   it('mixes periods and literals: between a date and a period, in with several periods', async () => {
     setClock(NOW);
     const got = await listAll(t.a.ctx, 'events', and({ field: 'day', operator: 'between', value: ['2024-03-01', 'yesterday'] }));
-    expect(ids(got)).toEqual(events.filter((r) => r.day !== null && r.day >= '2024-03-01' && r.day < '2024-03-12').map((r) => r.id).sort());
+    expect(ids(got)).toEqual(
+      events
+        .filter((r) => r.day !== null && r.day >= '2024-03-01' && r.day < '2024-03-12')
+        .map((r) => r.id)
+        .sort(),
+    );
     const two = await listAll(t.a.ctx, 'events', and({ field: 'at', operator: 'in', value: ['today', 'tomorrow'] }));
-    expect(ids(two)).toEqual(events.filter((r) => r.at !== null && r.at >= EDT('2024-03-12') && r.at < EDT('2024-03-14')).map((r) => r.id).sort());
+    expect(ids(two)).toEqual(
+      events
+        .filter((r) => r.at !== null && r.at >= EDT('2024-03-12') && r.at < EDT('2024-03-14'))
+        .map((r) => r.id)
+        .sort(),
+    );
     // A bare date keeps its meaning: eq on a DATE is that day.
     const bare = await listAll(t.a.ctx, 'events', and({ field: 'day', operator: 'eq', value: '2024-03-12' }));
     expect(bare.map((r) => r.day)).toEqual(['2024-03-12']);
@@ -203,7 +228,10 @@ describe('relative dates against a fixed clock, in America/New_York', () => {
 
   it('the same words over REST query strings and MCP, in the zone the workspace has', async () => {
     setClock(NOW);
-    const today = events.filter((r) => r.at !== null && r.at >= EDT('2024-03-12') && r.at < EDT('2024-03-13')).map((r) => r.id).sort();
+    const today = events
+      .filter((r) => r.at !== null && r.at >= EDT('2024-03-12') && r.at < EDT('2024-03-13'))
+      .map((r) => r.id)
+      .sort();
     const rest = await api('GET', `/records/events?${qs({ filter_field: 'at', filter_operator: 'eq', filter_value: 'today', limit: 100 })}`);
     expect(ids(rest.body.data)).toEqual(today);
     const viaMcp = await callOk(mcp, tools, 'crm_search', { object: 'events', filter: and({ field: 'at', operator: 'eq', value: 'today' }), limit: 100 });
@@ -233,13 +261,31 @@ describe('relative dates against a fixed clock, in America/New_York', () => {
   });
 
   it('a 25-hour day (New York, end of summer time) and a zone east of UTC (Kolkata, +05:30)', async () => {
-    await createObject(t.a.ctx, { name: 'moments', fields: [{ name: 'label', type: 'TEXT' }, { name: 'at', type: 'DATETIME' }] });
-    const marks = ['2024-11-03T03:59:59.999Z', '2024-11-03T04:00:00.000Z', '2024-11-04T04:59:59.999Z', '2024-11-04T05:00:00.000Z',
-      '2024-10-28T03:59:59.999Z', '2024-10-28T04:00:00.000Z', '2024-03-11T18:29:59.999Z', '2024-03-11T18:30:00.000Z',
-      '2024-03-12T18:29:59.999Z', '2024-03-12T18:30:00.000Z'];
-    await createRecords(t.a.ctx, 'moments', marks.map((at, i) => ({ label: `m${i}`, at })));
-    const match = async (value: string) =>
-      (await listAll(t.a.ctx, 'moments', and({ field: 'at', operator: 'eq', value }))).map((r) => r.at as string).sort();
+    await createObject(t.a.ctx, {
+      name: 'moments',
+      fields: [
+        { name: 'label', type: 'TEXT' },
+        { name: 'at', type: 'DATETIME' },
+      ],
+    });
+    const marks = [
+      '2024-11-03T03:59:59.999Z',
+      '2024-11-03T04:00:00.000Z',
+      '2024-11-04T04:59:59.999Z',
+      '2024-11-04T05:00:00.000Z',
+      '2024-10-28T03:59:59.999Z',
+      '2024-10-28T04:00:00.000Z',
+      '2024-03-11T18:29:59.999Z',
+      '2024-03-11T18:30:00.000Z',
+      '2024-03-12T18:29:59.999Z',
+      '2024-03-12T18:30:00.000Z',
+    ];
+    await createRecords(
+      t.a.ctx,
+      'moments',
+      marks.map((at, i) => ({ label: `m${i}`, at })),
+    );
+    const match = async (value: string) => (await listAll(t.a.ctx, 'moments', and({ field: 'at', operator: 'eq', value }))).map((r) => r.at as string).sort();
     const between = (lo: string, hi: string) => marks.filter((m) => m >= lo && m < hi).sort();
     // Sunday 2024-11-03, 23:30 EST: the clocks went back at 02:00 that morning.
     setClock(Date.parse('2024-11-04T04:30:00Z'));
@@ -298,22 +344,52 @@ describe('related-record fields: filter, sort, groupBy', () => {
   it('filters on company.industry and owner.name with the related field type, over REST and MCP', async () => {
     const api = (m: string, p: string, b?: unknown) => call(t.app, t.b.adminToken, m, `/api/v1${p}`, b);
     const sw = await api('GET', `/records/contacts?${qs({ filter_field: 'company.industry', filter_operator: 'eq', filter_value: 'software', limit: 100 })}`);
-    expect(ids(sw.body.data)).toEqual(contacts.filter((c) => industry(c) === 'software').map((c) => c.id).sort());
+    expect(ids(sw.body.data)).toEqual(
+      contacts
+        .filter((c) => industry(c) === 'software')
+        .map((c) => c.id)
+        .sort(),
+    );
     // neq includes contacts with no company or a company without an industry.
     const notSw = await api('POST', '/records/contacts/search', { operator: 'and', conditions: [{ field: 'company.industry', operator: 'neq', value: 'software' }], limit: 100 });
-    expect(ids(notSw.body.data)).toEqual(contacts.filter((c) => industry(c) !== 'software').map((c) => c.id).sort());
+    expect(ids(notSw.body.data)).toEqual(
+      contacts
+        .filter((c) => industry(c) !== 'software')
+        .map((c) => c.id)
+        .sort(),
+    );
     const empty = await api('POST', '/records/contacts/search', { operator: 'and', conditions: [{ field: 'company.industry', operator: 'is_null' }], limit: 100 });
-    expect(ids(empty.body.data)).toEqual(contacts.filter((c) => industry(c) === null).map((c) => c.id).sort());
+    expect(ids(empty.body.data)).toEqual(
+      contacts
+        .filter((c) => industry(c) === null)
+        .map((c) => c.id)
+        .sort(),
+    );
     const owner = await api('POST', '/records/contacts/search', { operator: 'and', conditions: [{ field: 'owner.name', operator: 'contains', value: 'MEMBER' }], limit: 100 });
-    expect(ids(owner.body.data)).toEqual(contacts.filter((c) => c.owner === t.b.member.id).map((c) => c.id).sort());
+    expect(ids(owner.body.data)).toEqual(
+      contacts
+        .filter((c) => c.owner === t.b.member.id)
+        .map((c) => c.id)
+        .sort(),
+    );
     const role = await api('POST', '/aggregate/contacts', { filter: { 'owner.role': 'admin' } });
     expect(role.body.data.count).toBe(contacts.filter((c) => c.owner === t.b.admin.id).length);
     const roleIds = await listAll(t.b.ctx, 'contacts', and({ field: 'owner.role', operator: 'eq', value: 'admin' }));
-    expect(ids(roleIds)).toEqual(contacts.filter((c) => c.owner === t.b.admin.id).map((c) => c.id).sort());
+    expect(ids(roleIds)).toEqual(
+      contacts
+        .filter((c) => c.owner === t.b.admin.id)
+        .map((c) => c.id)
+        .sort(),
+    );
     const client = await memoryClient(t.db, t.b);
     const listed = (await client.listTools()).tools;
     const r = await callOk(client, listed, 'crm_search', { object: 'contacts', filter: and({ field: 'company.name', operator: 'starts_with', value: 'ini' }), limit: 100 });
-    expect(ids(r.data)).toEqual(contacts.filter((c) => companyName(c) === 'Initech').map((c) => c.id).sort());
+    expect(ids(r.data)).toEqual(
+      contacts
+        .filter((c) => companyName(c) === 'Initech')
+        .map((c) => c.id)
+        .sort(),
+    );
     // A user of another workspace never matches through owner.name.
     const other = await listAll(t.b.ctx, 'contacts', and({ field: 'owner.name', operator: 'eq', value: 'alpha Admin' }));
     expect(other).toEqual([]);
@@ -323,9 +399,7 @@ describe('related-record fields: filter, sort, groupBy', () => {
   it('sorts by company.name: paging with the cursor gives every record once, in order (nulls lowest)', async () => {
     const cmp = (x: string | null, y: string | null) => (x === y ? 0 : x === null ? -1 : y === null ? 1 : x < y ? -1 : 1);
     for (const dir of ['asc', 'desc'] as const) {
-      const expected = [...contacts]
-        .sort((a, b) => cmp(companyName(a), companyName(b)) || a.seq - b.seq)
-        .map((c) => c.id);
+      const expected = [...contacts].sort((a, b) => cmp(companyName(a), companyName(b)) || a.seq - b.seq).map((c) => c.id);
       if (dir === 'desc') expected.reverse();
       for (const limit of [1, 4, 7]) {
         const got: string[] = [];
@@ -349,7 +423,12 @@ describe('related-record fields: filter, sort, groupBy', () => {
       cursor = r.body.nextCursor ?? undefined;
     } while (cursor);
     const ownerName = (c: { owner: string | null }) => (c.owner === t.b.admin.id ? 'beta Admin' : c.owner === t.b.member.id ? 'beta Member' : null);
-    expect(got).toEqual(contacts.filter((c) => c.company !== null).sort((a, b) => cmp(ownerName(a), ownerName(b)) || a.seq - b.seq).map((c) => c.id));
+    expect(got).toEqual(
+      contacts
+        .filter((c) => c.company !== null)
+        .sort((a, b) => cmp(ownerName(a), ownerName(b)) || a.seq - b.seq)
+        .map((c) => c.id),
+    );
     // A cursor of one sort does not continue another.
     const first = await listRecords(t.b.ctx, 'contacts', { sortBy: 'company.name', limit: 2 });
     await expect(listRecords(t.b.ctx, 'contacts', { sortBy: 'company.industry', limit: 2, cursor: first.nextCursor! })).rejects.toThrow(/keep sort_by/);
@@ -375,7 +454,9 @@ describe('related-record fields: filter, sort, groupBy', () => {
     expect(new Map(buckets.map((b) => [b.value, b.count]))).toEqual(counts);
     for (const b of buckets) expect(b.aggregates.who.uniqueValueBuckets.reduce((n, x) => n + x.count, 0)).toBe(b.count);
     await client.close();
-    const byOwner = await api(`/aggregate/contacts?${qs({ field: 'id', function: 'COUNT', group_by: 'owner.name', filter_field: 'company.industry', filter_operator: 'eq', filter_value: 'software' })}`);
+    const byOwner = await api(
+      `/aggregate/contacts?${qs({ field: 'id', function: 'COUNT', group_by: 'owner.name', filter_field: 'company.industry', filter_operator: 'eq', filter_value: 'software' })}`,
+    );
     const sw = contacts.filter((c) => industry(c) === 'software');
     const expected = new Map<string | null, number>();
     for (const c of sw) {

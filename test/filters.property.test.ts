@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
+import type { Condition, FilterGroup, Operator } from '../src/services/filters.js';
 import { createRecords, deleteRecords, listRecords, type RecordData } from '../src/services/records.js';
 import { createObject } from '../src/services/schema.js';
-import type { Condition, FilterGroup, Operator } from '../src/services/filters.js';
 import { freshDb, makeWorkspace, type TestWorkspace } from './helpers.js';
 
 /**
@@ -104,9 +104,7 @@ function operandArb(type: Kind): fc.Arbitrary<unknown> {
   }
 }
 
-const recordArb = fc.record(
-  Object.fromEntries(FIELDS.map((f) => [f.name, fc.option(valueArb(f.type), { nil: null, freq: 4 })])) as Record<string, fc.Arbitrary<unknown>>,
-);
+const recordArb = fc.record(Object.fromEntries(FIELDS.map((f) => [f.name, fc.option(valueArb(f.type), { nil: null, freq: 4 })])) as Record<string, fc.Arbitrary<unknown>>);
 
 function conditionArbFor(f: { name: string; type: Kind }, op: Operator): fc.Arbitrary<Condition> {
   const c = (value?: unknown): Condition => (value === undefined ? { field: f.name, operator: op } : { field: f.name, operator: op, value });
@@ -124,8 +122,7 @@ function conditionArbFor(f: { name: string; type: Kind }, op: Operator): fc.Arbi
     case 'not_contains':
     case 'starts_with':
       if (f.type === 'MULTI_SELECT') return fc.constantFrom(...MULTI_OPTIONS).map((v) => c(v));
-      if (f.type === 'SELECT')
-        return fc.oneof(fc.constantFrom(...SELECT_OPTIONS, 'A', 'b', '_', '%', 'ALPHA', 'a_', 'amm'), textArb).map((v) => c(v));
+      if (f.type === 'SELECT') return fc.oneof(fc.constantFrom(...SELECT_OPTIONS, 'A', 'b', '_', '%', 'ALPHA', 'a_', 'amm'), textArb).map((v) => c(v));
       return textArb.map((v) => c(v));
     default:
       return operandArb(f.type).map((v) => c(v));
@@ -188,11 +185,11 @@ function matchesCondition(rec: RecordData, c: Condition): boolean {
       case 'neq':
         return !matchesCondition(rec, { ...c, operator: 'eq' });
       case 'contains':
-        return have !== null && have.includes(c.value as string);
+        return !!have?.includes(c.value as string);
       case 'not_contains':
         return have === null || !have.includes(c.value as string);
       case 'in':
-        return have !== null && have.some((x) => (c.value as string[]).includes(x));
+        return !!have?.some((x) => (c.value as string[]).includes(x));
       case 'not_in':
         return have === null || !have.some((x) => (c.value as string[]).includes(x));
     }
@@ -271,7 +268,12 @@ describe('filter compiler = JavaScript reference (property)', () => {
     try {
       await fn(stored);
     } finally {
-      if (stored.length) await deleteRecords(w.ctx, OBJECT, stored.map((r) => r.id));
+      if (stored.length)
+        await deleteRecords(
+          w.ctx,
+          OBJECT,
+          stored.map((r) => r.id),
+        );
     }
   }
 
@@ -282,7 +284,10 @@ describe('filter compiler = JavaScript reference (property)', () => {
   }
 
   function referenceIds(stored: RecordData[], filter: FilterGroup): string[] {
-    return stored.filter((r) => matches(r, filter)).map((r) => r.id).sort();
+    return stored
+      .filter((r) => matches(r, filter))
+      .map((r) => r.id)
+      .sort();
   }
 
   it('stores what it was given (the reference reads the stored records)', async () => {

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
-import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { FastifyInstance } from 'fastify';
-import { openDatabase, type Db } from '../src/db/database.js';
+import { type Kysely, type RawBuilder, sql } from 'kysely';
+import pino from 'pino';
+import { type Db, openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
 import type { Ctx, Role } from '../src/services/context.js';

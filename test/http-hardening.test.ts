@@ -1,11 +1,11 @@
 import net from 'node:net';
 import { Writable } from 'node:stream';
-import pino from 'pino';
-import { sql } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
-import { buildApp, type AppDeps } from '../src/http/app.js';
+import { type AppDeps, buildApp } from '../src/http/app.js';
 import { AuthThrottle } from '../src/http/auth-throttle.js';
 import { fromDatabaseError } from '../src/services/errors.js';
 import { freshDb, makeWorkspace, silent, type TestWorkspace } from './helpers.js';
@@ -132,7 +132,9 @@ describe('every status in the contract shape, through a real port', () => {
       send: async () => {
         const big = `{"first_name":"${'x'.repeat(5 * 1024 * 1024 + 10)}"}`;
         const r = await rawExchange(main.port, [
-          { data: `POST /api/v1/records/contacts HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${w.adminToken}\r\nContent-Type: application/json\r\nContent-Length: ${big.length}\r\nConnection: close\r\n\r\n` },
+          {
+            data: `POST /api/v1/records/contacts HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${w.adminToken}\r\nContent-Type: application/json\r\nContent-Length: ${big.length}\r\nConnection: close\r\n\r\n`,
+          },
         ]);
         return parseRaw(r.text);
       },
@@ -152,7 +154,13 @@ describe('every status in the contract shape, through a real port', () => {
       code: 'EXPECTATION_FAILED',
       send: async () =>
         parseRaw(
-          (await rawExchange(main.port, [{ data: `POST /api/v1/records/contacts HTTP/1.1\r\nHost: localhost\r\n${`Authorization: Bearer ${w.adminToken}`}\r\nContent-Type: application/json\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}` }])).text,
+          (
+            await rawExchange(main.port, [
+              {
+                data: `POST /api/v1/records/contacts HTTP/1.1\r\nHost: localhost\r\n${`Authorization: Bearer ${w.adminToken}`}\r\nContent-Type: application/json\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}`,
+              },
+            ])
+          ).text,
         ),
     },
     {
@@ -243,7 +251,10 @@ describe('security headers and CORS', () => {
       [`${main.base}/api/v1/me`, {}],
       [`${main.base}/health`, {}],
       [`${main.base}/api/v1/records/nope`, { headers: auth() }],
-      [`${main.base}/mcp`, { method: 'POST', headers: { ...auth(), 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }) }],
+      [
+        `${main.base}/mcp`,
+        { method: 'POST', headers: { ...auth(), 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }) },
+      ],
     ] as const) {
       const r = await fetch(url, init as RequestInit);
       expect(r.headers.get('x-content-type-options'), url).toBe('nosniff');
@@ -292,7 +303,11 @@ describe('failed authentication is throttled per client address', () => {
     expect(Number(retryAfter)).toBeGreaterThan(0);
     // The throttled address is refused before its token is checked, even a good one; MCP alike.
     expect((await fetch(`${base}/api/v1/me`, { headers: auth() })).status).toBe(429);
-    const mcp = await fetch(`${base}/mcp`, { method: 'POST', headers: { ...auth(), 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' });
+    const mcp = await fetch(`${base}/mcp`, {
+      method: 'POST',
+      headers: { ...auth(), 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+    });
     expect(mcp.status).toBe(429);
     // Another address is unaffected.
     const other = await new Promise<number>((resolve, reject) => {
@@ -388,7 +403,13 @@ describe('access log', () => {
     const id = ((await created.json()) as any).data.id;
     await (await fetch(`${base}/api/v1/records/contacts/${id}?fields=first_name&q=hiddenquery`, { headers: auth() })).arrayBuffer();
     await (await fetch(`${base}/api/v1/me`, { headers: { authorization: 'Bearer ksr_notavalidtoken_123456' } })).arrayBuffer();
-    await (await fetch(`${base}/mcp`, { method: 'POST', headers: { ...auth(), 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' })).arrayBuffer();
+    await (
+      await fetch(`${base}/mcp`, {
+        method: 'POST',
+        headers: { ...auth(), 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+      })
+    ).arrayBuffer();
     await new Promise((r) => setTimeout(r, 50));
     const access = lines.filter((l) => l.msg === 'request');
     expect(access).toHaveLength(4);
@@ -463,7 +484,7 @@ describe('legacy SSE sessions are capped', () => {
   /** Opens GET /sse and resolves with the status once headers arrive (the stream stays open until aborted). */
   async function openSse(base: string, token: string, ctl: AbortController) {
     const r = await fetch(`${base}/sse`, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, signal: ctl.signal });
-    if (r.status !== 200) return { status: r.status, body: (await r.json()) as any, retryAfter: r.headers.get("retry-after") };
+    if (r.status !== 200) return { status: r.status, body: (await r.json()) as any, retryAfter: r.headers.get('retry-after') };
     return { status: 200, body: null as any, retryAfter: null };
   }
 

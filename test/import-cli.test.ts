@@ -3,13 +3,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from '../src/db/sqlite-driver.js';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import { createUser, createWorkspace } from '../src/services/users.js';
+import Database from '../src/db/sqlite-driver.js';
 import { phoneKey, phoneSearchForms } from '../src/services/phone.js';
+import { createUser, createWorkspace } from '../src/services/users.js';
 
 /**
  * `crm-mcp import <object> <file>` as a user runs it: the built CLI (dist/src/cli.js) spawned
@@ -83,8 +83,7 @@ const write = (name: string, text: string) => {
   return p;
 };
 
-beforeAll(() => {
-}, 180_000);
+beforeAll(() => {}, 180_000);
 
 afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -187,8 +186,26 @@ describe('import a CSV file', () => {
         'Favourite colour': 'red',
         _error: "VALIDATION_ERROR: Field 'email' must be a valid email address",
       },
-      { 'First name': '', 'Last Name': 'Nofirst', 'E-mail': 'nofirst@example.com', Phone: '', 'Job title': '', Employer: '', 'Favourite colour': '', _error: "MISSING_REQUIRED_FIELD: Field 'first_name' is required" },
-      { 'First name': "'@evil", 'Last Name': 'Bad', 'E-mail': 'bad', Phone: '', 'Job title': 'multi\nline', Employer: '', 'Favourite colour': '', _error: "VALIDATION_ERROR: Field 'email' must be a valid email address" },
+      {
+        'First name': '',
+        'Last Name': 'Nofirst',
+        'E-mail': 'nofirst@example.com',
+        Phone: '',
+        'Job title': '',
+        Employer: '',
+        'Favourite colour': '',
+        _error: "MISSING_REQUIRED_FIELD: Field 'first_name' is required",
+      },
+      {
+        'First name': "'@evil",
+        'Last Name': 'Bad',
+        'E-mail': 'bad',
+        Phone: '',
+        'Job title': 'multi\nline',
+        Employer: '',
+        'Favourite colour': '',
+        _error: "VALIDATION_ERROR: Field 'email' must be a valid email address",
+      },
     ]);
     expect(raw).toContain('"multi\nline"');
     // Every line of the file is a whole record: no cell starts a formula.
@@ -232,7 +249,15 @@ describe('import JSON and JSON Lines files', () => {
       ['Hedy', 'hedy@example.com', null, '["vip","newsletter"]'],
       ['Rosalind', 'rosalind@example.com', '+44 20 7946 1111', null],
     ]);
-    const wrapped = write('opps.json', JSON.stringify({ records: [{ name: 'Deal A', amount: '1200.50' }, { name: 'Deal B', status: 'negotiation' }] }));
+    const wrapped = write(
+      'opps.json',
+      JSON.stringify({
+        records: [
+          { name: 'Deal A', amount: '1200.50' },
+          { name: 'Deal B', status: 'negotiation' },
+        ],
+      }),
+    );
     const o = await cli(importArgs('opportunities', wrapped, db));
     expect(JSON.parse(o.stdout)).toMatchObject({ rows: 2, created: 2, failed: 0 });
     // Pipeline defaults, as through the API.

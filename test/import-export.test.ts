@@ -1,10 +1,10 @@
 import type { AddressInfo } from 'node:net';
 import { parse } from 'csv-parse/sync';
+import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
 import { createRecords } from '../src/services/records.js';
-import { sql } from 'kysely';
-import { call, makeWorkspace, sqlAll, tableOf, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { call, makeWorkspace, sqlAll, type TestApp, type TestWorkspace, tableOf, testApp } from './helpers.js';
 
 /**
  * POST /import/{object} and GET /export/{object} through Fastify, against the documented contract
@@ -204,7 +204,12 @@ describe('import: duplicate detection and defaults', () => {
     const companies = (await api(ws.adminToken, 'GET', '/records/companies?limit=100')).body.data as { id: string; name: string }[];
     expect(companies.map((c) => c.name).sort()).toEqual(['Acme Inc', 'Bletchley Park']);
     const bletchley = companies.find((c) => c.name === 'Bletchley Park')!.id;
-    expect(rows.filter((x) => x.last_name.toLowerCase() === 'turing').map((x) => x.company).sort()).toEqual([acme, bletchley].sort());
+    expect(
+      rows
+        .filter((x) => x.last_name.toLowerCase() === 'turing')
+        .map((x) => x.company)
+        .sort(),
+    ).toEqual([acme, bletchley].sort());
     expect(rows.find((x) => x.last_name === 'Clarke')!.company).toBe(acme);
     // Importing the same company again (by name) is a duplicate, not a second Acme.
     const again = await api(ws.adminToken, 'POST', '/import/companies', { records: [{ name: 'ACME inc' }, { name: 'Initech' }] });
@@ -221,7 +226,12 @@ describe('import: duplicate detection and defaults', () => {
     });
     expect(r.body).toEqual({ object_name: 'contacts', created: 2, duplicates: 1, failed: 0, errors: [] });
     // Companies still match on their domain, however written.
-    const c = await api(ws.adminToken, 'POST', '/import/companies', { records: [{ name: 'Hooli', domain: 'hooli.com' }, { name: 'Hooli XYZ', website: 'https://www.hooli.com/about' }] });
+    const c = await api(ws.adminToken, 'POST', '/import/companies', {
+      records: [
+        { name: 'Hooli', domain: 'hooli.com' },
+        { name: 'Hooli XYZ', website: 'https://www.hooli.com/about' },
+      ],
+    });
     expect(c.body).toEqual({ object_name: 'companies', created: 1, duplicates: 1, failed: 0, errors: [] });
   });
 
@@ -250,7 +260,13 @@ describe('import: duplicate detection and defaults', () => {
 
   it('rows fail alone: a missing required field, an unknown field, a bad option, a company name that is not an object', async () => {
     const r = await api(ws.adminToken, 'POST', '/import/contacts', {
-      records: [{ last_name: 'Nofirst' }, { first_name: 'Ok', last_name: 'Row', email: 'ok.row@example.com' }, { first_name: 'X', status: 'royalty' }, 'not an object', { first_name: 'Y', shoe_size: 42 }],
+      records: [
+        { last_name: 'Nofirst' },
+        { first_name: 'Ok', last_name: 'Row', email: 'ok.row@example.com' },
+        { first_name: 'X', status: 'royalty' },
+        'not an object',
+        { first_name: 'Y', shoe_size: 42 },
+      ],
     });
     expect(r.status).toBe(200);
     expect(r.body.created).toBe(1);
@@ -277,7 +293,10 @@ describe('import: duplicate detection and defaults', () => {
     ]);
     expect(list[0].company).toBe(acme);
     // Each entered its step in the stage history, as a create does.
-    const steps = await sqlAll<{ step_key: string }>(t.db, sql`SELECT step_key FROM stage_history WHERE workspace_id = ${ws.workspace.id} AND record_id IN (${sql.join(list.map((o: any) => o.id))}) ORDER BY step_key`);
+    const steps = await sqlAll<{ step_key: string }>(
+      t.db,
+      sql`SELECT step_key FROM stage_history WHERE workspace_id = ${ws.workspace.id} AND record_id IN (${sql.join(list.map((o: any) => o.id))}) ORDER BY step_key`,
+    );
     expect(steps.map((s) => s.step_key)).toEqual(['open', 'proposal', 'qualified']);
   });
 
@@ -359,7 +378,13 @@ describe('export: filters, sorting, limits', () => {
     const both = await api(ws.adminToken, 'GET', `/export/contacts?fields=last_name&filter_field=first_name&filter_operator=eq&filter_value=Kim&filters=${encodeURIComponent(filters)}`);
     expect(both.body).toEqual({ format: 'json', records: [{ last_name: 'Klein' }], total: 1 });
     // An OR group, in CSV.
-    const or = JSON.stringify({ operator: 'or', conditions: [{ field: 'status', operator: 'eq', value: 'customer' }, { field: 'last_name', operator: 'starts_with', value: 'M' }] });
+    const or = JSON.stringify({
+      operator: 'or',
+      conditions: [
+        { field: 'status', operator: 'eq', value: 'customer' },
+        { field: 'last_name', operator: 'starts_with', value: 'M' },
+      ],
+    });
     const csv = await api(ws.adminToken, 'GET', `/export/contacts?format=csv&fields=last_name&sort_by=last_name&sort_dir=asc&filters=${encodeURIComponent(or)}`);
     expect(csvOf(csv.raw).map((x) => x.last_name)).toEqual(['Bauer', 'Meyer']);
   });
@@ -404,7 +429,11 @@ describe('CSV: RFC 4180 escaping and formula neutralization', () => {
   });
 
   it('quotes, commas and line breaks in values round-trip through csv-parse unchanged', async () => {
-    const r = await api(ws.adminToken, 'GET', '/export/contacts?format=csv&fields=first_name,last_name,city,country&sort_by=first_name&sort_dir=asc&filter_field=first_name&filter_operator=in&filter_value=Quote,Crlf,Lone');
+    const r = await api(
+      ws.adminToken,
+      'GET',
+      '/export/contacts?format=csv&fields=first_name,last_name,city,country&sort_by=first_name&sort_dir=asc&filter_field=first_name&filter_operator=in&filter_value=Quote,Crlf,Lone',
+    );
     expect(r.status).toBe(200);
     const rows = parse(r.raw, { columns: true }) as Record<string, string>[];
     const expected = [...tricky].sort((a, b) => a.first_name.localeCompare(b.first_name));
@@ -442,7 +471,11 @@ describe('CSV: RFC 4180 escaping and formula neutralization', () => {
     expect(by.get('Numbers/Pos')!.balance).toBe('7');
     // The header row is not touched, and JSON exports hold the values as stored.
     expect(r.raw.split('\r\n')[0]).toBe('first_name,last_name,city,balance');
-    const json = await api(ws.adminToken, 'GET', '/export/contacts?format=json&fields=first_name,last_name,balance&filter_field=first_name&filter_operator=in&filter_value=Eq,Numbers&sort_by=last_name&sort_dir=asc');
+    const json = await api(
+      ws.adminToken,
+      'GET',
+      '/export/contacts?format=json&fields=first_name,last_name,balance&filter_field=first_name&filter_operator=in&filter_value=Eq,Numbers&sort_by=last_name&sort_dir=asc',
+    );
     expect(json.body.records).toEqual([
       { first_name: 'Eq', last_name: '=SUM(A1:A9)', balance: null },
       { first_name: 'Numbers', last_name: 'Neg', balance: -42.5 },
@@ -457,7 +490,12 @@ describe('export: 10,000 rows, default 1000, max 10000, streamed', () => {
 
   beforeAll(async () => {
     ws = await makeWorkspace(t.db, 'big');
-    const inputs = Array.from({ length: N }, (_, i) => ({ first_name: `F${i}`, last_name: `L${String(i).padStart(5, '0')}`, email: `u${i}@big.test`, job_title: i % 7 === 0 ? 'Engineer, "senior"' : 'Engineer' }));
+    const inputs = Array.from({ length: N }, (_, i) => ({
+      first_name: `F${i}`,
+      last_name: `L${String(i).padStart(5, '0')}`,
+      email: `u${i}@big.test`,
+      job_title: i % 7 === 0 ? 'Engineer, "senior"' : 'Engineer',
+    }));
     for (let i = 0; i < N; i += 5000) await createRecords(ws.ctx, 'contacts', inputs.slice(i, i + 5000), { max: 5000, readBack: false });
   }, 30_000);
 

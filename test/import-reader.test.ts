@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readBatches } from '../src/import-file.js';
-import { parsePhone } from '../src/services/phone-parse.js';
 import { phoneKey, primePhones } from '../src/services/phone.js';
+import { parsePhone } from '../src/services/phone-parse.js';
 
 // The reading half of `crm-mcp import`, on its worker thread (src/import-reader.js).
 

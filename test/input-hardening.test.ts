@@ -1,11 +1,11 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { call, onPostgres, sqlRun, testApp, type TestApp } from './helpers.js';
-import { dbDigest, memoryClient } from './mcp-helpers.js';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ERROR_STATUS } from '../src/services/errors.js';
-import { MAX_FIELDS_PER_OBJECT, createField } from '../src/services/schema.js';
 import { createRecord } from '../src/services/records.js';
+import { createField, MAX_FIELDS_PER_OBJECT } from '../src/services/schema.js';
+import { call, onPostgres, sqlRun, type TestApp, testApp } from './helpers.js';
+import { dbDigest, memoryClient } from './mcp-helpers.js';
 
 /**
  * Issue 13, items 4 and 6: every bad input answers 400 in the contract's shape, names the limit or
@@ -38,7 +38,7 @@ async function refused(method: string, url: string, body: unknown, message: RegE
   expect(r.body.error).toBe(true);
   expect(Object.keys(ERROR_STATUS)).toContain(r.body.code);
   expect(r.body.message).toMatch(message);
-  expect((await dbDigest(t.db)), `${method} ${url} wrote nothing`).toBe(before);
+  expect(await dbDigest(t.db), `${method} ${url} wrote nothing`).toBe(before);
   return r.body;
 }
 
@@ -148,9 +148,13 @@ describe('strict dates', () => {
   });
 
   test('filters: DATE and DATETIME operands are calendar-valid, with a valid time and offset', async () => {
-    const cond = (object: string, field: string, value: unknown) => ({ filter: { operator: 'and', conditions: [{ field, operator: 'gt', value }] } });
+    const cond = (_object: string, field: string, value: unknown) => ({ filter: { operator: 'and', conditions: [{ field, operator: 'gt', value }] } });
     for (const bad of ['2024-01-01T25:00:00Z', '2024-13-01', '2024-02-30', '2024-01-01T10:60:00Z', '2024-01-01T10:00:61Z', '2024-01-01T10:00:00+25:00', '2024-01-01T10:00:00+05:75', '2024-1-1', ''])
-      for (const [object, field] of [['opportunities', 'close_date'], ['contacts', 'last_contacted_at'], ['contacts', 'created_at']] as const)
+      for (const [object, field] of [
+        ['opportunities', 'close_date'],
+        ['contacts', 'last_contacted_at'],
+        ['contacts', 'created_at'],
+      ] as const)
         await refused('POST', `/api/v1/records/${object}/search`, cond(object, field, bad), new RegExp(`'${field}' must be`));
     for (const good of ['2024-02-29', '2024-02-29T23:59:59.999+14:00', '2024-01-01 10:00', 'last_7_days'])
       expect((await call(t.app, t.a.adminToken, 'POST', '/api/v1/records/opportunities/search', cond('opportunities', 'close_date', good))).status, good).toBe(200);
@@ -169,7 +173,11 @@ describe('strict dates', () => {
 
   test('MCP: the same dates are refused as tool errors', async () => {
     await toolRefused('crm_list_tasks', { due_from: '2024-13-01' }, /'due_from' must be a calendar date/);
-    await toolRefused('crm_search', { object: 'opportunities', filter: { operator: 'and', conditions: [{ field: 'close_date', operator: 'eq', value: '2024-01-01T25:00:00Z' }] } }, /'close_date' must be a valid ISO 8601/);
+    await toolRefused(
+      'crm_search',
+      { object: 'opportunities', filter: { operator: 'and', conditions: [{ field: 'close_date', operator: 'eq', value: '2024-01-01T25:00:00Z' }] } },
+      /'close_date' must be a valid ISO 8601/,
+    );
   });
 });
 
@@ -180,7 +188,13 @@ describe('strict numbers', () => {
   test('an INTEGER field takes decimal digits only, integral and within the safe range', async () => {
     for (const v of [...notDecimal, '1.5', 1.5, '1e3', 2 ** 53, '9007199254740993'])
       await refused('POST', '/api/v1/records/companies', { name: 'Acme', employees: v }, /'employees' must be an integer: a whole number in decimal digits/);
-    for (const [v, stored] of [['16', 16], [' 42 ', 42], ['+7', 7], [0, 0], ['9007199254740991', 9007199254740991]] as const) {
+    for (const [v, stored] of [
+      ['16', 16],
+      [' 42 ', 42],
+      ['+7', 7],
+      [0, 0],
+      ['9007199254740991', 9007199254740991],
+    ] as const) {
       const r = await call(t.app, t.a.adminToken, 'POST', '/api/v1/records/companies', { name: `Acme ${v}`, employees: v });
       expect(r.status, `${JSON.stringify(v)}: ${r.raw}`).toBe(201);
       expect(r.body.data.employees).toBe(stored);
@@ -198,14 +212,18 @@ describe('strict numbers', () => {
     for (const v of ['0x10', 'Infinity', '', ' ', '1_0'])
       await refused('POST', '/api/v1/records/companies/search', { filter: { operator: 'and', conditions: [{ field: 'employees', operator: 'gt', value: v }] } }, /needs a number in decimal notation/);
     await refused('GET', '/api/v1/records/companies?filter_field=employees&filter_operator=gt&filter_value=0x10', undefined, /needs a number in decimal notation/);
-    for (const q of ['limit=0x10', 'limit=', 'limit=1e1', 'limit=Infinity', 'limit=10&limit=20'])
-      await refused('GET', `/api/v1/records/companies?${q}`, undefined, /limit/);
+    for (const q of ['limit=0x10', 'limit=', 'limit=1e1', 'limit=Infinity', 'limit=10&limit=20']) await refused('GET', `/api/v1/records/companies?${q}`, undefined, /limit/);
     await refused('GET', '/api/v1/tasks?limit=0b11', undefined, /limit/);
     await refused('GET', '/api/v1/aggregate/companies?function=count&field=id&group_by=industry&limit=0x10', undefined, /limit/);
     expect((await call(t.app, t.a.adminToken, 'GET', '/api/v1/records/companies?limit=10')).status).toBe(200);
     // Aggregate tree sizes and intervals read as numbers too.
     await refused('POST', '/api/v1/aggregate/companies/tree', { aggregates: { s: { uniqueValues: { property: 'industry', size: '0x10' } } } }, /size' must be 1 to/);
-    await refused('POST', '/api/v1/aggregate/companies/tree', { aggregates: { h: { numberHistogram: { property: 'employees', interval: 'Infinity' } } } }, /histogram interval must be a positive number/);
+    await refused(
+      'POST',
+      '/api/v1/aggregate/companies/tree',
+      { aggregates: { h: { numberHistogram: { property: 'employees', interval: 'Infinity' } } } },
+      /histogram interval must be a positive number/,
+    );
     const ok = await call(t.app, t.a.adminToken, 'POST', '/api/v1/aggregate/companies/tree', { aggregates: { s: { uniqueValues: { property: 'industry', size: '16' } } } });
     expect(ok.status, ok.raw).toBe(200);
   });
@@ -259,7 +277,7 @@ describe('text: NUL and lone surrogates', () => {
 });
 
 describe('fields per object', () => {
-  test('the default leaves room below the database\'s columns per table (SQLite 2,000, PostgreSQL 1,600), and the table holds it', async () => {
+  test("the default leaves room below the database's columns per table (SQLite 2,000, PostgreSQL 1,600), and the table holds it", async () => {
     expect(MAX_FIELDS_PER_OBJECT).toBe(500);
     // The widest possible table, built as createField builds it: seq + 4 built-in columns + the limit.
     // (Plain tables, not TEMP: on PostgreSQL each statement may run on another pooled connection.)
@@ -276,9 +294,7 @@ describe('fields per object', () => {
     expect((await call(t.app, t.a.adminToken, 'POST', '/api/v1/schema', spec)).status).toBe(201);
     await createField(t.a.ctx, 'widgets', { name: 'f10', type: 'TEXT' }, { maxFields: 11 });
     const before = await dbDigest(t.db);
-    await expect(createField(t.a.ctx, 'widgets', { name: 'f11', type: 'TEXT' }, { maxFields: 11 })).rejects.toThrow(
-      /widgets has 11 fields; the limit is 11 fields per object/,
-    );
+    await expect(createField(t.a.ctx, 'widgets', { name: 'f11', type: 'TEXT' }, { maxFields: 11 })).rejects.toThrow(/widgets has 11 fields; the limit is 11 fields per object/);
     expect(await dbDigest(t.db)).toBe(before);
   });
 

@@ -1,13 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureBudget, DEFAULT_LIMITS } from '../src/services/budget.js';
-import { createRecords } from '../src/services/records.js';
-import { call, freshPooledDb, testApp, testAppOn, type TestApp } from './helpers.js';
-import { memoryClient } from './mcp-helpers.js';
 import type { Ctx } from '../src/services/context.js';
-import { createNote } from '../src/services/notes.js';
-import { createTask } from '../src/services/tasks.js';
 import { createThread } from '../src/services/inbox.js';
-import { updateRecord } from '../src/services/records.js';
+import { createNote } from '../src/services/notes.js';
+import { createRecords, updateRecord } from '../src/services/records.js';
+import { createTask } from '../src/services/tasks.js';
+import { call, freshPooledDb, type TestApp, testApp, testAppOn } from './helpers.js';
+import { memoryClient } from './mcp-helpers.js';
 
 /** createRecords in batches of 100 (its limit). */
 async function createMany(ctx: Ctx, object: string, rows: Record<string, unknown>[]) {
@@ -26,8 +25,16 @@ describe('group_by answers every group unless the client asks for a limit', () =
   const GROUPS = 210;
   beforeAll(async () => {
     t = await testApp();
-    const cos = await createMany(t.a.ctx, 'companies', Array.from({ length: GROUPS }, (_, i) => ({ name: `Co ${i}` })));
-    await createMany(t.a.ctx, 'contacts', cos.map((c, i) => ({ first_name: `P${i}`, company: c.id })));
+    const cos = await createMany(
+      t.a.ctx,
+      'companies',
+      Array.from({ length: GROUPS }, (_, i) => ({ name: `Co ${i}` })),
+    );
+    await createMany(
+      t.a.ctx,
+      'contacts',
+      cos.map((c, i) => ({ first_name: `P${i}`, company: c.id })),
+    );
   });
   afterAll(() => t?.close());
 
@@ -89,7 +96,10 @@ describe('nextCursor= is the query parameter beside cursor on every paginated GE
     for (let i = 0; i < 3; i++) {
       await createTask(t.a.ctx, { title: `Task ${i}` });
       await createNote(t.a.ctx, { body: `Note ${i}`, object: 'contacts', record_id: contactId });
-      await createThread(t.a.ctx, { subject: `Thread ${i}`, messages: [{ direction: 'inbound', from_email: 'x@example.com', to: ['sales@alpha.test'], body: 'Hi', sent_at: `2026-01-0${i + 1}T10:00:00Z` }] });
+      await createThread(t.a.ctx, {
+        subject: `Thread ${i}`,
+        messages: [{ direction: 'inbound', from_email: 'x@example.com', to: ['sales@alpha.test'], body: 'Hi', sent_at: `2026-01-0${i + 1}T10:00:00Z` }],
+      });
       await updateRecord(t.a.ctx, 'contacts', contactId, { job_title: `Title ${i}` });
     }
   });
@@ -147,7 +157,11 @@ describe('export JSON total is the number of matching records, as a list total i
   const N = 1358;
   beforeAll(async () => {
     t = await testApp();
-    await createMany(t.a.ctx, 'companies', Array.from({ length: N }, (_, i) => ({ name: `Co ${i}`, industry: i % 2 ? 'software' : 'retail' })));
+    await createMany(
+      t.a.ctx,
+      'companies',
+      Array.from({ length: N }, (_, i) => ({ name: `Co ${i}`, industry: i % 2 ? 'software' : 'retail' })),
+    );
   });
   afterAll(() => t?.close());
 
@@ -205,7 +219,11 @@ describe('duplicates: people match by full name alone, below name + company', ()
       { key: 'mail1', first_name: 'Kat', last_name: 'Johnson', phone: '+1 415 555 0100' },
       { key: 'mail2', first_name: 'Katherine', last_name: 'Coleman', phone: '(415) 555-0100' },
     ];
-    const made = (await createRecords(t.a.ctx, 'contacts', rows.map(({ key: _k, ...r }) => r))) as { id: string }[];
+    const made = (await createRecords(
+      t.a.ctx,
+      'contacts',
+      rows.map(({ key: _k, ...r }) => r),
+    )) as { id: string }[];
     ids = Object.fromEntries(rows.map((r, i) => [r.key, made[i]!.id]));
   });
   afterAll(() => t?.close());
@@ -305,7 +323,19 @@ describe('MULTI_SELECT: MIN, MAX and group_by', () => {
     // With a filter: over the matching records only.
     const hits = rows.filter((r) => r.tags && !r.tags.includes('event') && !r.tags.includes('investor'));
     const f = await get('field=tags&function=MIN&filter_field=tags&filter_operator=not_contains&filter_value=event');
-    const g = await get('field=tags&function=MIN&filters=' + encodeURIComponent(JSON.stringify({ operator: 'and', conditions: [{ field: 'tags', operator: 'not_contains', value: 'event' }, { field: 'tags', operator: 'not_contains', value: 'investor' }, { field: 'tags', operator: 'is_not_null' }] })));
+    const g = await get(
+      'field=tags&function=MIN&filters=' +
+        encodeURIComponent(
+          JSON.stringify({
+            operator: 'and',
+            conditions: [
+              { field: 'tags', operator: 'not_contains', value: 'event' },
+              { field: 'tags', operator: 'not_contains', value: 'investor' },
+              { field: 'tags', operator: 'is_not_null' },
+            ],
+          }),
+        ),
+    );
     expect(f.status).toBe(200);
     expect(g.body.value).toBe(hits.flatMap((r) => r.tags!).sort(cmp)[0]);
   });
@@ -313,7 +343,14 @@ describe('MULTI_SELECT: MIN, MAX and group_by', () => {
   it('MIN and MAX grouped by another field, and per group in POST', async () => {
     const r = await get('field=tags&function=MAX&group_by=status');
     expect(r.status).toBe(200);
-    for (const g of r.body.results) expect(g.value).toBe(rows.filter((x) => x.status === g.group).flatMap((x) => x.tags ?? []).sort(cmp).at(-1) ?? null);
+    for (const g of r.body.results)
+      expect(g.value).toBe(
+        rows
+          .filter((x) => x.status === g.group)
+          .flatMap((x) => x.tags ?? [])
+          .sort(cmp)
+          .at(-1) ?? null,
+      );
     const p = await post({ aggregate: [{ field: 'tags', function: 'min' }], groupBy: ['status'] });
     expect(p.status).toBe(200);
     expect(p.body.data.aggregates.tags.min).toBe(rows.flatMap((x) => x.tags ?? []).sort(cmp)[0]);
@@ -334,7 +371,14 @@ describe('MULTI_SELECT: MIN, MAX and group_by', () => {
   it('POST: groupBy tags with another field, metrics, a filter, a limit and meta that adds up', async () => {
     const filter = { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'lead' }] };
     const leads = rows.filter((r) => r.status === 'lead');
-    const r = await post({ aggregate: [{ field: 'value', function: 'avg' }, { field: 'value', function: 'count_distinct' }], groupBy: ['tags', 'company'], filter });
+    const r = await post({
+      aggregate: [
+        { field: 'value', function: 'avg' },
+        { field: 'value', function: 'count_distinct' },
+      ],
+      groupBy: ['tags', 'company'],
+      filter,
+    });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     const d = r.body.data;
     expect(d.count).toBe(leads.length);
@@ -356,7 +400,16 @@ describe('MULTI_SELECT: MIN, MAX and group_by', () => {
   });
 
   it('the tree: uniqueValues on a MULTI_SELECT, with sub-aggregates and a nested bucket', async () => {
-    const r = await post({ aggregates: { by_tag: { uniqueValues: { property: 'tags', size: 10, aggregates: { total: { sum: { property: 'value' } }, lo: { min: { property: 'tags' } }, by_status: { uniqueValues: { property: 'status' } } } } } } }, '/tree');
+    const r = await post(
+      {
+        aggregates: {
+          by_tag: {
+            uniqueValues: { property: 'tags', size: 10, aggregates: { total: { sum: { property: 'value' } }, lo: { min: { property: 'tags' } }, by_status: { uniqueValues: { property: 'status' } } } },
+          },
+        },
+      },
+      '/tree',
+    );
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     const b = r.body.aggregates.by_tag;
     const expected = byTag(rows);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect } from 'vitest';
-import { freshPooledDb, testAppOn, type TestApp } from './helpers.js';
+import { type BudgetLimits, budgetLimits, configureBudget, laneState } from '../src/services/budget.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { budgetLimits, configureBudget, laneState, type BudgetLimits } from '../src/services/budget.js';
+import { freshPooledDb, type TestApp, testAppOn } from './helpers.js';
 
 /**
  * A file database with two read workers and `contacts` seeded contacts, for tests of the heavy

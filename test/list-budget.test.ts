@@ -1,11 +1,11 @@
-import { beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
-import { call, sqlGet, type TestApp } from './helpers.js';
-import { callError, memoryClient } from './mcp-helpers.js';
-import { seededLane } from './lane-helpers.js';
-import { laneState, type BudgetLimits } from '../src/services/budget.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { laneState } from '../src/services/budget.js';
 import { MAX_RELATED_CONDITIONS } from '../src/services/filters.js';
 import { resolveObject } from '../src/services/schema.js';
+import { call, sqlGet, type TestApp } from './helpers.js';
+import { seededLane } from './lane-helpers.js';
+import { callError, memoryClient } from './mcp-helpers.js';
 
 /**
  * List and search requests must not bypass the heavy-read budget (issue 13, second review): an
@@ -17,10 +17,9 @@ import { resolveObject } from '../src/services/schema.js';
 const CONTACTS = 50_000;
 
 let t: TestApp;
-let defaults: BudgetLimits;
 const { s: lane, settled, limits } = seededLane(CONTACTS);
 beforeAll(() => {
-  ({ t, defaults } = lane);
+  ({ t } = lane);
 });
 
 /** The reviewer's search: an `or` of n `company.name contains` conditions (no company matches). */
@@ -117,7 +116,14 @@ describe('list and search budgets', () => {
     // A few indexed conditions and an indexed sort (the bench's filtered list) stay light: with the
     // lane full and no queue, a heavy read would answer 503 OVERLOADED.
     const filtered = await call(t.app, t.a.memberToken, 'POST', '/api/v1/records/contacts/search', {
-      filter: { operator: 'and', conditions: [{ field: 'status', operator: 'in', value: ['lead', 'customer'] }, { field: 'last_name', operator: 'gte', value: 'M' }, { field: 'company', operator: 'is_not_null' }] },
+      filter: {
+        operator: 'and',
+        conditions: [
+          { field: 'status', operator: 'in', value: ['lead', 'customer'] },
+          { field: 'last_name', operator: 'gte', value: 'M' },
+          { field: 'company', operator: 'is_not_null' },
+        ],
+      },
       sort_by: 'last_name',
       limit: 10,
     });

@@ -1,12 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
 import type { KyselyPlugin } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
 import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
 import { createRecords, deleteRecord, updateRecord } from '../src/services/records.js';
 import { createTask } from '../src/services/tasks.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, type TestApp, testApp } from './helpers.js';
 import { callOk, memoryClient } from './mcp-helpers.js';
 
 /**
@@ -202,7 +202,7 @@ describe('search hits with context', () => {
     await updateRecord(t.a.ctx, 'companies', companies[2]!.id, { name: 'Orinoco Metals' });
   });
 
-  it('a deleted company leaves no trace in its contacts\' documents', async () => {
+  it("a deleted company leaves no trace in its contacts' documents", async () => {
     const [co] = await createRecords(t.a.ctx, 'companies', [{ name: 'Vanishing Vellum' }]);
     await createRecords(t.a.ctx, 'contacts', [{ first_name: 'Left', last_name: 'Behind', company: co!.id }]);
     expect((await callOk(client, tools, 'crm_full_text_search', { q: 'vellum', objects: ['contacts'] })).data).toHaveLength(1);

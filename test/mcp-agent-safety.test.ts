@@ -1,12 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { LoggingMessageNotificationSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import { type CallToolResult, LoggingMessageNotificationSchema, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ANNOTATIONS_BY_KIND } from '../src/mcp/tool.js';
 import { resolveObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { TOOLS } from '../tools/index.js';
-import { sql } from 'kysely';
-import { call, sqlAll, sqlGet, testApp, type TestApp } from './helpers.js';
+import { call, sqlAll, sqlGet, type TestApp, testApp } from './helpers.js';
 import { callError, callOk, dbDigest, hintsRead, memoryClient } from './mcp-helpers.js';
 
 /**
@@ -121,7 +121,7 @@ describe('dry_run on every write tool', () => {
       expect(r.isError, `${tool.name}: ${JSON.stringify(r.content)}`).toBeFalsy();
       expect((r.structuredContent as { dry_run?: boolean }).dry_run, tool.name).toBe(true);
       expect(text(r), tool.name).toMatch(/dry run/i);
-      expect((await dbDigest(t.db)), `${tool.name} dry run wrote nothing`).toBe(before);
+      expect(await dbDigest(t.db), `${tool.name} dry run wrote nothing`).toBe(before);
     }
   });
 
@@ -147,10 +147,14 @@ describe('broad writes need an explicit all: true', () => {
     }
     expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: everything, values: { source: 'event' } })).toMatch(/no conditions/);
     // An empty group beside a condition in an 'or' would hold for every record: refused too.
-    const sneaky = { operator: 'or', conditions: [{ operator: 'and', conditions: [] }, { field: 'first_name', operator: 'eq', value: 'nobody' }] };
-    expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: sneaky, values: { source: 'event' }, dry_run: true })).toMatch(
-      /group without conditions/,
-    );
+    const sneaky = {
+      operator: 'or',
+      conditions: [
+        { operator: 'and', conditions: [] },
+        { field: 'first_name', operator: 'eq', value: 'nobody' },
+      ],
+    };
+    expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: sneaky, values: { source: 'event' }, dry_run: true })).toMatch(/group without conditions/);
     expect(await dbDigest(t.db)).toBe(before);
     const dry = await callOk(client, tools, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: everything, all: true, values: { source: 'event' }, dry_run: true });
     expect(dry.matched).toBe(n);
@@ -257,9 +261,7 @@ describe('tasks are records', () => {
     const before = await dbDigest(t.db);
     const typo = { operator: 'and', condtions: [{ field: 'status', operator: 'eq', value: 'customer' }] };
     for (const extra of [{}, { all: true }])
-      expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: typo, values: { job_title: 'x' }, ...extra })).toMatch(
-        /Invalid filter at 'conditions'/,
-      );
+      expect(await callError(client, 'crm_bulk_update', { object: 'contacts', action: 'update', filter: typo, values: { job_title: 'x' }, ...extra })).toMatch(/Invalid filter at 'conditions'/);
     const rest = await call(t.app, t.a.adminToken, 'POST', '/api/v1/bulk', { object: 'contacts', action: 'update', filter: typo, all: true, values: { job_title: 'x' } });
     expect(rest.status).toBe(400);
     expect(await dbDigest(t.db)).toBe(before);

@@ -1,15 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
-import { setClock } from '../src/services/clock.js';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
 import { DEMO_SIZE } from '../src/services/bootstrap.js';
 import { ACTIVITY_ACTIONS } from '../src/services/changes.js';
-import { seedWorkspace } from '../src/services/seed.js';
-import { createRecord, updateRecord } from '../src/services/records.js';
+import { setClock } from '../src/services/clock.js';
 import { createNote } from '../src/services/notes.js';
-import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
-import { sql } from 'kysely';
-import { call, ctxFor, sqlAll, sqlGet, testApp, type TestApp } from './helpers.js';
+import { createRecord, updateRecord } from '../src/services/records.js';
+import { seedWorkspace } from '../src/services/seed.js';
+import { call, ctxFor, sqlAll, sqlGet, type TestApp, testApp } from './helpers.js';
 import { callError, callOk, dbDigest, memoryClient } from './mcp-helpers.js';
 
 /**
@@ -57,7 +57,15 @@ describe('crm_create_object and crm_create_field', () => {
     // As the REST returns it.
     expect(real.object).toEqual((await api(t.a.adminToken, 'GET', '/schema/projects')).body.data);
     const phase = real.object.fields.find((f: { name: string }) => f.name === 'phase');
-    expect(phase).toMatchObject({ type: 'SELECT', options: [{ value: 'plan', label: 'Plan' }, { value: 'build', label: 'Build' }, { value: 'done', label: 'Done' }], default: 'plan' });
+    expect(phase).toMatchObject({
+      type: 'SELECT',
+      options: [
+        { value: 'plan', label: 'Plan' },
+        { value: 'build', label: 'Build' },
+        { value: 'done', label: 'Done' },
+      ],
+      default: 'plan',
+    });
     // Records of it can be written right away.
     const rec = (await callOk(admin, tools, 'crm_create_record', { object: 'projects', values: { title: 'Rollout' } })).record;
     expect(rec.phase).toBe('plan');
@@ -107,9 +115,7 @@ describe('crm_create_object and crm_create_field', () => {
     const member = await memoryClient(t.db, t.a, { member: true });
     const before = await dbDigest(t.db);
     for (const dry_run of [true, false]) {
-      expect(await callError(member, 'crm_create_object', { name: 'secrets', fields: [{ name: 'title', type: 'TEXT' }], dry_run })).toMatch(
-        /PERMISSION_DENIED: crm_create_object is for admins only/,
-      );
+      expect(await callError(member, 'crm_create_object', { name: 'secrets', fields: [{ name: 'title', type: 'TEXT' }], dry_run })).toMatch(/PERMISSION_DENIED: crm_create_object is for admins only/);
       expect(await callError(member, 'crm_create_field', { object: 'contacts', name: 'secret', type: 'TEXT', dry_run })).toMatch(/PERMISSION_DENIED: crm_create_field is for admins only/);
     }
     expect(await dbDigest(t.db)).toBe(before);
@@ -130,8 +136,7 @@ describe('timeline by date range, unknown actions', () => {
   });
 
   it('from and to over MCP and REST: a bare date is that day in UTC', async () => {
-    const mcp = async (args: Record<string, unknown>) =>
-      (await callOk(admin, tools, 'crm_get_activity', { object: 'companies', id: acme, ...args })).data.map((e: { at: string }) => e.at);
+    const mcp = async (args: Record<string, unknown>) => (await callOk(admin, tools, 'crm_get_activity', { object: 'companies', id: acme, ...args })).data.map((e: { at: string }) => e.at);
     const rest = async (q: string) => {
       const r = await api(t.a.adminToken, 'GET', `/activity/companies/${acme}?${q}`);
       expect(r.status, JSON.stringify(r.body)).toBe(200);
@@ -329,7 +334,10 @@ describe('prompts, against the demo data', () => {
     const body = await text('crm_weekly_digest');
     const digest = data(body);
     expect(digest.user).toEqual({ id: d.a.admin.id, name: 'alpha Admin', email: 'admin@alpha.test' });
-    const openTotal = (await sqlGet<{ n: number }>(d.db, sql`SELECT COUNT(*) AS n FROM ${sql.table(`w${d.a.workspace.id}_tasks`)} WHERE assignee = ${d.a.admin.id} AND status IN ('open', 'in_progress', 'waiting')`))!.n;
+    const openTotal = (await sqlGet<{ n: number }>(
+      d.db,
+      sql`SELECT COUNT(*) AS n FROM ${sql.table(`w${d.a.workspace.id}_tasks`)} WHERE assignee = ${d.a.admin.id} AND status IN ('open', 'in_progress', 'waiting')`,
+    ))!.n;
     expect(digest.open_tasks.total).toBe(openTotal);
     expect(digest.deal_changes.data.map((e: any) => [e.record_id, e.action])).toContainEqual([dealOfMine, 'updated']);
     expect(digest.notes.map((n: any) => n.record_id)).toEqual([dealOfMine]);

@@ -1,14 +1,14 @@
 import crypto from 'node:crypto';
-import { sql } from 'kysely';
-import { expect } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
-import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv-provider.js';
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv-provider.js';
+import { sql } from 'kysely';
+import { expect } from 'vitest';
 import type { Db } from '../src/db/database.js';
 import { createMcpServer, type McpDeps } from '../src/mcp/server.js';
 import { TOOLS } from '../tools/index.js';
-import { silent, sqlAll, tableNames, type TestWorkspace } from './helpers.js';
+import { silent, sqlAll, type TestWorkspace, tableNames } from './helpers.js';
 
 export const toolByName = new Map(TOOLS.map((t) => [t.name, t]));
 
@@ -151,8 +151,25 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
 
   // Schema (admins): a custom object and a field, each dry-run first; the new field takes a value at once.
   const objectName = `proj_${tag}`;
-  await call('crm_create_object', { name: objectName, fields: [{ name: 'title', type: 'TEXT' }, { name: 'phase', type: 'SELECT', options: ['plan', 'build'] }], dry_run: true });
-  expect((await call('crm_create_object', { name: objectName, fields: [{ name: 'title', type: 'TEXT' }, { name: 'phase', type: 'SELECT', options: ['plan', 'build'] }] })).object.name).toBe(objectName);
+  await call('crm_create_object', {
+    name: objectName,
+    fields: [
+      { name: 'title', type: 'TEXT' },
+      { name: 'phase', type: 'SELECT', options: ['plan', 'build'] },
+    ],
+    dry_run: true,
+  });
+  expect(
+    (
+      await call('crm_create_object', {
+        name: objectName,
+        fields: [
+          { name: 'title', type: 'TEXT' },
+          { name: 'phase', type: 'SELECT', options: ['plan', 'build'] },
+        ],
+      })
+    ).object.name,
+  ).toBe(objectName);
   const fieldName = `score_${tag}`;
   await call('crm_create_field', { object: 'contacts', name: fieldName, type: 'INTEGER', dry_run: true });
   expect((await call('crm_create_field', { object: 'contacts', name: fieldName, type: 'INTEGER' })).field.type).toBe('INTEGER');
@@ -174,7 +191,10 @@ export async function exerciseAllTools(client: Client): Promise<Set<string>> {
   const phone = `+1 555 ${String(parseInt(tag, 16) % 10_000_000).padStart(7, '0')}`;
   const imported = await call('crm_import', {
     object: 'contacts',
-    records: [{ first_name: 'Eve', last_name: tag, email: `eve.${tag}@example.com`, phone }, { first_name: 'Ada again', email: `ada.${tag}@example.com` }],
+    records: [
+      { first_name: 'Eve', last_name: tag, email: `eve.${tag}@example.com`, phone },
+      { first_name: 'Ada again', email: `ada.${tag}@example.com` },
+    ],
   });
   expect([imported.created, imported.duplicates]).toEqual([1, 1]);
   const eve = imported.rows[0].id;

@@ -1,13 +1,13 @@
 import http from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FastifyInstance } from 'fastify';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
-import { mcpCallsInFlight, type McpHttpOptions } from '../src/mcp/http.js';
-import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { type McpHttpOptions, mcpCallsInFlight } from '../src/mcp/http.js';
 import { createThread } from '../src/services/inbox.js';
 import { revokeToken } from '../src/services/users.js';
 import { TOOLS } from '../tools/index.js';
@@ -149,7 +149,11 @@ describe('Streamable HTTP at /mcp', () => {
     const ro = await serve({ readOnly: true });
     const client = await streamable(ro, w.adminToken);
     const { tools } = await client.listTools();
-    expect(tools.map((t) => t.name).sort()).toEqual(TOOLS.filter((t) => t.kind === 'read').map((t) => t.name).sort());
+    expect(tools.map((t) => t.name).sort()).toEqual(
+      TOOLS.filter((t) => t.kind === 'read')
+        .map((t) => t.name)
+        .sort(),
+    );
     await client.close();
   });
 
@@ -165,7 +169,9 @@ describe('Streamable HTTP at /mcp', () => {
     const { tools } = await client.listTools();
     const batch = Array.from({ length: 100 }, (_, i) => ({ first_name: 'Http', last_name: `Bulk ${i}` }));
     for (let i = 0; i < 8; i++) await callOk(client, tools, 'crm_batch_write', { object: 'contacts', mode: 'create', records: batch });
-    const ids = (await callOk(client, tools, 'crm_search', { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Http' }] }, limit: 100, fields: ['id'] })).total;
+    const ids = (
+      await callOk(client, tools, 'crm_search', { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Http' }] }, limit: 100, fields: ['id'] })
+    ).total;
     expect(ids).toBe(800);
     const filter = { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Http' }] };
 
@@ -184,7 +190,11 @@ describe('Streamable HTTP at /mcp', () => {
     await expect(pending).rejects.toThrow();
     // A later read waits for the one connection the cancelled transaction held.
     await new Promise((r) => setTimeout(r, 200));
-    const changed = await callOk(client, tools, 'crm_search', { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'job_title', operator: 'eq', value: 'Cancelled over HTTP' }] }, limit: 1 });
+    const changed = await callOk(client, tools, 'crm_search', {
+      object: 'contacts',
+      filter: { operator: 'and', conditions: [{ field: 'job_title', operator: 'eq', value: 'Cancelled over HTTP' }] },
+      limit: 1,
+    });
     expect(changed.total).toBe(0);
     // The cancelled call's POST ended: nothing of it is left in this process.
     expect(mcpCallsInFlight()).toBe(0);

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FastifyInstance } from 'fastify';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
 import { createMcpServer } from '../src/mcp/server.js';
@@ -121,8 +121,16 @@ describe('malformed MCP requests answer -32602 / -32601 with an actionable messa
       { body: { jsonrpc: '2.0', id: 1.5, method: 'tools/list' }, id: null, mentions: /id must be a string or an integer, not 1\.5/ },
       { body: { id: 1, method: 'tools/list' }, id: 1, mentions: /jsonrpc must be "2\.0" and is missing/ },
       { body: { jsonrpc: '1.0', id: 1, method: 'tools/list' }, id: 1, mentions: /jsonrpc must be "2\.0", not "1\.0"/ },
-      { body: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'crm_list_records', arguments: { object: 'contacts' }, _meta: 5 } }, id: 1, mentions: /params\._meta must be an object, not 5/ },
-      { body: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'crm_list_records', arguments: { object: 'contacts' }, _meta: { progressToken: {} } } }, id: 1, mentions: /params\._meta\.progressToken must be a string or an integer/ },
+      {
+        body: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'crm_list_records', arguments: { object: 'contacts' }, _meta: 5 } },
+        id: 1,
+        mentions: /params\._meta must be an object, not 5/,
+      },
+      {
+        body: { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'crm_list_records', arguments: { object: 'contacts' }, _meta: { progressToken: {} } } },
+        id: 1,
+        mentions: /params\._meta\.progressToken must be a string or an integer/,
+      },
       { body: { jsonrpc: '2.0', method: 'notifications/cancelled', params: 5 }, id: null, mentions: /params must be an object, not 5/ },
       { body: 5, id: null, mentions: /must be an object/ },
       { body: 'str', id: null, mentions: /must be an object/ },

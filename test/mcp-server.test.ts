@@ -1,15 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { ToolListChangedNotificationSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { type CallToolResult, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ANNOTATIONS_BY_KIND, defineTool, type ToolKind } from '../src/mcp/tool.js';
 import { parseToolsets, selectTools } from '../src/mcp/server.js';
+import { ANNOTATIONS_BY_KIND, defineTool, type ToolKind } from '../src/mcp/tool.js';
+import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
 import { createObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { TOOLS } from '../tools/index.js';
-import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
-import { sql } from 'kysely';
-import { call, sqlGet, testApp, type TestApp } from './helpers.js';
+import { call, sqlGet, type TestApp, testApp } from './helpers.js';
 import { callError, callOk, dbDigest, exerciseAllTools, hintsRead, memoryClient } from './mcp-helpers.js';
 
 let t: TestApp;
@@ -31,8 +31,7 @@ describe('MCP tools over the in-memory transport', () => {
     for (const tool of tools) {
       expect(tool.description, tool.name).toBeTruthy();
       expect(tool.outputSchema, tool.name).toBeTruthy();
-      for (const [arg, s] of Object.entries(tool.inputSchema.properties ?? {}))
-        expect((s as { description?: string }).description, `${tool.name}.${arg} has a description`).toBeTruthy();
+      for (const [arg, s] of Object.entries(tool.inputSchema.properties ?? {})) expect((s as { description?: string }).description, `${tool.name}.${arg} has a description`).toBeTruthy();
     }
   });
 
@@ -57,7 +56,16 @@ describe('MCP tools over the in-memory transport', () => {
     const ct = (await callOk(client, tools, 'crm_create_record', { object: 'contacts', values: { first_name: 'Probe' } })).record;
     const deal = (await callOk(client, tools, 'crm_create_record', { object: 'opportunities', values: { name: 'Probe deal' } })).record;
     const task = (await callOk(client, tools, 'crm_create_task', { title: 'Probe task' })).task;
-    const [d1, d2] = (await callOk(client, tools, 'crm_batch_write', { object: 'contacts', mode: 'create', records: [{ first_name: 'Dup', phone: '+1 555 010 9999' }, { first_name: 'Dup', phone: '(555) 010-9999' }] })).results.map((r: { id: string }) => r.id);
+    const [d1, d2] = (
+      await callOk(client, tools, 'crm_batch_write', {
+        object: 'contacts',
+        mode: 'create',
+        records: [
+          { first_name: 'Dup', phone: '+1 555 010 9999' },
+          { first_name: 'Dup', phone: '(555) 010-9999' },
+        ],
+      })
+    ).results.map((r: { id: string }) => r.id);
     const thread = (await callOk(client, tools, 'crm_list_threads', { limit: 1 })).data[0].id;
     const results: Record<string, any> = {};
     // In call order (the merge before its undo, the deletes last); a function reads earlier results.
@@ -225,7 +233,7 @@ describe('dry_run', () => {
     const check = async (name: string, args: Record<string, unknown>, same: (dry: any, real: any) => void) => {
       const before = await dbDigest(t.db);
       const dry = await callOk(client, tools, name, { ...args, dry_run: true });
-      expect((await dbDigest(t.db)), `${name} dry run wrote nothing`).toBe(before);
+      expect(await dbDigest(t.db), `${name} dry run wrote nothing`).toBe(before);
       expect(dry.dry_run).toBe(true);
       const real = await callOk(client, tools, name, args);
       expect(real.dry_run).toBe(false);
@@ -238,7 +246,15 @@ describe('dry_run', () => {
     });
     await check(
       'crm_batch_write',
-      { object: 'contacts', mode: 'upsert', key: 'email', records: [{ email: 'dry2@example.com', job_title: 'CFO' }, { email: 'new@example.com', first_name: 'New' }] },
+      {
+        object: 'contacts',
+        mode: 'upsert',
+        key: 'email',
+        records: [
+          { email: 'dry2@example.com', job_title: 'CFO' },
+          { email: 'new@example.com', first_name: 'New' },
+        ],
+      },
       (d, r) => {
         expect(d.results.map((x: any) => x.action)).toEqual(['updated', 'created']);
         expect(r.results.map((x: any) => x.action)).toEqual(['updated', 'created']);
@@ -278,7 +294,11 @@ describe('read-only mode and tool sets', () => {
     const tools = await listed(ro);
     expect(tools.length).toBeGreaterThan(0);
     expect(tools.every((x) => x.annotations?.readOnlyHint === true)).toBe(true);
-    expect(tools.map((x) => x.name).sort()).toEqual(TOOLS.filter((x) => x.kind === 'read').map((x) => x.name).sort());
+    expect(tools.map((x) => x.name).sort()).toEqual(
+      TOOLS.filter((x) => x.kind === 'read')
+        .map((x) => x.name)
+        .sort(),
+    );
     const before = await dbDigest(t.db);
     const r = (await ro.callTool({ name: 'crm_create_record', arguments: { object: 'contacts', values: { first_name: 'No' } } })) as CallToolResult;
     expect(r.isError).toBe(true);
@@ -329,7 +349,17 @@ describe('parity with REST', () => {
   const questions: Record<string, unknown>[] = [
     { limit: 20 },
     { filter: { operator: 'and', conditions: [{ field: 'status', operator: 'in', value: ['lead', 'customer'] }] }, sort_by: 'last_name', sort_dir: 'asc', limit: 50 },
-    { filter: { operator: 'or', conditions: [{ field: 'email', operator: 'contains', value: 'example' }, { field: 'city', operator: 'is_null' }] }, fields: ['first_name', 'email', 'city'], limit: 7 },
+    {
+      filter: {
+        operator: 'or',
+        conditions: [
+          { field: 'email', operator: 'contains', value: 'example' },
+          { field: 'city', operator: 'is_null' },
+        ],
+      },
+      fields: ['first_name', 'email', 'city'],
+      limit: 7,
+    },
     { filter: { operator: 'not', conditions: [{ field: 'do_not_contact', operator: 'eq', value: true }] }, sort_by: 'created_at', sort_dir: 'asc', limit: 100 },
   ];
   it.each(questions.map((q, i) => [i, q] as const))('question %i gets the same records, page after page', async (_i, q) => {

@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { afterAll, describe, expect, it } from 'vitest';
 import { TOOLS } from '../tools/index.js';
 import { callOk, exerciseAllTools } from './mcp-helpers.js';
 
@@ -40,6 +40,7 @@ describe('crm-mcp stdio, spawned as mcp.json says', () => {
     expect(Object.keys(entry.env)).toEqual(['CRM_DB']);
     const http = (config.mcpServers as any)['crm-http'];
     expect(http.url).toBe('http://127.0.0.1:3000/mcp');
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the client expands ${CRM_API_TOKEN} itself
     expect(http.headers.Authorization).toBe('Bearer ${CRM_API_TOKEN}');
   });
 

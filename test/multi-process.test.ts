@@ -1,15 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
 import { createRecords } from '../src/services/records.js';
-import { sql } from 'kysely';
-import { call, dropSchemaOf, freshDb, holdWriteLock, makeWorkspace, onPostgres, schemaUrl, silent, sqlGet, sqlRun, tableOf, TEST_DATABASE_URL } from './helpers.js';
-import { cleanEnv, CLI, startServe } from './process-helpers.js';
+import { call, dropSchemaOf, freshDb, holdWriteLock, makeWorkspace, onPostgres, schemaUrl, silent, sqlGet, sqlRun, TEST_DATABASE_URL, tableOf } from './helpers.js';
+import { CLI, cleanEnv, startServe } from './process-helpers.js';
 
 /**
  * Several processes on one SQLite file, as the README allows (servers behind one load balancer, a
@@ -22,7 +22,7 @@ import { cleanEnv, CLI, startServe } from './process-helpers.js';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-procs-'));
 const dbFile = path.join(tmp, 'crm.db');
 // On PostgreSQL (CRM_TEST_DATABASE_URL): the processes share a schema of their own in that database.
-const location = TEST_DATABASE_URL ? schemaUrl(TEST_DATABASE_URL, "t_procs_") : dbFile;
+const location = TEST_DATABASE_URL ? schemaUrl(TEST_DATABASE_URL, 't_procs_') : dbFile;
 const env = { ...cleanEnv, CRM_DATABASE_URL: location, CRM_WORKSPACE: 'alpha', CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'error', CRM_READ_WORKERS: '0' };
 
 const children: ChildProcess[] = [];
@@ -168,7 +168,11 @@ describe(`two serve processes and a CLI import on one ${TEST_DATABASE_URL ? 'Pos
       const title = new Map(rows.map((r) => [r.id, r.job_title]));
       // Concurrent updates of one record may land in either order: each updated record holds one of them.
       for (const id of updated.keys()) expect(title.get(id)).toMatch(/^title \d+$/);
-      const imported = await t.selectFrom(table).select((eb: any) => eb.fn.countAll().as('n')).where('email', 'like', 'imp%@example.com').executeTakeFirst();
+      const imported = await t
+        .selectFrom(table)
+        .select((eb: any) => eb.fn.countAll().as('n'))
+        .where('email', 'like', 'imp%@example.com')
+        .executeTakeFirst();
       expect(Number(imported.n)).toBe(IMPORTED);
     } finally {
       await db.close();
@@ -183,7 +187,7 @@ describe(`two serve processes and a CLI import on one ${TEST_DATABASE_URL ? 'Pos
 });
 
 describe.skipIf(onPostgres)('serve processes started at once on a new file', () => {
-  it('all start and serve: the later ones wait for the first one\'s migrations instead of running them again', async () => {
+  it("all start and serve: the later ones wait for the first one's migrations instead of running them again", async () => {
     // Several rounds of three: the crash ("table ... already exists") needs two processes to
     // migrate at the same moment (the deterministic case is in races.test.ts, on connections).
     for (let round = 0; round < 2; round++) {
@@ -204,7 +208,7 @@ describe.skipIf(onPostgres)('serve processes started at once on a new file', () 
   }, 30_000);
 });
 
-describe('waiting for another connection\'s write lock', () => {
+describe("waiting for another connection's write lock", () => {
   /**
    * The database and a second connection on it that holds a write lock until released, as another
    * process's long import batch: SQLite's write lock on the file; on PostgreSQL (whose writes lock
@@ -260,13 +264,22 @@ describe('waiting for another connection\'s write lock', () => {
   });
 
   // SQLite's PRAGMA optimize at open (PostgreSQL's statistics are autovacuum's).
-  it.skipIf(onPostgres)('a process starts while another holds the write lock, with the planner\'s statistics stale', async () => {
+  it.skipIf(onPostgres)("a process starts while another holds the write lock, with the planner's statistics stale", async () => {
     const t = await setup(10_000);
     try {
-      await createRecords(t.w.ctx, 'contacts', Array.from({ length: 20 }, (_, i) => ({ first_name: `A${i}` })));
+      await createRecords(
+        t.w.ctx,
+        'contacts',
+        Array.from({ length: 20 }, (_, i) => ({ first_name: `A${i}` })),
+      );
       await sqlRun(t.db, 'ANALYZE');
       // Ten times the rows analysed: PRAGMA optimize at the next open wants to analyse again.
-      await createRecords(t.w.ctx, 'contacts', Array.from({ length: 2000 }, (_, i) => ({ first_name: `B${i}` })), { max: 2000 });
+      await createRecords(
+        t.w.ctx,
+        'contacts',
+        Array.from({ length: 2000 }, (_, i) => ({ first_name: `B${i}` })),
+        { max: 2000 },
+      );
       await t.lock();
       // Opening must not wait for the lock (nor fail after SQLite's busy timeout): the statistics can wait.
       const late = openDatabase({ file: t.db.file, lockWaitMs: 10_000 });

@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/http/app.js';
-import { call, freshDb, makeWorkspace, silent, testApp, type TestApp } from './helpers.js';
+import { call, freshDb, makeWorkspace, silent, type TestApp, testApp } from './helpers.js';
 
 /**
  * The OpenAPI document against the server: it is a valid OpenAPI 3.1 document, it names every route
@@ -31,13 +31,7 @@ function watch(app: FastifyInstance) {
 }
 
 /** Sends a request (inject) and checks its answer against the document (conforms). */
-async function hit(
-  token: string | null,
-  method: string,
-  url: string,
-  body?: unknown,
-  opts: { headers?: Record<string, string>; route?: string; app?: FastifyInstance; payload?: string } = {},
-) {
+async function hit(token: string | null, method: string, url: string, body?: unknown, opts: { headers?: Record<string, string>; route?: string; app?: FastifyInstance; payload?: string } = {}) {
   lastRoute = undefined;
   const res = await (opts.app ?? t.app).inject({
     method: method as 'GET',
@@ -129,7 +123,10 @@ describe('the OpenAPI document', () => {
     await db.close();
     for (const { key, op } of operations()) {
       expect(op.summary, key).toBeTruthy();
-      expect(doc.tags.map((t: Json) => t.name), key).toContain(op.tags[0]);
+      expect(
+        doc.tags.map((t: Json) => t.name),
+        key,
+      ).toContain(op.tags[0]);
       const ok = Object.keys(op.responses).filter((s) => s.startsWith('2'));
       expect(ok.length, key).toBe(1);
       expect(op.responses[ok[0]!].content, key).toBeDefined();
@@ -200,7 +197,13 @@ describe('real answers match the document', () => {
 
     await hit(a, 'GET', '/api/v1/schema');
     await hit(a, 'GET', '/api/v1/schema/contacts');
-    await hit(a, 'POST', '/api/v1/schema', { name: 'gadgets', fields: [{ name: 'title', type: 'TEXT' }, { name: 'kind', type: 'SELECT', options: ['a', 'b'] }] });
+    await hit(a, 'POST', '/api/v1/schema', {
+      name: 'gadgets',
+      fields: [
+        { name: 'title', type: 'TEXT' },
+        { name: 'kind', type: 'SELECT', options: ['a', 'b'] },
+      ],
+    });
     await hit(a, 'POST', '/api/v1/schema/gadgets/fields', { name: 'qty', type: 'INTEGER' });
     await hit(a, 'POST', '/api/v1/records/gadgets', { title: 'G1', kind: 'a', qty: 3 });
 
@@ -235,11 +238,13 @@ describe('real answers match the document', () => {
     await hit(a, 'GET', `/api/v1/activity/contacts/${ids.contact}`);
     await hit(a, 'GET', '/api/v1/changes?limit=2');
 
-    const thread = (await hit(a, 'POST', '/api/v1/inbox/threads', {
-      subject: 'Hi',
-      contact_id: ids.contact,
-      messages: [{ direction: 'inbound', from_email: 'a@b.co', to: ['me@example.com'], body: 'Hello', sent_at: '2024-01-01T10:00:00Z' }],
-    })).body!.data;
+    const thread = (
+      await hit(a, 'POST', '/api/v1/inbox/threads', {
+        subject: 'Hi',
+        contact_id: ids.contact,
+        messages: [{ direction: 'inbound', from_email: 'a@b.co', to: ['me@example.com'], body: 'Hello', sent_at: '2024-01-01T10:00:00Z' }],
+      })
+    ).body!.data;
     await hit(a, 'GET', '/api/v1/inbox/threads');
     await hit(a, 'GET', `/api/v1/inbox/threads/${thread.id}`);
     await hit(a, 'PUT', `/api/v1/inbox/threads/${thread.id}`, { read: true });
@@ -247,7 +252,15 @@ describe('real answers match the document', () => {
     await hit(a, 'GET', '/api/v1/integrations/status');
 
     const pipelines = (await hit(a, 'GET', '/api/v1/pipelines')).body!.data;
-    await hit(a, 'POST', '/api/v1/pipelines', { object: 'gadgets', name: 'P', field: 'kind', steps: [{ key: 'a', name: 'A' }, { key: 'b', name: 'B', won: true }] });
+    await hit(a, 'POST', '/api/v1/pipelines', {
+      object: 'gadgets',
+      name: 'P',
+      field: 'kind',
+      steps: [
+        { key: 'a', name: 'A' },
+        { key: 'b', name: 'B', won: true },
+      ],
+    });
     await hit(a, 'GET', `/api/v1/pipelines/${pipelines[0].id}`);
     await hit(a, 'GET', `/api/v1/pipelines/${pipelines[0].id}/stats`);
     await hit(a, 'PUT', `/api/v1/pipelines/opportunities/${ids.deal}/move`, { step: 'qualified' });
@@ -267,14 +280,19 @@ describe('real answers match the document', () => {
     await hit(null, 'GET', '/health');
     await hit(null, 'GET', '/api/v1/openapi.json');
 
-    const missing = operations().filter(({ key }) => ![...(checked.get(key) ?? [])].some((s) => s >= 200 && s < 300)).map((o) => o.key);
+    const missing = operations()
+      .filter(({ key }) => ![...(checked.get(key) ?? [])].some((s) => s >= 200 && s < 300))
+      .map((o) => o.key);
     expect(missing, 'routes never answered 2xx in this test').toEqual([]);
   });
 
   it('401 on every route that takes a token, in its own error shape', async () => {
     for (const { key, path, method, op } of operations()) {
       if (op.security?.length === 0) continue;
-      const url = path.replace('{object}', 'contacts').replace('{streamId}', 'contacts').replace(/\{\w+\}/g, 'x');
+      const url = path
+        .replace('{object}', 'contacts')
+        .replace('{streamId}', 'contacts')
+        .replace(/\{\w+\}/g, 'x');
       const r = await hit(null, method.toUpperCase(), url);
       expect(r.status, key).toBe(401);
     }
@@ -300,7 +318,10 @@ describe('real answers match the document', () => {
     await expectStatus(404, a, 'POST', '/api/v1/streams/nope/records/aggregate', { aggregates: { n: { count: {} } } });
     await expectStatus(409, a, 'POST', '/api/v1/records/contacts', { first_name: 'Ada', email: 'ada@acme.com' });
     await expectStatus(409, a, 'POST', '/api/v1/schema', { name: 'gadgets', fields: [{ name: 'title', type: 'TEXT' }] });
-    await expectStatus(413, a, 'POST', '/api/v1/records/contacts', undefined, { headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ first_name: 'x'.repeat(6 * 1024 * 1024) }) });
+    await expectStatus(413, a, 'POST', '/api/v1/records/contacts', undefined, {
+      headers: { 'content-type': 'application/json' },
+      payload: JSON.stringify({ first_name: 'x'.repeat(6 * 1024 * 1024) }),
+    });
     await expectStatus(414, a, 'GET', `/api/v1/records/contacts/${'x'.repeat(101)}`, undefined, { route: 'GET /api/v1/records/{object}/{id}' });
     await expectStatus(415, a, 'POST', '/api/v1/records/contacts', undefined, { headers: { 'content-type': 'text/plain' }, payload: 'first_name=Ada' });
     await expectStatus(422, a, 'GET', '/api/v1/export/contacts?limit=10001');

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
-import { call, makeWorkspace, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { call, makeWorkspace, type TestApp, type TestWorkspace, testApp } from './helpers.js';
 
 /**
  * Pipelines through REST: the default Sales pipeline, first-step defaults on every create surface
@@ -50,8 +50,7 @@ function err(r: { status: number; body: any }, status: number, code: string) {
   return r.body as { code: string; message: string; details?: any };
 }
 
-const history = (id: string) =>
-  t.db.kysely.selectFrom('stage_history').select(['pipeline_id', 'step_key', 'entered_at', 'left_at']).where('record_id', '=', id).orderBy('id').execute();
+const history = (id: string) => t.db.kysely.selectFrom('stage_history').select(['pipeline_id', 'step_key', 'entered_at', 'left_at']).where('record_id', '=', id).orderBy('id').execute();
 
 async function timeline(id: string, object = 'opportunities', token = admin()) {
   const r = ok(await call(t.app, token, 'GET', `/api/v1/activity/${object}/${id}?limit=100`));
@@ -123,10 +122,16 @@ describe('new records start on the first step with its defaults', () => {
     expect(created).toEqual(['created']);
 
     // Not a step: refused, nothing written.
-    const before = await t.db.kysely.selectFrom('stage_history').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const before = await t.db.kysely
+      .selectFrom('stage_history')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     const bad = err(await api(admin(), 'POST', '/records/opportunities', { name: 'Bad', status: 'won' }), 400, 'VALIDATION_ERROR');
     expect(bad.message).toMatch(/status/);
-    const after = await t.db.kysely.selectFrom('stage_history').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const after = await t.db.kysely
+      .selectFrom('stage_history')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     expect(Number(after.n)).toBe(Number(before.n));
   });
 
@@ -146,9 +151,7 @@ describe('new records start on the first step with its defaults', () => {
   });
 
   it('upsert: created rows start on the first step; updated rows that change step move', async () => {
-    const first = ok(
-      await api(admin(), 'POST', '/records/opportunities/batch/upsert', { records: [{ name: 'Upsert new' }, { name: 'Upsert on proposal', status: 'proposal' }] }),
-    );
+    const first = ok(await api(admin(), 'POST', '/records/opportunities/batch/upsert', { records: [{ name: 'Upsert new' }, { name: 'Upsert on proposal', status: 'proposal' }] }));
     expect(first.results.map((x: any) => x.action)).toEqual(['created', 'created']);
     expect(first.data.map((x: any) => [x.status, x.probability])).toEqual([
       ['open', 10],
@@ -183,7 +186,12 @@ describe('new records start on the first step with its defaults', () => {
     const at = iso(clock + 60_000);
     const r = ok(
       await api(admin(), 'POST', '/import/opportunities', {
-        records: [{ name: 'Imported plain', amount: 500 }, { name: 'Imported lost', status: 'closed_lost' }, { name: 'Imported own', status: 'qualified', probability: 40 }, { name: 'Imported bad', status: 'nope' }],
+        records: [
+          { name: 'Imported plain', amount: 500 },
+          { name: 'Imported lost', status: 'closed_lost' },
+          { name: 'Imported own', status: 'qualified', probability: 40 },
+          { name: 'Imported bad', status: 'nope' },
+        ],
       }),
     );
     expect(r).toMatchObject({ object_name: 'opportunities', created: 3, duplicates: 0, failed: 1 });

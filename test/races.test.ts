@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Fastify from 'fastify';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import Fastify from 'fastify';
 import { errorHandler } from '../src/http/errors.js';
 import { ensureDefaultWorkspace } from '../src/services/bootstrap.js';
 import { fromDatabaseError, isCrmError } from '../src/services/errors.js';
@@ -13,8 +14,7 @@ import { createPipeline } from '../src/services/pipelines.js';
 import { createRecord, upsertRecords } from '../src/services/records.js';
 import { createField, createObject } from '../src/services/schema.js';
 import { createWorkspace } from '../src/services/users.js';
-import { sql } from 'kysely';
-import { call, freshDb, holdWriteLock, makeWorkspace, onPostgres, silent, sqlAll, sqlRun, testApp, type TestApp, type TestWorkspace } from './helpers.js';
+import { call, freshDb, holdWriteLock, makeWorkspace, onPostgres, silent, sqlAll, sqlRun, type TestApp, type TestWorkspace, testApp } from './helpers.js';
 
 /**
  * Concurrent calls inside one process: the services check a name, then insert it; two calls that
@@ -60,7 +60,13 @@ describe('concurrent creates of one name', () => {
   });
 
   it('pipeline of one object: one is created, the other answers DUPLICATE_RECORD', async () => {
-    await createObject(w.ctx, { name: 'tickets', fields: [{ name: 'title', type: 'TEXT' }, { name: 'stage', type: 'SELECT', options: ['open', 'done'] }] });
+    await createObject(w.ctx, {
+      name: 'tickets',
+      fields: [
+        { name: 'title', type: 'TEXT' },
+        { name: 'stage', type: 'SELECT', options: ['open', 'done'] },
+      ],
+    });
     const spec = { object: 'tickets', name: 'Support', field: 'stage', steps: [{ key: 'open' }, { key: 'done' }] };
     oneWinner(await Promise.allSettled([createPipeline(w.ctx, spec), createPipeline(w.ctx, spec)]), /tickets/);
   });
@@ -102,7 +108,7 @@ describe.skipIf(onPostgres)('two connections migrating one new file at once', ()
 });
 
 describe.skipIf(onPostgres)('migrating while another process holds the write lock longer than a write waits', () => {
-  it('waits for it (as for another process\'s long migration), then migrates', async () => {
+  it("waits for it (as for another process's long migration), then migrates", async () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'crm-migrate-')), 'crm.db');
     const first = openDatabase({ file });
     await migrate(first);
@@ -150,8 +156,7 @@ describe('over REST', () => {
     expect(objs.map((r) => r.status).sort()).toEqual([201, 409, 409]);
     const fields = await Promise.all([1, 2, 3].map(() => call(t.app, t.a.adminToken, 'POST', '/api/v1/schema/widgets/fields', { name: 'size', type: 'INTEGER' })));
     expect(fields.map((r) => r.status).sort()).toEqual([201, 409, 409]);
-    for (const r of [...objs, ...fields].filter((x) => x.status === 409))
-      expect(r.body).toEqual({ error: true, code: 'DUPLICATE_RECORD', message: expect.stringMatching(/widgets|size/) });
+    for (const r of [...objs, ...fields].filter((x) => x.status === 409)) expect(r.body).toEqual({ error: true, code: 'DUPLICATE_RECORD', message: expect.stringMatching(/widgets|size/) });
   });
 });
 

@@ -1,10 +1,10 @@
-import pino from 'pino';
+import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Db } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
 import { call, freshDb, makeWorkspace, type TestWorkspace } from './helpers.js';
-import type { FastifyInstance } from 'fastify';
-import type { Db } from '../src/db/database.js';
 
 describe('rate limit (contract: 429 with Retry-After)', () => {
   let db: Db;

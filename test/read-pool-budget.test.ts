@@ -1,10 +1,10 @@
+import { type Kysely, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sql, type Kysely } from 'kysely';
-import { freshPooledDb, makeWorkspace, onPostgres, type TestWorkspace } from './helpers.js';
 import type { Db } from '../src/db/database.js';
 import { budgetCondition, isBudgetStop } from '../src/db/read-pool.js';
-import { seedWorkspace } from '../src/services/seed.js';
 import { resolveObject } from '../src/services/schema.js';
+import { seedWorkspace } from '../src/services/seed.js';
+import { freshPooledDb, makeWorkspace, onPostgres, type TestWorkspace } from './helpers.js';
 
 /**
  * The per-row budget condition on the read pool: it calls into JavaScript for only some rows
@@ -33,7 +33,11 @@ const k = () => db.kysely as unknown as Kysely<any>;
 describe.skipIf(onPostgres)('budget condition on the read pool', () => {
   it('keeps every row before the deadline', async () => {
     const plain = k().selectFrom(table).select(sql<number>`COUNT(*)`.as('n')).compile();
-    const guarded = k().selectFrom(table).where(budgetCondition(Date.now() + 60_000)).select(sql<number>`COUNT(*)`.as('n')).compile();
+    const guarded = k()
+      .selectFrom(table)
+      .where(budgetCondition(Date.now() + 60_000))
+      .select(sql<number>`COUNT(*)`.as('n'))
+      .compile();
     const [a] = await db.readPool!.all<{ n: number }>(plain.sql, plain.parameters);
     const [b] = await db.readPool!.all<{ n: number }>(guarded.sql, guarded.parameters);
     expect(a!.n).toBeGreaterThanOrEqual(3000);
@@ -44,7 +48,12 @@ describe.skipIf(onPostgres)('budget condition on the read pool', () => {
     const past = Date.now() - 1;
     for (const q of [
       k().selectFrom(table).where(budgetCondition(past)).select(sql<number>`COUNT(*)`.as('n')).compile(),
-      k().selectFrom(table).where(budgetCondition(past)).select(['status', sql<number>`COUNT(*)`.as('n')]).groupBy('status').compile(),
+      k()
+        .selectFrom(table)
+        .where(budgetCondition(past))
+        .select(['status', sql<number>`COUNT(*)`.as('n')])
+        .groupBy('status')
+        .compile(),
     ]) {
       const e = await db.readPool!.all(q.sql, q.parameters).then(
         () => null,

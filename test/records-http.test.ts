@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, type TestApp, testApp } from './helpers.js';
 
 /** The Kasar records contract, end to end through Fastify (inject), on a fresh database. */
 
@@ -87,16 +87,17 @@ describe('records: list, sort, project, page', () => {
     const created = r.body.data.map((x: Rec) => x.created_at);
     expect(created).toEqual([...created].sort().reverse());
     // Every field of the object is present, empty ones as null.
-    expect(Object.keys(r.body.data[0]).sort()).toEqual(
-      (await api('GET', '/schema/contacts')).body.data.fields.map((f: { name: string }) => f.name).sort(),
-    );
+    expect(Object.keys(r.body.data[0]).sort()).toEqual((await api('GET', '/schema/contacts')).body.data.fields.map((f: { name: string }) => f.name).sort());
   });
 
   it('filters with filter_field / filter_operator / filter_value', async () => {
     for (const status of STATUSES) {
       const r = await api('GET', `/records/contacts?${qs({ filter_field: 'status', filter_operator: 'eq', filter_value: status, limit: 100 })}`);
       expect(r.status).toBe(200);
-      const want = contacts.filter((c) => c.status === status).map((c) => c.id).sort();
+      const want = contacts
+        .filter((c) => c.status === status)
+        .map((c) => c.id)
+        .sort();
       expect(r.body.data.map((x: Rec) => x.id).sort()).toEqual(want);
       expect(r.body.total).toBe(want.length);
     }
@@ -106,16 +107,27 @@ describe('records: list, sort, project, page', () => {
     const inList = await api('GET', `/records/contacts?${qs({ filter_field: 'status', filter_operator: 'in', filter_value: 'lead,churned', limit: 100 })}`);
     expect(inList.body.total).toBe(contacts.filter((c) => ['lead', 'churned'].includes(c.status)).length);
     const nulls = await api('GET', `/records/contacts?${qs({ filter_field: 'email', filter_operator: 'is_null', limit: 100 })}`);
-    expect(nulls.body.data.map((x: Rec) => x.id).sort()).toEqual(contacts.filter((c) => c.email === null).map((c) => c.id).sort());
+    expect(nulls.body.data.map((x: Rec) => x.id).sort()).toEqual(
+      contacts
+        .filter((c) => c.email === null)
+        .map((c) => c.id)
+        .sort(),
+    );
     // between takes "low,high" in the query string, as in takes a comma list.
     const between = await api('GET', `/records/opportunities?${qs({ filter_field: 'amount', filter_operator: 'between', filter_value: '1000,5000', limit: 100 })}`);
     expect(between.status, JSON.stringify(between.body)).toBe(200);
-    const inRange = opps.filter((o) => o.amount !== null && o.amount >= 1000 && o.amount <= 5000).map((o) => o.id).sort();
+    const inRange = opps
+      .filter((o) => o.amount !== null && o.amount >= 1000 && o.amount <= 5000)
+      .map((o) => o.id)
+      .sort();
     expect(inRange.length).toBeGreaterThan(0);
     expect(between.body.data.map((x: Rec) => x.id).sort()).toEqual(inRange);
     const dates = await api('GET', `/records/opportunities?${qs({ filter_field: 'close_date', filter_operator: 'between', filter_value: '2025-02-01,2025-05-31', limit: 100 })}`);
     expect(dates.body.data.map((x: Rec) => x.id).sort()).toEqual(
-      opps.filter((o) => o.close_date !== null && o.close_date >= '2025-02-01' && o.close_date <= '2025-05-31').map((o) => o.id).sort(),
+      opps
+        .filter((o) => o.close_date !== null && o.close_date >= '2025-02-01' && o.close_date <= '2025-05-31')
+        .map((o) => o.id)
+        .sort(),
     );
     const starts = await api('GET', `/records/contacts?${qs({ filter_field: 'last_name', filter_operator: 'starts_with', filter_value: 'MAR', limit: 100 })}`);
     expect(starts.body.total).toBe(contacts.filter((c) => c.last_name?.toLowerCase().startsWith('mar')).length);
@@ -126,17 +138,33 @@ describe('records: list, sort, project, page', () => {
       operator: 'or',
       conditions: [
         { field: 'tags', operator: 'contains', value: 'vip' },
-        { operator: 'and', conditions: [{ field: 'status', operator: 'eq', value: 'customer' }, { field: 'email', operator: 'is_not_null' }] },
+        {
+          operator: 'and',
+          conditions: [
+            { field: 'status', operator: 'eq', value: 'customer' },
+            { field: 'email', operator: 'is_not_null' },
+          ],
+        },
       ],
     };
     const match = (c: Rec) => c.tags?.includes('vip') || (c.status === 'customer' && c.email !== null);
     const r = await api('GET', `/records/contacts?${qs({ filters: JSON.stringify(group), limit: 100 })}`);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
-    expect(r.body.data.map((x: Rec) => x.id).sort()).toEqual(contacts.filter(match).map((c) => c.id).sort());
+    expect(r.body.data.map((x: Rec) => x.id).sort()).toEqual(
+      contacts
+        .filter(match)
+        .map((c) => c.id)
+        .sort(),
+    );
 
     const both = await api('GET', `/records/contacts?${qs({ filters: JSON.stringify(group), filter_field: 'last_name', filter_operator: 'neq', filter_value: 'Martin', limit: 100 })}`);
     expect(both.status).toBe(200);
-    expect(both.body.data.map((x: Rec) => x.id).sort()).toEqual(contacts.filter((c) => match(c) && c.last_name !== 'Martin').map((c) => c.id).sort());
+    expect(both.body.data.map((x: Rec) => x.id).sort()).toEqual(
+      contacts
+        .filter((c) => match(c) && c.last_name !== 'Martin')
+        .map((c) => c.id)
+        .sort(),
+    );
   });
 
   it('projects fields (id always included)', async () => {
@@ -170,7 +198,12 @@ describe('records: list, sort, project, page', () => {
       const ids = rows.map((r) => r.id);
       expect(new Set(ids).size).toBe(ids.length);
       expect([...ids].sort()).toEqual(contacts.map((c) => c.id).sort());
-      expect(rows.map((r) => r.last_name)).toEqual(sortedValues(contacts.map((c) => c.last_name), dir));
+      expect(rows.map((r) => r.last_name)).toEqual(
+        sortedValues(
+          contacts.map((c) => c.last_name),
+          dir,
+        ),
+      );
     });
 
     it(`pages a filtered listing sorted by a nullable number (${dir})`, async () => {
@@ -179,13 +212,23 @@ describe('records: list, sort, project, page', () => {
       expect(new Set(totals)).toEqual(new Set([opps.length]));
       const ids = rows.map((r) => r.id);
       expect(new Set(ids).size).toBe(opps.length);
-      expect(rows.map((r) => r.amount)).toEqual(sortedValues(opps.map((o) => o.amount), dir));
+      expect(rows.map((r) => r.amount)).toEqual(
+        sortedValues(
+          opps.map((o) => o.amount),
+          dir,
+        ),
+      );
     });
 
     it(`pages sorted by a nullable date, the page size dividing the count exactly (${dir})`, async () => {
       const { rows } = await pageAll(api, '/records/opportunities', { sort_by: 'close_date', sort_dir: dir, limit: 13 });
       expect(rows).toHaveLength(opps.length);
-      expect(rows.map((r) => r.close_date)).toEqual(sortedValues(opps.map((o) => o.close_date), dir));
+      expect(rows.map((r) => r.close_date)).toEqual(
+        sortedValues(
+          opps.map((o) => o.close_date),
+          dir,
+        ),
+      );
     });
   }
 
@@ -193,7 +236,12 @@ describe('records: list, sort, project, page', () => {
     const { rows } = await pageAll(api, '/records/contacts', { limit: 6 });
     const ids = rows.map((r) => r.id);
     expect(new Set(ids).size).toBe(contacts.length);
-    expect(rows.map((r) => r.created_at)).toEqual(sortedValues(contacts.map((c) => c.created_at), 'desc'));
+    expect(rows.map((r) => r.created_at)).toEqual(
+      sortedValues(
+        contacts.map((c) => c.created_at),
+        'desc',
+      ),
+    );
   });
 });
 
@@ -291,7 +339,7 @@ describe('records: enriched get and associations', () => {
   });
   afterAll(() => t.close());
 
-  it("a contact: its company and owner through relation fields, with names", async () => {
+  it('a contact: its company and owner through relation fields, with names', async () => {
     const g = await api('GET', `/records/contacts/${ann.id}`);
     expect(g.status).toBe(200);
     const a = g.body.data.associations;
@@ -300,7 +348,7 @@ describe('records: enriched get and associations', () => {
     expect(a.opportunities).toEqual({ total: 1, records: [{ id: deal.id, name: 'Acme renewal', via: 'contact' }] });
   });
 
-  it("a company: the contacts and opportunities that point at it (reverse relations)", async () => {
+  it('a company: the contacts and opportunities that point at it (reverse relations)', async () => {
     const g = await api('GET', `/records/companies/${acme.id}`);
     const a = g.body.data.associations;
     expect(a.contacts.total).toBe(2);
@@ -334,7 +382,12 @@ describe('records: enriched get and associations', () => {
     const r = await api('GET', `/records/contacts?${qs({ filter_field: 'company.name', filter_operator: 'eq', filter_value: 'Acme', limit: 100 })}`);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     const list = await api('GET', '/records/contacts?limit=100');
-    expect(r.body.data.map((x: Rec) => x.id).sort()).toEqual((list.body.data as Rec[]).filter((c) => c.company === acme.id).map((c) => c.id).sort());
+    expect(r.body.data.map((x: Rec) => x.id).sort()).toEqual(
+      (list.body.data as Rec[])
+        .filter((c) => c.company === acme.id)
+        .map((c) => c.id)
+        .sort(),
+    );
   });
 
   it('a projected get keeps its associations', async () => {
@@ -419,15 +472,23 @@ describe('records: POST /records/{object}/search', () => {
     operator: 'and',
     conditions: [
       { field: 'status', operator: 'in', value: ['proposal', 'negotiation', 'open'] },
-      { operator: 'or', conditions: [{ field: 'amount', operator: 'gt', value: 8000 }, { field: 'amount', operator: 'is_null' }] },
+      {
+        operator: 'or',
+        conditions: [
+          { field: 'amount', operator: 'gt', value: 8000 },
+          { field: 'amount', operator: 'is_null' },
+        ],
+      },
       { operator: 'not', conditions: [{ field: 'name', operator: 'contains', value: 'renewal' }] },
     ],
   };
-  const match = (o: Rec) =>
-    ['proposal', 'negotiation', 'open'].includes(o.status) && (o.amount === null || o.amount > 8000) && !o.name.toLowerCase().includes('renewal');
+  const match = (o: Rec) => ['proposal', 'negotiation', 'open'].includes(o.status) && (o.amount === null || o.amount > 8000) && !o.name.toLowerCase().includes('renewal');
 
   it('takes the FilterGroup as the body, or under "filter", with the same answer', async () => {
-    const want = opps.filter(match).map((o) => o.id).sort();
+    const want = opps
+      .filter(match)
+      .map((o) => o.id)
+      .sort();
     expect(want.length).toBeGreaterThan(0);
     expect(want.length).toBeLessThan(opps.length);
     const top = await api('POST', '/records/opportunities/search', { ...group, limit: 100 });
@@ -450,7 +511,10 @@ describe('records: POST /records/{object}/search', () => {
     for (let i = 0; i < 50; i++) {
       const r = await api('POST', '/records/opportunities/search', {
         operator: 'or',
-        conditions: [{ field: 'probability', operator: 'gte', value: 50 }, { field: 'status', operator: 'eq', value: 'closed_won' }],
+        conditions: [
+          { field: 'probability', operator: 'gte', value: 50 },
+          { field: 'status', operator: 'eq', value: 'closed_won' },
+        ],
         sort_by: 'amount',
         sort_dir: 'desc',
         limit: 4,
@@ -465,7 +529,12 @@ describe('records: POST /records/{object}/search', () => {
     }
     const expected = opps.filter((o) => o.probability >= 50 || o.status === 'closed_won');
     expect(seen.map((r) => r.id).sort()).toEqual(expected.map((o) => o.id).sort());
-    expect(seen.map((r) => r.amount)).toEqual(sortedValues(expected.map((o) => o.amount), 'desc'));
+    expect(seen.map((r) => r.amount)).toEqual(
+      sortedValues(
+        expected.map((o) => o.amount),
+        'desc',
+      ),
+    );
   });
 });
 
@@ -650,9 +719,7 @@ describe('users, schema and health', () => {
     const names = r.body.data.map((o: { name: string }) => o.name);
     expect(names).toEqual(expect.arrayContaining(['contacts', 'companies', 'opportunities']));
     const contacts = r.body.data.find((o: { name: string }) => o.name === 'contacts');
-    expect(contacts.fields.map((f: { name: string }) => f.name)).toEqual(
-      expect.arrayContaining(['id', 'first_name', 'last_name', 'email', 'phone', 'status', 'company', 'owner', 'created_at']),
-    );
+    expect(contacts.fields.map((f: { name: string }) => f.name)).toEqual(expect.arrayContaining(['id', 'first_name', 'last_name', 'email', 'phone', 'status', 'company', 'owner', 'created_at']));
   });
 
   it('GET /schema/{object} gives types, select options, relation targets and defaults', async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, type TestApp, testApp } from './helpers.js';
 
 /** Custom objects and fields, created by admins over REST, behave like the system ones everywhere. */
 
@@ -74,7 +74,22 @@ describe('custom objects', () => {
   it('records: create with defaults and validation by type', async () => {
     const r = await api('POST', '/records/projects/batch/create', {
       records: [
-        { title: 'Website', code: 'P-1', budget: 12000.5, hours: 10.25, score: 7, done_pct: 40, starts_on: '2025-03-01', kickoff_at: '2025-03-01T09:00:00+01:00', stage: 'running', labels: ['billable', 'internal'], contact_email: 'PM@Acme.com', site: 'https://acme.example.com', client: acme.id, lead: t.a.member.id },
+        {
+          title: 'Website',
+          code: 'P-1',
+          budget: 12000.5,
+          hours: 10.25,
+          score: 7,
+          done_pct: 40,
+          starts_on: '2025-03-01',
+          kickoff_at: '2025-03-01T09:00:00+01:00',
+          stage: 'running',
+          labels: ['billable', 'internal'],
+          contact_email: 'PM@Acme.com',
+          site: 'https://acme.example.com',
+          client: acme.id,
+          lead: t.a.member.id,
+        },
         { title: 'App', code: 'P-2', budget: 50000, score: 9, starts_on: '2025-01-15', labels: ['urgent'], client: acme.id },
         { title: 'audit', code: 'P-3', score: 2, stage: 'finished', billable: false },
         { title: 'Migration', budget: 800, starts_on: '2025-06-30', stage: 'running', labels: ['internal'] },
@@ -143,7 +158,13 @@ describe('custom objects', () => {
       operator: 'or',
       conditions: [
         { field: 'starts_on', operator: 'between', value: ['2025-01-01', '2025-03-31'] },
-        { operator: 'and', conditions: [{ field: 'billable', operator: 'eq', value: false }, { field: 'title', operator: 'contains', value: 'AUD' }] },
+        {
+          operator: 'and',
+          conditions: [
+            { field: 'billable', operator: 'eq', value: false },
+            { field: 'title', operator: 'contains', value: 'AUD' },
+          ],
+        },
       ],
     });
     expect(ids(q.body.data)).toEqual(
@@ -188,9 +209,7 @@ describe('custom objects', () => {
     const company = await api('GET', `/records/companies/${acme.id}`);
     const linked = projects.filter((p) => p.client === acme.id);
     expect(company.body.data.associations.projects.total).toBe(linked.length);
-    expect(company.body.data.associations.projects.records).toEqual(
-      expect.arrayContaining(linked.map((p) => ({ id: p.id, name: p.title, via: 'client' }))),
-    );
+    expect(company.body.data.associations.projects.records).toEqual(expect.arrayContaining(linked.map((p) => ({ id: p.id, name: p.title, via: 'client' }))));
     const project = await api('GET', `/records/projects/${projects[0]!.id}`);
     expect(project.body.data.associations.companies).toEqual({ total: 1, records: [{ id: acme.id, name: 'Acme', via: 'client' }] });
     expect(project.body.data.associations.users.records[0]).toEqual({ id: t.a.member.id, name: t.a.member.name, via: 'lead' });
@@ -216,7 +235,13 @@ describe('custom objects', () => {
   });
 
   it('an object may relate to itself; both ends show in enriched gets', async () => {
-    const r = await api('POST', '/schema', { name: 'teams', fields: [{ name: 'title', type: 'TEXT', required: true }, { name: 'parent', type: 'RELATION', target: 'teams' }] });
+    const r = await api('POST', '/schema', {
+      name: 'teams',
+      fields: [
+        { name: 'title', type: 'TEXT', required: true },
+        { name: 'parent', type: 'RELATION', target: 'teams' },
+      ],
+    });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     const root = (await api('POST', '/records/teams', { title: 'Sales' })).body.data;
     const child = await api('POST', '/records/teams', { title: 'Sales EMEA', parent: root.id });
@@ -258,7 +283,11 @@ describe('custom objects', () => {
     expect(sorted.body.data.map((x: Rec) => x.select)).toEqual(['two', 'one', 'three']);
     const q = await api('POST', '/records/keywords/search', {
       operator: 'and',
-      conditions: [{ field: 'group', operator: 'eq', value: 'a' }, { field: 'select', operator: 'contains', value: 'O' }, { field: 'from', operator: 'is_not_null' }],
+      conditions: [
+        { field: 'group', operator: 'eq', value: 'a' },
+        { field: 'select', operator: 'contains', value: 'O' },
+        { field: 'from', operator: 'is_not_null' },
+      ],
     });
     expect(ids(q.body.data)).toEqual(ids(rows.filter((x) => x.group === 'a' && /o/i.test(x.select) && x.from !== null)));
     expect((await api('POST', '/records/keywords', { select: 'dup', where: 'w1' })).status).toBe(409);
@@ -288,7 +317,13 @@ describe('custom objects', () => {
       expect(r.body.code).toBe('VALIDATION_ERROR');
     }
     for (const field of ['id', 'created_at', 'updated_at', 'created_by', 'seq', 'associations']) {
-      const r = await api('POST', '/schema', { name: 'things', fields: [{ name: 'title', type: 'TEXT' }, { name: field, type: 'TEXT' }] });
+      const r = await api('POST', '/schema', {
+        name: 'things',
+        fields: [
+          { name: 'title', type: 'TEXT' },
+          { name: field, type: 'TEXT' },
+        ],
+      });
       expect(r.status, field).toBe(400);
       expect(r.body.message).toMatch(/reserved/);
       const f = await api('POST', '/schema/contacts/fields', { name: field, type: 'TEXT' });
@@ -297,7 +332,13 @@ describe('custom objects', () => {
     }
     const bad = [
       { name: 'things', fields: [] },
-      { name: 'things', fields: [{ name: 'a', type: 'TEXT' }, { name: 'a', type: 'TEXT' }] },
+      {
+        name: 'things',
+        fields: [
+          { name: 'a', type: 'TEXT' },
+          { name: 'a', type: 'TEXT' },
+        ],
+      },
       { name: 'things', fields: [{ name: 's', type: 'SELECT' }] },
       { name: 'things', fields: [{ name: 'r', type: 'RELATION', target: 'nowhere' }] },
       { name: 'things', fields: [{ name: 'n', type: 'NOPE' }] },
@@ -323,12 +364,7 @@ describe('custom fields on system objects', () => {
 
     const made = (
       await api('POST', '/records/contacts/batch/create', {
-        records: [
-          { first_name: 'G1', tier: 'gold', nps: 50 },
-          { first_name: 'S1', tier: 'silver', nps: -20 },
-          { first_name: 'G2', tier: 'gold', nps: 90 },
-          { first_name: 'N1' },
-        ],
+        records: [{ first_name: 'G1', tier: 'gold', nps: 50 }, { first_name: 'S1', tier: 'silver', nps: -20 }, { first_name: 'G2', tier: 'gold', nps: 90 }, { first_name: 'N1' }],
       })
     ).body.data as Rec[];
     expect(made).toHaveLength(4);
@@ -339,10 +375,21 @@ describe('custom fields on system objects', () => {
 
     const gold = await api('GET', '/records/contacts?filter_field=tier&filter_operator=eq&filter_value=gold');
     expect(ids(gold.body.data)).toEqual(ids(made.filter((c) => c.tier === 'gold')));
-    const notGold = await api('POST', '/records/contacts/search', { operator: 'and', conditions: [{ field: 'tier', operator: 'neq', value: 'gold' }, { field: 'first_name', operator: 'in', value: made.map((c) => c.first_name) }] });
+    const notGold = await api('POST', '/records/contacts/search', {
+      operator: 'and',
+      conditions: [
+        { field: 'tier', operator: 'neq', value: 'gold' },
+        { field: 'first_name', operator: 'in', value: made.map((c) => c.first_name) },
+      ],
+    });
     expect(ids(notGold.body.data)).toEqual(ids(made.filter((c) => c.tier !== 'gold')));
     const sorted = await api('POST', '/records/contacts/search', { operator: 'and', conditions: [{ field: 'nps', operator: 'is_not_null' }], sort_by: 'nps', sort_dir: 'asc' });
-    expect(sorted.body.data.map((c: Rec) => c.nps)).toEqual(made.map((c) => c.nps).filter((n) => n !== null).sort((a, b) => a - b));
+    expect(sorted.body.data.map((c: Rec) => c.nps)).toEqual(
+      made
+        .map((c) => c.nps)
+        .filter((n) => n !== null)
+        .sort((a, b) => a - b),
+    );
     const upd = await api('PATCH', `/records/contacts/${made[3]!.id}`, { tier: 'bronze' });
     expect(upd.body.data.tier).toBe('bronze');
     // A custom text field on a system object is searchable in full text.

@@ -1,12 +1,11 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Db } from '../src/db/database.js';
+import { type Db, openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import { createPipeline } from '../src/services/pipelines.js';
-import { listPipelines } from '../src/services/pipelines.js';
+import { createPipeline, listPipelines } from '../src/services/pipelines.js';
 import { createRecord, createRecords, deleteRecord, getRecord } from '../src/services/records.js';
 import { createField, createObject, getObjectSchema } from '../src/services/schema.js';
 import { searchAll } from '../src/services/search.js';
-import { sql } from 'kysely';
 import { freshDb, makeWorkspace, sqlAll, sqlRun, type TestWorkspace } from './helpers.js';
 
 /**
@@ -29,12 +28,15 @@ beforeAll(async () => {
   a = await makeWorkspace(db, 'alpha');
   b = await makeWorkspace(db, 'beta');
   john = (await createRecord(a.ctx, 'contacts', { first_name: 'John', last_name: 'Smith' })).id;
-  await createRecords(b.ctx, 'contacts', NEAR_JHON.map((n) => ({ first_name: n, last_name: 'Other' })));
+  await createRecords(
+    b.ctx,
+    'contacts',
+    NEAR_JHON.map((n) => ({ first_name: n, last_name: 'Other' })),
+  );
 });
 afterAll(() => db.close());
 
-const fuzzyIds = async (w: TestWorkspace, q: string, on: Db = db) =>
-  (await searchAll({ ...w.ctx, db: on }, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
+const fuzzyIds = async (w: TestWorkspace, q: string, on: Db = db) => (await searchAll({ ...w.ctx, db: on }, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
 
 describe("a workspace's typo-tolerant search depends on its own records alone", () => {
   it("A's 'Jhon' finds its John on a cold cache, a warm one, and through another connection", async () => {
@@ -51,7 +53,11 @@ describe("a workspace's typo-tolerant search depends on its own records alone", 
   });
 
   it("more near names written in B after A's vocabulary was read change nothing for A; B finds its own", async () => {
-    await createRecords(b.ctx, 'contacts', [...'jklmn'].map((c) => ({ first_name: `J${c}on`, last_name: 'Later' })));
+    await createRecords(
+      b.ctx,
+      'contacts',
+      [...'jklmn'].map((c) => ({ first_name: `J${c}on`, last_name: 'Later' })),
+    );
     expect(await fuzzyIds(a, 'Jhon')).toEqual([john]);
     const inB = await searchAll(b.ctx, { q: 'Jhonx' });
     expect(inB.data.length).toBeGreaterThan(0);
@@ -72,8 +78,19 @@ describe('words of deleted records', () => {
     const g = await makeWorkspace(db, 'gamma');
     const johnG = (await createRecord(g.ctx, 'contacts', { first_name: 'John', last_name: 'Gray' })).id;
     // 34 names one edit from "jhon", all sorting before "john".
-    const near = [...'abcdefg'].map((c) => `J${c}on`).concat([...'abcdefghijklmn'].map((c) => `Jh${c}n`), [...'abcdefghijklm'].map((c) => `Jho${c}`));
-    const ids = (await createRecords(g.ctx, 'contacts', near.map((n) => ({ first_name: n, last_name: 'Temp' })))).map((r) => r.id);
+    const near = [...'abcdefg']
+      .map((c) => `J${c}on`)
+      .concat(
+        [...'abcdefghijklmn'].map((c) => `Jh${c}n`),
+        [...'abcdefghijklm'].map((c) => `Jho${c}`),
+      );
+    const ids = (
+      await createRecords(
+        g.ctx,
+        'contacts',
+        near.map((n) => ({ first_name: n, last_name: 'Temp' })),
+      )
+    ).map((r) => r.id);
     // While they exist, 35 words are one edit away: John, its letters swapped, comes first among them.
     expect((await searchAll(g.ctx, { q: 'Jhon', limit: 50 })).data.map((h) => h.id)).toContain(johnG);
     for (const id of ids) await deleteRecord(g.ctx, 'contacts', id);
@@ -113,7 +130,13 @@ describe('caches follow what another connection writes', () => {
   });
 
   it('a pipeline created by another connection is listed on the next call', async () => {
-    await createObject(on(a, db), { name: 'jobs', fields: [{ name: 'title', type: 'TEXT' }, { name: 'stage', type: 'SELECT', options: ['new', 'won'] }] });
+    await createObject(on(a, db), {
+      name: 'jobs',
+      fields: [
+        { name: 'title', type: 'TEXT' },
+        { name: 'stage', type: 'SELECT', options: ['new', 'won'] },
+      ],
+    });
     expect(await listPipelines(on(a, db), 'jobs')).toEqual([]);
     await createPipeline(on(a, other), { object: 'jobs', name: 'Hiring', field: 'stage', steps: [{ key: 'new' }, { key: 'won', won: true }] });
     expect((await listPipelines(on(a, db), 'jobs')).map((p) => p.steps.map((s: { key: string }) => s.key))).toEqual([['new', 'won']]);

@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { openDatabase } from '../src/db/database.js';
 import { createRecord, createRecords, deleteRecord, updateRecord } from '../src/services/records.js';
 import { searchAll } from '../src/services/search.js';
-import { openDatabase } from '../src/db/database.js';
-import { call, indexedDocs, indexedRecords, makeWorkspace, onPostgres, testApp, type TestApp } from './helpers.js';
+import { call, indexedDocs, indexedRecords, makeWorkspace, onPostgres, type TestApp, testApp } from './helpers.js';
 
 /**
  * GET /search through REST: ranking sanity, each matching rule (prefix, typos, diacritics, emails,
@@ -92,8 +92,18 @@ describe('ranking', () => {
   it('a name match ranks above a body-only match', async () => {
     const r = await search('quartzite');
     expectRanked(r.data);
-    expect(r.data.map((h) => h.id).slice(0, 2).sort()).toEqual([rec.zebulon, rec.qsupply].sort());
-    expect(r.data.map((h) => h.id).slice(2).sort()).toEqual([rec.gemworks, rec.counter].sort());
+    expect(
+      r.data
+        .map((h) => h.id)
+        .slice(0, 2)
+        .sort(),
+    ).toEqual([rec.zebulon, rec.qsupply].sort());
+    expect(
+      r.data
+        .map((h) => h.id)
+        .slice(2)
+        .sort(),
+    ).toEqual([rec.gemworks, rec.counter].sort());
     expect(r.data.every((h) => h.match === 'exact')).toBe(true);
 
     const a = await search('alice');
@@ -192,8 +202,7 @@ describe('matching rules', () => {
   });
 
   it('a phone number in another formatting finds it', async () => {
-    for (const q of ['+1 (415) 555-0123', '415 555 0123', '555-0123', '4155550123', '14155550123', '(415) 555.0123', '+1 415-555-0123'])
-      expect(await ids(q), q).toEqual([rec.alice]);
+    for (const q of ['+1 (415) 555-0123', '415 555 0123', '555-0123', '4155550123', '14155550123', '(415) 555.0123', '+1 415-555-0123']) expect(await ids(q), q).toEqual([rec.alice]);
     expect(await ids('415 555 0199')).toEqual([]);
     expect(await ids('555-0199')).toEqual([]);
   });
@@ -427,7 +436,10 @@ describe('the index follows every write', () => {
     expect(await ids('212-555-0199')).toEqual([hit!.id]);
     const co = (await search('importia')).data;
     // The company by its name, and the contact by its company's name (lower: it is not the contact's own name).
-    expect(co.map((h) => [h.object, h.name])).toEqual([['companies', 'Importia Widgets'], ['contacts', 'Impolina Ravensworth']]);
+    expect(co.map((h) => [h.object, h.name])).toEqual([
+      ['companies', 'Importia Widgets'],
+      ['contacts', 'Impolina Ravensworth'],
+    ]);
     expect(await ids('impostor')).toEqual([]);
     expect(await ids('impbroken')).toEqual([]);
     expect(await indexed('impostor')).toEqual([]);
@@ -512,7 +524,17 @@ describe('the index follows every write', () => {
   });
 
   it('custom objects are indexed too', async () => {
-    ok(await api(admin(), 'POST', '/schema', { name: 'vessels', fields: [{ name: 'title', type: 'TEXT', required: true }, { name: 'port_phone', type: 'PHONE' }, { name: 'notes', type: 'TEXT' }] }), 201);
+    ok(
+      await api(admin(), 'POST', '/schema', {
+        name: 'vessels',
+        fields: [
+          { name: 'title', type: 'TEXT', required: true },
+          { name: 'port_phone', type: 'PHONE' },
+          { name: 'notes', type: 'TEXT' },
+        ],
+      }),
+      201,
+    );
     const v = await make('vessel', 'vessels', { title: 'Nautilus', port_phone: '+31 10 252 1010', notes: 'Submersible' });
     expect((await search('nautil')).data.map((h) => [h.object, h.id, h.name])).toEqual([['vessels', v, 'Nautilus']]);
     expect(await ids('submersible', '&objects=vessels')).toEqual([v]);
@@ -549,7 +571,14 @@ describe('property: the index matches the records after any sequence of writes',
         for (const o of ops) {
           if (o.kind === 'create') {
             const words = Array.from({ length: o.n }, fresh);
-            const made = o.n === 1 ? [await createRecord(ctx, o.object, values(o.object, words[0]!))] : await createRecords(ctx, o.object, words.map((w) => values(o.object, w)));
+            const made =
+              o.n === 1
+                ? [await createRecord(ctx, o.object, values(o.object, words[0]!))]
+                : await createRecords(
+                    ctx,
+                    o.object,
+                    words.map((w) => values(o.object, w)),
+                  );
             made.forEach((m, i) => live.set(m.id, { object: o.object, word: words[i]! }));
             continue;
           }

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, type TestApp, testApp } from './helpers.js';
 
 describe('smoke', () => {
   let t: TestApp;

@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMcpServer } from '../src/mcp/server.js';
 import { setClock } from '../src/services/clock.js';
-import { call, silent, testApp, type TestApp } from './helpers.js';
+import { call, silent, type TestApp, testApp } from './helpers.js';
 
 /**
  * GET /activity/{object}/{id}: a record's timeline, newest first and paginated, written in the same
@@ -36,7 +36,15 @@ async function timeline(object: string, id: string, query = 'limit=100', token =
 }
 
 const activityRows = () => t.db.kysely.selectFrom('activity').selectAll().orderBy('id').execute();
-const activityCount = async () => Number((await t.db.kysely.selectFrom('activity').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+const activityCount = async () =>
+  Number(
+    (
+      await t.db.kysely
+        .selectFrom('activity')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
 
 let ada: string;
 let grace: string;
@@ -232,7 +240,12 @@ describe('failed writes leave no activity', () => {
   it('a batch whose second row hits a unique value inside the transaction rolls back the first row and its entry', async () => {
     const contacts = (await api(admin(), 'GET', '/records/contacts')).body.total;
     await unchanged('batch with a duplicate', 409, () =>
-      api(admin(), 'POST', '/records/contacts/batch/create', { records: [{ first_name: 'New', email: 'new@example.com' }, { first_name: 'Copy', email: 'ada@example.com' }] }),
+      api(admin(), 'POST', '/records/contacts/batch/create', {
+        records: [
+          { first_name: 'New', email: 'new@example.com' },
+          { first_name: 'Copy', email: 'ada@example.com' },
+        ],
+      }),
     );
     expect((await api(admin(), 'GET', '/records/contacts')).body.total).toBe(contacts);
   });

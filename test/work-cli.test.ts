@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { openDatabase, type Db } from '../src/db/database.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Db, openDatabase } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
 import { call, silent } from './helpers.js';
 
@@ -41,12 +41,23 @@ afterAll(async () => {
 
 describe('activity written by the CLI', () => {
   it("every entry the seed wrote has via 'cli' and the seeding admin as its user", async () => {
-    const rows = await db.kysely.selectFrom('activity').innerJoin('users', 'users.id', 'activity.user_id').select(['activity.action', 'activity.object', 'activity.via', 'users.name', 'users.role']).execute();
+    const rows = await db.kysely
+      .selectFrom('activity')
+      .innerJoin('users', 'users.id', 'activity.user_id')
+      .select(['activity.action', 'activity.object', 'activity.via', 'users.name', 'users.role'])
+      .execute();
     expect(rows.length).toBeGreaterThan(0);
     for (const r of rows) expect(r).toMatchObject({ via: 'cli', role: 'admin' });
     // Each seeded record is 'created'; one thread of 1-5 messages: each message is an email entry on the contact (and its company).
     expect(new Set(rows.map((r) => r.action))).toEqual(new Set(['created', 'email_received', ...(rows.some((r) => r.action === 'email_sent') ? ['email_sent'] : [])]));
-    const messages = Number((await db.kysely.selectFrom('messages').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+    const messages = Number(
+      (
+        await db.kysely
+          .selectFrom('messages')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
     expect(rows.filter((r) => r.object === 'contacts' && r.action.startsWith('email_'))).toHaveLength(messages);
   });
 

@@ -1,7 +1,7 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
-import { sql } from 'kysely';
-import { call, sqlGet, sqlRun, testApp, type TestApp } from './helpers.js';
+import { call, sqlGet, sqlRun, type TestApp, testApp } from './helpers.js';
 
 /**
  * Inbox over REST: logging threads, listing with filters and pagination, one thread with its
@@ -41,14 +41,23 @@ beforeAll(async () => {
     contact_id: ada,
     company_id: acme,
     messages: [
-      { direction: 'inbound', from_email: 'Ada@Example.com', from_name: 'Ada Lovelace', to: ['sales@alpha.test'], body: 'Could you send the pricing for the team plan?', sent_at: '2026-03-01T10:00:00Z' },
+      {
+        direction: 'inbound',
+        from_email: 'Ada@Example.com',
+        from_name: 'Ada Lovelace',
+        to: ['sales@alpha.test'],
+        body: 'Could you send the pricing for the team plan?',
+        sent_at: '2026-03-01T10:00:00Z',
+      },
       { direction: 'outbound', from_email: 'sales@alpha.test', from_name: 'Sales', to: ['ada@example.com'], body: 'Here it is: 10 EUR per seat.', sent_at: '2026-03-01T12:00:00+00:00' },
     ],
   });
   th.security = await log({
     subject: 'Security review',
     contact_id: bob,
-    messages: [{ direction: 'inbound', from_email: 'bob@example.com', from_name: 'Bob Stone', to: ['sales@alpha.test'], body: 'We need the SSO details before Friday.', sent_at: '2026-03-05T09:00:00Z' }],
+    messages: [
+      { direction: 'inbound', from_email: 'bob@example.com', from_name: 'Bob Stone', to: ['sales@alpha.test'], body: 'We need the SSO details before Friday.', sent_at: '2026-03-05T09:00:00Z' },
+    ],
   });
   th.invoice = await log({
     subject: 'Invoice',
@@ -198,8 +207,26 @@ describe('GET and PUT /inbox/threads/{id}, GET /interactions/{id}', () => {
     const r = await api(admin(), 'GET', `/inbox/threads/${th.invoice.id}`);
     expect(r.status).toBe(200);
     expect(r.body.data.messages).toEqual([
-      { id: expect.any(String), thread_id: th.invoice.id, direction: 'inbound', from: { email: 'billing@acme.com', name: 'Acme Billing' }, to: ['sales@alpha.test'], subject: 'Invoice', body: 'Invoice 42 attached.', sent_at: '2026-03-02T08:00:00.000Z' },
-      { id: expect.any(String), thread_id: th.invoice.id, direction: 'outbound', from: { email: 'sales@alpha.test', name: null }, to: ['billing@acme.com'], subject: 'Invoice', body: 'Paid, thanks.', sent_at: '2026-03-03T10:00:00.000Z' },
+      {
+        id: expect.any(String),
+        thread_id: th.invoice.id,
+        direction: 'inbound',
+        from: { email: 'billing@acme.com', name: 'Acme Billing' },
+        to: ['sales@alpha.test'],
+        subject: 'Invoice',
+        body: 'Invoice 42 attached.',
+        sent_at: '2026-03-02T08:00:00.000Z',
+      },
+      {
+        id: expect.any(String),
+        thread_id: th.invoice.id,
+        direction: 'outbound',
+        from: { email: 'sales@alpha.test', name: null },
+        to: ['billing@acme.com'],
+        subject: 'Invoice',
+        body: 'Paid, thanks.',
+        sent_at: '2026-03-03T10:00:00.000Z',
+      },
     ]);
     const missing = await api(admin(), 'GET', '/inbox/threads/no-such-thread');
     expect(missing.status).toBe(404);
@@ -290,7 +317,10 @@ describe('integrations and users', () => {
     const a = await api(member(), 'GET', '/users');
     expect(a.status).toBe(200);
     expect(a.body.total).toBe(2);
-    expect(a.body.data.map((u: any) => [u.name, u.role])).toEqual([['alpha Admin', 'admin'], ['alpha Member', 'member']]);
+    expect(a.body.data.map((u: any) => [u.name, u.role])).toEqual([
+      ['alpha Admin', 'admin'],
+      ['alpha Member', 'member'],
+    ]);
     expect((await api(t.b.adminToken, 'GET', '/users')).body.data.map((u: any) => u.email).sort()).toEqual(['admin@beta.test', 'member@beta.test']);
   });
 

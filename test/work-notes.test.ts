@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, type TestApp, testApp } from './helpers.js';
 
 /**
  * Notes over REST: create, list (visibility per user), update and delete (author or admin only),
@@ -251,7 +251,11 @@ describe('tenancy', () => {
     const B = t.b.adminToken;
     expect((await api(B, 'GET', '/notes')).body).toEqual({ data: [], total: 0, nextCursor: null });
     expect((await api(B, 'GET', `/notes?object=contacts&record_id=${contactId}`)).body.total).toBe(0);
-    for (const [method, body] of [['GET', undefined], ['PUT', { body: 'x' }], ['DELETE', undefined]] as const) {
+    for (const [method, body] of [
+      ['GET', undefined],
+      ['PUT', { body: 'x' }],
+      ['DELETE', undefined],
+    ] as const) {
       const r = await api(B, method, `/notes/${n.adminShared}`, body);
       expect(r.status, method).toBe(404);
       expect(r.body.code).toBe('RECORD_NOT_FOUND');

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
-import { call, testApp, type TestApp } from './helpers.js';
+import { call, type TestApp, testApp } from './helpers.js';
 
 /**
  * Tasks over REST: every endpoint, the modes against a pinned clock and several time zones,

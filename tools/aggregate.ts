@@ -1,8 +1,8 @@
 import { z } from 'zod';
+import { filterRefArg, listedAs, objectArg } from '../src/mcp/arguments.js';
 import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
-import { filterRefArg, listedAs, objectArg } from '../src/mcp/arguments.js';
-import { AGG_FUNCTIONS, aggregateGroups, MAX_GROUP_BY, MAX_GROUP_LIMIT, type GroupRequest } from '../src/services/aggregate.js';
+import { AGG_FUNCTIONS, aggregateGroups, type GroupRequest, MAX_GROUP_BY, MAX_GROUP_LIMIT } from '../src/services/aggregate.js';
 import { aggregateTree, TREE_LIMITS } from '../src/services/aggregate-tree.js';
 import { validationError } from '../src/services/errors.js';
 import { INTERVALS } from '../src/services/time-buckets.js';
@@ -22,11 +22,13 @@ const AGENT_GROUP_LIMIT = 100;
 const metricArg = z.object({ field: z.string(), function: z.enum(AGG_FUNCTIONS) }).strict();
 
 const dimArg = listedAs(
-  z.union([
-    z.string(),
-    z.object({ field: z.string(), interval: z.enum(INTERVALS).optional(), timeZone: z.string().optional(), histogram: z.number().positive().optional() }).strict(),
-  ]),
-  { anyOf: [{ type: 'string' }, { type: 'object', properties: { field: { type: 'string' }, interval: { enum: [...INTERVALS] }, timeZone: { type: 'string' }, histogram: { type: 'number' } }, required: ['field'] }] },
+  z.union([z.string(), z.object({ field: z.string(), interval: z.enum(INTERVALS).optional(), timeZone: z.string().optional(), histogram: z.number().positive().optional() }).strict()]),
+  {
+    anyOf: [
+      { type: 'string' },
+      { type: 'object', properties: { field: { type: 'string' }, interval: { enum: [...INTERVALS] }, timeZone: { type: 'string' }, histogram: { type: 'number' } }, required: ['field'] },
+    ],
+  },
 );
 
 const TREE_KINDS = ['count', 'sum', 'avg', 'min', 'max', 'countDistinct', 'uniqueValues', 'numberHistogram', 'timeHistogram'] as const;
@@ -40,10 +42,7 @@ const treeSpec = z
       .optional()
       .describe('timeHistogram: 1d, 1w, 1M, 1q, 1y (or day, week, month, quarter, year)'),
     timeZone: z.string().optional().describe('timeHistogram: IANA time zone (default UTC)'),
-    aggregates: z
-      .record(z.string(), z.record(z.string(), z.unknown()))
-      .optional()
-      .describe('Bucket kinds only: named sub-aggregates computed per bucket, in the same shape'),
+    aggregates: z.record(z.string(), z.record(z.string(), z.unknown())).optional().describe('Bucket kinds only: named sub-aggregates computed per bucket, in the same shape'),
   })
   .strict();
 const treeArg = listedAs(z.record(z.string(), z.partialRecord(z.enum(TREE_KINDS), treeSpec)), { type: 'object', additionalProperties: { type: 'object' } })
@@ -74,11 +73,7 @@ export default defineTool({
   toolset: 'aggregate',
   inputSchema: z.object({
     object: objectArg,
-    aggregate: z
-      .array(metricArg)
-      .max(20)
-      .optional()
-      .describe('Form 1: metrics, e.g. [{"field":"amount","function":"sum"}]; groups carry their count anyway'),
+    aggregate: z.array(metricArg).max(20).optional().describe('Form 1: metrics, e.g. [{"field":"amount","function":"sum"}]; groups carry their count anyway'),
     filter: filterRefArg,
     groupBy: z
       .array(dimArg)
@@ -103,13 +98,8 @@ export default defineTool({
     object: z.string(),
     form: z.enum(['groups', 'tree']),
     count: z.number().describe('Records matching the filter'),
-    aggregates: z
-      .record(z.string(), z.unknown())
-      .describe('groups form: totals over all matching records, field -> function -> value; tree form: the named results'),
-    groups: z
-      .array(groupOut)
-      .optional()
-      .describe('groups form with groupBy: one entry per group'),
+    aggregates: z.record(z.string(), z.unknown()).describe('groups form: totals over all matching records, field -> function -> value; tree form: the named results'),
+    groups: z.array(groupOut).optional().describe('groups form with groupBy: one entry per group'),
     meta: z
       .object({
         totalRecords: z.number().describe('Records of the object, filter or not'),
@@ -134,7 +124,14 @@ export default defineTool({
     if (a.order) req.order = a.order;
     req.limit = a.limit ?? AGENT_GROUP_LIMIT;
     const r = await aggregateGroups(ctx, a.object, req);
-    return markUntrusted({ object: r.object, form: 'groups' as const, count: r.count, aggregates: r.aggregates, ...(r.groups ? { groups: r.groups as z.input<typeof groupOut>[] } : {}), meta: r.meta });
+    return markUntrusted({
+      object: r.object,
+      form: 'groups' as const,
+      count: r.count,
+      aggregates: r.aggregates,
+      ...(r.groups ? { groups: r.groups as z.input<typeof groupOut>[] } : {}),
+      meta: r.meta,
+    });
   },
   render: (out) => {
     // Group values (a job title, a company name) were typed by people: inside the block.

@@ -1,13 +1,13 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { batchArg, dryRunArg, objectArg } from '../src/mcp/arguments.js';
 import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
-import { compactJson } from '../src/mcp/render.js';
 import { RELATION_VALUE } from '../src/mcp/relations.js';
+import { compactJson } from '../src/mcp/render.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, UNTRUSTED_FIELD, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import type { Ctx } from '../src/services/context.js';
 import { withRollback } from '../src/services/dry-run.js';
-import { createRecords, listRecords, MAX_BATCH, nameRelations, updateRecords, upsertRecords, type RecordData } from '../src/services/records.js';
+import { createRecords, listRecords, MAX_BATCH, nameRelations, type RecordData, updateRecords, upsertRecords } from '../src/services/records.js';
 
 type Mode = 'create' | 'update' | 'upsert';
 interface Outcome {
@@ -91,9 +91,7 @@ export default defineTool({
       mode: a.mode,
       dry_run: true,
       results: r.results.map((x) =>
-        x.action === 'created'
-          ? { index: x.index, id: null, action: x.action }
-          : { index: x.index, id: x.id, action: x.action, changes: diffRecords(before.get(x.id) ?? {}, byId.get(x.id) ?? {}) },
+        x.action === 'created' ? { index: x.index, id: null, action: x.action } : { index: x.index, id: x.id, action: x.action, changes: diffRecords(before.get(x.id) ?? {}, byId.get(x.id) ?? {}) },
       ),
       data: await nameRelations(
         ctx,

@@ -1,9 +1,9 @@
 import { z } from 'zod';
+import { dryRunArg, filterRefArg, objectArg, valuesArg } from '../src/mcp/arguments.js';
 import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
-import { dryRunArg, filterRefArg, objectArg, valuesArg } from '../src/mcp/arguments.js';
-import { withRollback } from '../src/services/dry-run.js';
 import { BULK_MAX, bulkOperation } from '../src/services/bulk.js';
+import { withRollback } from '../src/services/dry-run.js';
 
 export default defineTool({
   name: 'crm_bulk_update',
@@ -66,7 +66,12 @@ export default defineTool({
       const lines = [`Dry run, nothing written. ${out.matched} ${out.object} chosen; ${what} would change ${out.would_change}, ${out.unchanged} already as asked`];
       if (out.changes_by_field) lines.push(`by field: ${JSON.stringify(out.changes_by_field)}`);
       // The samples' old values were typed by people: inside the block.
-      const samples = (out.samples ?? []).map((s) => `${s.id}: ${Object.entries(s.changes).map(([f, [from, to]]) => `${f}: ${JSON.stringify(from)} -> ${JSON.stringify(to)}`).join('; ')}`);
+      const samples = (out.samples ?? []).map(
+        (s) =>
+          `${s.id}: ${Object.entries(s.changes)
+            .map(([f, [from, to]]) => `${f}: ${JSON.stringify(from)} -> ${JSON.stringify(to)}`)
+            .join('; ')}`,
+      );
       if (samples.length) lines.push(untrustedBlock(`${out.object} samples`, samples.join('\n')));
       return lines.join('\n');
     }

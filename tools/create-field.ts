@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
-import { fieldSpecShape } from '../src/mcp/schema-args.js';
 import { dryRunArg, objectArg } from '../src/mcp/arguments.js';
+import { fieldSpecShape } from '../src/mcp/schema-args.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { createField } from '../src/services/schema.js';
 import { objectOut } from './describe-schema.js';

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
-import { fieldSpecArg } from '../src/mcp/schema-args.js';
 import { dryRunArg, listedAs } from '../src/mcp/arguments.js';
+import { fieldSpecArg } from '../src/mcp/schema-args.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { createObject } from '../src/services/schema.js';
 import { objectOut, renderObject } from './describe-schema.js';
@@ -20,15 +20,8 @@ export default defineTool({
     label: z.string().min(1).max(200).optional().describe('Singular, e.g. Project'),
     label_plural: z.string().min(1).max(200).optional().describe('e.g. Projects'),
     description: z.string().max(1000).optional().describe('What it holds'),
-    fields: listedAs(z.array(fieldSpecArg).min(1).max(200), { type: 'array', items: { type: 'object', required: ['name', 'type'] } }).describe(
-      "Fields, each as crm_create_field's arguments",
-    ),
-    display_fields: z
-      .array(z.string())
-      .min(1)
-      .max(5)
-      .optional()
-      .describe("Fields making a record's name"),
+    fields: listedAs(z.array(fieldSpecArg).min(1).max(200), { type: 'array', items: { type: 'object', required: ['name', 'type'] } }).describe("Fields, each as crm_create_field's arguments"),
+    display_fields: z.array(z.string()).min(1).max(5).optional().describe("Fields making a record's name"),
     dry_run: dryRunArg,
   }),
   outputSchema: z.object({

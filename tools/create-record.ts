@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { objectArg, valuesArg } from '../src/mcp/arguments.js';
 import { agentRecordOut } from '../src/mcp/relations.js';
-import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { compactJson } from '../src/mcp/render.js';
+import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { createRecord, nameRelations } from '../src/services/records.js';
 
 export default defineTool({

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { compactJson } from '../src/mcp/render.js';
 import { taskFields, taskInput, taskOut } from '../src/mcp/tasks.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { nameRelations } from '../src/services/records.js';
 import { createTask } from '../src/services/tasks.js';

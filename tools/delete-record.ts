@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
-import { associationsOut, dryRunArg, idArg, objectArg } from '../src/mcp/arguments.js';
+import { type associationsOut, dryRunArg, idArg, objectArg } from '../src/mcp/arguments.js';
 import { agentRecordOut } from '../src/mcp/relations.js';
-import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { compactJson } from '../src/mcp/render.js';
+import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { deleteRecord, getRecord, nameRelations, type RecordData } from '../src/services/records.js';
 
@@ -25,7 +25,7 @@ export default defineTool({
   name: 'crm_delete_record',
   title: 'Delete a record',
   description:
-    'Delete one record (a task too) for good. Records that pointed to it lose that link (a deleted company empties its contacts\' company); ' +
+    "Delete one record (a task too) for good. Records that pointed to it lose that link (a deleted company empties its contacts' company); " +
     'explicit links go. Returns the record as it was and what was unlinked.',
   kind: 'delete',
   toolset: 'records',

@@ -1,13 +1,13 @@
-import { z } from 'zod';
 import type { ContentBlock } from '@modelcontextprotocol/sdk/types.js';
-import { defineTool } from '../src/mcp/tool.js';
+import { z } from 'zod';
 import { fieldsArg, filterRefArg, objectArg } from '../src/mcp/arguments.js';
+import { type ExportRequest, exportCsv, exportUri } from '../src/mcp/export-csv.js';
 import { agentRecordOut } from '../src/mcp/relations.js';
-import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
-import { exportCsv, exportUri, type ExportRequest } from '../src/mcp/export-csv.js';
 import { recordLines } from '../src/mcp/render.js';
-import { planExport } from '../src/services/import-export.js';
+import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { budgetLimits } from '../src/services/budget.js';
+import { planExport } from '../src/services/import-export.js';
 import { listRecords } from '../src/services/records.js';
 
 /** The product's default for agents (REST's is 1000). */
@@ -45,7 +45,7 @@ export default defineTool({
   }),
   outputSchema: z.object({
     object: z.string(),
-    fields: z.array(z.string()).describe('The fields exported; in the CSV each RELATION field is followed by a <field>_name column with the related record\'s name'),
+    fields: z.array(z.string()).describe("The fields exported; in the CSV each RELATION field is followed by a <field>_name column with the related record's name"),
     matched: z.number().describe('Records matching the filter'),
     exported: z.number().describe('Rows in the export: matched, capped by limit'),
     preview: z.array(agentRecordOut('A record of the export')).describe('The first rows of the export'),
@@ -76,9 +76,7 @@ export default defineTool({
     const note =
       (embedded ? 'The CSV is embedded in this answer. ' : '') +
       `Full CSV (${exported} rows): read the resource ${uri}.` +
-      (a.include_csv && !embedded
-        ? ` Not embedded: ${exported} rows is more than ${MAX_EMBEDDED_ROWS}; narrow the filter, lower limit or choose fewer fields to embed it.`
-        : '') +
+      (a.include_csv && !embedded ? ` Not embedded: ${exported} rows is more than ${MAX_EMBEDDED_ROWS}; narrow the filter, lower limit or choose fewer fields to embed it.` : '') +
       (matched > a.limit ? ` ${matched - a.limit} more records match beyond limit (at most ${budgetLimits(ctx.db).exportMaxRows}).` : '');
     return markUntrusted({
       object: plan.object.name,
@@ -91,11 +89,13 @@ export default defineTool({
     });
   },
   render: (out) =>
-    [`Export of ${out.exported} ${out.object} (${out.matched} match); columns: ${out.fields.join(', ')}`, out.note, ...(out.preview.length ? [`First ${out.preview.length} rows:`, untrustedBlock(`${out.object} export preview`, recordLines(out.preview))] : [])].join('\n'),
+    [
+      `Export of ${out.exported} ${out.object} (${out.matched} match); columns: ${out.fields.join(', ')}`,
+      out.note,
+      ...(out.preview.length ? [`First ${out.preview.length} rows:`, untrustedBlock(`${out.object} export preview`, recordLines(out.preview))] : []),
+    ].join('\n'),
   attachments: async (ctx, out, a) => {
-    const blocks: ContentBlock[] = [
-      { type: 'resource_link', uri: out.csv.uri, name: `${out.object}_export.csv`, title: `${out.object} export (${out.exported} rows)`, mimeType: 'text/csv' },
-    ];
+    const blocks: ContentBlock[] = [{ type: 'resource_link', uri: out.csv.uri, name: `${out.object}_export.csv`, title: `${out.object} export (${out.exported} rows)`, mimeType: 'text/csv' }];
     if (out.csv.embedded) {
       const { csv } = await exportCsv(ctx, out.object, requestOf(a));
       blocks.push({ type: 'resource', resource: { uri: out.csv.uri, mimeType: 'text/csv', text: csv } });

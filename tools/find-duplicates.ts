@@ -1,7 +1,7 @@
 import { z } from 'zod';
+import { objectArg } from '../src/mcp/arguments.js';
 import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
-import { objectArg } from '../src/mcp/arguments.js';
 import { findDuplicates } from '../src/services/duplicates.js';
 
 export default defineTool({

@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
-import { RELATION_VALUE } from '../src/mcp/relations.js';
-import { markUntrusted, UNTRUSTED_FIELD, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { fieldValueOut } from '../src/mcp/arguments.js';
+import { RELATION_VALUE } from '../src/mcp/relations.js';
+import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, UNTRUSTED_FIELD, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { HIT_FIELDS, MAX_SEARCH_LIMIT, searchAll } from '../src/services/search.js';
 
 const hitFieldsOut = z
@@ -13,7 +13,7 @@ export default defineTool({
   name: 'crm_full_text_search',
   title: 'Full-text search',
   description:
-    'Find records by name, email, phone, domain or words, across objects: ranked hits with what tells them apart (a contact\'s ' +
+    "Find records by name, email, phone, domain or words, across objects: ranked hits with what tells them apart (a contact's " +
     "company and title, a deal's amount and stage) and a snippet. Prefixes, typos, accents and a contact's company name match.",
   kind: 'read',
   toolset: 'search',

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { idArg, objectArg } from '../src/mcp/arguments.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { getTimeline } from '../src/services/timeline.js';
 
@@ -9,16 +9,13 @@ export default defineTool({
   title: 'Record timeline',
   description:
     "A record's timeline, newest first: created, each field change (from -> to), links, pipeline moves, merges, tasks, notes and emails " +
-    "about it, each with who did it and through which surface (rest, cli, mcp:<tool>).",
+    'about it, each with who did it and through which surface (rest, cli, mcp:<tool>).',
   kind: 'read',
   toolset: 'activity',
   inputSchema: z.object({
     object: objectArg,
     id: idArg,
-    actions: z
-      .array(z.string())
-      .optional()
-      .describe('Only these, e.g. ["updated", "pipeline_moved", "note_added"] (a wrong one is refused with the list)'),
+    actions: z.array(z.string()).optional().describe('Only these, e.g. ["updated", "pipeline_moved", "note_added"] (a wrong one is refused with the list)'),
     from: z.string().optional().describe('From this ISO date or date-time (UTC)'),
     to: z.string().optional().describe('Until this ISO date (inclusive) or date-time'),
     limit: z.number().int().min(1).max(100).default(50).describe('Entries per page'),

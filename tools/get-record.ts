@@ -1,17 +1,15 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { associationsOut, fieldsArg, idArg, objectArg } from '../src/mcp/arguments.js';
-import { compactJson } from '../src/mcp/render.js';
 import { RELATION_VALUE } from '../src/mcp/relations.js';
+import { compactJson } from '../src/mcp/render.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, UNTRUSTED_FIELD, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { getRecord } from '../src/services/records.js';
 
 export default defineTool({
   name: 'crm_get_record',
   title: 'Get a record',
-  description:
-    'One record with its associations: what it points to (company, owner), what points to it (a company\'s contacts, deals) ' +
-    'and explicit links, 20 per object with the total.',
+  description: "One record with its associations: what it points to (company, owner), what points to it (a company's contacts, deals) " + 'and explicit links, 20 per object with the total.',
   kind: 'read',
   toolset: 'records',
   inputSchema: z.object({

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { fieldMap, objectArg } from '../src/mcp/arguments.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { IMPORT_BATCH, importDetailed } from '../src/services/import-export.js';
 
 export default defineTool({

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { dryRunArg, idArg, objectArg } from '../src/mcp/arguments.js';
+import { defineTool } from '../src/mcp/tool.js';
+import type { Ctx } from '../src/services/context.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { associate, dissociate } from '../src/services/records.js';
-import type { Ctx } from '../src/services/context.js';
 
 interface Link {
   object: string;

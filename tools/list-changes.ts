@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, UNTRUSTED_NOTE, untrusted, untrustedOut } from '../src/mcp/untrusted.js';
-import { ACTIVITY_ACTIONS, listChanges, MAX_CHANGES } from '../src/services/changes.js';
+import { listChanges, MAX_CHANGES } from '../src/services/changes.js';
 
 export default defineTool({
   name: 'crm_list_changes',
@@ -16,10 +16,7 @@ export default defineTool({
     from: z.string().optional().describe('From this ISO date or date-time (UTC)'),
     to: z.string().optional().describe('Until this ISO date (inclusive) or date-time'),
     object: z.string().min(1).optional().describe('Only this object'),
-    actions: z
-      .array(z.string())
-      .optional()
-      .describe("Only these, as crm_get_activity's (default: all but related_* echoes)"),
+    actions: z.array(z.string()).optional().describe("Only these, as crm_get_activity's (default: all but related_* echoes)"),
     user: z.string().optional().describe("Only by this user id, or 'me'"),
     limit: z.number().int().min(1).max(MAX_CHANGES).default(50).describe('Changes per call'),
   }),
@@ -33,7 +30,10 @@ export default defineTool({
           record_id: z.string(),
           record_name: z.string().nullable().describe("The record's name (a deleted record's last name when known)"),
           action: z.string(),
-          changes: z.record(z.string(), z.object({ from: z.unknown(), to: z.unknown() })).optional().describe('Field -> {from, to}; values written by users'),
+          changes: z
+            .record(z.string(), z.object({ from: z.unknown(), to: z.unknown() }))
+            .optional()
+            .describe('Field -> {from, to}; values written by users'),
           details: z.unknown().optional().describe('What else was recorded (linked record, note id, email subject, merge); data written by users'),
           user: z.object({ id: z.string(), name: z.string().nullable() }).nullable(),
           via: z.string().describe("Surface: 'rest', 'cli' or 'mcp:<tool name>'"),

@@ -1,24 +1,20 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { limitArg } from '../src/mcp/arguments.js';
 import { noteOut, renderNote } from '../src/mcp/notes.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, UNTRUSTED_NOTE, untrustedOut } from '../src/mcp/untrusted.js';
 import { listNotes } from '../src/services/notes.js';
 
 export default defineTool({
   name: 'crm_list_notes',
   title: 'List notes',
-  description:
-    "Notes you can see (shared with the workspace, or your own private ones), newest first, optionally on one record or containing some words.",
+  description: 'Notes you can see (shared with the workspace, or your own private ones), newest first, optionally on one record or containing some words.',
   kind: 'read',
   toolset: 'notes',
   inputSchema: z.object({
     object: z.string().min(1).optional().describe('With record_id: notes on that record'),
     record_id: z.string().optional().describe('With object: the record whose notes to list'),
-    visibility: z
-      .enum(['private', 'workspace', 'mine'])
-      .optional()
-      .describe("Shared, your private, or all you wrote; omit for all"),
+    visibility: z.enum(['private', 'workspace', 'mine']).optional().describe('Shared, your private, or all you wrote; omit for all'),
     q: z.string().optional().describe('Words in the note text (case-insensitive)'),
     limit: limitArg,
     cursor: z.string().optional().describe('next_cursor of the previous page'),

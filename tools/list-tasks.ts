@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { limitArg } from '../src/mcp/arguments.js';
 import { recordLines } from '../src/mcp/render.js';
-import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { taskOut } from '../src/mcp/tasks.js';
-import { LINK_FIELDS, listTasks, TASK_MODES } from '../src/services/tasks.js';
+import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { TASK_PRIORITIES, TASK_STATUSES } from '../src/services/system-objects.js';
+import { LINK_FIELDS, listTasks, TASK_MODES } from '../src/services/tasks.js';
 
 export default defineTool({
   name: 'crm_list_tasks',
@@ -18,11 +18,20 @@ export default defineTool({
   inputSchema: z.object({
     mode: z.enum(TASK_MODES).default('all').describe('Which tasks'),
     assignee: z.string().optional().describe("User id or 'me'"),
-    status: z.array(z.enum(TASK_STATUSES as [string, ...string[]])).optional().describe('Only these statuses'),
-    priority: z.array(z.enum(TASK_PRIORITIES as [string, ...string[]])).optional().describe('Only these priorities'),
+    status: z
+      .array(z.enum(TASK_STATUSES as [string, ...string[]]))
+      .optional()
+      .describe('Only these statuses'),
+    priority: z
+      .array(z.enum(TASK_PRIORITIES as [string, ...string[]]))
+      .optional()
+      .describe('Only these priorities'),
     due_from: z.string().optional().describe('Due from: date, date-time or this_week, ...'),
     due_to: z.string().optional().describe('Due until (a date: its end)'),
-    linked_object: z.enum(Object.keys(LINK_FIELDS) as [string, ...string[]]).optional().describe('With linked_id: tasks about this record'),
+    linked_object: z
+      .enum(Object.keys(LINK_FIELDS) as [string, ...string[]])
+      .optional()
+      .describe('With linked_id: tasks about this record'),
     linked_id: z.string().optional().describe('With linked_object: its id'),
     q: z.string().optional().describe('Words in the title'),
     time_zone: z.string().optional().describe("IANA zone for 'today' and dates (default: the workspace's)"),

@@ -1,16 +1,14 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { limitArg } from '../src/mcp/arguments.js';
 import { renderThread, threadOut } from '../src/mcp/inbox.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, UNTRUSTED_NOTE, untrustedOut } from '../src/mcp/untrusted.js';
 import { listThreads } from '../src/services/inbox.js';
 
 export default defineTool({
   name: 'crm_list_threads',
   title: 'List email threads',
-  description:
-    'Email threads, latest first: subject, start of the last message, unread flag, count, linked contact and company. ' +
-    'crm_get_thread has the messages.',
+  description: 'Email threads, latest first: subject, start of the last message, unread flag, count, linked contact and company. ' + 'crm_get_thread has the messages.',
   kind: 'read',
   toolset: 'inbox',
   inputSchema: z.object({

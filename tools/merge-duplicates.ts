@@ -1,12 +1,12 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { dryRunArg, fieldValue, listedAs, objectArg } from '../src/mcp/arguments.js';
 import { agentRecordOut } from '../src/mcp/relations.js';
-import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
-import { nameRelations, type RecordData } from '../src/services/records.js';
 import { compactJson } from '../src/mcp/render.js';
+import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { MAX_MERGE, mergeRecords } from '../src/services/duplicates.js';
+import { nameRelations, type RecordData } from '../src/services/records.js';
 
 export default defineTool({
   name: 'crm_merge_duplicates',
@@ -21,10 +21,7 @@ export default defineTool({
     object: objectArg,
     primary_id: z.string().min(1).describe('The record to keep'),
     duplicate_ids: z.array(z.string().min(1)).min(1).max(MAX_MERGE).describe('Records to merge into it (then deleted)'),
-    overrides: listedAs(
-      z.record(z.string(), z.union([fieldValue, z.object({ from: z.string() }).strict()])),
-      { type: 'object' },
-    )
+    overrides: listedAs(z.record(z.string(), z.union([fieldValue, z.object({ from: z.string() }).strict()])), { type: 'object' })
       .optional()
       .describe('Per field: the merged value, or {"from": "<record id>"} to take that record\'s'),
     dry_run: dryRunArg,
@@ -46,7 +43,7 @@ export default defineTool({
   }),
   handler: async (ctx, a) => {
     const input = { primary_id: a.primary_id, duplicate_ids: a.duplicate_ids, overrides: a.overrides ?? {} };
-    let r;
+    let r: Awaited<ReturnType<typeof mergeRecords>>;
     if (a.dry_run) {
       r = await mergeRecords(ctx, a.object, { ...input, dry_run: true });
       // The preview only reads; the real merge, rolled back, proves it would succeed.
@@ -66,7 +63,9 @@ export default defineTool({
   },
   render: (out) => {
     const changes = Object.entries(out.changes).map(([f, c]) => `${f}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}`);
-    const moves = Object.entries(out.moves).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`);
+    const moves = Object.entries(out.moves)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${n} ${k}`);
     return [
       `${out.dry_run ? 'Dry run, nothing written. Would merge' : 'Merged'} ${out.merged_ids.length} ${out.object} into ${out.primary_id}` +
         (out.merge_id ? ` (merge_id ${out.merge_id}: crm_unmerge undoes it)` : ''),

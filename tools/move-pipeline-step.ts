@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { dryRunArg, idArg, objectArg } from '../src/mcp/arguments.js';
-import { agentRecordOut } from '../src/mcp/relations.js';
-import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { changesOut, diffRecords, renderChanges } from '../src/mcp/changes.js';
+import { agentRecordOut } from '../src/mcp/relations.js';
 import { compactJson } from '../src/mcp/render.js';
+import { defineTool } from '../src/mcp/tool.js';
+import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { moveRecord } from '../src/services/pipelines.js';
 import { getRecord, nameRelations, type RecordData } from '../src/services/records.js';
@@ -13,9 +13,7 @@ import type { WorkspaceSchema } from '../src/services/schema.js';
 export default defineTool({
   name: 'crm_move_pipeline_step',
   title: 'Move a record to a pipeline step',
-  description:
-    "Move a record (e.g. a deal) to another step of its object's pipeline: the step's defaults (probability) apply and the move is " +
-    'recorded. Returns from, to and the changed fields.',
+  description: "Move a record (e.g. a deal) to another step of its object's pipeline: the step's defaults (probability) apply and the move is " + 'recorded. Returns from, to and the changed fields.',
   kind: 'update',
   toolset: 'pipelines',
   inputSchema: z.object({

@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { FILTER_VALUE_HELP } from '../src/services/filters.js';
-import { defineTool } from '../src/mcp/tool.js';
 import { fieldsArg, filterArg, limitArg, objectArg } from '../src/mcp/arguments.js';
 import { agentRecordOut } from '../src/mcp/relations.js';
 import { recordLines } from '../src/mcp/render.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { markUntrusted, untrustedBlock, untrustedOut } from '../src/mcp/untrusted.js';
+import { FILTER_VALUE_HELP } from '../src/services/filters.js';
 import { listRecords } from '../src/services/records.js';
 import type { WorkspaceSchema } from '../src/services/schema.js';
 
@@ -13,9 +13,7 @@ const COMMON = new Set(['id', 'created_at', 'updated_at', 'created_by']);
 
 function fieldsOfEachObject(schema: WorkspaceSchema): string {
   const lines = [...schema.objects.values()].map((o) => {
-    const fields = o.fields
-      .filter((f) => !COMMON.has(f.name))
-      .map((f) => (f.options && f.options.length <= 12 ? `${f.name}(${f.options.map((x) => x.value).join('|')})` : f.name));
+    const fields = o.fields.filter((f) => !COMMON.has(f.name)).map((f) => (f.options && f.options.length <= 12 ? `${f.name}(${f.options.map((x) => x.value).join('|')})` : f.name));
     return `- ${o.name}: ${fields.join(', ')}`;
   });
   const text = `Fields (and id, created_at, updated_at):\n${lines.join('\n')}`;

@@ -1,14 +1,13 @@
 import { z } from 'zod';
-import { defineTool } from '../src/mcp/tool.js';
 import { dryRunArg } from '../src/mcp/arguments.js';
+import { defineTool } from '../src/mcp/tool.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { unmergeRecords } from '../src/services/duplicates.js';
 
 export default defineTool({
   name: 'crm_unmerge',
   title: 'Undo a merge',
-  description:
-    "Undo a merge (admins only): the merged records come back with their ids and values, the primary's changed fields and every moved link too.",
+  description: "Undo a merge (admins only): the merged records come back with their ids and values, the primary's changed fields and every moved link too.",
   kind: 'update',
   toolset: 'data',
   admin: true,
@@ -26,6 +25,5 @@ export default defineTool({
     const r = a.dry_run ? await withRollback(ctx, (dry) => unmergeRecords(dry, a.merge_id)) : await unmergeRecords(ctx, a.merge_id);
     return { ...r, dry_run: a.dry_run };
   },
-  render: (out) =>
-    `${out.dry_run ? 'Dry run, nothing written. Would restore' : 'Restored'} ${out.restored_ids.join(', ')} from merge ${out.merge_id} into ${out.primary_id}`,
+  render: (out) => `${out.dry_run ? 'Dry run, nothing written. Would restore' : 'Restored'} ${out.restored_ids.join(', ')} from merge ${out.merge_id} into ${out.primary_id}`,
 });

@@ -5,8 +5,7 @@ import { me } from '../src/services/users.js';
 export default defineTool({
   name: 'crm_whoami',
   title: 'Who am I',
-  description:
-    'Who this connection acts as (id, name, role), its workspace and time zone, and what this server allows (read-only, tools).',
+  description: 'Who this connection acts as (id, name, role), its workspace and time zone, and what this server allows (read-only, tools).',
   kind: 'read',
   toolset: 'users',
   inputSchema: z.object({}),

@@ -1,12 +1,12 @@
 import fs from 'node:fs';
-import { CompiledQuery, sql, type Kysely, type Transaction } from 'kysely';
 import type Database from 'better-sqlite3';
-import { isPostgresUrl, openDatabase, openSqliteDatabase, type Db, type SqliteDb } from './database.js';
-import { migrate } from './migrations.js';
-import { storageOf, type FieldType } from '../services/field-types.js';
+import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
+import type { Ctx } from '../services/context.js';
+import { type FieldType, storageOf } from '../services/field-types.js';
 import { getSchema } from '../services/schema.js';
 import { indexRows } from '../services/search.js';
-import type { Ctx } from '../services/context.js';
+import { type Db, isPostgresUrl, openDatabase, openSqliteDatabase, type SqliteDb } from './database.js';
+import { migrate } from './migrations.js';
 
 /**
  * `crm-mcp copy`: a SQLite database into PostgreSQL, whole.
@@ -108,7 +108,12 @@ function sourceTable(sqlite: Database.Database, name: string): SourceTable {
   if (!info.length) throw new CopyError(`table ${name} is not in the source`);
   const ddl = (sqlite.prepare(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) as { sql: string }).sql;
   const withoutRowid = /WITHOUT\s+ROWID\s*$/i.test(ddl.trim());
-  const keys = withoutRowid ? info.filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name) : ['rowid'];
+  const keys = withoutRowid
+    ? info
+        .filter((c) => c.pk > 0)
+        .sort((a, b) => a.pk - b.pk)
+        .map((c) => c.name)
+    : ['rowid'];
   const count = (sqlite.prepare(`SELECT count(*) AS n FROM ${quoteId(name)}`).get() as { n: number }).n;
   return { name, columns: info.map((c) => c.name), keys, count };
 }
@@ -148,8 +153,7 @@ async function copyRows(sqlite: Database.Database, trx: Kysely<any>, t: SourceTa
   if (missing.length) throw new CopyError(`column(s) ${missing.join(', ')} of ${t.name} are not on the target`);
   // One array parameter per column: ROWS FROM zips them into rows (unnest of each alone: no limit on columns).
   const text =
-    `INSERT INTO ${quoteId(t.name)} (${t.columns.map(quoteId).join(', ')}) ` +
-    `SELECT * FROM ROWS FROM (${t.columns.map((c, i) => `unnest(CAST($${i + 1} AS ${types.get(c)}[]))`).join(', ')})`;
+    `INSERT INTO ${quoteId(t.name)} (${t.columns.map(quoteId).join(', ')}) ` + `SELECT * FROM ROWS FROM (${t.columns.map((c, i) => `unnest(CAST($${i + 1} AS ${types.get(c)}[]))`).join(', ')})`;
   let written = 0;
   for (const rows of sourceBatches(sqlite, t, per)) {
     const params = t.columns.map((c, j) =>
@@ -294,8 +298,7 @@ export async function copyDatabase(source: SqliteDb, target: Db, opts: CopyOptio
         const r = await sql<{ any: boolean }>`SELECT EXISTS (SELECT 1 FROM ${sql.table(t)}) AS any`.execute(trx);
         if (r.rows[0]!.any) held.push(t);
       }
-      if (held.length && !opts.replace)
-        throw new CopyError(`the target already holds data (in ${held.join(', ')}); nothing was copied. Pass --replace to empty it and copy again`);
+      if (held.length && !opts.replace) throw new CopyError(`the target already holds data (in ${held.join(', ')}); nothing was copied. Pass --replace to empty it and copy again`);
       if (held.length) await emptyTarget(trx, staticOnTarget);
 
       let rows = 0;
@@ -352,11 +355,7 @@ export async function copyDatabase(source: SqliteDb, target: Db, opts: CopyOptio
       counts.push({ table: 'search_docs', source: sourceDocs, target: await countTarget(trx, 'search_docs') });
       counts.push({ table: 'kysely_migration', source: sourceMigrations, target: await countTarget(trx, 'kysely_migration') });
       const bad = counts.filter((c) => c.source !== c.target);
-      if (bad.length)
-        throw new CopyError(
-          `row counts differ: ${bad.map((c) => `${c.table} (source ${c.source}, target ${c.target})`).join(', ')}; nothing was committed`,
-          counts,
-        );
+      if (bad.length) throw new CopyError(`row counts differ: ${bad.map((c) => `${c.table} (source ${c.source}, target ${c.target})`).join(', ')}; nothing was committed`, counts);
       await sql.raw(`ANALYZE ${[...src.keys(), 'search_docs'].map(quoteId).join(', ')}`).execute(trx);
       lap('verify');
       return { counts, rows, searchDocs };
@@ -414,12 +413,23 @@ export async function compareDatabases(source: SqliteDb, target: Db): Promise<st
   };
   for (const t of tables) {
     const cols = (sqlite.prepare(`SELECT name FROM pragma_table_info(?) ORDER BY cid`).all(t) as { name: string }[]).map((c) => c.name);
-    const a = sqlite.prepare(`SELECT ${cols.map(quoteId).join(', ')} FROM ${quoteId(t)}`).raw(true).all() as unknown[][];
+    const a = sqlite
+      .prepare(`SELECT ${cols.map(quoteId).join(', ')} FROM ${quoteId(t)}`)
+      .raw(true)
+      .all() as unknown[][];
     const r = await sql<Record<string, unknown>>`SELECT ${sql.join(cols.map((c) => sql.ref(c)))} FROM ${sql.table(t)}`.execute(k);
-    compare(t, a, r.rows.map((row) => cols.map((c) => row[c])));
+    compare(
+      t,
+      a,
+      r.rows.map((row) => cols.map((c) => row[c])),
+    );
   }
   const docs = `SELECT workspace_id, object_id, record_id FROM search_docs`;
-  compare('search_docs', sqlite.prepare(docs).raw(true).all() as unknown[][], (await sql.raw<Record<string, unknown>>(docs).execute(k)).rows.map((r) => [r.workspace_id, r.object_id, r.record_id]));
+  compare(
+    'search_docs',
+    sqlite.prepare(docs).raw(true).all() as unknown[][],
+    (await sql.raw<Record<string, unknown>>(docs).execute(k)).rows.map((r) => [r.workspace_id, r.object_id, r.record_id]),
+  );
   return diffs;
 }
 

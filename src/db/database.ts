@@ -1,15 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import BetterSqlite, { registerFunctions } from './sqlite-driver.js';
-import { Kysely, type CompiledQuery, type SqliteDatabase, type SqliteStatement } from 'kysely';
-import type { Tables } from './tables.js';
-import { sqliteAdapter, type DialectAdapter } from './dialect.js';
-import { ImmediateSqliteDialect, isSqliteBusy } from './sqlite-dialect.js';
-import { ReadPool, releaseCache } from './read-pool.js';
+import { type CompiledQuery, Kysely, type SqliteDatabase, type SqliteStatement } from 'kysely';
+import { type DialectAdapter, sqliteAdapter } from './dialect.js';
 import { openPostgres } from './postgres/open.js';
-import { sqliteSearch } from './search-sqlite.js';
+import { ReadPool, releaseCache } from './read-pool.js';
 import type { SearchBackend } from './search.js';
+import { sqliteSearch } from './search-sqlite.js';
+import { ImmediateSqliteDialect, isSqliteBusy } from './sqlite-dialect.js';
+import BetterSqlite, { registerFunctions } from './sqlite-driver.js';
+import type { Tables } from './tables.js';
 
 export interface Db {
   kysely: Kysely<Tables>;
@@ -179,6 +179,7 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
         try {
           sqlite.pragma('wal_checkpoint(PASSIVE)');
         } catch (e) {
+          // biome-ignore lint/correctness/noUnsafeFinally: a checkpoint failing for another reason than a lock is a fault worth raising
           if (!isSqliteBusy(e)) throw e;
         }
       }

@@ -1,7 +1,7 @@
-import { sql, type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool } from 'kysely';
-import { classifyPostgresError } from './postgres/adapter.js';
+import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import type { Interval, ZoneSegment } from '../services/time-buckets.js';
-import { classifySqliteError, isSqliteBusy, type DbErrorKind } from './sqlite-dialect.js';
+import { classifyPostgresError } from './postgres/adapter.js';
+import { classifySqliteError, type DbErrorKind, isSqliteBusy } from './sqlite-dialect.js';
 
 export type { DbErrorKind } from './sqlite-dialect.js';
 
@@ -89,11 +89,9 @@ export const sqliteAdapter: DialectAdapter = {
   // SQLite's LIKE folds the case of ASCII letters only: a pattern with other letters compares the
   // text folded by crm_lower (JavaScript's toLowerCase, registered on every connection), as
   // PostgreSQL does. ESCAPE makes % and _ in user input literal.
-  ilike: (ref, pattern) =>
-    /^[\x00-\x7f]*$/.test(pattern) ? sql<SqlBool>`${ref} LIKE ${pattern} ESCAPE '\\'` : sql<SqlBool>`crm_lower(${ref}) LIKE ${pattern.toLowerCase()} ESCAPE '\\'`,
+  ilike: (ref, pattern) => (/^[\x00-\x7f]*$/.test(pattern) ? sql<SqlBool>`${ref} LIKE ${pattern} ESCAPE '\\'` : sql<SqlBool>`crm_lower(${ref}) LIKE ${pattern.toLowerCase()} ESCAPE '\\'`),
   jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
-  jsonArrayHasAny: (ref, values) =>
-    sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
+  jsonArrayHasAny: (ref, values) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
   // json_each is a table-valued function: its argument may name the columns of the tables before it.
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`json_each(${array})`.as(alias), (j) => j.onTrue()) as typeof qb,
   jsonArrayExtreme: (array, which) => sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value) FROM json_each(${array}) AS e)`,

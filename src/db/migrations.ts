@@ -1,11 +1,11 @@
-import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely';
+import { rebuildDedupeKeys } from '../services/dedupe-keys.js';
+import { createDefaultPipelines, createSystemSchema, getSchema } from '../services/schema.js';
+import { rebuildSearchIndex } from '../services/search.js';
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
 import type { SearchBackend } from './search.js';
 import { isSqliteBusy } from './sqlite-dialect.js';
-import { rebuildSearchIndex } from '../services/search.js';
-import { rebuildDedupeKeys } from '../services/dedupe-keys.js';
-import { createDefaultPipelines, createSystemSchema, getSchema } from '../services/schema.js';
 
 /**
  * Migrations of the static tables, in order. Record tables are created per workspace and object
@@ -13,247 +13,241 @@ import { createDefaultPipelines, createSystemSchema, getSchema } from '../servic
  */
 function migrations(adapter: DialectAdapter, search: SearchBackend): Record<string, Migration> {
   return {
-  '0001_core': {
-    async up(db: Kysely<any>) {
-      await db.schema
-        .createTable('workspaces')
-        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-        .addColumn('name', 'text', (c) => c.notNull().unique())
-        .addColumn('schema_version', 'integer', (c) => c.notNull().defaultTo(1))
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .execute();
-      await db.schema
-        .createTable('users')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('email', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('role', 'text', (c) => c.notNull().check(sql`role in ('admin', 'member')`))
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addUniqueConstraint('users_workspace_email', ['workspace_id', 'email'])
-        .execute();
-      await db.schema
-        .createTable('api_tokens')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
-        .addColumn('token_prefix', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addColumn('last_used_at', 'text')
-        .addColumn('revoked_at', 'text')
-        .execute();
-      await db.schema
-        .createTable('objects')
-        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('label', 'text', (c) => c.notNull())
-        .addColumn('label_plural', 'text', (c) => c.notNull())
-        .addColumn('description', 'text')
-        .addColumn('table_name', 'text', (c) => c.notNull().unique())
-        .addColumn('is_system', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('display_fields', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addUniqueConstraint('objects_workspace_name', ['workspace_id', 'name'])
-        .execute();
-      await db.schema
-        .createTable('fields')
-        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('object_id', 'integer', (c) => c.notNull().references('objects.id').onDelete('cascade'))
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('label', 'text', (c) => c.notNull())
-        .addColumn('type', 'text', (c) => c.notNull())
-        .addColumn('column_name', 'text', (c) => c.notNull())
-        .addColumn('required', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('is_unique', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('is_system', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('config', 'text', (c) => c.notNull().defaultTo('{}'))
-        .addColumn('default_value', 'text')
-        .addColumn('description', 'text')
-        .addColumn('position', 'integer', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addUniqueConstraint('fields_object_name', ['object_id', 'name'])
-        .execute();
-      await db.schema
-        .createTable('associations')
-        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('a_object', 'text', (c) => c.notNull())
-        .addColumn('a_id', 'text', (c) => c.notNull())
-        .addColumn('b_object', 'text', (c) => c.notNull())
-        .addColumn('b_id', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addColumn('created_by', 'text')
-        .addUniqueConstraint('associations_pair', ['workspace_id', 'a_object', 'a_id', 'b_object', 'b_id'])
-        .execute();
-      await db.schema
-        .createIndex('associations_b')
-        .on('associations')
-        .columns(['workspace_id', 'b_object', 'b_id'])
-        .execute();
-      await db.schema
-        .createTable('activity')
-        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('object', 'text', (c) => c.notNull())
-        .addColumn('record_id', 'text', (c) => c.notNull())
-        .addColumn('action', 'text', (c) => c.notNull())
-        .addColumn('payload', 'text')
-        .addColumn('user_id', 'text')
-        .addColumn('via', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .execute();
-      await db.schema
-        .createIndex('activity_record')
-        .on('activity')
-        .columns(['workspace_id', 'object', 'record_id', 'id'])
-        .execute();
+    '0001_core': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('workspaces')
+          .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('schema_version', 'integer', (c) => c.notNull().defaultTo(1))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('users')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('email', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('role', 'text', (c) => c.notNull().check(sql`role in ('admin', 'member')`))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('users_workspace_email', ['workspace_id', 'email'])
+          .execute();
+        await db.schema
+          .createTable('api_tokens')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('token_prefix', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('last_used_at', 'text')
+          .addColumn('revoked_at', 'text')
+          .execute();
+        await db.schema
+          .createTable('objects')
+          .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('label', 'text', (c) => c.notNull())
+          .addColumn('label_plural', 'text', (c) => c.notNull())
+          .addColumn('description', 'text')
+          .addColumn('table_name', 'text', (c) => c.notNull().unique())
+          .addColumn('is_system', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('display_fields', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('objects_workspace_name', ['workspace_id', 'name'])
+          .execute();
+        await db.schema
+          .createTable('fields')
+          .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('object_id', 'integer', (c) => c.notNull().references('objects.id').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('label', 'text', (c) => c.notNull())
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('column_name', 'text', (c) => c.notNull())
+          .addColumn('required', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('is_unique', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('is_system', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('config', 'text', (c) => c.notNull().defaultTo('{}'))
+          .addColumn('default_value', 'text')
+          .addColumn('description', 'text')
+          .addColumn('position', 'integer', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('fields_object_name', ['object_id', 'name'])
+          .execute();
+        await db.schema
+          .createTable('associations')
+          .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('a_object', 'text', (c) => c.notNull())
+          .addColumn('a_id', 'text', (c) => c.notNull())
+          .addColumn('b_object', 'text', (c) => c.notNull())
+          .addColumn('b_id', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text')
+          .addUniqueConstraint('associations_pair', ['workspace_id', 'a_object', 'a_id', 'b_object', 'b_id'])
+          .execute();
+        await db.schema.createIndex('associations_b').on('associations').columns(['workspace_id', 'b_object', 'b_id']).execute();
+        await db.schema
+          .createTable('activity')
+          .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('object', 'text', (c) => c.notNull())
+          .addColumn('record_id', 'text', (c) => c.notNull())
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('payload', 'text')
+          .addColumn('user_id', 'text')
+          .addColumn('via', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('activity_record').on('activity').columns(['workspace_id', 'object', 'record_id', 'id']).execute();
+      },
     },
-  },
-  '0002_tasks_notes_inbox': {
-    async up(db: Kysely<any>) {
-      // Tasks are a system object (record table per workspace): add it to existing workspaces.
-      for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[])
-        await createSystemSchema(db, adapter, ws.id);
-      await db.schema
-        .createTable('notes')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('author_id', 'text', (c) => c.notNull())
-        .addColumn('body', 'text', (c) => c.notNull())
-        .addColumn('visibility', 'text', (c) => c.notNull().check(sql`visibility in ('private', 'workspace')`))
-        .addColumn('object', 'text')
-        .addColumn('record_id', 'text')
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addColumn('updated_at', 'text', (c) => c.notNull())
-        .execute();
-      await db.schema.createIndex('notes_record').on('notes').columns(['workspace_id', 'object', 'record_id', 'created_at']).execute();
-      await db.schema.createIndex('notes_author').on('notes').columns(['workspace_id', 'author_id', 'created_at']).execute();
-      await db.schema
-        .createTable('threads')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('subject', 'text', (c) => c.notNull())
-        .addColumn('snippet', 'text')
-        .addColumn('contact_id', 'text')
-        .addColumn('company_id', 'text')
-        .addColumn('unread', 'integer', (c) => c.notNull().defaultTo(1))
-        .addColumn('message_count', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('last_message_at', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .execute();
-      await db.schema.createIndex('threads_recent').on('threads').columns(['workspace_id', 'last_message_at']).execute();
-      await db.schema.createIndex('threads_contact').on('threads').columns(['workspace_id', 'contact_id']).execute();
-      await db.schema.createIndex('threads_company').on('threads').columns(['workspace_id', 'company_id']).execute();
-      await db.schema
-        .createTable('messages')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('thread_id', 'text', (c) => c.notNull().references('threads.id').onDelete('cascade'))
-        .addColumn('direction', 'text', (c) => c.notNull().check(sql`direction in ('inbound', 'outbound')`))
-        .addColumn('from_email', 'text', (c) => c.notNull())
-        .addColumn('from_name', 'text')
-        .addColumn('to_emails', 'text', (c) => c.notNull())
-        .addColumn('subject', 'text', (c) => c.notNull())
-        .addColumn('body', 'text', (c) => c.notNull())
-        .addColumn('sent_at', 'text', (c) => c.notNull())
-        .execute();
-      await db.schema.createIndex('messages_thread').on('messages').columns(['thread_id', 'sent_at']).execute();
+    '0002_tasks_notes_inbox': {
+      async up(db: Kysely<any>) {
+        // Tasks are a system object (record table per workspace): add it to existing workspaces.
+        for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[]) await createSystemSchema(db, adapter, ws.id);
+        await db.schema
+          .createTable('notes')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('author_id', 'text', (c) => c.notNull())
+          .addColumn('body', 'text', (c) => c.notNull())
+          .addColumn('visibility', 'text', (c) => c.notNull().check(sql`visibility in ('private', 'workspace')`))
+          .addColumn('object', 'text')
+          .addColumn('record_id', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('notes_record').on('notes').columns(['workspace_id', 'object', 'record_id', 'created_at']).execute();
+        await db.schema.createIndex('notes_author').on('notes').columns(['workspace_id', 'author_id', 'created_at']).execute();
+        await db.schema
+          .createTable('threads')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('subject', 'text', (c) => c.notNull())
+          .addColumn('snippet', 'text')
+          .addColumn('contact_id', 'text')
+          .addColumn('company_id', 'text')
+          .addColumn('unread', 'integer', (c) => c.notNull().defaultTo(1))
+          .addColumn('message_count', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('last_message_at', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('threads_recent').on('threads').columns(['workspace_id', 'last_message_at']).execute();
+        await db.schema.createIndex('threads_contact').on('threads').columns(['workspace_id', 'contact_id']).execute();
+        await db.schema.createIndex('threads_company').on('threads').columns(['workspace_id', 'company_id']).execute();
+        await db.schema
+          .createTable('messages')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('thread_id', 'text', (c) => c.notNull().references('threads.id').onDelete('cascade'))
+          .addColumn('direction', 'text', (c) => c.notNull().check(sql`direction in ('inbound', 'outbound')`))
+          .addColumn('from_email', 'text', (c) => c.notNull())
+          .addColumn('from_name', 'text')
+          .addColumn('to_emails', 'text', (c) => c.notNull())
+          .addColumn('subject', 'text', (c) => c.notNull())
+          .addColumn('body', 'text', (c) => c.notNull())
+          .addColumn('sent_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('messages_thread').on('messages').columns(['thread_id', 'sent_at']).execute();
+      },
     },
-  },
-  '0003_pipelines': {
-    async up(db: Kysely<any>) {
-      await db.schema
-        .createTable('pipelines')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('object', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('field', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addUniqueConstraint('pipelines_object', ['workspace_id', 'object'])
-        .execute();
-      await db.schema
-        .createTable('pipeline_steps')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('pipeline_id', 'text', (c) => c.notNull().references('pipelines.id').onDelete('cascade'))
-        .addColumn('position', 'integer', (c) => c.notNull())
-        .addColumn('key', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('probability', 'real')
-        .addColumn('is_won', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('is_lost', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('defaults', 'text', (c) => c.notNull().defaultTo('{}'))
-        .addUniqueConstraint('pipeline_steps_key', ['pipeline_id', 'key'])
-        .execute();
-      await db.schema
-        .createTable('stage_history')
-        .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('pipeline_id', 'text', (c) => c.notNull().references('pipelines.id').onDelete('cascade'))
-        .addColumn('record_id', 'text', (c) => c.notNull())
-        .addColumn('step_key', 'text', (c) => c.notNull())
-        .addColumn('entered_at', 'text', (c) => c.notNull())
-        .addColumn('left_at', 'text')
-        .execute();
-      await db.schema.createIndex('stage_history_record').on('stage_history').columns(['pipeline_id', 'record_id', 'entered_at']).execute();
-      await db.schema.createIndex('stage_history_step').on('stage_history').columns(['pipeline_id', 'step_key', 'record_id']).execute();
-      for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[]) await createDefaultPipelines(db, ws.id);
+    '0003_pipelines': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('pipelines')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('object', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('field', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('pipelines_object', ['workspace_id', 'object'])
+          .execute();
+        await db.schema
+          .createTable('pipeline_steps')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('pipeline_id', 'text', (c) => c.notNull().references('pipelines.id').onDelete('cascade'))
+          .addColumn('position', 'integer', (c) => c.notNull())
+          .addColumn('key', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('probability', 'real')
+          .addColumn('is_won', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('is_lost', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('defaults', 'text', (c) => c.notNull().defaultTo('{}'))
+          .addUniqueConstraint('pipeline_steps_key', ['pipeline_id', 'key'])
+          .execute();
+        await db.schema
+          .createTable('stage_history')
+          .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('pipeline_id', 'text', (c) => c.notNull().references('pipelines.id').onDelete('cascade'))
+          .addColumn('record_id', 'text', (c) => c.notNull())
+          .addColumn('step_key', 'text', (c) => c.notNull())
+          .addColumn('entered_at', 'text', (c) => c.notNull())
+          .addColumn('left_at', 'text')
+          .execute();
+        await db.schema.createIndex('stage_history_record').on('stage_history').columns(['pipeline_id', 'record_id', 'entered_at']).execute();
+        await db.schema.createIndex('stage_history_step').on('stage_history').columns(['pipeline_id', 'step_key', 'record_id']).execute();
+        for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[]) await createDefaultPipelines(db, ws.id);
+      },
     },
-  },
-  '0004_search': {
-    async up(db: Kysely<any>) {
-      await search.createTables(db);
+    '0004_search': {
+      async up(db: Kysely<any>) {
+        await search.createTables(db);
+      },
     },
-  },
-  '0005_dedupe_merges': {
-    async up(db: Kysely<any>) {
-      await db.schema
-        .createTable('dedupe_keys')
-        .addColumn('workspace_id', 'integer', (c) => c.notNull())
-        .addColumn('object_id', 'integer', (c) => c.notNull())
-        .addColumn('kind', 'text', (c) => c.notNull())
-        .addColumn('key', 'text', (c) => c.notNull())
-        .addColumn('record_id', 'text', (c) => c.notNull())
-        .execute();
-      await db.schema.createIndex('dedupe_keys_key').on('dedupe_keys').columns(['workspace_id', 'object_id', 'kind', 'key']).execute();
-      await db.schema.createIndex('dedupe_keys_record').on('dedupe_keys').columns(['workspace_id', 'object_id', 'record_id']).execute();
-      await db.schema
-        .createTable('merges')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
-        .addColumn('object', 'text', (c) => c.notNull())
-        .addColumn('primary_id', 'text', (c) => c.notNull())
-        .addColumn('merged_ids', 'text', (c) => c.notNull())
-        .addColumn('snapshot', 'text', (c) => c.notNull())
-        .addColumn('user_id', 'text')
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addColumn('undone_at', 'text')
-        .execute();
-      await db.schema.createIndex('merges_primary').on('merges').columns(['workspace_id', 'object', 'primary_id']).execute();
+    '0005_dedupe_merges': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('dedupe_keys')
+          .addColumn('workspace_id', 'integer', (c) => c.notNull())
+          .addColumn('object_id', 'integer', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('key', 'text', (c) => c.notNull())
+          .addColumn('record_id', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('dedupe_keys_key').on('dedupe_keys').columns(['workspace_id', 'object_id', 'kind', 'key']).execute();
+        await db.schema.createIndex('dedupe_keys_record').on('dedupe_keys').columns(['workspace_id', 'object_id', 'record_id']).execute();
+        await db.schema
+          .createTable('merges')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('object', 'text', (c) => c.notNull())
+          .addColumn('primary_id', 'text', (c) => c.notNull())
+          .addColumn('merged_ids', 'text', (c) => c.notNull())
+          .addColumn('snapshot', 'text', (c) => c.notNull())
+          .addColumn('user_id', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('undone_at', 'text')
+          .execute();
+        await db.schema.createIndex('merges_primary').on('merges').columns(['workspace_id', 'object', 'primary_id']).execute();
+      },
     },
-  },
-  '0006_workspace_time_zone': {
-    async up(db: Kysely<any>) {
-      // Relative dates in filters ('today', 'this_week') are days in the workspace's zone.
-      await db.schema.alterTable('workspaces').addColumn('time_zone', 'text', (c) => c.notNull().defaultTo('UTC')).execute();
+    '0006_workspace_time_zone': {
+      async up(db: Kysely<any>) {
+        // Relative dates in filters ('today', 'this_week') are days in the workspace's zone.
+        await db.schema
+          .alterTable('workspaces')
+          .addColumn('time_zone', 'text', (c) => c.notNull().defaultTo('UTC'))
+          .execute();
+      },
     },
-  },
-  '0007_search_terms': {
-    async up(db: Kysely<any>) {
-      // Each workspace's own words for typo-tolerant search (FTS5's vocabulary mixes workspaces).
-      await search.createTermTable(db);
+    '0007_search_terms': {
+      async up(db: Kysely<any>) {
+        // Each workspace's own words for typo-tolerant search (FTS5's vocabulary mixes workspaces).
+        await search.createTermTable(db);
+      },
     },
-  },
-  '0008_change_notifications': {
-    async up(db: Kysely<any>) {
-      // Other processes' caches follow schema and vocabulary changes (PostgreSQL; SQLite reads versions).
-      await adapter.createChangeNotifications?.(db);
+    '0008_change_notifications': {
+      async up(db: Kysely<any>) {
+        // Other processes' caches follow schema and vocabulary changes (PostgreSQL; SQLite reads versions).
+        await adapter.createChangeNotifications?.(db);
+      },
     },
-  },
   };
 }
 

@@ -1,6 +1,6 @@
 import os from 'node:os';
+import { type RawBuilder, type SqlBool, sql } from 'kysely';
 import { Piscina } from 'piscina';
-import { sql, type RawBuilder, type SqlBool } from 'kysely';
 
 /**
  * Give back the main connection's page cache (SQLite frees what it can; the next reads take their

@@ -1,6 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import { sql } from 'kysely';
 import { bulkInsert } from './bulk-insert.js';
-import { highlight, writeTerms, type SearchBackend, type SearchClause, type SearchHit, type SearchQuery } from './search.js';
+import { highlight, type SearchBackend, type SearchClause, type SearchHit, type SearchQuery, writeTerms } from './search.js';
 
 /**
  * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, a prefix
@@ -44,18 +44,28 @@ export const sqliteSearch: SearchBackend = {
       // New records: their documents take the next ids, given here rather than read back (RETURNING
       // costs more than the insert). The caller's transaction already holds the write lock.
       const { next } = (await sql<{ next: number }>`SELECT coalesce(max(doc_id), 0) + 1 AS next FROM search_docs`.execute(db)).rows[0]!;
-      await bulkInsert(db, 'search_docs', ['doc_id', 'workspace_id', 'object_id', 'record_id'], docs.map((d, j) => [next + j, d.workspaceId, d.objectId, d.recordId]));
+      await bulkInsert(
+        db,
+        'search_docs',
+        ['doc_id', 'workspace_id', 'object_id', 'record_id'],
+        docs.map((d, j) => [next + j, d.workspaceId, d.objectId, d.recordId]),
+      );
       // A stray index row at or past these ids (none should exist) must not block every create; not
       // INSERT OR REPLACE, which makes FTS5 write its pending documents out before each row. Looked
       // for in FTS5's own content table (by its primary key): through the index it costs a scan.
-      if ((await sql`SELECT id FROM search_index_content WHERE id >= ${next} LIMIT 1`.execute(db)).rows.length)
-        await sql`DELETE FROM search_index WHERE rowid >= ${next}`.execute(db);
+      if ((await sql`SELECT id FROM search_index_content WHERE id >= ${next} LIMIT 1`.execute(db)).rows.length) await sql`DELETE FROM search_index WHERE rowid >= ${next}`.execute(db);
       // The text goes in last and in as few statements as possible (6,000 documents each: 30,000
       // parameters). FTS5 writes its pending documents out as a new segment whenever a statement
       // that may roll back on its own begins (any multi-row statement, on any table): a segment per
       // 300 documents meant a million documents spent most of their time merging segments (index
       // builds fell from 16,000 to 1,000 documents/s on the way to a million).
-      await bulkInsert(db, 'search_index', ['rowid', 'scope', 'name', 'body', 'exact'], docs.map((d, j) => [next + j, '', d.name, d.body, d.exact]), { perStatement: 6000 });
+      await bulkInsert(
+        db,
+        'search_index',
+        ['rowid', 'scope', 'name', 'body', 'exact'],
+        docs.map((d, j) => [next + j, '', d.name, d.body, d.exact]),
+        { perStatement: 6000 },
+      );
       return;
     }
     // Batched: one statement maps a chunk of records to their document ids, one writes their text.
@@ -76,9 +86,9 @@ export const sqliteSearch: SearchBackend = {
   async remove(db, workspaceId, objectId, recordIds) {
     for (let i = 0; i < recordIds.length; i += 500) {
       const chunk = recordIds.slice(i, i + 500);
-      const ids = (
-        await db.selectFrom('search_docs').select('doc_id').where('workspace_id', '=', workspaceId).where('object_id', '=', objectId).where('record_id', 'in', chunk).execute()
-      ).map((r: { doc_id: number }) => r.doc_id);
+      const ids = (await db.selectFrom('search_docs').select('doc_id').where('workspace_id', '=', workspaceId).where('object_id', '=', objectId).where('record_id', 'in', chunk).execute()).map(
+        (r: { doc_id: number }) => r.doc_id,
+      );
       if (!ids.length) continue;
       await sql`DELETE FROM search_index WHERE rowid IN (${sql.join(ids)})`.execute(db);
       await db.deleteFrom('search_docs').where('doc_id', 'in', ids).execute();

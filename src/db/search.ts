@@ -80,11 +80,9 @@ export function wordsOf(text: string): string[] {
   const out: string[] = [];
   // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split).
   const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
-  for (const w of folded.toLowerCase().split(/[^\p{L}\p{N}]+/u))
-    if (w.length > 1 && !/\d/.test(w)) out.push(w);
+  for (const w of folded.toLowerCase().split(/[^\p{L}\p{N}]+/u)) if (w.length > 1 && !/\d/.test(w)) out.push(w);
   return out;
 }
-
 
 /**
  * The words of a text as the index's tokenizer (unicode61, diacritics removed) splits and folds
@@ -92,7 +90,10 @@ export function wordsOf(text: string): string[] {
  */
 export function termsOf(text: string): string[] {
   const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
-  return folded.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter(Boolean);
+  return folded
+    .toLowerCase()
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter(Boolean);
 }
 
 /**
@@ -119,5 +120,8 @@ export async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<vo
 
 /** Record text is escaped (a client may render snippets as HTML); only our <mark> tags (\u0002, \u0003) are markup. */
 export function highlight(s: string): string {
-  return s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!).replace(/\u0002/g, '<mark>').replace(/\u0003/g, '</mark>');
+  return s
+    .replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!)
+    .replace(/\u0002/g, '<mark>')
+    .replace(/\u0003/g, '</mark>');
 }

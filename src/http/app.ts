@@ -1,29 +1,29 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
+import { type McpHttpOptions, registerMcpRoutes } from '../mcp/http.js';
 import type { Ctx } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { checkInput, INPUT_LIMITS } from '../services/input-limits.js';
 import { authenticate } from '../services/users.js';
+import { VERSION } from '../version.js';
 import { AuthThrottle } from './auth-throttle.js';
-import { clientErrorHandler, errorHandler, expectationHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
-import { recordRoutes } from './routes/records.js';
-import { schemaRoutes } from './routes/schema.js';
-import { userRoutes } from './routes/users.js';
-import { aggregateRoutes } from './routes/aggregate.js';
-import { workRoutes } from './routes/work.js';
-import { pipelineRoutes } from './routes/pipelines.js';
-import { searchRoutes } from './routes/search.js';
-import { dataRoutes } from './routes/data.js';
 import { bitrix24Routes } from './compat/bitrix24.js';
 import { cogniteRoutes } from './compat/cognite.js';
-import { VERSION } from '../version.js';
-import { registerMcpRoutes, type McpHttpOptions } from '../mcp/http.js';
+import { clientErrorHandler, errorHandler, expectationHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
 import { registerOpenApi } from './openapi/plugin.js';
 import { Health } from './openapi/schemas.js';
+import { aggregateRoutes } from './routes/aggregate.js';
+import { dataRoutes } from './routes/data.js';
+import { pipelineRoutes } from './routes/pipelines.js';
+import { recordRoutes } from './routes/records.js';
+import { schemaRoutes } from './routes/schema.js';
+import { searchRoutes } from './routes/search.js';
+import { userRoutes } from './routes/users.js';
+import { workRoutes } from './routes/work.js';
 
 export interface AppDeps {
   db: Db;
@@ -192,8 +192,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         } catch {
           /* really malformed */
         }
-        if (wellFormed)
-          return done(new CrmError('VALIDATION_ERROR', "JSON body: a key named '__proto__', or 'constructor' holding 'prototype', is not allowed; rename it"));
+        if (wellFormed) return done(new CrmError('VALIDATION_ERROR', "JSON body: a key named '__proto__', or 'constructor' holding 'prototype', is not allowed; rename it"));
         return done(err);
       }
       try {
@@ -220,9 +219,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     checkInput(req.query, 'Query string');
     checkInput(req.body, 'JSON body');
   });
-  app.setNotFoundHandler((req, reply) =>
-    reply.status(404).send({ error: true, code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}; see README for the API` }),
-  );
+  app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: true, code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}; see README for the API` }));
   await app.register(cors, {
     origin: deps.corsOrigin ?? false,
     // Every method and request header the REST API and MCP over HTTP use (the plugin's default is GET, HEAD, POST).
@@ -235,7 +232,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Before any route: the document is collected as routes are added.
   await registerOpenApi(app as unknown as FastifyInstance);
 
-  app.get('/health', { schema: { summary: 'Liveness: version and database kind', security: [], response: { 200: Health } } }, async () => ({ status: 'ok', version: VERSION, database: deps.db.adapter.name }));
+  app.get('/health', { schema: { summary: 'Liveness: version and database kind', security: [], response: { 200: Health } } }, async () => ({
+    status: 'ok',
+    version: VERSION,
+    database: deps.db.adapter.name,
+  }));
 
   if (deps.rateLimitRedis) app.addHook('onClose', async () => deps.rateLimitRedis!.disconnect());
   await app.register(
@@ -249,8 +250,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           ...(deps.rateLimitRedis ? { redis: deps.rateLimitRedis, nameSpace: 'crm-rate-', skipOnError: true } : {}),
           timeWindow: 60_000,
           keyGenerator: (req) => bearer(req) ?? req.ip,
-          errorResponseBuilder: (_req, ctx) =>
-            new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
+          errorResponseBuilder: (_req, ctx) => new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
         });
       }
       api.addHook('onRequest', async (req) => {
@@ -258,11 +258,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         if (refused) throw refused;
         const actor = await authenticate(deps.db, bearer(req), 'rest');
         if (!actor && req.headers.authorization) throttle?.fail(req.ip);
-        if (!actor)
-          throw new CrmError(
-            'UNAUTHORIZED',
-            req.headers.authorization ? 'Invalid or revoked API token' : "Missing API token: send 'Authorization: Bearer ksr_...'",
-          );
+        if (!actor) throw new CrmError('UNAUTHORIZED', req.headers.authorization ? 'Invalid or revoked API token' : "Missing API token: send 'Authorization: Bearer ksr_...'");
         req.ctx = { db: deps.db, log: req.log, actor };
       });
       await api.register(userRoutes);

@@ -22,7 +22,10 @@ export function clientKey(address: string): string {
     const [hi, lo] = [groups[6]!, groups[7]!];
     return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
   }
-  return `${groups.slice(0, 4).map((g) => g.toString(16)).join(':')}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`;
 }
 
 /** The eight 16-bit groups of a valid IPv6 address (:: expanded, a trailing dotted IPv4 converted). */

@@ -1,5 +1,5 @@
-import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { CrmError, fromDatabaseError, isCrmError } from '../services/errors.js';
 
@@ -111,7 +111,11 @@ export function clientErrorHandler(this: { log: FastifyBaseLogger } | undefined,
   if (socket.writable && !pending?.headersSent) {
     const body = JSON.stringify(errorBody(crm));
     const headers = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close', ...SECURITY_HEADERS };
-    socket.write(`HTTP/1.1 ${crm.status} ${STATUS_TEXT[crm.status] ?? 'Error'}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`);
+    socket.write(
+      `HTTP/1.1 ${crm.status} ${STATUS_TEXT[crm.status] ?? 'Error'}\r\n${Object.entries(headers)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join('\r\n')}\r\n\r\n${body}`,
+    );
   }
   socket.destroy();
 }
@@ -133,7 +137,14 @@ export function expectationHandler(log: FastifyBaseLogger) {
     res.writeHead(417, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close', ...SECURITY_HEADERS });
     res.end(body);
     log.info(
-      { method: req.method, route: (req.url ?? '').split('?')[0]!.slice(0, 200), status: 417, code: 'EXPECTATION_FAILED', ms: Math.round((performance.now() - started) * 10) / 10, remote: req.socket.remoteAddress },
+      {
+        method: req.method,
+        route: (req.url ?? '').split('?')[0]!.slice(0, 200),
+        status: 417,
+        code: 'EXPECTATION_FAILED',
+        ms: Math.round((performance.now() - started) * 10) / 10,
+        remote: req.socket.remoteAddress,
+      },
       'request',
     );
   };

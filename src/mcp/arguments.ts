@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { OPERATORS, type FilterGroup } from '../services/filters.js';
+import { type FilterGroup, OPERATORS } from '../services/filters.js';
 import { MAX_BATCH, MAX_LIMIT, type RecordData } from '../services/records.js';
 
 /**
@@ -8,21 +8,13 @@ import { MAX_BATCH, MAX_LIMIT, type RecordData } from '../services/records.js';
  */
 export const objectArg = z.string().min(1).describe('Object');
 export const idArg = z.string().min(1).describe('Record id');
-export const fieldsArg = z
-  .array(z.string())
-  .max(200)
-  .optional()
-  .describe('Fields to return (id always); omit for all');
+export const fieldsArg = z.array(z.string()).max(200).optional().describe('Fields to return (id always); omit for all');
 /**
  * What a field can hold, spelled out instead of "anything": schemas that constrain nothing are the
  * least portable kind (clients mapping tool schemas onto narrower dialects drop or reject them).
  */
 // Members described one by one: zod would otherwise fold them into `type: [...]`, which narrower schema dialects reject.
-const scalar = z.union([
-  z.string().describe('Text, an option, a date (YYYY-MM-DD), a date-time (ISO 8601) or a record id'),
-  z.number().describe('A number'),
-  z.boolean().describe('true or false'),
-]);
+const scalar = z.union([z.string().describe('Text, an option, a date (YYYY-MM-DD), a date-time (ISO 8601) or a record id'), z.number().describe('A number'), z.boolean().describe('true or false')]);
 /**
  * A zod schema that validates (and applies defaults) as `schema` does, but is listed to clients as
  * `json`: a shorter JSON Schema where the full one would cost the model's context more than it
@@ -50,13 +42,8 @@ export const fieldValue = listedAs(fieldValueOut, {
 /** Field name -> value, listed as a plain object: the description says what values fields take. */
 export const fieldMap = listedAs(z.record(z.string(), fieldValue), { type: 'object' });
 
-export const valuesArg = fieldMap.describe(
-    'Field -> value, e.g. {"first_name":"Ada","company":"<company id>"}: SELECT an option, MULTI_SELECT a list, DATE YYYY-MM-DD, null empties',
-  );
-export const dryRunArg = z
-  .boolean()
-  .default(false)
-  .describe('true: write nothing, answer what would change');
+export const valuesArg = fieldMap.describe('Field -> value, e.g. {"first_name":"Ada","company":"<company id>"}: SELECT an option, MULTI_SELECT a list, DATE YYYY-MM-DD, null empties');
+export const dryRunArg = z.boolean().default(false).describe('true: write nothing, answer what would change');
 
 const isGroup = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -84,7 +71,9 @@ export const filterArg = z
     },
     required: ['operator', 'conditions'],
   })
-  .describe('Which records, e.g. {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"}]}; text matching ignores case') as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
+  .describe('Which records, e.g. {"operator":"and","conditions":[{"field":"status","operator":"eq","value":"customer"}]}; text matching ignores case') as unknown as z.ZodOptional<
+  z.ZodType<FilterGroup>
+>;
 
 /**
  * The same filter for the tools after crm_search (aggregate, export, bulk): listed by reference to
@@ -96,18 +85,8 @@ export const filterRefArg = z
   .optional()
   .meta({ type: 'object' })
   .describe("Which records: a filter as crm_search's (operators, 'me', relative dates, company.industry)") as unknown as z.ZodOptional<z.ZodType<FilterGroup>>;
-export const limitArg = z
-  .number()
-  .int()
-  .min(1)
-  .max(MAX_LIMIT)
-  .default(20)
-  .describe('Per page');
-export const batchArg = z
-  .array(fieldMap)
-  .min(1)
-  .max(MAX_BATCH)
-  .describe(`1 to ${MAX_BATCH} records, each field name -> value`);
+export const limitArg = z.number().int().min(1).max(MAX_LIMIT).default(20).describe('Per page');
+export const batchArg = z.array(fieldMap).min(1).max(MAX_BATCH).describe(`1 to ${MAX_BATCH} records, each field name -> value`);
 
 const isRecord = (v: unknown) => typeof v === 'object' && v !== null && typeof (v as { id?: unknown }).id === 'string';
 

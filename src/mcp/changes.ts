@@ -1,9 +1,7 @@
 import { z } from 'zod';
 
 /** What a write changed (or would change) on one record: field -> {from, to}. */
-export const changesOut = z
-  .record(z.string(), z.object({ from: z.unknown(), to: z.unknown() }))
-  .describe('Changed fields: field -> {from, to}');
+export const changesOut = z.record(z.string(), z.object({ from: z.unknown(), to: z.unknown() })).describe('Changed fields: field -> {from, to}');
 
 export type Changes = z.infer<typeof changesOut>;
 

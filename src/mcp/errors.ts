@@ -1,6 +1,6 @@
-import { ErrorCode, McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { type CallToolResult, ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { Log } from '../services/context.js';
-import { fromDatabaseError, isCrmError, type CrmError } from '../services/errors.js';
+import { type CrmError, fromDatabaseError, isCrmError } from '../services/errors.js';
 
 const GENERIC = 'Internal error in the CRM server; the server log has the details. Retrying will not help until it is fixed.';
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Ctx } from '../services/context.js';
 import { validationError } from '../services/errors.js';
-import { filterGroupSchema, type FilterGroup } from '../services/filters.js';
+import { type FilterGroup, filterGroupSchema } from '../services/filters.js';
 import { planExport } from '../services/import-export.js';
 
 /**

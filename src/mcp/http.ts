@@ -1,16 +1,16 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { crmErrorOf, SECURITY_HEADERS, setRetryAfter } from '../http/errors.js';
 import rateLimit from '@fastify/rate-limit';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import type { AuthThrottle } from '../http/auth-throttle.js';
+import { crmErrorOf, SECURITY_HEADERS, setRetryAfter } from '../http/errors.js';
 import type { Actor } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { authenticate } from '../services/users.js';
-import { createMcpServer } from './server.js';
 import { invalidEnvelope, invalidMemberStandIn } from './malformed.js';
+import { createMcpServer } from './server.js';
 import type { Toolset } from './tool.js';
 
 export interface McpHttpOptions {
@@ -121,8 +121,7 @@ function passHeaders(reply: FastifyReply) {
   const writeHead = raw.writeHead.bind(raw) as (...a: unknown[]) => typeof raw;
   raw.writeHead = ((...args: unknown[]) => {
     for (const a of args)
-      if (a && typeof a === 'object' && !Array.isArray(a))
-        for (const k of Object.keys(a)) if (k.toLowerCase() === 'cache-control') (a as Record<string, string>)[k] = 'no-store, no-transform';
+      if (a && typeof a === 'object' && !Array.isArray(a)) for (const k of Object.keys(a)) if (k.toLowerCase() === 'cache-control') (a as Record<string, string>)[k] = 'no-store, no-transform';
     return writeHead(...args);
   }) as typeof raw.writeHead;
 }
@@ -214,9 +213,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
           return rpcError(
             reply,
             401,
-            req.headers.authorization
-              ? 'Invalid or revoked API token'
-              : "Missing API token: send 'Authorization: Bearer ksr_...' (create one with `crm-mcp token create --role member`)",
+            req.headers.authorization ? 'Invalid or revoked API token' : "Missing API token: send 'Authorization: Bearer ksr_...' (create one with `crm-mcp token create --role member`)",
             -32001,
           );
         }
@@ -252,7 +249,8 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
         // answer none of the others: say what is wrong, and let a batch's valid members run.
         let body: unknown = req.body;
         if (Array.isArray(body)) {
-          if (body.length === 0) return reply.code(400).send({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: an empty batch; send a message, or an array of one or more' } });
+          if (body.length === 0)
+            return reply.code(400).send({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: an empty batch; send a message, or an array of one or more' } });
           const verdicts = body.map(invalidEnvelope);
           if (verdicts.every((v) => v !== undefined)) return reply.code(400).send(verdicts);
           body = body.map((m: unknown, i) => (verdicts[i] ? invalidMemberStandIn(verdicts[i], i) : m));
@@ -261,8 +259,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
           if (invalid) return reply.code(400).send(invalid);
         }
         const messages = messagesOf(body);
-        for (const m of messages)
-          if (m.method === 'notifications/cancelled' && m.params?.requestId !== undefined) cancelCall(token, m.params.requestId, m.params.reason ?? 'cancelled', req.log);
+        for (const m of messages) if (m.method === 'notifications/cancelled' && m.params?.requestId !== undefined) cancelCall(token, m.params.requestId, m.params.reason ?? 'cancelled', req.log);
         const server = await createMcpServer({ db: deps.db, log: req.log, actor: req.mcpActor!, readOnly: deps.readOnly, toolsets: deps.toolsets, logLevel: 'notice' });
         const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
         const ids = messages.filter((m) => m.method === 'tools/call' && m.id !== undefined).map((m) => m.id!);
@@ -364,8 +361,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
       authed.post('/messages', async (req, reply) => {
         const id = (req.query as { sessionId?: string }).sessionId ?? '';
         const s = sessions.get(id);
-        if (!s)
-          return rpcError(reply, 404, `Unknown or closed SSE session '${id}': open a new one with GET /sse (behind a load balancer, /sse and /messages need sticky sessions)`);
+        if (!s) return rpcError(reply, 404, `Unknown or closed SSE session '${id}': open a new one with GET /sse (behind a load balancer, /sse and /messages need sticky sessions)`);
         const a = req.mcpActor!;
         if (a.userId !== s.actor.userId || a.workspaceId !== s.actor.workspaceId) return rpcError(reply, 403, 'This SSE session belongs to another user');
         // The transport would refuse it with a bare 400 and the client would wait for an answer on the stream.

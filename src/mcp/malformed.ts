@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { ErrorCode, McpError, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { ErrorCode, type JSONRPCMessage, McpError } from '@modelcontextprotocol/sdk/types.js';
 
 /**
  * Malformed JSON-RPC requests are the client's mistake and are answered as such: -32600 (invalid
@@ -18,8 +18,7 @@ interface ZodLikeIssue {
 interface ZodLike {
   issues: ZodLikeIssue[];
 }
-const isZodLike = (e: unknown): e is ZodLike =>
-  !!e && typeof e === 'object' && /ZodError/.test(String((e as { name?: unknown }).name)) && Array.isArray((e as ZodLike).issues);
+const isZodLike = (e: unknown): e is ZodLike => !!e && typeof e === 'object' && /ZodError/.test(String((e as { name?: unknown }).name)) && Array.isArray((e as ZodLike).issues);
 
 const A: Record<string, string> = {
   record: 'an object',
@@ -87,8 +86,7 @@ export type InvalidAnswer = JSONRPCMessage & { id: string | number | null; error
 export function invalidEnvelope(raw: unknown): InvalidAnswer | undefined {
   const answer = (id: string | number | null, message: string): InvalidAnswer =>
     ({ jsonrpc: '2.0', id, error: { code: ErrorCode.InvalidRequest, message: `Invalid Request: ${message}` } }) as InvalidAnswer;
-  if (!isPlainObject(raw))
-    return answer(null, `a JSON-RPC message must be an object such as {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, not ${described(raw)}`);
+  if (!isPlainObject(raw)) return answer(null, `a JSON-RPC message must be an object such as {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, not ${described(raw)}`);
   const m = raw as { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: unknown };
   const id = isRequestId(m.id) ? m.id : null;
   if (m.jsonrpc !== '2.0') return answer(id, `jsonrpc must be "2.0"${m.jsonrpc === undefined ? ' and is missing' : `, not ${described(m.jsonrpc)}`}`);
@@ -148,7 +146,10 @@ export function guardMalformedRequests(server: Server): void {
       const message = String((request.params as { message?: unknown } | undefined)?.message);
       throw Object.assign(new McpError(ErrorCode.InvalidRequest, message), { message });
     }
-    const message = `Unknown method '${request.method}': this server answers ${[...handlers.keys()].filter((m) => !m.startsWith('tasks/')).sort().join(', ')}`;
+    const message = `Unknown method '${request.method}': this server answers ${[...handlers.keys()]
+      .filter((m) => !m.startsWith('tasks/'))
+      .sort()
+      .join(', ')}`;
     throw Object.assign(new McpError(ErrorCode.MethodNotFound, message), { message });
   };
 }

@@ -1,9 +1,9 @@
-import { z } from 'zod';
-import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { completable } from '@modelcontextprotocol/sdk/server/completable.js';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { GetPromptResult } from '@modelcontextprotocol/sdk/types.js';
-import type { Ctx, Log } from '../services/context.js';
+import { z } from 'zod';
 import { pipelineReview, weeklyDigest } from '../services/briefings.js';
+import type { Ctx, Log } from '../services/context.js';
 import { findDuplicates } from '../services/duplicates.js';
 import { getRecord } from '../services/records.js';
 import { getSchema } from '../services/schema.js';
@@ -38,13 +38,15 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
     ],
   });
   /** Runs a prompt's body with the session's user; failures answer as JSON-RPC errors naming the fix. */
-  const run = <A>(name: string, body: (ctx: Ctx, args: A) => Promise<GetPromptResult>) => async (args: A) => {
-    try {
-      return await body(await deps.ctxFor('mcp:prompts/get'), args);
-    } catch (e) {
-      throw protocolError(e, deps.log, `prompt ${name}`);
-    }
-  };
+  const run =
+    <A>(name: string, body: (ctx: Ctx, args: A) => Promise<GetPromptResult>) =>
+    async (args: A) => {
+      try {
+        return await body(await deps.ctxFor('mcp:prompts/get'), args);
+      } catch (e) {
+        throw protocolError(e, deps.log, `prompt ${name}`);
+      }
+    };
 
   server.registerPrompt(
     'crm_record_brief',
@@ -75,9 +77,8 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
         'Review a sales pipeline with its current numbers: open deals by step (count, amount, average days in step), win rate, ' +
         'and the stalled deals (longest in the same open step). Asks for risks, priorities and next actions.',
       argsSchema: {
-        pipeline: completable(
-          z.string().optional().describe('Object with the pipeline (e.g. opportunities) or pipeline id; default the first pipeline'),
-          async (value) => startsWith(await pipelineObjects(), value),
+        pipeline: completable(z.string().optional().describe('Object with the pipeline (e.g. opportunities) or pipeline id; default the first pipeline'), async (value) =>
+          startsWith(await pipelineObjects(), value),
         ),
       },
     },
@@ -101,8 +102,7 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
     {
       title: 'My weekly digest',
       description:
-        "The session user's week: open and overdue tasks assigned to them, changes to their deals in the last 7 days, and new notes " +
-        'on records they own. Asks for a short digest with priorities.',
+        "The session user's week: open and overdue tasks assigned to them, changes to their deals in the last 7 days, and new notes " + 'on records they own. Asks for a short digest with priorities.',
     },
     run('crm_weekly_digest', async (ctx) => {
       const who = await me(ctx);
@@ -123,12 +123,9 @@ export function registerPrompts(server: McpServer, deps: PromptDeps): void {
     {
       title: 'Clean up duplicates',
       description:
-        'The most likely duplicate groups of an object (default contacts) with their evidence, and the steps to clean them up: ' +
-        'review, dry-run the merge with crm_merge_duplicates, then merge.',
+        'The most likely duplicate groups of an object (default contacts) with their evidence, and the steps to clean them up: ' + 'review, dry-run the merge with crm_merge_duplicates, then merge.',
       argsSchema: {
-        object: completable(z.string().optional().describe('Object to clean up, e.g. contacts (default) or companies'), async (value) =>
-          startsWith(await objectNames(), value),
-        ),
+        object: completable(z.string().optional().describe('Object to clean up, e.g. contacts (default) or companies'), async (value) => startsWith(await objectNames(), value)),
       },
     },
     run('crm_clean_up_duplicates', async (ctx, { object }: { object?: string | undefined }) => {

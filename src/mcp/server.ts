@@ -1,26 +1,26 @@
-import { z } from 'zod';
-import { McpServer, ResourceTemplate, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
-import type { CallToolRequest, CallToolResult, ListToolsRequest, ListToolsResult, ServerNotification, ServerRequest, Tool, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
-import { leanInput, leanOutput } from './lean-schema.js';
-import { UNTRUSTED_IN_RESULTS } from './untrusted.js';
+import { McpServer, type RegisteredTool, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import type { CallToolRequest, CallToolResult, ListToolsRequest, ListToolsResult, ServerNotification, ServerRequest, Tool, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import { type AnyTool, TOOLS } from '../../tools/index.js';
 import type { Db } from '../db/database.js';
 import type { Actor, Ctx, Log, Role } from '../services/context.js';
-import { CrmError, isCrmError } from '../services/errors.js';
 import { withRollback } from '../services/dry-run.js';
+import { CrmError, isCrmError } from '../services/errors.js';
+import { checkInput } from '../services/input-limits.js';
+import { describeObject, getSchema, type WorkspaceSchema } from '../services/schema.js';
 import { unknownKeysMessage } from '../services/suggest.js';
 import type { Work } from '../services/work.js';
-import { describeObject, getSchema, type WorkspaceSchema } from '../services/schema.js';
-import { checkInput } from '../services/input-limits.js';
 import { VERSION } from '../version.js';
-import { TOOLS, type AnyTool } from '../../tools/index.js';
+import { dryRunArg } from './arguments.js';
 import { protocolError, toolError } from './errors.js';
 import { EXPORT_URI_TEMPLATE, exportCsv, parseExportRequest } from './export-csv.js';
-import { compactJson } from './render.js';
-import { ANNOTATIONS_BY_KIND, annotationsFor, needsDryRun, TOOLSETS, type Session, type Toolset } from './tool.js';
-import { dryRunArg } from './arguments.js';
-import { registerPrompts } from './prompts.js';
+import { leanInput, leanOutput } from './lean-schema.js';
 import { guardMalformedRequests } from './malformed.js';
+import { registerPrompts } from './prompts.js';
+import { compactJson } from './render.js';
+import { ANNOTATIONS_BY_KIND, annotationsFor, needsDryRun, type Session, TOOLSETS, type Toolset } from './tool.js';
+import { UNTRUSTED_IN_RESULTS } from './untrusted.js';
 
 export interface McpDeps {
   db: Db;
@@ -54,17 +54,17 @@ export interface McpDeps {
 
 export function selectTools(all: readonly AnyTool[], opts: { readOnly?: boolean | undefined; toolsets?: readonly Toolset[] | undefined; role?: Role | undefined }) {
   return all.filter(
-    (t) =>
-      (!opts.readOnly || ANNOTATIONS_BY_KIND[t.kind].readOnlyHint) &&
-      (!opts.toolsets || opts.toolsets.includes(t.toolset)) &&
-      (!t.admin || opts.role === undefined || opts.role === 'admin'),
+    (t) => (!opts.readOnly || ANNOTATIONS_BY_KIND[t.kind].readOnlyHint) && (!opts.toolsets || opts.toolsets.includes(t.toolset)) && (!t.admin || opts.role === undefined || opts.role === 'admin'),
   );
 }
 
 /** "records,schema" -> ['records', 'schema']; '' or 'all' -> undefined (all). Unknown names are refused with the valid ones. */
 export function parseToolsets(value: string | undefined): Toolset[] | undefined {
   if (value === undefined || value.trim() === '' || value.trim() === 'all') return undefined;
-  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = names.filter((n) => !(TOOLSETS as readonly string[]).includes(n));
   if (bad.length) throw new Error(`Unknown tool set(s) ${bad.join(', ')}. Tool sets: ${TOOLSETS.join(', ')} (or all)`);
   return names as Toolset[];
@@ -88,13 +88,13 @@ const serverDryRun = (tool: AnyTool) => needsDryRun(tool.kind) && !ownDryRun(too
 function forWorkspace(tool: AnyTool, schema: WorkspaceSchema) {
   const names = [...schema.objects.keys()];
   const shape: Record<string, z.ZodType> = { ...(tool.inputSchema.shape as Record<string, z.ZodType>) };
-  let hasObject = false;
+  let _hasObject = false;
   for (const k of OBJECT_ARGS) {
     const s = shape[k];
     if (s) {
       // The listed enum names this workspace's objects; the service still answers a wrong name with the valid ones.
       shape[k] = s.meta({ description: s.description ?? 'Object name', enum: names });
-      hasObject = true;
+      _hasObject = true;
     }
   }
   if (serverDryRun(tool)) shape.dry_run = dryRunArg;
@@ -159,9 +159,7 @@ function workFor(extra: Extra): Work {
             const progress = base + done;
             if (progress <= lastSent) return;
             lastSent = progress;
-            extra
-              .sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress, ...(total !== undefined ? { total: base + total } : {}), message } })
-              .catch(() => {});
+            extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress, ...(total !== undefined ? { total: base + total } : {}), message } }).catch(() => {});
           },
   };
 }
@@ -200,10 +198,7 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     tools: tools.map((t) => t.name),
   };
 
-  const server = new McpServer(
-    { name: 'crm-mcp', title: 'CRM', version: VERSION },
-    { capabilities: { logging: {} }, instructions: instructions(schema, readOnly, session.tools) },
-  );
+  const server = new McpServer({ name: 'crm-mcp', title: 'CRM', version: VERSION }, { capabilities: { logging: {} }, instructions: instructions(schema, readOnly, session.tools) });
 
   const registered = new Map<string, RegisteredTool>();
   let seenVersion = schema.version;
@@ -282,7 +277,12 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
       ...r,
       // execution.taskSupport 'forbidden' is what a missing field means: not worth 40 bytes a tool.
       // annotations.title repeats the tool's title; hints equal to the spec's defaults, or meaningless for the kind, go unsaid.
-      tools: r.tools.map(({ execution: _e, annotations: { title: _t, ...hints } = {}, ...t }) => ({ ...t, annotations: leanHints(hints), inputSchema: leanInput(t.inputSchema) as Tool['inputSchema'], ...(t.outputSchema ? { outputSchema: leanOutput(t.outputSchema) as Tool['outputSchema'] } : {}) })),
+      tools: r.tools.map(({ execution: _e, annotations: { title: _t, ...hints } = {}, ...t }) => ({
+        ...t,
+        annotations: leanHints(hints),
+        inputSchema: leanInput(t.inputSchema) as Tool['inputSchema'],
+        ...(t.outputSchema ? { outputSchema: leanOutput(t.outputSchema) as Tool['outputSchema'] } : {}),
+      })),
     };
   });
   if (adminOnly.length) {
@@ -290,26 +290,24 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
     const names = new Set(adminOnly.map((t) => t.name));
     handlers.set('tools/call', async (req: CallToolRequest, extra: Extra) =>
       names.has(req.params?.name)
-        ? ({ isError: true, content: [{ type: 'text', text: `PERMISSION_DENIED: ${req.params?.name} is for admins only; this token belongs to a member, so it is not listed` }] } satisfies CallToolResult)
+        ? ({
+            isError: true,
+            content: [{ type: 'text', text: `PERMISSION_DENIED: ${req.params?.name} is for admins only; this token belongs to a member, so it is not listed` }],
+          } satisfies CallToolResult)
         : listed(req, extra),
     );
   }
 
   // Resources: the schema as JSON, whole and per object.
   const json = (uri: URL, data: unknown) => ({ contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify(data) }] });
-  server.registerResource(
-    'schema',
-    'crm://schema',
-    { title: 'CRM schema', description: 'Every object of this workspace with its fields (JSON)', mimeType: 'application/json' },
-    async (uri) => {
-      try {
-        const ctx = await ctxFor('mcp:resources/read');
-        return json(uri, { objects: [...(await getSchema(ctx)).objects.values()].map(describeObject) });
-      } catch (e) {
-        throw protocolError(e, deps.log, uri.href);
-      }
-    },
-  );
+  server.registerResource('schema', 'crm://schema', { title: 'CRM schema', description: 'Every object of this workspace with its fields (JSON)', mimeType: 'application/json' }, async (uri) => {
+    try {
+      const ctx = await ctxFor('mcp:resources/read');
+      return json(uri, { objects: [...(await getSchema(ctx)).objects.values()].map(describeObject) });
+    } catch (e) {
+      throw protocolError(e, deps.log, uri.href);
+    }
+  });
   const objectNames = async () => [...(await getSchema(await ctxFor('mcp:resources/list'))).objects.keys()];
   server.registerResource(
     'object-schema',

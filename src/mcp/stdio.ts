@@ -1,7 +1,7 @@
-import { shownLocation } from '../config.js';
-import pino from 'pino';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import pino from 'pino';
+import { shownLocation } from '../config.js';
 import { openDatabase } from '../db/database.js';
 import { migrate } from '../db/migrations.js';
 import { ensureDefaultWorkspace } from '../services/bootstrap.js';

@@ -34,5 +34,4 @@ export function taskInput(a: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
-export const taskOut = (description = 'The task: id, title, status, priority, due_at, assignee, links (contact, company, opportunity) and its other fields') =>
-  agentRecordOut(description);
+export const taskOut = (description = 'The task: id, title, status, priority, due_at, assignee, links (contact, company, opportunity) and its other fields') => agentRecordOut(description);

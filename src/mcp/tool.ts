@@ -1,5 +1,5 @@
-import type { z } from 'zod';
 import type { ContentBlock, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
+import type { z } from 'zod';
 import type { Ctx } from '../services/context.js';
 import type { WorkspaceSchema } from '../services/schema.js';
 

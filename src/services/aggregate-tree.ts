@@ -1,15 +1,15 @@
-import { sql, type ExpressionBuilder, type Kysely, type RawBuilder } from 'kysely';
-import type { Ctx } from './context.js';
-import { validationError } from './errors.js';
-import { compileFilter } from './filters.js';
-import { normalizeFilter } from './filter-styles.js';
-import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { dimColumn, groupedRows, metricInput, metricValue, multiAlias, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
-import { namesFor } from './display-names.js';
+import { type ExpressionBuilder, type Kysely, type RawBuilder, sql } from 'kysely';
 import { ordered } from '../db/dialect.js';
-import { INTERVALS, offsetSegments, type Interval, type ZoneSegment } from './time-buckets.js';
-import { parseNumberValue, type FieldDef } from './field-types.js';
+import { dimColumn, groupedRows, metricInput, metricValue, multiAlias, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
 import { budgetLimits, budgetWhere, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
+import type { Ctx } from './context.js';
+import { namesFor } from './display-names.js';
+import { validationError } from './errors.js';
+import { type FieldDef, parseNumberValue } from './field-types.js';
+import { normalizeFilter } from './filter-styles.js';
+import { compileFilter } from './filters.js';
+import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
+import { INTERVALS, type Interval, offsetSegments, type ZoneSegment } from './time-buckets.js';
 
 /**
  * Nested aggregate trees (after Cognite's records aggregate): named metrics and bucket
@@ -58,9 +58,15 @@ function property(spec: Record<string, unknown>, where: string): string {
   return name;
 }
 
-function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n: number }, schema?: WorkspaceSchema, defaultSize: number = TREE_LIMITS.defaultSize): { metrics: MetricNode[]; buckets: BucketNode[] } {
-  if (typeof input !== 'object' || input === null || Array.isArray(input))
-    throw validationError('"aggregates" is an object of named aggregates, e.g. {"deals": {"count": {}}}');
+function parseLevel(
+  obj: ObjectDef,
+  input: unknown,
+  depth: number,
+  counter: { n: number },
+  schema?: WorkspaceSchema,
+  defaultSize: number = TREE_LIMITS.defaultSize,
+): { metrics: MetricNode[]; buckets: BucketNode[] } {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw validationError('"aggregates" is an object of named aggregates, e.g. {"deals": {"count": {}}}');
   const entries = Object.entries(input as Record<string, unknown>);
   if (entries.length === 0) throw validationError('"aggregates" needs at least one named aggregate');
   if (entries.length > TREE_LIMITS.perLevel) throw validationError(`At most ${TREE_LIMITS.perLevel} aggregates per level; got ${entries.length}`);
@@ -71,8 +77,7 @@ function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n:
     if (++counter.n > TREE_LIMITS.total) throw validationError(`At most ${TREE_LIMITS.total} aggregates in a whole tree`);
     if (!/^[A-Za-z_][A-Za-z0-9_-]{0,63}$/.test(name)) throw validationError(`Aggregate name '${name}' must be letters, digits, _ or -`);
     const kinds = typeof node === 'object' && node !== null ? Object.keys(node) : [];
-    if (kinds.length !== 1)
-      throw validationError(`Aggregate '${name}' needs exactly one of: ${[...METRIC_KINDS, ...BUCKET_KINDS].join(', ')}`);
+    if (kinds.length !== 1) throw validationError(`Aggregate '${name}' needs exactly one of: ${[...METRIC_KINDS, ...BUCKET_KINDS].join(', ')}`);
     const kind = kinds[0]!;
     const spec = ((node as Record<string, unknown>)[kind] ?? {}) as Record<string, unknown>;
     if ((METRIC_KINDS as string[]).includes(kind)) {
@@ -81,8 +86,7 @@ function parseLevel(obj: ObjectDef, input: unknown, depth: number, counter: { n:
       metrics.push({ name, kind: kind as MetricKind, metric: resolveMetric(obj, { field, function: fn }) });
       continue;
     }
-    if (!(BUCKET_KINDS as string[]).includes(kind))
-      throw validationError(`Unknown aggregate '${kind}' in '${name}'. Aggregates: ${[...METRIC_KINDS, ...BUCKET_KINDS].join(', ')}`);
+    if (!(BUCKET_KINDS as string[]).includes(kind)) throw validationError(`Unknown aggregate '${kind}' in '${name}'. Aggregates: ${[...METRIC_KINDS, ...BUCKET_KINDS].join(', ')}`);
     const field = property(spec, `${name}.${kind}`);
     let dim: ReturnType<typeof resolveDim>;
     let size: number = TREE_LIMITS.maxHistogramBuckets;
@@ -150,7 +154,12 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
         const key = `${d.key}|${d.timeZone}`;
         if (!segs.has(key)) {
           const from = db.selectFrom(d.related ? d.related.target.table : obj.table);
-          const [r] = await runRead<{ lo: string | null; hi: string | null }>(ctx, (guard ? from.where(guard) : from).select([sql<string>`MIN(${d.related ? sql.ref(d.field.column) : c})`.as('lo'), sql<string>`MAX(${d.related ? sql.ref(d.field.column) : c})`.as('hi')]).compile());
+          const [r] = await runRead<{ lo: string | null; hi: string | null }>(
+            ctx,
+            (guard ? from.where(guard) : from)
+              .select([sql<string>`MIN(${d.related ? sql.ref(d.field.column) : c})`.as('lo'), sql<string>`MAX(${d.related ? sql.ref(d.field.column) : c})`.as('hi')])
+              .compile(),
+          );
           segs.set(key, r?.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : s);
         }
         s = segs.get(key)!;
@@ -181,12 +190,18 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
         return sql`MAX(${c})`;
     }
   };
-  const metricsOut = (ms: MetricNode[], row: Record<string, unknown>) =>
-    Object.fromEntries(ms.map((m, i) => [m.name, { [m.kind]: metricValue(m.metric, row[`m${i}`]) }]));
+  const metricsOut = (ms: MetricNode[], row: Record<string, unknown>) => Object.fromEntries(ms.map((m, i) => [m.name, { [m.kind]: metricValue(m.metric, row[`m${i}`]) }]));
 
   // Root: the count and the top-level metrics in one query.
   const rootRow =
-    (await runRead<Record<string, unknown>>(ctx, base().select([sql`COUNT(*)`.as('n'), ...root.metrics.map((m, i) => metricSql(m).as(`m${i}`))]).compile()))[0] ?? {};
+    (
+      await runRead<Record<string, unknown>>(
+        ctx,
+        base()
+          .select([sql`COUNT(*)`.as('n'), ...root.metrics.map((m, i) => metricSql(m).as(`m${i}`))])
+          .compile(),
+      )
+    )[0] ?? {};
   const total = Number(rootRow.n ?? 0);
 
   // Refuse before running what cannot fit. A level has at most min(size, its distinct buckets)
@@ -196,13 +211,25 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   const { maxCells } = budgetLimits(ctx.db);
   const nodes = bucketNodes(root);
   const bound = (distinct: Map<BucketNode, number> | undefined) =>
-    nodes.map(({ node, path }) => Math.min(total, path.reduce((p, b) => p * Math.min(b.size, distinct?.get(b) ?? Infinity), 1)));
+    nodes.map(({ path }) =>
+      Math.min(
+        total,
+        path.reduce((p, b) => p * Math.min(b.size, distinct?.get(b) ?? Infinity), 1),
+      ),
+    );
   let perNode = bound(undefined);
   if (perNode.reduce((s, x) => s + x, 0) > maxCells) {
     // A MULTI_SELECT has at most its options as distinct values: no need to count them.
     const counted = nodes.filter(({ node }) => !node.dim.multi);
     const exprs = await Promise.all(counted.map(({ node, path }) => dimExpr(node, path.length - 1)));
-    const [d] = exprs.length ? await runRead<Record<string, unknown>>(ctx, base().select(exprs.map((e, i) => sql`COUNT(DISTINCT ${e})`.as(`d${i}`))).compile()) : [];
+    const [d] = exprs.length
+      ? await runRead<Record<string, unknown>>(
+          ctx,
+          base()
+            .select(exprs.map((e, i) => sql`COUNT(DISTINCT ${e})`.as(`d${i}`)))
+            .compile(),
+        )
+      : [];
     // The empty value is a bucket too (COUNT DISTINCT leaves it out).
     const distinct = new Map(counted.map(({ node }, i) => [node, Number(d?.[`d${i}`] ?? 0) + 1]));
     for (const { node } of nodes) if (node.dim.multi) distinct.set(node, (node.dim.field.options?.length ?? 0) + 1);
@@ -303,8 +330,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
       attach(path, key, b.name, result);
     }
     // Parents without any matching record still get an empty bucket list.
-    for (const [key, { path }] of parentCounts)
-      if (!byParent.has(key)) attach(path, key, b.name, { [listKey]: [], ...(b.kind === 'uniqueValues' ? { total: 0, otherCount: 0 } : {}) });
+    for (const [key, { path }] of parentCounts) if (!byParent.has(key)) attach(path, key, b.name, { [listKey]: [], ...(b.kind === 'uniqueValues' ? { total: 0, otherCount: 0 } : {}) });
 
     // Children: their results attach to this node's buckets.
     for (const child of b.buckets)

@@ -1,16 +1,16 @@
-import { sql, type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool } from 'kysely';
-import { classifyDbError, ordered, type DialectAdapter } from '../db/dialect.js';
-import { namesFor } from './display-names.js';
-import { cancelledError, throwIfCancelled } from './work.js';
+import { type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
+import { classifyDbError, type DialectAdapter, ordered } from '../db/dialect.js';
 import { isBudgetStop } from '../db/read-pool.js';
 import { budgetLimits, budgetWhere, checkBudget, currentBudget, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
+import { namesFor } from './display-names.js';
 import { validationError } from './errors.js';
-import { decodeValue, NUMERIC_TYPES, storageOf, type FieldDef } from './field-types.js';
-import { compileFilter, relatedValueSql, resolveRelated, type RelatedPath } from './filters.js';
+import { decodeValue, type FieldDef, NUMERIC_TYPES, storageOf } from './field-types.js';
 import { normalizeFilter } from './filter-styles.js';
-import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { isInterval, INTERVALS, offsetSegments, checkTimeZone, type Interval, type ZoneSegment } from './time-buckets.js';
+import { compileFilter, type RelatedPath, relatedValueSql, resolveRelated } from './filters.js';
+import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
+import { checkTimeZone, INTERVALS, type Interval, isInterval, offsetSegments, type ZoneSegment } from './time-buckets.js';
+import { cancelledError, throwIfCancelled } from './work.js';
 
 /**
  * The aggregation engine. Every request style (Kasar GET, multi-metric POST, nested trees) is
@@ -32,7 +32,6 @@ import { isInterval, INTERVALS, offsetSegments, checkTimeZone, type Interval, ty
  *    order); null when no record has a value.
  *  - Groups are ordered by count descending, then by group value ascending (histograms: by bucket).
  */
-
 
 /**
  * A read started now and awaited later, after other awaits: if it fails before it is awaited, its
@@ -129,8 +128,7 @@ interface Dim {
 
 function fnOf(name: string): AggFn {
   const n = name.toLowerCase().replace(/^countdistinct$/, 'count_distinct');
-  if (!(AGG_FUNCTIONS as readonly string[]).includes(n))
-    throw validationError(`Unknown function '${name}'. Functions: ${AGG_FUNCTIONS.map((f) => f.toUpperCase()).join(', ')}`);
+  if (!(AGG_FUNCTIONS as readonly string[]).includes(n)) throw validationError(`Unknown function '${name}'. Functions: ${AGG_FUNCTIONS.map((f) => f.toUpperCase()).join(', ')}`);
   return n as AggFn;
 }
 
@@ -146,8 +144,7 @@ function fieldOf(obj: ObjectDef, name: string, role: string): FieldDef {
 }
 
 export function resolveMetric(obj: ObjectDef, m: MetricInput): Metric {
-  if (!m || typeof m.field !== 'string' || typeof m.function !== 'string')
-    throw validationError('Each aggregate needs "field" and "function", e.g. {"field": "amount", "function": "sum"}');
+  if (!m || typeof m.field !== 'string' || typeof m.function !== 'string') throw validationError('Each aggregate needs "field" and "function", e.g. {"field": "amount", "function": "sum"}');
   const fn = fnOf(m.function);
   const field = fieldOf(obj, m.field, 'aggregate');
   if ((fn === 'sum' || fn === 'avg') && !NUMERIC_TYPES.has(field.type)) {
@@ -163,8 +160,7 @@ export function resolveMetric(obj: ObjectDef, m: MetricInput): Metric {
 export function resolveDim(obj: ObjectDef, d: string | DimInput, schema?: WorkspaceSchema): Dim {
   const spec: DimInput = typeof d === 'string' ? { field: d } : d;
   if (!spec || typeof spec.field !== 'string') throw validationError('Each groupBy entry is a field name or {"field", "interval"|"histogram"}');
-  if (RESERVED_GROUP_KEYS.has(spec.field))
-    throw validationError(`'${spec.field}' is reserved in groupBy (count, aggregates, meta, groups and labels name parts of the answer)`);
+  if (RESERVED_GROUP_KEYS.has(spec.field)) throw validationError(`'${spec.field}' is reserved in groupBy (count, aggregates, meta, groups and labels name parts of the answer)`);
   if (schema && spec.field.includes('.')) {
     const related = resolveRelated(obj, schema, spec.field);
     const inner = resolveDim(related.target, { ...spec, field: related.field.name });
@@ -174,8 +170,7 @@ export function resolveDim(obj: ObjectDef, d: string | DimInput, schema?: Worksp
   const table = obj.table;
   if (spec.interval !== undefined) {
     if (!isInterval(spec.interval)) throw validationError(`interval must be one of ${INTERVALS.join(', ')}, got '${String(spec.interval)}'`);
-    if (field.type !== 'DATE' && field.type !== 'DATETIME')
-      throw validationError(`interval applies to DATE and DATETIME fields; '${field.name}' is ${field.type}`);
+    if (field.type !== 'DATE' && field.type !== 'DATETIME') throw validationError(`interval applies to DATE and DATETIME fields; '${field.name}' is ${field.type}`);
     const timeZone = spec.timeZone ?? 'UTC';
     checkTimeZone(timeZone);
     return { field, key: field.name, kind: 'time', interval: spec.interval, timeZone, table };
@@ -316,9 +311,7 @@ async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimCo
       .selectFrom(d.related ? d.related.target.table : obj.table);
     const [r] = await runRead<{ lo: string | null; hi: string | null }>(
       ctx,
-      (guard ? from.where(guard) : from)
-        .select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')])
-        .compile(),
+      (guard ? from.where(guard) : from).select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')]).compile(),
     );
     if (r?.lo && r.hi) segments.set(d.key, offsetSegments(d.timeZone!, r.lo, r.hi));
   }
@@ -457,11 +450,14 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   // The group count is not capped for its own sake; only the answer's size is.
   const { maxCells } = budgetLimits(ctx.db);
   if (limit !== undefined && limit > maxCells)
-    throw tooExpensive(`limit asks for up to ${limit.toLocaleString('en-US')} groups; an answer holds at most ${maxCells.toLocaleString('en-US')}. Narrow it: a smaller limit, fewer groupBy fields, or a filter`, {
-      limit: 'maxCells',
-      max: maxCells,
-      estimate: limit,
-    });
+    throw tooExpensive(
+      `limit asks for up to ${limit.toLocaleString('en-US')} groups; an answer holds at most ${maxCells.toLocaleString('en-US')}. Narrow it: a smaller limit, fewer groupBy fields, or a filter`,
+      {
+        limit: 'maxCells',
+        max: maxCells,
+        estimate: limit,
+      },
+    );
   const where = whereOf(obj, ctx, schema, req.filter);
   const db = ctx.db.kysely as unknown as Kysely<any>;
   const adapter = ctx.db.adapter;
@@ -474,13 +470,14 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   };
   // The count and every metric over the matching records, each counted once.
   const metricCols = () => metrics.flatMap((m, i) => [metricSql(m, adapter).as(`m${i}`), ...(m.fn === 'avg' ? [avgCount(m).as(`m${i}_n`)] : [])]);
-  const overall = () => base().select([sql`COUNT(*)`.as('n'), ...metricCols()]).compile();
+  const overall = () =>
+    base()
+      .select([sql`COUNT(*)`.as('n'), ...metricCols()])
+      .compile();
 
   // Started beside the main query and awaited after it: when the main query fails first (the time
   // limit, a client that hung up), this one's rejection must not go unhandled (Node would exit).
-  const totalRecordsP = where
-    ? handledLater(runRead<{ n: number }>(ctx, scan().select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0)))
-    : undefined;
+  const totalRecordsP = where ? handledLater(runRead<{ n: number }>(ctx, scan().select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))) : undefined;
 
   if (dims.length === 0) {
     const [row] = await runRead<Record<string, unknown>>(ctx, overall());
@@ -508,7 +505,12 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   // With a MULTI_SELECT dim a record is in several groups: the totals cannot come from the groups
   // (they would count it once per value), so one more statement reads them over the records.
   const multi = dims.some((d) => d.multi);
-  let q = groupedRows(ctx, obj.table, base, dims.map((dim, i) => ({ dim, i }))).select([
+  let q = groupedRows(
+    ctx,
+    obj.table,
+    base,
+    dims.map((dim, i) => ({ dim, i })),
+  ).select([
     ...dims.map((d, i) => dimSql(d, dc, i).as(`g${i}`)),
     sql`COUNT(*)`.as('n'),
     ...metricCols(),
@@ -536,7 +538,14 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
 
   const distinctIdx = multi ? [] : metrics.map((m, i) => (m.fn === 'count_distinct' ? i : -1)).filter((i) => i >= 0);
   const overallDistinctP = distinctIdx.length
-    ? handledLater(runRead<Record<string, unknown>>(ctx, base().select(distinctIdx.map((i) => metricSql(metrics[i]!, adapter).as(`m${i}`))).compile()))
+    ? handledLater(
+        runRead<Record<string, unknown>>(
+          ctx,
+          base()
+            .select(distinctIdx.map((i) => metricSql(metrics[i]!, adapter).as(`m${i}`)))
+            .compile(),
+        ),
+      )
     : undefined;
   const overallP = multi ? handledLater(runRead<Record<string, unknown>>(ctx, overall())) : undefined;
   const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
@@ -603,7 +612,6 @@ async function labelGroups(ctx: Ctx, schema: WorkspaceSchema, dims: Dim[], group
   }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Kasar style: GET /aggregate/{object}?field&function&group_by&filter_*
 
@@ -647,4 +655,3 @@ export async function aggregateKasar(ctx: Ctx, objectName: string, r: KasarReque
     meta: res.meta,
   };
 }
-

@@ -1,13 +1,13 @@
 import type { ExpressionBuilder, Kysely } from 'kysely';
 import type { Tables } from '../db/tables.js';
-import type { Ctx } from './context.js';
-import { CrmError, validationError } from './errors.js';
-import { getSchema, resolveObject, type ObjectDef } from './schema.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
+import type { Ctx } from './context.js';
 import { displayColumns, displayNameOfRow, namesFor } from './display-names.js';
+import { CrmError, validationError } from './errors.js';
 import { notFound } from './record-rows.js';
 import { recordExists } from './record-tables.js';
+import { getSchema, type ObjectDef, resolveObject } from './schema.js';
 
 /**
  * Associations: the records linked to one record (through its relation fields, relation fields
@@ -67,12 +67,7 @@ export async function associationsOf(ctx: Ctx, obj: ObjectDef, id: string, row: 
     .selectFrom('associations')
     .select(['a_object', 'a_id', 'b_object', 'b_id'])
     .where('workspace_id', '=', ctx.actor.workspaceId)
-    .where((eb) =>
-      eb.or([
-        eb.and([eb('a_object', '=', obj.name), eb('a_id', '=', id)]),
-        eb.and([eb('b_object', '=', obj.name), eb('b_id', '=', id)]),
-      ]),
-    )
+    .where((eb) => eb.or([eb.and([eb('a_object', '=', obj.name), eb('a_id', '=', id)]), eb.and([eb('b_object', '=', obj.name), eb('b_id', '=', id)])]))
     .orderBy('id')
     .execute();
   const byTarget = new Map<string, string[]>();
@@ -135,8 +130,7 @@ export async function dissociate(ctx: Ctx, objectName: string, id: string, toObj
       .where('b_object', '=', bO)
       .where('b_id', '=', bI)
       .executeTakeFirst();
-    if (Number(res.numDeletedRows) === 0)
-      throw new CrmError('RECORD_NOT_FOUND', `No association between ${obj.name} '${id}' and ${to.name} '${toId}'`);
+    if (Number(res.numDeletedRows) === 0) throw new CrmError('RECORD_NOT_FOUND', `No association between ${obj.name} '${id}' and ${to.name} '${toId}'`);
     await recordActivity(trx, ctx, [
       { object: obj.name, recordId: id, action: 'dissociated', payload: { object: to.name, id: toId } },
       { object: to.name, recordId: toId, action: 'dissociated', payload: { object: obj.name, id } },

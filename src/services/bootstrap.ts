@@ -1,7 +1,7 @@
 import type { Db } from '../db/database.js';
 import type { Log } from './context.js';
 import { isCrmError } from './errors.js';
-import { seedWorkspace, type SeedOptions } from './seed.js';
+import { type SeedOptions, seedWorkspace } from './seed.js';
 import { createToken, createUser, createWorkspace, listWorkspaces, type NewToken, type Workspace } from './users.js';
 
 export const DEMO_SIZE = { companies: 200, contacts: 1000, opportunities: 400, tasks: 150, threads: 120 } as const;
@@ -16,11 +16,7 @@ export interface FirstStart {
  * On an empty database: a default workspace, its admin, demo data and an admin token (returned so the
  * caller can show it once). Returns null when a workspace already exists.
  */
-export async function ensureDefaultWorkspace(
-  db: Db,
-  log: Log,
-  opts: { name: string; demo: boolean; seed?: Partial<SeedOptions> },
-): Promise<FirstStart | null> {
+export async function ensureDefaultWorkspace(db: Db, log: Log, opts: { name: string; demo: boolean; seed?: Partial<SeedOptions> }): Promise<FirstStart | null> {
   if ((await listWorkspaces(db)).length > 0) return null;
   let workspace: Workspace;
   try {

@@ -1,14 +1,14 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
+import { type ChangeEntry, listChanges, ownedBy, ownedObjects } from './changes.js';
+import { now } from './clock.js';
 import type { Ctx } from './context.js';
+import { displayNameOfRow, namesFor } from './display-names.js';
 import { CrmError } from './errors.js';
 import { decodeValue } from './field-types.js';
-import { now } from './clock.js';
-import { listChanges, ownedBy, ownedObjects, type ChangeEntry } from './changes.js';
 import { pipelineStats } from './pipelines.js';
 import type { RecordData } from './records.js';
 import { getSchema } from './schema.js';
 import { listTasks } from './tasks.js';
-import { displayNameOfRow, namesFor } from './display-names.js';
 
 /**
  * The figures behind the MCP prompts (pipeline review, weekly digest): computed here, in SQL,
@@ -42,8 +42,16 @@ export async function pipelineReview(ctx: Ctx, pipeline?: string, stalledLimit =
     .where('h.pipeline_id', '=', pl.id)
     .where('h.left_at', 'is', null)
     .where('h.entered_at', '<', cutoff)
-    .where('h.step_key', 'in', openSteps.map((s) => s.key))
-    .where(`r.${obj.byName.get(pl.field)!.column}`, 'in', openSteps.map((s) => s.key));
+    .where(
+      'h.step_key',
+      'in',
+      openSteps.map((s) => s.key),
+    )
+    .where(
+      `r.${obj.byName.get(pl.field)!.column}`,
+      'in',
+      openSteps.map((s) => s.key),
+    );
   const stalledTotal = openSteps.length ? Number((await stalledQuery.select(sql<number>`COUNT(*)`.as('n')).executeTakeFirst())?.n ?? 0) : 0;
   const rows = openSteps.length
     ? ((await stalledQuery
@@ -68,9 +76,17 @@ export async function pipelineReview(ctx: Ctx, pipeline?: string, stalledLimit =
   const open = stats.steps.filter((s) => openSteps.some((o) => o.key === s.key));
   return {
     pipeline: stats.pipeline,
-    open_steps: open.map((s) => ({ key: s.key, name: s.name, count: s.current_count, ...(s.current_amount !== undefined ? { amount: s.current_amount } : {}), avg_days_in_step: s.avg_time_in_stage_seconds === null ? null : Math.round(s.avg_time_in_stage_seconds / 86_400) })),
+    open_steps: open.map((s) => ({
+      key: s.key,
+      name: s.name,
+      count: s.current_count,
+      ...(s.current_amount !== undefined ? { amount: s.current_amount } : {}),
+      avg_days_in_step: s.avg_time_in_stage_seconds === null ? null : Math.round(s.avg_time_in_stage_seconds / 86_400),
+    })),
     open_total: { count: open.reduce((a, s) => a + s.current_count, 0), ...(amount ? { amount: open.reduce((a, s) => a + Number(s.current_amount ?? 0), 0) } : {}) },
-    closed_steps: stats.steps.filter((s) => !open.includes(s)).map((s) => ({ key: s.key, name: s.name, count: s.current_count, ...(s.current_amount !== undefined ? { amount: s.current_amount } : {}) })),
+    closed_steps: stats.steps
+      .filter((s) => !open.includes(s))
+      .map((s) => ({ key: s.key, name: s.name, count: s.current_count, ...(s.current_amount !== undefined ? { amount: s.current_amount } : {}) })),
     win_rate: stats.win_rate,
     stalled: { days: STALLED_DAYS, total: stalledTotal, deals: stalled },
   };
@@ -109,7 +125,16 @@ export async function weeklyDigest(ctx: Ctx, limit = 20) {
         .execute()) as { id: string; object: string; record_id: string; body: string; created_at: string; author_id: string; author_name: string | null }[])
     : [];
   const noteNames = new Map<string, Map<string, string>>();
-  for (const o of new Set(notes.map((n) => n.object))) noteNames.set(o, await namesFor(ctx, schema, o, notes.filter((n) => n.object === o).map((n) => n.record_id)));
+  for (const o of new Set(notes.map((n) => n.object)))
+    noteNames.set(
+      o,
+      await namesFor(
+        ctx,
+        schema,
+        o,
+        notes.filter((n) => n.object === o).map((n) => n.record_id),
+      ),
+    );
 
   return {
     since,

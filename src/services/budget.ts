@@ -105,11 +105,11 @@ class HeavyLane {
       return;
     }
     if (this.waiting.length >= this.limits.queue)
-      throw new CrmError(
-        'OVERLOADED',
-        `The server is busy with heavy reads (${this.running} running, ${this.waiting.length} queued, the most it takes); retry after ${this.retryAfterSeconds()} s`,
-        { retryAfterSeconds: this.retryAfterSeconds(), running: this.running, queued: this.waiting.length },
-      );
+      throw new CrmError('OVERLOADED', `The server is busy with heavy reads (${this.running} running, ${this.waiting.length} queued, the most it takes); retry after ${this.retryAfterSeconds()} s`, {
+        retryAfterSeconds: this.retryAfterSeconds(),
+        running: this.running,
+        queued: this.waiting.length,
+      });
     this.perUser.set(user, held + 1);
     await new Promise<void>((resolve, reject) => {
       const w: Waiter = {
@@ -274,10 +274,10 @@ export function tooExpensive(message: string, details: Record<string, unknown>):
 }
 
 export function timeoutError(limits: BudgetLimits): CrmError {
-  return tooExpensive(
-    `The query ran longer than its time limit of ${limits.timeoutMs / 1000} s and was stopped; narrow it: a filter, fewer nested levels or a smaller size`,
-    { limit: 'timeoutMs', max: limits.timeoutMs },
-  );
+  return tooExpensive(`The query ran longer than its time limit of ${limits.timeoutMs / 1000} s and was stopped; narrow it: a filter, fewer nested levels or a smaller size`, {
+    limit: 'timeoutMs',
+    max: limits.timeoutMs,
+  });
 }
 
 /** A place in the heavy lane, held until release(): its time limit runs from the moment it is granted. */
@@ -394,8 +394,9 @@ export function spendCells(n: number, what: string): void {
   if (!b) return;
   b.cells += n;
   if (b.cells > b.limits.maxCells)
-    throw tooExpensive(
-      `The answer would hold more than ${b.limits.maxCells.toLocaleString('en-US')} buckets (${what}); narrow it: fewer nested levels, a smaller size, or a filter`,
-      { limit: 'maxCells', max: b.limits.maxCells, what },
-    );
+    throw tooExpensive(`The answer would hold more than ${b.limits.maxCells.toLocaleString('en-US')} buckets (${what}); narrow it: fewer nested levels, a smaller size, or a filter`, {
+      limit: 'maxCells',
+      max: b.limits.maxCells,
+      what,
+    });
 }

@@ -1,16 +1,16 @@
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
+import { recordActivity } from './activity.js';
+import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
-import { compileFilter, filterGroupSchema, type FilterGroup } from './filters.js';
 import { normalizeFilter } from './filter-styles.js';
-import { getSchema, parseWith, resolveObject } from './schema.js';
-import { notFound, updateRecords } from './records.js';
-import { recordActivity } from './activity.js';
-import { nowIso } from './clock.js';
-import { checkpoint, throwIfCancelled } from './work.js';
+import { compileFilter, type FilterGroup, filterGroupSchema } from './filters.js';
 import { countRows, existingIds, recordExists } from './record-tables.js';
+import { notFound, updateRecords } from './records.js';
+import { getSchema, parseWith, resolveObject } from './schema.js';
+import { checkpoint, throwIfCancelled } from './work.js';
 
 /**
  * Bulk operations over many records chosen by ids or by a filter: update fields, add a relation
@@ -81,7 +81,11 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     if (!b.all && hasEmptyGroup(g))
       throw validationError('A group without conditions ({"operator": ..., "conditions": []}) matches every record; remove it, or send "all": true to change every record on purpose');
     const where = g && leafCount(g) > 0 ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
-    let q = k.selectFrom(obj.table).select('id').orderBy('seq').limit(BULK_MAX + 1);
+    let q = k
+      .selectFrom(obj.table)
+      .select('id')
+      .orderBy('seq')
+      .limit(BULK_MAX + 1);
     if (where) q = q.where((eb: any) => where(eb));
     ids = ((await q.execute()) as { id: string }[]).map((r) => r.id);
     if (ids.length > BULK_MAX) throw validationError(`The filter matches more than ${BULK_MAX} records; narrow it or run several bulk requests`, { limit: BULK_MAX });
@@ -95,12 +99,16 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     for (const [name, v] of Object.entries(b.values)) {
       const f = obj.byName.get(name);
       if (!f || f.readOnly)
-        throw validationError(`Unknown or read-only field '${name}'. Writable fields: ${obj.fields.filter((x) => !x.readOnly).map((x) => x.name).join(', ')}`);
+        throw validationError(
+          `Unknown or read-only field '${name}'. Writable fields: ${obj.fields
+            .filter((x) => !x.readOnly)
+            .map((x) => x.name)
+            .join(', ')}`,
+        );
       stored[f.column] = encodeValue(f, v);
     }
     // Nothing chosen (an empty object, or a filter nobody matches): nothing to do, and no error.
-    if (ids.length === 0)
-      return b.dry_run ? { ...head, dry_run: true, would_change: 0, unchanged: 0, changes_by_field: {}, samples: [] } : { ...head, dry_run: false, updated: 0 };
+    if (ids.length === 0) return b.dry_run ? { ...head, dry_run: true, would_change: 0, unchanged: 0, changes_by_field: {}, samples: [] } : { ...head, dry_run: false, updated: 0 };
     if (b.dry_run) {
       const changes: Record<string, number> = {};
       const samples: { id: string; changes: Record<string, [unknown, unknown]> }[] = [];
@@ -108,7 +116,11 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
       const stage = obj.pipeline && obj.pipeline.field in b.values ? obj.byName.get(obj.pipeline.field) : undefined;
       for (let i = 0; i < ids.length; i += 500) {
         await checkpoint(ctx, i, ids.length, `previewing ${obj.name}`);
-        const rows = (await k.selectFrom(obj.table).selectAll().where('id', 'in', ids.slice(i, i + 500)).execute()) as Record<string, unknown>[];
+        const rows = (await k
+          .selectFrom(obj.table)
+          .selectAll()
+          .where('id', 'in', ids.slice(i, i + 500))
+          .execute()) as Record<string, unknown>[];
         for (const r of rows) {
           const diff: Record<string, [unknown, unknown]> = {};
           // As the update does: a record entering another pipeline step takes the step's defaults
@@ -136,7 +148,12 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
       await checkpoint(ctx, ids.length, ids.length, `previewed ${obj.name}`);
       return { ...head, dry_run: true, would_change: changing, unchanged: ids.length - changing, changes_by_field: changes, samples };
     }
-    await updateRecords(ctx, obj.name, ids.map((id) => ({ id, values: b.values })), { max: BULK_MAX, readBack: false });
+    await updateRecords(
+      ctx,
+      obj.name,
+      ids.map((id) => ({ id, values: b.values })),
+      { max: BULK_MAX, readBack: false },
+    );
     return { ...head, dry_run: false, updated: ids.length };
   }
 
@@ -146,7 +163,10 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
   if (!(await recordExists(k, to, b.relation.id))) throw notFound(to, b.relation.id);
   const pairs = ids
     .filter((id) => !(to.name === obj.name && id === b.relation!.id))
-    .map((id) => (obj.name < to.name || (obj.name === to.name && id <= b.relation!.id) ? [obj.name, id, to.name, b.relation!.id] : [to.name, b.relation!.id, obj.name, id]) as [string, string, string, string]);
+    .map(
+      (id) =>
+        (obj.name < to.name || (obj.name === to.name && id <= b.relation!.id) ? [obj.name, id, to.name, b.relation!.id] : [to.name, b.relation!.id, obj.name, id]) as [string, string, string, string],
+    );
   const existing = new Set<string>();
   for (let i = 0; i < pairs.length; i += 300) {
     await checkpoint(ctx, i, pairs.length, 'reading existing links');
@@ -193,4 +213,3 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
   });
   return { ...head, dry_run: false, changed: todo.length, unchanged: ids.length - todo.length, relation: { object: to.name, id: b.relation.id } };
 }
-

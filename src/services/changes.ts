@@ -1,10 +1,10 @@
 import type { Expression, ExpressionBuilder, Kysely, SqlBool } from 'kysely';
 import type { Ctx } from './context.js';
+import { namesFor } from './display-names.js';
 import { validationError } from './errors.js';
 import { parseDate, parseDateTime } from './field-types.js';
-import { namesFor } from './display-names.js';
 import { checkLimit } from './records.js';
-import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
+import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
 
 /**
  * The workspace-wide change feed ("what changed since I last looked") and the query pieces it shares
@@ -13,11 +13,27 @@ import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from '
 
 /** Every action the services write to the activity table (services/records, notes, inbox, duplicates, bulk). */
 export const ACTIVITY_ACTIONS = [
-  'created', 'updated', 'deleted', 'associated', 'dissociated', 'pipeline_moved', 'merged', 'unmerged',
-  'note_added', 'note_updated', 'note_deleted', 'email_received', 'email_sent',
-  'related_created', 'related_deleted', 'related_linked', 'related_unlinked', 'related_status_changed',
+  'created',
+  'updated',
+  'deleted',
+  'associated',
+  'dissociated',
+  'pipeline_moved',
+  'merged',
+  'unmerged',
+  'note_added',
+  'note_updated',
+  'note_deleted',
+  'email_received',
+  'email_sent',
+  'related_created',
+  'related_deleted',
+  'related_linked',
+  'related_unlinked',
+  'related_status_changed',
   // Schema changes (services/schema.ts), with record_id '': they concern the object, not a record.
-  'object_created', 'field_created',
+  'object_created',
+  'field_created',
 ] as const;
 
 /**
@@ -70,9 +86,7 @@ export const ownedObjects = (schema: WorkspaceSchema): ObjectDef[] => [...schema
  */
 export function ownedBy(ctx: Ctx, eb: ExpressionBuilder<any, any>, owned: ObjectDef[], userId: string, objectCol: string, recordCol: string): Expression<SqlBool> {
   const k = ctx.db.kysely as unknown as Kysely<any>;
-  return eb.or(
-    owned.map((o) => eb.and([eb(objectCol, '=', o.name), eb(recordCol, 'in', k.selectFrom(o.table).select('id').where(o.byName.get('owner')!.column, '=', userId))])),
-  );
+  return eb.or(owned.map((o) => eb.and([eb(objectCol, '=', o.name), eb(recordCol, 'in', k.selectFrom(o.table).select('id').where(o.byName.get('owner')!.column, '=', userId))])));
 }
 
 export interface ChangeQuery {
@@ -155,7 +169,10 @@ export async function listChanges(ctx: Ctx, q: ChangeQuery = {}): Promise<{ data
   }
   if (gte) sel = sel.where('activity.created_at', '>=', gte);
   if (lt) sel = sel.where('activity.created_at', '<', lt);
-  const rows = await sel.orderBy('activity.id', 'asc').limit(limit + 1).execute();
+  const rows = await sel
+    .orderBy('activity.id', 'asc')
+    .limit(limit + 1)
+    .execute();
   const has_more = rows.length > limit;
   if (has_more) rows.length = limit;
 

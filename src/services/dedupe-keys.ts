@@ -1,10 +1,10 @@
 import type { Kysely } from 'kysely';
-import type { Db } from '../db/database.js';
 import { bulkInsert } from '../db/bulk-insert.js';
-import type { ObjectDef, WorkspaceSchema } from './schema.js';
-import { fold } from './search.js';
+import type { Db } from '../db/database.js';
 import { phoneKey } from './phone.js';
 import { rowBatches } from './record-tables.js';
+import type { ObjectDef, WorkspaceSchema } from './schema.js';
+import { fold } from './search.js';
 
 /**
  * Match keys for duplicate detection, kept in their own indexed table and written in the same
@@ -24,7 +24,9 @@ export interface MatchKey {
 const COMPANY_SUFFIXES = new Set(['inc', 'incorporated', 'llc', 'ltd', 'limited', 'corp', 'corporation', 'co', 'company', 'gmbh', 'sa', 'sas', 'bv', 'ag', 'plc', 'group', 'holdings']);
 
 export function normalName(s: string, company: boolean): string {
-  const words = fold(s).split(/[^\p{L}\p{N}]+/u).filter(Boolean);
+  const words = fold(s)
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter(Boolean);
   const kept = company ? words.filter((w, i) => i === 0 || !COMPANY_SUFFIXES.has(w)) : words;
   return kept.join(' ');
 }
@@ -96,14 +98,25 @@ type AnyDb = Kysely<any>;
 export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]): Promise<void> {
   if (!rows.length) return;
   // New records have no keys yet; changed ones get theirs replaced.
-  if (!fresh) await removeKeys(trx, obj, workspaceId, rows.map((r) => r.id as string));
+  if (!fresh)
+    await removeKeys(
+      trx,
+      obj,
+      workspaceId,
+      rows.map((r) => r.id as string),
+    );
   const values = rows.flatMap((r, i) => (keys?.[i] ?? keysOf(obj, r)).map((k) => [workspaceId, obj.id, k.kind, k.key, r.id as string]));
   await bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values);
 }
 
 export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
   for (let i = 0; i < ids.length; i += 500)
-    await trx.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).where('record_id', 'in', ids.slice(i, i + 500)).execute();
+    await trx
+      .deleteFrom('dedupe_keys')
+      .where('workspace_id', '=', workspaceId)
+      .where('object_id', '=', obj.id)
+      .where('record_id', 'in', ids.slice(i, i + 500))
+      .execute();
 }
 
 export function rebuildDedupeKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
-import { decodeValue, type FieldDef } from './field-types.js';
 import type { Ctx } from './context.js';
+import { decodeValue, type FieldDef } from './field-types.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
 
 /**

@@ -1,20 +1,20 @@
 import { randomUUID } from 'node:crypto';
-import { sql, type Kysely, type Selectable } from 'kysely';
+import { type Kysely, type Selectable, sql } from 'kysely';
 import type { Tables } from '../db/tables.js';
-import type { Ctx } from './context.js';
-import { heavy } from './budget.js';
-import { runRead } from './aggregate.js';
-import { CrmError, validationError } from './errors.js';
-import { decodeValue, encodeValue } from './field-types.js';
-import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { notFound, removeDerived, writeDerived, type RecordData } from './records.js';
 import { recordActivity } from './activity.js';
+import { runRead } from './aggregate.js';
+import { heavy } from './budget.js';
 import { nowIso } from './clock.js';
-import { checkpoint, throwIfCancelled } from './work.js';
-import { requireAdmin } from './permissions.js';
+import type { Ctx } from './context.js';
 import { isPerson, normalName } from './dedupe-keys.js';
 import { displayNameOfRow, namesFor } from './display-names.js';
+import { CrmError, validationError } from './errors.js';
+import { decodeValue, encodeValue } from './field-types.js';
+import { requireAdmin } from './permissions.js';
 import { deleteRows, repoint, rowsByIds, updateRow } from './record-tables.js';
+import { notFound, type RecordData, removeDerived, writeDerived } from './records.js';
+import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
+import { checkpoint, throwIfCancelled } from './work.js';
 
 /**
  * Duplicate detection (clusters with evidence and a score) and merge, with a dry run and an exact
@@ -150,7 +150,9 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   const byKind = new Map<string, string[]>();
   for (const g of groups) byKind.set(g.kind, [...(byKind.get(g.kind) ?? []), g.key]);
   const fieldFor = (kind: string) =>
-    kind === 'name' ? obj.displayFields.join('+') : (obj.fields.find((f) => (kind === 'email' ? f.type === 'EMAIL' : kind === 'phone' ? f.type === 'PHONE' : f.type === 'URL' || /domain/.test(f.name)))?.name ?? kind);
+    kind === 'name'
+      ? obj.displayFields.join('+')
+      : (obj.fields.find((f) => (kind === 'email' ? f.type === 'EMAIL' : kind === 'phone' ? f.type === 'PHONE' : f.type === 'URL' || /domain/.test(f.name)))?.name ?? kind);
   // Checkpoints in the loops below: the scan runs on the main thread, so every few thousand steps it
   // lets the event loop in and checks the time limit (checkpoint yields only every ~25 ms of work).
   let steps = 0;
@@ -158,8 +160,7 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
     for (const [key, ids] of await members(kind, keys)) {
       if ((++steps & 1023) === 0) await checkpoint(ctx, 0, undefined, 'pairing exact keys');
       const value = kind === 'name' ? key.split('|')[0]! : key;
-      for (let i = 0; i < ids.length; i++)
-        for (let j = i + 1; j < ids.length; j++) addPair(ids[i]!, ids[j]!, { kind: kind as Evidence['kind'], field: fieldFor(kind), value, record_ids: ids });
+      for (let i = 0; i < ids.length; i++) for (let j = i + 1; j < ids.length; j++) addPair(ids[i]!, ids[j]!, { kind: kind as Evidence['kind'], field: fieldFor(kind), value, record_ids: ids });
     }
   }
 
@@ -192,7 +193,10 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
       .having(sql`COUNT(*)`, '<=', MAX_GROUP)
       .compile(),
   );
-  const blockMembers = await members('block', blocks.map((b) => b.key));
+  const blockMembers = await members(
+    'block',
+    blocks.map((b) => b.key),
+  );
   const allIds = new Set<string>();
   for (const ids of blockMembers.values()) ids.forEach((x) => allIds.add(x));
   const nameOf = await names(ctx, obj, [...allIds]);
@@ -209,7 +213,8 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
         const nb = normal.get(ids[j]!) ?? '';
         if (!na || !nb || na === nb) continue; // equal names are exact evidence already (steps 1 and 1b)
         const sim = jaroWinkler(na, nb);
-        if (sim >= 0.9) addPair(ids[i]!, ids[j]!, { kind: 'fuzzy_name', field: obj.displayFields.join('+'), value: `${na} ~ ${nb}`, record_ids: [ids[i]!, ids[j]!], similarity: Math.round(sim * 1000) / 1000 });
+        if (sim >= 0.9)
+          addPair(ids[i]!, ids[j]!, { kind: 'fuzzy_name', field: obj.displayFields.join('+'), value: `${na} ~ ${nb}`, record_ids: [ids[i]!, ids[j]!], similarity: Math.round(sim * 1000) / 1000 });
       }
   }
 
@@ -253,7 +258,11 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
   list.sort((x, y) => y.score - x.score || y.ids.size - x.ids.size || firstId.get(x)!.localeCompare(firstId.get(y)!));
   const total = list.length;
   list = list.slice(0, limit);
-  const shownNames = await names(ctx, obj, list.flatMap((c) => [...c.ids]));
+  const shownNames = await names(
+    ctx,
+    obj,
+    list.flatMap((c) => [...c.ids]),
+  );
   const data: Cluster[] = list.map((c) => ({
     score: Math.round(c.score * 1000) / 1000,
     records: [...c.ids].sort().map((id) => ({ id, name: shownNames.get(id) ?? id })),
@@ -323,7 +332,6 @@ interface Snapshot {
   history?: { closed: number[]; opened: number[] };
 }
 
-
 function mergedValues(obj: ObjectDef, primary: Record<string, unknown>, dups: Record<string, unknown>[], overrides: Record<string, unknown>, byId: Map<string, Record<string, unknown>>) {
   const values: Record<string, unknown> = {};
   const sources: Record<string, string> = {};
@@ -348,7 +356,7 @@ function mergedValues(obj: ObjectDef, primary: Record<string, unknown>, dups: Re
       continue;
     }
     const donor = dups.find((d) => !empty(d[f.column]));
-    values[f.column] = donor ? donor[f.column] : primary[f.column] ?? null;
+    values[f.column] = donor ? donor[f.column] : (primary[f.column] ?? null);
     if (donor) sources[f.name] = donor.id as string;
   }
   return { values, sources };
@@ -367,7 +375,13 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
   const overrides = input.overrides ?? {};
   for (const name of Object.keys(overrides)) {
     const f = obj.byName.get(name);
-    if (!f || f.readOnly) throw validationError(`overrides: unknown or read-only field '${name}'. Writable fields: ${obj.fields.filter((x) => !x.readOnly).map((x) => x.name).join(', ')}`);
+    if (!f || f.readOnly)
+      throw validationError(
+        `overrides: unknown or read-only field '${name}'. Writable fields: ${obj.fields
+          .filter((x) => !x.readOnly)
+          .map((x) => x.name)
+          .join(', ')}`,
+      );
   }
 
   const run = async (trx: Kysely<Tables>, write: boolean) => {
@@ -415,7 +429,16 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
       const col = obj.byName.get(obj.pipeline.field)!.column;
       const open = await trx.selectFrom('stage_history').select('id').where('pipeline_id', '=', obj.pipeline.id).where('record_id', '=', input.primary_id).where('left_at', 'is', null).execute();
       const dupOpen = moved.stageHistory.length
-        ? await trx.selectFrom('stage_history').select('id').where('id', 'in', moved.stageHistory.map((h) => h.id)).where('left_at', 'is', null).execute()
+        ? await trx
+            .selectFrom('stage_history')
+            .select('id')
+            .where(
+              'id',
+              'in',
+              moved.stageHistory.map((h) => h.id),
+            )
+            .where('left_at', 'is', null)
+            .execute()
         : [];
       const stepChanged = after[col] !== primary[col];
       const toClose = [...dupOpen.map((r) => r.id), ...(stepChanged ? open.map((r) => r.id) : [])];
@@ -428,7 +451,12 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
           .returning('id')
           .executeTakeFirstOrThrow();
         history.opened.push(ins.id);
-        moves.push({ object: obj.name, recordId: input.primary_id, action: 'pipeline_moved', payload: { pipeline: obj.pipeline.name, pipeline_id: obj.pipeline.id, from: primary[col] ?? null, to: after[col], merge: true } });
+        moves.push({
+          object: obj.name,
+          recordId: input.primary_id,
+          action: 'pipeline_moved',
+          payload: { pipeline: obj.pipeline.name, pipeline_id: obj.pipeline.id, from: primary[col] ?? null, to: after[col], merge: true },
+        });
       }
     }
     // The last moment to give up: after this the merge is recorded and commits.
@@ -437,7 +465,17 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
     const snapshot: Snapshot = { primaryBefore: primary, duplicates: dups, changedFields: changed.map((f) => f.name), moved, history };
     await trx
       .insertInto('merges')
-      .values({ id: mergeId, workspace_id: ctx.actor.workspaceId, object: obj.name, primary_id: input.primary_id, merged_ids: JSON.stringify(dupIds), snapshot: JSON.stringify(snapshot), user_id: ctx.actor.userId, created_at: nowIso(), undone_at: null })
+      .values({
+        id: mergeId,
+        workspace_id: ctx.actor.workspaceId,
+        object: obj.name,
+        primary_id: input.primary_id,
+        merged_ids: JSON.stringify(dupIds),
+        snapshot: JSON.stringify(snapshot),
+        user_id: ctx.actor.userId,
+        created_at: nowIso(),
+        undone_at: null,
+      })
       .execute();
     // The step change first, the merge that caused it last (newest in the timeline).
     await recordActivity(trx, ctx, [
@@ -472,7 +510,15 @@ async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema,
       for (const r of rows) moved.relations.push({ object: other.name, field: f.name, id: r.id!, from: r[f.column]! });
       if (write && rows.length) {
         await repoint(trx, other, f.column, dupIds, primaryId);
-        await writeDerived(trx, ctx, other, [...(await rowsByIds(trx, other, rows.map((r) => r.id!))).values()]);
+        await writeDerived(trx, ctx, other, [
+          ...(
+            await rowsByIds(
+              trx,
+              other,
+              rows.map((r) => r.id!),
+            )
+          ).values(),
+        ]);
       }
     }
   // Associations: re-link to the primary, dropping links it already has (or that would point at itself).
@@ -484,7 +530,14 @@ async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema,
     .execute();
   moved.associations.removed = assoc;
   if (write && assoc.length) {
-    await trx.deleteFrom('associations').where('id', 'in', assoc.map((a) => a.id)).execute();
+    await trx
+      .deleteFrom('associations')
+      .where(
+        'id',
+        'in',
+        assoc.map((a) => a.id),
+      )
+      .execute();
     for (const a of assoc) {
       const [other, otherId] = a.a_object === obj.name && dupIds.includes(a.a_id) ? [a.b_object, a.b_id] : [a.a_object, a.a_id];
       if (other === obj.name && (otherId === primaryId || dupIds.includes(otherId))) continue;
@@ -513,10 +566,42 @@ async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema,
     moved.stageHistory = sh.map((h) => ({ id: h.id, from: h.record_id }));
   }
   if (write) {
-    if (notes.length) await trx.updateTable('notes').set({ record_id: primaryId }).where('id', 'in', notes.map((n) => n.id)).execute();
-    for (let i = 0; i < acts.length; i += 500) await trx.updateTable('activity').set({ record_id: primaryId }).where('id', 'in', acts.slice(i, i + 500).map((a) => a.id)).execute();
-    for (const t of moved.threads) await trx.updateTable('threads').set({ [t.column]: primaryId }).where('id', '=', t.id).execute();
-    if (moved.stageHistory.length) await trx.updateTable('stage_history').set({ record_id: primaryId }).where('id', 'in', moved.stageHistory.map((h) => h.id)).execute();
+    if (notes.length)
+      await trx
+        .updateTable('notes')
+        .set({ record_id: primaryId })
+        .where(
+          'id',
+          'in',
+          notes.map((n) => n.id),
+        )
+        .execute();
+    for (let i = 0; i < acts.length; i += 500)
+      await trx
+        .updateTable('activity')
+        .set({ record_id: primaryId })
+        .where(
+          'id',
+          'in',
+          acts.slice(i, i + 500).map((a) => a.id),
+        )
+        .execute();
+    for (const t of moved.threads)
+      await trx
+        .updateTable('threads')
+        .set({ [t.column]: primaryId })
+        .where('id', '=', t.id)
+        .execute();
+    if (moved.stageHistory.length)
+      await trx
+        .updateTable('stage_history')
+        .set({ record_id: primaryId })
+        .where(
+          'id',
+          'in',
+          moved.stageHistory.map((h) => h.id),
+        )
+        .execute();
   }
   return moved;
 }
@@ -534,33 +619,63 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
     const k = dyn(trx);
     const primary = (await rowsByIds(trx, obj, [m.primary_id])).get(m.primary_id);
     if (!primary) throw validationError(`The primary record '${m.primary_id}' no longer exists; the merge cannot be undone`);
-    const taken = await rowsByIds(trx, obj, snap.duplicates.map((d) => d.id as string));
+    const taken = await rowsByIds(
+      trx,
+      obj,
+      snap.duplicates.map((d) => d.id as string),
+    );
     if (taken.size) throw validationError(`Record ids ${[...taken.keys()].join(', ')} exist again; the merge cannot be undone`);
     // The primary's fields that the merge changed go back to what they were.
     if (snap.changedFields.length) {
-      const set = Object.fromEntries(snap.changedFields.map((n) => obj.byName.get(n)!).filter(Boolean).map((f) => [f.column, snap.primaryBefore[f.column] ?? null]));
+      const set = Object.fromEntries(
+        snap.changedFields
+          .map((n) => obj.byName.get(n)!)
+          .filter(Boolean)
+          .map((f) => [f.column, snap.primaryBefore[f.column] ?? null]),
+      );
       await updateRow(k, obj, m.primary_id, set);
     }
     for (const d of snap.duplicates) {
       const { seq, ...row } = d;
-      const seqFree = !(await k.selectFrom(obj.table).select('seq').where('seq', '=', seq as number).executeTakeFirst());
-      await k.insertInto(obj.table).values(seqFree ? d : row).execute();
+      const seqFree = !(await k
+        .selectFrom(obj.table)
+        .select('seq')
+        .where('seq', '=', seq as number)
+        .executeTakeFirst());
+      await k
+        .insertInto(obj.table)
+        .values(seqFree ? d : row)
+        .execute();
     }
     const mv = snap.moved;
     for (const r of mv.relations) {
       const other = schema.objects.get(r.object);
       const f = other?.byName.get(r.field);
       if (!other || !f) continue;
-      await k.updateTable(other.table).set({ [f.column]: r.from }).where('id', '=', r.id).where(f.column, '=', m.primary_id).execute();
+      await k
+        .updateTable(other.table)
+        .set({ [f.column]: r.from })
+        .where('id', '=', r.id)
+        .where(f.column, '=', m.primary_id)
+        .execute();
     }
     if (mv.associations.added.length) await trx.deleteFrom('associations').where('id', 'in', mv.associations.added).execute();
     for (const a of mv.associations.removed) {
       const { id: _drop, ...rest } = a;
-      await trx.insertInto('associations').values(rest).onConflict((oc) => oc.doNothing()).execute();
+      await trx
+        .insertInto('associations')
+        .values(rest)
+        .onConflict((oc) => oc.doNothing())
+        .execute();
     }
     for (const n of mv.notes) await trx.updateTable('notes').set({ record_id: n.from }).where('id', '=', n.id).execute();
     for (const a of mv.activity) await trx.updateTable('activity').set({ record_id: a.from }).where('id', '=', a.id).execute();
-    for (const t of mv.threads) await trx.updateTable('threads').set({ [t.column]: t.from }).where('id', '=', t.id).execute();
+    for (const t of mv.threads)
+      await trx
+        .updateTable('threads')
+        .set({ [t.column]: t.from })
+        .where('id', '=', t.id)
+        .execute();
     for (const h of mv.stageHistory) await trx.updateTable('stage_history').set({ record_id: h.from }).where('id', '=', h.id).execute();
     if (snap.history?.opened.length) await trx.deleteFrom('stage_history').where('id', 'in', snap.history.opened).execute();
     if (snap.history?.closed.length) await trx.updateTable('stage_history').set({ left_at: null }).where('id', 'in', snap.history.closed).execute();
@@ -578,4 +693,3 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
     return { merge_id: mergeId, primary_id: m.primary_id, restored_ids: snap.duplicates.map((d) => d.id as string) };
   });
 }
-

@@ -74,8 +74,7 @@ const META_TABLES: Record<string, string> = { workspaces: 'A workspace', objects
 export function fromDatabaseError(e: unknown): CrmError | null {
   const kind = classifyDbError(e);
   if (!kind) return null;
-  if (kind.kind === 'busy')
-    return new CrmError('SERVICE_UNAVAILABLE', `The database is busy with another process's writes; retry in ${BUSY_RETRY_AFTER_S} s`, { retryAfter: BUSY_RETRY_AFTER_S });
+  if (kind.kind === 'busy') return new CrmError('SERVICE_UNAVAILABLE', `The database is busy with another process's writes; retry in ${BUSY_RETRY_AFTER_S} s`, { retryAfter: BUSY_RETRY_AFTER_S });
   // Heavy reads turn their own time limit into QUERY_TOO_EXPENSIVE (runRead); any other is a bug.
   if (kind.kind === 'timeout') return null;
   // Only where a client's value can collide: a record table (a unique field), a name in the

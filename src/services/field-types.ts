@@ -1,11 +1,8 @@
 import { validationError } from './errors.js';
-import { phoneShaped } from './phone-parse.js';
 import { checkText } from './input-limits.js';
+import { phoneShaped } from './phone-parse.js';
 
-export const FIELD_TYPES = [
-  'TEXT', 'EMAIL', 'PHONE', 'URL', 'NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE',
-  'BOOLEAN', 'DATE', 'DATETIME', 'SELECT', 'MULTI_SELECT', 'RELATION',
-] as const;
+export const FIELD_TYPES = ['TEXT', 'EMAIL', 'PHONE', 'URL', 'NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE', 'BOOLEAN', 'DATE', 'DATETIME', 'SELECT', 'MULTI_SELECT', 'RELATION'] as const;
 export type FieldType = (typeof FIELD_TYPES)[number];
 
 export const NUMERIC_TYPES: ReadonlySet<FieldType> = new Set(['NUMBER', 'INTEGER', 'FLOAT', 'CURRENCY', 'PERCENTAGE']);
@@ -116,10 +113,13 @@ export function parseDateTime(name: string, v: unknown): string {
   const format = 'ISO 8601, e.g. 2025-01-15T10:30:00Z';
   const iso = typeof v === 'number' ? canonicalIso(v) : typeof v === 'string' ? ((t) => (t === undefined ? undefined : canonicalIso(t)))(strictInstant(v.trim())) : undefined;
   if (iso === undefined)
-    throw validationError(`${q(name)} must be a valid ISO 8601 date-time such as 2025-01-15T10:30:00Z (month 01-12, a day of that month, hours 00-23, minutes and seconds 00-59), got ${JSON.stringify(v)}`, {
-      field: name,
-      format,
-    });
+    throw validationError(
+      `${q(name)} must be a valid ISO 8601 date-time such as 2025-01-15T10:30:00Z (month 01-12, a day of that month, hours 00-23, minutes and seconds 00-59), got ${JSON.stringify(v)}`,
+      {
+        field: name,
+        format,
+      },
+    );
   return iso;
 }
 
@@ -146,7 +146,8 @@ const MIN_NORMAL = 2.2250738585072014e-308;
 
 function parseNumber(name: string, v: unknown): number {
   const n = parseNumberValue(v);
-  if (n === undefined) throw validationError(`${q(name)} must be a number in decimal notation (e.g. -12.5 or 1.2e3), 0 or from 2.3e-308 to 1.7e308 in magnitude; got ${JSON.stringify(v)}`, { field: name });
+  if (n === undefined)
+    throw validationError(`${q(name)} must be a number in decimal notation (e.g. -12.5 or 1.2e3), 0 or from 2.3e-308 to 1.7e308 in magnitude; got ${JSON.stringify(v)}`, { field: name });
   return n;
 }
 
@@ -156,11 +157,9 @@ export function toMinorUnits(name: string, v: unknown, scale: number): number {
   const m = DECIMAL_RE.exec(s);
   if (!m) throw validationError(`${q(name)} must be a decimal amount such as 1234.56, got ${JSON.stringify(v)}`);
   const frac = m[3] ?? '';
-  if (frac.replace(/0+$/, '').length > scale)
-    throw validationError(`${q(name)} accepts at most ${scale} decimal places, got ${JSON.stringify(v)}`);
+  if (frac.replace(/0+$/, '').length > scale) throw validationError(`${q(name)} accepts at most ${scale} decimal places, got ${JSON.stringify(v)}`);
   const units = BigInt(m[2]! + frac.padEnd(scale, '0').slice(0, scale)) * (m[1] ? -1n : 1n);
-  if (units > BigInt(Number.MAX_SAFE_INTEGER) || units < -BigInt(Number.MAX_SAFE_INTEGER))
-    throw validationError(`${q(name)} is out of range`);
+  if (units > BigInt(Number.MAX_SAFE_INTEGER) || units < -BigInt(Number.MAX_SAFE_INTEGER)) throw validationError(`${q(name)} is out of range`);
   return Number(units);
 }
 
@@ -214,8 +213,7 @@ export function encodeValue(f: FieldDef, v: unknown): string | number | null {
     }
     case 'PHONE': {
       const s = typeof v === 'string' ? v.trim() : typeof v === 'number' ? String(v) : '';
-      if (!phoneShaped(s))
-        throw validationError(`${q(f.name)} must be a phone number (digits, spaces, + ( ) - .), got ${JSON.stringify(v)}`);
+      if (!phoneShaped(s)) throw validationError(`${q(f.name)} must be a phone number (digits, spaces, + ( ) - .), got ${JSON.stringify(v)}`);
       return s;
     }
     case 'URL': {
@@ -237,8 +235,7 @@ export function encodeValue(f: FieldDef, v: unknown): string | number | null {
     }
     case 'INTEGER': {
       const n = parseNumberValue(v, true);
-      if (n === undefined)
-        throw validationError(`${q(f.name)} must be an integer: a whole number in decimal digits, within ±${Number.MAX_SAFE_INTEGER}; got ${JSON.stringify(v)}`, { field: f.name });
+      if (n === undefined) throw validationError(`${q(f.name)} must be an integer: a whole number in decimal digits, within ±${Number.MAX_SAFE_INTEGER}; got ${JSON.stringify(v)}`, { field: f.name });
       checkRange(f, n);
       return n;
     }
@@ -256,7 +253,13 @@ export function encodeValue(f: FieldDef, v: unknown): string | number | null {
     case 'SELECT':
       return checkOption(f, v);
     case 'MULTI_SELECT': {
-      const list = typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
+      const list =
+        typeof v === 'string'
+          ? v
+              .split(',')
+              .map((s) => s.trim())
+              .filter(Boolean)
+          : v;
       if (!Array.isArray(list)) throw validationError(`${q(f.name)} must be a list of values`);
       const chosen = new Set(list.map((x) => checkOption(f, x)));
       if (chosen.size === 0) return null;

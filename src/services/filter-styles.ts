@@ -1,5 +1,5 @@
 import { validationError } from './errors.js';
-import { checkFilterSize, type Condition, type FilterGroup } from './filters.js';
+import { type Condition, checkFilterSize, type FilterGroup } from './filters.js';
 
 /**
  * One filter language inside (the Kasar FilterGroup); three spellings accepted at the edges:
@@ -67,7 +67,7 @@ function fromCognite(node: unknown): Condition | FilterGroup {
       return { field: property(s, kind), operator: 'in', value: s.values };
     case 'containsAll': {
       const field = property(s, kind);
-      if (!Array.isArray(s.values)) throw validationError("'containsAll' takes \"values\": [...]");
+      if (!Array.isArray(s.values)) throw validationError('\'containsAll\' takes "values": [...]');
       return { operator: 'and', conditions: s.values.map((v) => ({ field, operator: 'contains' as const, value: v })) };
     }
     case 'range': {

@@ -1,18 +1,15 @@
-import { sql, type Expression, type ExpressionBuilder, type RawBuilder, type SqlBool } from 'kysely';
+import { type Expression, type ExpressionBuilder, type RawBuilder, type SqlBool, sql } from 'kysely';
 import { z } from 'zod';
 import type { DialectAdapter } from '../db/dialect.js';
 import { escapeLike } from '../db/dialect.js';
-import { CrmError, validationError } from './errors.js';
-import { encodeValue, parseDate, parseDateTime, parseNumberValue, toMinorUnits, parseBoolean, type FieldDef } from './field-types.js';
-import { checkText } from './input-limits.js';
-import { resolveField, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { now } from './clock.js';
-import { localMidnight, looksRelative, relativeRange, type LocalRange } from './relative-dates.js';
+import { CrmError, validationError } from './errors.js';
+import { encodeValue, type FieldDef, parseBoolean, parseDate, parseDateTime, parseNumberValue, toMinorUnits } from './field-types.js';
+import { checkText } from './input-limits.js';
+import { type LocalRange, localMidnight, looksRelative, relativeRange } from './relative-dates.js';
+import { type ObjectDef, resolveField, type WorkspaceSchema } from './schema.js';
 
-export const OPERATORS = [
-  'eq', 'equals', 'neq', 'not_equals', 'gt', 'gte', 'lt', 'lte', 'between', 'in', 'not_in',
-  'contains', 'not_contains', 'starts_with', 'is_null', 'is_not_null',
-] as const;
+export const OPERATORS = ['eq', 'equals', 'neq', 'not_equals', 'gt', 'gte', 'lt', 'lte', 'between', 'in', 'not_in', 'contains', 'not_contains', 'starts_with', 'is_null', 'is_not_null'] as const;
 export type Operator = (typeof OPERATORS)[number];
 type CanonicalOp = Exclude<Operator, 'equals' | 'not_equals'>;
 
@@ -85,10 +82,8 @@ export function checkFilterSize(input: unknown): void {
     depth = Math.max(depth, d + 1);
     for (const c of children) stack.push([c, d + 1]);
   }
-  if (depth > MAX_FILTER_DEPTH)
-    throw validationError(`Filter nesting is ${depth} levels deep; the limit is ${MAX_FILTER_DEPTH}`, { limit: MAX_FILTER_DEPTH, depth });
-  if (conditions > MAX_FILTER_CONDITIONS)
-    throw validationError(`A filter has ${conditions} conditions; the limit is ${MAX_FILTER_CONDITIONS}`, { limit: MAX_FILTER_CONDITIONS, conditions });
+  if (depth > MAX_FILTER_DEPTH) throw validationError(`Filter nesting is ${depth} levels deep; the limit is ${MAX_FILTER_DEPTH}`, { limit: MAX_FILTER_DEPTH, depth });
+  if (conditions > MAX_FILTER_CONDITIONS) throw validationError(`A filter has ${conditions} conditions; the limit is ${MAX_FILTER_CONDITIONS}`, { limit: MAX_FILTER_CONDITIONS, conditions });
   if (values > MAX_FILTER_VALUES)
     throw validationError(
       `A filter's lists hold ${values} values in all; the limit is ${MAX_FILTER_VALUES} (at most ${MAX_IN_VALUES} in one list): split the request, or filter on something the values share`,
@@ -171,10 +166,9 @@ function specialValue(obj: ObjectDef, f: FieldDef, shown: string, scope: Scope, 
   }
   if (looksRelative(x) && !TEXTLIKE.has(f.type) && !isDateType(f) && !(f.options ?? []).some((o) => o.value === x)) {
     const takers = obj.fields.filter(isDateType).map((g) => g.name);
-    throw validationError(
-      `'${x}' is a relative date; it applies to DATE and DATETIME fields, and '${shown}' is ${f.type}. Date fields of ${obj.name}: ${takers.join(', ') || 'none'}`,
-      { field: shown },
-    );
+    throw validationError(`'${x}' is a relative date; it applies to DATE and DATETIME fields, and '${shown}' is ${f.type}. Date fields of ${obj.name}: ${takers.join(', ') || 'none'}`, {
+      field: shown,
+    });
   }
   return x;
 }
@@ -226,7 +220,14 @@ export function filterOperand(f: FieldDef, v: unknown): string | number {
 }
 
 function listOperand(f: FieldDef, op: string, v: unknown): unknown[] {
-  const list = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : null;
+  const list = Array.isArray(v)
+    ? v
+    : typeof v === 'string'
+      ? v
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '')
+      : null;
   if (!list) throw validationError(`Operator '${op}' on '${f.name}' needs a list of values (a JSON array or comma-separated text)`);
   if (list.length > MAX_IN_VALUES) throw validationError(`Operator '${op}' accepts at most ${MAX_IN_VALUES} values`);
   return list;
@@ -273,12 +274,30 @@ const USERS_OBJECT: ObjectDef = (() => {
     { ...base, name: 'id', label: 'ID', type: 'TEXT', column: 'id', unique: true },
     { ...base, name: 'name', label: 'Name', type: 'TEXT', column: 'name' },
     { ...base, name: 'email', label: 'Email', type: 'EMAIL', column: 'email' },
-    { ...base, name: 'role', label: 'Role', type: 'SELECT', column: 'role', options: [{ value: 'admin', label: 'Admin' }, { value: 'member', label: 'Member' }] },
+    {
+      ...base,
+      name: 'role',
+      label: 'Role',
+      type: 'SELECT',
+      column: 'role',
+      options: [
+        { value: 'admin', label: 'Admin' },
+        { value: 'member', label: 'Member' },
+      ],
+    },
     { ...base, name: 'created_at', label: 'Created at', type: 'DATETIME', column: 'created_at' },
   ];
   return {
-    id: 0, name: 'users', label: 'User', labelPlural: 'Users', description: null, table: 'users', system: true,
-    displayFields: ['name'], fields, byName: new Map(fields.map((f) => [f.name, f])),
+    id: 0,
+    name: 'users',
+    label: 'User',
+    labelPlural: 'Users',
+    description: null,
+    table: 'users',
+    system: true,
+    displayFields: ['name'],
+    fields,
+    byName: new Map(fields.map((f) => [f.name, f])),
   };
 })();
 
@@ -346,7 +365,10 @@ function compileRelated(obj: ObjectDef, scope: Scope, c: Condition, alias: strin
   const a = `r${++scope.aliases}`;
   // One alias per related hop: the count of related conditions (a two-hop one counts twice).
   if (scope.aliases > MAX_RELATED_CONDITIONS)
-    throw validationError(`A filter has more than ${MAX_RELATED_CONDITIONS} related-field conditions (such as company.name); the limit is ${MAX_RELATED_CONDITIONS}: combine them, or filter on the related object first`, { limit: MAX_RELATED_CONDITIONS });
+    throw validationError(
+      `A filter has more than ${MAX_RELATED_CONDITIONS} related-field conditions (such as company.name); the limit is ${MAX_RELATED_CONDITIONS}: combine them, or filter on the related object first`,
+      { limit: MAX_RELATED_CONDITIONS },
+    );
   const inner = compileCondition(p.target, scope, { ...c, field: p.rest }, a, `${prefix}${p.rel.name}.`);
   const outer = `${alias ?? obj.table}.${p.rel.column}`;
   const ws = p.workspaceId;
@@ -464,7 +486,7 @@ function compileCondition(obj: ObjectDef, scope: Scope, c: Condition, alias?: st
     case 'between': {
       // A query string can only carry text: "low,high" there, like the comma list of 'in'.
       const list = Array.isArray(c.value) ? c.value : typeof c.value === 'string' ? c.value.split(',').map((s) => s.trim()) : null;
-      if (!list || list.length !== 2) {
+      if (list?.length !== 2) {
         // One period alone ('this_month') is the period itself.
         const p = typeof c.value === 'string' ? period(c.value) : null;
         if (p) return (eb) => within(eb, p);
@@ -534,8 +556,7 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
     // A condition with an unknown operator fails the union of condition and group as a whole.
     const help = operatorHelpAt(obj, schema, input, issue.path);
     throw validationError(
-      `Invalid filter${at}: ${issue.message}. ` +
-        (help ?? `A filter is {"operator":"and"|"or"|"not","conditions":[{"field","operator","value"} | nested group]}; operators: ${OPERATORS.join(', ')}`),
+      `Invalid filter${at}: ${issue.message}. ` + (help ?? `A filter is {"operator":"and"|"or"|"not","conditions":[{"field","operator","value"} | nested group]}; operators: ${OPERATORS.join(', ')}`),
     );
   }
   const stats: FilterStats = { conditions: 0 };
@@ -545,7 +566,8 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
     if (depth > MAX_FILTER_DEPTH + 1) throw validationError(`Filter nesting is ${depth} levels deep; the limit is ${MAX_FILTER_DEPTH}`, { limit: MAX_FILTER_DEPTH });
     const parts = g.conditions.map((c) => {
       if (isGroup(c)) return walk(c, depth + 1);
-      if (++stats.conditions > MAX_FILTER_CONDITIONS) throw validationError(`A filter has more than ${MAX_FILTER_CONDITIONS} conditions; the limit is ${MAX_FILTER_CONDITIONS}`, { limit: MAX_FILTER_CONDITIONS });
+      if (++stats.conditions > MAX_FILTER_CONDITIONS)
+        throw validationError(`A filter has more than ${MAX_FILTER_CONDITIONS} conditions; the limit is ${MAX_FILTER_CONDITIONS}`, { limit: MAX_FILTER_CONDITIONS });
       return compileCondition(obj, scope, c, alias);
     });
     if (g.operator === 'or') return (eb) => eb.or(parts.map((p) => p(eb)));
@@ -563,12 +585,13 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
 /** The query-string forms shared by list, aggregate and export: filter_field/operator/value and filters (JSON). */
 export function filterFromQuery(q: Record<string, unknown>): FilterGroup | undefined {
   const parts: (Condition | FilterGroup)[] = [];
-  const ff = q.filter_field, fo = q.filter_operator, fv = q.filter_value;
+  const ff = q.filter_field,
+    fo = q.filter_operator,
+    fv = q.filter_value;
   if (ff !== undefined || fo !== undefined || fv !== undefined) {
     if (typeof ff !== 'string' || typeof fo !== 'string')
       throw validationError('filter_field and filter_operator must be given together (and filter_value unless the operator is is_null or is_not_null)');
-    if (fv === undefined && fo !== 'is_null' && fo !== 'is_not_null')
-      throw validationError(`filter_value is required with filter_operator '${fo}'`);
+    if (fv === undefined && fo !== 'is_null' && fo !== 'is_not_null') throw validationError(`filter_value is required with filter_operator '${fo}'`);
     // An unknown operator is left to compileFilter, which knows the field and lists the operators of its type.
     parts.push({ field: ff, operator: fo as Operator, value: fv });
   }
@@ -587,4 +610,3 @@ export function filterFromQuery(q: Record<string, unknown>): FilterGroup | undef
   if (parts.length === 1 && isGroup(parts[0]!)) return parts[0] as FilterGroup;
   return { operator: 'and', conditions: parts };
 }
-

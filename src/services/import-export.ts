@@ -1,14 +1,14 @@
-import type { Kysely } from 'kysely';
-import type { Ctx } from './context.js';
-import { CrmError, validationError } from './errors.js';
-import { requireAdmin } from './permissions.js';
-import { cancelledError, checkpoint, throwIfCancelled } from './work.js';
-import { budgetLimits, enterLane, inSlot, timeoutError, tooExpensive, type HeavySlot } from './budget.js';
 import { stringify } from 'csv-stringify/sync';
-import { createPrepared, createRecords, listRecords, prepareForImport, type Prepared, type RecordData } from './records.js';
-import { getSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
+import type { Kysely } from 'kysely';
+import { budgetLimits, enterLane, type HeavySlot, inSlot, timeoutError, tooExpensive } from './budget.js';
+import type { Ctx } from './context.js';
 import { isPerson, keysOf, normalName } from './dedupe-keys.js';
+import { CrmError, validationError } from './errors.js';
 import type { FilterGroup } from './filters.js';
+import { requireAdmin } from './permissions.js';
+import { createPrepared, createRecords, listRecords, type Prepared, prepareForImport, type RecordData } from './records.js';
+import { getSchema, type ObjectDef, resolveField, resolveObject } from './schema.js';
+import { cancelledError, checkpoint, throwIfCancelled } from './work.js';
 
 /**
  * Import (with duplicate detection, per-row results) and export (streamed, JSON or CSV).
@@ -114,7 +114,13 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
     } else {
       // Without a company the key is "name|": found all at once.
       for (let i = 0; i < names.length; i += 500) {
-        const rows = (await lookup.where('key', 'in', names.slice(i, i + 500).map((n) => `${n}|`)).execute()) as { key: string; record_id: string }[];
+        const rows = (await lookup
+          .where(
+            'key',
+            'in',
+            names.slice(i, i + 500).map((n) => `${n}|`),
+          )
+          .execute()) as { key: string; record_id: string }[];
         for (const r of rows) {
           const n = r.key.slice(0, -1);
           if (!ids.has(n)) ids.set(n, r.record_id);
@@ -124,7 +130,12 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
     if (target.name === 'companies') {
       const create = names.filter((n) => !ids.has(n));
       if (create.length) {
-        const made = await createRecords(ctx, 'companies', create.map((n) => ({ name: original.get(n)! })), { max: 10_000, readBack: false });
+        const made = await createRecords(
+          ctx,
+          'companies',
+          create.map((n) => ({ name: original.get(n)! })),
+          { max: 10_000, readBack: false },
+        );
         create.forEach((n, i) => ids.set(n, made[i]!.id));
       }
     }
@@ -151,7 +162,9 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
   if (records.length === 0) throw validationError('"records" is empty');
   if (records.length > max) throw validationError(`An import request holds at most ${max} records; got ${records.length}. Split the file into batches of ${max}.`, { limit: max });
 
-  const rows: Record<string, unknown>[] = records.map((r) => (r && typeof r === 'object' && !Array.isArray(r) ? { ...(r as Record<string, unknown>) } : { __error: 'Each record must be a JSON object' }));
+  const rows: Record<string, unknown>[] = records.map((r) =>
+    r && typeof r === 'object' && !Array.isArray(r) ? { ...(r as Record<string, unknown>) } : { __error: 'Each record must be a JSON object' },
+  );
   // Names may create records (company_name): not after the caller gave up.
   throwIfCancelled(ctx);
   await resolveNames(ctx, obj, rows);
@@ -182,7 +195,11 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
   });
 
   await checkpoint(ctx, 0, rows.length, `checking ${obj.name} for duplicates`);
-  const existing = await existingKeys(ctx, obj, candidates.flatMap((c) => c.keys));
+  const existing = await existingKeys(
+    ctx,
+    obj,
+    candidates.flatMap((c) => c.keys),
+  );
   await checkpoint(ctx, 0, rows.length, `creating ${obj.name}`);
   const seen = new Map<string, number>();
   const toCreate: typeof candidates = [];
@@ -191,7 +208,12 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
     if (hit) {
       out.duplicates++;
       const of = existing.get(`${hit.kind}:${hit.key}`);
-      out.rows.push({ index: c.index, status: 'duplicate', ...(of ? { duplicate_of: of } : {}), reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${seen.get(`${hit.kind}:${hit.key}`)}`}` });
+      out.rows.push({
+        index: c.index,
+        status: 'duplicate',
+        ...(of ? { duplicate_of: of } : {}),
+        reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${seen.get(`${hit.kind}:${hit.key}`)}`}`,
+      });
       continue;
     }
     for (const k of c.keys) seen.set(`${k.kind}:${k.key}`, c.index);
@@ -200,7 +222,11 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
 
   if (toCreate.length) {
     try {
-      const made = await createPrepared(ctx, obj, toCreate.map((c) => c.prepared));
+      const made = await createPrepared(
+        ctx,
+        obj,
+        toCreate.map((c) => c.prepared),
+      );
       made.forEach((id, i) => out.rows.push({ index: toCreate[i]!.index, status: 'created', id }));
       out.created += made.length;
     } catch (e) {

@@ -3,15 +3,15 @@ import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import { escapeLike } from '../db/dialect.js';
 import type { Tables } from '../db/tables.js';
+import { type ActivityEntry, recordActivity } from './activity.js';
+import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
+import { namesFor } from './display-names.js';
 import { CrmError, validationError } from './errors.js';
+import { recordExists } from './record-tables.js';
 import { checkLimit } from './records.js';
 import { getSchema, parseWith, type WorkspaceSchema } from './schema.js';
-import { namesFor } from './display-names.js';
-import { recordActivity, type ActivityEntry } from './activity.js';
-import { nowIso } from './clock.js';
 import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.js';
-import { recordExists } from './record-tables.js';
 
 /**
  * Email threads and their messages, linked to a contact and/or a company. Message bodies are
@@ -90,7 +90,11 @@ export async function listThreads(ctx: Ctx, q: ThreadQuery = {}) {
     const c = decodeTimeCursor(q.cursor);
     page = page.where((eb) => eb(eb.refTuple('threads.last_message_at', 'threads.id'), '<', eb.tuple(c.t, c.i)));
   }
-  const rows = await page.orderBy('threads.last_message_at', 'desc').orderBy('threads.id', 'desc').limit(limit + 1).execute();
+  const rows = await page
+    .orderBy('threads.last_message_at', 'desc')
+    .orderBy('threads.id', 'desc')
+    .limit(limit + 1)
+    .execute();
   let nextCursor: string | null = null;
   if (rows.length > limit) {
     rows.length = limit;
@@ -128,7 +132,12 @@ export async function getThread(ctx: Ctx, id: string) {
 
 export async function markThread(ctx: Ctx, id: string, unread: boolean) {
   await threadRow(ctx, id);
-  await ctx.db.kysely.updateTable('threads').set({ unread: unread ? 1 : 0 }).where('workspace_id', '=', ctx.actor.workspaceId).where('id', '=', id).execute();
+  await ctx.db.kysely
+    .updateTable('threads')
+    .set({ unread: unread ? 1 : 0 })
+    .where('workspace_id', '=', ctx.actor.workspaceId)
+    .where('id', '=', id)
+    .execute();
   const [view] = await threadView(ctx, [await threadRow(ctx, id)]);
   return view!;
 }
@@ -162,7 +171,10 @@ export const threadInput = z
   .strict();
 
 async function checkLinks(schema: WorkspaceSchema, trx: Kysely<Tables>, contactId?: string, companyId?: string) {
-  for (const [object, id] of [['contacts', contactId], ['companies', companyId]] as const) {
+  for (const [object, id] of [
+    ['contacts', contactId],
+    ['companies', companyId],
+  ] as const) {
     if (!id) continue;
     const t = schema.objects.get(object)!;
     if (!(await recordExists(trx, t, id))) throw validationError(`No ${object} record with id '${id}' to link the thread to`);
@@ -187,9 +199,7 @@ export async function createThread(ctx: Ctx, input: unknown) {
   // Listings order by (time, id): monotonic UUIDv7 ids keep messages stamped in the same millisecond
   // (no sent_at given) in the order they were sent in, and threads logged together newest first.
   const id = uuidv7();
-  const msgs = t.messages
-    .map((m) => ({ ...m, id: uuidv7(), sent_at: m.sent_at ? new Date(m.sent_at).toISOString() : nowIso() }))
-    .sort((a, b) => a.sent_at.localeCompare(b.sent_at));
+  const msgs = t.messages.map((m) => ({ ...m, id: uuidv7(), sent_at: m.sent_at ? new Date(m.sent_at).toISOString() : nowIso() })).sort((a, b) => a.sent_at.localeCompare(b.sent_at));
   const last = msgs[msgs.length - 1]!;
   const row = {
     id,
@@ -223,7 +233,11 @@ export async function createThread(ctx: Ctx, input: unknown) {
         })),
       )
       .execute();
-    await recordActivity(trx, ctx, msgs.flatMap((m) => timelineFor(row, m)));
+    await recordActivity(
+      trx,
+      ctx,
+      msgs.flatMap((m) => timelineFor(row, m)),
+    );
   });
   return getThread(ctx, id);
 }

@@ -37,8 +37,7 @@ export function jsonDepth(value: unknown): number {
  */
 export function textProblem(s: string): string | undefined {
   if (s.includes('\u0000')) return 'contains a NUL character (\\u0000)';
-  if (!(s as string & { isWellFormed(): boolean }).isWellFormed())
-    return 'contains a lone UTF-16 surrogate (half of a character, e.g. \\ud800), which has no UTF-8 form';
+  if (!(s as string & { isWellFormed(): boolean }).isWellFormed()) return 'contains a lone UTF-16 surrogate (half of a character, e.g. \\ud800), which has no UTF-8 form';
   return undefined;
 }
 
@@ -96,7 +95,7 @@ export function checkInput(value: unknown, what: string, maxDepth: number = INPU
     }
     const o = e.v as Record<string, unknown>;
     for (const k in o) {
-      if (!Object.prototype.hasOwnProperty.call(o, k)) continue;
+      if (!Object.hasOwn(o, k)) continue;
       if (text) {
         const kp = textProblem(k);
         if (kp) throw validationError(`${where(e)}: a key ${kp}; send valid text without it`);

@@ -1,14 +1,14 @@
+import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
-import type { Ctx } from './context.js';
-import { CrmError, validationError } from './errors.js';
-import { parseWith, resolveObject } from './schema.js';
-import { checkLimit, notFound } from './records.js';
+import { escapeLike } from '../db/dialect.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
-import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.js';
-import { v7 as uuidv7 } from 'uuid';
-import { escapeLike } from '../db/dialect.js';
+import type { Ctx } from './context.js';
+import { CrmError, validationError } from './errors.js';
 import { recordExists } from './record-tables.js';
+import { checkLimit, notFound } from './records.js';
+import { parseWith, resolveObject } from './schema.js';
+import { decodeTimeCursor, encodeTimeCursor } from './time-cursor.js';
 
 /**
  * Notes: free text by a user, optionally on a record, private to its author or shared with the
@@ -54,15 +54,22 @@ function visible(ctx: Ctx) {
   return ctx.db.kysely
     .selectFrom('notes')
     .leftJoin('users', 'users.id', 'notes.author_id')
-    .select([
-      'notes.id', 'notes.body', 'notes.visibility', 'notes.object', 'notes.record_id', 'notes.author_id',
-      'users.name as author_name', 'notes.created_at', 'notes.updated_at',
-    ])
+    .select(['notes.id', 'notes.body', 'notes.visibility', 'notes.object', 'notes.record_id', 'notes.author_id', 'users.name as author_name', 'notes.created_at', 'notes.updated_at'])
     .where('notes.workspace_id', '=', ctx.actor.workspaceId)
     .where((eb) => eb.or([eb('notes.visibility', '=', 'workspace'), eb('notes.author_id', '=', ctx.actor.userId)]));
 }
 
-type Row = { id: string; body: string; visibility: 'private' | 'workspace'; object: string | null; record_id: string | null; author_id: string; author_name: string | null; created_at: string; updated_at: string };
+type Row = {
+  id: string;
+  body: string;
+  visibility: 'private' | 'workspace';
+  object: string | null;
+  record_id: string | null;
+  author_id: string;
+  author_name: string | null;
+  created_at: string;
+  updated_at: string;
+};
 const toNote = (r: Row): Note => ({
   id: r.id,
   body: r.body,
@@ -98,12 +105,19 @@ export async function listNotes(ctx: Ctx, q: NoteQuery = {}) {
     const pattern = `%${escapeLike(q.q)}%`;
     query = query.where((eb) => ctx.db.adapter.ilike(eb.ref('notes.body'), pattern));
   }
-  const count = await query.clearSelect().select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+  const count = await query
+    .clearSelect()
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .executeTakeFirstOrThrow();
   if (q.cursor) {
     const c = decodeTimeCursor(q.cursor);
     query = query.where((eb) => eb(eb.refTuple('notes.created_at', 'notes.id'), '<', eb.tuple(c.t, c.i)));
   }
-  const rows = (await query.orderBy('notes.created_at', 'desc').orderBy('notes.id', 'desc').limit(limit + 1).execute()) as Row[];
+  const rows = (await query
+    .orderBy('notes.created_at', 'desc')
+    .orderBy('notes.id', 'desc')
+    .limit(limit + 1)
+    .execute()) as Row[];
   let nextCursor: string | null = null;
   if (rows.length > limit) {
     rows.length = limit;
@@ -137,16 +151,14 @@ export async function createNote(ctx: Ctx, input: unknown): Promise<Note> {
       .values({ id, workspace_id: ctx.actor.workspaceId, author_id: ctx.actor.userId, body: n.body, visibility: n.visibility, object, record_id: n.record_id ?? null, created_at: at, updated_at: at })
       .execute();
     // A private note leaves no trace in the shared timeline.
-    if (object && n.record_id && n.visibility === 'workspace')
-      await recordActivity(trx, ctx, [{ object, recordId: n.record_id, action: 'note_added', payload: { note_id: id } }]);
+    if (object && n.record_id && n.visibility === 'workspace') await recordActivity(trx, ctx, [{ object, recordId: n.record_id, action: 'note_added', payload: { note_id: id } }]);
   });
   return fetchNote(ctx, id);
 }
 
 async function ownedNote(ctx: Ctx, id: string): Promise<Note> {
   const note = await fetchNote(ctx, id);
-  if (note.author.id !== ctx.actor.userId && ctx.actor.role !== 'admin')
-    throw new CrmError('PERMISSION_DENIED', 'Only the author of a note, or an admin, may change or delete it');
+  if (note.author.id !== ctx.actor.userId && ctx.actor.role !== 'admin') throw new CrmError('PERMISSION_DENIED', 'Only the author of a note, or an admin, may change or delete it');
   return note;
 }
 
@@ -154,7 +166,12 @@ export async function updateNote(ctx: Ctx, id: string, input: unknown): Promise<
   const patch = parseWith(notePatch, input, 'note update');
   const note = await ownedNote(ctx, id);
   await ctx.db.kysely.transaction().execute(async (trx) => {
-    await trx.updateTable('notes').set({ ...patch, updated_at: nowIso() }).where('id', '=', id).where('workspace_id', '=', ctx.actor.workspaceId).execute();
+    await trx
+      .updateTable('notes')
+      .set({ ...patch, updated_at: nowIso() })
+      .where('id', '=', id)
+      .where('workspace_id', '=', ctx.actor.workspaceId)
+      .execute();
     // A private note that becomes shared enters the timeline now, as added (it left no entry before).
     if (note.object && note.record_id && (patch.visibility ?? note.visibility) === 'workspace') {
       const action = note.visibility === 'private' ? 'note_added' : 'note_updated';

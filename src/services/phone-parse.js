@@ -26,7 +26,7 @@ const PHONE_RE = /^\+?[0-9 ().\-/]+(\s*(x|ext\.?)\s*[0-9]+)?$/i;
 export function parsePhone(v, region = defaultRegion) {
   try {
     const p = parsePhoneNumberFromString(v, /** @type {import('libphonenumber-js').CountryCode} */ (region));
-    if (p && p.isValid()) return { e164: p.number.replace(/\D/g, ''), nationalNumber: p.nationalNumber, nationalDigits: p.formatNational().replace(/\D/g, '') };
+    if (p?.isValid()) return { e164: p.number.replace(/\D/g, ''), nationalNumber: p.nationalNumber, nationalDigits: p.formatNational().replace(/\D/g, '') };
   } catch {
     // not a phone number: compared by its digits
   }

@@ -1,4 +1,4 @@
-import { parsePhone, type ParsedPhone } from './phone-parse.js';
+import { type ParsedPhone, parsePhone } from './phone-parse.js';
 
 /**
  * Phone numbers in any formatting, made comparable. International numbers (+33 1 42 68 53 00) are

@@ -1,14 +1,14 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { z } from 'zod';
-import type { Ctx } from './context.js';
-import { CrmError, validationError, duplicateOn } from './errors.js';
-import { encodeValue } from './field-types.js';
-import { requireAdmin } from './permissions.js';
-import { getRecord, updateRecord, type RecordData } from './records.js';
-import { bumpVersion, getSchema, insertPipeline, parseWith, resolveObject, type PipelineDef } from './schema.js';
 import { aggregateGroups, runRead } from './aggregate.js';
 import { heavy } from './budget.js';
 import { nowIso } from './clock.js';
+import type { Ctx } from './context.js';
+import { CrmError, duplicateOn, validationError } from './errors.js';
+import { encodeValue } from './field-types.js';
+import { requireAdmin } from './permissions.js';
+import { getRecord, type RecordData, updateRecord } from './records.js';
+import { bumpVersion, getSchema, insertPipeline, type PipelineDef, parseWith, resolveObject } from './schema.js';
 
 /**
  * Pipelines: an ordered set of steps over one SELECT field of an object (opportunities.status by
@@ -80,7 +80,7 @@ export async function createPipeline(ctx: Ctx, input: unknown) {
   const obj = await resolveObject(ctx, spec.object);
   if (obj.pipeline) throw new CrmError('DUPLICATE_RECORD', `${obj.name} already has a pipeline ('${obj.pipeline.name}'); an object has one pipeline`);
   const field = obj.byName.get(spec.field);
-  if (!field || field.type !== 'SELECT' || field.readOnly) {
+  if (field?.type !== 'SELECT' || field.readOnly) {
     const selects = obj.fields.filter((f) => f.type === 'SELECT').map((f) => f.name);
     throw validationError(`A pipeline runs over a SELECT field of ${obj.name}: ${selects.join(', ') || 'none (add one first)'}`);
   }
@@ -97,27 +97,30 @@ export async function createPipeline(ctx: Ctx, input: unknown) {
       encodeValue(f, value);
     }
   }
-  const id = await ctx.db.kysely.transaction().execute(async (trx) => {
-    const pid = await insertPipeline(trx, ctx.actor.workspaceId, {
-      object: obj.name,
-      name: spec.name,
-      field: field.name,
-      steps: spec.steps.map((s) => ({ ...s, name: s.name ?? field.options!.find((o) => o.value === s.key)!.label })),
-    });
-    const at = nowIso();
-    await trx
-      .insertInto('stage_history')
-      .columns(['workspace_id', 'pipeline_id', 'record_id', 'step_key', 'entered_at'])
-      .expression(
-        (trx as unknown as Kysely<any>)
-          .selectFrom(obj.table)
-          .select([sql.lit(ctx.actor.workspaceId).as('w'), sql.lit(pid).as('p'), 'id', field.column, sql.lit(at).as('t')])
-          .where(field.column, 'in', keys),
-      )
-      .execute();
-    await bumpVersion(trx, ctx.actor.workspaceId);
-    return pid;
-  }).catch(duplicateOn(ctx.db.adapter, 'pipelines', `${obj.name} already has a pipeline; an object has one pipeline`));
+  const id = await ctx.db.kysely
+    .transaction()
+    .execute(async (trx) => {
+      const pid = await insertPipeline(trx, ctx.actor.workspaceId, {
+        object: obj.name,
+        name: spec.name,
+        field: field.name,
+        steps: spec.steps.map((s) => ({ ...s, name: s.name ?? field.options!.find((o) => o.value === s.key)!.label })),
+      });
+      const at = nowIso();
+      await trx
+        .insertInto('stage_history')
+        .columns(['workspace_id', 'pipeline_id', 'record_id', 'step_key', 'entered_at'])
+        .expression(
+          (trx as unknown as Kysely<any>)
+            .selectFrom(obj.table)
+            .select([sql.lit(ctx.actor.workspaceId).as('w'), sql.lit(pid).as('p'), 'id', field.column, sql.lit(at).as('t')])
+            .where(field.column, 'in', keys),
+        )
+        .execute();
+      await bumpVersion(trx, ctx.actor.workspaceId);
+      return pid;
+    })
+    .catch(duplicateOn(ctx.db.adapter, 'pipelines', `${obj.name} already has a pipeline; an object has one pipeline`));
   return getPipeline(ctx, id);
 }
 
@@ -162,7 +165,12 @@ async function statsOf(ctx: Ctx, id: string) {
   const seconds = ctx.db.adapter.secondsBetween;
   const entered = await runRead<{ step_key: string; n: number }>(
     ctx,
-    db.selectFrom('stage_history').select(['step_key', sql<number>`COUNT(DISTINCT record_id)`.as('n')]).where('pipeline_id', '=', pl.id).groupBy('step_key').compile(),
+    db
+      .selectFrom('stage_history')
+      .select(['step_key', sql<number>`COUNT(DISTINCT record_id)`.as('n')])
+      .where('pipeline_id', '=', pl.id)
+      .groupBy('step_key')
+      .compile(),
   );
   const durations = await runRead<{ step_key: string; avg_s: number | null; n: number }>(
     ctx,
@@ -178,7 +186,10 @@ async function statsOf(ctx: Ctx, id: string) {
   for (let k = 0; k < pl.steps.length; k++) {
     const st = pl.steps[k]!;
     if (st.won || st.lost) continue;
-    const later = pl.steps.slice(k + 1).filter((x) => !x.lost).map((x) => x.key);
+    const later = pl.steps
+      .slice(k + 1)
+      .filter((x) => !x.lost)
+      .map((x) => x.key);
     if (!later.length) continue;
     const [row] = await runRead<{ n: number }>(
       ctx,

@@ -1,6 +1,6 @@
 import { CrmError } from './errors.js';
 import { decodeValue, type FieldDef } from './field-types.js';
-import { resolveField, type ObjectDef } from './schema.js';
+import { type ObjectDef, resolveField } from './schema.js';
 
 /** Records as the services hand them out, from a record table's rows: the ground shared by reading, writing and associations. */
 

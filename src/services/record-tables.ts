@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Tables } from '../db/tables.js';
-import type { ObjectDef } from './schema.js';
 import { nowIso } from './clock.js';
+import type { ObjectDef } from './schema.js';
 
 /**
  * The common queries on a record table (`obj.table`), in one place: does a record exist, which of
@@ -25,7 +25,11 @@ export async function recordExists(db: Db, obj: ObjectDef, id: string): Promise<
 export async function existingIds(db: Db, obj: ObjectDef, ids: string[]): Promise<Set<string>> {
   const found = new Set<string>();
   for (let i = 0; i < ids.length; i += CHUNK) {
-    const rows = (await any(db).selectFrom(obj.table).select('id').where('id', 'in', ids.slice(i, i + CHUNK)).execute()) as { id: string }[];
+    const rows = (await any(db)
+      .selectFrom(obj.table)
+      .select('id')
+      .where('id', 'in', ids.slice(i, i + CHUNK))
+      .execute()) as { id: string }[];
     for (const r of rows) found.add(r.id);
   }
   return found;
@@ -35,7 +39,11 @@ export async function existingIds(db: Db, obj: ObjectDef, ids: string[]): Promis
 export async function rowsByIds(db: Db, obj: ObjectDef, ids: string[]): Promise<Map<string, Record<string, unknown>>> {
   const out = new Map<string, Record<string, unknown>>();
   for (let i = 0; i < ids.length; i += CHUNK) {
-    const rows = (await any(db).selectFrom(obj.table).selectAll().where('id', 'in', ids.slice(i, i + CHUNK)).execute()) as Record<string, unknown>[];
+    const rows = (await any(db)
+      .selectFrom(obj.table)
+      .selectAll()
+      .where('id', 'in', ids.slice(i, i + CHUNK))
+      .execute()) as Record<string, unknown>[];
     for (const r of rows) out.set(r.id as string, r);
   }
   return out;
@@ -43,7 +51,11 @@ export async function rowsByIds(db: Db, obj: ObjectDef, ids: string[]): Promise<
 
 /** Set stored values (column -> value) on one record, stamping updated_at. */
 export async function updateRow(db: Db, obj: ObjectDef, id: string, values: Record<string, unknown>): Promise<void> {
-  await any(db).updateTable(obj.table).set({ ...values, updated_at: nowIso() }).where('id', '=', id).execute();
+  await any(db)
+    .updateTable(obj.table)
+    .set({ ...values, updated_at: nowIso() })
+    .where('id', '=', id)
+    .execute();
 }
 
 /** Delete these records' rows (the caller removes what derives from them). */
@@ -53,7 +65,11 @@ export async function deleteRows(db: Db, obj: ObjectDef, ids: string[]): Promise
 
 /** Point a relation column of `obj` that holds one of `fromIds` at `to` instead (null: empties it). */
 export async function repoint(db: Db, obj: ObjectDef, column: string, fromIds: string[], to: string | null): Promise<void> {
-  await any(db).updateTable(obj.table).set({ [column]: to }).where(column, 'in', fromIds).execute();
+  await any(db)
+    .updateTable(obj.table)
+    .set({ [column]: to })
+    .where(column, 'in', fromIds)
+    .execute();
 }
 
 /**
@@ -61,12 +77,7 @@ export async function repoint(db: Db, obj: ObjectDef, column: string, fromIds: s
  * or over the rows whose `where.column` holds one of `where.ids`, that never holds more than a
  * batch. Keyset on seq, so each batch costs what the first did.
  */
-export async function* rowBatches(
-  db: Db,
-  obj: ObjectDef,
-  columns: string[],
-  opts: { batch: number; where?: { column: string; ids: string[] } },
-): AsyncGenerator<Record<string, unknown>[]> {
+export async function* rowBatches(db: Db, obj: ObjectDef, columns: string[], opts: { batch: number; where?: { column: string; ids: string[] } }): AsyncGenerator<Record<string, unknown>[]> {
   const cols = [...new Set(['seq', ...columns])];
   let after = 0;
   for (;;) {
@@ -81,7 +92,14 @@ export async function* rowBatches(
 
 /** How many records `obj` holds. */
 export async function countRows(db: Db, obj: ObjectDef): Promise<number> {
-  return Number(((await any(db).selectFrom(obj.table).select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()) as { n: number | string }).n);
+  return Number(
+    (
+      (await any(db)
+        .selectFrom(obj.table)
+        .select((eb) => eb.fn.countAll().as('n'))
+        .executeTakeFirstOrThrow()) as { n: number | string }
+    ).n,
+  );
 }
 
 /** Whether `obj` holds any record (one index probe, not a count). */

@@ -1,15 +1,15 @@
-import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely';
+import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
 import type { Tables } from '../db/tables.js';
+import { runRead } from './aggregate.js';
+import { associationsOf } from './associations.js';
+import { budgetWhere, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
+import { withRelationNames } from './display-names.js';
 import { CrmError, validationError } from './errors.js';
 import type { FieldDef } from './field-types.js';
-import { compileFilter, relatedValueSql, resolveRelated, type FilterGroup } from './filters.js';
-import { getSchema, loadedSchema, resolveField, resolveObject, type ObjectDef } from './schema.js';
-import { withRelationNames } from './display-names.js';
-import { budgetWhere, heavy, tooExpensive } from './budget.js';
-import { runRead } from './aggregate.js';
-import { DEFAULT_LIMIT, MAX_LIMIT, toRecord, projection, notFound, type RecordData } from './record-rows.js';
-import { associationsOf } from './associations.js';
+import { compileFilter, type FilterGroup, relatedValueSql, resolveRelated } from './filters.js';
+import { DEFAULT_LIMIT, MAX_LIMIT, notFound, projection, type RecordData, toRecord } from './record-rows.js';
+import { getSchema, loadedSchema, type ObjectDef, resolveField, resolveObject } from './schema.js';
 
 /**
  * Reading records: lists (filters, sort, keyset cursors, the heavy lane) and one record with its
@@ -70,10 +70,9 @@ function decodeCursor(raw: string, sortField: string, dir: 'asc' | 'desc'): Curs
   } catch {
     throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
   }
-  if (!c || typeof c !== 'object' || typeof c.s !== 'number' || !['string', 'number'].includes(typeof c.v) && c.v !== null)
+  if (!c || typeof c !== 'object' || typeof c.s !== 'number' || (!['string', 'number'].includes(typeof c.v) && c.v !== null))
     throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
-  if (c.f !== sortField || c.d !== dir)
-    throw validationError(`This cursor belongs to a listing sorted by ${c.f} ${c.d}; keep sort_by and sort_dir the same while paging`);
+  if (c.f !== sortField || c.d !== dir) throw validationError(`This cursor belongs to a listing sorted by ${c.f} ${c.d}; keep sort_by and sort_dir the same while paging`);
   return c;
 }
 
@@ -224,24 +223,18 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };
 }
 
-async function countRecords(
-  ctx: Ctx,
-  obj: ObjectDef,
-  where: ((eb: EB) => Expression<SqlBool>) | undefined,
-  guard: ReturnType<typeof budgetWhere>,
-  run: <R>(q: any) => Promise<R[]>,
-): Promise<number> {
-  let q = dyn(ctx.db.kysely).selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+async function countRecords(ctx: Ctx, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined, guard: ReturnType<typeof budgetWhere>, run: <R>(q: any) => Promise<R[]>): Promise<number> {
+  let q = dyn(ctx.db.kysely)
+    .selectFrom(obj.table)
+    .select((eb: EB) => eb.fn.countAll().as('n'));
   if (guard) q = q.where(guard);
   if (where) q = q.where((eb: EB) => where(eb));
   const [row] = await run<{ n: number | bigint }>(q);
   return Number(row?.n ?? 0);
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Reading one record, enriched with its associations
-
 
 export async function getRecord(ctx: Ctx, objectName: string, id: string, opts: { enrich?: boolean; fields?: string[]; relationNames?: boolean } = {}) {
   const obj = await resolveObject(ctx, objectName);

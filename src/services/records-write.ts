@@ -1,20 +1,20 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Kysely } from 'kysely';
-import { newId } from './ids.js';
-import type { Tables } from '../db/tables.js';
-import type { Ctx } from './context.js';
-import { CrmError, validationError, type ErrorCode } from './errors.js';
-import { decodeValue, encodeValue } from './field-types.js';
-import { getSchema, loadedSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
-import { recordActivity, type ActivityEntry } from './activity.js';
-import { checkpoint } from './work.js';
-import { nowIso } from './clock.js';
 import { bulkInsert } from '../db/bulk-insert.js';
-import { removeKeys, writeKeys, type MatchKey } from './dedupe-keys.js';
+import type { Tables } from '../db/tables.js';
+import { type ActivityEntry, recordActivity } from './activity.js';
+import { nowIso } from './clock.js';
+import type { Ctx } from './context.js';
+import { type MatchKey, removeKeys, writeKeys } from './dedupe-keys.js';
 import { displayNameOfRow } from './display-names.js';
-import { indexReferrers, indexRows, unindexRecords } from './search.js';
-import { MAX_BATCH, toRecord, notFound, type RecordData } from './record-rows.js';
+import { CrmError, type ErrorCode, validationError } from './errors.js';
+import { decodeValue, encodeValue } from './field-types.js';
+import { newId } from './ids.js';
+import { MAX_BATCH, notFound, type RecordData, toRecord } from './record-rows.js';
 import { deleteRows, existingIds, repoint, rowsByIds, updateRow } from './record-tables.js';
+import { getSchema, loadedSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
+import { indexReferrers, indexRows, unindexRecords } from './search.js';
+import { checkpoint } from './work.js';
 
 /**
  * Writing records: create, update, upsert and delete, with their derived rows (match keys, search
@@ -38,8 +38,7 @@ export interface Prepared {
 }
 
 function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update'): Prepared {
-  if (typeof input !== 'object' || input === null || Array.isArray(input))
-    throw validationError(`A ${obj.name} record must be a JSON object of field names to values`);
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw validationError(`A ${obj.name} record must be a JSON object of field names to values`);
   const touched = new Map<string, string | number | null>();
   for (const [name, value] of Object.entries(input as Record<string, unknown>)) {
     if (name === 'id' && mode === 'update') continue;
@@ -131,10 +130,8 @@ async function moveHistory(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, id: st
   const pl = obj.pipeline;
   if (!pl || from === to) return;
   const at = nowIso();
-  if (from !== null)
-    await trx.updateTable('stage_history').set({ left_at: at }).where('pipeline_id', '=', pl.id).where('record_id', '=', id).where('left_at', 'is', null).execute();
-  if (to !== null)
-    await trx.insertInto('stage_history').values({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: id, step_key: to, entered_at: at, left_at: null }).execute();
+  if (from !== null) await trx.updateTable('stage_history').set({ left_at: at }).where('pipeline_id', '=', pl.id).where('record_id', '=', id).where('left_at', 'is', null).execute();
+  if (to !== null) await trx.insertInto('stage_history').values({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: id, step_key: to, entered_at: at, left_at: null }).execute();
 }
 
 function pipelineMove(obj: ObjectDef, id: string, from: unknown, to: unknown): ActivityEntry[] {
@@ -147,7 +144,11 @@ function pipelineMove(obj: ObjectDef, id: string, from: unknown, to: unknown): A
 async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rows: Row[]): Promise<void> {
   // The schema comes from the cache loaded before the transaction began: querying outside
   // the transaction here would wait on the transaction's own connection.
-  const schema = schemaCache.get(ctx) ?? (() => { throw new Error('schema not preloaded'); })();
+  const schema =
+    schemaCache.get(ctx) ??
+    (() => {
+      throw new Error('schema not preloaded');
+    })();
   for (const f of obj.fields) {
     if (f.type !== 'RELATION' || f.readOnly) continue;
     const ids = [...new Set(rows.map((r) => r[f.column]).filter((v): v is string => typeof v === 'string'))];
@@ -162,8 +163,7 @@ async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row
       found = await existingIds(trx, target, ids);
     }
     const missing = ids.find((x) => !found.has(x));
-    if (missing !== undefined)
-      throw validationError(`Field '${f.name}' must reference an existing ${f.target} record; no ${f.target} record has id '${missing}'`, { field: f.name });
+    if (missing !== undefined) throw validationError(`Field '${f.name}' must reference an existing ${f.target} record; no ${f.target} record has id '${missing}'`, { field: f.name });
   }
 }
 
@@ -182,13 +182,15 @@ async function insertRow(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row: Row
   const now = nowIso();
   const id = newId();
   try {
-    await dyn(trx).insertInto(obj.table).values({ ...row, id, created_at: now, updated_at: now, created_by: ctx.actor.userId }).execute();
+    await dyn(trx)
+      .insertInto(obj.table)
+      .values({ ...row, id, created_at: now, updated_at: now, created_by: ctx.actor.userId })
+      .execute();
   } catch (e) {
     throw duplicateError(ctx, obj, e, row) ?? e;
   }
   return id;
 }
-
 
 export interface RowError {
   index: number;
@@ -304,7 +306,12 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
  */
 async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, prepared: Prepared[]): Promise<string[]> {
   try {
-    await checkRelations(ctx, trx, obj, prepared.map((p) => p.row));
+    await checkRelations(
+      ctx,
+      trx,
+      obj,
+      prepared.map((p) => p.row),
+    );
   } catch (e) {
     if (!(e instanceof CrmError) || prepared.length === 1) throw e;
     await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
@@ -317,7 +324,14 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
     try {
-      await ctx.db.adapter.attempt(trx, () => bulkInsert(dyn(trx), obj.table, keys, part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null))));
+      await ctx.db.adapter.attempt(trx, () =>
+        bulkInsert(
+          dyn(trx),
+          obj.table,
+          keys,
+          part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null)),
+        ),
+      );
     } catch (e) {
       if (!ctx.db.adapter.isUniqueViolation(e)) throw e;
       // Find the row: insert one by one (the failed statement wrote nothing).
@@ -330,7 +344,11 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
       }).catch((err: unknown) => {
         if (err instanceof CrmError && typeof err.details?.index === 'number') {
           const idx = i + (err.details.index as number);
-          throw new CrmError(err.code, `Row ${idx}: ${(err.details.errors as RowError[])[0]!.message}. Nothing was written.`, { ...err.details, index: idx, errors: [{ index: idx, code: err.code, message: (err.details.errors as RowError[])[0]!.message }] });
+          throw new CrmError(err.code, `Row ${idx}: ${(err.details.errors as RowError[])[0]!.message}. Nothing was written.`, {
+            ...err.details,
+            index: idx,
+            errors: [{ index: idx, code: err.code, message: (err.details.errors as RowError[])[0]!.message }],
+          });
         }
         throw err;
       });
@@ -340,8 +358,14 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   if (obj.pipeline) {
     const col = obj.byName.get(obj.pipeline.field)!.column;
     const pl = obj.pipeline;
-    const hist = full.filter((r) => r[col] !== null && r[col] !== undefined).map((r) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: r.id, step_key: r[col] as string, entered_at: now, left_at: null }));
-    for (let i = 0; i < hist.length; i += 1000) await trx.insertInto('stage_history').values(hist.slice(i, i + 1000)).execute();
+    const hist = full
+      .filter((r) => r[col] !== null && r[col] !== undefined)
+      .map((r) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: r.id, step_key: r[col] as string, entered_at: now, left_at: null }));
+    for (let i = 0; i < hist.length; i += 1000)
+      await trx
+        .insertInto('stage_history')
+        .values(hist.slice(i, i + 1000))
+        .execute();
   }
   await writeDerived(trx, ctx, obj, full, true, prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined);
   await recordActivity(trx, ctx, [
@@ -468,7 +492,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
   const obj = await resolveObject(ctx, objectName);
   checkBatch(inputs);
   const keyField = obj.byName.get(key);
-  if (!keyField || !keyField.unique) {
+  if (!keyField?.unique) {
     const uniques = obj.fields.filter((f) => f.unique).map((f) => f.name);
     throw validationError(`Upsert key '${key}' must be 'id' or a unique field of ${obj.name}: ${uniques.join(', ')}`, { validKeys: uniques });
   }
@@ -485,10 +509,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
     const activity: ActivityEntry[] = [];
     await eachRow(inputs, async (input, i) => {
       const k = keys[i];
-      const existing =
-        k === null
-          ? undefined
-          : ((await dyn(trx).selectFrom(obj.table).selectAll().where(keyField.column, '=', k).executeTakeFirst()) as Record<string, unknown> | undefined);
+      const existing = k === null ? undefined : ((await dyn(trx).selectFrom(obj.table).selectAll().where(keyField.column, '=', k).executeTakeFirst()) as Record<string, unknown> | undefined);
       if (!existing) {
         if (key === 'id' && k !== null) throw notFound(obj, String(k));
         const p = prepareWrite(obj, input, 'create');
@@ -528,7 +549,14 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
     });
     await recordActivity(trx, ctx, activity);
   });
-  return { data: await readBack(ctx, obj, results.map((r) => r.id)), results };
+  return {
+    data: await readBack(
+      ctx,
+      obj,
+      results.map((r) => r.id),
+    ),
+    results,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -543,8 +571,7 @@ export async function deleteRecord(ctx: Ctx, objectName: string, id: string): Pr
 /** Deletes what exists, reports what did not; one transaction. Links to the deleted records are cleared. */
 export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[]): Promise<{ deleted: string[]; not_found: string[] }> {
   const obj = await resolveObject(ctx, objectName);
-  if (!Array.isArray(ids) || ids.length === 0 || ids.some((x) => typeof x !== 'string'))
-    throw validationError("Send the ids to delete: {\"ids\": [\"...\"]}");
+  if (!Array.isArray(ids) || ids.length === 0 || ids.some((x) => typeof x !== 'string')) throw validationError('Send the ids to delete: {"ids": ["..."]}');
   if (ids.length > MAX_BATCH) throw validationError(`Delete at most ${MAX_BATCH} records per request; got ${ids.length}`, { limit: MAX_BATCH });
   const unique = [...new Set(ids)];
   const schema = await getSchema(ctx);
@@ -560,19 +587,11 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
       // without them, while the relation fields still find them.
       await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, present);
       // Relation fields elsewhere that pointed at these records become empty.
-      for (const other of schema.objects.values())
-        for (const f of other.fields)
-          if (f.type === 'RELATION' && f.target === obj.name)
-            await repoint(trx, other, f.column, present, null);
+      for (const other of schema.objects.values()) for (const f of other.fields) if (f.type === 'RELATION' && f.target === obj.name) await repoint(trx, other, f.column, present, null);
       await trx
         .deleteFrom('associations')
         .where('workspace_id', '=', ctx.actor.workspaceId)
-        .where((eb) =>
-          eb.or([
-            eb.and([eb('a_object', '=', obj.name), eb('a_id', 'in', present)]),
-            eb.and([eb('b_object', '=', obj.name), eb('b_id', 'in', present)]),
-          ]),
-        )
+        .where((eb) => eb.or([eb.and([eb('a_object', '=', obj.name), eb('a_id', 'in', present)]), eb.and([eb('b_object', '=', obj.name), eb('b_id', 'in', present)])]))
         .execute();
       await recordActivity(trx, ctx, [
         ...present.map((id) => ({ object: obj.name, recordId: id, action: 'deleted', payload: { name: displayNameOfRow(obj, rows.get(id)!) } })),

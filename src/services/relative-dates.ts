@@ -5,12 +5,23 @@ import { offsetMinutes } from './time-buckets.js';
  * [start, end) in a workspace's time zone. Weeks start on Monday (ISO).
  */
 export const RELATIVE_DATE_WORDS = [
-  'today', 'yesterday', 'tomorrow',
-  'this_week', 'last_week', 'next_week',
-  'this_month', 'last_month', 'next_month',
-  'this_quarter', 'last_quarter', 'next_quarter',
-  'this_year', 'last_year', 'next_year',
-  'last_N_days', 'next_N_days',
+  'today',
+  'yesterday',
+  'tomorrow',
+  'this_week',
+  'last_week',
+  'next_week',
+  'this_month',
+  'last_month',
+  'next_month',
+  'this_quarter',
+  'last_quarter',
+  'next_quarter',
+  'this_year',
+  'last_year',
+  'next_year',
+  'last_N_days',
+  'next_N_days',
 ] as const;
 
 /** At most ~100 years either way: beyond that a bare date says it better. */
@@ -26,7 +37,10 @@ export interface LocalRange {
 
 /** 'Last 7 days', 'last-7-days' and 'LAST_7_DAYS' all read as 'last_7_days'. */
 function normalize(word: string): string {
-  return word.trim().toLowerCase().replace(/[\s-]+/g, '_');
+  return word
+    .trim()
+    .toLowerCase()
+    .replace(/[\s-]+/g, '_');
 }
 
 /** True when the text names a relative period, whatever its N; invalid N (0, huge) still counts, so the caller can explain. */

@@ -1,18 +1,18 @@
+import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
-import type { Tables } from '../db/tables.js';
-import type { DialectAdapter } from '../db/dialect.js';
 import type { Db } from '../db/database.js';
-import { closest } from './suggest.js';
+import type { DialectAdapter } from '../db/dialect.js';
+import type { Tables } from '../db/tables.js';
+import { recordActivity } from './activity.js';
+import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
 import { CrmError, duplicateOn, validationError } from './errors.js';
-import { encodeValue, decodeValue, FIELD_TYPES, storageOf, type FieldDef, type FieldType, type SelectOption } from './field-types.js';
-import { randomUUID } from 'node:crypto';
-import { DEFAULT_PIPELINES, RESERVED_FIELD_NAMES, RESERVED_OBJECT_NAMES, SYSTEM_OBJECTS, type FieldSpec, type ObjectSpec, type PipelineSpec } from './system-objects.js';
+import { decodeValue, encodeValue, FIELD_TYPES, type FieldDef, type FieldType, type SelectOption, storageOf } from './field-types.js';
 import { requireAdmin } from './permissions.js';
-import { nowIso } from './clock.js';
-import { recordActivity } from './activity.js';
 import { hasRows } from './record-tables.js';
+import { closest } from './suggest.js';
+import { DEFAULT_PIPELINES, type FieldSpec, type ObjectSpec, type PipelineSpec, RESERVED_FIELD_NAMES, RESERVED_OBJECT_NAMES, SYSTEM_OBJECTS } from './system-objects.js';
 
 export interface ObjectDef {
   id: number;
@@ -66,7 +66,20 @@ const BUILT_IN: FieldDef[] = [
   { id: 0, name: 'id', label: 'ID', type: 'TEXT', column: 'id', required: false, unique: true, system: true, readOnly: true, indexed: true, position: -4 },
   { id: 0, name: 'created_at', label: 'Created at', type: 'DATETIME', column: 'created_at', required: false, unique: false, system: true, readOnly: true, indexed: true, position: -3 },
   { id: 0, name: 'updated_at', label: 'Updated at', type: 'DATETIME', column: 'updated_at', required: false, unique: false, system: true, readOnly: true, indexed: false, position: -2 },
-  { id: 0, name: 'created_by', label: 'Created by', type: 'RELATION', target: 'users', column: 'created_by', required: false, unique: false, system: true, readOnly: true, indexed: false, position: -1 },
+  {
+    id: 0,
+    name: 'created_by',
+    label: 'Created by',
+    type: 'RELATION',
+    target: 'users',
+    column: 'created_by',
+    required: false,
+    unique: false,
+    system: true,
+    readOnly: true,
+    indexed: false,
+    position: -1,
+  },
 ];
 
 function labelFor(name: string): string {
@@ -201,7 +214,11 @@ export async function createSystemSchema(db: Kysely<Tables>, adapter: DialectAda
     const table = tableName(workspaceId, spec.name);
     await createRecordTable(db, adapter, table, spec.fields);
     for (const cols of spec.indexes ?? [])
-      await (db as Kysely<any>).schema.createIndex(`${table}__${cols.join('_')}`).on(table).columns(cols).execute();
+      await (db as Kysely<any>).schema
+        .createIndex(`${table}__${cols.join('_')}`)
+        .on(table)
+        .columns(cols)
+        .execute();
   }
 }
 
@@ -215,7 +232,16 @@ async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: numb
   const fields = await db.selectFrom('fields').selectAll().where('workspace_id', '=', workspaceId).orderBy('position').execute();
   const pipelines = await db.selectFrom('pipelines').selectAll().where('workspace_id', '=', workspaceId).execute();
   const steps = pipelines.length
-    ? await db.selectFrom('pipeline_steps').selectAll().where('pipeline_id', 'in', pipelines.map((p) => p.id)).orderBy('position').execute()
+    ? await db
+        .selectFrom('pipeline_steps')
+        .selectAll()
+        .where(
+          'pipeline_id',
+          'in',
+          pipelines.map((p) => p.id),
+        )
+        .orderBy('position')
+        .execute()
     : [];
   const pipelineOf = new Map<string, PipelineDef>(
     pipelines.map((p) => [
@@ -292,11 +318,7 @@ export async function getSchema(ctx: Ctx): Promise<WorkspaceSchema> {
   const token = mine && mine.until > Date.now() ? null : (ctx.db.schemaToken?.(ctx.actor.workspaceId) ?? null);
   const known = token !== null ? caches.get(ctx.db)?.get(ctx.actor.workspaceId) : undefined;
   if (known && known.token === token) return known;
-  const ws = await ctx.db.kysely
-    .selectFrom('workspaces')
-    .select(['schema_version', 'time_zone'])
-    .where('id', '=', ctx.actor.workspaceId)
-    .executeTakeFirst();
+  const ws = await ctx.db.kysely.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', ctx.actor.workspaceId).executeTakeFirst();
   if (!ws) throw new CrmError('UNAUTHORIZED', 'Workspace no longer exists');
   if (mine && ws.schema_version >= mine.version) bumped.delete(ctx.actor.workspaceId);
   let perDb = caches.get(ctx.db);
@@ -392,10 +414,7 @@ export async function getObjectSchema(ctx: Ctx, name: string) {
 // ---------------------------------------------------------------------------------------------
 // Custom objects and fields (admins only)
 
-const optionSchema = z.union([
-  z.string().min(1).max(100),
-  z.object({ value: z.string().min(1).max(100), label: z.string().min(1).max(200) }).strict(),
-]);
+const optionSchema = z.union([z.string().min(1).max(100), z.object({ value: z.string().min(1).max(100), label: z.string().min(1).max(200) }).strict()]);
 
 export const fieldSpecSchema = z
   .object({
@@ -436,24 +455,30 @@ export function parseWith<T>(schema: z.ZodType<T>, input: unknown, what: string)
 
 function checkFieldSpec(schema: WorkspaceSchema, f: FieldSpec, selfObject?: string) {
   if (RESERVED_FIELD_NAMES.has(f.name)) throw validationError(`Field name '${f.name}' is reserved`);
-  if ((f.type === 'SELECT' || f.type === 'MULTI_SELECT') && !f.options?.length)
-    throw validationError(`Field '${f.name}' of type ${f.type} needs 'options'`);
-  if (f.type !== 'SELECT' && f.type !== 'MULTI_SELECT' && f.options)
-    throw validationError(`Field '${f.name}': 'options' only apply to SELECT and MULTI_SELECT`);
+  if ((f.type === 'SELECT' || f.type === 'MULTI_SELECT') && !f.options?.length) throw validationError(`Field '${f.name}' of type ${f.type} needs 'options'`);
+  if (f.type !== 'SELECT' && f.type !== 'MULTI_SELECT' && f.options) throw validationError(`Field '${f.name}': 'options' only apply to SELECT and MULTI_SELECT`);
   if (f.options) {
     const values = normOptions(f.options)!.map((o) => o.value);
     if (new Set(values).size !== values.length) throw validationError(`Field '${f.name}' has duplicate options`);
   }
   if (f.type === 'RELATION') {
     const valid = ['users', ...schema.objects.keys(), ...(selfObject ? [selfObject] : [])];
-    if (!f.target || !valid.includes(f.target))
-      throw validationError(`Field '${f.name}' of type RELATION needs 'target', one of: ${valid.join(', ')}`);
+    if (!f.target || !valid.includes(f.target)) throw validationError(`Field '${f.name}' of type RELATION needs 'target', one of: ${valid.join(', ')}`);
   } else if (f.target) throw validationError(`Field '${f.name}': 'target' only applies to RELATION`);
   if (f.unique && ['BOOLEAN', 'MULTI_SELECT'].includes(f.type)) throw validationError(`Field '${f.name}': ${f.type} cannot be unique`);
   if (f.default !== undefined && f.default !== null) {
     const probe: FieldDef = {
-      id: 0, name: f.name, label: f.name, type: f.type, column: f.name, required: false, unique: false, system: false,
-      readOnly: false, indexed: false, position: 0,
+      id: 0,
+      name: f.name,
+      label: f.name,
+      type: f.type,
+      column: f.name,
+      required: false,
+      unique: false,
+      system: false,
+      readOnly: false,
+      indexed: false,
+      position: 0,
       ...(f.options ? { options: normOptions(f.options)! } : {}),
       ...(f.scale !== undefined ? { scale: f.scale } : {}),
       ...(f.min !== undefined ? { min: f.min } : {}),
@@ -465,7 +490,12 @@ function checkFieldSpec(schema: WorkspaceSchema, f: FieldSpec, selfObject?: stri
 }
 
 export async function bumpVersion(db: Kysely<Tables>, workspaceId: number) {
-  const r = await db.updateTable('workspaces').set((eb) => ({ schema_version: eb('schema_version', '+', 1) })).where('id', '=', workspaceId).returning('schema_version').executeTakeFirst();
+  const r = await db
+    .updateTable('workspaces')
+    .set((eb) => ({ schema_version: eb('schema_version', '+', 1) }))
+    .where('id', '=', workspaceId)
+    .returning('schema_version')
+    .executeTakeFirst();
   // This process's own change: read from the database until it has committed (see getSchema).
   if (r) bumped.set(workspaceId, { version: r.schema_version, until: Date.now() + 10_000 });
 }
@@ -496,13 +526,16 @@ export async function createObject(ctx: Ctx, input: unknown) {
     fields: spec.fields.map((f) => ({ ...f, indexed: f.indexed ?? (f.type === 'RELATION' || f.type === 'SELECT') })),
     ...(spec.description ? { description: spec.description } : {}),
   };
-  await ctx.db.kysely.transaction().execute(async (trx) => {
-    await insertObjectMeta(trx, ctx.actor.workspaceId, objSpec, false);
-    await createRecordTable(trx, ctx.db.adapter, tableName(ctx.actor.workspaceId, spec.name), objSpec.fields);
-    await bumpVersion(trx, ctx.actor.workspaceId);
-    // Schema changes are in the feed too (no record: record_id ''), so agents following it learn of new objects.
-    await recordActivity(trx, ctx, [{ object: spec.name, recordId: '', action: 'object_created', payload: { fields: names } }]);
-  }).catch(duplicateOn(ctx.db.adapter, 'objects', `Object '${spec.name}' already exists`));
+  await ctx.db.kysely
+    .transaction()
+    .execute(async (trx) => {
+      await insertObjectMeta(trx, ctx.actor.workspaceId, objSpec, false);
+      await createRecordTable(trx, ctx.db.adapter, tableName(ctx.actor.workspaceId, spec.name), objSpec.fields);
+      await bumpVersion(trx, ctx.actor.workspaceId);
+      // Schema changes are in the feed too (no record: record_id ''), so agents following it learn of new objects.
+      await recordActivity(trx, ctx, [{ object: spec.name, recordId: '', action: 'object_created', payload: { fields: names } }]);
+    })
+    .catch(duplicateOn(ctx.db.adapter, 'objects', `Object '${spec.name}' already exists`));
   return getObjectSchema(ctx, spec.name);
 }
 
@@ -521,37 +554,52 @@ export async function createField(ctx: Ctx, objectName: string, input: unknown, 
   if (obj.byName.has(spec.name)) throw new CrmError('DUPLICATE_RECORD', `Field '${spec.name}' already exists on ${obj.name}`);
   const maxFields = limits.maxFields ?? MAX_FIELDS_PER_OBJECT;
   const own = obj.fields.length - BUILT_IN.length;
-  if (own >= maxFields)
-    throw validationError(`${obj.name} has ${own} fields; the limit is ${maxFields} fields per object (built-in fields not counted)`, { limit: maxFields });
+  if (own >= maxFields) throw validationError(`${obj.name} has ${own} fields; the limit is ${maxFields} fields per object (built-in fields not counted)`, { limit: maxFields });
   checkFieldSpec(schema, spec);
   if (spec.required && spec.default === undefined) {
     if (await hasRows(ctx.db.kysely, obj)) throw validationError(`A required field needs a 'default' when ${obj.name} already has records`);
   }
   const fieldSpec: FieldSpec = { ...spec, indexed: spec.indexed ?? (spec.type === 'RELATION' || spec.type === 'SELECT') };
-  await ctx.db.kysely.transaction().execute(async (trx) => {
-    const pos = await trx
-      .selectFrom('fields')
-      .select((eb) => eb.fn.max('position').as('p'))
-      .where('object_id', '=', obj.id)
-      .executeTakeFirst();
-    await insertFieldMeta(trx, ctx.actor.workspaceId, obj.id, fieldSpec, false, Number(pos?.p ?? -1) + 1);
-    const k = trx as unknown as Kysely<any>;
-    await k.schema.alterTable(obj.table).addColumn(spec.name, ctx.db.adapter.columnType(storageOf(spec.type))).execute();
-    if (spec.default !== undefined && spec.default !== null) {
-      const probe = { ...BUILT_IN[0]!, name: spec.name, type: spec.type, readOnly: false, ...(spec.options ? { options: normOptions(spec.options)! } : {}), ...(spec.scale !== undefined ? { scale: spec.scale } : {}) } as FieldDef;
-      await k.updateTable(obj.table).set({ [spec.name]: encodeValue(probe, spec.default) }).execute();
-    }
-    if (fieldSpec.unique) {
-      try {
-        await createFieldIndex(k, obj.table, fieldSpec);
-      } catch (e) {
-        if (/UNIQUE/i.test(String(e))) throw validationError(`Existing ${obj.name} records have duplicate values for '${spec.name}'`);
-        throw e;
+  await ctx.db.kysely
+    .transaction()
+    .execute(async (trx) => {
+      const pos = await trx
+        .selectFrom('fields')
+        .select((eb) => eb.fn.max('position').as('p'))
+        .where('object_id', '=', obj.id)
+        .executeTakeFirst();
+      await insertFieldMeta(trx, ctx.actor.workspaceId, obj.id, fieldSpec, false, Number(pos?.p ?? -1) + 1);
+      const k = trx as unknown as Kysely<any>;
+      await k.schema
+        .alterTable(obj.table)
+        .addColumn(spec.name, ctx.db.adapter.columnType(storageOf(spec.type)))
+        .execute();
+      if (spec.default !== undefined && spec.default !== null) {
+        const probe = {
+          ...BUILT_IN[0]!,
+          name: spec.name,
+          type: spec.type,
+          readOnly: false,
+          ...(spec.options ? { options: normOptions(spec.options)! } : {}),
+          ...(spec.scale !== undefined ? { scale: spec.scale } : {}),
+        } as FieldDef;
+        await k
+          .updateTable(obj.table)
+          .set({ [spec.name]: encodeValue(probe, spec.default) })
+          .execute();
       }
-    } else await createFieldIndex(k, obj.table, fieldSpec);
-    await bumpVersion(trx, ctx.actor.workspaceId);
-    await recordActivity(trx, ctx, [{ object: obj.name, recordId: '', action: 'field_created', payload: { field: spec.name, type: spec.type } }]);
-  }).catch(duplicateOn(ctx.db.adapter, 'fields', `Field '${spec.name}' already exists on ${obj.name}`));
+      if (fieldSpec.unique) {
+        try {
+          await createFieldIndex(k, obj.table, fieldSpec);
+        } catch (e) {
+          if (/UNIQUE/i.test(String(e))) throw validationError(`Existing ${obj.name} records have duplicate values for '${spec.name}'`);
+          throw e;
+        }
+      } else await createFieldIndex(k, obj.table, fieldSpec);
+      await bumpVersion(trx, ctx.actor.workspaceId);
+      await recordActivity(trx, ctx, [{ object: obj.name, recordId: '', action: 'field_created', payload: { field: spec.name, type: spec.type } }]);
+    })
+    .catch(duplicateOn(ctx.db.adapter, 'fields', `Field '${spec.name}' already exists on ${obj.name}`));
   const fresh = await resolveObject(ctx, objectName);
   return describeField(resolveField(fresh, spec.name));
 }

@@ -2,13 +2,13 @@ import type { Kysely } from 'kysely';
 import type { Db } from '../db/database.js';
 import type { SearchDoc, SearchHit, SearchQuery, SearchTerm } from '../db/search.js';
 import type { Ctx } from './context.js';
+import { displayColumns, displayNameOfRow, relationTargetNames, withRelationNames } from './display-names.js';
 import { validationError } from './errors.js';
 import { decodeValue, type FieldDef } from './field-types.js';
-import { getSchema, resolveObject, type ObjectDef, type WorkspaceSchema } from './schema.js';
 import { phoneSearchForms } from './phone.js';
-import { forgetWords, noteIndexed, wordsStartingWith } from './search-vocabulary.js';
-import { displayColumns, displayNameOfRow, relationTargetNames, withRelationNames } from './display-names.js';
 import { rowBatches } from './record-tables.js';
+import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
+import { forgetWords, noteIndexed, wordsStartingWith } from './search-vocabulary.js';
 
 /**
  * Full-text search across objects: one ranked list of hits, each with its object, id, display
@@ -22,7 +22,10 @@ export const MAX_SEARCH_LIMIT = 100;
 
 /** Lower-case, diacritics removed: the same folding as the index tokenizer. */
 export function fold(s: string): string {
-  return s.normalize('NFKD').replace(/\p{M}+/gu, '').toLowerCase();
+  return s
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
+    .toLowerCase();
 }
 
 /** Domains repeat (everyone at one company, every gmail.com address): each parsed once (a URL costs microseconds). */
@@ -255,7 +258,7 @@ export interface SearchOptions {
 
 export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: SearchHitOut[]; query: { q: string; objects: string[]; fuzzy: boolean } }> {
   const q = (opts.q ?? '').trim();
-  if (!q) throw validationError("Give a search text: ?q=alice");
+  if (!q) throw validationError('Give a search text: ?q=alice');
   if (q.length > 200) throw validationError('The search text is at most 200 characters');
   const limit = opts.limit ?? 20;
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_SEARCH_LIMIT) throw validationError(`limit must be an integer from 1 to ${MAX_SEARCH_LIMIT}`);
@@ -265,19 +268,34 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
   const k = ctx.db.kysely as unknown as Kysely<any>;
   const byId = new Map([...schema.objects.values()].map((o) => [o.id, o]));
 
-  const tokens = fold(q).split(/[^\p{L}\p{N}]+/u).filter(Boolean).slice(0, 10);
+  const tokens = fold(q)
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter(Boolean)
+    .slice(0, 10);
   const digits = q.replace(/\D/g, '');
   const phoneLike = /^[+\d\s().\-/]+$/.test(q) && digits.length >= 5;
   const prefix = (term: string): SearchTerm[] => [{ term, prefix: true }];
   let exact: SearchQuery;
   // Digits with separators are a phone number (matched by its digits, in the identifiers); a bare
   // number may also be written in the text (an order number, a postcode, a code in a name).
-  if (phoneLike)
-    exact = { any: [{ in: 'exact', all: [prefix(digits)] }, ...(tokens.length === 1 ? [{ in: 'text' as const, all: [prefix(tokens[0]!)] }] : [])] };
+  if (phoneLike) exact = { any: [{ in: 'exact', all: [prefix(digits)] }, ...(tokens.length === 1 ? [{ in: 'text' as const, all: [prefix(tokens[0]!)] }] : [])] };
   else if (q.includes('@') || (tokens.length > 1 && /^[\p{L}\p{N}.-]+\.[a-z]{2,}$/iu.test(q)))
     // An email or a domain: indexed whole, as one identifier (the phrase of its parts would read the
     // doclists of words every address shares, like "com").
-    exact = { any: [{ in: 'exact', all: [prefix(fold(q).replace(/^www\./, '').replace(/[^\p{L}\p{N}]/gu, ''))] }] };
+    exact = {
+      any: [
+        {
+          in: 'exact',
+          all: [
+            prefix(
+              fold(q)
+                .replace(/^www\./, '')
+                .replace(/[^\p{L}\p{N}]/gu, ''),
+            ),
+          ],
+        },
+      ],
+    };
   else if (!tokens.length) return { data: [], query: { q, objects: objects.map((o) => o.name), fuzzy: false } };
   else exact = { any: [{ in: 'text', all: tokens.map(prefix) }] };
 
@@ -306,7 +324,14 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
       if (near.length) fuzzy = true;
     }
     if (fuzzy) {
-      const more = await ctx.db.search.query(k, ctx.actor.workspaceId, objectIds, { any: [{ in: 'text', all: expanded }] }, limit - found.length, found.map((h) => h.record_id));
+      const more = await ctx.db.search.query(
+        k,
+        ctx.actor.workspaceId,
+        objectIds,
+        { any: [{ in: 'text', all: expanded }] },
+        limit - found.length,
+        found.map((h) => h.record_id),
+      );
       found.push(...more.map((h) => ({ ...h, match: 'fuzzy' as const })));
     }
     fuzzy = found.some((h) => h.match === 'fuzzy');
@@ -320,7 +345,11 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
     const o = byId.get(oid);
     if (!o) continue;
     const extra = opts.hitFields ? o.fields.filter((f) => HIT_FIELDS.includes(f.name) && !o.displayFields.includes(f.name)) : [];
-    const rows = (await k.selectFrom(o.table).select([...new Set([...displayColumns(o), ...extra.map((f) => f.column)])]).where('id', 'in', ids).execute()) as Record<string, unknown>[];
+    const rows = (await k
+      .selectFrom(o.table)
+      .select([...new Set([...displayColumns(o), ...extra.map((f) => f.column)])])
+      .where('id', 'in', ids)
+      .execute()) as Record<string, unknown>[];
     const recs = rows.map((r) => {
       const rec: Record<string, unknown> = {};
       for (const f of extra) if (r[f.column] !== null && r[f.column] !== undefined && r[f.column] !== '') rec[f.name] = decodeValue(f, r[f.column]);

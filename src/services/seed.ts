@@ -1,18 +1,18 @@
-import { Faker, en } from '@faker-js/faker';
-import { sql, type Kysely } from 'kysely';
-import type { Tables } from '../db/tables.js';
-import { newId } from './ids.js';
+import { en, Faker } from '@faker-js/faker';
+import { type Kysely, sql } from 'kysely';
+import { bulkInsert } from '../db/bulk-insert.js';
 import type { Db } from '../db/database.js';
+import type { Tables } from '../db/tables.js';
+import { recordActivity } from './activity.js';
+import { now } from './clock.js';
 import type { Ctx } from './context.js';
+import { rebuildDedupeKeys } from './dedupe-keys.js';
+import { newId } from './ids.js';
+import { countRows } from './record-tables.js';
 import { getSchema, type ObjectDef } from './schema.js';
+import { rebuildSearchIndex } from './search.js';
 import { CONTACT_STATUSES, INDUSTRIES, OPPORTUNITY_STATUSES, SOURCES } from './system-objects.js';
 import { createUser, listUsers } from './users.js';
-import { now } from './clock.js';
-import { recordActivity } from './activity.js';
-import { bulkInsert } from '../db/bulk-insert.js';
-import { rebuildSearchIndex } from './search.js';
-import { rebuildDedupeKeys } from './dedupe-keys.js';
-import { countRows } from './record-tables.js';
 
 export interface SeedOptions {
   contacts: number;
@@ -117,9 +117,18 @@ async function insertBatches(
     columns ??= Object.keys(rows[0]!);
     const cols = columns;
     await k.transaction().execute(async (trx) => {
-      await bulkInsert(trx, obj.table, cols, rows.map((r) => cols.map((c) => r[c])));
+      await bulkInsert(
+        trx,
+        obj.table,
+        cols,
+        rows.map((r) => cols.map((c) => r[c])),
+      );
       if (activityOf)
-        await recordActivity(trx as unknown as Kysely<Tables>, activityOf, rows.map((r) => ({ object: obj.name, recordId: r.id as string, action: 'created', payload: { seeded: true } })));
+        await recordActivity(
+          trx as unknown as Kysely<Tables>,
+          activityOf,
+          rows.map((r) => ({ object: obj.name, recordId: r.id as string, action: 'created', payload: { seeded: true } })),
+        );
     });
     for (const r of rows) ids.push(r.id as string);
     done += n;
@@ -167,8 +176,7 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
   const base = now();
   const stamp = (daysBack: number) => new Date(base - rnd.next() * daysBack * DAY).toISOString();
   /** Record i of n was created at a time rising with i over the last daysBack days, as records arrive in a real CRM. */
-  const arrival = (i: number, n: number, daysBack: number) =>
-    new Date(base - daysBack * DAY * (1 - (i + rnd.next()) / Math.max(n, 1))).toISOString();
+  const arrival = (i: number, n: number, daysBack: number) => new Date(base - daysBack * DAY * (1 - (i + rnd.next()) / Math.max(n, 1))).toISOString();
   const creator = ctx.actor.userId;
   // Unique per run, so a second seed into the same workspace does not collide on email.
   const runTag = (base % 1_000_000).toString(36);
@@ -192,7 +200,12 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
         domain,
         website: `https://www.${domain}`,
         industry: rnd.pick(INDUSTRIES),
-        employees: rnd.weighted([[rnd.int(1, 50), 4], [rnd.int(51, 500), 3], [rnd.int(501, 5000), 2], [rnd.int(5001, 100000), 1]]),
+        employees: rnd.weighted([
+          [rnd.int(1, 50), 4],
+          [rnd.int(51, 500), 3],
+          [rnd.int(501, 5000), 2],
+          [rnd.int(5001, 100000), 1],
+        ]),
         annual_revenue: rnd.int(10_000, 500_000_000) * 100,
         phone: `+1 ${rnd.int(200, 989)}-${rnd.int(200, 999)}-${String(rnd.int(0, 9999)).padStart(4, '0')}`,
         city: rnd.pick(voc.cities),
@@ -205,8 +218,7 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
     opts.activity === false ? undefined : ctx,
   );
   let companyPool = companyIds;
-  if (companyPool.length === 0)
-    companyPool = ((await (ctx.db.kysely as unknown as AnyDb).selectFrom(companiesObj.table).select('id').limit(100_000).execute()) as { id: string }[]).map((r) => r.id);
+  if (companyPool.length === 0) companyPool = ((await (ctx.db.kysely as unknown as AnyDb).selectFrom(companiesObj.table).select('id').limit(100_000).execute()) as { id: string }[]).map((r) => r.id);
 
   const contactCompany: (string | null)[] = [];
   const contactIds = await insertBatches(
@@ -231,7 +243,12 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
         email: `${first}.${last}.${runTag}${i}@${rnd.pick(['example.com', 'example.org', 'example.net', 'mail.example.com'])}`.toLowerCase().replace(/[^a-z0-9.@]/g, ''),
         phone: rnd.chance(0.8) ? `+1 ${rnd.int(200, 989)} ${rnd.int(200, 999)} ${String(rnd.int(0, 9999)).padStart(4, '0')}` : null,
         job_title: rnd.pick(voc.jobTitles),
-        status: rnd.weighted([[CONTACT_STATUSES[0]!, 40], [CONTACT_STATUSES[1]!, 25], [CONTACT_STATUSES[2]!, 30], [CONTACT_STATUSES[3]!, 5]]),
+        status: rnd.weighted([
+          [CONTACT_STATUSES[0]!, 40],
+          [CONTACT_STATUSES[1]!, 25],
+          [CONTACT_STATUSES[2]!, 30],
+          [CONTACT_STATUSES[3]!, 5],
+        ]),
         source: rnd.pick(SOURCES),
         company,
         owner: rnd.pick(owners),
@@ -279,7 +296,11 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
         contact,
         owner: rnd.pick(owners),
         source: rnd.pick(SOURCES),
-        priority: rnd.weighted([['low', 3], ['medium', 5], ['high', 2]] as [string, number][]),
+        priority: rnd.weighted([
+          ['low', 3],
+          ['medium', 5],
+          ['high', 2],
+        ] as [string, number][]),
         next_step: closed ? null : rnd.pick(voc.nextSteps),
         lost_reason: status === 'closed_lost' ? rnd.pick(['Price', 'Timing', 'Competitor', 'No budget', 'No decision']) : null,
       };
@@ -314,7 +335,11 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
       }
     }
     await ctx.db.kysely.transaction().execute(async (trx) => {
-      for (let i = 0; i < rows.length; i += 4000) await (trx as unknown as Kysely<any>).insertInto('stage_history').values(rows.slice(i, i + 4000)).execute();
+      for (let i = 0; i < rows.length; i += 4000)
+        await (trx as unknown as Kysely<any>)
+          .insertInto('stage_history')
+          .values(rows.slice(i, i + 4000))
+          .execute();
     });
   }
 
@@ -329,7 +354,13 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
       const created = arrival(i, nTasks, 120);
       // Due dates from three weeks ago to six weeks ahead: some overdue, some today, most upcoming.
       const due = new Date(base + rnd.int(-21 * 24, 42 * 24) * 3_600_000).toISOString();
-      const status = rnd.weighted([['open', 45], ['in_progress', 15], ['waiting', 5], ['completed', 30], ['cancelled', 5]] as [string, number][]);
+      const status = rnd.weighted([
+        ['open', 45],
+        ['in_progress', 15],
+        ['waiting', 5],
+        ['completed', 30],
+        ['cancelled', 5],
+      ] as [string, number][]);
       const oi = oppIds.length && rnd.chance(0.5) ? rnd.int(0, oppIds.length - 1) : -1;
       const ci = contactIds.length ? rnd.int(0, contactIds.length - 1) : -1;
       const kind = rnd.pick(['Call', 'Email', 'Send proposal to', 'Follow up with', 'Book a demo with', 'Prepare QBR for']);
@@ -341,7 +372,12 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
         title: `${kind} ${ci >= 0 ? 'contact' : 'prospect'} #${i + 1}`,
         description: rnd.chance(0.4) ? rnd.pick(voc.nextSteps) : null,
         status,
-        priority: rnd.weighted([['low', 3], ['medium', 5], ['high', 2], ['urgent', 1]] as [string, number][]),
+        priority: rnd.weighted([
+          ['low', 3],
+          ['medium', 5],
+          ['high', 2],
+          ['urgent', 1],
+        ] as [string, number][]),
         due_at: due,
         assignee: rnd.pick(owners),
         time_estimate: rnd.pick([900, 1800, 3600, 7200, 14400]),
@@ -356,12 +392,7 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
   );
 
   if (opts.searchIndex !== false) {
-    const objects = [
-      ...(opts.companies ? ['companies'] : []),
-      ...(opts.contacts ? ['contacts'] : []),
-      ...(opts.opportunities ? ['opportunities'] : []),
-      ...(nTasks ? ['tasks'] : []),
-    ];
+    const objects = [...(opts.companies ? ['companies'] : []), ...(opts.contacts ? ['contacts'] : []), ...(opts.opportunities ? ['opportunities'] : []), ...(nTasks ? ['tasks'] : [])];
     // Rebuilds whole objects: simple and exact; a seed into a large existing workspace re-indexes it.
     const total = (opts.companies ?? 0) + (opts.contacts ?? 0) + (opts.opportunities ?? 0) + nTasks;
     if (objects.length)
@@ -402,15 +433,7 @@ const BODIES = [
 ];
 
 /** Email threads for the demo inbox, with their timeline entries on the linked contact and company. */
-async function seedThreads(
-  ctx: Ctx,
-  rnd: ReturnType<typeof prng>,
-  voc: ReturnType<typeof vocabulary>,
-  n: number,
-  contactIds: string[],
-  contactCompany: (string | null)[],
-  base: number,
-) {
+async function seedThreads(ctx: Ctx, rnd: ReturnType<typeof prng>, voc: ReturnType<typeof vocabulary>, n: number, contactIds: string[], contactCompany: (string | null)[], base: number) {
   const contactsObj = (await getSchema(ctx)).objects.get('contacts')!;
   const k = ctx.db.kysely;
   await k.transaction().execute(async (trx) => {
@@ -470,10 +493,7 @@ async function seedThreads(
         msgs.flatMap((m) => {
           const payload = { thread_id: threadId, message_id: m.id, subject, sent_at: m.sent_at };
           const action = m.direction === 'inbound' ? 'email_received' : 'email_sent';
-          return [
-            { object: 'contacts', recordId: contactId, action, payload },
-            ...(companyId ? [{ object: 'companies', recordId: companyId, action, payload }] : []),
-          ];
+          return [{ object: 'contacts', recordId: contactId, action, payload }, ...(companyId ? [{ object: 'companies', recordId: companyId, action, payload }] : [])];
         }),
       );
     }

@@ -30,10 +30,7 @@ export interface ObjectSpec {
 
 export const CONTACT_STATUSES = ['lead', 'qualified', 'customer', 'churned'];
 export const OPPORTUNITY_STATUSES = ['open', 'qualified', 'proposal', 'negotiation', 'closed_won', 'closed_lost'];
-export const INDUSTRIES = [
-  'software', 'finance', 'healthcare', 'retail', 'manufacturing', 'education',
-  'media', 'logistics', 'energy', 'real_estate', 'consulting', 'other',
-];
+export const INDUSTRIES = ['software', 'finance', 'healthcare', 'retail', 'manufacturing', 'education', 'media', 'logistics', 'energy', 'real_estate', 'consulting', 'other'];
 export const SOURCES = ['website', 'referral', 'event', 'outbound', 'partner', 'import'];
 export const TASK_STATUSES = ['open', 'in_progress', 'waiting', 'completed', 'cancelled'];
 export const TASK_PRIORITIES = ['low', 'medium', 'high', 'urgent'];
@@ -174,7 +171,22 @@ export const OPEN_TASK_STATUSES = ['open', 'in_progress', 'waiting'];
 
 /** Names that later capabilities own or that would shadow built-in routes and columns. */
 export const RESERVED_OBJECT_NAMES = new Set([
-  'users', 'notes', 'activity', 'pipelines', 'schema', 'search', 'threads', 'messages',
-  'interactions', 'workspaces', 'tokens', 'records', 'import', 'export', 'bulk', 'duplicates', 'me',
+  'users',
+  'notes',
+  'activity',
+  'pipelines',
+  'schema',
+  'search',
+  'threads',
+  'messages',
+  'interactions',
+  'workspaces',
+  'tokens',
+  'records',
+  'import',
+  'export',
+  'bulk',
+  'duplicates',
+  'me',
 ]);
 export const RESERVED_FIELD_NAMES = new Set(['id', 'seq', 'created_at', 'updated_at', 'created_by', 'associations']);

@@ -1,14 +1,14 @@
-import type { Ctx } from './context.js';
-import { CrmError, validationError } from './errors.js';
-import type { Condition, FilterGroup } from './filters.js';
 import { aggregateGroups } from './aggregate.js';
 import { heavy } from './budget.js';
-import { createRecord, deleteRecord, getRecord, listRecords, updateRecord, type ListResult, type RecordData } from './records.js';
-import { checkTimeZone } from './time-buckets.js';
-import { localDate, localMidnight, looksRelative } from './relative-dates.js';
-import { parseDate, parseDateTime } from './field-types.js';
-import { OPEN_TASK_STATUSES, TASK_PRIORITIES, TASK_STATUSES } from './system-objects.js';
 import { now, nowIso } from './clock.js';
+import type { Ctx } from './context.js';
+import { CrmError, validationError } from './errors.js';
+import { parseDate, parseDateTime } from './field-types.js';
+import type { Condition, FilterGroup } from './filters.js';
+import { createRecord, deleteRecord, getRecord, type ListResult, listRecords, type RecordData, updateRecord } from './records.js';
+import { localDate, localMidnight, looksRelative } from './relative-dates.js';
+import { OPEN_TASK_STATUSES, TASK_PRIORITIES, TASK_STATUSES } from './system-objects.js';
+import { checkTimeZone } from './time-buckets.js';
 import { workspaceTimeZone } from './workspace.js';
 
 /**
@@ -149,7 +149,7 @@ function taskValues(ctx: Ctx, input: unknown, creating: boolean): Record<string,
   }
   if (values.assignee === 'me') values.assignee = ctx.actor.userId;
   if (creating && values.assignee === undefined) values.assignee = ctx.actor.userId;
-  if ('completed_at' in values) throw validationError("completed_at is set by completing the task (PUT /tasks/{id}/complete)");
+  if ('completed_at' in values) throw validationError('completed_at is set by completing the task (PUT /tasks/{id}/complete)');
   if (values.status === 'completed') values.completed_at = nowIso();
   else if (typeof values.status === 'string' && !creating) values.completed_at = null;
   return values;
@@ -198,12 +198,22 @@ async function runTaskStats(ctx: Ctx, opts: { assignee?: string | undefined }) {
   const byStatus = await aggregateGroups(ctx, 'tasks', { filter, groupBy: ['status'], limit: TASK_STATUSES.length + 1 });
   const byPriority = await aggregateGroups(ctx, 'tasks', { filter, groupBy: ['priority'], limit: TASK_PRIORITIES.length + 1 });
   const byAssignee = await aggregateGroups(ctx, 'tasks', {
-    filter: { operator: 'and', conditions: [...(filter ? [{ field: 'assignee', operator: 'eq' as const, value: filter.assignee }] : []), { field: 'status', operator: 'in' as const, value: OPEN_TASK_STATUSES }] },
+    filter: {
+      operator: 'and',
+      conditions: [...(filter ? [{ field: 'assignee', operator: 'eq' as const, value: filter.assignee }] : []), { field: 'status', operator: 'in' as const, value: OPEN_TASK_STATUSES }],
+    },
     groupBy: ['assignee'],
     limit: 1000,
   });
   const overdue = await aggregateGroups(ctx, 'tasks', {
-    filter: { operator: 'and', conditions: [...(filter ? [{ field: 'assignee', operator: 'eq' as const, value: filter.assignee }] : []), { field: 'status', operator: 'in' as const, value: OPEN_TASK_STATUSES }, { field: 'due_at', operator: 'lt' as const, value: nowIso() }] },
+    filter: {
+      operator: 'and',
+      conditions: [
+        ...(filter ? [{ field: 'assignee', operator: 'eq' as const, value: filter.assignee }] : []),
+        { field: 'status', operator: 'in' as const, value: OPEN_TASK_STATUSES },
+        { field: 'due_at', operator: 'lt' as const, value: nowIso() },
+      ],
+    },
   });
   const counts = (r: typeof byStatus, key: string, all: string[]) => {
     const out: Record<string, number> = Object.fromEntries(all.map((k) => [k, 0]));

@@ -26,7 +26,10 @@ export function checkTimeZone(tz: string): void {
 
 /** Offset of tz from UTC at instant t, in minutes. */
 export function offsetMinutes(tz: string, t: number): number {
-  const part = formatter(tz).formatToParts(new Date(t)).find((p) => p.type === 'timeZoneName')?.value ?? 'GMT';
+  const part =
+    formatter(tz)
+      .formatToParts(new Date(t))
+      .find((p) => p.type === 'timeZoneName')?.value ?? 'GMT';
   const m = /GMT([+-])(\d{2}):?(\d{2})?/.exec(part);
   if (!m) return 0;
   return (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3] ?? 0));

@@ -1,9 +1,9 @@
+import { checkActions, timeBounds } from './changes.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
+import { recordExists } from './record-tables.js';
 import { checkLimit, notFound } from './records.js';
 import { resolveObject } from './schema.js';
-import { checkActions, timeBounds } from './changes.js';
-import { recordExists } from './record-tables.js';
 
 /**
  * A record's timeline, newest first: what happened to it (created, field changes, associations,
@@ -19,7 +19,12 @@ export interface TimelineEntry {
   details: unknown;
 }
 
-export async function getTimeline(ctx: Ctx, objectName: string, recordId: string, opts: { limit?: number | undefined; cursor?: string | undefined; actions?: string[] | undefined; from?: string | undefined; to?: string | undefined } = {}) {
+export async function getTimeline(
+  ctx: Ctx,
+  objectName: string,
+  recordId: string,
+  opts: { limit?: number | undefined; cursor?: string | undefined; actions?: string[] | undefined; from?: string | undefined; to?: string | undefined } = {},
+) {
   const obj = await resolveObject(ctx, objectName);
   const limit = checkLimit(opts.limit, 100, 50);
   const actions = checkActions(opts.actions);
@@ -31,11 +36,7 @@ export async function getTimeline(ctx: Ctx, objectName: string, recordId: string
     if (!Number.isSafeInteger(before) || before < 1) throw validationError('Invalid cursor: pass nextCursor back unchanged');
   }
   const base = () => {
-    let q = ctx.db.kysely
-      .selectFrom('activity')
-      .where('activity.workspace_id', '=', ctx.actor.workspaceId)
-      .where('activity.object', '=', obj.name)
-      .where('activity.record_id', '=', recordId);
+    let q = ctx.db.kysely.selectFrom('activity').where('activity.workspace_id', '=', ctx.actor.workspaceId).where('activity.object', '=', obj.name).where('activity.record_id', '=', recordId);
     if (actions) q = q.where('activity.action', 'in', actions);
     if (gte) q = q.where('activity.created_at', '>=', gte);
     if (lt) q = q.where('activity.created_at', '<', lt);
@@ -45,12 +46,21 @@ export async function getTimeline(ctx: Ctx, objectName: string, recordId: string
     .leftJoin('users', 'users.id', 'activity.user_id')
     .select(['activity.id', 'activity.action', 'activity.created_at', 'activity.user_id', 'users.name as user_name', 'activity.via', 'activity.payload']);
   if (before !== undefined) q = q.where('activity.id', '<', before);
-  const rows = await q.orderBy('activity.id', 'desc').limit(limit + 1).execute();
+  const rows = await q
+    .orderBy('activity.id', 'desc')
+    .limit(limit + 1)
+    .execute();
   if (rows.length === 0 && before === undefined) {
     // No history: only a record that exists has an (empty) timeline.
     if (!(await recordExists(ctx.db.kysely, obj, recordId))) throw notFound(obj, recordId);
   }
-  const total = Number((await base().select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+  const total = Number(
+    (
+      await base()
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
   let nextCursor: string | null = null;
   if (rows.length > limit) {
     rows.length = limit;

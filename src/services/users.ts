@@ -1,9 +1,9 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Db } from '../db/database.js';
-import { createDefaultPipelines, createSystemSchema } from './schema.js';
+import { nowIso } from './clock.js';
 import type { Actor, Ctx, Role } from './context.js';
 import { CrmError, duplicateOn, validationError } from './errors.js';
-import { nowIso } from './clock.js';
+import { createDefaultPipelines, createSystemSchema } from './schema.js';
 
 export const TOKEN_PREFIX = 'ksr_';
 
@@ -34,19 +34,25 @@ export async function listWorkspaces(db: Db): Promise<Workspace[]> {
 export async function createWorkspace(db: Db, name: string): Promise<Workspace> {
   if (!/^[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}$/.test(name)) throw validationError(`Invalid workspace name '${name}'`);
   if (await findWorkspace(db, name)) throw new CrmError('DUPLICATE_RECORD', `Workspace '${name}' already exists`);
-  return db.kysely.transaction().execute(async (trx) => {
-    const ws = await trx.insertInto('workspaces').values({ name, created_at: nowIso() }).returning(['id', 'name']).executeTakeFirstOrThrow();
-    await createSystemSchema(trx, db.adapter, ws.id);
-    await createDefaultPipelines(trx, ws.id);
-    return ws;
-  }).catch(duplicateOn(db.adapter, 'workspaces', `Workspace '${name}' already exists`));
+  return db.kysely
+    .transaction()
+    .execute(async (trx) => {
+      const ws = await trx.insertInto('workspaces').values({ name, created_at: nowIso() }).returning(['id', 'name']).executeTakeFirstOrThrow();
+      await createSystemSchema(trx, db.adapter, ws.id);
+      await createDefaultPipelines(trx, ws.id);
+      return ws;
+    })
+    .catch(duplicateOn(db.adapter, 'workspaces', `Workspace '${name}' already exists`));
 }
 
 export async function createUser(db: Db, workspaceId: number, input: { email: string; name: string; role: Role }): Promise<User> {
   if (!['admin', 'member'].includes(input.role)) throw validationError(`role must be admin or member, got '${input.role}'`);
   const user: User = { id: randomUUID(), email: input.email.trim().toLowerCase(), name: input.name, role: input.role, created_at: nowIso() };
   try {
-    await db.kysely.insertInto('users').values({ ...user, workspace_id: workspaceId }).execute();
+    await db.kysely
+      .insertInto('users')
+      .values({ ...user, workspace_id: workspaceId })
+      .execute();
   } catch (e) {
     if (db.adapter.isUniqueViolation(e)) throw new CrmError('DUPLICATE_RECORD', `A user with email '${user.email}' already exists in this workspace`);
     throw e;
@@ -55,12 +61,7 @@ export async function createUser(db: Db, workspaceId: number, input: { email: st
 }
 
 export async function findUserByEmail(db: Db, workspaceId: number, email: string): Promise<User | undefined> {
-  return db.kysely
-    .selectFrom('users')
-    .select(['id', 'email', 'name', 'role', 'created_at'])
-    .where('workspace_id', '=', workspaceId)
-    .where('email', '=', email.trim().toLowerCase())
-    .executeTakeFirst();
+  return db.kysely.selectFrom('users').select(['id', 'email', 'name', 'role', 'created_at']).where('workspace_id', '=', workspaceId).where('email', '=', email.trim().toLowerCase()).executeTakeFirst();
 }
 
 export async function firstUserWithRole(db: Db, workspaceId: number, role: Role): Promise<User | undefined> {
@@ -122,7 +123,7 @@ export async function revokeToken(db: Db, workspaceId: number, idOrPrefix: strin
 
 /** Bearer token -> actor, or null when missing, unknown or revoked. */
 export async function authenticate(db: Db, token: string | undefined, via: string): Promise<Actor | null> {
-  if (!token || !token.startsWith(TOKEN_PREFIX)) return null;
+  if (!token?.startsWith(TOKEN_PREFIX)) return null;
   const row = await db.kysely
     .selectFrom('api_tokens')
     .innerJoin('users', 'users.id', 'api_tokens.user_id')
@@ -146,10 +147,5 @@ export async function me(ctx: Ctx) {
 }
 
 export async function listUsers(ctx: Ctx): Promise<User[]> {
-  return ctx.db.kysely
-    .selectFrom('users')
-    .select(['id', 'email', 'name', 'role', 'created_at'])
-    .where('workspace_id', '=', ctx.actor.workspaceId)
-    .orderBy('name')
-    .execute();
+  return ctx.db.kysely.selectFrom('users').select(['id', 'email', 'name', 'role', 'created_at']).where('workspace_id', '=', ctx.actor.workspaceId).orderBy('name').execute();
 }

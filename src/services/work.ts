@@ -1,6 +1,6 @@
+import { checkBudget, currentBudget } from './budget.js';
 import type { Ctx } from './context.js';
 import { CrmError } from './errors.js';
-import { checkBudget, currentBudget } from './budget.js';
 
 /**
  * A long call's line to whoever started it: cancellation in, progress out. The MCP surface fills

@@ -11,11 +11,7 @@ export interface WorkspaceSettings {
 }
 
 export async function getWorkspace(ctx: Ctx): Promise<WorkspaceSettings> {
-  const ws = await ctx.db.kysely
-    .selectFrom('workspaces')
-    .select(['id', 'name', 'time_zone'])
-    .where('id', '=', ctx.actor.workspaceId)
-    .executeTakeFirst();
+  const ws = await ctx.db.kysely.selectFrom('workspaces').select(['id', 'name', 'time_zone']).where('id', '=', ctx.actor.workspaceId).executeTakeFirst();
   if (!ws) throw new CrmError('UNAUTHORIZED', 'Workspace no longer exists');
   return ws;
 }

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import type { DbErrorKind, DialectAdapter } from '../dialect.js';
 import { createChangeNotifications } from './notify.js';
 
@@ -51,8 +51,7 @@ export const postgresAdapter: DialectAdapter = {
   jsonArrayHas: (ref, value) => sql`jsonb_exists(CAST(${ref} AS jsonb), ${value})`,
   jsonArrayHasAny: (ref, values) => sql`jsonb_exists_any(CAST(${ref} AS jsonb), ARRAY[${sql.join(values)}]::text[])`,
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`LATERAL jsonb_array_elements_text(CAST(${array} AS jsonb))`.as(alias), (j) => j.onTrue()) as typeof qb,
-  jsonArrayExtreme: (array, which) =>
-    sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value COLLATE "C") FROM jsonb_array_elements_text(CAST(${array} AS jsonb)) AS e)`,
+  jsonArrayExtreme: (array, which) => sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value COLLATE "C") FROM jsonb_array_elements_text(CAST(${array} AS jsonb)) AS e)`,
   // A literal separator: grouped by, the expression must be the same text in SELECT and GROUP BY.
   textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, strpos(${ref}, ${sql.lit(sep)}) - 1)`,
   isUniqueViolation: (err) => classifyPostgresError(err)?.kind === 'unique',

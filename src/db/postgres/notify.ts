@@ -1,5 +1,5 @@
-import pg from 'pg';
-import { sql, type Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
+import type pg from 'pg';
 
 /**
  * Caches that must follow other processes' writes (a workspace's schema, its search vocabulary)

@@ -1,10 +1,10 @@
+import { type CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import { Kysely, PostgresDialect, sql, type CompiledQuery } from 'kysely';
-import type { Tables } from '../tables.js';
 import type { Db } from '../database.js';
+import type { Tables } from '../tables.js';
 import { postgresAdapter } from './adapter.js';
-import { postgresSearch } from './search.js';
 import { ChangeListener } from './notify.js';
+import { postgresSearch } from './search.js';
 
 /**
  * int8 (COUNT(*), SUM of integers, identity keys) and numeric arrive as strings from node-postgres;
@@ -74,7 +74,7 @@ function retryingTransactions<T extends object>(builder: T): T {
 export function openPostgres(opts: PostgresOptions): Db {
   const { url, schema } = splitSchema(opts.url);
   // UTC sessions: a date without a time is midnight UTC, as the services read it.
-  const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, "-c TimeZone=UTC"];
+  const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC'];
   // public stays on the path: the extensions (unaccent, pg_trgm) live there.
   if (schema) options.push(`-c search_path=${schema},public`);
   const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types, options: options.join(' ') });
@@ -103,10 +103,13 @@ export function openPostgres(opts: PostgresOptions): Db {
     bulk: (fn) => fn(),
     // Its own read-only transaction, so the time limit applies to this statement alone.
     boundedRead: <R>(q: CompiledQuery, ms: number) =>
-      kysely.transaction().setAccessMode('read only').execute(async (trx) => {
-        await sql`SELECT set_config('statement_timeout', ${String(Math.max(1, Math.ceil(ms)))}, true)`.execute(trx);
-        return (await trx.executeQuery<R>(q)).rows;
-      }),
+      kysely
+        .transaction()
+        .setAccessMode('read only')
+        .execute(async (trx) => {
+          await sql`SELECT set_config('statement_timeout', ${String(Math.max(1, Math.ceil(ms)))}, true)`.execute(trx);
+          return (await trx.executeQuery<R>(q)).rows;
+        }),
     // Other processes' writes are heard through LISTEN/NOTIFY (notify.ts).
     dataVersion: () => listener.wordsVersion(),
     schemaToken: (workspaceId) => listener.schemaToken(workspaceId),

@@ -1,5 +1,5 @@
-import { sql, type Kysely } from 'kysely';
-import { highlight, termsOf, writeTerms, type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery } from '../search.js';
+import { sql } from 'kysely';
+import { highlight, type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, termsOf, writeTerms } from '../search.js';
 
 /**
  * Full-text search on PostgreSQL: one row per record in search_docs, its text and a tsvector of the
@@ -119,7 +119,12 @@ export const postgresSearch: SearchBackend = {
 
   async remove(db, workspaceId, objectId, recordIds) {
     for (let i = 0; i < recordIds.length; i += 500)
-      await db.deleteFrom('search_docs').where('workspace_id', '=', workspaceId).where('object_id', '=', objectId).where('record_id', 'in', recordIds.slice(i, i + 500)).execute();
+      await db
+        .deleteFrom('search_docs')
+        .where('workspace_id', '=', workspaceId)
+        .where('object_id', '=', objectId)
+        .where('record_id', 'in', recordIds.slice(i, i + 500))
+        .execute();
   },
 
   async removeWorkspaceObject(db, workspaceId, objectId) {
@@ -178,4 +183,3 @@ export const postgresSearch: SearchBackend = {
       ON CONFLICT DO NOTHING`.execute(db);
   },
 };
-

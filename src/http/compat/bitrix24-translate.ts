@@ -1,7 +1,7 @@
-import { validationError } from '../../services/errors.js';
-import { NUMERIC_TYPES, type FieldDef, type FieldType } from '../../services/field-types.js';
-import type { Condition, FilterGroup } from '../../services/filters.js';
 import type { GroupRequest, GroupResult } from '../../services/aggregate.js';
+import { validationError } from '../../services/errors.js';
+import { type FieldDef, type FieldType, NUMERIC_TYPES } from '../../services/field-types.js';
+import type { Condition, FilterGroup } from '../../services/filters.js';
 import type { ObjectDef } from '../../services/schema.js';
 
 /**
@@ -36,7 +36,7 @@ export const FUNCTIONS = ['count', 'sum', 'avg', 'min', 'max'] as const;
 const NUMERIC_FUNCTIONS = new Set(['sum', 'avg', 'min', 'max']);
 export const MAX_GROUP_FIELDS = 5;
 const RESERVED = new Set(['count', 'aggregates', 'meta', 'groups']);
-const WORKGROUP = 'groupId';
+const _WORKGROUP = 'groupId';
 
 /** Standard fields that count and groupBy work on (the document's aggregatable list). */
 const AGGREGATABLE: Record<string, string | null> = { status: 'status', priority: 'priority', responsibleId: 'assignee', groupId: null };
@@ -96,16 +96,19 @@ function metricField(obj: ObjectDef, field: string, fn: string): string | null {
   const uf = ufField(obj, field);
   if (uf) {
     if (NUMERIC_FUNCTIONS.has(fn) && !NUMERIC_TYPES.has(uf.type))
-      throw validationError(
-        `${fn} needs a numeric field (integer, double or money); '${field}' is a ${BITRIX_TYPE[uf.type] ?? uf.type.toLowerCase()} field (${uf.type})`,
-      );
+      throw validationError(`${fn} needs a numeric field (integer, double or money); '${field}' is a ${BITRIX_TYPE[uf.type] ?? uf.type.toLowerCase()} field (${uf.type})`);
     return uf.name;
   }
   if (field in NUMERIC_STANDARD) return NUMERIC_STANDARD[field]!;
   if (field in AGGREGATABLE) {
     if (NUMERIC_FUNCTIONS.has(fn))
       throw validationError(
-        `${fn} is meaningless on '${field}' (an identifier or categorical code; count and groupBy only). Numeric fields: ${[...Object.keys(NUMERIC_STANDARD), ...customFields(obj).filter((f) => NUMERIC_TYPES.has(f.type)).map(ufName)].join(', ')}`,
+        `${fn} is meaningless on '${field}' (an identifier or categorical code; count and groupBy only). Numeric fields: ${[
+          ...Object.keys(NUMERIC_STANDARD),
+          ...customFields(obj)
+            .filter((f) => NUMERIC_TYPES.has(f.type))
+            .map(ufName),
+        ].join(', ')}`,
       );
     return AGGREGATABLE[field]!;
   }
@@ -129,7 +132,9 @@ function filterField(obj: ObjectDef, field: string): string | null {
   if (field in AGGREGATABLE) return AGGREGATABLE[field]!;
   if (field in NUMERIC_STANDARD) return NUMERIC_STANDARD[field]!;
   if (field in FILTER_ONLY) return FILTER_ONLY[field]!;
-  throw validationError(`Unknown filter field '${field}'. Available: ${[...Object.keys(FILTER_ONLY), ...Object.keys(AGGREGATABLE), ...Object.keys(NUMERIC_STANDARD), ...customFields(obj).map(ufName)].join(', ')}`);
+  throw validationError(
+    `Unknown filter field '${field}'. Available: ${[...Object.keys(FILTER_ONLY), ...Object.keys(AGGREGATABLE), ...Object.keys(NUMERIC_STANDARD), ...customFields(obj).map(ufName)].join(', ')}`,
+  );
 }
 
 /** Bitrix24's filter key prefixes (">=timeEstimate", "!status", "%title") and our operator for each. */

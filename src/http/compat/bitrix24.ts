@@ -1,5 +1,5 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Db } from '../../db/database.js';
 import { aggregateGroups } from '../../services/aggregate.js';
@@ -11,8 +11,8 @@ import { authenticate } from '../../services/users.js';
 import { bearer } from '../app.js';
 import type { AuthThrottle } from '../auth-throttle.js';
 import { crmErrorOf, SECURITY_HEADERS, setRetryAfter } from '../errors.js';
-import { TASKS_OBJECT, translateRequest, translateResult } from './bitrix24-translate.js';
 import { BitrixError } from '../openapi/schemas.js';
+import { TASKS_OBJECT, translateRequest, translateResult } from './bitrix24-translate.js';
 
 /**
  * Bitrix24's POST /v1/tasks/aggregate (bitrix24-tasks-aggregate.txt), at the document's own path:
@@ -29,7 +29,10 @@ export interface Bitrix24Deps {
 
 const body = z
   .object({
-    aggregate: z.array(z.object({ field: z.string(), function: z.string() }).strict()).max(20).optional(),
+    aggregate: z
+      .array(z.object({ field: z.string(), function: z.string() }).strict())
+      .max(20)
+      .optional(),
     filter: z.record(z.string(), z.unknown()).optional(),
     groupBy: z.union([z.string(), z.array(z.string())]).optional(),
     /** Not in the document's request table, but its meta.groupsTruncated speaks of it. */
@@ -102,8 +105,7 @@ export async function bitrix24Routes(app: FastifyInstance, deps: Bitrix24Deps) {
       max: deps.rateLimitPerMinute,
       timeWindow: 60_000,
       keyGenerator: (req) => apiKey(req) ?? bearer(req) ?? req.ip,
-      errorResponseBuilder: (_req, ctx) =>
-        new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
+      errorResponseBuilder: (_req, ctx) => new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
     });
   }
   app.addHook('onRequest', async (req) => {

@@ -1,10 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Ctx } from '../../services/context.js';
-import { aggregateTree } from '../../services/aggregate-tree.js';
-import { CrmError, isCrmError, validationError } from '../../services/errors.js';
-import { NUMERIC_TYPES, parseDateTime, type FieldDef } from '../../services/field-types.js';
-import { getSchema, type ObjectDef } from '../../services/schema.js';
 import { z } from 'zod';
+import { aggregateTree } from '../../services/aggregate-tree.js';
+import type { Ctx } from '../../services/context.js';
+import { CrmError, isCrmError, validationError } from '../../services/errors.js';
+import { type FieldDef, NUMERIC_TYPES, parseDateTime } from '../../services/field-types.js';
+import { getSchema, type ObjectDef } from '../../services/schema.js';
 import { CogniteAggregate, CogniteError } from '../openapi/schemas.js';
 
 /**
@@ -82,8 +82,7 @@ function translateAggregates(obj: ObjectDef, level: unknown, path: string): unkn
 function translateFilter(obj: ObjectDef, node: unknown, path: string): unknown {
   const kind = isObj(node) && Object.keys(node).length === 1 ? Object.keys(node)[0]! : undefined;
   // Only the Cognite spelling here (the shared normalizer would also take Kasar and Bitrix filters).
-  if (!kind || !FILTER_KINDS.includes(kind))
-    throw validationError(`'${path}' must be an object with exactly one of: ${FILTER_KINDS.join(', ')}`);
+  if (!kind || !FILTER_KINDS.includes(kind)) throw validationError(`'${path}' must be an object with exactly one of: ${FILTER_KINDS.join(', ')}`);
   const spec = (node as Json)[kind];
   if ((kind === 'and' || kind === 'or') && Array.isArray(spec)) return { [kind]: spec.map((x, i) => translateFilter(obj, x, `${path}.${kind}[${i}]`)) };
   if (kind === 'not') return { not: translateFilter(obj, spec, `${path}.not`) };
@@ -181,8 +180,7 @@ function untilClientLeaves(req: FastifyRequest, reply: FastifyReply): Ctx {
 }
 
 export async function recordsAggregate(ctx: Ctx, streamId: string, body: unknown): Promise<{ aggregates: Json }> {
-  if (!STREAM_RE.test(streamId))
-    throw validationError(`streamId '${streamId}' must be 1 to 100 characters: a lowercase letter, then lowercase letters, digits, _ or -, ending in a letter or digit`);
+  if (!STREAM_RE.test(streamId)) throw validationError(`streamId '${streamId}' must be 1 to 100 characters: a lowercase letter, then lowercase letters, digits, _ or -, ending in a letter or digit`);
   const { objects } = await getSchema(ctx);
   const obj = objects.get(streamId);
   if (!obj) throw new CrmError('NOT_FOUND', `Stream '${streamId}' does not exist. Each object is a stream: ${[...objects.keys()].join(', ')}`);
@@ -192,10 +190,7 @@ export async function recordsAggregate(ctx: Ctx, streamId: string, body: unknown
   if (body.aggregates === undefined) throw validationError('"aggregates" is required: a dictionary of named aggregates');
   if (!isObj(body.aggregates)) throw validationError('"aggregates" must be an object of named aggregates, e.g. {"my_avg": {"avg": {"property": ' + REF_EXAMPLE + '}}}');
   const aggregates = translateAggregates(obj, body.aggregates, '') as Json;
-  const parts = [
-    ...(body.filter === undefined ? [] : [translateFilter(obj, body.filter, 'filter')]),
-    ...(body.lastUpdatedTime === undefined ? [] : [lastUpdatedRange(body.lastUpdatedTime)]),
-  ];
+  const parts = [...(body.filter === undefined ? [] : [translateFilter(obj, body.filter, 'filter')]), ...(body.lastUpdatedTime === undefined ? [] : [lastUpdatedRange(body.lastUpdatedTime)])];
   const filter = parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : { and: parts };
   // The document gives uniqueValues no size: every distinct value, within the answer-size budget.
   const r = await aggregateTree(ctx, obj.name, { aggregates, filter, defaultSize: Number.POSITIVE_INFINITY });
@@ -214,7 +209,12 @@ const doc = {
       .object({
         aggregates: z.record(z.string(), z.unknown()).describe('Named aggregates: count, sum, avg, min, max, uniqueValues, numberHistogram, timeHistogram'),
         lastUpdatedTime: z
-          .object({ gt: z.union([z.number(), z.string()]).optional(), gte: z.union([z.number(), z.string()]).optional(), lt: z.union([z.number(), z.string()]).optional(), lte: z.union([z.number(), z.string()]).optional() })
+          .object({
+            gt: z.union([z.number(), z.string()]).optional(),
+            gte: z.union([z.number(), z.string()]).optional(),
+            lt: z.union([z.number(), z.string()]).optional(),
+            lte: z.union([z.number(), z.string()]).optional(),
+          })
           .optional()
           .describe('Epoch milliseconds or ISO-8601; a lower bound (gt or gte) is required'),
         filter: z.unknown().optional(),

@@ -1,6 +1,6 @@
-import type { FastifyInstance, FastifySchema } from 'fastify';
 import swagger, { type FastifyDynamicSwaggerOptions } from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import type { FastifyInstance, FastifySchema } from 'fastify';
 import { createJsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { VERSION } from '../../version.js';
@@ -55,11 +55,30 @@ const SECTIONS: Record<string, string> = {
 };
 
 const TAGS: Record<string, string> = {
-  records: 'Records', schema: 'Schema', tasks: 'Tasks', notes: 'Notes', activity: 'Activity', changes: 'Activity',
-  inbox: 'Inbox', interactions: 'Inbox', integrations: 'Users', me: 'Users', users: 'Users', workspace: 'Users',
-  pipelines: 'Pipelines', search: 'Search', aggregate: 'Aggregations', import: 'Import / Export', export: 'Import / Export',
-  bulk: 'Bulk operations', duplicates: 'Duplicates', projects: 'Cognite compatibility', streams: 'Cognite compatibility',
-  v1: 'Bitrix24 compatibility', health: 'System', 'openapi.json': 'System',
+  records: 'Records',
+  schema: 'Schema',
+  tasks: 'Tasks',
+  notes: 'Notes',
+  activity: 'Activity',
+  changes: 'Activity',
+  inbox: 'Inbox',
+  interactions: 'Inbox',
+  integrations: 'Users',
+  me: 'Users',
+  users: 'Users',
+  workspace: 'Users',
+  pipelines: 'Pipelines',
+  search: 'Search',
+  aggregate: 'Aggregations',
+  import: 'Import / Export',
+  export: 'Import / Export',
+  bulk: 'Bulk operations',
+  duplicates: 'Duplicates',
+  projects: 'Cognite compatibility',
+  streams: 'Cognite compatibility',
+  v1: 'Bitrix24 compatibility',
+  health: 'System',
+  'openapi.json': 'System',
 };
 
 /** Only these are the API: MCP's transports (/mcp, /sse, /messages) and the docs page's own assets are not in it. */
@@ -78,15 +97,13 @@ const transform: NonNullable<FastifyDynamicSwaggerOptions['transform']> = (doc) 
   const { errors = [], errorBody, ...schema } = s;
   const names = [...url.matchAll(/:(\w+)/g)].map((m) => m[1]!);
   const params = names.length ? z.object(Object.fromEntries(names.map((n) => [n, z.string().describe(PATH_PARAMS[n] ?? n)]))) : undefined;
-  const statuses = [
-    ...(schema.security && (schema.security as unknown[]).length === 0 ? PUBLIC : COMMON),
-    ...(schema.body ? [413, 415] : []),
-    ...(names.length ? [414] : []),
-    ...errors,
-  ];
+  const statuses = [...(schema.security && (schema.security as unknown[]).length === 0 ? PUBLIC : COMMON), ...(schema.body ? [413, 415] : []), ...(names.length ? [414] : []), ...errors];
   // A success body without its own description gets one (else @fastify/swagger says 'Default Response').
   const response = Object.fromEntries(
-    Object.entries(schema.response ?? {}).map(([status, body]) => [status, body instanceof z.ZodType ? { description: status === '201' ? 'Created' : 'OK', content: { 'application/json': { schema: body } } } : body]),
+    Object.entries(schema.response ?? {}).map(([status, body]) => [
+      status,
+      body instanceof z.ZodType ? { description: status === '201' ? 'Created' : 'OK', content: { 'application/json': { schema: body } } } : body,
+    ]),
   ) as Record<number, unknown>;
   for (const status of [...new Set(statuses)].sort()) response[status] = apiError(status, errorBody);
   const segment = url.replace(/^\/api\/v1\//, '/').split('/')[1] ?? '';
@@ -109,7 +126,10 @@ const transformObject: NonNullable<FastifyDynamicSwaggerOptions['transformObject
   const schemas = doc.components.schemas as Json;
   const used = new Set<string>();
   const visit = (node: unknown): void => {
-    if (Array.isArray(node)) return node.forEach(visit);
+    if (Array.isArray(node)) {
+      node.forEach(visit);
+      return;
+    }
     if (!node || typeof node !== 'object') return;
     for (const [k, v] of Object.entries(node)) {
       const name = k === '$ref' && typeof v === 'string' ? v.split('/').pop()! : undefined;
@@ -153,11 +173,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   });
   // A description of the API, not of any workspace's data: served without a token, so tools and
   // people can read it before they have one (the workspace's own objects are at GET /api/v1/schema).
-  app.get(
-    '/api/v1/openapi.json',
-    { schema: { summary: 'This OpenAPI document', security: [], response: { 200: OpenApiDocument }, errors: [400] } },
-    async () => app.swagger(),
-  );
+  app.get('/api/v1/openapi.json', { schema: { summary: 'This OpenAPI document', security: [], response: { 200: OpenApiDocument }, errors: [400] } }, async () => app.swagger());
   // The page loads the same document from /docs/json. Its CSP allows this server's own scripts,
   // styles and images only (the plugin's default also allows https: styles and fonts, and asks for
   // https, which a plain-HTTP install on a LAN address would then fail to load).

@@ -69,9 +69,7 @@ export const RecordGet = one(EnrichedRecord);
 export const RecordBatch = one(z.array(CrmRecord));
 export const Deleted = one(z.object({ id: z.string(), deleted: z.literal(true) }));
 export const DeletedMany = one(z.object({ deleted: z.array(z.string()), not_found: z.array(z.string()) }));
-export const Association = one(
-  z.object({ object: z.string(), id: z.string(), to_object: z.string(), to_id: z.string(), created: z.boolean().optional(), deleted: z.boolean().optional() }),
-);
+export const Association = one(z.object({ object: z.string(), id: z.string(), to_object: z.string(), to_id: z.string(), created: z.boolean().optional(), deleted: z.boolean().optional() }));
 export const Upserted = z.object({
   data: z.array(CrmRecord),
   results: z.array(z.object({ index: int, id: z.string(), action: z.enum(['created', 'updated']) })),
@@ -142,7 +140,7 @@ export const GroupAggregate = z.object({
     groups: z
       .array(z.looseObject({ count: int, aggregates: MetricValues, labels: z.record(z.string(), z.unknown()).optional() }))
       .optional()
-      .describe("One per group: its dimension values by field name, count and aggregates"),
+      .describe('One per group: its dimension values by field name, count and aggregates'),
     meta: AggMeta,
   }),
 });
@@ -236,22 +234,24 @@ const Pipeline = z
 export const Pipelines = all(Pipeline);
 export const PipelineOne = one(Pipeline);
 export const PipelineStats = one(
-  z.object({
-    pipeline: z.object({ id: z.string(), name: z.string(), object: z.string(), field: z.string() }),
-    steps: z.array(
-      z.looseObject({
-        key: z.string(),
-        name: z.string(),
-        current_count: int,
-        current_amount: z.number().nullable().optional(),
-        entered: int,
-        avg_time_in_stage_seconds: z.number().nullable(),
-        completed_stays: int,
-        converted: int.optional().describe('Not on won or lost steps'),
-        conversion_rate: z.number().nullable().optional(),
-      }),
-    ),
-  }).loose(),
+  z
+    .object({
+      pipeline: z.object({ id: z.string(), name: z.string(), object: z.string(), field: z.string() }),
+      steps: z.array(
+        z.looseObject({
+          key: z.string(),
+          name: z.string(),
+          current_count: int,
+          current_amount: z.number().nullable().optional(),
+          entered: int,
+          avg_time_in_stage_seconds: z.number().nullable(),
+          completed_stays: int,
+          converted: int.optional().describe('Not on won or lost steps'),
+          conversion_rate: z.number().nullable().optional(),
+        }),
+      ),
+    })
+    .loose(),
 );
 export const Moved = z.object({ data: CrmRecord, move: z.object({ from: z.string().nullable(), to: z.string(), moved: z.boolean() }) });
 
@@ -275,7 +275,9 @@ export const Exported = z.object({
   nextCursor: z.string().optional().describe('Present when the limit cut the export short: pass it as `cursor` for the rest'),
 });
 export const Bulk = one(
-  z.looseObject({ action: z.string(), object: z.string(), matched: int, dry_run: z.boolean() }).describe('What was (or, with dry_run, would be) changed: updated/changed, would_change, unchanged, samples...'),
+  z
+    .looseObject({ action: z.string(), object: z.string(), matched: int, dry_run: z.boolean() })
+    .describe('What was (or, with dry_run, would be) changed: updated/changed, would_change, unchanged, samples...'),
 );
 export const DuplicateClusters = z.object({
   object: z.string(),
@@ -321,7 +323,10 @@ const STATUS_TEXT: Record<number, string> = {
   503: 'Shutting down, database busy, or the heavy-read lane full; see Retry-After',
 };
 
-const codesOf = (status: number) => Object.entries(ERROR_STATUS).filter(([, s]) => s === status).map(([c]) => c) as [string, ...string[]];
+const codesOf = (status: number) =>
+  Object.entries(ERROR_STATUS)
+    .filter(([, s]) => s === status)
+    .map(([c]) => c) as [string, ...string[]];
 const apiErrors = new Map<number, z.ZodType>();
 
 /** {"error": true, "code", "message", "details"?}: the /api/v1 error body, with the codes a status can carry. */

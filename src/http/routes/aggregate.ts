@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Ctx } from '../../services/context.js';
 import { z } from 'zod';
 import { aggregateGroups, aggregateKasar, type GroupRequest } from '../../services/aggregate.js';
-import { queryInteger } from '../../services/input-limits.js';
 import { aggregateTree } from '../../services/aggregate-tree.js';
+import type { Ctx } from '../../services/context.js';
 import { validationError } from '../../services/errors.js';
 import { filterFromQuery } from '../../services/filters.js';
+import { queryInteger } from '../../services/input-limits.js';
 import { parseWith } from '../../services/schema.js';
 import { INTERVALS } from '../../services/time-buckets.js';
 import { GroupAggregate, KasarAggregate, TreeAggregate } from '../openapi/schemas.js';
@@ -30,17 +30,15 @@ const kasarQuery = z
 
 const groupBody = z
   .object({
-    aggregate: z.array(z.object({ field: z.string(), function: z.string() }).strict()).max(20).optional(),
+    aggregate: z
+      .array(z.object({ field: z.string(), function: z.string() }).strict())
+      .max(20)
+      .optional(),
     filter: z.unknown().optional(),
     groupBy: z
       .union([
         z.string(),
-        z.array(
-          z.union([
-            z.string(),
-            z.object({ field: z.string(), interval: z.enum(INTERVALS).optional(), histogram: z.number().optional(), timeZone: z.string().optional() }).strict(),
-          ]),
-        ),
+        z.array(z.union([z.string(), z.object({ field: z.string(), interval: z.enum(INTERVALS).optional(), histogram: z.number().optional(), timeZone: z.string().optional() }).strict()])),
       ])
       .optional(),
     order: z
@@ -91,9 +89,7 @@ export async function aggregateRoutes(app: FastifyInstance) {
   app.get<P>('/aggregate/:object', docs.kasar, async (req, reply) => {
     const q = parseWith(kasarQuery, req.query, 'aggregate parameters');
     const [by, dir] = (q.order ?? '').split('_') as [string, 'asc' | 'desc'];
-    const order = q.order
-      ? { by: by === 'value' ? { field: q.field ?? '', function: q.function ?? '' } : (by as 'count' | 'group'), dir }
-      : undefined;
+    const order = q.order ? { by: by === 'value' ? { field: q.field ?? '', function: q.function ?? '' } : (by as 'count' | 'group'), dir } : undefined;
     return aggregateKasar(untilClientLeaves(req, reply), req.params.object, {
       field: q.field ?? '',
       function: q.function ?? '',

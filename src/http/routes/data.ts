@@ -1,17 +1,16 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { refuseUnknownKeys } from '../../services/suggest.js';
-import { queryInteger } from '../../services/input-limits.js';
 import { z } from 'zod';
-import { validationError } from '../../services/errors.js';
-import { cancelledError } from '../../services/work.js';
-import { filterFromQuery } from '../../services/filters.js';
-import { parseWith } from '../../services/schema.js';
-import { IMPORT_BATCH, importRecords, planExport, type ExportStream } from '../../services/import-export.js';
-import { bulkOperation } from '../../services/bulk.js';
+import { bulkOperation, bulkSchema } from '../../services/bulk.js';
 import { findDuplicates, mergeRecords, unmergeRecords } from '../../services/duplicates.js';
+import { validationError } from '../../services/errors.js';
+import { filterFromQuery } from '../../services/filters.js';
+import { type ExportStream, IMPORT_BATCH, importRecords, planExport } from '../../services/import-export.js';
+import { queryInteger } from '../../services/input-limits.js';
+import { parseWith } from '../../services/schema.js';
+import { refuseUnknownKeys } from '../../services/suggest.js';
+import { cancelledError } from '../../services/work.js';
 import { cursorOf, cursorParams } from '../cursor-param.js';
-import { bulkSchema } from '../../services/bulk.js';
 import { Bulk, DuplicatesResult, Exported, Imported } from '../openapi/schemas.js';
 
 const exportQuery = z
@@ -99,7 +98,10 @@ export async function dataRoutes(app: FastifyInstance) {
     });
     const ctx = { ...req.ctx, work: { ...req.ctx.work, signal: ac.signal } };
     const plan = await planExport(ctx, req.params.object, {
-      fields: q.fields?.split(',').map((s) => s.trim()).filter(Boolean),
+      fields: q.fields
+        ?.split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
       filter: filterFromQuery(q),
       sortBy: q.sort_by,
       sortDir: q.sort_dir,
@@ -117,11 +119,7 @@ export async function dataRoutes(app: FastifyInstance) {
     const body = Readable.from(stream.chunks);
     // Out of time while the client reads slowly (or not at all): the answer ends there, cut short.
     stream.stopped.addEventListener('abort', () => body.destroy(stream.reason()), { once: true });
-    if (q.format === 'csv')
-      return reply
-        .type('text/csv; charset=utf-8')
-        .header('Content-Disposition', `attachment; filename="${plan.object.name}_export.csv"`)
-        .send(body);
+    if (q.format === 'csv') return reply.type('text/csv; charset=utf-8').header('Content-Disposition', `attachment; filename="${plan.object.name}_export.csv"`).send(body);
     return reply.type('application/json; charset=utf-8').send(body);
   });
 

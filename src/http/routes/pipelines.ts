@@ -2,10 +2,17 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
 import { createPipeline, getPipeline, listPipelines, moveRecord, pipelineSchema, pipelineStats } from '../../services/pipelines.js';
-import { Moved, PipelineOne, Pipelines, PipelineStats } from '../openapi/schemas.js';
+import { Moved, PipelineOne, PipelineStats, Pipelines } from '../openapi/schemas.js';
 
 const docs = {
-  list: { schema: { summary: 'List pipelines with their steps', querystring: z.object({ object: z.string().optional().describe("Only this object's pipelines") }), response: { 200: Pipelines }, errors: [404] } },
+  list: {
+    schema: {
+      summary: 'List pipelines with their steps',
+      querystring: z.object({ object: z.string().optional().describe("Only this object's pipelines") }),
+      response: { 200: Pipelines },
+      errors: [404],
+    },
+  },
   create: { schema: { summary: 'Create a pipeline over a SELECT field (admin)', body: pipelineSchema, response: { 201: PipelineOne }, errors: [403, 404, 409] } },
   get: { schema: { summary: 'Get a pipeline', response: { 200: PipelineOne }, errors: [404] } },
   stats: { schema: { summary: 'Pipeline statistics: counts, amounts, time in stage, conversion', response: { 200: PipelineStats }, errors: [404, 422] } },

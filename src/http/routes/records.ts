@@ -1,20 +1,39 @@
 import type { FastifyInstance } from 'fastify';
-import { refuseUnknownKeys } from '../../services/suggest.js';
-import { queryInteger } from '../../services/input-limits.js';
 import { z } from 'zod';
 import { validationError } from '../../services/errors.js';
-import { filterFromQuery, type FilterGroup } from '../../services/filters.js';
+import { type FilterGroup, filterFromQuery } from '../../services/filters.js';
+import { queryInteger } from '../../services/input-limits.js';
+import {
+  associate,
+  createRecord,
+  createRecords,
+  deleteRecord,
+  deleteRecords,
+  dissociate,
+  getRecord,
+  type ListOptions,
+  listRecords,
+  MAX_BATCH,
+  updateRecord,
+  updateRecords,
+  upsertRecords,
+} from '../../services/records.js';
 import { parseWith } from '../../services/schema.js';
+import { refuseUnknownKeys } from '../../services/suggest.js';
 import { cursorOf, cursorParams } from '../cursor-param.js';
 import { Association, Deleted, DeletedMany, RecordBatch, RecordGet, RecordOne, RecordPage, Upserted } from '../openapi/schemas.js';
-import {
-  associate, createRecord, createRecords, deleteRecord, deleteRecords, dissociate, getRecord, listRecords,
-  updateRecord, updateRecords, upsertRecords, MAX_BATCH, type ListOptions,
-} from '../../services/records.js';
 
 type P = { Params: { object: string; id: string; toObject: string; toId: string } };
 
-const csv = (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : Array.isArray(v) ? v.map(String) : undefined);
+const csv = (v: unknown) =>
+  typeof v === 'string'
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : Array.isArray(v)
+      ? v.map(String)
+      : undefined;
 
 const listQuery = z
   .object({
@@ -60,7 +79,11 @@ const searchBody = z
 /** Field values by name: the object's schema says which (GET /api/v1/schema/{object}). */
 const values = z.record(z.string(), z.unknown()).describe('Field values by name, e.g. {"first_name": "Ada", "email": "ada@example.com"}');
 /** Batch bodies are read by recordsOf (below): these describe them. */
-const batch = (extra = {}) => z.object({ records: z.array(values).min(1).max(MAX_BATCH), ...extra }).strict().describe('A bare array of records is accepted too');
+const batch = (extra = {}) =>
+  z
+    .object({ records: z.array(values).min(1).max(MAX_BATCH), ...extra })
+    .strict()
+    .describe('A bare array of records is accepted too');
 const write = (summary: string, body: z.ZodType, response: z.ZodType, status = 200) => ({ schema: { summary, body, response: { [status]: response }, errors: [403, 404, 409] } });
 const assoc = (summary: string) => ({ schema: { summary, response: { 200: Association }, errors: [403, 404] } });
 const docs = {
@@ -94,7 +117,8 @@ const docs = {
   batchUpdate: write('Batch update (all or none); each record carries its id', batch(), RecordBatch),
   batchUpsert: {
     schema: {
-      ...write('Batch create or update by id or a unique field (all or none)', batch({ key: z.string().optional().describe("Match on 'id' (default) or a unique field such as email") }), Upserted).schema,
+      ...write('Batch create or update by id or a unique field (all or none)', batch({ key: z.string().optional().describe("Match on 'id' (default) or a unique field such as email") }), Upserted)
+        .schema,
       querystring: z.object({ key: z.string().optional() }),
     },
   },
@@ -116,8 +140,7 @@ export async function recordRoutes(app: FastifyInstance) {
 
   app.post<P>('/records/:object/search', docs.search, async (req) => {
     const b = parseWith(searchBody, req.body ?? {}, 'search body');
-    if (b.filter !== undefined && (b.operator || b.conditions))
-      throw validationError("Send the FilterGroup either as the body ({operator, conditions}) or under 'filter', not both");
+    if (b.filter !== undefined && (b.operator || b.conditions)) throw validationError("Send the FilterGroup either as the body ({operator, conditions}) or under 'filter', not both");
     const filter = (b.filter ?? (b.operator || b.conditions ? { operator: b.operator ?? 'and', conditions: b.conditions ?? [] } : undefined)) as FilterGroup | undefined;
     const q = parseWith(listQuery, req.query, 'query parameters');
     return listRecords(req.ctx, req.params.object, {
@@ -161,9 +184,7 @@ export async function recordRoutes(app: FastifyInstance) {
     data: await dissociate(req.ctx, req.params.object, req.params.id, req.params.toObject, req.params.toId),
   }));
 
-  app.post<P>('/records/:object/batch/create', docs.batchCreate, async (req, reply) =>
-    reply.status(201).send({ data: await createRecords(req.ctx, req.params.object, recordsOf(req.body)) }),
-  );
+  app.post<P>('/records/:object/batch/create', docs.batchCreate, async (req, reply) => reply.status(201).send({ data: await createRecords(req.ctx, req.params.object, recordsOf(req.body)) }));
   app.post<P>('/records/:object/batch/update', docs.batchUpdate, async (req) => {
     const updates = recordsOf(req.body).map((r) => {
       const { id, ...values } = (r ?? {}) as Record<string, unknown>;

@@ -13,7 +13,5 @@ export async function schemaRoutes(app: FastifyInstance) {
   app.get('/schema', docs.list, async (req) => ({ data: await listObjects(req.ctx) }));
   app.get<{ Params: { object: string } }>('/schema/:object', docs.get, async (req) => ({ data: await getObjectSchema(req.ctx, req.params.object) }));
   app.post('/schema', docs.createObject, async (req, reply) => reply.status(201).send({ data: await createObject(req.ctx, req.body) }));
-  app.post<{ Params: { object: string } }>('/schema/:object/fields', docs.createField, async (req, reply) =>
-    reply.status(201).send({ data: await createField(req.ctx, req.params.object, req.body) }),
-  );
+  app.post<{ Params: { object: string } }>('/schema/:object/fields', docs.createField, async (req, reply) => reply.status(201).send({ data: await createField(req.ctx, req.params.object, req.body) }));
 }

@@ -1,20 +1,24 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { parseWith } from '../../services/schema.js';
-import { queryInteger } from '../../services/input-limits.js';
-import { completeTask, createTask, deleteTask, getTask, listTasks, taskStats, updateTask, TASK_MODES } from '../../services/tasks.js';
-import { createNote, deleteNote, getNote, listNotes, updateNote } from '../../services/notes.js';
-import { getTimeline } from '../../services/timeline.js';
 import { listChanges } from '../../services/changes.js';
-import { createThread, getInteraction, getThread, integrationStatus, listThreads, markThread } from '../../services/inbox.js';
 import { validationError } from '../../services/errors.js';
+import { createThread, getInteraction, getThread, integrationStatus, listThreads, markThread, threadInput } from '../../services/inbox.js';
+import { queryInteger } from '../../services/input-limits.js';
+import { createNote, deleteNote, getNote, listNotes, newNote, notePatch, updateNote } from '../../services/notes.js';
+import { parseWith } from '../../services/schema.js';
+import { completeTask, createTask, deleteTask, getTask, listTasks, TASK_MODES, taskStats, updateTask } from '../../services/tasks.js';
+import { getTimeline } from '../../services/timeline.js';
 import { cursorOf, cursorParams } from '../cursor-param.js';
-import { newNote, notePatch } from '../../services/notes.js';
-import { threadInput } from '../../services/inbox.js';
 import * as S from '../openapi/schemas.js';
 
 type Id = { Params: { id: string } };
-const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
+const list = (v: string | undefined) =>
+  v
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : undefined;
 const bool = z.enum(['true', 'false']).transform((v) => v === 'true');
 
 const taskQuery = z
@@ -155,7 +159,15 @@ export async function workRoutes(app: FastifyInstance) {
   // The workspace's change feed, oldest first: poll with since=nextCursor.
   app.get('/changes', docs.changes, async (req) => {
     const q = parseWith(changesQuery, req.query, 'changes query');
-    const r = await listChanges(req.ctx, { since: cursorOf({ cursor: q.since, nextCursor: q.nextCursor }, 'since'), from: q.from, to: q.to, object: q.object, actions: list(q.actions), user: q.user, limit: q.limit });
+    const r = await listChanges(req.ctx, {
+      since: cursorOf({ cursor: q.since, nextCursor: q.nextCursor }, 'since'),
+      from: q.from,
+      to: q.to,
+      object: q.object,
+      actions: list(q.actions),
+      user: q.user,
+      limit: q.limit,
+    });
     return { data: r.data, nextCursor: r.next_cursor, hasMore: r.has_more };
   });
 
