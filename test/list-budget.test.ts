@@ -137,7 +137,8 @@ describe('list and search budgets', () => {
     const relatedSort = await call(t.app, t.a.memberToken, 'GET', '/api/v1/records/contacts?limit=5&sort_by=company.name');
     expect(relatedSort.status).toBe(503);
     expect(laneState(t.db).running).toBe(1);
-    expect((await slow).status).toBe(200);
+    // It ends, or its own time limit stops it (PostgreSQL reads this search more slowly): it held the slot meanwhile.
+    expect([200, 422]).toContain((await slow).status);
     await settled();
   }, 30_000);
 });
