@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Db } from '../db/database.js';
+import { overriding } from '../db/overriding.js';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
 
@@ -30,16 +31,10 @@ export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): P
       }
     },
   };
-  const kysely = new Proxy(trx, {
-    get(target, prop) {
-      if (prop === 'transaction') return () => nested;
-      if (prop === 'startTransaction')
-        return () => {
-          throw new Error('startTransaction inside a dry run');
-        };
-      const v = Reflect.get(target, prop, target) as unknown;
-      // Kysely keeps its state in #private fields: methods must run with the real object as `this`.
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+  const kysely = overriding(trx, {
+    transaction: () => nested,
+    startTransaction: () => {
+      throw new Error('startTransaction inside a dry run');
     },
   }) as unknown as Kysely<Tables>;
   // Without the read pool or bounded reads: their connections would not see the transaction's uncommitted rows.

@@ -11,7 +11,7 @@ import type pg from 'pg';
  */
 
 /** The channel of the schema the connection's search_path names first. */
-export const channelOf = (schema: string) => `crm:${schema}`;
+const channelOf = (schema: string) => `crm:${schema}`;
 
 /** Migration: the triggers (PostgreSQL's part of 0008_change_notifications). */
 export async function createChangeNotifications(db: Kysely<any>): Promise<void> {
@@ -95,13 +95,6 @@ export class ChangeListener {
   /** A number that changes whenever any workspace's words may have; null while not listening. */
   wordsVersion(): number | null {
     return this.#live ? this.#epoch * 2 ** 32 + this.#words : null;
-  }
-
-  /** Resolves once listening (or after `ms`): for a start-up that wants its caches usable at once. */
-  async ready(ms = 5000): Promise<boolean> {
-    const until = Date.now() + ms;
-    while (!this.#live && !this.#closed && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    return this.#live;
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,7 @@
 import { type CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Db } from '../database.js';
+import { overriding } from '../overriding.js';
 import type { Tables } from '../tables.js';
 import { postgresAdapter } from './adapter.js';
 import { ChangeListener } from './notify.js';
@@ -81,14 +82,7 @@ export function openPostgres(opts: PostgresOptions): Db {
   // An idle connection's error (the server restarted) must not crash the process; the pool replaces it.
   pool.on('error', () => {});
   const plain = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
-  const kysely = new Proxy(plain, {
-    get(target, prop) {
-      const v = Reflect.get(target, prop, target) as unknown;
-      if (prop === 'transaction') return () => retryingTransactions(target.transaction());
-      // Kysely keeps its state in #private fields: methods run with the real object as `this`.
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-    },
-  });
+  const kysely = overriding(plain, { transaction: () => retryingTransactions(plain.transaction()) });
   let closed = false;
   const listener = new ChangeListener(
     () => new pg.Client({ connectionString: url, types, options: options.join(' ') }),
