@@ -57,10 +57,10 @@ async function workspaceOrFail(db: Db, name: string) {
   return ws;
 }
 
-/** The rate limiter's Redis: quick to give up (a request never waits long on it), as @fastify/rate-limit advises. */
-function rateLimitStore(url: string, log: { warn(o: object, m: string): void }): Redis {
+/** The Redis that counts across processes: quick to give up (a request never waits long on it), as @fastify/rate-limit advises. */
+function sharedStore(url: string, log: { warn(o: object, m: string): void }): Redis {
   const redis = new Redis(url, { connectTimeout: 500, maxRetriesPerRequest: 1, enableOfflineQueue: false });
-  redis.on('error', (err) => log.warn({ err }, 'Redis (rate limit store) unreachable: requests are not counted until it is back'));
+  redis.on('error', (err) => log.warn({ err }, 'Redis unreachable: the rate limit and SSE caps count this process alone until it is back'));
   return redis;
 }
 
@@ -127,8 +127,16 @@ export function buildCli(): Command {
       const cfg = config(opts);
       if (opts.port !== undefined) cfg.PORT = opts.port;
       if (opts.host) cfg.HOST = opts.host;
-      const mcp = { ...mcpMode(cfg, opts), allowedHosts: mcpAllowedHosts(cfg), sseMaxPerToken: cfg.CRM_SSE_MAX_PER_TOKEN, sseMaxTotal: cfg.CRM_SSE_MAX_TOTAL };
       const log = pino({ level: cfg.LOG_LEVEL });
+      // One Redis connection counts the rate limit and the SSE sessions of every process that shares it.
+      const redis = cfg.CRM_REDIS_URL ? sharedStore(cfg.CRM_REDIS_URL, log) : undefined;
+      const mcp = {
+        ...mcpMode(cfg, opts),
+        allowedHosts: mcpAllowedHosts(cfg),
+        sseMaxPerToken: cfg.CRM_SSE_MAX_PER_TOKEN,
+        sseMaxTotal: cfg.CRM_SSE_MAX_TOTAL,
+        ...(redis ? { sseRedis: redis } : {}),
+      };
       // A promise nobody awaited that fails is a bug, but one that must not take every other
       // client's requests down with it: log it loudly and go on (Node's default ends the process).
       process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (a bug): the server goes on'));
@@ -140,7 +148,7 @@ export function buildCli(): Command {
         log,
         corsOrigin: corsOrigin(cfg),
         rateLimitPerMinute: cfg.CRM_RATE_LIMIT,
-        ...(cfg.CRM_REDIS_URL ? { rateLimitRedis: rateLimitStore(cfg.CRM_REDIS_URL, log) } : {}),
+        ...(redis ? { rateLimitRedis: redis } : {}),
         mcp,
         timeouts: httpTimeouts(cfg),
         authFailuresPerMinute: cfg.CRM_AUTH_FAILURES_PER_MINUTE,

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -511,6 +512,22 @@ describe('legacy SSE sessions are capped', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect((await open(w.adminToken)).status).toBe(200);
     for (const c of ctls) c.abort();
+  });
+  it('counted in Redis, the caps hold across servers (as processes behind a load balancer)', async () => {
+    const redis = () => new Redis('redis://127.0.0.1:6379', { connectTimeout: 500, maxRetriesPerRequest: 1 });
+    const one = await serve({ mcp: { sseMaxPerToken: 1, sseMaxTotal: 100, sseRedis: redis() } });
+    const two = await serve({ mcp: { sseMaxPerToken: 1, sseMaxTotal: 100, sseRedis: redis() } });
+    const first = new AbortController();
+    expect((await openSse(one.base, w.adminToken, first)).status).toBe(200);
+    // The token's one place is taken on the other server.
+    const other = new AbortController();
+    const over = await openSse(two.base, w.adminToken, other);
+    expect(over.status).toBe(429);
+    expect(over.body.error.message).toMatch(/1 open SSE sessions/);
+    // Closed on the first server, the place is free on the second.
+    first.abort();
+    await expect.poll(async () => (await openSse(two.base, w.adminToken, other)).status, { timeout: 2000 }).toBe(200);
+    other.abort();
   });
 });
 

@@ -2,6 +2,7 @@ import rateLimit from '@fastify/rate-limit';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import type { AuthThrottle } from '../http/auth-throttle.js';
@@ -11,6 +12,7 @@ import { CrmError } from '../services/errors.js';
 import { authenticate } from '../services/users.js';
 import { invalidEnvelope, invalidMemberStandIn } from './malformed.js';
 import { createMcpServer } from './server.js';
+import { localSseSlots, redisSseSlots } from './sse-slots.js';
 import type { Toolset } from './tool.js';
 
 export interface McpHttpOptions {
@@ -32,6 +34,8 @@ export interface McpHttpOptions {
   /** Open legacy SSE sessions allowed per token (default 20) and in all (default 500) in this process. */
   sseMaxPerToken?: number;
   sseMaxTotal?: number;
+  /** Count SSE sessions in Redis, across every process that uses it (CRM_REDIS_URL); absent: per process. */
+  sseRedis?: Redis;
 }
 
 interface Deps extends McpHttpOptions {
@@ -146,11 +150,14 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
   const allowHosts = deps.allowedHosts === '*' ? null : new Set([...LOOPBACK, ...(deps.allowedHosts ?? [])].map((h) => h.toLowerCase()));
   const corsOrigins = deps.allowedOrigins === true ? null : new Set(Array.isArray(deps.allowedOrigins) ? deps.allowedOrigins : []);
   const sessions = new Map<string, { transport: SSEServerTransport; actor: Actor }>();
-  // Open SSE sessions (and ones being opened) per token, and in all: each holds a server and a stream.
-  const sseByToken = new Map<string, number>();
-  let sseOpen = 0;
+  // Places of open SSE sessions (and ones being opened) per token, and in all: each holds a server
+  // and a stream. Counted in Redis when given (every process's sessions), else in this process.
   const sseMaxPerToken = deps.sseMaxPerToken ?? 20;
   const sseMaxTotal = deps.sseMaxTotal ?? 500;
+  const sseSlots = deps.sseRedis
+    ? redisSseSlots(deps.sseRedis, sseMaxPerToken, sseMaxTotal, { onError: (err) => app.log.warn({ err }, 'Redis (SSE session caps) unreachable: this process counts its own sessions') })
+    : localSseSlots(sseMaxPerToken, sseMaxTotal);
+  if (deps.sseRedis) app.addHook('onClose', async () => deps.sseRedis!.disconnect());
 
   await app.register(async (scope) => {
     // A body that never became a JSON-RPC message (not JSON, not UTF-8, too large or too slow) is
@@ -308,28 +315,19 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
       authed.get('/sse', async (req, reply) => {
         const token = bearerOf(req)!;
         const opened = req.mcpActor!;
-        const mine = sseByToken.get(token) ?? 0;
-        if (mine >= sseMaxPerToken) {
+        const place = await sseSlots.take(token);
+        if (!place.ok && place.over === 'token') {
           reply.header('Retry-After', String(SSE_RETRY_AFTER_S));
-          return rpcError(reply, 429, `This token has ${mine} open SSE sessions, the most allowed (CRM_SSE_MAX_PER_TOKEN); close one, or use Streamable HTTP at /mcp, which holds no session`);
+          return rpcError(reply, 429, `This token has ${place.count} open SSE sessions, the most allowed (CRM_SSE_MAX_PER_TOKEN); close one, or use Streamable HTTP at /mcp, which holds no session`);
         }
-        if (sseOpen >= sseMaxTotal) {
+        if (!place.ok) {
           reply.header('Retry-After', String(SSE_RETRY_AFTER_S));
-          return rpcError(reply, 503, `The server has ${sseOpen} open SSE sessions, the most allowed (CRM_SSE_MAX_TOTAL); retry later, or use Streamable HTTP at /mcp`);
+          return rpcError(reply, 503, `The server has ${place.count} open SSE sessions, the most allowed (CRM_SSE_MAX_TOTAL); retry later, or use Streamable HTTP at /mcp`);
         }
-        // Taken before the first await, so concurrent opens cannot all pass the check.
-        sseByToken.set(token, mine + 1);
-        sseOpen++;
-        let released = false;
-        const release = () => {
-          if (released) return;
-          released = true;
-          sseOpen--;
-          const n = (sseByToken.get(token) ?? 1) - 1;
-          if (n > 0) sseByToken.set(token, n);
-          else sseByToken.delete(token);
-        };
+        const release = place.release;
         reply.raw.once('close', release);
+        // The client may have gone while the place was taken (a round trip to Redis).
+        if (req.raw.destroyed) return release();
         // The session outlives the request: check the token again on every call, so revoking it ends the session's rights.
         const resolveActor = async () => {
           const a = await authenticate(deps.db, token, 'mcp');
