@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import Database from '../src/db/sqlite-driver.js';
+import Database from '../src/db/sqlite/driver.js';
 import { aggregateGroups } from '../src/services/aggregate.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
 import type { Ctx } from '../src/services/context.js';

@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { Kysely, SqliteDialect, sql } from 'kysely';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import { budgetCondition } from '../src/db/read-pool.js';
+import { budgetCondition } from '../src/db/sqlite/read-pool.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { makeWorkspace } from '../test/helpers.js';
 

@@ -11,7 +11,7 @@
  * to see what each costs.
  */
 import type BetterSqlite3 from 'better-sqlite3';
-import Database from '../src/db/sqlite-driver.js';
+import Database from '../src/db/sqlite/driver.js';
 
 export interface RawImportResult {
   rows: number;

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import Database from '../src/db/sqlite-driver.js';
+import Database from '../src/db/sqlite/driver.js';
 import type { Ctx } from '../src/services/context.js';
 import { getSchema } from '../src/services/schema.js';
 import { rebuildSearchIndex, searchAll } from '../src/services/search.js';

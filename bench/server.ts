@@ -11,7 +11,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
-import Database from '../src/db/sqlite-driver.js';
+import Database from '../src/db/sqlite/driver.js';
 import { buildApp } from '../src/http/app.js';
 import { applyServicePragmas, rawQueries } from './raw-sql.js';
 

@@ -7,7 +7,7 @@ import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import Database from '../src/db/sqlite-driver.js';
+import Database from '../src/db/sqlite/driver.js';
 import { phoneKey, phoneSearchForms } from '../src/services/phone.js';
 import { createUser, createWorkspace } from '../src/services/users.js';
 

@@ -1,7 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
-import { budgetCondition, isBudgetStop } from '../src/db/read-pool.js';
+import { budgetCondition, isBudgetStop } from '../src/db/sqlite/read-pool.js';
 import { resolveObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { freshPooledDb, makeWorkspace, onPostgres, type TestWorkspace } from './helpers.js';

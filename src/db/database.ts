@@ -1,15 +1,12 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import type Database from 'better-sqlite3';
-import { type CompiledQuery, Kysely, type SqliteDatabase, type SqliteStatement } from 'kysely';
-import { type DialectAdapter, sqliteAdapter } from './dialect.js';
+import type { CompiledQuery, Kysely } from 'kysely';
+import type { DialectAdapter } from './dialect.js';
 import { openPostgres } from './postgres/open.js';
-import { ReadPool, releaseCache } from './read-pool.js';
 import type { SearchBackend } from './search.js';
-import { sqliteSearch } from './search-sqlite.js';
-import { ImmediateSqliteDialect, isSqliteBusy } from './sqlite-dialect.js';
-import BetterSqlite, { registerFunctions } from './sqlite-driver.js';
+import { openSqliteDatabase } from './sqlite/open.js';
+import type { ReadPool } from './sqlite/read-pool.js';
 import type { Tables } from './tables.js';
+
+export { openSqlite, openSqliteDatabase, type SqliteDb } from './sqlite/open.js';
 
 export interface Db {
   kysely: Kysely<Tables>;
@@ -51,33 +48,6 @@ export interface Db {
   close(): Promise<void>;
 }
 
-/**
- * Kysely's SQLite driver prepares every statement anew. Preparing is a large share of a
- * fast indexed query, so keep prepared statements by SQL text. A statement that is still
- * being iterated (a stream) is busy and cannot be shared: those get a fresh one.
- */
-function cachingDatabase(sqlite: Database.Database, max = 500): SqliteDatabase {
-  const cache = new Map<string, Database.Statement>();
-  return {
-    close: () => sqlite.close(),
-    prepare(sqlText: string): SqliteStatement {
-      let stmt = cache.get(sqlText);
-      if (stmt && !stmt.busy) return stmt as unknown as SqliteStatement;
-      stmt = sqlite.prepare(sqlText);
-      if (!cache.has(sqlText)) {
-        if (cache.size >= max) cache.delete(cache.keys().next().value as string);
-        cache.set(sqlText, stmt);
-      }
-      return stmt as unknown as SqliteStatement;
-    },
-  };
-}
-
-/** A SQLite database (openSqliteDatabase), with its better-sqlite3 handle: for benchmarks' raw baselines. */
-export interface SqliteDb extends Db {
-  sqlite: Database.Database;
-}
-
 export interface OpenOptions {
   /** Path of the SQLite file, ':memory:', or a postgres:// URL. */
   file: string;
@@ -94,43 +64,6 @@ export interface OpenOptions {
 
 export const DEFAULT_LOCK_WAIT_MS = 30_000;
 
-export function openSqlite(file: string, readonly = false): Database.Database {
-  if (file !== ':memory:' && !readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const sqlite = new BetterSqlite(file, { readonly });
-  registerFunctions(sqlite);
-  // First: switching a new file to WAL takes a lock for a moment, and two processes may open it at once.
-  sqlite.pragma('busy_timeout = 5000');
-  if (!readonly) sqlite.pragma('journal_mode = WAL');
-  sqlite.pragma('foreign_keys = ON');
-  // WAL makes NORMAL durable against application crashes; only a power loss can drop the last commits.
-  sqlite.pragma('synchronous = NORMAL');
-  sqlite.pragma('cache_size = -65536'); // 64 MiB page cache
-  // A large write (a bulk load) may grow the write-ahead log; once it is reset, keep at most 64 MiB of it on disk.
-  if (!readonly) sqlite.pragma('journal_size_limit = 67108864');
-  sqlite.pragma('temp_store = MEMORY');
-  sqlite.pragma('mmap_size = 268435456');
-  // Lets SQLite sort with a helper thread when it builds an index (bulk loads).
-  sqlite.pragma('threads = 2');
-  if (!readonly) {
-    // Statistics for the planner, kept current cheaply: bounded analysis of the tables that need it.
-    sqlite.pragma('analysis_limit = 1000');
-    // Best effort, without waiting: analysing writes statistics, so it needs the write lock, and
-    // another process (an import's batch) may hold it for longer than any busy timeout; a process
-    // that waited here started 5 s late and then crashed on "database is locked". Statistics left
-    // stale are refreshed at the next start, at close, or after a bulk load.
-    const timeout = sqlite.pragma('busy_timeout', { simple: true }) as number;
-    sqlite.pragma('busy_timeout = 0');
-    try {
-      sqlite.pragma('optimize = 0x10002');
-    } catch (e) {
-      if (!isSqliteBusy(e)) throw e;
-    } finally {
-      sqlite.pragma(`busy_timeout = ${timeout}`);
-    }
-  }
-  return sqlite;
-}
-
 /** Whether a database location names a PostgreSQL server (postgres:// or postgresql://) rather than a SQLite file. */
 export const isPostgresUrl = (location: string) => /^postgres(ql)?:\/\//i.test(location);
 
@@ -139,63 +72,4 @@ export function openDatabase(opts: OpenOptions): Db {
   if (isPostgresUrl(opts.file))
     return openPostgres({ url: opts.file, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}), ...(opts.readWorkers ? { heavyConcurrency: opts.readWorkers } : {}) });
   return openSqliteDatabase(opts);
-}
-
-/** Opens a SQLite file (or ':memory:'). */
-export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
-  if (isPostgresUrl(opts.file)) throw new Error('openSqliteDatabase opens SQLite files; use openDatabase for a postgres:// URL');
-  const sqlite = openSqlite(opts.file, opts.readonly);
-  // The dialect waits for other processes' write locks itself, off the event loop (see
-  // sqlite-dialect.ts): SQLite's own busy handler would block this thread while it waits.
-  sqlite.pragma('busy_timeout = 0');
-  const dialect = new ImmediateSqliteDialect({ database: cachingDatabase(sqlite) }, { sqlite, lockWaitMs: opts.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS });
-  const kysely = new Kysely<Tables>({ dialect });
-  let closed = false;
-  const readPool = opts.file !== ':memory:' && (opts.readWorkers ?? 0) > 0 ? new ReadPool(opts.file, opts.readWorkers) : undefined;
-  return {
-    kysely,
-    adapter: sqliteAdapter,
-    search: sqliteSearch,
-    file: opts.file,
-    sqlite,
-    dataVersion: () => sqlite.pragma('data_version', { simple: true }) as number,
-    releaseCache: () => releaseCache(sqlite),
-    ...(readPool ? { readPool } : {}),
-    async bulk(fn) {
-      if (opts.readonly || opts.file === ':memory:') return fn();
-      const before = sqlite.pragma('wal_autocheckpoint', { simple: true }) as number;
-      const cache = sqlite.pragma('cache_size', { simple: true }) as number;
-      sqlite.pragma('wal_autocheckpoint = 16384');
-      // The full-text index merges its segments as it grows: with a million documents those merges
-      // read far more than 64 MiB, and a cache that small rereads the same pages from the file
-      // (measured: 5,000 documents in 0.9 s instead of 0.14 s).
-      sqlite.pragma('cache_size = -262144');
-      try {
-        return await fn();
-      } finally {
-        sqlite.pragma(`cache_size = ${cache}`);
-        sqlite.pragma(`wal_autocheckpoint = ${before}`);
-        // Best effort (a PASSIVE checkpoint never waits; another process may be checkpointing).
-        try {
-          sqlite.pragma('wal_checkpoint(PASSIVE)');
-        } catch (e) {
-          // biome-ignore lint/correctness/noUnsafeFinally: a checkpoint failing for another reason than a lock is a fault worth raising
-          if (!isSqliteBusy(e)) throw e;
-        }
-      }
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      await readPool?.close();
-      if (!opts.readonly && opts.file !== ':memory:') {
-        try {
-          sqlite.pragma('optimize');
-        } catch {
-          /* closing anyway */
-        }
-      }
-      await kysely.destroy();
-    },
-  };
 }

@@ -1,13 +1,13 @@
 import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import type { Interval, ZoneSegment } from '../services/time-buckets.js';
 import { classifyPostgresError } from './postgres/adapter.js';
-import { classifySqliteError, type DbErrorKind, isSqliteBusy } from './sqlite-dialect.js';
+import { classifySqliteError, type DbErrorKind } from './sqlite/dialect.js';
 
-export type { DbErrorKind } from './sqlite-dialect.js';
+export type { DbErrorKind } from './sqlite/dialect.js';
 
 /**
  * Everything that differs between SQLite and PostgreSQL lives behind this interface,
- * so services stay dialect-neutral: sqliteAdapter here, postgresAdapter in postgres/adapter.ts.
+ * so services stay dialect-neutral: sqlite/adapter.ts and postgres/adapter.ts implement it.
  */
 export interface DialectAdapter {
   name: 'sqlite' | 'postgres';
@@ -81,72 +81,6 @@ export interface DialectAdapter {
   secondaryIndexes(db: Kysely<any>, table: string): Promise<{ name: string; create: string }[]>;
 }
 
-export const sqliteAdapter: DialectAdapter = {
-  name: 'sqlite',
-  idType: 'integer',
-  identity: (c, neverReused) => (neverReused ? c.primaryKey().autoIncrement() : c.primaryKey()),
-  columnType: (s) => s,
-  // SQLite's LIKE folds the case of ASCII letters only: a pattern with other letters compares the
-  // text folded by crm_lower (JavaScript's toLowerCase, registered on every connection), as
-  // PostgreSQL does. ESCAPE makes % and _ in user input literal.
-  ilike: (ref, pattern) => (/^[\x00-\x7f]*$/.test(pattern) ? sql<SqlBool>`${ref} LIKE ${pattern} ESCAPE '\\'` : sql<SqlBool>`crm_lower(${ref}) LIKE ${pattern.toLowerCase()} ESCAPE '\\'`),
-  jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
-  jsonArrayHasAny: (ref, values) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
-  // json_each is a table-valued function: its argument may name the columns of the tables before it.
-  leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`json_each(${array})`.as(alias), (j) => j.onTrue()) as typeof qb,
-  jsonArrayExtreme: (array, which) => sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value) FROM json_each(${array}) AS e)`,
-  textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, instr(${ref}, ${sep}) - 1)`,
-  isUniqueViolation: (err) => classifySqliteError(err)?.kind === 'unique',
-  attempt: (_trx, fn) => fn(),
-  feedOrder: async () => {},
-  classifyError: classifySqliteError,
-  secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
-  timeBucket: (col, interval, _tz, segments) => bucketExpression(col, interval, segments),
-  zoneSegments: true,
-  // SQLite divides a REAL width as real, and floor() is exact for the integers stored.
-  histogramBucket: (col, width) => sql`floor(${col} / ${width}) * ${width}`,
-  async analyze(db, full) {
-    // Without statistics SQLite can pick a poor index for a filtered, sorted page (650 ms instead of
-    // under 1 ms at 1M rows in the bench).
-    // Best effort: it runs after a load has committed, and needs the write lock; another process
-    // holding it past the wait must not turn the finished load into a failure.
-    try {
-      await sql.raw(full ? 'ANALYZE' : 'PRAGMA optimize').execute(db);
-    } catch (e) {
-      if (!isSqliteBusy(e)) throw e;
-    }
-  },
-  async secondaryIndexes(db, table) {
-    const r = await sql<{ name: string; sql: string }>`
-      SELECT name, sql FROM sqlite_master
-      WHERE type = 'index' AND tbl_name = ${table} AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE%'`.execute(db);
-    return r.rows.map((x) => ({ name: x.name, create: x.sql }));
-  },
-};
-
-/** Local calendar bucket start (YYYY-MM-DD) of a UTC ISO text column, shifted by a modifier. */
-function bucketAt(col: Expression<unknown>, interval: Interval, modifier: string): RawBuilder<unknown> {
-  switch (interval) {
-    case 'day':
-      return sql`date(${col}, ${modifier})`;
-    case 'week': // ISO weeks start on Monday
-      return sql`date(${col}, ${modifier}, '-6 days', 'weekday 1')`;
-    case 'month':
-      return sql`strftime('%Y-%m-01', ${col}, ${modifier})`;
-    case 'quarter':
-      // || keeps an empty date empty (printf alone would turn NULL into '-00-01').
-      return sql`strftime('%Y', ${col}, ${modifier}) || printf('-%02d-01', ((CAST(strftime('%m', ${col}, ${modifier}) AS INTEGER) - 1) / 3) * 3 + 1)`;
-    case 'year':
-      return sql`strftime('%Y-01-01', ${col}, ${modifier})`;
-  }
-}
-
-function bucketExpression(col: Expression<unknown>, interval: Interval, segments: ZoneSegment[]): RawBuilder<unknown> {
-  if (segments.length === 1) return bucketAt(col, interval, segments[0]!.modifier);
-  const branches = segments.map((s) => (s.until === null ? sql`ELSE ${bucketAt(col, interval, s.modifier)}` : sql`WHEN ${col} < ${s.until} THEN ${bucketAt(col, interval, s.modifier)}`));
-  return sql`CASE ${sql.join(branches, sql` `)} END`;
-}
-
 /**
  * An ORDER BY term with NULLs placed as SQLite places them (smallest: first ascending, last
  * descending), written out so PostgreSQL (largest by default) orders the same way.
@@ -165,5 +99,5 @@ export function escapeLike(text: string): string {
  * handlers, which map it once (busy: 503 with Retry-After; unique: 409).
  */
 export function classifyDbError(err: unknown): DbErrorKind | null {
-  return sqliteAdapter.classifyError(err) ?? classifyPostgresError(err);
+  return classifySqliteError(err) ?? classifyPostgresError(err);
 }

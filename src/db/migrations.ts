@@ -5,7 +5,7 @@ import { rebuildSearchIndex } from '../services/search.js';
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
 import type { SearchBackend } from './search.js';
-import { isSqliteBusy } from './sqlite-dialect.js';
+import { isSqliteBusy } from './sqlite/dialect.js';
 
 /**
  * Migrations of the static tables, in order. Record tables are created per workspace and object

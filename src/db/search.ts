@@ -3,7 +3,7 @@ import { bulkInsert } from './bulk-insert.js';
 
 /**
  * Full-text search, as the services see it: documents in, hits out, a query as a structure. Each
- * dialect implements the backend (search-sqlite.ts: FTS5; postgres/search.ts: tsvector), and both
+ * dialect implements the backend (sqlite/search.ts: FTS5; postgres/search.ts: tsvector), and both
  * split and fold words the same way (wordsOf, termsOf), so a search finds the same records on both.
  */
 

@@ -1,6 +1,6 @@
 import { type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import { classifyDbError, type DialectAdapter, ordered } from '../db/dialect.js';
-import { isBudgetStop } from '../db/read-pool.js';
+import { isBudgetStop } from '../db/sqlite/read-pool.js';
 import { budgetLimits, budgetWhere, checkBudget, currentBudget, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
 import { namesFor } from './display-names.js';

@@ -3,7 +3,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { RawBuilder, SqlBool } from 'kysely';
 import type { Db } from '../db/database.js';
-import { budgetCondition } from '../db/read-pool.js';
+import { budgetCondition } from '../db/sqlite/read-pool.js';
 import type { Ctx } from './context.js';
 import { CrmError } from './errors.js';
 import { cancelledError } from './work.js';

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
-import { bulkInsert } from './bulk-insert.js';
-import { highlight, type SearchBackend, type SearchClause, type SearchHit, type SearchQuery, writeTerms } from './search.js';
+import { bulkInsert } from '../bulk-insert.js';
+import { highlight, type SearchBackend, type SearchClause, type SearchHit, type SearchQuery, writeTerms } from '../search.js';
 
 /**
  * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, a prefix

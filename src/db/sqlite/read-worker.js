@@ -2,7 +2,7 @@
 // never blocks the event loop. Plain JavaScript so the same file loads from src/ (tests) and dist/.
 import fs from 'node:fs';
 import os from 'node:os';
-import Database, { registerFunctions } from './sqlite-driver.js';
+import Database, { registerFunctions } from './driver.js';
 
 // Heavy reads yield the CPU to the main thread, which answers light requests (get, list, /health):
 // on Linux a thread has its own nice value, set through its thread id. Elsewhere this is skipped.
