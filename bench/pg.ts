@@ -337,8 +337,8 @@ try {
     targetText: '<= 1.3x',
     service: async () => {
       const r = (await aggregateTree(ctx, 'opportunities', { aggregates: { by_status: { uniqueValues: { property: 'status', aggregates: { total: { sum: { property: 'amount' } } } } } } })) as any;
-      const buckets = r.aggregates.by_status.uniqueValueBuckets as { key: string; docCount: number; aggregates: { total: { value: number } } }[];
-      return { ids: buckets.map((b) => [b.key, b.docCount, b.aggregates.total.value]) };
+      const buckets = r.aggregates.by_status.uniqueValueBuckets as { value: string; count: number; aggregates: { total: { sum: number } } }[];
+      return { ids: buckets.map((b) => [b.value, b.count, b.aggregates.total.sum]) };
     },
     raw: async () => ({ ids: (await pool.query<{ status: string; n: number; s: number }>(aggSql.sumByStatus)).rows.map((r) => [r.status, r.n, r.s / 100]) }),
   });
@@ -375,9 +375,34 @@ try {
     await c.service();
     await c.raw();
   }
+  /** Every statement the service sends while fn runs (its Kysely pool's clients are pg.Clients too). */
+  async function captureStatements(fn: () => Promise<unknown>): Promise<{ sql: string; params: unknown[] }[]> {
+    const proto = pg.Client.prototype as unknown as { query: (...a: unknown[]) => unknown };
+    const orig = proto.query;
+    const seen: { sql: string; params: unknown[] }[] = [];
+    proto.query = function (this: pg.Client, ...args: unknown[]) {
+      const q = args[0] as string | { text?: string; values?: unknown[] };
+      if (typeof q === 'string') seen.push({ sql: q, params: Array.isArray(args[1]) ? (args[1] as unknown[]) : [] });
+      else if (q && typeof q.text === 'string') seen.push({ sql: q.text, params: q.values ?? [] });
+      return orig.apply(this, args);
+    };
+    try {
+      await fn();
+    } finally {
+      proto.query = orig;
+    }
+    return seen;
+  }
+  const servicePlans: Record<string, { statements: number; explained: { sql: string; params: unknown[]; plan: string[] }[] }> = {};
+
   const timings: Record<string, unknown> = {};
   const medians: Record<string, number> = {};
   for (const c of cases) {
+    const stmts = await captureStatements(() => c.service());
+    const explained = [];
+    for (const st of stmts.filter((x) => /^\s*(select|with)\b/i.test(x.sql) && (x.sql.includes(T) || x.sql.includes('search_docs'))))
+      explained.push({ ...st, plan: (await pool.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${st.sql}`, st.params)).rows.map((r) => r['QUERY PLAN']) });
+    servicePlans[c.key] = { statements: stmts.length, explained };
     const sv = await c.service();
     const rv = await c.raw();
     const same = isDeepStrictEqual(JSON.parse(JSON.stringify(sv)), JSON.parse(JSON.stringify(rv)));
@@ -403,9 +428,9 @@ try {
     }
     const m = { service: stats(s), raw: stats(r) };
     const ratio = m.service.median / m.raw.median;
-    timings[c.key] = { ...m, ratio, sameAnswer: same };
+    timings[c.key] = { ...m, ratio, sameAnswer: same, serviceStatements: stmts.length };
     medians[c.key] = m.service.median;
-    log(`  ${c.label}: service ${ms(m.service.median)} (p95 ${ms(m.service.p95)}), raw ${ms(m.raw.median)} (p95 ${ms(m.raw.p95)}), ${ratio.toFixed(2)}x`);
+    log(`  ${c.label}: service ${ms(m.service.median)} (p95 ${ms(m.service.p95)}; ${stmts.length} statements), raw ${ms(m.raw.median)} (p95 ${ms(m.raw.p95)}), ${ratio.toFixed(2)}x`);
     table.push({
       figure: `${c.label}${same ? '' : ' [ANSWERS DIFFER]'}`,
       service: `${ms(m.service.median)} / p95 ${ms(m.service.p95)}`,
@@ -441,7 +466,7 @@ try {
   await explain('sumByStatus', aggSql.sumByStatus, []);
   await explain('monthly', aggSql.monthly, [yearAgo, today]);
   json.queries = { timings, filter, deepCursor, deepAnchor: anchor, searchWord, searchWordNames: words.n, oppObjectId, sql: { ...rawSql, search: searchSql, ...aggSql } };
-  json.plans = plans;
+  json.plans = { raw: plans, service: servicePlans };
 
   // -------------------------------------------------------------------------------------------
   // Report
@@ -463,6 +488,11 @@ try {
   for (const r of table) log(line(r));
   log('\nEXPLAIN of the hand-written statements:');
   for (const [k, p] of Object.entries(plans)) log(`\n${k}\n${p.map((l) => `  ${l}`).join('\n')}`);
+  log('\nThe statements the service sent, and the plans of those that read the records or search_docs:');
+  for (const [k, p] of Object.entries(servicePlans)) {
+    log(`\n${k}: ${p.statements} statements`);
+    for (const e of p.explained) log(`  ${e.sql}\n    params ${JSON.stringify(e.params)}\n${e.plan.map((l) => `    ${l}`).join('\n')}`);
+  }
 
   json.loadAverage = loads;
   json.table = table;
