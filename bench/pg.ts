@@ -121,7 +121,7 @@ interface Row {
 }
 const table: Row[] = [];
 const check = (pass: boolean): Row['ok'] => (pass ? '✓' : '✗');
-const pgVersion = (await pool.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
+const pgVersion = (await pool.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
 const json: Record<string, unknown> = {
   dialect: 'postgres',
   server: `${rawUrl.host}${rawUrl.pathname}`,
@@ -393,7 +393,7 @@ try {
     }
     return seen;
   }
-  const servicePlans: Record<string, { statements: number; explained: { sql: string; params: unknown[]; plan: string[] }[] }> = {};
+  const servicePlans: Record<string, { statements: number; sent: string[]; explained: { sql: string; params: unknown[]; plan: string[] }[] }> = {};
 
   const timings: Record<string, unknown> = {};
   const medians: Record<string, number> = {};
@@ -402,7 +402,7 @@ try {
     const explained = [];
     for (const st of stmts.filter((x) => /^\s*(select|with)\b/i.test(x.sql) && (x.sql.includes(T) || x.sql.includes('search_docs'))))
       explained.push({ ...st, plan: (await pool.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${st.sql}`, st.params)).rows.map((r) => r['QUERY PLAN']) });
-    servicePlans[c.key] = { statements: stmts.length, explained };
+    servicePlans[c.key] = { statements: stmts.length, sent: stmts.map((x) => x.sql.replace(/\s+/g, ' ').trim().slice(0, 100)), explained };
     const sv = await c.service();
     const rv = await c.raw();
     const same = isDeepStrictEqual(JSON.parse(JSON.stringify(sv)), JSON.parse(JSON.stringify(rv)));
@@ -490,7 +490,7 @@ try {
   for (const [k, p] of Object.entries(plans)) log(`\n${k}\n${p.map((l) => `  ${l}`).join('\n')}`);
   log('\nThe statements the service sent, and the plans of those that read the records or search_docs:');
   for (const [k, p] of Object.entries(servicePlans)) {
-    log(`\n${k}: ${p.statements} statements`);
+    log(`\n${k}: ${p.statements} statements\n${p.sent.map((x) => `  - ${x}`).join('\n')}`);
     for (const e of p.explained) log(`  ${e.sql}\n    params ${JSON.stringify(e.params)}\n${e.plan.map((l) => `    ${l}`).join('\n')}`);
   }
 
