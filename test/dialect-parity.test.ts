@@ -3,9 +3,11 @@ import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { recordActivity } from '../src/services/activity.js';
 import { listChanges } from '../src/services/changes.js';
+import { fromDatabaseError } from '../src/services/errors.js';
 import { createRecord } from '../src/services/records.js';
 import { createField, getSchema } from '../src/services/schema.js';
 import { searchAll } from '../src/services/search.js';
+import { createWorkspace } from '../src/services/users.js';
 import { call, ctxFor, dropSchemaOf, makeWorkspace, onPostgres, schemaUrl, TEST_DATABASE_URL, type TestApp, testApp } from './helpers.js';
 
 /**
@@ -106,6 +108,45 @@ describe('two processes on one PostgreSQL database: caches follow the other one 
       await b.close();
       await a.close();
       await dropSchemaOf(location);
+    }
+  });
+});
+
+describe('what PostgreSQL refuses where SQLite does not answers 4xx or 503, never 500 (found by review)', () => {
+  it('a word of 8,000 letters is stored and found; a very long value in an indexed field is 201 or 400', async () => {
+    const word = 'q'.repeat(8000);
+    const r = await api('POST', '/records/contacts', { first_name: word });
+    expect(r.status, JSON.stringify(r.body).slice(0, 200)).toBe(201);
+    const long = await api('POST', '/records/contacts', { first_name: 'Long', last_name: Array.from({ length: 1000 }, (_, i) => `w${i}abcd`).join(' ') });
+    expect([201, 400]).toContain(long.status);
+    if (long.status === 400) expect(long.body).toMatchObject({ error: true, code: 'VALIDATION_ERROR' });
+  });
+
+  it('a tampered cursor is a 400', async () => {
+    const page = await api('GET', '/records/contacts?limit=1&sort_by=first_name');
+    const c = JSON.parse(Buffer.from(page.body.nextCursor, 'base64url').toString());
+    for (const bad of [
+      { ...c, s: 1.5 },
+      { ...c, s: 1e30 },
+      { ...c, v: 'a\u0000' },
+    ]) {
+      const r = await api('GET', `/records/contacts?limit=1&sort_by=first_name&cursor=${Buffer.from(JSON.stringify(bad)).toString('base64url')}`);
+      expect(r.status, JSON.stringify(bad)).toBe(400);
+    }
+  });
+
+  it('a time zone alias Node accepts (US/Pacific-New) buckets as its canonical zone', async () => {
+    const r = await api('POST', '/aggregate/contacts/tree', { aggregates: { m: { timeHistogram: { property: 'created_at', calendarInterval: '1d', timeZone: 'US/Pacific-New' } } } });
+    expect(r.status, JSON.stringify(r.body).slice(0, 300)).toBe(200);
+  });
+
+  it.runIf(onPostgres)('a database that cannot be reached answers 503 with Retry-After', async () => {
+    const down = openDatabase({ file: 'postgres://postgres@127.0.0.1:1/test' });
+    try {
+      const e = await createWorkspace(down, 'nowhere').catch((err: unknown) => err);
+      expect(fromDatabaseError(e)).toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503 });
+    } finally {
+      await down.close();
     }
   });
 });

@@ -94,7 +94,10 @@ describe(`two serve processes and a CLI import on one ${TEST_DATABASE_URL ? 'Pos
     const until = Date.now() + 4000;
     const note = (what: string, r: { status: number; body: any; retryAfter: string | null }) => {
       statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-      if (r.status >= 500) failures.push(`${what}: ${r.status} ${JSON.stringify(r.body)}`);
+      // On PostgreSQL two writers locking the same rows in another order may deadlock: the one
+      // aborted answers 503 with Retry-After (to send again), never a 500.
+      const retryable = TEST_DATABASE_URL && r.status === 503 && r.body?.code === 'SERVICE_UNAVAILABLE';
+      if (r.status >= 500 && !retryable) failures.push(`${what}: ${r.status} ${JSON.stringify(r.body)}`);
       // A refusal for load must say when to retry and keep the contract's shape.
       if (r.status === 503) expect(r.retryAfter).toMatch(/^\d+$/);
       if (r.status >= 400) expect(r.body).toMatchObject({ error: true, code: expect.any(String), message: expect.any(String) });

@@ -358,6 +358,9 @@ export async function copyDatabase(source: SqliteDb, target: Db, opts: CopyOptio
       if (bad.length) throw new CopyError(`row counts differ: ${bad.map((c) => `${c.table} (source ${c.source}, target ${c.target})`).join(', ')}; nothing was committed`, counts);
       await sql.raw(`ANALYZE ${[...src.keys(), 'search_docs'].map(quoteId).join(', ')}`).execute(trx);
       lap('verify');
+      // Servers already running on the target are told, at commit, that every workspace's schema and
+      // words changed (TRUNCATE and INSERT fire none of the triggers that tell them otherwise).
+      await sql`SELECT pg_notify('crm:' || current_schema(), 'schema:' || id), pg_notify('crm:' || current_schema(), 'words:' || id) FROM workspaces`.execute(trx);
       return { counts, rows, searchDocs };
     });
     return { ...result, seconds: (performance.now() - t0) / 1000, phases };

@@ -104,12 +104,17 @@ export function termsOf(text: string): string[] {
  * finds them crowding its near words, and prunes them (hasTerm, pruneTerms: counting each word's
  * documents would cost every write a read of the text it replaces).
  */
+/** The longest word the typo-tolerant vocabulary keeps. */
+const MAX_TERM_LENGTH = 100;
+
 export async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<void> {
   const seen = new Set<string>();
   const rows: [number, string][] = [];
   for (const d of docs)
     for (const text of [d.name, d.body, d.exact])
       for (const w of wordsOf(text)) {
+        // Typo tolerance never offers a word this long (and PostgreSQL's index of the list holds about 2,700 bytes).
+        if (w.length > MAX_TERM_LENGTH) continue;
         const k = `${d.workspaceId}:${w}`;
         if (seen.has(k)) continue;
         seen.add(k);

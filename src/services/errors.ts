@@ -77,6 +77,7 @@ export function fromDatabaseError(e: unknown): CrmError | null {
   if (kind.kind === 'busy') return new CrmError('SERVICE_UNAVAILABLE', `The database is busy with another process's writes; retry in ${BUSY_RETRY_AFTER_S} s`, { retryAfter: BUSY_RETRY_AFTER_S });
   // Heavy reads turn their own time limit into QUERY_TOO_EXPENSIVE (runRead); any other is a bug.
   if (kind.kind === 'timeout') return null;
+  if (kind.kind === 'value') return new CrmError('VALIDATION_ERROR', `${kind.what}; shorten or change it`);
   // Only where a client's value can collide: a record table (a unique field), a name in the
   // metadata tables, a link between two records. Anywhere else (the search index, the migrations'
   // table, a token's hash, an id the server generated) a duplicate is a bug: 500, logged.

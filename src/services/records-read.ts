@@ -70,7 +70,7 @@ function decodeCursor(raw: string, sortField: string, dir: 'asc' | 'desc'): Curs
   } catch {
     throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
   }
-  if (!c || typeof c !== 'object' || typeof c.s !== 'number' || (!['string', 'number'].includes(typeof c.v) && c.v !== null))
+  if (!c || typeof c !== 'object' || !Number.isSafeInteger(c.s) || c.s < 0 || (typeof c.v === 'number' ? !Number.isFinite(c.v) : typeof c.v === 'string' ? c.v.includes('\u0000') : c.v !== null))
     throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
   if (c.f !== sortField || c.d !== dir) throw validationError(`This cursor belongs to a listing sorted by ${c.f} ${c.d}; keep sort_by and sort_dir the same while paging`);
   return c;

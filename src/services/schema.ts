@@ -312,10 +312,11 @@ async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: numb
   return { version, objects: map, workspaceId, timeZone };
 }
 
-export async function getSchema(ctx: Ctx): Promise<WorkspaceSchema> {
+export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Promise<WorkspaceSchema> {
   // Told of every change (PostgreSQL's notifications): the cached schema stands while the token does.
+  // `verify` reads the version anyway (a name not found may be one another process just created).
   const mine = bumped.get(ctx.actor.workspaceId);
-  const token = mine && mine.until > Date.now() ? null : (ctx.db.schemaToken?.(ctx.actor.workspaceId) ?? null);
+  const token = opts.verify || (mine && mine.until > Date.now()) ? null : (ctx.db.schemaToken?.(ctx.actor.workspaceId) ?? null);
   const known = token !== null ? caches.get(ctx.db)?.get(ctx.actor.workspaceId) : undefined;
   if (known && known.token === token) return known;
   const ws = await ctx.db.kysely.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', ctx.actor.workspaceId).executeTakeFirst();
@@ -324,7 +325,9 @@ export async function getSchema(ctx: Ctx): Promise<WorkspaceSchema> {
   let perDb = caches.get(ctx.db);
   if (!perDb) caches.set(ctx.db, (perDb = new Map()));
   const cached = perDb.get(ctx.actor.workspaceId);
-  if (cached && cached.version === ws.schema_version) {
+  // Without notifications the version tells; with them, a changed token reloads whatever the version
+  // (a copy --replace rewrites the metadata under the same version).
+  if (cached && cached.version === ws.schema_version && (token === null || cached.token === null)) {
     cached.token = token;
     return cached;
   }
@@ -344,7 +347,9 @@ export function loadedSchema(ctx: Ctx): WorkspaceSchema | undefined {
 }
 
 export async function resolveObject(ctx: Ctx, name: string): Promise<ObjectDef> {
-  const schema = await getSchema(ctx);
+  let schema = await getSchema(ctx);
+  // Created a moment ago by another process, whose notification has not arrived: asked once more.
+  if (!schema.objects.has(name) && ctx.db.schemaToken) schema = await getSchema(ctx, { verify: true });
   const obj = schema.objects.get(name);
   if (!obj)
     throw new CrmError('INVALID_OBJECT', `Object '${name}' does not exist. Valid objects: ${[...schema.objects.keys()].join(', ')}`, {

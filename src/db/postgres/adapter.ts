@@ -13,7 +13,14 @@ const BUSY_STATES = new Set([
   '40P01', // deadlock_detected
   '55P03', // lock_not_available
   '53300', // too_many_connections
+  '57P01', // admin_shutdown (the server restarting)
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up)
 ]);
+
+/** The driver's own errors when the server cannot be reached or the connection dropped: try again later too. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
+const CONNECTION_LOST = /^(Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect)/;
 
 function pgState(err: unknown): string | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
@@ -24,8 +31,16 @@ function pgState(err: unknown): string | undefined {
 /** What a PostgreSQL error means, by its SQLSTATE and the constraint it names (never its message text). */
 export function classifyPostgresError(err: unknown): DbErrorKind | null {
   const state = pgState(err);
-  if (!state) return null;
-  if (BUSY_STATES.has(state)) return { kind: 'busy' };
+  if (!state) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (typeof code === 'string' && UNREACHABLE.has(code)) return { kind: 'busy' };
+    return err instanceof Error && CONNECTION_LOST.test(err.message) ? { kind: 'busy' } : null;
+  }
+  if (BUSY_STATES.has(state) || state.startsWith('08')) return { kind: 'busy' }; // class 08: connection exception
+  if (state === '54000') return { kind: 'value', what: 'A value is too long to index (at most about 2,700 bytes in an indexed field or a search word)' };
+  // A cursor or a value of the wrong type or with a NUL byte reached a typed parameter: the client's to fix.
+  if (state === '22P02' || state === '22021' || state === '22007' || state === '22008') return { kind: 'value', what: 'A value is not valid for its field (its type, or a character it cannot hold)' };
+  if (state === '22003') return { kind: 'value', what: 'A number is out of range for this computation (a histogram interval too small for the values, or a value too large)' };
   if (state === '57014') return { kind: 'timeout' }; // query_canceled: statement_timeout
   if (state === '23505') {
     const e = err as { table?: string; detail?: string };
@@ -35,6 +50,8 @@ export function classifyPostgresError(err: unknown): DbErrorKind | null {
   }
   return null;
 }
+
+const canonicalZone = (tz: string) => new Intl.DateTimeFormat('en-US', { timeZone: tz }).resolvedOptions().timeZone;
 
 let savepoints = 0;
 /** The advisory-lock class of change-feed appends (the second key is the workspace). */
@@ -90,7 +107,8 @@ export const postgresAdapter: DialectAdapter = {
   // Local time through PostgreSQL's own time zone database; a date (no time) is taken at UTC midnight.
   // Literals, not parameters: a grouped expression repeated in a window's ORDER BY must be the same
   // text, and $1 and $5 are not (the interval is one of five words; the zone was checked by name).
-  timeBucket: (col, interval, tz) => sql`to_char(date_trunc(${sql.lit(interval)}, CAST(${col} AS timestamptz) AT TIME ZONE ${sql.lit(tz)}), 'YYYY-MM-DD')`,
+  // The zone by its canonical name: PostgreSQL 15 lacks some of the aliases Node accepts (US/Pacific-New).
+  timeBucket: (col, interval, tz) => sql`to_char(date_trunc(${sql.lit(interval)}, CAST(${col} AS timestamptz) AT TIME ZONE ${sql.lit(canonicalZone(tz))}), 'YYYY-MM-DD')`,
   zoneSegments: false,
   // Integer columns divide as integers (-5 / 10 = 0): as double precision, -5 falls in the bucket of -10.
   histogramBucket: (col, width) => sql`floor(CAST(${col} AS double precision) / ${sql.lit(width)}) * ${sql.lit(width)}`,

@@ -10,6 +10,9 @@ import type pg from 'pg';
  * connection is down nothing can be trusted, and the counts say so (null), until it listens again.
  */
 
+const HEARTBEAT_MS = 15_000;
+const HEARTBEAT_TIMEOUT_MS = 5_000;
+
 /** The channel of the schema the connection's search_path names first. */
 const channelOf = (schema: string) => `crm:${schema}`;
 
@@ -60,25 +63,40 @@ export class ChangeListener {
   async #listen(): Promise<void> {
     while (!this.#closed) {
       const client = this.connect();
+      this.#client = client;
+      let beat: NodeJS.Timeout | undefined;
       try {
-        await client.connect();
-        client.on('notification', (m) => this.#hear(m.payload ?? ''));
         const lost = new Promise<void>((resolve) => {
           client.on('error', () => resolve());
           client.on('end', () => resolve());
         });
+        await client.connect();
+        client.on('notification', (m) => this.#hear(m.payload ?? ''));
         await client.query(`LISTEN "${channelOf(await this.schema()).replace(/"/g, '""')}"`);
-        this.#client = client;
+        // Closed meanwhile (a process that opened and closed at once): do not start listening.
+        if (this.#closed) break;
+        // A connection a NAT or a failover dropped without a word would never say so: ask it now and
+        // then, and end it when it does not answer in time.
+        beat = setInterval(() => {
+          const timer = setTimeout(() => client.end().catch(() => {}), HEARTBEAT_TIMEOUT_MS);
+          client.query('SELECT 1').then(
+            () => clearTimeout(timer),
+            () => client.end().catch(() => {}),
+          );
+        }, HEARTBEAT_MS);
+        beat.unref();
         this.#epoch++;
         this.#live = true;
         await lost;
       } catch (e) {
         if (!this.#closed) this.onError(e);
+      } finally {
+        clearInterval(beat);
+        this.#live = false;
+        this.#client = null;
+        await client.end().catch(() => {});
       }
-      this.#live = false;
-      this.#client = null;
-      await client.end().catch(() => {});
-      if (!this.#closed) await new Promise((r) => setTimeout(r, 1000));
+      if (!this.#closed) await new Promise((r) => setTimeout(r, 1000).unref());
     }
   }
 

@@ -1,7 +1,6 @@
 import { type CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Db } from '../database.js';
-import { overriding } from '../overriding.js';
 import type { Tables } from '../tables.js';
 import { postgresAdapter } from './adapter.js';
 import { ChangeListener } from './notify.js';
@@ -35,41 +34,9 @@ export function splitSchema(url: string): { url: string; schema: string | undefi
   const u = new URL(url);
   const schema = u.searchParams.get('schema') ?? undefined;
   u.searchParams.delete('schema');
-  if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`Invalid schema name in the database URL: '${schema}' (lower-case letters, digits and _)`);
+  // 59 at most: the schema's notification channel ('crm:' + name) must fit PostgreSQL's 63 bytes.
+  if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,58}$/.test(schema)) throw new Error(`Invalid schema name in the database URL: '${schema}' (lower-case letters, digits and _, at most 59)`);
   return { url: u.toString(), schema };
-}
-
-/** SQLSTATEs after which a whole transaction may simply run again: deadlock_detected, serialization_failure. */
-const RETRIED = new Set(['40P01', '40001']);
-const RETRIES = 5;
-
-/**
- * Two transactions that lock the same rows in another order (a bulk update and a single update
- * beside it, each also writing its derived rows) may deadlock; PostgreSQL then aborts one of them.
- * It has written nothing, so `transaction().execute(fn)` runs fn again, from the start, after a
- * short random pause, a few times before the error goes up (503 with Retry-After).
- */
-function retryingTransactions<T extends object>(builder: T): T {
-  return new Proxy(builder, {
-    get(target, prop) {
-      const v = Reflect.get(target, prop, target) as unknown;
-      if (typeof v !== 'function') return v;
-      if (prop === 'execute')
-        return async (fn: unknown) => {
-          for (let attempt = 1; ; attempt++) {
-            try {
-              return await (v as (f: unknown) => Promise<unknown>).call(target, fn);
-            } catch (e) {
-              const state = (e as { code?: unknown } | null)?.code;
-              if (typeof state !== 'string' || !RETRIED.has(state) || attempt >= RETRIES) throw e;
-              await new Promise((r) => setTimeout(r, Math.random() * 20 * attempt));
-            }
-          }
-        };
-      // setAccessMode, setIsolationLevel: a new builder, retried the same way.
-      return (...args: unknown[]) => retryingTransactions((v as (...a: unknown[]) => object).apply(target, args));
-    },
-  });
 }
 
 export function openPostgres(opts: PostgresOptions): Db {
@@ -78,14 +45,17 @@ export function openPostgres(opts: PostgresOptions): Db {
   const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC'];
   // public stays on the path: the extensions (unaccent, pg_trgm) live there.
   if (schema) options.push(`-c search_path=${schema},public`);
-  const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types, options: options.join(' ') });
+  // A server that does not answer fails a request within 10 s (503 with Retry-After), not never.
+  const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types, options: options.join(' '), connectionTimeoutMillis: 10_000 });
   // An idle connection's error (the server restarted) must not crash the process; the pool replaces it.
   pool.on('error', () => {});
-  const plain = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
-  const kysely = overriding(plain, { transaction: () => retryingTransactions(plain.transaction()) });
+  // A transaction aborted by a deadlock is not run again here: a service's transaction body may keep
+  // state outside the database (a review found an upsert answering its rows twice after a retry).
+  // It answers 503 with Retry-After (adapter: 40P01 is 'busy'), and the client sends it again.
+  const kysely = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   let closed = false;
   const listener = new ChangeListener(
-    () => new pg.Client({ connectionString: url, types, options: options.join(' ') }),
+    () => new pg.Client({ connectionString: url, types, options: options.join(' '), keepAlive: true }),
     async () => schema ?? (await sql<{ s: string }>`SELECT current_schema() AS s`.execute(kysely)).rows[0]!.s,
   );
   return {

@@ -152,7 +152,12 @@ export class ImmediateSqliteDialect extends SqliteDialect {
  * What a driver error means for the caller: 'busy' (a lock held past the wait), 'unique' (a unique
  * constraint), 'timeout' (a statement stopped by its time limit: PostgreSQL's statement_timeout).
  */
-export type DbErrorKind = { kind: 'busy' } | { kind: 'timeout' } | { kind: 'unique'; table: string | null; columns: string[] };
+export type DbErrorKind =
+  | { kind: 'busy' }
+  | { kind: 'timeout' }
+  /** A value the database cannot hold or compute (too long to index, a number out of range): the client's to change. */
+  | { kind: 'value'; what: string }
+  | { kind: 'unique'; table: string | null; columns: string[] };
 
 export function classifySqliteError(err: unknown): DbErrorKind | null {
   if (typeof err !== 'object' || err === null) return null;
