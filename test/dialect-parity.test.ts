@@ -135,6 +135,15 @@ describe('what PostgreSQL refuses where SQLite does not answers 4xx or 503, neve
     }
   });
 
+  it('a histogram interval whose buckets cannot be computed is a 400', async () => {
+    expect((await api('POST', '/records/opportunities', { name: 'Big', amount: 12_345 })).status).toBe(201);
+    for (const interval of [1e307, 1e-300]) {
+      const r = await api('POST', '/aggregate/opportunities/tree', { aggregates: { h: { numberHistogram: { property: 'amount', interval } } } });
+      expect([200, 400], `${interval}: ${JSON.stringify(r.body).slice(0, 200)}`).toContain(r.status);
+      if (r.status === 400) expect(r.body).toMatchObject({ error: true, code: 'VALIDATION_ERROR' });
+    }
+  });
+
   it('a time zone alias Node accepts (US/Pacific-New) buckets as its canonical zone', async () => {
     const r = await api('POST', '/aggregate/contacts/tree', { aggregates: { m: { timeHistogram: { property: 'created_at', calendarInterval: '1d', timeZone: 'US/Pacific-New' } } } });
     expect(r.status, JSON.stringify(r.body).slice(0, 300)).toBe(200);

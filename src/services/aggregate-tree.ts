@@ -1,6 +1,6 @@
 import { type ExpressionBuilder, type Kysely, type RawBuilder, sql } from 'kysely';
 import { ordered } from '../db/dialect.js';
-import { dimColumn, groupedRows, metricInput, metricValue, multiAlias, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
+import { dimColumn, groupedRows, histogramWidth, metricInput, metricValue, multiAlias, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
 import { budgetLimits, budgetWhere, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
 import { namesFor } from './display-names.js';
@@ -167,8 +167,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
       return ctx.db.adapter.timeBucket(c, d.interval!, local ? d.timeZone! : 'UTC', s);
     }
     if (d.kind === 'number') {
-      const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
-      return ctx.db.adapter.histogramBucket(c, width);
+      return ctx.db.adapter.histogramBucket(c, histogramWidth(d));
     }
     return sql`${c}`;
   };

@@ -261,6 +261,13 @@ export function dimColumn(d: Dim, i?: number): Expression<unknown> {
   return i === undefined ? relatedValueSql(d.related, d.table, 'rv') : sql.ref(`${d.table}.${relatedAlias(i)}`);
 }
 
+/** A histogram dim's bucket width in stored units (a currency's minor units); a finite, positive number. */
+export function histogramWidth(d: Dim): number {
+  const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
+  if (!Number.isFinite(width) || width <= 0) throw validationError(`The histogram interval of '${d.key}' is out of range: a positive number whose buckets fit the field's values`);
+  return width;
+}
+
 /** The column of the i-th dim's related value in groupedRows' derived table. */
 const relatedAlias = (i: number) => `__rv${i}`;
 
@@ -294,8 +301,7 @@ function dimSql(d: Dim, dc: DimContext, i: number): RawBuilder<unknown> {
     return dc.adapter.timeBucket(c, d.interval!, local ? d.timeZone! : 'UTC', segs);
   }
   if (d.kind === 'number') {
-    const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
-    return dc.adapter.histogramBucket(c, width);
+    return dc.adapter.histogramBucket(c, histogramWidth(d));
   }
   return sql`${c}`;
 }
