@@ -43,7 +43,7 @@ export function openPostgres(opts: PostgresOptions): Db {
   const { url, schema } = splitSchema(opts.url);
   // UTC sessions: a date without a time is midnight UTC, as the services read it.
   const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC'];
-  // public stays on the path: the extensions (unaccent, pg_trgm) live there.
+  // public stays on the path, where extensions are usually installed.
   if (schema) options.push(`-c search_path=${schema},public`);
   // A server that does not answer fails a request within 10 s (503 with Retry-After), not never.
   const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types, options: options.join(' '), connectionTimeoutMillis: 10_000 });
