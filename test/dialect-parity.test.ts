@@ -5,7 +5,7 @@ import { recordActivity } from '../src/services/activity.js';
 import { listChanges } from '../src/services/changes.js';
 import { fromDatabaseError } from '../src/services/errors.js';
 import { createRecord } from '../src/services/records.js';
-import { createField, getSchema } from '../src/services/schema.js';
+import { createField, createObject, getSchema } from '../src/services/schema.js';
 import { searchAll } from '../src/services/search.js';
 import { createWorkspace } from '../src/services/users.js';
 import { call, ctxFor, dropSchemaOf, makeWorkspace, onPostgres, schemaUrl, TEST_DATABASE_URL, type TestApp, testApp } from './helpers.js';
@@ -100,6 +100,13 @@ describe('two processes on one PostgreSQL database: caches follow the other one 
       await createField(w.ctx, 'contacts', { name: 'shoe_size', type: 'INTEGER' });
       await expect.poll(async () => (await getSchema(inB)).objects.get('contacts')!.byName.has('shoe_size'), { timeout: 2000 }).toBe(true);
       expect((await createRecord(inB, 'contacts', { first_name: 'Jonathan', shoe_size: 44 })).shoe_size).toBe(44);
+      // At once, before any notification could arrive: a field or an object made through A is used through B.
+      for (let i = 0; i < 10; i++) {
+        await createField(w.ctx, 'contacts', { name: `f${i}`, type: 'TEXT' });
+        expect((await createRecord(inB, 'contacts', { first_name: 'At once', [`f${i}`]: 'x' }))[`f${i}`]).toBe('x');
+      }
+      await createObject(w.ctx, { name: 'gadgets', fields: [{ name: 'title', type: 'TEXT' }] });
+      expect((await createRecord(inB, 'gadgets', { title: 'made through A' })).title).toBe('made through A');
       // B's typo-tolerant search knows the words A writes next.
       expect((await searchAll(inB, { q: 'Bartholomew' })).data).toHaveLength(0);
       await createRecord(w.ctx, 'contacts', { first_name: 'Bartholomew' });

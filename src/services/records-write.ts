@@ -291,8 +291,20 @@ export interface CreateOptions {
   readBack?: boolean;
 }
 
-export async function createRecords(ctx: Ctx, objectName: string, inputs: unknown[], opts: CreateOptions = {}): Promise<RecordData[]> {
+/**
+ * The object written to. Where the schema follows other processes through notifications, a record
+ * naming a field the cached object lacks has it read again first: another process may have created
+ * the field a moment ago, before its notification arrived here.
+ */
+async function writableObject(ctx: Ctx, objectName: string, records: unknown[]): Promise<ObjectDef> {
   const obj = await resolveObject(ctx, objectName);
+  if (!ctx.db.schemaToken) return obj;
+  const unknown = records.some((r) => typeof r === 'object' && r !== null && Object.keys(r).some((k) => k !== 'id' && !obj.byName.has(k)));
+  return unknown ? ((await getSchema(ctx, { verify: true })).objects.get(objectName) ?? obj) : obj;
+}
+
+export async function createRecords(ctx: Ctx, objectName: string, inputs: unknown[], opts: CreateOptions = {}): Promise<RecordData[]> {
+  const obj = await writableObject(ctx, objectName, Array.isArray(inputs) ? inputs : []);
   checkBatch(inputs, opts.max);
   const prepared = validateRows(inputs, (input) => prepareWrite(obj, input, 'create'));
   const ids = await inTransaction(ctx, (trx) => insertPrepared(ctx, trx, obj, prepared));
@@ -438,7 +450,7 @@ export async function updateRecord(ctx: Ctx, objectName: string, id: string, val
 }
 
 export async function updateRecords(ctx: Ctx, objectName: string, updates: UpdateInput[], opts: CreateOptions = {}): Promise<RecordData[]> {
-  const obj = await resolveObject(ctx, objectName);
+  const obj = await writableObject(ctx, objectName, Array.isArray(updates) ? updates.map((u) => u?.values) : []);
   checkBatch(updates, opts.max);
   const prepared = validateRows(updates, (u) => {
     if (typeof u.id !== 'string' || !u.id) throw validationError("Each update needs the record's 'id'");
@@ -489,7 +501,7 @@ export interface UpsertResult {
 
 /** Create or update by 'id' or by a unique field (e.g. email). All rows or none. */
 export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknown[], key = 'id'): Promise<UpsertResult> {
-  const obj = await resolveObject(ctx, objectName);
+  const obj = await writableObject(ctx, objectName, Array.isArray(inputs) ? inputs : []);
   checkBatch(inputs);
   const keyField = obj.byName.get(key);
   if (!keyField?.unique) {
