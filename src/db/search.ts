@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, type RawBuilder, sql } from 'kysely';
 import { bulkInsert } from './bulk-insert.js';
 
 /**
@@ -129,4 +129,31 @@ export function highlight(s: string): string {
     .replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!)
     .replace(/\u0002/g, '<mark>')
     .replace(/\u0003/g, '</mark>');
+}
+
+/**
+ * The word list's part of a backend, the same on both dialects but for `liveDoc`: the query that
+ * finds a document of the workspace still holding a word (FTS5 MATCH, or a tsvector).
+ */
+export function termMethods(liveDoc: (workspaceId: number, term: string) => RawBuilder<unknown>): Pick<SearchBackend, 'terms' | 'hasTerm' | 'pruneTerms'> {
+  return {
+    async terms(db, from, to, max, workspaceId) {
+      // search_terms.term compares in byte order on both (SQLite's BINARY, PostgreSQL's "C" column).
+      const r = await sql<{ term: string }>`
+        SELECT term FROM search_terms WHERE workspace_id = ${workspaceId} AND term >= ${from} AND term < ${to} ORDER BY term LIMIT ${max}`.execute(db);
+      return r.rows.map((x) => x.term);
+    },
+    async hasTerm(db, workspaceId, term) {
+      return (await liveDoc(workspaceId, term).execute(db)).rows.length > 0;
+    },
+    async pruneTerms(db, workspaceId, terms) {
+      const removed: string[] = [];
+      // Checked again here, in the write transaction: a record written since the caller's check may hold the word.
+      for (const term of terms) {
+        const r = await sql`DELETE FROM search_terms WHERE workspace_id = ${workspaceId} AND term = ${term} AND NOT EXISTS (${liveDoc(workspaceId, term)})`.execute(db);
+        if (Number(r.numAffectedRows ?? 0) > 0) removed.push(term);
+      }
+      return removed;
+    },
+  };
 }

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { highlight, type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, termsOf, writeTerms } from '../search.js';
+import { highlight, type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, termMethods, termsOf, writeTerms } from '../search.js';
 
 /**
  * Full-text search on PostgreSQL: one row per record in search_docs, its text and a tsvector of the
@@ -150,25 +150,7 @@ export const postgresSearch: SearchBackend = {
     });
   },
 
-  async terms(db, from, to, max, workspaceId) {
-    const r = await sql<{ term: string }>`
-      SELECT term FROM search_terms WHERE workspace_id = ${workspaceId} AND term >= ${from} AND term < ${to} ORDER BY term COLLATE "C" LIMIT ${max}`.execute(db);
-    return r.rows.map((x) => x.term);
-  },
-
-  async hasTerm(db, workspaceId, term) {
-    return (await liveDoc(workspaceId, term).execute(db)).rows.length > 0;
-  },
-
-  async pruneTerms(db, workspaceId, terms) {
-    const removed: string[] = [];
-    for (const term of terms) {
-      // Locked first: a record written meanwhile in another transaction may hold the word.
-      const r = await sql`DELETE FROM search_terms WHERE workspace_id = ${workspaceId} AND term = ${term} AND NOT EXISTS (${liveDoc(workspaceId, term)})`.execute(db);
-      if (Number(r.numAffectedRows ?? 0) > 0) removed.push(term);
-    }
-    return removed;
-  },
+  ...termMethods(liveDoc),
 
   async createTermTable(db) {
     await sql`CREATE TABLE search_terms (

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { bulkInsert } from '../bulk-insert.js';
-import { highlight, type SearchBackend, type SearchClause, type SearchHit, type SearchQuery, writeTerms } from '../search.js';
+import { highlight, type SearchBackend, type SearchClause, type SearchHit, type SearchQuery, termMethods, writeTerms } from '../search.js';
 
 /**
  * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, a prefix
@@ -123,26 +123,7 @@ export const sqliteSearch: SearchBackend = {
     }));
   },
 
-  async terms(db, from, to, max, workspaceId) {
-    const r = await sql<{ term: string }>`
-      SELECT term FROM search_terms WHERE workspace_id = ${workspaceId} AND term >= ${from} AND term < ${to} ORDER BY term LIMIT ${max}`.execute(db);
-    return r.rows.map((x) => x.term);
-  },
-
-  async hasTerm(db, workspaceId, term) {
-    const r = await sql`${liveDoc(workspaceId, term)}`.execute(db);
-    return r.rows.length > 0;
-  },
-
-  async pruneTerms(db, workspaceId, terms) {
-    const removed: string[] = [];
-    // Checked again here, under the write lock: a record written since the caller's check may hold the word.
-    for (const term of terms) {
-      const r = await sql`DELETE FROM search_terms WHERE workspace_id = ${workspaceId} AND term = ${term} AND NOT EXISTS (${liveDoc(workspaceId, term)})`.execute(db);
-      if (Number(r.numAffectedRows ?? 0) > 0) removed.push(term);
-    }
-    return removed;
-  },
+  ...termMethods(liveDoc),
 
   async createTermTable(db) {
     await sql`CREATE TABLE search_terms (
