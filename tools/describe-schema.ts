@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineTool } from '../src/mcp/tool.js';
-import { listPipelines } from '../src/services/pipelines.js';
+import { listPipelines, pipelineOutput } from '../src/services/pipelines.js';
 import { getObjectSchema, listObjects } from '../src/services/schema.js';
 
 const fieldOut = z.object({
@@ -49,25 +49,6 @@ export function renderObject(o: ObjectOut): string {
   return [head, ...lines].join('\n');
 }
 
-const pipelineOut = z.object({
-  id: z.string(),
-  object: z.string(),
-  name: z.string(),
-  field: z.string(),
-  steps: z.array(
-    z.object({
-      id: z.string(),
-      key: z.string(),
-      name: z.string(),
-      position: z.number(),
-      probability: z.number().nullable(),
-      won: z.boolean(),
-      lost: z.boolean(),
-      defaults: z.record(z.string(), z.unknown()).optional(),
-    }),
-  ),
-});
-
 export default defineTool({
   name: 'crm_describe_schema',
   title: 'Describe the CRM schema',
@@ -79,7 +60,7 @@ export default defineTool({
   inputSchema: z.object({
     object: z.string().min(1).optional().describe('One object; omit for all'),
   }),
-  outputSchema: z.object({ objects: z.array(objectOut).describe('Objects with their fields'), pipelines: z.array(pipelineOut) }),
+  outputSchema: z.object({ objects: z.array(objectOut).describe('Objects with their fields'), pipelines: z.array(pipelineOutput) }),
   handler: async (ctx, args) => ({
     objects: args.object ? [await getObjectSchema(ctx, args.object)] : await listObjects(ctx),
     pipelines: await listPipelines(ctx, args.object),

@@ -10,6 +10,26 @@ import { requireAdmin } from './permissions.js';
 import { getRecord, type RecordData, updateRecord } from './records.js';
 import { bumpVersion, getSchema, insertPipeline, type PipelineDef, parseWith, resolveObject } from './schema.js';
 
+/** A pipeline as listPipelines and getPipeline answer it: described once for REST's OpenAPI document and the MCP tool's output schema. */
+export const pipelineOutput = z.object({
+  id: z.string(),
+  object: z.string(),
+  name: z.string(),
+  field: z.string(),
+  steps: z.array(
+    z.object({
+      id: z.string(),
+      key: z.string(),
+      name: z.string(),
+      position: z.number().int(),
+      probability: z.number().nullable(),
+      won: z.boolean(),
+      lost: z.boolean(),
+      defaults: z.record(z.string(), z.unknown()).optional(),
+    }),
+  ),
+});
+
 /**
  * Pipelines: an ordered set of steps over one SELECT field of an object (opportunities.status by
  * default). The records service keeps them honest on every write: new records start on the first

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ERROR_STATUS } from '../../services/errors.js';
+import { pipelineOutput } from '../../services/pipelines.js';
 
 /**
  * Response bodies of the REST API, for the OpenAPI document (routes put them in `schema.response`).
@@ -211,26 +212,7 @@ const Integration = z.object({ configured: z.boolean(), provider: z.string().nul
 export const Integrations = one(z.object({ email: Integration, calendar: Integration }));
 
 // Pipelines
-const Pipeline = z
-  .object({
-    id: z.string(),
-    object: z.string(),
-    name: z.string(),
-    field: z.string(),
-    steps: z.array(
-      z.object({
-        id: z.string(),
-        key: z.string(),
-        name: z.string(),
-        position: int,
-        probability: z.number().nullable(),
-        won: z.boolean(),
-        lost: z.boolean(),
-        defaults: z.record(z.string(), z.unknown()).optional(),
-      }),
-    ),
-  })
-  .meta({ id: 'Pipeline' });
+const Pipeline = pipelineOutput.meta({ id: 'Pipeline' });
 export const Pipelines = all(Pipeline);
 export const PipelineOne = one(Pipeline);
 export const PipelineStats = one(
