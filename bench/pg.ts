@@ -23,6 +23,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
+import { numberTypes } from '../src/db/postgres/open.js';
 import { aggregateGroups } from '../src/services/aggregate.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
 import type { Ctx } from '../src/services/context.js';
@@ -31,14 +32,8 @@ import { listRecords } from '../src/services/records.js';
 import { searchAll } from '../src/services/search.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createUser, createWorkspace } from '../src/services/users.js';
+import { check, dropBenchSchema, envInt, fmt, load1, loads, log, ms, type Row } from './common.js';
 import { encodeCursor, OPP_COLUMNS, type RawPage, type RawRow, toRecord } from './raw-sql.js';
-
-const envInt = (name: string, dflt: number) => {
-  const v = process.env[name];
-  const n = v === undefined || v === '' ? dflt : Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got '${v}'`);
-  return n;
-};
 
 const arg = process.argv.indexOf('--db');
 const url = arg > 0 ? process.argv[arg + 1] : undefined;
@@ -60,48 +55,21 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const schema = `bench_pg_${process.pid}`;
 const location = `${url}${url.includes('?') ? '&' : '?'}schema=${schema}`;
 
-const log = (...a: unknown[]) => console.log(...a);
-const loads: Record<string, number> = {};
-const load1 = (phase: string) => {
-  loads[phase] = Math.round(os.loadavg()[0]! * 100) / 100;
-  return `(load average ${loads[phase]!.toFixed(2)})`;
-};
-const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
-const ms = (n: number) => `${n < 1 ? n.toFixed(3) : n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
-
 // ---------------------------------------------------------------------------------------------
 // The service's database, and a plain pool for the hand-written side (same session settings:
 // UTC, the bench schema first on the path, int8/numeric as numbers like the service reads them).
 
 const db = openDatabase({ file: location });
-const types = {
-  getTypeParser(oid: number, format?: 'text' | 'binary') {
-    if (oid === pg.types.builtins.INT8 || oid === pg.types.builtins.NUMERIC) return (v: string) => (v === null ? null : Number(v));
-    return pg.types.getTypeParser(oid, format);
-  },
-};
 const rawUrl = new URL(url);
 rawUrl.searchParams.delete('schema');
-const pool = new pg.Pool({ connectionString: rawUrl.toString(), max: 4, types, options: `-c TimeZone=UTC -c search_path=${schema},public` });
+const pool = new pg.Pool({ connectionString: rawUrl.toString(), max: 4, types: numberTypes, options: `-c TimeZone=UTC -c search_path=${schema},public` });
 pool.on('error', () => {});
 
 let dropped = false;
 async function dropSchema() {
   if (dropped) return;
   dropped = true;
-  // A hundred tables a statement: dropping thousands at once runs out of lock slots (max_locks_per_transaction).
-  const c = new pg.Client({ connectionString: rawUrl.toString() });
-  await c.connect();
-  try {
-    for (;;) {
-      const some = (await c.query<{ t: string }>('SELECT tablename AS t FROM pg_tables WHERE schemaname = $1 LIMIT 100', [schema])).rows;
-      if (!some.length) break;
-      await c.query(`DROP TABLE ${some.map((r) => `"${schema}"."${r.t}"`).join(', ')} CASCADE`);
-    }
-    await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  } finally {
-    await c.end();
-  }
+  await dropBenchSchema(url!, schema);
 }
 for (const sig of ['SIGINT', 'SIGTERM'] as const)
   process.on(sig, () => {
@@ -111,16 +79,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
 // ---------------------------------------------------------------------------------------------
 // Result rows
 
-interface Row {
-  figure: string;
-  service: string;
-  baseline: string;
-  ratio: string;
-  target: string;
-  ok: '✓' | '✗' | '';
-}
 const table: Row[] = [];
-const check = (pass: boolean): Row['ok'] => (pass ? '✓' : '✗');
 const pgVersion = (await pool.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
 const json: Record<string, unknown> = {
   dialect: 'postgres',

@@ -25,15 +25,9 @@ import type { FilterGroup } from '../src/services/filters.js';
 import { type ListResult, listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
+import { check, envInt, fmt, load1, loads, log, ms, type Row } from './common.js';
 import { encodeCursor, type FilterParams, type RawPage, rawQueries } from './raw-sql.js';
 import { generationOnly, type Pools, rawSeed } from './seed-raw.js';
-
-const envInt = (name: string, dflt: number) => {
-  const v = process.env[name];
-  const n = v === undefined || v === '' ? dflt : Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got '${v}'`);
-  return n;
-};
 
 const ROWS = envInt('BENCH_ROWS', 1_000_000);
 const COMPANIES = envInt('BENCH_COMPANIES', 20_000);
@@ -63,27 +57,9 @@ const cleanup = () => {
 process.on('exit', cleanup);
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
-const log = (...a: unknown[]) => console.log(...a);
-/** 1-minute load average at each phase: other processes on the machine skew every figure here. */
-const loads: Record<string, number> = {};
-const load1 = (phase: string) => {
-  loads[phase] = Math.round(os.loadavg()[0]! * 100) / 100;
-  return `(load average ${loads[phase]!.toFixed(2)})`;
-};
-const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
-const ms = (n: number) => `${n < 1 ? n.toFixed(3) : n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
-
 // ---------------------------------------------------------------------------------------------
 // Result rows
 
-interface Row {
-  figure: string;
-  service: string;
-  baseline: string;
-  ratio: string;
-  target: string;
-  ok: '✓' | '✗' | '';
-}
 const table: Row[] = [];
 const json: Record<string, unknown> = {
   rows: ROWS,
@@ -97,7 +73,6 @@ const json: Record<string, unknown> = {
   cpuModel: os.cpus()[0]?.model,
   startedAt: new Date().toISOString(),
 };
-const check = (pass: boolean): Row['ok'] => (pass ? '✓' : '✗');
 
 // ---------------------------------------------------------------------------------------------
 // Setup and seeding

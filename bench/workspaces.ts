@@ -15,6 +15,7 @@ import { sql } from 'kysely';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createWorkspace } from '../src/services/users.js';
+import { dropBenchSchema } from './common.js';
 
 const N = Number(process.env.BENCH_WORKSPACES ?? 1000);
 const arg = process.argv.indexOf('--db');
@@ -63,14 +64,6 @@ console.log(
     2,
   ),
 );
-if (url) {
-  // A hundred tables a statement: dropping thousands at once runs out of lock slots (max_locks_per_transaction).
-  for (;;) {
-    const some = (await sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = ${schema} LIMIT 100`.execute(db.kysely)).rows;
-    if (!some.length) break;
-    await sql`DROP TABLE ${sql.join(some.map((r) => sql.table(`${schema}.${r.t}`)))} CASCADE`.execute(db.kysely);
-  }
-  await sql`DROP SCHEMA ${sql.id(schema)} CASCADE`.execute(db.kysely);
-}
 await db.close();
+if (url) await dropBenchSchema(url, schema);
 if (!url) fs.rmSync(path.dirname(location), { recursive: true, force: true });

@@ -11,7 +11,7 @@ import { postgresSearch } from './search.js';
  * the services read numbers, as from SQLite. Values past 2^53 lose precision, as they do in SQLite's
  * driver without safeIntegers.
  */
-const types = {
+export const numberTypes = {
   getTypeParser(oid: number, format?: 'text' | 'binary') {
     if (oid === pg.types.builtins.INT8 || oid === pg.types.builtins.NUMERIC) return (v: string) => (v === null ? null : Number(v));
     return pg.types.getTypeParser(oid, format);
@@ -46,7 +46,7 @@ export function openPostgres(opts: PostgresOptions): Db {
   // public stays on the path, where extensions are usually installed.
   if (schema) options.push(`-c search_path=${schema},public`);
   // A server that does not answer fails a request within 10 s (503 with Retry-After), not never.
-  const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types, options: options.join(' '), connectionTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types: numberTypes, options: options.join(' '), connectionTimeoutMillis: 10_000 });
   // An idle connection's error (the server restarted) must not crash the process; the pool replaces it.
   pool.on('error', () => {});
   // A transaction aborted by a deadlock is not run again here: a service's transaction body may keep
@@ -55,7 +55,7 @@ export function openPostgres(opts: PostgresOptions): Db {
   const kysely = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   let closed = false;
   const listener = new ChangeListener(
-    () => new pg.Client({ connectionString: url, types, options: options.join(' '), keepAlive: true }),
+    () => new pg.Client({ connectionString: url, types: numberTypes, options: options.join(' '), keepAlive: true }),
     async () => schema ?? (await sql<{ s: string }>`SELECT current_schema() AS s`.execute(kysely)).rows[0]!.s,
   );
   return {
