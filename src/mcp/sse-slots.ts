@@ -14,6 +14,19 @@ export interface SseSlots {
   take(token: string): Promise<SseTake>;
 }
 
+/** A place taken: `free` runs once, however often the session's end is reported. */
+function granted(free: () => void): SseTake {
+  let released = false;
+  return {
+    ok: true,
+    release() {
+      if (released) return;
+      released = true;
+      free();
+    },
+  };
+}
+
 export function localSseSlots(perToken: number, total: number): SseSlots {
   const byToken = new Map<string, number>();
   let open = 0;
@@ -25,18 +38,12 @@ export function localSseSlots(perToken: number, total: number): SseSlots {
       // Taken before any await, so concurrent opens cannot all pass the check.
       byToken.set(token, mine + 1);
       open++;
-      let released = false;
-      return {
-        ok: true,
-        release() {
-          if (released) return;
-          released = true;
-          open--;
-          const n = (byToken.get(token) ?? 1) - 1;
-          if (n > 0) byToken.set(token, n);
-          else byToken.delete(token);
-        },
-      };
+      return granted(() => {
+        open--;
+        const n = (byToken.get(token) ?? 1) - 1;
+        if (n > 0) byToken.set(token, n);
+        else byToken.delete(token);
+      });
     },
   };
 }
@@ -80,17 +87,11 @@ export function redisSseSlots(redis: Redis, perToken: number, total: number, opt
         redis.zadd(all, 'XX', until, id).catch(() => {});
       }, leaseMs / 3);
       renew.unref();
-      let released = false;
-      return {
-        ok: true,
-        release() {
-          if (released) return;
-          released = true;
-          clearInterval(renew);
-          redis.zrem(mine, id).catch(() => {});
-          redis.zrem(all, id).catch(() => {});
-        },
-      };
+      return granted(() => {
+        clearInterval(renew);
+        redis.zrem(mine, id).catch(() => {});
+        redis.zrem(all, id).catch(() => {});
+      });
     },
   };
 }
