@@ -13,7 +13,7 @@ import { runStdio } from './mcp/stdio.js';
 import { TOOLSETS } from './mcp/tool.js';
 import { ensureDefaultWorkspace } from './services/bootstrap.js';
 import { configureBudget } from './services/budget.js';
-import type { Ctx, Role } from './services/context.js';
+import { type Ctx, contextFor, type Role } from './services/context.js';
 import { isCrmError } from './services/errors.js';
 import { seedWorkspace } from './services/seed.js';
 import { createToken, createUser, createWorkspace, findUserByEmail, findWorkspace, firstUserWithRole, listTokens, listWorkspaces, revokeToken } from './services/users.js';
@@ -298,7 +298,7 @@ export function buildCli(): Command {
       const ws = await workspaceOrFail(db, cfg.CRM_WORKSPACE);
       const admin = await firstUserWithRole(db, ws.id, 'admin');
       if (!admin) throw new Error(`Workspace '${ws.name}' has no admin user`);
-      const ctx: Ctx = { db, log, actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
+      const ctx: Ctx = contextFor(db, log, { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
       const summary = await importFile(ctx, { object, file, map: opts.map, batch: opts.batch, rejects: opts.rejects, tty: process.stderr.isTTY === true });
       if (summary.ignored_columns.length) process.stderr.write(`import: ignored columns (no matching field; use --map): ${summary.ignored_columns.join(', ')}\n`);
       process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
@@ -326,7 +326,7 @@ export function buildCli(): Command {
         await createUser(db, ws.id, { email: 'admin@example.com', name: 'Admin', role: 'admin' });
       }
       const admin = (await firstUserWithRole(db, ws.id, 'admin'))!;
-      const ctx: Ctx = { db, log, actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
+      const ctx: Ctx = contextFor(db, log, { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
       const t0 = performance.now();
       let lastPrint = 0;
       const r = await seedWorkspace(ctx, {

@@ -7,7 +7,7 @@ import pino from 'pino';
 import { type Db, openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
-import type { Ctx, Role } from '../src/services/context.js';
+import { type Ctx, contextFor, type Role } from '../src/services/context.js';
 import { createToken, createUser, createWorkspace, type User, type Workspace } from '../src/services/users.js';
 
 export const silent = pino({ level: 'silent' });
@@ -37,13 +37,24 @@ export function schemaUrl(url: string, prefix = 't'): string {
   return u.toString();
 }
 
-/** Drops the schema a schemaUrl names, with everything in it. */
+/** The schemas of a shared schema's workspaces (`<shared>_w<id>`), by workspace id. */
+async function workspaceSchemas(k: Kysely<any>, shared: string): Promise<string[]> {
+  const r = await sql<{ s: string }>`SELECT nspname AS s FROM pg_namespace WHERE nspname ~ ${`^${shared}_w[0-9]+$`} ORDER BY length(nspname), nspname`.execute(k);
+  return r.rows.map((x) => x.s);
+}
+
+/** Drops a shared schema and its workspaces' schemas, with everything in them. */
+async function dropSchemas(k: Kysely<any>, shared: string): Promise<void> {
+  for (const s of [...(await workspaceSchemas(k, shared)), shared]) await sql`DROP SCHEMA IF EXISTS ${sql.id(s)} CASCADE`.execute(k);
+}
+
+/** Drops the schema a schemaUrl names, and its workspaces' schemas, with everything in them. */
 export async function dropSchemaOf(location: string): Promise<void> {
   const schema = new URL(location).searchParams.get('schema');
   if (!schema) return;
   const db = openDatabase({ file: location });
   try {
-    await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(db.kysely);
+    await dropSchemas(db.kysely, schema);
   } finally {
     await db.close();
   }
@@ -67,7 +78,7 @@ async function freshPostgres(url: string, opts: { heavyReads?: number; lockWaitM
   const close = db.close.bind(db);
   db.close = async () => {
     try {
-      await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(db.kysely);
+      await dropSchemas(db.kysely, schema);
     } finally {
       await close();
     }
@@ -102,7 +113,7 @@ export async function makeWorkspace(db: Db, name: string): Promise<TestWorkspace
 }
 
 export function ctxFor(db: Db, workspaceId: number, userId: string, role: Role, via = 'test'): Ctx {
-  return { db, log: silent, actor: { workspaceId, userId, role, via } };
+  return contextFor(db, silent, { workspaceId, userId, role, via });
 }
 
 export interface TestApp {
@@ -184,12 +195,28 @@ export async function listAll(ctx: Ctx, object: string, filter?: import('../src/
  * PostgreSQL too (open.ts sets the parser).
  */
 type Query = RawBuilder<unknown> | string;
-const on = (db: Db | Kysely<any>) => ('kysely' in db ? db.kysely : db) as Kysely<any>;
 const raw = (q: Query) => (typeof q === 'string' ? sql.raw(q) : q);
+
+/**
+ * Runs a raw statement. On PostgreSQL's shared handle (a test's `db`), every workspace's schema
+ * is on the search path, in the order of their ids, before the shared one: the tables of the
+ * test's (first) workspace are found by their plain names. Pass `db.forWorkspace(id)` for another's.
+ */
+async function run(db: Db | Kysely<any>, q: Query) {
+  if (!('kysely' in db)) return raw(q).execute(db);
+  const shared = db.sharedSchema;
+  if (!shared) return raw(q).execute(db.kysely);
+  if (!(await sql<{ ok: boolean }>`SELECT current_schema() = ${shared} AS ok`.execute(db.kysely)).rows[0]!.ok) return raw(q).execute(db.kysely);
+  return db.kysely.transaction().execute(async (trx) => {
+    const path = [...(await workspaceSchemas(trx, shared)), shared, 'public'].map((s) => `"${s}"`).join(', ');
+    await sql`SELECT set_config('search_path', ${path}, true)`.execute(trx);
+    return raw(q).execute(trx);
+  });
+}
 
 /** Every row of a query. */
 export async function sqlAll<T = Record<string, any>>(db: Db | Kysely<any>, q: Query): Promise<T[]> {
-  return (await raw(q).execute(on(db))).rows as T[];
+  return (await run(db, q)).rows as T[];
 }
 
 /** The first row of a query (undefined when there is none). */
@@ -199,7 +226,7 @@ export async function sqlGet<T = Record<string, any>>(db: Db | Kysely<any>, q: Q
 
 /** Runs a statement; returns the rows it changed (insert, update, delete). */
 export async function sqlRun(db: Db | Kysely<any>, q: Query): Promise<number> {
-  return Number((await raw(q).execute(on(db))).numAffectedRows ?? 0);
+  return Number((await run(db, q)).numAffectedRows ?? 0);
 }
 
 /** Whether this database is PostgreSQL (a test may open a SQLite file of its own on either run). */
@@ -214,8 +241,12 @@ export async function tableOf(db: Db, workspaceId: number, object: string): Prom
 
 /** The names of the database's tables (its schema's, on PostgreSQL), sorted by byte order. */
 export async function tableNames(db: Db): Promise<string[]> {
-  const r = isPostgres(db)
-    ? await sqlAll<{ name: string }>(db, sql`SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`)
+  // PostgreSQL: the shared schema's and its workspaces' (each name once).
+  const r = db.sharedSchema
+    ? await sqlAll<{ name: string }>(
+        db.kysely,
+        sql`SELECT DISTINCT table_name AS name FROM information_schema.tables WHERE (table_schema = ${db.sharedSchema} OR table_schema ~ ${`^${db.sharedSchema}_w[0-9]+$`}) AND table_type = 'BASE TABLE'`,
+      )
     : await sqlAll<{ name: string }>(db, sql`SELECT name FROM sqlite_master WHERE type = 'table'`);
   return r.map((x) => x.name).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
@@ -235,11 +266,17 @@ export interface IndexedDoc {
  * FTS5 rows joined to search_docs, PostgreSQL's search_docs rows (which hold their text).
  */
 export async function indexedDocs(db: Db, workspaceId?: number): Promise<IndexedDoc[]> {
+  if (workspaceId === undefined && db.sharedSchema) {
+    // PostgreSQL: each workspace's index is in its own schema.
+    const out: IndexedDoc[] = [];
+    for (const w of await sqlAll<{ id: number }>(db.kysely, 'SELECT id FROM workspaces ORDER BY id')) out.push(...(await indexedDocs(db, w.id)));
+    return out;
+  }
   const where = workspaceId === undefined ? sql`` : sql`WHERE d.workspace_id = ${workspaceId}`;
   const q = isPostgres(db)
     ? sql`SELECT d.workspace_id, d.object_id, d.record_id, d.name, d.body, d.exact FROM search_docs d ${where} ORDER BY d.object_id, d.record_id COLLATE "C"`
     : sql`SELECT d.workspace_id, d.object_id, d.record_id, i.name, i.body, i.exact FROM search_docs d JOIN search_index i ON i.rowid = d.doc_id ${where} ORDER BY d.object_id, d.record_id`;
-  return sqlAll<IndexedDoc>(db, q);
+  return sqlAll<IndexedDoc>(workspaceId === undefined ? db : db.forWorkspace(workspaceId), q);
 }
 
 /**
@@ -248,10 +285,10 @@ export async function indexedDocs(db: Db, workspaceId?: number): Promise<Indexed
  * hits whose record is gone, so only the index shows a stale entry).
  */
 export async function indexedRecords(db: Db, word: string): Promise<string[]> {
-  const workspaces = await sqlAll<{ id: number }>(db, 'SELECT id FROM workspaces');
+  const workspaces = await sqlAll<{ id: number }>(db.kysely, 'SELECT id FROM workspaces');
   const match = { any: [{ in: 'text' as const, all: [[{ term: word, prefix: false }]] }] };
   const out: string[] = [];
-  for (const w of workspaces) for (const h of await db.search.query(db.kysely, w.id, [], match, 10_000, [])) out.push(h.record_id);
+  for (const w of workspaces) for (const h of await db.search.query(db.forWorkspace(w.id).kysely, w.id, [], match, 10_000, [])) out.push(h.record_id);
   return out.sort();
 }
 

@@ -25,6 +25,21 @@ export interface Db {
    * query (PostgreSQL: LISTEN/NOTIFY); absent or null: read the schema version from the database.
    */
   schemaToken?(workspaceId: number): string | null;
+  /**
+   * The database as workspace `id` sees it, for every query on its tables (objects, fields, records,
+   * notes, activity, search, …). PostgreSQL: its own schema (`<shared>_w<id>`) first on the search
+   * path. SQLite: this same handle (its workspaces' tables share one file, keyed by workspace_id).
+   * The shared tables (workspaces, users, api_tokens) read the same through either.
+   */
+  forWorkspace(id: number): Db;
+  /** PostgreSQL: the schema of the shared tables, whose name each workspace's schema extends. */
+  sharedSchema?: string;
+  /**
+   * In a transaction begun on this handle, the statements after this one work in workspace `id`'s
+   * tables (PostgreSQL: its schema, created if new, first on the transaction's search path):
+   * creating or migrating a workspace, with its row, in one transaction. Absent on SQLite.
+   */
+  enterWorkspace?(trx: Kysely<any>, id: number): Promise<void>;
   /** Give back the memory of the main connection's page cache (after a burst of heavy reads). */
   releaseCache(): void;
   /**

@@ -71,8 +71,8 @@ export interface DialectAdapter {
   feedOrder(trx: Kysely<any>, workspaceId: number): Promise<void>;
   /** Seconds from one ISO-8601 timestamp (text) to another. */
   secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
-  /** Migration 0008: what tells other processes of schema and vocabulary changes (PostgreSQL: NOTIFY triggers). */
-  createChangeNotifications?(db: Kysely<any>): Promise<void>;
+  /** Migration 0008: what tells other processes of schema and vocabulary changes (PostgreSQL: NOTIFY triggers on the shared tables and in each workspace's). */
+  changeNotifications?: { shared(db: Kysely<any>): Promise<void>; space(db: Kysely<any>): Promise<void> };
   /** Before the migrations: what the database needs first (PostgreSQL: its schema, whose name it returns). */
   prepare?(db: Kysely<any>): Promise<string>;
   /** Refresh the planner's statistics: after a bulk load (full) or now and then (cheap). */

@@ -8,13 +8,28 @@ import type { SearchBackend } from './search.js';
 import { isSqliteBusy } from './sqlite/dialect.js';
 
 /**
- * Migrations of the static tables, in order. Record tables are created per workspace and object
- * by the schema service (services/schema.ts) from the field metadata.
+ * One step of the database's layout, in order. Its parts:
+ * - `shared`: the shared tables (workspaces, users, api_tokens), once per database;
+ * - `space`: the tables each workspace holds (objects, fields, associations, activity, notes, the
+ *   search index, …): once per database on SQLite, where every workspace's rows share them (keyed
+ *   by workspace_id); in each workspace's own schema on PostgreSQL, when the workspace is created
+ *   or, for a step added later, when the workspace is migrated;
+ * - `each`: what a workspace that existed before the step needs (rows, its record tables, a
+ *   rebuilt index), per workspace in a transaction of its own, resumably (migrateWorkspaces).
+ * A workspace created after a step never runs its `each`: creating a workspace builds the latest
+ * layout at once. Record tables are created per workspace and object by the schema service
+ * (services/schema.ts) from the field metadata.
  */
-function migrations(adapter: DialectAdapter, search: SearchBackend): Record<string, Migration> {
+export interface Step {
+  shared?(db: Kysely<any>): Promise<void>;
+  space?(db: Kysely<any>): Promise<void>;
+  each?(db: Kysely<any>, workspaceId: number): Promise<void>;
+}
+
+function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Set<string> }): Record<string, Step> {
   return {
     '0001_core': {
-      async up(db: Kysely<any>) {
+      async shared(db) {
         await db.schema
           .createTable('workspaces')
           .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
@@ -44,6 +59,8 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
           .addColumn('last_used_at', 'text')
           .addColumn('revoked_at', 'text')
           .execute();
+      },
+      async space(db) {
         await db.schema
           .createTable('objects')
           .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
@@ -106,9 +123,9 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
       },
     },
     '0002_tasks_notes_inbox': {
-      async up(db: Kysely<any>) {
-        // Tasks are a system object (record table per workspace): add it to existing workspaces.
-        for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[]) await createSystemSchema(db, adapter, ws.id);
+      // Tasks are a system object (record table per workspace): add it to existing workspaces.
+      each: (db, ws) => createSystemSchema(db, adapter, ws),
+      async space(db) {
         await db.schema
           .createTable('notes')
           .addColumn('id', 'text', (c) => c.primaryKey())
@@ -156,7 +173,8 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
       },
     },
     '0003_pipelines': {
-      async up(db: Kysely<any>) {
+      each: (db, ws) => createDefaultPipelines(db, ws),
+      async space(db) {
         await db.schema
           .createTable('pipelines')
           .addColumn('id', 'text', (c) => c.primaryKey())
@@ -192,16 +210,14 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
           .execute();
         await db.schema.createIndex('stage_history_record').on('stage_history').columns(['pipeline_id', 'record_id', 'entered_at']).execute();
         await db.schema.createIndex('stage_history_step').on('stage_history').columns(['pipeline_id', 'step_key', 'record_id']).execute();
-        for (const ws of (await db.selectFrom('workspaces').select('id').execute()) as { id: number }[]) await createDefaultPipelines(db, ws.id);
       },
     },
     '0004_search': {
-      async up(db: Kysely<any>) {
-        await search.createTables(db);
-      },
+      // Records written before the search index existed are indexed once, after the steps (migrate).
+      space: (db) => search.createTables(db),
     },
     '0005_dedupe_merges': {
-      async up(db: Kysely<any>) {
+      async space(db) {
         await db.schema
           .createTable('dedupe_keys')
           .addColumn('workspace_id', 'integer', (c) => c.notNull())
@@ -228,7 +244,7 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
       },
     },
     '0006_workspace_time_zone': {
-      async up(db: Kysely<any>) {
+      async shared(db) {
         // Relative dates in filters ('today', 'this_week') are days in the workspace's zone.
         await db.schema
           .alterTable('workspaces')
@@ -237,27 +253,50 @@ function migrations(adapter: DialectAdapter, search: SearchBackend): Record<stri
       },
     },
     '0007_search_terms': {
-      async up(db: Kysely<any>) {
-        // Each workspace's own words for typo-tolerant search (FTS5's vocabulary mixes workspaces).
-        await search.createTermTable(db);
-      },
+      // Each workspace's own words for typo-tolerant search (FTS5's vocabulary mixes workspaces).
+      space: (db) => search.createTermTable(db),
     },
     '0008_change_notifications': {
-      async up(db: Kysely<any>) {
-        // Other processes' caches follow schema and vocabulary changes (PostgreSQL; SQLite reads versions).
-        await adapter.createChangeNotifications?.(db);
+      // Other processes' caches follow schema and vocabulary changes (PostgreSQL; SQLite reads versions).
+      shared: async (db) => adapter.changeNotifications?.shared(db),
+      space: async (db) => adapter.changeNotifications?.space(db),
+    },
+    '0009_workspace_migrations': {
+      async shared(db) {
+        // How far each workspace's own migration has gone (the name of its last step): a workspace
+        // that existed before is as far as the steps this database had run before this upgrade.
+        await db.schema
+          .alterTable('workspaces')
+          .addColumn('migrated_to', 'text', (c) => c.notNull().defaultTo(''))
+          .execute();
+        const last = [...ctx.before].sort().at(-1) ?? '';
+        await db.updateTable('workspaces').set({ migrated_to: last }).execute();
       },
     },
   };
 }
 
-class StaticProvider implements MigrationProvider {
+/** Each step as a migration of the shared schema: its shared part, and its space part where the workspaces share one space. */
+class StepProvider implements MigrationProvider {
   constructor(
-    private readonly adapter: DialectAdapter,
-    private readonly search: SearchBackend,
+    private readonly all: Record<string, Step>,
+    private readonly sharedSpace: boolean,
   ) {}
-  async getMigrations() {
-    return migrations(this.adapter, this.search);
+  async getMigrations(): Promise<Record<string, Migration>> {
+    const up = (step: Step) => async (db: Kysely<any>) => {
+      await step.shared?.(db);
+      if (this.sharedSpace) await step.space?.(db);
+    };
+    return Object.fromEntries(Object.entries(this.all).map(([name, step]) => [name, { up: up(step) }]));
+  }
+}
+
+/** The steps a database had run (their names), before this process migrates it. */
+async function ranBefore(db: Db): Promise<Set<string>> {
+  try {
+    return new Set((await sql<{ name: string }>`SELECT name FROM kysely_migration`.execute(db.kysely)).rows.map((r) => r.name));
+  } catch {
+    return new Set(); // a new database: no migration table yet
   }
 }
 
@@ -269,10 +308,21 @@ class StaticProvider implements MigrationProvider {
  */
 const MIGRATION_LOCK_WAIT_MS = 10 * 60_000;
 
+/**
+ * Brings the database to the latest layout: the shared schema's steps (Kysely's migrator, under its
+ * lock), then every workspace that is behind (migrateWorkspaces). Returns the shared steps applied.
+ */
 export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promise<string[]> {
   const schema = await db.adapter.prepare?.(db.kysely);
+  const before = await ranBefore(db);
+  if (db.sharedSchema && before.size && !before.has('0009_workspace_migrations'))
+    throw new Error(
+      `This PostgreSQL schema (${db.sharedSchema}) holds every workspace's tables in one schema, as development builds made it; ` +
+        'this version keeps each workspace in a schema of its own. Copy the data from SQLite again (crm-mcp copy --replace) into a new schema.',
+    );
+  const all = steps(db.adapter, db.search, { before });
   // The migrator's own tables in the database's schema: told nothing, it finds another schema's and skips creating its own.
-  const migrator = new Migrator({ db: db.kysely, provider: new StaticProvider(db.adapter, db.search), ...(schema ? { migrationTableSchema: schema } : {}) });
+  const migrator = new Migrator({ db: db.kysely, provider: new StepProvider(all, !db.sharedSchema), ...(schema ? { migrationTableSchema: schema } : {}) });
   const deadline = Date.now() + (opts.lockWaitMs ?? MIGRATION_LOCK_WAIT_MS);
   let outcome = await migrator.migrateToLatest();
   while (outcome.error && isSqliteBusy(outcome.error) && Date.now() < deadline) {
@@ -281,16 +331,74 @@ export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promi
   }
   const { error, results } = outcome;
   if (error) throw error;
-  // Records written before the search index existed get indexed once.
+  await migrateWorkspaces(db, { steps: all });
+  // Records written before the search index existed get indexed once (SQLite files older than it).
   const applied = (name: string) => results?.some((r) => r.migrationName === name && r.status === 'Success');
   if (applied('0004_search') || applied('0005_dedupe_merges')) {
     const workspaces = await db.kysely.selectFrom('workspaces').select('id').execute();
     for (const ws of workspaces) {
-      const ctx = { db, log: { info() {}, warn() {}, error() {}, debug() {} } as never, actor: { workspaceId: ws.id, userId: 'system', role: 'admin' as const, via: 'cli' } };
+      const wdb = db.forWorkspace(ws.id);
+      const ctx = { db: wdb, log: { info() {}, warn() {}, error() {}, debug() {} }, actor: { workspaceId: ws.id, userId: 'system', role: 'admin' as const, via: 'cli' } };
       const schema = await getSchema(ctx);
-      if (applied('0004_search')) await rebuildSearchIndex(db, ws.id, schema);
-      if (applied('0005_dedupe_merges')) await rebuildDedupeKeys(db, ws.id, schema);
+      if (applied('0004_search')) await rebuildSearchIndex(wdb, ws.id, schema);
+      if (applied('0005_dedupe_merges')) await rebuildDedupeKeys(wdb, ws.id, schema);
     }
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/** The steps in order, for migrateWorkspaces and createWorkspaceSpace (tests and the bench may pass steps of their own). */
+export const layoutSteps = (db: Db) => steps(db.adapter, db.search, { before: new Set() });
+
+/**
+ * Every workspace that is behind the latest step, brought up to it: per workspace in a transaction
+ * of its own (its row locked: a second process migrating at once waits, then finds it done), its
+ * missing steps' `space` parts (PostgreSQL: in its schema) and `each` parts, then its
+ * `migrated_to`. Interrupted, it resumes where it stopped: the workspaces done stay done, the one
+ * it was on rolled back. Returns the workspaces migrated.
+ */
+export async function migrateWorkspaces(db: Db, opts: { steps?: Record<string, Step>; onProgress?: (done: number, total: number) => void } = {}): Promise<number> {
+  const all = opts.steps ?? layoutSteps(db);
+  const names = Object.keys(all).sort();
+  const last = names.at(-1)!;
+  const behind = await db.kysely.selectFrom('workspaces').select('id').where('migrated_to', '<', last).orderBy('id').execute();
+  let done = 0;
+  for (const { id } of behind) {
+    if (await migrateWorkspace(db, id, all, names)) done++;
+    opts.onProgress?.(done, behind.length);
+  }
+  return done;
+}
+
+async function migrateWorkspace(db: Db, id: number, all: Record<string, Step>, names: string[]): Promise<boolean> {
+  return db.kysely.transaction().execute(async (trx) => {
+    const row = await trx
+      .updateTable('workspaces')
+      .set((eb) => ({ migrated_to: eb.ref('migrated_to') }))
+      .where('id', '=', id)
+      .returning('migrated_to')
+      .executeTakeFirst();
+    const todo = names.filter((n) => n > (row?.migrated_to ?? names.at(-1)!));
+    if (!todo.length) return false;
+    await db.enterWorkspace?.(trx, id);
+    for (const name of todo) {
+      if (db.sharedSchema) await all[name]!.space?.(trx);
+      await all[name]!.each?.(trx, id);
+    }
+    await trx.updateTable('workspaces').set({ migrated_to: names.at(-1)! }).where('id', '=', id).execute();
+    return true;
+  });
+}
+
+/**
+ * A new workspace's own tables, in the transaction that inserted its row: on PostgreSQL its schema
+ * with every step's `space` part; then, on either dialect, it counts as migrated to the latest step.
+ * The caller goes on in the workspace (the transaction's search path names its schema first).
+ */
+export async function createWorkspaceSpace(db: Db, trx: Kysely<any>, id: number): Promise<void> {
+  const all = layoutSteps(db);
+  const names = Object.keys(all).sort();
+  await db.enterWorkspace?.(trx, id);
+  if (db.sharedSchema) for (const name of names) await all[name]!.space?.(trx);
+  await trx.updateTable('workspaces').set({ migrated_to: names.at(-1)! }).where('id', '=', id).execute();
 }

@@ -8,6 +8,8 @@ export interface Tables {
     schema_version: ColumnType<number, number | undefined, number>;
     /** IANA name; relative dates in filters are read in it. */
     time_zone: ColumnType<string, string | undefined, string>;
+    /** The last layout step its own tables have been through (migrations.ts, migrateWorkspaces). */
+    migrated_to: ColumnType<string, string | undefined, string>;
     created_at: string;
   };
   users: {

@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import { type McpHttpOptions, registerMcpRoutes } from '../mcp/http.js';
-import type { Ctx } from '../services/context.js';
+import { type Ctx, contextFor } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { checkInput, INPUT_LIMITS } from '../services/input-limits.js';
 import { authenticate } from '../services/users.js';
@@ -259,7 +259,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         const actor = await authenticate(deps.db, bearer(req), 'rest');
         if (!actor && req.headers.authorization) throttle?.fail(req.ip);
         if (!actor) throw new CrmError('UNAUTHORIZED', req.headers.authorization ? 'Invalid or revoked API token' : "Missing API token: send 'Authorization: Bearer ksr_...'");
-        req.ctx = { db: deps.db, log: req.log, actor };
+        req.ctx = contextFor(deps.db, req.log, actor);
       });
       await api.register(userRoutes);
       await api.register(schemaRoutes);

@@ -4,7 +4,7 @@ import type { CallToolRequest, CallToolResult, ListToolsRequest, ListToolsResult
 import { z } from 'zod';
 import { type AnyTool, TOOLS } from '../../tools/index.js';
 import type { Db } from '../db/database.js';
-import type { Actor, Ctx, Log, Role } from '../services/context.js';
+import { type Actor, type Ctx, contextFor, type Log, type Role } from '../services/context.js';
 import { withRollback } from '../services/dry-run.js';
 import { CrmError, isCrmError } from '../services/errors.js';
 import { checkInput } from '../services/input-limits.js';
@@ -186,8 +186,8 @@ export async function createMcpServer(deps: McpDeps): Promise<McpServer> {
   const actorFor = deps.actor ? async () => deps.actor! : deps.resolveActor;
   if (!actorFor) throw new Error('createMcpServer needs actor or resolveActor');
   const first = await actorFor();
-  const ctxFor = async (via: string): Promise<Ctx> => ({ db: deps.db, log: deps.log, actor: { ...(await actorFor()), via } });
-  const schema = await getSchema({ db: deps.db, log: deps.log, actor: first });
+  const ctxFor = async (via: string): Promise<Ctx> => contextFor(deps.db, deps.log, { ...(await actorFor()), via });
+  const schema = await getSchema(contextFor(deps.db, deps.log, first));
   const readOnly = deps.readOnly ?? false;
   const tools = selectTools(deps.tools ?? TOOLS, { readOnly, toolsets: deps.toolsets, role: first.role });
   // Admin tools a member does not see: a call by name still answers why, instead of "not found".

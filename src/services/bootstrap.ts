@@ -1,5 +1,5 @@
 import type { Db } from '../db/database.js';
-import type { Log } from './context.js';
+import { contextFor, type Log } from './context.js';
 import { isCrmError } from './errors.js';
 import { type SeedOptions, seedWorkspace } from './seed.js';
 import { createToken, createUser, createWorkspace, listWorkspaces, type NewToken, type Workspace } from './users.js';
@@ -29,7 +29,7 @@ export async function ensureDefaultWorkspace(db: Db, log: Log, opts: { name: str
   }
   const admin = await createUser(db, workspace.id, { email: 'admin@example.com', name: 'Admin', role: 'admin' });
   if (opts.demo) {
-    const ctx = { db, log, actor: { workspaceId: workspace.id, userId: admin.id, role: 'admin' as const, via: 'cli' } };
+    const ctx = contextFor(db, log, { workspaceId: workspace.id, userId: admin.id, role: 'admin', via: 'cli' });
     const r = await seedWorkspace(ctx, { ...DEMO_SIZE, seed: 42, ...opts.seed });
     log.info({ ...r }, 'demo data seeded');
   }

@@ -24,6 +24,11 @@ export interface Ctx {
   work?: Work | undefined;
 }
 
+/** A service context: the database as the actor's workspace sees it (Db.forWorkspace), the log, who acts. */
+export function contextFor(db: Db, log: Log, actor: Actor, work?: Work): Ctx {
+  return { db: db.forWorkspace(actor.workspaceId), log, actor, ...(work ? { work } : {}) };
+}
+
 export function withVia(ctx: Ctx, via: string): Ctx {
   return { ...ctx, actor: { ...ctx.actor, via } };
 }

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Db } from '../db/database.js';
+import { createWorkspaceSpace } from '../db/migrations.js';
 import { nowIso } from './clock.js';
 import type { Actor, Ctx, Role } from './context.js';
 import { CrmError, duplicateOn, validationError } from './errors.js';
@@ -38,6 +39,8 @@ export async function createWorkspace(db: Db, name: string): Promise<Workspace> 
     .transaction()
     .execute(async (trx) => {
       const ws = await trx.insertInto('workspaces').values({ name, created_at: nowIso() }).returning(['id', 'name']).executeTakeFirstOrThrow();
+      // Its own tables (PostgreSQL: its schema), then its objects and pipelines in them.
+      await createWorkspaceSpace(db, trx, ws.id);
       await createSystemSchema(trx, db.adapter, ws.id);
       await createDefaultPipelines(trx, ws.id);
       return ws;

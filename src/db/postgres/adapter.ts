@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import type { DbErrorKind, DialectAdapter } from '../dialect.js';
-import { createChangeNotifications } from './notify.js';
+import { changeNotifications } from './notify.js';
 
 /**
  * PostgreSQL's SQL pieces. Values are stored as on SQLite (text for dates and JSON, 0/1 integers for
@@ -90,7 +90,7 @@ export const postgresAdapter: DialectAdapter = {
   },
   classifyError: classifyPostgresError,
   secondsBetween: (from, to) => sql<number>`EXTRACT(EPOCH FROM (CAST(${to} AS timestamptz) - CAST(${from} AS timestamptz)))::double precision`,
-  createChangeNotifications,
+  changeNotifications,
   async prepare(db) {
     // The schema the connection's search_path names first (the URL's ?schema=), if it is not there yet.
     const path = (await sql<{ p: string }>`SELECT current_setting('search_path') AS p`.execute(db)).rows[0]!.p;

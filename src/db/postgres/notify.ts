@@ -16,32 +16,39 @@ const HEARTBEAT_TIMEOUT_MS = 5_000;
 /** The channel of the schema the connection's search_path names first. */
 const channelOf = (schema: string) => `crm:${schema}`;
 
-/** Migration: the triggers (PostgreSQL's part of 0008_change_notifications). */
-export async function createChangeNotifications(db: Kysely<any>): Promise<void> {
-  await sql`CREATE OR REPLACE FUNCTION crm_notify_schema() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN PERFORM pg_notify('crm:' || current_schema(), 'schema:' || NEW.id); RETURN NULL; END $$`.execute(db);
-  // Idempotent: a database upgraded again after its word list was rebuilt runs this once more.
-  await sql`DROP TRIGGER IF EXISTS workspaces_changed ON workspaces`.execute(db);
-  await sql`DROP TRIGGER IF EXISTS search_terms_added ON search_terms`.execute(db);
-  await sql`DROP TRIGGER IF EXISTS search_terms_removed ON search_terms`.execute(db);
-  await sql`CREATE TRIGGER workspaces_changed AFTER UPDATE OF schema_version, time_zone ON workspaces
-    FOR EACH ROW EXECUTE FUNCTION crm_notify_schema()`.execute(db);
-  // Once per statement, per workspace whose words it added or removed (INSERT ... ON CONFLICT DO
-  // NOTHING lists only the rows it inserted).
-  await sql`CREATE OR REPLACE FUNCTION crm_notify_words() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-      IF TG_OP = 'INSERT' THEN
-        PERFORM pg_notify('crm:' || current_schema(), 'words:' || w) FROM (SELECT DISTINCT workspace_id AS w FROM changed_rows) x;
-      ELSE
-        PERFORM pg_notify('crm:' || current_schema(), 'words:' || w) FROM (SELECT DISTINCT workspace_id AS w FROM gone_rows) x;
-      END IF;
-      RETURN NULL;
-    END $$`.execute(db);
-  await sql`CREATE TRIGGER search_terms_added AFTER INSERT ON search_terms REFERENCING NEW TABLE AS changed_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION crm_notify_words()`.execute(db);
-  await sql`CREATE TRIGGER search_terms_removed AFTER DELETE ON search_terms REFERENCING OLD TABLE AS gone_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION crm_notify_words()`.execute(db);
-}
+/**
+ * Migration 0008: the triggers. `shared`: the function and trigger on workspaces (schema version,
+ * time zone), on the shared schema's channel. `space`: the vocabulary's triggers, in each
+ * workspace's schema (`<shared>_w<id>`), on the same channel: the shared schema's name is the
+ * workspace schema's without its `_w<id>`.
+ */
+export const changeNotifications = {
+  async shared(db: Kysely<any>): Promise<void> {
+    await sql`CREATE OR REPLACE FUNCTION crm_notify_schema() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_notify('crm:' || TG_TABLE_SCHEMA, 'schema:' || NEW.id); RETURN NULL; END $$`.execute(db);
+    await sql`DROP TRIGGER IF EXISTS workspaces_changed ON workspaces`.execute(db);
+    await sql`CREATE TRIGGER workspaces_changed AFTER UPDATE OF schema_version, time_zone ON workspaces
+      FOR EACH ROW EXECUTE FUNCTION crm_notify_schema()`.execute(db);
+    // Once per statement, per workspace whose words it added or removed (INSERT ... ON CONFLICT DO
+    // NOTHING lists only the rows it inserted).
+    await sql`CREATE OR REPLACE FUNCTION crm_notify_words() RETURNS trigger LANGUAGE plpgsql AS $$
+      DECLARE channel text := 'crm:' || regexp_replace(TG_TABLE_SCHEMA, '_w[0-9]+$', '');
+      BEGIN
+        IF TG_OP = 'INSERT' THEN
+          PERFORM pg_notify(channel, 'words:' || w) FROM (SELECT DISTINCT workspace_id AS w FROM changed_rows) x;
+        ELSE
+          PERFORM pg_notify(channel, 'words:' || w) FROM (SELECT DISTINCT workspace_id AS w FROM gone_rows) x;
+        END IF;
+        RETURN NULL;
+      END $$`.execute(db);
+  },
+  async space(db: Kysely<any>): Promise<void> {
+    await sql`CREATE TRIGGER search_terms_added AFTER INSERT ON search_terms REFERENCING NEW TABLE AS changed_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION crm_notify_words()`.execute(db);
+    await sql`CREATE TRIGGER search_terms_removed AFTER DELETE ON search_terms REFERENCING OLD TABLE AS gone_rows
+      FOR EACH STATEMENT EXECUTE FUNCTION crm_notify_words()`.execute(db);
+  },
+};
 
 export class ChangeListener {
   #client: pg.Client | null = null;

@@ -34,17 +34,53 @@ export function splitSchema(url: string): { url: string; schema: string | undefi
   const u = new URL(url);
   const schema = u.searchParams.get('schema') ?? undefined;
   u.searchParams.delete('schema');
-  // 59 at most: the schema's notification channel ('crm:' + name) must fit PostgreSQL's 63 bytes.
-  if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,58}$/.test(schema)) throw new Error(`Invalid schema name in the database URL: '${schema}' (lower-case letters, digits and _, at most 59)`);
+  // 48 at most: each workspace's schema is this name and '_w' and its id, within PostgreSQL's 63 bytes.
+  if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,47}$/.test(schema)) throw new Error(`Invalid schema name in the database URL: '${schema}' (lower-case letters, digits and _, at most 48)`);
   return { url: u.toString(), schema };
 }
 
+/**
+ * Where a workspace's tables live: a schema of its own beside the shared one, `<shared>_w<id>`
+ * (see docs/postgres.md, "Workspaces"). Its search path puts that schema first, then the shared
+ * schema (workspaces, users, tokens) and public.
+ */
+export const workspaceSchema = (shared: string, workspaceId: number) => `${shared}_w${workspaceId}`;
+const pathOf = (...schemas: string[]) => schemas.map((s) => `"${s}"`).join(', ');
+export const workspacePath = (shared: string, workspaceId: number) => pathOf(workspaceSchema(shared, workspaceId), shared, 'public');
+
+/**
+ * A pool for one search path over the process's one pg.Pool: a connection whose session has
+ * another path (it last served another workspace) is set to this one when handed out, so a pooled
+ * connection costs a SET only when it moves between workspaces.
+ */
+const sessionPath = new WeakMap<pg.PoolClient, string>();
+function pathPool(pool: pg.Pool, path: string, initial: string, end: () => Promise<void>) {
+  return {
+    async connect() {
+      const client = await pool.connect();
+      if ((sessionPath.get(client) ?? initial) !== path) {
+        try {
+          await client.query(`SET search_path TO ${path}`);
+        } catch (e) {
+          client.release(e as Error);
+          throw e;
+        }
+        sessionPath.set(client, path);
+      }
+      return client;
+    },
+    end,
+  };
+}
+
 export function openPostgres(opts: PostgresOptions): Db {
-  const { url, schema } = splitSchema(opts.url);
+  const { url, schema: named } = splitSchema(opts.url);
+  // The shared tables' schema: the URL's, else public.
+  const shared = named ?? 'public';
+  const sharedPath = shared === 'public' ? pathOf('public') : pathOf(shared, 'public');
   // UTC sessions: a date without a time is midnight UTC, as the services read it.
-  const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC'];
   // public stays on the path, where extensions are usually installed.
-  if (schema) options.push(`-c search_path=${schema},public`);
+  const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC', `-c search_path=${sharedPath.replace(/ /g, '')}`];
   // A server that does not answer fails a request within 10 s (503 with Retry-After), not never.
   const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types: numberTypes, options: options.join(' '), connectionTimeoutMillis: 10_000 });
   // An idle connection's error (the server restarted) must not crash the process; the pool replaces it.
@@ -52,22 +88,25 @@ export function openPostgres(opts: PostgresOptions): Db {
   // A transaction aborted by a deadlock is not run again here: a service's transaction body may keep
   // state outside the database (a review found an upsert answering its rows twice after a retry).
   // It answers 503 with Retry-After (adapter: 40P01 is 'busy'), and the client sends it again.
-  const kysely = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+  const on = (path: string, end: () => Promise<void>) => new Kysely<Tables>({ dialect: new PostgresDialect({ pool: pathPool(pool, path, sharedPath, end) }) });
+  const kysely = on(sharedPath, () => pool.end());
   let closed = false;
   const listener = new ChangeListener(
     () => new pg.Client({ connectionString: url, types: numberTypes, options: options.join(' '), keepAlive: true }),
-    async () => schema ?? (await sql<{ s: string }>`SELECT current_schema() AS s`.execute(kysely)).rows[0]!.s,
+    async () => shared,
   );
-  return {
-    kysely,
+  const bound = new Map<number, Db>();
+  const handle = (k: Kysely<Tables>): Db => ({
+    kysely: k,
     adapter: postgresAdapter,
     search: postgresSearch,
     file: opts.url,
+    sharedSchema: shared,
     heavyConcurrency: opts.heavyConcurrency ?? 2,
     bulk: (fn) => fn(),
     // Its own read-only transaction, so the time limit applies to this statement alone.
     boundedRead: <R>(q: CompiledQuery, ms: number) =>
-      kysely
+      k
         .transaction()
         .setAccessMode('read only')
         .execute(async (trx) => {
@@ -77,6 +116,15 @@ export function openPostgres(opts: PostgresOptions): Db {
     // Other processes' writes are heard through LISTEN/NOTIFY (notify.ts).
     dataVersion: () => listener.wordsVersion(),
     schemaToken: (workspaceId) => listener.schemaToken(workspaceId),
+    async enterWorkspace(trx, id) {
+      await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(workspaceSchema(shared, id))}`.execute(trx);
+      await sql`SELECT set_config('search_path', ${workspacePath(shared, id)}, true)`.execute(trx);
+    },
+    forWorkspace(id) {
+      let db = bound.get(id);
+      if (!db) bound.set(id, (db = handle(on(workspacePath(shared, id), async () => {}))));
+      return db;
+    },
     releaseCache() {},
     async close() {
       if (closed) return;
@@ -84,5 +132,6 @@ export function openPostgres(opts: PostgresOptions): Db {
       await listener.close();
       await kysely.destroy();
     },
-  };
+  });
+  return handle(kysely);
 }

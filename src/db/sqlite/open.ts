@@ -85,8 +85,10 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
   const kysely = new Kysely<Tables>({ dialect });
   let closed = false;
   const readPool = opts.file !== ':memory:' && (opts.readWorkers ?? 0) > 0 ? new ReadPool(opts.file, opts.readWorkers) : undefined;
-  return {
+  const db: SqliteDb = {
     kysely,
+    // One file, one set of tables: every workspace's rows in them, keyed by workspace_id.
+    forWorkspace: () => db,
     adapter: sqliteAdapter,
     search: sqliteSearch,
     file: opts.file,
@@ -131,4 +133,5 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
       await kysely.destroy();
     },
   };
+  return db;
 }

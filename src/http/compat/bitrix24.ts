@@ -3,7 +3,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { z } from 'zod';
 import type { Db } from '../../db/database.js';
 import { aggregateGroups } from '../../services/aggregate.js';
-import type { Ctx } from '../../services/context.js';
+import { type Ctx, contextFor } from '../../services/context.js';
 import { CrmError } from '../../services/errors.js';
 import { checkInput } from '../../services/input-limits.js';
 import { parseWith, resolveObject } from '../../services/schema.js';
@@ -116,7 +116,7 @@ export async function bitrix24Routes(app: FastifyInstance, deps: Bitrix24Deps) {
       if (r.failed) deps.throttle?.fail(req.ip);
       throw r.error;
     }
-    req.ctx = { db: deps.db, log: req.log, actor: r.actor };
+    req.ctx = contextFor(deps.db, req.log, r.actor);
   });
   // The app's JSON parser and text checks look at /api/ routes only: the same checks here.
   app.addHook('preValidation', async (req) => {
