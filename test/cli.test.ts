@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCli } from '../src/cli.js';
 import { type Db, openDatabase } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
-import type { Ctx } from '../src/services/context.js';
+import { type Ctx, contextFor } from '../src/services/context.js';
 import { listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createUser, createWorkspace, findWorkspace, firstUserWithRole, listUsers } from '../src/services/users.js';
@@ -300,7 +300,7 @@ describe('seed determinism', () => {
 
       const ws = await createWorkspace(otherDb, 'other');
       const admin = await createUser(otherDb, ws.id, { email: 'admin@example.com', name: 'Admin', role: 'admin' });
-      await seedWorkspace({ db: otherDb, log: silent, actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'test' } }, { companies: 10, contacts: 50, opportunities: 30, seed: 7 });
+      await seedWorkspace(contextFor(otherDb, silent, { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'test' }), { companies: 10, contacts: 50, opportunities: 30, seed: 7 });
       const other = await canonical(otherDb, 'other');
       expect(other.contacts).toHaveLength(50);
       expect(other.contacts).not.toEqual(a.contacts);

@@ -69,7 +69,9 @@ afterAll(async () => {
   if (!pgUp || !schemas.length) return;
   const c = new pg.Client({ connectionString: PG_URL });
   await c.connect();
-  for (const s of schemas) await c.query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`);
+  // Each target's shared schema and its workspaces' (<schema>_w<id>).
+  for (const s of schemas)
+    for (const r of (await c.query<{ n: string }>('SELECT nspname AS n FROM pg_namespace WHERE nspname ~ $1', [`^${s}(_w[0-9]+)?$`])).rows) await c.query(`DROP SCHEMA IF EXISTS "${r.n}" CASCADE`);
   await c.end();
 });
 
@@ -131,19 +133,22 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect(r.searchDocs).toBe(DEMO_SIZE.contacts + DEMO_SIZE.companies + DEMO_SIZE.opportunities + DEMO_SIZE.tasks);
     expect(await compareDatabases(source, target)).toEqual([]);
 
-    // Every identity sequence stands at its table's largest key (the next row takes the one after it).
-    const identities = await sql<{ table_name: string; column_name: string }>`SELECT table_name, column_name FROM information_schema.columns
-      WHERE table_schema = current_schema() AND is_identity = 'YES'`.execute(target.kysely);
-    expect(identities.rows.map((c) => `${c.table_name}.${c.column_name}`)).toEqual(
-      expect.arrayContaining(['workspaces.id', 'objects.id', 'fields.id', 'activity.id', 'stage_history.id', 'associations.id', 'w1_contacts.seq', 'w1_tasks.seq']),
-    );
-    for (const c of identities.rows) {
-      const max = (await sql<{ m: number | null }>`SELECT max(${sql.ref(c.column_name)}) AS m FROM ${sql.table(c.table_name)}`.execute(target.kysely)).rows[0]!.m;
-      if (max === null) continue;
-      const seq = (await sql<{ s: string }>`SELECT pg_get_serial_sequence(${c.table_name}, ${c.column_name}) AS s`.execute(target.kysely)).rows[0]!.s;
-      const at = (await sql.raw<{ last_value: number; is_called: boolean }>(`SELECT last_value, is_called FROM ${seq}`).execute(target.kysely)).rows[0]!;
-      expect([`${c.table_name}.${c.column_name}`, Number(at.last_value), at.is_called]).toEqual([`${c.table_name}.${c.column_name}`, Number(max), true]);
+    // Every identity sequence (of the shared schema and of the workspace's) stands at its table's
+    // largest key (the next row takes the one after it).
+    const seen: string[] = [];
+    for (const k of [target.kysely, target.forWorkspace(ws.workspace.id).kysely]) {
+      const identities = await sql<{ table_name: string; column_name: string }>`SELECT table_name, column_name FROM information_schema.columns
+        WHERE table_schema = current_schema() AND is_identity = 'YES'`.execute(k);
+      for (const c of identities.rows) {
+        seen.push(`${c.table_name}.${c.column_name}`);
+        const max = (await sql<{ m: number | null }>`SELECT max(${sql.ref(c.column_name)}) AS m FROM ${sql.table(c.table_name)}`.execute(k)).rows[0]!.m;
+        if (max === null) continue;
+        const seq = (await sql<{ s: string }>`SELECT pg_get_serial_sequence(${c.table_name}, ${c.column_name}) AS s`.execute(k)).rows[0]!.s;
+        const at = (await sql.raw<{ last_value: number; is_called: boolean }>(`SELECT last_value, is_called FROM ${seq}`).execute(k)).rows[0]!;
+        expect([`${c.table_name}.${c.column_name}`, Number(at.last_value), at.is_called]).toEqual([`${c.table_name}.${c.column_name}`, Number(max), true]);
+      }
     }
+    expect(seen).toEqual(expect.arrayContaining(['workspaces.id', 'objects.id', 'fields.id', 'activity.id', 'stage_history.id', 'associations.id', 'w1_contacts.seq', 'w1_tasks.seq']));
 
     await expectSameThroughServices(source, target, ws, ['contacts', 'companies', 'opportunities', 'tasks']);
     const t = ctxFor(target, ws.workspace.id, ws.admin.id, 'admin');
@@ -158,7 +163,7 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect((await getRecord(t, 'contacts', created.id)).first_name).toBe('After');
     expect((await listRecords(t, 'contacts', { limit: 1, includeTotal: true })).total).toBe(DEMO_SIZE.contacts + 1);
     expect((await searchAll(t, { q: 'After Copy', objects: ['contacts'] })).data.map((h) => h.id)).toContain(created.id);
-    const ids = await sql<{ id: number }>`SELECT id FROM activity WHERE record_id = ${created.id}`.execute(target.kysely);
+    const ids = await sql<{ id: number }>`SELECT id FROM activity WHERE record_id = ${created.id}`.execute(target.forWorkspace(ws.workspace.id).kysely);
     const maxSource = (source.sqlite.prepare('SELECT max(id) AS m FROM activity').get() as { m: number }).m;
     expect(ids.rows.every((x) => Number(x.id) > maxSource)).toBe(true);
   });
@@ -275,7 +280,7 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect(replaced.stdout).toMatch(/^w1_contacts +100 +100$/m);
     expect(replaced.stdout).toMatch(/values: every table reads back the same on both sides/);
     const target = track(openDatabase({ file: to }));
-    expect((await sql<{ n: number }>`SELECT count(*) AS n FROM w1_contacts`.execute(target.kysely)).rows[0]!.n).toBe(100);
+    expect((await sql<{ n: number }>`SELECT count(*) AS n FROM w1_contacts`.execute(target.forWorkspace(1).kysely)).rows[0]!.n).toBe(100);
     expect((await sql<{ n: number }>`SELECT count(*) AS n FROM workspaces`.execute(target.kysely)).rows[0]!.n).toBe(1);
 
     // The source may be named by --db as by any command; a missing file is not created.
@@ -295,26 +300,29 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     const to = targetUrl();
     const target = track(openDatabase({ file: to }));
     await migrate(target);
-    // A trigger on the target that silently drops some rows: the copy must notice.
-    await sql`CREATE FUNCTION drop_lost() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.body LIKE 'lost%' THEN RETURN NULL; END IF; RETURN NEW; END $$`.execute(target.kysely);
-    await sql`CREATE TRIGGER drop_lost BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION drop_lost()`.execute(target.kysely);
+    // A trigger on the target that silently drops some rows: the copy must notice. (On a shared
+    // table: a workspace's tables are made by the copy itself, in its schema.)
+    await sql`CREATE FUNCTION drop_lost() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.name LIKE '%member' THEN RETURN NULL; END IF; RETURN NEW; END $$`.execute(target.kysely);
+    await sql`CREATE TRIGGER drop_lost BEFORE INSERT ON api_tokens FOR EACH ROW EXECUTE FUNCTION drop_lost()`.execute(target.kysely);
 
     const r = await run(['copy', '--from', file, '--to', to, '--quiet']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/row counts differ: notes \(source 2, target 1\); nothing was committed/);
-    expect(r.stdout).toMatch(/^notes +2 +1 {2}MISMATCH$/m);
-    const count = async (t: string) => Number((await sql<{ n: number }>`SELECT count(*) AS n FROM ${sql.table(t)}`.execute(target.kysely)).rows[0]!.n);
+    expect(r.stderr).toMatch(/row counts differ: api_tokens \(source 2, target 1\); nothing was committed/);
+    expect(r.stdout).toMatch(/^api_tokens +2 +1 {2}MISMATCH$/m);
+    const w1 = target.forWorkspace(ws.workspace.id).kysely;
+    const count = async (t: string) => Number((await sql<{ n: number }>`SELECT count(*) AS n FROM ${sql.table(t)}`.execute(w1)).rows[0]!.n);
     expect(await count('workspaces')).toBe(0);
-    expect(await sql`SELECT to_regclass('w1_contacts') AS t`.execute(target.kysely).then((x) => (x.rows[0] as { t: unknown }).t)).toBeNull();
+    expect(await sql`SELECT to_regclass('w1_contacts') AS t`.execute(w1).then((x) => (x.rows[0] as { t: unknown }).t)).toBeNull();
 
     // Copied once without the trigger; a --replace that fails leaves that copy as it was.
-    await sql`ALTER TABLE notes DISABLE TRIGGER drop_lost`.execute(target.kysely);
+    await sql`ALTER TABLE api_tokens DISABLE TRIGGER drop_lost`.execute(target.kysely);
     expect((await run(['copy', '--from', file, '--to', to, '--quiet'])).code).toBe(0);
-    await sql`ALTER TABLE notes ENABLE TRIGGER drop_lost`.execute(target.kysely);
+    await sql`ALTER TABLE api_tokens ENABLE TRIGGER drop_lost`.execute(target.kysely);
     const failed = await run(['copy', '--from', file, '--to', to, '--quiet', '--replace']);
     expect(failed.code).toBe(1);
-    expect(failed.stderr).toMatch(/notes \(source 2, target 1\)/);
+    expect(failed.stderr).toMatch(/api_tokens \(source 2, target 1\)/);
     expect(await count('notes')).toBe(2);
+    expect(await count('api_tokens')).toBe(2);
     expect(await count('w1_contacts')).toBe(10);
   });
 
@@ -371,11 +379,13 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
       'search_docs',
       'search_terms',
     ];
-    for (const table of statics) expect(await structure(target, table), table).toEqual(await structure(native, table));
+    // The shared tables in the shared schema, the workspace's in its own.
+    const where = (db: Db, table: string) => (['workspaces', 'users', 'api_tokens'].includes(table) ? db : db.forWorkspace(1));
+    for (const table of statics) expect(await structure(where(target, table), table), table).toEqual(await structure(where(native, table), table));
     for (const table of ['w1_companies', 'w1_contacts', 'w1_opportunities', 'w1_tasks', 'w1_gadgets']) {
-      const made = await structure(native, table);
+      const made = await structure(native.forWorkspace(1), table);
       expect(made.indexes.length).toBeGreaterThan(1);
-      expect(await structure(target, table), table).toEqual(made);
+      expect(await structure(target.forWorkspace(1), table), table).toEqual(made);
     }
     await expect(copyDatabase(source, target)).rejects.toBeInstanceOf(CopyError);
     const again = await copyDatabase(source, target, { replace: true });

@@ -12,7 +12,8 @@ let t: TestApp;
 const call_ = (ws: TestWorkspace, method: string, url: string, body?: unknown, token = ws.adminToken) => call(t.app, token, method, `/api/v1${url}`, body);
 
 const tableOf = (ws: TestWorkspace, object: string) => tableOfObject(t.db, ws.workspace.id, object);
-const all = (q: RawBuilder<unknown>) => sqlAll(t.db, q);
+/** A query in a workspace's tables (on PostgreSQL, its schema). */
+const all = (q: RawBuilder<unknown>, ws: TestWorkspace) => sqlAll(ws.ctx.db, q);
 const sortRows = (rows: Record<string, any>[]) => rows.map((r) => JSON.stringify(r)).sort();
 
 /** Everything a merge touches, as stored: record tables, links, notes, timeline, inbox, stages, match keys, search index. */
@@ -20,19 +21,19 @@ async function snapshot(ws: TestWorkspace) {
   const w = ws.workspace.id;
   const objects = ['companies', 'contacts', 'opportunities', 'tasks'];
   const records: Record<string, Record<string, any>[]> = {};
-  for (const o of objects) records[o] = await all(sql`SELECT * FROM ${sql.table(await tableOf(ws, o))} ORDER BY seq`);
+  for (const o of objects) records[o] = await all(sql`SELECT * FROM ${sql.table(await tableOf(ws, o))} ORDER BY seq`, ws);
   return {
     records,
     // Association row ids are internal; the links themselves must be the same.
-    associations: sortRows(await all(sql`SELECT a_object, a_id, b_object, b_id, created_at, created_by FROM associations WHERE workspace_id = ${w}`)),
-    notes: await all(sql`SELECT * FROM notes WHERE workspace_id = ${w} ORDER BY id`),
-    activity: await all(sql`SELECT * FROM activity WHERE workspace_id = ${w} ORDER BY id`),
-    threads: await all(sql`SELECT * FROM threads WHERE workspace_id = ${w} ORDER BY id`),
-    messages: await all(sql`SELECT * FROM messages WHERE workspace_id = ${w} ORDER BY id`),
-    stages: await all(sql`SELECT * FROM stage_history WHERE workspace_id = ${w} ORDER BY id`),
-    dedupe: sortRows(await all(sql`SELECT * FROM dedupe_keys WHERE workspace_id = ${w}`)),
+    associations: sortRows(await all(sql`SELECT a_object, a_id, b_object, b_id, created_at, created_by FROM associations WHERE workspace_id = ${w}`, ws)),
+    notes: await all(sql`SELECT * FROM notes WHERE workspace_id = ${w} ORDER BY id`, ws),
+    activity: await all(sql`SELECT * FROM activity WHERE workspace_id = ${w} ORDER BY id`, ws),
+    threads: await all(sql`SELECT * FROM threads WHERE workspace_id = ${w} ORDER BY id`, ws),
+    messages: await all(sql`SELECT * FROM messages WHERE workspace_id = ${w} ORDER BY id`, ws),
+    stages: await all(sql`SELECT * FROM stage_history WHERE workspace_id = ${w} ORDER BY id`, ws),
+    dedupe: sortRows(await all(sql`SELECT * FROM dedupe_keys WHERE workspace_id = ${w}`, ws)),
     search: sortRows(await indexedDocs(t.db, w)),
-    merges: (await all(sql`SELECT id FROM merges WHERE workspace_id = ${w}`)).length,
+    merges: (await all(sql`SELECT id FROM merges WHERE workspace_id = ${w}`, ws)).length,
   };
 }
 type Snapshot = Awaited<ReturnType<typeof snapshot>>;
@@ -415,10 +416,10 @@ describe('merge and unmerge', () => {
     expect(timeline.filter((e) => e.action === 'created')).toHaveLength(3);
     expect(timeline.map((e) => e.action)).toEqual(expect.arrayContaining(['note_added', 'email_received', 'updated', 'associated']));
     // Every activity entry of the duplicates now belongs to the primary.
-    expect((await all(sql`SELECT COUNT(*) AS n FROM activity WHERE record_id IN (${id.D1}, ${id.D2})`))[0]!.n).toBe(0);
+    expect((await all(sql`SELECT COUNT(*) AS n FROM activity WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
     // Match keys and search follow: the duplicates no longer show up.
-    expect((await all(sql`SELECT COUNT(*) AS n FROM dedupe_keys WHERE record_id IN (${id.D1}, ${id.D2})`))[0]!.n).toBe(0);
-    expect((await all(sql`SELECT COUNT(*) AS n FROM search_docs WHERE record_id IN (${id.D1}, ${id.D2})`))[0]!.n).toBe(0);
+    expect((await all(sql`SELECT COUNT(*) AS n FROM dedupe_keys WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
+    expect((await all(sql`SELECT COUNT(*) AS n FROM search_docs WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
 
     // A member may not undo it.
     const denied = await api('POST', '/duplicates', { action: 'unmerge', merge_id: m.merge_id }, ws.memberToken);
@@ -460,7 +461,7 @@ describe('merge and unmerge', () => {
     id.T4 = (await ok('POST', '/tasks', { title: 'Chase the Jacquard deal', opportunity: id.O4 })).id;
     id.N4 = (await ok('POST', '/notes', { body: 'Loom pricing', object: 'opportunities', record_id: id.O4 })).id;
     await ok('PUT', `/records/opportunities/${id.O4}/associations/contacts/${id.charles}`);
-    const history = (await all(sql`SELECT id FROM stage_history WHERE record_id = ${id.O4}`)).map((h) => h.id);
+    const history = (await all(sql`SELECT id FROM stage_history WHERE record_id = ${id.O4}`, ws)).map((h) => h.id);
     expect(history).toHaveLength(3);
 
     const before = await snapshot(ws);
@@ -471,8 +472,8 @@ describe('merge and unmerge', () => {
 
     const r = await api('POST', '/duplicates', { action: 'merge', object: 'opportunities', primary_id: id.O3, duplicate_ids: [id.O4], overrides: { status: { from: id.O4 }, amount: 250 } });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
-    expect((await all(sql`SELECT COUNT(*) AS n FROM stage_history WHERE record_id = ${id.O4}`))[0]!.n).toBe(0);
-    expect((await all(sql`SELECT id FROM stage_history WHERE record_id = ${id.O3}`)).map((h) => h.id)).toEqual(expect.arrayContaining(history));
+    expect((await all(sql`SELECT COUNT(*) AS n FROM stage_history WHERE record_id = ${id.O4}`, ws))[0]!.n).toBe(0);
+    expect((await all(sql`SELECT id FROM stage_history WHERE record_id = ${id.O3}`, ws)).map((h) => h.id)).toEqual(expect.arrayContaining(history));
     expect((await ok('GET', `/tasks/${id.T4}`)).opportunity).toBe(id.O3);
     expect((await api('GET', `/notes?object=opportunities&record_id=${id.O3}`)).body.data.map((n: { id: string }) => n.id)).toContain(id.N4);
     const o3 = await ok('GET', `/records/opportunities/${id.O3}`);
@@ -482,7 +483,7 @@ describe('merge and unmerge', () => {
     expect(timeline[0]).toMatchObject({ action: 'merged' });
     // The step came from the duplicate: a move like any other, with its stage history.
     expect(timeline[1]).toMatchObject({ action: 'pipeline_moved', details: { from: 'open', to: 'proposal', merge: true } });
-    expect((await all(sql`SELECT COUNT(*) AS n FROM stage_history WHERE record_id = ${id.O3} AND left_at IS NULL`))[0]!.n).toBe(1);
+    expect((await all(sql`SELECT COUNT(*) AS n FROM stage_history WHERE record_id = ${id.O3} AND left_at IS NULL`, ws))[0]!.n).toBe(1);
 
     const u = await api('POST', '/duplicates', { action: 'unmerge', merge_id: r.body.data.merge_id });
     expect(u.status, JSON.stringify(u.body)).toBe(200);

@@ -234,7 +234,7 @@ export const isPostgres = (db: Db) => db.adapter.name === 'postgres';
 
 /** The table holding a workspace's records of an object (w1_contacts, …). */
 export async function tableOf(db: Db, workspaceId: number, object: string): Promise<string> {
-  const r = await sqlGet<{ table_name: string }>(db, sql`SELECT table_name FROM objects WHERE workspace_id = ${workspaceId} AND name = ${object}`);
+  const r = await sqlGet<{ table_name: string }>(db.forWorkspace(workspaceId), sql`SELECT table_name FROM objects WHERE workspace_id = ${workspaceId} AND name = ${object}`);
   if (!r) throw new Error(`no object ${object} in workspace ${workspaceId}`);
   return r.table_name;
 }

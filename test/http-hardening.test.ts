@@ -461,11 +461,11 @@ describe('unique violations', () => {
   it('a duplicate in a record or metadata table is a 409; one in an internal table is a bug (500, logged), not a 409', async () => {
     const { app } = await serve();
     expect((await app.inject({ method: 'POST', url: '/api/v1/records/contacts', headers: auth(), payload: { first_name: 'Dup' } })).statusCode).toBe(201);
-    const { table_name } = await db.kysely.selectFrom('objects').select('table_name').where('name', '=', 'contacts').where('workspace_id', '=', w.workspace.id).executeTakeFirstOrThrow();
+    const { table_name } = await w.ctx.db.kysely.selectFrom('objects').select('table_name').where('name', '=', 'contacts').where('workspace_id', '=', w.workspace.id).executeTakeFirstOrThrow();
     /** A real error from the real database: a row of `table` inserted again as it is (same keys). */
     const again = async (table: string, change: Record<string, unknown> = {}) => {
-      const row = (await sql<Record<string, unknown>>`SELECT * FROM ${sql.table(table)} LIMIT 1`.execute(db.kysely)).rows[0]!;
-      return db.kysely
+      const row = (await sql<Record<string, unknown>>`SELECT * FROM ${sql.table(table)} LIMIT 1`.execute(w.ctx.db.kysely)).rows[0]!;
+      return w.ctx.db.kysely
         .insertInto(table as never)
         .values({ ...row, ...change } as never)
         .execute()

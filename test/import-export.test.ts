@@ -294,7 +294,7 @@ describe('import: duplicate detection and defaults', () => {
     expect(list[0].company).toBe(acme);
     // Each entered its step in the stage history, as a create does.
     const steps = await sqlAll<{ step_key: string }>(
-      t.db,
+      ws.ctx.db,
       sql`SELECT step_key FROM stage_history WHERE workspace_id = ${ws.workspace.id} AND record_id IN (${sql.join(list.map((o: any) => o.id))}) ORDER BY step_key`,
     );
     expect(steps.map((s) => s.step_key)).toEqual(['open', 'proposal', 'qualified']);

@@ -165,7 +165,7 @@ describe(`two serve processes and a CLI import on one ${TEST_DATABASE_URL ? 'Pos
     // Everything acknowledged is in the database, seen by either server (and by a fresh connection).
     const db = openDatabase({ file: location });
     try {
-      const t = db.kysely as any;
+      const t = db.forWorkspace(1).kysely as any;
       const table = (await t.selectFrom('objects').select('table_name').where('name', '=', 'contacts').executeTakeFirstOrThrow()).table_name as string;
       const rows = (await t.selectFrom(table).select(['id', 'job_title']).where('id', 'in', created).execute()) as { id: string; job_title: string | null }[];
       expect(rows.length).toBe(created.length);
@@ -288,7 +288,7 @@ describe("waiting for another connection's write lock", () => {
       // Opening must not wait for the lock (nor fail after SQLite's busy timeout): the statistics can wait.
       const late = openDatabase({ file: t.db.file, lockWaitMs: 10_000 });
       try {
-        const w2 = { ...t.w, ctx: { ...t.w.ctx, db: late } };
+        const w2 = { ...t.w, ctx: { ...t.w.ctx, db: late.forWorkspace(t.w.workspace.id) } };
         const write = createRecords(w2.ctx, 'contacts', [{ first_name: 'Late' }]);
         await new Promise((r) => setTimeout(r, 50));
         await t.unlock();

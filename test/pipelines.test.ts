@@ -50,7 +50,7 @@ function err(r: { status: number; body: any }, status: number, code: string) {
   return r.body as { code: string; message: string; details?: any };
 }
 
-const history = (id: string) => t.db.kysely.selectFrom('stage_history').select(['pipeline_id', 'step_key', 'entered_at', 'left_at']).where('record_id', '=', id).orderBy('id').execute();
+const history = (id: string) => t.a.ctx.db.kysely.selectFrom('stage_history').select(['pipeline_id', 'step_key', 'entered_at', 'left_at']).where('record_id', '=', id).orderBy('id').execute();
 
 async function timeline(id: string, object = 'opportunities', token = admin()) {
   const r = ok(await call(t.app, token, 'GET', `/api/v1/activity/${object}/${id}?limit=100`));
@@ -122,13 +122,13 @@ describe('new records start on the first step with its defaults', () => {
     expect(created).toEqual(['created']);
 
     // Not a step: refused, nothing written.
-    const before = await t.db.kysely
+    const before = await t.a.ctx.db.kysely
       .selectFrom('stage_history')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .executeTakeFirstOrThrow();
     const bad = err(await api(admin(), 'POST', '/records/opportunities', { name: 'Bad', status: 'won' }), 400, 'VALIDATION_ERROR');
     expect(bad.message).toMatch(/status/);
-    const after = await t.db.kysely
+    const after = await t.a.ctx.db.kysely
       .selectFrom('stage_history')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .executeTakeFirstOrThrow();

@@ -36,7 +36,7 @@ beforeAll(async () => {
 });
 afterAll(() => db.close());
 
-const fuzzyIds = async (w: TestWorkspace, q: string, on: Db = db) => (await searchAll({ ...w.ctx, db: on }, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
+const fuzzyIds = async (w: TestWorkspace, q: string, on: Db = db) => (await searchAll({ ...w.ctx, db: on.forWorkspace(w.workspace.id) }, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
 
 describe("a workspace's typo-tolerant search depends on its own records alone", () => {
   it("A's 'Jhon' finds its John on a cold cache, a warm one, and through another connection", async () => {
@@ -67,7 +67,7 @@ describe("a workspace's typo-tolerant search depends on its own records alone", 
   it('words written in A by another connection after the vocabulary was read are offered', async () => {
     expect(await fuzzyIds(a, 'Jhon')).toEqual([john]); // A's words for 'j' are read and kept
     const other = openDatabase({ file: db.file });
-    const jonah = (await createRecord({ ...a.ctx, db: other }, 'contacts', { first_name: 'Jonahtan', last_name: 'Marsh' })).id;
+    const jonah = (await createRecord({ ...a.ctx, db: other.forWorkspace(a.workspace.id) }, 'contacts', { first_name: 'Jonahtan', last_name: 'Marsh' })).id;
     await other.close();
     expect(await fuzzyIds(a, 'Jonathan')).toEqual([jonah]);
   });
@@ -118,7 +118,7 @@ describe('caches follow what another connection writes', () => {
     await migrate(other);
   });
   afterAll(() => other.close());
-  const on = (w: TestWorkspace, d: Db) => ({ ...w.ctx, db: d });
+  const on = (w: TestWorkspace, d: Db) => ({ ...w.ctx, db: d.forWorkspace(w.workspace.id) });
 
   it('a field or object added by another connection is known on the next call', async () => {
     await getObjectSchema(on(a, db), 'contacts'); // cached here

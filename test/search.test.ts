@@ -47,7 +47,7 @@ const ids = async (q: string, extra = '', token = admin()) => (await search(q, e
 
 /** Records whose indexed text holds this word, read from the index itself (any workspace). */
 const indexed = (word: string) => indexedRecords(t.db, word);
-const docsOf = async (id: string) => Number((await sql<{ n: number }>`SELECT COUNT(*) AS n FROM search_docs WHERE record_id = ${id}`.execute(t.db.kysely)).rows[0]!.n);
+const docsOf = async (id: string) => Number((await sql<{ n: number }>`SELECT COUNT(*) AS n FROM search_docs WHERE record_id = ${id}`.execute(t.a.ctx.db.kysely)).rows[0]!.n);
 
 /** Every hit's score is at least the next one's among exact matches; fuzzy hits come after them. */
 function expectRanked(hits: Hit[]) {
@@ -167,7 +167,7 @@ describe('matching rules', () => {
       if (!onPostgres) expect(scans).toHaveBeenCalledTimes(1);
       // Written by another connection (another process, say a CLI import): the words are read again.
       const other = openDatabase({ file: u.db.file });
-      const [kinsale] = await createRecords({ ...u.a.ctx, db: other }, 'contacts', [{ first_name: 'Kinsaleworth', last_name: 'Obry' }]);
+      const [kinsale] = await createRecords({ ...u.a.ctx, db: other.forWorkspace(u.a.workspace.id) }, 'contacts', [{ first_name: 'Kinsaleworth', last_name: 'Obry' }]);
       await other.close();
       expect(await fuzzyIds('Kinsalevorth')).toEqual([kinsale!.id]);
       if (!onPostgres) expect(scans).toHaveBeenCalledTimes(2);
@@ -606,7 +606,7 @@ describe('property: the index matches the records after any sequence of writes',
           expect(await indexed(w)).toEqual([]);
         }
         // One index document per live record of this workspace, no more.
-        const docs = await sql<{ record_id: string }>`SELECT record_id FROM search_docs WHERE workspace_id = ${ws.workspace.id}`.execute(t.db.kysely);
+        const docs = await sql<{ record_id: string }>`SELECT record_id FROM search_docs WHERE workspace_id = ${ws.workspace.id}`.execute(ws.ctx.db.kysely);
         expect(docs.rows.map((d) => d.record_id).sort()).toEqual([...live.keys()].sort());
       }),
       { numRuns: 20 },
@@ -625,7 +625,7 @@ describe('incremental and rebuilt indexes agree', () => {
     const dump = async () => (await indexedDocs(t.db, t.a.workspace.id)).map(({ object_id, record_id, name, body, exact }) => ({ object_id, record_id, name, body, exact }));
     const incremental = await dump();
     expect(incremental.find((d) => d.record_id === ct.id)?.body).toContain('Rebuildia Holdings');
-    await rebuildSearchIndex(t.db, t.a.workspace.id, await getSchema(ctx));
+    await rebuildSearchIndex(ctx.db, t.a.workspace.id, await getSchema(ctx));
     expect(await dump()).toEqual(incremental);
   });
 });

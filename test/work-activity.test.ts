@@ -35,11 +35,11 @@ async function timeline(object: string, id: string, query = 'limit=100', token =
   return r.body.data;
 }
 
-const activityRows = () => t.db.kysely.selectFrom('activity').selectAll().orderBy('id').execute();
+const activityRows = () => t.a.ctx.db.kysely.selectFrom('activity').selectAll().orderBy('id').execute();
 const activityCount = async () =>
   Number(
     (
-      await t.db.kysely
+      await t.a.ctx.db.kysely
         .selectFrom('activity')
         .select((eb) => eb.fn.countAll<number>().as('n'))
         .executeTakeFirstOrThrow()
@@ -326,7 +326,7 @@ describe('MCP writes record the tool name as the surface', () => {
       ['related_created', 'mcp:crm_create_record'],
     ]);
     // The same rows, read straight from the table.
-    const rows = await t.db.kysely.selectFrom('activity').select(['action', 'via', 'object']).where('record_id', 'in', [id, grace]).orderBy('id').execute();
+    const rows = await t.a.ctx.db.kysely.selectFrom('activity').select(['action', 'via', 'object']).where('record_id', 'in', [id, grace]).orderBy('id').execute();
     expect(rows.filter((r) => r.via.startsWith('mcp:'))).toEqual([
       { action: 'created', via: 'mcp:crm_create_record', object: 'tasks' },
       { action: 'related_created', via: 'mcp:crm_create_record', object: 'contacts' },

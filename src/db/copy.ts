@@ -6,18 +6,21 @@ import { type FieldType, storageOf } from '../services/field-types.js';
 import { getSchema } from '../services/schema.js';
 import { indexRows } from '../services/search.js';
 import { type Db, isPostgresUrl, openDatabase, openSqliteDatabase, type SqliteDb } from './database.js';
-import { migrate } from './migrations.js';
+import { workspaceSchema } from './postgres/open.js';
+import { createWorkspaceSpace, migrate } from './migrations.js';
 
 /**
  * `crm-mcp copy`: a SQLite database into PostgreSQL, whole.
  *
- * - The target is migrated first (its own static tables, its own kysely_migration state).
+ * - The target is migrated first (its own shared tables, its own kysely_migration state).
  * - Everything else happens in ONE PostgreSQL transaction: emptying the target (--replace), the
- *   static tables in dependency order, each object's record table (created from the source's own
- *   columns and indexes, typed from the field metadata), the search documents (rebuilt through
- *   the search backend: FTS5's tables do not exist on PostgreSQL), the identity sequences set past
- *   the largest copied key, and the row counts of both sides compared. A failure anywhere (a
- *   mismatch included) rolls it all back: the target is left as it was.
+ *   shared tables (workspaces, users, tokens), then each workspace into a schema of its own (as
+ *   creating it there makes it: migrations.ts): its rows of the workspace tables in dependency
+ *   order, each object's record table (created from the source's own columns and indexes, typed
+ *   from the field metadata), its search documents (rebuilt through the search backend: FTS5's
+ *   tables do not exist on PostgreSQL), the identity sequences set past the largest copied key,
+ *   and the row counts of both sides compared. A failure anywhere (a mismatch included) rolls it
+ *   all back: the target is left as it was.
  * - The source is read in one read transaction (a consistent snapshot, even while a server writes
  *   to it), a batch of rows at a time by key; each batch goes in as one INSERT … SELECT FROM
  *   unnest(array per column) statement (any number of rows and columns, no parameter limit).
@@ -25,11 +28,10 @@ import { migrate } from './migrations.js';
  *   same transaction (readers of the target see the old data until the copy commits).
  */
 
-/** Static tables in the order their foreign keys need. Record tables follow `fields`; search_terms comes last. */
-const STATIC_TABLES = [
-  'workspaces',
-  'users',
-  'api_tokens',
+/** The shared tables, in the order their foreign keys need. */
+const SHARED_TABLES = ['workspaces', 'users', 'api_tokens'];
+/** A workspace's tables (rows with its workspace_id), in the order their foreign keys need. Record tables follow; search_terms comes last. */
+const WORKSPACE_TABLES = [
   'objects',
   'fields',
   'pipelines',
@@ -101,9 +103,17 @@ interface SourceTable {
   /** Keyset columns: rowid, or the primary key of a WITHOUT ROWID table. */
   keys: string[];
   count: number;
+  /** The rows of one workspace: a condition and its value. */
+  where?: { sql: string; value: number };
 }
 
-function sourceTable(sqlite: Database.Database, name: string): SourceTable {
+/** One workspace's rows of a shared-layout table: by workspace_id, or (pipeline steps) by their pipeline's. */
+const ofWorkspace = (table: string, workspaceId: number) => ({
+  sql: table === 'pipeline_steps' ? 'pipeline_id IN (SELECT id FROM pipelines WHERE workspace_id = ?)' : 'workspace_id = ?',
+  value: workspaceId,
+});
+
+function sourceTable(sqlite: Database.Database, name: string, where?: SourceTable['where']): SourceTable {
   const info = sqlite.prepare(`SELECT name, pk FROM pragma_table_info(?) ORDER BY cid`).all(name) as { name: string; pk: number }[];
   if (!info.length) throw new CopyError(`table ${name} is not in the source`);
   const ddl = (sqlite.prepare(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) as { sql: string }).sql;
@@ -114,8 +124,8 @@ function sourceTable(sqlite: Database.Database, name: string): SourceTable {
         .sort((a, b) => a.pk - b.pk)
         .map((c) => c.name)
     : ['rowid'];
-  const count = (sqlite.prepare(`SELECT count(*) AS n FROM ${quoteId(name)}`).get() as { n: number }).n;
-  return { name, columns: info.map((c) => c.name), keys, count };
+  const count = (sqlite.prepare(`SELECT count(*) AS n FROM ${quoteId(name)}${where ? ` WHERE ${where.sql}` : ''}`).get(...(where ? [where.value] : [])) as { n: number }).n;
+  return { name, columns: info.map((c) => c.name), keys, count, ...(where ? { where } : {}) };
 }
 
 /** The source's rows of a table, a batch at a time, in key order (statements run to completion: the connection is never left busy). */
@@ -123,11 +133,13 @@ function* sourceBatches(sqlite: Database.Database, t: SourceTable, per: number):
   const cols = t.columns.map(quoteId).join(', ');
   const keySel = t.keys.map((k, i) => `${k === 'rowid' ? 'rowid' : quoteId(k)} AS __k${i}`).join(', ');
   const order = t.keys.map((k) => (k === 'rowid' ? 'rowid' : quoteId(k))).join(', ');
-  const first = sqlite.prepare(`SELECT ${keySel}, ${cols} FROM ${quoteId(t.name)} ORDER BY ${order} LIMIT ?`).raw(true);
-  const next = sqlite.prepare(`SELECT ${keySel}, ${cols} FROM ${quoteId(t.name)} WHERE (${order}) > (${t.keys.map(() => '?').join(', ')}) ORDER BY ${order} LIMIT ?`).raw(true);
+  const only = t.where ? `${t.where.sql} AND ` : '';
+  const scope = t.where ? [t.where.value] : [];
+  const first = sqlite.prepare(`SELECT ${keySel}, ${cols} FROM ${quoteId(t.name)}${t.where ? ` WHERE ${t.where.sql}` : ''} ORDER BY ${order} LIMIT ?`).raw(true);
+  const next = sqlite.prepare(`SELECT ${keySel}, ${cols} FROM ${quoteId(t.name)} WHERE ${only}(${order}) > (${t.keys.map(() => '?').join(', ')}) ORDER BY ${order} LIMIT ?`).raw(true);
   let last: unknown[] | null = null;
   for (;;) {
-    const rows = (last ? next.all(...last, per) : first.all(per)) as unknown[][];
+    const rows = (last ? next.all(...scope, ...last, per) : first.all(...scope, per)) as unknown[][];
     if (!rows.length) return;
     last = rows[rows.length - 1]!.slice(0, t.keys.length);
     yield rows.map((r) => r.slice(t.keys.length));
@@ -140,7 +152,7 @@ async function targetColumns(trx: Kysely<any>, table: string): Promise<Map<strin
   const r = await sql<{ name: string; type: string }>`
     SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
     FROM pg_attribute a
-    WHERE a.attrelid = to_regclass(quote_ident(${table})) AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(${table})) AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attnum`.execute(trx);
   return new Map(r.rows.map((x) => [x.name, x.type]));
 }
@@ -266,102 +278,112 @@ export async function copyDatabase(source: SqliteDb, target: Db, opts: CopyOptio
   try {
     const all = tableNames(sqlite);
     const objects = sqlite.prepare(`SELECT id, workspace_id, table_name FROM objects ORDER BY id`).all() as { id: number; workspace_id: number; table_name: string }[];
-    const recordTables = objects.map((o) => o.table_name);
-    const known = new Set([...STATIC_TABLES, ...recordTables, 'search_terms', ...NOT_COPIED]);
+    const workspaceIds = (sqlite.prepare('SELECT id FROM workspaces ORDER BY id').all() as { id: number }[]).map((w) => w.id);
+    const known = new Set([...SHARED_TABLES, ...WORKSPACE_TABLES, ...objects.map((o) => o.table_name), 'search_terms', ...NOT_COPIED]);
+    // Tables the product does not make (another tool's): copied whole into the shared schema, where the target must have them.
     const extra = all.filter((t) => !known.has(t) && !isSqliteInternal(t));
-    const src = new Map<string, SourceTable>();
-    for (const t of [...STATIC_TABLES, ...extra, ...recordTables, 'search_terms']) src.set(t, sourceTable(sqlite, t));
-    const sourceDocs = all.includes('search_docs') ? (sqlite.prepare('SELECT count(*) AS n FROM search_docs').get() as { n: number }).n : 0;
+    const shared = [...SHARED_TABLES, ...extra].map((t) => sourceTable(sqlite, t));
+    const perWorkspace = new Map(
+      workspaceIds.map((ws) => [
+        ws,
+        {
+          tables: WORKSPACE_TABLES.map((t) => sourceTable(sqlite, t, ofWorkspace(t, ws))),
+          objects: objects.filter((o) => o.workspace_id === ws).map((o) => ({ ...o, source: sourceTable(sqlite, o.table_name) })),
+          terms: sourceTable(sqlite, 'search_terms', ofWorkspace('search_terms', ws)),
+          docs: all.includes('search_docs') ? (sqlite.prepare('SELECT count(*) AS n FROM search_docs WHERE workspace_id = ?').get(ws) as { n: number }).n : 0,
+        },
+      ]),
+    );
     const sourceMigrations = (sqlite.prepare('SELECT count(*) AS n FROM kysely_migration').get() as { n: number }).n;
     const fieldTypes = new Map<number, Map<string, FieldType>>();
     for (const f of sqlite.prepare('SELECT object_id, column_name, type FROM fields').all() as { object_id: number; column_name: string; type: FieldType }[]) {
       if (!fieldTypes.has(f.object_id)) fieldTypes.set(f.object_id, new Map());
       fieldTypes.get(f.object_id)!.set(f.column_name, f.type);
     }
-    const recordRows = recordTables.reduce((n, t) => n + src.get(t)!.count, 0);
-    const total = [...src.values()].reduce((n, t) => n + t.count, 0) + recordRows;
+    const sum = (ts: SourceTable[]) => ts.reduce((n, t) => n + t.count, 0);
+    const recordRows = [...perWorkspace.values()].reduce((n, w) => n + sum(w.objects.map((o) => o.source)), 0);
+    const total = sum(shared) + [...perWorkspace.values()].reduce((n, w) => n + sum(w.tables) + w.terms.count, 0) + 2 * recordRows;
     let done = 0;
     const progress = (step: string) => (n: number) => {
       done += n;
       opts.onProgress?.({ step, done, total });
     };
     opts.onProgress?.({ step: 'start', done: 0, total });
+    const counts = new Map<string, TableCount>();
+    const count = async (trx: Kysely<any>, t: SourceTable) => {
+      const c = counts.get(t.name) ?? { table: t.name, source: 0, target: 0 };
+      c.source += t.count;
+      c.target += await countTarget(trx, t.name);
+      counts.set(t.name, c);
+    };
+    /** Copies a table, its secondary indexes built once after the rows are in, not row by row (the unique ones stay: keys are checked as they arrive). */
+    const copyTable = async (trx: Kysely<any>, t: SourceTable) => {
+      const indexes = t.count > per ? await target.adapter.secondaryIndexes(trx, t.name) : [];
+      for (const i of indexes) await sql`DROP INDEX ${sql.id(i.name)}`.execute(trx);
+      const n = await copyRows(sqlite, trx, t, per, progress(t.name));
+      for (const i of indexes) await sql.raw(i.create).execute(trx);
+      return n;
+    };
 
     const k = target.kysely as unknown as Kysely<any>;
     const result = await k.transaction().execute(async (trx) => {
       // A second copy into the same target waits here, then finds it holding data.
       await sql`LOCK TABLE workspaces IN EXCLUSIVE MODE`.execute(trx);
-      const staticOnTarget = [...STATIC_TABLES, 'search_docs', 'search_terms', ...extra];
       const held: string[] = [];
-      for (const t of staticOnTarget) {
+      for (const t of [...SHARED_TABLES, ...extra]) {
         if (!(await targetColumns(trx, t)).size) continue;
         const r = await sql<{ any: boolean }>`SELECT EXISTS (SELECT 1 FROM ${sql.table(t)}) AS any`.execute(trx);
         if (r.rows[0]!.any) held.push(t);
       }
       if (held.length && !opts.replace) throw new CopyError(`the target already holds data (in ${held.join(', ')}); nothing was copied. Pass --replace to empty it and copy again`);
-      if (held.length) await emptyTarget(trx, staticOnTarget);
+      if (held.length) await emptyTarget(trx, target, [...SHARED_TABLES, ...extra]);
 
       let rows = 0;
-      for (const t of [...STATIC_TABLES, ...extra]) {
-        // Secondary indexes built once after the rows are in, not row by row (the unique ones stay: keys are checked as they arrive).
-        const indexes = src.get(t)!.count > per ? await target.adapter.secondaryIndexes(trx, t) : [];
-        for (const i of indexes) await sql`DROP INDEX ${sql.id(i.name)}`.execute(trx);
-        rows += await copyRows(sqlite, trx, src.get(t)!, per, progress(t));
-        for (const i of indexes) await sql.raw(i.create).execute(trx);
-      }
-      for (const o of objects) {
-        const indexes = await createRecordTable(sqlite, trx, target, o.table_name, fieldTypes.get(o.id) ?? new Map());
-        rows += await copyRows(sqlite, trx, src.get(o.table_name)!, per, progress(o.table_name));
-        for (const i of indexes) {
-          let q = trx.schema.createIndex(i.name).on(o.table_name).columns(i.columns);
-          if (i.unique) q = q.unique();
-          await q.execute();
-        }
-      }
+      for (const t of shared) rows += await copyTable(trx, t);
       await setIdentities(trx);
+      for (const t of shared) await count(trx, t);
+      await target.adapter.analyze(trx, true);
       lap('rows');
 
-      // Search documents through the search backend, from the rows now on the target (its schema read in this transaction).
-      const tdb: Db = { ...target, kysely: trx as never };
       let searchDocs = 0;
-      // The full-text (GIN) index built once at the end: far faster than growing it document by document.
-      const searchIndexes = recordRows > per ? await target.adapter.secondaryIndexes(trx, 'search_docs') : [];
-      for (const i of searchIndexes) await sql`DROP INDEX ${sql.id(i.name)}`.execute(trx);
-      const workspaces = (await trx.selectFrom('workspaces').select('id').orderBy('id').execute()) as { id: number }[];
-      for (const ws of workspaces) {
-        const ctx: Ctx = { db: tdb, log: { info() {}, warn() {}, error() {}, debug() {} } as never, actor: { workspaceId: ws.id, userId: 'system', role: 'admin', via: 'cli' } };
-        const schema = await getSchema(ctx);
-        for (const obj of schema.objects.values()) {
-          let after = 0;
-          for (;;) {
-            const batch = (await trx.selectFrom(obj.table).selectAll().where('seq', '>', after).orderBy('seq').limit(per).execute()) as Record<string, unknown>[];
-            if (!batch.length) break;
-            await indexRows(trx, tdb, obj, ws.id, batch, true, schema);
-            searchDocs += batch.length;
-            after = Number(batch[batch.length - 1]!.seq);
-            progress('search')(batch.length);
+      for (const [ws, w] of perWorkspace) {
+        // Its schema, made as creating the workspace makes it; the transaction's statements now work in it.
+        await createWorkspaceSpace(target, trx, ws);
+        for (const t of w.tables) rows += await copyTable(trx, t);
+        for (const o of w.objects) {
+          const indexes = await createRecordTable(sqlite, trx, target, o.table_name, fieldTypes.get(o.id) ?? new Map());
+          rows += await copyRows(sqlite, trx, o.source, per, progress(o.table_name));
+          for (const i of indexes) {
+            let q = trx.schema.createIndex(i.name).on(o.table_name).columns(i.columns);
+            if (i.unique) q = q.unique();
+            await q.execute();
           }
         }
+        await setIdentities(trx);
+        lap('rows');
+        searchDocs += await rebuildSearch(trx, target, ws, per, progress('search'), recordRows > per);
+        lap('search');
+        // The word list exactly as the source's (the documents above wrote theirs: replaced).
+        await sql`DELETE FROM search_terms`.execute(trx);
+        rows += await copyRows(sqlite, trx, w.terms, per, progress('search_terms'));
+        lap('rows');
+        for (const t of [...w.tables, ...w.objects.map((o) => o.source), w.terms]) await count(trx, t);
+        const docs = counts.get('search_docs') ?? { table: 'search_docs', source: 0, target: 0 };
+        docs.source += w.docs;
+        docs.target += await countTarget(trx, 'search_docs');
+        counts.set('search_docs', docs);
+        await target.adapter.analyze(trx, true);
+        lap('verify');
       }
-      for (const i of searchIndexes) await sql.raw(i.create).execute(trx);
-      lap('search');
-      // The word list exactly as the source's (the documents above wrote theirs: replaced).
-      await sql`DELETE FROM search_terms`.execute(trx);
-      rows += await copyRows(sqlite, trx, src.get('search_terms')!, per, progress('search_terms'));
-      lap('rows');
-
-      const counts: TableCount[] = [];
-      for (const t of src.values()) counts.push({ table: t.name, source: t.count, target: await countTarget(trx, t.name) });
-      counts.push({ table: 'search_docs', source: sourceDocs, target: await countTarget(trx, 'search_docs') });
-      counts.push({ table: 'kysely_migration', source: sourceMigrations, target: await countTarget(trx, 'kysely_migration') });
-      const bad = counts.filter((c) => c.source !== c.target);
-      if (bad.length) throw new CopyError(`row counts differ: ${bad.map((c) => `${c.table} (source ${c.source}, target ${c.target})`).join(', ')}; nothing was committed`, counts);
-      await sql.raw(`ANALYZE ${[...src.keys(), 'search_docs'].map(quoteId).join(', ')}`).execute(trx);
-      lap('verify');
+      const migrations = { table: 'kysely_migration', source: sourceMigrations, target: Number((await sql<{ n: number }>`SELECT count(*) AS n FROM ${sql.table(`${target.sharedSchema}.kysely_migration`)}`.execute(trx)).rows[0]!.n) };
+      const list = [...counts.values(), migrations];
+      const bad = list.filter((c) => c.source !== c.target);
+      if (bad.length) throw new CopyError(`row counts differ: ${bad.map((c) => `${c.table} (source ${c.source}, target ${c.target})`).join(', ')}; nothing was committed`, list);
       // Servers already running on the target are told, at commit, that every workspace's schema and
       // words changed (TRUNCATE and INSERT fire none of the triggers that tell them otherwise).
-      await sql`SELECT pg_notify('crm:' || current_schema(), 'schema:' || id), pg_notify('crm:' || current_schema(), 'words:' || id) FROM workspaces`.execute(trx);
-      return { counts, rows, searchDocs };
+      const channel = `crm:${target.sharedSchema}`;
+      await sql`SELECT pg_notify(${channel}, 'schema:' || id), pg_notify(${channel}, 'words:' || id) FROM ${sql.table(`${target.sharedSchema}.workspaces`)}`.execute(trx);
+      return { counts: list, rows, searchDocs };
     });
     return { ...result, seconds: (performance.now() - t0) / 1000, phases };
   } finally {
@@ -369,22 +391,46 @@ export async function copyDatabase(source: SqliteDb, target: Db, opts: CopyOptio
   }
 }
 
-/** --replace: the target's record tables dropped and its static tables emptied, in the copy's transaction. */
-async function emptyTarget(trx: Transaction<any>, tables: string[]) {
+/** A workspace's search documents through the search backend, from its rows now on the target (its schema read in this transaction). */
+async function rebuildSearch(trx: Transaction<any>, target: Db, ws: number, per: number, progress: (n: number) => void, rebuildIndexes: boolean): Promise<number> {
+  const tdb: Db = { ...target.forWorkspace(ws), kysely: trx as never };
+  // The full-text (GIN) index built once at the end: far faster than growing it document by document.
+  const searchIndexes = rebuildIndexes ? await target.adapter.secondaryIndexes(trx, 'search_docs') : [];
+  for (const i of searchIndexes) await sql`DROP INDEX ${sql.id(i.name)}`.execute(trx);
+  const ctx: Ctx = { db: tdb, log: { info() {}, warn() {}, error() {}, debug() {} }, actor: { workspaceId: ws, userId: 'system', role: 'admin', via: 'cli' } };
+  const schema = await getSchema(ctx);
+  let written = 0;
+  for (const obj of schema.objects.values()) {
+    let after = 0;
+    for (;;) {
+      const batch = (await trx.selectFrom(obj.table).selectAll().where('seq', '>', after).orderBy('seq').limit(per).execute()) as Record<string, unknown>[];
+      if (!batch.length) break;
+      await indexRows(trx, tdb, obj, ws, batch, true, schema);
+      written += batch.length;
+      after = Number(batch[batch.length - 1]!.seq);
+      progress(batch.length);
+    }
+  }
+  for (const i of searchIndexes) await sql.raw(i.create).execute(trx);
+  return written;
+}
+
+/** --replace: the target's workspace schemas dropped and its shared tables emptied, in the copy's transaction. */
+async function emptyTarget(trx: Transaction<any>, target: Db, tables: string[]) {
   const existing: string[] = [];
   for (const t of tables) if ((await targetColumns(trx, t)).size) existing.push(t);
-  const recordTables = ((await trx.selectFrom('objects').select('table_name').execute()) as { table_name: string }[]).map((o) => o.table_name);
-  for (const t of recordTables) await sql`DROP TABLE IF EXISTS ${sql.table(t)} CASCADE`.execute(trx);
+  for (const w of (await trx.selectFrom('workspaces').select('id').execute()) as { id: number }[])
+    await sql`DROP SCHEMA IF EXISTS ${sql.id(workspaceSchema(target.sharedSchema!, w.id))} CASCADE`.execute(trx);
   await sql.raw(`TRUNCATE ${existing.map(quoteId).join(', ')} RESTART IDENTITY CASCADE`).execute(trx);
 }
 
-/** Every identity column of the target's schema set past its largest value, so new rows never reuse a copied key. */
+/** Every identity column of the transaction's current schema set past its largest value, so new rows never reuse a copied key. */
 async function setIdentities(trx: Kysely<any>) {
   const cols = await sql<{ table_name: string; column_name: string }>`
     SELECT table_name, column_name FROM information_schema.columns
     WHERE table_schema = current_schema() AND is_identity = 'YES'`.execute(trx);
   for (const c of cols.rows) {
-    await sql`SELECT setval(pg_get_serial_sequence(${quoteId(c.table_name)}, ${c.column_name}), m)
+    await sql`SELECT setval(pg_get_serial_sequence(quote_ident(current_schema()) || '.' || ${quoteId(c.table_name)}, ${c.column_name}), m)
       FROM (SELECT max(${sql.ref(c.column_name)}) AS m FROM ${sql.table(c.table_name)}) x WHERE m IS NOT NULL`.execute(trx);
   }
 }
@@ -396,12 +442,10 @@ async function setIdentities(trx: Kysely<any>) {
  */
 export async function compareDatabases(source: SqliteDb, target: Db): Promise<string[]> {
   const sqlite = source.sqlite;
-  const k = target.kysely as unknown as Kysely<any>;
   const diffs: string[] = [];
-  const objects = sqlite.prepare(`SELECT table_name FROM objects ORDER BY id`).all() as { table_name: string }[];
+  const objects = sqlite.prepare(`SELECT workspace_id, table_name FROM objects ORDER BY id`).all() as { workspace_id: number; table_name: string }[];
   const all = tableNames(sqlite);
-  const known = new Set([...STATIC_TABLES, ...objects.map((o) => o.table_name), 'search_terms', ...NOT_COPIED]);
-  const tables = [...STATIC_TABLES, ...all.filter((t) => !known.has(t) && !isSqliteInternal(t)), ...objects.map((o) => o.table_name), 'search_terms'];
+  const known = new Set([...SHARED_TABLES, ...WORKSPACE_TABLES, ...objects.map((o) => o.table_name), 'search_terms', ...NOT_COPIED]);
   const key = (row: unknown[]) => JSON.stringify(row);
   const compare = (table: string, a: unknown[][], b: unknown[][]) => {
     const sa = a.map(key).sort();
@@ -414,25 +458,31 @@ export async function compareDatabases(source: SqliteDb, target: Db): Promise<st
         shown++;
       }
   };
-  for (const t of tables) {
+  const compareTable = async (k: Kysely<any>, t: string, where?: SourceTable['where']) => {
     const cols = (sqlite.prepare(`SELECT name FROM pragma_table_info(?) ORDER BY cid`).all(t) as { name: string }[]).map((c) => c.name);
     const a = sqlite
-      .prepare(`SELECT ${cols.map(quoteId).join(', ')} FROM ${quoteId(t)}`)
+      .prepare(`SELECT ${cols.map(quoteId).join(', ')} FROM ${quoteId(t)}${where ? ` WHERE ${where.sql}` : ''}`)
       .raw(true)
-      .all() as unknown[][];
+      .all(...(where ? [where.value] : [])) as unknown[][];
     const r = await sql<Record<string, unknown>>`SELECT ${sql.join(cols.map((c) => sql.ref(c)))} FROM ${sql.table(t)}`.execute(k);
     compare(
       t,
       a,
       r.rows.map((row) => cols.map((c) => row[c])),
     );
+  };
+  for (const t of [...SHARED_TABLES, ...all.filter((t) => !known.has(t) && !isSqliteInternal(t))]) await compareTable(target.kysely, t);
+  for (const { id } of sqlite.prepare('SELECT id FROM workspaces ORDER BY id').all() as { id: number }[]) {
+    const k = target.forWorkspace(id).kysely as unknown as Kysely<any>;
+    for (const t of [...WORKSPACE_TABLES, 'search_terms']) await compareTable(k, t, ofWorkspace(t, id));
+    for (const o of objects.filter((x) => x.workspace_id === id)) await compareTable(k, o.table_name);
+    const docs = `SELECT workspace_id, object_id, record_id FROM search_docs`;
+    compare(
+      'search_docs',
+      sqlite.prepare(`${docs} WHERE workspace_id = ?`).raw(true).all(id) as unknown[][],
+      (await sql.raw<Record<string, unknown>>(docs).execute(k)).rows.map((r) => [r.workspace_id, r.object_id, r.record_id]),
+    );
   }
-  const docs = `SELECT workspace_id, object_id, record_id FROM search_docs`;
-  compare(
-    'search_docs',
-    sqlite.prepare(docs).raw(true).all() as unknown[][],
-    (await sql.raw<Record<string, unknown>>(docs).execute(k)).rows.map((r) => [r.workspace_id, r.object_id, r.record_id]),
-  );
   return diffs;
 }
 

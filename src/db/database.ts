@@ -32,6 +32,11 @@ export interface Db {
    * The shared tables (workspaces, users, api_tokens) read the same through either.
    */
   forWorkspace(id: number): Db;
+  /**
+   * The handle openDatabase returned, the same through every workspace's view of it (and through
+   * a copy made for a transaction): what belongs to the database and not to one view (the heavy lane).
+   */
+  origin: Db;
   /** PostgreSQL: the schema of the shared tables, whose name each workspace's schema extends. */
   sharedSchema?: string;
   /**

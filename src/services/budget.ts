@@ -218,9 +218,10 @@ function collectWhenIdle(lane: HeavyLane, db: Db) {
 
 const lanes = new WeakMap<Db, HeavyLane>();
 
+/** The database's one lane, whichever workspace's view of it (Db.origin) asks. */
 function laneOf(db: Db): HeavyLane {
-  let l = lanes.get(db);
-  if (!l) lanes.set(db, (l = new HeavyLane(defaultLimits(db), db)));
+  let l = lanes.get(db.origin);
+  if (!l) lanes.set(db.origin, (l = new HeavyLane(defaultLimits(db.origin), db.origin)));
   return l;
 }
 

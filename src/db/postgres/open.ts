@@ -96,8 +96,12 @@ export function openPostgres(opts: PostgresOptions): Db {
     async () => shared,
   );
   const bound = new Map<number, Db>();
+  let origin: Db;
   const handle = (k: Kysely<Tables>): Db => ({
     kysely: k,
+    get origin() {
+      return origin;
+    },
     adapter: postgresAdapter,
     search: postgresSearch,
     file: opts.url,
@@ -133,5 +137,6 @@ export function openPostgres(opts: PostgresOptions): Db {
       await kysely.destroy();
     },
   });
-  return handle(kysely);
+  origin = handle(kysely);
+  return origin;
 }

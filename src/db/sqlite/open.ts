@@ -89,6 +89,9 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
     kysely,
     // One file, one set of tables: every workspace's rows in them, keyed by workspace_id.
     forWorkspace: () => db,
+    get origin() {
+      return db;
+    },
     adapter: sqliteAdapter,
     search: sqliteSearch,
     file: opts.file,
