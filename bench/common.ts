@@ -43,12 +43,14 @@ export async function dropBenchSchema(url: string, schema: string): Promise<void
   await c.connect();
   const id = (name: string) => `"${name.replace(/"/g, '""')}"`;
   try {
+    // The shared schema and its workspaces' (<schema>_w<id>).
+    const all = (await c.query<{ s: string }>('SELECT nspname AS s FROM pg_namespace WHERE nspname ~ $1', [`^${schema}(_w[0-9]+)?$`])).rows.map((r) => r.s);
     for (;;) {
-      const some = (await c.query<{ t: string }>('SELECT tablename AS t FROM pg_tables WHERE schemaname = $1 LIMIT 100', [schema])).rows;
+      const some = (await c.query<{ s: string; t: string }>('SELECT schemaname AS s, tablename AS t FROM pg_tables WHERE schemaname = ANY($1) LIMIT 100', [all])).rows;
       if (!some.length) break;
-      await c.query(`DROP TABLE ${some.map((r) => `${id(schema)}.${id(r.t)}`).join(', ')} CASCADE`);
+      await c.query(`DROP TABLE ${some.map((r) => `${id(r.s)}.${id(r.t)}`).join(', ')} CASCADE`);
     }
-    await c.query(`DROP SCHEMA IF EXISTS ${id(schema)} CASCADE`);
+    for (const s of all) await c.query(`DROP SCHEMA IF EXISTS ${id(s)} CASCADE`);
   } finally {
     await c.end();
   }

@@ -1,8 +1,11 @@
 /**
  * npm run bench:workspaces: the cost of many workspaces, on SQLite and (with a postgres:// URL) on
- * PostgreSQL. Creates N workspaces (each: its system objects' record tables with their indexes, its
- * default pipelines), then runs a per-workspace migration of the kind a new field of a system object
- * needs (a column and an index on every workspace's contacts table), one transaction per workspace.
+ * PostgreSQL. Creates N workspaces through the product (createWorkspace: on PostgreSQL a schema of
+ * its own with its tables; each: its system objects' record tables with their indexes, its default
+ * pipelines), then migrates them all through the product's runner (migrateWorkspaces) with one more
+ * step of the kind a new system field needs: a column and an index on the workspace's contacts
+ * table (`each`), and on PostgreSQL a column on its notes table (`space`); one transaction per
+ * workspace.
  *
  *   BENCH_WORKSPACES=1000 npm run bench:workspaces -- [--db postgres://postgres@127.0.0.1:5432/test]
  *
@@ -11,9 +14,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { sql } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { openDatabase } from '../src/db/database.js';
-import { migrate } from '../src/db/migrations.js';
+import { layoutSteps, migrate, migrateWorkspaces } from '../src/db/migrations.js';
 import { createWorkspace } from '../src/services/users.js';
 import { dropBenchSchema } from './common.js';
 
@@ -30,23 +33,33 @@ let t = process.hrtime.bigint();
 for (let i = 0; i < N; i++) await createWorkspace(db, `ws${i}`);
 const created = ms(t);
 
-const tables = (await db.kysely.selectFrom('objects').select(['table_name', 'workspace_id']).where('name', '=', 'contacts').execute()) as { table_name: string; workspace_id: number }[];
+const steps = {
+  ...layoutSteps(db),
+  '9999_bench_field': {
+    space: async (k: Kysely<any>) => {
+      await sql`ALTER TABLE notes ADD COLUMN bench_col text`.execute(k);
+    },
+    each: async (k: Kysely<any>, ws: number) => {
+      const table = `w${ws}_contacts`;
+      await sql`ALTER TABLE ${sql.table(table)} ADD COLUMN bench_col text`.execute(k);
+      await sql`CREATE INDEX ${sql.id(`${table}__bench_col`)} ON ${sql.table(table)} (bench_col)`.execute(k);
+    },
+  },
+};
 t = process.hrtime.bigint();
-for (const { table_name } of tables)
-  await db.kysely.transaction().execute(async (trx) => {
-    await sql`ALTER TABLE ${sql.table(table_name)} ADD COLUMN bench_col text`.execute(trx);
-    await sql`CREATE INDEX ${sql.id(`${table_name}__bench_col`)} ON ${sql.table(table_name)} (bench_col)`.execute(trx);
-  });
+const done = await migrateWorkspaces(db, { steps });
+if (done !== N) throw new Error(`migrated ${done} of ${N} workspaces`);
 const migrated = ms(t);
 
+// The shared schema and its workspaces'.
+const mine = `^${schema}(_w[0-9]+)?$`;
 const size = url
   ? Number(
-      (await sql<{ n: string }>`SELECT sum(pg_total_relation_size(c.oid)) AS n FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = ${schema}`.execute(db.kysely)).rows[0]!
-        .n,
+      (await sql<{ n: string }>`SELECT sum(pg_total_relation_size(c.oid)) AS n FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname ~ ${mine}`.execute(db.kysely)).rows[0]!.n,
     )
   : fs.statSync(location).size;
 const tableCount = url
-  ? Number((await sql<{ n: string }>`SELECT count(*) AS n FROM pg_tables WHERE schemaname = ${schema}`.execute(db.kysely)).rows[0]!.n)
+  ? Number((await sql<{ n: string }>`SELECT count(*) AS n FROM pg_tables WHERE schemaname ~ ${mine}`.execute(db.kysely)).rows[0]!.n)
   : Number((await sql<{ n: number }>`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'`.execute(db.kysely)).rows[0]!.n);
 console.log(
   JSON.stringify(

@@ -36,7 +36,8 @@ beforeAll(async () => {
 });
 afterAll(() => db.close());
 
-const fuzzyIds = async (w: TestWorkspace, q: string, on: Db = db) => (await searchAll({ ...w.ctx, db: on.forWorkspace(w.workspace.id) }, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
+const fuzzyIds = async (w: TestWorkspace, q: string, on: Db = db) =>
+  (await searchAll({ ...w.ctx, db: on.forWorkspace(w.workspace.id) }, { q })).data.filter((h) => h.match === 'fuzzy').map((h) => h.id);
 
 describe("a workspace's typo-tolerant search depends on its own records alone", () => {
   it("A's 'Jhon' finds its John on a cold cache, a warm one, and through another connection", async () => {

@@ -6,8 +6,8 @@ import { type FieldType, storageOf } from '../services/field-types.js';
 import { getSchema } from '../services/schema.js';
 import { indexRows } from '../services/search.js';
 import { type Db, isPostgresUrl, openDatabase, openSqliteDatabase, type SqliteDb } from './database.js';
-import { workspaceSchema } from './postgres/open.js';
 import { createWorkspaceSpace, migrate } from './migrations.js';
+import { workspaceSchema } from './postgres/open.js';
 
 /**
  * `crm-mcp copy`: a SQLite database into PostgreSQL, whole.
@@ -31,20 +31,7 @@ import { createWorkspaceSpace, migrate } from './migrations.js';
 /** The shared tables, in the order their foreign keys need. */
 const SHARED_TABLES = ['workspaces', 'users', 'api_tokens'];
 /** A workspace's tables (rows with its workspace_id), in the order their foreign keys need. Record tables follow; search_terms comes last. */
-const WORKSPACE_TABLES = [
-  'objects',
-  'fields',
-  'pipelines',
-  'pipeline_steps',
-  'stage_history',
-  'associations',
-  'activity',
-  'notes',
-  'threads',
-  'messages',
-  'merges',
-  'dedupe_keys',
-];
+const WORKSPACE_TABLES = ['objects', 'fields', 'pipelines', 'pipeline_steps', 'stage_history', 'associations', 'activity', 'notes', 'threads', 'messages', 'merges', 'dedupe_keys'];
 /** Rebuilt on the target (search_docs) or left as the target's migrate made them. */
 const NOT_COPIED = new Set(['search_docs', 'kysely_migration', 'kysely_migration_lock']);
 /** SQLite's own tables and FTS5's (the index, its shadow tables, its vocabulary view). */
@@ -375,7 +362,11 @@ export async function copyDatabase(source: SqliteDb, target: Db, opts: CopyOptio
         await target.adapter.analyze(trx, true);
         lap('verify');
       }
-      const migrations = { table: 'kysely_migration', source: sourceMigrations, target: Number((await sql<{ n: number }>`SELECT count(*) AS n FROM ${sql.table(`${target.sharedSchema}.kysely_migration`)}`.execute(trx)).rows[0]!.n) };
+      const migrations = {
+        table: 'kysely_migration',
+        source: sourceMigrations,
+        target: Number((await sql<{ n: number }>`SELECT count(*) AS n FROM ${sql.table(`${target.sharedSchema}.kysely_migration`)}`.execute(trx)).rows[0]!.n),
+      };
       const list = [...counts.values(), migrations];
       const bad = list.filter((c) => c.source !== c.target);
       if (bad.length) throw new CopyError(`row counts differ: ${bad.map((c) => `${c.table} (source ${c.source}, target ${c.target})`).join(', ')}; nothing was committed`, list);

@@ -385,7 +385,11 @@ async function migrateWorkspace(db: Db, id: number, all: Record<string, Step>, n
       if (db.sharedSchema) await all[name]!.space?.(trx);
       await all[name]!.each?.(trx, id);
     }
-    await trx.updateTable('workspaces').set({ migrated_to: names.at(-1)! }).where('id', '=', id).execute();
+    await trx
+      .updateTable('workspaces')
+      .set({ migrated_to: names.at(-1)! })
+      .where('id', '=', id)
+      .execute();
     return true;
   });
 }
@@ -400,5 +404,9 @@ export async function createWorkspaceSpace(db: Db, trx: Kysely<any>, id: number)
   const names = Object.keys(all).sort();
   await db.enterWorkspace?.(trx, id);
   if (db.sharedSchema) for (const name of names) await all[name]!.space?.(trx);
-  await trx.updateTable('workspaces').set({ migrated_to: names.at(-1)! }).where('id', '=', id).execute();
+  await trx
+    .updateTable('workspaces')
+    .set({ migrated_to: names.at(-1)! })
+    .where('id', '=', id)
+    .execute();
 }

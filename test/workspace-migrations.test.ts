@@ -1,0 +1,147 @@
+import { type Kysely, sql } from 'kysely';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Db, openDatabase } from '../src/db/database.js';
+import { layoutSteps, migrate, migrateWorkspaces, type Step } from '../src/db/migrations.js';
+import { workspaceSchema } from '../src/db/postgres/open.js';
+import { createRecord, listRecords } from '../src/services/records.js';
+import { freshDb, isPostgres, makeWorkspace, sqlAll, sqlGet, sqlRun } from './helpers.js';
+
+/**
+ * Each workspace's own tables, and their migrations: per workspace, each in a transaction of its
+ * own, resumable, once when two processes run them at once; on PostgreSQL a schema per workspace.
+ */
+
+const open: Db[] = [];
+async function fresh(): Promise<Db> {
+  const db = await freshDb({ file: true });
+  open.push(db);
+  return db;
+}
+afterEach(async () => {
+  // The first opened is the one freshDb made (on PostgreSQL it drops its schemas when closed): last.
+  for (const db of open.splice(0).reverse()) await db.close();
+});
+
+const last = (db: Db) => Object.keys(layoutSteps(db)).sort().at(-1)!;
+const levels = async (db: Db) => (await sqlAll<{ id: number; migrated_to: string }>(db.kysely, 'SELECT id, migrated_to FROM workspaces ORDER BY id')).map((w) => [w.id, w.migrated_to]);
+const hasColumn = async (db: Db, ws: number, table: string, column: string) => {
+  const k = db.forWorkspace(ws).kysely as unknown as Kysely<any>;
+  try {
+    await sql`SELECT ${sql.ref(column)} FROM ${sql.table(table)} LIMIT 0`.execute(k);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** The layout's steps and one more: a column on each workspace's contacts table, which fails for the workspaces in `failOn`. */
+function withStep(db: Db, failOn: Set<number> = new Set(), ran: number[] = []): Record<string, Step> {
+  return {
+    ...layoutSteps(db),
+    '9000_probe': {
+      async each(k, ws) {
+        ran.push(ws);
+        await sql`ALTER TABLE ${sql.table(`w${ws}_contacts`)} ADD COLUMN probe text`.execute(k);
+        if (failOn.has(ws)) throw new Error(`probe failed on workspace ${ws}`);
+      },
+    },
+  };
+}
+
+describe('workspace migrations', () => {
+  it('a workspace is created at the latest step: a new database and a restart migrate nothing', async () => {
+    const db = await fresh();
+    await makeWorkspace(db, 'one');
+    await makeWorkspace(db, 'two');
+    expect(await levels(db)).toEqual([
+      [1, last(db)],
+      [2, last(db)],
+    ]);
+    expect(await migrateWorkspaces(db)).toBe(0);
+    expect(await migrate(db)).toEqual([]);
+  });
+
+  it('a new step runs per workspace in its own transaction; stopped by a failure, it resumes where it stopped', async () => {
+    const db = await fresh();
+    for (const name of ['a', 'b', 'c', 'd', 'e']) await makeWorkspace(db, name);
+    const ran: number[] = [];
+    await expect(migrateWorkspaces(db, { steps: withStep(db, new Set([3]), ran) })).rejects.toThrow(/probe failed on workspace 3/);
+    expect(ran).toEqual([1, 2, 3]);
+    // 1 and 2 committed; 3 rolled back whole (its column too); 4 and 5 not begun.
+    const levelOf = new Map(await levels(db));
+    expect([1, 2, 3, 4, 5].map((w) => levelOf.get(w))).toEqual(['9000_probe', '9000_probe', last(db), last(db), last(db)]);
+    expect(await Promise.all([1, 2, 3, 4, 5].map((w) => hasColumn(db, w, `w${w}_contacts`, 'probe')))).toEqual([true, true, false, false, false]);
+
+    // Run again with the step mended: the three left, not the two done.
+    ran.length = 0;
+    const progress: [number, number][] = [];
+    expect(await migrateWorkspaces(db, { steps: withStep(db, new Set(), ran), onProgress: (d, t) => progress.push([d, t]) })).toBe(3);
+    expect(ran).toEqual([3, 4, 5]);
+    expect(progress.at(-1)).toEqual([3, 3]);
+    expect(await Promise.all([1, 2, 3, 4, 5].map((w) => hasColumn(db, w, `w${w}_contacts`, 'probe')))).toEqual([true, true, true, true, true]);
+    expect(await migrateWorkspaces(db, { steps: withStep(db) })).toBe(0);
+    // The workspaces work as before.
+    const ctx = (await makeWorkspace(db, 'after')).ctx;
+    await createRecord(ctx, 'contacts', { first_name: 'Still', last_name: 'Working' });
+    expect((await listRecords(ctx, 'contacts', { limit: 5 })).data).toHaveLength(1);
+  });
+
+  it('two processes migrating at once: each workspace once, by one of them', async () => {
+    const db = await fresh();
+    const n = 12;
+    for (let i = 0; i < n; i++) await makeWorkspace(db, `w${i}`);
+    const other = openDatabase({ file: db.file, lockWaitMs: 30_000 });
+    open.push(other);
+    await sqlRun(db.kysely, 'CREATE TABLE probe_runs (workspace_id integer NOT NULL)');
+    // Each run of the step is recorded in the shared probe table, in the workspace's transaction.
+    const counting = (d: Db): Record<string, Step> => ({
+      ...layoutSteps(d),
+      '9000_probe': {
+        async each(k, ws) {
+          await sql`INSERT INTO probe_runs (workspace_id) VALUES (${ws})`.execute(k);
+          await new Promise((r) => setTimeout(r, 5));
+        },
+      },
+    });
+    const [x, y] = await Promise.all([migrateWorkspaces(db, { steps: counting(db) }), migrateWorkspaces(other, { steps: counting(other) })]);
+    expect(x + y).toBe(n);
+    const runs = await sqlAll<{ workspace_id: number; n: number }>(db.kysely, 'SELECT workspace_id, count(*) AS n FROM probe_runs GROUP BY workspace_id ORDER BY workspace_id');
+    expect(runs.map((r) => [Number(r.workspace_id), Number(r.n)])).toEqual(Array.from({ length: n }, (_, i) => [i + 1, 1]));
+    expect(new Set((await levels(db)).map(([, l]) => l))).toEqual(new Set(['9000_probe']));
+  });
+
+  it('a database from before workspace migrations: SQLite upgrades, its workspaces as far as it had gone; PostgreSQL refuses the old layout', async () => {
+    const db = await fresh();
+    const ws = await makeWorkspace(db, 'old');
+    await createRecord(ws.ctx, 'contacts', { first_name: 'Kept', last_name: 'Along' });
+    // As the database was before step 0009: no migrated_to, 0009 not run.
+    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name = '0009_workspace_migrations'");
+    await sqlRun(db.kysely, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
+    if (isPostgres(db)) {
+      await expect(migrate(db)).rejects.toThrow(/holds every workspace's tables in one schema.*crm-mcp copy --replace/);
+      return;
+    }
+    expect(await migrate(db)).toEqual(['0009_workspace_migrations']);
+    expect(await levels(db)).toEqual([[ws.workspace.id, last(db)]]);
+    expect((await listRecords(ws.ctx, 'contacts', { limit: 5 })).data.map((r) => r.first_name)).toEqual(['Kept']);
+  });
+
+  it.runIf(!!process.env.CRM_TEST_DATABASE_URL)('PostgreSQL: each workspace in a schema of its own; the shared schema holds workspaces, users and tokens', async () => {
+    const db = await fresh();
+    const a = await makeWorkspace(db, 'alpha');
+    const b = await makeWorkspace(db, 'beta');
+    await createRecord(a.ctx, 'contacts', { first_name: 'Only', last_name: 'Alpha' });
+    const shared = db.sharedSchema!;
+    const tablesOf = async (schema: string) => (await sqlAll<{ t: string }>(db.kysely, sql`SELECT tablename AS t FROM pg_tables WHERE schemaname = ${schema} ORDER BY tablename`)).map((r) => r.t);
+    expect(await tablesOf(shared)).toEqual(['api_tokens', 'kysely_migration', 'kysely_migration_lock', 'users', 'workspaces']);
+    const inA = await tablesOf(workspaceSchema(shared, a.workspace.id));
+    expect(inA).toEqual(expect.arrayContaining(['objects', 'fields', 'activity', 'notes', 'search_docs', 'search_terms', 'w1_contacts', 'w1_tasks']));
+    expect(await tablesOf(workspaceSchema(shared, b.workspace.id))).toEqual(inA.map((t) => t.replace(/^w1_/, 'w2_')).sort());
+    // Each workspace's handle reads its own rows of tables of the same name.
+    const count = async (ws: number, table: string) => Number((await sqlGet<{ n: number }>(db.forWorkspace(ws), `SELECT count(*) AS n FROM ${table}`))!.n);
+    expect(await count(a.workspace.id, 'activity')).toBe(1);
+    expect(await count(b.workspace.id, 'activity')).toBe(0);
+    // The shared handle sees no workspace's tables.
+    await expect(sql`SELECT 1 FROM objects`.execute(db.kysely)).rejects.toThrow(/relation "objects" does not exist/);
+  });
+});
