@@ -65,16 +65,7 @@ async function freshPostgres(url: string, opts: { heavyReads?: number; lockWaitM
   const schema = new URL(location).searchParams.get('schema')!;
   // Heavy reads at once as on SQLite: one without read workers, else one per worker.
   const db = openDatabase({ file: location, readWorkers: opts.heavyReads ?? 1, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) });
-  // The migrator lists the tables of every schema (has_schema_privilege on each): a schema another
-  // test drops meanwhile fails it with 'schema "…" does not exist' (3F000). Tried again.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await migrate(db);
-      break;
-    } catch (e) {
-      if (attempt >= 5 || (e as { code?: unknown }).code !== '3F000') throw e;
-    }
-  }
+  await migrate(db);
   const close = db.close.bind(db);
   db.close = async () => {
     try {

@@ -113,7 +113,8 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
     const first = openDatabase({ file });
     await migrate(first);
     // A migration pending for the second process: the last one, undone.
-    await sqlRun(first, "DELETE FROM kysely_migration WHERE name = '0008_change_notifications'");
+    await sqlRun(first, "DELETE FROM kysely_migration WHERE name = '0009_workspace_migrations'");
+    await sqlRun(first, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
     const late = openDatabase({ file, lockWaitMs: 50 });
     let release: (() => Promise<void>) | undefined;
     try {
@@ -122,7 +123,7 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
       await new Promise((r) => setTimeout(r, 400));
       await release();
       release = undefined;
-      expect(await migrating).toEqual(['0008_change_notifications']);
+      expect(await migrating).toEqual(['0009_workspace_migrations']);
     } finally {
       await release?.();
       await late.close();

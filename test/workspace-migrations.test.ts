@@ -23,7 +23,8 @@ afterEach(async () => {
 });
 
 const last = (db: Db) => Object.keys(layoutSteps(db)).sort().at(-1)!;
-const levels = async (db: Db) => (await sqlAll<{ id: number; migrated_to: string }>(db.kysely, 'SELECT id, migrated_to FROM workspaces ORDER BY id')).map((w) => [w.id, w.migrated_to]);
+const levels = async (db: Db) =>
+  (await sqlAll<{ id: number; migrated_to: string }>(db.kysely, 'SELECT id, migrated_to FROM workspaces ORDER BY id')).map((w): [number, string] => [Number(w.id), w.migrated_to]);
 const hasColumn = async (db: Db, ws: number, table: string, column: string) => {
   const k = db.forWorkspace(ws).kysely as unknown as Kysely<any>;
   try {

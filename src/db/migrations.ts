@@ -1,9 +1,10 @@
-import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, type MigrationResult, Migrator, sql } from 'kysely';
 import { rebuildDedupeKeys } from '../services/dedupe-keys.js';
 import { createDefaultPipelines, createSystemSchema, getSchema } from '../services/schema.js';
 import { rebuildSearchIndex } from '../services/search.js';
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
+import { isCatalogRace } from './postgres/adapter.js';
 import type { SearchBackend } from './search.js';
 import { isSqliteBusy } from './sqlite/dialect.js';
 
@@ -321,19 +322,24 @@ export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promi
         'this version keeps each workspace in a schema of its own. Copy the data from SQLite again (crm-mcp copy --replace) into a new schema.',
     );
   const all = steps(db.adapter, db.search, { before });
-  // The migrator's own tables in the database's schema: told nothing, it finds another schema's and skips creating its own.
-  const migrator = new Migrator({ db: db.kysely, provider: new StepProvider(all, !db.sharedSchema), ...(schema ? { migrationTableSchema: schema } : {}) });
-  const deadline = Date.now() + (opts.lockWaitMs ?? MIGRATION_LOCK_WAIT_MS);
-  let outcome = await migrator.migrateToLatest();
-  while (outcome.error && isSqliteBusy(outcome.error) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 100));
-    outcome = await migrator.migrateToLatest();
+  let results: MigrationResult[] = [];
+  // Every step already run (every start but the first after an upgrade): the migrator is not needed.
+  // (It lists the tables of every schema of the database: thousands with a schema per workspace.)
+  if (Object.keys(all).some((name) => !before.has(name))) {
+    // The migrator's own tables in the database's schema: told nothing, it finds another schema's and skips creating its own.
+    const migrator = new Migrator({ db: db.kysely, provider: new StepProvider(all, !db.sharedSchema), ...(schema ? { migrationTableSchema: schema } : {}) });
+    const deadline = Date.now() + (opts.lockWaitMs ?? MIGRATION_LOCK_WAIT_MS);
+    let outcome = await migrator.migrateToLatest();
+    while (outcome.error && (isSqliteBusy(outcome.error) || isCatalogRace(outcome.error)) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      outcome = await migrator.migrateToLatest();
+    }
+    if (outcome.error) throw outcome.error;
+    results = outcome.results ?? [];
   }
-  const { error, results } = outcome;
-  if (error) throw error;
   await migrateWorkspaces(db, { steps: all });
   // Records written before the search index existed get indexed once (SQLite files older than it).
-  const applied = (name: string) => results?.some((r) => r.migrationName === name && r.status === 'Success');
+  const applied = (name: string) => results.some((r) => r.migrationName === name && r.status === 'Success');
   if (applied('0004_search') || applied('0005_dedupe_merges')) {
     const workspaces = await db.kysely.selectFrom('workspaces').select('id').execute();
     for (const ws of workspaces) {
@@ -344,7 +350,7 @@ export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promi
       if (applied('0005_dedupe_merges')) await rebuildDedupeKeys(wdb, ws.id, schema);
     }
   }
-  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+  return results.filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
 
 /** The steps in order, for migrateWorkspaces and createWorkspaceSpace (tests and the bench may pass steps of their own). */

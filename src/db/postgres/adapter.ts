@@ -51,6 +51,16 @@ export function classifyPostgresError(err: unknown): DbErrorKind | null {
   return null;
 }
 
+/**
+ * An error of a catalog scan that raced another session's DDL: a schema, table or column dropped
+ * between the scan's snapshot and its lookups (Kysely's migrator lists every schema's tables; other
+ * processes create and drop workspace schemas, copy --replace drops them). Reading again succeeds.
+ */
+export function isCatalogRace(err: unknown): boolean {
+  const state = pgState(err);
+  return state === '3F000' || state === '42P01' || state === '42703' || (state === 'XX000' && /cache lookup failed/.test((err as Error).message));
+}
+
 const canonicalZone = (tz: string) => new Intl.DateTimeFormat('en-US', { timeZone: tz }).resolvedOptions().timeZone;
 
 let savepoints = 0;
