@@ -39,7 +39,8 @@ export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): P
   }) as unknown as Kysely<Tables>;
   // Without the read pool or bounded reads: their connections would not see the transaction's uncommitted rows.
   const { readPool: _pool, boundedRead: _bounded, ...rest } = ctx.db;
-  const db: Db = { ...rest, kysely, close: async () => {} };
+  // Its workspace's view is itself: nothing may escape the transaction.
+  const db: Db = { ...rest, kysely, close: async () => {}, forWorkspace: () => db };
   try {
     return await fn({ ...ctx, db });
   } finally {
