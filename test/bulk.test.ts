@@ -17,9 +17,9 @@ const bulk = (body: unknown, token?: string) => api('POST', '/bulk', body, token
 const tableOf = (w: TestWorkspace, object: string) => tableOfObject(t.db, w.workspace.id, object);
 /** Full contents of a record table, in insertion order. */
 const rows = async (object: string, w = ws) => sqlAll(t.db, sql`SELECT * FROM ${sql.table(await tableOf(w, object))} ORDER BY seq`);
-const activity = (w = ws) => sqlAll(t.db, sql`SELECT * FROM activity WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
-const associations = (w = ws) => sqlAll(t.db, sql`SELECT * FROM associations WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
-const stageHistory = (w = ws) => sqlAll(t.db, sql`SELECT * FROM stage_history WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
+const activity = (w = ws) => sqlAll(w.ctx.db, sql`SELECT * FROM activity WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
+const associations = (w = ws) => sqlAll(w.ctx.db, sql`SELECT * FROM associations WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
+const stageHistory = (w = ws) => sqlAll(w.ctx.db, sql`SELECT * FROM stage_history WHERE workspace_id = ${w.workspace.id} ORDER BY id`);
 /** Everything a bulk request could write. */
 const everything = async () => ({
   contacts: await rows('contacts'),

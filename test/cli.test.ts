@@ -244,7 +244,7 @@ describe('seed determinism', () => {
     const ws = (await findWorkspace(db, workspace))!;
     expect(ws).toBeDefined();
     const admin = (await firstUserWithRole(db, ws.id, 'admin'))!;
-    const ctx: Ctx = { db, log: silent, actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'test' } };
+    const ctx: Ctx = contextFor(db, silent, { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'test' });
     const all = async (object: string) => {
       const out: Row[] = [];
       let cursor: string | undefined;

@@ -71,7 +71,7 @@ describe('the change feed follows commit order', () => {
     let cursor = start.next_cursor;
     while ((await listChanges(ctx, { since: cursor })).data.length) cursor = (await listChanges(ctx, { since: cursor })).next_cursor;
     // T1 appends its entry first and stays open; T2 (a create) runs and commits meanwhile.
-    const t1 = await t.db.kysely.startTransaction().execute();
+    const t1 = await ctx.db.kysely.startTransaction().execute();
     await recordActivity(t1, ctx, [{ object: 'contacts', recordId: 'late-entry', action: 'created' }]);
     const t2 = createRecord(ctx, 'contacts', { first_name: 'Second' });
     await new Promise((r) => setTimeout(r, 300));

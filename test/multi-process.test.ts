@@ -224,6 +224,8 @@ describe("waiting for another connection's write lock", () => {
     const app = await buildApp({ db, log: silent });
     const other = openDatabase({ file: db.file });
     const contacts = await tableOf(db, w.workspace.id, 'contacts');
+    // The workspace's view of the other connection (on PostgreSQL its tables are in its schema).
+    const otherWs = other.forWorkspace(w.workspace.id);
     let release: (() => Promise<void>) | null = null;
     return {
       db,
@@ -231,7 +233,7 @@ describe("waiting for another connection's write lock", () => {
       app,
       /** Takes the write lock on the other connection. */
       async lock() {
-        release = await holdWriteLock(other, onPostgres ? [sql`LOCK TABLE ${sql.table(contacts)} IN EXCLUSIVE MODE`] : []);
+        release = await holdWriteLock(otherWs, onPostgres ? [sql`LOCK TABLE ${sql.table(contacts)} IN EXCLUSIVE MODE`] : []);
       },
       async unlock() {
         const r = release;
@@ -305,8 +307,8 @@ describe("waiting for another connection's write lock", () => {
     const t = await setup(100);
     try {
       await t.lock();
-      await expect(t.db.adapter.analyze(t.db.kysely as never, true)).resolves.toBeUndefined();
-      await expect(t.db.adapter.analyze(t.db.kysely as never, false)).resolves.toBeUndefined();
+      await expect(t.db.adapter.analyze(t.w.ctx.db.kysely as never, true)).resolves.toBeUndefined();
+      await expect(t.db.adapter.analyze(t.w.ctx.db.kysely as never, false)).resolves.toBeUndefined();
     } finally {
       await t.close();
     }

@@ -103,7 +103,7 @@ describe('words of deleted records', () => {
       await other.close();
     }
     // The dead words are gone from the workspace's vocabulary; its live ones stay.
-    const terms = (await sqlAll<{ term: string }>(db, sql`SELECT term FROM search_terms WHERE workspace_id = ${g.workspace.id} AND term LIKE 'j%'`)).map((t) => t.term);
+    const terms = (await sqlAll<{ term: string }>(g.ctx.db, sql`SELECT term FROM search_terms WHERE workspace_id = ${g.workspace.id} AND term LIKE 'j%'`)).map((t) => t.term);
     expect(terms).toContain('john');
     expect(terms.filter((t) => near.map((n) => n.toLowerCase()).includes(t))).toEqual([]);
     // A pruned word written again is offered again.

@@ -20,6 +20,13 @@ export interface DialectAdapter {
    */
   identity(c: ColumnDefinitionBuilder, neverReused?: boolean): ColumnDefinitionBuilder;
   /**
+   * The workspace_id column of a workspace's own table (objects, notes, …). SQLite: a key of the
+   * shared workspaces table (every workspace's rows share the table). PostgreSQL: not null only: the
+   * table is in the workspace's schema, and a foreign key to the shared table would lock it each
+   * time a workspace's tables are made (two workspaces created at once would deadlock).
+   */
+  workspaceKey(c: ColumnDefinitionBuilder): ColumnDefinitionBuilder;
+  /**
    * SQL column type of a record field's storage class. Text compares and sorts by code point on
    * both dialects (SQLite's BINARY; PostgreSQL's "C" collation, whatever the database's own).
    */

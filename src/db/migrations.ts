@@ -65,7 +65,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('objects')
           .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('name', 'text', (c) => c.notNull())
           .addColumn('label', 'text', (c) => c.notNull())
           .addColumn('label_plural', 'text', (c) => c.notNull())
@@ -79,7 +79,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('fields')
           .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('object_id', 'integer', (c) => c.notNull().references('objects.id').onDelete('cascade'))
           .addColumn('name', 'text', (c) => c.notNull())
           .addColumn('label', 'text', (c) => c.notNull())
@@ -98,7 +98,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('associations')
           .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('a_object', 'text', (c) => c.notNull())
           .addColumn('a_id', 'text', (c) => c.notNull())
           .addColumn('b_object', 'text', (c) => c.notNull())
@@ -111,7 +111,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('activity')
           .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('object', 'text', (c) => c.notNull())
           .addColumn('record_id', 'text', (c) => c.notNull())
           .addColumn('action', 'text', (c) => c.notNull())
@@ -130,7 +130,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('notes')
           .addColumn('id', 'text', (c) => c.primaryKey())
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('author_id', 'text', (c) => c.notNull())
           .addColumn('body', 'text', (c) => c.notNull())
           .addColumn('visibility', 'text', (c) => c.notNull().check(sql`visibility in ('private', 'workspace')`))
@@ -144,7 +144,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('threads')
           .addColumn('id', 'text', (c) => c.primaryKey())
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('subject', 'text', (c) => c.notNull())
           .addColumn('snippet', 'text')
           .addColumn('contact_id', 'text')
@@ -160,7 +160,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('messages')
           .addColumn('id', 'text', (c) => c.primaryKey())
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('thread_id', 'text', (c) => c.notNull().references('threads.id').onDelete('cascade'))
           .addColumn('direction', 'text', (c) => c.notNull().check(sql`direction in ('inbound', 'outbound')`))
           .addColumn('from_email', 'text', (c) => c.notNull())
@@ -179,7 +179,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('pipelines')
           .addColumn('id', 'text', (c) => c.primaryKey())
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('object', 'text', (c) => c.notNull())
           .addColumn('name', 'text', (c) => c.notNull())
           .addColumn('field', 'text', (c) => c.notNull())
@@ -202,7 +202,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('stage_history')
           .addColumn('id', adapter.idType, (c) => adapter.identity(c, true))
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('pipeline_id', 'text', (c) => c.notNull().references('pipelines.id').onDelete('cascade'))
           .addColumn('record_id', 'text', (c) => c.notNull())
           .addColumn('step_key', 'text', (c) => c.notNull())
@@ -232,7 +232,7 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema
           .createTable('merges')
           .addColumn('id', 'text', (c) => c.primaryKey())
-          .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+          .addColumn('workspace_id', 'integer', (c) => adapter.workspaceKey(c))
           .addColumn('object', 'text', (c) => c.notNull())
           .addColumn('primary_id', 'text', (c) => c.notNull())
           .addColumn('merged_ids', 'text', (c) => c.notNull())

@@ -58,7 +58,7 @@ export function classifyPostgresError(err: unknown): DbErrorKind | null {
  */
 export function isCatalogRace(err: unknown): boolean {
   const state = pgState(err);
-  return state === '3F000' || state === '42P01' || state === '42703' || (state === 'XX000' && /cache lookup failed/.test((err as Error).message));
+  return state === '3F000' || state === '42P01' || state === '42703' || (state === 'XX000' && /cache lookup failed|could not open relation with OID/.test((err as Error).message));
 }
 
 const canonicalZone = (tz: string) => new Intl.DateTimeFormat('en-US', { timeZone: tz }).resolvedOptions().timeZone;
@@ -71,6 +71,7 @@ export const postgresAdapter: DialectAdapter = {
   name: 'postgres',
   idType: 'bigint',
   identity: (c) => c.primaryKey().generatedByDefaultAsIdentity(),
+  workspaceKey: (c) => c.notNull(),
   columnType: (s) => (s === 'text' ? sql`text COLLATE "C"` : s === 'real' ? 'double precision' : 'bigint'),
   // Case folded by Unicode's rules (ICU's root locale), whatever the column's or database's collation,
   // as crm_lower does on SQLite; the pattern is folded here.
