@@ -1,4 +1,8 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { numberTypes as pgNumberTypes } from '../src/db/postgres/open.js';
 
@@ -116,3 +120,40 @@ export function printTable(headers: Row, rows: Row[]): void {
   log(widths.map((w) => '-'.repeat(w)).join('-|-'));
   for (const r of rows) log(line(r));
 }
+
+/**
+ * The contacts file the import benches read: `rows` people (email, phone, job title, status, city)
+ * at 500 companies named in a Company column (import with --map Company=company_name).
+ */
+export function writeContactsCsv(file: string, rows: number): void {
+  const lines = ['First name,Last name,E-mail,Phone,Job title,Status,City,Company'];
+  const firsts = ['Alice', 'Bob', 'Chloé', 'David', 'Emma', 'François', 'Grace', 'Hugo', 'Inès', 'Jack'];
+  const lasts = ['Martin', 'Dupont', 'Müller', 'Smith', 'García', 'Rossi', 'Nowak', 'Jensen', 'Silva', 'Kowalski'];
+  for (let i = 0; i < rows; i++)
+    lines.push(
+      [
+        firsts[i % 10],
+        `${lasts[(i * 7) % 10]}-${i % 1009}`,
+        `person${i}@import${i % 97}.example.com`,
+        `+1 (415) ${String(2000000 + i).slice(0, 3)}-${String(i).padStart(7, '0').slice(-4)}`,
+        'Buyer',
+        ['lead', 'qualified', 'customer'][i % 3],
+        'Lyon',
+        `Company ${i % 500}`,
+      ].join(','),
+    );
+  fs.writeFileSync(file, `${lines.join('\n')}\n`);
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** `crm-mcp <args>` from source, to its end: its stdout and how long the process took. */
+export function runCli(args: string[]): { seconds: number; stdout: string } {
+  const t = performance.now();
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), ...args], { cwd: root, encoding: 'utf8', env: process.env, maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`crm-mcp ${args.join(' ')} failed:\n${r.stderr}`);
+  return { seconds: (performance.now() - t) / 1000, stdout: r.stdout };
+}
+
+/** The JSON summary `crm-mcp import` prints. */
+export type ImportSummary = { rows: number; created: number; duplicates: number; failed: number; seconds: number; rows_per_second: number };
