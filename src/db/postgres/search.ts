@@ -112,9 +112,7 @@ export const postgresSearch: SearchBackend = {
     // by the column's type, as CAST(text AS tsvector) reads it.
     for (let i = 0; i < docs.length; i += 2000) {
       const part = docs.slice(i, i + 2000);
-      const json = JSON.stringify(
-        part.map((d) => ({ workspace_id: d.workspaceId, object_id: d.objectId, record_id: d.recordId, name: d.name, body: d.body, exact: d.exact, tsv: docVector(d) })),
-      );
+      const json = JSON.stringify(part.map((d) => ({ workspace_id: d.workspaceId, object_id: d.objectId, record_id: d.recordId, name: d.name, body: d.body, exact: d.exact, tsv: docVector(d) })));
       await sql`INSERT INTO search_docs (workspace_id, object_id, record_id, name, body, exact, tsv)
         SELECT workspace_id, object_id, record_id, name, body, exact, tsv FROM json_populate_recordset(NULL::search_docs, ${json}::json)
         ON CONFLICT (workspace_id, object_id, record_id) DO UPDATE
