@@ -1,5 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { numberTypes as pgNumberTypes } from '../src/db/postgres/open.js';
 
 /** Pieces the benchmarks share: settings from the environment, number formats, the table of results. */
 
@@ -55,3 +60,102 @@ export async function dropBenchSchema(url: string, schema: string): Promise<void
     await c.end();
   }
 }
+
+/**
+ * The PostgreSQL database a bench runs on (`--db postgres://...`), and a schema of its own in it
+ * (`<prefix>_<pid>`): `location` is the URL the service opens (with ?schema=), `rawUrl` the one
+ * without, `pool()` a plain node-postgres pool with the service's session settings (UTC, the schema
+ * first on the path, int8/numeric read as numbers). `drop()` drops the schema once; SIGINT and
+ * SIGTERM drop it too.
+ */
+export function pgBenchTarget(prefix: string, usage: string) {
+  const arg = process.argv.indexOf('--db');
+  const url = arg > 0 ? process.argv[arg + 1] : undefined;
+  if (!url || !/^postgres(ql)?:\/\//i.test(url)) {
+    console.error(`usage: ${usage} -- --db postgres://user@host:port/database`);
+    process.exit(2);
+  }
+  const schema = `${prefix}_${process.pid}`;
+  const rawUrl = new URL(url);
+  rawUrl.searchParams.delete('schema');
+  const locate = (s: string) => `${url}${url.includes('?') ? '&' : '?'}schema=${s}`;
+  const schemas = new Set([schema]);
+  let dropped = false;
+  const drop = async () => {
+    if (dropped) return;
+    dropped = true;
+    for (const s of schemas) await dropBenchSchema(url, s);
+  };
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.on(sig, () => {
+      drop().finally(() => process.exit(130));
+    });
+  return {
+    url,
+    schema,
+    rawUrl,
+    location: locate(schema),
+    /** Another schema of this run (`<schema>_<suffix>`), dropped with the first. */
+    another(suffix: string) {
+      const s = `${schema}_${suffix}`;
+      schemas.add(s);
+      return { schema: s, location: locate(s) };
+    },
+    pool(max = 4, inSchema = schema) {
+      const pool = new pg.Pool({ connectionString: rawUrl.toString(), max, types: pgNumberTypes, options: `-c TimeZone=UTC -c search_path=${inSchema},public` });
+      pool.on('error', () => {});
+      return pool;
+    },
+    drop,
+  };
+}
+
+/** Median of a list (the upper one of an even count). */
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Prints the rows as a table under `headers`. */
+export function printTable(headers: Row, rows: Row[]): void {
+  const keys = Object.keys(headers) as (keyof Row)[];
+  const widths = keys.map((k) => Math.max(...[headers, ...rows].map((r) => r[k].length)));
+  const line = (r: Row) => keys.map((k, i) => r[k].padEnd(widths[i]!)).join(' | ');
+  log(line(headers));
+  log(widths.map((w) => '-'.repeat(w)).join('-|-'));
+  for (const r of rows) log(line(r));
+}
+
+/**
+ * The contacts file the import benches read: `rows` people (email, phone, job title, status, city)
+ * at 500 companies named in a Company column (import with --map Company=company_name).
+ */
+export function writeContactsCsv(file: string, rows: number): void {
+  const lines = ['First name,Last name,E-mail,Phone,Job title,Status,City,Company'];
+  const firsts = ['Alice', 'Bob', 'Chloé', 'David', 'Emma', 'François', 'Grace', 'Hugo', 'Inès', 'Jack'];
+  const lasts = ['Martin', 'Dupont', 'Müller', 'Smith', 'García', 'Rossi', 'Nowak', 'Jensen', 'Silva', 'Kowalski'];
+  for (let i = 0; i < rows; i++)
+    lines.push(
+      [
+        firsts[i % 10],
+        `${lasts[(i * 7) % 10]}-${i % 1009}`,
+        `person${i}@import${i % 97}.example.com`,
+        `+1 (415) ${String(2000000 + i).slice(0, 3)}-${String(i).padStart(7, '0').slice(-4)}`,
+        'Buyer',
+        ['lead', 'qualified', 'customer'][i % 3],
+        'Lyon',
+        `Company ${i % 500}`,
+      ].join(','),
+    );
+  fs.writeFileSync(file, `${lines.join('\n')}\n`);
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** `crm-mcp <args>` from source, to its end: its stdout and how long the process took. */
+export function runCli(args: string[]): { seconds: number; stdout: string } {
+  const t = performance.now();
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), ...args], { cwd: root, encoding: 'utf8', env: process.env, maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`crm-mcp ${args.join(' ')} failed:\n${r.stderr}`);
+  return { seconds: (performance.now() - t) / 1000, stdout: r.stdout };
+}
+
+/** The JSON summary `crm-mcp import` prints. */
+export type ImportSummary = { rows: number; created: number; duplicates: number; failed: number; seconds: number; rows_per_second: number };

@@ -13,7 +13,6 @@
  *    above its resting level, beside an export of 1,000 rows (flat memory means streaming).
  * 3. POST /duplicates detect over BENCH_DUPES contacts with planted duplicates.
  */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,6 +26,7 @@ import { findDuplicates } from '../src/services/duplicates.js';
 import { createRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
+import { median, runCli, type ImportSummary as Summary, writeContactsCsv } from './common.js';
 import { rawImportReplay } from './import-raw.js';
 
 const IMPORT_ROWS = Number(process.env.BENCH_IMPORT ?? 100_000);
@@ -44,34 +44,9 @@ log(`crm-mcp data bench; node ${process.version}, ${os.cpus().length} CPUs`);
 // 1. CLI import
 
 const csv = path.join(dir, 'contacts.csv');
-{
-  const lines = ['First name,Last name,E-mail,Phone,Job title,Status,City,Company'];
-  const firsts = ['Alice', 'Bob', 'Chloé', 'David', 'Emma', 'François', 'Grace', 'Hugo', 'Inès', 'Jack'];
-  const lasts = ['Martin', 'Dupont', 'Müller', 'Smith', 'García', 'Rossi', 'Nowak', 'Jensen', 'Silva', 'Kowalski'];
-  for (let i = 0; i < IMPORT_ROWS; i++)
-    lines.push(
-      [
-        firsts[i % 10],
-        `${lasts[(i * 7) % 10]}-${i % 1009}`,
-        `person${i}@import${i % 97}.example.com`,
-        `+1 (415) ${String(2000000 + i).slice(0, 3)}-${String(i).padStart(7, '0').slice(-4)}`,
-        'Buyer',
-        ['lead', 'qualified', 'customer'][i % 3],
-        'Lyon',
-        `Company ${i % 500}`,
-      ].join(','),
-    );
-  fs.writeFileSync(csv, `${lines.join('\n')}\n`);
-}
+writeContactsCsv(csv, IMPORT_ROWS);
 const importDb = path.join(dir, 'import.db');
-const cli = (args: string[], dbFile = importDb) => {
-  const t = performance.now();
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, CRM_DB: dbFile } });
-  if (r.status !== 0) throw new Error(`crm-mcp ${args.join(' ')} failed:\n${r.stderr}`);
-  return { seconds: (performance.now() - t) / 1000, stdout: r.stdout };
-};
-type Summary = { rows: number; created: number; duplicates: number; failed: number; seconds: number; rows_per_second: number };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const cli = (args: string[], dbFile = importDb) => runCli([...args, '--db', dbFile]);
 // BENCH_REPEAT pairs (import, then its raw replay), one after the other: this machine's speed drifts
 // by a third from minute to minute, so each pair is compared within itself and the medians reported.
 const pairs: { s: Summary; wall: number; raw: ReturnType<typeof rawImportReplay> }[] = [];

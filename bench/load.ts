@@ -11,19 +11,16 @@
  * Targets (issue 13): zero 5xx; light p99 with heavy traffic at most 5x its idle p99; RSS back
  * within 20% of its start after idle.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import pino from 'pino';
 import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+import { type Served, spawnServe, stopServed } from './http-servers.js';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -69,12 +66,8 @@ console.log(
 // ---------------------------------------------------------------------------------------------
 // Servers
 
-interface Server {
-  proc: ChildProcess;
-  port: number;
-  base: string;
+interface Server extends Served {
   rss: { start: number; peak: number; idle: number };
-  stderr: string[];
 }
 
 /** Anonymous memory (heaps, SQLite page caches) and file pages (the database file mapped by mmap_size), in MiB. */
@@ -98,29 +91,8 @@ function rssMiB(pid: number): number {
 }
 
 async function startServer(i: number): Promise<Server> {
-  const port = 39_000 + Math.floor(Math.random() * 1000) * 2 + i;
-  // BENCH_NODE_ARGS: extra flags for the servers, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'.
-  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(root, 'src/cli.ts'), 'serve', '--db', file, '--port', String(port), '--workspace', 'bench'], {
-    cwd: root,
-    env: { ...process.env, CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  // The log (pino, on stdout) and stderr: searched for 'database is locked' at the end.
-  const stderr: string[] = [];
-  proc.stdout!.on('data', (b: Buffer) => stderr.push(b.toString()));
-  proc.stderr!.on('data', (b: Buffer) => stderr.push(b.toString()));
-  const base = `http://127.0.0.1:${port}`;
-  for (let k = 0; k < 200; k++) {
-    if (proc.exitCode !== null) throw new Error(`server ${i} exited: ${stderr.join('')}`);
-    try {
-      if ((await fetch(`${base}/health`)).ok) return { proc, port, base, rss: { start: 0, peak: 0, idle: 0 }, stderr };
-    } catch {
-      /* not listening yet */
-    }
-    await sleep(100);
-  }
-  throw new Error(`server ${i} did not start: ${stderr.join('')}`);
+  const s = await spawnServe(file, 'bench', i);
+  return { ...s, rss: { start: 0, peak: 0, idle: 0 } };
 }
 
 const servers: Server[] = [];
@@ -289,18 +261,17 @@ for (const [i, s] of servers.entries())
     `server ${i + 1} RSS: start ${s.rss.start.toFixed(0)} MiB, peak ${s.rss.peak.toFixed(0)} MiB, after ${IDLE_S} s idle ${s.rss.idle.toFixed(0)} MiB (${s.rss.idle >= s.rss.start ? '+' : ''}${(((s.rss.idle - s.rss.start) / s.rss.start) * 100).toFixed(0)}% against start; target at most +20%)`,
   );
 
-for (const s of servers) s.proc.kill('SIGTERM');
-await Promise.all(servers.map((s) => new Promise((r) => (s.proc.exitCode !== null ? r(null) : s.proc.once('exit', r)))));
+await stopServed(servers);
 if (process.env.BENCH_VERBOSE)
   for (const s of servers)
     console.log(
-      s.stderr
+      s.output
         .join('')
         .split('\n')
         .filter((l) => l.startsWith('MEM'))
         .join('\n'),
     );
-const logs = servers.flatMap((s) => s.stderr).join('');
+const logs = servers.flatMap((s) => s.output).join('');
 const locked = logs.match(/database is locked/g)?.length ?? 0;
 const busy = logs.match(/SQLITE_BUSY[A-Z_]*/g) ?? [];
 if (locked || busy.length) console.log(`in the servers' logs: 'database is locked' ${locked} times; ${[...new Set(busy)].map((b) => `${b} ${busy.filter((x) => x === b).length}`).join(', ')}`);

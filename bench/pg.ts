@@ -23,7 +23,6 @@ import pg from 'pg';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import { numberTypes } from '../src/db/postgres/open.js';
 import { aggregateGroups } from '../src/services/aggregate.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
 import type { Ctx } from '../src/services/context.js';
@@ -32,15 +31,11 @@ import { listRecords } from '../src/services/records.js';
 import { searchAll } from '../src/services/search.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createUser, createWorkspace } from '../src/services/users.js';
-import { check, dropBenchSchema, envInt, fmt, load1, loads, log, ms, type Row } from './common.js';
-import { encodeCursor, OPP_COLUMNS, type RawPage, type RawRow, toRecord } from './raw-sql.js';
+import { check, envInt, fmt, load1, loads, log, ms, pgBenchTarget, printTable, type Row } from './common.js';
+import { encodeCursor, pgListSql, type RawPage, type RawRow, page as toPage } from './raw-sql.js';
 
-const arg = process.argv.indexOf('--db');
-const url = arg > 0 ? process.argv[arg + 1] : undefined;
-if (!url || !/^postgres(ql)?:\/\//i.test(url)) {
-  console.error('usage: npm run bench:pg -- --db postgres://user@host:port/database');
-  process.exit(2);
-}
+const target = pgBenchTarget('bench_pg', 'npm run bench:pg');
+const { schema, location, rawUrl } = target;
 const ROWS = envInt('BENCH_ROWS', 100_000);
 const COMPANIES = Math.max(1, Math.round(ROWS * 0.02));
 const CONTACTS = Math.max(1, Math.round(ROWS * 0.05));
@@ -52,29 +47,13 @@ const DEEP_PAGES = Math.max(1, Math.round((10_000 * ROWS) / 1_000_000));
 const DEEP_ROWS = Math.min(DEEP_PAGES * LIMIT, ROWS - LIMIT);
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const schema = `bench_pg_${process.pid}`;
-const location = `${url}${url.includes('?') ? '&' : '?'}schema=${schema}`;
-
 // ---------------------------------------------------------------------------------------------
 // The service's database, and a plain pool for the hand-written side (same session settings:
 // UTC, the bench schema first on the path, int8/numeric as numbers like the service reads them).
 
 const db = openDatabase({ file: location });
-const rawUrl = new URL(url);
-rawUrl.searchParams.delete('schema');
-const pool = new pg.Pool({ connectionString: rawUrl.toString(), max: 4, types: numberTypes, options: `-c TimeZone=UTC -c search_path=${schema},public` });
-pool.on('error', () => {});
-
-let dropped = false;
-async function dropSchema() {
-  if (dropped) return;
-  dropped = true;
-  await dropBenchSchema(url!, schema);
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const)
-  process.on(sig, () => {
-    dropSchema().finally(() => process.exit(130));
-  });
+const pool = target.pool();
+const dropSchema = target.drop;
 
 // ---------------------------------------------------------------------------------------------
 // Result rows
@@ -151,25 +130,10 @@ try {
   // -------------------------------------------------------------------------------------------
   // The hand-written side
 
-  const cols = ['seq', ...OPP_COLUMNS].join(', ');
-  const rawSql = {
-    first: `SELECT ${cols} FROM ${T} ORDER BY created_at DESC, seq DESC LIMIT $1`,
-    deep: `SELECT ${cols} FROM ${T} WHERE (created_at, seq) < ($1, $2) ORDER BY created_at DESC, seq DESC LIMIT $3`,
-    count: `SELECT count(*) AS n FROM ${T}`,
-    filtered: `SELECT ${cols} FROM ${T} WHERE status IN ($1, $2) AND amount >= $3 AND close_date BETWEEN $4 AND $5 ORDER BY amount DESC, seq DESC LIMIT $6`,
-    filteredCount: `SELECT count(*) AS n FROM ${T} WHERE status IN ($1, $2) AND amount >= $3 AND close_date BETWEEN $4 AND $5`,
-  };
+  const rawSql = pgListSql(T);
   const rows = async (text: string, values: unknown[]) => (await pool.query<RawRow>(text, values)).rows;
   const count = async (text: string, values: unknown[] = []) => (await pool.query<{ n: number }>(text, values)).rows[0]!.n;
-  const page = (rs: RawRow[], sortField: string, dir: 'asc' | 'desc', total: number | null): RawPage => {
-    let nextCursor: string | null = null;
-    if (rs.length > LIMIT) {
-      rs.length = LIMIT;
-      const last = rs[LIMIT - 1]!;
-      nextCursor = encodeCursor(sortField, dir, (last[sortField] ?? null) as string | number | null, last.seq);
-    }
-    return { data: rs.map(toRecord), total, nextCursor };
-  };
+  const page = (rs: RawRow[], sortField: string, dir: 'asc' | 'desc', total: number | null): RawPage => toPage(rs, LIMIT, sortField, dir, total);
 
   const day = (offset: number) => new Date(Date.now() + offset * 86_400_000).toISOString().slice(0, 10);
   const fp = { statuses: ['open', 'proposal'] as const, minAmount: 5000 * 100, from: day(-90), to: day(90) };
@@ -431,9 +395,6 @@ try {
   // Report
 
   const headers: Row = { figure: 'figure', service: 'service median / p95', baseline: 'raw pg median / p95', ratio: 'ratio', target: 'target', ok: '' };
-  const keys = Object.keys(headers) as (keyof Row)[];
-  const widths = keys.map((k) => Math.max(...[headers, ...table].map((r) => r[k].length)));
-  const line = (r: Row) => keys.map((k, i) => r[k].padEnd(widths[i]!)).join(' | ');
   load1('end');
   log(`\n=== crm-mcp bench:pg: ${fmt(ROWS)} opportunities, PostgreSQL ${pgVersion}, ${os.cpus().length} CPUs, node ${process.version} ===`);
   log(
@@ -442,9 +403,7 @@ try {
       .join(', ')}`,
   );
   log('ratio: service median / raw median (lower is better)');
-  log(line(headers));
-  log(widths.map((w) => '-'.repeat(w)).join('-|-'));
-  for (const r of table) log(line(r));
+  printTable(headers, table);
   log('\nEXPLAIN of the hand-written statements:');
   for (const [k, p] of Object.entries(plans)) log(`\n${k}\n${p.map((l) => `  ${l}`).join('\n')}`);
   log('\nThe statements the service sent, and the plans of those that read the records or search_docs:');

@@ -45,7 +45,8 @@ export interface RawPage {
   nextCursor: string | null;
 }
 
-function page(rows: RawRow[], limit: number, sortField: string, dir: 'asc' | 'desc', total: number | null): RawPage {
+/** Rows read with LIMIT limit + 1 -> a page as listRecords answers it (the extra row says there is a next page). */
+export function page(rows: RawRow[], limit: number, sortField: string, dir: 'asc' | 'desc', total: number | null): RawPage {
   let nextCursor: string | null = null;
   if (rows.length > limit) {
     rows.length = limit;
@@ -61,6 +62,18 @@ export interface FilterParams {
   minAmount: number;
   from: string;
   to: string;
+}
+
+/** The list statements of rawQueries in PostgreSQL's placeholders: bench/pg.ts and the bare PostgreSQL server. */
+export function pgListSql(table: string) {
+  const cols = ['seq', ...OPP_COLUMNS].join(', ');
+  return {
+    first: `SELECT ${cols} FROM ${table} ORDER BY created_at DESC, seq DESC LIMIT $1`,
+    deep: `SELECT ${cols} FROM ${table} WHERE (created_at, seq) < ($1, $2) ORDER BY created_at DESC, seq DESC LIMIT $3`,
+    count: `SELECT count(*) AS n FROM ${table}`,
+    filtered: `SELECT ${cols} FROM ${table} WHERE status IN ($1, $2) AND amount >= $3 AND close_date BETWEEN $4 AND $5 ORDER BY amount DESC, seq DESC LIMIT $6`,
+    filteredCount: `SELECT count(*) AS n FROM ${table} WHERE status IN ($1, $2) AND amount >= $3 AND close_date BETWEEN $4 AND $5`,
+  };
 }
 
 /** The raw queries, prepared once per connection. Each returns the same shape as listRecords. */

@@ -9,13 +9,11 @@
  * and a bare node:http server, both in child processes). Printed as a table, with EXPLAIN QUERY PLAN of
  * every statement, and written to .bench/latest.json. The temporary database is removed at the end.
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
-import autocannon from 'autocannon';
 import type Database from 'better-sqlite3';
 import pino from 'pino';
 import { openSqliteDatabase } from '../src/db/database.js';
@@ -26,6 +24,7 @@ import { type ListResult, listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
 import { check, envInt, fmt, load1, loads, log, ms, type Row } from './common.js';
+import { forkServer, hammer, stopForked } from './http-servers.js';
 import { encodeCursor, type FilterParams, type RawPage, rawQueries } from './raw-sql.js';
 import { generationOnly, type Pools, rawSeed } from './seed-raw.js';
 
@@ -49,12 +48,7 @@ const BUDGET_MS = 3000;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-'));
 const file = path.join(dir, 'bench.db');
-const children = new Set<ChildProcess>();
-const cleanup = () => {
-  for (const c of children) c.kill();
-  fs.rmSync(dir, { recursive: true, force: true });
-};
-process.on('exit', cleanup);
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
 // ---------------------------------------------------------------------------------------------
@@ -418,25 +412,8 @@ json.plans = plans;
 const token = (await createToken(db, ws.id, admin.id, 'bench')).token;
 sqlite.pragma('wal_checkpoint(TRUNCATE)');
 
-async function startServer(mode: 'service' | 'bare'): Promise<{ child: ChildProcess; port: number }> {
-  const child = fork(path.join(root, 'bench', 'server.ts'), [mode, file, opps], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  children.add(child);
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once('message', (m) => resolve((m as { port: number }).port));
-    child.once('exit', (code) => reject(new Error(`${mode} server exited with ${code}`)));
-  });
-  return { child, port };
-}
-async function stopServer(s: { child: ChildProcess }) {
-  const exited = new Promise((resolve) => s.child.once('exit', resolve));
-  s.child.send('stop');
-  await exited;
-  children.delete(s.child);
-}
-async function load(url: string, seconds: number) {
-  const r = await autocannon({ url, connections: 10, duration: seconds, headers: { authorization: `Bearer ${token}` } });
-  return { reqPerSec: r.requests.average, latencyP50: r.latency.p50, latencyP99: r.latency.p99, requests: r.requests.total, non2xx: r.non2xx, errors: r.errors, timeouts: r.timeouts };
-}
+const startServer = (mode: 'service' | 'bare') => forkServer(mode, [file, opps]);
+const load = (url: string, seconds: number) => hammer([url], seconds, token);
 
 log(`\n[http] autocannon: 10 connections, ${HTTP_SECONDS} s per run after a 1 s warm-up; servers in child processes, autocannon in this process (${os.cpus().length} CPUs) ${load1('http')}`);
 const servers = { service: await startServer('service'), bare: await startServer('bare') };
@@ -469,8 +446,8 @@ try {
     });
   }
 } finally {
-  await stopServer(servers.service);
-  await stopServer(servers.bare);
+  await stopForked(servers.service);
+  await stopForked(servers.bare);
 }
 json.http = http;
 

@@ -1,4 +1,4 @@
-import { CompiledQuery, type Kysely } from 'kysely';
+import { CompiledQuery, type Kysely, PostgresAdapter, sql } from 'kysely';
 
 /**
  * Multi-row INSERT for bulk paths (imports, seeds, index maintenance). Kysely builds the statement
@@ -7,10 +7,32 @@ import { CompiledQuery, type Kysely } from 'kysely';
  */
 const texts = new WeakMap<object, Map<string, string>>();
 
+/**
+ * PostgreSQL: the rows as one JSON parameter, spread into the table's own column types by
+ * json_populate_recordset, up to 5,000 rows a statement. A VALUES list of thousands of parameters
+ * costs PostgreSQL more to parse and plan than the rows cost to write; one parameter a statement
+ * does not. Only for rows of text, finite numbers and null (the stored forms), which JSON carries
+ * unchanged; anything else (a Date, a Buffer, a boolean) goes as parameters, as node-postgres sends it.
+ */
+const jsonSafe = (row: unknown[]) => row.every((v) => v === null || v === undefined || typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v)));
+
+async function jsonInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean; perStatement?: number }): Promise<void> {
+  const cols = sql.join(columns.map((c) => sql.ref(c)));
+  const per = Math.max(1, opts.perStatement ?? 5000);
+  for (let i = 0; i < rows.length; i += per) {
+    const part = rows.slice(i, i + per);
+    const json = JSON.stringify(part.map((r) => Object.fromEntries(columns.map((c, j) => [c, r[j] ?? null]))));
+    await sql`INSERT INTO ${sql.table(table)} (${cols}) SELECT ${cols} FROM json_populate_recordset(NULL::${sql.table(table)}, ${json}::json)${
+      opts.ignoreConflicts ? sql` ON CONFLICT DO NOTHING` : sql``
+    }`.execute(db);
+  }
+}
+
 export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean; perStatement?: number } = {}): Promise<void> {
   if (!rows.length) return;
   // By dialect (its adapter): one process may hold a SQLite and a PostgreSQL database (tests, `copy`).
   const adapter = db.getExecutor().adapter;
+  if (adapter instanceof PostgresAdapter && rows.every(jsonSafe)) return jsonInsert(db, table, columns, rows, opts);
   let compiled = texts.get(adapter);
   if (!compiled) texts.set(adapter, (compiled = new Map()));
   // At most 30,000 parameters a statement (SQLite allows 32,766); 500 rows unless told otherwise.

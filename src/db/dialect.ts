@@ -47,6 +47,13 @@ export interface DialectAdapter {
   leftJoinJsonArray<QB extends SelectQueryBuilder<any, any, any>>(qb: QB, array: Expression<unknown>, alias: string): QB;
   /** The smallest or largest element of a JSON-array text column, compared as text; NULL when it has none. */
   jsonArrayExtreme(array: Expression<unknown>, which: 'min' | 'max'): RawBuilder<string | null>;
+  /**
+   * A text column is one of `values`, at most `textInMax` of them a statement. SQLite binds each
+   * (IN (?, ?, …), under its parameter limit); PostgreSQL binds one array (= ANY($1)): one statement
+   * whatever the count, where a list of thousands of parameters costs more to parse than to look up.
+   */
+  textIn(ref: Expression<unknown>, values: string[]): RawBuilder<SqlBool>;
+  textInMax: number;
   isUniqueViolation(err: unknown): boolean;
   /**
    * Runs a statement that may fail and be followed by others in the same transaction (a bulk insert

@@ -56,14 +56,15 @@ async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key:
   }
   for (const [kind, all] of byKind) {
     const list = [...new Set(all)];
-    for (let i = 0; i < list.length; i += 500) {
+    const { textIn, textInMax } = ctx.db.adapter;
+    for (let i = 0; i < list.length; i += textInMax) {
       const rows = (await (ctx.db.kysely as unknown as AnyDb)
         .selectFrom('dedupe_keys')
         .select(['key', 'record_id'])
         .where('workspace_id', '=', ctx.actor.workspaceId)
         .where('object_id', '=', obj.id)
         .where('kind', '=', kind)
-        .where('key', 'in', list.slice(i, i + 500))
+        .where((eb) => textIn(eb.ref('key'), list.slice(i, i + textInMax)))
         .execute()) as { key: string; record_id: string }[];
       for (const r of rows) if (!out.has(`${kind}:${r.key}`)) out.set(`${kind}:${r.key}`, r.record_id);
     }

@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, type SqlBool, sql } from 'kysely';
 import type { DbErrorKind, DialectAdapter } from '../dialect.js';
 import { changeNotifications } from './notify.js';
 
@@ -77,6 +77,8 @@ export const postgresAdapter: DialectAdapter = {
   // as crm_lower does on SQLite; the pattern is folded here.
   ilike: (ref, pattern) => sql`lower(${ref} COLLATE "und-x-icu") LIKE ${pattern.toLowerCase()} ESCAPE '\\'`,
   jsonArrayHas: (ref, value) => sql`jsonb_exists(CAST(${ref} AS jsonb), ${value})`,
+  textIn: (ref, values) => sql<SqlBool>`${ref} = ANY(CAST(${values} AS text[]))`,
+  textInMax: 10_000,
   jsonArrayHasAny: (ref, values) => sql`jsonb_exists_any(CAST(${ref} AS jsonb), ARRAY[${sql.join(values)}]::text[])`,
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`LATERAL jsonb_array_elements_text(CAST(${array} AS jsonb))`.as(alias), (j) => j.onTrue()) as typeof qb,
   jsonArrayExtreme: (array, which) => sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value COLLATE "C") FROM jsonb_array_elements_text(CAST(${array} AS jsonb)) AS e)`,

@@ -108,10 +108,13 @@ export const postgresSearch: SearchBackend = {
 
   async upsert(db, docs) {
     await writeTerms(db, docs);
-    for (let i = 0; i < docs.length; i += 500) {
-      const part = docs.slice(i, i + 500);
+    // The documents as one JSON parameter (as bulkInsert sends rows): the tsvector literal is read
+    // by the column's type, as CAST(text AS tsvector) reads it.
+    for (let i = 0; i < docs.length; i += 2000) {
+      const part = docs.slice(i, i + 2000);
+      const json = JSON.stringify(part.map((d) => ({ workspace_id: d.workspaceId, object_id: d.objectId, record_id: d.recordId, name: d.name, body: d.body, exact: d.exact, tsv: docVector(d) })));
       await sql`INSERT INTO search_docs (workspace_id, object_id, record_id, name, body, exact, tsv)
-        VALUES ${sql.join(part.map((d) => sql`(${d.workspaceId}, ${d.objectId}, ${d.recordId}, ${d.name}, ${d.body}, ${d.exact}, CAST(${docVector(d)} AS tsvector))`))}
+        SELECT workspace_id, object_id, record_id, name, body, exact, tsv FROM json_populate_recordset(NULL::search_docs, ${json}::json)
         ON CONFLICT (workspace_id, object_id, record_id) DO UPDATE
         SET name = excluded.name, body = excluded.body, exact = excluded.exact, tsv = excluded.tsv`.execute(db);
     }

@@ -39,6 +39,8 @@ export const sqliteAdapter: DialectAdapter = {
   // PostgreSQL does. ESCAPE makes % and _ in user input literal.
   ilike: (ref, pattern) => (/^[\x00-\x7f]*$/.test(pattern) ? sql<SqlBool>`${ref} LIKE ${pattern} ESCAPE '\\'` : sql<SqlBool>`crm_lower(${ref}) LIKE ${pattern.toLowerCase()} ESCAPE '\\'`),
   jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
+  textIn: (ref, values) => sql<SqlBool>`${ref} IN (${sql.join(values)})`,
+  textInMax: 500,
   jsonArrayHasAny: (ref, values) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
   // json_each is a table-valued function: its argument may name the columns of the tables before it.
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`json_each(${array})`.as(alias), (j) => j.onTrue()) as typeof qb,
