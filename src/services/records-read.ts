@@ -195,11 +195,17 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
       }
       const notNull = (q: any) => (notNullKey ? q : q.where(key, 'is not', null));
       if (resume) {
-        // Resuming splits in two index ranges: the rest of the rows equal to the cursor's value (by
-        // seq), then the values beyond it. A row-value comparison would seek on the value alone and
-        // step through every row sharing it: slow deep in a low-cardinality field (a status).
-        await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
-        if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
+        if (ctx.db.adapter.keysetSeek === 'row') {
+          // One row-value comparison, one statement (see DialectAdapter.keysetSeek).
+          const seek = sql<SqlBool>`(${related ? key : sql.ref(col)}, ${sql.ref('seq')}) ${sql.raw(cmp)} (${resume.v}, ${resume.s})`;
+          await page((q) => notNull(q).where(seek).orderBy(key, dir).orderBy('seq', dir));
+        } else {
+          // Resuming splits in two index ranges: the rest of the rows equal to the cursor's value (by
+          // seq), then the values beyond it. A row-value comparison would seek on the value alone and
+          // step through every row sharing it: slow deep in a low-cardinality field (a status).
+          await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
+          if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
+        }
       } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir));
     }
 
