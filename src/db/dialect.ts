@@ -61,16 +61,6 @@ export interface DialectAdapter {
    */
   timeBucket(col: Expression<unknown>, interval: Interval, tz: string, segments: ZoneSegment[]): RawBuilder<unknown>;
   zoneSegments: boolean;
-  /**
-   * How a keyset page resumes after the row (v, s) of a listing sorted by a value, then seq, with an
-   * index on the value alone. 'split' (SQLite): two plain ranges, `value = v AND seq < s` then
-   * `value < v`: its index on the value ends with the rowid (seq), so the first is an index range
-   * of its own, where one row-value comparison would step through every row sharing v. 'row'
-   * (PostgreSQL): one row-value comparison, `(value, seq) < (v, s)`, in one statement: its index
-   * keeps rows sharing a value in heap order, not by seq, so both forms read those rows anyway,
-   * and the split cost a second round trip (and more planning) for nothing.
-   */
-  keysetSeek: 'split' | 'row';
   /** The start of a number's histogram bucket of `width`: floor(value / width) * width, never integer division. */
   histogramBucket(col: Expression<unknown>, width: number): RawBuilder<unknown>;
   /**

@@ -110,7 +110,6 @@ export const postgresAdapter: DialectAdapter = {
   // The zone by its canonical name: PostgreSQL 15 lacks some of the aliases Node accepts (US/Pacific-New).
   timeBucket: (col, interval, tz) => sql`to_char(date_trunc(${sql.lit(interval)}, CAST(${col} AS timestamptz) AT TIME ZONE ${sql.lit(canonicalZone(tz))}), 'YYYY-MM-DD')`,
   zoneSegments: false,
-  keysetSeek: 'row',
   // Integer columns divide as integers (-5 / 10 = 0): as double precision, -5 falls in the bucket of -10.
   histogramBucket: (col, width) => sql`floor(CAST(${col} AS double precision) / ${sql.lit(width)}) * ${sql.lit(width)}`,
   async analyze(db: Kysely<any>, full: boolean) {

@@ -50,7 +50,6 @@ export const sqliteAdapter: DialectAdapter = {
   secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
   timeBucket: (col, interval, _tz, segments) => bucketExpression(col, interval, segments),
   zoneSegments: true,
-  keysetSeek: 'split',
   // SQLite divides a REAL width as real, and floor() is exact for the integers stored.
   histogramBucket: (col, width) => sql`floor(${col} / ${width}) * ${width}`,
   async analyze(db, full) {
