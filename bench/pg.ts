@@ -148,8 +148,10 @@ try {
   };
 
   // The deep cursor, made honestly: the (created_at, seq) of the last row of page DEEP_PAGES, encoded as listRecords does.
-  const anchor = (await pool.query<{ created_at: string; seq: number }>(`SELECT created_at, seq FROM ${T} ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET $1`, [DEEP_ROWS - 1])).rows[0]!;
-  const deepCursor = encodeCursor('created_at', 'desc', anchor.created_at, anchor.seq);
+  // The row after it says whether rows tied with it are left (the cursor's u).
+  const [anchor, afterAnchor] = (await pool.query<{ created_at: string; seq: number }>(`SELECT created_at, seq FROM ${T} ORDER BY created_at DESC, seq DESC LIMIT 2 OFFSET $1`, [DEEP_ROWS - 1]))
+    .rows as [{ created_at: string; seq: number }, { created_at: string; seq: number }];
+  const deepCursor = encodeCursor('created_at', 'desc', anchor.created_at, anchor.seq, afterAnchor.created_at);
 
   // A word to search for: the first word of an opportunity's name, one that a few dozen to a few
   // hundred records hold (a name someone would look up, not 'the').

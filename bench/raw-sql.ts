@@ -34,9 +34,12 @@ export function toRecord(r: RawRow): Record<string, unknown> {
   return out;
 }
 
-/** Same encoding as records.ts encodeCursor: base64url JSON {f, d, v, s}. */
-export function encodeCursor(f: string, d: 'asc' | 'desc', v: string | number | null, s: number): string {
-  return Buffer.from(JSON.stringify({ f, d, v, s })).toString('base64url');
+/**
+ * Same encoding as records-read.ts encodeCursor: base64url JSON {f, d, v, s}, with u: 1 when the row
+ * after the last one (`next`, the row read past the page) holds another value than v.
+ */
+export function encodeCursor(f: string, d: 'asc' | 'desc', v: string | number | null, s: number, next?: string | number | null): string {
+  return Buffer.from(JSON.stringify({ f, d, v, s, ...(v !== null && next !== undefined && next !== v ? { u: 1 } : {}) })).toString('base64url');
 }
 
 export interface RawPage {
@@ -49,9 +52,10 @@ export interface RawPage {
 export function page(rows: RawRow[], limit: number, sortField: string, dir: 'asc' | 'desc', total: number | null): RawPage {
   let nextCursor: string | null = null;
   if (rows.length > limit) {
+    const next = (rows[limit]![sortField] ?? null) as string | number | null;
     rows.length = limit;
     const last = rows[limit - 1]!;
-    nextCursor = encodeCursor(sortField, dir, (last[sortField] ?? null) as string | number | null, last.seq);
+    nextCursor = encodeCursor(sortField, dir, (last[sortField] ?? null) as string | number | null, last.seq, next);
   }
   return { data: rows.map(toRecord), total, nextCursor };
 }

@@ -217,8 +217,10 @@ const filter: FilterGroup = {
 const tOffset = performance.now();
 const anchor = sqlite.prepare(`SELECT created_at, seq FROM ${opps} ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?`).get(DEEP_ROWS - 1) as { created_at: string; seq: number };
 const offsetMs = performance.now() - tOffset;
+// The row after it says whether rows tied with it are left (the cursor's u).
+const afterAnchor = sqlite.prepare(`SELECT created_at FROM ${opps} ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?`).pluck().get(DEEP_ROWS) as string;
 const expectedDeepFirst = sqlite.prepare(`SELECT id FROM ${opps} ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?`).pluck().get(DEEP_ROWS) as string;
-const deepCursor = encodeCursor('created_at', 'desc', anchor.created_at, anchor.seq);
+const deepCursor = encodeCursor('created_at', 'desc', anchor.created_at, anchor.seq, afterAnchor);
 log(`\n[queries] ${load1('queries')} deep page: ${fmt(DEEP_PAGES)} pages of ${LIMIT} = ${fmt(DEEP_ROWS)} rows deep; cursor ${deepCursor}`);
 
 interface QueryCase {

@@ -136,6 +136,8 @@ describe('what PostgreSQL refuses where SQLite does not answers 4xx or 503, neve
       { ...c, s: 1.5 },
       { ...c, s: 1e30 },
       { ...c, v: 'a\u0000' },
+      { ...c, u: 2 },
+      { ...c, u: true },
     ]) {
       const r = await api('GET', `/records/contacts?limit=1&sort_by=first_name&cursor=${Buffer.from(JSON.stringify(bad)).toString('base64url')}`);
       expect(r.status, JSON.stringify(bad)).toBe(400);

@@ -48,7 +48,7 @@ export interface Db {
   /** Give back the memory of the main connection's page cache (after a burst of heavy reads). */
   releaseCache(): void;
   /**
-   * A read stopped by the database itself past `ms` (PostgreSQL: statement_timeout), for heavy reads
+   * A read stopped by the database itself past `ms` (PostgreSQL: cancelled at the deadline, failing as statement_timeout does), for heavy reads
    * without read workers. Absent (SQLite): the time limit is checked between statements, and inside
    * them by the read workers' crm_budget.
    */

@@ -57,6 +57,11 @@ interface CursorState {
   v: string | number | null;
   /** seq of the last row */
   s: number;
+  /**
+   * 1: the row after the last one holds another value, so no row tied with the last one is left
+   * and the next page is one range (`value < v`) instead of two (the tied rows by seq, then that).
+   */
+  u?: 1;
 }
 
 function encodeCursor(c: CursorState): string {
@@ -70,7 +75,14 @@ function decodeCursor(raw: string, sortField: string, dir: 'asc' | 'desc'): Curs
   } catch {
     throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
   }
-  if (!c || typeof c !== 'object' || !Number.isSafeInteger(c.s) || c.s < 0 || (typeof c.v === 'number' ? !Number.isFinite(c.v) : typeof c.v === 'string' ? c.v.includes('\u0000') : c.v !== null))
+  if (
+    !c ||
+    typeof c !== 'object' ||
+    !Number.isSafeInteger(c.s) ||
+    c.s < 0 ||
+    (c.u !== undefined && c.u !== 1) ||
+    (typeof c.v === 'number' ? !Number.isFinite(c.v) : typeof c.v === 'string' ? c.v.includes('\u0000') : c.v !== null)
+  )
     throw validationError('Invalid cursor: pass the nextCursor value from the previous page unchanged');
   if (c.f !== sortField || c.d !== dir) throw validationError(`This cursor belongs to a listing sorted by ${c.f} ${c.d}; keep sort_by and sort_dir the same while paging`);
   return c;
@@ -197,8 +209,10 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
       if (resume) {
         // Resuming splits in two index ranges: the rest of the rows equal to the cursor's value (by
         // seq), then the values beyond it. A row-value comparison would seek on the value alone and
-        // step through every row sharing it: slow deep in a low-cardinality field (a status).
-        await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
+        // step through every row sharing it: slow deep in a low-cardinality field (a status). When
+        // the previous page saw that no row tied with its last one is left (u), only the second
+        // range is read: one statement, the one round trip on PostgreSQL.
+        if (!resume.u) await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
         if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
       } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir));
     }
@@ -215,9 +229,13 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
 
   let nextCursor: string | null = null;
   if (rows.length > limit) {
-    rows.length = limit;
+    const sortValue = (r: Record<string, unknown>) => ((related ? r.__sort : r[col]) ?? null) as string | number | null;
     const last = rows[limit - 1]!;
-    nextCursor = encodeCursor({ f: sortName, d: dir, v: ((related ? last.__sort : last[col]) ?? null) as string | number | null, s: last.seq as number });
+    const v = sortValue(last);
+    // The row read past the page (limit + 1) tells whether rows tied with the last one are left.
+    const untied = v !== null && sortValue(rows[limit]!) !== v;
+    rows.length = limit;
+    nextCursor = encodeCursor({ f: sortName, d: dir, v, s: last.seq as number, ...(untied ? { u: 1 as const } : {}) });
   }
   const data = rows.map((r) => toRecord(obj, r, fields));
   return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };

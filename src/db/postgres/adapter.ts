@@ -41,7 +41,7 @@ export function classifyPostgresError(err: unknown): DbErrorKind | null {
   // A cursor or a value of the wrong type or with a NUL byte reached a typed parameter: the client's to fix.
   if (state === '22P02' || state === '22021' || state === '22007' || state === '22008') return { kind: 'value', what: 'A value is not valid for its field (its type, or a character it cannot hold)' };
   if (state === '22003') return { kind: 'value', what: 'A number is out of range for this computation (a histogram interval too small for the values, or a value too large)' };
-  if (state === '57014') return { kind: 'timeout' }; // query_canceled: statement_timeout
+  if (state === '57014') return { kind: 'timeout' }; // query_canceled: statement_timeout, or a heavy read's cancel at its deadline (open.ts)
   if (state === '23505') {
     const e = err as { table?: string; detail?: string };
     // detail: 'Key (workspace_id, name)=(1, Acme) already exists.'
