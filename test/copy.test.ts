@@ -390,5 +390,6 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     await expect(copyDatabase(source, target)).rejects.toBeInstanceOf(CopyError);
     const again = await copyDatabase(source, target, { replace: true });
     expect(again.counts.every((c) => c.source === c.target)).toBe(true);
-  });
+    // A row a statement, twice, and a workspace made natively: longer than 30 s on a loaded machine.
+  }, 120_000);
 });
