@@ -250,7 +250,9 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
       await flush();
     }
   });
-  await ctx.db.adapter.analyze(ctx.db.kysely as never, s.created > 10_000);
+  // Fresh statistics for the planner: the object's table read whole after a large import, and
+  // whatever the database finds stale (tenfold growth) after any.
+  await ctx.db.adapter.analyze(ctx.db.kysely as never, s.created > 10_000, [obj.table]);
   progress(true);
   bar?.stop();
   if (rejects) await new Promise<void>((resolve) => (rejects as unknown as fs.WriteStream).end(resolve));

@@ -408,8 +408,10 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
 
   const nThreads = Math.min(opts.threads ?? 0, contactIds.length);
   if (nThreads > 0) await seedThreads(ctx, rnd, voc, nThreads, contactIds, contactCompany, base);
-  // A bulk load changes the data's shape: give the planner fresh statistics.
-  await ctx.db.adapter.analyze(ctx.db.kysely as unknown as Kysely<any>, true);
+  // A bulk load changes the data's shape: give the planner fresh statistics, read whole, for the
+  // tables loaded (and any other the database finds stale), not every workspace's.
+  const loaded = [companiesObj, contactsObj, oppsObj, tasksObj].map((o) => o.table);
+  await ctx.db.adapter.analyze(ctx.db.kysely as unknown as Kysely<any>, true, loaded);
 
   return {
     companies: companyIds.length,
