@@ -104,3 +104,6 @@ export function escapeLike(text: string): string {
 export function classifyDbError(err: unknown): DbErrorKind | null {
   return classifySqliteError(err) ?? classifyPostgresError(err);
 }
+
+/** The tables a bulk load of records also fills (match keys, search, timeline, stage history): named to analyze with the record tables. */
+export const DERIVED_TABLES = ['dedupe_keys', 'search_docs', 'activity', 'stage_history'];

@@ -122,13 +122,15 @@ export const postgresAdapter: DialectAdapter = {
   zoneSegments: false,
   // Integer columns divide as integers (-5 / 10 = 0): as double precision, -5 falls in the bucket of -10.
   histogramBucket: (col, width) => sql`floor(CAST(${col} AS double precision) / ${sql.lit(width)}) * ${sql.lit(width)}`,
-  async analyze(db: Kysely<any>, full: boolean, only?: string[]) {
+  async analyze(db: Kysely<any>, full: boolean) {
     // autovacuum keeps statistics current as tables grow; after a bulk load they are refreshed at once.
     // Best effort, as on SQLite: another connection holding a conflicting lock past lock_timeout must
     // not turn a finished load into a failure (autovacuum refreshes the statistics later).
     if (!full) return;
     // This schema's tables only: a bare ANALYZE would read every schema of a shared database.
-    const tables = (await sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = current_schema()`.execute(db)).rows.filter((r) => !only || only.includes(r.t));
+    // Every table of the schema, whatever tables the load names: a workspace's schema holds its
+    // records and everything derived from them (match keys, search, activity), all loaded with them.
+    const tables = (await sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = current_schema()`.execute(db)).rows;
     if (!tables.length) return;
     try {
       await sql`ANALYZE ${sql.join(tables.map((r) => sql.id(r.t)))}`.execute(db);
