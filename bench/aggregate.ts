@@ -117,6 +117,20 @@ const shapes: Shape[] = [
     same: (sv, rows) => sv.groups.length === rows.length && sv.groups.every((g: any, i: number) => g.values.close_date === rows[i].m && g.count === rows[i].n),
   },
   {
+    // The service groups by day on the (close_date, amount) index and rolls the days up to months
+    // (issue 16); here beside the same roll-up written by hand (the row above: per-row strftime).
+    name: 'monthly histogram of close_date over a year (SUM amount), raw SQL rolled up from days',
+    service: () =>
+      aggregateGroups(ctx, 'opportunities', {
+        metrics: [{ field: 'amount', function: 'sum' }],
+        groupBy: [{ field: 'close_date', interval: 'month' }],
+        filter: { operator: 'and', conditions: [{ field: 'close_date', operator: 'between', value: [yearAgo, today] }] },
+      }),
+    rawSql: `SELECT strftime('%Y-%m-01', d) AS m, SUM(dn) AS n, SUM(ds) AS s FROM (SELECT close_date AS d, COUNT(*) AS dn, SUM(amount) AS ds FROM ${T} WHERE close_date BETWEEN ? AND ? GROUP BY close_date) GROUP BY m ORDER BY m`,
+    params: [yearAgo, today],
+    same: (sv, rows) => sv.groups.length === rows.length && sv.groups.every((g: any, i: number) => g.values.close_date === rows[i].m && g.count === rows[i].n),
+  },
+  {
     name: 'three-level tree: status > owner > priority (counts, avg amount)',
     service: () =>
       aggregateTree(ctx, 'opportunities', {

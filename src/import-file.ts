@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import cliProgress from 'cli-progress';
 import { stringify } from 'csv-stringify/sync';
+import { DERIVED_TABLES } from './db/dialect.js';
 import type { Ctx } from './services/context.js';
 import { validationError } from './services/errors.js';
 import { importDetailed, neutralize } from './services/import-export.js';
@@ -250,7 +251,9 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
       await flush();
     }
   });
-  await ctx.db.adapter.analyze(ctx.db.kysely as never, s.created > 10_000);
+  // Fresh statistics for the planner: the object's table read whole after a large import, and
+  // whatever the database finds stale (tenfold growth) after any.
+  await ctx.db.adapter.analyze(ctx.db.kysely as never, s.created > 10_000, [obj.table, ...DERIVED_TABLES]);
   progress(true);
   bar?.stop();
   if (rejects) await new Promise<void>((resolve) => (rejects as unknown as fs.WriteStream).end(resolve));

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { aggregateGroups } from '../src/services/aggregate.js';
 import { createRecords } from '../src/services/records.js';
 import { createUser } from '../src/services/users.js';
-import { expectNear, localDate, prng, type Rec, refTree, type Types } from './aggregate-reference.js';
+import { expectNear, localDate, prng, type Rec, refTree, type Types, timeBucket } from './aggregate-reference.js';
 import { call, listAll, type TestApp, testApp } from './helpers.js';
 
 /**
@@ -364,6 +365,60 @@ describe('aggregate trees (POST /api/v1/aggregate/{object}/tree)', () => {
       );
       // Weeks start on Monday.
       for (const b of r.body.aggregates.a.timeHistogramBuckets) if (b.start) expect(new Date(`${b.start}T00:00:00Z`).getUTCDay()).toBe(1);
+    });
+  });
+
+  describe('calendar buckets of aggregateGroups (day groups rolled up for a DATE) equal a plain JavaScript bucketing', () => {
+    const INTERVALS = ['day', 'week', 'month', 'quarter', 'year'] as const;
+    /** Count, sum, min, max and average of n per bucket, by hand. */
+    function byHand(field: 'at' | 'day', interval: (typeof INTERVALS)[number], tz: string) {
+      const out = new Map<string | null, { count: number; ns: number[] }>();
+      for (const e of events) {
+        const b = timeBucket(e[field], EVENT_TYPES[field]!, interval, tz);
+        const g = out.get(b) ?? { count: 0, ns: [] };
+        g.count++;
+        if (typeof e.n === 'number') g.ns.push(e.n);
+        out.set(b, g);
+      }
+      return out;
+    }
+    const metrics = ['count', 'sum', 'min', 'max', 'avg'].map((f) => ({ field: 'n', function: f }));
+    for (const field of ['day', 'at'] as const)
+      it.each(['UTC', 'Europe/Paris', 'America/Santiago', 'America/New_York', 'Asia/Kathmandu', 'Australia/Lord_Howe'])(`${field}: every interval in %s`, async (timeZone) => {
+        for (const interval of INTERVALS) {
+          const r = await aggregateGroups(t.a.ctx, 'events', { groupBy: [{ field, interval, timeZone }], metrics });
+          const want = byHand(field, interval, timeZone);
+          const got = new Map(r.groups!.map((g) => [g.values[field] as string | null, g]));
+          expect([...got.keys()].sort(), `${field} ${interval} ${timeZone}`).toEqual([...want.keys()].sort());
+          for (const [b, w] of want) {
+            const g = got.get(b)!;
+            const ctxt = `${field} ${interval} ${timeZone} ${b}`;
+            expect(g.count, ctxt).toBe(w.count);
+            const a = g.aggregates.n!;
+            expect(a.count, ctxt).toBe(w.ns.length);
+            expect(a.sum, ctxt).toBe(w.ns.reduce((x, y) => x + y, 0));
+            expect(a.min, ctxt).toBe(w.ns.length ? Math.min(...w.ns) : null);
+            expect(a.max, ctxt).toBe(w.ns.length ? Math.max(...w.ns) : null);
+            if (w.ns.length) expect(a.avg as number, ctxt).toBeCloseTo(w.ns.reduce((x, y) => x + y, 0) / w.ns.length, 9);
+            else expect(a.avg, ctxt).toBeNull();
+          }
+          // Buckets in order, the records without a value first; the totals over every record.
+          expect(r.groups!.map((g) => g.values[field])).toEqual([...want.keys()].sort((x, y) => (x === null ? -1 : y === null ? 1 : x < y ? -1 : x > y ? 1 : 0)));
+          expect(r.count).toBe(events.length);
+          expect(r.aggregates.n!.sum).toBe(events.reduce((x, e) => x + (typeof e.n === 'number' ? e.n : 0), 0));
+          expect(r.meta.groupTotal).toBe(want.size);
+        }
+      });
+
+    it('the same buckets with a filter, a limit, and ordered by count', async () => {
+      const filter = { operator: 'and', conditions: [{ field: 'n', operator: 'gte', value: 0 }] };
+      const r = await aggregateGroups(t.a.ctx, 'events', { groupBy: [{ field: 'day', interval: 'month' }], metrics, filter, order: { by: 'count', dir: 'desc' }, limit: 5 });
+      const want = new Map<string | null, number>();
+      for (const e of events) if (typeof e.n === 'number' && e.n >= 0) want.set(timeBucket(e.day, 'DATE', 'month'), (want.get(timeBucket(e.day, 'DATE', 'month')) ?? 0) + 1);
+      const top = [...want].sort((a, b) => b[1] - a[1] || (a[0] === null ? -1 : b[0] === null ? 1 : a[0] < b[0] ? -1 : 1)).slice(0, 5);
+      expect(r.groups!.map((g) => [g.values.day, g.count])).toEqual(top);
+      expect(r.meta.groupTotal).toBe(want.size);
+      expect(r.meta.otherCount).toBe([...want.values()].reduce((a, b) => a + b, 0) - top.reduce((a, b) => a + b[1], 0));
     });
   });
 

@@ -89,8 +89,11 @@ export interface DialectAdapter {
   changeNotifications?: { shared(db: Kysely<any>): Promise<void>; space(db: Kysely<any>): Promise<void> };
   /** Before the migrations: what the database needs first (PostgreSQL: its schema, whose name it returns). */
   prepare?(db: Kysely<any>): Promise<string>;
-  /** Refresh the planner's statistics: after a bulk load (full) or now and then (cheap). */
-  analyze(db: Kysely<any>, full: boolean): Promise<void>;
+  /**
+   * Refresh the planner's statistics: after a bulk load (full: `tables`, or every table, read whole)
+   * or now and then (the tables the database finds stale). Best effort: never fails on a lock.
+   */
+  analyze(db: Kysely<any>, full: boolean, tables?: string[]): Promise<void>;
   /** Secondary (non-unique) indexes of a table with the statements that recreate them: bulk loads drop and rebuild them. */
   secondaryIndexes(db: Kysely<any>, table: string): Promise<{ name: string; create: string }[]>;
 }
@@ -115,3 +118,6 @@ export function escapeLike(text: string): string {
 export function classifyDbError(err: unknown): DbErrorKind | null {
   return classifySqliteError(err) ?? classifyPostgresError(err);
 }
+
+/** The tables a bulk load of records also fills (match keys, search, timeline, stage history): named to analyze with the record tables. */
+export const DERIVED_TABLES = ['dedupe_keys', 'search_docs', 'activity', 'stage_history'];

@@ -437,6 +437,83 @@ export function checkGroupLimit(limit: number | undefined, max = MAX_GROUP_LIMIT
   return limit;
 }
 
+/**
+ * Calendar buckets of a DATE field rolled up from days. Grouping by the column itself reads the
+ * rows in the order of an index on it (a covering one when the metrics are in it), with no function
+ * per row and no sort; the few hundred day groups are then bucketed and summed. The bucket of each
+ * day is the same expression the records' bucket would be (a DATE has no time of day, so no time
+ * zone), hence the same groups. Measured on 1,000,000 rows: a year by month 659 ms per-row strftime,
+ * 106 ms rolled up. Only where the roll-up is exact: COUNT, integer SUM and AVG, MIN and MAX (not
+ * COUNT_DISTINCT, nor sums of REAL values, whose rounding depends on the order of addition), one
+ * calendar dim, ordered by count or bucket.
+ */
+function canRollUpDays(dims: Dim[], metrics: Metric[], by: OrderBy): boolean {
+  const d = dims[0];
+  if (dims.length !== 1 || !d || d.kind !== 'time' || d.field.type !== 'DATE' || d.multi || d.related) return false;
+  if (typeof by === 'object') return false;
+  return metrics.every((m) => m.fn === 'count' || m.fn === 'min' || m.fn === 'max' || ((m.fn === 'sum' || m.fn === 'avg') && storageOf(m.field.type) === 'integer'));
+}
+
+/** The grouped select of runGroups (the same columns), from day groups: see canRollUpDays. */
+function rollUpDays(db: Kysely<any>, base: () => SelectQueryBuilder<any, any, any>, d: Dim, metrics: Metric[], adapter: DialectAdapter): SelectQueryBuilder<any, any, any> {
+  const day = dimColumn(d);
+  const partial = (i: number) => sql.ref(`days.p${i}`);
+  const days = base()
+    .select([
+      sql`${day}`.as('d'),
+      sql`COUNT(*)`.as('dn'),
+      ...metrics.flatMap((m, i) => {
+        const c = metricInput(m, adapter);
+        switch (m.fn) {
+          case 'count':
+            return [(m.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`).as(`p${i}`)];
+          case 'sum':
+            return [sql`SUM(${c})`.as(`p${i}`)];
+          case 'avg':
+            return [sql`SUM(${c})`.as(`p${i}`), sql`COUNT(${col(m.table, m.field)})`.as(`p${i}_n`)];
+          default:
+            return [sql`${sql.raw(m.fn === 'min' ? 'MIN' : 'MAX')}(${c})`.as(`p${i}`)];
+        }
+      }),
+    ])
+    .groupBy(sql`${day}` as never);
+  const text = (x: RawBuilder<unknown>) => sql`CAST(${x} AS TEXT)`;
+  return db.selectFrom(days.as('days')).select([
+    adapter.timeBucket(sql.ref('days.d'), d.interval!, 'UTC', [{ until: null, modifier: '+0 minutes' }]).as('g0'),
+    sql`SUM(days.dn)`.as('n'),
+    ...metrics.flatMap((m, i) => {
+      const p = partial(i);
+      switch (m.fn) {
+        case 'count':
+          return [sql`SUM(${p})`.as(`m${i}`)];
+        case 'sum':
+          return [text(sql`SUM(${p})`).as(`m${i}`)];
+        case 'avg':
+          return [text(sql`SUM(${p})`).as(`m${i}`), sql`SUM(${sql.ref(`days.p${i}_n`)})`.as(`m${i}_n`)];
+        default:
+          return [sql`${sql.raw(m.fn === 'min' ? 'MIN' : 'MAX')}(${p})`.as(`m${i}`)];
+      }
+    }),
+    sql`COUNT(*) OVER ()`.as('group_total'),
+    sql`SUM(SUM(days.dn)) OVER ()`.as('record_total'),
+    ...metrics.flatMap((m, i) => {
+      const p = partial(i);
+      switch (m.fn) {
+        case 'count':
+          return [sql`SUM(SUM(${p})) OVER ()`.as(`t${i}`)];
+        case 'sum':
+          return [text(sql`SUM(SUM(${p})) OVER ()`).as(`t${i}`)];
+        case 'avg':
+          return [text(sql`SUM(SUM(${p})) OVER ()`).as(`t${i}`), sql`SUM(SUM(${sql.ref(`days.p${i}_n`)})) OVER ()`.as(`t${i}_n`)];
+        default: {
+          const f = sql.raw(m.fn === 'min' ? 'MIN' : 'MAX');
+          return [sql`${f}(${f}(${p})) OVER ()`.as(`t${i}`)];
+        }
+      }
+    }),
+  ]) as SelectQueryBuilder<any, any, any>;
+}
+
 /** Count, metrics and groups in one GROUP BY over every matching record; in the heavy lane, within its budget. */
 export function aggregateGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promise<GroupResult> {
   return heavy(ctx, () => runGroups(ctx, objectName, req));
@@ -511,25 +588,28 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   // With a MULTI_SELECT dim a record is in several groups: the totals cannot come from the groups
   // (they would count it once per value), so one more statement reads them over the records.
   const multi = dims.some((d) => d.multi);
-  let q = groupedRows(
-    ctx,
-    obj.table,
-    base,
-    dims.map((dim, i) => ({ dim, i })),
-  ).select([
-    ...dims.map((d, i) => dimSql(d, dc, i).as(`g${i}`)),
-    sql`COUNT(*)`.as('n'),
-    ...metricCols(),
-    sql`COUNT(*) OVER ()`.as('group_total'),
-    // Records in all groups: each matching record once, or once per value with a MULTI_SELECT dim.
-    sql`SUM(COUNT(*)) OVER ()`.as('record_total'),
-    ...(multi
-      ? []
-      : metrics.flatMap((m, i) => {
-          const t = metricTotalSql(m, adapter);
-          return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(COUNT(${col(m.table, m.field)})) OVER ()`.as(`t${i}_n`)] : [])] : [];
-        })),
-  ]);
+  const rollup = canRollUpDays(dims, metrics, order.by);
+  let q = rollup
+    ? rollUpDays(db, base, dims[0]!, metrics, adapter)
+    : groupedRows(
+        ctx,
+        obj.table,
+        base,
+        dims.map((dim, i) => ({ dim, i })),
+      ).select([
+        ...dims.map((d, i) => dimSql(d, dc, i).as(`g${i}`)),
+        sql`COUNT(*)`.as('n'),
+        ...metricCols(),
+        sql`COUNT(*) OVER ()`.as('group_total'),
+        // Records in all groups: each matching record once, or once per value with a MULTI_SELECT dim.
+        sql`SUM(COUNT(*)) OVER ()`.as('record_total'),
+        ...(multi
+          ? []
+          : metrics.flatMap((m, i) => {
+              const t = metricTotalSql(m, adapter);
+              return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(COUNT(${col(m.table, m.field)})) OVER ()`.as(`t${i}_n`)] : [])] : [];
+            })),
+      ]);
   q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
   const groupCols = dims.map((_, i) => sql.ref(`g${i}`));
   // An integer SUM is selected as text (exact past 2^53): order by the number, not the text; and a

@@ -2,6 +2,7 @@ import { en, Faker } from '@faker-js/faker';
 import { type Kysely, sql } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { Db } from '../db/database.js';
+import { DERIVED_TABLES } from '../db/dialect.js';
 import type { Tables } from '../db/tables.js';
 import { recordActivity } from './activity.js';
 import { now } from './clock.js';
@@ -408,8 +409,11 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
 
   const nThreads = Math.min(opts.threads ?? 0, contactIds.length);
   if (nThreads > 0) await seedThreads(ctx, rnd, voc, nThreads, contactIds, contactCompany, base);
-  // A bulk load changes the data's shape: give the planner fresh statistics.
-  await ctx.db.adapter.analyze(ctx.db.kysely as unknown as Kysely<any>, true);
+  // A bulk load changes the data's shape: give the planner fresh statistics, read whole, for the
+  // tables loaded (and any other the database finds stale), not every workspace's record tables.
+  // With what is derived from them (those that exist: the list is a hint; PostgreSQL analyses the workspace's schema).
+  const loaded = [...[companiesObj, contactsObj, oppsObj, tasksObj].map((o) => o.table), ...DERIVED_TABLES];
+  await ctx.db.adapter.analyze(ctx.db.kysely as unknown as Kysely<any>, true, loaded);
 
   return {
     companies: companyIds.length,

@@ -131,6 +131,8 @@ export const postgresAdapter: DialectAdapter = {
     // not turn a finished load into a failure (autovacuum refreshes the statistics later).
     if (!full) return;
     // This schema's tables only: a bare ANALYZE would read every schema of a shared database.
+    // Every table of the schema, whatever tables the load names: a workspace's schema holds its
+    // records and everything derived from them (match keys, search, activity), all loaded with them.
     const tables = (await sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = current_schema()`.execute(db)).rows;
     if (!tables.length) return;
     try {

@@ -9,6 +9,10 @@ import { ImmediateSqliteDialect, isSqliteBusy } from './dialect.js';
 import BetterSqlite, { registerFunctions } from './driver.js';
 import { ReadPool, releaseCache } from './read-pool.js';
 import { sqliteSearch } from './search.js';
+import { refreshStaleSync } from './statistics.js';
+
+/** How long opening or closing a database may spend refreshing stale statistics (checked between tables). */
+const OPEN_ANALYZE_MS = 1000;
 
 /**
  * Kysely's SQLite driver prepares every statement anew. Preparing is a large share of a
@@ -55,21 +59,13 @@ export function openSqlite(file: string, readonly = false): Database.Database {
   // Lets SQLite sort with a helper thread when it builds an index (bulk loads).
   sqlite.pragma('threads = 2');
   if (!readonly) {
-    // Statistics for the planner, kept current cheaply: bounded analysis of the tables that need it.
-    sqlite.pragma('analysis_limit = 1000');
-    // Best effort, without waiting: analysing writes statistics, so it needs the write lock, and
-    // another process (an import's batch) may hold it for longer than any busy timeout; a process
-    // that waited here started 5 s late and then crashed on "database is locked". Statistics left
-    // stale are refreshed at the next start, at close, or after a bulk load.
-    const timeout = sqlite.pragma('busy_timeout', { simple: true }) as number;
-    sqlite.pragma('busy_timeout = 0');
-    try {
-      sqlite.pragma('optimize = 0x10002');
-    } catch (e) {
-      if (!isSqliteBusy(e)) throw e;
-    } finally {
-      sqlite.pragma(`busy_timeout = ${timeout}`);
-    }
+    // Statistics for the planner, whole and only for the tables SQLite finds stale (never analysed,
+    // or grown tenfold since): see statistics.ts. Best effort, without waiting: analysing writes
+    // statistics, so it needs the write lock, and another process (an import's batch) may hold it for
+    // longer than any busy timeout; a process that waited here started 5 s late and then crashed on
+    // "database is locked". Statistics left stale are refreshed at the next start, at close, or
+    // after a bulk load. Bounded: a table at a time, until OPEN_ANALYZE_MS is spent.
+    refreshStaleSync(sqlite, true, OPEN_ANALYZE_MS);
   }
   return sqlite;
 }
@@ -128,7 +124,8 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
       await readPool?.close();
       if (!opts.readonly && opts.file !== ':memory:') {
         try {
-          sqlite.pragma('optimize');
+          // The tables this connection used that SQLite finds stale, whole (see statistics.ts).
+          refreshStaleSync(sqlite, false, OPEN_ANALYZE_MS);
         } catch {
           /* closing anyway */
         }
