@@ -25,6 +25,11 @@ export const load1 = (phase: string) => {
   loads[phase] = Math.round(os.loadavg()[0]! * 100) / 100;
   return `(load average ${loads[phase]!.toFixed(2)})`;
 };
+/** The load average of every phase, one line. */
+export const loadsLine = () =>
+  `1-minute load average at each phase: ${Object.entries(loads)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ')}`;
 
 /** A row of the printed table: the service's figure beside the hand-written baseline. */
 export interface Row {

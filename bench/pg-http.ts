@@ -24,7 +24,7 @@ import { migrate } from '../src/db/migrations.js';
 import type { Ctx } from '../src/services/context.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
-import { check, envInt, fmt, load1, loads, log, median, pgBenchTarget, printTable, type Row } from './common.js';
+import { check, envInt, fmt, load1, loadsLine, log, median, pgBenchTarget, printTable, type Row } from './common.js';
 import { type Forked, forkServer, type Hammered, hammer, type Served, spawnServe, stopForked, stopServed } from './http-servers.js';
 
 const target = pgBenchTarget('bench_pghttp', 'npm run bench:pg-http');
@@ -131,11 +131,7 @@ try {
 
   load1('end');
   log(`\n=== crm-mcp bench:pg-http: ${fmt(ROWS)} opportunities, limit ${LIMIT}, ${CONNECTIONS} connections, medians of ${REPEAT} rounds of ${SECONDS} s ===`);
-  log(
-    `1-minute load average at each phase: ${Object.entries(loads)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ')}`,
-  );
+  log(loadsLine());
   log('ratio: service req/s / bare req/s (higher is better); for processes, 2 / 1');
   printTable({ figure: 'figure', service: 'service', baseline: 'bare node:http + pg', ratio: 'ratio', target: 'target', ok: '' }, table);
 } finally {

@@ -23,7 +23,7 @@ import pg from 'pg';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createUser, createWorkspace } from '../src/services/users.js';
-import { check, dropBenchSchema, envInt, fmt, type ImportSummary, load1, loads, log, median, pgBenchTarget, printTable, type Row, runCli, writeContactsCsv } from './common.js';
+import { check, dropBenchSchema, envInt, fmt, type ImportSummary, load1, loadsLine, log, median, pgBenchTarget, printTable, type Row, runCli, writeContactsCsv } from './common.js';
 import type { RawImportResult } from './import-raw.js';
 import { type RawPart, rawImportReplayPg } from './import-raw-pg.js';
 
@@ -96,11 +96,7 @@ try {
   ];
   load1('end');
   log(`\n=== crm-mcp bench:pg-import: ${fmt(ROWS)} contacts, medians of ${REPEAT} rounds ===`);
-  log(
-    `1-minute load average at each phase: ${Object.entries(loads)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ')}`,
-  );
+  log(loadsLine());
   log('ratio: import rows/s / raw rows/s (higher is better)');
   printTable({ figure: 'figure', service: 'crm-mcp import', baseline: 'raw pg', ratio: 'ratio', target: 'target', ok: '' }, table);
 } finally {

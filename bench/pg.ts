@@ -31,7 +31,7 @@ import { listRecords } from '../src/services/records.js';
 import { searchAll } from '../src/services/search.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createUser, createWorkspace } from '../src/services/users.js';
-import { check, envInt, fmt, load1, loads, log, ms, pgBenchTarget, printTable, type Row } from './common.js';
+import { check, envInt, fmt, load1, loads, loadsLine, log, ms, pgBenchTarget, printTable, type Row } from './common.js';
 import { encodeCursor, pgListSql, type RawPage, type RawRow, page as toPage } from './raw-sql.js';
 
 const target = pgBenchTarget('bench_pg', 'npm run bench:pg');
@@ -399,11 +399,7 @@ try {
   const headers: Row = { figure: 'figure', service: 'service median / p95', baseline: 'raw pg median / p95', ratio: 'ratio', target: 'target', ok: '' };
   load1('end');
   log(`\n=== crm-mcp bench:pg: ${fmt(ROWS)} opportunities, PostgreSQL ${pgVersion}, ${os.cpus().length} CPUs, node ${process.version} ===`);
-  log(
-    `1-minute load average at each phase: ${Object.entries(loads)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ')}`,
-  );
+  log(loadsLine());
   log('ratio: service median / raw median (lower is better)');
   printTable(headers, table);
   log('\nEXPLAIN of the hand-written statements:');
