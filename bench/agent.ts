@@ -24,6 +24,7 @@ import { migrate } from '../src/db/migrations.js';
 import { createMcpServer } from '../src/mcp/server.js';
 import { ensureDefaultWorkspace } from '../src/services/bootstrap.js';
 import { setClock } from '../src/services/clock.js';
+import { contextFor } from '../src/services/context.js';
 import { updateRecord } from '../src/services/records.js';
 import { listUsers } from '../src/services/users.js';
 
@@ -34,7 +35,7 @@ const db = openDatabase({ file: path.join(dir, 'crm.db') });
 await migrate(db);
 const first = (await ensureDefaultWorkspace(db, log, { name: 'default', demo: true }))!;
 const ws = first.workspace.id;
-const admin = (await listUsers({ db, log, actor: { workspaceId: ws, userId: '', role: 'admin', via: 'bench' } })).find((u) => u.role === 'admin')!;
+const admin = (await listUsers(contextFor(db, log, { workspaceId: ws, userId: '', role: 'admin', via: 'bench' }))).find((u) => u.role === 'admin')!;
 const actor = { workspaceId: ws, userId: admin.id, role: 'admin' as const, via: 'mcp' };
 
 // Something to ask about: a deal that changed last week (the clock set back for the write).
@@ -68,7 +69,7 @@ const nameOf = (v: unknown) => (v && typeof v === 'object' ? (v as { name?: stri
 const deals = (await call('crm_search', { object: 'opportunities', limit: 3, fields: ['name'], sort_by: 'amount', sort_dir: 'asc' })).data;
 const changedDeal = deals[0];
 setClock(Date.now() - 6 * DAY);
-await updateRecord({ db, log, actor: { ...actor, via: 'rest' } }, 'opportunities', changedDeal.id, { amount: 12_345 });
+await updateRecord(contextFor(db, log, { ...actor, via: 'rest' }), 'opportunities', changedDeal.id, { amount: 12_345 });
 setClock(null);
 // A contact with a plain last name (letters only, five or more) to mistype.
 const anyContact = (await call('crm_search', { object: 'contacts', limit: 50, fields: ['first_name', 'last_name', 'phone'] })).data.find((c: any) => /^[A-Za-z]{5,}$/.test(c.last_name) && c.phone);

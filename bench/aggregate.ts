@@ -21,7 +21,7 @@ import { migrate } from '../src/db/migrations.js';
 import Database from '../src/db/sqlite/driver.js';
 import { aggregateGroups } from '../src/services/aggregate.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
-import type { Ctx } from '../src/services/context.js';
+import { type Ctx, contextFor } from '../src/services/context.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
 
@@ -56,7 +56,7 @@ const db = openDatabase({ file, readWorkers: 2 });
 await migrate(db);
 const ws = await createWorkspace(db, 'bench');
 const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
-const ctx: Ctx = { db, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
+const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
 const t0 = performance.now();
 await seedWorkspace(ctx, { companies: 20_000, contacts: 50_000, opportunities: ROWS, seed: 42, activity: false, searchIndex: false, matchKeys: false });
 log(`seeded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -18,6 +18,7 @@ import autocannon from 'autocannon';
 import pino from 'pino';
 import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
+import { contextFor } from '../src/services/context.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
 import { type Served, spawnServe, stopServed } from './http-servers.js';
@@ -53,7 +54,7 @@ const admin = await createUser(seedDb, ws.id, { email: 'admin@bench.test', name:
 const member = await createUser(seedDb, ws.id, { email: 'member@bench.test', name: 'Bench Member', role: 'member' });
 const adminToken = (await createToken(seedDb, ws.id, admin.id, 'bench admin')).token;
 const memberToken = (await createToken(seedDb, ws.id, member.id, 'bench member')).token;
-const ctx = { db: seedDb, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin' as const, via: 'bench' } };
+const ctx = contextFor(seedDb, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'bench' });
 await seedWorkspace(ctx, { contacts: CONTACTS, companies: Math.round(CONTACTS / 20), opportunities: Math.round(CONTACTS / 5), activity: false, searchIndex: false });
 const someIds = (seedDb.sqlite.prepare(`SELECT id FROM ${(await import('../src/services/schema.js').then((m) => m.resolveObject(ctx, 'contacts'))).table} LIMIT 200`).all() as { id: string }[]).map(
   (r) => r.id,

@@ -25,7 +25,7 @@ import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { aggregateGroups } from '../src/services/aggregate.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
-import type { Ctx } from '../src/services/context.js';
+import { type Ctx, contextFor } from '../src/services/context.js';
 import type { FilterGroup } from '../src/services/filters.js';
 import { listRecords } from '../src/services/records.js';
 import { searchAll } from '../src/services/search.js';
@@ -84,7 +84,7 @@ try {
   await migrate(db);
   const ws = await createWorkspace(db, 'bench');
   const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
-  const ctx: Ctx = { db, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
+  const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
 
   // -------------------------------------------------------------------------------------------
   // Seed

@@ -18,7 +18,7 @@ import type Database from 'better-sqlite3';
 import pino from 'pino';
 import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import type { Ctx } from '../src/services/context.js';
+import { type Ctx, contextFor } from '../src/services/context.js';
 import type { FilterGroup } from '../src/services/filters.js';
 import { type ListResult, listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
@@ -77,7 +77,7 @@ const db = openSqliteDatabase({ file });
 await migrate(db);
 const ws = await createWorkspace(db, 'bench');
 const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
-const ctx: Ctx = { db, log: pino({ level: 'silent' }), actor: { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' } };
+const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
 const opps = `w${ws.id}_opportunities`;
 const sqlite: Database.Database = db.sqlite;
 
@@ -143,7 +143,7 @@ const smallRows = small.companies + small.contacts + small.opportunities;
 async function seedInNewWorkspace(name: string, extras: boolean) {
   const w = await createWorkspace(db, name);
   const a = await createUser(db, w.id, { email: `admin@${name}.example.com`, name: 'Admin', role: 'admin' });
-  const c: Ctx = { db, log: ctx.log, actor: { workspaceId: w.id, userId: a.id, role: 'admin', via: 'cli' } };
+  const c: Ctx = contextFor(db, ctx.log, { workspaceId: w.id, userId: a.id, role: 'admin', via: 'cli' });
   const t = performance.now();
   await seedWorkspace(c, { ...small, seed: 42, ...(extras ? {} : { activity: false, searchIndex: false, matchKeys: false }) });
   const seconds = (performance.now() - t) / 1000;
