@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { numberTypes as pgNumberTypes } from '../src/db/postgres/open.js';
+import { numberTypes as pgNumberTypes, workspaceSchema } from '../src/db/postgres/open.js';
 
 /** Pieces the benchmarks share: settings from the environment, number formats, the table of results. */
 
@@ -106,8 +106,9 @@ export function pgBenchTarget(prefix: string, usage: string) {
       schemas.add(s);
       return { schema: s, location: locate(s) };
     },
+    /** A plain pool whose path is the service's for the bench's workspace (the first of a fresh schema): its schema, the shared one, public. */
     pool(max = 4, inSchema = schema) {
-      const pool = new pg.Pool({ connectionString: rawUrl.toString(), max, types: pgNumberTypes, options: `-c TimeZone=UTC -c search_path=${inSchema},public` });
+      const pool = new pg.Pool({ connectionString: rawUrl.toString(), max, types: pgNumberTypes, options: `-c TimeZone=UTC -c search_path=${workspaceSchema(inSchema, 1)},${inSchema},public` });
       pool.on('error', () => {});
       return pool;
     },

@@ -11,6 +11,7 @@
  * no parsing, no normalising: what is left is the storage cost. `skip` leaves parts out.
  */
 import type pg from 'pg';
+import { workspaceSchema } from '../src/db/postgres/open.js';
 import type { RawImportResult } from './import-raw.js';
 
 type Row = Record<string, unknown>;
@@ -30,6 +31,9 @@ const id = (s: string) => `"${s.replace(/"/g, '""')}"`;
 export async function rawImportReplayPg(client: pg.ClientBase, src: string, dst: string, object: string, batch: number, skip: ReadonlySet<RawPart> = new Set()): Promise<RawImportResult> {
   const q = async <T extends Row>(text: string, values: unknown[] = []) => (await client.query<T>(text, values)).rows;
   const ws = (await q<{ id: number }>(`SELECT id FROM ${id(src)}.workspaces ORDER BY id LIMIT 1`))[0]!.id;
+  // From here on, the workspace's own tables: in its schema (`<shared>_w<id>`).
+  src = workspaceSchema(src, ws);
+  dst = workspaceSchema(dst, ws);
   const objects = await q<{ id: number; name: string; table_name: string }>(`SELECT id, name, table_name FROM ${id(src)}.objects WHERE workspace_id = $1`, [ws]);
   const same = await q<{ n: number }>(`SELECT count(*)::int AS n FROM ${id(dst)}.objects o JOIN ${id(src)}.objects s USING (id, name, table_name) WHERE s.workspace_id = $1`, [ws]);
   if (same[0]!.n !== objects.length) throw new Error('raw replay: the target schema does not hold the same workspace and objects');

@@ -60,9 +60,9 @@ try {
       searchIndex: false,
       matchKeys: false,
     });
-    await db.adapter.analyze(db.kysely, true);
+    await db.adapter.analyze(ctx.db.kysely, true);
     log(`  seeded and analyzed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    oppTable = (await db.kysely.selectFrom('objects').select('table_name').where('workspace_id', '=', ws.id).where('name', '=', 'opportunities').executeTakeFirstOrThrow()).table_name;
+    oppTable = (await ctx.db.kysely.selectFrom('objects').select('table_name').where('workspace_id', '=', ws.id).where('name', '=', 'opportunities').executeTakeFirstOrThrow()).table_name;
   } finally {
     await db.close();
   }

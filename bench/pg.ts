@@ -110,7 +110,7 @@ try {
   const seedRows = COMPANIES + CONTACTS + ROWS;
   log(`  seedWorkspace: ${fmt(seedRows)} rows in ${seedSeconds.toFixed(2)} s = ${fmt(seedRows / seedSeconds)} rows/s`);
   const tAnalyze = performance.now();
-  await db.adapter.analyze(db.kysely, true);
+  await db.adapter.analyze(ctx.db.kysely, true);
   const analyzeMs = performance.now() - tAnalyze;
   log(`  ANALYZE (db.adapter.analyze, full): ${ms(analyzeMs)}`);
   json.seed = { rows: seedRows, seconds: seedSeconds, rowsPerSecond: seedRows / seedSeconds, result: seeded, analyzeMs };
@@ -123,8 +123,8 @@ try {
     ok: '',
   });
 
-  const T = (await db.kysely.selectFrom('objects').select('table_name').where('workspace_id', '=', ws.id).where('name', '=', 'opportunities').executeTakeFirstOrThrow()).table_name;
-  const oppObjectId = (await db.kysely.selectFrom('objects').select('id').where('workspace_id', '=', ws.id).where('name', '=', 'opportunities').executeTakeFirstOrThrow()).id;
+  const T = (await ctx.db.kysely.selectFrom('objects').select('table_name').where('workspace_id', '=', ws.id).where('name', '=', 'opportunities').executeTakeFirstOrThrow()).table_name;
+  const oppObjectId = (await ctx.db.kysely.selectFrom('objects').select('id').where('workspace_id', '=', ws.id).where('name', '=', 'opportunities').executeTakeFirstOrThrow()).id;
   json.table_name = T;
 
   // -------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
-import { numberTypes, splitSchema } from '../src/db/postgres/open.js';
+import { numberTypes, splitSchema, workspaceSchema } from '../src/db/postgres/open.js';
 import Database from '../src/db/sqlite/driver.js';
 import { buildApp } from '../src/http/app.js';
 import { applyServicePragmas, page, pgListSql, type RawPage, type RawRow, rawQueries } from './raw-sql.js';
@@ -39,7 +39,7 @@ function bareFirstPage(): { first: (limit: number, withTotal: boolean) => RawPag
     return { first: (limit, withTotal) => raw.first(limit, withTotal), close: async () => void sqlite.close() };
   }
   const { url, schema } = splitSchema(file!);
-  const pool = new pg.Pool({ connectionString: url, max: 10, types: numberTypes, options: `-c TimeZone=UTC -c search_path=${schema ?? 'public'},public` });
+  const pool = new pg.Pool({ connectionString: url, max: 10, types: numberTypes, options: `-c TimeZone=UTC -c search_path=${workspaceSchema(schema ?? 'public', 1)},${schema ?? 'public'},public` });
   pool.on('error', () => {});
   const sql = pgListSql(table!);
   return {
