@@ -15,15 +15,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import Database from '../src/db/sqlite/driver.js';
 import { aggregateGroups } from '../src/services/aggregate.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
-import { type Ctx, contextFor } from '../src/services/context.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { createToken, createUser, createWorkspace } from '../src/services/users.js';
+import { createToken } from '../src/services/users.js';
+import { benchWorkspace } from './common.js';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 1_000_000);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -54,9 +53,7 @@ async function time<T>(fn: () => Promise<T> | T, iters: number): Promise<{ media
 log(`crm-mcp aggregate bench: ${fmt(ROWS)} opportunities; node ${process.version}, ${os.cpus().length} CPUs`);
 const db = openDatabase({ file, readWorkers: 2 });
 await migrate(db);
-const ws = await createWorkspace(db, 'bench');
-const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
-const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
+const { ws, admin, ctx } = await benchWorkspace(db);
 const t0 = performance.now();
 await seedWorkspace(ctx, { companies: 20_000, contacts: 50_000, opportunities: ROWS, seed: 42, activity: false, searchIndex: false, matchKeys: false });
 log(`seeded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

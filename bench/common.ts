@@ -4,7 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import pino from 'pino';
+import type { Db } from '../src/db/database.js';
 import { numberTypes as pgNumberTypes, workspaceSchema } from '../src/db/postgres/open.js';
+import { type Ctx, contextFor } from '../src/services/context.js';
+import { createUser, createWorkspace } from '../src/services/users.js';
 
 /** Pieces the benchmarks share: settings from the environment, number formats, the table of results. */
 
@@ -165,3 +169,11 @@ export function runCli(args: string[]): { seconds: number; stdout: string } {
 
 /** The JSON summary `crm-mcp import` prints. */
 export type ImportSummary = { rows: number; created: number; duplicates: number; failed: number; seconds: number; rows_per_second: number };
+
+/** The bench's workspace 'bench' with its admin, and a service context acting as that admin (on the workspace's view of `db`). */
+export async function benchWorkspace(db: Db, via = 'cli') {
+  const ws = await createWorkspace(db, 'bench');
+  const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
+  const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via });
+  return { ws, admin, ctx };
+}

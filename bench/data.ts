@@ -21,12 +21,11 @@ import pino from 'pino';
 import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
-import { type Ctx, contextFor } from '../src/services/context.js';
 import { findDuplicates } from '../src/services/duplicates.js';
 import { createRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { createToken, createUser, createWorkspace } from '../src/services/users.js';
-import { median, runCli, type ImportSummary as Summary, writeContactsCsv } from './common.js';
+import { createToken } from '../src/services/users.js';
+import { benchWorkspace, median, runCli, type ImportSummary as Summary, writeContactsCsv } from './common.js';
 import { rawImportReplay } from './import-raw.js';
 
 const IMPORT_ROWS = Number(process.env.BENCH_IMPORT ?? 100_000);
@@ -90,9 +89,7 @@ out.import = { runs: pairs, medianRowsPerSecond: importRate, medianRawRowsPerSec
 const file = path.join(dir, 'bench.db');
 const db = openSqliteDatabase({ file, readWorkers: 2 });
 await migrate(db);
-const ws = await createWorkspace(db, 'bench');
-const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
-const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
+const { ws, admin, ctx } = await benchWorkspace(db);
 await seedWorkspace(ctx, { companies: 5_000, contacts: DUPES, opportunities: 0, seed: 3, activity: false, searchIndex: false });
 const token = (await createToken(db, ws.id, admin.id, 'bench')).token;
 const app = await buildApp({ db, log: pino({ level: 'silent' }) });

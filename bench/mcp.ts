@@ -22,10 +22,9 @@ import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createMcpServer } from '../src/mcp/server.js';
-import { type Ctx, contextFor } from '../src/services/context.js';
 import { type ListOptions, listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { createUser, createWorkspace } from '../src/services/users.js';
+import { benchWorkspace } from './common.js';
 
 const envInt = (name: string, dflt: number) => {
   const n = Number(process.env[name] ?? dflt);
@@ -74,9 +73,7 @@ async function interleaved(fns: (() => Promise<unknown>)[], iters = ITERS): Prom
 const silent = pino({ level: 'silent' });
 const db = openDatabase({ file });
 await migrate(db);
-const ws = await createWorkspace(db, 'bench');
-const admin = await createUser(db, ws.id, { email: 'admin@bench.test', name: 'Admin', role: 'admin' });
-const ctx: Ctx = contextFor(db, silent, { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'bench' });
+const { ctx } = await benchWorkspace(db, 'bench');
 const t0 = performance.now();
 await seedWorkspace(ctx, { contacts: CONTACTS, companies: Math.ceil(CONTACTS / 10), opportunities: Math.ceil(CONTACTS / 5), seed: 42 });
 console.log(`seeded ${CONTACTS} contacts in ${((performance.now() - t0) / 1000).toFixed(1)} s (${file})`);

@@ -18,13 +18,11 @@
  * (bench_pghttp_<pid>) is dropped at the end.
  */
 import { isDeepStrictEqual } from 'node:util';
-import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
-import { type Ctx, contextFor } from '../src/services/context.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { createToken, createUser, createWorkspace } from '../src/services/users.js';
-import { check, envInt, fmt, load1, loadsLine, log, median, pgBenchTarget, printTable, type Row } from './common.js';
+import { createToken } from '../src/services/users.js';
+import { benchWorkspace, check, envInt, fmt, load1, loadsLine, log, median, pgBenchTarget, printTable, type Row } from './common.js';
 import { type Forked, forkServer, type Hammered, hammer, type Served, spawnServe, stopForked, stopServed } from './http-servers.js';
 
 const target = pgBenchTarget('bench_pghttp', 'npm run bench:pg-http');
@@ -45,10 +43,8 @@ try {
   let oppTable: string;
   try {
     await migrate(db);
-    const ws = await createWorkspace(db, 'bench');
-    const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
+    const { ws, admin, ctx } = await benchWorkspace(db);
     token = (await createToken(db, ws.id, admin.id, 'bench')).token;
-    const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
     log(`crm-mcp bench:pg-http: ${fmt(ROWS)} opportunities on ${target.rawUrl.host}${target.rawUrl.pathname}, schema ${target.schema}; node ${process.version}`);
     const t0 = performance.now();
     await seedWorkspace(ctx, {

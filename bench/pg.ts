@@ -20,18 +20,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import pg from 'pg';
-import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { aggregateGroups } from '../src/services/aggregate.js';
 import { aggregateTree } from '../src/services/aggregate-tree.js';
-import { type Ctx, contextFor } from '../src/services/context.js';
 import type { FilterGroup } from '../src/services/filters.js';
 import { listRecords } from '../src/services/records.js';
 import { searchAll } from '../src/services/search.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { createUser, createWorkspace } from '../src/services/users.js';
-import { check, envInt, fmt, load1, loads, loadsLine, log, ms, pgBenchTarget, printTable, type Row } from './common.js';
+import { benchWorkspace, check, envInt, fmt, load1, loads, loadsLine, log, ms, pgBenchTarget, printTable, type Row } from './common.js';
 import { encodeCursor, pgListSql, type RawPage, type RawRow, page as toPage } from './raw-sql.js';
 
 const target = pgBenchTarget('bench_pg', 'npm run bench:pg');
@@ -82,9 +79,7 @@ try {
   log(`crm-mcp bench:pg: ${fmt(ROWS)} opportunities, ${fmt(COMPANIES)} companies, ${fmt(CONTACTS)} contacts; PostgreSQL ${pgVersion}, node ${process.version}, ${os.cpus().length} CPUs`);
   log(`database: ${rawUrl.host}${rawUrl.pathname}, schema ${schema}`);
   await migrate(db);
-  const ws = await createWorkspace(db, 'bench');
-  const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
-  const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
+  const { ws, ctx } = await benchWorkspace(db);
 
   // -------------------------------------------------------------------------------------------
   // Seed

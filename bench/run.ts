@@ -15,7 +15,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import type Database from 'better-sqlite3';
-import pino from 'pino';
 import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { type Ctx, contextFor } from '../src/services/context.js';
@@ -23,7 +22,7 @@ import type { FilterGroup } from '../src/services/filters.js';
 import { type ListResult, listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
-import { check, envInt, fmt, load1, loads, log, ms, type Row } from './common.js';
+import { benchWorkspace, check, envInt, fmt, load1, loads, log, ms, type Row } from './common.js';
 import { forkServer, hammer, stopForked } from './http-servers.js';
 import { encodeCursor, type FilterParams, type RawPage, rawQueries } from './raw-sql.js';
 import { generationOnly, type Pools, rawSeed } from './seed-raw.js';
@@ -75,9 +74,7 @@ log(`crm-mcp bench: ${fmt(ROWS)} opportunities, ${fmt(COMPANIES)} companies, ${f
 log(`database: ${file}`);
 const db = openSqliteDatabase({ file });
 await migrate(db);
-const ws = await createWorkspace(db, 'bench');
-const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
-const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
+const { ws, admin, ctx } = await benchWorkspace(db);
 const opps = `w${ws.id}_opportunities`;
 const sqlite: Database.Database = db.sqlite;
 

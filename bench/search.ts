@@ -7,15 +7,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import Database from '../src/db/sqlite/driver.js';
-import { type Ctx, contextFor } from '../src/services/context.js';
 import { getSchema } from '../src/services/schema.js';
 import { rebuildSearchIndex, searchAll } from '../src/services/search.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { createUser, createWorkspace } from '../src/services/users.js';
+import { benchWorkspace } from './common.js';
 
 const N = Number(process.env.BENCH_CONTACTS ?? 1_000_000);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -27,9 +25,7 @@ const msf = (n: number) => `${n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
 
 const db = openDatabase({ file });
 await migrate(db);
-const ws = await createWorkspace(db, 'bench');
-const admin = await createUser(db, ws.id, { email: 'admin@bench.example.com', name: 'Bench Admin', role: 'admin' });
-const ctx: Ctx = contextFor(db, pino({ level: 'silent' }), { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
+const { ws, ctx } = await benchWorkspace(db);
 log(`crm-mcp search bench: ${N.toLocaleString('en-US')} contacts; node ${process.version}, ${os.cpus().length} CPUs`);
 await seedWorkspace(ctx, { companies: 20_000, contacts: N, opportunities: 0, seed: 7, activity: false, searchIndex: false, matchKeys: false });
 const T = `w${ws.id}_contacts`;
