@@ -97,10 +97,13 @@ export interface Hammered {
 /**
  * GET each of `urls` as fast as they answer for `seconds`: `connections` keep-alive connections in
  * all, spread evenly over the urls (one per server: the servers take turns). Requests/s summed.
+ * With `post`, each request is a POST of that JSON body instead.
  */
-export async function hammer(urls: string[], seconds: number, token: string, connections = 10): Promise<Hammered> {
+export async function hammer(urls: string[], seconds: number, token: string, connections = 10, post?: unknown): Promise<Hammered> {
   const per = Math.max(1, Math.round(connections / urls.length));
-  const rs = await Promise.all(urls.map((url) => autocannon({ url, connections: per, duration: seconds, headers: { authorization: `Bearer ${token}` } })));
+  const headers: Record<string, string> = { authorization: `Bearer ${token}`, ...(post === undefined ? {} : { 'content-type': 'application/json' }) };
+  const body = post === undefined ? {} : { method: 'POST' as const, body: JSON.stringify(post) };
+  const rs = await Promise.all(urls.map((url) => autocannon({ url, connections: per, duration: seconds, headers, ...body })));
   const sum = (f: (r: autocannon.Result) => number) => rs.reduce((s, r) => s + f(r), 0);
   return {
     reqPerSec: sum((r) => r.requests.average),

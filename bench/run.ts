@@ -553,6 +553,47 @@ log(`  same ids on both statistics: ${statistics.sameIdsSampledVsProduct}`);
 await db.adapter.analyze(db.kysely, true, [opps]);
 json.statistics = statistics;
 
+// ---------------------------------------------------------------------------------------------
+// Single creates over HTTP, last (they add rows): the service's POST /records/opportunities (the
+// record, its stage history, search document, match keys and timeline entry, in one transaction,
+// then the record as stored) against the bare server's one INSERT … RETURNING of the row alone.
+// Rounds alternate the two sides; the ratio is the median of the rounds' ratios.
+
+const CREATE_ROUNDS = envInt('BENCH_CREATE_ROUNDS', 3);
+const createSeconds = Math.max(2, Math.round(HTTP_SECONDS / 2));
+const createBody = { name: 'Bench deal', amount: 12500, close_date: '2027-03-31' };
+log(`\n[http create] POST /api/v1/records/opportunities ${JSON.stringify(createBody)}: ${CREATE_ROUNDS} rounds of ${createSeconds} s a side, 10 connections ${load1('create')}`);
+const creators = { service: await startServer('service'), bare: await startServer('bare') };
+const creates: { service: Awaited<ReturnType<typeof load>>; bare: Awaited<ReturnType<typeof load>>; ratio: number }[] = [];
+try {
+  const postTo = (side: 'service' | 'bare', seconds: number) => hammer([`http://127.0.0.1:${creators[side].port}/api/v1/records/opportunities`], seconds, token, 10, createBody);
+  for (const side of ['service', 'bare'] as const) await postTo(side, 1);
+  for (let r = 0; r < CREATE_ROUNDS; r++) {
+    const service = await postTo('service', createSeconds);
+    const bare = await postTo('bare', createSeconds);
+    creates.push({ service, bare, ratio: service.reqPerSec / bare.reqPerSec });
+    log(
+      `  round ${r + 1}: service ${fmt(service.reqPerSec)} creates/s (p50 ${service.latencyP50} ms, non-2xx ${service.non2xx}), bare ${fmt(bare.reqPerSec)} creates/s (p50 ${bare.latencyP50} ms, non-2xx ${bare.non2xx}): ${(service.reqPerSec / bare.reqPerSec).toFixed(2)}x`,
+    );
+  }
+} finally {
+  await stopForked(creators.service);
+  await stopForked(creators.bare);
+}
+{
+  const mid = [...creates].sort((a, b) => a.ratio - b.ratio)[Math.floor(creates.length / 2)]!;
+  const clean = creates.every((c) => c.service.non2xx === 0 && c.bare.non2xx === 0 && c.service.errors === 0 && c.bare.errors === 0);
+  json.httpCreate = { body: createBody, rounds: creates, medianRatio: mid.ratio };
+  table.push({
+    figure: `HTTP POST /api/v1/records/opportunities (single create; median of ${CREATE_ROUNDS} rounds)${clean ? '' : ' [NON-2XX OR ERRORS]'}`,
+    service: `${fmt(mid.service.reqPerSec)} creates/s (p50 ${mid.service.latencyP50} ms)`,
+    baseline: `${fmt(mid.bare.reqPerSec)} creates/s (p50 ${mid.bare.latencyP50} ms)`,
+    ratio: `${mid.ratio.toFixed(2)}x`,
+    target: '>= 0.5x of bare',
+    ok: check(mid.ratio >= 0.5 && clean),
+  });
+}
+
 await db.close();
 
 // ---------------------------------------------------------------------------------------------

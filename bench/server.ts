@@ -5,6 +5,7 @@
  *
  *   service <dbfile>          buildApp from src/http/app.ts (auth, routing, validation, listRecords)
  *   bare <dbfile> <table>     node:http + better-sqlite3, same JSON for GET /api/v1/records/opportunities
+ *                           and POST /api/v1/records/opportunities: the row alone, one INSERT … RETURNING
  *   bare <postgres://…?schema=s> <table>
  *                             node:http + a node-postgres pool of 10 (the service's size), the same
  *                             page by hand-written SQL
@@ -19,7 +20,8 @@ import { openDatabase } from '../src/db/database.js';
 import { numberTypes, splitSchema, workspaceSchema } from '../src/db/postgres/open.js';
 import Database from '../src/db/sqlite/driver.js';
 import { buildApp } from '../src/http/app.js';
-import { applyServicePragmas, page, pgListSql, type RawPage, type RawRow, rawQueries } from './raw-sql.js';
+import { newId } from '../src/services/ids.js';
+import { applyServicePragmas, OPP_COLUMNS, page, pgListSql, type RawPage, type RawRow, rawQueries, toRecord } from './raw-sql.js';
 
 const [mode, file, table] = process.argv.slice(2);
 if (!process.send || !file || (mode !== 'service' && mode !== 'bare')) {
@@ -30,13 +32,35 @@ if (!process.send || !file || (mode !== 'service' && mode !== 'bare')) {
 let stop: () => Promise<void>;
 let port: number;
 
-/** The first page (created_at desc), with or without the total, from the database by hand. */
-function bareFirstPage(): { first: (limit: number, withTotal: boolean) => RawPage | Promise<RawPage>; close: () => Promise<void> } {
+/** A created opportunity as the bare server answers it (the service's shape: `{data}` with every field). */
+type Created = { data: Record<string, unknown> } | { error: string };
+
+/**
+ * The first page (created_at desc), with or without the total, from the database by hand; and on
+ * SQLite a single create: the body checked for the fields it may hold, then the row alone, one
+ * INSERT … RETURNING (no search document, match keys, timeline entry or stage history: what a
+ * minimal server writes, the floor the service's create is measured against).
+ */
+function bareFirstPage(): {
+  first: (limit: number, withTotal: boolean) => RawPage | Promise<RawPage>;
+  create?: (body: unknown) => Created;
+  close: () => Promise<void>;
+} {
   if (!/^postgres(ql)?:\/\//i.test(file!)) {
     const sqlite = new Database(file!);
     applyServicePragmas(sqlite);
     const raw = rawQueries(sqlite, table!);
-    return { first: (limit, withTotal) => raw.first(limit, withTotal), close: async () => void sqlite.close() };
+    const insert = sqlite.prepare(
+      `INSERT INTO ${table} (id, created_at, updated_at, name, amount, status, close_date, probability, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq, ${OPP_COLUMNS.join(', ')}`,
+    );
+    const create = (body: unknown): Created => {
+      const b = body as Record<string, unknown>;
+      if (!b || typeof b !== 'object' || typeof b.name !== 'string' || (b.amount !== undefined && typeof b.amount !== 'number')) return { error: 'name (text) and amount (number) expected' };
+      const now = new Date().toISOString();
+      const row = insert.get(newId(), now, now, b.name, b.amount === undefined ? null : Math.round(b.amount * 100), b.status ?? 'prospecting', b.close_date ?? null, 10, 'medium') as RawRow;
+      return { data: toRecord(row) };
+    };
+    return { first: (limit, withTotal) => raw.first(limit, withTotal), create, close: async () => void sqlite.close() };
   }
   const { url, schema } = splitSchema(file!);
   const pool = new pg.Pool({ connectionString: url, max: 10, types: numberTypes, options: `-c TimeZone=UTC -c search_path=${workspaceSchema(schema ?? 'public', 1)},${schema ?? 'public'},public` });
@@ -67,6 +91,20 @@ if (mode === 'service') {
   const raw = bareFirstPage();
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.method === 'POST' && url.pathname === '/api/v1/records/opportunities' && raw.create) {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      let answer: Created;
+      try {
+        answer = raw.create(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        answer = { error: 'malformed JSON' };
+      }
+      const body = JSON.stringify('error' in answer ? { error: true, code: 'VALIDATION_ERROR', message: answer.error } : answer);
+      res.writeHead('error' in answer ? 400 : 201, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
     if (req.method !== 'GET' || url.pathname !== '/api/v1/records/opportunities') {
       res.writeHead(404).end();
       return;

@@ -2,6 +2,7 @@ import type { CompiledQuery, Kysely } from 'kysely';
 import type { DialectAdapter } from './dialect.js';
 import { openPostgres } from './postgres/open.js';
 import type { SearchBackend } from './search.js';
+import type { GroupCommit } from './sqlite/group-commit.js';
 import { openSqliteDatabase } from './sqlite/open.js';
 import type { ReadPool } from './sqlite/read-pool.js';
 import type { Tables } from './tables.js';
@@ -65,6 +66,13 @@ export interface Db {
    * unaffected.
    */
   bulk<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * SQLite: record writes that queue behind each other commit together (see sqlite/group-commit.ts),
+   * each atomic in a savepoint of its own. Only for a handle whose `kysely` is `groupWrite.kysely`
+   * (not a dry run's transaction). Absent on PostgreSQL, whose concurrent transactions commit on
+   * connections of their own.
+   */
+  groupWrite?: GroupCommit<Tables>;
   close(): Promise<void>;
 }
 

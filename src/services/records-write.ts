@@ -98,7 +98,7 @@ export function prepareForImport(obj: ObjectDef, input: unknown): Prepared {
 
 /** Create records validated by prepareForImport, in one transaction; returns their ids. */
 export async function createPrepared(ctx: Ctx, obj: ObjectDef, prepared: Prepared[]): Promise<string[]> {
-  return inTransaction(ctx, (trx) => insertPrepared(ctx, trx, obj, prepared));
+  return inTransaction(ctx, obj, (trx) => insertPrepared(ctx, trx, obj, prepared));
 }
 
 /** The pipeline step with this key, or a VALIDATION_ERROR listing the steps. */
@@ -307,7 +307,7 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
   const obj = await writableObject(ctx, objectName, Array.isArray(inputs) ? inputs : []);
   checkBatch(inputs, opts.max);
   const prepared = validateRows(inputs, (input) => prepareWrite(obj, input, 'create'));
-  const ids = await inTransaction(ctx, (trx) => insertPrepared(ctx, trx, obj, prepared));
+  const ids = await inTransaction(ctx, obj, (trx) => insertPrepared(ctx, trx, obj, prepared));
   return opts.readBack === false ? ids.map((id) => ({ id })) : readBack(ctx, obj, ids);
 }
 
@@ -421,9 +421,22 @@ const schemaCache = {
   },
 };
 
-async function inTransaction<T>(ctx: Ctx, fn: (trx: Kysely<Tables>) => Promise<T>): Promise<T> {
-  const schema = await getSchema(ctx);
-  return preloaded.run(schema, () => ctx.db.kysely.transaction().execute(fn));
+/** The schema `obj` was resolved from: the one loaded last while it holds that very object, else read again. */
+async function schemaOf(ctx: Ctx, obj: ObjectDef): Promise<WorkspaceSchema> {
+  const known = loadedSchema(ctx);
+  return known?.objects.get(obj.name) === obj ? known : getSchema(ctx);
+}
+
+/**
+ * Runs a write in a transaction of its own (SQLite: committed with the writes queued beside it,
+ * see Db.groupWrite), with the workspace's schema preloaded. `obj`: the object the caller resolved;
+ * when the schema loaded last still holds it, that schema is the one the write was validated
+ * against, and is used without asking the database for its version again.
+ */
+async function inTransaction<T>(ctx: Ctx, obj: ObjectDef, fn: (trx: Kysely<Tables>) => Promise<T>): Promise<T> {
+  const schema = await schemaOf(ctx, obj);
+  const group = ctx.db.groupWrite;
+  return preloaded.run(schema, () => (group && group.kysely === ctx.db.kysely ? group(fn) : ctx.db.kysely.transaction().execute(fn)));
 }
 
 async function readBack(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<RecordData[]> {
@@ -457,7 +470,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
     return prepareWrite(obj, u.values, 'update');
   });
   const ids = updates.map((u) => u.id);
-  await inTransaction(ctx, async (trx) => {
+  await inTransaction(ctx, obj, async (trx) => {
     const before = await rowsByIds(trx, obj, ids);
     const activity: ActivityEntry[] = [];
     await eachRow(prepared, async (p, i) => {
@@ -517,7 +530,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
     return key === 'id' ? String(v) : encodeValue(keyField, v);
   });
   const results: UpsertResult['results'] = [];
-  await inTransaction(ctx, async (trx) => {
+  await inTransaction(ctx, obj, async (trx) => {
     const activity: ActivityEntry[] = [];
     await eachRow(inputs, async (input, i) => {
       const k = keys[i];
@@ -586,8 +599,8 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
   if (!Array.isArray(ids) || ids.length === 0 || ids.some((x) => typeof x !== 'string')) throw validationError('Send the ids to delete: {"ids": ["..."]}');
   if (ids.length > MAX_BATCH) throw validationError(`Delete at most ${MAX_BATCH} records per request; got ${ids.length}`, { limit: MAX_BATCH });
   const unique = [...new Set(ids)];
-  const schema = await getSchema(ctx);
-  return ctx.db.kysely.transaction().execute(async (trx) => {
+  const schema = await schemaOf(ctx, obj);
+  return inTransaction(ctx, obj, async (trx) => {
     const rows = await rowsByIds(trx, obj, unique);
     const present = unique.filter((id) => rows.has(id));
     if (present.length) {

@@ -7,6 +7,7 @@ import type { Tables } from '../tables.js';
 import { sqliteAdapter } from './adapter.js';
 import { ImmediateSqliteDialect, isSqliteBusy } from './dialect.js';
 import BetterSqlite, { registerFunctions } from './driver.js';
+import { groupCommit } from './group-commit.js';
 import { ReadPool, releaseCache } from './read-pool.js';
 import { sqliteSearch } from './search.js';
 import { refreshStaleSync } from './statistics.js';
@@ -95,6 +96,7 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
     dataVersion: () => sqlite.pragma('data_version', { simple: true }) as number,
     releaseCache: () => releaseCache(sqlite),
     ...(readPool ? { readPool } : {}),
+    ...(opts.readonly ? {} : { groupWrite: groupCommit(kysely) }),
     async bulk(fn) {
       if (opts.readonly || opts.file === ':memory:') return fn();
       const before = sqlite.pragma('wal_autocheckpoint', { simple: true }) as number;
