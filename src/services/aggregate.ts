@@ -1,6 +1,7 @@
 import { type Kysely, type RawBuilder, type SelectQueryBuilder, sql } from 'kysely';
 import { type DialectAdapter, ordered } from '../db/dialect.js';
 import {
+  avgCount,
   bucketSql,
   bucketValue,
   col,
@@ -163,7 +164,7 @@ function rollUpDays(db: Kysely<any>, base: () => SelectQueryBuilder<any, any, an
           case 'sum':
             return [sql`SUM(${c})`.as(`p${i}`)];
           case 'avg':
-            return [sql`SUM(${c})`.as(`p${i}`), sql`COUNT(${col(m.table, m.field)})`.as(`p${i}_n`)];
+            return [sql`SUM(${c})`.as(`p${i}`), avgCount(m).as(`p${i}_n`)];
           default:
             return [sql`${sql.raw(m.fn === 'min' ? 'MIN' : 'MAX')}(${c})`.as(`p${i}`)];
         }
@@ -295,7 +296,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
           ? []
           : metrics.flatMap((m, i) => {
               const t = metricTotalSql(m, adapter);
-              return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(COUNT(${col(m.table, m.field)})) OVER ()`.as(`t${i}_n`)] : [])] : [];
+              return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(${avgCount(m)}) OVER ()`.as(`t${i}_n`)] : [])] : [];
             })),
       ]);
   q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
