@@ -229,6 +229,51 @@ describe('aggregation semantics', () => {
       expect((await kasar(u, 'counters?field=n&function=SUM')).body.value).toBe(expected);
       expect((await tree(u, 'counters', { aggregates: { s: { sum: { property: 'n' } } } })).body.aggregates.s.sum).toBe(expected);
     });
+
+    it('AVG of integers is the sum divided by the count, rounded once, in every style', async () => {
+      // PostgreSQL's AVG of a bigint is a numeric of 17 significant digits here (1171545050894.4286),
+      // which rounds again to another double than the quotient itself (…4285): trees answered one
+      // unit in the last place off, and unlike SQLite. The quotient is what every style answers.
+      const ns = [809578776359, 637129545, 4959, 89, 802, 2720549702, 7387878894805];
+      await call(u.app, u.a.adminToken, 'POST', '/api/v1/schema', {
+        name: 'tallies',
+        fields: [
+          { name: 'n', type: 'INTEGER' },
+          { name: 'cents', type: 'CURRENCY' },
+          { name: 'kind', type: 'SELECT', options: ['x'] },
+        ],
+      });
+      await createRecords(
+        u.a.ctx,
+        'tallies',
+        ns.map((n) => ({ n, cents: n / 100, kind: 'x' })),
+      );
+      const sum = ns.reduce((s, n) => s + n, 0);
+      expect(Number.isSafeInteger(sum)).toBe(true);
+      const avg = sum / ns.length;
+      const avgAmount = avg / 100;
+      expect(avg).toBe(1171545050894.4285);
+      expect((await kasar(u, 'tallies?field=n&function=AVG')).body.value).toBe(avg);
+      expect((await kasar(u, 'tallies?field=n&function=AVG&group_by=kind')).body.results[0].value).toBe(avg);
+      const b = await bitrix(u, 'tallies', {
+        aggregate: [
+          { field: 'n', function: 'avg' },
+          { field: 'cents', function: 'avg' },
+        ],
+      });
+      expect(b.body.data.aggregates).toEqual({ n: { avg }, cents: { avg: avgAmount } });
+      const tr = await tree(u, 'tallies', {
+        aggregates: {
+          a: { avg: { property: 'n' } },
+          c: { avg: { property: 'cents' } },
+          k: { uniqueValues: { property: 'kind', aggregates: { a: { avg: { property: 'n' } }, c: { avg: { property: 'cents' } } } } },
+        },
+      });
+      expect(tr.status).toBe(200);
+      expect(tr.body.aggregates.a.avg).toBe(avg);
+      expect(tr.body.aggregates.c.avg).toBe(avgAmount);
+      expect(tr.body.aggregates.k.uniqueValueBuckets[0].aggregates).toEqual({ a: { avg }, c: { avg: avgAmount } });
+    });
   });
 
   describe('filters over related records (EXISTS): each record counted once', () => {

@@ -1,15 +1,13 @@
-import { type ExpressionBuilder, type Kysely, type RawBuilder, sql } from 'kysely';
+import { type Kysely, type RawBuilder, sql } from 'kysely';
 import { ordered } from '../db/dialect.js';
-import { dimColumn, groupedRows, histogramWidth, metricInput, metricValue, multiAlias, numberBucketStart, resolveDim, resolveMetric, runRead } from './aggregate.js';
-import { budgetLimits, budgetWhere, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
+import { bucketSql, bucketValue, type Dim, groupedRows, type Metric, metricColumns, metricOf, recordRows, resolveDim, resolveMetric, runRead } from './aggregate-sql.js';
+import { budgetLimits, checkBudget, heavy, spendCells, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
 import { namesFor } from './display-names.js';
 import { validationError } from './errors.js';
-import { type FieldDef, parseNumberValue } from './field-types.js';
-import { normalizeFilter } from './filter-styles.js';
-import { compileFilter } from './filters.js';
+import { parseNumberValue } from './field-types.js';
 import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
-import { INTERVALS, type Interval, offsetSegments, type ZoneSegment } from './time-buckets.js';
+import { INTERVALS, type Interval } from './time-buckets.js';
 
 /**
  * Nested aggregate trees (after Cognite's records aggregate): named metrics and bucket
@@ -28,12 +26,12 @@ const BUCKET_KINDS: BucketKind[] = ['uniqueValues', 'numberHistogram', 'timeHist
 interface MetricNode {
   name: string;
   kind: MetricKind;
-  metric: ReturnType<typeof resolveMetric>;
+  metric: Metric;
 }
 interface BucketNode {
   name: string;
   kind: BucketKind;
-  dim: ReturnType<typeof resolveDim>;
+  dim: Dim;
   size: number;
   metrics: MetricNode[];
   buckets: BucketNode[];
@@ -88,7 +86,7 @@ function parseLevel(
     }
     if (!(BUCKET_KINDS as string[]).includes(kind)) throw validationError(`Unknown aggregate '${kind}' in '${name}'. Aggregates: ${[...METRIC_KINDS, ...BUCKET_KINDS].join(', ')}`);
     const field = property(spec, `${name}.${kind}`);
-    let dim: ReturnType<typeof resolveDim>;
+    let dim: Dim;
     let size: number = TREE_LIMITS.maxHistogramBuckets;
     if (kind === 'uniqueValues') {
       dim = resolveDim(obj, field, schema);
@@ -108,8 +106,6 @@ function parseLevel(
   return { metrics, buckets };
 }
 
-type EB = ExpressionBuilder<any, any>;
-
 /** The buckets a tree may produce before it runs: each node's product of sizes along its path. */
 function bucketNodes(level: { buckets: BucketNode[] }, path: BucketNode[] = []): { node: BucketNode; path: BucketNode[] }[] {
   return level.buckets.flatMap((b) => [{ node: b, path: [...path, b] }, ...bucketNodes(b, [...path, b])]);
@@ -128,68 +124,14 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   const schema = await getSchema(ctx);
   if (!req || typeof req !== 'object') throw validationError('Send {"aggregates": {...}, "filter": {...}}');
   const root = parseLevel(obj, req.aggregates, 1, { n: 0 }, schema, req.defaultSize);
-  const g = normalizeFilter(req.filter);
-  const where = g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
+  const { matching: base } = recordRows(ctx, obj, schema, req.filter);
   const db = ctx.db.kysely as unknown as Kysely<any>;
-  // Lets the read pool stop a statement past the time limit or when the caller gives up.
-  const guard = budgetWhere(ctx);
-  const base = () => {
-    let q = guard ? db.selectFrom(obj.table).where(guard) : db.selectFrom(obj.table);
-    if (where) q = q.where((eb: EB) => where(eb));
-    return q;
-  };
-
-  // DST segments once per DATETIME field bucketed in a zone other than UTC.
-  const segs = new Map<string, { until: string | null; modifier: string }[]>();
-  // depth: the node's place on its path, which names its unnested MULTI_SELECT values (groupedRows).
-  const dimExpr = async (b: BucketNode, depth: number): Promise<RawBuilder<unknown>> => {
-    const d = b.dim;
-    if (d.multi) return sql`${sql.ref(`${multiAlias(depth)}.value`)}`;
-    // A related field ('company.industry') is one value per record, selected by groupedRows.
-    const c = dimColumn(d, depth) as ReturnType<typeof sql.ref>;
-    if (d.kind === 'time') {
-      let s: ZoneSegment[] = [{ until: null, modifier: '+0 minutes' }];
-      const local = d.field.type === 'DATETIME';
-      if (local && d.timeZone !== 'UTC' && ctx.db.adapter.zoneSegments) {
-        const key = `${d.key}|${d.timeZone}`;
-        if (!segs.has(key)) {
-          const from = db.selectFrom(d.related ? d.related.target.table : obj.table);
-          const [r] = await runRead<{ lo: string | null; hi: string | null }>(
-            ctx,
-            (guard ? from.where(guard) : from)
-              .select([sql<string>`MIN(${d.related ? sql.ref(d.field.column) : c})`.as('lo'), sql<string>`MAX(${d.related ? sql.ref(d.field.column) : c})`.as('hi')])
-              .compile(),
-          );
-          segs.set(key, r?.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : s);
-        }
-        s = segs.get(key)!;
-      }
-      return ctx.db.adapter.timeBucket(c, d.interval!, local ? d.timeZone! : 'UTC', s);
-    }
-    if (d.kind === 'number') {
-      return ctx.db.adapter.histogramBucket(c, histogramWidth(d));
-    }
-    return sql`${c}`;
-  };
-
-  const metricSql = (m: MetricNode): RawBuilder<unknown> => {
-    const c = metricInput(m.metric, ctx.db.adapter);
-    switch (m.metric.fn) {
-      case 'count':
-        return m.metric.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`;
-      case 'count_distinct':
-        return sql`COUNT(DISTINCT ${c})`;
-      case 'sum':
-        return m.metric.field.type === 'CURRENCY' || m.metric.field.type === 'INTEGER' ? sql`CAST(SUM(${c}) AS TEXT)` : sql`SUM(${c})`;
-      case 'avg':
-        return sql`AVG(${c})`;
-      case 'min':
-        return sql`MIN(${c})`;
-      case 'max':
-        return sql`MAX(${c})`;
-    }
-  };
-  const metricsOut = (ms: MetricNode[], row: Record<string, unknown>) => Object.fromEntries(ms.map((m, i) => [m.name, { [m.kind]: metricValue(m.metric, row[`m${i}`]) }]));
+  const adapter = ctx.db.adapter;
+  // depth: the node's place on its path, which names its unnested MULTI_SELECT values and related
+  // value (groupedRows); a DATETIME bucketed in a zone other than UTC reads its time span once.
+  const bucketExpr = bucketSql(ctx, obj);
+  const dimExpr = (b: BucketNode, depth: number) => bucketExpr(b.dim, depth);
+  const metricsOut = (ms: MetricNode[], row: Record<string, unknown>) => Object.fromEntries(ms.map((m, i) => [m.name, { [m.kind]: metricOf(m.metric, row, 'm', i) }]));
 
   // Root: the count and the top-level metrics in one query. Without top-level metrics, the count
   // comes from the first top-level bucket node that holds each record once (not a MULTI_SELECT):
@@ -203,7 +145,13 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
         await runRead<Record<string, unknown>>(
           ctx,
           base()
-            .select([sql`COUNT(*)`.as('n'), ...root.metrics.map((m, i) => metricSql(m).as(`m${i}`))])
+            .select([
+              sql`COUNT(*)`.as('n'),
+              ...metricColumns(
+                root.metrics.map((m) => m.metric),
+                adapter,
+              ),
+            ])
             .compile(),
         )
       )[0] ?? {});
@@ -282,7 +230,10 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
       .select([
         ...dims.map((d, i) => d.as(`g${i}`)),
         sql`COUNT(*)`.as('n'),
-        ...b.metrics.map((m, i) => metricSql(m).as(`m${i}`)),
+        ...metricColumns(
+          b.metrics.map((m) => m.metric),
+          adapter,
+        ),
         sql`ROW_NUMBER() OVER (${partition} ORDER BY ${rank})`.as('rn'),
         sql`COUNT(*) OVER (${partition})`.as('bucket_total'),
         // Records in the parent's buckets: its record count, or more when a MULTI_SELECT puts one in several.
@@ -324,7 +275,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
       let entry = byParent.get(key);
       if (!entry) byParent.set(key, (entry = { path, buckets: [], total: Number(r.bucket_total), members: Number(r.bucket_members) }));
       const raw = r[valueCol];
-      const bucket: Bucket = { value: bucketValue(b.dim.field, b.dim.kind, raw), count: Number(r.n), aggregates: metricsOut(b.metrics, r) };
+      const bucket: Bucket = { value: bucketValue(b.dim, raw), count: Number(r.n), aggregates: metricsOut(b.metrics, r) };
       if (labels) bucket.label = typeof raw === 'string' ? (labels.get(raw) ?? null) : null;
       entry.buckets.push(bucket);
       const childKey = key + keyPart(raw);
@@ -375,13 +326,4 @@ function pathKey(path: readonly unknown[]): string {
   let k = '';
   for (const v of path) k += keyPart(v);
   return k;
-}
-
-function bucketValue(f: FieldDef, kind: 'value' | 'time' | 'number', raw: unknown): unknown {
-  if (raw === null || raw === undefined) return null;
-  if (kind === 'time') return raw;
-  if (kind === 'number') return numberBucketStart(f, raw);
-  if (f.type === 'BOOLEAN') return raw === 1;
-  if (f.type === 'CURRENCY') return Number(raw) / 10 ** (f.scale ?? 2);
-  return raw;
 }

@@ -1,16 +1,36 @@
-import { type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
-import { classifyDbError, type DialectAdapter, ordered } from '../db/dialect.js';
-import { isBudgetStop } from '../db/sqlite/read-pool.js';
-import { budgetLimits, budgetWhere, checkBudget, currentBudget, heavy, tooExpensive } from './budget.js';
+import { type Kysely, type RawBuilder, type SelectQueryBuilder, sql } from 'kysely';
+import { type DialectAdapter, ordered } from '../db/dialect.js';
+import {
+  avgCount,
+  bucketSql,
+  bucketValue,
+  col,
+  type Dim,
+  type DimInput,
+  dimColumn,
+  fnOf,
+  groupedRows,
+  type Metric,
+  type MetricInput,
+  metricColumns,
+  metricInput,
+  metricOf,
+  metricSql,
+  recordRows,
+  resolveDim,
+  resolveMetric,
+  runRead,
+  sumsAsText,
+  UTC_SEGMENTS,
+} from './aggregate-sql.js';
+import { budgetLimits, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
 import { namesFor } from './display-names.js';
 import { validationError } from './errors.js';
-import { decodeValue, type FieldDef, NUMERIC_TYPES, storageOf } from './field-types.js';
-import { normalizeFilter } from './filter-styles.js';
-import { compileFilter, type RelatedPath, relatedValueSql, resolveRelated } from './filters.js';
-import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
-import { checkTimeZone, INTERVALS, type Interval, isInterval, offsetSegments, type ZoneSegment } from './time-buckets.js';
-import { cancelledError, throwIfCancelled } from './work.js';
+import { getSchema, resolveObject, type WorkspaceSchema } from './schema.js';
+import type { Interval } from './time-buckets.js';
+
+export { AGG_FUNCTIONS, type AggFn, type DimInput, type MetricInput } from './aggregate-sql.js';
 
 /**
  * The aggregation engine. Every request style (Kasar GET, multi-metric POST, nested trees) is
@@ -42,29 +62,9 @@ function handledLater<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 
-export const AGG_FUNCTIONS = ['count', 'sum', 'avg', 'min', 'max', 'count_distinct'] as const;
-export type AggFn = (typeof AGG_FUNCTIONS)[number];
-
 export const MAX_GROUP_BY = 5;
 /** The most groups a client may ask for with `limit`; without one every group is answered (within maxCells). */
 export const MAX_GROUP_LIMIT = 10_000;
-const RESERVED_GROUP_KEYS = new Set(['count', 'aggregates', 'meta', 'groups', 'labels']);
-
-export interface MetricInput {
-  field: string;
-  function: string;
-}
-
-export interface DimInput {
-  field: string;
-  /** Calendar bucket for DATE/DATETIME fields. */
-  interval?: Interval | undefined;
-  /** Numeric bucket width (in the field's unit) for a number histogram. */
-  histogram?: number | undefined;
-  /** IANA time zone for calendar buckets of DATETIME fields (default UTC). */
-  timeZone?: string | undefined;
-}
-
 export type OrderBy = 'count' | 'group' | { field: string; function: string };
 
 export interface GroupRequest {
@@ -99,134 +99,6 @@ export interface GroupResult {
   };
 }
 
-// ---------------------------------------------------------------------------------------------
-// Resolution
-
-type EB = ExpressionBuilder<any, any>;
-
-interface Metric {
-  field: FieldDef;
-  fn: AggFn;
-  /** The aggregated object's table: columns are named with it (see col). */
-  table: string;
-}
-
-interface Dim {
-  field: FieldDef;
-  key: string;
-  kind: 'value' | 'time' | 'number';
-  interval?: Interval;
-  histogram?: number;
-  timeZone?: string;
-  /** A related record's field ('company.industry'): its value per record comes from a subquery. */
-  related?: RelatedPath;
-  /** The grouped object's table: columns are named with it, and the related subquery correlates with it. */
-  table: string;
-  /** A MULTI_SELECT: each value of a record is a group of its own (the record's JSON array unnested). */
-  multi?: boolean;
-}
-
-function fnOf(name: string): AggFn {
-  const n = name.toLowerCase().replace(/^countdistinct$/, 'count_distinct');
-  if (!(AGG_FUNCTIONS as readonly string[]).includes(n)) throw validationError(`Unknown function '${name}'. Functions: ${AGG_FUNCTIONS.map((f) => f.toUpperCase()).join(', ')}`);
-  return n as AggFn;
-}
-
-function fieldOf(obj: ObjectDef, name: string, role: string): FieldDef {
-  const f = obj.byName.get(name);
-  if (!f)
-    throw validationError(`Unknown field '${name}' on ${obj.name}. Available: ${obj.fields.map((x) => x.name).join(', ')}`, {
-      field: name,
-      validFields: obj.fields.map((x) => x.name),
-      role,
-    });
-  return f;
-}
-
-export function resolveMetric(obj: ObjectDef, m: MetricInput): Metric {
-  if (!m || typeof m.field !== 'string' || typeof m.function !== 'string') throw validationError('Each aggregate needs "field" and "function", e.g. {"field": "amount", "function": "sum"}');
-  const fn = fnOf(m.function);
-  const field = fieldOf(obj, m.field, 'aggregate');
-  if ((fn === 'sum' || fn === 'avg') && !NUMERIC_TYPES.has(field.type)) {
-    const numeric = obj.fields.filter((f) => NUMERIC_TYPES.has(f.type)).map((f) => f.name);
-    throw validationError(
-      `${fn.toUpperCase()} needs a numeric field (NUMBER, CURRENCY, PERCENTAGE, FLOAT or INTEGER); '${field.name}' is ${field.type}. Numeric fields of ${obj.name}: ${numeric.join(', ') || 'none'}`,
-      { field: field.name, numericFields: numeric },
-    );
-  }
-  return { field, fn, table: obj.table };
-}
-
-export function resolveDim(obj: ObjectDef, d: string | DimInput, schema?: WorkspaceSchema): Dim {
-  const spec: DimInput = typeof d === 'string' ? { field: d } : d;
-  if (!spec || typeof spec.field !== 'string') throw validationError('Each groupBy entry is a field name or {"field", "interval"|"histogram"}');
-  if (RESERVED_GROUP_KEYS.has(spec.field)) throw validationError(`'${spec.field}' is reserved in groupBy (count, aggregates, meta, groups and labels name parts of the answer)`);
-  if (schema && spec.field.includes('.')) {
-    const related = resolveRelated(obj, schema, spec.field);
-    const inner = resolveDim(related.target, { ...spec, field: related.field.name });
-    return { ...inner, key: spec.field, related, table: obj.table };
-  }
-  const field = fieldOf(obj, spec.field, 'groupBy');
-  const table = obj.table;
-  if (spec.interval !== undefined) {
-    if (!isInterval(spec.interval)) throw validationError(`interval must be one of ${INTERVALS.join(', ')}, got '${String(spec.interval)}'`);
-    if (field.type !== 'DATE' && field.type !== 'DATETIME') throw validationError(`interval applies to DATE and DATETIME fields; '${field.name}' is ${field.type}`);
-    const timeZone = spec.timeZone ?? 'UTC';
-    checkTimeZone(timeZone);
-    return { field, key: field.name, kind: 'time', interval: spec.interval, timeZone, table };
-  }
-  if (spec.histogram !== undefined) {
-    if (!NUMERIC_TYPES.has(field.type)) throw validationError(`A number histogram needs a numeric field; '${field.name}' is ${field.type}`);
-    if (typeof spec.histogram !== 'number' || !(spec.histogram > 0)) throw validationError('histogram interval must be a positive number');
-    return { field, key: field.name, kind: 'number', histogram: spec.histogram, table };
-  }
-  return { field, key: field.name, kind: 'value', table, ...(field.type === 'MULTI_SELECT' ? { multi: true } : {}) };
-}
-
-// ---------------------------------------------------------------------------------------------
-// SQL pieces
-
-/** A column of a table queried alone. */
-const ref = (f: FieldDef) => sql.ref(f.column);
-
-/**
- * A column of the aggregated records, named with their table: beside a JSON array's elements
- * (SQLite's json_each has columns id, key, value, type...) a bare name could be theirs.
- */
-const col = (table: string, f: FieldDef) => sql.ref(`${table}.${f.column}`);
-
-/** What a metric aggregates per record: its column; for MIN or MAX of a MULTI_SELECT, the record's smallest or largest value. */
-export function metricInput(m: Metric, adapter: DialectAdapter): Expression<unknown> {
-  const c = col(m.table, m.field);
-  return m.field.type === 'MULTI_SELECT' && (m.fn === 'min' || m.fn === 'max') ? adapter.jsonArrayExtreme(c, m.fn) : c;
-}
-
-function metricSql(m: Metric, adapter: DialectAdapter): RawBuilder<unknown> {
-  const c = metricInput(m, adapter);
-  switch (m.fn) {
-    case 'count':
-      return m.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`;
-    case 'count_distinct':
-      return sql`COUNT(DISTINCT ${c})`;
-    case 'sum':
-      // Integer storage sums exactly in SQL; as text it survives the trip past 2^53.
-      return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(${c}) AS TEXT)` : sql`SUM(${c})`;
-    case 'avg':
-      // AVG = SUM / COUNT (the count comes in a column of its own, see avgCount): the group's average
-      // and the overall one then come from the same two aggregates, with no third pass per row.
-      return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(${c}) AS TEXT)` : sql`SUM(${c})`;
-    case 'min':
-      return sql`MIN(${c})`;
-    case 'max':
-      return sql`MAX(${c})`;
-  }
-}
-
-/** The value count that goes with an AVG's sum. */
-function avgCount(m: Metric): RawBuilder<unknown> {
-  return sql`COUNT(${col(m.table, m.field)})`;
-}
-
 /** The same metric over all groups, computed from the grouped rows by a window (no second scan). */
 function metricTotalSql(m: Metric, adapter: DialectAdapter): RawBuilder<unknown> | null {
   const c = metricInput(m, adapter);
@@ -234,9 +106,8 @@ function metricTotalSql(m: Metric, adapter: DialectAdapter): RawBuilder<unknown>
     case 'count':
       return m.field.name === 'id' ? sql`SUM(COUNT(*)) OVER ()` : sql`SUM(COUNT(${c})) OVER ()`;
     case 'sum':
-      return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(SUM(${c})) OVER () AS TEXT)` : sql`SUM(SUM(${c})) OVER ()`;
     case 'avg':
-      return storageOf(m.field.type) === 'integer' ? sql`CAST(SUM(SUM(${c})) OVER () AS TEXT)` : sql`SUM(SUM(${c})) OVER ()`;
+      return sumsAsText(m) ? sql`CAST(SUM(SUM(${c})) OVER () AS TEXT)` : sql`SUM(SUM(${c})) OVER ()`;
     case 'min':
       return sql`MIN(MIN(${c})) OVER ()`;
     case 'max':
@@ -246,187 +117,10 @@ function metricTotalSql(m: Metric, adapter: DialectAdapter): RawBuilder<unknown>
   }
 }
 
-interface DimContext {
-  /** Offset segments per DATETIME dim with a non-UTC zone. */
-  segments: Map<string, ZoneSegment[]>;
-  adapter: DialectAdapter;
-}
-
-/**
- * A dim's value per record: its column, or the related record's value: a subquery, or with the
- * dim's place `i` among the grouped dims, the column groupedRows selected it into.
- */
-export function dimColumn(d: Dim, i?: number): Expression<unknown> {
-  if (!d.related) return col(d.table, d.field);
-  return i === undefined ? relatedValueSql(d.related, d.table, 'rv') : sql.ref(`${d.table}.${relatedAlias(i)}`);
-}
-
-/** A histogram dim's bucket width in stored units (a currency's minor units); a finite, positive number. */
-export function histogramWidth(d: Dim): number {
-  const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
-  if (!Number.isFinite(width) || width <= 0) throw validationError(`The histogram interval of '${d.key}' is out of range: a positive number whose buckets fit the field's values`);
-  return width;
-}
-
-/** The column of the i-th dim's related value in groupedRows' derived table. */
-const relatedAlias = (i: number) => `__rv${i}`;
-
-/** The alias of the i-th dim's unnested MULTI_SELECT values (see groupedRows). */
-export const multiAlias = (i: number) => `mv${i}`;
-
-/**
- * The rows a GROUP BY reads: the matching records, or with a MULTI_SELECT dim one row per (record,
- * value). With such a dim, or a related one, the records come as a derived table (named as the
- * table): the budget condition's bare rowid would be ambiguous beside json_each's, and a related
- * value is selected there once per record, as a column (relatedAlias), because PostgreSQL refuses
- * to group by a subquery that reads a column it does not group by.
- */
-export function groupedRows(ctx: Ctx, table: string, base: () => SelectQueryBuilder<any, any, any>, dims: { dim: Dim; i: number }[]): SelectQueryBuilder<any, any, any> {
-  const multi = dims.filter((x) => x.dim.multi);
-  const related = dims.filter((x) => x.dim.related);
-  if (!multi.length && !related.length) return base();
-  let rows = base().selectAll();
-  if (related.length) rows = rows.select(related.map(({ dim, i }) => relatedValueSql(dim.related!, dim.table!, 'rv').as(relatedAlias(i))));
-  let q = (ctx.db.kysely as unknown as Kysely<any>).selectFrom(rows.as(table)) as SelectQueryBuilder<any, any, any>;
-  for (const { dim, i } of multi) q = ctx.db.adapter.leftJoinJsonArray(q, dimColumn(dim, i), multiAlias(i));
-  return q;
-}
-
-function dimSql(d: Dim, dc: DimContext, i: number): RawBuilder<unknown> {
-  if (d.multi) return sql`${sql.ref(`${multiAlias(i)}.value`)}`;
-  const c = dimColumn(d, i) as ReturnType<typeof sql.ref>;
-  if (d.kind === 'time') {
-    const local = d.field.type === 'DATETIME';
-    const segs = (local && dc.segments.get(d.key)) || [{ until: null, modifier: '+0 minutes' }];
-    return dc.adapter.timeBucket(c, d.interval!, local ? d.timeZone! : 'UTC', segs);
-  }
-  if (d.kind === 'number') {
-    return dc.adapter.histogramBucket(c, histogramWidth(d));
-  }
-  return sql`${c}`;
-}
-
-async function prepareDims(ctx: Ctx, obj: ObjectDef, dims: Dim[]): Promise<DimContext> {
-  const segments = new Map<string, ZoneSegment[]>();
-  for (const d of dims) {
-    if (d.kind !== 'time' || d.field.type !== 'DATETIME' || d.timeZone === 'UTC' || !ctx.db.adapter.zoneSegments) continue;
-    // The zone's offsets over the data's time span: DST changes become CASE branches in SQL.
-    const guard = budgetWhere(ctx);
-    const from = (ctx.db.kysely as unknown as Kysely<any>)
-      // A related field's span: over its whole table, a superset of the values the records point at.
-      .selectFrom(d.related ? d.related.target.table : obj.table);
-    const [r] = await runRead<{ lo: string | null; hi: string | null }>(
-      ctx,
-      (guard ? from.where(guard) : from).select([sql<string | null>`MIN(${ref(d.field)})`.as('lo'), sql<string | null>`MAX(${ref(d.field)})`.as('hi')]).compile(),
-    );
-    if (r?.lo && r.hi) segments.set(d.key, offsetSegments(d.timeZone!, r.lo, r.hi));
-  }
-  return { segments, adapter: ctx.db.adapter };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Execution
-
-/**
- * Heavy reads go to the worker pool when there is one (file databases); else the main connection.
- * Inside the heavy lane the budget's signal (time limit or the caller giving up) stops the query:
- * Piscina ends the worker thread that runs it and starts a fresh one. On the main connection a
- * statement cannot be stopped (better-sqlite3 has no interrupt); the budget is checked between
- * statements instead.
- */
-export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
-  throwIfCancelled(ctx);
-  checkBudget();
-  const signal = currentBudget()?.signal ?? ctx.work?.signal;
-  if (ctx.db.readPool) {
-    return ctx.db.readPool.all<R>(q.sql, q.parameters, signal).catch((e: unknown) => {
-      // Stopped by its deadline inside the worker, perhaps a moment before this thread's timer.
-      if (isBudgetStop(e)) currentBudget()?.expire();
-      if (signal?.aborted) {
-        checkBudget();
-        throw cancelledError();
-      }
-      throw e;
-    });
-  }
-  const budget = currentBudget();
-  if (budget && ctx.db.boundedRead) {
-    const rows = await ctx.db.boundedRead<R>(q, budget.deadline - performance.now()).catch((e: unknown) => {
-      // Stopped by the database at the deadline: the budget's own error (QUERY_TOO_EXPENSIVE).
-      if (classifyDbError(e)?.kind === 'timeout') budget.expire();
-      checkBudget();
-      throw e;
-    });
-    checkBudget();
-    return rows;
-  }
-  const rows = (await ctx.db.kysely.executeQuery<R>(q)).rows;
-  checkBudget();
-  return rows;
-}
-
-function whereOf(obj: ObjectDef, ctx: Ctx, schema: WorkspaceSchema, filter: unknown): ((eb: EB) => Expression<SqlBool>) | undefined {
-  const g = normalizeFilter(filter);
-  return g ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
-}
-
-function toExactNumber(text: string, scale: number): number | string {
-  const units = BigInt(text);
-  const abs = units < 0n ? -units : units;
-  if (abs <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(units) / 10 ** scale;
-  if (scale === 0) return units.toString();
-  const s = abs.toString().padStart(scale + 1, '0');
-  return `${units < 0n ? '-' : ''}${s.slice(0, -scale)}.${s.slice(-scale)}`;
-}
-
-/** A metric's value from its stored form; for AVG from (sum, count) when the count is given, else raw is the average. */
-export function metricValue(m: Metric, raw: unknown, count?: unknown): unknown {
-  switch (m.fn) {
-    case 'count':
-    case 'count_distinct':
-      return Number(raw ?? 0);
-    case 'sum':
-      if (raw === null || raw === undefined) return 0;
-      if (typeof raw === 'string') return toExactNumber(raw, m.field.type === 'CURRENCY' ? (m.field.scale ?? 2) : 0);
-      return raw;
-    case 'avg': {
-      if (raw === null || raw === undefined) return null;
-      let v = Number(raw);
-      if (count !== undefined) {
-        const n = Number(count ?? 0);
-        if (!n) return null;
-        v /= n;
-      }
-      return m.field.type === 'CURRENCY' ? v / 10 ** (m.field.scale ?? 2) : v;
-    }
-    case 'min':
-    case 'max':
-      // A MULTI_SELECT's MIN or MAX is one of its option values, not a list.
-      return m.field.type === 'MULTI_SELECT' ? (raw ?? null) : decodeValue(m.field, raw);
-  }
-}
-
-/**
- * Start of a number-histogram bucket, as stored by floor(v / width) * width. A negative value so
- * close to zero that v / width underflows lands in the bucket starting at -0, which GROUP BY merges
- * with the 0 bucket; whichever record SQLite meets first would decide the sign. Always +0.
- */
-export function numberBucketStart(f: FieldDef, raw: unknown): number {
-  const v = f.type === 'CURRENCY' ? Number(raw) / 10 ** (f.scale ?? 2) : Number(raw);
-  return v === 0 ? 0 : v;
-}
-
-function dimValue(d: Dim, raw: unknown): unknown {
-  if (raw === null || raw === undefined) return null;
-  if (d.kind === 'time' || d.multi) return raw;
-  if (d.kind === 'number') return numberBucketStart(d.field, raw);
-  return decodeValue(d.field, raw);
-}
-
 function nest(metrics: Metric[], row: Record<string, unknown>, prefix: string): Record<string, Record<string, unknown>> {
   const out: Record<string, Record<string, unknown>> = {};
   metrics.forEach((m, i) => {
-    (out[m.field.name] ??= {})[m.fn] = metricValue(m, row[`${prefix}${i}`], m.fn === 'avg' ? (row[`${prefix}${i}_n`] ?? null) : undefined);
+    (out[m.field.name] ??= {})[m.fn] = metricOf(m, row, prefix, i);
   });
   return out;
 }
@@ -451,7 +145,7 @@ function canRollUpDays(dims: Dim[], metrics: Metric[], by: OrderBy): boolean {
   const d = dims[0];
   if (dims.length !== 1 || !d || d.kind !== 'time' || d.field.type !== 'DATE' || d.multi || d.related) return false;
   if (typeof by === 'object') return false;
-  return metrics.every((m) => m.fn === 'count' || m.fn === 'min' || m.fn === 'max' || ((m.fn === 'sum' || m.fn === 'avg') && storageOf(m.field.type) === 'integer'));
+  return metrics.every((m) => m.fn === 'count' || m.fn === 'min' || m.fn === 'max' || ((m.fn === 'sum' || m.fn === 'avg') && sumsAsText(m)));
 }
 
 /** The grouped select of runGroups (the same columns), from day groups: see canRollUpDays. */
@@ -470,7 +164,7 @@ function rollUpDays(db: Kysely<any>, base: () => SelectQueryBuilder<any, any, an
           case 'sum':
             return [sql`SUM(${c})`.as(`p${i}`)];
           case 'avg':
-            return [sql`SUM(${c})`.as(`p${i}`), sql`COUNT(${col(m.table, m.field)})`.as(`p${i}_n`)];
+            return [sql`SUM(${c})`.as(`p${i}`), avgCount(m).as(`p${i}_n`)];
           default:
             return [sql`${sql.raw(m.fn === 'min' ? 'MIN' : 'MAX')}(${c})`.as(`p${i}`)];
         }
@@ -479,7 +173,7 @@ function rollUpDays(db: Kysely<any>, base: () => SelectQueryBuilder<any, any, an
     .groupBy(sql`${day}` as never);
   const text = (x: RawBuilder<unknown>) => sql`CAST(${x} AS TEXT)`;
   return db.selectFrom(days.as('days')).select([
-    adapter.timeBucket(sql.ref('days.d'), d.interval!, 'UTC', [{ until: null, modifier: '+0 minutes' }]).as('g0'),
+    adapter.timeBucket(sql.ref('days.d'), d.interval!, 'UTC', UTC_SEGMENTS).as('g0'),
     sql`SUM(days.dn)`.as('n'),
     ...metrics.flatMap((m, i) => {
       const p = partial(i);
@@ -541,26 +235,18 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
         estimate: limit,
       },
     );
-  const where = whereOf(obj, ctx, schema, req.filter);
+  const { all, matching: base, filtered } = recordRows(ctx, obj, schema, req.filter);
   const db = ctx.db.kysely as unknown as Kysely<any>;
   const adapter = ctx.db.adapter;
-  const guard = budgetWhere(ctx);
-  const scan = () => (guard ? db.selectFrom(obj.table).where(guard) : db.selectFrom(obj.table));
-  const base = () => {
-    let q = scan();
-    if (where) q = q.where((eb: EB) => where(eb));
-    return q;
-  };
   // The count and every metric over the matching records, each counted once.
-  const metricCols = () => metrics.flatMap((m, i) => [metricSql(m, adapter).as(`m${i}`), ...(m.fn === 'avg' ? [avgCount(m).as(`m${i}_n`)] : [])]);
   const overall = () =>
     base()
-      .select([sql`COUNT(*)`.as('n'), ...metricCols()])
+      .select([sql`COUNT(*)`.as('n'), ...metricColumns(metrics, adapter)])
       .compile();
 
   // Started beside the main query and awaited after it: when the main query fails first (the time
   // limit, a client that hung up), this one's rejection must not go unhandled (Node would exit).
-  const totalRecordsP = where ? handledLater(runRead<{ n: number }>(ctx, scan().select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))) : undefined;
+  const totalRecordsP = filtered ? handledLater(runRead<{ n: number }>(ctx, all().select(sql<number>`COUNT(*)`.as('n')).compile()).then((r) => Number(r[0]?.n ?? 0))) : undefined;
 
   if (dims.length === 0) {
     const [row] = await runRead<Record<string, unknown>>(ctx, overall());
@@ -574,7 +260,6 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
     };
   }
 
-  const dc = await prepareDims(ctx, obj, dims);
   const histogramFirst = dims[0]!.kind !== 'value';
   const order = req.order ?? { by: histogramFirst ? ('group' as const) : ('count' as const), dir: histogramFirst ? ('asc' as const) : ('desc' as const) };
   const dir = order.dir ?? (order.by === 'group' ? 'asc' : 'desc');
@@ -589,6 +274,10 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   // (they would count it once per value), so one more statement reads them over the records.
   const multi = dims.some((d) => d.multi);
   const rollup = canRollUpDays(dims, metrics, order.by);
+  // Each dim's bucket; a DATETIME's in a zone reads its time span first (see bucketSql).
+  const bucket = bucketSql(ctx, obj);
+  const buckets: RawBuilder<unknown>[] = [];
+  if (!rollup) for (const [i, d] of dims.entries()) buckets.push(await bucket(d, i));
   let q = rollup
     ? rollUpDays(db, base, dims[0]!, metrics, adapter)
     : groupedRows(
@@ -597,9 +286,9 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
         base,
         dims.map((dim, i) => ({ dim, i })),
       ).select([
-        ...dims.map((d, i) => dimSql(d, dc, i).as(`g${i}`)),
+        ...buckets.map((b, i) => b.as(`g${i}`)),
         sql`COUNT(*)`.as('n'),
-        ...metricCols(),
+        ...metricColumns(metrics, adapter),
         sql`COUNT(*) OVER ()`.as('group_total'),
         // Records in all groups: each matching record once, or once per value with a MULTI_SELECT dim.
         sql`SUM(COUNT(*)) OVER ()`.as('record_total'),
@@ -607,7 +296,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
           ? []
           : metrics.flatMap((m, i) => {
               const t = metricTotalSql(m, adapter);
-              return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(COUNT(${col(m.table, m.field)})) OVER ()`.as(`t${i}_n`)] : [])] : [];
+              return t ? [t.as(`t${i}`), ...(m.fn === 'avg' ? [sql`SUM(${avgCount(m)}) OVER ()`.as(`t${i}_n`)] : [])] : [];
             })),
       ]);
   q = q.groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
@@ -662,7 +351,7 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
       { limit: 'maxCells', max: maxCells, estimate: groupTotal },
     );
   const groups: Group[] = rows.map((r) => ({
-    values: Object.fromEntries(dims.map((dm, i) => [dm.key, dimValue(dm, r[`g${i}`])])),
+    values: Object.fromEntries(dims.map((dm, i) => [dm.key, bucketValue(dm, r[`g${i}`])])),
     count: Number(r.n),
     aggregates: nest(metrics, r, 'm'),
   }));

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type Kysely, type Selectable, sql } from 'kysely';
 import type { Tables } from '../db/tables.js';
 import { recordActivity } from './activity.js';
-import { runRead } from './aggregate.js';
+import { runRead } from './aggregate-sql.js';
 import { heavy } from './budget.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';

@@ -1,6 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import { z } from 'zod';
-import { aggregateGroups, runRead } from './aggregate.js';
+import { aggregateGroups } from './aggregate.js';
+import { runRead } from './aggregate-sql.js';
 import { heavy } from './budget.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';

@@ -1,6 +1,6 @@
 import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
 import type { Tables } from '../db/tables.js';
-import { runRead } from './aggregate.js';
+import { runRead } from './aggregate-sql.js';
 import { associationsOf } from './associations.js';
 import { budgetWhere, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
