@@ -137,6 +137,27 @@ describe(`a token cached by another process (${onPostgres ? 'PostgreSQL' : 'SQLi
   });
 });
 
+describe.runIf(onPostgres)('the token version (PostgreSQL)', () => {
+  it('advances with every change to tokens and users; a read is never one sent before the caller asked', async () => {
+    const version = () => two.tokenVersion!();
+    for (let i = 0; i < 10; i++) {
+      const before = await version();
+      // Reads under way and queued while another process's change commits.
+      const early = [version(), version()];
+      await sqlRun(one, sql`UPDATE users SET name = name WHERE id = ${ws.member.id}`);
+      const late = [version(), version()];
+      for (const v of await Promise.all(early)) expect([before, before + 1]).toContain(v);
+      expect(await Promise.all(late)).toEqual([before + 1, before + 1]);
+    }
+    const before = await version();
+    await sqlRun(one, sql`UPDATE api_tokens SET name = name WHERE false`);
+    await sqlRun(one, sql`DELETE FROM users WHERE false`);
+    // Creating tokens, users and workspaces changes no one's actor: the version stays.
+    await createToken(one, ws.workspace.id, ws.member.id, 'new');
+    expect(await version()).toBe(before + 2);
+  });
+});
+
 describe(`two serve processes on one ${onPostgres ? 'PostgreSQL schema' : 'SQLite file'}`, () => {
   const served: Served[] = [];
   afterAll(() => {

@@ -31,12 +31,15 @@ export const tokenVersion = {
 
 /**
  * Reads the version for whoever asks: one statement answers every caller that asked before it was
- * sent (requests arriving together share one read; under load, one per round trip rather than one
- * per request). A caller is never given a read sent before it asked.
+ * sent, and one is under way at a time (callers that ask meanwhile share the next one, sent when it
+ * is done): under load, one read per round trip rather than one per request. A caller is never
+ * given a read sent before it asked.
  */
 export class TokenVersionReader {
-  /** A read not yet sent: callers now may share it. */
+  /** The read callers join now: not sent yet. */
   #open: Promise<number> | null = null;
+  /** The last read begun: the next one is sent once it is done. */
+  #last: Promise<unknown> = Promise.resolve();
   readonly #text: string;
 
   constructor(
@@ -48,17 +51,24 @@ export class TokenVersionReader {
   }
 
   read(): Promise<number> {
-    if (!this.#open) this.#open = this.#send();
+    if (!this.#open) {
+      const open: Promise<number> = this.#last.then(
+        () => this.#send(open),
+        () => this.#send(open),
+      );
+      this.#open = open;
+      this.#last = open;
+    }
     return this.#open;
   }
 
-  async #send(): Promise<number> {
+  async #send(open: Promise<number>): Promise<number> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } finally {
       // From here the statement may be under way: a later caller needs a read of its own.
-      this.#open = null;
+      if (this.#open === open) this.#open = null;
     }
     try {
       const r = await client.query({ name: 'crm_auth_version', text: this.#text });
