@@ -112,8 +112,8 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'crm-migrate-')), 'crm.db');
     const first = openDatabase({ file });
     await migrate(first);
-    // A migration pending for the second process: the last one, undone.
-    await sqlRun(first, "DELETE FROM kysely_migration WHERE name = '0009_workspace_migrations'");
+    // A migration pending for the second process: the last ones, undone.
+    await sqlRun(first, "DELETE FROM kysely_migration WHERE name >= '0009_workspace_migrations'");
     await sqlRun(first, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
     const late = openDatabase({ file, lockWaitMs: 50 });
     let release: (() => Promise<void>) | undefined;
@@ -123,7 +123,7 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
       await new Promise((r) => setTimeout(r, 400));
       await release();
       release = undefined;
-      expect(await migrating).toEqual(['0009_workspace_migrations']);
+      expect(await migrating).toEqual(['0009_workspace_migrations', '0010_token_version']);
     } finally {
       await release?.();
       await late.close();

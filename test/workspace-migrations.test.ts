@@ -115,14 +115,14 @@ describe('workspace migrations', () => {
     const db = await fresh();
     const ws = await makeWorkspace(db, 'old');
     await createRecord(ws.ctx, 'contacts', { first_name: 'Kept', last_name: 'Along' });
-    // As the database was before step 0009: no migrated_to, 0009 not run.
-    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name = '0009_workspace_migrations'");
+    // As the database was before step 0009: no migrated_to, 0009 (and the steps after it) not run.
+    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0009_workspace_migrations'");
     await sqlRun(db.kysely, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
     if (isPostgres(db)) {
       await expect(migrate(db)).rejects.toThrow(/holds every workspace's tables in one schema.*crm-mcp copy --replace/);
       return;
     }
-    expect(await migrate(db)).toEqual(['0009_workspace_migrations']);
+    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version']);
     expect(await levels(db)).toEqual([[ws.workspace.id, last(db)]]);
     expect((await listRecords(ws.ctx, 'contacts', { limit: 5 })).data.map((r) => r.first_name)).toEqual(['Kept']);
   });
@@ -134,7 +134,7 @@ describe('workspace migrations', () => {
     await createRecord(a.ctx, 'contacts', { first_name: 'Only', last_name: 'Alpha' });
     const shared = db.sharedSchema!;
     const tablesOf = async (schema: string) => (await sqlAll<{ t: string }>(db.kysely, sql`SELECT tablename AS t FROM pg_tables WHERE schemaname = ${schema} ORDER BY tablename`)).map((r) => r.t);
-    expect(await tablesOf(shared)).toEqual(['api_tokens', 'kysely_migration', 'kysely_migration_lock', 'users', 'workspaces']);
+    expect(await tablesOf(shared)).toEqual(['api_tokens', 'crm_auth_version', 'kysely_migration', 'kysely_migration_lock', 'users', 'workspaces']);
     const inA = await tablesOf(workspaceSchema(shared, a.workspace.id));
     expect(inA).toEqual(expect.arrayContaining(['objects', 'fields', 'activity', 'notes', 'search_docs', 'search_terms', 'w1_contacts', 'w1_tasks']));
     expect(await tablesOf(workspaceSchema(shared, b.workspace.id))).toEqual(inA.map((t) => t.replace(/^w1_/, 'w2_')).sort());

@@ -27,6 +27,12 @@ export interface Db {
    */
   schemaToken?(workspaceId: number): string | null;
   /**
+   * The version of who the API tokens act as (PostgreSQL: advanced in the transaction of any change to
+   * a token, a user or a workspace's deletion), read by a statement sent after this call: a cached
+   * token whose version it still is acts as it did. Absent (SQLite): tokens are looked up each time.
+   */
+  tokenVersion?(): Promise<number>;
+  /**
    * The database as workspace `id` sees it, for every query on its tables (objects, fields, records,
    * notes, activity, search, …). PostgreSQL: its own schema (`<shared>_w<id>`) first on the search
    * path. SQLite: this same handle (its workspaces' tables share one file, keyed by workspace_id).

@@ -87,6 +87,8 @@ export interface DialectAdapter {
   secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
   /** Migration 0008: what tells other processes of schema and vocabulary changes (PostgreSQL: NOTIFY triggers on the shared tables and in each workspace's). */
   changeNotifications?: { shared(db: Kysely<any>): Promise<void>; space(db: Kysely<any>): Promise<void> };
+  /** Migration 0010: what advances the token version when a token, a user or a workspace changes (PostgreSQL: triggers on the shared tables). */
+  tokenVersion?: { shared(db: Kysely<any>): Promise<void> };
   /** Before the migrations: what the database needs first (PostgreSQL: its schema, whose name it returns). */
   prepare?(db: Kysely<any>): Promise<string>;
   /**

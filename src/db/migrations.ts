@@ -274,6 +274,10 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.updateTable('workspaces').set({ migrated_to: last }).execute();
       },
     },
+    '0010_token_version': {
+      // Cached tokens in every process follow revocations and user changes (PostgreSQL; SQLite looks tokens up each time).
+      shared: async (db) => adapter.tokenVersion?.shared(db),
+    },
   };
 }
 

@@ -5,15 +5,15 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import { type McpHttpOptions, registerMcpRoutes } from '../mcp/http.js';
-import { type Ctx, contextFor } from '../services/context.js';
+import { type Actor, type Ctx, contextFor } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { checkInput, INPUT_LIMITS } from '../services/input-limits.js';
-import { authenticate } from '../services/users.js';
+import { stillActs, TokenCache } from '../services/users.js';
 import { VERSION } from '../version.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { bitrix24Routes } from './compat/bitrix24.js';
 import { cogniteRoutes } from './compat/cognite.js';
-import { clientErrorHandler, errorHandler, expectationHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
+import { clientErrorHandler, errorHandler, errorPayload, expectationHandler, frameworkErrorHandler, SECURITY_HEADERS } from './errors.js';
 import { registerOpenApi } from './openapi/plugin.js';
 import { Health } from './openapi/schemas.js';
 import { aggregateRoutes } from './routes/aggregate.js';
@@ -69,6 +69,8 @@ const tokenPrefix = (token: string | undefined) => token?.slice(0, 12);
 declare module 'fastify' {
   interface FastifyRequest {
     ctx: Ctx;
+    /** A GET that ran on a cached token: the actor it acts as now, awaited before anything is answered. */
+    tokenConfirmed?: Promise<Actor | null> | undefined;
   }
 }
 
@@ -100,6 +102,11 @@ function accessLog(req: FastifyRequest, reply: FastifyReply) {
       'request',
     );
   });
+}
+
+/** An answer that will not be sent: a stream's resources are let go. */
+function discard(payload: unknown) {
+  if (payload && typeof (payload as { destroy?: unknown }).destroy === 'function') (payload as { destroy(): void }).destroy();
 }
 
 /** Fastify's trustProxy for a hop count (the socket's peer and the n-1 entries before it are proxies), or a proxy list. */
@@ -167,6 +174,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onSend', async (_req, reply) => {
     if (draining) reply.header('Connection', 'close');
   });
+  const tokens = new TokenCache(deps.db);
   const throttle = (deps.authFailuresPerMinute ?? 20) > 0 ? new AuthThrottle(deps.authFailuresPerMinute ?? 20) : undefined;
   // An empty body with a JSON content type (curl -X DELETE -H 'Content-Type: application/json')
   // means "no body", not an error; anything else goes through Fastify's safe JSON parser.
@@ -253,13 +261,41 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           errorResponseBuilder: (_req, ctx) => new CrmError('RATE_LIMITED', `Rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
         });
       }
+      const unauthorized = (req: FastifyRequest) =>
+        new CrmError('UNAUTHORIZED', req.headers.authorization ? 'Invalid or revoked API token' : "Missing API token: send 'Authorization: Bearer ksr_...'");
       api.addHook('onRequest', async (req) => {
         const refused = throttle?.refusal(req.ip);
         if (refused) throw refused;
-        const actor = await authenticate(deps.db, bearer(req), 'rest');
+        // A GET writes nothing: on a cached token it runs while the token is confirmed, and its
+        // answer waits for that (onSend below). Anything else is confirmed first.
+        const { actor, confirmed } = await tokens.authenticate(bearer(req), 'rest', req.method === 'GET' || req.method === 'HEAD');
         if (!actor && req.headers.authorization) throttle?.fail(req.ip);
-        if (!actor) throw new CrmError('UNAUTHORIZED', req.headers.authorization ? 'Invalid or revoked API token' : "Missing API token: send 'Authorization: Bearer ksr_...'");
+        if (!actor) throw unauthorized(req);
         req.ctx = contextFor(deps.db, req.log, actor);
+        if (confirmed) {
+          req.tokenConfirmed = confirmed;
+          // Settled by onSend; a request that never gets there (the client went away) must not leave it unheard.
+          confirmed.catch(() => {});
+        }
+      });
+      // Nothing of a request that ran on a cached token is answered, errors included, unless the
+      // token still acts as that actor: revoked (or its user gone): 401; its user changed (role) while
+      // it ran: 503, to be sent again.
+      api.addHook('onSend', async (req, reply, payload) => {
+        const confirmed = req.tokenConfirmed;
+        if (!confirmed) return payload;
+        req.tokenConfirmed = undefined;
+        let refusal: unknown;
+        try {
+          const now = await confirmed;
+          if (stillActs(req.ctx.actor, now)) return payload;
+          if (!now) throttle?.fail(req.ip);
+          refusal = now ? new CrmError('SERVICE_UNAVAILABLE', "The token's user changed while the request ran; send it again") : unauthorized(req);
+        } catch (e) {
+          refusal = e;
+        }
+        discard(payload);
+        return errorPayload(refusal, req, reply);
       });
       await api.register(userRoutes);
       await api.register(schemaRoutes);

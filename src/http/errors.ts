@@ -66,6 +66,25 @@ export function setRetryAfter(reply: FastifyReply, crm: CrmError): void {
   else if (crm.status === 503) reply.header('Retry-After', '1');
 }
 
+/**
+ * The error answer as an onSend hook gives it (a hook that refuses an answer already made: the error
+ * handler is not called again for a reply it has answered): status, headers and the JSON body.
+ */
+export function errorPayload(err: unknown, req: FastifyRequest, reply: FastifyReply): string {
+  const crm = crmErrorOf(err as FastifyError);
+  reply.header('content-type', 'application/json; charset=utf-8');
+  reply.removeHeader('content-disposition');
+  if (!crm) {
+    req.log.error({ err }, 'unhandled error');
+    reply.status(500);
+    return JSON.stringify({ error: true, code: 'INTERNAL_ERROR', message: 'Internal error; the server log has the details' });
+  }
+  if (crm.code === 'UNAUTHORIZED') reply.header('WWW-Authenticate', 'Bearer realm="crm-mcp"');
+  setRetryAfter(reply, crm);
+  reply.status(crm.status);
+  return JSON.stringify(errorBody(crm));
+}
+
 export function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
   const crm = crmErrorOf(err);
   // Errors answered outside the hooks (router limits) have not had these yet.

@@ -127,15 +127,97 @@ export async function revokeToken(db: Db, workspaceId: number, idOrPrefix: strin
 /** Bearer token -> actor, or null when missing, unknown or revoked. */
 export async function authenticate(db: Db, token: string | undefined, via: string): Promise<Actor | null> {
   if (!token?.startsWith(TOKEN_PREFIX)) return null;
+  const found = await lookUp(db, hashToken(token));
+  return found && { ...found, via };
+}
+
+type Who = Omit<Actor, 'via'>;
+
+async function lookUp(db: Db, hash: string): Promise<Who | null> {
   const row = await db.kysely
     .selectFrom('api_tokens')
     .innerJoin('users', 'users.id', 'api_tokens.user_id')
     .select(['api_tokens.workspace_id', 'api_tokens.user_id', 'users.role', 'api_tokens.revoked_at'])
-    .where('api_tokens.token_hash', '=', hashToken(token))
+    .where('api_tokens.token_hash', '=', hash)
     .executeTakeFirst();
   if (!row || row.revoked_at !== null) return null;
-  return { workspaceId: row.workspace_id, userId: row.user_id, role: row.role, via };
+  return { workspaceId: row.workspace_id, userId: row.user_id, role: row.role };
 }
+
+const sameWho = (a: Who, b: Who) => a.workspaceId === b.workspaceId && a.userId === b.userId && a.role === b.role;
+
+/** An authentication: the actor, and for a deferred one, whether it still holds (settled before anything is answered). */
+export interface Authenticated {
+  actor: Actor | null;
+  /**
+   * Deferred only (a cached token): settles to the actor the token acts as now, read after the
+   * request arrived (null: revoked or gone). The request may run meanwhile, but nothing of it may be
+   * answered unless this is the same actor; a write must not start before.
+   */
+  confirmed?: Promise<Actor | null>;
+}
+
+/** Cached tokens at most; past it the cache starts again (tokens in use fill it back). */
+const TOKEN_CACHE_MAX = 10_000;
+
+/**
+ * Tokens -> actors, cached where the database keeps a token version (PostgreSQL, Db.tokenVersion):
+ * each entry holds the version read before its lookup. A cached token is used once a version read
+ * after the request arrived is still the entry's (read by one statement for all the requests that
+ * arrived meanwhile); otherwise it is looked up again. No process can accept a token whose revocation
+ * (or its user's change, or its workspace's removal) committed before the request arrived: the read
+ * would have seen the version advance. Without a version (SQLite, in-process and cheap) every request
+ * looks its token up, as `authenticate` does.
+ */
+export class TokenCache {
+  readonly #entries = new Map<string, { who: Who; version: number }>();
+  /** The last version read (any read: one older than the truth only costs a lookup); -1: none yet. */
+  #known = -1;
+
+  constructor(private readonly db: Db) {}
+
+  /**
+   * `defer`: a request that writes nothing (GET): it may run on the cached actor while the version is
+   * read, and `confirmed` says before the answer goes out whether it held. Otherwise the actor is
+   * confirmed before this returns.
+   */
+  async authenticate(token: string | undefined, via: string, defer = false): Promise<Authenticated> {
+    if (!this.db.tokenVersion) return { actor: await authenticate(this.db, token, via) };
+    if (!token?.startsWith(TOKEN_PREFIX)) return { actor: null };
+    const hash = hashToken(token);
+    const entry = this.#entries.get(hash);
+    if (!entry) {
+      const who = await this.#lookUp(hash, this.#known);
+      return { actor: who && { ...who, via } };
+    }
+    const confirmed = this.#confirm(hash, entry).then((who) => who && { ...who, via });
+    if (!defer) return { actor: await confirmed };
+    return { actor: { ...entry.who, via }, confirmed };
+  }
+
+  /** Whether the cached actor holds, by a version read now; if the version moved, the token looked up again. */
+  async #confirm(hash: string, entry: { who: Who; version: number }): Promise<Who | null> {
+    const version = await this.db.tokenVersion!();
+    this.#known = version;
+    if (version === entry.version) return entry.who;
+    return this.#lookUp(hash, version);
+  }
+
+  /** The token's actor now, cached under `version`: a version read before this lookup. */
+  async #lookUp(hash: string, version: number): Promise<Who | null> {
+    const who = await lookUp(this.db, hash);
+    if (!who) {
+      this.#entries.delete(hash);
+      return null;
+    }
+    if (this.#entries.size >= TOKEN_CACHE_MAX) this.#entries.clear();
+    this.#entries.set(hash, { who, version });
+    return who;
+  }
+}
+
+/** Whether a deferred authentication's confirmed actor is the one the request ran as. */
+export const stillActs = (ran: Actor, now: Actor | null) => now !== null && sameWho(ran, now);
 
 export async function me(ctx: Ctx) {
   const u = await ctx.db.kysely

@@ -1,6 +1,7 @@
 import { type Kysely, type SqlBool, sql } from 'kysely';
 import type { DbErrorKind, DialectAdapter } from '../dialect.js';
 import { changeNotifications } from './notify.js';
+import { tokenVersion } from './token-version.js';
 
 /**
  * PostgreSQL's SQL pieces. Values are stored as on SQLite (text for dates and JSON, 0/1 integers for
@@ -104,6 +105,7 @@ export const postgresAdapter: DialectAdapter = {
   classifyError: classifyPostgresError,
   secondsBetween: (from, to) => sql<number>`EXTRACT(EPOCH FROM (CAST(${to} AS timestamptz) - CAST(${from} AS timestamptz)))::double precision`,
   changeNotifications,
+  tokenVersion,
   async prepare(db) {
     // The schema the connection's search_path names first (the URL's ?schema=), if it is not there yet.
     const path = (await sql<{ p: string }>`SELECT current_setting('search_path') AS p`.execute(db)).rows[0]!.p;

@@ -5,6 +5,7 @@ import type { Tables } from '../tables.js';
 import { postgresAdapter } from './adapter.js';
 import { ChangeListener } from './notify.js';
 import { postgresSearch } from './search.js';
+import { TokenVersionReader } from './token-version.js';
 
 /**
  * int8 (COUNT(*), SUM of integers, identity keys) and numeric arrive as strings from node-postgres;
@@ -100,6 +101,7 @@ export function openPostgres(opts: PostgresOptions): Db {
     () => new pg.Client({ connectionString: url, types: numberTypes, options: options.join(' '), keepAlive: true }),
     async () => shared,
   );
+  const tokens = new TokenVersionReader(pool, shared);
   const bound = new Map<number, Db>();
   let origin: Db;
   const handle = ({ kysely: k, connections }: ReturnType<typeof on>): Db => ({
@@ -122,6 +124,7 @@ export function openPostgres(opts: PostgresOptions): Db {
     // Other processes' writes are heard through LISTEN/NOTIFY (notify.ts).
     dataVersion: () => listener.wordsVersion(),
     schemaToken: (workspaceId) => listener.schemaToken(workspaceId),
+    tokenVersion: () => tokens.read(),
     async enterWorkspace(trx, id) {
       await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(workspaceSchema(shared, id))}`.execute(trx);
       await sql`SELECT set_config('search_path', ${workspacePath(shared, id)}, true)`.execute(trx);
