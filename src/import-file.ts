@@ -231,7 +231,9 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
   // reader thread delivers them) while batch N's transaction is in the database (applyImport).
   // N+1 is written once N has committed, its rows checked against the workspace as the plan found
   // it and against the records N created, so each batch sees every earlier one; batches commit one
-  // after another, in the file's order, each whole.
+  // after another, in the file's order, each whole. Where statements run on this thread (SQLite)
+  // there is nothing to overlap: each batch is planned whole, then written, then the next.
+  const overlap = ctx.db.adapter.overlapsStatements;
   let writing: Promise<void> | null = null;
   // The keys of the records the batch being written creates: the next batch, planned meanwhile, did not see them.
   let previous = new Map<string, string>();
@@ -249,11 +251,12 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
     // Awaited at the next batch or the end; a failure meanwhile is not unhandled.
     writing.catch(() => {});
     previous = written;
+    if (!overlap) await writing;
   };
   // Large transactions one after another: the write-ahead log is checkpointed at the end, not after each.
   await ctx.db.bulk(async () => {
     try {
-      for await (const read of readBatches(opts.file, batchSize, PIECE)) {
+      for await (const read of readBatches(opts.file, batchSize, overlap ? PIECE : batchSize)) {
         bytes = read.bytes;
         primePhones(read.phones);
         const piece: Batch = [];

@@ -60,6 +60,12 @@ export interface DialectAdapter {
    * its parameter limit; PostgreSQL sends the rows as one JSON parameter: a whole batch at once.
    */
   rowsPerInsert(columns: number): number;
+  /**
+   * Whether a statement leaves this thread free while the database runs it (PostgreSQL: a round
+   * trip to the server), so JavaScript work done meanwhile (an import preparing its next batch)
+   * costs the write no time. SQLite runs each statement on this thread: nothing to overlap.
+   */
+  overlapsStatements: boolean;
   isUniqueViolation(err: unknown): boolean;
   /**
    * Runs a statement that may fail and be followed by others in the same transaction (a bulk insert

@@ -81,6 +81,7 @@ export const postgresAdapter: DialectAdapter = {
   textInMax: 10_000,
   // bulkInsert's JSON parameter, itself split past 16 MB of text.
   rowsPerInsert: () => 10_000,
+  overlapsStatements: true,
   jsonArrayHasAny: (ref, values) => sql`jsonb_exists_any(CAST(${ref} AS jsonb), ARRAY[${sql.join(values)}]::text[])`,
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`LATERAL jsonb_array_elements_text(CAST(${array} AS jsonb))`.as(alias), (j) => j.onTrue()) as typeof qb,
   jsonArrayExtreme: (array, which) => sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value COLLATE "C") FROM jsonb_array_elements_text(CAST(${array} AS jsonb)) AS e)`,
