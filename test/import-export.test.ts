@@ -610,9 +610,15 @@ describe('a file import on this dialect: each batch prepared while the previous 
       expect(byRecord.size).toBe(1090);
       const last = rows.find((x) => x.first_name === 'F1199')!;
       expect(byRecord.get(last.id)).toMatchObject({ name: 'F1199 L1199', body: expect.stringContaining('Pipe 2') });
-      const keys = await sqlAll<{ n: number }>(t.db.forWorkspace(w.workspace.id), sql`SELECT count(DISTINCT record_id) AS n FROM dedupe_keys WHERE object_id = ${contactsObject} AND kind = 'email'`);
+      const keys = await sqlAll<{ n: number }>(
+        t.db.forWorkspace(w.workspace.id),
+        sql`SELECT count(DISTINCT record_id) AS n FROM dedupe_keys WHERE workspace_id = ${w.workspace.id} AND object_id = ${contactsObject} AND kind = 'email'`,
+      );
       expect(Number(keys[0]!.n)).toBe(1090);
-      const created = await sqlAll<{ n: number }>(t.db.forWorkspace(w.workspace.id), sql`SELECT count(*) AS n FROM activity WHERE object = 'contacts' AND action = 'created'`);
+      const created = await sqlAll<{ n: number }>(
+        t.db.forWorkspace(w.workspace.id),
+        sql`SELECT count(*) AS n FROM activity WHERE workspace_id = ${w.workspace.id} AND object = 'contacts' AND action = 'created'`,
+      );
       expect(Number(created[0]!.n)).toBe(1090);
       // Run again: everything is there.
       expect(await importFile(w.ctx, { object: 'contacts', file, map: 'Company=company_name', batch: 300 })).toMatchObject({ created: 0, duplicates: 1200, failed: 0 });
