@@ -5,7 +5,7 @@ import { stringify } from 'csv-stringify/sync';
 import { DERIVED_TABLES } from './db/dialect.js';
 import type { Ctx } from './services/context.js';
 import { validationError } from './services/errors.js';
-import { importDetailed, neutralize } from './services/import-export.js';
+import { applyImport, type ImportDetail, type ImportPlan, joinPlans, neutralize, planImport } from './services/import-export.js';
 import { primePhones } from './services/phone.js';
 import { defaultRegion, type ParsedPhone } from './services/phone-parse.js';
 import { type ObjectDef, resolveObject } from './services/schema.js';
@@ -115,14 +115,17 @@ interface ReadBatch {
   phones: [string, ParsedPhone | null][];
   /** Bytes of the file read so far. */
   bytes: number;
+  /** The piece ends a batch (or the file). */
+  last: boolean;
 }
 
 /**
- * The file's rows in batches, read and parsed on a worker thread (import-reader.js) while this
- * thread writes: at most two batches ahead. Stops the thread when the caller stops early.
+ * The file's rows in batches of `batch` rows, each in pieces of at most `chunk` (the last piece of
+ * a batch says so), read and parsed on a worker thread (import-reader.js) while this thread
+ * prepares and writes: at most two batches ahead. Stops the thread when the caller stops early.
  */
-export async function* readBatches(file: string, batch: number): AsyncGenerator<ReadBatch> {
-  const worker = new Worker(new URL('./import-reader.js', import.meta.url), { workerData: { file, batch, region: defaultRegion } });
+export async function* readBatches(file: string, batch: number, chunk = batch): AsyncGenerator<ReadBatch> {
+  const worker = new Worker(new URL('./import-reader.js', import.meta.url), { workerData: { file, batch, chunk: Math.min(chunk, batch), region: defaultRegion } });
   type Message = ({ type: 'batch' } & ReadBatch) | { type: 'end'; bytes: number } | { type: 'error'; message: string; user: boolean };
   const queue: Message[] = [];
   let failure: Error | null = null;
@@ -161,6 +164,9 @@ export async function* readBatches(file: string, batch: number): AsyncGenerator<
     await worker.terminate();
   }
 }
+
+/** Rows the import prepares at a time (planImport), as the reader thread delivers them: the first batch's preparation overlaps its reading. */
+const PIECE = 1000;
 
 export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<FileImportSummary> {
   const obj = await resolveObject(ctx, opts.object);
@@ -201,15 +207,8 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
     }
   };
 
-  let batch: { raw: Record<string, unknown>; rec: Record<string, unknown> }[] = [];
-  const flush = async () => {
-    if (!batch.length) return;
-    const r = await importDetailed(
-      ctx,
-      obj.name,
-      batch.map((b) => b.rec),
-      batchSize,
-    );
+  type Batch = { raw: Record<string, unknown>; rec: Record<string, unknown> }[];
+  const record = (batch: Batch, r: ImportDetail) => {
     s.created += r.created;
     s.duplicates += r.duplicates;
     s.failed += r.failed;
@@ -224,32 +223,77 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
       // The rejects file is opened in spreadsheets too: neutralise formulas there as well.
       rejects.write(stringify([rejectHeaders!.map((h) => neutralize(h === '_error' ? row.reason : String(raw[h] ?? '')))], { quoted_match: /[\r\n]/ }));
     }
-    batch = [];
     progress();
   };
 
+  // A pipeline of two: batch N+1 is validated, its names resolved, its match keys computed and
+  // looked up, its search documents made (planImport, a piece of up to PIECE rows at a time, as the
+  // reader thread delivers them) while batch N's transaction is in the database (applyImport).
+  // N+1 is written once N has committed, its rows checked against the workspace as the plan found
+  // it and against the records N created, so each batch sees every earlier one; batches commit one
+  // after another, in the file's order, each whole. Where statements run on this thread (SQLite)
+  // there is nothing to overlap: each batch is planned whole, then written, then the next.
+  const overlap = ctx.db.adapter.overlapsStatements;
+  let writing: Promise<void> | null = null;
+  // The keys of the records the batch being written creates: the next batch, planned meanwhile, did not see them.
+  let previous = new Map<string, string>();
+  let pieces: ImportPlan[] = [];
+  let batch: Batch = [];
+  const write = async () => {
+    if (!pieces.length) return;
+    const plan = joinPlans(pieces);
+    const rows = batch;
+    pieces = [];
+    batch = [];
+    await writing;
+    const written = new Map<string, string>();
+    writing = applyImport(ctx, plan, { earlier: previous, written }).then((r) => record(rows, r));
+    // Awaited at the next batch or the end; a failure meanwhile is not unhandled.
+    writing.catch(() => {});
+    previous = written;
+    if (!overlap) await writing;
+  };
   // Large transactions one after another: the write-ahead log is checkpointed at the end, not after each.
   await ctx.db.bulk(async () => {
-    for await (const read of readBatches(opts.file, batchSize)) {
-      bytes = read.bytes;
-      primePhones(read.phones);
-      for (const item of read.rows) {
-        // A JSON list may hold things that are not records: each fails alone.
-        const raw = item && typeof item === 'object' && !Array.isArray(item) ? item : { __parse_error: 'Each record must be a JSON object' };
-        const fresh = Object.keys(raw).filter((k) => k !== '__parse_error' && !known.has(k));
-        if (fresh.length) {
-          const more = headerMapping(obj, fresh, opts.map);
-          for (const [h, f] of more.mapping) mapping.set(h, f);
-          ignored.push(...more.ignored);
-          columns.push(...fresh);
-          fresh.forEach((k) => known.add(k));
+    try {
+      for await (const read of readBatches(opts.file, batchSize, overlap ? PIECE : batchSize)) {
+        bytes = read.bytes;
+        primePhones(read.phones);
+        const piece: Batch = [];
+        for (const item of read.rows) {
+          // A JSON list may hold things that are not records: each fails alone.
+          const raw = item && typeof item === 'object' && !Array.isArray(item) ? item : { __parse_error: 'Each record must be a JSON object' };
+          const fresh = Object.keys(raw).filter((k) => k !== '__parse_error' && !known.has(k));
+          if (fresh.length) {
+            const more = headerMapping(obj, fresh, opts.map);
+            for (const [h, f] of more.mapping) mapping.set(h, f);
+            ignored.push(...more.ignored);
+            columns.push(...fresh);
+            fresh.forEach((k) => known.add(k));
+          }
+          s.rows++;
+          const rec = typeof raw.__parse_error === 'string' ? { __error: raw.__parse_error } : toRecord(obj, raw, mapping);
+          piece.push({ raw, rec });
         }
-        s.rows++;
-        const rec = typeof raw.__parse_error === 'string' ? { __error: raw.__parse_error } : toRecord(obj, raw, mapping);
-        batch.push({ raw, rec });
+        if (piece.length) {
+          pieces.push(
+            await planImport(
+              ctx,
+              obj.name,
+              piece.map((b) => b.rec),
+              batchSize,
+            ),
+          );
+          batch.push(...piece);
+        }
+        if (read.last) await write();
       }
-      await flush();
+      await write();
+    } finally {
+      // Never leave a batch's transaction running behind an error (the reader's, say).
+      await writing?.catch(() => {});
     }
+    await writing;
   });
   // Fresh statistics for the planner: the object's table read whole after a large import, and
   // whatever the database finds stale (tenfold growth) after any.

@@ -3,9 +3,11 @@
 // µs each), while the main thread writes the previous batch. Plain JavaScript so the same file
 // loads from src/ (tests, tsx) and dist/.
 //
-// workerData: { file, batch, region }. Messages out: { type: 'batch', rows, phones, bytes } with at most
-// `batch` rows, then { type: 'end', bytes }, or { type: 'error', message }. Messages in: 'more'
-// (the main thread took a batch). At most two batches wait unread, so memory stays flat.
+// workerData: { file, batch, chunk, region }. Messages out: { type: 'batch', rows, phones, bytes, last }
+// with at most `chunk` rows (a batch's rows in pieces, so the main thread starts on the first rows
+// of a batch while this thread reads the rest; `last`: the piece ends a batch of `batch` rows), then
+// { type: 'end', bytes }, or { type: 'error', message }. Messages in: 'more' (the main thread took a
+// piece). At most two batches' pieces wait unread, so memory stays flat.
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -56,8 +58,8 @@ async function* readRows(file, onBytes) {
 }
 
 const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
-const { file, batch: size, region } = /** @type {{ file: string, batch: number, region: string }} */ (workerData);
-let credit = 2;
+const { file, batch: size, chunk, region } = /** @type {{ file: string, batch: number, chunk: number, region: string }} */ (workerData);
+let credit = 2 * Math.ceil(size / chunk);
 /** @type {(() => void) | null} */
 let wake = null;
 port.on('message', () => {
@@ -66,8 +68,11 @@ port.on('message', () => {
 });
 
 let bytes = 0;
-/** @param {Record<string, unknown>[]} rows */
-async function send(rows) {
+/**
+ * @param {Record<string, unknown>[]} rows
+ * @param {boolean} last
+ */
+async function send(rows, last) {
   while (credit === 0) await new Promise((resolve) => (wake = () => resolve(undefined)));
   wake = null;
   credit--;
@@ -81,20 +86,23 @@ async function send(rows) {
         const s = typeof v === 'string' ? v.trim() : v;
         if (typeof s === 'string' && !phones.has(s) && phoneShaped(s)) phones.set(s, parsePhone(s, region));
       }
-  port.postMessage({ type: 'batch', rows, phones: [...phones], bytes });
+  port.postMessage({ type: 'batch', rows, phones: [...phones], bytes, last });
 }
 
 try {
   /** @type {Record<string, unknown>[]} */
   let rows = [];
+  let inBatch = 0;
   for await (const r of readRows(file, (n) => (bytes += n))) {
     rows.push(r);
-    if (rows.length >= size) {
-      await send(rows);
+    inBatch++;
+    if (rows.length >= chunk || inBatch >= size) {
+      await send(rows, inBatch >= size);
+      if (inBatch >= size) inBatch = 0;
       rows = [];
     }
   }
-  if (rows.length) await send(rows);
+  if (rows.length) await send(rows, true);
   port.postMessage({ type: 'end', bytes });
 } catch (e) {
   // A file the user must fix (csv-parse's errors carry a CSV_ code), or a fault of ours.

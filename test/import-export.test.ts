@@ -1,10 +1,15 @@
+import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { importFile } from '../src/import-file.js';
 import { setClock } from '../src/services/clock.js';
 import { createRecords } from '../src/services/records.js';
-import { call, makeWorkspace, sqlAll, type TestApp, type TestWorkspace, tableOf, testApp } from './helpers.js';
+import { getSchema } from '../src/services/schema.js';
+import { call, holdWriteLock, indexedDocs, makeWorkspace, onPostgres, sqlAll, type TestApp, type TestWorkspace, tableOf, testApp } from './helpers.js';
 
 /**
  * POST /import/{object} and GET /export/{object} through Fastify, against the documented contract
@@ -556,4 +561,70 @@ describe('export: 10,000 rows, default 1000, max 10000, streamed', () => {
     expect(doc.total).toBe(N);
     expect(doc.records).toHaveLength(N);
   });
+});
+
+describe('a file import on this dialect: each batch prepared while the previous one is written', () => {
+  it('every batch sees the records of every earlier one, the one still being written while it was prepared too: duplicates skipped, each record indexed, keyed and on the timeline', async () => {
+    const w = await makeWorkspace(t.db, 'pipelined');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-import-pipe-'));
+    let release: (() => Promise<void>) | null = null;
+    try {
+      // Batches of 300: rows 300-349 repeat rows 0-49 by phone (batch 2 against batch 1, being
+      // written while batch 2 was prepared; by phone, as no unique constraint would catch it), rows
+      // 900-949 rows 100-149 by phone (batch 4 against batch 1, committed), rows 600-609 rows 20-29
+      // by email and phone (as rows 320-329 did, themselves duplicates).
+      const lines = ['first_name,last_name,email,phone,Company'];
+      for (let i = 0; i < 1200; i++) {
+        const n = i >= 300 && i < 350 ? i - 300 : i >= 600 && i < 610 ? i - 580 : i;
+        const email = (i >= 300 && i < 350) || (i >= 900 && i < 950) ? `other${i}@pipe.test` : `p${n}@pipe.test`;
+        const phone = `+1 415 555 ${String(i >= 900 && i < 950 ? i - 800 : n).padStart(4, '0')}`;
+        lines.push(`F${i},L${i},${email},${phone},Pipe ${i % 7}`);
+      }
+      const file = path.join(dir, 'pipe.csv');
+      fs.writeFileSync(file, `${lines.join('\n')}\n`);
+      await createRecords(
+        w.ctx,
+        'companies',
+        Array.from({ length: 7 }, (_, i) => ({ name: `Pipe ${i}` })),
+      );
+      // On PostgreSQL, batch 1's transaction is held up at its timeline entries (another transaction
+      // holds the activity table) for a while: batch 2 is prepared meanwhile, its lookups blind to
+      // batch 1's uncommitted rows.
+      if (onPostgres) {
+        release = await holdWriteLock(t.db.forWorkspace(w.workspace.id), [sql`LOCK TABLE activity IN EXCLUSIVE MODE`]);
+        setTimeout(() => void release?.(), 2000);
+      }
+      const r = await importFile(w.ctx, { object: 'contacts', file, map: 'Company=company_name', batch: 300 });
+      expect(r).toMatchObject({ rows: 1200, created: 1200 - 110, duplicates: 110, failed: 0 });
+
+      const rows = await contactRows(w);
+      expect(rows).toHaveLength(1090);
+      expect(new Set(rows.map((x) => x.phone)).size).toBe(1090);
+      expect(rows.some((x) => /^F3[0-4]\d$/.test(x.first_name) || /^F9[0-4]\d$/.test(x.first_name) || /^F60\d$/.test(x.first_name))).toBe(false);
+      const companies = await sqlAll<{ name: string }>(t.db.forWorkspace(w.workspace.id), sql`SELECT name FROM ${sql.table(await tableOf(t.db, w.workspace.id, 'companies'))} ORDER BY name`);
+      expect(companies.map((c) => c.name)).toEqual(Array.from({ length: 7 }, (_, i) => `Pipe ${i}`));
+      // Each record: its search document (with its company's name), its match keys, its timeline entry.
+      const docs = await indexedDocs(t.db, w.workspace.id);
+      const contactsObject = (await getSchema(w.ctx)).objects.get('contacts')!.id;
+      const byRecord = new Map(docs.filter((d) => d.object_id === contactsObject).map((d) => [d.record_id, d]));
+      expect(byRecord.size).toBe(1090);
+      const last = rows.find((x) => x.first_name === 'F1199')!;
+      expect(byRecord.get(last.id)).toMatchObject({ name: 'F1199 L1199', body: expect.stringContaining('Pipe 2') });
+      const keys = await sqlAll<{ n: number }>(
+        t.db.forWorkspace(w.workspace.id),
+        sql`SELECT count(DISTINCT record_id) AS n FROM dedupe_keys WHERE workspace_id = ${w.workspace.id} AND object_id = ${contactsObject} AND kind = 'email'`,
+      );
+      expect(Number(keys[0]!.n)).toBe(1090);
+      const created = await sqlAll<{ n: number }>(
+        t.db.forWorkspace(w.workspace.id),
+        sql`SELECT count(*) AS n FROM activity WHERE workspace_id = ${w.workspace.id} AND object = 'contacts' AND action = 'created'`,
+      );
+      expect(Number(created[0]!.n)).toBe(1090);
+      // Run again: everything is there.
+      expect(await importFile(w.ctx, { object: 'contacts', file, map: 'Company=company_name', batch: 300 })).toMatchObject({ created: 0, duplicates: 1200, failed: 0 });
+    } finally {
+      await release?.();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -9,23 +9,46 @@ const texts = new WeakMap<object, Map<string, string>>();
 
 /**
  * PostgreSQL: the rows as one JSON parameter, spread into the table's own column types by
- * json_populate_recordset, up to 5,000 rows a statement. A VALUES list of thousands of parameters
- * costs PostgreSQL more to parse and plan than the rows cost to write; one parameter a statement
- * does not. Only for rows of text, finite numbers and null (the stored forms), which JSON carries
- * unchanged; anything else (a Date, a Buffer, a boolean) goes as parameters, as node-postgres sends it.
+ * json_populate_recordset: a whole batch in one statement, up to JSON_STATEMENT_BYTES of text. A
+ * VALUES list of thousands of parameters costs PostgreSQL more to parse and plan than the rows cost
+ * to write; one parameter a statement does not, and each statement more is a round trip during
+ * which the transaction waits. Only for rows of text, finite numbers and null (the stored forms),
+ * which JSON carries unchanged; anything else (a Date, a Buffer, a boolean) goes as parameters, as
+ * node-postgres sends it.
  */
 const jsonSafe = (row: unknown[]) => row.every((v) => v === null || v === undefined || typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v)));
 
+/** Text of one statement's JSON parameter, at most (about 16 MB: memory stays bounded whatever the rows hold). */
+export const JSON_STATEMENT_BYTES = 16 << 20;
+
+/**
+ * Objects as JSON arrays of at most `maxRows` rows and JSON_STATEMENT_BYTES of text each: all of
+ * them in one JSON.stringify when they fit (the usual case), else in halves until they do.
+ */
+export function* jsonChunks(objects: unknown[], maxRows = Number.POSITIVE_INFINITY): Generator<string> {
+  for (let i = 0; i < objects.length; ) {
+    let n = Math.min(objects.length - i, maxRows);
+    let text = JSON.stringify(objects.slice(i, i + n));
+    while (text.length > JSON_STATEMENT_BYTES && n > 1) {
+      n = Math.ceil(n / 2);
+      text = JSON.stringify(objects.slice(i, i + n));
+    }
+    yield text;
+    i += n;
+  }
+}
+
 async function jsonInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean; perStatement?: number }): Promise<void> {
   const cols = sql.join(columns.map((c) => sql.ref(c)));
-  const per = Math.max(1, opts.perStatement ?? 5000);
-  for (let i = 0; i < rows.length; i += per) {
-    const part = rows.slice(i, i + per);
-    const json = JSON.stringify(part.map((r) => Object.fromEntries(columns.map((c, j) => [c, r[j] ?? null]))));
+  const objects = rows.map((r) => {
+    const o: Record<string, unknown> = {};
+    for (let j = 0; j < columns.length; j++) o[columns[j]!] = r[j] ?? null;
+    return o;
+  });
+  for (const json of jsonChunks(objects, opts.perStatement))
     await sql`INSERT INTO ${sql.table(table)} (${cols}) SELECT ${cols} FROM json_populate_recordset(NULL::${sql.table(table)}, ${json}::json)${
       opts.ignoreConflicts ? sql` ON CONFLICT DO NOTHING` : sql``
     }`.execute(db);
-  }
 }
 
 export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean; perStatement?: number } = {}): Promise<void> {

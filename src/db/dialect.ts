@@ -54,6 +54,18 @@ export interface DialectAdapter {
    */
   textIn(ref: Expression<unknown>, values: string[]): RawBuilder<SqlBool>;
   textInMax: number;
+  /**
+   * Rows of `columns` columns a multi-row insert of records takes at most in one statement (one
+   * savepoint each on PostgreSQL, redone row by row when it fails). SQLite binds each value, under
+   * its parameter limit; PostgreSQL sends the rows as one JSON parameter: a whole batch at once.
+   */
+  rowsPerInsert(columns: number): number;
+  /**
+   * Whether a statement leaves this thread free while the database runs it (PostgreSQL: a round
+   * trip to the server), so JavaScript work done meanwhile (an import preparing its next batch)
+   * costs the write no time. SQLite runs each statement on this thread: nothing to overlap.
+   */
+  overlapsStatements: boolean;
   isUniqueViolation(err: unknown): boolean;
   /**
    * Runs a statement that may fail and be followed by others in the same transaction (a bulk insert

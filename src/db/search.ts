@@ -69,6 +69,31 @@ export interface SearchBackend {
   pruneTerms(db: Kysely<any>, workspaceId: number, terms: string[]): Promise<string[]>;
   /** Migration: the per-workspace word list, filled from the documents already indexed. */
   createTermTable(db: Kysely<any>): Promise<void>;
+  /**
+   * The work on documents that needs no database (PostgreSQL: each one's tsvector text), done
+   * ahead of upsert when the caller can (an import prepares its next batch while the previous one
+   * is written), so that the write transaction spends its time in the database. Optional.
+   */
+  prepare?(docs: SearchDoc[]): void;
+}
+
+/** Documents' words for the word list, computed once (prepareDocs may compute them ahead of the write). */
+const docWords = new WeakMap<SearchDoc, string[]>();
+
+function wordsOfDoc(d: SearchDoc): string[] {
+  let words = docWords.get(d);
+  if (!words) {
+    words = [];
+    for (const text of [d.name, d.body, d.exact]) for (const w of wordsOf(text)) if (w.length <= MAX_TERM_LENGTH) words.push(w);
+    docWords.set(d, words);
+  }
+  return words;
+}
+
+/** Everything about `docs` that upsert computes but needs no database: ahead of the write transaction. */
+export function prepareDocs(backend: SearchBackend, docs: SearchDoc[]): void {
+  for (const d of docs) wordsOfDoc(d);
+  backend.prepare?.(docs);
 }
 
 /**
@@ -104,22 +129,19 @@ export function termsOf(text: string): string[] {
  * finds them crowding its near words, and prunes them (hasTerm, pruneTerms: counting each word's
  * documents would cost every write a read of the text it replaces).
  */
-/** The longest word the typo-tolerant vocabulary keeps. */
+/** The longest word the typo-tolerant vocabulary keeps: typo tolerance never offers a longer one (and PostgreSQL's index of the list holds about 2,700 bytes). */
 const MAX_TERM_LENGTH = 100;
 
 export async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<void> {
   const seen = new Set<string>();
   const rows: [number, string][] = [];
   for (const d of docs)
-    for (const text of [d.name, d.body, d.exact])
-      for (const w of wordsOf(text)) {
-        // Typo tolerance never offers a word this long (and PostgreSQL's index of the list holds about 2,700 bytes).
-        if (w.length > MAX_TERM_LENGTH) continue;
-        const k = `${d.workspaceId}:${w}`;
-        if (seen.has(k)) continue;
-        seen.add(k);
-        rows.push([d.workspaceId, w]);
-      }
+    for (const w of wordsOfDoc(d)) {
+      const k = `${d.workspaceId}:${w}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      rows.push([d.workspaceId, w]);
+    }
   await bulkInsert(db, 'search_terms', ['workspace_id', 'term'], rows, { ignoreConflicts: true, perStatement: 5000 });
 }
 

@@ -6,9 +6,9 @@ import { isPerson, keysOf, normalName } from './dedupe-keys.js';
 import { CrmError, validationError } from './errors.js';
 import type { FilterGroup } from './filters.js';
 import { requireAdmin } from './permissions.js';
-import { createPrepared, createRecords, listRecords, type Prepared, prepareForImport, type RecordData } from './records.js';
+import { createPrepared, createRecords, listRecords, type Prepared, prepareDocuments, prepareForImport, type RecordData } from './records.js';
 import { getSchema, type ObjectDef, resolveField, resolveObject } from './schema.js';
-import { cancelledError, checkpoint, throwIfCancelled } from './work.js';
+import { cancelledError, checkpoint, nextTurn, TURN_ROWS, throwIfCancelled } from './work.js';
 
 /**
  * Import (with duplicate detection, per-row results) and export (streamed, JSON or CSV).
@@ -152,11 +152,27 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
 }
 
 /**
- * Import records: each row is validated, checked for duplicates against the workspace and the
- * earlier rows of the same import (by email, normalised phone, domain, and name at the same
- * company), and the rest are created. Rows are independent: a bad row fails alone.
+ * A batch of an import, validated and with its names resolved (companies named by `company_name`
+ * found or created), its match keys computed and looked up in the workspace, and the search
+ * documents of the rows not found there made: everything before the decision of which rows are new.
  */
-export async function importDetailed(ctx: Ctx, objectName: string, records: unknown, max = IMPORT_BATCH): Promise<ImportDetail> {
+export interface ImportPlan {
+  obj: ObjectDef;
+  rows: number;
+  /** Rows that failed validation; the rest are candidates. */
+  failed: ImportError[];
+  candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[] }[];
+  /** The candidates' keys already in the workspace when the plan was made: `kind:key` -> record id. */
+  existing: Map<string, string>;
+}
+
+/**
+ * Validate a batch of import rows, resolve the names they use and look their keys up. A file
+ * import plans its next batch while the previous one's transaction is in the database: the plan
+ * then cannot see that batch's records, and applyImport is given their keys (`earlier`). Long
+ * loops take turns with the event loop (nextTurn), so the transaction in progress is not held up.
+ */
+export async function planImport(ctx: Ctx, objectName: string, records: unknown, max = IMPORT_BATCH): Promise<ImportPlan> {
   requireAdmin(ctx, 'import records');
   const obj = await resolveObject(ctx, objectName);
   if (!Array.isArray(records)) throw validationError('Send {"records": [ {...}, ... ]}');
@@ -170,45 +186,93 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
   throwIfCancelled(ctx);
   await resolveNames(ctx, obj, rows);
 
+  const plan: ImportPlan = { obj, rows: rows.length, failed: [], candidates: [], existing: new Map() };
+  // Validate (to their stored form) and gather match keys.
+  // A deal's name without a company ("Renewal") says nothing about which deal it is.
+  const weakName = obj.byName.has('company') && !isPerson(obj);
+  for (let index = 0; index < rows.length; index++) {
+    if (index % TURN_ROWS === TURN_ROWS - 1) await nextTurn();
+    const r = rows[index]!;
+    if (typeof r.__error === 'string') {
+      plan.failed.push({ index, code: 'VALIDATION_ERROR', message: r.__error });
+      continue;
+    }
+    try {
+      const prepared = prepareForImport(obj, r);
+      // All of its keys are stored with the record; those that identify it decide whether it is new.
+      prepared.keys = keysOf(obj, prepared.row);
+      const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(weakName && k.kind === 'name' && k.key.endsWith('|')));
+      plan.candidates.push({ index, prepared, keys });
+    } catch (e) {
+      if (e instanceof CrmError) plan.failed.push({ index, code: e.code, message: e.message });
+      else throw e;
+    }
+  }
+
+  await checkpoint(ctx, 0, rows.length, `checking ${obj.name} for duplicates`);
+  plan.existing = await existingKeys(
+    ctx,
+    obj,
+    plan.candidates.flatMap((c) => c.keys),
+  );
+  // The documents of the rows that are new as far as the workspace knows (the few found to repeat
+  // an earlier row or batch are simply not written).
+  await prepareDocuments(
+    ctx,
+    obj,
+    plan.candidates.filter((c) => !c.keys.some((k) => plan.existing.has(`${k.kind}:${k.key}`))).map((c) => c.prepared),
+  );
+  return plan;
+}
+
+/** Plans of consecutive pieces of one batch, as one plan (the rows' indexes run on across them). */
+export function joinPlans(plans: ImportPlan[]): ImportPlan {
+  if (plans.length === 1) return plans[0]!;
+  const out: ImportPlan = { obj: plans[0]!.obj, rows: 0, failed: [], candidates: [], existing: new Map() };
+  for (const p of plans) {
+    for (const f of p.failed) out.failed.push({ ...f, index: f.index + out.rows });
+    for (const c of p.candidates) out.candidates.push({ ...c, index: c.index + out.rows });
+    for (const [k, id] of p.existing) if (!out.existing.has(k)) out.existing.set(k, id);
+    out.rows += p.rows;
+  }
+  return out;
+}
+
+/**
+ * Import records: each row is validated, checked for duplicates against the workspace and the
+ * earlier rows of the same import (by email, normalised phone, domain, and name at the same
+ * company), and the rest are created. Rows are independent: a bad row fails alone.
+ */
+export async function importDetailed(ctx: Ctx, objectName: string, records: unknown, max = IMPORT_BATCH): Promise<ImportDetail> {
+  return applyImport(ctx, await planImport(ctx, objectName, records, max));
+}
+
+/**
+ * Write a planned batch: its rows that repeat a record of the workspace (as the plan found it, and
+ * `earlier`: the keys of the records a batch written since the plan was made created) or an
+ * earlier row of the batch are duplicates, the rest are created in one transaction. `written`, when
+ * given, receives the keys of the records created (the next batch's `earlier`).
+ */
+export async function applyImport(ctx: Ctx, plan: ImportPlan, opts: { earlier?: Map<string, string>; written?: Map<string, string> } = {}): Promise<ImportDetail> {
+  const { obj, candidates } = plan;
   const out: ImportDetail = { object_name: obj.name, created: 0, duplicates: 0, failed: 0, errors: [], rows: [] };
   const fail = (index: number, code: string, message: string) => {
     out.failed++;
     out.errors.push({ index, code, message });
     out.rows.push({ index, status: 'failed', reason: `${code}: ${message}` });
   };
+  for (const f of plan.failed) fail(f.index, f.code, f.message);
 
-  // Validate (to their stored form) and gather match keys.
-  const candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[] }[] = [];
-  // A deal's name without a company ("Renewal") says nothing about which deal it is.
-  const weakName = obj.byName.has('company') && !isPerson(obj);
-  rows.forEach((r, index) => {
-    if (typeof r.__error === 'string') return fail(index, 'VALIDATION_ERROR', r.__error);
-    try {
-      const prepared = prepareForImport(obj, r);
-      // All of its keys are stored with the record; those that identify it decide whether it is new.
-      prepared.keys = keysOf(obj, prepared.row);
-      const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(weakName && k.kind === 'name' && k.key.endsWith('|')));
-      candidates.push({ index, prepared, keys });
-    } catch (e) {
-      if (e instanceof CrmError) fail(index, e.code, e.message);
-      else throw e;
-    }
-  });
-
-  await checkpoint(ctx, 0, rows.length, `checking ${obj.name} for duplicates`);
-  const existing = await existingKeys(
-    ctx,
-    obj,
-    candidates.flatMap((c) => c.keys),
-  );
-  await checkpoint(ctx, 0, rows.length, `creating ${obj.name}`);
+  await checkpoint(ctx, 0, plan.rows, `creating ${obj.name}`);
+  const { earlier } = opts;
+  const existing = (k: string) => plan.existing.get(k) ?? earlier?.get(k);
   const seen = new Map<string, number>();
   const toCreate: typeof candidates = [];
   for (const c of candidates) {
-    const hit = c.keys.find((k) => existing.has(`${k.kind}:${k.key}`) || seen.has(`${k.kind}:${k.key}`));
+    const hit = c.keys.find((k) => existing(`${k.kind}:${k.key}`) !== undefined || seen.has(`${k.kind}:${k.key}`));
     if (hit) {
       out.duplicates++;
-      const of = existing.get(`${hit.kind}:${hit.key}`);
+      const of = existing(`${hit.kind}:${hit.key}`);
       out.rows.push({
         index: c.index,
         status: 'duplicate',
@@ -228,7 +292,10 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
         obj,
         toCreate.map((c) => c.prepared),
       );
-      made.forEach((id, i) => out.rows.push({ index: toCreate[i]!.index, status: 'created', id }));
+      made.forEach((id, i) => {
+        out.rows.push({ index: toCreate[i]!.index, status: 'created', id });
+        for (const k of toCreate[i]!.keys) opts.written?.set(`${k.kind}:${k.key}`, id);
+      });
       out.created += made.length;
     } catch (e) {
       if (!(e instanceof CrmError)) throw e;
@@ -237,6 +304,7 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
         try {
           const [id] = await createPrepared(ctx, obj, [c.prepared]);
           out.rows.push({ index: c.index, status: 'created', id: id! });
+          for (const k of c.keys) opts.written?.set(`${k.kind}:${k.key}`, id!);
           out.created++;
         } catch (err) {
           if (!(err instanceof CrmError)) throw err;

@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Kysely } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
+import type { SearchDoc } from '../db/search.js';
 import type { Tables } from '../db/tables.js';
 import { type ActivityEntry, recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
@@ -13,7 +14,7 @@ import { newId } from './ids.js';
 import { MAX_BATCH, notFound, type RecordData, toRecord } from './record-rows.js';
 import { deleteRows, existingIds, repoint, rowsByIds, updateRow } from './record-tables.js';
 import { getSchema, loadedSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
-import { indexReferrers, indexRows, unindexRecords } from './search.js';
+import { documentsOf, indexReferrers, indexRows, unindexRecords } from './search.js';
 import { checkpoint } from './work.js';
 
 /**
@@ -35,6 +36,9 @@ export interface Prepared {
   touched: Map<string, string | number | null>;
   /** Duplicate-match keys, when the caller computed them already (imports): not computed twice. */
   keys?: MatchKey[];
+  /** The new record's id and search document, when made ahead of the transaction (prepareDocuments). */
+  id?: string;
+  doc?: SearchDoc;
 }
 
 function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update'): Prepared {
@@ -94,6 +98,27 @@ function stampCompletion(obj: ObjectDef, p: Prepared, oldStatus: unknown): void 
  */
 export function prepareForImport(obj: ObjectDef, input: unknown): Prepared {
   return prepareWrite(obj, input, 'create');
+}
+
+/**
+ * Ahead of createPrepared, outside any transaction: each record's id and search document (the
+ * names of the companies it links to read now, with everything the search index computes that
+ * needs no database). An import prepares its next batch so while the previous one is written, and
+ * the transaction is then left with little but its statements.
+ */
+export async function prepareDocuments(ctx: Ctx, obj: ObjectDef, prepared: Prepared[]): Promise<void> {
+  if (!prepared.length) return;
+  const schema = await getSchema(ctx);
+  for (const p of prepared) p.id ??= newId();
+  const docs = await documentsOf(
+    dyn(ctx.db.kysely),
+    ctx.db,
+    obj,
+    ctx.actor.workspaceId,
+    prepared.map((p) => ({ ...p.row, id: p.id })),
+    schema,
+  );
+  prepared.forEach((p, i) => (p.doc = docs[i]));
 }
 
 /** Create records validated by prepareForImport, in one transaction; returns their ids. */
@@ -329,10 +354,10 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
     await eachRow(prepared, async (p) => checkRelations(ctx, trx, obj, [p.row]));
   }
   const now = nowIso();
-  const full: (Row & { id: string })[] = prepared.map((p) => ({ ...p.row, id: newId(), created_at: now, updated_at: now, created_by: ctx.actor.userId }));
+  const full: (Row & { id: string })[] = prepared.map((p) => ({ ...p.row, id: p.id ?? newId(), created_at: now, updated_at: now, created_by: ctx.actor.userId }));
   // Every row gets every column (absent = null), so one statement shape serves all chunks.
   const keys = [...new Set(full.flatMap((r) => Object.keys(r)))];
-  const chunk = Math.max(1, Math.min(500, Math.floor(30000 / keys.length)));
+  const chunk = ctx.db.adapter.rowsPerInsert(keys.length);
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
     try {
@@ -379,7 +404,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
         .values(hist.slice(i, i + 1000))
         .execute();
   }
-  await writeDerived(trx, ctx, obj, full, true, prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined);
+  await writeDerived(trx, ctx, obj, full, true, prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined, prepared.every((p) => p.doc) ? prepared.map((p) => p.doc!) : undefined);
   await recordActivity(trx, ctx, [
     ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
@@ -388,8 +413,8 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
 }
 
 /** The search index and the duplicate-match keys follow every write, in its transaction. */
-export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]) {
-  await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows, fresh, schemaCache.get(ctx) ?? loadedSchema(ctx));
+export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][], docs?: SearchDoc[]) {
+  await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows, fresh, schemaCache.get(ctx) ?? loadedSchema(ctx), docs);
   await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh, keys);
 }
 

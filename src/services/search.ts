@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Db } from '../db/database.js';
-import type { SearchDoc, SearchHit, SearchQuery, SearchTerm } from '../db/search.js';
+import { prepareDocs, type SearchDoc, type SearchHit, type SearchQuery, type SearchTerm } from '../db/search.js';
 import type { Ctx } from './context.js';
 import { displayColumns, displayNameOfRow, relationTargetNames, withRelationNames } from './display-names.js';
 import { validationError } from './errors.js';
@@ -9,6 +9,7 @@ import { phoneSearchForms } from './phone.js';
 import { rowBatches } from './record-tables.js';
 import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
 import { forgetWords, noteIndexed, wordsStartingWith } from './search-vocabulary.js';
+import { nextTurn, TURN_ROWS } from './work.js';
 
 /**
  * Full-text search across objects: one ranked list of hits, each with its object, id, display
@@ -102,13 +103,42 @@ async function relatedNames(k: Kysely<any>, workspaceId: number, schema: Workspa
   return new Map([...byTarget.values()].flatMap((m) => [...m]));
 }
 
-/** Called by the records service inside its write transaction. */
-export async function indexRows(trx: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false, schema?: WorkspaceSchema): Promise<void> {
+/** Called by the records service inside its write transaction; `docs`: the rows' documents when the caller made them ahead (documentsOf). */
+export async function indexRows(
+  trx: Kysely<any>,
+  db: Db,
+  obj: ObjectDef,
+  workspaceId: number,
+  rows: Record<string, unknown>[],
+  fresh = false,
+  schema?: WorkspaceSchema,
+  docs?: SearchDoc[],
+): Promise<void> {
   if (!rows.length) return;
-  const related = await relatedNames(trx, workspaceId, schema, obj, rows);
-  const docs = rows.map((r) => docOf(obj, workspaceId, r, related));
+  if (!docs) {
+    const related = await relatedNames(trx, workspaceId, schema, obj, rows);
+    docs = rows.map((r) => docOf(obj, workspaceId, r, related));
+  }
   await db.search.upsert(trx, docs, fresh);
   noteIndexed(db, docs, fold);
+}
+
+/**
+ * The search documents of rows about to be written (stored form, with their ids), made ahead of
+ * the write's transaction with everything upsert computes that needs no database: an import
+ * prepares its next batch so while the previous one is written. A turn of the event loop every
+ * TURN_ROWS rows, so the write in progress goes on between them.
+ */
+export async function documentsOf(k: Kysely<any>, db: Db, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], schema: WorkspaceSchema): Promise<SearchDoc[]> {
+  const related = await relatedNames(k, workspaceId, schema, obj, rows);
+  const docs: SearchDoc[] = [];
+  for (let i = 0; i < rows.length; i += TURN_ROWS) {
+    if (i) await nextTurn();
+    const part = rows.slice(i, i + TURN_ROWS).map((r) => docOf(obj, workspaceId, r, related));
+    prepareDocs(db.search, part);
+    docs.push(...part);
+  }
+  return docs;
 }
 
 /**

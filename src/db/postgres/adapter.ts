@@ -80,6 +80,9 @@ export const postgresAdapter: DialectAdapter = {
   jsonArrayHas: (ref, value) => sql`jsonb_exists(CAST(${ref} AS jsonb), ${value})`,
   textIn: (ref, values) => sql<SqlBool>`${ref} = ANY(CAST(${values} AS text[]))`,
   textInMax: 10_000,
+  // bulkInsert's JSON parameter, itself split past 16 MB of text.
+  rowsPerInsert: () => 10_000,
+  overlapsStatements: true,
   jsonArrayHasAny: (ref, values) => sql`jsonb_exists_any(CAST(${ref} AS jsonb), ARRAY[${sql.join(values)}]::text[])`,
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`LATERAL jsonb_array_elements_text(CAST(${array} AS jsonb))`.as(alias), (j) => j.onTrue()) as typeof qb,
   jsonArrayExtreme: (array, which) => sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value COLLATE "C") FROM jsonb_array_elements_text(CAST(${array} AS jsonb)) AS e)`,
@@ -135,13 +138,24 @@ export const postgresAdapter: DialectAdapter = {
     // This schema's tables only: a bare ANALYZE would read every schema of a shared database.
     // Every table of the schema, whatever tables the load names: a workspace's schema holds its
     // records and everything derived from them (match keys, search, activity), all loaded with them.
-    const tables = (await sql<{ t: string }>`SELECT tablename AS t FROM pg_tables WHERE schemaname = current_schema()`.execute(db)).rows;
-    if (!tables.length) return;
-    try {
-      await sql`ANALYZE ${sql.join(tables.map((r) => sql.id(r.t)))}`.execute(db);
-    } catch (e) {
-      if (classifyPostgresError(e)?.kind !== 'busy') throw e;
-    }
+    // The largest first, each table a statement, two at a time on connections of their own (ANALYZE
+    // takes a lock that lets writes go on): on a busy machine a pair of statements gets the work done
+    // sooner than one statement reading every table in turn. (Given a transaction, they take turns.)
+    const tables = (
+      await sql<{ t: string }>`SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY pg_relation_size(c.oid) DESC, c.relname`.execute(db)
+    ).rows.map((r) => r.t);
+    await Promise.all(
+      [0, 1].map(async () => {
+        for (let t = tables.shift(); t !== undefined; t = tables.shift()) {
+          try {
+            await sql`ANALYZE ${sql.id(t)}`.execute(db);
+          } catch (e) {
+            if (classifyPostgresError(e)?.kind !== 'busy') throw e;
+          }
+        }
+      }),
+    );
   },
   async secondaryIndexes(db, table) {
     const r = await sql<{ name: string; create: string }>`

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { jsonChunks } from '../bulk-insert.js';
 import { highlight, type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, termMethods, termsOf, writeTerms } from '../search.js';
 
 /**
@@ -48,6 +49,14 @@ function docVector(d: SearchDoc): string {
   const budget = { left: MAX_VECTOR_BYTES };
   const words = (text: string) => [...new Set(termsOf(text).map(lexeme))];
   return [vector(words(d.name), 'A', budget), vector(words(d.body), 'B', budget), vector(words(d.exact), 'C', budget)].filter(Boolean).join(' ');
+}
+
+/** Each document's tsvector text, computed once (prepare computes it ahead of the write transaction). */
+const vectors = new WeakMap<SearchDoc, string>();
+function vectorOf(d: SearchDoc): string {
+  let v = vectors.get(d);
+  if (v === undefined) vectors.set(d, (v = docVector(d)));
+  return v;
 }
 
 /** The query as tsquery text: words quoted, prefixes with :*, the identifiers' weight C alone for `exact`. */
@@ -109,15 +118,17 @@ export const postgresSearch: SearchBackend = {
   async upsert(db, docs) {
     await writeTerms(db, docs);
     // The documents as one JSON parameter (as bulkInsert sends rows): the tsvector literal is read
-    // by the column's type, as CAST(text AS tsvector) reads it.
-    for (let i = 0; i < docs.length; i += 2000) {
-      const part = docs.slice(i, i + 2000);
-      const json = JSON.stringify(part.map((d) => ({ workspace_id: d.workspaceId, object_id: d.objectId, record_id: d.recordId, name: d.name, body: d.body, exact: d.exact, tsv: docVector(d) })));
+    // by the column's type, as CAST(text AS tsvector) reads it. A batch in one statement, up to
+    // JSON_STATEMENT_BYTES of text (a document's vector alone may reach 1 MB).
+    for (const json of jsonChunks(docs.map((d) => ({ workspace_id: d.workspaceId, object_id: d.objectId, record_id: d.recordId, name: d.name, body: d.body, exact: d.exact, tsv: vectorOf(d) }))))
       await sql`INSERT INTO search_docs (workspace_id, object_id, record_id, name, body, exact, tsv)
         SELECT workspace_id, object_id, record_id, name, body, exact, tsv FROM json_populate_recordset(NULL::search_docs, ${json}::json)
         ON CONFLICT (workspace_id, object_id, record_id) DO UPDATE
         SET name = excluded.name, body = excluded.body, exact = excluded.exact, tsv = excluded.tsv`.execute(db);
-    }
+  },
+
+  prepare(docs) {
+    for (const d of docs) vectorOf(d);
   },
 
   async remove(db, workspaceId, objectId, recordIds) {

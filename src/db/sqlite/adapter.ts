@@ -42,6 +42,9 @@ export const sqliteAdapter: DialectAdapter = {
   jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
   textIn: (ref, values) => sql<SqlBool>`${ref} IN (${sql.join(values)})`,
   textInMax: 500,
+  // At most 500 rows and 30,000 parameters a statement (SQLite allows 32,766).
+  rowsPerInsert: (columns) => Math.max(1, Math.min(500, Math.floor(30000 / columns))),
+  overlapsStatements: false,
   jsonArrayHasAny: (ref, values) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value IN (${sql.join(values)}))`,
   // json_each is a table-valued function: its argument may name the columns of the tables before it.
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`json_each(${array})`.as(alias), (j) => j.onTrue()) as typeof qb,
