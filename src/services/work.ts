@@ -68,14 +68,14 @@ export function throwIfCancelled(ctx: Ctx): void {
   if (ctx.work?.signal?.aborted) throw cancelledError();
 }
 
+/** Rows of long work between two turns of the event loop (nextTurn): a few milliseconds of it, tens on a loaded machine. */
+export const TURN_ROWS = 100;
+
 /**
  * A turn of the event loop (after its pending I/O): long JavaScript work that runs beside a
  * transaction waiting on the database (an import preparing its next batch) takes turns with it,
  * so the transaction's next statement is sent as soon as its previous one has answered.
  */
-/** Rows of such work between two turns: a few milliseconds of it, tens on a loaded machine. */
-export const TURN_ROWS = 100;
-
 export function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
