@@ -75,6 +75,14 @@ interface Shape {
 }
 
 const _sumOf = (rows: any[], k: string) => rows.reduce((s, r) => s + Number(r[k]), 0);
+/** A year of close_date by month, SUM(amount): timed beside two raw forms (per-row strftime, days rolled up). */
+const monthly = () =>
+  aggregateGroups(ctx, 'opportunities', {
+    metrics: [{ field: 'amount', function: 'sum' }],
+    groupBy: [{ field: 'close_date', interval: 'month' }],
+    filter: { operator: 'and', conditions: [{ field: 'close_date', operator: 'between', value: [yearAgo, today] }] },
+  });
+const sameMonths: Shape['same'] = (sv, rows) => sv.groups.length === rows.length && sv.groups.every((g: any, i: number) => g.values.close_date === rows[i].m && g.count === rows[i].n);
 const shapes: Shape[] = [
   {
     name: 'SUM(amount) by status',
@@ -103,29 +111,19 @@ const shapes: Shape[] = [
   },
   {
     name: 'monthly histogram of close_date over a year (SUM amount)',
-    service: () =>
-      aggregateGroups(ctx, 'opportunities', {
-        metrics: [{ field: 'amount', function: 'sum' }],
-        groupBy: [{ field: 'close_date', interval: 'month' }],
-        filter: { operator: 'and', conditions: [{ field: 'close_date', operator: 'between', value: [yearAgo, today] }] },
-      }),
+    service: monthly,
     rawSql: `SELECT strftime('%Y-%m-01', close_date) AS m, COUNT(*) AS n, SUM(amount) AS s FROM ${T} WHERE close_date BETWEEN ? AND ? GROUP BY m ORDER BY m`,
     params: [yearAgo, today],
-    same: (sv, rows) => sv.groups.length === rows.length && sv.groups.every((g: any, i: number) => g.values.close_date === rows[i].m && g.count === rows[i].n),
+    same: sameMonths,
   },
   {
     // The service groups by day on the (close_date, amount) index and rolls the days up to months
     // (issue 16); here beside the same roll-up written by hand (the row above: per-row strftime).
     name: 'monthly histogram of close_date over a year (SUM amount), raw SQL rolled up from days',
-    service: () =>
-      aggregateGroups(ctx, 'opportunities', {
-        metrics: [{ field: 'amount', function: 'sum' }],
-        groupBy: [{ field: 'close_date', interval: 'month' }],
-        filter: { operator: 'and', conditions: [{ field: 'close_date', operator: 'between', value: [yearAgo, today] }] },
-      }),
+    service: monthly,
     rawSql: `SELECT strftime('%Y-%m-01', d) AS m, SUM(dn) AS n, SUM(ds) AS s FROM (SELECT close_date AS d, COUNT(*) AS dn, SUM(amount) AS ds FROM ${T} WHERE close_date BETWEEN ? AND ? GROUP BY close_date) GROUP BY m ORDER BY m`,
     params: [yearAgo, today],
-    same: (sv, rows) => sv.groups.length === rows.length && sv.groups.every((g: any, i: number) => g.values.close_date === rows[i].m && g.count === rows[i].n),
+    same: sameMonths,
   },
   {
     name: 'three-level tree: status > owner > priority (counts, avg amount)',

@@ -1,8 +1,10 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../src/db/database.js';
+import { buildApp } from '../src/http/app.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { createRecord } from '../src/services/records.js';
-import { call, holdWriteLock, indexedDocs, onPostgres, sqlAll, type TestApp, tableOf, testApp } from './helpers.js';
+import { call, holdWriteLock, indexedDocs, onPostgres, silent, sqlAll, type TestApp, tableOf, testApp } from './helpers.js';
 
 /**
  * Record writes that arrive together (SQLite: committed together, each in a savepoint of its own,
@@ -138,10 +140,8 @@ describe('concurrent record writes', () => {
 
 describe('writes queued behind a lock they cannot get', () => {
   it('every one of them answers 503 with Retry-After, and none is written', async () => {
-    const other = (await import('../src/db/database.js')).openDatabase({ file: t.db.file, lockWaitMs: 200 });
-    const short = (await import('../src/db/database.js')).openDatabase({ file: t.db.file, lockWaitMs: 300 });
-    const { buildApp } = await import('../src/http/app.js');
-    const { silent } = await import('./helpers.js');
+    const other = openDatabase({ file: t.db.file, lockWaitMs: 200 });
+    const short = openDatabase({ file: t.db.file, lockWaitMs: 300 });
     const app = await buildApp({ db: short, log: silent });
     const table = await tableOf(t.db, t.a.workspace.id, 'contacts');
     const otherWs = other.forWorkspace(t.a.workspace.id);

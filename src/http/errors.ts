@@ -67,36 +67,36 @@ export function setRetryAfter(reply: FastifyReply, crm: CrmError): void {
 }
 
 /**
- * The error answer as an onSend hook gives it (a hook that refuses an answer already made: the error
- * handler is not called again for a reply it has answered): status, headers and the JSON body.
+ * The status, headers and body of the answer to `err`: a CrmError as the contract says; anything
+ * else logged fully and answered generically (no SQL, no stack on the wire).
  */
-export function errorPayload(err: unknown, req: FastifyRequest, reply: FastifyReply): string {
+function errorAnswer(err: unknown, req: FastifyRequest, reply: FastifyReply): object {
   const crm = crmErrorOf(err as FastifyError);
-  reply.header('content-type', 'application/json; charset=utf-8');
-  reply.removeHeader('content-disposition');
   if (!crm) {
     req.log.error({ err }, 'unhandled error');
     reply.status(500);
-    return JSON.stringify({ error: true, code: 'INTERNAL_ERROR', message: 'Internal error; the server log has the details' });
+    return { error: true, code: 'INTERNAL_ERROR', message: 'Internal error; the server log has the details' };
   }
   if (crm.code === 'UNAUTHORIZED') reply.header('WWW-Authenticate', 'Bearer realm="crm-mcp"');
   setRetryAfter(reply, crm);
   reply.status(crm.status);
-  return JSON.stringify(errorBody(crm));
+  return errorBody(crm);
+}
+
+/**
+ * The error answer as an onSend hook gives it (a hook that refuses an answer already made: the error
+ * handler is not called again for a reply it has answered): status, headers and the JSON body.
+ */
+export function errorPayload(err: unknown, req: FastifyRequest, reply: FastifyReply): string {
+  reply.header('content-type', 'application/json; charset=utf-8');
+  reply.removeHeader('content-disposition');
+  return JSON.stringify(errorAnswer(err, req, reply));
 }
 
 export function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
-  const crm = crmErrorOf(err);
   // Errors answered outside the hooks (router limits) have not had these yet.
   reply.headers(SECURITY_HEADERS);
-  if (crm) {
-    if (crm.code === 'UNAUTHORIZED') reply.header('WWW-Authenticate', 'Bearer realm="crm-mcp"');
-    setRetryAfter(reply, crm);
-    return reply.status(crm.status).send(errorBody(crm));
-  }
-  // Unknown: log it fully, answer generically (no SQL, no stack on the wire).
-  req.log.error({ err }, 'unhandled error');
-  return reply.status(500).send({ error: true, code: 'INTERNAL_ERROR', message: 'Internal error; the server log has the details' });
+  return reply.send(errorAnswer(err, req, reply));
 }
 
 /** Fastify's router errors (over-long or malformed path), answered before any hook: same shape as the rest. */

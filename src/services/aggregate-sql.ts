@@ -192,7 +192,7 @@ function toExactNumber(text: string, scale: number): number | string {
 }
 
 /** A metric's value from its stored form; for AVG from (sum, count) when the count is given, else raw is the average. */
-export function metricValue(m: Metric, raw: unknown, count?: unknown): unknown {
+function metricValue(m: Metric, raw: unknown, count?: unknown): unknown {
   switch (m.fn) {
     case 'count':
     case 'count_distinct':
@@ -237,7 +237,7 @@ export function dimColumn(d: Dim, i?: number): Expression<unknown> {
 }
 
 /** A histogram dim's bucket width in stored units (a currency's minor units); a finite, positive number. */
-export function histogramWidth(d: Dim): number {
+function histogramWidth(d: Dim): number {
   const width = d.field.type === 'CURRENCY' ? d.histogram! * 10 ** (d.field.scale ?? 2) : d.histogram!;
   if (!Number.isFinite(width) || width <= 0) throw validationError(`The histogram interval of '${d.key}' is out of range: a positive number whose buckets fit the field's values`);
   return width;
@@ -308,7 +308,7 @@ export function bucketSql(ctx: Ctx, obj: ObjectDef): (d: Dim, i: number) => Prom
  * close to zero that v / width underflows lands in the bucket starting at -0, which GROUP BY merges
  * with the 0 bucket; whichever record SQLite meets first would decide the sign. Always +0.
  */
-export function numberBucketStart(f: FieldDef, raw: unknown): number {
+function numberBucketStart(f: FieldDef, raw: unknown): number {
   const v = f.type === 'CURRENCY' ? Number(raw) / 10 ** (f.scale ?? 2) : Number(raw);
   return v === 0 ? 0 : v;
 }
