@@ -22,6 +22,14 @@ export interface Db {
    */
   dataVersion(): number | null;
   /**
+   * A value that changes whenever any connection, this one included, may have changed the database,
+   * for caches of query answers (a list's total); null when no such value can be given now (a
+   * transaction is open on this connection) or ever (PostgreSQL: absent). SQLite: data_version
+   * (other connections' commits) with this connection's total_changes(), which a write raises
+   * before it commits and a rollback never lowers.
+   */
+  changeVersion?(): string | null;
+  /**
    * A token that changes when the workspace's schema may have changed in any process, without a
    * query (PostgreSQL: LISTEN/NOTIFY); absent or null: read the schema version from the database.
    */

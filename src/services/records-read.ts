@@ -4,6 +4,7 @@ import { runRead } from './aggregate-sql.js';
 import { associationsOf } from './associations.js';
 import { budgetWhere, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
+import { rememberedCount } from './count-cache.js';
 import { withRelationNames } from './display-names.js';
 import { CrmError, validationError } from './errors.js';
 import type { FieldDef } from './field-types.js';
@@ -245,10 +246,13 @@ async function countRecords(ctx: Ctx, obj: ObjectDef, where: ((eb: EB) => Expres
   let q = dyn(ctx.db.kysely)
     .selectFrom(obj.table)
     .select((eb: EB) => eb.fn.countAll().as('n'));
-  if (guard) q = q.where(guard);
   if (where) q = q.where((eb: EB) => where(eb));
-  const [row] = await run<{ n: number | bigint }>(q);
-  return Number(row?.n ?? 0);
+  // Remembered while the database is unchanged (the same total on every page of a listing); the
+  // budget's condition only bounds the statement, it is not part of the question.
+  return rememberedCount(ctx.db, ctx.actor.workspaceId, q.compile(), async () => {
+    const [row] = await run<{ n: number | bigint }>(guard ? q.where(guard) : q);
+    return Number(row?.n ?? 0);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

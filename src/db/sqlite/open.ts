@@ -81,6 +81,7 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
   const dialect = new ImmediateSqliteDialect({ database: cachingDatabase(sqlite) }, { sqlite, lockWaitMs: opts.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS });
   const kysely = new Kysely<Tables>({ dialect });
   let closed = false;
+  const totalChanges = sqlite.prepare('SELECT total_changes()').pluck();
   const readPool = opts.file !== ':memory:' && (opts.readWorkers ?? 0) > 0 ? new ReadPool(opts.file, opts.readWorkers) : undefined;
   const db: SqliteDb = {
     kysely,
@@ -94,6 +95,7 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
     file: opts.file,
     sqlite,
     dataVersion: () => sqlite.pragma('data_version', { simple: true }) as number,
+    changeVersion: () => (sqlite.inTransaction ? null : `${sqlite.pragma('data_version', { simple: true })}:${totalChanges.get()}`),
     releaseCache: () => releaseCache(sqlite),
     ...(readPool ? { readPool } : {}),
     ...(opts.readonly ? {} : { groupWrite: groupCommit(kysely) }),

@@ -1,0 +1,110 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../src/db/database.js';
+import { rememberedCountHits } from '../src/services/count-cache.js';
+import { createRecord } from '../src/services/records.js';
+import { call, ctxFor, freshPooledDb, onPostgres, type TestApp, testAppOn } from './helpers.js';
+
+/**
+ * A list's total is an exact count of every match; on SQLite it is remembered while the database is
+ * unchanged (src/services/count-cache.ts), so the pages of one listing count once. Whatever is
+ * remembered, every total here is checked against what the records are: after creates, updates,
+ * deletes, another connection's writes, dry runs and refused writes, on the main connection and on
+ * the read pool (a heavy listing).
+ */
+
+let t: TestApp;
+const api = (method: string, url: string, body?: unknown) => call(t.app, t.a.adminToken, method, `/api/v1${url}`, body);
+const where = (field: string, operator: string, value: unknown) => ({ operator: 'and', conditions: [{ field, operator, value }] });
+const CITY = where('city', 'eq', 'Tallinn');
+/** A listing of the read pool's kind (a condition matching inside text). */
+const INSIDE = where('last_name', 'contains', 'ountcach');
+
+async function total(filter: unknown): Promise<number> {
+  const r = await api('POST', '/records/contacts/search', { filter, limit: 2 });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.total;
+}
+
+beforeAll(async () => {
+  t = await testAppOn(await freshPooledDb(2));
+  const r = await api('POST', '/records/contacts/batch/create', {
+    records: Array.from({ length: 30 }, (_, i) => ({ first_name: `C${i}`, last_name: 'Countcache', city: i % 3 === 0 ? 'Tallinn' : 'Tartu', email: `c${i}@count.test` })),
+  });
+  expect(r.status).toBe(201);
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+describe('list totals', () => {
+  it('every page of a listing answers the same exact total; on SQLite counted once while nothing changes', async () => {
+    const hits = rememberedCountHits();
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const r: Awaited<ReturnType<typeof api>> = await api('POST', '/records/contacts/search', { filter: CITY, limit: 3, ...(cursor ? { cursor } : {}) });
+      expect(r.status).toBe(200);
+      expect(r.body.total).toBe(10);
+      seen.push(...r.body.data.map((x: { id: string }) => x.id));
+      cursor = r.body.next_cursor ?? r.body.nextCursor ?? null;
+    } while (cursor);
+    expect(new Set(seen).size).toBe(10);
+    // Four pages: the first counts, the other three are answered from memory (SQLite only).
+    expect(rememberedCountHits() - hits).toBe(onPostgres ? 0 : 3);
+  });
+
+  it('a create, an update out of the filter and a delete each change the next total, on the main connection and on the read pool', async () => {
+    expect(await total(CITY)).toBe(10);
+    expect(await total(INSIDE)).toBe(30);
+    const c = await api('POST', '/records/contacts', { first_name: 'New', last_name: 'Countcache', city: 'Tallinn' });
+    expect(c.status).toBe(201);
+    expect(await total(CITY)).toBe(11);
+    expect(await total(INSIDE)).toBe(31);
+    const u = await api('PATCH', `/records/contacts/${c.body.data.id}`, { city: 'Narva' });
+    expect(u.status, JSON.stringify(u.body)).toBe(200);
+    expect(await total(CITY)).toBe(10);
+    expect(await total(INSIDE)).toBe(31);
+    const d = await api('DELETE', `/records/contacts/${c.body.data.id}`);
+    expect(d.status).toBe(200);
+    expect(await total(INSIDE)).toBe(30);
+    expect(await total(where('city', 'eq', 'Narva'))).toBe(0);
+  });
+
+  it("another connection's writes (another process on the file or database) are counted at once", async () => {
+    expect(await total(CITY)).toBe(10);
+    expect(await total(INSIDE)).toBe(30);
+    const other = openDatabase({ file: t.db.file });
+    try {
+      const ctx = ctxFor(other.forWorkspace(t.a.workspace.id), t.a.workspace.id, t.a.admin.id, 'admin');
+      await createRecord(ctx, 'contacts', { first_name: 'Elsewhere', last_name: 'Countcache', city: 'Tallinn' });
+    } finally {
+      await other.close();
+    }
+    expect(await total(CITY)).toBe(11);
+    expect(await total(INSIDE)).toBe(31);
+  });
+
+  it('dry runs and refused writes leave the total as it was', async () => {
+    expect(await total(CITY)).toBe(11);
+    const bulk = await api('POST', '/bulk', { action: 'update', object: 'contacts', filter: CITY, values: { city: 'Parnu' }, dry_run: true });
+    expect(bulk.status, JSON.stringify(bulk.body)).toBe(200);
+    expect(bulk.body.data.matched).toBe(11);
+    expect(await total(CITY)).toBe(11);
+    expect(await total(where('city', 'eq', 'Parnu'))).toBe(0);
+    // A batch refused as a whole (one duplicate email): nothing written, nothing counted.
+    const refused = await api('POST', '/records/contacts/batch/create', {
+      records: [
+        { first_name: 'Ok', last_name: 'Countcache', city: 'Tallinn' },
+        { first_name: 'Dup', last_name: 'Countcache', city: 'Tallinn', email: 'c0@count.test' },
+      ],
+    });
+    expect(refused.status).toBeGreaterThanOrEqual(400);
+    expect(await total(CITY)).toBe(11);
+    expect(await total(INSIDE)).toBe(31);
+    // Then the bulk update for real: every page's total follows it.
+    const real = await api('POST', '/bulk', { action: 'update', object: 'contacts', filter: CITY, values: { city: 'Parnu' } });
+    expect(real.status).toBe(200);
+    expect(await total(CITY)).toBe(0);
+    expect(await total(where('city', 'eq', 'Parnu'))).toBe(11);
+  });
+});
