@@ -77,3 +77,27 @@ describe('bulk mode', () => {
     }
   });
 });
+
+describe('PostgreSQL URL', () => {
+  it.runIf(onPostgres)("keeps the URL's own session options beside its schema, the UTC time zone and the lock wait", async () => {
+    const first = await freshDb();
+    const location = new URL(first.file);
+    await first.close();
+    // The same kind of URL with options of its own: the tables go to its schema, not public.
+    location.searchParams.set('schema', `${location.searchParams.get('schema')}_o`);
+    location.searchParams.set('options', '-c statement_timeout=4321 -c TimeZone=Asia/Tokyo');
+    const { migrate } = await import('../src/db/migrations.js');
+    const { dropSchemaOf } = await import('./helpers.js');
+    const db = openDatabase({ file: location.toString() });
+    try {
+      await migrate(db);
+      const s = location.searchParams.get('schema')!;
+      expect(await sqlGet<{ t: string; z: string }>(db, sql`SELECT current_setting('statement_timeout') AS t, current_setting('TimeZone') AS z`)).toEqual({ t: '4321ms', z: 'UTC' });
+      const where = await sqlAll<{ schemaname: string }>(db, sql`SELECT schemaname FROM pg_tables WHERE tablename = 'workspaces' AND schemaname IN (${s}, 'public')`);
+      expect(where.map((r) => r.schemaname)).toEqual([s]);
+    } finally {
+      await db.close();
+      await dropSchemaOf(location.toString());
+    }
+  });
+});

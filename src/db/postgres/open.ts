@@ -30,14 +30,21 @@ export interface PostgresOptions {
   lockWaitMs?: number;
 }
 
-/** The schema named by the URL's `schema` parameter, and the URL node-postgres is given without it. */
-export function splitSchema(url: string): { url: string; schema: string | undefined } {
+/**
+ * The schema named by the URL's `schema` parameter, the URL's own session `options` (`?options=-c
+ * statement_timeout=5000`), and the URL node-postgres is given without either: node-postgres lets a
+ * URL's options replace the ones the code gives, which dropped the search path (the tables went to
+ * public) and the UTC time zone; they are joined instead, the server's own last.
+ */
+export function splitSchema(url: string): { url: string; schema: string | undefined; options: string | undefined } {
   const u = new URL(url);
   const schema = u.searchParams.get('schema') ?? undefined;
+  const options = u.searchParams.get('options') ?? undefined;
   u.searchParams.delete('schema');
+  u.searchParams.delete('options');
   // 48 at most: each workspace's schema is this name and '_w' and its id, within PostgreSQL's 63 bytes.
   if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,47}$/.test(schema)) throw new Error(`Invalid schema name in the database URL: '${schema}' (lower-case letters, digits and _, at most 48)`);
-  return { url: u.toString(), schema };
+  return { url: u.toString(), schema, options };
 }
 
 /**
@@ -75,13 +82,13 @@ function pathPool(pool: pg.Pool, path: string, initial: string, end: () => Promi
 }
 
 export function openPostgres(opts: PostgresOptions): Db {
-  const { url, schema: named } = splitSchema(opts.url);
+  const { url, schema: named, options: own } = splitSchema(opts.url);
   // The shared tables' schema: the URL's, else public.
   const shared = named ?? 'public';
   const sharedPath = shared === 'public' ? pathOf('public') : pathOf(shared, 'public');
   // UTC sessions: a date without a time is midnight UTC, as the services read it.
   // public stays on the path, where extensions are usually installed.
-  const options = [`-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC', `-c search_path=${sharedPath.replace(/ /g, '')}`];
+  const options = [...(own ? [own] : []), `-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC', `-c search_path=${sharedPath.replace(/ /g, '')}`];
   // A server that does not answer fails a request within 10 s (503 with Retry-After), not never.
   const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types: numberTypes, options: options.join(' '), connectionTimeoutMillis: 10_000 });
   // An idle connection's error (the server restarted) must not crash the process; the pool replaces it.
