@@ -158,6 +158,42 @@ describe.runIf(onPostgres)('the token version (PostgreSQL)', () => {
   });
 });
 
+describe(`MCP over HTTP and the Bitrix24 routes share the cache (${onPostgres ? 'PostgreSQL' : 'SQLite'})`, () => {
+  it('a token revoked through one process is refused by the other at once on /mcp and /v1/tasks/aggregate', async () => {
+    const mcpApp = await buildApp({ db: two, log: silent, authFailuresPerMinute: 0, mcp: true });
+    try {
+      const rpc = (token: string) =>
+        mcpApp.inject({
+          method: 'POST',
+          url: '/mcp',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+          payload: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }),
+        });
+      const bitrix = (token: string) =>
+        mcpApp.inject({
+          method: 'POST',
+          url: '/v1/tasks/aggregate',
+          headers: { 'x-api-key': token, 'content-type': 'application/json' },
+          payload: JSON.stringify({ aggregate: [{ field: 'timeEstimate', function: 'sum' }], groupBy: 'status' }),
+        });
+      for (let i = 0; i < 3; i++) {
+        const t = await createToken(one, ws.workspace.id, ws.member.id, `mcp ${i}`);
+        for (let k = 0; k < 3; k++) {
+          expect((await rpc(t.token)).statusCode).toBe(200);
+          expect((await bitrix(t.token)).statusCode).toBe(200);
+        }
+        expect(await revokeToken(one, ws.workspace.id, t.id)).toBe(1);
+        const refused = await rpc(t.token);
+        expect(refused.statusCode).toBe(401);
+        expect(refused.json().error.message).toMatch(/revoked/);
+        expect((await bitrix(t.token)).statusCode).toBe(401);
+      }
+    } finally {
+      await mcpApp.close();
+    }
+  });
+});
+
 describe(`two serve processes on one ${onPostgres ? 'PostgreSQL schema' : 'SQLite file'}`, () => {
   const served: Served[] = [];
   afterAll(() => {

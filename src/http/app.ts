@@ -8,7 +8,7 @@ import { type McpHttpOptions, registerMcpRoutes } from '../mcp/http.js';
 import { type Actor, type Ctx, contextFor } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
 import { checkInput, INPUT_LIMITS } from '../services/input-limits.js';
-import { stillActs, TokenCache } from '../services/users.js';
+import { stillActs, tokenCacheOf } from '../services/users.js';
 import { VERSION } from '../version.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { bitrix24Routes } from './compat/bitrix24.js';
@@ -174,7 +174,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onSend', async (_req, reply) => {
     if (draining) reply.header('Connection', 'close');
   });
-  const tokens = new TokenCache(deps.db);
+  const tokens = tokenCacheOf(deps.db);
   const throttle = (deps.authFailuresPerMinute ?? 20) > 0 ? new AuthThrottle(deps.authFailuresPerMinute ?? 20) : undefined;
   // An empty body with a JSON content type (curl -X DELETE -H 'Content-Type: application/json')
   // means "no body", not an error; anything else goes through Fastify's safe JSON parser.

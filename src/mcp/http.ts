@@ -9,7 +9,7 @@ import type { AuthThrottle } from '../http/auth-throttle.js';
 import { crmErrorOf, SECURITY_HEADERS, setRetryAfter } from '../http/errors.js';
 import type { Actor } from '../services/context.js';
 import { CrmError } from '../services/errors.js';
-import { authenticate } from '../services/users.js';
+import { authenticateNow } from '../services/users.js';
 import { invalidEnvelope, invalidMemberStandIn } from './malformed.js';
 import { createMcpServer } from './server.js';
 import { localSseSlots, redisSseSlots } from './sse-slots.js';
@@ -213,7 +213,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
           return rpcError(reply, 429, refused.message, -32001);
         }
         const token = bearerOf(req);
-        const actor = await authenticate(deps.db, token, 'mcp');
+        const actor = await authenticateNow(deps.db, token, 'mcp');
         if (!actor && req.headers.authorization) deps.authThrottle?.fail(req.ip);
         if (!actor) {
           reply.header('WWW-Authenticate', `Bearer realm="crm-mcp"${req.headers.authorization ? ', error="invalid_token"' : ''}`);
@@ -330,7 +330,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: Deps): Promi
         if (req.raw.destroyed) return release();
         // The session outlives the request: check the token again on every call, so revoking it ends the session's rights.
         const resolveActor = async () => {
-          const a = await authenticate(deps.db, token, 'mcp');
+          const a = await authenticateNow(deps.db, token, 'mcp');
           if (!a) throw new CrmError('UNAUTHORIZED', 'The API token of this session was revoked; reconnect with a valid token');
           return a;
         };

@@ -216,6 +216,20 @@ export class TokenCache {
   }
 }
 
+const tokenCaches = new WeakMap<Db, TokenCache>();
+
+/** The process's token cache for a database (REST, MCP over HTTP and the Bitrix24 routes share it). */
+export function tokenCacheOf(db: Db): TokenCache {
+  let cache = tokenCaches.get(db.origin);
+  if (!cache) tokenCaches.set(db.origin, (cache = new TokenCache(db.origin)));
+  return cache;
+}
+
+/** The actor of an API token, confirmed now: from the process's token cache where the database keeps a token version, else looked up. */
+export async function authenticateNow(db: Db, token: string | undefined, via: string): Promise<Actor | null> {
+  return (await tokenCacheOf(db).authenticate(token, via)).actor;
+}
+
 /** Whether a deferred authentication's confirmed actor is the one the request ran as. */
 export const stillActs = (ran: Actor, now: Actor | null) => now !== null && sameWho(ran, now);
 

@@ -7,7 +7,7 @@ import { type Ctx, contextFor } from '../../services/context.js';
 import { CrmError } from '../../services/errors.js';
 import { checkInput } from '../../services/input-limits.js';
 import { parseWith, resolveObject } from '../../services/schema.js';
-import { authenticate } from '../../services/users.js';
+import { authenticateNow } from '../../services/users.js';
 import { bearer } from '../app.js';
 import type { AuthThrottle } from '../auth-throttle.js';
 import { crmErrorOf, SECURITY_HEADERS, setRetryAfter } from '../errors.js';
@@ -79,8 +79,8 @@ async function authenticateBitrix(db: Db, req: FastifyRequest) {
   const tok = bearer(req);
   if (!key && !tok && !req.headers.authorization)
     return { error: new CrmError('UNAUTHORIZED', "Missing API key: send 'X-Api-Key: ksr_...' (or 'Authorization: Bearer ksr_...')", { bitrixCode: 'TOKEN_MISSING' }) };
-  const byKey = key ? await authenticate(db, key, 'rest') : null;
-  const byBearer = tok ? await authenticate(db, tok, 'rest') : null;
+  const byKey = key ? await authenticateNow(db, key, 'rest') : null;
+  const byBearer = tok ? await authenticateNow(db, tok, 'rest') : null;
   const bad = (key && !byKey) || (req.headers.authorization && !byBearer);
   if (bad) return { error: new CrmError('UNAUTHORIZED', 'Invalid or revoked API key'), failed: true };
   if (byKey && byBearer && byKey.workspaceId !== byBearer.workspaceId)
