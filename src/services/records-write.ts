@@ -564,8 +564,10 @@ export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values
     const moves: { id: string; from: string | null; to: string }[] = [];
     const changedFields = new Set<string>();
     const activity: ActivityEntry[] = [];
+    // Progress in two halves: reading the records and computing their changes, then writing.
+    const total = 2 * ids.length;
     for (let i = 0; i < ids.length; i += SET_CHUNK) {
-      await checkpoint(ctx, i, ids.length, `reading ${obj.name}`);
+      await checkpoint(ctx, i, total, `updating ${obj.name}`);
       const part = ids.slice(i, i + SET_CHUNK);
       const before = await rowsByIds(trx, obj, part);
       for (const id of part) {
@@ -598,7 +600,7 @@ export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values
     let done = 0;
     for (const g of groups.values())
       for (let i = 0; i < g.ids.length; i += SET_CHUNK) {
-        await checkpoint(ctx, done, out.length, `updating ${obj.name}`);
+        await checkpoint(ctx, ids.length + Math.floor((done * ids.length) / out.length), total, `updating ${obj.name}`);
         const part = g.ids.slice(i, i + SET_CHUNK);
         try {
           await dyn(trx)
@@ -638,7 +640,7 @@ export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values
       const renamed = out.map((c) => c.id);
       for (let i = 0; i < renamed.length; i += SET_CHUNK) await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, renamed.slice(i, i + SET_CHUNK));
     }
-    await checkpoint(ctx, out.length, out.length, `updated ${obj.name}`);
+    await checkpoint(ctx, total, total, `updated ${obj.name}`);
     await recordActivity(trx, ctx, activity);
     return out;
   });
