@@ -7,7 +7,7 @@ import { type ActivityEntry, recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
 import { keyColumns, type MatchKey, removeKeys, writeKeys } from './dedupe-keys.js';
-import { displayNameOfRow } from './display-names.js';
+import { displayColumns, displayNameOfRow } from './display-names.js';
 import { CrmError, type ErrorCode, validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
 import { newId } from './ids.js';
@@ -538,6 +538,23 @@ export interface RecordChange {
   changes: Record<string, [unknown, unknown]>;
 }
 
+/**
+ * The columns updateMany reads: those the diffs, a task's and a pipeline's rules, the timeline
+ * entries (display names, relations) and, when the write may change them, the search documents and
+ * match keys are made of. Not the whole row: most of a record's columns play no part in a bulk update.
+ */
+function updateColumns(obj: ObjectDef, p: Prepared): string[] {
+  const fields = new Set(p.touched.keys());
+  if (obj.pipeline && fields.has(obj.pipeline.field)) for (const s of obj.pipeline.steps) for (const n of Object.keys(s.defaults)) fields.add(n);
+  if (obj.name === 'tasks') fields.add('completed_at');
+  fields.add('status');
+  const touched = [...fields].flatMap((n) => obj.byName.get(n)?.column ?? []);
+  const cols = new Set([...displayColumns(obj), ...touched]);
+  for (const f of obj.fields) if (f.type === 'RELATION' && !f.readOnly) cols.add(f.column);
+  for (const derived of [docColumns(obj), [...keyColumns(obj)]]) if (derived.some((c) => touched.includes(c))) for (const c of derived) cols.add(c);
+  return [...cols];
+}
+
 /** Ids per statement of a set-based update: far below either dialect's parameter limit. */
 const SET_CHUNK = 1000;
 
@@ -551,6 +568,10 @@ const SET_CHUNK = 1000;
  */
 export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values: unknown): Promise<RecordChange[]> {
   const p = prepareWrite(obj, values, 'update');
+  const stageField = obj.pipeline ? obj.byName.get(obj.pipeline.field) : undefined;
+  // Only a task's status and a pipeline step make one record's write differ from another's.
+  const perRecord = (obj.name === 'tasks' && obj.system && p.touched.has('status')) || (stageField !== undefined && p.touched.has(stageField.name));
+  const readColumns = updateColumns(obj, p);
   return inTransaction(ctx, obj, async (trx) => {
     await checkRelations(ctx, trx, obj, [p.row]);
     const schema = schemaCache.get(ctx)!;
@@ -569,18 +590,18 @@ export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values
     for (let i = 0; i < ids.length; i += SET_CHUNK) {
       await checkpoint(ctx, i, total, `updating ${obj.name}`);
       const part = ids.slice(i, i + SET_CHUNK);
-      const before = await rowsByIds(trx, obj, part);
+      const before = await rowsByIds(trx, obj, part, readColumns);
       for (const id of part) {
         const old = before.get(id);
         if (!old) throw notFound(obj, id);
-        const q: Prepared = { row: { ...p.row }, touched: new Map(p.touched) };
+        const q: Prepared = perRecord ? { row: { ...p.row }, touched: new Map(p.touched) } : p;
         stampCompletion(obj, q, old[statusCol]);
         const moved = stageCol !== undefined && q.row[stageCol] !== undefined && q.row[stageCol] !== old[stageCol];
         if (moved) enterStep(obj, q, q.row[stageCol!] as string);
         const diff = changes(obj, old, q.touched);
         if (Object.keys(diff).length === 0) continue;
         for (const name of Object.keys(diff)) changedFields.add(name);
-        const key = JSON.stringify(q.row);
+        const key = perRecord ? JSON.stringify(q.row) : '';
         const g = groups.get(key);
         if (g) g.ids.push(id);
         else groups.set(key, { row: q.row, ids: [id] });
