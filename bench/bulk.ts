@@ -80,7 +80,11 @@ const CASES: Case[] = [
   { field: 'source', value: (r) => ['event', 'partner', 'referral'][r % 3]! },
 ];
 
-/** One run on a fresh copy: seconds for the update alone, and how many records it reported. */
+/**
+ * One run on a fresh copy: seconds for the update alone, and how many records it reported (the
+ * service: updated = chosen, would_change = changing; raw SQL: rows changed). Rows/s are of the
+ * ROWS records chosen, on every side.
+ */
 async function run(side: Side, c: Case, round: number): Promise<{ s: number; n: number }> {
   const file = freshCopy();
   const value = c.value(round);
@@ -163,7 +167,7 @@ for (let r = 0; r < ROUNDS; r++) {
       const x = await run(side, c, r);
       const k = `${c.field}|${side}`;
       (results[k] ??= { s: [], n: x.n }).s.push(x.s);
-      log(`  round ${r + 1}, ${c.field}, ${side}: ${x.s.toFixed(3)} s for ${fmt(x.n)} records = ${fmt(x.n / x.s)} rows/s`);
+      log(`  round ${r + 1}, ${c.field}, ${side}: ${x.s.toFixed(3)} s = ${fmt(ROWS / x.s)} rows/s (${fmt(x.n)} reported)`);
     }
   }
 }
@@ -173,7 +177,7 @@ for (const c of CASES) {
   for (const side of SIDES) {
     const x = results[`${c.field}|${side}`]!;
     const s = median(x.s);
-    log(`  ${c.field.padEnd(9)} ${side.padEnd(15)} ${s.toFixed(3)} s  ${fmt(x.n / s).padStart(9)} rows/s  ${side === 'raw SQL' ? '' : `${(rawS / s).toFixed(2)}x of raw SQL`}`);
+    log(`  ${c.field.padEnd(9)} ${side.padEnd(15)} ${s.toFixed(3)} s  ${fmt(ROWS / s).padStart(9)} rows/s  ${side === 'raw SQL' ? '' : `${(rawS / s).toFixed(2)}x of raw SQL`}`);
   }
 }
 log(loadsLine());
