@@ -171,13 +171,16 @@ for (let r = 0; r < ROUNDS; r++) {
     }
   }
 }
-log(`\nmedians of ${ROUNDS} ${load1('end')}`);
+log(`\nmedians of ${ROUNDS} (the ratio: the median of each round's) ${load1('end')}`);
 for (const c of CASES) {
-  const rawS = median(results[`${c.field}|raw SQL`]!.s);
+  const rawS = results[`${c.field}|raw SQL`]!.s;
   for (const side of SIDES) {
     const x = results[`${c.field}|${side}`]!;
     const s = median(x.s);
-    log(`  ${c.field.padEnd(9)} ${side.padEnd(15)} ${s.toFixed(3)} s  ${fmt(ROWS / s).padStart(9)} rows/s  ${side === 'raw SQL' ? '' : `${(rawS / s).toFixed(2)}x of raw SQL`}`);
+    const ratios = x.s.map((t, i) => rawS[i]! / t);
+    log(
+      `  ${c.field.padEnd(9)} ${side.padEnd(15)} ${s.toFixed(3)} s  ${fmt(ROWS / s).padStart(9)} rows/s  ${side === 'raw SQL' ? '' : `${median(ratios).toFixed(2)}x of raw SQL (rounds ${ratios.map((r) => r.toFixed(2)).join(', ')})`}`,
+    );
   }
 }
 log(loadsLine());
