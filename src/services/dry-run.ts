@@ -4,6 +4,10 @@ import { overriding } from '../db/overriding.js';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
 
+/** The databases of dry runs in progress. */
+const dryDbs = new WeakSet<Db>();
+const ROLL_BACK = Symbol('dry run rolled back');
+
 /**
  * Run service code for real, inside one transaction that is always rolled back: a dry run that
  * goes through exactly the same validation, relation checks, unique constraints and activity code
@@ -14,10 +18,6 @@ import type { Ctx } from './context.js';
  * that catches its own failure behaves as it would outside. The outer transaction holds the
  * connection until the rollback: other requests on this Db wait (SQLite has one writer anyway).
  */
-/** The databases of dry runs in progress. */
-const dryDbs = new WeakSet<Db>();
-const ROLL_BACK = Symbol('dry run rolled back');
-
 export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): Promise<T> {
   // Inside a dry run already (a tool's dry run calling a service that rolls back its own): a savepoint, rolled back.
   if (dryDbs.has(ctx.db)) {
