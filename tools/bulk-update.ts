@@ -56,8 +56,9 @@ export default defineTool({
     };
     if (!a.dry_run) return markUntrusted(await bulkOperation(ctx, { ...input, dry_run: false }));
     const preview = await bulkOperation(ctx, { ...input, dry_run: true });
-    // The service's preview reads; the real call, rolled back, proves it would succeed (unique values, relation targets).
-    await withRollback(ctx, (dry) => bulkOperation(dry, { ...input, dry_run: false }));
+    // An update's dry run is the update rolled back already; a relation's preview reads, and the
+    // real call, rolled back, proves it would succeed.
+    if (a.action !== 'update') await withRollback(ctx, (dry) => bulkOperation(dry, { ...input, dry_run: false }));
     return markUntrusted(preview);
   },
   render: (out) => {

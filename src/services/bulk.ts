@@ -3,12 +3,14 @@ import { z } from 'zod';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
+import { withRollback } from './dry-run.js';
 import { validationError } from './errors.js';
-import { decodeValue, encodeValue } from './field-types.js';
+import { encodeValue } from './field-types.js';
 import { normalizeFilter } from './filter-styles.js';
 import { compileFilter, type FilterGroup, filterGroupSchema } from './filters.js';
 import { countRows, existingIds, recordExists } from './record-tables.js';
-import { notFound, updateRecords } from './records.js';
+import { notFound } from './records.js';
+import { updateMany } from './records-write.js';
 import { getSchema, parseWith, resolveObject } from './schema.js';
 import { checkpoint, throwIfCancelled } from './work.js';
 
@@ -95,7 +97,6 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
   if (b.action === 'update') {
     if (!b.values || !Object.keys(b.values).length) throw validationError('"values" holds the fields to set, e.g. {"status": "qualified"}');
     // Validate once, up front (unknown fields, bad values), with the field list in the message.
-    const stored: Record<string, string | number | null> = {};
     for (const [name, v] of Object.entries(b.values)) {
       const f = obj.byName.get(name);
       if (!f || f.readOnly)
@@ -105,55 +106,19 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
             .map((x) => x.name)
             .join(', ')}`,
         );
-      stored[f.column] = encodeValue(f, v);
+      encodeValue(f, v);
     }
     // Nothing chosen (an empty object, or a filter nobody matches): nothing to do, and no error.
     if (ids.length === 0) return b.dry_run ? { ...head, dry_run: true, would_change: 0, unchanged: 0, changes_by_field: {}, samples: [] } : { ...head, dry_run: false, updated: 0 };
+    // The dry run is the update itself, rolled back: the same validation, unique constraints,
+    // relation checks and step defaults, and so exactly the changes the update would make.
     if (b.dry_run) {
+      const changed = await withRollback(ctx, (dry) => updateMany(dry, obj, ids, b.values));
       const changes: Record<string, number> = {};
-      const samples: { id: string; changes: Record<string, [unknown, unknown]> }[] = [];
-      let changing = 0;
-      const stage = obj.pipeline && obj.pipeline.field in b.values ? obj.byName.get(obj.pipeline.field) : undefined;
-      for (let i = 0; i < ids.length; i += 500) {
-        await checkpoint(ctx, i, ids.length, `previewing ${obj.name}`);
-        const rows = (await k
-          .selectFrom(obj.table)
-          .selectAll()
-          .where('id', 'in', ids.slice(i, i + 500))
-          .execute()) as Record<string, unknown>[];
-        for (const r of rows) {
-          const diff: Record<string, [unknown, unknown]> = {};
-          // As the update does: a record entering another pipeline step takes the step's defaults
-          // (e.g. probability) for the fields the request does not set.
-          const want: Record<string, [string, string | number | null]> = {};
-          for (const name of Object.keys(b.values)) want[name] = [obj.byName.get(name)!.column, stored[obj.byName.get(name)!.column]!];
-          if (stage && r[stage.column] !== stored[stage.column])
-            for (const [name, value] of Object.entries(obj.pipeline!.steps.find((s) => s.key === stored[stage.column])?.defaults ?? {})) {
-              const f = obj.byName.get(name);
-              if (f && !f.readOnly && !(name in want)) want[name] = [f.column, encodeValue(f, value)];
-            }
-          for (const [name, [column, value]] of Object.entries(want)) {
-            const f = obj.byName.get(name)!;
-            if (r[column] !== value) {
-              diff[name] = [decodeValue(f, r[column]), decodeValue(f, value)];
-              changes[name] = (changes[name] ?? 0) + 1;
-            }
-          }
-          if (Object.keys(diff).length) {
-            changing++;
-            if (samples.length < 20) samples.push({ id: r.id as string, changes: diff });
-          }
-        }
-      }
-      await checkpoint(ctx, ids.length, ids.length, `previewed ${obj.name}`);
-      return { ...head, dry_run: true, would_change: changing, unchanged: ids.length - changing, changes_by_field: changes, samples };
+      for (const c of changed) for (const name of Object.keys(c.changes)) changes[name] = (changes[name] ?? 0) + 1;
+      return { ...head, dry_run: true, would_change: changed.length, unchanged: ids.length - changed.length, changes_by_field: changes, samples: changed.slice(0, 20) };
     }
-    await updateRecords(
-      ctx,
-      obj.name,
-      ids.map((id) => ({ id, values: b.values })),
-      { max: BULK_MAX, readBack: false },
-    );
+    await updateMany(ctx, obj, ids, b.values);
     return { ...head, dry_run: false, updated: ids.length };
   }
 

@@ -89,6 +89,16 @@ export function keysOf(obj: ObjectDef, row: Record<string, unknown>): MatchKey[]
   return keys;
 }
 
+/** The columns keysOf reads: a write that changes none of them leaves the record's keys as they were. */
+export function keyColumns(obj: ObjectDef): Set<string> {
+  const cols = new Set<string>();
+  for (const f of obj.fields) if (!f.readOnly && (f.type === 'EMAIL' || f.type === 'PHONE' || f.type === 'URL' || (f.type === 'TEXT' && /domain/.test(f.name)))) cols.add(f.column);
+  for (const n of obj.displayFields) cols.add(obj.byName.get(n)!.column);
+  const company = obj.byName.get('company');
+  if (company?.type === 'RELATION') cols.add(company.column);
+  return cols;
+}
+
 type AnyDb = Kysely<any>;
 
 /**

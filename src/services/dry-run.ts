@@ -4,6 +4,10 @@ import { overriding } from '../db/overriding.js';
 import type { Tables } from '../db/tables.js';
 import type { Ctx } from './context.js';
 
+/** The databases of dry runs in progress. */
+const dryDbs = new WeakSet<Db>();
+const ROLL_BACK = Symbol('dry run rolled back');
+
 /**
  * Run service code for real, inside one transaction that is always rolled back: a dry run that
  * goes through exactly the same validation, relation checks, unique constraints and activity code
@@ -15,6 +19,19 @@ import type { Ctx } from './context.js';
  * connection until the rollback: other requests on this Db wait (SQLite has one writer anyway).
  */
 export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): Promise<T> {
+  // Inside a dry run already (a tool's dry run calling a service that rolls back its own): a savepoint, rolled back.
+  if (dryDbs.has(ctx.db)) {
+    let out: T;
+    try {
+      await ctx.db.kysely.transaction().execute(async () => {
+        out = await fn(ctx);
+        throw ROLL_BACK;
+      });
+    } catch (e) {
+      if (e !== ROLL_BACK) throw e;
+    }
+    return out!;
+  }
   const trx = await ctx.db.kysely.startTransaction().execute();
   let n = 0;
   const nested = {
@@ -41,6 +58,7 @@ export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): P
   const { readPool: _pool, boundedRead: _bounded, ...rest } = ctx.db;
   // Its workspace's view is itself: nothing may escape the transaction.
   const db: Db = { ...rest, kysely, close: async () => {}, forWorkspace: () => db };
+  dryDbs.add(db);
   try {
     return await fn({ ...ctx, db });
   } finally {

@@ -35,15 +35,13 @@ export async function existingIds(db: Db, obj: ObjectDef, ids: string[]): Promis
   return found;
 }
 
-/** The stored rows (every column) of these ids, by id; ids that name nothing are absent. */
-export async function rowsByIds(db: Db, obj: ObjectDef, ids: string[]): Promise<Map<string, Record<string, unknown>>> {
+/** The stored rows (every column, or `columns` and id) of these ids, by id; ids that name nothing are absent. */
+export async function rowsByIds(db: Db, obj: ObjectDef, ids: string[], columns?: string[]): Promise<Map<string, Record<string, unknown>>> {
   const out = new Map<string, Record<string, unknown>>();
+  const cols = columns ? [...new Set(['id', ...columns])] : undefined;
   for (let i = 0; i < ids.length; i += CHUNK) {
-    const rows = (await any(db)
-      .selectFrom(obj.table)
-      .selectAll()
-      .where('id', 'in', ids.slice(i, i + CHUNK))
-      .execute()) as Record<string, unknown>[];
+    const q = any(db).selectFrom(obj.table);
+    const rows = (await (cols ? q.select(cols) : q.selectAll()).where('id', 'in', ids.slice(i, i + CHUNK)).execute()) as Record<string, unknown>[];
     for (const r of rows) out.set(r.id as string, r);
   }
   return out;

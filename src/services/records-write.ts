@@ -6,15 +6,15 @@ import type { Tables } from '../db/tables.js';
 import { type ActivityEntry, recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
-import { type MatchKey, removeKeys, writeKeys } from './dedupe-keys.js';
-import { displayNameOfRow } from './display-names.js';
+import { keyColumns, type MatchKey, removeKeys, writeKeys } from './dedupe-keys.js';
+import { displayColumns, displayNameOfRow } from './display-names.js';
 import { CrmError, type ErrorCode, validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
 import { newId } from './ids.js';
 import { MAX_BATCH, notFound, type RecordData, toRecord } from './record-rows.js';
 import { deleteRows, existingIds, repoint, rowsByIds, updateRow } from './record-tables.js';
 import { getSchema, loadedSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
-import { documentsOf, indexReferrers, indexRows, unindexRecords } from './search.js';
+import { docColumns, documentsOf, indexReferrers, indexRows, unindexRecords } from './search.js';
 import { checkpoint } from './work.js';
 
 /**
@@ -530,6 +530,141 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
     await recordActivity(trx, ctx, activity);
   });
   return opts.readBack === false ? ids.map((id) => ({ id })) : readBack(ctx, obj, ids);
+}
+
+/** One record's change: field -> [before, after], the fields that changed only. */
+export interface RecordChange {
+  id: string;
+  changes: Record<string, [unknown, unknown]>;
+}
+
+/**
+ * The columns updateMany reads: those the diffs, a task's and a pipeline's rules, the timeline
+ * entries (display names, relations) and, when the write may change them, the search documents and
+ * match keys are made of. Not the whole row: most of a record's columns play no part in a bulk update.
+ */
+function updateColumns(obj: ObjectDef, p: Prepared): string[] {
+  const fields = new Set(p.touched.keys());
+  if (obj.pipeline && fields.has(obj.pipeline.field)) for (const s of obj.pipeline.steps) for (const n of Object.keys(s.defaults)) fields.add(n);
+  if (obj.name === 'tasks') fields.add('completed_at');
+  fields.add('status');
+  const touched = [...fields].flatMap((n) => obj.byName.get(n)?.column ?? []);
+  const cols = new Set([...displayColumns(obj), ...touched]);
+  for (const f of obj.fields) if (f.type === 'RELATION' && !f.readOnly) cols.add(f.column);
+  for (const derived of [docColumns(obj), [...keyColumns(obj)]]) if (derived.some((c) => touched.includes(c))) for (const c of derived) cols.add(c);
+  return [...cols];
+}
+
+/** Ids per statement of a set-based update: far below either dialect's parameter limit. */
+const SET_CHUNK = 1000;
+
+/**
+ * The same values written to many records (a bulk update), set-based, in one transaction: one
+ * UPDATE per chunk of ids for the records that change, their stage history, search documents and
+ * match keys rewritten in multi-row statements (and only when the fields they are made of change),
+ * their timeline entries in multi-row inserts. Per record, only what differs between records: the
+ * diff against its stored row, a task's completion stamp, a pipeline step's defaults. Returns the
+ * records that changed, with their diffs, in the order of `ids`; a dry run is this, rolled back.
+ */
+export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values: unknown): Promise<RecordChange[]> {
+  const p = prepareWrite(obj, values, 'update');
+  const stageField = obj.pipeline ? obj.byName.get(obj.pipeline.field) : undefined;
+  // Only a task's status and a pipeline step make one record's write differ from another's.
+  const perRecord = (obj.name === 'tasks' && obj.system && p.touched.has('status')) || (stageField !== undefined && p.touched.has(stageField.name));
+  const readColumns = updateColumns(obj, p);
+  return inTransaction(ctx, obj, async (trx) => {
+    await checkRelations(ctx, trx, obj, [p.row]);
+    const schema = schemaCache.get(ctx)!;
+    const statusCol = obj.byName.get('status')?.column ?? 'status';
+    const stageCol = obj.pipeline ? obj.byName.get(obj.pipeline.field)!.column : undefined;
+    const out: RecordChange[] = [];
+    const after: Record<string, unknown>[] = [];
+    // Records that get the same stored values share a statement: every one, unless a step's
+    // defaults or a task's completion stamp make some differ.
+    const groups = new Map<string, { row: Row; ids: string[] }>();
+    const moves: { id: string; from: string | null; to: string }[] = [];
+    const changedFields = new Set<string>();
+    const activity: ActivityEntry[] = [];
+    // Progress in two halves: reading the records and computing their changes, then writing.
+    const total = 2 * ids.length;
+    for (let i = 0; i < ids.length; i += SET_CHUNK) {
+      await checkpoint(ctx, i, total, `updating ${obj.name}`);
+      const part = ids.slice(i, i + SET_CHUNK);
+      const before = await rowsByIds(trx, obj, part, readColumns);
+      for (const id of part) {
+        const old = before.get(id);
+        if (!old) throw notFound(obj, id);
+        const q: Prepared = perRecord ? { row: { ...p.row }, touched: new Map(p.touched) } : p;
+        stampCompletion(obj, q, old[statusCol]);
+        const moved = stageCol !== undefined && q.row[stageCol] !== undefined && q.row[stageCol] !== old[stageCol];
+        if (moved) enterStep(obj, q, q.row[stageCol!] as string);
+        const diff = changes(obj, old, q.touched);
+        if (Object.keys(diff).length === 0) continue;
+        for (const name of Object.keys(diff)) changedFields.add(name);
+        const key = perRecord ? JSON.stringify(q.row) : '';
+        const g = groups.get(key);
+        if (g) g.ids.push(id);
+        else groups.set(key, { row: q.row, ids: [id] });
+        const now = { ...old, ...q.row };
+        after.push(now);
+        out.push({ id, changes: diff });
+        if (moved) moves.push({ id, from: old[stageCol!] as string | null, to: q.row[stageCol!] as string });
+        activity.push(
+          { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
+          ...(moved ? pipelineMove(obj, id, old[stageCol!], q.row[stageCol!]) : []),
+          ...relatedEntries(obj, id, old, now),
+        );
+      }
+    }
+    if (!out.length) return out;
+    const at = nowIso();
+    let done = 0;
+    for (const g of groups.values())
+      for (let i = 0; i < g.ids.length; i += SET_CHUNK) {
+        await checkpoint(ctx, ids.length + Math.floor((done * ids.length) / out.length), total, `updating ${obj.name}`);
+        const part = g.ids.slice(i, i + SET_CHUNK);
+        try {
+          await dyn(trx)
+            .updateTable(obj.table)
+            .set({ ...g.row, updated_at: at })
+            .where('id', 'in', part)
+            .execute();
+        } catch (e) {
+          throw duplicateError(ctx, obj, e, g.row) ?? e;
+        }
+        done += part.length;
+      }
+    if (moves.length && obj.pipeline) {
+      const pl = obj.pipeline;
+      const leaving = moves.filter((m) => m.from !== null).map((m) => m.id);
+      for (let i = 0; i < leaving.length; i += SET_CHUNK)
+        await trx
+          .updateTable('stage_history')
+          .set({ left_at: at })
+          .where('pipeline_id', '=', pl.id)
+          .where('record_id', 'in', leaving.slice(i, i + SET_CHUNK))
+          .where('left_at', 'is', null)
+          .execute();
+      const entering = moves.map((m) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: m.id, step_key: m.to, entered_at: at, left_at: null }));
+      for (let i = 0; i < entering.length; i += SET_CHUNK)
+        await trx
+          .insertInto('stage_history')
+          .values(entering.slice(i, i + SET_CHUNK))
+          .execute();
+    }
+    // Derived rows, only where the fields they are made of changed (a status or a date changes neither).
+    const columns = new Set([...changedFields].map((n) => obj.byName.get(n)!.column));
+    const touches = (cols: Iterable<string>) => [...cols].some((c) => columns.has(c));
+    if (touches(docColumns(obj))) await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, after, false, schema);
+    if (touches(keyColumns(obj))) await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, after);
+    if (obj.displayFields.some((n) => changedFields.has(n))) {
+      const renamed = out.map((c) => c.id);
+      for (let i = 0; i < renamed.length; i += SET_CHUNK) await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, renamed.slice(i, i + SET_CHUNK));
+    }
+    await checkpoint(ctx, total, total, `updated ${obj.name}`);
+    await recordActivity(trx, ctx, activity);
+    return out;
+  });
 }
 
 export interface UpsertResult {

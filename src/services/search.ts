@@ -64,8 +64,8 @@ const NAMED_TARGETS = new Set(['companies']);
 
 const namedRelations = (obj: ObjectDef) => obj.fields.filter((f) => f.type === 'RELATION' && NAMED_TARGETS.has(f.target!));
 
-/** The columns docOf reads. */
-const docColumns = (obj: ObjectDef) => obj.fields.filter((f) => f.name === 'id' || (!f.readOnly && TEXTUAL.has(f.type)) || NAMED_TARGETS.has(f.target!)).map((f) => f.column);
+/** The columns docOf reads: a write that changes none of them leaves the record's document as it was. */
+export const docColumns = (obj: ObjectDef) => obj.fields.filter((f) => f.name === 'id' || (!f.readOnly && TEXTUAL.has(f.type)) || NAMED_TARGETS.has(f.target!)).map((f) => f.column);
 
 /**
  * The search document of a record, from its stored row. `related`: names of the records its
