@@ -453,7 +453,7 @@ async function schemaOf(ctx: Ctx, obj: ObjectDef): Promise<WorkspaceSchema> {
 }
 
 /** Times a transaction the database aborted to break a conflict is run again before its caller hears 503. */
-export const WRITE_RERUNS = 3;
+const WRITE_RERUNS = 3;
 
 /**
  * Runs a write in a transaction of its own (SQLite: committed with the writes queued beside it,
