@@ -452,16 +452,42 @@ async function schemaOf(ctx: Ctx, obj: ObjectDef): Promise<WorkspaceSchema> {
   return known?.objects.get(obj.name) === obj ? known : getSchema(ctx);
 }
 
+/** Times a transaction the database aborted to break a conflict is run again before its caller hears 503. */
+const WRITE_RERUNS = 3;
+
 /**
  * Runs a write in a transaction of its own (SQLite: committed with the writes queued beside it,
  * see Db.groupWrite), with the workspace's schema preloaded. `obj`: the object the caller resolved;
  * when the schema loaded last still holds it, that schema is the one the write was validated
  * against, and is used without asking the database for its version again.
+ *
+ * A transaction the database aborted to break a conflict with another (PostgreSQL: a deadlock
+ * between two writes locking the same records in another order, a serialization failure) wrote
+ * nothing, and the other one goes on once it is gone: it is run again, up to WRITE_RERUNS times
+ * after a short random pause (so that two victims do not meet again in step), before the caller
+ * answers 503 with Retry-After. `fn` is therefore run again from the start: it keeps its state in
+ * the transaction or in variables of its own, never in what it was given (see updateRecords and
+ * upsertRecords). SQLite's writes take turns (BEGIN IMMEDIATE) and are never aborted so.
  */
 async function inTransaction<T>(ctx: Ctx, obj: ObjectDef, fn: (trx: Kysely<Tables>) => Promise<T>): Promise<T> {
   const schema = await schemaOf(ctx, obj);
   const group = ctx.db.groupWrite;
-  return preloaded.run(schema, () => (group && group.kysely === ctx.db.kysely ? group(fn) : ctx.db.kysely.transaction().execute(fn)));
+  const run = () => preloaded.run(schema, () => (group && group.kysely === ctx.db.kysely ? group(fn) : ctx.db.kysely.transaction().execute(fn)));
+  for (let rerun = 0; ; rerun++) {
+    try {
+      return await run();
+    } catch (e) {
+      const kind = ctx.db.adapter.classifyError(e);
+      if (kind?.kind !== 'busy' || !kind.aborted || rerun >= WRITE_RERUNS) throw e;
+      // 5-15 ms, then 10-30, 20-60: the other transaction commits meanwhile.
+      const pause = 5 * 2 ** rerun * (1 + 2 * Math.random());
+      ctx.log.warn(
+        { object: obj.name, code: (e as { code?: string }).code, rerun: rerun + 1, pauseMs: Math.round(pause) },
+        'write transaction aborted by the database to break a conflict; running it again',
+      );
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
 }
 
 async function readBack(ctx: Ctx, obj: ObjectDef, ids: string[]): Promise<RecordData[]> {
@@ -498,7 +524,10 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
   await inTransaction(ctx, obj, async (trx) => {
     const before = await rowsByIds(trx, obj, ids);
     const activity: ActivityEntry[] = [];
-    await eachRow(prepared, async (p, i) => {
+    // Copies: a transaction run again after a conflict starts from the validated input, not from
+    // what a step's defaults or a completion stamp made of it the first time.
+    const attempt = prepared.map((p) => ({ ...p, row: { ...p.row }, touched: new Map(p.touched) }));
+    await eachRow(attempt, async (p, i) => {
       await checkpoint(ctx, i, prepared.length, `updating ${obj.name}`);
       const id = ids[i]!;
       const old = before.get(id);
@@ -691,6 +720,8 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
   });
   const results: UpsertResult['results'] = [];
   await inTransaction(ctx, obj, async (trx) => {
+    // A transaction run again after a conflict answers each record once.
+    results.length = 0;
     const activity: ActivityEntry[] = [];
     await eachRow(inputs, async (input, i) => {
       const k = keys[i];

@@ -10,13 +10,17 @@ import { tokenVersion } from './token-version.js';
 
 /** SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html) that mean: try again later. */
 const BUSY_STATES = new Set([
-  '40001', // serialization_failure
-  '40P01', // deadlock_detected
   '55P03', // lock_not_available
   '53300', // too_many_connections
   '57P01', // admin_shutdown (the server restarting)
   '57P02', // crash_shutdown
   '57P03', // cannot_connect_now (starting up)
+]);
+
+/** SQLSTATEs of a transaction the server rolled back to break a conflict with another: run it again. */
+const ABORTED_STATES = new Set([
+  '40001', // serialization_failure
+  '40P01', // deadlock_detected
 ]);
 
 /** The driver's own errors when the server cannot be reached or the connection dropped: try again later too. */
@@ -37,6 +41,7 @@ export function classifyPostgresError(err: unknown): DbErrorKind | null {
     if (typeof code === 'string' && UNREACHABLE.has(code)) return { kind: 'busy' };
     return err instanceof Error && CONNECTION_LOST.test(err.message) ? { kind: 'busy' } : null;
   }
+  if (ABORTED_STATES.has(state)) return { kind: 'busy', aborted: true };
   if (BUSY_STATES.has(state) || state.startsWith('08')) return { kind: 'busy' }; // class 08: connection exception
   if (state === '54000') return { kind: 'value', what: 'A value is too long to index (at most about 2,700 bytes in an indexed field or a search word)' };
   // A cursor or a value of the wrong type or with a NUL byte reached a typed parameter: the client's to fix.

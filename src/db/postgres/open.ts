@@ -93,9 +93,11 @@ export function openPostgres(opts: PostgresOptions): Db {
   const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types: numberTypes, options: options.join(' '), connectionTimeoutMillis: 10_000 });
   // An idle connection's error (the server restarted) must not crash the process; the pool replaces it.
   pool.on('error', () => {});
-  // A transaction aborted by a deadlock is not run again here: a service's transaction body may keep
-  // state outside the database (a review found an upsert answering its rows twice after a retry).
-  // It answers 503 with Retry-After (adapter: 40P01 is 'busy'), and the client sends it again.
+  // A transaction aborted by a deadlock is not run again here, under every service: a transaction
+  // body may keep state outside the database (a review found an upsert answering its rows twice
+  // after a retry). The record writes, whose bodies are written to run again, are re-run by
+  // inTransaction (services/records-write.ts; the adapter classifies 40P01 and 40001 as 'busy',
+  // aborted); any other write answers 503 with Retry-After, and the client sends it again.
   /** A handle's connections (its search path) and its Kysely over them. */
   const on = (path: string, end: () => Promise<void>) => {
     const connections = pathPool(pool, path, sharedPath, end);

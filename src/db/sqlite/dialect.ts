@@ -153,7 +153,12 @@ export class ImmediateSqliteDialect extends SqliteDialect {
  * constraint), 'timeout' (a statement stopped by its time limit: PostgreSQL's statement_timeout).
  */
 export type DbErrorKind =
-  | { kind: 'busy' }
+  /**
+   * `aborted`: the database ended the transaction to break a conflict with another one (PostgreSQL's
+   * deadlock and serialization failures): nothing of it was written, and running it again soon
+   * should succeed. Without it, a lock held past the wait or a server out of reach.
+   */
+  | { kind: 'busy'; aborted?: true }
   | { kind: 'timeout' }
   /** A value the database cannot hold or compute (too long to index, a number out of range): the client's to change. */
   | { kind: 'value'; what: string }
