@@ -5,7 +5,7 @@ import { stringify } from 'csv-stringify/sync';
 import { DERIVED_TABLES } from './db/dialect.js';
 import type { Ctx } from './services/context.js';
 import { validationError } from './services/errors.js';
-import { applyImport, type ImportDetail, type ImportPlan, joinPlans, neutralize, planImport } from './services/import-export.js';
+import { applyImport, type ImportDetail, type ImportPlan, joinPlans, type NameCache, neutralize, planImport } from './services/import-export.js';
 import { primePhones } from './services/phone.js';
 import { defaultRegion, type ParsedPhone } from './services/phone-parse.js';
 import { type ObjectDef, resolveObject } from './services/schema.js';
@@ -238,6 +238,8 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
   // The keys of the records the batch being written creates: the next batch, planned meanwhile, did not see them.
   let previous = new Map<string, string>();
   let pieces: ImportPlan[] = [];
+  // The companies (and other records) named by the file, each looked up once for the whole import.
+  const names: NameCache = new Map();
   let batch: Batch = [];
   const write = async () => {
     if (!pieces.length) return;
@@ -282,6 +284,7 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
               obj.name,
               piece.map((b) => b.rec),
               batchSize,
+              names,
             ),
           );
           batch.push(...piece);

@@ -564,6 +564,36 @@ describe('export: 10,000 rows, default 1000, max 10000, streamed', () => {
 });
 
 describe('a file import on this dialect: each batch prepared while the previous one is written', () => {
+  it('a company the file names in every batch is made once, and the rows of every batch link to it (its name looked up once an import)', async () => {
+    const w = await makeWorkspace(t.db, 'named');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-import-named-'));
+    try {
+      const [globex] = await createRecords(w.ctx, 'companies', [{ name: 'Globex' }]);
+      // Batches of 3: 'Acme' made by the first, found again in later ones under other spellings.
+      const names = ['Acme', 'GLOBEX', 'acme', 'Initech', 'Acme', 'globex', 'ACME', 'Initech', 'Globex'];
+      const file = path.join(dir, 'named.csv');
+      fs.writeFileSync(file, `first_name,last_name,email,Company\n${names.map((c, i) => `F${i},L${i},n${i}@named.test,${c}`).join('\n')}\n`);
+      expect(await importFile(w.ctx, { object: 'contacts', file, map: 'Company=company_name', batch: 3 })).toMatchObject({ rows: 9, created: 9, failed: 0 });
+      const companies = await sqlAll<{ id: string; name: string }>(
+        t.db.forWorkspace(w.workspace.id),
+        sql`SELECT id, name FROM ${sql.table(await tableOf(t.db, w.workspace.id, 'companies'))} ORDER BY name`,
+      );
+      expect(companies.map((c) => c.name)).toEqual(['Acme', 'Globex', 'Initech']);
+      const idOf = new Map(companies.map((c) => [c.name.toLowerCase(), c.id]));
+      expect(idOf.get('globex')).toBe(globex!.id);
+      const rows = await contactRows(w);
+      expect(rows.map((r) => [r.first_name, r.company])).toEqual(names.map((c, i) => [`F${i}`, idOf.get(c.toLowerCase())]));
+      // The search documents hold the companies' stored names.
+      const docs = new Map((await indexedDocs(t.db, w.workspace.id)).map((d) => [d.record_id, d]));
+      expect(docs.get(rows[2]!.id)).toMatchObject({ body: expect.stringContaining('Acme') });
+      // Again, in one batch: every row a duplicate, no company made.
+      expect(await importFile(w.ctx, { object: 'contacts', file, map: 'Company=company_name', batch: 9 })).toMatchObject({ created: 0, duplicates: 9, failed: 0 });
+      expect((await sqlAll(t.db.forWorkspace(w.workspace.id), sql`SELECT id FROM ${sql.table(await tableOf(t.db, w.workspace.id, 'companies'))}`)).length).toBe(3);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('every batch sees the records of every earlier one, the one still being written while it was prepared too: duplicates skipped, each record indexed, keyed and on the timeline', async () => {
     const w = await makeWorkspace(t.db, 'pipelined');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-import-pipe-'));

@@ -72,8 +72,14 @@ async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key:
   return out;
 }
 
+/**
+ * The records an import found or created by name so far (`target object` NUL `normalised name` ->
+ * id): a file names the same few companies in every batch, and each is looked up once per import.
+ */
+export type NameCache = Map<string, string>;
+
 /** `company_name: "Acme"` on an import row: the company with that name (created when there is none). */
-async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[]): Promise<void> {
+async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], known?: NameCache): Promise<void> {
   const schema = await getSchema(ctx);
   for (const f of obj.fields) {
     if (f.type !== 'RELATION' || f.readOnly || f.target === 'users') continue;
@@ -99,7 +105,13 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
       const n = normalOf(r[key] as string);
       if (!original.has(n)) original.set(n, (r[key] as string).trim());
     }
-    const names = [...original.keys()];
+    const cacheKey = (n: string) => `${target.name}\u0000${n}`;
+    if (known)
+      for (const n of original.keys()) {
+        const id = known.get(cacheKey(n));
+        if (id !== undefined) ids.set(n, id);
+      }
+    const names = [...original.keys()].filter((n) => !ids.has(n));
     const lookup = (ctx.db.kysely as unknown as AnyDb)
       .selectFrom('dedupe_keys')
       .select(['key', 'record_id'])
@@ -114,12 +126,14 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
       }
     } else {
       // Without a company the key is "name|": found all at once.
-      for (let i = 0; i < names.length; i += 500) {
+      const { textIn, textInMax } = ctx.db.adapter;
+      for (let i = 0; i < names.length; i += textInMax) {
         const rows = (await lookup
-          .where(
-            'key',
-            'in',
-            names.slice(i, i + 500).map((n) => `${n}|`),
+          .where((eb) =>
+            textIn(
+              eb.ref('key'),
+              names.slice(i, i + textInMax).map((n) => `${n}|`),
+            ),
           )
           .execute()) as { key: string; record_id: string }[];
         for (const r of rows) {
@@ -140,6 +154,7 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
         create.forEach((n, i) => ids.set(n, made[i]!.id));
       }
     }
+    if (known) for (const n of names) if (ids.has(n)) known.set(cacheKey(n), ids.get(n)!);
     for (const r of rows) {
       if (typeof r[key] === 'string' && r[f.name] === undefined) {
         const id = ids.get(normalOf(r[key] as string));
@@ -172,7 +187,7 @@ export interface ImportPlan {
  * then cannot see that batch's records, and applyImport is given their keys (`earlier`). Long
  * loops take turns with the event loop (nextTurn), so the transaction in progress is not held up.
  */
-export async function planImport(ctx: Ctx, objectName: string, records: unknown, max = IMPORT_BATCH): Promise<ImportPlan> {
+export async function planImport(ctx: Ctx, objectName: string, records: unknown, max = IMPORT_BATCH, names?: NameCache): Promise<ImportPlan> {
   requireAdmin(ctx, 'import records');
   const obj = await resolveObject(ctx, objectName);
   if (!Array.isArray(records)) throw validationError('Send {"records": [ {...}, ... ]}');
@@ -184,7 +199,7 @@ export async function planImport(ctx: Ctx, objectName: string, records: unknown,
   );
   // Names may create records (company_name): not after the caller gave up.
   throwIfCancelled(ctx);
-  await resolveNames(ctx, obj, rows);
+  await resolveNames(ctx, obj, rows, names);
 
   const plan: ImportPlan = { obj, rows: rows.length, failed: [], candidates: [], existing: new Map() };
   // Validate (to their stored form) and gather match keys.
