@@ -6,7 +6,7 @@ import { isPerson, keysOf, normalName } from './dedupe-keys.js';
 import { CrmError, validationError } from './errors.js';
 import type { FilterGroup } from './filters.js';
 import { requireAdmin } from './permissions.js';
-import { createPrepared, createRecords, listRecords, type Prepared, prepareDocuments, prepareForImport, type RecordData } from './records.js';
+import { createInPieces, createPrepared, createRecords, listRecords, type Prepared, prepareDocuments, prepareForImport, type RecordData } from './records.js';
 import { getSchema, type ObjectDef, resolveField, resolveObject } from './schema.js';
 import { cancelledError, checkpoint, nextTurn, TURN_ROWS, throwIfCancelled } from './work.js';
 
@@ -269,72 +269,130 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
  * given, receives the keys of the records created (the next batch's `earlier`).
  */
 export async function applyImport(ctx: Ctx, plan: ImportPlan, opts: { earlier?: Map<string, string>; written?: Map<string, string> } = {}): Promise<ImportDetail> {
-  const { obj, candidates } = plan;
-  const out: ImportDetail = { object_name: obj.name, created: 0, duplicates: 0, failed: 0, errors: [], rows: [] };
-  const fail = (index: number, code: string, message: string) => {
-    out.failed++;
-    out.errors.push({ index, code, message });
-    out.rows.push({ index, status: 'failed', reason: `${code}: ${message}` });
-  };
-  for (const f of plan.failed) fail(f.index, f.code, f.message);
-
-  await checkpoint(ctx, 0, plan.rows, `creating ${obj.name}`);
-  const { earlier } = opts;
-  const existing = (k: string) => plan.existing.get(k) ?? earlier?.get(k);
-  const seen = new Map<string, number>();
-  const toCreate: typeof candidates = [];
-  for (const c of candidates) {
-    const hit = c.keys.find((k) => existing(`${k.kind}:${k.key}`) !== undefined || seen.has(`${k.kind}:${k.key}`));
-    if (hit) {
-      out.duplicates++;
-      const of = existing(`${hit.kind}:${hit.key}`);
-      out.rows.push({
-        index: c.index,
-        status: 'duplicate',
-        ...(of ? { duplicate_of: of } : {}),
-        reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${seen.get(`${hit.kind}:${hit.key}`)}`}`,
-      });
-      continue;
-    }
-    for (const k of c.keys) seen.set(`${k.kind}:${k.key}`, c.index);
-    toCreate.push(c);
-  }
-
+  const batch = new BatchOutcome(plan.obj, opts);
+  await checkpoint(ctx, 0, plan.rows, `creating ${plan.obj.name}`);
+  const toCreate = batch.decide(plan, 0);
   if (toCreate.length) {
     try {
       const made = await createPrepared(
         ctx,
-        obj,
+        plan.obj,
         toCreate.map((c) => c.prepared),
       );
-      made.forEach((id, i) => {
-        out.rows.push({ index: toCreate[i]!.index, status: 'created', id });
-        for (const k of toCreate[i]!.keys) opts.written?.set(`${k.kind}:${k.key}`, id);
-      });
-      out.created += made.length;
+      made.forEach((id, i) => batch.created(toCreate[i]!, id));
     } catch (e) {
       if (!(e instanceof CrmError)) throw e;
       // A row the bulk insert refused (say, a unique value taken meanwhile): create one by one.
-      for (const c of toCreate) {
-        try {
-          const [id] = await createPrepared(ctx, obj, [c.prepared]);
-          out.rows.push({ index: c.index, status: 'created', id: id! });
-          for (const k of c.keys) opts.written?.set(`${k.kind}:${k.key}`, id!);
-          out.created++;
-        } catch (err) {
-          if (!(err instanceof CrmError)) throw err;
-          const message = (err.details?.errors as ImportError[] | undefined)?.[0]?.message ?? err.message;
-          if (err.code === 'DUPLICATE_RECORD') {
-            out.duplicates++;
-            out.rows.push({ index: c.index, status: 'duplicate', reason: message });
-          } else fail(c.index, err.code, message);
-        }
-      }
+      for (const c of toCreate) await batch.alone(c, async () => (await createPrepared(ctx, plan.obj, [c.prepared]))[0]!);
     }
   }
-  out.errors.sort((a, b) => a.index - b.index);
-  out.rows.sort((a, b) => a.index - b.index);
-  return out;
+  return batch.result();
+}
+
+/**
+ * Write a batch as its pieces are planned (planImport's plans of consecutive pieces, in order), in
+ * one transaction (createInPieces): each piece's rows are decided as applyImport decides a batch's
+ * (against the workspace as that piece's plan found it, `earlier`, and the batch's earlier rows) and
+ * its new records inserted while the next piece is being planned; COMMIT once the pieces end. A
+ * piece the database refuses is rolled back alone and its rows are created one by one.
+ */
+export async function applyImportPieces(
+  ctx: Ctx,
+  obj: ObjectDef,
+  pieces: AsyncIterable<ImportPlan>,
+  opts: { earlier?: Map<string, string>; written?: Map<string, string> } = {},
+): Promise<ImportDetail> {
+  const batch = new BatchOutcome(obj, opts);
+  await createInPieces(ctx, obj, async (add) => {
+    let offset = 0;
+    for await (const plan of pieces) {
+      await checkpoint(ctx, offset, offset + plan.rows, `creating ${obj.name}`);
+      const toCreate = batch.decide(plan, offset);
+      offset += plan.rows;
+      if (!toCreate.length) continue;
+      try {
+        const made = await add(toCreate.map((c) => c.prepared));
+        made.forEach((id, i) => batch.created(toCreate[i]!, id));
+      } catch (e) {
+        if (!(e instanceof CrmError)) throw e;
+        for (const c of toCreate) await batch.alone(c, async () => (await add([c.prepared]))[0]!);
+      }
+    }
+  });
+  return batch.result();
+}
+
+type Candidate = ImportPlan['candidates'][number];
+
+/** What became of a batch's rows, decided and recorded as its plans (or pieces of plans) are written. */
+class BatchOutcome {
+  private readonly out: ImportDetail;
+  /** `kind:key` of the rows of the batch created so far (or to be) -> their row index. */
+  private readonly seen = new Map<string, number>();
+  constructor(
+    obj: ObjectDef,
+    private readonly opts: { earlier?: Map<string, string>; written?: Map<string, string> },
+  ) {
+    this.out = { object_name: obj.name, created: 0, duplicates: 0, failed: 0, errors: [], rows: [] };
+  }
+
+  private fail(index: number, code: string, message: string) {
+    this.out.failed++;
+    this.out.errors.push({ index, code, message });
+    this.out.rows.push({ index, status: 'failed', reason: `${code}: ${message}` });
+  }
+
+  /** The plan's failed rows and duplicates recorded, its rows to create returned; indexes moved on by `offset`. */
+  decide(plan: ImportPlan, offset: number): Candidate[] {
+    for (const f of plan.failed) this.fail(f.index + offset, f.code, f.message);
+    const { earlier } = this.opts;
+    const existing = (k: string) => plan.existing.get(k) ?? earlier?.get(k);
+    const toCreate: Candidate[] = [];
+    for (const c0 of plan.candidates) {
+      const c = offset ? { ...c0, index: c0.index + offset } : c0;
+      const hit = c.keys.find((k) => existing(`${k.kind}:${k.key}`) !== undefined || this.seen.has(`${k.kind}:${k.key}`));
+      if (hit) {
+        this.out.duplicates++;
+        const of = existing(`${hit.kind}:${hit.key}`);
+        this.out.rows.push({
+          index: c.index,
+          status: 'duplicate',
+          ...(of ? { duplicate_of: of } : {}),
+          reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${this.seen.get(`${hit.kind}:${hit.key}`)}`}`,
+        });
+        continue;
+      }
+      for (const k of c.keys) this.seen.set(`${k.kind}:${k.key}`, c.index);
+      toCreate.push(c);
+    }
+    return toCreate;
+  }
+
+  created(c: Candidate, id: string) {
+    this.out.rows.push({ index: c.index, status: 'created', id });
+    for (const k of c.keys) this.opts.written?.set(`${k.kind}:${k.key}`, id);
+    this.out.created++;
+  }
+
+  /** A row created alone, after its batch's (or piece's) insert was refused: its own failure is its own. */
+  async alone(c: Candidate, create: () => Promise<string>) {
+    try {
+      this.created(c, await create());
+    } catch (err) {
+      if (!(err instanceof CrmError)) throw err;
+      const message = (err.details?.errors as ImportError[] | undefined)?.[0]?.message ?? err.message;
+      if (err.code === 'DUPLICATE_RECORD') {
+        this.out.duplicates++;
+        this.out.rows.push({ index: c.index, status: 'duplicate', reason: message });
+      } else this.fail(c.index, err.code, message);
+    }
+  }
+
+  result(): ImportDetail {
+    this.out.errors.sort((a, b) => a.index - b.index);
+    this.out.rows.sort((a, b) => a.index - b.index);
+    return this.out;
+  }
 }
 
 /** The response of POST /import/{object}, exactly as the contract documents it. */
