@@ -54,21 +54,30 @@ async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key:
     if (list) list.push(k.key);
     else byKind.set(k.kind, [k.key]);
   }
+  // Each kind's lookup a statement, all sent at once: where statements run beside this thread
+  // (PostgreSQL) they run on connections of their own, and the plan waits for the slowest, not the sum.
+  const { textIn, textInMax } = ctx.db.adapter;
+  const lookups: { kind: string; keys: string[] }[] = [];
   for (const [kind, all] of byKind) {
     const list = [...new Set(all)];
-    const { textIn, textInMax } = ctx.db.adapter;
-    for (let i = 0; i < list.length; i += textInMax) {
-      const rows = (await (ctx.db.kysely as unknown as AnyDb)
-        .selectFrom('dedupe_keys')
-        .select(['key', 'record_id'])
-        .where('workspace_id', '=', ctx.actor.workspaceId)
-        .where('object_id', '=', obj.id)
-        .where('kind', '=', kind)
-        .where((eb) => textIn(eb.ref('key'), list.slice(i, i + textInMax)))
-        .execute()) as { key: string; record_id: string }[];
-      for (const r of rows) if (!out.has(`${kind}:${r.key}`)) out.set(`${kind}:${r.key}`, r.record_id);
-    }
+    for (let i = 0; i < list.length; i += textInMax) lookups.push({ kind, keys: list.slice(i, i + textInMax) });
   }
+  const found = await Promise.all(
+    lookups.map(
+      ({ kind, keys }) =>
+        (ctx.db.kysely as unknown as AnyDb)
+          .selectFrom('dedupe_keys')
+          .select(['key', 'record_id'])
+          .where('workspace_id', '=', ctx.actor.workspaceId)
+          .where('object_id', '=', obj.id)
+          .where('kind', '=', kind)
+          .where((eb) => textIn(eb.ref('key'), keys))
+          .execute() as Promise<{ key: string; record_id: string }[]>,
+    ),
+  );
+  lookups.forEach(({ kind }, i) => {
+    for (const r of found[i]!) if (!out.has(`${kind}:${r.key}`)) out.set(`${kind}:${r.key}`, r.record_id);
+  });
   return out;
 }
 
