@@ -185,7 +185,7 @@ export interface ImportPlan {
   rows: number;
   /** Rows that failed validation; the rest are candidates. */
   failed: ImportError[];
-  candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[] }[];
+  candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[]; ids: string[] }[];
   /** The candidates' keys already in the workspace when the plan was made: `kind:key` -> record id. */
   existing: Map<string, string>;
 }
@@ -226,7 +226,8 @@ export async function planImport(ctx: Ctx, objectName: string, records: unknown,
       // All of its keys are stored with the record; those that identify it decide whether it is new.
       prepared.keys = keysOf(obj, prepared.row);
       const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(weakName && k.kind === 'name' && k.key.endsWith('|')));
-      plan.candidates.push({ index, prepared, keys });
+      // Each key as `kind:key` once: the string every map of the import is then asked with (its hash computed once).
+      plan.candidates.push({ index, prepared, keys, ids: keys.map((k) => `${k.kind}:${k.key}`) });
     } catch (e) {
       if (e instanceof CrmError) plan.failed.push({ index, code: e.code, message: e.message });
       else throw e;
@@ -244,7 +245,7 @@ export async function planImport(ctx: Ctx, objectName: string, records: unknown,
   await prepareDocuments(
     ctx,
     obj,
-    plan.candidates.filter((c) => !c.keys.some((k) => plan.existing.has(`${k.kind}:${k.key}`))).map((c) => c.prepared),
+    plan.candidates.filter((c) => !c.ids.some((id) => plan.existing.has(id))).map((c) => c.prepared),
   );
   return plan;
 }
@@ -359,19 +360,20 @@ class BatchOutcome {
     const toCreate: Candidate[] = [];
     for (const c0 of plan.candidates) {
       const c = offset ? { ...c0, index: c0.index + offset } : c0;
-      const hit = c.keys.find((k) => existing(`${k.kind}:${k.key}`) !== undefined || this.seen.has(`${k.kind}:${k.key}`));
-      if (hit) {
+      const at = c.ids.findIndex((id) => existing(id) !== undefined || this.seen.has(id));
+      if (at >= 0) {
+        const hit = c.keys[at]!;
         this.out.duplicates++;
-        const of = existing(`${hit.kind}:${hit.key}`);
+        const of = existing(c.ids[at]!);
         this.out.rows.push({
           index: c.index,
           status: 'duplicate',
           ...(of ? { duplicate_of: of } : {}),
-          reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${this.seen.get(`${hit.kind}:${hit.key}`)}`}`,
+          reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${this.seen.get(c.ids[at]!)}`}`,
         });
         continue;
       }
-      for (const k of c.keys) this.seen.set(`${k.kind}:${k.key}`, c.index);
+      for (const id of c.ids) this.seen.set(id, c.index);
       toCreate.push(c);
     }
     return toCreate;
@@ -379,7 +381,8 @@ class BatchOutcome {
 
   created(c: Candidate, id: string) {
     this.out.rows.push({ index: c.index, status: 'created', id });
-    for (const k of c.keys) this.opts.written?.set(`${k.kind}:${k.key}`, id);
+    const { written } = this.opts;
+    if (written) for (const key of c.ids) written.set(key, id);
     this.out.created++;
   }
 

@@ -356,7 +356,9 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   const now = nowIso();
   const full: (Row & { id: string })[] = prepared.map((p) => ({ ...p.row, id: p.id ?? newId(), created_at: now, updated_at: now, created_by: ctx.actor.userId }));
   // Every row gets every column (absent = null), so one statement shape serves all chunks.
-  const keys = [...new Set(full.flatMap((r) => Object.keys(r)))];
+  const columns = new Set<string>();
+  for (const r of full) for (const k in r) columns.add(k);
+  const keys = [...columns];
   const chunk = ctx.db.adapter.rowsPerInsert(keys.length);
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
