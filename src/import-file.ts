@@ -5,7 +5,7 @@ import { stringify } from 'csv-stringify/sync';
 import { DERIVED_TABLES } from './db/dialect.js';
 import type { Ctx } from './services/context.js';
 import { validationError } from './services/errors.js';
-import { applyImport, type ImportDetail, type ImportPlan, joinPlans, neutralize, planImport } from './services/import-export.js';
+import { applyImport, applyImportPieces, type ImportDetail, type ImportPlan, joinPlans, type NameCache, neutralize, planImport } from './services/import-export.js';
 import { primePhones } from './services/phone.js';
 import { defaultRegion, type ParsedPhone } from './services/phone-parse.js';
 import { type ObjectDef, resolveObject } from './services/schema.js';
@@ -165,6 +165,39 @@ export async function* readBatches(file: string, batch: number, chunk = batch): 
   }
 }
 
+/** Plans handed from the loop that makes them to the transaction that writes them, in order; it waits for the next until closed. */
+class Pieces<T> implements AsyncIterable<T> {
+  private readonly items: T[] = [];
+  private closed = false;
+  private failure: { error: unknown } | null = null;
+  private wake: (() => void) | null = null;
+  private signal() {
+    this.wake?.();
+    this.wake = null;
+  }
+  push(item: T) {
+    this.items.push(item);
+    this.signal();
+  }
+  close() {
+    this.closed = true;
+    this.signal();
+  }
+  fail(error: unknown) {
+    this.failure = { error };
+    this.signal();
+  }
+  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
+    for (;;) {
+      if (this.failure) throw this.failure.error;
+      const item = this.items.shift();
+      if (item !== undefined) yield item;
+      else if (this.closed) return;
+      else await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+}
+
 /** Rows the import prepares at a time (planImport), as the reader thread delivers them: the first batch's preparation overlaps its reading. */
 const PIECE = 1000;
 
@@ -226,32 +259,62 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
     progress();
   };
 
-  // A pipeline of two: batch N+1 is validated, its names resolved, its match keys computed and
-  // looked up, its search documents made (planImport, a piece of up to PIECE rows at a time, as the
-  // reader thread delivers them) while batch N's transaction is in the database (applyImport).
-  // N+1 is written once N has committed, its rows checked against the workspace as the plan found
-  // it and against the records N created, so each batch sees every earlier one; batches commit one
-  // after another, in the file's order, each whole. Where statements run on this thread (SQLite)
-  // there is nothing to overlap: each batch is planned whole, then written, then the next.
+  // A pipeline: batch N+1 is validated, its names resolved, its match keys computed and looked up,
+  // its search documents made (planImport, a piece of up to PIECE rows at a time, as the reader
+  // thread delivers them) while batch N's transaction is in the database. Where statements run
+  // beside this thread (PostgreSQL), a batch's transaction begins as soon as its first piece is
+  // planned and the batch before it has committed, and takes each piece as it is planned
+  // (applyImportPieces): the database writes piece k while this thread plans piece k+1, and the
+  // first batch's writes start after its first piece, not its last. Each piece's rows are checked
+  // against the workspace as its plan found it, the records the batch before created (whose
+  // transaction was open meanwhile) and the batch's earlier pieces, so each batch sees every earlier
+  // one; batch N+1 is planned once N-1 has committed; batches commit one after another, in the
+  // file's order, each whole. Where statements run on this thread (SQLite) there is nothing to
+  // overlap: each batch is planned whole, then written (applyImport), then the next.
   const overlap = ctx.db.adapter.overlapsStatements;
   let writing: Promise<void> | null = null;
   // The keys of the records the batch being written creates: the next batch, planned meanwhile, did not see them.
   let previous = new Map<string, string>();
-  let pieces: ImportPlan[] = [];
+  // The companies (and other records) named by the file, each looked up once for the whole import.
+  const names: NameCache = new Map();
   let batch: Batch = [];
-  const write = async () => {
+  // SQLite: the batch's planned pieces. PostgreSQL: the pieces on their way to the batch's transaction,
+  // and the write of the batch before it.
+  let pieces: ImportPlan[] = [];
+  let queue: Pieces<ImportPlan> | null = null;
+  let before: Promise<void> | null = null;
+  const begin = () => {
+    const q = new Pieces<ImportPlan>();
+    const rows = batch;
+    const prior = writing;
+    const earlier = previous;
+    const written = new Map<string, string>();
+    writing = (async () => {
+      await prior;
+      record(rows, await applyImportPieces(ctx, obj, q, { earlier, written }));
+    })();
+    // Awaited at the end of the next batch or of the file; a failure meanwhile is not unhandled.
+    writing.catch(() => {});
+    before = prior;
+    previous = written;
+    queue = q;
+  };
+  const finish = async () => {
+    if (overlap) {
+      if (!queue) return;
+      queue.close();
+      queue = null;
+      batch = [];
+      // The next batch's lookups see every batch but this one, whose keys it is given (previous).
+      await before;
+      return;
+    }
     if (!pieces.length) return;
     const plan = joinPlans(pieces);
     const rows = batch;
     pieces = [];
     batch = [];
-    await writing;
-    const written = new Map<string, string>();
-    writing = applyImport(ctx, plan, { earlier: previous, written }).then((r) => record(rows, r));
-    // Awaited at the next batch or the end; a failure meanwhile is not unhandled.
-    writing.catch(() => {});
-    previous = written;
-    if (!overlap) await writing;
+    record(rows, await applyImport(ctx, plan));
   };
   // Large transactions one after another: the write-ahead log is checkpointed at the end, not after each.
   await ctx.db.bulk(async () => {
@@ -276,21 +339,28 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
           piece.push({ raw, rec });
         }
         if (piece.length) {
-          pieces.push(
-            await planImport(
-              ctx,
-              obj.name,
-              piece.map((b) => b.rec),
-              batchSize,
-            ),
+          const plan = await planImport(
+            ctx,
+            obj.name,
+            piece.map((b) => b.rec),
+            batchSize,
+            names,
           );
+          if (!overlap) pieces.push(plan);
+          else {
+            if (!queue) begin();
+            queue!.push(plan);
+          }
           batch.push(...piece);
         }
-        if (read.last) await write();
+        if (read.last) await finish();
       }
-      await write();
+      await finish();
+    } catch (e) {
+      // Never leave a batch's transaction open, waiting for pieces that will not come (the reader failed, say).
+      (queue as Pieces<ImportPlan> | null)?.fail(e);
+      throw e;
     } finally {
-      // Never leave a batch's transaction running behind an error (the reader's, say).
       await writing?.catch(() => {});
     }
     await writing;

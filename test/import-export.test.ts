@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { importFile } from '../src/import-file.js';
 import { setClock } from '../src/services/clock.js';
 import { createRecords } from '../src/services/records.js';
-import { getSchema } from '../src/services/schema.js';
+import { createField, getSchema } from '../src/services/schema.js';
 import { call, holdWriteLock, indexedDocs, makeWorkspace, onPostgres, sqlAll, type TestApp, type TestWorkspace, tableOf, testApp } from './helpers.js';
 
 /**
@@ -564,6 +564,65 @@ describe('export: 10,000 rows, default 1000, max 10000, streamed', () => {
 });
 
 describe('a file import on this dialect: each batch prepared while the previous one is written', () => {
+  it('a company the file names in every batch is made once, and the rows of every batch link to it (its name looked up once an import)', async () => {
+    const w = await makeWorkspace(t.db, 'named');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-import-named-'));
+    try {
+      const [globex] = await createRecords(w.ctx, 'companies', [{ name: 'Globex' }]);
+      // Batches of 3: 'Acme' made by the first, found again in later ones under other spellings.
+      const names = ['Acme', 'GLOBEX', 'acme', 'Initech', 'Acme', 'globex', 'ACME', 'Initech', 'Globex'];
+      const file = path.join(dir, 'named.csv');
+      fs.writeFileSync(file, `first_name,last_name,email,Company\n${names.map((c, i) => `F${i},L${i},n${i}@named.test,${c}`).join('\n')}\n`);
+      expect(await importFile(w.ctx, { object: 'contacts', file, map: 'Company=company_name', batch: 3 })).toMatchObject({ rows: 9, created: 9, failed: 0 });
+      const companies = await sqlAll<{ id: string; name: string }>(
+        t.db.forWorkspace(w.workspace.id),
+        sql`SELECT id, name FROM ${sql.table(await tableOf(t.db, w.workspace.id, 'companies'))} ORDER BY name`,
+      );
+      expect(companies.map((c) => c.name)).toEqual(['Acme', 'Globex', 'Initech']);
+      const idOf = new Map(companies.map((c) => [c.name.toLowerCase(), c.id]));
+      expect(idOf.get('globex')).toBe(globex!.id);
+      const rows = await contactRows(w);
+      expect(rows.map((r) => [r.first_name, r.company])).toEqual(names.map((c, i) => [`F${i}`, idOf.get(c.toLowerCase())]));
+      // The search documents hold the companies' stored names.
+      const docs = new Map((await indexedDocs(t.db, w.workspace.id)).map((d) => [d.record_id, d]));
+      expect(docs.get(rows[2]!.id)).toMatchObject({ body: expect.stringContaining('Acme') });
+      // Again, in one batch: every row a duplicate, no company made.
+      expect(await importFile(w.ctx, { object: 'contacts', file, map: 'Company=company_name', batch: 9 })).toMatchObject({ created: 0, duplicates: 9, failed: 0 });
+      expect((await sqlAll(t.db.forWorkspace(w.workspace.id), sql`SELECT id FROM ${sql.table(await tableOf(t.db, w.workspace.id, 'companies'))}`)).length).toBe(3);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a piece of a batch the database refuses (a unique value taken) is undone alone and its rows created one by one: each record written once, with its document, keys and timeline entry', async () => {
+    const w = await makeWorkspace(t.db, 'refused');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-import-refused-'));
+    try {
+      await createField(w.ctx, 'contacts', { name: 'badge', type: 'TEXT', unique: true });
+      await createRecords(w.ctx, 'contacts', [{ first_name: 'Old', last_name: 'Timer', email: 'old@refused.test', badge: 'B-taken' }]);
+      // One batch of 2,400 rows (on PostgreSQL written in pieces of 1,000 as they are planned): row
+      // 1500 takes the badge of the record already there, row 2200 the badge of row 100 (neither is a
+      // match key: the unique index refuses them, in the second and third pieces).
+      const badge = (i: number) => (i === 1500 ? 'B-taken' : i === 2200 ? 'B-100' : `B-${i}`);
+      const file = path.join(dir, 'refused.csv');
+      fs.writeFileSync(file, `first_name,last_name,email,badge\n${Array.from({ length: 2400 }, (_, i) => `F${i},L${i},r${i}@refused.test,${badge(i)}`).join('\n')}\n`);
+      expect(await importFile(w.ctx, { object: 'contacts', file, batch: 2500 })).toMatchObject({ rows: 2400, created: 2398, duplicates: 2, failed: 0 });
+      const rows = await contactRows(w);
+      expect(rows).toHaveLength(2399);
+      expect(new Set(rows.map((r) => r.email)).size).toBe(2399);
+      expect(rows.some((r) => r.email === 'r1500@refused.test' || r.email === 'r2200@refused.test')).toBe(false);
+      const contactsObject = (await getSchema(w.ctx)).objects.get('contacts')!.id;
+      const docs = (await indexedDocs(t.db, w.workspace.id)).filter((d) => d.object_id === contactsObject);
+      expect(docs).toHaveLength(2399);
+      expect(new Set(docs.map((d) => d.record_id))).toEqual(new Set(rows.map((r) => r.id)));
+      const count = async (q: ReturnType<typeof sql>) => Number((await sqlAll<{ n: number }>(t.db.forWorkspace(w.workspace.id), q))[0]!.n);
+      expect(await count(sql`SELECT count(*) AS n FROM dedupe_keys WHERE workspace_id = ${w.workspace.id} AND object_id = ${contactsObject} AND kind = 'email'`)).toBe(2399);
+      expect(await count(sql`SELECT count(*) AS n FROM activity WHERE workspace_id = ${w.workspace.id} AND object = 'contacts' AND action = 'created'`)).toBe(2399);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('every batch sees the records of every earlier one, the one still being written while it was prepared too: duplicates skipped, each record indexed, keyed and on the timeline', async () => {
     const w = await makeWorkspace(t.db, 'pipelined');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-import-pipe-'));

@@ -6,7 +6,7 @@ import { isPerson, keysOf, normalName } from './dedupe-keys.js';
 import { CrmError, validationError } from './errors.js';
 import type { FilterGroup } from './filters.js';
 import { requireAdmin } from './permissions.js';
-import { createPrepared, createRecords, listRecords, type Prepared, prepareDocuments, prepareForImport, type RecordData } from './records.js';
+import { createInPieces, createPrepared, createRecords, listRecords, type Prepared, prepareDocuments, prepareForImport, type RecordData } from './records.js';
 import { getSchema, type ObjectDef, resolveField, resolveObject } from './schema.js';
 import { cancelledError, checkpoint, nextTurn, TURN_ROWS, throwIfCancelled } from './work.js';
 
@@ -54,26 +54,41 @@ async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key:
     if (list) list.push(k.key);
     else byKind.set(k.kind, [k.key]);
   }
+  // Each kind's lookup a statement, all sent at once: where statements run beside this thread
+  // (PostgreSQL) they run on connections of their own, and the plan waits for the slowest, not the sum.
+  const { textIn, textInMax } = ctx.db.adapter;
+  const lookups: { kind: string; keys: string[] }[] = [];
   for (const [kind, all] of byKind) {
     const list = [...new Set(all)];
-    const { textIn, textInMax } = ctx.db.adapter;
-    for (let i = 0; i < list.length; i += textInMax) {
-      const rows = (await (ctx.db.kysely as unknown as AnyDb)
-        .selectFrom('dedupe_keys')
-        .select(['key', 'record_id'])
-        .where('workspace_id', '=', ctx.actor.workspaceId)
-        .where('object_id', '=', obj.id)
-        .where('kind', '=', kind)
-        .where((eb) => textIn(eb.ref('key'), list.slice(i, i + textInMax)))
-        .execute()) as { key: string; record_id: string }[];
-      for (const r of rows) if (!out.has(`${kind}:${r.key}`)) out.set(`${kind}:${r.key}`, r.record_id);
-    }
+    for (let i = 0; i < list.length; i += textInMax) lookups.push({ kind, keys: list.slice(i, i + textInMax) });
   }
+  const found = await Promise.all(
+    lookups.map(
+      ({ kind, keys }) =>
+        (ctx.db.kysely as unknown as AnyDb)
+          .selectFrom('dedupe_keys')
+          .select(['key', 'record_id'])
+          .where('workspace_id', '=', ctx.actor.workspaceId)
+          .where('object_id', '=', obj.id)
+          .where('kind', '=', kind)
+          .where((eb) => textIn(eb.ref('key'), keys))
+          .execute() as Promise<{ key: string; record_id: string }[]>,
+    ),
+  );
+  lookups.forEach(({ kind }, i) => {
+    for (const r of found[i]!) if (!out.has(`${kind}:${r.key}`)) out.set(`${kind}:${r.key}`, r.record_id);
+  });
   return out;
 }
 
+/**
+ * The records an import found or created by name so far (`target object` NUL `normalised name` ->
+ * id): a file names the same few companies in every batch, and each is looked up once per import.
+ */
+export type NameCache = Map<string, string>;
+
 /** `company_name: "Acme"` on an import row: the company with that name (created when there is none). */
-async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[]): Promise<void> {
+async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], known?: NameCache): Promise<void> {
   const schema = await getSchema(ctx);
   for (const f of obj.fields) {
     if (f.type !== 'RELATION' || f.readOnly || f.target === 'users') continue;
@@ -99,7 +114,13 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
       const n = normalOf(r[key] as string);
       if (!original.has(n)) original.set(n, (r[key] as string).trim());
     }
-    const names = [...original.keys()];
+    const cacheKey = (n: string) => `${target.name}\u0000${n}`;
+    if (known)
+      for (const n of original.keys()) {
+        const id = known.get(cacheKey(n));
+        if (id !== undefined) ids.set(n, id);
+      }
+    const names = [...original.keys()].filter((n) => !ids.has(n));
     const lookup = (ctx.db.kysely as unknown as AnyDb)
       .selectFrom('dedupe_keys')
       .select(['key', 'record_id'])
@@ -114,12 +135,14 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
       }
     } else {
       // Without a company the key is "name|": found all at once.
-      for (let i = 0; i < names.length; i += 500) {
+      const { textIn, textInMax } = ctx.db.adapter;
+      for (let i = 0; i < names.length; i += textInMax) {
         const rows = (await lookup
-          .where(
-            'key',
-            'in',
-            names.slice(i, i + 500).map((n) => `${n}|`),
+          .where((eb) =>
+            textIn(
+              eb.ref('key'),
+              names.slice(i, i + textInMax).map((n) => `${n}|`),
+            ),
           )
           .execute()) as { key: string; record_id: string }[];
         for (const r of rows) {
@@ -140,6 +163,7 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
         create.forEach((n, i) => ids.set(n, made[i]!.id));
       }
     }
+    if (known) for (const n of names) if (ids.has(n)) known.set(cacheKey(n), ids.get(n)!);
     for (const r of rows) {
       if (typeof r[key] === 'string' && r[f.name] === undefined) {
         const id = ids.get(normalOf(r[key] as string));
@@ -161,7 +185,7 @@ export interface ImportPlan {
   rows: number;
   /** Rows that failed validation; the rest are candidates. */
   failed: ImportError[];
-  candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[] }[];
+  candidates: { index: number; prepared: Prepared; keys: { kind: string; key: string; field: string }[]; ids: string[] }[];
   /** The candidates' keys already in the workspace when the plan was made: `kind:key` -> record id. */
   existing: Map<string, string>;
 }
@@ -172,7 +196,7 @@ export interface ImportPlan {
  * then cannot see that batch's records, and applyImport is given their keys (`earlier`). Long
  * loops take turns with the event loop (nextTurn), so the transaction in progress is not held up.
  */
-export async function planImport(ctx: Ctx, objectName: string, records: unknown, max = IMPORT_BATCH): Promise<ImportPlan> {
+export async function planImport(ctx: Ctx, objectName: string, records: unknown, max = IMPORT_BATCH, names?: NameCache): Promise<ImportPlan> {
   requireAdmin(ctx, 'import records');
   const obj = await resolveObject(ctx, objectName);
   if (!Array.isArray(records)) throw validationError('Send {"records": [ {...}, ... ]}');
@@ -184,7 +208,7 @@ export async function planImport(ctx: Ctx, objectName: string, records: unknown,
   );
   // Names may create records (company_name): not after the caller gave up.
   throwIfCancelled(ctx);
-  await resolveNames(ctx, obj, rows);
+  await resolveNames(ctx, obj, rows, names);
 
   const plan: ImportPlan = { obj, rows: rows.length, failed: [], candidates: [], existing: new Map() };
   // Validate (to their stored form) and gather match keys.
@@ -202,7 +226,8 @@ export async function planImport(ctx: Ctx, objectName: string, records: unknown,
       // All of its keys are stored with the record; those that identify it decide whether it is new.
       prepared.keys = keysOf(obj, prepared.row);
       const keys = prepared.keys.filter((k) => IMPORT_KINDS.has(k.kind) && !(weakName && k.kind === 'name' && k.key.endsWith('|')));
-      plan.candidates.push({ index, prepared, keys });
+      // Each key as `kind:key` once: the string every map of the import is then asked with (its hash computed once).
+      plan.candidates.push({ index, prepared, keys, ids: keys.map((k) => `${k.kind}:${k.key}`) });
     } catch (e) {
       if (e instanceof CrmError) plan.failed.push({ index, code: e.code, message: e.message });
       else throw e;
@@ -220,7 +245,7 @@ export async function planImport(ctx: Ctx, objectName: string, records: unknown,
   await prepareDocuments(
     ctx,
     obj,
-    plan.candidates.filter((c) => !c.keys.some((k) => plan.existing.has(`${k.kind}:${k.key}`))).map((c) => c.prepared),
+    plan.candidates.filter((c) => !c.ids.some((id) => plan.existing.has(id))).map((c) => c.prepared),
   );
   return plan;
 }
@@ -254,72 +279,132 @@ export async function importDetailed(ctx: Ctx, objectName: string, records: unkn
  * given, receives the keys of the records created (the next batch's `earlier`).
  */
 export async function applyImport(ctx: Ctx, plan: ImportPlan, opts: { earlier?: Map<string, string>; written?: Map<string, string> } = {}): Promise<ImportDetail> {
-  const { obj, candidates } = plan;
-  const out: ImportDetail = { object_name: obj.name, created: 0, duplicates: 0, failed: 0, errors: [], rows: [] };
-  const fail = (index: number, code: string, message: string) => {
-    out.failed++;
-    out.errors.push({ index, code, message });
-    out.rows.push({ index, status: 'failed', reason: `${code}: ${message}` });
-  };
-  for (const f of plan.failed) fail(f.index, f.code, f.message);
-
-  await checkpoint(ctx, 0, plan.rows, `creating ${obj.name}`);
-  const { earlier } = opts;
-  const existing = (k: string) => plan.existing.get(k) ?? earlier?.get(k);
-  const seen = new Map<string, number>();
-  const toCreate: typeof candidates = [];
-  for (const c of candidates) {
-    const hit = c.keys.find((k) => existing(`${k.kind}:${k.key}`) !== undefined || seen.has(`${k.kind}:${k.key}`));
-    if (hit) {
-      out.duplicates++;
-      const of = existing(`${hit.kind}:${hit.key}`);
-      out.rows.push({
-        index: c.index,
-        status: 'duplicate',
-        ...(of ? { duplicate_of: of } : {}),
-        reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${seen.get(`${hit.kind}:${hit.key}`)}`}`,
-      });
-      continue;
-    }
-    for (const k of c.keys) seen.set(`${k.kind}:${k.key}`, c.index);
-    toCreate.push(c);
-  }
-
+  const batch = new BatchOutcome(plan.obj, opts);
+  await checkpoint(ctx, 0, plan.rows, `creating ${plan.obj.name}`);
+  const toCreate = batch.decide(plan, 0);
   if (toCreate.length) {
     try {
       const made = await createPrepared(
         ctx,
-        obj,
+        plan.obj,
         toCreate.map((c) => c.prepared),
       );
-      made.forEach((id, i) => {
-        out.rows.push({ index: toCreate[i]!.index, status: 'created', id });
-        for (const k of toCreate[i]!.keys) opts.written?.set(`${k.kind}:${k.key}`, id);
-      });
-      out.created += made.length;
+      made.forEach((id, i) => batch.created(toCreate[i]!, id));
     } catch (e) {
       if (!(e instanceof CrmError)) throw e;
       // A row the bulk insert refused (say, a unique value taken meanwhile): create one by one.
-      for (const c of toCreate) {
-        try {
-          const [id] = await createPrepared(ctx, obj, [c.prepared]);
-          out.rows.push({ index: c.index, status: 'created', id: id! });
-          for (const k of c.keys) opts.written?.set(`${k.kind}:${k.key}`, id!);
-          out.created++;
-        } catch (err) {
-          if (!(err instanceof CrmError)) throw err;
-          const message = (err.details?.errors as ImportError[] | undefined)?.[0]?.message ?? err.message;
-          if (err.code === 'DUPLICATE_RECORD') {
-            out.duplicates++;
-            out.rows.push({ index: c.index, status: 'duplicate', reason: message });
-          } else fail(c.index, err.code, message);
-        }
-      }
+      for (const c of toCreate) await batch.alone(c, async () => (await createPrepared(ctx, plan.obj, [c.prepared]))[0]!);
     }
   }
-  out.errors.sort((a, b) => a.index - b.index);
-  out.rows.sort((a, b) => a.index - b.index);
-  return out;
+  return batch.result();
+}
+
+/**
+ * Write a batch as its pieces are planned (planImport's plans of consecutive pieces, in order), in
+ * one transaction (createInPieces): each piece's rows are decided as applyImport decides a batch's
+ * (against the workspace as that piece's plan found it, `earlier`, and the batch's earlier rows) and
+ * its new records inserted while the next piece is being planned; COMMIT once the pieces end. A
+ * piece the database refuses is rolled back alone and its rows are created one by one.
+ */
+export async function applyImportPieces(
+  ctx: Ctx,
+  obj: ObjectDef,
+  pieces: AsyncIterable<ImportPlan>,
+  opts: { earlier?: Map<string, string>; written?: Map<string, string> } = {},
+): Promise<ImportDetail> {
+  const batch = new BatchOutcome(obj, opts);
+  await createInPieces(ctx, obj, async (add) => {
+    let offset = 0;
+    for await (const plan of pieces) {
+      await checkpoint(ctx, offset, offset + plan.rows, `creating ${obj.name}`);
+      const toCreate = batch.decide(plan, offset);
+      offset += plan.rows;
+      if (!toCreate.length) continue;
+      try {
+        const made = await add(toCreate.map((c) => c.prepared));
+        made.forEach((id, i) => batch.created(toCreate[i]!, id));
+      } catch (e) {
+        if (!(e instanceof CrmError)) throw e;
+        for (const c of toCreate) await batch.alone(c, async () => (await add([c.prepared]))[0]!);
+      }
+    }
+  });
+  return batch.result();
+}
+
+type Candidate = ImportPlan['candidates'][number];
+
+/** What became of a batch's rows, decided and recorded as its plans (or pieces of plans) are written. */
+class BatchOutcome {
+  private readonly out: ImportDetail;
+  /** `kind:key` of the rows of the batch created so far (or to be) -> their row index. */
+  private readonly seen = new Map<string, number>();
+  constructor(
+    obj: ObjectDef,
+    private readonly opts: { earlier?: Map<string, string>; written?: Map<string, string> },
+  ) {
+    this.out = { object_name: obj.name, created: 0, duplicates: 0, failed: 0, errors: [], rows: [] };
+  }
+
+  private fail(index: number, code: string, message: string) {
+    this.out.failed++;
+    this.out.errors.push({ index, code, message });
+    this.out.rows.push({ index, status: 'failed', reason: `${code}: ${message}` });
+  }
+
+  /** The plan's failed rows and duplicates recorded, its rows to create returned; indexes moved on by `offset`. */
+  decide(plan: ImportPlan, offset: number): Candidate[] {
+    for (const f of plan.failed) this.fail(f.index + offset, f.code, f.message);
+    const { earlier } = this.opts;
+    const existing = (k: string) => plan.existing.get(k) ?? earlier?.get(k);
+    const toCreate: Candidate[] = [];
+    for (const c0 of plan.candidates) {
+      const c = offset ? { ...c0, index: c0.index + offset } : c0;
+      const at = c.ids.findIndex((id) => existing(id) !== undefined || this.seen.has(id));
+      if (at >= 0) {
+        const hit = c.keys[at]!;
+        this.out.duplicates++;
+        const of = existing(c.ids[at]!);
+        this.out.rows.push({
+          index: c.index,
+          status: 'duplicate',
+          ...(of ? { duplicate_of: of } : {}),
+          reason: `same ${hit.kind} as ${of ? `existing record ${of}` : `row ${this.seen.get(c.ids[at]!)}`}`,
+        });
+        continue;
+      }
+      for (const id of c.ids) this.seen.set(id, c.index);
+      toCreate.push(c);
+    }
+    return toCreate;
+  }
+
+  created(c: Candidate, id: string) {
+    this.out.rows.push({ index: c.index, status: 'created', id });
+    const { written } = this.opts;
+    if (written) for (const key of c.ids) written.set(key, id);
+    this.out.created++;
+  }
+
+  /** A row created alone, after its batch's (or piece's) insert was refused: its own failure is its own. */
+  async alone(c: Candidate, create: () => Promise<string>) {
+    try {
+      this.created(c, await create());
+    } catch (err) {
+      if (!(err instanceof CrmError)) throw err;
+      const message = (err.details?.errors as ImportError[] | undefined)?.[0]?.message ?? err.message;
+      if (err.code === 'DUPLICATE_RECORD') {
+        this.out.duplicates++;
+        this.out.rows.push({ index: c.index, status: 'duplicate', reason: message });
+      } else this.fail(c.index, err.code, message);
+    }
+  }
+
+  result(): ImportDetail {
+    this.out.errors.sort((a, b) => a.index - b.index);
+    this.out.rows.sort((a, b) => a.index - b.index);
+    return this.out;
+  }
 }
 
 /** The response of POST /import/{object}, exactly as the contract documents it. */

@@ -341,7 +341,7 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
  * caller's transaction. Relations are checked and rows inserted in bulk; when a bulk step fails it
  * is redone row by row, so the error names the failing row.
  */
-async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, prepared: Prepared[]): Promise<string[]> {
+async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, prepared: Prepared[], activity?: ActivityEntry[]): Promise<string[]> {
   try {
     await checkRelations(
       ctx,
@@ -356,7 +356,9 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   const now = nowIso();
   const full: (Row & { id: string })[] = prepared.map((p) => ({ ...p.row, id: p.id ?? newId(), created_at: now, updated_at: now, created_by: ctx.actor.userId }));
   // Every row gets every column (absent = null), so one statement shape serves all chunks.
-  const keys = [...new Set(full.flatMap((r) => Object.keys(r)))];
+  const columns = new Set<string>();
+  for (const r of full) for (const k in r) columns.add(k);
+  const keys = [...columns];
   const chunk = ctx.db.adapter.rowsPerInsert(keys.length);
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
@@ -405,11 +407,34 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
         .execute();
   }
   await writeDerived(trx, ctx, obj, full, true, prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined, prepared.every((p) => p.doc) ? prepared.map((p) => p.doc!) : undefined);
-  await recordActivity(trx, ctx, [
+  const entries: ActivityEntry[] = [
     ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
-  ]);
+  ];
+  if (activity) activity.push(...entries);
+  else await recordActivity(trx, ctx, entries);
   return ids;
+}
+
+/**
+ * One transaction that takes records validated by prepareForImport a piece at a time, as the
+ * caller makes them (an import's batch while its next rows are prepared): `add` inserts a piece
+ * with its stage history, search entries and match keys in a savepoint of its own (a piece that
+ * fails leaves nothing behind, and the caller may try its rows one by one), and the activity
+ * entries of every piece are written last, before COMMIT: the feed's order is taken then.
+ */
+export async function createInPieces<T>(ctx: Ctx, obj: ObjectDef, fn: (add: (prepared: Prepared[]) => Promise<string[]>) => Promise<T>): Promise<T> {
+  return inTransaction(ctx, obj, async (trx) => {
+    const activity: ActivityEntry[] = [];
+    const r = await fn(async (prepared) => {
+      const entries: ActivityEntry[] = [];
+      const ids = await ctx.db.adapter.attempt(trx, () => insertPrepared(ctx, trx, obj, prepared, entries));
+      activity.push(...entries);
+      return ids;
+    });
+    await recordActivity(trx, ctx, activity);
+    return r;
+  });
 }
 
 /** The search index and the duplicate-match keys follow every write, in its transaction. */
