@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
@@ -5,6 +8,8 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
+import { importFile } from '../src/import-file.js';
+import { contextFor } from '../src/services/context.js';
 import { call, freshDb, makeWorkspace, onPostgres, type TestWorkspace, tableOf } from './helpers.js';
 
 /**
@@ -172,4 +177,68 @@ describe('two batch writes of the same records in opposite order', () => {
     expect(r1!.body.data.map((r: { id: string }) => r.id)).toEqual([a, b]);
     expect(r2!.body.data.map((r: { id: string }) => r.id)).toEqual([b, a]);
   });
+});
+
+describe('an import batch aborted by a deadlock', () => {
+  it.runIf(onPostgres)(
+    'at its timeline entries (the last write of its transaction): run again whole, every row written once and reported once',
+    async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-deadlock-import-'));
+      const file = path.join(dir, 'people.csv');
+      fs.writeFileSync(file, `first_name,last_name,email\n${Array.from({ length: 40 }, (_, i) => `Imp${i},Deadlock,imp${i}@deadlock.test`).join('\n')}\n`);
+      const table = await tableOf(db, w.workspace.id, 'contacts');
+      const space = db.forWorkspace(w.workspace.id).kysely;
+      const before = reruns().length;
+      // Another transaction holds the workspace's feed lock (what a batch takes last, for its timeline
+      // entries): the import's batch, its rows written, waits for it; that transaction then writes one
+      // of the batch's emails, so waits for the batch: a deadlock, which the server breaks by aborting
+      // the batch (it waited first).
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let holding!: (pid: number) => void;
+      const held = new Promise<number>((resolve) => (holding = resolve));
+      const holder = space
+        .transaction()
+        .execute(async (trx) => {
+          await sql`SELECT pg_advisory_xact_lock(${0x43524d}, ${w.workspace.id})`.execute(trx);
+          holding((await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx)).rows[0]!.pid);
+          await released;
+          const now = new Date().toISOString();
+          await sql`INSERT INTO ${sql.table(table)} (id, email, created_at, updated_at, created_by) VALUES (${'deadlock-holder'}, ${'imp7@deadlock.test'}, ${now}, ${now}, ${w.admin.id})`.execute(trx);
+          throw new Error('rolled back');
+        })
+        .catch((e: Error) => e);
+      const pid = await held;
+      const ctx = contextFor(db, log, { workspaceId: w.workspace.id, userId: w.admin.id, role: 'admin', via: 'cli' });
+      const imported = importFile(ctx, { object: 'contacts', file, batch: 100 });
+      try {
+        for (const until = Date.now() + 60_000; ; ) {
+          const { n } = (await sql<{ n: number }>`SELECT count(*) AS n FROM pg_stat_activity WHERE ${pid} = ANY(pg_blocking_pids(pid))`.execute(db.kysely)).rows[0]!;
+          if (Number(n) >= 1) break;
+          if (Date.now() > until) throw new Error('the import never waited for the feed lock');
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        release();
+        expect(((await holder) as Error).message).toBe('rolled back');
+        const r = await imported;
+        expect(r).toMatchObject({ rows: 40, created: 40, duplicates: 0, failed: 0 });
+        expect(reruns().length).toBeGreaterThan(before);
+        const rows = (await sql<{ email: string }>`SELECT email FROM ${sql.table(table)} WHERE email LIKE ${'%@deadlock.test'} ORDER BY email`.execute(space)).rows;
+        expect(rows.map((x) => x.email).sort()).toEqual(Array.from({ length: 40 }, (_, i) => `imp${i}@deadlock.test`).sort());
+        const created = (
+          await sql<{
+            n: number;
+          }>`SELECT count(*) AS n FROM activity WHERE workspace_id = ${w.workspace.id} AND object = 'contacts' AND action = 'created' AND record_id IN (SELECT id FROM ${sql.table(table)} WHERE email LIKE ${'%@deadlock.test'})`.execute(
+            space,
+          )
+        ).rows[0]!;
+        expect(Number(created.n)).toBe(40);
+      } finally {
+        release();
+        await imported.catch(() => {});
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    120_000,
+  );
 });

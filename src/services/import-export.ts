@@ -312,10 +312,24 @@ export async function applyImportPieces(
   pieces: AsyncIterable<ImportPlan>,
   opts: { earlier?: Map<string, string>; written?: Map<string, string> } = {},
 ): Promise<ImportDetail> {
-  const batch = new BatchOutcome(obj, opts);
+  // The transaction may be run again from the start (the database aborted it to break a deadlock:
+  // inTransaction): the pieces read so far are kept to be written again, the outcome of the run that
+  // was undone is dropped, and the keys it wrote reach the caller only once the batch has committed.
+  const read: ImportPlan[] = [];
+  const source = pieces[Symbol.asyncIterator]();
+  const written = new Map<string, string>();
+  let batch!: BatchOutcome;
   await createInPieces(ctx, obj, async (add) => {
+    written.clear();
+    batch = new BatchOutcome(obj, { ...opts, written });
     let offset = 0;
-    for await (const plan of pieces) {
+    for (let i = 0; ; i++) {
+      let plan = read[i];
+      if (!plan) {
+        const next = await source.next();
+        if (next.done) break;
+        read.push((plan = next.value));
+      }
       await checkpoint(ctx, offset, offset + plan.rows, `creating ${obj.name}`);
       const toCreate = batch.decide(plan, offset);
       offset += plan.rows;
@@ -329,6 +343,7 @@ export async function applyImportPieces(
       }
     }
   });
+  if (opts.written) for (const [key, id] of written) opts.written.set(key, id);
   return batch.result();
 }
 
