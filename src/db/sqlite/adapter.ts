@@ -34,6 +34,7 @@ export const sqliteAdapter: DialectAdapter = {
   idType: 'integer',
   identity: (c, neverReused) => (neverReused ? c.primaryKey().autoIncrement() : c.primaryKey()),
   workspaceKey: (c) => c.notNull().references('workspaces.id').onDelete('cascade'),
+  keyOrdered: (t) => t.modifyEnd(sql`WITHOUT ROWID`),
   columnType: (s) => s,
   // SQLite's LIKE folds the case of ASCII letters only: a pattern with other letters compares the
   // text folded by crm_lower (JavaScript's toLowerCase, registered on every connection), as
