@@ -4,9 +4,10 @@ import { type Db, openDatabase } from '../src/db/database.js';
 import { layoutSteps, migrate, migrateWorkspaces, type Step } from '../src/db/migrations.js';
 import { workspaceSchema } from '../src/db/postgres/open.js';
 import { findDuplicates } from '../src/services/duplicates.js';
-import { createRecord, createRecords, listRecords } from '../src/services/records.js';
-import { createField } from '../src/services/schema.js';
-import { freshDb, isPostgres, makeWorkspace, sqlAll, sqlGet, sqlRun } from './helpers.js';
+import { createRecord, createRecords, listRecords, updateRecord } from '../src/services/records.js';
+import { createField, getSchema } from '../src/services/schema.js';
+import { rebuildSearchIndex, searchAll } from '../src/services/search.js';
+import { freshDb, isPostgres, makeWorkspace, onPostgres, sqlAll, sqlGet, sqlRun } from './helpers.js';
 
 /**
  * Each workspace's own tables, and their migrations: per workspace, each in a transaction of its
@@ -124,7 +125,7 @@ describe('workspace migrations', () => {
       await expect(migrate(db)).rejects.toThrow(/holds every workspace's tables in one schema.*crm-mcp copy --replace/);
       return;
     }
-    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order']);
+    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text']);
     expect(await levels(db)).toEqual([[ws.workspace.id, last(db)]]);
     expect((await listRecords(ws.ctx, 'contacts', { limit: 5 })).data.map((r) => r.first_name)).toEqual(['Kept']);
   });
@@ -151,7 +152,7 @@ describe('workspace migrations', () => {
     for (const r of [...keys, keys[0]!]) await sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${r.kind}, ${r.key}, ${r.record_id})`);
     await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0011_dedupe_keys_lookup_order'");
     await sqlRun(db.kysely, "UPDATE workspaces SET migrated_to = '0010_token_version'");
-    expect(await migrate(db)).toEqual(['0011_dedupe_keys_lookup_order']);
+    expect(await migrate(db)).toEqual(['0011_dedupe_keys_lookup_order', '0012_search_without_text']);
     expect(await keysNow()).toEqual(keys);
     // The primary key is the lookup order: a key written again is refused, and the old lookup index is gone (SQLite: the table is that index).
     await expect(sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${keys[0]!.kind}, ${keys[0]!.key}, ${keys[0]!.record_id})`)).rejects.toThrow(/unique|duplicate/i);
@@ -169,6 +170,33 @@ describe('workspace migrations', () => {
     const again = (await findDuplicates(ws.ctx, 'contacts')).data.map((c) => c.records.map((r) => r.id).sort());
     expect(again).toEqual(expect.arrayContaining([[ada!.id, twin!.id].sort(), [other!.id, wrote.id].sort()]));
     expect((await keysNow()).filter((r) => r.record_id === wrote.id && r.kind === 'phone')).toHaveLength(1);
+  });
+
+  it.skipIf(onPostgres)('migration 0012 (SQLite): the full-text index of a database made before it loses its copy of the text; the same records found, with their snippets', async () => {
+    const db = await fresh();
+    const ws = await makeWorkspace(db, 'fts');
+    const ada = await createRecord(ws.ctx, 'contacts', { first_name: 'Ada', last_name: 'Lovelace', job_title: 'Analyst of engines', email: 'ada@engines.example' });
+    await createRecord(ws.ctx, 'contacts', { first_name: 'Grace', last_name: 'Hopper' });
+    // As the database was before: FTS5 with its content table, the documents written into it.
+    await sqlRun(db.kysely, 'DROP TABLE search_vocab');
+    await sqlRun(db.kysely, 'DROP TABLE search_index');
+    await sqlRun(db.kysely, "CREATE VIRTUAL TABLE search_index USING fts5(scope, name, body, exact, tokenize = 'unicode61 remove_diacritics 2', prefix = '3')");
+    await sqlRun(db.kysely, "CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')");
+    await sqlRun(db.kysely, 'DELETE FROM search_docs');
+    await rebuildSearchIndex(db, ws.workspace.id, await getSchema(ws.ctx));
+    expect(await sqlGet(db.kysely, "SELECT c1 AS name FROM search_index_content WHERE c1 = 'Ada Lovelace'")).toEqual({ name: 'Ada Lovelace' });
+    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name = '0012_search_without_text'");
+    expect(await migrate(db)).toEqual(['0012_search_without_text']);
+    expect(await sqlAll(db.kysely, "SELECT name FROM sqlite_schema WHERE name = 'search_index_content'")).toEqual([]);
+    const found = await searchAll(ws.ctx, { q: 'engines' });
+    expect(found.data.map((h) => h.id)).toEqual([ada.id]);
+    expect(found.data[0]!.snippet).toContain('Analyst of <mark>engines</mark>');
+    expect((await searchAll(ws.ctx, { q: 'ada@engines.example' })).data.map((h) => h.id)).toEqual([ada.id]);
+    expect((await searchAll(ws.ctx, { q: 'Hoper' })).data.map((h) => [h.name, h.snippet, h.match])).toEqual([['Grace Hopper', 'Grace <mark>Hopper</mark>', 'fuzzy']]);
+    // Updates and deletes go on in the new index.
+    await updateRecord(ws.ctx, 'contacts', ada.id, { job_title: 'Poet of numbers' });
+    expect((await searchAll(ws.ctx, { q: 'analyst' })).data).toEqual([]);
+    expect((await searchAll(ws.ctx, { q: 'poet' })).data.map((h) => h.id)).toEqual([ada.id]);
   });
 
   it.runIf(!!process.env.CRM_TEST_DATABASE_URL)('PostgreSQL: each workspace in a schema of its own; the shared schema holds workspaces, users and tokens', async () => {

@@ -306,6 +306,11 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await db.schema.createIndex('dedupe_keys_record').on('dedupe_keys').columns(['workspace_id', 'object_id', 'record_id']).execute();
       },
     },
+    '0012_search_without_text': {
+      // The full-text index keeps no copy of the documents' text (SQLite; PostgreSQL's search_docs
+      // keeps its text for snippets): search snippets are made from the hits' records.
+      space: async (db) => search.dropText?.(db),
+    },
   };
 }
 
