@@ -83,7 +83,7 @@ export const sqliteAdapter: DialectAdapter = {
       list = [...new Set([...(full ? tables! : []).filter((t) => known.has(t)), ...(await stale())])];
     }
     for (const t of list) {
-      const indexes = (await sql<{ name: string }>`SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ${t} ORDER BY name`.execute(db)).rows.map((r) => r.name);
+      const indexes = (await sql<{ name: string }>`SELECT name FROM pragma_index_list(${t}) ORDER BY name`.execute(db)).rows.map((r) => r.name);
       for (const s of analyzeStatementsFor(t, indexes)) {
         try {
           await sql.raw(s).execute(db);
