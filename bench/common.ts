@@ -137,21 +137,23 @@ export function printTable(headers: Row, rows: Row[]): void {
  * The contacts file the import benches read: `rows` people (email, phone, job title, status, city)
  * at 500 companies named in a Company column (import with --map Company=company_name).
  */
-export function writeContactsCsv(file: string, rows: number): void {
-  const lines = ['First name,Last name,E-mail,Phone,Job title,Status,City,Company'];
+export function writeContactsCsv(file: string, rows: number, opts: { company?: boolean } = {}): void {
+  const company = opts.company ?? true;
+  const lines = [`First name,Last name,E-mail,Phone,Job title,Status,City${company ? ',Company' : ''}`];
   const firsts = ['Alice', 'Bob', 'Chloé', 'David', 'Emma', 'François', 'Grace', 'Hugo', 'Inès', 'Jack'];
   const lasts = ['Martin', 'Dupont', 'Müller', 'Smith', 'García', 'Rossi', 'Nowak', 'Jensen', 'Silva', 'Kowalski'];
   for (let i = 0; i < rows; i++)
     lines.push(
       [
         firsts[i % 10],
-        `${lasts[(i * 7) % 10]}-${i % 1009}`,
+        // Without a company, a name repeated every 10,090 rows would be a duplicate: numbered whole.
+        `${lasts[(i * 7) % 10]}-${company ? i % 1009 : i}`,
         `person${i}@import${i % 97}.example.com`,
         `+1 (415) ${String(2000000 + i).slice(0, 3)}-${String(i).padStart(7, '0').slice(-4)}`,
         'Buyer',
         ['lead', 'qualified', 'customer'][i % 3],
         'Lyon',
-        `Company ${i % 500}`,
+        ...(company ? [`Company ${i % 500}`] : []),
       ].join(','),
     );
   fs.writeFileSync(file, `${lines.join('\n')}\n`);

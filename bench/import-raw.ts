@@ -30,10 +30,15 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
   const records = from.prepare(`SELECT * FROM ${table} ORDER BY seq`).all() as Row[];
   const columns = Object.keys(records[0]!).filter((c) => c !== 'seq');
   const docs = new Map<string, Row>();
-  for (const d of from
-    .prepare(`SELECT d.record_id, s.scope, s.name, s.body, s.exact FROM search_docs d JOIN search_index s ON s.rowid = d.doc_id WHERE d.object_id = ?`)
-    .iterate(objectId) as Iterable<Row>)
-    docs.set(d.record_id as string, d);
+  // The index keeps no text (contentless): each document's words, read from the index in order, stand for it.
+  from.exec(`CREATE VIRTUAL TABLE temp.words USING fts5vocab(main, search_index, 'instance')`);
+  const words = new Map<number, Row>();
+  for (const w of from.prepare(`SELECT doc, col, group_concat(term, ' ' ORDER BY offset) AS text FROM temp.words GROUP BY doc, col`).iterate() as Iterable<{ doc: number; col: string; text: string }>)
+    words.set(w.doc, { ...words.get(w.doc), [w.col]: w.text });
+  for (const d of from.prepare(`SELECT doc_id, record_id FROM search_docs WHERE object_id = ?`).iterate(objectId) as Iterable<{ doc_id: number; record_id: string }>) {
+    const w = words.get(d.doc_id) ?? {};
+    docs.set(d.record_id, { record_id: d.record_id, scope: '', name: w.name ?? '', body: w.body ?? '', exact: w.exact ?? '' });
+  }
   const keys = new Map<string, Row[]>();
   for (const k of from.prepare(`SELECT kind, key, record_id FROM dedupe_keys WHERE object_id = ?`).iterate(objectId) as Iterable<Row>) {
     const list = keys.get(k.record_id as string);

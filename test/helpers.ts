@@ -6,6 +6,7 @@ import { type Kysely, type RawBuilder, sql } from 'kysely';
 import pino from 'pino';
 import { type Db, openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
+import { termsOf } from '../src/db/search.js';
 import { buildApp } from '../src/http/app.js';
 import { type Ctx, contextFor, type Role } from '../src/services/context.js';
 import { createToken, createUser, createWorkspace, type User, type Workspace } from '../src/services/users.js';
@@ -253,8 +254,10 @@ export interface IndexedDoc {
 }
 
 /**
- * The search index's documents (of a workspace, or all), ordered by object and record: SQLite's
- * FTS5 rows joined to search_docs, PostgreSQL's search_docs rows (which hold their text).
+ * The search index's documents (of a workspace, or all), ordered by object and record, each column
+ * as the words the index holds for it, folded and in order (termsOf): SQLite's FTS5 keeps no copy
+ * of the text, so its words are read from the index itself (fts5vocab 'instance') and joined to
+ * search_docs; PostgreSQL's search_docs rows hold their text, split the same way.
  */
 export async function indexedDocs(db: Db, workspaceId?: number): Promise<IndexedDoc[]> {
   if (workspaceId === undefined && db.sharedSchema) {
@@ -264,10 +267,26 @@ export async function indexedDocs(db: Db, workspaceId?: number): Promise<Indexed
     return out;
   }
   const where = workspaceId === undefined ? sql`` : sql`WHERE d.workspace_id = ${workspaceId}`;
-  const q = isPostgres(db)
-    ? sql`SELECT d.workspace_id, d.object_id, d.record_id, d.name, d.body, d.exact FROM search_docs d ${where} ORDER BY d.object_id, d.record_id COLLATE "C"`
-    : sql`SELECT d.workspace_id, d.object_id, d.record_id, i.name, i.body, i.exact FROM search_docs d JOIN search_index i ON i.rowid = d.doc_id ${where} ORDER BY d.object_id, d.record_id`;
-  return sqlAll<IndexedDoc>(workspaceId === undefined ? db : db.forWorkspace(workspaceId), q);
+  const k = workspaceId === undefined ? db : db.forWorkspace(workspaceId);
+  if (isPostgres(db)) {
+    const rows = await sqlAll<IndexedDoc>(k, sql`SELECT d.workspace_id, d.object_id, d.record_id, d.name, d.body, d.exact FROM search_docs d ${where} ORDER BY d.object_id, d.record_id COLLATE "C"`);
+    return rows.map((r) => ({ ...r, name: termsOf(r.name).join(' '), body: termsOf(r.body).join(' '), exact: termsOf(r.exact).join(' ') }));
+  }
+  await sqlRun(k, `CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_vocab_instance USING fts5vocab(main, search_index, 'instance')`);
+  const words = await sqlAll<{ doc: number; col: string; words: string | null }>(
+    k,
+    sql`SELECT doc, col, group_concat(term, ' ' ORDER BY offset) AS words FROM temp.search_vocab_instance GROUP BY doc, col`,
+  );
+  const byDoc = new Map<number, Record<string, string>>();
+  for (const w of words) byDoc.set(Number(w.doc), { ...byDoc.get(Number(w.doc)), [w.col]: w.words ?? '' });
+  const docs = await sqlAll<{ doc_id: number; workspace_id: number; object_id: number; record_id: string }>(
+    k,
+    sql`SELECT d.doc_id, d.workspace_id, d.object_id, d.record_id FROM search_docs d ${where} ORDER BY d.object_id, d.record_id`,
+  );
+  return docs.map(({ doc_id, ...d }) => {
+    const cols = byDoc.get(Number(doc_id)) ?? {};
+    return { ...d, name: cols.name ?? '', body: cols.body ?? '', exact: cols.exact ?? '' };
+  });
 }
 
 /**

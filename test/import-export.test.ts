@@ -668,7 +668,7 @@ describe('a file import on this dialect: each batch prepared while the previous 
       const byRecord = new Map(docs.filter((d) => d.object_id === contactsObject).map((d) => [d.record_id, d]));
       expect(byRecord.size).toBe(1090);
       const last = rows.find((x) => x.first_name === 'F1199')!;
-      expect(byRecord.get(last.id)).toMatchObject({ name: 'F1199 L1199', body: expect.stringContaining('Pipe 2') });
+      expect(byRecord.get(last.id)).toMatchObject({ name: 'f1199 l1199', body: expect.stringContaining('pipe 2') });
       const keys = await sqlAll<{ n: number }>(
         t.db.forWorkspace(w.workspace.id),
         sql`SELECT count(DISTINCT record_id) AS n FROM dedupe_keys WHERE workspace_id = ${w.workspace.id} AND object_id = ${contactsObject} AND kind = 'email'`,

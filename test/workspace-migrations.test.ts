@@ -3,8 +3,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type Db, openDatabase } from '../src/db/database.js';
 import { layoutSteps, migrate, migrateWorkspaces, type Step } from '../src/db/migrations.js';
 import { workspaceSchema } from '../src/db/postgres/open.js';
-import { createRecord, listRecords } from '../src/services/records.js';
-import { freshDb, isPostgres, makeWorkspace, sqlAll, sqlGet, sqlRun } from './helpers.js';
+import { findDuplicates } from '../src/services/duplicates.js';
+import { createRecord, createRecords, listRecords, updateRecord } from '../src/services/records.js';
+import { createField, getSchema } from '../src/services/schema.js';
+import { rebuildSearchIndex, searchAll } from '../src/services/search.js';
+import { freshDb, isPostgres, makeWorkspace, onPostgres, sqlAll, sqlGet, sqlRun } from './helpers.js';
 
 /**
  * Each workspace's own tables, and their migrations: per workspace, each in a transaction of its
@@ -122,9 +125,78 @@ describe('workspace migrations', () => {
       await expect(migrate(db)).rejects.toThrow(/holds every workspace's tables in one schema.*crm-mcp copy --replace/);
       return;
     }
-    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version']);
+    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text']);
     expect(await levels(db)).toEqual([[ws.workspace.id, last(db)]]);
     expect((await listRecords(ws.ctx, 'contacts', { limit: 5 })).data.map((r) => r.first_name)).toEqual(['Kept']);
+  });
+
+  it('migration 0011 turns the match keys of a database made before it into a table in lookup order: each key once, duplicates found as before', async () => {
+    const db = await fresh();
+    const ws = await makeWorkspace(db, 'keys');
+    const [ada, twin, other] = await createRecords(ws.ctx, 'contacts', [
+      { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@example.com', phone: '+1 415 555 0100' },
+      { first_name: 'Ada', last_name: 'Lovelace', email: 'ADA@example.org', phone: '(415) 555-0100' },
+      { first_name: 'Grace', last_name: 'Hopper', email: 'grace@example.com' },
+    ]);
+    const before = await findDuplicates(ws.ctx, 'contacts');
+    expect(before.data.map((c) => c.records.map((r) => r.id).sort())).toEqual([[ada!.id, twin!.id].sort()]);
+    const k = db.forWorkspace(ws.workspace.id).kysely as unknown as Kysely<any>;
+    const keysNow = () => sqlAll<{ kind: string; key: string; record_id: string }>(k, 'SELECT kind, key, record_id FROM dedupe_keys ORDER BY record_id, kind, key');
+    const keys = await keysNow();
+    // As the database was before: the table of step 0005 (a rowid table and two indexes), one key written twice.
+    await sqlRun(k, 'DROP TABLE dedupe_keys');
+    await sqlRun(k, 'CREATE TABLE dedupe_keys (workspace_id integer not null, object_id integer not null, kind text not null, key text not null, record_id text not null)');
+    await sqlRun(k, 'CREATE INDEX dedupe_keys_key ON dedupe_keys (workspace_id, object_id, kind, key)');
+    await sqlRun(k, 'CREATE INDEX dedupe_keys_record ON dedupe_keys (workspace_id, object_id, record_id)');
+    const objectId = Number((await sqlGet<{ id: number }>(k, "SELECT id FROM objects WHERE name = 'contacts'"))!.id);
+    for (const r of [...keys, keys[0]!]) await sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${r.kind}, ${r.key}, ${r.record_id})`);
+    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0011_dedupe_keys_lookup_order'");
+    await sqlRun(db.kysely, "UPDATE workspaces SET migrated_to = '0010_token_version'");
+    expect(await migrate(db)).toEqual(['0011_dedupe_keys_lookup_order', '0012_search_without_text']);
+    expect(await keysNow()).toEqual(keys);
+    // The primary key is the lookup order: a key written again is refused, and the old lookup index is gone (SQLite: the table is that index).
+    await expect(sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${keys[0]!.kind}, ${keys[0]!.key}, ${keys[0]!.record_id})`)).rejects.toThrow(/unique|duplicate/i);
+    const indexes = isPostgres(db)
+      ? (await sqlAll<{ n: string }>(k, "SELECT indexname AS n FROM pg_indexes WHERE tablename = 'dedupe_keys' AND schemaname = current_schema()")).map((r) => r.n)
+      : (await sqlAll<{ n: string }>(k, "SELECT name AS n FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'dedupe_keys'")).map((r) => r.n);
+    expect(indexes.sort()).toEqual(isPostgres(db) ? ['dedupe_keys_lookup', 'dedupe_keys_record'] : ['dedupe_keys_record']);
+    // Writes and detection on the new table: the same cluster; a record changed and one deleted leave no keys behind.
+    // (The same clusters and evidence; the order of ids within evidence follows the table's.)
+    const shape = (d: typeof before.data) =>
+      d.map((c) => ({ score: c.score, ids: c.records.map((r) => r.id).sort(), evidence: c.evidence.map((e) => `${e.kind}:${e.value}:${[...e.record_ids].sort()}`).sort() }));
+    expect(shape((await findDuplicates(ws.ctx, 'contacts')).data)).toEqual(shape(before.data));
+    await createField(ws.ctx, 'contacts', { name: 'mobile', type: 'PHONE' });
+    const wrote = await createRecord(ws.ctx, 'contacts', { first_name: 'Grace', last_name: 'Hopper', email: 'grace@example.net', phone: '415 555 0199', mobile: '415 555 0199' });
+    const again = (await findDuplicates(ws.ctx, 'contacts')).data.map((c) => c.records.map((r) => r.id).sort());
+    expect(again).toEqual(expect.arrayContaining([[ada!.id, twin!.id].sort(), [other!.id, wrote.id].sort()]));
+    expect((await keysNow()).filter((r) => r.record_id === wrote.id && r.kind === 'phone')).toHaveLength(1);
+  });
+
+  it.skipIf(onPostgres)('migration 0012 (SQLite): the full-text index of a database made before it loses its copy of the text; the same records found, with their snippets', async () => {
+    const db = await fresh();
+    const ws = await makeWorkspace(db, 'fts');
+    const ada = await createRecord(ws.ctx, 'contacts', { first_name: 'Ada', last_name: 'Lovelace', job_title: 'Analyst of engines', email: 'ada@engines.example' });
+    await createRecord(ws.ctx, 'contacts', { first_name: 'Grace', last_name: 'Hopper' });
+    // As the database was before: FTS5 with its content table, the documents written into it.
+    await sqlRun(db.kysely, 'DROP TABLE search_vocab');
+    await sqlRun(db.kysely, 'DROP TABLE search_index');
+    await sqlRun(db.kysely, "CREATE VIRTUAL TABLE search_index USING fts5(scope, name, body, exact, tokenize = 'unicode61 remove_diacritics 2', prefix = '3')");
+    await sqlRun(db.kysely, "CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')");
+    await sqlRun(db.kysely, 'DELETE FROM search_docs');
+    await rebuildSearchIndex(db, ws.workspace.id, await getSchema(ws.ctx));
+    expect(await sqlGet(db.kysely, "SELECT c1 AS name FROM search_index_content WHERE c1 = 'Ada Lovelace'")).toEqual({ name: 'Ada Lovelace' });
+    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name = '0012_search_without_text'");
+    expect(await migrate(db)).toEqual(['0012_search_without_text']);
+    expect(await sqlAll(db.kysely, "SELECT name FROM sqlite_schema WHERE name = 'search_index_content'")).toEqual([]);
+    const found = await searchAll(ws.ctx, { q: 'engines' });
+    expect(found.data.map((h) => h.id)).toEqual([ada.id]);
+    expect(found.data[0]!.snippet).toContain('Analyst of <mark>engines</mark>');
+    expect((await searchAll(ws.ctx, { q: 'ada@engines.example' })).data.map((h) => h.id)).toEqual([ada.id]);
+    expect((await searchAll(ws.ctx, { q: 'Hoper' })).data.map((h) => [h.name, h.snippet, h.match])).toEqual([['Grace Hopper', 'Grace <mark>Hopper</mark>', 'fuzzy']]);
+    // Updates and deletes go on in the new index.
+    await updateRecord(ws.ctx, 'contacts', ada.id, { job_title: 'Poet of numbers' });
+    expect((await searchAll(ws.ctx, { q: 'analyst' })).data).toEqual([]);
+    expect((await searchAll(ws.ctx, { q: 'poet' })).data.map((h) => h.id)).toEqual([ada.id]);
   });
 
   it.runIf(!!process.env.CRM_TEST_DATABASE_URL)('PostgreSQL: each workspace in a schema of its own; the shared schema holds workspaces, users and tokens', async () => {

@@ -1,4 +1,4 @@
-import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
+import { type ColumnDataType, type ColumnDefinitionBuilder, type CreateTableBuilder, type Expression, type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import type { Interval, ZoneSegment } from '../services/time-buckets.js';
 import { classifyPostgresError } from './postgres/adapter.js';
 import { classifySqliteError, type DbErrorKind } from './sqlite/dialect.js';
@@ -26,6 +26,12 @@ export interface DialectAdapter {
    * time a workspace's tables are made (two workspaces created at once would deadlock).
    */
   workspaceKey(c: ColumnDefinitionBuilder): ColumnDefinitionBuilder;
+  /**
+   * A table stored in the order of its primary key, so the table is its own lookup index (SQLite:
+   * WITHOUT ROWID, one b-tree instead of a table and an index; PostgreSQL: unchanged, a heap and
+   * its primary key's index).
+   */
+  keyOrdered<T extends string, C extends string>(t: CreateTableBuilder<T, C>): CreateTableBuilder<T, C>;
   /**
    * SQL column type of a record field's storage class. Text compares and sorts by code point on
    * both dialects (SQLite's BINARY; PostgreSQL's "C" collation, whatever the database's own).

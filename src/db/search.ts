@@ -44,7 +44,8 @@ export interface SearchHit {
   object_id: number;
   record_id: string;
   rank: number;
-  snippet: string;
+  /** Absent when the backend keeps no text (SQLite's contentless index): the service builds it from the record (snippetOf). */
+  snippet?: string;
 }
 
 export interface SearchBackend {
@@ -69,6 +70,8 @@ export interface SearchBackend {
   pruneTerms(db: Kysely<any>, workspaceId: number, terms: string[]): Promise<string[]>;
   /** Migration: the per-workspace word list, filled from the documents already indexed. */
   createTermTable(db: Kysely<any>): Promise<void>;
+  /** Migration: the index without a copy of the documents' text, where it kept one (SQLite's FTS5 content table). */
+  dropText?(db: Kysely<any>): Promise<void>;
   /**
    * The work on documents that needs no database (PostgreSQL: each one's tsvector text), done
    * ahead of upsert when the caller can (an import prepares its next batch while the previous one
@@ -143,6 +146,43 @@ export async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<vo
       rows.push([d.workspaceId, w]);
     }
   await bulkInsert(db, 'search_terms', ['workspace_id', 'term'], rows, { ignoreConflicts: true, perStatement: 5000 });
+}
+
+/**
+ * A snippet of `text` around the words the query matched, marked with \u0002 and \u0003 as FTS5's
+ * snippet() marks them: at most 12 words, '…' where the text was cut.
+ */
+function snippet(text: string, q: SearchQuery): { text: string; hit: boolean } {
+  const terms = q.any.flatMap((c) => c.all.flat()).map((t) => ({ ...t, term: termsOf(t.term).join('') }));
+  const parts = text.split(/([^\p{L}\p{N}]+)/u);
+  const words: number[] = [];
+  const hits: boolean[] = [];
+  parts.forEach((p, i) => {
+    if (i % 2 || !p) return;
+    const w = termsOf(p).join('');
+    words.push(i);
+    hits.push(terms.some((t) => (t.prefix ? w.startsWith(t.term) : w === t.term)));
+  });
+  const first = hits.indexOf(true);
+  if (first < 0) return { text: parts.slice(0, (words[11] ?? parts.length - 1) + 1).join('') + (words.length > 12 ? '…' : ''), hit: false };
+  const from = Math.max(0, Math.min(first - 2, words.length - 12));
+  const to = Math.min(words.length, from + 12);
+  let out = from > 0 ? '…' : '';
+  for (let j = from; j < to; j++) {
+    const i = words[j]!;
+    out += (hits[j] ? `\u0002${parts[i]!}\u0003` : parts[i]!) + (j < to - 1 ? parts[i + 1]! : '');
+  }
+  return { text: out + (to < words.length ? '…' : ''), hit: true };
+}
+
+/**
+ * A hit's snippet, as both backends give it: of the column that matched (the name if it did, else
+ * the other text, else the name), highlighted.
+ */
+export function snippetOf(name: string, body: string, q: SearchQuery): string {
+  const n = snippet(name, q);
+  const b = n.hit ? n : snippet(body, q);
+  return highlight((b.hit ? b : n).text);
 }
 
 /** Record text is escaped (a client may render snippets as HTML); only our <mark> tags (\u0002, \u0003) are markup. */

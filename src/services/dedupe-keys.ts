@@ -115,8 +115,21 @@ export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number,
       workspaceId,
       rows.map((r) => r.id as string),
     );
-  const values = rows.flatMap((r, i) => (keys?.[i] ?? keysOf(obj, r)).map((k) => [workspaceId, obj.id, k.kind, k.key, r.id as string]));
+  const values = rows.flatMap((r, i) => keyRows(workspaceId, obj.id, r.id as string, keys?.[i] ?? keysOf(obj, r)));
   await bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values);
+}
+
+/** A record's rows of dedupe_keys: each (kind, key) once (the table's primary key), though two fields may give it. */
+function keyRows(workspaceId: number, objectId: number, recordId: string, keys: MatchKey[]): (string | number)[][] {
+  const seen = new Set<string>();
+  const out: (string | number)[][] = [];
+  for (const k of keys) {
+    const id = `${k.kind}\u0000${k.key}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    out.push([workspaceId, objectId, k.kind, k.key, recordId]);
+  }
+  return out;
 }
 
 export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
@@ -141,7 +154,7 @@ async function rebuildKeys(db: Db, workspaceId: number, schema: WorkspaceSchema,
     await k.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).execute();
     const cols = [...new Set(['seq', 'id', ...obj.fields.filter((f) => !f.readOnly && ['EMAIL', 'PHONE', 'URL', 'TEXT', 'RELATION'].includes(f.type)).map((f) => f.column)])];
     for await (const rows of rowBatches(k, obj, cols, { batch: 5000 })) {
-      const values = rows.flatMap((r) => keysOf(obj, r).map((key) => [workspaceId, obj.id, key.kind, key.key, r.id as string]));
+      const values = rows.flatMap((r) => keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, r)));
       await k.transaction().execute((trx) => bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values));
       written += rows.length;
     }

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Db } from '../db/database.js';
-import { prepareDocs, type SearchDoc, type SearchHit, type SearchQuery, type SearchTerm } from '../db/search.js';
+import { prepareDocs, type SearchDoc, type SearchHit, type SearchQuery, type SearchTerm, snippetOf } from '../db/search.js';
 import type { Ctx } from './context.js';
 import { displayColumns, displayNameOfRow, relationTargetNames, withRelationNames } from './display-names.js';
 import { validationError } from './errors.js';
@@ -330,7 +330,7 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
   else exact = { any: [{ in: 'text', all: tokens.map(prefix) }] };
 
   const hits = await ctx.db.search.query(k, ctx.actor.workspaceId, objectIds, exact, limit, []);
-  const found: (SearchHit & { match: 'exact' | 'fuzzy' })[] = hits.map((h) => ({ ...h, match: 'exact' as const }));
+  const found: (SearchHit & { match: 'exact' | 'fuzzy'; by: SearchQuery })[] = hits.map((h) => ({ ...h, match: 'exact' as const, by: exact }));
   let fuzzy = false;
   // Typo tolerance when exact and prefix matching found little (not for emails, domains, phones).
   const identifier = exact.any[0]!.in === 'exact';
@@ -354,21 +354,24 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
       if (near.length) fuzzy = true;
     }
     if (fuzzy) {
+      const by: SearchQuery = { any: [{ in: 'text', all: expanded }] };
       const more = await ctx.db.search.query(
         k,
         ctx.actor.workspaceId,
         objectIds,
-        { any: [{ in: 'text', all: expanded }] },
+        by,
         limit - found.length,
         found.map((h) => h.record_id),
       );
-      found.push(...more.map((h) => ({ ...h, match: 'fuzzy' as const })));
+      found.push(...more.map((h) => ({ ...h, match: 'fuzzy' as const, by })));
     }
     fuzzy = found.some((h) => h.match === 'fuzzy');
   }
   // Display names and the fields that tell records apart, read from the records themselves (the
   // index may hold older text for custom fields): one query per object hit, one per related object.
-  const shown = new Map<string, { name: string; fields: Record<string, unknown> }>();
+  // Where the index keeps no text (SQLite), the snippets too: from each hit's document, made again.
+  const needText = found.some((h) => h.snippet === undefined);
+  const shown = new Map<string, { name: string; fields: Record<string, unknown>; doc?: SearchDoc }>();
   const groups = new Map<number, string[]>();
   for (const h of found) groups.set(h.object_id, [...(groups.get(h.object_id) ?? []), h.record_id]);
   for (const [oid, ids] of groups) {
@@ -377,7 +380,7 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
     const extra = opts.hitFields ? o.fields.filter((f) => HIT_FIELDS.includes(f.name) && !o.displayFields.includes(f.name)) : [];
     const rows = (await k
       .selectFrom(o.table)
-      .select([...new Set([...displayColumns(o), ...extra.map((f) => f.column)])])
+      .select([...new Set([...displayColumns(o), ...extra.map((f) => f.column), ...(needText ? docColumns(o) : [])])])
       .where('id', 'in', ids)
       .execute()) as Record<string, unknown>[];
     const recs = rows.map((r) => {
@@ -386,7 +389,8 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
       return rec;
     });
     const named = await withRelationNames(k, ctx.actor.workspaceId, schema, o, recs);
-    rows.forEach((r, i) => shown.set(`${oid}:${r.id as string}`, { name: displayNameOfRow(o, r), fields: named[i]! }));
+    const related = needText ? await relatedNames(k, ctx.actor.workspaceId, schema, o, rows) : undefined;
+    rows.forEach((r, i) => shown.set(`${oid}:${r.id as string}`, { name: displayNameOfRow(o, r), fields: named[i]!, ...(needText ? { doc: docOf(o, ctx.actor.workspaceId, r, related) } : {}) }));
   }
   const data = found
     .filter((h) => byId.has(h.object_id) && shown.has(`${h.object_id}:${h.record_id}`))
@@ -397,7 +401,7 @@ export async function searchAll(ctx: Ctx, opts: SearchOptions): Promise<{ data: 
         id: h.record_id,
         name: s.name,
         ...(opts.hitFields ? { fields: s.fields } : {}),
-        snippet: h.snippet,
+        snippet: h.snippet ?? snippetOf(s.doc!.name, s.doc!.body, h.by),
         score: Math.round(-h.rank * 1000) / 1000,
         match: h.match,
       };

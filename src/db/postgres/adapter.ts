@@ -78,6 +78,7 @@ export const postgresAdapter: DialectAdapter = {
   idType: 'bigint',
   identity: (c) => c.primaryKey().generatedByDefaultAsIdentity(),
   workspaceKey: (c) => c.notNull(),
+  keyOrdered: (t) => t,
   columnType: (s) => (s === 'text' ? sql`text COLLATE "C"` : s === 'real' ? 'double precision' : 'bigint'),
   // Case folded by Unicode's rules (ICU's root locale), whatever the column's or database's collation,
   // as crm_lower does on SQLite; the pattern is folded here.

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { jsonChunks } from '../bulk-insert.js';
-import { highlight, type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, termMethods, termsOf, writeTerms } from '../search.js';
+import { type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, snippetOf, termMethods, termsOf, writeTerms } from '../search.js';
 
 /**
  * Full-text search on PostgreSQL: one row per record in search_docs, its text and a tsvector of the
@@ -69,33 +69,6 @@ function tsquery(q: SearchQuery): string {
   return q.any.map((c) => `(${clause(c)})`).join(' | ');
 }
 
-/**
- * A snippet of `text` around the words the query matched, marked with \u0002 and \u0003 as FTS5's
- * snippet() marks them: at most 12 words, '…' where the text was cut.
- */
-function snippet(text: string, q: SearchQuery): { text: string; hit: boolean } {
-  const terms = q.any.flatMap((c) => c.all.flat()).map((t) => ({ ...t, term: termsOf(t.term).join('') }));
-  const parts = text.split(/([^\p{L}\p{N}]+)/u);
-  const words: number[] = [];
-  const hits: boolean[] = [];
-  parts.forEach((p, i) => {
-    if (i % 2 || !p) return;
-    const w = termsOf(p).join('');
-    words.push(i);
-    hits.push(terms.some((t) => (t.prefix ? w.startsWith(t.term) : w === t.term)));
-  });
-  const first = hits.indexOf(true);
-  if (first < 0) return { text: parts.slice(0, (words[11] ?? parts.length - 1) + 1).join('') + (words.length > 12 ? '…' : ''), hit: false };
-  const from = Math.max(0, Math.min(first - 2, words.length - 12));
-  const to = Math.min(words.length, from + 12);
-  let out = from > 0 ? '…' : '';
-  for (let j = from; j < to; j++) {
-    const i = words[j]!;
-    out += (hits[j] ? `\u0002${parts[i]!}\u0003` : parts[i]!) + (j < to - 1 ? parts[i + 1]! : '');
-  }
-  return { text: out + (to < words.length ? '…' : ''), hit: true };
-}
-
 /** A document of the workspace holding the word, in any column the search matches. */
 const liveDoc = (workspaceId: number, term: string) => sql`
   SELECT 1 FROM search_docs WHERE workspace_id = ${workspaceId} AND tsv @@ CAST(${`'${term.replace(/'/g, "''")}'`} AS tsquery) LIMIT 1`;
@@ -156,11 +129,8 @@ export const postgresSearch: SearchBackend = {
         ${exclude.length ? sql`AND record_id NOT IN (${sql.join(exclude)})` : sql``}
       ORDER BY rank, doc_id
       LIMIT ${limit}`.execute(db);
-    // The snippet of the column that matched: the name if it did, else the other text, else the name.
     return r.rows.map(({ name, body, ...h }) => {
-      const n = snippet(name, match);
-      const b = n.hit ? n : snippet(body, match);
-      return { ...h, snippet: highlight((b.hit ? b : n).text) };
+      return { ...h, snippet: snippetOf(name, body, match) };
     });
   },
 

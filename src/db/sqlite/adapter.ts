@@ -34,6 +34,7 @@ export const sqliteAdapter: DialectAdapter = {
   idType: 'integer',
   identity: (c, neverReused) => (neverReused ? c.primaryKey().autoIncrement() : c.primaryKey()),
   workspaceKey: (c) => c.notNull().references('workspaces.id').onDelete('cascade'),
+  keyOrdered: (t) => t.modifyEnd(sql`WITHOUT ROWID`),
   columnType: (s) => s,
   // SQLite's LIKE folds the case of ASCII letters only: a pattern with other letters compares the
   // text folded by crm_lower (JavaScript's toLowerCase, registered on every connection), as
@@ -82,7 +83,7 @@ export const sqliteAdapter: DialectAdapter = {
       list = [...new Set([...(full ? tables! : []).filter((t) => known.has(t)), ...(await stale())])];
     }
     for (const t of list) {
-      const indexes = (await sql<{ name: string }>`SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ${t} ORDER BY name`.execute(db)).rows.map((r) => r.name);
+      const indexes = (await sql<{ name: string }>`SELECT name FROM pragma_index_list(${t}) ORDER BY name`.execute(db)).rows.map((r) => r.name);
       for (const s of analyzeStatementsFor(t, indexes)) {
         try {
           await sql.raw(s).execute(db);

@@ -1,10 +1,10 @@
 import { sql } from 'kysely';
 import { bulkInsert } from '../bulk-insert.js';
-import { highlight, type SearchBackend, type SearchClause, type SearchHit, type SearchQuery, termMethods, writeTerms } from '../search.js';
+import { type SearchBackend, type SearchClause, type SearchHit, type SearchQuery, termMethods, writeTerms } from '../search.js';
 
 /**
  * Full-text search on SQLite: an FTS5 index (unicode61 tokenizer with diacritics folded, a prefix
- * index for 3 characters) plus a plain table mapping each record to its FTS row, so a record's
+ * index for 3 characters; contentless since migration 0012: it keeps no copy of the text) plus a plain table mapping each record to its FTS row, so a record's
  * entry is found by index when it changes (PostgreSQL: postgres/search.ts). The `scope` column is left empty: queries filter by workspace and object
  * through search_docs, and a token shared by every document made each merge rewrite a doclist as
  * long as the index (indexes built before hold such tokens, unused).
@@ -37,6 +37,25 @@ export const sqliteSearch: SearchBackend = {
     await sql`CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')`.execute(db);
   },
 
+  async dropText(db) {
+    // The index without its copy of the text (FTS5's content table, about 40% of its bytes): the
+    // text is the records' own, and a contentless-delete index still deletes and replaces rows.
+    // Documents written before move over as they are indexed (their text read from the old copy),
+    // without the scope tokens of old indexes. Reads the whole index once.
+    const made = await sql<{ sql: string }>`SELECT sql FROM sqlite_schema WHERE name = 'search_index'`.execute(db);
+    if (/contentless_delete/.test(made.rows[0]?.sql ?? '')) return;
+    await sql`CREATE VIRTUAL TABLE search_index_new USING fts5(
+      scope, name, body, exact,
+      tokenize = 'unicode61 remove_diacritics 2',
+      prefix = '3',
+      content = '', contentless_delete = 1)`.execute(db);
+    await sql`INSERT INTO search_index_new (rowid, scope, name, body, exact) SELECT id, '', c1, c2, c3 FROM search_index_content ORDER BY id`.execute(db);
+    await sql`DROP TABLE search_vocab`.execute(db);
+    await sql`DROP TABLE search_index`.execute(db);
+    await sql`ALTER TABLE search_index_new RENAME TO search_index`.execute(db);
+    await sql`CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')`.execute(db);
+  },
+
   async upsert(db, docs, fresh = false) {
     // The words first: a multi-row statement after the text would make FTS5 write its pending documents out early.
     await writeTerms(db, docs);
@@ -52,8 +71,8 @@ export const sqliteSearch: SearchBackend = {
       );
       // A stray index row at or past these ids (none should exist) must not block every create; not
       // INSERT OR REPLACE, which makes FTS5 write its pending documents out before each row. Looked
-      // for in FTS5's own content table (by its primary key): through the index it costs a scan.
-      if ((await sql`SELECT id FROM search_index_content WHERE id >= ${next} LIMIT 1`.execute(db)).rows.length) await sql`DELETE FROM search_index WHERE rowid >= ${next}`.execute(db);
+      // for in FTS5's own table of document sizes (by its primary key): through the index it costs a scan.
+      if ((await sql`SELECT id FROM search_index_docsize WHERE id >= ${next} LIMIT 1`.execute(db)).rows.length) await sql`DELETE FROM search_index WHERE rowid >= ${next}`.execute(db);
       // The text goes in last and in as few statements as possible (6,000 documents each: 30,000
       // parameters). FTS5 writes its pending documents out as a new segment whenever a statement
       // that may roll back on its own begins (any multi-row statement, on any table): a segment per
@@ -104,11 +123,10 @@ export const sqliteSearch: SearchBackend = {
     // The workspace and object filters apply to the matched documents (through search_docs), not
     // inside MATCH: a scope token would match every document of the workspace, and intersecting
     // with it costs as much as the whole index.
-    const r = await sql<SearchHit & { name_snippet: string; body_snippet: string }>`
-      SELECT d.object_id, d.record_id,
-        bm25(search_index, 0.0, 10.0, 2.0, 6.0) AS rank,
-        snippet(search_index, 1, char(2), char(3), '…', 12) AS name_snippet,
-        snippet(search_index, 2, char(2), char(3), '…', 12) AS body_snippet
+    // No snippets here: the index keeps no copy of the text (contentless); the service builds them
+    // from the records it reads for the hits anyway (snippetOf).
+    const r = await sql<SearchHit>`
+      SELECT d.object_id, d.record_id, bm25(search_index, 0.0, 10.0, 2.0, 6.0) AS rank
       FROM search_index JOIN search_docs d ON d.doc_id = search_index.rowid
       WHERE search_index MATCH ${fts5(match)}
         AND d.workspace_id = ${workspaceId}
@@ -116,11 +134,7 @@ export const sqliteSearch: SearchBackend = {
         ${exclude.length ? sql`AND d.record_id NOT IN (${sql.join(exclude)})` : sql``}
       ORDER BY rank
       LIMIT ${limit}`.execute(db);
-    // The snippet of the column that matched: the name if it did, else the other text, else the name.
-    return r.rows.map(({ name_snippet, body_snippet, ...h }) => ({
-      ...h,
-      snippet: highlight(name_snippet.includes('\u0002') ? name_snippet : body_snippet.includes('\u0002') ? body_snippet : name_snippet),
-    }));
+    return r.rows;
   },
 
   ...termMethods(liveDoc),

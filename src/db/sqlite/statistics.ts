@@ -42,9 +42,15 @@ export function staleTablesFrom(rows: { optimize: string }[]): string[] {
   return out;
 }
 
+/**
+ * A table's indexes, its primary key's included: a WITHOUT ROWID table's is the table itself, absent
+ * from sqlite_schema (analysing only the listed indexes left it never analysed, stale at every check).
+ */
+const INDEXES_OF = 'SELECT name FROM pragma_index_list(?) ORDER BY name';
+
 /** The statements that analyse a table whole, one index each (a table without indexes: the table, for its row count). */
 export function analyzeStatements(sqlite: Database.Database, table: string): string[] {
-  return analyzeStatementsFor(table, sqlite.prepare(`SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ? ORDER BY name`).pluck().all(table) as string[]);
+  return analyzeStatementsFor(table, sqlite.prepare(INDEXES_OF).pluck().all(table) as string[]);
 }
 
 export function analyzeStatementsFor(table: string, indexes: string[]): string[] {

@@ -1,0 +1,97 @@
+/**
+ * node --import tsx bench/create-pages.ts: pages a single create writes to SQLite's write-ahead log,
+ * on the layout before issue 16's storage cuts (match keys in a rowid table with two indexes, the
+ * full-text index with its copy of the text) and on today's (match keys in lookup order, WITHOUT
+ * ROWID; a contentless index), beside a bare INSERT of the row alone. The same code writes both
+ * layouts: "before" rebuilds those two tables as migrations 0005 and 0004 made them.
+ *
+ *   BENCH_PAGES_CREATES=300   creates measured per layout, object and round
+ *   BENCH_PAGES_ROWS=5000     records of each object already there (b-trees with some depth)
+ *   BENCH_PAGES_ROUNDS=2      rounds, the layouts alternating
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { sql } from 'kysely';
+import { openSqliteDatabase } from '../src/db/database.js';
+import { migrate } from '../src/db/migrations.js';
+import { createRecord } from '../src/services/records.js';
+import { seedWorkspace } from '../src/services/seed.js';
+import { benchWorkspace, envInt, log } from './common.js';
+
+const CREATES = envInt('BENCH_PAGES_CREATES', 300);
+const ROWS = envInt('BENCH_PAGES_ROWS', 5000);
+const ROUNDS = envInt('BENCH_PAGES_ROUNDS', 2);
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-pages-'));
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+
+type Layout = 'before' | 'after';
+const results: Record<string, number[]> = {};
+const note = (k: string, v: number) => (results[k] ??= []).push(v);
+const traces: Record<string, string> = {};
+
+async function round(layout: Layout, n: number) {
+  const file = path.join(dir, `${layout}-${n}.db`);
+  const db = openSqliteDatabase({ file });
+  await migrate(db);
+  const k = db.kysely;
+  if (layout === 'before') {
+    await sql`DROP TABLE dedupe_keys`.execute(k);
+    await sql`CREATE TABLE dedupe_keys (workspace_id integer not null, object_id integer not null, kind text not null, key text not null, record_id text not null)`.execute(k);
+    await sql`CREATE INDEX dedupe_keys_key ON dedupe_keys (workspace_id, object_id, kind, key)`.execute(k);
+    await sql`CREATE INDEX dedupe_keys_record ON dedupe_keys (workspace_id, object_id, record_id)`.execute(k);
+    await sql`DROP TABLE search_vocab`.execute(k);
+    await sql`DROP TABLE search_index`.execute(k);
+    await sql`CREATE VIRTUAL TABLE search_index USING fts5(scope, name, body, exact, tokenize = 'unicode61 remove_diacritics 2', prefix = '3')`.execute(k);
+    await sql`CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')`.execute(k);
+  }
+  const { ws, ctx } = await benchWorkspace(db);
+  await seedWorkspace(ctx, { companies: 200, contacts: ROWS, opportunities: ROWS, seed: 7 });
+  const walFrames = () => {
+    try {
+      return Math.max(0, (fs.statSync(`${file}-wal`).size - 32) / (4096 + 24));
+    } catch {
+      return 0;
+    }
+  };
+  db.sqlite.pragma('wal_autocheckpoint = 0');
+  const measure = async (what: string, write: (i: number) => Promise<unknown> | unknown) => {
+    db.sqlite.pragma('wal_checkpoint(TRUNCATE)');
+    const before = walFrames();
+    for (let i = 0; i < CREATES; i++) await write(i);
+    note(`${layout} ${what}`, (walFrames() - before) / CREATES);
+  };
+  await measure('opportunity create', () => createRecord(ctx, 'opportunities', { name: 'Bench deal', amount: 12500, close_date: '2027-03-31' }));
+  await measure('contact create', (i) =>
+    createRecord(ctx, 'contacts', { first_name: 'Page', last_name: `Count${n}x${i}`, email: `page${n}x${i}@pages.example`, phone: `+1 415 555 ${String(1000 + i).slice(-4)}` }),
+  );
+  // One more create of each, its frames mapped to the b-trees their pages belong to (dbstat).
+  for (const [what, write] of [
+    ['opportunity', () => createRecord(ctx, 'opportunities', { name: 'Bench deal', amount: 12500, close_date: '2027-03-31' })],
+    ['contact', () => createRecord(ctx, 'contacts', { first_name: 'Page', last_name: `Traced${n}`, email: `traced${n}@pages.example`, phone: '+1 415 555 0999' })],
+  ] as const) {
+    db.sqlite.pragma('wal_checkpoint(TRUNCATE)');
+    await write();
+    const wal = fs.readFileSync(`${file}-wal`);
+    const pages: number[] = [];
+    for (let at = 32; at + 24 <= wal.length; at += 4096 + 24) pages.push(wal.readUInt32BE(at));
+    const owner = new Map((db.sqlite.prepare('SELECT pageno, name FROM dbstat').all() as { pageno: number; name: string }[]).map((r) => [r.pageno, r.name]));
+    const by = new Map<string, number>();
+    for (const p of pages) by.set(owner.get(p) ?? (p === 1 ? 'header' : '?'), (by.get(owner.get(p) ?? (p === 1 ? 'header' : '?')) ?? 0) + 1);
+    note(`${layout} ${what} traced frames`, pages.length);
+    traces[`${layout} ${what}`] = [...by]
+      .sort((a, b) => b[1] - a[1])
+      .map(([name, c]) => `${name} ${c}`)
+      .join(', ');
+  }
+  const insert = db.sqlite.prepare(`INSERT INTO w${ws.id}_opportunities (id, created_at, updated_at, name, amount, close_date) VALUES (?, ?, ?, 'Bench deal', 12500, '2027-03-31') RETURNING *`);
+  await measure('bare INSERT of the opportunity row', (i) => insert.get(`bare-${n}-${i}`, new Date().toISOString(), new Date().toISOString()));
+  await db.close();
+}
+
+log(`WAL pages per single create: ${CREATES} creates a measure, ${ROWS} records of each object there already, ${ROUNDS} rounds; load ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}`);
+for (let n = 0; n < ROUNDS; n++) for (const layout of (n % 2 ? ['after', 'before'] : ['before', 'after']) as Layout[]) await round(layout, n);
+for (const [k, v] of Object.entries(results)) log(`  ${k}: ${v.map((x) => x.toFixed(1)).join(', ')} pages`);
+log('frames of one create (last round) by b-tree:');
+for (const [k, v] of Object.entries(traces)) log(`  ${k}: ${v}`);
+process.exit(0);
