@@ -168,11 +168,12 @@ describe('Streamable HTTP at /mcp', () => {
     const client = await streamable(base, w.adminToken);
     const { tools } = await client.listTools();
     const batch = Array.from({ length: 100 }, (_, i) => ({ first_name: 'Http', last_name: `Bulk ${i}` }));
-    for (let i = 0; i < 8; i++) await callOk(client, tools, 'crm_batch_write', { object: 'contacts', mode: 'create', records: batch });
+    // Enough records that the update is still running when the cancellation arrives (it is set-based: a few hundred take milliseconds).
+    for (let i = 0; i < 30; i++) await callOk(client, tools, 'crm_batch_write', { object: 'contacts', mode: 'create', records: batch });
     const ids = (
       await callOk(client, tools, 'crm_search', { object: 'contacts', filter: { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Http' }] }, limit: 100, fields: ['id'] })
     ).total;
-    expect(ids).toBe(800);
+    expect(ids).toBe(3000);
     const filter = { operator: 'and', conditions: [{ field: 'first_name', operator: 'eq', value: 'Http' }] };
 
     const seen: number[] = [];
@@ -214,7 +215,7 @@ describe('Streamable HTTP at /mcp', () => {
     await expect(pa).rejects.toThrow();
     const rb = await pb;
     expect(rb.isError).toBeFalsy();
-    expect((rb.structuredContent as { matched: number }).matched).toBe(800);
+    expect((rb.structuredContent as { matched: number }).matched).toBe(3000);
     await new Promise((r) => setTimeout(r, 300));
     expect(mcpCallsInFlight()).toBe(0);
     await a.close();

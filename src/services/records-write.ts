@@ -645,7 +645,9 @@ export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values
       await checkpoint(ctx, i, total, `updating ${obj.name}`);
       const part = ids.slice(i, i + SET_CHUNK);
       const before = await rowsByIds(trx, obj, part, readColumns);
-      for (const id of part) {
+      for (const [j, id] of part.entries()) {
+        // A turn of the event loop now and then (checkpoint): a cancellation is heard, other requests run.
+        if (j > 0 && j % 100 === 0) await checkpoint(ctx, i + j, total, `updating ${obj.name}`);
         const old = before.get(id);
         if (!old) throw notFound(obj, id);
         const q: Prepared = perRecord ? { row: { ...p.row }, touched: new Map(p.touched) } : p;
@@ -709,8 +711,14 @@ export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values
     // Derived rows, only where the fields they are made of changed (a status or a date changes neither).
     const columns = new Set([...changedFields].map((n) => obj.byName.get(n)!.column));
     const touches = (cols: Iterable<string>) => [...cols].some((c) => columns.has(c));
-    if (touches(docColumns(obj))) await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, after, false, schema);
-    if (touches(keyColumns(obj))) await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, after);
+    if (touches(docColumns(obj))) {
+      await checkpoint(ctx, total - 1, total, `indexing ${obj.name}`);
+      await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, after, false, schema);
+    }
+    if (touches(keyColumns(obj))) {
+      await checkpoint(ctx, total - 1, total, `updating ${obj.name}`);
+      await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, after);
+    }
     if (obj.displayFields.some((n) => changedFields.has(n))) {
       const renamed = out.map((c) => c.id);
       for (let i = 0; i < renamed.length; i += SET_CHUNK) await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, renamed.slice(i, i + SET_CHUNK));
