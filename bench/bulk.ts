@@ -24,13 +24,12 @@ import { bulkOperation } from '../src/services/bulk.js';
 import { contextFor } from '../src/services/context.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import bulkTool from '../tools/bulk-update.js';
-import { benchWorkspace, envInt, fmt, load1, loadsLine, log, median } from './common.js';
+import { benchWorkspace, envInt, fmt, load1, loadsLine, log, median, scratchDir } from './common.js';
 
 const CONTACTS = envInt('BENCH_CONTACTS', 10_000);
 const ROWS = envInt('BENCH_BULK_ROWS', 9_000);
 const ROUNDS = envInt('BENCH_ROUNDS', 3);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-bulk-'));
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = scratchDir('crm-bench-bulk-');
 const template = path.join(dir, 'template.db');
 
 // The seeded file: contacts with their search documents and match keys, as the product writes them.

@@ -12,6 +12,13 @@ import { createUser, createWorkspace } from '../src/services/users.js';
 
 /** Pieces the benchmarks share: settings from the environment, number formats, the table of results. */
 
+/** A directory of this run under the system's temp dir, removed when the process exits. */
+export function scratchDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 export const envInt = (name: string, dflt: number) => {
   const v = process.env[name];
   const n = v === undefined || v === '' ? dflt : Number(v);

@@ -10,20 +10,18 @@
  *   BENCH_PAGES_ROUNDS=2      rounds, the layouts alternating
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createRecord } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { benchWorkspace, envInt, log } from './common.js';
+import { benchWorkspace, envInt, log, scratchDir } from './common.js';
 
 const CREATES = envInt('BENCH_PAGES_CREATES', 300);
 const ROWS = envInt('BENCH_PAGES_ROWS', 5000);
 const ROUNDS = envInt('BENCH_PAGES_ROUNDS', 2);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-pages-'));
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = scratchDir('crm-bench-pages-');
 
 type Layout = 'before' | 'after';
 const results: Record<string, number[]> = {};

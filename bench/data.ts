@@ -28,7 +28,7 @@ import { findDuplicates } from '../src/services/duplicates.js';
 import { createRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken } from '../src/services/users.js';
-import { benchWorkspace, median, runCli, type ImportSummary as Summary, writeContactsCsv } from './common.js';
+import { benchWorkspace, median, runCli, type ImportSummary as Summary, scratchDir, writeContactsCsv } from './common.js';
 import { rawImportReplay } from './import-raw.js';
 
 const IMPORT_ROWS = Number(process.env.BENCH_IMPORT ?? 100_000);
@@ -36,8 +36,7 @@ const DUPES = Number(process.env.BENCH_DUPES ?? 100_000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 const PARTS = new Set((process.env.BENCH_DATA_PARTS ?? 'import,storage,export,dupes').split(','));
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-data-'));
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = scratchDir('crm-bench-data-');
 const log = (...a: unknown[]) => console.log(...a);
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const out: Record<string, unknown> = { node: process.version, cpus: os.cpus().length };

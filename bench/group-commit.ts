@@ -6,20 +6,17 @@
  *
  *   npm run bench:group-commit          (BENCH_CREATES per phase, default 1,000; BENCH_ROUNDS, default 3)
  */
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
-import { envInt, fmt, load1, log, median } from './common.js';
+import { envInt, fmt, load1, log, median, scratchDir } from './common.js';
 
 const N = envInt('BENCH_CREATES', 1000);
 const ROUNDS = envInt('BENCH_ROUNDS', 3);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-group-'));
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = scratchDir('crm-bench-group-');
 
 async function side(grouped: boolean) {
   const db = openDatabase({ file: path.join(dir, `${grouped ? 'grouped' : 'alone'}.db`) });

@@ -24,7 +24,7 @@ import { migrate } from '../src/db/migrations.js';
 import { createMcpServer } from '../src/mcp/server.js';
 import { type ListOptions, listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { benchWorkspace } from './common.js';
+import { benchWorkspace, scratchDir } from './common.js';
 
 const envInt = (name: string, dflt: number) => {
   const n = Number(process.env[name] ?? dflt);
@@ -37,9 +37,8 @@ const WARMUP = 30;
 const TARGET = 1.2;
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-mcp-'));
+const dir = scratchDir('crm-bench-mcp-');
 const file = path.join(dir, 'bench.db');
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
 const fmtMs = (n: number) => `${n < 1 ? n.toFixed(3) : n.toFixed(2)} ms`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

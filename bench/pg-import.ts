@@ -16,14 +16,12 @@
  * after a large import), not the process's start. Target (issue 14): 0.8x of raw or more. Every
  * schema of the run (bench_pgimp_<pid>_*) is dropped as soon as its round is done.
  */
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createUser, createWorkspace } from '../src/services/users.js';
-import { check, dropBenchSchema, envInt, fmt, type ImportSummary, load1, loadsLine, log, median, pgBenchTarget, printTable, type Row, runCli, writeContactsCsv } from './common.js';
+import { check, dropBenchSchema, envInt, fmt, type ImportSummary, load1, loadsLine, log, median, pgBenchTarget, printTable, type Row, runCli, scratchDir, writeContactsCsv } from './common.js';
 import type { RawImportResult } from './import-raw.js';
 import { type RawPart, rawImportReplayPg } from './import-raw-pg.js';
 
@@ -31,8 +29,7 @@ const target = pgBenchTarget('bench_pgimp', 'npm run bench:pg-import');
 const ROWS = envInt('BENCH_IMPORT', 20_000);
 const BATCH = envInt('BENCH_BATCH', 5000);
 const REPEAT = envInt('BENCH_REPEAT', 3);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-pgimp-'));
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = scratchDir('crm-bench-pgimp-');
 const csv = path.join(dir, 'contacts.csv');
 writeContactsCsv(csv, ROWS);
 

@@ -23,7 +23,7 @@ import type { FilterGroup } from '../src/services/filters.js';
 import { type ListResult, listRecords } from '../src/services/records.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createToken, createUser, createWorkspace } from '../src/services/users.js';
-import { benchWorkspace, check, envInt, fmt, load1, loads, log, ms, type Row } from './common.js';
+import { benchWorkspace, check, envInt, fmt, load1, loads, log, ms, type Row, scratchDir } from './common.js';
 import { forkServer, hammer, stopForked } from './http-servers.js';
 import { encodeCursor, type FilterParams, type RawPage, rawQueries } from './raw-sql.js';
 import { generationOnly, type Pools, rawSeed } from './seed-raw.js';
@@ -46,9 +46,8 @@ const MAX_ITERS = 300;
 const BUDGET_MS = 3000;
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-'));
+const dir = scratchDir('crm-bench-');
 const file = path.join(dir, 'bench.db');
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
 // ---------------------------------------------------------------------------------------------

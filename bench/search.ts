@@ -13,13 +13,12 @@ import Database from '../src/db/sqlite/driver.js';
 import { getSchema } from '../src/services/schema.js';
 import { rebuildSearchIndex, searchAll } from '../src/services/search.js';
 import { seedWorkspace } from '../src/services/seed.js';
-import { benchWorkspace } from './common.js';
+import { benchWorkspace, scratchDir } from './common.js';
 
 const N = Number(process.env.BENCH_CONTACTS ?? 1_000_000);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-bench-search-'));
+const dir = scratchDir('crm-bench-search-');
 const file = path.join(dir, 'bench.db');
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 const log = (...a: unknown[]) => console.log(...a);
 const msf = (n: number) => `${n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
 
