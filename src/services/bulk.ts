@@ -9,8 +9,7 @@ import { encodeValue } from './field-types.js';
 import { normalizeFilter } from './filter-styles.js';
 import { compileFilter, type FilterGroup, filterGroupSchema } from './filters.js';
 import { countRows, existingIds, recordExists } from './record-tables.js';
-import { notFound } from './records.js';
-import { updateMany } from './records-write.js';
+import { notFound, updateMany } from './records.js';
 import { getSchema, parseWith, resolveObject } from './schema.js';
 import { checkpoint, throwIfCancelled } from './work.js';
 
