@@ -18,14 +18,15 @@ const MAX_ENTRIES = 1_000;
 const caches = new WeakMap<Db, Map<string, { version: string; n: number }>>();
 let hits = 0;
 
-/** The count `query` answers, from memory while the database is unchanged, else by `run`. */
-export async function rememberedCount(db: Db, workspaceId: number, query: CompiledQuery, run: () => Promise<number>): Promise<number> {
+/** The count `query` answers (compiled only where counts are kept), from memory while the database is unchanged, else by `run`. */
+export async function rememberedCount(db: Db, workspaceId: number, query: () => CompiledQuery, run: () => Promise<number>): Promise<number> {
   const version = db.changeVersion?.() ?? null;
   if (version === null) return run();
   const origin = db.origin;
   let cache = caches.get(origin);
   if (!cache) caches.set(origin, (cache = new Map()));
-  const key = `${workspaceId}\u0000${query.sql}\u0000${JSON.stringify(query.parameters, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v))}`;
+  const { sql, parameters } = query();
+  const key = `${workspaceId}\u0000${sql}\u0000${JSON.stringify(parameters, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v))}`;
   const known = cache.get(key);
   if (known?.version === version) {
     // Most recently used last: the first entries are the ones to drop.

@@ -269,10 +269,15 @@ async function countRecords(ctx: Ctx, obj: ObjectDef, where: ((eb: EB) => Expres
   if (where) q = q.where((eb: EB) => where(eb));
   // Remembered while the database is unchanged (the same total on every page of a listing); the
   // budget's condition only bounds the statement, it is not part of the question.
-  return rememberedCount(ctx.db, ctx.actor.workspaceId, q.compile(), async () => {
-    const [row] = await run<{ n: number | bigint }>(guard ? q.where(guard) : q);
-    return Number(row?.n ?? 0);
-  });
+  return rememberedCount(
+    ctx.db,
+    ctx.actor.workspaceId,
+    () => q.compile(),
+    async () => {
+      const [row] = await run<{ n: number | bigint }>(guard ? q.where(guard) : q);
+      return Number(row?.n ?? 0);
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
