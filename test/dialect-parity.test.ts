@@ -158,6 +158,61 @@ describe('what PostgreSQL refuses where SQLite does not answers 4xx or 503, neve
     expect(r.status, JSON.stringify(r.body).slice(0, 300)).toBe(200);
   });
 
+  it('a SystemV zone (a name Node accepts, PostgreSQL reads as a POSIX rule, their clocks disagreeing near changes) is refused with 400, naming an IANA zone', async () => {
+    // Node (ICU) keeps SystemV/EST5EDT with rules of its own: at 2026-03-08 07:01Z it reads 02:01,
+    // PostgreSQL 03:01. Neither is America/New_York's history; the names left the tz database.
+    for (const timeZone of ['SystemV/EST5EDT', 'SystemV/AST4', 'systemv/pst8pdt']) {
+      const r = await api('POST', '/aggregate/contacts/tree', { aggregates: { m: { timeHistogram: { property: 'created_at', calendarInterval: '1d', timeZone } } } });
+      expect(r.status, `${timeZone}: ${JSON.stringify(r.body).slice(0, 300)}`).toBe(400);
+      expect(r.body).toMatchObject({ error: true, code: 'VALIDATION_ERROR' });
+      expect(r.body.message).toMatch(/America\/New_York/);
+      const w = await api('PATCH', '/workspace', { time_zone: timeZone });
+      expect(w.status, JSON.stringify(w.body)).toBe(400);
+    }
+    // The zones and aliases of the tz database stay accepted, fixed offsets included.
+    for (const timeZone of ['EST5EDT', 'Etc/GMT+5', 'UTC', 'Etc/UTC', 'Asia/Kathmandu']) {
+      const r = await api('POST', '/aggregate/contacts/tree', { aggregates: { m: { timeHistogram: { property: 'created_at', calendarInterval: '1d', timeZone } } } });
+      expect(r.status, `${timeZone}: ${JSON.stringify(r.body).slice(0, 300)}`).toBe(200);
+    }
+  });
+
+  it('instants near the ends of years 0001-9999: refused where a zone would move them out (PostgreSQL has no year 0), bucketed the same on both, without sampling ten thousand years', async () => {
+    expect((await api('POST', '/schema', { name: 'moments', fields: [{ name: 'at', type: 'DATETIME' }] })).status).toBe(201);
+    for (const at of ['0001-01-01T01:00:00Z', '9999-12-31T23:00:00Z']) {
+      const r = await api('POST', '/records/moments', { at });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(r.body.message).toMatch(/0001-01-02 and 9999-12-30/);
+    }
+    const ats = ['0001-01-02T01:00:00Z', '0001-03-01T12:00:00Z', '2026-03-08T06:59:00Z', '2026-03-08T07:01:00Z', '9999-06-30T12:00:00Z', '9999-12-30T23:00:00Z'];
+    for (const at of ats) expect((await api('POST', '/records/moments', { at })).status).toBe(201);
+    // The oracle: the local calendar date in the zone, by Intl, cut to the bucket's start.
+    const local = (iso: string, timeZone: string) => {
+      const p = Object.fromEntries(new Intl.DateTimeFormat('en-US', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(new Date(iso)).map((x) => [x.type, x.value]));
+      return `${p.year!.padStart(4, '0')}-${p.month}-${p.day}`;
+    };
+    const cut = { '1d': (d: string) => d, '1M': (d: string) => `${d.slice(0, 7)}-01`, '1y': (d: string) => `${d.slice(0, 4)}-01-01` };
+    for (const timeZone of ['America/New_York', 'Asia/Tokyo', 'UTC', 'Pacific/Kiritimati'])
+      for (const calendarInterval of ['1d', '1M', '1y'] as const) {
+        const h = await api('POST', '/aggregate/moments/tree', { aggregates: { m: { timeHistogram: { property: 'at', calendarInterval, timeZone } } } });
+        expect(h.status, `${timeZone} ${calendarInterval}: ${JSON.stringify(h.body).slice(0, 300)}`).toBe(200);
+        const expected = new Map<string, number>();
+        for (const at of ats) expected.set(cut[calendarInterval](local(at, timeZone)), (expected.get(cut[calendarInterval](local(at, timeZone))) ?? 0) + 1);
+        const got = new Map(h.body.aggregates.m.timeHistogramBuckets.map((b: { start: string; count: number }) => [b.start, b.count]));
+        expect(got, `${timeZone} ${calendarInterval}`).toEqual(expected);
+      }
+  });
+
+  it('an ASCII pattern matches letters that lowercase to ASCII (the Kelvin sign, dotted İ) as JavaScript folds them, on both', async () => {
+    for (const first_name of ['\u212Aelvin', 'İsmail', 'Kate']) expect((await api('POST', '/records/contacts', { first_name, last_name: 'Fold' })).status).toBe(201);
+    const names = async (value: string) =>
+      (await api('GET', `/records/contacts?filter_field=first_name&filter_operator=contains&filter_value=${encodeURIComponent(value)}&limit=100`)).body.data
+        .map((r: { first_name: string }) => r.first_name)
+        .filter((n: string) => ['\u212Aelvin', 'İsmail', 'Kate'].includes(n))
+        .sort();
+    const oracle = (value: string) => ['\u212Aelvin', 'İsmail', 'Kate'].filter((n) => n.toLowerCase().includes(value.toLowerCase())).sort();
+    for (const value of ['kelvin', 'KEL', 'k', 'ismail', 'i̇smail', 'smail', 'Kate']) expect(await names(value), value).toEqual(oracle(value));
+  });
+
   it.runIf(onPostgres)('a database that cannot be reached answers 503 with Retry-After', async () => {
     const down = openDatabase({ file: 'postgres://postgres@127.0.0.1:1/test' });
     try {

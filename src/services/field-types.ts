@@ -108,6 +108,25 @@ function canonicalIso(t: number): string | undefined {
   return /^\d{4}-/.test(iso) && !iso.startsWith('0000') ? iso : undefined;
 }
 
+/**
+ * A DATETIME value as stored: from 0001-01-02 to 9999-12-30 (UTC), a day inside the years 0001-9999,
+ * so that its local date in every time zone (at most 15 hours away) has a four-digit year too.
+ * 0001-01-01T01:00Z is 0000-12-31 in New York: a year PostgreSQL calls 1 BC and prints as 0001, and
+ * SQLite's date functions cannot bucket; 9999-12-31T23:00Z is year 10000 in Tokyo. Filters still take
+ * the whole range (9999-12-31T23:59:59Z as the end of time).
+ */
+const FIRST_STORED = '0001-01-02T00:00:00.000Z';
+const LAST_STORED = '9999-12-30T23:59:59.999Z';
+function storedDateTime(name: string, v: unknown): string {
+  const iso = parseDateTime(name, v);
+  if (iso < FIRST_STORED || iso > LAST_STORED)
+    throw validationError(`${q(name)} must be between 0001-01-02 and 9999-12-30 (UTC), so that its date in every time zone falls in the years 0001-9999; got ${JSON.stringify(v)}`, {
+      field: name,
+      format: 'ISO 8601, e.g. 2025-01-15T10:30:00Z',
+    });
+  return iso;
+}
+
 /** ISO 8601 in, canonical UTC 'YYYY-MM-DDTHH:MM:SS.sssZ' out, so text order is time order. */
 export function parseDateTime(name: string, v: unknown): string {
   const format = 'ISO 8601, e.g. 2025-01-15T10:30:00Z';
@@ -249,7 +268,7 @@ export function encodeValue(f: FieldDef, v: unknown): string | number | null {
     case 'DATE':
       return parseDate(f.name, v);
     case 'DATETIME':
-      return parseDateTime(f.name, v);
+      return storedDateTime(f.name, v);
     case 'SELECT':
       return checkOption(f, v);
     case 'MULTI_SELECT': {

@@ -1,38 +1,31 @@
+import { offsetMinutes, zoneFormatter } from '../db/zone-offset.js';
 import { validationError } from './errors.js';
+
+export { offsetMinutes };
 
 export const INTERVALS = ['day', 'week', 'month', 'quarter', 'year'] as const;
 export type Interval = (typeof INTERVALS)[number];
 
 export const isInterval = (x: unknown): x is Interval => (INTERVALS as readonly unknown[]).includes(x);
 
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function formatter(tz: string): Intl.DateTimeFormat {
-  let f = formatters.get(tz);
-  if (!f) {
-    f = new Intl.DateTimeFormat('en-US', { timeZone: tz, timeZoneName: 'longOffset', year: 'numeric' });
-    formatters.set(tz, f);
-  }
-  return f;
-}
+/**
+ * Node also accepts the SystemV/* names, which left the time zone database long ago: ICU keeps
+ * rules of its own for them and PostgreSQL reads them as POSIX rules, and the two clocks disagree
+ * near every change (SystemV/EST5EDT at 2026-03-08 07:01Z: 02:01 in Node, 03:01 in PostgreSQL), so
+ * a bucket would depend on the database. The database's own zones and aliases (US/Pacific-New,
+ * EST5EDT) are kept.
+ */
+const isSystemV = (canonical: string) => /^systemv\//i.test(canonical);
 
 export function checkTimeZone(tz: string): void {
+  let canonical: string;
   try {
-    formatter(tz);
+    canonical = zoneFormatter(tz).resolvedOptions().timeZone;
   } catch {
     throw validationError(`Unknown time zone '${tz}'; use an IANA name such as Europe/Paris or America/New_York`);
   }
-}
-
-/** Offset of tz from UTC at instant t, in minutes. */
-export function offsetMinutes(tz: string, t: number): number {
-  const part =
-    formatter(tz)
-      .formatToParts(new Date(t))
-      .find((p) => p.type === 'timeZoneName')?.value ?? 'GMT';
-  const m = /GMT([+-])(\d{2}):?(\d{2})?/.exec(part);
-  if (!m) return 0;
-  return (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3] ?? 0));
+  if (isSystemV(canonical))
+    throw validationError(`Time zone '${tz}' is not a zone of the IANA time zone database (SystemV names were removed from it); use a zone such as America/New_York, America/Chicago or Etc/GMT+5`);
 }
 
 const HOUR = 3_600_000;
@@ -45,32 +38,98 @@ const HOUR = 3_600_000;
 export interface ZoneSegment {
   /** The segment ends before this instant (ISO); null: the last one. */
   until: string | null;
-  /** SQLite date modifier shifting UTC to the zone's local time in the segment, e.g. '+120 minutes'. */
-  modifier: string;
+  /**
+   * SQLite date modifier shifting UTC to the zone's local time in the segment, e.g. '+120 minutes';
+   * null: each instant shifted by the zone's offset there, read row by row (crm_zone_shifted).
+   */
+  modifier: string | null;
 }
+
+/** At most this many offset changes in one CASE (each a branch that rows walk in turn). */
+const MAX_SEGMENTS = 1000;
+/**
+ * Before this year every zone keeps its first offset (local mean time: the time zone database's
+ * first change anywhere is Great Britain's, in 1847), so no year before it is sampled.
+ */
+const FIRST_CHANGE_YEAR = 1840;
+/**
+ * Years sampled up to this one at most. A zone that changes neither in it nor in the year before
+ * follows no rule any more (a rule changes the offset every year): the rest of time is one offset.
+ * A zone still changing then (a summer-time rule, projected for ever) has the instants after it
+ * shifted row by row, few in any real data, instead of sampling up to year 9999.
+ */
+const SETTLED_YEAR = 2100;
+
+const yearStart = (y: number) => {
+  const d = new Date(0);
+  d.setUTCFullYear(y, 0, 1);
+  return d.getTime();
+};
+
+/**
+ * A zone's offset changes in one UTC year, each with the offset it starts: sampled every 6 hours,
+ * each change bisected to the millisecond (where a zone changes at local midnight, America/Santiago,
+ * a boundary even a few seconds late would put the records just after it on the wrong day). Kept per
+ * zone and year: about 1,460 samples (1-2 ms) a year the first time, none after; a histogram over
+ * 50 years of data used to sample them all on every request.
+ */
+const yearChanges = new Map<string, { at: number; offset: number }[]>();
+function changesIn(tz: string, year: number): { at: number; offset: number }[] {
+  const key = `${tz} ${year}`;
+  let found = yearChanges.get(key);
+  if (found) return found;
+  found = [];
+  const end = yearStart(year + 1);
+  let t = yearStart(year);
+  let cur = offsetMinutes(tz, t);
+  while (t < end) {
+    const next = Math.min(t + 6 * HOUR, end);
+    const off = offsetMinutes(tz, next);
+    if (off !== cur) {
+      let a = t;
+      let b = next;
+      while (b - a > 1) {
+        const mid = Math.floor((a + b) / 2);
+        if (offsetMinutes(tz, mid) === cur) a = mid;
+        else b = mid;
+      }
+      found.push({ at: b, offset: off });
+      cur = off;
+    }
+    t = next;
+  }
+  if (yearChanges.size >= 20_000) yearChanges.clear();
+  yearChanges.set(key, found);
+  return found;
+}
+
+const modifierOf = (offset: number) => `${offset >= 0 ? '+' : ''}${offset} minutes`;
 
 export function offsetSegments(tz: string, lo: string, hi: string): ZoneSegment[] {
   const start = Date.parse(lo) - 24 * HOUR;
   const end = Date.parse(hi) + 24 * HOUR;
   const segs: ZoneSegment[] = [];
   let cur = offsetMinutes(tz, start);
-  for (let t = start; t < end; t += 6 * HOUR) {
-    const next = Math.min(t + 6 * HOUR, end);
-    const off = offsetMinutes(tz, next);
-    if (off === cur) continue;
-    let a = t;
-    let b = next;
-    // To the millisecond: where a zone changes at local midnight (America/Santiago), a boundary
-    // even a few seconds late would put the records just after the change on the wrong day.
-    while (b - a > 1) {
-      const mid = Math.floor((a + b) / 2);
-      if (offsetMinutes(tz, mid) === cur) a = mid;
-      else b = mid;
+  // The rest of the span, from `at` on, shifted row by row.
+  const rowByRow = (at: number) => {
+    segs.push({ until: new Date(at).toISOString(), modifier: modifierOf(cur) }, { until: null, modifier: null });
+    return segs;
+  };
+  const first = Math.max(new Date(start).getUTCFullYear(), FIRST_CHANGE_YEAR);
+  const last = new Date(end).getUTCFullYear();
+  for (let y = first; y <= last; y++) {
+    if (y > SETTLED_YEAR) {
+      if (changesIn(tz, SETTLED_YEAR).length === 0 && changesIn(tz, SETTLED_YEAR - 1).length === 0) break;
+      return rowByRow(Math.max(yearStart(y), start));
     }
-    segs.push({ until: new Date(b).toISOString(), modifier: `${cur >= 0 ? '+' : ''}${cur} minutes` });
-    cur = off;
-    if (segs.length > 1000) throw validationError('The time span is too long for time-zone bucketing; narrow the filter');
+    for (const c of changesIn(tz, y)) {
+      if (c.at <= start || c.at > end) continue;
+      // Each segment is a branch of a CASE that every row walks: past MAX_SEGMENTS, row by row.
+      if (segs.length >= MAX_SEGMENTS) return rowByRow(c.at);
+      segs.push({ until: new Date(c.at).toISOString(), modifier: modifierOf(cur) });
+      cur = c.offset;
+    }
   }
-  segs.push({ until: null, modifier: `${cur >= 0 ? '+' : ''}${cur} minutes` });
+  segs.push({ until: null, modifier: modifierOf(cur) });
   return segs;
 }

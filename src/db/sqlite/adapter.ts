@@ -23,10 +23,23 @@ function bucketAt(col: Expression<unknown>, interval: Interval, modifier: string
   }
 }
 
-function bucketExpression(col: Expression<unknown>, interval: Interval, segments: ZoneSegment[]): RawBuilder<unknown> {
-  if (segments.length === 1) return bucketAt(col, interval, segments[0]!.modifier);
-  const branches = segments.map((s) => (s.until === null ? sql`ELSE ${bucketAt(col, interval, s.modifier)}` : sql`WHEN ${col} < ${s.until} THEN ${bucketAt(col, interval, s.modifier)}`));
+function bucketExpression(col: Expression<unknown>, interval: Interval, tz: string, segments: ZoneSegment[]): RawBuilder<unknown> {
+  const bucket = (s: ZoneSegment) => (s.modifier === null ? bucketAt(sql`crm_zone_shifted(${col}, ${tz})`, interval, '+0 minutes') : bucketAt(col, interval, s.modifier));
+  if (segments.length === 1) return bucket(segments[0]!);
+  const branches = segments.map((s) => (s.until === null ? sql`ELSE ${bucket(s)}` : sql`WHEN ${col} < ${s.until} THEN ${bucket(s)}`));
   return sql`CASE ${sql.join(branches, sql` `)} END`;
+}
+
+/**
+ * Two letters lowercase to ASCII (in JavaScript, as crm_lower, and in PostgreSQL's ICU lower()): the
+ * Kelvin sign to k, and İ to i with a combining dot. LIKE folds ASCII only, so an ASCII pattern that
+ * could meet them compares the text with those two folded first, natively (no function call a row).
+ */
+function asciiFolded(ref: Expression<unknown>, pattern: string): Expression<unknown> {
+  let r = ref;
+  if (/k/i.test(pattern)) r = sql`replace(${r}, '\u212A', 'k')`;
+  if (/[i_]/i.test(pattern)) r = sql`replace(${r}, 'İ', 'i\u0307')`;
+  return r;
 }
 
 export const sqliteAdapter: DialectAdapter = {
@@ -39,7 +52,8 @@ export const sqliteAdapter: DialectAdapter = {
   // SQLite's LIKE folds the case of ASCII letters only: a pattern with other letters compares the
   // text folded by crm_lower (JavaScript's toLowerCase, registered on every connection), as
   // PostgreSQL does. ESCAPE makes % and _ in user input literal.
-  ilike: (ref, pattern) => (/^[\x00-\x7f]*$/.test(pattern) ? sql<SqlBool>`${ref} LIKE ${pattern} ESCAPE '\\'` : sql<SqlBool>`crm_lower(${ref}) LIKE ${pattern.toLowerCase()} ESCAPE '\\'`),
+  ilike: (ref, pattern) =>
+    /^[\x00-\x7f]*$/.test(pattern) ? sql<SqlBool>`${asciiFolded(ref, pattern)} LIKE ${pattern} ESCAPE '\\'` : sql<SqlBool>`crm_lower(${ref}) LIKE ${pattern.toLowerCase()} ESCAPE '\\'`,
   jsonArrayHas: (ref, value) => sql<SqlBool>`EXISTS (SELECT 1 FROM json_each(${ref}) WHERE value = ${value})`,
   textIn: (ref, values) => sql<SqlBool>`${ref} IN (${sql.join(values)})`,
   textInMax: 500,
@@ -56,7 +70,7 @@ export const sqliteAdapter: DialectAdapter = {
   feedOrder: async () => {},
   classifyError: classifySqliteError,
   secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
-  timeBucket: (col, interval, _tz, segments) => bucketExpression(col, interval, segments),
+  timeBucket: (col, interval, tz, segments) => bucketExpression(col, interval, tz, segments),
   zoneSegments: true,
   // SQLite divides a REAL width as real, and floor() is exact for the integers stored.
   histogramBucket: (col, width) => sql`floor(${col} / ${width}) * ${width}`,

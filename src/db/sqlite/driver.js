@@ -9,6 +9,7 @@
 // requires Node 22. So: 13 (optional dependency `better-sqlite3-napi`, prebuilt, no install
 // script) on Node 22 and later when it is installed and loads; 12 otherwise (Node 20).
 import { createRequire } from 'node:module';
+import { zoneShifted } from '../zone-offset.js';
 
 const require = createRequire(import.meta.url);
 const major = Number(process.versions.node.split('.')[0]);
@@ -39,9 +40,12 @@ export default Database;
 /**
  * SQL functions every connection of this project has, the main one and the read workers' alike:
  * crm_lower folds case by Unicode's rules (SQLite's lower() and LIKE fold ASCII letters only), as
- * PostgreSQL's lower() does, so a case-insensitive match finds 'Élodie' for 'élodie' on both.
+ * PostgreSQL's lower() does, so a case-insensitive match finds 'Élodie' for 'élodie' on both;
+ * crm_zone_shifted reads a zone's offset at an instant (see time-buckets.ts).
  * @param {import('better-sqlite3').Database} db
  */
 export function registerFunctions(db) {
   db.function('crm_lower', { deterministic: true }, (s) => (typeof s === 'string' ? s.toLowerCase() : s));
+  // The local wall time of an instant in a zone, for the instants beyond a bucket's CASE of offsets.
+  db.function('crm_zone_shifted', { deterministic: true }, (iso, tz) => (typeof tz === 'string' ? zoneShifted(iso, tz) : null));
 }
