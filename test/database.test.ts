@@ -101,3 +101,28 @@ describe('PostgreSQL URL', () => {
     }
   });
 });
+
+describe('heavy reads on PostgreSQL', () => {
+  it.runIf(onPostgres)('a bounded read is cancelled on the server as soon as its caller goes away, not at its deadline', async () => {
+    const db = await freshDb();
+    try {
+      const ac = new AbortController();
+      const started = performance.now();
+      const read = db.boundedRead!(sql`SELECT pg_sleep(20) AS slept, 'crm-abort-probe' AS tag`.compile(db.kysely), 60_000, ac.signal).then(
+        () => 'finished',
+        (e: unknown) => e,
+      );
+      const running = () => sqlAll(db, sql`SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%crm-abort-probe%' AND pid <> pg_backend_pid()`);
+      await expect.poll(async () => (await running()).length, { timeout: 5000, interval: 20 }).toBe(1);
+      ac.abort();
+      const outcome = await read;
+      expect(outcome).not.toBe('finished');
+      expect(performance.now() - started).toBeLessThan(10_000);
+      await expect.poll(async () => (await running()).length, { timeout: 5000, interval: 20 }).toBe(0);
+      // A caller already gone never starts the statement.
+      await expect(db.boundedRead!(sql`SELECT 1`.compile(db.kysely), 60_000, AbortSignal.abort())).rejects.toThrow();
+    } finally {
+      await db.close();
+    }
+  });
+});

@@ -63,11 +63,12 @@ export interface Db {
   /** Give back the memory of the main connection's page cache (after a burst of heavy reads). */
   releaseCache(): void;
   /**
-   * A read stopped by the database itself past `ms` (PostgreSQL: cancelled at the deadline, failing as statement_timeout does), for heavy reads
+   * A read stopped by the database itself past `ms`, or as soon as `signal` aborts (PostgreSQL: cancelled
+   * then, failing as statement_timeout does), for heavy reads
    * without read workers. Absent (SQLite): the time limit is checked between statements, and inside
    * them by the read workers' crm_budget.
    */
-  boundedRead?<R>(q: CompiledQuery, ms: number): Promise<R[]>;
+  boundedRead?<R>(q: CompiledQuery, ms: number, signal?: AbortSignal): Promise<R[]>;
   /** Heavy reads that may run at once where there are no read workers (PostgreSQL: connections of the pool they may hold). */
   heavyConcurrency?: number;
   /** Worker threads for heavy reads (file databases only); absent: heavy reads run on the main connection. */

@@ -363,9 +363,10 @@ export async function runRead<R>(ctx: Ctx, q: CompiledQuery): Promise<R[]> {
   }
   const budget = currentBudget();
   if (budget && ctx.db.boundedRead) {
-    const rows = await ctx.db.boundedRead<R>(q, budget.deadline - performance.now()).catch((e: unknown) => {
-      // Stopped by the database at the deadline: the budget's own error (QUERY_TOO_EXPENSIVE).
-      if (classifyDbError(e)?.kind === 'timeout') budget.expire();
+    const rows = await ctx.db.boundedRead<R>(q, budget.deadline - performance.now(), signal).catch((e: unknown) => {
+      // Stopped by the database: at the deadline, the budget's own error (QUERY_TOO_EXPENSIVE);
+      // after its caller went away, the cancellation (checkBudget tells them apart).
+      if (classifyDbError(e)?.kind === 'timeout' && !signal?.aborted) budget.expire();
       checkBudget();
       throw e;
     });

@@ -129,7 +129,7 @@ export function openPostgres(opts: PostgresOptions): Db {
     // the SQLSTATE of statement_timeout (classified 'timeout'). A read-only transaction with
     // SET LOCAL statement_timeout took three more round trips per heavy statement (BEGIN, the
     // setting, COMMIT): up to a third of a 15 ms aggregate.
-    boundedRead: <R>(q: CompiledQuery, ms: number) => boundedRead<R>(connections, url, options.join(' '), q, ms),
+    boundedRead: <R>(q: CompiledQuery, ms: number, signal?: AbortSignal) => boundedRead<R>(connections, url, options.join(' '), q, ms, signal),
     // Other processes' writes are heard through LISTEN/NOTIFY (notify.ts).
     dataVersion: () => listener.wordsVersion(),
     schemaToken: (workspaceId) => listener.schemaToken(workspaceId),
@@ -156,27 +156,30 @@ export function openPostgres(opts: PostgresOptions): Db {
 }
 
 /**
- * A statement stopped by the server once `ms` have passed: at the deadline a second connection asks
- * the server to cancel it (pg_cancel_backend), and it fails with 57014 (query_canceled). A connection
+ * A statement stopped by the server once `ms` have passed, or at once when `signal` aborts (the
+ * client hung up: its read must not go on using the server until the deadline): a second connection
+ * asks the server to cancel it (pg_cancel_backend), and it fails with 57014 (query_canceled). A connection
  * that was sent a cancel is closed rather than given back to the pool, so a late cancel can never
  * reach the next statement that would run on it.
  */
-async function boundedRead<R>(connections: { connect(): Promise<pg.PoolClient> }, url: string, options: string, q: CompiledQuery, ms: number): Promise<R[]> {
+async function boundedRead<R>(connections: { connect(): Promise<pg.PoolClient> }, url: string, options: string, q: CompiledQuery, ms: number, signal?: AbortSignal): Promise<R[]> {
+  signal?.throwIfAborted();
   // The handle's connections: its workspace's search path is set on the one handed out.
   const client = await connections.connect();
   let cancelling: Promise<void> | undefined;
   let settle!: () => void;
   const settled = new Promise<void>((resolve) => (settle = resolve));
-  const timer = setTimeout(
-    () => {
-      cancelling = cancelBackend(url, options, client, settled);
-    },
-    Math.max(1, Math.ceil(ms)),
-  );
+  const cancel = () => {
+    cancelling ??= cancelBackend(url, options, client, settled);
+  };
+  const timer = setTimeout(cancel, Math.max(1, Math.ceil(ms)));
+  signal?.addEventListener('abort', cancel, { once: true });
   try {
+    if (signal?.aborted) cancel();
     return (await client.query({ text: q.sql, values: q.parameters as unknown[] })).rows as R[];
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener('abort', cancel);
     settle();
     if (cancelling) {
       await cancelling;
