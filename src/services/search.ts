@@ -174,6 +174,13 @@ export async function rebuildSearchIndex(
   return db.bulk(() => rebuild(db, workspaceId, schema, opts));
 }
 
+/**
+ * Documents a rebuild writes per transaction. SQLite's index writes the documents of a transaction
+ * as one segment (up to its pending limit, raised in bulk mode), and merges segments as they pile
+ * up: 5,000 a transaction made 200 segments for a million contacts, each merged several times over.
+ */
+const REBUILD_BATCH = 50_000;
+
 async function rebuild(db: Db, workspaceId: number, schema: WorkspaceSchema, opts: { objects?: string[]; onProgress?: (p: { object: string; done: number }) => void }): Promise<number> {
   let written = 0;
   const k = db.kysely as unknown as Kysely<any>;
@@ -181,7 +188,7 @@ async function rebuild(db: Db, workspaceId: number, schema: WorkspaceSchema, opt
     if (opts.objects && !opts.objects.includes(obj.name)) continue;
     const cols = ['seq', ...docColumns(obj)];
     await k.transaction().execute((trx) => db.search.removeWorkspaceObject(trx, workspaceId, obj.id));
-    for await (const rows of rowBatches(k, obj, cols, { batch: 5000 })) {
+    for await (const rows of rowBatches(k, obj, cols, { batch: REBUILD_BATCH })) {
       const related = await relatedNames(k, workspaceId, schema, obj, rows);
       const docs = rows.map((r) => docOf(obj, workspaceId, r, related));
       await k.transaction().execute((trx) => db.search.upsert(trx, docs, true));

@@ -71,6 +71,34 @@ export function openSqlite(file: string, readonly = false): Database.Database {
   return sqlite;
 }
 
+/** Page cache of a bulk load (Db.bulk), in KiB: 1 GiB at most, taken only as pages are read. */
+const BULK_CACHE_KIB = 1 << 20;
+/**
+ * Documents FTS5 holds in memory before it writes them out as a segment, during a bulk load: 64 MiB
+ * (its default is 1 MiB, about 3,000 contacts). Each segment written is one more to merge later:
+ * with a rebuild's transactions of 50,000 documents, a million contacts make 20 segments instead of
+ * hundreds, and their merges rewrite the index fewer times.
+ */
+const BULK_FTS_PENDING_BYTES = 64 << 20;
+const FTS_DEFAULT_PENDING_BYTES = 1 << 20;
+
+/**
+ * Sets the full-text index's 'hashsize' (pending bytes before a segment is written); returns the
+ * value to restore, or undefined when there is no index (before migrations) or the write lock is
+ * another process's (best effort: the default only means smaller segments).
+ */
+function ftsHashsize(sqlite: Database.Database, bytes: number): number | undefined {
+  try {
+    if (!sqlite.prepare(`SELECT 1 FROM sqlite_schema WHERE name = 'search_index'`).get()) return undefined;
+    // A special INSERT of FTS5's: its value cannot be a bound parameter.
+    sqlite.exec(`INSERT INTO search_index(search_index, rank) VALUES ('hashsize', ${Math.trunc(bytes)})`);
+    return FTS_DEFAULT_PENDING_BYTES;
+  } catch (e) {
+    if (isSqliteBusy(e)) return undefined;
+    throw e;
+  }
+}
+
 /** Opens a SQLite file (or ':memory:'). */
 export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
   if (isPostgresUrl(opts.file)) throw new Error('openSqliteDatabase opens SQLite files; use openDatabase for a postgres:// URL');
@@ -106,11 +134,16 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
       sqlite.pragma('wal_autocheckpoint = 16384');
       // The full-text index merges its segments as it grows: with a million documents those merges
       // read far more than 64 MiB, and a cache that small rereads the same pages from the file
-      // (measured: 5,000 documents in 0.9 s instead of 0.14 s).
-      sqlite.pragma('cache_size = -262144');
+      // (measured: 5,000 documents in 0.9 s instead of 0.14 s). 256 MiB was not enough either: past
+      // about 800,000 contacts the index and the records read beside it outgrew it, and the build
+      // fell from 7,000-8,000 to 1,000-1,500 documents/s (bench:search, issue 16). The cache takes
+      // pages as they are read, so the limit costs memory only on a load that large.
+      sqlite.pragma(`cache_size = -${BULK_CACHE_KIB}`);
+      const hashsize = ftsHashsize(sqlite, BULK_FTS_PENDING_BYTES);
       try {
         return await fn();
       } finally {
+        if (hashsize !== undefined) ftsHashsize(sqlite, hashsize);
         sqlite.pragma(`cache_size = ${cache}`);
         sqlite.pragma(`wal_autocheckpoint = ${before}`);
         // Best effort (a PASSIVE checkpoint never waits; another process may be checkpointing).
