@@ -113,9 +113,7 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     // relation checks and step defaults, and so exactly the changes the update would make.
     if (b.dry_run) {
       const changed = await withRollback(ctx, (dry) => updateMany(dry, obj, ids, b.values));
-      const changes: Record<string, number> = {};
-      for (const c of changed) for (const name of Object.keys(c.changes)) changes[name] = (changes[name] ?? 0) + 1;
-      return { ...head, dry_run: true, would_change: changed.length, unchanged: ids.length - changed.length, changes_by_field: changes, samples: changed.slice(0, 20) };
+      return { ...head, dry_run: true, would_change: changed.changed, unchanged: ids.length - changed.changed, changes_by_field: changed.byField, samples: changed.samples };
     }
     await updateMany(ctx, obj, ids, b.values);
     return { ...head, dry_run: false, updated: ids.length };
