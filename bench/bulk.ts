@@ -128,9 +128,7 @@ function rawUpdate(file: string, field: string, value: string): { s: number; n: 
   raw.pragma('synchronous = NORMAL');
   raw.pragma('cache_size = -65536');
   const col = (name: string) => contactsDef.byName.get(name)!.column;
-  raw.function('search_exact', { deterministic: true }, (phone, email, url) =>
-    docOf(contactsDef, ws.id, { [col('phone')]: phone, [col('email')]: email, [col('linkedin_url')]: url }).exact,
-  );
+  raw.function('search_exact', { deterministic: true }, (phone, email, url) => docOf(contactsDef, ws.id, { [col('phone')]: phone, [col('email')]: email, [col('linkedin_url')]: url }).exact);
   const now = new Date().toISOString();
   const chosen = `c.created_at < @cut AND c.${field} IS NOT @value`;
   const activity = raw.prepare(`INSERT INTO activity (workspace_id, object, record_id, action, payload, user_id, via, created_at)

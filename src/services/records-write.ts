@@ -641,20 +641,22 @@ function sameChangeForAll(obj: ObjectDef, p: Prepared): boolean {
  * their stage history, search documents and match keys (rewritten only when the fields they are
  * made of change) and timeline entries. Returns what changed; a dry run is this, rolled back.
  */
-export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values: unknown): Promise<ManyChanges> {
+export async function updateMany(ctx: Ctx, obj: ObjectDef, records: { id: string; seq: number }[], values: unknown): Promise<ManyChanges> {
   const p = prepareWrite(obj, values, 'update');
-  if (sameChangeForAll(obj, p)) return inTransaction(ctx, obj, (trx) => updateAllInSql(ctx, trx, obj, ids, p));
+  if (sameChangeForAll(obj, p)) return inTransaction(ctx, obj, (trx) => updateAllInSql(ctx, trx, obj, records, p));
+  const ids = records.map((r) => r.id);
   return inTransaction(ctx, obj, (trx) => updateEachRecord(ctx, trx, obj, ids, p));
 }
 
 /**
- * The same change on every record, in SQL, a chunk of ids at a time: the timeline entries with
- * their old values (INSERT … SELECT, the payload built by the dialect), then the records that
- * differ (UPDATE … RETURNING what their search documents and match keys need). JavaScript only
- * reads the diffs of the first records changed (a dry run's samples) and, when several fields are
- * written, the changed fields' old values (to count the changes per field).
+ * The same change on every record, in SQL, a chunk of records at a time (looked up by seq, the
+ * table's own key): the timeline entries with their old values (INSERT … SELECT, the payload built
+ * by the dialect), then the records that differ (UPDATE, RETURNING what their search documents and
+ * match keys are made of when the write changes them). JavaScript only reads the diffs of the first
+ * records changed (a dry run's samples) and, when several fields are written, the changed fields'
+ * old values (to count the changes per field).
  */
-async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, ids: string[], p: Prepared): Promise<ManyChanges> {
+async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, records: { id: string; seq: number }[], p: Prepared): Promise<ManyChanges> {
   await checkRelations(ctx, trx, obj, [p.row]);
   const fields = [...p.touched.keys()].map((n) => obj.byName.get(n)!);
   const written = new Set(fields.map((f) => f.column));
@@ -662,28 +664,39 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, ids
   const touches = (cols: Iterable<string>) => [...cols].some((c) => written.has(c));
   const docs = touches(docColumns(obj));
   const keys = touches(keyColumns(obj));
-  const returned = [...new Set(['id', ...(docs ? docColumns(obj) : []), ...(keys ? keyColumns(obj) : [])])];
+  const returned = docs || keys ? [...new Set(['id', ...(docs ? docColumns(obj) : []), ...(keys ? keyColumns(obj) : [])])] : undefined;
   const { workspaceId, userId, via } = ctx.actor;
   const at = nowIso();
   const payload = ctx.db.adapter.changesPayload(fields.map((f) => ({ name: f.name, column: sql.ref(f.column), value: p.row[f.column]! })));
   const byField: Record<string, number> = {};
   const samples: RecordChange[] = [];
   const after: Record<string, unknown>[] = [];
+  let changed = 0;
   const chunk = Math.min(SET_CHUNK, ctx.db.adapter.textInMax);
   await ctx.db.adapter.feedOrder(trx, workspaceId);
-  for (let i = 0; i < ids.length; i += chunk) {
-    await checkpoint(ctx, i, ids.length, `updating ${obj.name}`);
-    const part = ids.slice(i, i + chunk);
-    const chosen = (eb: any) => eb.and([ctx.db.adapter.textIn(sql.ref('id'), part), differs(eb)]);
+  for (let i = 0; i < records.length; i += chunk) {
+    await checkpoint(ctx, i, records.length, `updating ${obj.name}`);
+    const part = records.slice(i, i + chunk);
+    const chosen = (eb: any) =>
+      eb.and([
+        eb(
+          'seq',
+          'in',
+          part.map((r) => r.seq),
+        ),
+        differs(eb),
+      ]);
     if (fields.length > 1 || samples.length < MANY_SAMPLES) {
       const old = new Map(
-        ((await dyn(trx)
-          .selectFrom(obj.table)
-          .select(['id', ...written])
-          .where(chosen)
-          .execute()) as Record<string, unknown>[]).map((r) => [r.id as string, r]),
+        (
+          (await dyn(trx)
+            .selectFrom(obj.table)
+            .select(['id', ...written])
+            .where(chosen)
+            .execute()) as Record<string, unknown>[]
+        ).map((r) => [r.id as string, r]),
       );
-      for (const id of part) {
+      for (const { id } of part) {
         const row = old.get(id);
         if (!row) continue;
         const diff = changes(obj, row, p.touched);
@@ -710,23 +723,24 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, ids
           .where(chosen),
       )
       .execute();
+    const update = dyn(trx)
+      .updateTable(obj.table)
+      .set({ ...p.row, updated_at: at })
+      .where(chosen);
     try {
-      after.push(
-        ...((await dyn(trx)
-          .updateTable(obj.table)
-          .set({ ...p.row, updated_at: at })
-          .where(chosen)
-          .returning(returned)
-          .execute()) as Record<string, unknown>[]),
-      );
+      if (returned) {
+        const rows = (await update.returning(returned).execute()) as Record<string, unknown>[];
+        after.push(...rows);
+        changed += rows.length;
+      } else changed += Number((await update.executeTakeFirst()).numUpdatedRows);
     } catch (e) {
       throw duplicateError(ctx, obj, e, p.row) ?? e;
     }
   }
-  if (fields.length === 1 && after.length) byField[fields[0]!.name] = after.length;
-  if (after.length) await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, ids.length);
-  await checkpoint(ctx, ids.length, ids.length, `updated ${obj.name}`);
-  return { changed: after.length, byField, samples };
+  if (fields.length === 1 && changed) byField[fields[0]!.name] = changed;
+  if (after.length) await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, records.length);
+  await checkpoint(ctx, records.length, records.length, `updated ${obj.name}`);
+  return { changed, byField, samples };
 }
 
 /**
