@@ -650,11 +650,12 @@ export async function updateMany(ctx: Ctx, obj: ObjectDef, records: { id: string
 
 /**
  * The same change on every record, in SQL, a chunk of records at a time (looked up by seq, the
- * table's own key): the timeline entries with their old values (INSERT … SELECT, the payload built
- * by the dialect), then the records that differ (UPDATE, RETURNING what their search documents and
- * match keys are made of when the write changes them). JavaScript only reads the diffs of the first
- * records changed (a dry run's samples) and, when several fields are written, the changed fields'
- * old values (to count the changes per field).
+ * table's own key): the timeline entries with their old values (SQLite: INSERT … SELECT, the
+ * payload built in SQL), then the records that differ (UPDATE, RETURNING what their search
+ * documents and match keys are made of when the write changes them). JavaScript reads the old
+ * values of the first records changed (a dry run's samples), of all of them when several fields are
+ * written (to count the changes per field), and on PostgreSQL, which appends the entries last
+ * (changesPayload), to make the entries.
  */
 async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, records: { id: string; seq: number }[], p: Prepared): Promise<ManyChanges> {
   await checkRelations(ctx, trx, obj, [p.row]);
@@ -667,13 +668,13 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
   const returned = docs || keys ? [...new Set(['id', ...(docs ? docColumns(obj) : []), ...(keys ? keyColumns(obj) : [])])] : undefined;
   const { workspaceId, userId, via } = ctx.actor;
   const at = nowIso();
-  const payload = ctx.db.adapter.changesPayload(fields.map((f) => ({ name: f.name, column: sql.ref(f.column), value: p.row[f.column]! })));
+  const payload = ctx.db.adapter.changesPayload?.(fields.map((f) => ({ name: f.name, column: sql.ref(f.column), value: p.row[f.column]! })));
   const byField: Record<string, number> = {};
   const samples: RecordChange[] = [];
+  const activity: ActivityEntry[] = [];
   const after: Record<string, unknown>[] = [];
   let changed = 0;
   const chunk = Math.min(SET_CHUNK, ctx.db.adapter.textInMax);
-  await ctx.db.adapter.feedOrder(trx, workspaceId);
   for (let i = 0; i < records.length; i += chunk) {
     await checkpoint(ctx, i, records.length, `updating ${obj.name}`);
     const part = records.slice(i, i + chunk);
@@ -686,7 +687,7 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
         ),
         differs(eb),
       ]);
-    if (fields.length > 1 || samples.length < MANY_SAMPLES) {
+    if (!payload || fields.length > 1 || samples.length < MANY_SAMPLES) {
       const old = new Map(
         (
           (await dyn(trx)
@@ -702,27 +703,29 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
         const diff = changes(obj, row, p.touched);
         for (const name of Object.keys(diff)) byField[name] = (byField[name] ?? 0) + 1;
         if (samples.length < MANY_SAMPLES) samples.push({ id, changes: diff });
+        if (!payload) activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } });
       }
     }
-    await dyn(trx)
-      .insertInto('activity')
-      .columns(['workspace_id', 'object', 'record_id', 'action', 'payload', 'user_id', 'via', 'created_at'])
-      .expression(
-        dyn(trx)
-          .selectFrom(obj.table)
-          .select([
-            sql`CAST(${workspaceId} AS integer)`.as('workspace_id'),
-            sql`CAST(${obj.name} AS text)`.as('object'),
-            'id',
-            sql`CAST('updated' AS text)`.as('action'),
-            payload.as('payload'),
-            sql`CAST(${userId} AS text)`.as('user_id'),
-            sql`CAST(${via} AS text)`.as('via'),
-            sql`CAST(${at} AS text)`.as('created_at'),
-          ])
-          .where(chosen),
-      )
-      .execute();
+    if (payload)
+      await dyn(trx)
+        .insertInto('activity')
+        .columns(['workspace_id', 'object', 'record_id', 'action', 'payload', 'user_id', 'via', 'created_at'])
+        .expression(
+          dyn(trx)
+            .selectFrom(obj.table)
+            .select([
+              sql`${workspaceId}`.as('workspace_id'),
+              sql`${obj.name}`.as('object'),
+              'id',
+              sql`'updated'`.as('action'),
+              payload.as('payload'),
+              sql`${userId}`.as('user_id'),
+              sql`${via}`.as('via'),
+              sql`${at}`.as('created_at'),
+            ])
+            .where(chosen),
+        )
+        .execute();
     const update = dyn(trx)
       .updateTable(obj.table)
       .set({ ...p.row, updated_at: at })
@@ -740,6 +743,7 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
   if (fields.length === 1 && changed) byField[fields[0]!.name] = changed;
   if (after.length) await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, records.length);
   await checkpoint(ctx, records.length, records.length, `updated ${obj.name}`);
+  await recordActivity(trx, ctx, activity);
   return { changed, byField, samples };
 }
 

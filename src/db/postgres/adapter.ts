@@ -112,12 +112,6 @@ export const postgresAdapter: DialectAdapter = {
     }
   },
   classifyError: classifyPostgresError,
-  // Typed parameters: json_build_array takes any type, so an untyped one cannot be resolved.
-  changesPayload: (fields) => {
-    const typed = (v: string | number | null) => (v === null ? sql`CAST(NULL AS text)` : typeof v === 'number' ? sql`CAST(${v} AS double precision)` : sql`CAST(${v} AS text)`);
-    const pairs = sql.join(fields.map((f) => sql`${sql.lit(f.name)}::text, CASE WHEN ${f.column} IS DISTINCT FROM ${typed(f.value)} THEN json_build_array(${f.column}, ${typed(f.value)}) END`));
-    return sql<string>`CAST(json_build_object('changes', ${fields.length > 1 ? sql`json_strip_nulls(json_build_object(${pairs}))` : sql`json_build_object(${pairs})`}) AS text)`;
-  },
   secondsBetween: (from, to) => sql<number>`EXTRACT(EPOCH FROM (CAST(${to} AS timestamptz) - CAST(${from} AS timestamptz)))::double precision`,
   changeNotifications,
   tokenVersion,
