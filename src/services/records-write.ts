@@ -677,16 +677,10 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
   const chunk = Math.min(SET_CHUNK, ctx.db.adapter.textInMax);
   for (let i = 0; i < records.length; i += chunk) {
     await checkpoint(ctx, i, records.length, `updating ${obj.name}`);
+    // A checkpoint a chunk: its statements take milliseconds, so a cancellation is heard as soon.
     const part = records.slice(i, i + chunk);
-    const chosen = (eb: any) =>
-      eb.and([
-        eb(
-          'seq',
-          'in',
-          part.map((r) => r.seq),
-        ),
-        differs(eb),
-      ]);
+    const seqs = part.map((r) => r.seq);
+    const chosen = (eb: any) => eb.and([eb('seq', 'in', seqs), differs(eb)]);
     if (!payload || fields.length > 1 || samples.length < MANY_SAMPLES) {
       const old = new Map(
         (
