@@ -108,6 +108,15 @@ describe('bulk update, set-based', () => {
     await both('contacts', ['Ann', 'Dan'], (side) => ({ company: ids[side].Globex }));
     await both('contacts', ['Ben', 'Cat', 'Dan'], { linkedin_url: 'https://www.linkedin.com/in/shared' });
     await both('contacts', ['Ann', 'Ben'], { source: 'event' });
+    // Timeline entries built in SQL: several fields, some already as asked (Ann and Ben are in
+    // Paris), text that JSON escapes, a field cleared, a number and a date.
+    await both('contacts', ['Ann', 'Ben', 'Dan'], { city: 'Paris', job_title: 'Lead "QA" \\ Zoë\n' });
+    await both('contacts', ['Ann', 'Dan'], { job_title: null, last_contacted_at: '2026-05-01T10:00:00.000Z' });
+    await both('opportunities', ['Deal 1', 'Deal 2'], { probability: 35.5, close_date: '2027-01-15' });
+    await both('opportunities', ['Deal 1', 'Deal 2'], { probability: 40 });
+    // Stored otherwise than shown (a boolean's 0/1, a multi-select's JSON, a currency's minor units): entries made in JavaScript.
+    await both('contacts', ['Ann', 'Ben'], { do_not_contact: true, tags: ['vip', 'event'] });
+    await both('opportunities', ['Deal 1'], { amount: 1500.5 });
     // A company renamed: its contacts' documents hold the new name.
     await both('companies', ['Acme', 'Globex'], { name: 'Initech' });
     // Pipeline moves (step defaults, stage history, the company's timeline) and task completion stamps.

@@ -101,6 +101,18 @@ export interface DialectAdapter {
    * SQLite has one writer at a time; PostgreSQL takes a per-workspace lock held until commit.
    */
   feedOrder(trx: Kysely<any>, workspaceId: number): Promise<void>;
+  /**
+   * An update's timeline payload as JSON text, {"changes": {field: [before, after], …}}, built in SQL
+   * from a record's columns before the update (a bulk update's INSERT … SELECT of its entries): only
+   * the fields whose column differs from the value written (IS DISTINCT FROM), in the order given.
+   * For the records where one at least differs; for columns whose stored value is the value shown
+   * (text and real: not a boolean's 0/1, a currency's minor units, a multi-select's JSON text).
+   * SQLite only: the entries go in before the update, which PostgreSQL's feed lock (see feedOrder)
+   * forbids: taken before the records' row locks, it would make every other writer of the workspace
+   * wait for the whole update, and deadlock with one holding a record's lock. There a bulk update
+   * builds its entries in JavaScript and appends them last.
+   */
+  changesPayload?(fields: { name: string; column: Expression<unknown>; value: string | number | null }[]): RawBuilder<string>;
   /** Seconds from one ISO-8601 timestamp (text) to another. */
   secondsBetween(from: Expression<unknown>, to: Expression<unknown>): RawBuilder<number>;
   /** Migration 0008: what tells other processes of schema and vocabulary changes (PostgreSQL: NOTIFY triggers on the shared tables and in each workspace's). */

@@ -8,7 +8,7 @@ import { validationError } from './errors.js';
 import { encodeValue } from './field-types.js';
 import { normalizeFilter } from './filter-styles.js';
 import { compileFilter, type FilterGroup, filterGroupSchema } from './filters.js';
-import { countRows, existingIds, recordExists } from './record-tables.js';
+import { countRows, recordExists, seqsOf } from './record-tables.js';
 import { notFound, updateMany } from './records.js';
 import { getSchema, parseWith, resolveObject } from './schema.js';
 import { checkpoint, throwIfCancelled } from './work.js';
@@ -59,14 +59,14 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
   if (!b.ids && b.filter === undefined && !b.all) throw validationError('Choose the records with "ids" or "filter" (a FilterGroup); "all": true for every record');
   const k = ctx.db.kysely as unknown as AnyDb;
 
-  // The records concerned, in a stable order.
-  let ids: string[];
+  // The records concerned, in a stable order, with their seq (set-based updates look them up by it).
+  let chosen: { id: string; seq: number }[];
   if (b.ids) {
     const unique = [...new Set(b.ids)];
-    const found = await existingIds(k, obj, unique);
+    const found = await seqsOf(k, obj, unique);
     const missing = unique.find((x) => !found.has(x));
     if (missing) throw notFound(obj, missing);
-    ids = unique;
+    chosen = unique.map((id) => ({ id, seq: found.get(id)! }));
   } else {
     const g = normalizeFilter(b.filter);
     // Checked in full before it is counted: a misspelt key ("condtions") must not pass for "no conditions".
@@ -84,13 +84,14 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     const where = g && leafCount(g) > 0 ? compileFilter(obj, ctx.db.adapter, g, undefined, schema, { userId: ctx.actor.userId }) : undefined;
     let q = k
       .selectFrom(obj.table)
-      .select('id')
+      .select(['id', 'seq'])
       .orderBy('seq')
       .limit(BULK_MAX + 1);
     if (where) q = q.where((eb: any) => where(eb));
-    ids = ((await q.execute()) as { id: string }[]).map((r) => r.id);
-    if (ids.length > BULK_MAX) throw validationError(`The filter matches more than ${BULK_MAX} records; narrow it or run several bulk requests`, { limit: BULK_MAX });
+    chosen = (await q.execute()) as { id: string; seq: number }[];
+    if (chosen.length > BULK_MAX) throw validationError(`The filter matches more than ${BULK_MAX} records; narrow it or run several bulk requests`, { limit: BULK_MAX });
   }
+  const ids = chosen.map((r) => r.id);
   const head = { action: b.action, object: obj.name, matched: ids.length };
 
   if (b.action === 'update') {
@@ -112,12 +113,10 @@ export async function bulkOperation(ctx: Ctx, input: unknown) {
     // The dry run is the update itself, rolled back: the same validation, unique constraints,
     // relation checks and step defaults, and so exactly the changes the update would make.
     if (b.dry_run) {
-      const changed = await withRollback(ctx, (dry) => updateMany(dry, obj, ids, b.values));
-      const changes: Record<string, number> = {};
-      for (const c of changed) for (const name of Object.keys(c.changes)) changes[name] = (changes[name] ?? 0) + 1;
-      return { ...head, dry_run: true, would_change: changed.length, unchanged: ids.length - changed.length, changes_by_field: changes, samples: changed.slice(0, 20) };
+      const changed = await withRollback(ctx, (dry) => updateMany(dry, obj, chosen, b.values));
+      return { ...head, dry_run: true, would_change: changed.changed, unchanged: ids.length - changed.changed, changes_by_field: changed.byField, samples: changed.samples };
     }
-    await updateMany(ctx, obj, ids, b.values);
+    await updateMany(ctx, obj, chosen, b.values);
     return { ...head, dry_run: false, updated: ids.length };
   }
 

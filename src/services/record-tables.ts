@@ -23,14 +23,19 @@ export async function recordExists(db: Db, obj: ObjectDef, id: string): Promise<
 
 /** Those of `ids` that name a record of `obj`. */
 export async function existingIds(db: Db, obj: ObjectDef, ids: string[]): Promise<Set<string>> {
-  const found = new Set<string>();
+  return new Set((await seqsOf(db, obj, ids)).keys());
+}
+
+/** Those of `ids` that name a record of `obj`, with its seq (the table's own key, a lookup cheaper than the id's). */
+export async function seqsOf(db: Db, obj: ObjectDef, ids: string[]): Promise<Map<string, number>> {
+  const found = new Map<string, number>();
   for (let i = 0; i < ids.length; i += CHUNK) {
     const rows = (await any(db)
       .selectFrom(obj.table)
-      .select('id')
+      .select(['id', 'seq'])
       .where('id', 'in', ids.slice(i, i + CHUNK))
-      .execute()) as { id: string }[];
-    for (const r of rows) found.add(r.id);
+      .execute()) as { id: string; seq: number }[];
+    for (const r of rows) found.set(r.id, r.seq);
   }
   return found;
 }

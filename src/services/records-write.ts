@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { SearchDoc } from '../db/search.js';
 import type { Tables } from '../db/tables.js';
@@ -9,7 +9,7 @@ import type { Ctx } from './context.js';
 import { keyColumns, type MatchKey, removeKeys, writeKeys } from './dedupe-keys.js';
 import { displayColumns, displayNameOfRow } from './display-names.js';
 import { CrmError, type ErrorCode, validationError } from './errors.js';
-import { decodeValue, encodeValue } from './field-types.js';
+import { decodeValue, encodeValue, storageOf } from './field-types.js';
 import { newId } from './ids.js';
 import { MAX_BATCH, notFound, type RecordData, toRecord } from './record-rows.js';
 import { deleteRows, existingIds, repoint, rowsByIds, updateRow } from './record-tables.js';
@@ -592,6 +592,16 @@ export interface RecordChange {
   changes: Record<string, [unknown, unknown]>;
 }
 
+/** What a bulk update changed (a dry run's answer): how many records, how many per field, the first few with their diffs. */
+export interface ManyChanges {
+  changed: number;
+  byField: Record<string, number>;
+  /** The first MANY_SAMPLES records that changed, in the order of the ids given. */
+  samples: RecordChange[];
+}
+
+export const MANY_SAMPLES = 20;
+
 /**
  * The columns updateMany reads: those the diffs, a task's and a pipeline's rules, the timeline
  * entries (display names, relations) and, when the write may change them, the search documents and
@@ -613,120 +623,244 @@ function updateColumns(obj: ObjectDef, p: Prepared): string[] {
 const SET_CHUNK = 1000;
 
 /**
- * The same values written to many records (a bulk update), set-based, in one transaction: one
- * UPDATE per chunk of ids for the records that change, their stage history, search documents and
- * match keys rewritten in multi-row statements (and only when the fields they are made of change),
- * their timeline entries in multi-row inserts. Per record, only what differs between records: the
- * diff against its stored row, a task's completion stamp, a pipeline step's defaults. Returns the
- * records that changed, with their diffs, in the order of `ids`; a dry run is this, rolled back.
+ * Whether the same values written to many records make the same change on each, whose timeline
+ * entry SQL can build from the row alone: no pipeline step (its defaults and stage history) or task
+ * status (its completion stamp), no status or relation (entries on the related records), and only
+ * fields whose stored value is the value shown (not a boolean, a currency or a multi-select).
  */
-export async function updateMany(ctx: Ctx, obj: ObjectDef, ids: string[], values: unknown): Promise<RecordChange[]> {
+function sameChangeForAll(obj: ObjectDef, p: Prepared): boolean {
+  for (const name of p.touched.keys()) {
+    const f = obj.byName.get(name)!;
+    if (name === 'status' || name === obj.pipeline?.field || f.type === 'RELATION' || f.type === 'MULTI_SELECT' || storageOf(f.type) === 'integer') return false;
+  }
+  return true;
+}
+
+/**
+ * The same values written to many records (a bulk update), set-based, in one transaction, with
+ * their stage history, search documents and match keys (rewritten only when the fields they are
+ * made of change) and timeline entries. Returns what changed; a dry run is this, rolled back.
+ */
+export async function updateMany(ctx: Ctx, obj: ObjectDef, records: { id: string; seq: number }[], values: unknown): Promise<ManyChanges> {
   const p = prepareWrite(obj, values, 'update');
+  if (sameChangeForAll(obj, p)) return inTransaction(ctx, obj, (trx) => updateAllInSql(ctx, trx, obj, records, p));
+  const ids = records.map((r) => r.id);
+  return inTransaction(ctx, obj, (trx) => updateEachRecord(ctx, trx, obj, ids, p));
+}
+
+/**
+ * The same change on every record, in SQL, a chunk of records at a time (looked up by seq, the
+ * table's own key): the timeline entries with their old values (SQLite: INSERT … SELECT, the
+ * payload built in SQL), then the records that differ (UPDATE, RETURNING what their search
+ * documents and match keys are made of when the write changes them). JavaScript reads the old
+ * values of the first records changed (a dry run's samples), of all of them when several fields are
+ * written (to count the changes per field), and on PostgreSQL, which appends the entries last
+ * (changesPayload), to make the entries.
+ */
+async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, records: { id: string; seq: number }[], p: Prepared): Promise<ManyChanges> {
+  await checkRelations(ctx, trx, obj, [p.row]);
+  const fields = [...p.touched.keys()].map((n) => obj.byName.get(n)!);
+  const written = new Set(fields.map((f) => f.column));
+  const differs = (eb: any) => eb.or(fields.map((f) => eb(f.column, 'is distinct from', p.row[f.column])));
+  const touches = (cols: Iterable<string>) => [...cols].some((c) => written.has(c));
+  const docs = touches(docColumns(obj));
+  const keys = touches(keyColumns(obj));
+  const returned = docs || keys ? [...new Set(['id', ...(docs ? docColumns(obj) : []), ...(keys ? keyColumns(obj) : [])])] : undefined;
+  const { workspaceId, userId, via } = ctx.actor;
+  const at = nowIso();
+  const payload = ctx.db.adapter.changesPayload?.(fields.map((f) => ({ name: f.name, column: sql.ref(f.column), value: p.row[f.column]! })));
+  const byField: Record<string, number> = {};
+  const samples: RecordChange[] = [];
+  const activity: ActivityEntry[] = [];
+  const after: Record<string, unknown>[] = [];
+  let changed = 0;
+  const chunk = Math.min(SET_CHUNK, ctx.db.adapter.textInMax);
+  for (let i = 0; i < records.length; i += chunk) {
+    await checkpoint(ctx, i, records.length, `updating ${obj.name}`);
+    // A checkpoint a chunk: its statements take milliseconds, so a cancellation is heard as soon.
+    const part = records.slice(i, i + chunk);
+    const seqs = part.map((r) => r.seq);
+    const chosen = (eb: any) => eb.and([eb('seq', 'in', seqs), differs(eb)]);
+    if (!payload || fields.length > 1 || samples.length < MANY_SAMPLES) {
+      const old = new Map(
+        (
+          (await dyn(trx)
+            .selectFrom(obj.table)
+            .select(['id', ...written])
+            .where(chosen)
+            .execute()) as Record<string, unknown>[]
+        ).map((r) => [r.id as string, r]),
+      );
+      for (const { id } of part) {
+        const row = old.get(id);
+        if (!row) continue;
+        const diff = changes(obj, row, p.touched);
+        for (const name of Object.keys(diff)) byField[name] = (byField[name] ?? 0) + 1;
+        if (samples.length < MANY_SAMPLES) samples.push({ id, changes: diff });
+        if (!payload) activity.push({ object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } });
+      }
+    }
+    if (payload)
+      await dyn(trx)
+        .insertInto('activity')
+        .columns(['workspace_id', 'object', 'record_id', 'action', 'payload', 'user_id', 'via', 'created_at'])
+        .expression(
+          dyn(trx)
+            .selectFrom(obj.table)
+            .select([
+              sql`${workspaceId}`.as('workspace_id'),
+              sql`${obj.name}`.as('object'),
+              'id',
+              sql`'updated'`.as('action'),
+              payload.as('payload'),
+              sql`${userId}`.as('user_id'),
+              sql`${via}`.as('via'),
+              sql`${at}`.as('created_at'),
+            ])
+            .where(chosen),
+        )
+        .execute();
+    const update = dyn(trx)
+      .updateTable(obj.table)
+      .set({ ...p.row, updated_at: at })
+      .where(chosen);
+    try {
+      if (returned) {
+        const rows = (await update.returning(returned).execute()) as Record<string, unknown>[];
+        after.push(...rows);
+        changed += rows.length;
+      } else changed += Number((await update.executeTakeFirst()).numUpdatedRows);
+    } catch (e) {
+      throw duplicateError(ctx, obj, e, p.row) ?? e;
+    }
+  }
+  if (fields.length === 1 && changed) byField[fields[0]!.name] = changed;
+  if (after.length) await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, records.length);
+  await checkpoint(ctx, records.length, records.length, `updated ${obj.name}`);
+  await recordActivity(trx, ctx, activity);
+  return { changed, byField, samples };
+}
+
+/**
+ * Search documents, match keys and the documents that hold a renamed record's name, after a bulk
+ * update, each only where the fields it is made of changed (a status or a date changes none).
+ * `after`: the changed records as now stored, with at least the columns those are made of.
+ */
+async function rewriteDerived(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, changedFields: Set<string>, after: Record<string, unknown>[], total: number) {
+  const schema = schemaCache.get(ctx)!;
+  const columns = new Set([...changedFields].map((n) => obj.byName.get(n)!.column));
+  const touches = (cols: Iterable<string>) => [...cols].some((c) => columns.has(c));
+  if (touches(docColumns(obj))) {
+    await checkpoint(ctx, total - 1, total, `indexing ${obj.name}`);
+    await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, after, false, schema);
+  }
+  if (touches(keyColumns(obj))) {
+    await checkpoint(ctx, total - 1, total, `updating ${obj.name}`);
+    await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, after);
+  }
+  if (obj.displayFields.some((n) => changedFields.has(n))) {
+    const renamed = after.map((r) => r.id as string);
+    for (let i = 0; i < renamed.length; i += SET_CHUNK) await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, renamed.slice(i, i + SET_CHUNK));
+  }
+}
+
+/**
+ * Records whose change differs one from another (a pipeline step's defaults, a task's completion
+ * stamp) or whose timeline needs more than the row (entries on related records): read, diffed and
+ * their entries made in JavaScript; written by one UPDATE per chunk of ids for the records that get
+ * the same stored values (all of them, unless a step's defaults or a completion stamp differ), their
+ * stage history and timeline entries in multi-row statements.
+ */
+async function updateEachRecord(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, ids: string[], p: Prepared): Promise<ManyChanges> {
   const stageField = obj.pipeline ? obj.byName.get(obj.pipeline.field) : undefined;
   // Only a task's status and a pipeline step make one record's write differ from another's.
   const perRecord = (obj.name === 'tasks' && obj.system && p.touched.has('status')) || (stageField !== undefined && p.touched.has(stageField.name));
   const readColumns = updateColumns(obj, p);
-  return inTransaction(ctx, obj, async (trx) => {
-    await checkRelations(ctx, trx, obj, [p.row]);
-    const schema = schemaCache.get(ctx)!;
-    const statusCol = obj.byName.get('status')?.column ?? 'status';
-    const stageCol = obj.pipeline ? obj.byName.get(obj.pipeline.field)!.column : undefined;
-    const out: RecordChange[] = [];
-    const after: Record<string, unknown>[] = [];
-    // Records that get the same stored values share a statement: every one, unless a step's
-    // defaults or a task's completion stamp make some differ.
-    const groups = new Map<string, { row: Row; ids: string[] }>();
-    const moves: { id: string; from: string | null; to: string }[] = [];
-    const changedFields = new Set<string>();
-    const activity: ActivityEntry[] = [];
-    // Progress in two halves: reading the records and computing their changes, then writing.
-    const total = 2 * ids.length;
-    for (let i = 0; i < ids.length; i += SET_CHUNK) {
-      await checkpoint(ctx, i, total, `updating ${obj.name}`);
-      const part = ids.slice(i, i + SET_CHUNK);
-      const before = await rowsByIds(trx, obj, part, readColumns);
-      for (const [j, id] of part.entries()) {
-        // A turn of the event loop now and then (checkpoint): a cancellation is heard, other requests run.
-        if (j > 0 && j % 100 === 0) await checkpoint(ctx, i + j, total, `updating ${obj.name}`);
-        const old = before.get(id);
-        if (!old) throw notFound(obj, id);
-        const q: Prepared = perRecord ? { row: { ...p.row }, touched: new Map(p.touched) } : p;
-        stampCompletion(obj, q, old[statusCol]);
-        const moved = stageCol !== undefined && q.row[stageCol] !== undefined && q.row[stageCol] !== old[stageCol];
-        if (moved) enterStep(obj, q, q.row[stageCol!] as string);
-        const diff = changes(obj, old, q.touched);
-        if (Object.keys(diff).length === 0) continue;
-        for (const name of Object.keys(diff)) changedFields.add(name);
-        const key = perRecord ? JSON.stringify(q.row) : '';
-        const g = groups.get(key);
-        if (g) g.ids.push(id);
-        else groups.set(key, { row: q.row, ids: [id] });
-        const now = { ...old, ...q.row };
-        after.push(now);
-        out.push({ id, changes: diff });
-        if (moved) moves.push({ id, from: old[stageCol!] as string | null, to: q.row[stageCol!] as string });
-        activity.push(
-          { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
-          ...(moved ? pipelineMove(obj, id, old[stageCol!], q.row[stageCol!]) : []),
-          ...relatedEntries(obj, id, old, now),
-        );
-      }
+  await checkRelations(ctx, trx, obj, [p.row]);
+  const statusCol = obj.byName.get('status')?.column ?? 'status';
+  const stageCol = stageField?.column;
+  const out: RecordChange[] = [];
+  const after: Record<string, unknown>[] = [];
+  // Records that get the same stored values share a statement: every one, unless a step's
+  // defaults or a task's completion stamp make some differ.
+  const groups = new Map<string, { row: Row; ids: string[] }>();
+  const moves: { id: string; from: string | null; to: string }[] = [];
+  const byField: Record<string, number> = {};
+  const activity: ActivityEntry[] = [];
+  // Progress in two halves: reading the records and computing their changes, then writing.
+  const total = 2 * ids.length;
+  for (let i = 0; i < ids.length; i += SET_CHUNK) {
+    await checkpoint(ctx, i, total, `updating ${obj.name}`);
+    const part = ids.slice(i, i + SET_CHUNK);
+    const before = await rowsByIds(trx, obj, part, readColumns);
+    for (const [j, id] of part.entries()) {
+      // A turn of the event loop now and then (checkpoint): a cancellation is heard, other requests run.
+      if (j > 0 && j % 100 === 0) await checkpoint(ctx, i + j, total, `updating ${obj.name}`);
+      const old = before.get(id);
+      if (!old) throw notFound(obj, id);
+      const q: Prepared = perRecord ? { row: { ...p.row }, touched: new Map(p.touched) } : p;
+      stampCompletion(obj, q, old[statusCol]);
+      const moved = stageCol !== undefined && q.row[stageCol] !== undefined && q.row[stageCol] !== old[stageCol];
+      if (moved) enterStep(obj, q, q.row[stageCol!] as string);
+      const diff = changes(obj, old, q.touched);
+      if (Object.keys(diff).length === 0) continue;
+      for (const name of Object.keys(diff)) byField[name] = (byField[name] ?? 0) + 1;
+      const key = perRecord ? JSON.stringify(q.row) : '';
+      const g = groups.get(key);
+      if (g) g.ids.push(id);
+      else groups.set(key, { row: q.row, ids: [id] });
+      const now = { ...old, ...q.row };
+      after.push(now);
+      out.push({ id, changes: diff });
+      if (moved) moves.push({ id, from: old[stageCol!] as string | null, to: q.row[stageCol!] as string });
+      activity.push(
+        { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
+        ...(moved ? pipelineMove(obj, id, old[stageCol!], q.row[stageCol!]) : []),
+        ...relatedEntries(obj, id, old, now),
+      );
     }
-    if (!out.length) return out;
-    const at = nowIso();
-    let done = 0;
-    for (const g of groups.values())
-      for (let i = 0; i < g.ids.length; i += SET_CHUNK) {
-        await checkpoint(ctx, ids.length + Math.floor((done * ids.length) / out.length), total, `updating ${obj.name}`);
-        const part = g.ids.slice(i, i + SET_CHUNK);
-        try {
-          await dyn(trx)
-            .updateTable(obj.table)
-            .set({ ...g.row, updated_at: at })
-            .where('id', 'in', part)
-            .execute();
-        } catch (e) {
-          throw duplicateError(ctx, obj, e, g.row) ?? e;
-        }
-        done += part.length;
-      }
-    if (moves.length && obj.pipeline) {
-      const pl = obj.pipeline;
-      const leaving = moves.filter((m) => m.from !== null).map((m) => m.id);
-      for (let i = 0; i < leaving.length; i += SET_CHUNK)
-        await trx
-          .updateTable('stage_history')
-          .set({ left_at: at })
-          .where('pipeline_id', '=', pl.id)
-          .where('record_id', 'in', leaving.slice(i, i + SET_CHUNK))
-          .where('left_at', 'is', null)
+  }
+  const result = { changed: out.length, byField, samples: out.slice(0, MANY_SAMPLES) };
+  if (!out.length) return result;
+  const at = nowIso();
+  let done = 0;
+  for (const g of groups.values())
+    for (let i = 0; i < g.ids.length; i += SET_CHUNK) {
+      await checkpoint(ctx, ids.length + Math.floor((done * ids.length) / out.length), total, `updating ${obj.name}`);
+      const part = g.ids.slice(i, i + SET_CHUNK);
+      try {
+        await dyn(trx)
+          .updateTable(obj.table)
+          .set({ ...g.row, updated_at: at })
+          .where('id', 'in', part)
           .execute();
-      const entering = moves.map((m) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: m.id, step_key: m.to, entered_at: at, left_at: null }));
-      for (let i = 0; i < entering.length; i += SET_CHUNK)
-        await trx
-          .insertInto('stage_history')
-          .values(entering.slice(i, i + SET_CHUNK))
-          .execute();
+      } catch (e) {
+        throw duplicateError(ctx, obj, e, g.row) ?? e;
+      }
+      done += part.length;
     }
-    // Derived rows, only where the fields they are made of changed (a status or a date changes neither).
-    const columns = new Set([...changedFields].map((n) => obj.byName.get(n)!.column));
-    const touches = (cols: Iterable<string>) => [...cols].some((c) => columns.has(c));
-    if (touches(docColumns(obj))) {
-      await checkpoint(ctx, total - 1, total, `indexing ${obj.name}`);
-      await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, after, false, schema);
-    }
-    if (touches(keyColumns(obj))) {
-      await checkpoint(ctx, total - 1, total, `updating ${obj.name}`);
-      await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, after);
-    }
-    if (obj.displayFields.some((n) => changedFields.has(n))) {
-      const renamed = out.map((c) => c.id);
-      for (let i = 0; i < renamed.length; i += SET_CHUNK) await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, renamed.slice(i, i + SET_CHUNK));
-    }
-    await checkpoint(ctx, total, total, `updated ${obj.name}`);
-    await recordActivity(trx, ctx, activity);
-    return out;
-  });
+  if (moves.length && obj.pipeline) {
+    const pl = obj.pipeline;
+    const leaving = moves.filter((m) => m.from !== null).map((m) => m.id);
+    for (let i = 0; i < leaving.length; i += SET_CHUNK)
+      await trx
+        .updateTable('stage_history')
+        .set({ left_at: at })
+        .where('pipeline_id', '=', pl.id)
+        .where('record_id', 'in', leaving.slice(i, i + SET_CHUNK))
+        .where('left_at', 'is', null)
+        .execute();
+    const entering = moves.map((m) => ({ workspace_id: ctx.actor.workspaceId, pipeline_id: pl.id, record_id: m.id, step_key: m.to, entered_at: at, left_at: null }));
+    for (let i = 0; i < entering.length; i += SET_CHUNK)
+      await trx
+        .insertInto('stage_history')
+        .values(entering.slice(i, i + SET_CHUNK))
+        .execute();
+  }
+  await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, total);
+  await checkpoint(ctx, total, total, `updated ${obj.name}`);
+  await recordActivity(trx, ctx, activity);
+  return result;
 }
 
 export interface UpsertResult {

@@ -68,6 +68,11 @@ export const sqliteAdapter: DialectAdapter = {
   isUniqueViolation: (err) => classifySqliteError(err)?.kind === 'unique',
   attempt: (_trx, fn) => fn(),
   feedOrder: async () => {},
+  // json_patch onto an empty object drops the fields left NULL (unchanged): RFC 7396's merge.
+  changesPayload: (fields) => {
+    const pairs = sql.join(fields.map((f) => sql`${sql.lit(f.name)}, CASE WHEN ${f.column} IS NOT ${f.value} THEN json_array(${f.column}, ${f.value}) END`));
+    return sql<string>`json_object('changes', ${fields.length > 1 ? sql`json_patch('{}', json_object(${pairs}))` : sql`json_object(${pairs})`})`;
+  },
   classifyError: classifySqliteError,
   secondsBetween: (from, to) => sql<number>`((julianday(${to}) - julianday(${from})) * 86400.0)`,
   timeBucket: (col, interval, tz, segments) => bucketExpression(col, interval, tz, segments),
