@@ -1,5 +1,7 @@
 import { type RawBuilder, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rebuildDedupeKeys } from '../src/services/dedupe-keys.js';
+import { getSchema } from '../src/services/schema.js';
 import { call, indexedDocs, makeWorkspace, sqlAll, type TestApp, type TestWorkspace, tableOf as tableOfObject, testApp } from './helpers.js';
 
 /**
@@ -488,5 +490,53 @@ describe('merge and unmerge', () => {
     const u = await api('POST', '/duplicates', { action: 'unmerge', merge_id: r.body.data.merge_id });
     expect(u.status, JSON.stringify(u.body)).toBe(200);
     expectUndone(before, await snapshot(ws), 'opportunities', id.O3);
+  });
+});
+
+describe('match keys follow the records', () => {
+  // A record's keys are found from its stored values when it changes (no index on record_id): after
+  // every kind of write the table holds exactly the keys the records' values give, as a rebuild
+  // from the records makes them; no key of an old value, of a deleted record or a deleted company.
+  let ws: TestWorkspace;
+  const ok = async (method: string, url: string, body?: unknown) => {
+    const r = await call_(ws, method, url, body);
+    expect(r.status, `${method} ${url} ${JSON.stringify(r.body)}`).toBeLessThan(300);
+    return r.body.data;
+  };
+  const stored = async () => sortRows(await all(sql`SELECT object_id, kind, key, record_id FROM dedupe_keys WHERE workspace_id = ${ws.workspace.id}`, ws));
+  const expectExact = async (step: string) => {
+    const now = await stored();
+    await rebuildDedupeKeys(ws.ctx.db, ws.workspace.id, await getSchema(ws.ctx));
+    expect(now, step).toEqual(await stored());
+  };
+
+  it('after creates, updates, bulk updates, merges, unmerges and deletes, the keys are exactly those of the values', async () => {
+    ws = await makeWorkspace(t.db, 'keys-follow');
+    const acme = (await ok('POST', '/records/companies', { name: 'Acme Inc', domain: 'acme.example' })).id;
+    const globex = (await ok('POST', '/records/companies', { name: 'Globex', domain: 'https://www.globex.example/' })).id;
+    const ada = (await ok('POST', '/records/contacts', { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@example.com', phone: '+1 415 555 0100', company: acme })).id;
+    const twin = (await ok('POST', '/records/contacts', { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@globex.example', company: globex })).id;
+    const bob = (await ok('POST', '/records/contacts', { first_name: 'Bob', last_name: 'Stone', phone: '(415) 555-0101' })).id;
+    await expectExact('created');
+    await ok('PATCH', `/records/contacts/${ada}`, { email: 'Ada.Lovelace@Example.com', last_name: 'King', phone: null });
+    await ok('PATCH', `/records/contacts/${bob}`, { company: acme, phone: '+1 415 555 0199' });
+    await expectExact('updated');
+    await ok('POST', '/bulk', { action: 'update', object: 'contacts', ids: [ada, twin, bob], values: { company: globex } });
+    await expectExact('bulk updated');
+    // Contacts of the merged company now name the primary in their name keys; an unmerge puts them back.
+    const m = await ok('POST', '/duplicates', { action: 'merge', object: 'companies', primary_id: acme, duplicate_ids: [globex] });
+    expect((await ok('GET', `/records/contacts/${twin}`)).company).toBe(acme);
+    await expectExact('merged');
+    await ok('POST', '/duplicates', { action: 'unmerge', merge_id: m.merge_id });
+    await expectExact('unmerged');
+    await ok('POST', '/duplicates', { action: 'merge', object: 'contacts', primary_id: ada, duplicate_ids: [twin] });
+    await expectExact('contacts merged');
+    // A deleted company's contacts keep their names without it; a deleted contact leaves no key.
+    await ok('DELETE', `/records/companies/${globex}`);
+    expect((await ok('GET', `/records/contacts/${bob}`)).company).toBeNull();
+    await expectExact('company deleted');
+    await ok('DELETE', `/records/contacts/${bob}`);
+    await expectExact('contact deleted');
+    expect((await stored()).filter((r) => r.includes(bob) || r.includes(globex))).toEqual([]);
   });
 });

@@ -123,7 +123,7 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
       await new Promise((r) => setTimeout(r, 400));
       await release();
       release = undefined;
-      expect(await migrating).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text']);
+      expect(await migrating).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_without_record_index']);
     } finally {
       await release?.();
       await late.close();

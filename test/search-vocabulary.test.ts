@@ -164,6 +164,7 @@ describe.skipIf(onPostgres)('upgrading a database indexed before per-workspace w
         '0010_token_version',
         '0011_dedupe_keys_lookup_order',
         '0012_search_without_text',
+        '0013_dedupe_keys_without_record_index',
       ]);
       const words = await sqlAll<{ workspace_id: number; term: string }>(old, 'SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term');
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).toEqual(expect.arrayContaining(['johanna', 'brisk']));

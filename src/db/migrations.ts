@@ -1,6 +1,6 @@
 import { type Kysely, type Migration, type MigrationProvider, type MigrationResult, Migrator, sql } from 'kysely';
-import { rebuildDedupeKeys } from '../services/dedupe-keys.js';
-import { createDefaultPipelines, createSystemSchema, getSchema } from '../services/schema.js';
+import { rebuildDedupeKeys, rebuildKeysIn } from '../services/dedupe-keys.js';
+import { createDefaultPipelines, createSystemSchema, getSchema, loadSchema } from '../services/schema.js';
 import { rebuildSearchIndex } from '../services/search.js';
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
@@ -310,6 +310,17 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
       // The full-text index keeps no copy of the documents' text (SQLite; PostgreSQL's search_docs
       // keeps its text for snippets): search snippets are made from the hits' records.
       space: async (db) => search.dropText?.(db),
+    },
+    '0013_dedupe_keys_without_record_index': {
+      // A record's match keys are found from its stored values (writeKeys), no longer by an index
+      // on record_id (a copy of every key). They are made again from the records once, so that
+      // they are exactly what the values give (a company deleted before this left its contacts'
+      // name keys naming it).
+      space: async (db) => db.schema.dropIndex('dedupe_keys_record').ifExists().execute(),
+      async each(db, workspaceId) {
+        const ws = await db.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', workspaceId).executeTakeFirstOrThrow();
+        await rebuildKeysIn(db, workspaceId, await loadSchema(db, workspaceId, ws.schema_version, ws.time_zone));
+      },
     },
   };
 }

@@ -100,23 +100,41 @@ export function keyColumns(obj: ObjectDef): Set<string> {
 }
 
 type AnyDb = Kysely<any>;
+type Stored = Record<string, unknown>;
+
+const KEY_COLUMNS = ['workspace_id', 'object_id', 'kind', 'key', 'record_id'];
 
 /**
- * Replace the keys of these rows (stored form, with id). Runs in the caller's transaction. `keys`:
- * the rows' keys when the caller computed them already (keysOf of the same values).
+ * Replace the keys of these rows (stored form, with id) in the caller's transaction. A record's keys
+ * are found from its stored values, not by an index on record_id (a copy of every key, a third of
+ * the table's bytes): `before[i]` is row i as stored before this write (every column keysOf reads),
+ * undefined for a new record; the keys it gives that the new values do not are removed, and only
+ * the new ones are added. This holds as long as the stored keys are exactly keysOf of the stored
+ * values: every write of a column in keyColumns goes through here (or removeKeys), and a change of
+ * how keys are made comes with a migration that rebuilds them (rebuildKeysIn). `keys`: the rows'
+ * keys when the caller computed them already (keysOf of the same values).
  */
-export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]): Promise<void> {
+export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Stored[], before?: (Stored | undefined)[], keys?: MatchKey[][]): Promise<void> {
   if (!rows.length) return;
-  // New records have no keys yet; changed ones get theirs replaced.
-  if (!fresh)
-    await removeKeys(
-      trx,
-      obj,
-      workspaceId,
-      rows.map((r) => r.id as string),
-    );
-  const values = rows.flatMap((r, i) => keyRows(workspaceId, obj.id, r.id as string, keys?.[i] ?? keysOf(obj, r)));
-  await bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values);
+  const added: (string | number)[][] = [];
+  const gone: (string | number)[][] = [];
+  for (const [i, r] of rows.entries()) {
+    const now = keyRows(workspaceId, obj.id, r.id as string, keys?.[i] ?? keysOf(obj, r));
+    const old = before?.[i];
+    if (!old) {
+      added.push(...now);
+      continue;
+    }
+    const was = keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, old));
+    const id = (k: (string | number)[]) => `${k[2]}\u0000${k[3]}`;
+    const kept = new Set(was.map(id));
+    const still = new Set(now.map(id));
+    gone.push(...was.filter((k) => !still.has(id(k))));
+    added.push(...now.filter((k) => !kept.has(id(k))));
+  }
+  await deleteKeyRows(trx, workspaceId, obj.id, gone);
+  // A key already there (a new record's keys never are) is left as it is.
+  await bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, added, before ? { ignoreConflicts: true } : {});
 }
 
 /** A record's rows of dedupe_keys: each (kind, key) once (the table's primary key), though two fields may give it. */
@@ -132,30 +150,44 @@ function keyRows(workspaceId: number, objectId: number, recordId: string, keys: 
   return out;
 }
 
-export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
-  for (let i = 0; i < ids.length; i += 500)
+/** The keys of records about to be deleted (their rows as stored, with id), found from their values. */
+export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Stored[]): Promise<void> {
+  await deleteKeyRows(
+    trx,
+    workspaceId,
+    obj.id,
+    rows.flatMap((r) => keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, r))),
+  );
+}
+
+/** Exact rows of dedupe_keys by their primary key: one probe each, 300 to a statement. */
+async function deleteKeyRows(trx: AnyDb, workspaceId: number, objectId: number, keys: (string | number)[][]): Promise<void> {
+  for (let i = 0; i < keys.length; i += 300)
     await trx
       .deleteFrom('dedupe_keys')
       .where('workspace_id', '=', workspaceId)
-      .where('object_id', '=', obj.id)
-      .where('record_id', 'in', ids.slice(i, i + 500))
+      .where('object_id', '=', objectId)
+      .where((eb) => eb.or(keys.slice(i, i + 300).map((k) => eb.and({ kind: k[2], key: k[3], record_id: k[4] }))))
       .execute();
 }
 
 export function rebuildDedupeKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
-  return db.bulk(() => rebuildKeys(db, workspaceId, schema, objects));
+  const k = db.kysely as unknown as AnyDb;
+  return db.bulk(() => rebuildKeysIn(k, workspaceId, schema, objects, (write) => k.transaction().execute(write)));
 }
 
-async function rebuildKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
-  const k = db.kysely as unknown as AnyDb;
+/**
+ * Every key of these objects (all by default) made again from the records' values, in `k`: a
+ * transaction the caller holds (a migration's), or a transaction per batch through `batch`.
+ */
+export async function rebuildKeysIn(k: AnyDb, workspaceId: number, schema: WorkspaceSchema, objects?: string[], batch = (write: (trx: AnyDb) => Promise<void>) => write(k)): Promise<number> {
   let written = 0;
   for (const obj of schema.objects.values()) {
     if (objects && !objects.includes(obj.name)) continue;
     await k.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).execute();
-    const cols = [...new Set(['seq', 'id', ...obj.fields.filter((f) => !f.readOnly && ['EMAIL', 'PHONE', 'URL', 'TEXT', 'RELATION'].includes(f.type)).map((f) => f.column)])];
-    for await (const rows of rowBatches(k, obj, cols, { batch: 5000 })) {
+    for await (const rows of rowBatches(k, obj, ['id', ...keyColumns(obj)], { batch: 5000 })) {
       const values = rows.flatMap((r) => keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, r)));
-      await k.transaction().execute((trx) => bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values));
+      await batch((trx) => bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, values));
       written += rows.length;
     }
   }

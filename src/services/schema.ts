@@ -227,7 +227,8 @@ export async function createSystemSchema(db: Kysely<Tables>, adapter: DialectAda
 
 const caches = new WeakMap<Db, Map<number, WorkspaceSchema>>();
 
-async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: number, timeZone: string): Promise<WorkspaceSchema> {
+/** A workspace's objects and fields as stored (getSchema caches them; migrations read them in their transaction). */
+export async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: number, timeZone: string): Promise<WorkspaceSchema> {
   const objects = await db.selectFrom('objects').selectAll().where('workspace_id', '=', workspaceId).orderBy('id').execute();
   const fields = await db.selectFrom('fields').selectAll().where('workspace_id', '=', workspaceId).orderBy('position').execute();
   const pipelines = await db.selectFrom('pipelines').selectAll().where('workspace_id', '=', workspaceId).execute();
