@@ -352,6 +352,8 @@ async function expectDerivedWhole(file: string, records: number) {
     expect((await searchAll(ctx, { q: last.phone })).data.map((h) => h.id)).toContain(last.id);
     const timeline = await getTimeline(ctx, 'contacts', last.id);
     expect(timeline.data.map((e) => e.action)).toEqual(['created']);
+    // Stored as field ids (createdPayload), shown by name.
+    expect(timeline.data[0]!.details).toEqual({ fields: expect.arrayContaining(['first_name', 'last_name', 'email', 'phone']) });
     // Rows that repeat it by email (other case), by phone (other formatting), by name: each matched to it alone.
     for (const probe of [
       { first_name: 'Other', email: last.email.toUpperCase() },

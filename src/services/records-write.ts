@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { SearchDoc } from '../db/search.js';
 import type { Tables } from '../db/tables.js';
-import { type ActivityEntry, recordActivity } from './activity.js';
+import { type ActivityEntry, createdPayload, recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
 import { keyColumns, type MatchKey, removeKeys, writeKeys } from './dedupe-keys.js';
@@ -408,7 +408,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   }
   await writeDerived(trx, ctx, obj, full, 'new', prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined, prepared.every((p) => p.doc) ? prepared.map((p) => p.doc!) : undefined);
   const entries: ActivityEntry[] = [
-    ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
+    ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: createdPayload(obj, prepared[i]!.touched.keys()) })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
   ];
   if (activity) activity.push(...entries);
@@ -789,7 +789,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
         if (obj.pipeline) await moveHistory(trx, ctx, obj, id, null, p.row[obj.byName.get(obj.pipeline.field)!.column] as string);
         await writeDerived(trx, ctx, obj, [{ ...p.row, id }], 'new');
         results.push({ index: i, id, action: 'created' });
-        activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } }, ...relatedEntries(obj, id, null, p.row));
+        activity.push({ object: obj.name, recordId: id, action: 'created', payload: createdPayload(obj, p.touched.keys()) }, ...relatedEntries(obj, id, null, p.row));
       } else {
         const values = { ...(input as Record<string, unknown>) };
         delete values.id;
