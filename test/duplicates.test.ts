@@ -2,7 +2,7 @@ import { type RawBuilder, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rebuildDedupeKeys } from '../src/services/dedupe-keys.js';
 import { getSchema } from '../src/services/schema.js';
-import { call, indexedDocs, makeWorkspace, sqlAll, type TestApp, type TestWorkspace, tableOf as tableOfObject, testApp } from './helpers.js';
+import { call, indexedDocs, makeWorkspace, matchKeys, sqlAll, type TestApp, type TestWorkspace, tableOf as tableOfObject, testApp } from './helpers.js';
 
 /**
  * POST /duplicates through Fastify: detection (clusters with evidence and a score), merge with a
@@ -420,7 +420,10 @@ describe('merge and unmerge', () => {
     // Every activity entry of the duplicates now belongs to the primary.
     expect((await all(sql`SELECT COUNT(*) AS n FROM activity WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
     // Match keys and search follow: the duplicates no longer show up.
-    expect((await all(sql`SELECT COUNT(*) AS n FROM dedupe_keys WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
+    // No key names them, and none names a record that is gone.
+    const keys = await matchKeys(ws.ctx.db, ws.workspace.id);
+    expect(keys.filter((k) => k.record_id === id.D1 || k.record_id === id.D2)).toEqual([]);
+    expect(keys).toHaveLength(Number((await all(sql`SELECT COUNT(*) AS n FROM dedupe_keys WHERE workspace_id = ${ws.workspace.id}`, ws))[0]!.n));
     expect((await all(sql`SELECT COUNT(*) AS n FROM search_docs WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
 
     // A member may not undo it.
@@ -503,7 +506,7 @@ describe('match keys follow the records', () => {
     expect(r.status, `${method} ${url} ${JSON.stringify(r.body)}`).toBeLessThan(300);
     return r.body.data;
   };
-  const stored = async () => sortRows(await all(sql`SELECT object_id, kind, key, record_id FROM dedupe_keys WHERE workspace_id = ${ws.workspace.id}`, ws));
+  const stored = async () => sortRows(await all(sql`SELECT object_id, kind, key, record_seq FROM dedupe_keys WHERE workspace_id = ${ws.workspace.id}`, ws));
   const expectExact = async (step: string) => {
     const now = await stored();
     await rebuildDedupeKeys(ws.ctx.db, ws.workspace.id, await getSchema(ws.ctx));
@@ -537,6 +540,7 @@ describe('match keys follow the records', () => {
     await expectExact('company deleted');
     await ok('DELETE', `/records/contacts/${bob}`);
     await expectExact('contact deleted');
-    expect((await stored()).filter((r) => r.includes(bob) || r.includes(globex))).toEqual([]);
+    expect((await matchKeys(ws.ctx.db, ws.workspace.id)).filter((k) => k.record_id === bob || k.key.includes(globex))).toEqual([]);
+    expect(await matchKeys(ws.ctx.db, ws.workspace.id)).toHaveLength((await stored()).length);
   });
 });

@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { Db } from '../db/database.js';
 import { phoneKey } from './phone.js';
-import { rowBatches } from './record-tables.js';
+import { rowBatches, rowsByIds } from './record-tables.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
 import { fold } from './search.js';
 
@@ -102,12 +102,13 @@ export function keyColumns(obj: ObjectDef): Set<string> {
 type AnyDb = Kysely<any>;
 type Stored = Record<string, unknown>;
 
-const KEY_COLUMNS = ['workspace_id', 'object_id', 'kind', 'key', 'record_id'];
+const KEY_COLUMNS = ['workspace_id', 'object_id', 'kind', 'key', 'record_seq'];
 
 /**
- * Replace the keys of these rows (stored form, with id) in the caller's transaction. A record's keys
- * are found from its stored values, not by an index on record_id (a copy of every key, a third of
- * the table's bytes): `before[i]` is row i as stored before this write (every column keysOf reads),
+ * Replace the keys of these rows (stored form, with id; seq is read when missing) in the caller's
+ * transaction. A key names its record by seq, the record table's integer key (readers join the
+ * table for its id). A record's keys are found from its stored values, not by an index on the record
+ * (a copy of every key): `before[i]` is row i as stored before this write (every column keysOf reads),
  * undefined for a new record; the keys it gives that the new values do not are removed, and only
  * the new ones are added. This holds as long as the stored keys are exactly keysOf of the stored
  * values: every write of a column in keyColumns goes through here (or removeKeys), and a change of
@@ -116,16 +117,17 @@ const KEY_COLUMNS = ['workspace_id', 'object_id', 'kind', 'key', 'record_id'];
  */
 export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Stored[], before?: (Stored | undefined)[], keys?: MatchKey[][]): Promise<void> {
   if (!rows.length) return;
+  const seqs = await seqsOf(trx, obj, rows);
   const added: (string | number)[][] = [];
   const gone: (string | number)[][] = [];
   for (const [i, r] of rows.entries()) {
-    const now = keyRows(workspaceId, obj.id, r.id as string, keys?.[i] ?? keysOf(obj, r));
+    const now = keyRows(workspaceId, obj.id, seqs[i]!, keys?.[i] ?? keysOf(obj, r));
     const old = before?.[i];
     if (!old) {
       added.push(...now);
       continue;
     }
-    const was = keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, old));
+    const was = keyRows(workspaceId, obj.id, seqs[i]!, keysOf(obj, old));
     const id = (k: (string | number)[]) => `${k[2]}\u0000${k[3]}`;
     const kept = new Set(was.map(id));
     const still = new Set(now.map(id));
@@ -137,26 +139,34 @@ export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number,
   await bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, added, before ? { ignoreConflicts: true } : {});
 }
 
+/** The rows' seqs: their own, or read for those written without it (new records: the table gave it). */
+async function seqsOf(trx: AnyDb, obj: ObjectDef, rows: Stored[]): Promise<(string | number)[]> {
+  const missing = rows.filter((r) => r.seq === undefined || r.seq === null).map((r) => r.id as string);
+  const read = missing.length ? await rowsByIds(trx, obj, missing, ['seq']) : undefined;
+  return rows.map((r) => (r.seq ?? read?.get(r.id as string)?.seq) as string | number);
+}
+
 /** A record's rows of dedupe_keys: each (kind, key) once (the table's primary key), though two fields may give it. */
-function keyRows(workspaceId: number, objectId: number, recordId: string, keys: MatchKey[]): (string | number)[][] {
+function keyRows(workspaceId: number, objectId: number, recordSeq: string | number, keys: MatchKey[]): (string | number)[][] {
   const seen = new Set<string>();
   const out: (string | number)[][] = [];
   for (const k of keys) {
     const id = `${k.kind}\u0000${k.key}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    out.push([workspaceId, objectId, k.kind, k.key, recordId]);
+    out.push([workspaceId, objectId, k.kind, k.key, recordSeq]);
   }
   return out;
 }
 
-/** The keys of records about to be deleted (their rows as stored, with id), found from their values. */
+/** The keys of records about to be deleted (their rows as stored, with id and seq), found from their values. */
 export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Stored[]): Promise<void> {
+  const seqs = await seqsOf(trx, obj, rows);
   await deleteKeyRows(
     trx,
     workspaceId,
     obj.id,
-    rows.flatMap((r) => keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, r))),
+    rows.flatMap((r, i) => keyRows(workspaceId, obj.id, seqs[i]!, keysOf(obj, r))),
   );
 }
 
@@ -167,8 +177,13 @@ async function deleteKeyRows(trx: AnyDb, workspaceId: number, objectId: number, 
       .deleteFrom('dedupe_keys')
       .where('workspace_id', '=', workspaceId)
       .where('object_id', '=', objectId)
-      .where((eb) => eb.or(keys.slice(i, i + 300).map((k) => eb.and({ kind: k[2], key: k[3], record_id: k[4] }))))
+      .where((eb) => eb.or(keys.slice(i, i + 300).map((k) => eb.and({ kind: k[2], key: k[3], record_seq: k[4] }))))
       .execute();
+}
+
+/** The match keys of `obj` (aliased `k`) joined to their records (`r`: `r.id` is a key's record id). */
+export function keysWithRecords(db: AnyDb, workspaceId: number, obj: ObjectDef) {
+  return db.selectFrom('dedupe_keys as k').innerJoin(`${obj.table} as r`, 'r.seq', 'k.record_seq').where('k.workspace_id', '=', workspaceId).where('k.object_id', '=', obj.id);
 }
 
 export function rebuildDedupeKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
@@ -186,7 +201,7 @@ export async function rebuildKeysIn(k: AnyDb, workspaceId: number, schema: Works
     if (objects && !objects.includes(obj.name)) continue;
     await k.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).execute();
     for await (const rows of rowBatches(k, obj, ['id', ...keyColumns(obj)], { batch: 5000 })) {
-      const values = rows.flatMap((r) => keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, r)));
+      const values = rows.flatMap((r) => keyRows(workspaceId, obj.id, r.seq as number, keysOf(obj, r)));
       await batch((trx) => bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, values));
       written += rows.length;
     }

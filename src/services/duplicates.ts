@@ -6,7 +6,7 @@ import { runRead } from './aggregate-sql.js';
 import { heavy } from './budget.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
-import { isPerson, normalName } from './dedupe-keys.js';
+import { isPerson, keysWithRecords, normalName } from './dedupe-keys.js';
 import { displayNameOfRow, namesFor } from './display-names.js';
 import { CrmError, validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
@@ -135,13 +135,10 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
     const out = new Map<string, string[]>();
     for (let i = 0; i < keys.length; i += 500) {
       await checkpoint(ctx, i, keys.length, `matching ${kind} keys`);
-      const rows = (await k
-        .selectFrom('dedupe_keys')
-        .select(['key', 'record_id'])
-        .where('workspace_id', '=', ws)
-        .where('object_id', '=', obj.id)
-        .where('kind', '=', kind)
-        .where('key', 'in', keys.slice(i, i + 500))
+      const rows = (await keysWithRecords(k, ws, obj)
+        .select(['k.key', 'r.id as record_id'])
+        .where('k.kind', '=', kind)
+        .where('k.key', 'in', keys.slice(i, i + 500))
         .execute()) as { key: string; record_id: string }[];
       for (const r of rows) out.set(r.key, [...(out.get(r.key) ?? []), r.record_id]);
     }
@@ -285,7 +282,16 @@ async function sameNames(ctx: Ctx, obj: ObjectDef): Promise<Map<string, { key: s
     .having(sql`COUNT(*)`, '>', 1)
     .having(sql`COUNT(*)`, '<=', MAX_GROUP)
     .having((eb) => eb.or([eb(sql`COUNT(DISTINCT key)`, '>', 1), eb(sql`MAX(key)`, 'like', '%|')]));
-  const rows = await runRead<{ key: string; record_id: string }>(ctx, nameKeys().select(['key', 'record_id']).where(namePart, 'in', shared).orderBy('key').orderBy('record_id').compile());
+  const rows = await runRead<{ key: string; record_id: string }>(
+    ctx,
+    keysWithRecords(k, ctx.actor.workspaceId, obj)
+      .select(['k.key', 'r.id as record_id'])
+      .where('k.kind', '=', 'name')
+      .where(ctx.db.adapter.textBefore(sql.ref('k.key'), '|'), 'in', shared)
+      .orderBy('k.key')
+      .orderBy('r.id')
+      .compile(),
+  );
   const out = new Map<string, { key: string; record_id: string }[]>();
   for (const r of rows) {
     const name = r.key.slice(0, r.key.indexOf('|'));
