@@ -30,7 +30,6 @@ async function round(layout: Layout, n: number) {
   const file = path.join(dir, `${layout}-${n}.db`);
   const db = openSqliteDatabase({ file });
   await migrate(db);
-  const k = db.kysely;
   const { ws, ctx } = await benchWorkspace(db);
   await seedWorkspace(ctx, { companies: 200, contacts: ROWS, opportunities: ROWS, seed: 7 });
   const walFrames = () => {
