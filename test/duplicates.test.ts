@@ -540,6 +540,11 @@ describe('match keys follow the records', () => {
     await expectExact('company deleted');
     await ok('DELETE', `/records/contacts/${bob}`);
     await expectExact('contact deleted');
+    // A field made with a default gives every record its value: keys made of it follow.
+    await ok('POST', '/schema/contacts/fields', { name: 'team_email', label: 'Team email', type: 'EMAIL', default: 'team@example.com' });
+    expect((await matchKeys(ws.ctx.db, ws.workspace.id)).filter((k) => k.key === 'team@example.com').map((k) => k.record_id)).toEqual([ada]);
+    await ok('PATCH', `/records/contacts/${ada}`, { team_email: 'ada.team@example.com' });
+    await expectExact('field with a default');
     expect((await matchKeys(ws.ctx.db, ws.workspace.id)).filter((k) => k.record_id === bob || k.key.includes(globex))).toEqual([]);
     expect(await matchKeys(ws.ctx.db, ws.workspace.id)).toHaveLength((await stored()).length);
   });
