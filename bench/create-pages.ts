@@ -1,17 +1,15 @@
 /**
  * node --import tsx bench/create-pages.ts: pages a single create writes to SQLite's write-ahead log,
- * on the layout before issue 16's storage cuts (match keys in a rowid table with two indexes, the
- * full-text index with its copy of the text) and on today's (match keys in lookup order, WITHOUT
- * ROWID; a contentless index), beside a bare INSERT of the row alone. The same code writes both
- * layouts: "before" rebuilds those two tables as migrations 0005 and 0004 made them.
+ * on this code's layout, beside a bare INSERT of the row alone. Since migration 0013 (match keys
+ * name their records by seq) this code no longer writes the layouts before issue 16's storage cuts:
+ * compare with an older commit by running its own copy of this file (`git archive <commit>`).
  *
- *   BENCH_PAGES_CREATES=300   creates measured per layout, object and round
+ *   BENCH_PAGES_CREATES=300   creates measured per object and round
  *   BENCH_PAGES_ROWS=5000     records of each object already there (b-trees with some depth)
- *   BENCH_PAGES_ROUNDS=2      rounds, the layouts alternating
+ *   BENCH_PAGES_ROUNDS=2      rounds
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { sql } from 'kysely';
 import { openSqliteDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { createRecord } from '../src/services/records.js';
@@ -23,7 +21,7 @@ const ROWS = envInt('BENCH_PAGES_ROWS', 5000);
 const ROUNDS = envInt('BENCH_PAGES_ROUNDS', 2);
 const dir = scratchDir('crm-bench-pages-');
 
-type Layout = 'before' | 'after';
+type Layout = 'after';
 const results: Record<string, number[]> = {};
 const note = (k: string, v: number) => (results[k] ??= []).push(v);
 const traces: Record<string, string> = {};
@@ -32,17 +30,6 @@ async function round(layout: Layout, n: number) {
   const file = path.join(dir, `${layout}-${n}.db`);
   const db = openSqliteDatabase({ file });
   await migrate(db);
-  const k = db.kysely;
-  if (layout === 'before') {
-    await sql`DROP TABLE dedupe_keys`.execute(k);
-    await sql`CREATE TABLE dedupe_keys (workspace_id integer not null, object_id integer not null, kind text not null, key text not null, record_id text not null)`.execute(k);
-    await sql`CREATE INDEX dedupe_keys_key ON dedupe_keys (workspace_id, object_id, kind, key)`.execute(k);
-    await sql`CREATE INDEX dedupe_keys_record ON dedupe_keys (workspace_id, object_id, record_id)`.execute(k);
-    await sql`DROP TABLE search_vocab`.execute(k);
-    await sql`DROP TABLE search_index`.execute(k);
-    await sql`CREATE VIRTUAL TABLE search_index USING fts5(scope, name, body, exact, tokenize = 'unicode61 remove_diacritics 2', prefix = '3')`.execute(k);
-    await sql`CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')`.execute(k);
-  }
   const { ws, ctx } = await benchWorkspace(db);
   await seedWorkspace(ctx, { companies: 200, contacts: ROWS, opportunities: ROWS, seed: 7 });
   const walFrames = () => {
@@ -88,7 +75,7 @@ async function round(layout: Layout, n: number) {
 }
 
 log(`WAL pages per single create: ${CREATES} creates a measure, ${ROWS} records of each object there already, ${ROUNDS} rounds; load ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}`);
-for (let n = 0; n < ROUNDS; n++) for (const layout of (n % 2 ? ['after', 'before'] : ['before', 'after']) as Layout[]) await round(layout, n);
+for (let n = 0; n < ROUNDS; n++) await round('after', n);
 for (const [k, v] of Object.entries(results)) log(`  ${k}: ${v.map((x) => x.toFixed(1)).join(', ')} pages`);
 log('frames of one create (last round) by b-tree:');
 for (const [k, v] of Object.entries(traces)) log(`  ${k}: ${v}`);

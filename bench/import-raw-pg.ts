@@ -49,7 +49,22 @@ export async function rawImportReplayPg(client: pg.ClientBase, src: string, dst:
     if (skip.has(d.part)) continue;
     const cols = await columns(d.table, d.skip);
     const byRecord = new Map<string, Row[]>();
-    for (const r of await q(`SELECT ${cols.map(id).join(', ')} FROM ${id(src)}.${id(d.table)} WHERE workspace_id = $1 ORDER BY ${d.skip[0] ?? 'record_id'}`, [ws])) {
+    // A match key names its record by seq: each object's table joined for the id.
+    const rows =
+      d.table === 'dedupe_keys'
+        ? (
+            await Promise.all(
+              objects.map((o) =>
+                q(
+                  `SELECT ${cols.map((c) => `k.${id(c)}`).join(', ')}, r.id AS record_id FROM ${id(src)}.dedupe_keys k JOIN ${id(src)}.${id(o.table_name)} r ON r.seq = k.record_seq
+                   WHERE k.workspace_id = $1 AND k.object_id = $2 ORDER BY k.record_seq`,
+                  [ws, o.id],
+                ),
+              ),
+            )
+          ).flat()
+        : await q(`SELECT ${cols.map(id).join(', ')} FROM ${id(src)}.${id(d.table)} WHERE workspace_id = $1 ORDER BY ${d.skip[0] ?? 'record_id'}`, [ws]);
+    for (const r of rows) {
       const owner = d.table === 'activity' && r.action !== 'created' ? ((JSON.parse((r.payload as string) ?? 'null') as { id?: string } | null)?.id ?? '') : (r.record_id as string);
       const list = byRecord.get(owner);
       if (list) list.push(r);
@@ -89,7 +104,7 @@ export async function rawImportReplayPg(client: pg.ClientBase, src: string, dst:
       for (const k of keysOf(ids)) (byKind.get(k.kind as string) ?? byKind.set(k.kind as string, []).get(k.kind as string)!).push(k.key as string);
       for (const [kind, keys] of byKind)
         found += (
-          await client.query(`SELECT key, record_id FROM ${id(dst)}.dedupe_keys WHERE workspace_id = $1 AND object_id = $2 AND kind = $3 AND key = ANY($4::text[])`, [ws, objectId, kind, keys])
+          await client.query(`SELECT key, record_seq FROM ${id(dst)}.dedupe_keys WHERE workspace_id = $1 AND object_id = $2 AND kind = $3 AND key = ANY($4::text[])`, [ws, objectId, kind, keys])
         ).rowCount!;
       // The companies the batch names (company_name), by their name keys.
       const named = [...new Set(part.map((r) => r.company).filter((c): c is string => typeof c === 'string'))];
@@ -97,7 +112,7 @@ export async function rawImportReplayPg(client: pg.ClientBase, src: string, dst:
         .filter((k) => k.kind === 'name')
         .map((k) => k.key as string);
       if (companies && names.length)
-        await client.query(`SELECT key, record_id FROM ${id(dst)}.dedupe_keys WHERE workspace_id = $1 AND object_id = $2 AND kind = 'name' AND key = ANY($3::text[])`, [ws, companies.id, names]);
+        await client.query(`SELECT key, record_seq FROM ${id(dst)}.dedupe_keys WHERE workspace_id = $1 AND object_id = $2 AND kind = 'name' AND key = ANY($3::text[])`, [ws, companies.id, names]);
     }
     await insert(table, cols, part);
     for (const d of derived)

@@ -40,7 +40,7 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
     docs.set(d.record_id, { record_id: d.record_id, scope: '', name: w.name ?? '', body: w.body ?? '', exact: w.exact ?? '' });
   }
   const keys = new Map<string, Row[]>();
-  for (const k of from.prepare(`SELECT kind, key, record_id FROM dedupe_keys WHERE object_id = ?`).iterate(objectId) as Iterable<Row>) {
+  for (const k of from.prepare(`SELECT k.kind, k.key, r.id AS record_id FROM dedupe_keys k JOIN ${table} r ON r.seq = k.record_seq WHERE k.object_id = ?`).iterate(objectId) as Iterable<Row>) {
     const list = keys.get(k.record_id as string);
     if (list) list.push(k);
     else keys.set(k.record_id as string, [k]);
@@ -84,7 +84,7 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
           const chunk = list.slice(i, i + 500);
           const key = `lookup|${chunk.length}`;
           let st = statements.get(key);
-          if (!st) statements.set(key, (st = db.prepare(`SELECT record_id FROM dedupe_keys WHERE workspace_id = ? AND object_id = ? AND kind = ? AND key IN (${chunk.map(() => '?').join(', ')})`)));
+          if (!st) statements.set(key, (st = db.prepare(`SELECT record_seq FROM dedupe_keys WHERE workspace_id = ? AND object_id = ? AND kind = ? AND key IN (${chunk.map(() => '?').join(', ')})`)));
           found += st.all(ws, objectId, kind, ...chunk).length;
         }
     }
@@ -115,8 +115,9 @@ export function rawImportReplay(src: string, dst: string, object: string, batch:
     if (!skip.has('keys'))
       insert(
         'dedupe_keys',
-        ['workspace_id', 'object_id', 'kind', 'key', 'record_id'],
-        part.flatMap((r) => (keys.get(r.id as string) ?? []).map((k) => [ws, objectId, k.kind, k.key, r.id])),
+        ['workspace_id', 'object_id', 'kind', 'key', 'record_seq'],
+        // The target is fresh and takes the records in seq order: each gets the seq it had.
+        part.flatMap((r) => (keys.get(r.id as string) ?? []).map((k) => [ws, objectId, k.kind, k.key, r.seq])),
       );
     if (!skip.has('activity'))
       insert(

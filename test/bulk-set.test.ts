@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bulkOperation } from '../src/services/bulk.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { createRecords, updateRecords } from '../src/services/records.js';
-import { call, indexedDocs, makeWorkspace, sqlAll, type TestApp, type TestWorkspace, testApp } from './helpers.js';
+import { call, indexedDocs, makeWorkspace, matchKeys, sqlAll, type TestApp, type TestWorkspace, testApp } from './helpers.js';
 import { dbDigest } from './mcp-helpers.js';
 
 /**
@@ -54,7 +54,7 @@ async function seed(w: TestWorkspace, side: 'a' | 'b') {
 async function derived(w: TestWorkspace) {
   const ws = w.workspace.id;
   const docs = (await indexedDocs(t.db, ws)).map((d) => named(JSON.stringify([d.record_id, d.name, d.body, d.exact]))).sort();
-  const keys = (await sqlAll(w.ctx.db, sql`SELECT kind, key, record_id FROM dedupe_keys WHERE workspace_id = ${ws}`)).map((k) => named(JSON.stringify([k.record_id, k.kind, k.key]))).sort();
+  const keys = (await matchKeys(w.ctx.db, ws)).map((k) => named(JSON.stringify([k.record_id, k.kind, k.key]))).sort();
   const activity = (await sqlAll(w.ctx.db, sql`SELECT object, record_id, action, payload, via FROM activity WHERE workspace_id = ${ws} AND action <> 'created' AND action <> 'related_created'`))
     .map((e) => named(JSON.stringify([e.object, e.record_id, e.action, e.payload === null ? null : JSON.parse(e.payload)])))
     .sort();
@@ -138,7 +138,7 @@ describe('bulk update, set-based', () => {
     expect((await api('GET', '/search?q=Procurement')).body.data.map((h: { id: string }) => h.id)).not.toContain(ids.a.Ann);
 
     await bulk({ action: 'update', object: 'contacts', ids: [ids.a.Dan], values: { email: 'daniel@newmail.test' } });
-    const keys = await sqlAll(a.ctx.db, sql`SELECT key FROM dedupe_keys WHERE workspace_id = ${a.workspace.id} AND record_id = ${ids.a.Dan} AND kind = 'email'`);
+    const keys = (await matchKeys(a.ctx.db, a.workspace.id)).filter((k) => k.record_id === ids.a.Dan && k.kind === 'email');
     expect(keys.map((k) => k.key)).toEqual(['daniel@newmail.test']);
     expect(((await api('GET', '/search?q=daniel@newmail.test')).body.data as { id: string }[]).map((h) => h.id)).toEqual([ids.a.Dan]);
   });

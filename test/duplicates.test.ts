@@ -1,6 +1,8 @@
 import { type RawBuilder, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, indexedDocs, makeWorkspace, sqlAll, type TestApp, type TestWorkspace, tableOf as tableOfObject, testApp } from './helpers.js';
+import { rebuildDedupeKeys } from '../src/services/dedupe-keys.js';
+import { getSchema } from '../src/services/schema.js';
+import { call, indexedDocs, makeWorkspace, matchKeys, sqlAll, type TestApp, type TestWorkspace, tableOf as tableOfObject, testApp } from './helpers.js';
 
 /**
  * POST /duplicates through Fastify: detection (clusters with evidence and a score), merge with a
@@ -418,7 +420,10 @@ describe('merge and unmerge', () => {
     // Every activity entry of the duplicates now belongs to the primary.
     expect((await all(sql`SELECT COUNT(*) AS n FROM activity WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
     // Match keys and search follow: the duplicates no longer show up.
-    expect((await all(sql`SELECT COUNT(*) AS n FROM dedupe_keys WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
+    // No key names them, and none names a record that is gone.
+    const keys = await matchKeys(ws.ctx.db, ws.workspace.id);
+    expect(keys.filter((k) => k.record_id === id.D1 || k.record_id === id.D2)).toEqual([]);
+    expect(keys).toHaveLength(Number((await all(sql`SELECT COUNT(*) AS n FROM dedupe_keys WHERE workspace_id = ${ws.workspace.id}`, ws))[0]!.n));
     expect((await all(sql`SELECT COUNT(*) AS n FROM search_docs WHERE record_id IN (${id.D1}, ${id.D2})`, ws))[0]!.n).toBe(0);
 
     // A member may not undo it.
@@ -488,5 +493,59 @@ describe('merge and unmerge', () => {
     const u = await api('POST', '/duplicates', { action: 'unmerge', merge_id: r.body.data.merge_id });
     expect(u.status, JSON.stringify(u.body)).toBe(200);
     expectUndone(before, await snapshot(ws), 'opportunities', id.O3);
+  });
+});
+
+describe('match keys follow the records', () => {
+  // A record's keys are found from its stored values when it changes (no index on record_id): after
+  // every kind of write the table holds exactly the keys the records' values give, as a rebuild
+  // from the records makes them; no key of an old value, of a deleted record or a deleted company.
+  let ws: TestWorkspace;
+  const ok = async (method: string, url: string, body?: unknown) => {
+    const r = await call_(ws, method, url, body);
+    expect(r.status, `${method} ${url} ${JSON.stringify(r.body)}`).toBeLessThan(300);
+    return r.body.data;
+  };
+  const stored = async () => sortRows(await all(sql`SELECT object_id, kind, key, record_seq FROM dedupe_keys WHERE workspace_id = ${ws.workspace.id}`, ws));
+  const expectExact = async (step: string) => {
+    const now = await stored();
+    await rebuildDedupeKeys(ws.ctx.db, ws.workspace.id, await getSchema(ws.ctx));
+    expect(now, step).toEqual(await stored());
+  };
+
+  it('after creates, updates, bulk updates, merges, unmerges and deletes, the keys are exactly those of the values', async () => {
+    ws = await makeWorkspace(t.db, 'keys-follow');
+    const acme = (await ok('POST', '/records/companies', { name: 'Acme Inc', domain: 'acme.example' })).id;
+    const globex = (await ok('POST', '/records/companies', { name: 'Globex', domain: 'https://www.globex.example/' })).id;
+    const ada = (await ok('POST', '/records/contacts', { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@example.com', phone: '+1 415 555 0100', company: acme })).id;
+    const twin = (await ok('POST', '/records/contacts', { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@globex.example', company: globex })).id;
+    const bob = (await ok('POST', '/records/contacts', { first_name: 'Bob', last_name: 'Stone', phone: '(415) 555-0101' })).id;
+    await expectExact('created');
+    await ok('PATCH', `/records/contacts/${ada}`, { email: 'Ada.Lovelace@Example.com', last_name: 'King', phone: null });
+    await ok('PATCH', `/records/contacts/${bob}`, { company: acme, phone: '+1 415 555 0199' });
+    await expectExact('updated');
+    await ok('POST', '/bulk', { action: 'update', object: 'contacts', ids: [ada, twin, bob], values: { company: globex } });
+    await expectExact('bulk updated');
+    // Contacts of the merged company now name the primary in their name keys; an unmerge puts them back.
+    const m = await ok('POST', '/duplicates', { action: 'merge', object: 'companies', primary_id: acme, duplicate_ids: [globex] });
+    expect((await ok('GET', `/records/contacts/${twin}`)).company).toBe(acme);
+    await expectExact('merged');
+    await ok('POST', '/duplicates', { action: 'unmerge', merge_id: m.merge_id });
+    await expectExact('unmerged');
+    await ok('POST', '/duplicates', { action: 'merge', object: 'contacts', primary_id: ada, duplicate_ids: [twin] });
+    await expectExact('contacts merged');
+    // A deleted company's contacts keep their names without it; a deleted contact leaves no key.
+    await ok('DELETE', `/records/companies/${globex}`);
+    expect((await ok('GET', `/records/contacts/${bob}`)).company).toBeNull();
+    await expectExact('company deleted');
+    await ok('DELETE', `/records/contacts/${bob}`);
+    await expectExact('contact deleted');
+    // A field made with a default gives every record its value: keys made of it follow.
+    await ok('POST', '/schema/contacts/fields', { name: 'team_email', label: 'Team email', type: 'EMAIL', default: 'team@example.com' });
+    expect((await matchKeys(ws.ctx.db, ws.workspace.id)).filter((k) => k.key === 'team@example.com').map((k) => k.record_id)).toEqual([ada]);
+    await ok('PATCH', `/records/contacts/${ada}`, { team_email: 'ada.team@example.com' });
+    await expectExact('field with a default');
+    expect((await matchKeys(ws.ctx.db, ws.workspace.id)).filter((k) => k.record_id === bob || k.key.includes(globex))).toEqual([]);
+    expect(await matchKeys(ws.ctx.db, ws.workspace.id)).toHaveLength((await stored()).length);
   });
 });

@@ -4,7 +4,7 @@ import { openDatabase } from '../src/db/database.js';
 import { buildApp } from '../src/http/app.js';
 import { withRollback } from '../src/services/dry-run.js';
 import { createRecord } from '../src/services/records.js';
-import { call, holdWriteLock, indexedDocs, onPostgres, silent, sqlAll, type TestApp, tableOf, testApp } from './helpers.js';
+import { call, holdWriteLock, indexedDocs, matchKeys, onPostgres, silent, sqlAll, type TestApp, tableOf, testApp } from './helpers.js';
 
 /**
  * Record writes that arrive together (SQLite: committed together, each in a savepoint of its own,
@@ -29,7 +29,7 @@ async function derivedOf(ws: TestApp['a'], ids: string[]) {
     db,
     sql`SELECT record_id, user_id, action FROM activity WHERE object = 'contacts' AND workspace_id = ${ws.workspace.id}`,
   );
-  const keys = await sqlAll<{ record_id: string }>(db, sql`SELECT DISTINCT record_id FROM dedupe_keys WHERE workspace_id = ${ws.workspace.id}`);
+  const keys = [...new Set((await matchKeys(db, ws.workspace.id)).map((k) => k.record_id))].map((record_id) => ({ record_id }));
   const docs = (await indexedDocs(t.db, ws.workspace.id)).map((d) => d.record_id);
   const pick = <T extends { record_id: string }>(rows: T[]) => rows.filter((r) => ids.includes(r.record_id));
   return { activity: pick(activity), keys: pick(keys).map((k) => k.record_id), docs: docs.filter((d) => ids.includes(d)) };

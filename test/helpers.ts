@@ -211,6 +211,29 @@ export async function sqlAll<T = Record<string, any>>(db: Db | Kysely<any>, q: Q
   return (await run(db, q)).rows as T[];
 }
 
+/** SQLite: the match keys' table as step 0005 made it (empty), for tests that run steps 0011 and 0013 again. */
+export async function oldMatchKeyTable(db: Db | Kysely<any>): Promise<void> {
+  await sqlRun(db, 'DROP TABLE dedupe_keys');
+  await sqlRun(db, 'CREATE TABLE dedupe_keys (workspace_id integer not null, object_id integer not null, kind text not null, key text not null, record_id text not null)');
+}
+
+/**
+ * A workspace's match keys with their records' ids (dedupe_keys names a record by its seq: each
+ * object's table joined), sorted. `db`: the workspace's (on PostgreSQL, its schema).
+ */
+export async function matchKeys(db: Db | Kysely<any>, workspaceId: number): Promise<{ object_id: number; kind: string; key: string; record_id: string }[]> {
+  const out: { object_id: number; kind: string; key: string; record_id: string }[] = [];
+  for (const o of await sqlAll<{ id: number; table_name: string }>(db, sql`SELECT id, table_name FROM objects WHERE workspace_id = ${workspaceId} ORDER BY id`))
+    out.push(
+      ...(await sqlAll<{ object_id: number; kind: string; key: string; record_id: string }>(
+        db,
+        sql`SELECT k.object_id, k.kind, k.key, r.id AS record_id FROM dedupe_keys k JOIN ${sql.table(o.table_name)} r ON r.seq = k.record_seq
+            WHERE k.workspace_id = ${workspaceId} AND k.object_id = ${o.id}`,
+      )),
+    );
+  return out.map((k) => ({ ...k, object_id: Number(k.object_id) })).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
+}
+
 /** The first row of a query (undefined when there is none). */
 export async function sqlGet<T = Record<string, any>>(db: Db | Kysely<any>, q: Query): Promise<T | undefined> {
   return (await sqlAll<T>(db, q))[0];

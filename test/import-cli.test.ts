@@ -160,7 +160,7 @@ describe('import a CSV file', () => {
     const table = (adb.prepare("SELECT table_name FROM objects WHERE name = 'contacts'").get() as { table_name: string }).table_name;
     const withPhone = adb
       .prepare(
-        `SELECT c.phone, k.key, d.doc_id FROM ${table} c JOIN dedupe_keys k ON k.record_id = c.id AND k.kind = 'phone'
+        `SELECT c.phone, k.key, d.doc_id FROM ${table} c JOIN dedupe_keys k ON k.record_seq = c.seq AND k.kind = 'phone'
          JOIN search_docs d ON d.record_id = c.id ORDER BY c.phone`,
       )
       .all() as { phone: string; key: string; doc_id: number }[];
@@ -339,7 +339,7 @@ async function expectDerivedWhole(file: string, records: number) {
   const raw = new Database(file, { readonly: true });
   const count = (q: string) => Number((raw.prepare(q).get() as { n: number }).n);
   expect(count("SELECT count(*) AS n FROM search_docs d JOIN objects o ON o.id = d.object_id AND o.name = 'contacts'")).toBe(records);
-  for (const kind of ['email', 'name']) expect(count(`SELECT count(DISTINCT record_id) AS n FROM dedupe_keys WHERE kind = '${kind}'`)).toBe(records);
+  for (const kind of ['email', 'name']) expect(count(`SELECT count(DISTINCT record_seq) AS n FROM dedupe_keys WHERE kind = '${kind}'`)).toBe(records);
   expect(count("SELECT count(*) AS n FROM activity WHERE object = 'contacts' AND action = 'created'")).toBe(records);
   raw.close();
   const last = readTable(file, 'contacts').sort((a, b) => b.seq - a.seq)[0]!;
@@ -352,6 +352,8 @@ async function expectDerivedWhole(file: string, records: number) {
     expect((await searchAll(ctx, { q: last.phone })).data.map((h) => h.id)).toContain(last.id);
     const timeline = await getTimeline(ctx, 'contacts', last.id);
     expect(timeline.data.map((e) => e.action)).toEqual(['created']);
+    // Stored as field ids (createdPayload), shown by name.
+    expect(timeline.data[0]!.details).toEqual({ fields: expect.arrayContaining(['first_name', 'last_name', 'email', 'phone']) });
     // Rows that repeat it by email (other case), by phone (other formatting), by name: each matched to it alone.
     for (const probe of [
       { first_name: 'Other', email: last.email.toUpperCase() },

@@ -671,7 +671,7 @@ describe('a file import on this dialect: each batch prepared while the previous 
       expect(byRecord.get(last.id)).toMatchObject({ name: 'f1199 l1199', body: expect.stringContaining('pipe 2') });
       const keys = await sqlAll<{ n: number }>(
         t.db.forWorkspace(w.workspace.id),
-        sql`SELECT count(DISTINCT record_id) AS n FROM dedupe_keys WHERE workspace_id = ${w.workspace.id} AND object_id = ${contactsObject} AND kind = 'email'`,
+        sql`SELECT count(DISTINCT record_seq) AS n FROM dedupe_keys WHERE workspace_id = ${w.workspace.id} AND object_id = ${contactsObject} AND kind = 'email'`,
       );
       expect(Number(keys[0]!.n)).toBe(1090);
       const created = await sqlAll<{ n: number }>(

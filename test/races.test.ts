@@ -14,7 +14,7 @@ import { createPipeline } from '../src/services/pipelines.js';
 import { createRecord, upsertRecords } from '../src/services/records.js';
 import { createField, createObject } from '../src/services/schema.js';
 import { createWorkspace } from '../src/services/users.js';
-import { call, freshDb, holdWriteLock, makeWorkspace, onPostgres, silent, sqlAll, sqlRun, type TestApp, type TestWorkspace, testApp } from './helpers.js';
+import { call, freshDb, holdWriteLock, makeWorkspace, oldMatchKeyTable, onPostgres, silent, sqlAll, sqlRun, type TestApp, type TestWorkspace, testApp } from './helpers.js';
 
 /**
  * Concurrent calls inside one process: the services check a name, then insert it; two calls that
@@ -115,6 +115,7 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
     // A migration pending for the second process: the last ones, undone.
     await sqlRun(first, "DELETE FROM kysely_migration WHERE name >= '0009_workspace_migrations'");
     await sqlRun(first, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
+    await oldMatchKeyTable(first);
     const late = openDatabase({ file, lockWaitMs: 50 });
     let release: (() => Promise<void>) | undefined;
     try {
@@ -123,7 +124,7 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
       await new Promise((r) => setTimeout(r, 400));
       await release();
       release = undefined;
-      expect(await migrating).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text']);
+      expect(await migrating).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq']);
     } finally {
       await release?.();
       await late.close();

@@ -6,7 +6,7 @@ import { createPipeline, listPipelines } from '../src/services/pipelines.js';
 import { createRecord, createRecords, deleteRecord, getRecord } from '../src/services/records.js';
 import { createField, createObject, getObjectSchema } from '../src/services/schema.js';
 import { searchAll } from '../src/services/search.js';
-import { freshDb, makeWorkspace, onPostgres, sqlAll, sqlRun, type TestWorkspace } from './helpers.js';
+import { freshDb, makeWorkspace, oldMatchKeyTable, onPostgres, sqlAll, sqlRun, type TestWorkspace } from './helpers.js';
 
 /**
  * Typo-tolerant search offers each query's near words (one or two edits away) from a vocabulary:
@@ -157,6 +157,7 @@ describe.skipIf(onPostgres)('upgrading a database indexed before per-workspace w
       await sqlRun(old, 'DROP TABLE search_terms');
       await sqlRun(old, "DELETE FROM kysely_migration WHERE name >= '0007_search_terms'");
       await sqlRun(old, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
+      await oldMatchKeyTable(old);
       expect(await migrate(old)).toEqual([
         '0007_search_terms',
         '0008_change_notifications',
@@ -164,6 +165,7 @@ describe.skipIf(onPostgres)('upgrading a database indexed before per-workspace w
         '0010_token_version',
         '0011_dedupe_keys_lookup_order',
         '0012_search_without_text',
+        '0013_dedupe_keys_by_seq',
       ]);
       const words = await sqlAll<{ workspace_id: number; term: string }>(old, 'SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term');
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).toEqual(expect.arrayContaining(['johanna', 'brisk']));

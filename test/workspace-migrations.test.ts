@@ -7,7 +7,7 @@ import { findDuplicates } from '../src/services/duplicates.js';
 import { createRecord, createRecords, listRecords, updateRecord } from '../src/services/records.js';
 import { createField, getSchema } from '../src/services/schema.js';
 import { rebuildSearchIndex, searchAll } from '../src/services/search.js';
-import { freshDb, isPostgres, makeWorkspace, onPostgres, sqlAll, sqlGet, sqlRun } from './helpers.js';
+import { freshDb, isPostgres, makeWorkspace, matchKeys, oldMatchKeyTable, onPostgres, sqlAll, sqlGet, sqlRun } from './helpers.js';
 
 /**
  * Each workspace's own tables, and their migrations: per workspace, each in a transaction of its
@@ -125,7 +125,9 @@ describe('workspace migrations', () => {
       await expect(migrate(db)).rejects.toThrow(/holds every workspace's tables in one schema.*crm-mcp copy --replace/);
       return;
     }
-    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text']);
+    // The match keys of then (step 0005's table): 0011 and 0013 make them over.
+    await oldMatchKeyTable(db);
+    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq']);
     expect(await levels(db)).toEqual([[ws.workspace.id, last(db)]]);
     expect((await listRecords(ws.ctx, 'contacts', { limit: 5 })).data.map((r) => r.first_name)).toEqual(['Kept']);
   });
@@ -141,7 +143,7 @@ describe('workspace migrations', () => {
     const before = await findDuplicates(ws.ctx, 'contacts');
     expect(before.data.map((c) => c.records.map((r) => r.id).sort())).toEqual([[ada!.id, twin!.id].sort()]);
     const k = db.forWorkspace(ws.workspace.id).kysely as unknown as Kysely<any>;
-    const keysNow = () => sqlAll<{ kind: string; key: string; record_id: string }>(k, 'SELECT kind, key, record_id FROM dedupe_keys ORDER BY record_id, kind, key');
+    const keysNow = async () => (await matchKeys(k, ws.workspace.id)).map(({ kind, key, record_id }) => ({ kind, key, record_id }));
     const keys = await keysNow();
     // As the database was before: the table of step 0005 (a rowid table and two indexes), one key written twice.
     await sqlRun(k, 'DROP TABLE dedupe_keys');
@@ -152,14 +154,17 @@ describe('workspace migrations', () => {
     for (const r of [...keys, keys[0]!]) await sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${r.kind}, ${r.key}, ${r.record_id})`);
     await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0011_dedupe_keys_lookup_order'");
     await sqlRun(db.kysely, "UPDATE workspaces SET migrated_to = '0010_token_version'");
-    expect(await migrate(db)).toEqual(['0011_dedupe_keys_lookup_order', '0012_search_without_text']);
+    expect(await migrate(db)).toEqual(['0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq']);
     expect(await keysNow()).toEqual(keys);
-    // The primary key is the lookup order: a key written again is refused, and the old lookup index is gone (SQLite: the table is that index).
-    await expect(sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${keys[0]!.kind}, ${keys[0]!.key}, ${keys[0]!.record_id})`)).rejects.toThrow(/unique|duplicate/i);
+    // The primary key is the lookup order: a key written again is refused, and the old lookup index is gone (SQLite: the table is that index); the record index too, since 0013.
+    const stored = (await sqlGet<Record<string, unknown>>(k, 'SELECT workspace_id, object_id, kind, key, record_seq FROM dedupe_keys'))!;
+    await expect(sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${stored.workspace_id}, ${stored.object_id}, ${stored.kind}, ${stored.key}, ${stored.record_seq})`)).rejects.toThrow(
+      /unique|duplicate/i,
+    );
     const indexes = isPostgres(db)
       ? (await sqlAll<{ n: string }>(k, "SELECT indexname AS n FROM pg_indexes WHERE tablename = 'dedupe_keys' AND schemaname = current_schema()")).map((r) => r.n)
       : (await sqlAll<{ n: string }>(k, "SELECT name AS n FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'dedupe_keys'")).map((r) => r.n);
-    expect(indexes.sort()).toEqual(isPostgres(db) ? ['dedupe_keys_lookup', 'dedupe_keys_record'] : ['dedupe_keys_record']);
+    expect(indexes.sort()).toEqual(isPostgres(db) ? ['dedupe_keys_by_seq'] : []);
     // Writes and detection on the new table: the same cluster; a record changed and one deleted leave no keys behind.
     // (The same clusters and evidence; the order of ids within evidence follows the table's.)
     const shape = (d: typeof before.data) =>
@@ -170,6 +175,42 @@ describe('workspace migrations', () => {
     const again = (await findDuplicates(ws.ctx, 'contacts')).data.map((c) => c.records.map((r) => r.id).sort());
     expect(again).toEqual(expect.arrayContaining([[ada!.id, twin!.id].sort(), [other!.id, wrote.id].sort()]));
     expect((await keysNow()).filter((r) => r.record_id === wrote.id && r.kind === 'phone')).toHaveLength(1);
+  });
+
+  it("migration 0013 names each key's record by its seq, drops the record index and makes the keys again from the values: a key the values no longer give is gone", async () => {
+    const db = await fresh();
+    const ws = await makeWorkspace(db, 'keys13');
+    const ada = await createRecord(ws.ctx, 'contacts', { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@example.com', phone: '+1 415 555 0100' });
+    await createRecord(ws.ctx, 'contacts', { first_name: 'Ada', last_name: 'Lovelace', email: 'ada@example.org' });
+    const k = db.forWorkspace(ws.workspace.id).kysely as unknown as Kysely<any>;
+    const keysNow = async () => (await matchKeys(k, ws.workspace.id)).map(({ kind, key, record_id }) => ({ kind, key, record_id }));
+    const keys = await keysNow();
+    // As a database was before: the table of step 0011 (keys naming records by id, in lookup order, and
+    // the record index), with a name key naming a company deleted since (which deletes did not rewrite).
+    const objectId = Number((await sqlGet<{ id: number }>(k, "SELECT id FROM objects WHERE name = 'contacts'"))!.id);
+    await sqlRun(k, 'DROP TABLE dedupe_keys');
+    await sqlRun(
+      k,
+      `CREATE TABLE dedupe_keys (workspace_id integer not null, object_id integer not null, kind text not null, key text not null, record_id text not null,
+        constraint dedupe_keys_lookup primary key (workspace_id, object_id, kind, key, record_id))${isPostgres(db) ? '' : ' WITHOUT ROWID'}`,
+    );
+    await sqlRun(k, 'CREATE INDEX dedupe_keys_record ON dedupe_keys (workspace_id, object_id, record_id)');
+    for (const r of keys) await sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${r.kind}, ${r.key}, ${r.record_id})`);
+    await sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, 'name', ${'ada lovelace|gone-company'}, ${ada.id})`);
+    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0013_dedupe_keys_by_seq'");
+    await sqlRun(db.kysely, "UPDATE workspaces SET migrated_to = '0012_search_without_text'");
+    expect(await migrate(db)).toEqual(['0013_dedupe_keys_by_seq']);
+    expect(await levels(db)).toEqual([[ws.workspace.id, last(db)]]);
+    expect(await keysNow()).toEqual(keys);
+    const indexes = isPostgres(db)
+      ? (await sqlAll<{ n: string }>(k, "SELECT indexname AS n FROM pg_indexes WHERE tablename = 'dedupe_keys' AND schemaname = current_schema()")).map((r) => r.n)
+      : (await sqlAll<{ n: string }>(k, "SELECT name AS n FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'dedupe_keys'")).map((r) => r.n);
+    expect(indexes).toEqual(isPostgres(db) ? ['dedupe_keys_by_seq'] : []);
+    // Changes go on exactly: the old email's key replaced, the pair still found by name and phone-less twin.
+    await updateRecord(ws.ctx, 'contacts', ada.id, { email: 'ada@lovelace.example' });
+    expect((await keysNow()).filter((r) => r.kind === 'email').map((r) => r.key)).toEqual(expect.arrayContaining(['ada@lovelace.example', 'ada@example.org']));
+    expect((await keysNow()).some((r) => r.key === 'ada@example.com')).toBe(false);
+    expect((await findDuplicates(ws.ctx, 'contacts')).data).toHaveLength(1);
   });
 
   it.skipIf(onPostgres)('migration 0012 (SQLite): the full-text index of a database made before it loses its copy of the text; the same records found, with their snippets', async () => {
@@ -185,8 +226,8 @@ describe('workspace migrations', () => {
     await sqlRun(db.kysely, 'DELETE FROM search_docs');
     await rebuildSearchIndex(db, ws.workspace.id, await getSchema(ws.ctx));
     expect(await sqlGet(db.kysely, "SELECT c1 AS name FROM search_index_content WHERE c1 = 'Ada Lovelace'")).toEqual({ name: 'Ada Lovelace' });
-    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name = '0012_search_without_text'");
-    expect(await migrate(db)).toEqual(['0012_search_without_text']);
+    await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0012_search_without_text'");
+    expect(await migrate(db)).toEqual(['0012_search_without_text', '0013_dedupe_keys_by_seq']);
     expect(await sqlAll(db.kysely, "SELECT name FROM sqlite_schema WHERE name = 'search_index_content'")).toEqual([]);
     const found = await searchAll(ws.ctx, { q: 'engines' });
     expect(found.data.map((h) => h.id)).toEqual([ada.id]);

@@ -1,6 +1,6 @@
 import { type Kysely, type Migration, type MigrationProvider, type MigrationResult, Migrator, sql } from 'kysely';
-import { rebuildDedupeKeys } from '../services/dedupe-keys.js';
-import { createDefaultPipelines, createSystemSchema, getSchema } from '../services/schema.js';
+import { rebuildDedupeKeys, rebuildKeysIn } from '../services/dedupe-keys.js';
+import { createDefaultPipelines, createSystemSchema, getSchema, loadSchema } from '../services/schema.js';
 import { rebuildSearchIndex } from '../services/search.js';
 import type { Db } from './database.js';
 import type { DialectAdapter } from './dialect.js';
@@ -310,6 +310,33 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
       // The full-text index keeps no copy of the documents' text (SQLite; PostgreSQL's search_docs
       // keeps its text for snippets): search snippets are made from the hits' records.
       space: async (db) => search.dropText?.(db),
+    },
+    '0013_dedupe_keys_by_seq': {
+      // A key names its record by the record's seq (the record table's integer key, a few bytes)
+      // instead of its id (36 characters), and a record's keys are found from its stored values
+      // (writeKeys), no longer by an index on the record (a copy of every key). The keys are made
+      // again from the records, so that they are exactly what the values give (a company deleted
+      // before this left its contacts' name keys naming it).
+      async space(db) {
+        await adapter
+          .keyOrdered(
+            db.schema
+              .createTable('dedupe_keys_new')
+              .addColumn('workspace_id', 'integer', (c) => c.notNull())
+              .addColumn('object_id', 'integer', (c) => c.notNull())
+              .addColumn('kind', 'text', (c) => c.notNull())
+              .addColumn('key', 'text', (c) => c.notNull())
+              .addColumn('record_seq', adapter.idType, (c) => c.notNull())
+              .addPrimaryKeyConstraint('dedupe_keys_by_seq', ['workspace_id', 'object_id', 'kind', 'key', 'record_seq']),
+          )
+          .execute();
+        await db.schema.dropTable('dedupe_keys').execute();
+        await db.schema.alterTable('dedupe_keys_new').renameTo('dedupe_keys').execute();
+      },
+      async each(db, workspaceId) {
+        const ws = await db.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', workspaceId).executeTakeFirstOrThrow();
+        await rebuildKeysIn(db, workspaceId, await loadSchema(db, workspaceId, ws.schema_version, ws.time_zone));
+      },
     },
   };
 }

@@ -145,7 +145,8 @@ export interface Tables {
     /** email | phone | domain | name | block */
     kind: string;
     key: string;
-    record_id: string;
+    /** The record's seq in its object's table (join it for the id). */
+    record_seq: number;
   };
   merges: {
     id: string;

@@ -1,4 +1,5 @@
 import type { Expression, ExpressionBuilder, Kysely, SqlBool } from 'kysely';
+import { readPayload } from './activity.js';
 import type { Ctx } from './context.js';
 import { namesFor } from './display-names.js';
 import { validationError } from './errors.js';
@@ -207,7 +208,7 @@ export async function listChanges(ctx: Ctx, q: ChangeQuery = {}): Promise<{ data
   }
 
   const data = rows.map((r): ChangeEntry => {
-    const payload = r.payload ? (JSON.parse(r.payload) as Record<string, unknown>) : null;
+    const payload = readPayload(schema.objects.get(r.object), r.payload) as Record<string, unknown> | null;
     const e: ChangeEntry = {
       id: r.id,
       at: r.created_at,

@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { Db } from '../db/database.js';
 import { phoneKey } from './phone.js';
-import { rowBatches } from './record-tables.js';
+import { rowBatches, rowsByIds } from './record-tables.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
 import { fold } from './search.js';
 
@@ -100,62 +100,109 @@ export function keyColumns(obj: ObjectDef): Set<string> {
 }
 
 type AnyDb = Kysely<any>;
+type Stored = Record<string, unknown>;
+
+const KEY_COLUMNS = ['workspace_id', 'object_id', 'kind', 'key', 'record_seq'];
 
 /**
- * Replace the keys of these rows (stored form, with id). Runs in the caller's transaction. `keys`:
- * the rows' keys when the caller computed them already (keysOf of the same values).
+ * Replace the keys of these rows (stored form, with id; seq is read when missing) in the caller's
+ * transaction. A key names its record by seq, the record table's integer key (readers join the
+ * table for its id). A record's keys are found from its stored values, not by an index on the record
+ * (a copy of every key): `before[i]` is row i as stored before this write (every column keysOf reads),
+ * undefined for a new record; the keys it gives that the new values do not are removed, and only
+ * the new ones are added. This holds as long as the stored keys are exactly keysOf of the stored
+ * values: every write of a column in keyColumns goes through here (or removeKeys), and a change of
+ * how keys are made comes with a migration that rebuilds them (rebuildKeysIn). `keys`: the rows'
+ * keys when the caller computed them already (keysOf of the same values).
  */
-export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][]): Promise<void> {
+export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Stored[], before?: (Stored | undefined)[], keys?: MatchKey[][]): Promise<void> {
   if (!rows.length) return;
-  // New records have no keys yet; changed ones get theirs replaced.
-  if (!fresh)
-    await removeKeys(
-      trx,
-      obj,
-      workspaceId,
-      rows.map((r) => r.id as string),
-    );
-  const values = rows.flatMap((r, i) => keyRows(workspaceId, obj.id, r.id as string, keys?.[i] ?? keysOf(obj, r)));
-  await bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values);
+  const seqs = await seqsOf(trx, obj, rows);
+  const added: (string | number)[][] = [];
+  const gone: (string | number)[][] = [];
+  for (const [i, r] of rows.entries()) {
+    const now = keyRows(workspaceId, obj.id, seqs[i]!, keys?.[i] ?? keysOf(obj, r));
+    const old = before?.[i];
+    if (!old) {
+      added.push(...now);
+      continue;
+    }
+    const was = keyRows(workspaceId, obj.id, seqs[i]!, keysOf(obj, old));
+    const id = (k: (string | number)[]) => `${k[2]}\u0000${k[3]}`;
+    const kept = new Set(was.map(id));
+    const still = new Set(now.map(id));
+    gone.push(...was.filter((k) => !still.has(id(k))));
+    added.push(...now.filter((k) => !kept.has(id(k))));
+  }
+  await deleteKeyRows(trx, workspaceId, obj.id, gone);
+  // A key already there (a new record's keys never are) is left as it is.
+  await bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, added, before ? { ignoreConflicts: true } : {});
+}
+
+/** The rows' seqs: their own, or read for those written without it (new records: the table gave it). */
+async function seqsOf(trx: AnyDb, obj: ObjectDef, rows: Stored[]): Promise<(string | number)[]> {
+  const missing = rows.filter((r) => r.seq === undefined || r.seq === null).map((r) => r.id as string);
+  const read = missing.length ? await rowsByIds(trx, obj, missing, ['seq']) : undefined;
+  return rows.map((r) => (r.seq ?? read?.get(r.id as string)?.seq) as string | number);
 }
 
 /** A record's rows of dedupe_keys: each (kind, key) once (the table's primary key), though two fields may give it. */
-function keyRows(workspaceId: number, objectId: number, recordId: string, keys: MatchKey[]): (string | number)[][] {
+function keyRows(workspaceId: number, objectId: number, recordSeq: string | number, keys: MatchKey[]): (string | number)[][] {
   const seen = new Set<string>();
   const out: (string | number)[][] = [];
   for (const k of keys) {
     const id = `${k.kind}\u0000${k.key}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    out.push([workspaceId, objectId, k.kind, k.key, recordId]);
+    out.push([workspaceId, objectId, k.kind, k.key, recordSeq]);
   }
   return out;
 }
 
-export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
-  for (let i = 0; i < ids.length; i += 500)
+/** The keys of records about to be deleted (their rows as stored, with id and seq), found from their values. */
+export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, rows: Stored[]): Promise<void> {
+  const seqs = await seqsOf(trx, obj, rows);
+  await deleteKeyRows(
+    trx,
+    workspaceId,
+    obj.id,
+    rows.flatMap((r, i) => keyRows(workspaceId, obj.id, seqs[i]!, keysOf(obj, r))),
+  );
+}
+
+/** Exact rows of dedupe_keys by their primary key: one probe each, 300 to a statement. */
+async function deleteKeyRows(trx: AnyDb, workspaceId: number, objectId: number, keys: (string | number)[][]): Promise<void> {
+  for (let i = 0; i < keys.length; i += 300)
     await trx
       .deleteFrom('dedupe_keys')
       .where('workspace_id', '=', workspaceId)
-      .where('object_id', '=', obj.id)
-      .where('record_id', 'in', ids.slice(i, i + 500))
+      .where('object_id', '=', objectId)
+      .where((eb) => eb.or(keys.slice(i, i + 300).map((k) => eb.and({ kind: k[2], key: k[3], record_seq: k[4] }))))
       .execute();
 }
 
-export function rebuildDedupeKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
-  return db.bulk(() => rebuildKeys(db, workspaceId, schema, objects));
+/** The match keys of `obj` (aliased `k`) joined to their records (`r`: `r.id` is a key's record id). */
+export function keysWithRecords(db: AnyDb, workspaceId: number, obj: ObjectDef) {
+  return db.selectFrom('dedupe_keys as k').innerJoin(`${obj.table} as r`, 'r.seq', 'k.record_seq').where('k.workspace_id', '=', workspaceId).where('k.object_id', '=', obj.id);
 }
 
-async function rebuildKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
+export function rebuildDedupeKeys(db: Db, workspaceId: number, schema: WorkspaceSchema, objects?: string[]): Promise<number> {
   const k = db.kysely as unknown as AnyDb;
+  return db.bulk(() => rebuildKeysIn(k, workspaceId, schema, objects, (write) => k.transaction().execute(write)));
+}
+
+/**
+ * Every key of these objects (all by default) made again from the records' values, in `k`: a
+ * transaction the caller holds (a migration's), or a transaction per batch through `batch`.
+ */
+export async function rebuildKeysIn(k: AnyDb, workspaceId: number, schema: WorkspaceSchema, objects?: string[], batch = (write: (trx: AnyDb) => Promise<void>) => write(k)): Promise<number> {
   let written = 0;
   for (const obj of schema.objects.values()) {
     if (objects && !objects.includes(obj.name)) continue;
     await k.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).execute();
-    const cols = [...new Set(['seq', 'id', ...obj.fields.filter((f) => !f.readOnly && ['EMAIL', 'PHONE', 'URL', 'TEXT', 'RELATION'].includes(f.type)).map((f) => f.column)])];
-    for await (const rows of rowBatches(k, obj, cols, { batch: 5000 })) {
-      const values = rows.flatMap((r) => keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, r)));
-      await k.transaction().execute((trx) => bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values));
+    for await (const rows of rowBatches(k, obj, ['id', ...keyColumns(obj)], { batch: 5000 })) {
+      const values = rows.flatMap((r) => keyRows(workspaceId, obj.id, r.seq as number, keysOf(obj, r)));
+      await batch((trx) => bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, values));
       written += rows.length;
     }
   }

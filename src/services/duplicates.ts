@@ -6,7 +6,7 @@ import { runRead } from './aggregate-sql.js';
 import { heavy } from './budget.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
-import { isPerson, normalName } from './dedupe-keys.js';
+import { isPerson, keysWithRecords, normalName } from './dedupe-keys.js';
 import { displayNameOfRow, namesFor } from './display-names.js';
 import { CrmError, validationError } from './errors.js';
 import { decodeValue, encodeValue } from './field-types.js';
@@ -135,13 +135,10 @@ async function scanDuplicates(ctx: Ctx, objectName: string, opts: DetectOptions)
     const out = new Map<string, string[]>();
     for (let i = 0; i < keys.length; i += 500) {
       await checkpoint(ctx, i, keys.length, `matching ${kind} keys`);
-      const rows = (await k
-        .selectFrom('dedupe_keys')
-        .select(['key', 'record_id'])
-        .where('workspace_id', '=', ws)
-        .where('object_id', '=', obj.id)
-        .where('kind', '=', kind)
-        .where('key', 'in', keys.slice(i, i + 500))
+      const rows = (await keysWithRecords(k, ws, obj)
+        .select(['k.key', 'r.id as record_id'])
+        .where('k.kind', '=', kind)
+        .where('k.key', 'in', keys.slice(i, i + 500))
         .execute()) as { key: string; record_id: string }[];
       for (const r of rows) out.set(r.key, [...(out.get(r.key) ?? []), r.record_id]);
     }
@@ -285,7 +282,16 @@ async function sameNames(ctx: Ctx, obj: ObjectDef): Promise<Map<string, { key: s
     .having(sql`COUNT(*)`, '>', 1)
     .having(sql`COUNT(*)`, '<=', MAX_GROUP)
     .having((eb) => eb.or([eb(sql`COUNT(DISTINCT key)`, '>', 1), eb(sql`MAX(key)`, 'like', '%|')]));
-  const rows = await runRead<{ key: string; record_id: string }>(ctx, nameKeys().select(['key', 'record_id']).where(namePart, 'in', shared).orderBy('key').orderBy('record_id').compile());
+  const rows = await runRead<{ key: string; record_id: string }>(
+    ctx,
+    keysWithRecords(k, ctx.actor.workspaceId, obj)
+      .select(['k.key', 'r.id as record_id'])
+      .where('k.kind', '=', 'name')
+      .where(ctx.db.adapter.textBefore(sql.ref('k.key'), '|'), 'in', shared)
+      .orderBy('k.key')
+      .orderBy('r.id')
+      .compile(),
+  );
   const out = new Map<string, { key: string; record_id: string }[]>();
   for (const r of rows) {
     const name = r.key.slice(0, r.key.indexOf('|'));
@@ -410,15 +416,23 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
     };
     if (!write) return { ...preview, dry_run: true as const };
 
-    // Duplicates go first, so unique values (an email) can pass to the primary.
-    await removeDerived(trx, ctx, obj, dupIds);
+    // Duplicates go first, so unique values (an email) can pass to the primary. Their match keys,
+    // and the primary's, are found from the rows as they are now (moveLinks may have repointed
+    // one of them: a relation between records of one object).
+    const current = await rowsByIds(trx, obj, [input.primary_id, ...dupIds]);
+    await removeDerived(
+      trx,
+      ctx,
+      obj,
+      dupIds.map((d) => current.get(d)!),
+    );
     await deleteRows(trx, obj, dupIds);
     if (changed.length) {
       const set = Object.fromEntries(changed.map((f) => [f.column, values[f.column]]));
       await updateRow(trx, obj, input.primary_id, set);
     }
     const after = (await rowsByIds(trx, obj, [input.primary_id])).get(input.primary_id)!;
-    await writeDerived(trx, ctx, obj, [after]);
+    await writeDerived(trx, ctx, obj, [after], [current.get(input.primary_id)]);
     await checkpoint(ctx, 1, 2, `merging ${obj.name}`);
     // Pipelines: the duplicates' stays end now (their history moved to the primary, which has one
     // current step); if the merge changed the primary's step, that is a move like any other.
@@ -509,16 +523,17 @@ async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema,
       const rows = (await k.selectFrom(other.table).select(['id', f.column]).where(f.column, 'in', dupIds).execute()) as Record<string, string>[];
       for (const r of rows) moved.relations.push({ object: other.name, field: f.name, id: r.id!, from: r[f.column]! });
       if (write && rows.length) {
+        const ids = rows.map((r) => r.id!);
+        const before = await rowsByIds(trx, other, ids);
         await repoint(trx, other, f.column, dupIds, primaryId);
-        await writeDerived(trx, ctx, other, [
-          ...(
-            await rowsByIds(
-              trx,
-              other,
-              rows.map((r) => r.id!),
-            )
-          ).values(),
-        ]);
+        const after = await rowsByIds(trx, other, ids);
+        await writeDerived(
+          trx,
+          ctx,
+          other,
+          [...after.values()],
+          [...after.keys()].map((id) => before.get(id)),
+        );
       }
     }
   // Associations: re-link to the primary, dropping links it already has (or that would point at itself).
@@ -648,6 +663,14 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
         .execute();
     }
     const mv = snap.moved;
+    // The records whose links move back, as they are now: their match keys are found from these.
+    const byObject = new Map<string, string[]>();
+    for (const r of mv.relations) byObject.set(r.object, [...(byObject.get(r.object) ?? []), r.id]);
+    const linkedBefore = new Map<string, Map<string, Record<string, unknown>>>();
+    for (const [name, ids] of byObject) {
+      const other = schema.objects.get(name);
+      if (other) linkedBefore.set(name, await rowsByIds(trx, other, ids));
+    }
     for (const r of mv.relations) {
       const other = schema.objects.get(r.object);
       const f = other?.byName.get(r.field);
@@ -681,12 +704,25 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
     if (snap.history?.closed.length) await trx.updateTable('stage_history').set({ left_at: null }).where('id', 'in', snap.history.closed).execute();
     // Search index and match keys of everything touched.
     const restored = await rowsByIds(trx, obj, [m.primary_id, ...snap.duplicates.map((d) => d.id as string)]);
-    await writeDerived(trx, ctx, obj, [...restored.values()]);
-    const byObject = new Map<string, string[]>();
-    for (const r of mv.relations) byObject.set(r.object, [...(byObject.get(r.object) ?? []), r.id]);
+    // The duplicates' keys went with them (mergeRecords); the primary's were made of its values then.
+    await writeDerived(
+      trx,
+      ctx,
+      obj,
+      [...restored.values()],
+      [...restored.keys()].map((id) => (id === m.primary_id ? primary : undefined)),
+    );
     for (const [name, ids] of byObject) {
-      const other = schema.objects.get(name)!;
-      await writeDerived(trx, ctx, other, [...(await rowsByIds(trx, other, ids)).values()]);
+      const other = schema.objects.get(name);
+      if (!other) continue;
+      const after = await rowsByIds(trx, other, ids);
+      await writeDerived(
+        trx,
+        ctx,
+        other,
+        [...after.values()],
+        [...after.keys()].map((id) => linkedBefore.get(name)!.get(id)),
+      );
     }
     await trx.updateTable('merges').set({ undone_at: nowIso() }).where('id', '=', mergeId).execute();
     await recordActivity(trx, ctx, [{ object: obj.name, recordId: m.primary_id, action: 'unmerged', payload: { merge_id: mergeId, restored: snap.duplicates.map((d) => d.id) } }]);

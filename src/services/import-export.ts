@@ -2,7 +2,7 @@ import { stringify } from 'csv-stringify/sync';
 import type { Kysely } from 'kysely';
 import { budgetLimits, enterLane, type HeavySlot, inSlot, timeoutError, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
-import { isPerson, keysOf, normalName } from './dedupe-keys.js';
+import { isPerson, keysOf, keysWithRecords, normalName } from './dedupe-keys.js';
 import { CrmError, validationError } from './errors.js';
 import type { FilterGroup } from './filters.js';
 import { requireAdmin } from './permissions.js';
@@ -65,13 +65,10 @@ async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key:
   const found = await Promise.all(
     lookups.map(
       ({ kind, keys }) =>
-        (ctx.db.kysely as unknown as AnyDb)
-          .selectFrom('dedupe_keys')
-          .select(['key', 'record_id'])
-          .where('workspace_id', '=', ctx.actor.workspaceId)
-          .where('object_id', '=', obj.id)
-          .where('kind', '=', kind)
-          .where((eb) => textIn(eb.ref('key'), keys))
+        keysWithRecords(ctx.db.kysely as unknown as AnyDb, ctx.actor.workspaceId, obj)
+          .select(['k.key', 'r.id as record_id'])
+          .where('k.kind', '=', kind)
+          .where((eb) => textIn(eb.ref('k.key'), keys))
           .execute() as Promise<{ key: string; record_id: string }[]>,
     ),
   );
@@ -121,16 +118,13 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
         if (id !== undefined) ids.set(n, id);
       }
     const names = [...original.keys()].filter((n) => !ids.has(n));
-    const lookup = (ctx.db.kysely as unknown as AnyDb)
-      .selectFrom('dedupe_keys')
-      .select(['key', 'record_id'])
-      .where('workspace_id', '=', ctx.actor.workspaceId)
-      .where('object_id', '=', target.id)
-      .where('kind', '=', 'name');
+    const lookup = keysWithRecords(ctx.db.kysely as unknown as AnyDb, ctx.actor.workspaceId, target)
+      .select(['k.key', 'r.id as record_id'])
+      .where('k.kind', '=', 'name');
     if (target.byName.get('company')?.type === 'RELATION') {
       // The name key of a record with a company (a person, a deal) ends with it: any company will do.
       for (const n of names) {
-        const hit = (await lookup.where('key', '>=', `${n}|`).where('key', '<', `${n}|\uffff`).limit(1).executeTakeFirst()) as { record_id: string } | undefined;
+        const hit = (await lookup.where('k.key', '>=', `${n}|`).where('k.key', '<', `${n}|\uffff`).limit(1).executeTakeFirst()) as { record_id: string } | undefined;
         if (hit) ids.set(n, hit.record_id);
       }
     } else {
@@ -140,7 +134,7 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
         const rows = (await lookup
           .where((eb) =>
             textIn(
-              eb.ref('key'),
+              eb.ref('k.key'),
               names.slice(i, i + textInMax).map((n) => `${n}|`),
             ),
           )

@@ -3,7 +3,7 @@ import { type Kysely, sql } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { SearchDoc } from '../db/search.js';
 import type { Tables } from '../db/tables.js';
-import { type ActivityEntry, recordActivity } from './activity.js';
+import { type ActivityEntry, createdPayload, recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
 import { keyColumns, type MatchKey, removeKeys, writeKeys } from './dedupe-keys.js';
@@ -12,7 +12,7 @@ import { CrmError, type ErrorCode, validationError } from './errors.js';
 import { decodeValue, encodeValue, storageOf } from './field-types.js';
 import { newId } from './ids.js';
 import { MAX_BATCH, notFound, type RecordData, toRecord } from './record-rows.js';
-import { deleteRows, existingIds, repoint, rowsByIds, updateRow } from './record-tables.js';
+import { deleteRows, existingIds, repoint, rowBatches, rowsByIds, updateRow } from './record-tables.js';
 import { getSchema, loadedSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
 import { docColumns, documentsOf, indexReferrers, indexRows, unindexRecords } from './search.js';
 import { checkpoint } from './work.js';
@@ -406,9 +406,9 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
         .values(hist.slice(i, i + 1000))
         .execute();
   }
-  await writeDerived(trx, ctx, obj, full, true, prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined, prepared.every((p) => p.doc) ? prepared.map((p) => p.doc!) : undefined);
+  await writeDerived(trx, ctx, obj, full, 'new', prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined, prepared.every((p) => p.doc) ? prepared.map((p) => p.doc!) : undefined);
   const entries: ActivityEntry[] = [
-    ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
+    ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: createdPayload(obj, prepared[i]!.touched.keys()) })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
   ];
   if (activity) activity.push(...entries);
@@ -437,10 +437,23 @@ export async function createInPieces<T>(ctx: Ctx, obj: ObjectDef, fn: (add: (pre
   });
 }
 
-/** The search index and the duplicate-match keys follow every write, in its transaction. */
-export async function writeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], fresh = false, keys?: MatchKey[][], docs?: SearchDoc[]) {
+/**
+ * The search index and the duplicate-match keys follow every write, in its transaction. `before`:
+ * 'new' for new records, else each row as it was stored before the write (undefined for one that
+ * was not: a record an unmerge restores), which the match keys to remove are found from (writeKeys).
+ */
+export async function writeDerived(
+  trx: Kysely<Tables>,
+  ctx: Ctx,
+  obj: ObjectDef,
+  rows: Record<string, unknown>[],
+  before: 'new' | (Record<string, unknown> | undefined)[],
+  keys?: MatchKey[][],
+  docs?: SearchDoc[],
+) {
+  const fresh = before === 'new';
   await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, rows, fresh, schemaCache.get(ctx) ?? loadedSchema(ctx), docs);
-  await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh, keys);
+  await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows, fresh ? undefined : before, keys);
 }
 
 /**
@@ -453,9 +466,16 @@ async function followRename(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, id: s
   await indexReferrers(dyn(trx), ctx.db, schemaCache.get(ctx)!, ctx.actor.workspaceId, obj, [id]);
 }
 
-export async function removeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, ids: string[]) {
-  await unindexRecords(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, ids);
-  await removeKeys(dyn(trx), obj, ctx.actor.workspaceId, ids);
+/** Before records are deleted: their search documents and match keys (found from `rows`, the records as stored). */
+export async function removeDerived(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[]) {
+  await unindexRecords(
+    dyn(trx),
+    ctx.db,
+    obj,
+    ctx.actor.workspaceId,
+    rows.map((r) => r.id as string),
+  );
+  await removeKeys(dyn(trx), obj, ctx.actor.workspaceId, rows);
 }
 
 /**
@@ -570,7 +590,7 @@ export async function updateRecords(ctx: Ctx, objectName: string, updates: Updat
         throw duplicateError(ctx, obj, e, p.row) ?? e;
       }
       if (moved) await moveHistory(trx, ctx, obj, id, old[stageCol!] as string | null, p.row[stageCol!] as string);
-      await writeDerived(trx, ctx, obj, [{ ...old, ...p.row }]);
+      await writeDerived(trx, ctx, obj, [{ ...old, ...p.row }], [old]);
       await followRename(trx, ctx, obj, id, diff);
       // Later updates in the same batch see this one.
       before.set(id, { ...old, ...p.row });
@@ -665,7 +685,7 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
   const touches = (cols: Iterable<string>) => [...cols].some((c) => written.has(c));
   const docs = touches(docColumns(obj));
   const keys = touches(keyColumns(obj));
-  const returned = docs || keys ? [...new Set(['id', ...(docs ? docColumns(obj) : []), ...(keys ? keyColumns(obj) : [])])] : undefined;
+  const returned = docs || keys ? [...new Set(['id', ...(docs ? docColumns(obj) : []), ...(keys ? ['seq', ...keyColumns(obj)] : [])])] : undefined;
   const { workspaceId, userId, via } = ctx.actor;
   const at = nowIso();
   const payload = ctx.db.adapter.changesPayload?.(fields.map((f) => ({ name: f.name, column: sql.ref(f.column), value: p.row[f.column]! })));
@@ -673,6 +693,9 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
   const samples: RecordChange[] = [];
   const activity: ActivityEntry[] = [];
   const after: Record<string, unknown>[] = [];
+  // With match keys to rewrite: each changed record's key columns before the write, which the keys
+  // to remove are found from (writeKeys; there is no index of keys by record).
+  const before: Record<string, unknown>[] = [];
   let changed = 0;
   const chunk = Math.min(SET_CHUNK, ctx.db.adapter.textInMax);
   for (let i = 0; i < records.length; i += chunk) {
@@ -720,6 +743,17 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
             .where(chosen),
         )
         .execute();
+    const keyed = keys
+      ? new Map(
+          (
+            (await dyn(trx)
+              .selectFrom(obj.table)
+              .select(['id', ...keyColumns(obj)])
+              .where(chosen)
+              .execute()) as Record<string, unknown>[]
+          ).map((r) => [r.id as string, r]),
+        )
+      : undefined;
     const update = dyn(trx)
       .updateTable(obj.table)
       .set({ ...p.row, updated_at: at })
@@ -728,6 +762,7 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
       if (returned) {
         const rows = (await update.returning(returned).execute()) as Record<string, unknown>[];
         after.push(...rows);
+        if (keyed) for (const r of rows) before.push(keyed.get(r.id as string)!);
         changed += rows.length;
       } else changed += Number((await update.executeTakeFirst()).numUpdatedRows);
     } catch (e) {
@@ -735,7 +770,7 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
     }
   }
   if (fields.length === 1 && changed) byField[fields[0]!.name] = changed;
-  if (after.length) await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, records.length);
+  if (after.length) await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, before, records.length);
   await checkpoint(ctx, records.length, records.length, `updated ${obj.name}`);
   await recordActivity(trx, ctx, activity);
   return { changed, byField, samples };
@@ -744,9 +779,10 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
 /**
  * Search documents, match keys and the documents that hold a renamed record's name, after a bulk
  * update, each only where the fields it is made of changed (a status or a date changes none).
- * `after`: the changed records as now stored, with at least the columns those are made of.
+ * `after`: the changed records as now stored, with at least the columns those are made of;
+ * `before`: each as it was, with at least its key columns (the match keys to remove are found from it).
  */
-async function rewriteDerived(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, changedFields: Set<string>, after: Record<string, unknown>[], total: number) {
+async function rewriteDerived(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, changedFields: Set<string>, after: Record<string, unknown>[], before: Record<string, unknown>[], total: number) {
   const schema = schemaCache.get(ctx)!;
   const columns = new Set([...changedFields].map((n) => obj.byName.get(n)!.column));
   const touches = (cols: Iterable<string>) => [...cols].some((c) => columns.has(c));
@@ -756,7 +792,7 @@ async function rewriteDerived(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, cha
   }
   if (touches(keyColumns(obj))) {
     await checkpoint(ctx, total - 1, total, `updating ${obj.name}`);
-    await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, after);
+    await writeKeys(dyn(trx), obj, ctx.actor.workspaceId, after, before);
   }
   if (obj.displayFields.some((n) => changedFields.has(n))) {
     const renamed = after.map((r) => r.id as string);
@@ -781,6 +817,7 @@ async function updateEachRecord(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, i
   const stageCol = stageField?.column;
   const out: RecordChange[] = [];
   const after: Record<string, unknown>[] = [];
+  const olds: Record<string, unknown>[] = [];
   // Records that get the same stored values share a statement: every one, unless a step's
   // defaults or a task's completion stamp make some differ.
   const groups = new Map<string, { row: Row; ids: string[] }>();
@@ -811,6 +848,7 @@ async function updateEachRecord(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, i
       else groups.set(key, { row: q.row, ids: [id] });
       const now = { ...old, ...q.row };
       after.push(now);
+      olds.push(old);
       out.push({ id, changes: diff });
       if (moved) moves.push({ id, from: old[stageCol!] as string | null, to: q.row[stageCol!] as string });
       activity.push(
@@ -857,7 +895,7 @@ async function updateEachRecord(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, i
         .values(entering.slice(i, i + SET_CHUNK))
         .execute();
   }
-  await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, total);
+  await rewriteDerived(ctx, trx, obj, new Set(Object.keys(byField)), after, olds, total);
   await checkpoint(ctx, total, total, `updated ${obj.name}`);
   await recordActivity(trx, ctx, activity);
   return result;
@@ -899,9 +937,9 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
         await checkRelations(ctx, trx, obj, [p.row]);
         const id = await insertRow(ctx, trx, obj, p.row);
         if (obj.pipeline) await moveHistory(trx, ctx, obj, id, null, p.row[obj.byName.get(obj.pipeline.field)!.column] as string);
-        await writeDerived(trx, ctx, obj, [{ ...p.row, id }]);
+        await writeDerived(trx, ctx, obj, [{ ...p.row, id }], 'new');
         results.push({ index: i, id, action: 'created' });
-        activity.push({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...p.touched.keys()] } }, ...relatedEntries(obj, id, null, p.row));
+        activity.push({ object: obj.name, recordId: id, action: 'created', payload: createdPayload(obj, p.touched.keys()) }, ...relatedEntries(obj, id, null, p.row));
       } else {
         const values = { ...(input as Record<string, unknown>) };
         delete values.id;
@@ -919,7 +957,7 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
             throw duplicateError(ctx, obj, e, p.row) ?? e;
           }
           if (moved) await moveHistory(trx, ctx, obj, id, existing[stageCol!] as string | null, p.row[stageCol!] as string);
-          await writeDerived(trx, ctx, obj, [{ ...existing, ...p.row }]);
+          await writeDerived(trx, ctx, obj, [{ ...existing, ...p.row }], [existing]);
           await followRename(trx, ctx, obj, id, diff);
           activity.push(
             { object: obj.name, recordId: id, action: 'updated', payload: { changes: diff } },
@@ -945,6 +983,25 @@ export async function upsertRecords(ctx: Ctx, objectName: string, inputs: unknow
 // ---------------------------------------------------------------------------------------------
 // Deleting
 
+/**
+ * Records of `other` whose relation `column` points at `ids` (being deleted) point at nothing now.
+ * A person's name key holds its company (keysOf): when `column` is one keys are made of, the keys
+ * of the records unlinked follow, found from their values before (writeKeys), a batch at a time.
+ */
+async function unlinkReferrers(trx: Kysely<Tables>, ctx: Ctx, other: ObjectDef, column: string, ids: string[]): Promise<void> {
+  const keyed = keyColumns(other);
+  if (keyed.has(column))
+    for await (const rows of rowBatches(dyn(trx), other, ['id', ...keyed], { batch: 2000, where: { column, ids } }))
+      await writeKeys(
+        dyn(trx),
+        other,
+        ctx.actor.workspaceId,
+        rows.map((r) => ({ ...r, [column]: null })),
+        rows,
+      );
+  await repoint(trx, other, column, ids, null);
+}
+
 export async function deleteRecord(ctx: Ctx, objectName: string, id: string): Promise<{ id: string; deleted: true }> {
   const r = await deleteRecords(ctx, objectName, [id]);
   if (r.not_found.length) throw notFound(await resolveObject(ctx, objectName), id);
@@ -963,14 +1020,19 @@ export async function deleteRecords(ctx: Ctx, objectName: string, ids: string[])
     const present = unique.filter((id) => rows.has(id));
     if (present.length) {
       await deleteRows(trx, obj, present);
-      await removeDerived(trx, ctx, obj, present);
+      await removeDerived(
+        trx,
+        ctx,
+        obj,
+        present.map((id) => rows.get(id)!),
+      );
       if (obj.pipeline)
         await trx.updateTable('stage_history').set({ left_at: nowIso() }).where('pipeline_id', '=', obj.pipeline.id).where('record_id', 'in', present).where('left_at', 'is', null).execute();
       // Documents that held these records' names (a deleted company's contacts) are rewritten
       // without them, while the relation fields still find them.
       await indexReferrers(dyn(trx), ctx.db, schema, ctx.actor.workspaceId, obj, present);
       // Relation fields elsewhere that pointed at these records become empty.
-      for (const other of schema.objects.values()) for (const f of other.fields) if (f.type === 'RELATION' && f.target === obj.name) await repoint(trx, other, f.column, present, null);
+      for (const other of schema.objects.values()) for (const f of other.fields) if (f.type === 'RELATION' && f.target === obj.name) await unlinkReferrers(trx, ctx, other, f.column, present);
       await trx
         .deleteFrom('associations')
         .where('workspace_id', '=', ctx.actor.workspaceId)

@@ -7,6 +7,7 @@ import type { Tables } from '../db/tables.js';
 import { recordActivity } from './activity.js';
 import { nowIso } from './clock.js';
 import type { Ctx } from './context.js';
+import { keyColumns, rebuildKeysIn } from './dedupe-keys.js';
 import { CrmError, duplicateOn, validationError } from './errors.js';
 import { decodeValue, encodeValue, FIELD_TYPES, type FieldDef, type FieldType, type SelectOption, storageOf } from './field-types.js';
 import { requireAdmin } from './permissions.js';
@@ -227,7 +228,8 @@ export async function createSystemSchema(db: Kysely<Tables>, adapter: DialectAda
 
 const caches = new WeakMap<Db, Map<number, WorkspaceSchema>>();
 
-async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: number, timeZone: string): Promise<WorkspaceSchema> {
+/** A workspace's objects and fields as stored (getSchema caches them; migrations read them in their transaction). */
+export async function loadSchema(db: Kysely<Tables>, workspaceId: number, version: number, timeZone: string): Promise<WorkspaceSchema> {
   const objects = await db.selectFrom('objects').selectAll().where('workspace_id', '=', workspaceId).orderBy('id').execute();
   const fields = await db.selectFrom('fields').selectAll().where('workspace_id', '=', workspaceId).orderBy('position').execute();
   const pipelines = await db.selectFrom('pipelines').selectAll().where('workspace_id', '=', workspaceId).execute();
@@ -592,6 +594,10 @@ export async function createField(ctx: Ctx, objectName: string, input: unknown, 
           .updateTable(obj.table)
           .set({ [spec.name]: encodeValue(probe, spec.default) })
           .execute();
+        // Every record now holds the default: when match keys are made of the field (an email, a
+        // domain), theirs are made again, so that they stay exactly what the values give (writeKeys).
+        const now = await loadSchema(trx, ctx.actor.workspaceId, 0, 'UTC');
+        if (keyColumns(now.objects.get(obj.name)!).has(spec.name)) await rebuildKeysIn(k, ctx.actor.workspaceId, now, [obj.name]);
       }
       if (fieldSpec.unique) {
         try {

@@ -1,3 +1,4 @@
+import { readPayload } from './activity.js';
 import { checkActions, timeBounds } from './changes.js';
 import type { Ctx } from './context.js';
 import { validationError } from './errors.js';
@@ -72,7 +73,7 @@ export async function getTimeline(
     at: r.created_at,
     user: r.user_id ? { id: r.user_id, name: r.user_name } : null,
     via: r.via,
-    details: r.payload ? JSON.parse(r.payload) : null,
+    details: readPayload(obj, r.payload),
   }));
   return { data, total, nextCursor };
 }
