@@ -526,6 +526,11 @@ describe('match keys follow the records', () => {
     await expectExact('updated');
     await ok('POST', '/bulk', { action: 'update', object: 'contacts', ids: [ada, twin, bob], values: { company: globex } });
     await expectExact('bulk updated');
+    // A text field of the name key and a phone, the same on each: the set-based path (old key columns read before the UPDATE).
+    await ok('POST', '/bulk', { action: 'update', object: 'contacts', ids: [ada, twin], values: { last_name: 'Byron' } });
+    await expectExact('bulk renamed');
+    await ok('POST', '/bulk', { action: 'update', object: 'contacts', ids: [bob], values: { phone: '+1 415 555 0142', first_name: 'Robert' } });
+    await expectExact('bulk phone');
     // Contacts of the merged company now name the primary in their name keys; an unmerge puts them back.
     const m = await ok('POST', '/duplicates', { action: 'merge', object: 'companies', primary_id: acme, duplicate_ids: [globex] });
     expect((await ok('GET', `/records/contacts/${twin}`)).company).toBe(acme);
