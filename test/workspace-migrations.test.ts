@@ -1,9 +1,10 @@
 import { type Kysely, sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Db, openDatabase } from '../src/db/database.js';
-import { layoutSteps, migrate, migrateWorkspaces, type Step } from '../src/db/migrations.js';
+import { followPhoneRegion, layoutSteps, migrate, migrateWorkspaces, type Step } from '../src/db/migrations.js';
 import { workspaceSchema } from '../src/db/postgres/open.js';
 import { findDuplicates } from '../src/services/duplicates.js';
+import { defaultRegion } from '../src/services/phone-parse.js';
 import { createRecord, createRecords, listRecords, updateRecord } from '../src/services/records.js';
 import { createField, getSchema } from '../src/services/schema.js';
 import { rebuildSearchIndex, searchAll } from '../src/services/search.js';
@@ -120,6 +121,7 @@ describe('workspace migrations', () => {
     await createRecord(ws.ctx, 'contacts', { first_name: 'Kept', last_name: 'Along' });
     // As the database was before step 0009: no migrated_to, 0009 (and the steps after it) not run.
     await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0009_workspace_migrations'");
+    await sqlRun(db.kysely, 'ALTER TABLE workspaces DROP COLUMN phone_region');
     await sqlRun(db.kysely, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
     if (isPostgres(db)) {
       await expect(migrate(db)).rejects.toThrow(/holds every workspace's tables in one schema.*crm-mcp copy --replace/);
@@ -127,7 +129,7 @@ describe('workspace migrations', () => {
     }
     // The match keys of then (step 0005's table): 0011 and 0013 make them over.
     await oldMatchKeyTable(db);
-    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq']);
+    expect(await migrate(db)).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq', '0014_phone_region']);
     expect(await levels(db)).toEqual([[ws.workspace.id, last(db)]]);
     expect((await listRecords(ws.ctx, 'contacts', { limit: 5 })).data.map((r) => r.first_name)).toEqual(['Kept']);
   });
@@ -153,8 +155,9 @@ describe('workspace migrations', () => {
     const objectId = Number((await sqlGet<{ id: number }>(k, "SELECT id FROM objects WHERE name = 'contacts'"))!.id);
     for (const r of [...keys, keys[0]!]) await sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${r.kind}, ${r.key}, ${r.record_id})`);
     await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0011_dedupe_keys_lookup_order'");
+    await sqlRun(db.kysely, 'ALTER TABLE workspaces DROP COLUMN phone_region');
     await sqlRun(db.kysely, "UPDATE workspaces SET migrated_to = '0010_token_version'");
-    expect(await migrate(db)).toEqual(['0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq']);
+    expect(await migrate(db)).toEqual(['0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq', '0014_phone_region']);
     expect(await keysNow()).toEqual(keys);
     // The primary key is the lookup order: a key written again is refused, and the old lookup index is gone (SQLite: the table is that index); the record index too, since 0013.
     const stored = (await sqlGet<Record<string, unknown>>(k, 'SELECT workspace_id, object_id, kind, key, record_seq FROM dedupe_keys'))!;
@@ -175,6 +178,33 @@ describe('workspace migrations', () => {
     const again = (await findDuplicates(ws.ctx, 'contacts')).data.map((c) => c.records.map((r) => r.id).sort());
     expect(again).toEqual(expect.arrayContaining([[ada!.id, twin!.id].sort(), [other!.id, wrote.id].sort()]));
     expect((await keysNow()).filter((r) => r.record_id === wrote.id && r.kind === 'phone')).toHaveLength(1);
+  });
+
+  it('keys made in another CRM_DEFAULT_REGION are made again in this one, once, at start; a workspace that recorded none takes this one', async () => {
+    const db = await fresh();
+    const ws = await makeWorkspace(db, 'region');
+    const other = await makeWorkspace(db, 'region-unset');
+    await createRecord(ws.ctx, 'contacts', { first_name: 'Ada', last_name: 'Lovelace', phone: '(415) 555-0100' });
+    const k = db.forWorkspace(ws.workspace.id).kysely as unknown as Kysely<any>;
+    const keysNow = async () => (await matchKeys(k, ws.workspace.id)).map(({ kind, key, record_id }) => ({ kind, key, record_id }));
+    const keys = await keysNow();
+    expect(keys.filter((r) => r.kind === 'phone').length).toBeGreaterThan(0);
+    const region = async (id: number) => (await sqlGet<{ r: string | null }>(db.kysely, sql`SELECT phone_region AS r FROM workspaces WHERE id = ${id}`))!.r;
+    expect(await region(ws.workspace.id)).toBe(defaultRegion);
+    // As if its keys had been made in another region: one key this region's values do not give.
+    const phoneKey = (await sqlGet<Record<string, unknown>>(k, sql`SELECT * FROM dedupe_keys WHERE kind = 'phone'`))!;
+    await sqlRun(
+      k,
+      sql`INSERT INTO dedupe_keys (workspace_id, object_id, kind, key, record_seq) VALUES (${phoneKey.workspace_id}, ${phoneKey.object_id}, 'phone', ${'+4415555501000'}, ${phoneKey.record_seq})`,
+    );
+    await sqlRun(db.kysely, sql`UPDATE workspaces SET phone_region = 'GB' WHERE id = ${ws.workspace.id}`);
+    await sqlRun(db.kysely, sql`UPDATE workspaces SET phone_region = NULL WHERE id = ${other.workspace.id}`);
+    expect(await followPhoneRegion(db)).toEqual([ws.workspace.id]);
+    expect(await keysNow()).toEqual(keys);
+    expect([await region(ws.workspace.id), await region(other.workspace.id)]).toEqual([defaultRegion, defaultRegion]);
+    expect((await searchAll(ws.ctx, { q: '415 555 0100' })).data).toHaveLength(1);
+    // Once: the next start finds every workspace in this region.
+    expect(await followPhoneRegion(db)).toEqual([]);
   });
 
   it("migration 0013 names each key's record by its seq, drops the record index and makes the keys again from the values: a key the values no longer give is gone", async () => {
@@ -198,8 +228,9 @@ describe('workspace migrations', () => {
     for (const r of keys) await sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, ${r.kind}, ${r.key}, ${r.record_id})`);
     await sqlRun(k, sql`INSERT INTO dedupe_keys VALUES (${ws.workspace.id}, ${objectId}, 'name', ${'ada lovelace|gone-company'}, ${ada.id})`);
     await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0013_dedupe_keys_by_seq'");
+    await sqlRun(db.kysely, 'ALTER TABLE workspaces DROP COLUMN phone_region');
     await sqlRun(db.kysely, "UPDATE workspaces SET migrated_to = '0012_search_without_text'");
-    expect(await migrate(db)).toEqual(['0013_dedupe_keys_by_seq']);
+    expect(await migrate(db)).toEqual(['0013_dedupe_keys_by_seq', '0014_phone_region']);
     expect(await levels(db)).toEqual([[ws.workspace.id, last(db)]]);
     expect(await keysNow()).toEqual(keys);
     const indexes = isPostgres(db)
@@ -227,7 +258,8 @@ describe('workspace migrations', () => {
     await rebuildSearchIndex(db, ws.workspace.id, await getSchema(ws.ctx));
     expect(await sqlGet(db.kysely, "SELECT c1 AS name FROM search_index_content WHERE c1 = 'Ada Lovelace'")).toEqual({ name: 'Ada Lovelace' });
     await sqlRun(db.kysely, "DELETE FROM kysely_migration WHERE name >= '0012_search_without_text'");
-    expect(await migrate(db)).toEqual(['0012_search_without_text', '0013_dedupe_keys_by_seq']);
+    await sqlRun(db.kysely, 'ALTER TABLE workspaces DROP COLUMN phone_region');
+    expect(await migrate(db)).toEqual(['0012_search_without_text', '0013_dedupe_keys_by_seq', '0014_phone_region']);
     expect(await sqlAll(db.kysely, "SELECT name FROM sqlite_schema WHERE name = 'search_index_content'")).toEqual([]);
     const found = await searchAll(ws.ctx, { q: 'engines' });
     expect(found.data.map((h) => h.id)).toEqual([ada.id]);

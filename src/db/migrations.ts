@@ -1,5 +1,6 @@
 import { type Kysely, type Migration, type MigrationProvider, type MigrationResult, Migrator, sql } from 'kysely';
 import { rebuildDedupeKeys, rebuildKeysIn } from '../services/dedupe-keys.js';
+import { defaultRegion } from '../services/phone-parse.js';
 import { createDefaultPipelines, createSystemSchema, getSchema, loadSchema } from '../services/schema.js';
 import { rebuildSearchIndex } from '../services/search.js';
 import type { Db } from './database.js';
@@ -338,6 +339,12 @@ function steps(adapter: DialectAdapter, search: SearchBackend, ctx: { before: Se
         await rebuildKeysIn(db, workspaceId, await loadSchema(db, workspaceId, ws.schema_version, ws.time_zone));
       },
     },
+    '0014_phone_region': {
+      // The region each workspace's phone keys and search forms were made in (followPhoneRegion).
+      async shared(db) {
+        await db.schema.alterTable('workspaces').addColumn('phone_region', 'text').execute();
+      },
+    },
   };
 }
 
@@ -408,13 +415,50 @@ export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promi
     const workspaces = await db.kysely.selectFrom('workspaces').select('id').execute();
     for (const ws of workspaces) {
       const wdb = db.forWorkspace(ws.id);
-      const ctx = { db: wdb, log: { info() {}, warn() {}, error() {}, debug() {} }, actor: { workspaceId: ws.id, userId: 'system', role: 'admin' as const, via: 'cli' } };
-      const schema = await getSchema(ctx);
+      const schema = await getSchema(systemCtx(wdb, ws.id));
       if (applied('0004_search')) await rebuildSearchIndex(wdb, ws.id, schema);
       if (applied('0005_dedupe_merges')) await rebuildDedupeKeys(wdb, ws.id, schema);
     }
   }
+  await followPhoneRegion(db);
   return results.filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+const systemCtx = (db: Db, workspaceId: number) => ({
+  db,
+  log: { info() {}, warn() {}, error() {}, debug() {} },
+  actor: { workspaceId, userId: 'system', role: 'admin' as const, via: 'cli' },
+});
+
+/**
+ * Phone numbers written without a country code are read in CRM_DEFAULT_REGION ('(415) 555-0100' is
+ * +1 415 555 0100 in the US), for their match keys and their search forms. A record's keys are
+ * found from its values when it changes (there is no index of keys by record), so keys made in one
+ * region and removed in another would stay behind for good. Each workspace records the region its
+ * keys were made in; when the process runs in another, its keys and search documents are made again
+ * in this one, once, at start (a workspace that recorded none takes this one). Returns the
+ * workspaces rebuilt.
+ */
+export async function followPhoneRegion(db: Db, region: string = defaultRegion): Promise<number[]> {
+  const rows = await db.kysely
+    .selectFrom('workspaces')
+    .select(['id', 'phone_region'])
+    .where((eb) => eb.or([eb('phone_region', 'is', null), eb('phone_region', '!=', region)]))
+    .execute();
+  const unset = rows.filter((r) => r.phone_region === null).map((r) => r.id);
+  if (unset.length) await db.kysely.updateTable('workspaces').set({ phone_region: region }).where('id', 'in', unset).where('phone_region', 'is', null).execute();
+  const rebuilt: number[] = [];
+  for (const { id, phone_region } of rows) {
+    if (phone_region === null) continue;
+    const wdb = db.forWorkspace(id);
+    const schema = await getSchema(systemCtx(wdb, id));
+    process.stderr.write(`crm-mcp: workspace ${id}'s phone numbers were read in region ${phone_region}, CRM_DEFAULT_REGION is ${region}: making its match keys and search documents again\n`);
+    await rebuildDedupeKeys(wdb, id, schema);
+    await rebuildSearchIndex(wdb, id, schema);
+    await db.kysely.updateTable('workspaces').set({ phone_region: region }).where('id', '=', id).execute();
+    rebuilt.push(id);
+  }
+  return rebuilt;
 }
 
 /** The steps in order, for migrateWorkspaces and createWorkspaceSpace (tests and the bench may pass steps of their own). */

@@ -10,6 +10,11 @@ export interface Tables {
     time_zone: ColumnType<string, string | undefined, string>;
     /** The last layout step its own tables have been through (migrations.ts, migrateWorkspaces). */
     migrated_to: ColumnType<string, string | undefined, string>;
+    /**
+     * The region its phone numbers without a country code were read in for their match keys and
+     * search forms (CRM_DEFAULT_REGION when they were made); null: not yet recorded.
+     */
+    phone_region: ColumnType<string | null, string | null | undefined, string | null>;
     created_at: string;
   };
   users: {

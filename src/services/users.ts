@@ -4,6 +4,7 @@ import { createWorkspaceSpace } from '../db/migrations.js';
 import { nowIso } from './clock.js';
 import type { Actor, Ctx, Role } from './context.js';
 import { CrmError, duplicateOn, validationError } from './errors.js';
+import { defaultRegion } from './phone-parse.js';
 import { createDefaultPipelines, createSystemSchema } from './schema.js';
 
 export const TOKEN_PREFIX = 'ksr_';
@@ -38,7 +39,7 @@ export async function createWorkspace(db: Db, name: string): Promise<Workspace> 
   return db.kysely
     .transaction()
     .execute(async (trx) => {
-      const ws = await trx.insertInto('workspaces').values({ name, created_at: nowIso() }).returning(['id', 'name']).executeTakeFirstOrThrow();
+      const ws = await trx.insertInto('workspaces').values({ name, created_at: nowIso(), phone_region: defaultRegion }).returning(['id', 'name']).executeTakeFirstOrThrow();
       // Its own tables (PostgreSQL: its schema), then its objects and pipelines in them.
       await createWorkspaceSpace(db, trx, ws.id);
       await createSystemSchema(trx, db.adapter, ws.id);
