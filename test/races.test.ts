@@ -115,6 +115,7 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
     // A migration pending for the second process: the last ones, undone.
     await sqlRun(first, "DELETE FROM kysely_migration WHERE name >= '0009_workspace_migrations'");
     await sqlRun(first, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
+    await sqlRun(first, 'ALTER TABLE workspaces DROP COLUMN phone_region');
     await oldMatchKeyTable(first);
     const late = openDatabase({ file, lockWaitMs: 50 });
     let release: (() => Promise<void>) | undefined;
@@ -124,7 +125,7 @@ describe.skipIf(onPostgres)('migrating while another process holds the write loc
       await new Promise((r) => setTimeout(r, 400));
       await release();
       release = undefined;
-      expect(await migrating).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq']);
+      expect(await migrating).toEqual(['0009_workspace_migrations', '0010_token_version', '0011_dedupe_keys_lookup_order', '0012_search_without_text', '0013_dedupe_keys_by_seq', '0014_phone_region']);
     } finally {
       await release?.();
       await late.close();

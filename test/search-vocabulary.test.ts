@@ -157,6 +157,7 @@ describe.skipIf(onPostgres)('upgrading a database indexed before per-workspace w
       await sqlRun(old, 'DROP TABLE search_terms');
       await sqlRun(old, "DELETE FROM kysely_migration WHERE name >= '0007_search_terms'");
       await sqlRun(old, 'ALTER TABLE workspaces DROP COLUMN migrated_to');
+      await sqlRun(old, 'ALTER TABLE workspaces DROP COLUMN phone_region');
       await oldMatchKeyTable(old);
       expect(await migrate(old)).toEqual([
         '0007_search_terms',
@@ -166,6 +167,7 @@ describe.skipIf(onPostgres)('upgrading a database indexed before per-workspace w
         '0011_dedupe_keys_lookup_order',
         '0012_search_without_text',
         '0013_dedupe_keys_by_seq',
+        '0014_phone_region',
       ]);
       const words = await sqlAll<{ workspace_id: number; term: string }>(old, 'SELECT workspace_id, term FROM search_terms ORDER BY workspace_id, term');
       expect(words.filter((r) => r.workspace_id === x.workspace.id).map((r) => r.term)).toEqual(expect.arrayContaining(['johanna', 'brisk']));
