@@ -339,9 +339,12 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
 /**
  * Insert validated rows, with their stage history, search entries, match keys and activity, in the
  * caller's transaction. Relations are checked and rows inserted in bulk; when a bulk step fails it
- * is redone row by row, so the error names the failing row.
+ * is redone row by row, so the error names the failing row. `activity`: the entries are handed to
+ * the caller, who writes them later. `inSavepoint`: the caller holds a savepoint around this call,
+ * undone when it fails, and then creates the rows one by one (createInPieces): a refused insert is
+ * simply reported (a savepoint of its own and the search for the row would be statements for nothing).
  */
-async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, prepared: Prepared[], activity?: ActivityEntry[]): Promise<string[]> {
+async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, prepared: Prepared[], opts: { activity?: ActivityEntry[]; inSavepoint?: boolean } = {}): Promise<string[]> {
   try {
     await checkRelations(
       ctx,
@@ -362,17 +365,18 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   const chunk = ctx.db.adapter.rowsPerInsert(keys.length);
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
-    try {
-      await ctx.db.adapter.attempt(trx, () =>
-        bulkInsert(
-          dyn(trx),
-          obj.table,
-          keys,
-          part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null)),
-        ),
+    const insert = () =>
+      bulkInsert(
+        dyn(trx),
+        obj.table,
+        keys,
+        part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null)),
       );
+    try {
+      await (opts.inSavepoint ? insert() : ctx.db.adapter.attempt(trx, insert));
     } catch (e) {
       if (!ctx.db.adapter.isUniqueViolation(e)) throw e;
+      if (opts.inSavepoint) throw duplicateError(ctx, obj, e, part.length === 1 ? prepared[i]!.row : undefined) ?? e;
       // Find the row: insert one by one (the failed statement wrote nothing).
       await eachRow(part, async (r, j) => {
         try {
@@ -411,7 +415,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
     ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: { fields: [...prepared[i]!.touched.keys()] } })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
   ];
-  if (activity) activity.push(...entries);
+  if (opts.activity) opts.activity.push(...entries);
   else await recordActivity(trx, ctx, entries);
   return ids;
 }
@@ -428,7 +432,7 @@ export async function createInPieces<T>(ctx: Ctx, obj: ObjectDef, fn: (add: (pre
     const activity: ActivityEntry[] = [];
     const r = await fn(async (prepared) => {
       const entries: ActivityEntry[] = [];
-      const ids = await ctx.db.adapter.attempt(trx, () => insertPrepared(ctx, trx, obj, prepared, entries));
+      const ids = await ctx.db.adapter.attempt(trx, () => insertPrepared(ctx, trx, obj, prepared, { activity: entries, inSavepoint: true }));
       activity.push(...entries);
       return ids;
     });
