@@ -116,21 +116,23 @@ export async function writeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number,
       rows.map((r) => r.id as string),
     );
   const values = rows.flatMap((r, i) => keyRows(workspaceId, obj.id, r.id as string, keys?.[i] ?? keysOf(obj, r)));
-  await bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values);
+  await bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, values);
 }
 
 /** A record's rows of dedupe_keys: each (kind, key) once (the table's primary key), though two fields may give it. */
-function keyRows(workspaceId: number, objectId: number, recordId: string, keys: MatchKey[]): (string | number)[][] {
+function keyRows(workspaceId: number, objectId: number, recordId: string, keys: MatchKey[]): KeyRow[] {
   const seen = new Set<string>();
-  const out: (string | number)[][] = [];
+  const out: KeyRow[] = [];
   for (const k of keys) {
     const id = `${k.kind}\u0000${k.key}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    out.push([workspaceId, objectId, k.kind, k.key, recordId]);
+    out.push({ workspace_id: workspaceId, object_id: objectId, kind: k.kind, key: k.key, record_id: recordId });
   }
   return out;
 }
+type KeyRow = { workspace_id: number; object_id: number; kind: string; key: string; record_id: string };
+const KEY_COLUMNS = ['workspace_id', 'object_id', 'kind', 'key', 'record_id'];
 
 export async function removeKeys(trx: AnyDb, obj: ObjectDef, workspaceId: number, ids: string[]): Promise<void> {
   for (let i = 0; i < ids.length; i += 500)
@@ -155,7 +157,7 @@ async function rebuildKeys(db: Db, workspaceId: number, schema: WorkspaceSchema,
     const cols = [...new Set(['seq', 'id', ...obj.fields.filter((f) => !f.readOnly && ['EMAIL', 'PHONE', 'URL', 'TEXT', 'RELATION'].includes(f.type)).map((f) => f.column)])];
     for await (const rows of rowBatches(k, obj, cols, { batch: 5000 })) {
       const values = rows.flatMap((r) => keyRows(workspaceId, obj.id, r.id as string, keysOf(obj, r)));
-      await k.transaction().execute((trx) => bulkInsert(trx, 'dedupe_keys', ['workspace_id', 'object_id', 'kind', 'key', 'record_id'], values));
+      await k.transaction().execute((trx) => bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, values));
       written += rows.length;
     }
   }

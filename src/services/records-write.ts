@@ -365,13 +365,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   const chunk = ctx.db.adapter.rowsPerInsert(keys.length);
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
-    const insert = () =>
-      bulkInsert(
-        dyn(trx),
-        obj.table,
-        keys,
-        part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null)),
-      );
+    const insert = () => bulkInsert(dyn(trx), obj.table, keys, part);
     try {
       await (opts.inSavepoint ? insert() : ctx.db.adapter.attempt(trx, insert));
     } catch (e) {
