@@ -121,11 +121,13 @@ interface ReadBatch {
 
 /**
  * The file's rows in batches of `batch` rows, each in pieces of at most `chunk` (the last piece of
- * a batch says so), read and parsed on a worker thread (import-reader.js) while this thread
- * prepares and writes: at most two batches ahead. Stops the thread when the caller stops early.
+ * a batch says so; the file's first piece at most `first`), read and parsed on a worker thread
+ * (import-reader.js) while this thread prepares and writes: at most two batches ahead. Stops the
+ * thread when the caller stops early.
  */
-export async function* readBatches(file: string, batch: number, chunk = batch): AsyncGenerator<ReadBatch> {
-  const worker = new Worker(new URL('./import-reader.js', import.meta.url), { workerData: { file, batch, chunk: Math.min(chunk, batch), region: defaultRegion } });
+export async function* readBatches(file: string, batch: number, chunk = batch, first = chunk): AsyncGenerator<ReadBatch> {
+  chunk = Math.min(chunk, batch);
+  const worker = new Worker(new URL('./import-reader.js', import.meta.url), { workerData: { file, batch, chunk, first: Math.min(first, chunk), region: defaultRegion } });
   type Message = ({ type: 'batch' } & ReadBatch) | { type: 'end'; bytes: number } | { type: 'error'; message: string; user: boolean };
   const queue: Message[] = [];
   let failure: Error | null = null;
@@ -200,6 +202,12 @@ class Pieces<T> implements AsyncIterable<T> {
 
 /** Rows the import prepares at a time (planImport), as the reader thread delivers them: the first batch's preparation overlaps its reading. */
 const PIECE = 1000;
+/**
+ * The file's first piece: smaller, so the first batch's transaction begins sooner (its rows are
+ * prepared while the code is still cold and the named companies are made; the rest of the import
+ * waits for it).
+ */
+const FIRST_PIECE = 200;
 
 export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<FileImportSummary> {
   const obj = await resolveObject(ctx, opts.object);
@@ -319,7 +327,7 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
   // Large transactions one after another: the write-ahead log is checkpointed at the end, not after each.
   await ctx.db.bulk(async () => {
     try {
-      for await (const read of readBatches(opts.file, batchSize, overlap ? PIECE : batchSize)) {
+      for await (const read of readBatches(opts.file, batchSize, overlap ? PIECE : batchSize, overlap ? FIRST_PIECE : batchSize)) {
         bytes = read.bytes;
         primePhones(read.phones);
         const piece: Batch = [];

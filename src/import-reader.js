@@ -3,9 +3,10 @@
 // µs each), while the main thread writes the previous batch. Plain JavaScript so the same file
 // loads from src/ (tests, tsx) and dist/.
 //
-// workerData: { file, batch, chunk, region }. Messages out: { type: 'batch', rows, phones, bytes, last }
+// workerData: { file, batch, chunk, first, region }. Messages out: { type: 'batch', rows, phones, bytes, last }
 // with at most `chunk` rows (a batch's rows in pieces, so the main thread starts on the first rows
-// of a batch while this thread reads the rest; `last`: the piece ends a batch of `batch` rows), then
+// of a batch while this thread reads the rest; `last`: the piece ends a batch of `batch` rows; the
+// file's first piece holds at most `first` rows, so the main thread's work starts sooner), then
 // { type: 'end', bytes }, or { type: 'error', message }. Messages in: 'more' (the main thread took a
 // piece). At most two batches' pieces wait unread, so memory stays flat.
 import fs from 'node:fs';
@@ -58,7 +59,7 @@ async function* readRows(file, onBytes) {
 }
 
 const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
-const { file, batch: size, chunk, region } = /** @type {{ file: string, batch: number, chunk: number, region: string }} */ (workerData);
+const { file, batch: size, chunk, first, region } = /** @type {{ file: string, batch: number, chunk: number, first: number, region: string }} */ (workerData);
 let credit = 2 * Math.ceil(size / chunk);
 /** @type {(() => void) | null} */
 let wake = null;
@@ -93,10 +94,12 @@ try {
   /** @type {Record<string, unknown>[]} */
   let rows = [];
   let inBatch = 0;
+  let piece = first;
   for await (const r of readRows(file, (n) => (bytes += n))) {
     rows.push(r);
     inBatch++;
-    if (rows.length >= chunk || inBatch >= size) {
+    if (rows.length >= piece || inBatch >= size) {
+      piece = chunk;
       await send(rows, inBatch >= size);
       if (inBatch >= size) inBatch = 0;
       rows = [];

@@ -600,9 +600,10 @@ describe('a file import on this dialect: each batch prepared while the previous 
     try {
       await createField(w.ctx, 'contacts', { name: 'badge', type: 'TEXT', unique: true });
       await createRecords(w.ctx, 'contacts', [{ first_name: 'Old', last_name: 'Timer', email: 'old@refused.test', badge: 'B-taken' }]);
-      // One batch of 2,400 rows (on PostgreSQL written in pieces of 1,000 as they are planned): row
-      // 1500 takes the badge of the record already there, row 2200 the badge of row 100 (neither is a
-      // match key: the unique index refuses them, in the second and third pieces).
+      // One batch of 2,400 rows (on PostgreSQL written in pieces as they are planned: the file's first
+      // 200 rows, then 1,000 at a time): row 1500 takes the badge of the record already there, row
+      // 2200 the badge of row 100 (neither is a match key: the unique index refuses them, in the third
+      // and fourth pieces).
       const badge = (i: number) => (i === 1500 ? 'B-taken' : i === 2200 ? 'B-100' : `B-${i}`);
       const file = path.join(dir, 'refused.csv');
       fs.writeFileSync(file, `first_name,last_name,email,badge\n${Array.from({ length: 2400 }, (_, i) => `F${i},L${i},r${i}@refused.test,${badge(i)}`).join('\n')}\n`);

@@ -41,6 +41,23 @@ describe('the import reader thread', () => {
     expect(new Map(batches[2]!.phones).get('020 7946 0001')).toBeNull();
   });
 
+  it('in pieces: the file’s first piece smaller, then `chunk` rows at a time, each batch’s last piece saying so', async () => {
+    const lines = ['name'];
+    for (let i = 0; i < 23; i++) lines.push(`P${i}`);
+    const file = write('pieces.csv', `${lines.join('\n')}\n`);
+    const pieces = [];
+    for await (const b of readBatches(file, 10, 4, 2)) pieces.push([b.rows.length, b.last]);
+    expect(pieces).toEqual([
+      [2, false],
+      [4, false],
+      [4, true],
+      [4, false],
+      [4, false],
+      [2, true],
+      [3, true],
+    ]);
+  });
+
   it('the service uses the primed readings (and parses for itself what was not primed)', () => {
     primePhones([['+1 415 555 0199', { e164: '1', nationalNumber: 'primed', nationalDigits: '1' }]]);
     expect(phoneKey('+1 415 555 0199')).toBe('primed');

@@ -16,7 +16,15 @@ const texts = new WeakMap<object, Map<string, string>>();
  * which JSON carries unchanged; anything else (a Date, a Buffer, a boolean) goes as parameters, as
  * node-postgres sends it.
  */
-const jsonSafe = (row: unknown[]) => row.every((v) => v === null || v === undefined || typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v)));
+const safe = (v: unknown) => v === null || v === undefined || typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v));
+const jsonSafe = (row: Row, columns: string[]) => (Array.isArray(row) ? row.every(safe) : columns.every((c) => safe(row[c])));
+
+/**
+ * A row: its values in the order of the columns, or an object of column -> value (as the caller
+ * built it: on PostgreSQL its JSON is made from it as it is, without a copy; a missing column, or
+ * one whose value is undefined, is null).
+ */
+export type Row = unknown[] | Record<string, unknown>;
 
 /** Text of one statement's JSON parameter, at most (about 16 MB: memory stays bounded whatever the rows hold). */
 export const JSON_STATEMENT_BYTES = 16 << 20;
@@ -38,9 +46,11 @@ export function* jsonChunks(objects: unknown[], maxRows = Number.POSITIVE_INFINI
   }
 }
 
-async function jsonInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean; perStatement?: number }): Promise<void> {
+async function jsonInsert(db: Kysely<any>, table: string, columns: string[], rows: Row[], opts: { ignoreConflicts?: boolean; perStatement?: number }): Promise<void> {
   const cols = sql.join(columns.map((c) => sql.ref(c)));
+  // json_populate_recordset reads each object's keys by name (others are ignored, missing ones null).
   const objects = rows.map((r) => {
+    if (!Array.isArray(r)) return r;
     const o: Record<string, unknown> = {};
     for (let j = 0; j < columns.length; j++) o[columns[j]!] = r[j] ?? null;
     return o;
@@ -51,11 +61,11 @@ async function jsonInsert(db: Kysely<any>, table: string, columns: string[], row
     }`.execute(db);
 }
 
-export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: unknown[][], opts: { ignoreConflicts?: boolean; perStatement?: number } = {}): Promise<void> {
+export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: Row[], opts: { ignoreConflicts?: boolean; perStatement?: number } = {}): Promise<void> {
   if (!rows.length) return;
   // By dialect (its adapter): one process may hold a SQLite and a PostgreSQL database (tests, `copy`).
   const adapter = db.getExecutor().adapter;
-  if (adapter instanceof PostgresAdapter && rows.every(jsonSafe)) return jsonInsert(db, table, columns, rows, opts);
+  if (adapter instanceof PostgresAdapter && rows.every((r) => jsonSafe(r, columns))) return jsonInsert(db, table, columns, rows, opts);
   let compiled = texts.get(adapter);
   if (!compiled) texts.set(adapter, (compiled = new Map()));
   // At most 30,000 parameters a statement (SQLite allows 32,766); 500 rows unless told otherwise.
@@ -73,7 +83,9 @@ export async function bulkInsert(db: Kysely<any>, table: string, columns: string
       compiled.set(key, text);
     }
     const params: unknown[] = [];
-    for (const r of part) for (let c = 0; c < columns.length; c++) params.push(r[c] ?? null);
+    for (const r of part)
+      if (Array.isArray(r)) for (let c = 0; c < columns.length; c++) params.push(r[c] ?? null);
+      else for (const c of columns) params.push(r[c] ?? null);
     await db.executeQuery(CompiledQuery.raw(text, params));
   }
 }

@@ -80,6 +80,17 @@ export interface SearchBackend {
   prepare?(docs: SearchDoc[]): void;
 }
 
+/**
+ * A document's terms (termsOf its name, its body and its identifiers), split and folded once: its
+ * words for the word list and, on PostgreSQL, its tsvector are both made from them.
+ */
+const docTerms = new WeakMap<SearchDoc, [name: string[], body: string[], exact: string[]]>();
+export function termsOfDoc(d: SearchDoc): [name: string[], body: string[], exact: string[]] {
+  let terms = docTerms.get(d);
+  if (!terms) docTerms.set(d, (terms = [termsOf(d.name), termsOf(d.body), termsOf(d.exact)]));
+  return terms;
+}
+
 /** Documents' words for the word list, computed once (prepareDocs may compute them ahead of the write). */
 const docWords = new WeakMap<SearchDoc, string[]>();
 
@@ -87,7 +98,7 @@ function wordsOfDoc(d: SearchDoc): string[] {
   let words = docWords.get(d);
   if (!words) {
     words = [];
-    for (const text of [d.name, d.body, d.exact]) for (const w of wordsOf(text)) if (w.length <= MAX_TERM_LENGTH) words.push(w);
+    for (const terms of termsOfDoc(d)) for (const w of terms) if (isWord(w) && w.length <= MAX_TERM_LENGTH) words.push(w);
     docWords.set(d, words);
   }
   return words;
@@ -105,18 +116,16 @@ export function prepareDocs(backend: SearchBackend, docs: SearchDoc[]): void {
  * one character.
  */
 export function wordsOf(text: string): string[] {
-  const out: string[] = [];
-  // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split).
-  const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
-  for (const w of folded.toLowerCase().split(/[^\p{L}\p{N}]+/u)) if (w.length > 1 && !/\d/.test(w)) out.push(w);
-  return out;
+  return termsOf(text).filter(isWord);
 }
+const isWord = (term: string) => term.length > 1 && !/\d/.test(term);
 
 /**
  * The words of a text as the index's tokenizer (unicode61, diacritics removed) splits and folds
  * them, digits included: what a document is indexed by and a query word is matched against.
  */
 export function termsOf(text: string): string[] {
+  // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split).
   const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
   return folded
     .toLowerCase()

@@ -16,8 +16,18 @@ export interface ActivityEntry {
 export async function recordActivity(trx: Kysely<Tables>, ctx: Ctx, entries: ActivityEntry[]): Promise<void> {
   if (entries.length === 0) return;
   const at = nowIso();
-  const rows = entries.map((e) => [ctx.actor.workspaceId, e.object, e.recordId, e.action, e.payload === undefined ? null : JSON.stringify(e.payload), ctx.actor.userId, ctx.actor.via, at]);
-  await ctx.db.adapter.feedOrder(trx, ctx.actor.workspaceId);
+  const { workspaceId, userId, via } = ctx.actor;
+  const rows = entries.map((e) => ({
+    workspace_id: workspaceId,
+    object: e.object,
+    record_id: e.recordId,
+    action: e.action,
+    payload: e.payload === undefined ? null : JSON.stringify(e.payload),
+    user_id: userId,
+    via,
+    created_at: at,
+  }));
+  await ctx.db.adapter.feedOrder(trx, workspaceId);
   await bulkInsert(trx, 'activity', ['workspace_id', 'object', 'record_id', 'action', 'payload', 'user_id', 'via', 'created_at'], rows);
 }
 

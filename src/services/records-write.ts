@@ -165,8 +165,12 @@ function pipelineMove(obj: ObjectDef, id: string, from: unknown, to: unknown): A
   return [{ object: obj.name, recordId: id, action: 'pipeline_moved', payload: { pipeline: pl.name, pipeline_id: pl.id, from: from ?? null, to: to ?? null } }];
 }
 
-/** RELATION values must name existing records of the target object in this workspace. */
-async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rows: Row[]): Promise<void> {
+/**
+ * RELATION values must name existing records of the target object in this workspace. `verified`:
+ * `target:id` of the records found already in the same transaction (an import's earlier pieces),
+ * not asked for again; those found now are added.
+ */
+async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rows: Row[], verified?: Set<string>): Promise<void> {
   // The schema comes from the cache loaded before the transaction began: querying outside
   // the transaction here would wait on the transaction's own connection.
   const schema =
@@ -176,7 +180,7 @@ async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row
     })();
   for (const f of obj.fields) {
     if (f.type !== 'RELATION' || f.readOnly) continue;
-    const ids = [...new Set(rows.map((r) => r[f.column]).filter((v): v is string => typeof v === 'string'))];
+    const ids = [...new Set(rows.map((r) => r[f.column]).filter((v): v is string => typeof v === 'string' && !verified?.has(`${f.target}:${v}`)))];
     if (ids.length === 0) continue;
     let found: Set<string>;
     if (f.target === 'users') {
@@ -189,6 +193,7 @@ async function checkRelations(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, row
     }
     const missing = ids.find((x) => !found.has(x));
     if (missing !== undefined) throw validationError(`Field '${f.name}' must reference an existing ${f.target} record; no ${f.target} record has id '${missing}'`, { field: f.name });
+    if (verified) for (const id of ids) verified.add(`${f.target}:${id}`);
   }
 }
 
@@ -339,15 +344,26 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
 /**
  * Insert validated rows, with their stage history, search entries, match keys and activity, in the
  * caller's transaction. Relations are checked and rows inserted in bulk; when a bulk step fails it
- * is redone row by row, so the error names the failing row.
+ * is redone row by row, so the error names the failing row. `activity`: the entries are handed to
+ * the caller, who writes them later. `inSavepoint`: the caller holds a savepoint around this call,
+ * undone when it fails, and then creates the rows one by one (createInPieces): a refused insert is
+ * simply reported (a savepoint of its own and the search for the row would be statements for nothing).
+ * `verified`: see checkRelations.
  */
-async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, prepared: Prepared[], activity?: ActivityEntry[]): Promise<string[]> {
+async function insertPrepared(
+  ctx: Ctx,
+  trx: Kysely<Tables>,
+  obj: ObjectDef,
+  prepared: Prepared[],
+  opts: { activity?: ActivityEntry[]; inSavepoint?: boolean; verified?: Set<string> } = {},
+): Promise<string[]> {
   try {
     await checkRelations(
       ctx,
       trx,
       obj,
       prepared.map((p) => p.row),
+      opts.verified,
     );
   } catch (e) {
     if (!(e instanceof CrmError) || prepared.length === 1) throw e;
@@ -362,17 +378,12 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
   const chunk = ctx.db.adapter.rowsPerInsert(keys.length);
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
+    const insert = () => bulkInsert(dyn(trx), obj.table, keys, part);
     try {
-      await ctx.db.adapter.attempt(trx, () =>
-        bulkInsert(
-          dyn(trx),
-          obj.table,
-          keys,
-          part.map((r) => keys.map((k) => (r as Record<string, unknown>)[k] ?? null)),
-        ),
-      );
+      await (opts.inSavepoint ? insert() : ctx.db.adapter.attempt(trx, insert));
     } catch (e) {
       if (!ctx.db.adapter.isUniqueViolation(e)) throw e;
+      if (opts.inSavepoint) throw duplicateError(ctx, obj, e, part.length === 1 ? prepared[i]!.row : undefined) ?? e;
       // Find the row: insert one by one (the failed statement wrote nothing).
       await eachRow(part, async (r, j) => {
         try {
@@ -411,7 +422,7 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
     ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: createdPayload(obj, prepared[i]!.touched.keys()) })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
   ];
-  if (activity) activity.push(...entries);
+  if (opts.activity) opts.activity.push(...entries);
   else await recordActivity(trx, ctx, entries);
   return ids;
 }
@@ -421,14 +432,19 @@ async function insertPrepared(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, pre
  * caller makes them (an import's batch while its next rows are prepared): `add` inserts a piece
  * with its stage history, search entries and match keys in a savepoint of its own (a piece that
  * fails leaves nothing behind, and the caller may try its rows one by one), and the activity
- * entries of every piece are written last, before COMMIT: the feed's order is taken then.
+ * entries of every piece are written last, before COMMIT: the feed's order is taken then. Each
+ * statement is a round trip the transaction waits for, on a busy machine several milliseconds: the
+ * savepoints are left to COMMIT rather than released, and a related record (the company a piece's
+ * contacts name) is looked for once a transaction, not once a piece (read committed, a check
+ * sees a moment of the transaction either way, not its end).
  */
 export async function createInPieces<T>(ctx: Ctx, obj: ObjectDef, fn: (add: (prepared: Prepared[]) => Promise<string[]>) => Promise<T>): Promise<T> {
   return inTransaction(ctx, obj, async (trx) => {
     const activity: ActivityEntry[] = [];
+    const verified = new Set<string>();
     const r = await fn(async (prepared) => {
       const entries: ActivityEntry[] = [];
-      const ids = await ctx.db.adapter.attempt(trx, () => insertPrepared(ctx, trx, obj, prepared, entries));
+      const ids = await ctx.db.adapter.attempt(trx, () => insertPrepared(ctx, trx, obj, prepared, { activity: entries, inSavepoint: true, verified }), { keep: true });
       activity.push(...entries);
       return ids;
     });

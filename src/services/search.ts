@@ -72,21 +72,20 @@ export const docColumns = (obj: ObjectDef) => obj.fields.filter((f) => f.name ==
  * relation fields point at (by id), written into the body.
  */
 export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, unknown>, related?: Map<string, string>): SearchDoc {
-  const display = new Set(obj.displayFields);
+  const plan = docPlan(obj);
   const name = displayNameOfRow(obj, row, { stored: true, ifEmpty: '' });
   const body: string[] = [];
   const exact: string[] = [];
-  for (const f of obj.fields) {
-    if (f.readOnly || !TEXTUAL.has(f.type)) continue;
+  for (const f of plan.textual) {
     const v = row[f.column];
     if (typeof v !== 'string' || v === '') continue;
-    if (!display.has(f.name)) body.push(v);
+    if (f.inBody) body.push(v);
     if (f.type === 'PHONE') exact.push(...phoneSearchForms(v));
     else if (f.type === 'EMAIL') exact.push(...hostForms(v.split('@')[1] ?? ''), v.replace(/[^a-z0-9]/gi, '').toLowerCase());
-    else if (f.type === 'URL' || isDomainField(f)) exact.push(...hostForms(v));
+    else if (f.type === 'URL' || f.domain) exact.push(...hostForms(v));
   }
   if (related)
-    for (const f of namedRelations(obj)) {
+    for (const f of plan.named) {
       const n = related.get(row[f.column] as string);
       if (n) body.push(n);
     }
@@ -94,6 +93,18 @@ export function docOf(obj: ObjectDef, workspaceId: number, row: Record<string, u
 }
 
 const isDomainField = (f: FieldDef) => f.type === 'TEXT' && /domain/.test(f.name);
+
+/** What docOf reads of an object's fields, worked out once an object (a schema change makes new ObjectDefs), not once a row. */
+const docPlans = new WeakMap<ObjectDef, { textual: { column: string; type: string; inBody: boolean; domain: boolean }[]; named: FieldDef[] }>();
+function docPlan(obj: ObjectDef) {
+  let plan = docPlans.get(obj);
+  if (!plan) {
+    const display = new Set(obj.displayFields);
+    const textual = obj.fields.filter((f) => !f.readOnly && TEXTUAL.has(f.type)).map((f) => ({ column: f.column, type: f.type, inBody: !display.has(f.name), domain: isDomainField(f) }));
+    docPlans.set(obj, (plan = { textual, named: namedRelations(obj) }));
+  }
+  return plan;
+}
 
 /** Names of the records that rows' named relation fields point at (stored rows: by column), by id. */
 async function relatedNames(k: Kysely<any>, workspaceId: number, schema: WorkspaceSchema | undefined, obj: ObjectDef, rows: Record<string, unknown>[]): Promise<Map<string, string> | undefined> {

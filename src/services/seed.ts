@@ -118,12 +118,7 @@ async function insertBatches(
     columns ??= Object.keys(rows[0]!);
     const cols = columns;
     await k.transaction().execute(async (trx) => {
-      await bulkInsert(
-        trx,
-        obj.table,
-        cols,
-        rows.map((r) => cols.map((c) => r[c])),
-      );
+      await bulkInsert(trx, obj.table, cols, rows);
       if (activityOf)
         await recordActivity(
           trx as unknown as Kysely<Tables>,

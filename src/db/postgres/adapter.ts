@@ -99,12 +99,13 @@ export const postgresAdapter: DialectAdapter = {
   async feedOrder(trx, workspaceId) {
     await sql`SELECT pg_advisory_xact_lock(${FEED_LOCK}, ${workspaceId})`.execute(trx);
   },
-  async attempt(trx, fn) {
+  async attempt(trx, fn, opts) {
     const name = sql.id(`crm_attempt_${++savepoints}`);
     await sql`SAVEPOINT ${name}`.execute(trx);
     try {
       const r = await fn();
-      await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
+      // Kept, it stays open under the next ones (each name is new: ROLLBACK TO finds the right one).
+      if (!opts?.keep) await sql`RELEASE SAVEPOINT ${name}`.execute(trx);
       return r;
     } catch (e) {
       await sql`ROLLBACK TO SAVEPOINT ${name}`.execute(trx);

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { jsonChunks } from '../bulk-insert.js';
-import { type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, snippetOf, termMethods, termsOf, writeTerms } from '../search.js';
+import { type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, snippetOf, termMethods, termsOf, termsOfDoc, writeTerms } from '../search.js';
 
 /**
  * Full-text search on PostgreSQL: one row per record in search_docs, its text and a tsvector of the
@@ -47,8 +47,9 @@ function vector(words: string[], weight: 'A' | 'B' | 'C', budget: { left: number
 /** The document's tsvector: each column's words once, at its weight (a word in two columns carries both). */
 function docVector(d: SearchDoc): string {
   const budget = { left: MAX_VECTOR_BYTES };
-  const words = (text: string) => [...new Set(termsOf(text).map(lexeme))];
-  return [vector(words(d.name), 'A', budget), vector(words(d.body), 'B', budget), vector(words(d.exact), 'C', budget)].filter(Boolean).join(' ');
+  const words = (terms: string[]) => [...new Set(terms.map(lexeme))];
+  const [name, body, exact] = termsOfDoc(d);
+  return [vector(words(name), 'A', budget), vector(words(body), 'B', budget), vector(words(exact), 'C', budget)].filter(Boolean).join(' ');
 }
 
 /** Each document's tsvector text, computed once (prepare computes it ahead of the write transaction). */
