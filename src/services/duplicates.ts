@@ -511,6 +511,14 @@ export async function mergeRecords(ctx: Ctx, objectName: string, input: MergeInp
   return ctx.db.kysely.transaction().execute((trx) => run(trx, true));
 }
 
+/**
+ * Search documents and match keys of records read back after a merge or unmerge changed them (`after`,
+ * by id), each against its row before the change (undefined: none, its keys are all new).
+ */
+function derivedOf(trx: Kysely<Tables>, ctx: Ctx, obj: ObjectDef, after: Map<string, Record<string, unknown>>, before: (id: string) => Record<string, unknown> | undefined) {
+  return writeDerived(trx, ctx, obj, [...after.values()], [...after.keys()].map(before));
+}
+
 /** Every link to the duplicates moves to the primary; what moved is returned for the undo. */
 async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema, obj: ObjectDef, primaryId: string, dupIds: string[], write: boolean): Promise<Moved> {
   const k = dyn(trx);
@@ -527,13 +535,7 @@ async function moveLinks(trx: Kysely<Tables>, ctx: Ctx, schema: WorkspaceSchema,
         const before = await rowsByIds(trx, other, ids);
         await repoint(trx, other, f.column, dupIds, primaryId);
         const after = await rowsByIds(trx, other, ids);
-        await writeDerived(
-          trx,
-          ctx,
-          other,
-          [...after.values()],
-          [...after.keys()].map((id) => before.get(id)),
-        );
+        await derivedOf(trx, ctx, other, after, (id) => before.get(id));
       }
     }
   // Associations: re-link to the primary, dropping links it already has (or that would point at itself).
@@ -705,24 +707,12 @@ export async function unmergeRecords(ctx: Ctx, mergeId: string) {
     // Search index and match keys of everything touched.
     const restored = await rowsByIds(trx, obj, [m.primary_id, ...snap.duplicates.map((d) => d.id as string)]);
     // The duplicates' keys went with them (mergeRecords); the primary's were made of its values then.
-    await writeDerived(
-      trx,
-      ctx,
-      obj,
-      [...restored.values()],
-      [...restored.keys()].map((id) => (id === m.primary_id ? primary : undefined)),
-    );
+    await derivedOf(trx, ctx, obj, restored, (id) => (id === m.primary_id ? primary : undefined));
     for (const [name, ids] of byObject) {
       const other = schema.objects.get(name);
       if (!other) continue;
       const after = await rowsByIds(trx, other, ids);
-      await writeDerived(
-        trx,
-        ctx,
-        other,
-        [...after.values()],
-        [...after.keys()].map((id) => linkedBefore.get(name)!.get(id)),
-      );
+      await derivedOf(trx, ctx, other, after, (id) => linkedBefore.get(name)!.get(id));
     }
     await trx.updateTable('merges').set({ undone_at: nowIso() }).where('id', '=', mergeId).execute();
     await recordActivity(trx, ctx, [{ object: obj.name, recordId: m.primary_id, action: 'unmerged', payload: { merge_id: mergeId, restored: snap.duplicates.map((d) => d.id) } }]);
