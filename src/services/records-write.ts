@@ -720,16 +720,22 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
     const part = records.slice(i, i + chunk);
     const seqs = part.map((r) => r.seq);
     const chosen = (eb: any) => eb.and([eb('seq', 'in', seqs), differs(eb)]);
-    if (!payload || fields.length > 1 || samples.length < MANY_SAMPLES) {
-      const old = new Map(
-        (
-          (await dyn(trx)
-            .selectFrom(obj.table)
-            .select(['id', ...written])
-            .where(chosen)
-            .execute()) as Record<string, unknown>[]
-        ).map((r) => [r.id as string, r]),
-      );
+    // The old values, read once: for the diffs (samples, counts per field, PostgreSQL's entries)
+    // and, when match keys change, the key columns their old keys are found from.
+    const diffs = !payload || fields.length > 1 || samples.length < MANY_SAMPLES;
+    const old =
+      diffs || keys
+        ? new Map(
+            (
+              (await dyn(trx)
+                .selectFrom(obj.table)
+                .select([...new Set(['id', ...written, ...(keys ? keyColumns(obj) : [])])])
+                .where(chosen)
+                .execute()) as Record<string, unknown>[]
+            ).map((r) => [r.id as string, r]),
+          )
+        : undefined;
+    if (old && diffs) {
       for (const { id } of part) {
         const row = old.get(id);
         if (!row) continue;
@@ -759,17 +765,6 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
             .where(chosen),
         )
         .execute();
-    const keyed = keys
-      ? new Map(
-          (
-            (await dyn(trx)
-              .selectFrom(obj.table)
-              .select(['id', ...keyColumns(obj)])
-              .where(chosen)
-              .execute()) as Record<string, unknown>[]
-          ).map((r) => [r.id as string, r]),
-        )
-      : undefined;
     const update = dyn(trx)
       .updateTable(obj.table)
       .set({ ...p.row, updated_at: at })
@@ -778,7 +773,7 @@ async function updateAllInSql(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, rec
       if (returned) {
         const rows = (await update.returning(returned).execute()) as Record<string, unknown>[];
         after.push(...rows);
-        if (keyed) for (const r of rows) before.push(keyed.get(r.id as string)!);
+        if (keys) for (const r of rows) before.push(old!.get(r.id as string)!);
         changed += rows.length;
       } else changed += Number((await update.executeTakeFirst()).numUpdatedRows);
     } catch (e) {
