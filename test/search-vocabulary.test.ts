@@ -112,6 +112,50 @@ describe('words of deleted records', () => {
   });
 });
 
+describe('pruning races no write', () => {
+  it('a word pruned while a record holding it is being written stays offered once that record commits', async () => {
+    const w = await makeWorkspace(db, 'delta');
+    // A deleted record leaves its words in the list: "quillon" is there, held by no document.
+    const gone = (await createRecord(w.ctx, 'contacts', { first_name: 'Quillon', last_name: 'Tarrow' })).id;
+    await deleteRecord(w.ctx, 'contacts', gone);
+    const space = w.ctx.db.kysely;
+    expect(await db.search.hasTerm(space, w.workspace.id, 'quillon')).toBe(false);
+    // A create of the same word is held before its commit: on PostgreSQL at its timeline entry
+    // (another transaction holds the workspace's feed lock), its document and words written; on
+    // SQLite at its start (the file's write lock is held).
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let holding!: (pid: number) => void;
+    const held = new Promise<number>((resolve) => (holding = resolve));
+    const holder = space.transaction().execute(async (trx) => {
+      if (onPostgres) await sql`SELECT pg_advisory_xact_lock(${0x43524d}, ${w.workspace.id})`.execute(trx);
+      else await sql`INSERT INTO search_terms (workspace_id, term) VALUES (${w.workspace.id}, ${'holder'}) ON CONFLICT DO NOTHING`.execute(trx);
+      holding(onPostgres ? (await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx)).rows[0]!.pid : 0);
+      await released;
+    });
+    const pid = await held;
+    const creating = createRecord(w.ctx, 'contacts', { first_name: 'Quillon', last_name: 'Again' });
+    if (onPostgres)
+      for (const until = Date.now() + 20_000; ; ) {
+        const { n } = (await sql<{ n: number }>`SELECT count(*) AS n FROM pg_stat_activity WHERE ${pid} = ANY(pg_blocking_pids(pid))`.execute(db.kysely)).rows[0]!;
+        if (Number(n) >= 1) break;
+        if (Date.now() > until) throw new Error('the create never waited for the feed lock');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    // A search prunes the word meanwhile (as nearestLive does, in a transaction of its own).
+    const pruning = space.transaction().execute((trx) => db.search.pruneTerms(trx, w.workspace.id, ['quillon']));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    release();
+    await holder;
+    const again = (await creating).id;
+    await pruning;
+    // The committed record holds the word: it stays in the list, and typo tolerance finds it.
+    expect(await db.search.hasTerm(space, w.workspace.id, 'quillon')).toBe(true);
+    expect((await sqlAll<{ term: string }>(space, sql`SELECT term FROM search_terms WHERE workspace_id = ${w.workspace.id} AND term = 'quillon'`)).length).toBe(1);
+    expect(await fuzzyIds(w, 'Qiullon')).toEqual([again]);
+  });
+});
+
 describe('caches follow what another connection writes', () => {
   let other: Db;
   beforeAll(async () => {

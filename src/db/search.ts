@@ -206,7 +206,16 @@ export function highlight(s: string): string {
  * The word list's part of a backend, the same on both dialects but for `liveDoc`: the query that
  * finds a document of the workspace still holding a word (FTS5 MATCH, or a tsvector).
  */
-export function termMethods(liveDoc: (workspaceId: number, term: string) => RawBuilder<unknown>): Pick<SearchBackend, 'terms' | 'hasTerm' | 'pruneTerms'> {
+export function termMethods(
+  liveDoc: (workspaceId: number, term: string) => RawBuilder<unknown>,
+  /**
+   * Takes the right to prune the workspace's words in the caller's transaction, without waiting:
+   * false while a write that may hold them is uncommitted (PostgreSQL: a write's INSERT of a word
+   * already listed takes no lock, so a prune's check could miss its uncommitted document and delete
+   * the word it needs). Absent where writes are serialised anyway (SQLite's one writer).
+   */
+  mayPrune?: (db: Kysely<any>, workspaceId: number) => Promise<boolean>,
+): Pick<SearchBackend, 'terms' | 'hasTerm' | 'pruneTerms'> {
   return {
     async terms(db, from, to, max, workspaceId) {
       // search_terms.term compares in byte order on both (SQLite's BINARY, PostgreSQL's "C" column).
@@ -219,6 +228,7 @@ export function termMethods(liveDoc: (workspaceId: number, term: string) => RawB
     },
     async pruneTerms(db, workspaceId, terms) {
       const removed: string[] = [];
+      if (!terms.length || (mayPrune && !(await mayPrune(db, workspaceId)))) return removed;
       // Checked again here, in the write transaction: a record written since the caller's check may hold the word.
       for (const term of terms) {
         const r = await sql`DELETE FROM search_terms WHERE workspace_id = ${workspaceId} AND term = ${term} AND NOT EXISTS (${liveDoc(workspaceId, term)})`.execute(db);

@@ -74,6 +74,14 @@ function tsquery(q: SearchQuery): string {
 const liveDoc = (workspaceId: number, term: string) => sql`
   SELECT 1 FROM search_docs WHERE workspace_id = ${workspaceId} AND tsv @@ CAST(${`'${term.replace(/'/g, "''")}'`} AS tsquery) LIMIT 1`;
 
+/**
+ * The advisory-lock class of a workspace's word list (the second key is the workspace). Writes of
+ * words take it shared until they commit; a prune takes it alone, or does not prune (a search never
+ * waits for it): so a prune's check sees every document written before it, and a write after it
+ * waits for the prune's commit, then lists its words again.
+ */
+const TERMS_LOCK = 0x43524e;
+
 export const postgresSearch: SearchBackend = {
   async createTables(db) {
     await sql`CREATE TABLE search_docs (
@@ -90,6 +98,9 @@ export const postgresSearch: SearchBackend = {
   },
 
   async upsert(db, docs) {
+    if (!docs.length) return;
+    const workspaces = [...new Set(docs.map((d) => d.workspaceId))];
+    await sql`SELECT pg_advisory_xact_lock_shared(${TERMS_LOCK}, w) FROM unnest(CAST(${workspaces} AS int[])) AS w`.execute(db);
     await writeTerms(db, docs);
     // The documents as one JSON parameter (as bulkInsert sends rows): the tsvector literal is read
     // by the column's type, as CAST(text AS tsvector) reads it. A batch in one statement, up to
@@ -135,7 +146,7 @@ export const postgresSearch: SearchBackend = {
     });
   },
 
-  ...termMethods(liveDoc),
+  ...termMethods(liveDoc, async (db, workspaceId) => (await sql<{ ok: boolean }>`SELECT pg_try_advisory_xact_lock(${TERMS_LOCK}, ${workspaceId}) AS ok`.execute(db)).rows[0]!.ok),
 
   async createTermTable(db) {
     await sql`CREATE TABLE search_terms (
