@@ -136,6 +136,24 @@ describe('concurrent record writes', () => {
     expect(dryLeft.status, JSON.stringify(dryLeft.body)).toBe(200);
     expect(dryLeft.body.data).toEqual([]);
   });
+
+  it("a dry run's own writes made concurrently each succeed, one after another, and leave nothing", async () => {
+    const before = (await call(t.app, t.a.adminToken, 'GET', '/api/v1/records/contacts?limit=1')).body.total as number;
+    // They share the dry run's transaction: each takes its turn (they used to take the same search document id).
+    const dry = await withRollback(t.a.ctx, (d) => Promise.all(Array.from({ length: 6 }, (_, i) => createRecord(d, 'contacts', { first_name: `Together${i}`, email: `together${i}@dry.test` }))));
+    expect(dry.map((r) => r.first_name).sort()).toEqual(Array.from({ length: 6 }, (_, i) => `Together${i}`));
+    // A failing one among them is refused alone: the others still succeed.
+    const mixed = await withRollback(t.a.ctx, (d) =>
+      Promise.allSettled([
+        createRecord(d, 'contacts', { first_name: 'Fine1' }),
+        createRecord(d, 'contacts', { first_name: 'Bad', no_such_field: 1 }),
+        createRecord(d, 'contacts', { first_name: 'Fine2' }),
+      ]),
+    );
+    expect(mixed.map((m) => m.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    const after = await call(t.app, t.a.adminToken, 'GET', '/api/v1/records/contacts?limit=1');
+    expect(after.body.total).toBe(before);
+  });
 });
 
 describe('writes queued behind a lock they cannot get', () => {

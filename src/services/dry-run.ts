@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Kysely } from 'kysely';
 import type { Db } from '../db/database.js';
 import { overriding } from '../db/overriding.js';
@@ -34,18 +35,29 @@ export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): P
   }
   const trx = await ctx.db.kysely.startTransaction().execute();
   let n = 0;
+  // The service transactions of one dry run share its connection: they take turns, as they would
+  // outside (interleaved savepoints would release or roll back each other's work, and two creates
+  // would take the same next search document id). One opened inside another runs at once.
+  let turn: Promise<unknown> = Promise.resolve();
+  const inside = new AsyncLocalStorage<true>();
+  const savepoint = async <R>(body: (t: Kysely<Tables>) => Promise<R>): Promise<R> => {
+    const name = `dry_run_${++n}`;
+    const sp = await trx.savepoint(name).execute();
+    try {
+      const r = await inside.run(true, () => body(sp));
+      await sp.releaseSavepoint(name).execute();
+      return r;
+    } catch (e) {
+      await sp.rollbackToSavepoint(name).execute();
+      throw e;
+    }
+  };
   const nested = {
-    execute: async <R>(body: (t: Kysely<Tables>) => Promise<R>): Promise<R> => {
-      const name = `dry_run_${++n}`;
-      const sp = await trx.savepoint(name).execute();
-      try {
-        const r = await body(sp);
-        await sp.releaseSavepoint(name).execute();
-        return r;
-      } catch (e) {
-        await sp.rollbackToSavepoint(name).execute();
-        throw e;
-      }
+    execute: <R>(body: (t: Kysely<Tables>) => Promise<R>): Promise<R> => {
+      if (inside.getStore()) return savepoint(body);
+      const mine = turn.then(() => savepoint(body));
+      turn = mine.catch(() => {});
+      return mine;
     },
   };
   const kysely = overriding(trx, {
