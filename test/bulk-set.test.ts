@@ -69,7 +69,9 @@ async function derived(w: TestWorkspace) {
       records.push(named(JSON.stringify({ ...rest, completed: completed_at != null })));
     }
   }
-  return { docs, keys, activity, stages, records: records.sort() };
+  // The typo-tolerant word list (a bulk rewrite lists only the changed values' words: the rest are listed already).
+  const words = (await sqlAll<{ term: string }>(w.ctx.db, sql`SELECT term FROM search_terms WHERE workspace_id = ${ws}`)).map((x) => x.term).sort();
+  return { docs, keys, activity, stages, words, records: records.sort() };
 }
 
 beforeAll(async () => {
@@ -127,6 +129,24 @@ describe('bulk update, set-based', () => {
     const want = await derived(b);
     expect(got).toEqual(want);
     expect(got.activity.filter((e) => e.includes('"updated"')).length).toBeGreaterThan(10);
+  });
+
+  it("a new value's words join the word list: typo-tolerant search finds them", async () => {
+    const made = (await createRecords(a.ctx, 'contacts', [{ first_name: 'Wordy' }, { first_name: 'Wordier', job_title: 'Typist' }])).map((m) => m.id);
+    const r = await bulk({ action: 'update', object: 'contacts', ids: made, values: { job_title: 'Xylographer', city: 'Quixotica' } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const words = (await sqlAll<{ term: string }>(a.ctx.db, sql`SELECT term FROM search_terms WHERE workspace_id = ${a.workspace.id} AND term IN ('xylographer', 'quixotica')`))
+      .map((x) => x.term)
+      .sort();
+    expect(words).toEqual(['quixotica', 'xylographer']);
+    for (const q of ['Xylogrpher', 'Quixotika']) {
+      const found = ((await api('GET', `/search?q=${q}`)).body.data as { id: string; match: string }[])
+        .filter((h) => h.match === 'fuzzy')
+        .map((h) => h.id)
+        .sort();
+      expect(found, q).toEqual([...made].sort());
+    }
+    for (const id of made) expect((await api('DELETE', `/records/contacts/${id}`)).status).toBe(200);
   });
 
   it('the index finds the new value and no longer the old; match keys follow the new email', async () => {

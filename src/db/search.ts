@@ -50,8 +50,11 @@ export interface SearchHit {
 
 export interface SearchBackend {
   createTables(db: Kysely<any>): Promise<void>;
-  /** `fresh`: the records are new (created in this transaction): none has a document yet. */
-  upsert(db: Kysely<any>, docs: SearchDoc[], fresh?: boolean): Promise<void>;
+  /**
+   * `fresh`: the records are new (created in this transaction): none has a document yet. `words`:
+   * the documents whose words go into the word list (default `docs`; a rewrite lists only what changed).
+   */
+  upsert(db: Kysely<any>, docs: SearchDoc[], fresh?: boolean, words?: SearchDoc[]): Promise<void>;
   remove(db: Kysely<any>, workspaceId: number, objectId: number, recordIds: string[]): Promise<void>;
   removeWorkspaceObject(db: Kysely<any>, workspaceId: number, objectId: number): Promise<void>;
   /** Documents of the workspace (of `objectIds`, or all) that match, best first, but those of `exclude`. */

@@ -799,7 +799,7 @@ async function rewriteDerived(ctx: Ctx, trx: Kysely<Tables>, obj: ObjectDef, cha
   const touches = (cols: Iterable<string>) => [...cols].some((c) => columns.has(c));
   if (touches(docColumns(obj))) {
     await checkpoint(ctx, total - 1, total, `indexing ${obj.name}`);
-    await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, after, false, schema);
+    await indexRows(dyn(trx), ctx.db, obj, ctx.actor.workspaceId, after, false, schema, undefined, columns);
   }
   if (touches(keyColumns(obj))) {
     await checkpoint(ctx, total - 1, total, `updating ${obj.name}`);

@@ -114,7 +114,14 @@ async function relatedNames(k: Kysely<any>, workspaceId: number, schema: Workspa
   return new Map([...byTarget.values()].flatMap((m) => [...m]));
 }
 
-/** Called by the records service inside its write transaction; `docs`: the rows' documents when the caller made them ahead (documentsOf). */
+/**
+ * Called by the records service inside its write transaction; `docs`: the rows' documents when the
+ * caller made them ahead (documentsOf). `changed`: when the rows' documents are rewritten because
+ * these columns (and no others) changed: only their words can be new to the workspace's word list
+ * (every word of a stored document is listed, and a prune keeps the words a document holds), so
+ * only theirs are listed again. Where they make the name or a related record's name, the whole
+ * documents' words are (a name's words depend on its other parts).
+ */
 export async function indexRows(
   trx: Kysely<any>,
   db: Db,
@@ -124,14 +131,34 @@ export async function indexRows(
   fresh = false,
   schema?: WorkspaceSchema,
   docs?: SearchDoc[],
+  changed?: Set<string>,
 ): Promise<void> {
   if (!rows.length) return;
   if (!docs) {
     const related = await relatedNames(trx, workspaceId, schema, obj, rows);
     docs = rows.map((r) => docOf(obj, workspaceId, r, related));
   }
-  await db.search.upsert(trx, docs, fresh);
+  await db.search.upsert(trx, docs, fresh, changed && wordsOfChanged(obj, workspaceId, rows, changed));
   noteIndexed(db, docs, fold);
+}
+
+/** Documents of only the changed columns' values (see indexRows), or undefined where the whole documents' words are needed. */
+function wordsOfChanged(obj: ObjectDef, workspaceId: number, rows: Record<string, unknown>[], changed: Set<string>): SearchDoc[] | undefined {
+  const whole = [...displayColumns(obj), ...namedRelations(obj).map((f) => f.column)];
+  if (whole.some((c) => c !== 'id' && changed.has(c))) return undefined;
+  const seen = new Set<string>();
+  const out: SearchDoc[] = [];
+  for (const r of rows) {
+    const part: Record<string, unknown> = { id: r.id };
+    for (const c of changed) part[c] = r[c];
+    const d = docOf(obj, workspaceId, part);
+    // A bulk update sets the same values on every record: their words once.
+    const key = `${d.body}\u0000${d.exact}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(d);
+  }
+  return out;
 }
 
 /**

@@ -97,11 +97,11 @@ export const postgresSearch: SearchBackend = {
     await sql`CREATE INDEX search_docs_tsv ON search_docs USING gin (tsv)`.execute(db);
   },
 
-  async upsert(db, docs) {
+  async upsert(db, docs, _fresh, words = docs) {
     if (!docs.length) return;
     const workspaces = [...new Set(docs.map((d) => d.workspaceId))];
     await sql`SELECT pg_advisory_xact_lock_shared(${TERMS_LOCK}, w) FROM unnest(CAST(${workspaces} AS int[])) AS w`.execute(db);
-    await writeTerms(db, docs);
+    await writeTerms(db, words);
     // The documents as one JSON parameter (as bulkInsert sends rows): the tsvector literal is read
     // by the column's type, as CAST(text AS tsvector) reads it. A batch in one statement, up to
     // JSON_STATEMENT_BYTES of text (a document's vector alone may reach 1 MB).

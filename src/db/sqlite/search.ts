@@ -56,9 +56,9 @@ export const sqliteSearch: SearchBackend = {
     await sql`CREATE VIRTUAL TABLE search_vocab USING fts5vocab(search_index, 'row')`.execute(db);
   },
 
-  async upsert(db, docs, fresh = false) {
+  async upsert(db, docs, fresh = false, words = docs) {
     // The words first: a multi-row statement after the text would make FTS5 write its pending documents out early.
-    await writeTerms(db, docs);
+    await writeTerms(db, words);
     if (fresh && docs.length) {
       // New records: their documents take the next ids, given here rather than read back (RETURNING
       // costs more than the insert). The caller's transaction already holds the write lock.
