@@ -30,6 +30,14 @@ export interface Db {
    */
   changeVersion?(): string | null;
   /**
+   * changeVersion's part where it takes a query (PostgreSQL: the server's current snapshot,
+   * `pg_current_snapshot()`, as text). Two equal snapshots see the same committed data: any write's
+   * transaction takes a transaction id, which moves the snapshot's end for good, and its commit
+   * takes it out of the running list. Null inside a transaction (its own writes are not the
+   * database's), or where absent (SQLite gives changeVersion).
+   */
+  changeStamp?(): Promise<string | null>;
+  /**
    * A token that changes when the workspace's schema may have changed in any process, without a
    * query (PostgreSQL: LISTEN/NOTIFY); absent or null: read the schema version from the database.
    */

@@ -9,9 +9,11 @@ import type { Db } from '../db/database.js';
  * other connections' commits, and this connection's total_changes(), which every write raises as it
  * runs, committed or not, and a rollback never lowers), and answered again only while that version
  * is unchanged: any write anywhere in the file, by any connection or process, makes every count
- * be read again. The count itself runs after the version was read, so it saw that state or a newer
- * one; a newer one has another version, and the entry is never used. Where the version cannot be
- * given (PostgreSQL; a transaction open on the connection, such as a dry run's) nothing is kept.
+ * be read again. PostgreSQL: the server's snapshot (`Db.changeStamp`, one more statement, no
+ * count), equal only while no transaction that writes has begun or ended since. The count itself
+ * runs after the version was read, so it saw that state or a newer one; a newer one has another
+ * version, and the entry is never used. Where the version cannot be given (a transaction open on
+ * the connection, such as a dry run's) nothing is kept.
  */
 
 const MAX_ENTRIES = 1_000;
@@ -20,7 +22,7 @@ let hits = 0;
 
 /** The count `query` answers (compiled only where counts are kept), from memory while the database is unchanged, else by `run`. */
 export async function rememberedCount(db: Db, workspaceId: number, query: () => CompiledQuery, run: () => Promise<number>): Promise<number> {
-  const version = db.changeVersion?.() ?? null;
+  const version = db.changeVersion ? db.changeVersion() : ((await db.changeStamp?.()) ?? null);
   if (version === null) return run();
   const origin = db.origin;
   let cache = caches.get(origin);

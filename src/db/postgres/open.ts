@@ -134,6 +134,10 @@ export function openPostgres(opts: PostgresOptions): Db {
     dataVersion: () => listener.wordsVersion(),
     schemaToken: (workspaceId) => listener.schemaToken(workspaceId),
     tokenVersion: () => tokens.read(),
+    // The handle's own Kysely, `this`'s: a copy made for a transaction (its kysely the transaction) gives null.
+    async changeStamp(this: Db) {
+      return this.kysely.isTransaction ? null : (await sql<{ s: string }>`SELECT pg_current_snapshot()::text AS s`.execute(this.kysely)).rows[0]!.s;
+    },
     async enterWorkspace(trx, id) {
       await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(workspaceSchema(shared, id))}`.execute(trx);
       await sql`SELECT set_config('search_path', ${workspacePath(shared, id)}, true)`.execute(trx);
