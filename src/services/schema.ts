@@ -55,6 +55,8 @@ export interface WorkspaceSchema {
   version: number;
   /** The change token it was read under (Db.schemaToken), if any. */
   token?: string | null;
+  /** Without change tokens: the database's change version (Db.changeVersion) read before its version was last checked. */
+  unchangedSince?: string;
   objects: Map<string, ObjectDef>;
   /** Workspace settings that change with the schema version: setting them bumps it. */
   workspaceId: number;
@@ -321,6 +323,14 @@ export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Prom
   const token = opts.verify || (mine && mine.until > Date.now()) ? null : (ctx.db.schemaToken?.(ctx.actor.workspaceId) ?? null);
   const known = token !== null ? caches.get(ctx.db)?.get(ctx.actor.workspaceId) : undefined;
   if (known && known.token === token) return known;
+  // Without notifications (SQLite): the schema whose version was checked while the database stood as
+  // it stands now is still the schema (any write since, by any connection or process, moves the
+  // change version, read before that check); else its version is read again.
+  const unchanged = !opts.verify && !mine && !ctx.db.schemaToken ? (ctx.db.changeVersion?.() ?? null) : null;
+  if (unchanged !== null) {
+    const checked = caches.get(ctx.db)?.get(ctx.actor.workspaceId);
+    if (checked && checked.unchangedSince === unchanged) return checked;
+  }
   const ws = await ctx.db.kysely.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', ctx.actor.workspaceId).executeTakeFirst();
   if (!ws) throw new CrmError('UNAUTHORIZED', 'Workspace no longer exists');
   if (mine && ws.schema_version >= mine.version) bumped.delete(ctx.actor.workspaceId);
@@ -331,10 +341,12 @@ export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Prom
   // (a copy --replace rewrites the metadata under the same version).
   if (cached && cached.version === ws.schema_version && (token === null || cached.token === null)) {
     cached.token = token;
+    cached.unchangedSince = unchanged ?? undefined;
     return cached;
   }
   const fresh = await loadSchema(ctx.db.kysely, ctx.actor.workspaceId, ws.schema_version, ws.time_zone);
   fresh.token = token;
+  fresh.unchangedSince = unchanged ?? undefined;
   perDb.set(ctx.actor.workspaceId, fresh);
   return fresh;
 }
