@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { Db } from '../db/database.js';
 import type { DialectAdapter } from '../db/dialect.js';
 import type { Tables } from '../db/tables.js';
@@ -316,6 +317,9 @@ export async function loadSchema(db: Kysely<Tables>, workspaceId: number, versio
   return { version, objects: map, workspaceId, timeZone };
 }
 
+/** The workspace's schema version and time zone, by its id (the one parameter). */
+const schemaVersionOf = compiledOnce((k) => k.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', 0));
+
 export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Promise<WorkspaceSchema> {
   // Told of every change (PostgreSQL's notifications): the cached schema stands while the token does.
   // `verify` reads the version anyway (a name not found may be one another process just created).
@@ -331,7 +335,7 @@ export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Prom
     const checked = caches.get(ctx.db)?.get(ctx.actor.workspaceId);
     if (checked && checked.unchangedSince === unchanged) return checked;
   }
-  const ws = await ctx.db.kysely.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', ctx.actor.workspaceId).executeTakeFirst();
+  const [ws] = await schemaVersionOf(ctx.db.kysely, [ctx.actor.workspaceId]);
   if (!ws) throw new CrmError('UNAUTHORIZED', 'Workspace no longer exists');
   if (mine && ws.schema_version >= mine.version) bumped.delete(ctx.actor.workspaceId);
   let perDb = caches.get(ctx.db);

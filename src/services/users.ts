@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { Db } from '../db/database.js';
 import { createWorkspaceSpace } from '../db/migrations.js';
 import { nowIso } from './clock.js';
@@ -134,13 +135,17 @@ export async function authenticate(db: Db, token: string | undefined, via: strin
 
 type Who = Omit<Actor, 'via'>;
 
-async function lookUp(db: Db, hash: string): Promise<Who | null> {
-  const row = await db.kysely
+/** A token's actor by the token's hash (the one parameter): sent by every request that is not answered from the token cache. */
+const actorOf = compiledOnce((k) =>
+  k
     .selectFrom('api_tokens')
     .innerJoin('users', 'users.id', 'api_tokens.user_id')
     .select(['api_tokens.workspace_id', 'api_tokens.user_id', 'users.role', 'api_tokens.revoked_at'])
-    .where('api_tokens.token_hash', '=', hash)
-    .executeTakeFirst();
+    .where('api_tokens.token_hash', '=', ''),
+);
+
+async function lookUp(db: Db, hash: string): Promise<Who | null> {
+  const [row] = await actorOf(db.kysely, [hash]);
   if (!row || row.revoked_at !== null) return null;
   return { workspaceId: row.workspace_id, userId: row.user_id, role: row.role };
 }
