@@ -46,7 +46,14 @@ export function* jsonChunks(objects: unknown[], maxRows = Number.POSITIVE_INFINI
   }
 }
 
-async function jsonInsert(db: Kysely<any>, table: string, columns: string[], rows: Row[], opts: { ignoreConflicts?: boolean; perStatement?: number }): Promise<void> {
+export interface BulkInsertOptions {
+  ignoreConflicts?: boolean;
+  perStatement?: number;
+  /** Answer the rows as inserted (`RETURNING *`: every column, the table's own seq and defaults included). */
+  returning?: boolean;
+}
+
+async function jsonInsert(db: Kysely<any>, table: string, columns: string[], rows: Row[], opts: BulkInsertOptions): Promise<Record<string, unknown>[]> {
   const cols = sql.join(columns.map((c) => sql.ref(c)));
   // json_populate_recordset reads each object's keys by name (others are ignored, missing ones null).
   const objects = rows.map((r) => {
@@ -55,14 +62,19 @@ async function jsonInsert(db: Kysely<any>, table: string, columns: string[], row
     for (let j = 0; j < columns.length; j++) o[columns[j]!] = r[j] ?? null;
     return o;
   });
-  for (const json of jsonChunks(objects, opts.perStatement))
-    await sql`INSERT INTO ${sql.table(table)} (${cols}) SELECT ${cols} FROM json_populate_recordset(NULL::${sql.table(table)}, ${json}::json)${
+  const out: Record<string, unknown>[] = [];
+  for (const json of jsonChunks(objects, opts.perStatement)) {
+    const r = await sql<Record<string, unknown>>`INSERT INTO ${sql.table(table)} (${cols}) SELECT ${cols} FROM json_populate_recordset(NULL::${sql.table(table)}, ${json}::json)${
       opts.ignoreConflicts ? sql` ON CONFLICT DO NOTHING` : sql``
-    }`.execute(db);
+    }${opts.returning ? sql` RETURNING *` : sql``}`.execute(db);
+    if (opts.returning) out.push(...r.rows);
+  }
+  return out;
 }
 
-export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: Row[], opts: { ignoreConflicts?: boolean; perStatement?: number } = {}): Promise<void> {
-  if (!rows.length) return;
+/** Inserts `rows`; with `returning`, answers them as inserted (in no promised order), else []. */
+export async function bulkInsert(db: Kysely<any>, table: string, columns: string[], rows: Row[], opts: BulkInsertOptions = {}): Promise<Record<string, unknown>[]> {
+  if (!rows.length) return [];
   // By dialect (its adapter): one process may hold a SQLite and a PostgreSQL database (tests, `copy`).
   const adapter = db.getExecutor().adapter;
   if (adapter instanceof PostgresAdapter && rows.every((r) => jsonSafe(r, columns))) return jsonInsert(db, table, columns, rows, opts);
@@ -70,15 +82,16 @@ export async function bulkInsert(db: Kysely<any>, table: string, columns: string
   if (!compiled) texts.set(adapter, (compiled = new Map()));
   // At most 30,000 parameters a statement (SQLite allows 32,766); 500 rows unless told otherwise.
   const per = Math.max(1, Math.min(opts.perStatement ?? 500, Math.floor(30000 / columns.length)));
+  const out: Record<string, unknown>[] = [];
   for (let i = 0; i < rows.length; i += per) {
     const part = rows.slice(i, i + per);
-    const key = `${table}|${columns.join(',')}|${part.length}|${opts.ignoreConflicts ? 1 : 0}`;
+    const key = `${table}|${columns.join(',')}|${part.length}|${opts.ignoreConflicts ? 1 : 0}|${opts.returning ? 1 : 0}`;
     let text = compiled.get(key);
     if (!text) {
       const placeholder = Object.fromEntries(columns.map((c) => [c, null]));
       let q = db.insertInto(table).values(Array.from({ length: part.length }, () => placeholder));
       if (opts.ignoreConflicts) q = q.onConflict((oc) => oc.doNothing());
-      text = q.compile().sql;
+      text = (opts.returning ? q.returningAll() : q).compile().sql;
       if (compiled.size > 1000) compiled.clear();
       compiled.set(key, text);
     }
@@ -86,6 +99,8 @@ export async function bulkInsert(db: Kysely<any>, table: string, columns: string
     for (const r of part)
       if (Array.isArray(r)) for (let c = 0; c < columns.length; c++) params.push(r[c] ?? null);
       else for (const c of columns) params.push(r[c] ?? null);
-    await db.executeQuery(CompiledQuery.raw(text, params));
+    const r = await db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(text, params));
+    if (opts.returning) out.push(...r.rows);
   }
+  return out;
 }

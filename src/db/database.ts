@@ -45,7 +45,8 @@ export interface Db {
   /**
    * The version of who the API tokens act as (PostgreSQL: advanced in the transaction of any change to
    * a token, a user or a workspace's deletion), read by a statement sent after this call: a cached
-   * token whose version it still is acts as it did. Absent (SQLite): tokens are looked up each time.
+   * token whose version it still is acts as it did. Absent (SQLite): a token is looked up again once
+   * anything was written since its last lookup (changeVersion).
    */
   tokenVersion?(): Promise<number>;
   /**

@@ -87,6 +87,8 @@ export function bearer(req: FastifyRequest): string | undefined {
  * string, a body, a header value or a whole token.
  */
 function accessLog(req: FastifyRequest, reply: FastifyReply) {
+  // A level that drops the line (warn, silent): no listener a request for it.
+  if ((req.log as Partial<Logger>).isLevelEnabled?.('info') === false) return;
   reply.raw.once('close', () => {
     const actor = req.ctx?.actor ?? req.mcpActor ?? undefined;
     req.log.info(
@@ -171,8 +173,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       throw new CrmError('SERVICE_UNAVAILABLE', `The server is shutting down; retry in ${RETRY_AFTER_SHUTDOWN_S} s`);
     }
   });
-  app.addHook('onSend', async (_req, reply) => {
+  app.addHook('onSend', (_req, reply, payload, done) => {
     if (draining) reply.header('Connection', 'close');
+    done(null, payload);
   });
   const tokens = tokenCacheOf(deps.db);
   const throttle = (deps.authFailuresPerMinute ?? 20) > 0 ? new AuthThrottle(deps.authFailuresPerMinute ?? 20) : undefined;
@@ -281,22 +284,24 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       // Nothing of a request that ran on a cached token is answered, errors included, unless the
       // token still acts as that actor: revoked (or its user gone): 401; its user changed (role) while
       // it ran: 503, to be sent again.
-      api.addHook('onSend', async (req, reply, payload) => {
-        const confirmed = req.tokenConfirmed;
-        if (!confirmed) return payload;
-        req.tokenConfirmed = undefined;
-        let refusal: unknown;
-        try {
-          const now = await confirmed;
-          if (stillActs(req.ctx.actor, now)) return payload;
-          if (!now) throttle?.fail(req.ip);
-          refusal = now ? new CrmError('SERVICE_UNAVAILABLE', "The token's user changed while the request ran; send it again") : unauthorized(req);
-        } catch (e) {
-          refusal = e;
-        }
-        discard(payload);
-        return errorPayload(refusal, req, reply);
-      });
+      // Only where tokens are cached with a version (PostgreSQL): elsewhere no request runs on a cached token.
+      if (deps.db.tokenVersion)
+        api.addHook('onSend', async (req, reply, payload) => {
+          const confirmed = req.tokenConfirmed;
+          if (!confirmed) return payload;
+          req.tokenConfirmed = undefined;
+          let refusal: unknown;
+          try {
+            const now = await confirmed;
+            if (stillActs(req.ctx.actor, now)) return payload;
+            if (!now) throttle?.fail(req.ip);
+            refusal = now ? new CrmError('SERVICE_UNAVAILABLE', "The token's user changed while the request ran; send it again") : unauthorized(req);
+          } catch (e) {
+            refusal = e;
+          }
+          discard(payload);
+          return errorPayload(refusal, req, reply);
+        });
       await api.register(userRoutes);
       await api.register(schemaRoutes);
       await api.register(recordRoutes);

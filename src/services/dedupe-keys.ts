@@ -202,7 +202,7 @@ export async function rebuildKeysIn(k: AnyDb, workspaceId: number, schema: Works
     await k.deleteFrom('dedupe_keys').where('workspace_id', '=', workspaceId).where('object_id', '=', obj.id).execute();
     for await (const rows of rowBatches(k, obj, ['id', ...keyColumns(obj)], { batch: 5000 })) {
       const values = rows.flatMap((r) => keyRows(workspaceId, obj.id, r.seq as number, keysOf(obj, r)));
-      await batch((trx) => bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, values));
+      await batch(async (trx) => void (await bulkInsert(trx, 'dedupe_keys', KEY_COLUMNS, values)));
       written += rows.length;
     }
   }

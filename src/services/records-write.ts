@@ -337,8 +337,16 @@ export async function createRecords(ctx: Ctx, objectName: string, inputs: unknow
   const obj = await writableObject(ctx, objectName, Array.isArray(inputs) ? inputs : []);
   checkBatch(inputs, opts.max);
   const prepared = validateRows(inputs, (input) => prepareWrite(obj, input, 'create'));
-  const ids = await inTransaction(ctx, obj, (trx) => insertPrepared(ctx, trx, obj, prepared));
-  return opts.readBack === false ? ids.map((id) => ({ id })) : readBack(ctx, obj, ids);
+  if (opts.readBack === false) return (await inTransaction(ctx, obj, (trx) => insertPrepared(ctx, trx, obj, prepared))).map((id) => ({ id }));
+  const stored = new Map<string, Record<string, unknown>>();
+  const ids = await inTransaction(ctx, obj, (trx) => {
+    // A transaction run again (see inTransaction) starts over.
+    stored.clear();
+    return insertPrepared(ctx, trx, obj, prepared, { stored });
+  });
+  // Committed: the records as the INSERT stored them, without reading them again (a row inserted
+  // one by one after a refused batch has none: those are read back).
+  return ids.every((id) => stored.has(id)) ? ids.map((id) => toRecord(obj, stored.get(id)!)) : readBack(ctx, obj, ids);
 }
 
 /**
@@ -355,7 +363,7 @@ async function insertPrepared(
   trx: Kysely<Tables>,
   obj: ObjectDef,
   prepared: Prepared[],
-  opts: { activity?: ActivityEntry[]; inSavepoint?: boolean; verified?: Set<string> } = {},
+  opts: { activity?: ActivityEntry[]; inSavepoint?: boolean; verified?: Set<string>; stored?: Map<string, Record<string, unknown>> } = {},
 ): Promise<string[]> {
   try {
     await checkRelations(
@@ -378,9 +386,19 @@ async function insertPrepared(
   const chunk = ctx.db.adapter.rowsPerInsert(keys.length);
   for (let i = 0; i < full.length; i += chunk) {
     const part = full.slice(i, i + chunk);
-    const insert = () => bulkInsert(dyn(trx), obj.table, keys, part);
+    const insert = () => bulkInsert(dyn(trx), obj.table, keys, part, { returning: opts.stored !== undefined });
     try {
-      await (opts.inSavepoint ? insert() : ctx.db.adapter.attempt(trx, insert));
+      const inserted = await (opts.inSavepoint ? insert() : ctx.db.adapter.attempt(trx, insert));
+      if (opts.stored) {
+        // The rows as stored (what reading them back after COMMIT would give: nothing else in the
+        // transaction changes them), and their seqs, which the match keys are written under.
+        const seqs = new Map<string, string | number | null>();
+        for (const r of inserted) {
+          opts.stored.set(r.id as string, r);
+          seqs.set(r.id as string, r.seq as string | number | null);
+        }
+        for (const r of part) if (seqs.has(r.id)) r.seq = seqs.get(r.id)!;
+      }
     } catch (e) {
       if (!ctx.db.adapter.isUniqueViolation(e)) throw e;
       if (opts.inSavepoint) throw duplicateError(ctx, obj, e, part.length === 1 ? prepared[i]!.row : undefined) ?? e;

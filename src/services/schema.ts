@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { Db } from '../db/database.js';
 import type { DialectAdapter } from '../db/dialect.js';
 import type { Tables } from '../db/tables.js';
@@ -55,6 +56,8 @@ export interface WorkspaceSchema {
   version: number;
   /** The change token it was read under (Db.schemaToken), if any. */
   token?: string | null;
+  /** Without change tokens: the database's change version (Db.changeVersion) read before its version was last checked. */
+  unchangedSince?: string;
   objects: Map<string, ObjectDef>;
   /** Workspace settings that change with the schema version: setting them bumps it. */
   workspaceId: number;
@@ -314,6 +317,9 @@ export async function loadSchema(db: Kysely<Tables>, workspaceId: number, versio
   return { version, objects: map, workspaceId, timeZone };
 }
 
+/** The workspace's schema version and time zone, by its id (the one parameter). */
+const schemaVersionOf = compiledOnce((k) => k.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', 0));
+
 export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Promise<WorkspaceSchema> {
   // Told of every change (PostgreSQL's notifications): the cached schema stands while the token does.
   // `verify` reads the version anyway (a name not found may be one another process just created).
@@ -321,7 +327,15 @@ export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Prom
   const token = opts.verify || (mine && mine.until > Date.now()) ? null : (ctx.db.schemaToken?.(ctx.actor.workspaceId) ?? null);
   const known = token !== null ? caches.get(ctx.db)?.get(ctx.actor.workspaceId) : undefined;
   if (known && known.token === token) return known;
-  const ws = await ctx.db.kysely.selectFrom('workspaces').select(['schema_version', 'time_zone']).where('id', '=', ctx.actor.workspaceId).executeTakeFirst();
+  // Without notifications (SQLite): the schema whose version was checked while the database stood as
+  // it stands now is still the schema (any write since, by any connection or process, moves the
+  // change version, read before that check); else its version is read again.
+  const unchanged = !opts.verify && !mine && !ctx.db.schemaToken ? (ctx.db.changeVersion?.() ?? null) : null;
+  if (unchanged !== null) {
+    const checked = caches.get(ctx.db)?.get(ctx.actor.workspaceId);
+    if (checked && checked.unchangedSince === unchanged) return checked;
+  }
+  const [ws] = await schemaVersionOf(ctx.db.kysely, [ctx.actor.workspaceId]);
   if (!ws) throw new CrmError('UNAUTHORIZED', 'Workspace no longer exists');
   if (mine && ws.schema_version >= mine.version) bumped.delete(ctx.actor.workspaceId);
   let perDb = caches.get(ctx.db);
@@ -331,10 +345,12 @@ export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Prom
   // (a copy --replace rewrites the metadata under the same version).
   if (cached && cached.version === ws.schema_version && (token === null || cached.token === null)) {
     cached.token = token;
+    cached.unchangedSince = unchanged ?? undefined;
     return cached;
   }
   const fresh = await loadSchema(ctx.db.kysely, ctx.actor.workspaceId, ws.schema_version, ws.time_zone);
   fresh.token = token;
+  fresh.unchangedSince = unchanged ?? undefined;
   perDb.set(ctx.actor.workspaceId, fresh);
   return fresh;
 }

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { Db } from '../db/database.js';
 import { createWorkspaceSpace } from '../db/migrations.js';
 import { nowIso } from './clock.js';
@@ -134,13 +135,17 @@ export async function authenticate(db: Db, token: string | undefined, via: strin
 
 type Who = Omit<Actor, 'via'>;
 
-async function lookUp(db: Db, hash: string): Promise<Who | null> {
-  const row = await db.kysely
+/** A token's actor by the token's hash (the one parameter): sent by every request that is not answered from the token cache. */
+const actorOf = compiledOnce((k) =>
+  k
     .selectFrom('api_tokens')
     .innerJoin('users', 'users.id', 'api_tokens.user_id')
     .select(['api_tokens.workspace_id', 'api_tokens.user_id', 'users.role', 'api_tokens.revoked_at'])
-    .where('api_tokens.token_hash', '=', hash)
-    .executeTakeFirst();
+    .where('api_tokens.token_hash', '=', ''),
+);
+
+async function lookUp(db: Db, hash: string): Promise<Who | null> {
+  const [row] = await actorOf(db.kysely, [hash]);
   if (!row || row.revoked_at !== null) return null;
   return { workspaceId: row.workspace_id, userId: row.user_id, role: row.role };
 }
@@ -167,11 +172,13 @@ const TOKEN_CACHE_MAX = 10_000;
  * after the request arrived is still the entry's (read by one statement for all the requests that
  * arrived meanwhile); otherwise it is looked up again. No process can accept a token whose revocation
  * (or its user's change, or its workspace's removal) committed before the request arrived: the read
- * would have seen the version advance. Without a version (SQLite, in-process and cheap) every request
- * looks its token up, as `authenticate` does.
+ * would have seen the version advance. Without a version (SQLite, in-process and cheap) a token is
+ * looked up again whenever anything was written to the file since its last lookup (#unchanged).
  */
 export class TokenCache {
   readonly #entries = new Map<string, { who: Who; version: number }>();
+  /** Without a token version: actors by token hash, with the change version read before their lookup. */
+  readonly #unchangedSince = new Map<string, { who: Who; version: string }>();
   /** The last version read (any read: one older than the truth only costs a lookup); -1: none yet. */
   #known = -1;
 
@@ -183,7 +190,7 @@ export class TokenCache {
    * confirmed before this returns.
    */
   async authenticate(token: string | undefined, via: string, defer = false): Promise<Authenticated> {
-    if (!this.db.tokenVersion) return { actor: await authenticate(this.db, token, via) };
+    if (!this.db.tokenVersion) return { actor: await this.#unchanged(token, via) };
     if (!token?.startsWith(TOKEN_PREFIX)) return { actor: null };
     const hash = hashToken(token);
     const entry = this.#entries.get(hash);
@@ -194,6 +201,29 @@ export class TokenCache {
     const confirmed = this.#confirm(hash, entry).then((who) => who && { ...who, via });
     if (!defer) return { actor: await confirmed };
     return { actor: { ...entry.who, via }, confirmed };
+  }
+
+  /**
+   * Without a token version (SQLite): the actor looked up, or the one looked up while the database
+   * stood as it stands now (`Db.changeVersion`, read before that lookup: any write to the file by any
+   * connection or process since then, a revocation or a user's change included, moves it). No
+   * version to be had (a transaction open on the connection): looked up.
+   */
+  async #unchanged(token: string | undefined, via: string): Promise<Actor | null> {
+    if (!token?.startsWith(TOKEN_PREFIX)) return null;
+    const hash = hashToken(token);
+    const version = this.db.changeVersion?.() ?? null;
+    if (version !== null) {
+      const known = this.#unchangedSince.get(hash);
+      if (known?.version === version) return { ...known.who, via };
+    }
+    const who = await lookUp(this.db, hash);
+    if (version === null || !who) this.#unchangedSince.delete(hash);
+    else {
+      if (this.#unchangedSince.size >= TOKEN_CACHE_MAX) this.#unchangedSince.clear();
+      this.#unchangedSince.set(hash, { who, version });
+    }
+    return who && { ...who, via };
   }
 
   /** Whether the cached actor holds, by a version read now; if the version moved, the token looked up again. */

@@ -123,7 +123,10 @@ export function groupCommit<DB>(kysely: Kysely<DB>, maxGroup = 32): GroupCommit<
 
   const write = <T>(fn: (trx: Kysely<DB>) => Promise<T>): Promise<T> =>
     new Promise<T>((resolve, reject) => {
-      queue.push({ fn: AsyncResource.bind(fn) as Pending<DB>['fn'], resolve: resolve as (v: unknown) => void, reject });
+      // Bound to the caller's async context by a resource of its own (AsyncResource.bind would also
+      // define a deprecated accessor on every bound function: two util.deprecate wrappers a write).
+      const context = new AsyncResource('crm-group-write');
+      queue.push({ fn: (trx) => context.runInAsyncScope(fn, null, trx), resolve: resolve as (v: unknown) => void, reject });
       if (!draining) void drain();
     });
   return Object.assign(write, { kysely, counts });

@@ -110,6 +110,9 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
   const kysely = new Kysely<Tables>({ dialect });
   let closed = false;
   const totalChanges = sqlite.prepare('SELECT total_changes()').pluck();
+  // Read on every request by the caches that follow the file (counts, schema, tokens): prepared once
+  // (better-sqlite3's pragma() prepares its statement anew on each call).
+  const dataVersion = sqlite.prepare('PRAGMA data_version').pluck();
   const readPool = opts.file !== ':memory:' && (opts.readWorkers ?? 0) > 0 ? new ReadPool(opts.file, opts.readWorkers) : undefined;
   const db: SqliteDb = {
     kysely,
@@ -122,8 +125,8 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
     search: sqliteSearch,
     file: opts.file,
     sqlite,
-    dataVersion: () => sqlite.pragma('data_version', { simple: true }) as number,
-    changeVersion: () => (sqlite.inTransaction ? null : `${sqlite.pragma('data_version', { simple: true })}:${totalChanges.get()}`),
+    dataVersion: () => dataVersion.get() as number,
+    changeVersion: () => (sqlite.inTransaction ? null : `${dataVersion.get()}:${totalChanges.get()}`),
     releaseCache: () => releaseCache(sqlite),
     ...(readPool ? { readPool } : {}),
     ...(opts.readonly ? {} : { groupWrite: groupCommit(kysely) }),
