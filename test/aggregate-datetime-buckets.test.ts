@@ -97,7 +97,7 @@ function byHand(field: 'at' | 'at_plain', interval: Interval, tz: string, keep: 
   return out;
 }
 
-const sorted = <T>(xs: T[]) => [...xs].sort((x, y) => (x === null ? -1 : y === null ? 1 : x < y ? -1 : x > y ? 1 : 0));
+const sorted = (xs: (string | null)[]) => [...xs].sort((x, y) => (x === null ? -1 : y === null ? 1 : x < y ? -1 : x > y ? 1 : 0));
 
 describe('DATETIME calendar buckets in a zone equal a JavaScript bucketing by Intl (index ranges for an indexed field)', () => {
   const metrics = ['count', 'sum', 'min', 'max', 'avg'].map((f) => ({ field: 'n', function: f }));
