@@ -271,14 +271,21 @@ export function groupedRows(ctx: Ctx, table: string, base: () => Select, dims: {
  */
 export function valueSpan(ctx: Ctx, obj: ObjectDef, d: Dim): Promise<{ lo: string; hi: string } | null> {
   const db = ctx.db.kysely as unknown as Kysely<any>;
-  const guard = budgetWhere(ctx);
   // A related field's span: over its whole table, a superset of the values the records point at.
-  const from = db.selectFrom(d.related ? d.related.target.table : obj.table);
+  const table = d.related ? d.related.target.table : obj.table;
   const column = sql.ref(d.field.column);
-  return runRead<{ lo: string | null; hi: string | null }>(
-    ctx,
-    (guard ? from.where(guard) : from).select([sql<string | null>`MIN(${column})`.as('lo'), sql<string | null>`MAX(${column})`.as('hi')]).compile(),
-  ).then(([r]) => (r?.lo && r.hi ? { lo: r.lo, hi: r.hi } : null));
+  let q: CompiledQuery;
+  if (d.field.indexed || d.field.unique) {
+    // Each end alone, unfiltered: one seek into the index each. MIN and MAX together, or behind the
+    // budget's condition, read the whole index (420 ms at 1,000,000 rows, against 1 ms).
+    const end = (fn: 'MIN' | 'MAX') => sql<string | null>`(${db.selectFrom(table).select(sql`${sql.raw(fn)}(${column})`.as('v'))})`;
+    q = db.selectNoFrom([end('MIN').as('lo'), end('MAX').as('hi')]).compile();
+  } else {
+    const guard = budgetWhere(ctx);
+    const from = db.selectFrom(table);
+    q = (guard ? from.where(guard) : from).select([sql<string | null>`MIN(${column})`.as('lo'), sql<string | null>`MAX(${column})`.as('hi')]).compile();
+  }
+  return runRead<{ lo: string | null; hi: string | null }>(ctx, q).then(([r]) => (r?.lo && r.hi ? { lo: r.lo, hi: r.hi } : null));
 }
 
 /**
