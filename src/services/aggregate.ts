@@ -174,8 +174,23 @@ async function rollUpOf(ctx: Ctx, obj: ObjectDef, dims: Dim[], metrics: Metric[]
   if (!(d.field.indexed || d.field.unique) || !onlyOn(normalizeFilter(filter), d.field.name)) return null;
   const span = await valueSpan(ctx, obj, d);
   const ranges = span && bucketRanges(d.timeZone!, d.interval!, span.lo, span.hi);
-  return ranges ? { kind: 'ranges', ranges } : null;
+  if (!ranges) return null;
+  // Each run is a statement's worth of planning (about 0.45 ms on PostgreSQL: 365 day runs over 360
+  // rows took 163 ms against 4 ms row by row): worth it only over enough rows, counted up to that
+  // many on the index (a few milliseconds at most).
+  const need = ranges.length * ROWS_PER_RUN;
+  const db = ctx.db.kysely as unknown as Kysely<any>;
+  const some = db
+    .selectFrom(obj.table)
+    .select(sql`1`.as('x'))
+    .where(sql<SqlBool>`${dimColumn(d)} IS NOT NULL`)
+    .limit(need);
+  const [r] = await runRead<{ n: number | string }>(ctx, db.selectFrom(some.as('some')).select(sql`COUNT(*)`.as('n')).compile());
+  return Number(r?.n ?? 0) >= need ? { kind: 'ranges', ranges } : null;
 }
+
+/** Rows a run of bucketRanges must hold on average for the index ranges to beat a pass row by row. */
+const ROWS_PER_RUN = 200;
 
 /** The grouped select of runGroups (the same columns), from day groups or index ranges: see RollUp. */
 function rollUp(db: Kysely<any>, base: () => SelectQueryBuilder<any, any, any>, d: Dim, metrics: Metric[], adapter: DialectAdapter, how: RollUp): SelectQueryBuilder<any, any, any> {
