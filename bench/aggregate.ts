@@ -4,7 +4,7 @@
  *   BENCH_ROWS=1000000   opportunities to seed (BENCH_ROWS=100000 for a quick run)
  *
  * For each shape of the issue (SUM by status; COUNT and AVG by status x owner; COUNT_DISTINCT with a
- * filter; a monthly histogram over a year; a three-level tree) it times the service call (which runs
+ * filter; a monthly histogram over a year; a monthly histogram of created_at in a zone; a three-level tree) it times the service call (which runs
  * on the read pool, as the server does) and the plain SQL a person would write on raw better-sqlite3,
  * checks they agree, prints EXPLAIN QUERY PLAN, and reports the ratio (target <= 1.3x).
  * Then it measures how responsive the HTTP server stays while heavy aggregates run: latency of
@@ -83,6 +83,48 @@ const monthly = () =>
     filter: { operator: 'and', conditions: [{ field: 'close_date', operator: 'between', value: [yearAgo, today] }] },
   });
 const sameMonths: Shape['same'] = (sv, rows) => sv.groups.length === rows.length && sv.groups.every((g: any, i: number) => g.values.close_date === rows[i].m && g.count === rows[i].n);
+/**
+ * Two years of created_at by month in America/New_York, COUNT and SUM(amount) (issue 16): the
+ * service against raw SQL with the zone's offsets written out by hand (per row: a CASE picks the
+ * offset of each row's instant, strftime cuts the month) and the fastest raw form (each local month
+ * a range of the created_at index, found here with Intl).
+ */
+const NY = 'America/New_York';
+const nyOffset = (t: number) => {
+  const m = /GMT([+-])(\d{2}):?(\d{2})?/.exec(new Intl.DateTimeFormat('en-US', { timeZone: NY, timeZoneName: 'longOffset' }).format(t));
+  return m ? (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3] ?? 0)) : 0;
+};
+const createdSpan = raw.prepare(`SELECT MIN(created_at) AS lo, MAX(created_at) AS hi FROM ${T}`).get() as { lo: string; hi: string };
+/** Local midnight of the first of each month from the span's first to one past its last, as UTC instants. */
+const nyMonths: { m: string; at: string }[] = [];
+for (let y = Number(createdSpan.lo.slice(0, 4)) - 1, mo = 0; ; mo++) {
+  if (mo === 12) {
+    y++;
+    mo = 0;
+  }
+  let at = Date.UTC(y, mo, 1);
+  for (let k = 0; k < 2; k++) at = Date.UTC(y, mo, 1) - nyOffset(at) * 60_000;
+  const iso = new Date(at).toISOString();
+  nyMonths.push({ m: `${y}-${String(mo + 1).padStart(2, '0')}-01`, at: iso });
+  if (iso > createdSpan.hi) break;
+}
+/** The zone's offset changes over the span (DST starts and ends), hour by hour. */
+const nyChanges: { at: string; modifier: string }[] = [];
+for (let t = Date.parse(nyMonths[0]!.at); t < Date.parse(nyMonths[nyMonths.length - 1]!.at); t += 3_600_000)
+  if (nyOffset(t) !== nyOffset(t + 3_600_000)) nyChanges.push({ at: new Date(t + 3_600_000).toISOString(), modifier: `${nyOffset(t)} minutes` });
+const lastModifier = `${nyOffset(Date.parse(createdSpan.hi))} minutes`;
+const nyModifier = `CASE ${nyChanges.map((c) => `WHEN created_at < '${c.at}' THEN '${c.modifier}'`).join(' ')} ELSE '${lastModifier}' END`;
+const nyRanges = nyMonths
+  .slice(0, -1)
+  .map((x, i) => `SELECT '${x.m}' AS m, COUNT(*) AS n, SUM(amount) AS s FROM ${T} WHERE created_at >= '${x.at}' AND created_at < '${nyMonths[i + 1]!.at}'`)
+  .join(' UNION ALL ');
+const createdMonthly = () =>
+  aggregateGroups(ctx, 'opportunities', {
+    metrics: [{ field: 'amount', function: 'sum' }],
+    groupBy: [{ field: 'created_at', interval: 'month', timeZone: NY }],
+  });
+const sameCreatedMonths: Shape['same'] = (sv, rows) =>
+  sv.groups.length === rows.length && sv.groups.every((g: any, i: number) => g.values.created_at === rows[i].m && g.count === rows[i].n && Math.round(g.aggregates.amount.sum * 100) === rows[i].s);
 const shapes: Shape[] = [
   {
     name: 'SUM(amount) by status',
@@ -124,6 +166,22 @@ const shapes: Shape[] = [
     rawSql: `SELECT strftime('%Y-%m-01', d) AS m, SUM(dn) AS n, SUM(ds) AS s FROM (SELECT close_date AS d, COUNT(*) AS dn, SUM(amount) AS ds FROM ${T} WHERE close_date BETWEEN ? AND ? GROUP BY close_date) GROUP BY m ORDER BY m`,
     params: [yearAgo, today],
     same: sameMonths,
+  },
+  {
+    name: 'monthly histogram of created_at over two years in America/New_York (COUNT, SUM amount), raw SQL per row',
+    service: createdMonthly,
+    rawSql: `SELECT strftime('%Y-%m-01', created_at, ${nyModifier}) AS m, COUNT(*) AS n, SUM(amount) AS s FROM ${T} GROUP BY m ORDER BY m`,
+    params: [],
+    same: sameCreatedMonths,
+  },
+  {
+    // The service counts each local month as a range of the created_at index (issue 16); here the
+    // same ranges written by hand.
+    name: 'monthly histogram of created_at over two years in America/New_York (COUNT, SUM amount), raw SQL by index ranges',
+    service: createdMonthly,
+    rawSql: `SELECT m, n, s FROM (${nyRanges}) WHERE n > 0 ORDER BY m`,
+    params: [],
+    same: sameCreatedMonths,
   },
   {
     name: 'three-level tree: status > owner > priority (counts, avg amount)',

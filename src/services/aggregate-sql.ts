@@ -266,6 +266,29 @@ export function groupedRows(ctx: Ctx, table: string, base: () => Select, dims: {
 }
 
 /**
+ * The smallest and largest value of a dim's column over the whole table (an index's two ends where
+ * it has one), or null when it has none: the span a zone's offsets or bucket ranges are needed for.
+ */
+export function valueSpan(ctx: Ctx, obj: ObjectDef, d: Dim): Promise<{ lo: string; hi: string } | null> {
+  const db = ctx.db.kysely as unknown as Kysely<any>;
+  // A related field's span: over its whole table, a superset of the values the records point at.
+  const table = d.related ? d.related.target.table : obj.table;
+  const column = sql.ref(d.field.column);
+  let q: CompiledQuery;
+  if (d.field.indexed || d.field.unique) {
+    // Each end alone, unfiltered: one seek into the index each. MIN and MAX together, or behind the
+    // budget's condition, read the whole index (420 ms at 1,000,000 rows, against 1 ms).
+    const end = (fn: 'MIN' | 'MAX') => sql<string | null>`(${db.selectFrom(table).select(sql`${sql.raw(fn)}(${column})`.as('v'))})`;
+    q = db.selectNoFrom([end('MIN').as('lo'), end('MAX').as('hi')]).compile();
+  } else {
+    const guard = budgetWhere(ctx);
+    const from = db.selectFrom(table);
+    q = (guard ? from.where(guard) : from).select([sql<string | null>`MIN(${column})`.as('lo'), sql<string | null>`MAX(${column})`.as('hi')]).compile();
+  }
+  return runRead<{ lo: string | null; hi: string | null }>(ctx, q).then(([r]) => (r?.lo && r.hi ? { lo: r.lo, hi: r.hi } : null));
+}
+
+/**
  * The bucket expression of the i-th grouped dim (over groupedRows): the value, a MULTI_SELECT's
  * unnested value, a calendar bucket in the dim's zone, or a histogram bucket. Where the dialect needs
  * them (SQLite), a zone's offsets over the data's time span become CASE branches: read once per
@@ -273,19 +296,11 @@ export function groupedRows(ctx: Ctx, table: string, base: () => Select, dims: {
  */
 export function bucketSql(ctx: Ctx, obj: ObjectDef): (d: Dim, i: number) => Promise<RawBuilder<unknown>> {
   const segments = new Map<string, Promise<ZoneSegment[]>>();
-  const db = ctx.db.kysely as unknown as Kysely<any>;
   const zoneSegments = (d: Dim): Promise<ZoneSegment[]> => {
     const key = `${d.key}|${d.timeZone}`;
     let s = segments.get(key);
     if (!s) {
-      const guard = budgetWhere(ctx);
-      // A related field's span: over its whole table, a superset of the values the records point at.
-      const from = db.selectFrom(d.related ? d.related.target.table : obj.table);
-      const column = sql.ref(d.field.column);
-      s = runRead<{ lo: string | null; hi: string | null }>(
-        ctx,
-        (guard ? from.where(guard) : from).select([sql<string | null>`MIN(${column})`.as('lo'), sql<string | null>`MAX(${column})`.as('hi')]).compile(),
-      ).then(([r]) => (r?.lo && r.hi ? offsetSegments(d.timeZone!, r.lo, r.hi) : UTC_SEGMENTS));
+      s = valueSpan(ctx, obj, d).then((r) => (r ? offsetSegments(d.timeZone!, r.lo, r.hi) : UTC_SEGMENTS));
       segments.set(key, s);
     }
     return s;

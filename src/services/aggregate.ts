@@ -1,4 +1,4 @@
-import { type Kysely, type RawBuilder, type SelectQueryBuilder, sql } from 'kysely';
+import { type Kysely, type RawBuilder, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import { type DialectAdapter, ordered } from '../db/dialect.js';
 import {
   avgCount,
@@ -22,13 +22,16 @@ import {
   runRead,
   sumsAsText,
   UTC_SEGMENTS,
+  valueSpan,
 } from './aggregate-sql.js';
 import { budgetLimits, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
 import { namesFor } from './display-names.js';
 import { validationError } from './errors.js';
-import { getSchema, resolveObject, type WorkspaceSchema } from './schema.js';
-import type { Interval } from './time-buckets.js';
+import { normalizeFilter } from './filter-styles.js';
+import type { FilterGroup } from './filters.js';
+import { getSchema, type ObjectDef, resolveObject, type WorkspaceSchema } from './schema.js';
+import { type BucketRange, bucketRanges, type Interval } from './time-buckets.js';
 
 export { AGG_FUNCTIONS, type AggFn, type DimInput, type MetricInput } from './aggregate-sql.js';
 
@@ -140,40 +143,100 @@ export function checkGroupLimit(limit: number | undefined, max = MAX_GROUP_LIMIT
  * 106 ms rolled up. Only where the roll-up is exact: COUNT, integer SUM and AVG, MIN and MAX (not
  * COUNT_DISTINCT, nor sums of REAL values, whose rounding depends on the order of addition), one
  * calendar dim, ordered by count or bucket.
+ *
+ * Calendar buckets of an indexed DATETIME field, from index ranges (issue 16): the zone's bucket
+ * starts and offset changes over the column's span cut time into runs that each lie in one local
+ * bucket (bucketRanges, exact in every zone: 30- and 45-minute offsets, changes at local midnight),
+ * and each run is one aggregate over a range of the index (UNION ALL), with no function per row
+ * and no sort; runs of the same bucket are summed as days are. The index scan beats a full pass
+ * only when the index is what reads the rows: without a filter, or with one on the field alone
+ * (another field's index would be read once per run), and over enough rows (ROWS_PER_RUN). Raw SQL
+ * on SQLite, 1,000,000 rows over two years by month in America/New_York: COUNT 1,069 ms per row,
+ * 65 ms by ranges; with SUM 1,272 ms, 171 ms (PostgreSQL: 2,787 and 1,776 ms, 261 and 362 ms).
  */
-function canRollUpDays(dims: Dim[], metrics: Metric[], by: OrderBy): boolean {
+type RollUp = { kind: 'days' } | { kind: 'ranges'; ranges: BucketRange[] };
+
+function canRollUp(dims: Dim[], metrics: Metric[], by: OrderBy): boolean {
   const d = dims[0];
-  if (dims.length !== 1 || !d || d.kind !== 'time' || d.field.type !== 'DATE' || d.multi || d.related) return false;
+  if (dims.length !== 1 || !d || d.kind !== 'time' || d.multi || d.related) return false;
   if (typeof by === 'object') return false;
   return metrics.every((m) => m.fn === 'count' || m.fn === 'min' || m.fn === 'max' || ((m.fn === 'sum' || m.fn === 'avg') && sumsAsText(m)));
 }
 
-/** The grouped select of runGroups (the same columns), from day groups: see canRollUpDays. */
-function rollUpDays(db: Kysely<any>, base: () => SelectQueryBuilder<any, any, any>, d: Dim, metrics: Metric[], adapter: DialectAdapter): SelectQueryBuilder<any, any, any> {
+/** Every condition of the filter names the field (or there is none). */
+function onlyOn(g: FilterGroup | undefined, field: string): boolean {
+  return !g || g.conditions.every((c) => ('conditions' in c ? onlyOn(c, field) : c.field === field));
+}
+
+async function rollUpOf(ctx: Ctx, obj: ObjectDef, dims: Dim[], metrics: Metric[], by: OrderBy, filter: unknown): Promise<RollUp | null> {
+  if (!canRollUp(dims, metrics, by)) return null;
+  const d = dims[0]!;
+  if (d.field.type === 'DATE') return { kind: 'days' };
+  if (!(d.field.indexed || d.field.unique) || !onlyOn(normalizeFilter(filter), d.field.name)) return null;
+  const span = await valueSpan(ctx, obj, d);
+  const ranges = span && bucketRanges(d.timeZone!, d.interval!, span.lo, span.hi);
+  if (!ranges) return null;
+  // Each run is a statement's worth of planning (about 0.45 ms on PostgreSQL: 365 day runs over 360
+  // rows took 163 ms against 4 ms row by row): worth it only over enough rows, counted up to that
+  // many on the index (a few milliseconds at most).
+  const need = ranges.length * ROWS_PER_RUN;
+  const db = ctx.db.kysely as unknown as Kysely<any>;
+  const some = db
+    .selectFrom(obj.table)
+    .select(sql`1`.as('x'))
+    .where(sql<SqlBool>`${dimColumn(d)} IS NOT NULL`)
+    .limit(need);
+  const [r] = await runRead<{ n: number | string }>(ctx, db.selectFrom(some.as('some')).select(sql`COUNT(*)`.as('n')).compile());
+  return Number(r?.n ?? 0) >= need ? { kind: 'ranges', ranges } : null;
+}
+
+/** Rows a run of bucketRanges must hold on average for the index ranges to beat a pass row by row. */
+const ROWS_PER_RUN = 200;
+
+/** The grouped select of runGroups (the same columns), from day groups or index ranges: see RollUp. */
+function rollUp(db: Kysely<any>, base: () => SelectQueryBuilder<any, any, any>, d: Dim, metrics: Metric[], adapter: DialectAdapter, how: RollUp): SelectQueryBuilder<any, any, any> {
   const day = dimColumn(d);
   const partial = (i: number) => sql.ref(`days.p${i}`);
-  const days = base()
-    .select([
-      sql`${day}`.as('d'),
-      sql`COUNT(*)`.as('dn'),
-      ...metrics.flatMap((m, i) => {
-        const c = metricInput(m, adapter);
-        switch (m.fn) {
-          case 'count':
-            return [(m.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`).as(`p${i}`)];
-          case 'sum':
-            return [sql`SUM(${c})`.as(`p${i}`)];
-          case 'avg':
-            return [sql`SUM(${c})`.as(`p${i}`), avgCount(m).as(`p${i}_n`)];
-          default:
-            return [sql`${sql.raw(m.fn === 'min' ? 'MIN' : 'MAX')}(${c})`.as(`p${i}`)];
-        }
-      }),
-    ])
-    .groupBy(sql`${day}` as never);
+  const partials = [
+    sql`COUNT(*)`.as('dn'),
+    ...metrics.flatMap((m, i) => {
+      const c = metricInput(m, adapter);
+      switch (m.fn) {
+        case 'count':
+          return [(m.field.name === 'id' ? sql`COUNT(*)` : sql`COUNT(${c})`).as(`p${i}`)];
+        case 'sum':
+          return [sql`SUM(${c})`.as(`p${i}`)];
+        case 'avg':
+          return [sql`SUM(${c})`.as(`p${i}`), avgCount(m).as(`p${i}_n`)];
+        default:
+          return [sql`${sql.raw(m.fn === 'min' ? 'MIN' : 'MAX')}(${c})`.as(`p${i}`)];
+      }
+    }),
+  ];
+  let days: SelectQueryBuilder<any, any, any>;
+  if (how.kind === 'days')
+    days = base()
+      .select([sql`${day}`.as('d'), ...partials])
+      .groupBy(sql`${day}` as never);
+  else {
+    // One aggregate per run (an index range), and one for the records without a value.
+    const run = (r: BucketRange | null) => {
+      let q = base();
+      if (!r) q = q.where(sql<SqlBool>`${day} IS NULL`);
+      else {
+        if (r.from !== null) q = q.where(sql<SqlBool>`${day} >= ${r.from}`);
+        if (r.to !== null) q = q.where(sql<SqlBool>`${day} < ${r.to}`);
+        if (r.from === null && r.to === null) q = q.where(sql<SqlBool>`${day} IS NOT NULL`);
+      }
+      return q.select([sql`CAST(${r ? sql.lit(r.bucket) : sql`NULL`} AS TEXT)`.as('d'), ...partials]);
+    };
+    days = how.ranges.reduce((u, r) => u.unionAll(run(r)), run(null));
+  }
   const text = (x: RawBuilder<unknown>) => sql`CAST(${x} AS TEXT)`;
-  return db.selectFrom(days.as('days')).select([
-    adapter.timeBucket(sql.ref('days.d'), d.interval!, 'UTC', UTC_SEGMENTS).as('g0'),
+  const from = db.selectFrom(days.as('days'));
+  // A run without records answers a row of zeros: not a group.
+  return (how.kind === 'days' ? from : from.where(sql<SqlBool>`days.dn > 0`)).select([
+    (how.kind === 'days' ? adapter.timeBucket(sql.ref('days.d'), d.interval!, 'UTC', UTC_SEGMENTS) : sql.ref('days.d')).as('g0'),
     sql`SUM(days.dn)`.as('n'),
     ...metrics.flatMap((m, i) => {
       const p = partial(i);
@@ -273,13 +336,13 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest): Promi
   // With a MULTI_SELECT dim a record is in several groups: the totals cannot come from the groups
   // (they would count it once per value), so one more statement reads them over the records.
   const multi = dims.some((d) => d.multi);
-  const rollup = canRollUpDays(dims, metrics, order.by);
+  const rollup = await rollUpOf(ctx, obj, dims, metrics, order.by, req.filter);
   // Each dim's bucket; a DATETIME's in a zone reads its time span first (see bucketSql).
   const bucket = bucketSql(ctx, obj);
   const buckets: RawBuilder<unknown>[] = [];
   if (!rollup) for (const [i, d] of dims.entries()) buckets.push(await bucket(d, i));
   let q = rollup
-    ? rollUpDays(db, base, dims[0]!, metrics, adapter)
+    ? rollUp(db, base, dims[0]!, metrics, adapter, rollup)
     : groupedRows(
         ctx,
         obj.table,

@@ -133,3 +133,91 @@ export function offsetSegments(tz: string, lo: string, hi: string): ZoneSegment[
   segs.push({ until: null, modifier: modifierOf(cur) });
   return segs;
 }
+
+/** One run of instants [from, to) whose local calendar bucket is `bucket`; null ends: unbounded. */
+export interface BucketRange {
+  bucket: string;
+  from: string | null;
+  to: string | null;
+}
+
+/**
+ * The most ranges bucketRanges answers: each becomes a branch of a UNION ALL (SQLite takes at most
+ * 500 terms in a compound SELECT), and past a few hundred the statement costs more to prepare than
+ * a pass over the rows.
+ */
+export const MAX_BUCKET_RANGES = 400;
+
+const dayStart = (y: number, m: number, d: number) => {
+  const x = new Date(0);
+  x.setUTCFullYear(y, m, d);
+  return x.getTime();
+};
+
+/** The start of the calendar bucket of a local wall time (ms, read as UTC fields), and of the next bucket. */
+function localBucket(local: number, interval: Interval): { start: number; next: number } {
+  const d = new Date(local);
+  const y = d.getUTCFullYear();
+  const m = d.getUTCMonth();
+  const day = d.getUTCDate();
+  switch (interval) {
+    case 'day':
+      return { start: dayStart(y, m, day), next: dayStart(y, m, day + 1) };
+    case 'week': {
+      // ISO weeks start on Monday (as the dialects' bucket expressions do).
+      const monday = day - ((d.getUTCDay() + 6) % 7);
+      return { start: dayStart(y, m, monday), next: dayStart(y, m, monday + 7) };
+    }
+    case 'month':
+      return { start: dayStart(y, m, 1), next: dayStart(y, m + 1, 1) };
+    case 'quarter':
+      return { start: dayStart(y, m - (m % 3), 1), next: dayStart(y, m - (m % 3) + 3, 1) };
+    case 'year':
+      return { start: dayStart(y, 0, 1), next: dayStart(y + 1, 0, 1) };
+  }
+}
+
+/**
+ * The instants from lo to hi (ISO) cut into runs that each lie in one local calendar bucket of the
+ * zone: cut at every bucket start (a local midnight, found under the offset in force there) and at
+ * every offset change, adjacent runs of the same bucket merged. A histogram can then count each run
+ * as a range of the stored text (an index range: no function per row) and name it by its bucket,
+ * exactly as bucketing each instant would: half-hour and 45-minute offsets, a change at local
+ * midnight (America/Santiago's 00:00 that never happens) and a fall-back across midnight (the
+ * bucket comes back: two runs of the same bucket, summed by the caller) included. The first run is
+ * unbounded below and the last above (with 2 days' margin each way, for rows written since the span
+ * was read). Null when it would take more than MAX_BUCKET_RANGES runs, or the span reaches past the
+ * years sampled in a zone that still changes (see SETTLED_YEAR): the caller buckets row by row.
+ */
+export function bucketRanges(tz: string, interval: Interval, lo: string, hi: string): BucketRange[] | null {
+  const start = Date.parse(lo) - 48 * HOUR;
+  // Within year 9999: beyond it ISO text gains a sign ('+010000-') and stops sorting as time does.
+  const end = Math.min(Date.parse(hi) + 48 * HOUR, yearStart(10_000));
+  const changes: { at: number; offset: number }[] = [];
+  const last = new Date(end).getUTCFullYear();
+  for (let y = Math.max(new Date(start).getUTCFullYear(), FIRST_CHANGE_YEAR); y <= last; y++) {
+    if (y > SETTLED_YEAR) {
+      if (changesIn(tz, SETTLED_YEAR).length === 0 && changesIn(tz, SETTLED_YEAR - 1).length === 0) break;
+      return null;
+    }
+    for (const c of changesIn(tz, y)) if (c.at > start && c.at < end) changes.push(c);
+  }
+  const runs: { bucket: number; from: number; to: number }[] = [];
+  let offset = offsetMinutes(tz, start) * 60_000;
+  let ci = 0;
+  for (let t = start; t < end; ) {
+    const change = changes[ci]?.at ?? Number.POSITIVE_INFINITY;
+    const b = localBucket(t + offset, interval);
+    const to = Math.min(b.next - offset, change, end);
+    const prev = runs[runs.length - 1];
+    if (prev && prev.bucket === b.start && prev.to === t) prev.to = to;
+    else if (runs.push({ bucket: b.start, from: t, to }) > MAX_BUCKET_RANGES) return null;
+    t = to;
+    if (t === change) offset = changes[ci++]!.offset * 60_000;
+  }
+  return runs.map((r, i) => ({
+    bucket: new Date(r.bucket).toISOString().slice(0, 10),
+    from: i === 0 ? null : new Date(r.from).toISOString(),
+    to: i === runs.length - 1 ? null : new Date(r.to).toISOString(),
+  }));
+}
