@@ -134,11 +134,11 @@ export function offsetSegments(tz: string, lo: string, hi: string): ZoneSegment[
   return segs;
 }
 
-/** One run of instants [from, to) whose local calendar bucket is `bucket`; null ends: unbounded. */
+/** One run of instants [from, to) whose local calendar bucket is `bucket`. */
 export interface BucketRange {
   bucket: string;
-  from: string | null;
-  to: string | null;
+  from: string;
+  to: string;
 }
 
 /**
@@ -184,9 +184,10 @@ function localBucket(local: number, interval: Interval): { start: number; next: 
  * as a range of the stored text (an index range: no function per row) and name it by its bucket,
  * exactly as bucketing each instant would: half-hour and 45-minute offsets, a change at local
  * midnight (America/Santiago's 00:00 that never happens) and a fall-back across midnight (the
- * bucket comes back: two runs of the same bucket, summed by the caller) included. The first run is
- * unbounded below and the last above (with 2 days' margin each way, for rows written since the span
- * was read). Null when it would take more than MAX_BUCKET_RANGES runs, or the span reaches past the
+ * bucket comes back: two runs of the same bucket, summed by the caller) included. The runs reach 2
+ * days past each end (rows written since the span was read, at the time of writing); a value
+ * further out is in no run: the caller reads the span again after counting, and buckets row by row
+ * if it no longer fits (see aggregate.ts). Null when it would take more than MAX_BUCKET_RANGES runs, or the span reaches past the
  * years sampled in a zone that still changes (see SETTLED_YEAR): the caller buckets row by row.
  */
 export function bucketRanges(tz: string, interval: Interval, lo: string, hi: string): BucketRange[] | null {
@@ -215,9 +216,9 @@ export function bucketRanges(tz: string, interval: Interval, lo: string, hi: str
     t = to;
     if (t === change) offset = changes[ci++]!.offset * 60_000;
   }
-  return runs.map((r, i) => ({
+  return runs.map((r) => ({
     bucket: new Date(r.bucket).toISOString().slice(0, 10),
-    from: i === 0 ? null : new Date(r.from).toISOString(),
-    to: i === runs.length - 1 ? null : new Date(r.to).toISOString(),
+    from: new Date(r.from).toISOString(),
+    to: new Date(r.to).toISOString(),
   }));
 }
