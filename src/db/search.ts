@@ -125,9 +125,13 @@ const isWord = (term: string) => term.length > 1 && !/\d/.test(term);
  * them, digits included: what a document is indexed by and a query word is matched against.
  */
 export function termsOf(text: string): string[] {
-  // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split).
-  const folded = /[^\x00-\x7f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}+/gu, '') : text;
-  return folded
+  // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split),
+  // and its letters and digits are [a-z0-9] once lowercased: split without Unicode classes (a
+  // third of the split's cost in an import's profile).
+  if (!/[^\x00-\x7f]/.test(text)) return text.toLowerCase().split(/[^a-z0-9]+/).filter(Boolean);
+  return text
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
     .toLowerCase()
     .split(/[^\p{L}\p{N}]+/u)
     .filter(Boolean);

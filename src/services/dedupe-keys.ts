@@ -24,9 +24,8 @@ export interface MatchKey {
 const COMPANY_SUFFIXES = new Set(['inc', 'incorporated', 'llc', 'ltd', 'limited', 'corp', 'corporation', 'co', 'company', 'gmbh', 'sa', 'sas', 'bv', 'ag', 'plc', 'group', 'holdings']);
 
 export function normalName(s: string, company: boolean): string {
-  const words = fold(s)
-    .split(/[^\p{L}\p{N}]+/u)
-    .filter(Boolean);
+  // ASCII (most names): its letters and digits are [a-z0-9] once lowercased, nothing to decompose.
+  const words = (/[^\x00-\x7f]/.test(s) ? fold(s).split(/[^\p{L}\p{N}]+/u) : s.toLowerCase().split(/[^a-z0-9]+/)).filter(Boolean);
   const kept = company ? words.filter((w, i) => i === 0 || !COMPANY_SUFFIXES.has(w)) : words;
   return kept.join(' ');
 }

@@ -44,7 +44,10 @@ export interface Prepared {
 function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update'): Prepared {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) throw validationError(`A ${obj.name} record must be a JSON object of field names to values`);
   const touched = new Map<string, string | number | null>();
-  for (const [name, value] of Object.entries(input as Record<string, unknown>)) {
+  const source = input as Record<string, unknown>;
+  // Keys, not entries: no [name, value] pair made per field (an import validates 5,000 rows a batch).
+  for (const name of Object.keys(source)) {
+    const value = source[name];
     if (name === 'id' && mode === 'update') continue;
     const f = obj.byName.get(name);
     if (!f) {
