@@ -130,7 +130,11 @@ export function termsOf(text: string): string[] {
   // Most text is ASCII: nothing to decompose (normalising costs more than the rest of the split),
   // and its letters and digits are [a-z0-9] once lowercased: split without Unicode classes (a
   // third of the split's cost in an import's profile).
-  if (!/[^\x00-\x7f]/.test(text)) return text.toLowerCase().split(/[^a-z0-9]+/).filter(Boolean);
+  if (!/[^\x00-\x7f]/.test(text))
+    return text
+      .toLowerCase()
+      .split(/[^a-z0-9]+/)
+      .filter(Boolean);
   return text
     .normalize('NFKD')
     .replace(/\p{M}+/gu, '')
