@@ -278,7 +278,9 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
   // transaction was open meanwhile) and the batch's earlier pieces, so each batch sees every earlier
   // one; batch N+1 is planned once N-1 has committed; batches commit one after another, in the
   // file's order, each whole. Where statements run on this thread (SQLite) there is nothing to
-  // overlap: each batch is planned whole, then written (applyImport), then the next.
+  // overlap: each batch is planned (in pieces too, as the reader delivers them: the first rows are
+  // planned while the reader parses the rest, instead of waiting for a whole batch), then written
+  // whole (applyImport), then the next.
   const overlap = ctx.db.adapter.overlapsStatements;
   let writing: Promise<void> | null = null;
   // The keys of the records the batch being written creates: the next batch, planned meanwhile, did not see them.
@@ -327,7 +329,7 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
   // Large transactions one after another: the write-ahead log is checkpointed at the end, not after each.
   await ctx.db.bulk(async () => {
     try {
-      for await (const read of readBatches(opts.file, batchSize, overlap ? PIECE : batchSize, overlap ? FIRST_PIECE : batchSize)) {
+      for await (const read of readBatches(opts.file, batchSize, PIECE, FIRST_PIECE)) {
         bytes = read.bytes;
         primePhones(read.phones);
         const piece: Batch = [];

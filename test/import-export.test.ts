@@ -9,7 +9,7 @@ import { importFile } from '../src/import-file.js';
 import { setClock } from '../src/services/clock.js';
 import { createRecords } from '../src/services/records.js';
 import { createField, getSchema } from '../src/services/schema.js';
-import { call, holdWriteLock, indexedDocs, makeWorkspace, onPostgres, sqlAll, type TestApp, type TestWorkspace, tableOf, testApp } from './helpers.js';
+import { call, holdWriteLock, indexedDocs, makeWorkspace, matchKeys, onPostgres, sqlAll, type TestApp, type TestWorkspace, tableOf, testApp } from './helpers.js';
 
 /**
  * POST /import/{object} and GET /export/{object} through Fastify, against the documented contract
@@ -261,6 +261,30 @@ describe('import: duplicate detection and defaults', () => {
       errors: [{ index: 6, code: 'VALIDATION_ERROR', message: "Field 'email' must be a valid email address" }],
     });
     expect(await contactRows(ws)).toHaveLength(before + 3);
+  });
+
+  it("each imported record's match keys name that record, also once the table's last record was deleted (its number given again)", async () => {
+    const w = await makeWorkspace(t.db, 'numbered');
+    const made: string[] = [];
+    for (const n of [1, 2, 3]) made.push((await api(w.adminToken, 'POST', '/records/contacts', { first_name: 'Old', last_name: `Contact${n}`, email: `old${n}@example.com` })).body.data.id);
+    expect((await api(w.adminToken, 'DELETE', `/records/contacts/${made[2]}`)).status).toBe(200);
+    const records = [1, 2, 3, 4, 5].map((n) => ({ first_name: 'New', last_name: `Person${n}`, email: `new${n}@example.com`, phone: `+1 415 555 01${10 + n}` }));
+    expect((await api(w.adminToken, 'POST', '/import/contacts', { records })).body).toMatchObject({ created: 5, duplicates: 0, failed: 0 });
+    const rows = await contactRows(w);
+    const idOf = new Map(rows.map((r) => [r.email as string, r.id as string]));
+    const keys = (await matchKeys(w.ctx.db, w.workspace.id)).filter((k) => k.kind === 'email' || k.kind === 'phone');
+    // Every contact's email key (and each new one's phone key) names the contact itself, each once.
+    expect(
+      keys
+        .filter((k) => k.kind === 'email')
+        .map((k) => [k.key, k.record_id])
+        .sort(),
+    ).toEqual([...idOf].sort());
+    for (const r of rows.filter((x) => x.phone)) expect(keys.filter((k) => k.kind === 'phone' && k.record_id === r.id)).toHaveLength(1);
+    expect(keys.filter((k) => k.kind === 'phone')).toHaveLength(5);
+    // The same rows again, each matched by its phone alone: all duplicates.
+    const again = records.map((r, i) => ({ ...r, email: `other${i}@example.com`, last_name: `Renamed${i}` }));
+    expect((await api(w.adminToken, 'POST', '/import/contacts', { records: again })).body).toMatchObject({ created: 0, duplicates: 5, failed: 0 });
   });
 
   it('rows fail alone: a missing required field, an unknown field, a bad option, a company name that is not an object', async () => {

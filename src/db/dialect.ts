@@ -72,6 +72,14 @@ export interface DialectAdapter {
    * costs the write no time. SQLite runs each statement on this thread: nothing to overlap.
    */
   overlapsStatements: boolean;
+  /**
+   * The seq (a record table's integer key) the table gives the next row it takes, inside a write
+   * transaction: rows inserted in order with seqs from it get exactly those the table would have
+   * given them, and the writer knows them without reading them back. SQLite only (one writer at a
+   * time, the transaction holds the lock); PostgreSQL's identity sequence is shared by concurrent
+   * writers, and its rows' seqs are read back.
+   */
+  nextRowNumber?(trx: Kysely<any>, table: string): Promise<number>;
   isUniqueViolation(err: unknown): boolean;
   /**
    * Runs a statement that may fail and be followed by others in the same transaction (a bulk insert

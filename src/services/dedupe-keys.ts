@@ -24,9 +24,8 @@ export interface MatchKey {
 const COMPANY_SUFFIXES = new Set(['inc', 'incorporated', 'llc', 'ltd', 'limited', 'corp', 'corporation', 'co', 'company', 'gmbh', 'sa', 'sas', 'bv', 'ag', 'plc', 'group', 'holdings']);
 
 export function normalName(s: string, company: boolean): string {
-  const words = fold(s)
-    .split(/[^\p{L}\p{N}]+/u)
-    .filter(Boolean);
+  // ASCII (most names): its letters and digits are [a-z0-9] once lowercased, nothing to decompose.
+  const words = (/[^\x00-\x7f]/.test(s) ? fold(s).split(/[^\p{L}\p{N}]+/u) : s.toLowerCase().split(/[^a-z0-9]+/)).filter(Boolean);
   const kept = company ? words.filter((w, i) => i === 0 || !COMPANY_SUFFIXES.has(w)) : words;
   return kept.join(' ');
 }
@@ -58,32 +57,71 @@ export function normalProfile(v: string): string | null {
 /** Whether an object's records are people (first and last name) or named things. */
 export const isPerson = (obj: ObjectDef) => obj.displayFields.length >= 2;
 
+/** What keysOf reads of an object's fields, worked out once an object (a schema change makes new ObjectDefs), not once a row. */
+interface KeyPlan {
+  /** Fields that give a key by their value: email, phone, a URL or a domain. */
+  valued: { column: string; name: string; kind: 'email' | 'phone' | 'profile' | 'host' }[];
+  /** The display fields' columns (the name), and the name's evidence label. */
+  nameColumns: string[];
+  nameField: string;
+  person: boolean;
+  /** A person's (or a deal's) company column: part of its name key. */
+  company: string | undefined;
+}
+const keyPlans = new WeakMap<ObjectDef, KeyPlan>();
+function keyPlan(obj: ObjectDef): KeyPlan {
+  let plan = keyPlans.get(obj);
+  if (!plan) {
+    const person = isPerson(obj);
+    const valued: KeyPlan['valued'] = [];
+    for (const f of obj.fields) {
+      if (f.readOnly) continue;
+      if (f.type === 'EMAIL') valued.push({ column: f.column, name: f.name, kind: 'email' });
+      else if (f.type === 'PHONE') valued.push({ column: f.column, name: f.name, kind: 'phone' });
+      // A person's URL (a LinkedIn profile) is theirs by its path; its host is shared by everyone.
+      else if (f.type === 'URL' || (f.type === 'TEXT' && /domain/.test(f.name))) valued.push({ column: f.column, name: f.name, kind: f.type === 'URL' && person ? 'profile' : 'host' });
+    }
+    const company = obj.byName.get('company');
+    plan = {
+      valued,
+      nameColumns: obj.displayFields.map((n) => obj.byName.get(n)!.column),
+      nameField: obj.displayFields.join('+'),
+      person,
+      company: company?.type === 'RELATION' ? company.column : undefined,
+    };
+    keyPlans.set(obj, plan);
+  }
+  return plan;
+}
+
 export function keysOf(obj: ObjectDef, row: Record<string, unknown>): MatchKey[] {
+  const plan = keyPlan(obj);
   const keys: MatchKey[] = [];
-  for (const f of obj.fields) {
-    if (f.readOnly) continue;
+  for (const f of plan.valued) {
     const v = row[f.column];
     if (typeof v !== 'string' || !v) continue;
-    if (f.type === 'EMAIL') keys.push({ kind: 'email', key: v.trim().toLowerCase(), field: f.name });
-    else if (f.type === 'PHONE') {
+    if (f.kind === 'email') keys.push({ kind: 'email', key: v.trim().toLowerCase(), field: f.name });
+    else if (f.kind === 'phone') {
       const p = normalPhone(v);
       if (p) keys.push({ kind: 'phone', key: p, field: f.name });
-    } else if (f.type === 'URL' || (f.type === 'TEXT' && /domain/.test(f.name))) {
-      // A person's URL (a LinkedIn profile) is theirs by its path; its host is shared by everyone.
-      const h = f.type === 'URL' && isPerson(obj) ? normalProfile(v) : normalHost(v);
+    } else {
+      const h = f.kind === 'profile' ? normalProfile(v) : normalHost(v);
       if (h) keys.push({ kind: 'domain', key: h, field: f.name });
     }
   }
-  const nameParts = obj.displayFields.map((n) => row[obj.byName.get(n)!.column]).filter((v): v is string => typeof v === 'string' && v.trim() !== '');
-  if (nameParts.length) {
-    const person = isPerson(obj);
-    const name = normalName(nameParts.join(' '), !person);
+  let joined = '';
+  for (const c of plan.nameColumns) {
+    const v = row[c];
+    if (typeof v === 'string' && v.trim() !== '') joined = joined ? `${joined} ${v}` : v;
+  }
+  if (joined) {
+    const name = normalName(joined, !plan.person);
     if (name) {
-      const company = obj.byName.get('company')?.type === 'RELATION' ? ((row[obj.byName.get('company')!.column] as string | null) ?? '') : '';
-      keys.push({ kind: 'name', key: `${name}|${company}`, field: obj.displayFields.join('+') });
+      const company = plan.company !== undefined ? ((row[plan.company] as string | null | undefined) ?? '') : '';
+      keys.push({ kind: 'name', key: `${name}|${company}`, field: plan.nameField });
       const words = name.split(' ');
-      const block = person && words.length > 1 ? `${words[words.length - 1]!.slice(0, 3)}|${words[0]!.slice(0, 1)}` : name.replace(/ /g, '').slice(0, 4);
-      keys.push({ kind: 'block', key: block, field: obj.displayFields.join('+') });
+      const block = plan.person && words.length > 1 ? `${words[words.length - 1]!.slice(0, 3)}|${words[0]!.slice(0, 1)}` : name.replace(/ /g, '').slice(0, 4);
+      keys.push({ kind: 'block', key: block, field: plan.nameField });
     }
   }
   return keys;

@@ -84,18 +84,35 @@ async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key:
  */
 export type NameCache = Map<string, string>;
 
-/** `company_name: "Acme"` on an import row: the company with that name (created when there is none). */
-async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], known?: NameCache): Promise<void> {
+/** The `<relation>_name` columns an import row may hold instead of the relation's id (company_name), by name. */
+const helperCache = new WeakMap<ObjectDef, Set<string>>();
+function nameHelpers(obj: ObjectDef): Set<string> {
+  let keys = helperCache.get(obj);
+  if (!keys) {
+    keys = new Set();
+    for (const f of obj.fields) if (f.type === 'RELATION' && !f.readOnly && f.target !== 'users' && !obj.byName.has(`${f.name}_name`)) keys.add(`${f.name}_name`);
+    helperCache.set(obj, keys);
+  }
+  return keys;
+}
+
+/**
+ * `company_name: "Acme"` on an import row (in `names[i]`, apart from the row: the row holds fields
+ * only): the company with that name (created when there is none), set on the row.
+ */
+async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], names: (Record<string, unknown> | undefined)[], known?: NameCache): Promise<void> {
+  if (!names.some((n) => n !== undefined)) return;
   const schema = await getSchema(ctx);
   for (const f of obj.fields) {
     if (f.type !== 'RELATION' || f.readOnly || f.target === 'users') continue;
     const key = `${f.name}_name`;
     if (obj.byName.has(key)) continue;
-    const wanted = rows.filter((r) => typeof r[key] === 'string' && (r[key] as string).trim() && r[f.name] === undefined);
-    if (!wanted.length) {
-      for (const r of rows) delete r[key];
-      continue;
-    }
+    // The name each row gives, for the rows that name one and do not give the id itself.
+    const given = rows.map((r, i) => {
+      const v = names[i]?.[key];
+      return typeof v === 'string' && r[f.name] === undefined ? v : undefined;
+    });
+    if (!given.some((v) => v?.trim())) continue;
     const target = schema.objects.get(f.target!)!;
     const person = target.displayFields.length >= 2;
     const ids = new Map<string, string>();
@@ -107,9 +124,10 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
       if (n === undefined) normal.set(v, (n = normalName(v, !person)));
       return n;
     };
-    for (const r of wanted) {
-      const n = normalOf(r[key] as string);
-      if (!original.has(n)) original.set(n, (r[key] as string).trim());
+    for (const v of given) {
+      if (!v?.trim()) continue;
+      const n = normalOf(v);
+      if (!original.has(n)) original.set(n, v.trim());
     }
     const cacheKey = (n: string) => `${target.name}\u0000${n}`;
     if (known)
@@ -117,25 +135,25 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
         const id = known.get(cacheKey(n));
         if (id !== undefined) ids.set(n, id);
       }
-    const names = [...original.keys()].filter((n) => !ids.has(n));
+    const unknown = [...original.keys()].filter((n) => !ids.has(n));
     const lookup = keysWithRecords(ctx.db.kysely as unknown as AnyDb, ctx.actor.workspaceId, target)
       .select(['k.key', 'r.id as record_id'])
       .where('k.kind', '=', 'name');
     if (target.byName.get('company')?.type === 'RELATION') {
       // The name key of a record with a company (a person, a deal) ends with it: any company will do.
-      for (const n of names) {
+      for (const n of unknown) {
         const hit = (await lookup.where('k.key', '>=', `${n}|`).where('k.key', '<', `${n}|\uffff`).limit(1).executeTakeFirst()) as { record_id: string } | undefined;
         if (hit) ids.set(n, hit.record_id);
       }
     } else {
       // Without a company the key is "name|": found all at once.
       const { textIn, textInMax } = ctx.db.adapter;
-      for (let i = 0; i < names.length; i += textInMax) {
+      for (let i = 0; i < unknown.length; i += textInMax) {
         const rows = (await lookup
           .where((eb) =>
             textIn(
               eb.ref('k.key'),
-              names.slice(i, i + textInMax).map((n) => `${n}|`),
+              unknown.slice(i, i + textInMax).map((n) => `${n}|`),
             ),
           )
           .execute()) as { key: string; record_id: string }[];
@@ -146,7 +164,7 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
       }
     }
     if (target.name === 'companies') {
-      const create = names.filter((n) => !ids.has(n));
+      const create = unknown.filter((n) => !ids.has(n));
       if (create.length) {
         const made = await createRecords(
           ctx,
@@ -157,15 +175,13 @@ async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unkno
         create.forEach((n, i) => ids.set(n, made[i]!.id));
       }
     }
-    if (known) for (const n of names) if (ids.has(n)) known.set(cacheKey(n), ids.get(n)!);
-    for (const r of rows) {
-      if (typeof r[key] === 'string' && r[f.name] === undefined) {
-        const id = ids.get(normalOf(r[key] as string));
-        if (id) r[f.name] = id;
-        else r.__error = `No ${target.name} record named '${r[key] as string}' for '${key}'`;
-      }
-      delete r[key];
-    }
+    if (known) for (const n of unknown) if (ids.has(n)) known.set(cacheKey(n), ids.get(n)!);
+    given.forEach((v, i) => {
+      if (v === undefined) return;
+      const id = ids.get(normalOf(v));
+      if (id) rows[i]![f.name] = id;
+      else rows[i]!.__error = `No ${target.name} record named '${v}' for '${key}'`;
+    });
   }
 }
 
@@ -197,12 +213,24 @@ export async function planImport(ctx: Ctx, objectName: string, records: unknown,
   if (records.length === 0) throw validationError('"records" is empty');
   if (records.length > max) throw validationError(`An import request holds at most ${max} records; got ${records.length}. Split the file into batches of ${max}.`, { limit: max });
 
-  const rows: Record<string, unknown>[] = records.map((r) =>
-    r && typeof r === 'object' && !Array.isArray(r) ? { ...(r as Record<string, unknown>) } : { __error: 'Each record must be a JSON object' },
-  );
+  // Each row copied with its fields only; the names it gives for relations (company_name) apart,
+  // for resolveNames (deleting them from the row instead left every row a slow dictionary object).
+  const helpers = nameHelpers(obj);
+  const given: (Record<string, unknown> | undefined)[] = [];
+  const rows: Record<string, unknown>[] = records.map((r, i) => {
+    if (!r || typeof r !== 'object' || Array.isArray(r)) return { __error: 'Each record must be a JSON object' };
+    const row: Record<string, unknown> = {};
+    for (const k of Object.keys(r)) {
+      const v = (r as Record<string, unknown>)[k];
+      if (!helpers.has(k)) row[k] = v;
+      else (given[i] ??= {})[k] = v;
+    }
+    return row;
+  });
+  given.length = rows.length;
   // Names may create records (company_name): not after the caller gave up.
   throwIfCancelled(ctx);
-  await resolveNames(ctx, obj, rows, names);
+  await resolveNames(ctx, obj, rows, given, names);
 
   const plan: ImportPlan = { obj, rows: rows.length, failed: [], candidates: [], existing: new Map() };
   // Validate (to their stored form) and gather match keys.

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { jsonChunks } from '../bulk-insert.js';
-import { type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, snippetOf, termMethods, termsOf, termsOfDoc, writeTerms } from '../search.js';
+import { type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, snippetOf, termMethods, termsOf, termsOfDoc, wordsOfDoc, writeTerms } from '../search.js';
 
 /**
  * Full-text search on PostgreSQL: one row per record in search_docs, its text and a tsvector of the
@@ -45,19 +45,20 @@ function vector(words: string[], weight: 'A' | 'B' | 'C', budget: { left: number
 }
 
 /** The document's tsvector: each column's words once, at its weight (a word in two columns carries both). */
-function docVector(d: SearchDoc): string {
+function docVector([name, body, exact]: string[][]): string {
   const budget = { left: MAX_VECTOR_BYTES };
   const words = (terms: string[]) => [...new Set(terms.map(lexeme))];
-  const [name, body, exact] = termsOfDoc(d);
-  return [vector(words(name), 'A', budget), vector(words(body), 'B', budget), vector(words(exact), 'C', budget)].filter(Boolean).join(' ');
+  return [vector(words(name!), 'A', budget), vector(words(body!), 'B', budget), vector(words(exact!), 'C', budget)].filter(Boolean).join(' ');
 }
 
-/** Each document's tsvector text, computed once (prepare computes it ahead of the write transaction). */
-const vectors = new WeakMap<SearchDoc, string>();
+/** Each document's tsvector text, computed once (prepare computes it ahead of the write transaction), and its words from the same terms. */
 function vectorOf(d: SearchDoc): string {
-  let v = vectors.get(d);
-  if (v === undefined) vectors.set(d, (v = docVector(d)));
-  return v;
+  if (d.indexed === undefined) {
+    const terms = termsOfDoc(d);
+    wordsOfDoc(d, terms);
+    d.indexed = docVector(terms);
+  }
+  return d.indexed;
 }
 
 /** The query as tsquery text: words quoted, prefixes with :*, the identifiers' weight C alone for `exact`. */
@@ -101,6 +102,8 @@ export const postgresSearch: SearchBackend = {
     if (!docs.length) return;
     const workspaces = [...new Set(docs.map((d) => d.workspaceId))];
     await sql`SELECT pg_advisory_xact_lock_shared(${TERMS_LOCK}, w) FROM unnest(CAST(${workspaces} AS int[])) AS w`.execute(db);
+    // Each document's terms split once, for its tsvector and its words (where prepare did not already).
+    for (const d of docs) vectorOf(d);
     await writeTerms(db, words);
     // The documents as one JSON parameter (as bulkInsert sends rows): the tsvector literal is read
     // by the column's type, as CAST(text AS tsvector) reads it. A batch in one statement, up to

@@ -65,6 +65,8 @@ export const sqliteAdapter: DialectAdapter = {
   leftJoinJsonArray: (qb, array, alias) => qb.leftJoin(sql`json_each(${array})`.as(alias), (j) => j.onTrue()) as typeof qb,
   jsonArrayExtreme: (array, which) => sql<string | null>`(SELECT ${sql.raw(which === 'min' ? 'MIN' : 'MAX')}(e.value) FROM json_each(${array}) AS e)`,
   textBefore: (ref, sep) => sql<string>`substr(${ref}, 1, instr(${ref}, ${sep}) - 1)`,
+  // What INTEGER PRIMARY KEY gives a row inserted without one (max + 1); read by its index's last entry.
+  nextRowNumber: async (trx, table) => (await sql<{ next: number }>`SELECT coalesce(max(seq), 0) + 1 AS next FROM ${sql.table(table)}`.execute(trx)).rows[0]!.next,
   isUniqueViolation: (err) => classifySqliteError(err)?.kind === 'unique',
   attempt: (_trx, fn) => fn(),
   feedOrder: async () => {},
