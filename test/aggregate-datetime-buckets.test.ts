@@ -154,7 +154,7 @@ describe('DATETIME calendar buckets in a zone equal a JavaScript bucketing by In
     // statements the histogram sends: its Kysely on SQLite, its bounded reads on PostgreSQL).
     let armed = true;
     let written: string | undefined;
-    const after = async (rows: unknown[]) => {
+    const interject = async (rows: unknown[]) => {
       const r = rows[0] as Record<string, unknown> | undefined;
       if (armed && r && 'lo' in r && 'hi' in r) {
         armed = false;
@@ -167,7 +167,7 @@ describe('DATETIME calendar buckets in a zone equal a JavaScript bucketing by In
       kysely: overriding(db.kysely, {
         executeQuery: async (q: CompiledQuery) => {
           const r = await db.kysely.executeQuery(q);
-          await after(r.rows);
+          await interject(r.rows);
           return r;
         },
       }),
@@ -175,7 +175,7 @@ describe('DATETIME calendar buckets in a zone equal a JavaScript bucketing by In
         ? {
             boundedRead: (async (q, ms, signal) => {
               const r = await db.boundedRead!(q, ms, signal);
-              await after(r);
+              await interject(r);
               return r;
             }) as typeof db.boundedRead,
           }
