@@ -4,6 +4,7 @@ import { budgetLimits, enterLane, type HeavySlot, inSlot, timeoutError, tooExpen
 import type { Ctx } from './context.js';
 import { isPerson, keysOf, keysWithRecords, normalName } from './dedupe-keys.js';
 import { CrmError, validationError } from './errors.js';
+import type { FieldDef } from './field-types.js';
 import type { FilterGroup } from './filters.js';
 import { requireAdmin } from './permissions.js';
 import { createInPieces, createPrepared, createRecords, listRecords, type Prepared, prepareDocuments, prepareForImport, type RecordData } from './records.js';
@@ -84,13 +85,13 @@ async function existingKeys(ctx: Ctx, obj: ObjectDef, keys: { kind: string; key:
  */
 export type NameCache = Map<string, string>;
 
-/** The `<relation>_name` columns an import row may hold instead of the relation's id (company_name), by name. */
-const helperCache = new WeakMap<ObjectDef, Set<string>>();
-function nameHelpers(obj: ObjectDef): Set<string> {
+/** The `<relation>_name` columns an import row may hold instead of the relation's id (company_name), with their relation fields. */
+const helperCache = new WeakMap<ObjectDef, Map<string, FieldDef>>();
+function nameHelpers(obj: ObjectDef): Map<string, FieldDef> {
   let keys = helperCache.get(obj);
   if (!keys) {
-    keys = new Set();
-    for (const f of obj.fields) if (f.type === 'RELATION' && !f.readOnly && f.target !== 'users' && !obj.byName.has(`${f.name}_name`)) keys.add(`${f.name}_name`);
+    keys = new Map();
+    for (const f of obj.fields) if (f.type === 'RELATION' && !f.readOnly && f.target !== 'users' && !obj.byName.has(`${f.name}_name`)) keys.set(`${f.name}_name`, f);
     helperCache.set(obj, keys);
   }
   return keys;
@@ -103,10 +104,7 @@ function nameHelpers(obj: ObjectDef): Set<string> {
 async function resolveNames(ctx: Ctx, obj: ObjectDef, rows: Record<string, unknown>[], names: (Record<string, unknown> | undefined)[], known?: NameCache): Promise<void> {
   if (!names.some((n) => n !== undefined)) return;
   const schema = await getSchema(ctx);
-  for (const f of obj.fields) {
-    if (f.type !== 'RELATION' || f.readOnly || f.target === 'users') continue;
-    const key = `${f.name}_name`;
-    if (obj.byName.has(key)) continue;
+  for (const [key, f] of nameHelpers(obj)) {
     // The name each row gives, for the rows that name one and do not give the id itself.
     const given = rows.map((r, i) => {
       const v = names[i]?.[key];
