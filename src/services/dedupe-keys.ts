@@ -1,10 +1,10 @@
 import type { Kysely } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { Db } from '../db/database.js';
+import { termsOf } from '../db/search.js';
 import { phoneKey } from './phone.js';
 import { rowBatches, rowsByIds } from './record-tables.js';
 import type { ObjectDef, WorkspaceSchema } from './schema.js';
-import { fold } from './search.js';
 
 /**
  * Match keys for duplicate detection, kept in their own indexed table and written in the same
@@ -24,8 +24,8 @@ export interface MatchKey {
 const COMPANY_SUFFIXES = new Set(['inc', 'incorporated', 'llc', 'ltd', 'limited', 'corp', 'corporation', 'co', 'company', 'gmbh', 'sa', 'sas', 'bv', 'ag', 'plc', 'group', 'holdings']);
 
 export function normalName(s: string, company: boolean): string {
-  // ASCII (most names): its letters and digits are [a-z0-9] once lowercased, nothing to decompose.
-  const words = (/[^\x00-\x7f]/.test(s) ? fold(s).split(/[^\p{L}\p{N}]+/u) : s.toLowerCase().split(/[^a-z0-9]+/)).filter(Boolean);
+  // The name's words as the search index folds and splits them (ASCII without Unicode classes).
+  const words = termsOf(s);
   const kept = company ? words.filter((w, i) => i === 0 || !COMPANY_SUFFIXES.has(w)) : words;
   return kept.join(' ');
 }
