@@ -124,6 +124,25 @@ describe('list totals', () => {
     }
   });
 
+  it('a listing that another connection empties answers no rows and a total of 0 at once (an empty page tells no state)', async () => {
+    const VALGA = where('city', 'eq', 'Valga');
+    for (const first_name of ['Va', 'Vb']) expect((await api('POST', '/records/contacts', { first_name, last_name: 'Emptied', city: 'Valga' })).status).toBe(201);
+    // Counted, then remembered: the second answer is the memory's.
+    expect(await total(VALGA)).toBe(2);
+    expect(await total(VALGA)).toBe(2);
+    const other = openDatabase({ file: t.db.file });
+    try {
+      const table = await tableOf(t.db, t.a.workspace.id, 'contacts');
+      await sql`DELETE FROM ${sql.table(table)} WHERE last_name = ${'Emptied'}`.execute(other.forWorkspace(t.a.workspace.id).kysely);
+    } finally {
+      await other.close();
+    }
+    const r = await api('POST', '/records/contacts/search', { filter: VALGA, limit: 2 });
+    expect(r.status).toBe(200);
+    expect(r.body.data).toEqual([]);
+    expect(r.body.total).toBe(0);
+  });
+
   it('dry runs and refused writes leave the total as it was', async () => {
     expect(await total(CITY)).toBe(11);
     const bulk = await api('POST', '/bulk', { action: 'update', object: 'contacts', filter: CITY, values: { city: 'Parnu' }, dry_run: true });

@@ -1,4 +1,4 @@
-import type { CompiledQuery, Kysely } from 'kysely';
+import type { CompiledQuery, Expression, Kysely } from 'kysely';
 import type { DialectAdapter } from './dialect.js';
 import { openPostgres } from './postgres/open.js';
 import type { SearchBackend } from './search.js';
@@ -30,13 +30,14 @@ export interface Db {
    */
   changeVersion?(): string | null;
   /**
-   * changeVersion's part where it takes a query (PostgreSQL: the server's current snapshot,
-   * `pg_current_snapshot()`, as text). Two equal snapshots see the same committed data: any write's
-   * transaction takes a transaction id, which moves the snapshot's end for good, and its commit
-   * takes it out of the running list. Null inside a transaction (its own writes are not the
-   * database's), or where absent (SQLite gives changeVersion).
+   * changeVersion's part where the database tells it in a statement (PostgreSQL: the snapshot the
+   * statement runs on, `pg_current_snapshot()`, as text): an expression to select beside a query's
+   * own columns, so that reading the state costs no statement of its own. Two equal snapshots see
+   * the same committed data: any write's transaction takes a transaction id, which moves the
+   * snapshot's end for good, and its commit takes it out of the running list. Null inside a
+   * transaction (its own writes are not the database's); absent where changeVersion is given (SQLite).
    */
-  changeStamp?(): Promise<string | null>;
+  stampExpression?(): Expression<string> | null;
   /**
    * A token that changes when the workspace's schema may have changed in any process, without a
    * query (PostgreSQL: LISTEN/NOTIFY); absent or null: read the schema version from the database.

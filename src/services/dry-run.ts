@@ -68,7 +68,7 @@ export async function withRollback<T>(ctx: Ctx, fn: (dry: Ctx) => Promise<T>): P
   }) as unknown as Kysely<Tables>;
   // Without the read pool or bounded reads: their connections would not see the transaction's uncommitted rows.
   // Nor with counts remembered by the database's version: the transaction's writes are its own.
-  const { readPool: _pool, boundedRead: _bounded, changeStamp: _stamp, ...rest } = ctx.db;
+  const { readPool: _pool, boundedRead: _bounded, stampExpression: _stamp, ...rest } = ctx.db;
   // Its workspace's view is itself: nothing may escape the transaction.
   const db: Db = { ...rest, kysely, close: async () => {}, forWorkspace: () => db };
   dryDbs.add(db);

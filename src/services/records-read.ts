@@ -4,7 +4,7 @@ import { runRead } from './aggregate-sql.js';
 import { associationsOf } from './associations.js';
 import { budgetWhere, heavy, tooExpensive } from './budget.js';
 import type { Ctx } from './context.js';
-import { rememberedCount } from './count-cache.js';
+import { type CountPlan, knownCount, planCount, rememberedCount } from './count-cache.js';
 import { withRelationNames } from './display-names.js';
 import { CrmError, validationError } from './errors.js';
 import type { FieldDef } from './field-types.js';
@@ -206,18 +206,35 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   let guard: ReturnType<typeof budgetWhere>;
   const run = <R>(q: any): Promise<R[]> => (heavyList ? runRead<R>(ctx, q.compile()) : q.execute());
   const rows: Record<string, unknown>[] = [];
+  // Selected by the page's statements where a remembered total may answer and the database tells its
+  // state in a statement (PostgreSQL's snapshot): the state the page saw, with no statement more.
+  let pageStamp: Expression<string> | null = null;
+  let stampSeen: string | undefined;
   const page = async (shape: (q: any) => any) => {
     let q = selectColumns(db, obj.table, columns);
     if (related) q = q.select(sql`${key}`.as('__sort'));
+    if (pageStamp) q = q.select(sql<string>`${pageStamp}`.as('__stamp'));
     if (guard) q = q.where(guard);
     if (where) q = q.where((eb: EB) => where(eb));
-    rows.push(...(await run<Record<string, unknown>>(shape(q).limit(limit + 1 - rows.length))));
+    const got = await run<Record<string, unknown>>(shape(q).limit(limit + 1 - rows.length));
+    if (pageStamp && stampSeen === undefined && got.length > 0) stampSeen = got[0]!.__stamp as string;
+    rows.push(...got);
   };
   const execute = async (): Promise<number | null> => {
     guard = heavyList ? budgetWhere(ctx) : undefined;
+    if (opts.includeTotal === false) {
+      await readPage();
+      return null;
+    }
+    const counted = countQuery(db, obj, where);
+    // Remembered while the database is unchanged (the same total on every page of a listing); the
+    // budget's condition only bounds the statement, it is not part of the question.
+    const plan = planCount(ctx.db, ctx.actor.workspaceId, () => counted.compile());
+    // A total remembered in a state the page's statements tell: the page says whether it still holds.
+    if (plan?.stamp && plan.known) pageStamp = plan.stamp;
     // Where statements leave this thread free (PostgreSQL), a light listing's total is counted on
     // another connection while its page is read: the page and its total in the time of the slower.
-    const counting = opts.includeTotal !== false && !heavyList && ctx.db.adapter.overlapsStatements && !ctx.db.kysely.isTransaction ? countRecords(ctx, obj, where, guard, run) : undefined;
+    const counting = !pageStamp && !heavyList && ctx.db.adapter.overlapsStatements && !ctx.db.kysely.isTransaction ? countRecords(plan, counted, guard, run) : undefined;
     try {
       await readPage();
     } catch (e) {
@@ -225,8 +242,9 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
       throw e;
     }
     if (counting) return counting;
+    const known = plan && pageStamp ? knownCount(plan, stampSeen) : undefined;
     // The contract's total is an exact count of every match: for a heavy listing, in the same budget.
-    return opts.includeTotal !== false ? countRecords(ctx, obj, where, guard, run) : null;
+    return known ?? countRecords(plan, counted, guard, run);
   };
   const readPage = async () => {
     for (let i = start; i < segments.length && rows.length <= limit; i++) {
@@ -273,22 +291,19 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };
 }
 
-async function countRecords(ctx: Ctx, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined, guard: ReturnType<typeof budgetWhere>, run: <R>(q: any) => Promise<R[]>): Promise<number> {
-  let q = dyn(ctx.db.kysely)
-    .selectFrom(obj.table)
-    .select((eb: EB) => eb.fn.countAll().as('n'));
-  if (where) q = q.where((eb: EB) => where(eb));
-  // Remembered while the database is unchanged (the same total on every page of a listing); the
-  // budget's condition only bounds the statement, it is not part of the question.
-  return rememberedCount(
-    ctx.db,
-    ctx.actor.workspaceId,
-    () => q.compile(),
-    async () => {
-      const [row] = await run<{ n: number | bigint }>(guard ? q.where(guard) : q);
-      return Number(row?.n ?? 0);
-    },
-  );
+function countQuery(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined) {
+  const q = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+  return where ? q.where((eb: EB) => where(eb)) : q;
+}
+
+/** The count of `q`'s rows, under the budget's condition, from memory where `plan` may answer it. */
+function countRecords(plan: CountPlan | null, q: ReturnType<typeof countQuery>, guard: ReturnType<typeof budgetWhere>, run: <R>(q: any) => Promise<R[]>): Promise<number> {
+  return rememberedCount(plan, async (stamp) => {
+    let counted: any = guard ? q.where(guard) : q;
+    if (stamp) counted = counted.select(sql<string>`${stamp}`.as('__stamp'));
+    const [row] = await run<{ n: number | bigint; __stamp?: string }>(counted);
+    return { n: Number(row?.n ?? 0), stamp: row?.__stamp };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ import { ChangeListener } from './notify.js';
 import { postgresSearch } from './search.js';
 import { TokenVersionReader } from './token-version.js';
 
+/** The snapshot a statement runs on, as text (Db.stampExpression): the same for two statements only while no writing transaction began or ended between them. */
+const SNAPSHOT = sql<string>`pg_current_snapshot()::text`;
+
 /**
  * int8 (COUNT(*), SUM of integers, identity keys) and numeric arrive as strings from node-postgres;
  * the services read numbers, as from SQLite. Values past 2^53 lose precision, as they do in SQLite's
@@ -135,8 +138,8 @@ export function openPostgres(opts: PostgresOptions): Db {
     schemaToken: (workspaceId) => listener.schemaToken(workspaceId),
     tokenVersion: () => tokens.read(),
     // The handle's own Kysely, `this`'s: a copy made for a transaction (its kysely the transaction) gives null.
-    async changeStamp(this: Db) {
-      return this.kysely.isTransaction ? null : (await sql<{ s: string }>`SELECT pg_current_snapshot()::text AS s`.execute(this.kysely)).rows[0]!.s;
+    stampExpression(this: Db) {
+      return this.kysely.isTransaction ? null : SNAPSHOT;
     },
     async enterWorkspace(trx, id) {
       await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(workspaceSchema(shared, id))}`.execute(trx);
