@@ -390,16 +390,33 @@ try {
       ok: check(ratio <= c.target && same),
     });
   }
-  // Issue 16: a filtered search with its total at most 1.25x the same search without it.
+  // Issue 16: a filtered search with its total at most 1.25x the same search without it. The rows
+  // above time them minutes apart, and a millisecond page moves with whatever else the machine does
+  // meanwhile: here the two take turns in the same rounds (the order alternating), 5 x BENCH_ITERS rounds.
   {
-    const r = medians.list_filtered_remembered! / medians.list_filtered_no_total!;
+    const byName = new Map(cases.map((c) => [c.key, c]));
+    const two = [byName.get('list_filtered_remembered')!.service, byName.get('list_filtered_no_total')!.service];
+    const times: number[][] = [[], []];
+    const rounds = ITERS * 5;
+    for (let i = 0; i < WARMUP; i++) for (const f of two) await f();
+    for (let i = 0; i < rounds; i++)
+      for (let j = 0; j < 2; j++) {
+        const k = (i + j) % 2;
+        const t = performance.now();
+        await two[k]!();
+        times[k]!.push(performance.now() - t);
+      }
+    const [withTotal, without] = times.map((x) => stats(x).median) as [number, number];
+    const perRound = stats(times[0]!.map((x, i) => x / times[1]![i]!)).median;
+    timings.rememberedVsNoneInterleaved = { rounds, withTotal, without, roundRatio: perRound };
+    log(`  (3) total remembered vs none, in turn (${rounds} rounds): ${ms(withTotal)} vs ${ms(without)} (median of the rounds' ratios ${perRound.toFixed(2)}x)`);
     table.push({
-      figure: '(3) with its total remembered vs the same search without a total (service, from the rows above)',
-      service: `${ms(medians.list_filtered_remembered!)} vs ${ms(medians.list_filtered_no_total!)}`,
+      figure: `(3) with its total remembered vs the same search without a total, in turn in each of ${rounds} rounds (service; median of the rounds' ratios)`,
+      service: `${ms(withTotal)} vs ${ms(without)} (${(withTotal / without).toFixed(2)}x)`,
       baseline: '',
-      ratio: `${r.toFixed(2)}x`,
+      ratio: `${perRound.toFixed(2)}x`,
       target: '<= 1.25x',
-      ok: check(r <= 1.25),
+      ok: check(perRound <= 1.25),
     });
   }
   for (const t of ['', '_no_total']) {

@@ -7,8 +7,12 @@ import { ChangeListener } from './notify.js';
 import { postgresSearch } from './search.js';
 import { TokenVersionReader } from './token-version.js';
 
-/** The snapshot a statement runs on, as text (Db.stampExpression): the same for two statements only while no writing transaction began or ended between them. */
-const SNAPSHOT = sql<string>`pg_current_snapshot()::text`;
+/**
+ * The snapshot a statement runs on, as text (Db.stampExpression): the same for two statements only
+ * while no writing transaction began or ended between them. A scalar subquery, so it is read once a
+ * statement (an InitPlan), not once a row.
+ */
+const SNAPSHOT = sql<string>`(SELECT pg_current_snapshot()::text)`;
 
 /**
  * int8 (COUNT(*), SUM of integers, identity keys) and numeric arrive as strings from node-postgres;
