@@ -184,6 +184,20 @@ const shapes: Shape[] = [
     same: sameCreatedMonths,
   },
   {
+    // The tree's (and Cognite's) timeHistogram, top-level without children: the same index ranges.
+    name: 'tree timeHistogram of created_at over two years in America/New_York (COUNT, SUM amount), raw SQL by index ranges',
+    service: () =>
+      aggregateTree(ctx, 'opportunities', {
+        aggregates: { months: { timeHistogram: { property: 'created_at', calendarInterval: '1M', timeZone: NY, aggregates: { s: { sum: { property: 'amount' } } } } } },
+      }),
+    rawSql: `SELECT m, n, s FROM (${nyRanges}) WHERE n > 0 ORDER BY m`,
+    params: [],
+    same: (sv, rows) => {
+      const b = sv.aggregates.months.timeHistogramBuckets as { start: string; count: number; aggregates: { s: { sum: number } } }[];
+      return b.length === rows.length && b.every((x, i) => x.start === rows[i].m && x.count === rows[i].n && Math.round(x.aggregates.s.sum * 100) === rows[i].s);
+    },
+  },
+  {
     name: 'three-level tree: status > owner > priority (counts, avg amount)',
     service: () =>
       aggregateTree(ctx, 'opportunities', {
