@@ -1,4 +1,4 @@
-import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
+import { type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
 import type { Tables } from '../db/tables.js';
 import { runRead } from './aggregate-sql.js';
 import { associationsOf } from './associations.js';
@@ -171,7 +171,8 @@ function listTimeoutError(e: unknown): unknown {
 export async function listRecords(ctx: Ctx, objectName: string, opts: ListOptions = {}): Promise<ListResult> {
   const obj = await resolveObject(ctx, objectName);
   const limit = checkLimit(opts.limit, opts.maxLimit ?? MAX_LIMIT);
-  const schema = await getSchema(ctx);
+  // resolveObject checked the schema a moment ago: no second check of its version.
+  const schema = loadedSchema(ctx) ?? (await getSchema(ctx));
   const sortName = opts.sortBy ?? 'created_at';
   // 'company.name': the related record's value, one per row, from a correlated subquery.
   const related = sortName.includes('.') ? resolveRelated(obj, schema, sortName) : undefined;
@@ -206,7 +207,19 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   let guard: ReturnType<typeof budgetWhere>;
   const run = <R>(q: any): Promise<R[]> => (heavyList ? runRead<R>(ctx, q.compile()) : q.execute());
   const rows: Record<string, unknown>[] = [];
+  // The first page of a plain listing (no filter, cursor or related sort), the one polled most: its
+  // statement compiled once per table, columns, order and limit.
+  const plainKey = !where && !cursor && !related && !heavyList ? `${obj.table} ${columns.join(',')} ${col} ${dir} ${limit}` : undefined;
   const page = async (shape: (q: any) => any) => {
+    if (plainKey !== undefined && rows.length === 0) {
+      const compiled = firstPages(db, plainKey, () =>
+        shape(selectColumns(db, obj.table, columns))
+          .limit(limit + 1)
+          .compile(),
+      );
+      rows.push(...(await db.executeQuery<Record<string, unknown>>(compiled)).rows);
+      return;
+    }
     let q = selectColumns(db, obj.table, columns);
     if (related) q = q.select(sql`${key}`.as('__sort'));
     if (guard) q = q.where(guard);
@@ -273,19 +286,36 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };
 }
 
+/** Compiled statements by key, per database handle, built on first use: at most 256 a handle, then built again. */
+const compiledByKey = new WeakMap<AnyDb, Map<string, CompiledQuery>>();
+function firstPages(db: AnyDb, key: string, build: () => CompiledQuery): CompiledQuery {
+  let built = compiledByKey.get(db);
+  if (!built) compiledByKey.set(db, (built = new Map()));
+  let q = built.get(key);
+  if (!q) {
+    if (built.size >= 256) built.clear();
+    built.set(key, (q = build()));
+  }
+  return q;
+}
+
 async function countRecords(ctx: Ctx, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined, guard: ReturnType<typeof budgetWhere>, run: <R>(q: any) => Promise<R[]>): Promise<number> {
-  let q = dyn(ctx.db.kysely)
-    .selectFrom(obj.table)
-    .select((eb: EB) => eb.fn.countAll().as('n'));
-  if (where) q = q.where((eb: EB) => where(eb));
+  const db = dyn(ctx.db.kysely);
+  const build = () => {
+    const q = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+    return where ? q.where((eb: EB) => where(eb)) : q;
+  };
+  // Without a filter the question is the table's: compiled once, and built only to be run.
+  const plain = where ? undefined : firstPages(db, `count ${obj.table}`, () => build().compile());
+  const q = plain ? undefined : build();
   // Remembered while the database is unchanged (the same total on every page of a listing); the
   // budget's condition only bounds the statement, it is not part of the question.
   return rememberedCount(
     ctx.db,
     ctx.actor.workspaceId,
-    () => q.compile(),
+    () => plain ?? q!.compile(),
     async () => {
-      const [row] = await run<{ n: number | bigint }>(guard ? q.where(guard) : q);
+      const [row] = plain && !guard ? (await db.executeQuery<{ n: number | bigint }>(plain)).rows : await run<{ n: number | bigint }>(guard ? (q ?? build()).where(guard) : q);
       return Number(row?.n ?? 0);
     },
   );
