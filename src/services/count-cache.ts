@@ -21,8 +21,8 @@ const caches = new WeakMap<Db, Map<string, { version: string; n: number }>>();
 let hits = 0;
 
 /** The count `query` answers (compiled only where counts are kept), from memory while the database is unchanged, else by `run`. */
-export async function rememberedCount(db: Db, workspaceId: number, query: () => CompiledQuery, run: () => Promise<number>): Promise<number> {
-  const version = db.changeVersion ? db.changeVersion() : ((await db.changeStamp?.()) ?? null);
+export async function rememberedCount(db: Db, workspaceId: number, query: () => CompiledQuery, run: () => Promise<number>, dataVersion?: number): Promise<number> {
+  const version = db.changeVersion ? db.changeVersion(dataVersion) : ((await db.changeStamp?.()) ?? null);
   if (version === null) return run();
   const origin = db.origin;
   let cache = caches.get(origin);

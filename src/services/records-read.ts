@@ -318,6 +318,7 @@ async function countRecords(ctx: Ctx, obj: ObjectDef, where: ((eb: EB) => Expres
       const [row] = plain && !guard ? (await db.executeQuery<{ n: number | bigint }>(plain)).rows : await run<{ n: number | bigint }>(guard ? (q ?? build()).where(guard) : q);
       return Number(row?.n ?? 0);
     },
+    ctx.dataVersion,
   );
 }
 
