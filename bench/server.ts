@@ -25,6 +25,7 @@ import { openDatabase } from '../src/db/database.js';
 import { numberTypes, splitSchema, workspaceSchema } from '../src/db/postgres/open.js';
 import Database from '../src/db/sqlite/driver.js';
 import { buildApp } from '../src/http/app.js';
+import { rememberedCountHits } from '../src/services/count-cache.js';
 import { newId } from '../src/services/ids.js';
 import { applyServicePragmas, OPP_COLUMNS, page, pgListSql, type RawPage, type RawRow, rawQueries, toRecord } from './raw-sql.js';
 
@@ -140,6 +141,7 @@ if (mode === 'service') {
   await app.listen({ host: '127.0.0.1', port: 0 });
   port = (app.server.address() as AddressInfo).port;
   stop = async () => {
+    if (process.env.BENCH_VERBOSE) console.error(`  [service server] totals answered from memory: ${rememberedCountHits()}`);
     await app.close();
     await db.close();
   };

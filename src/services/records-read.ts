@@ -208,13 +208,16 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   const run = <R>(q: any): Promise<R[]> => (heavyList ? runRead<R>(ctx, q.compile()) : q.execute());
   const rows: Record<string, unknown>[] = [];
   // The first page of a plain listing (no filter, cursor or related sort), the one polled most: its
-  // statement compiled once per table, columns, order and limit.
-  const plainKey = !where && !cursor && !related && !heavyList ? `${obj.table} ${columns.join(',')} ${col} ${dir} ${limit}` : undefined;
-  const page = async (shape: (q: any) => any) => {
-    if (plainKey !== undefined && rows.length === 0) {
-      const compiled = firstPages(db, plainKey, () =>
+  // statements compiled once per table, columns, order and limit.
+  const plainKey = !where && !cursor && !related && !heavyList ? `${obj.table} ${columns.join(',')} ${col} ${dir}` : undefined;
+  // `segment`: which range of the order `shape` reads, on a plain listing's first page: the key of
+  // its compiled statement, with the rows still wanted.
+  const page = async (shape: (q: any) => any, segment?: 'nulls' | 'values') => {
+    if (plainKey !== undefined && segment !== undefined) {
+      const wanted = limit + 1 - rows.length;
+      const compiled = firstPages(db, `${plainKey} ${segment} ${wanted}`, () =>
         shape(selectColumns(db, obj.table, columns))
-          .limit(limit + 1)
+          .limit(wanted)
           .compile(),
       );
       rows.push(...(await db.executeQuery<Record<string, unknown>>(compiled)).rows);
@@ -246,11 +249,14 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
       const seg = segments[i]!;
       const resume = cursor && i === start ? cursor : undefined;
       if (seg === 'nulls') {
-        await page((q) => {
-          if (!notNullKey) q = q.where(key, 'is', null);
-          if (resume) q = q.where('seq', cmp, resume.s);
-          return q.orderBy('seq', dir);
-        });
+        await page(
+          (q) => {
+            if (!notNullKey) q = q.where(key, 'is', null);
+            if (resume) q = q.where('seq', cmp, resume.s);
+            return q.orderBy('seq', dir);
+          },
+          resume ? undefined : 'nulls',
+        );
         continue;
       }
       const notNull = (q: any) => (notNullKey ? q : q.where(key, 'is not', null));
@@ -262,7 +268,7 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
         // range is read: one statement, the one round trip on PostgreSQL.
         if (!resume.u) await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
         if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
-      } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir));
+      } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir), 'values');
     }
   };
   let total: number | null;
