@@ -21,9 +21,12 @@ export interface Forked {
   port: number;
 }
 
-/** bench/server.ts in a child process (service or bare; see there), once it listens. */
-export async function forkServer(mode: 'service' | 'bare', args: string[]): Promise<Forked> {
-  const child = fork(path.join(root, 'bench', 'server.ts'), [mode, ...args], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+/** Extra node flags for every server started here (BENCH_NODE_ARGS, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'). */
+const nodeArgs = () => (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
+/** bench/server.ts in a child process (service or bare; see there), once it listens. BENCH_NODE_ARGS applies. */
+export async function forkServer(mode: 'service' | 'bare' | 'bare-full', args: string[]): Promise<Forked> {
+  const child = fork(path.join(root, 'bench', 'server.ts'), [mode, ...args], { execArgv: [...nodeArgs(), '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.add(child);
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m) => resolve((m as { port: number }).port));
@@ -54,8 +57,7 @@ export interface Served {
  */
 export async function spawnServe(db: string, workspace: string, i: number): Promise<Served> {
   const port = 39_000 + Math.floor(Math.random() * 1000) * 2 + i;
-  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(root, 'src/cli.ts'), 'serve', '--db', db, '--port', String(port), '--workspace', workspace], {
+  const proc = spawn(process.execPath, [...nodeArgs(), '--import', 'tsx', path.join(root, 'src/cli.ts'), 'serve', '--db', db, '--port', String(port), '--workspace', workspace], {
     cwd: root,
     env: { ...process.env, CRM_DEMO_DATA: 'false', CRM_RATE_LIMIT: '0', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],

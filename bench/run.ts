@@ -2,7 +2,7 @@
  * npm run bench: the service layer against hand-written SQL on the same SQLite file, in one run.
  *
  *   BENCH_ROWS=1000000      opportunities to seed (default 1,000,000; BENCH_ROWS=100000 for a quick run)
- *   BENCH_HTTP_SECONDS=10   duration of each autocannon run
+ *   BENCH_HTTP_SECONDS=10   duration of each autocannon run (BENCH_HTTP_ROUNDS=3 rounds of the list, BENCH_CREATE_ROUNDS=3 of the create)
  *
  * Figures: seed rate (seedWorkspace without its full-text index, which is timed apart), list queries
  * (median/p95 over N iterations, service beside raw SQL), HTTP throughput (autocannon against buildApp
@@ -426,34 +426,52 @@ sqlite.pragma('wal_checkpoint(TRUNCATE)');
 const startServer = (mode: 'service' | 'bare') => forkServer(mode, [file, opps]);
 const load = (url: string, seconds: number) => hammer([url], seconds, token);
 
-log(`\n[http] autocannon: 10 connections, ${HTTP_SECONDS} s per run after a 1 s warm-up; servers in child processes, autocannon in this process (${os.cpus().length} CPUs) ${load1('http')}`);
+const HTTP_ROUNDS = envInt('BENCH_HTTP_ROUNDS', 3);
+const WARM_SECONDS = Math.max(2, Math.round(HTTP_SECONDS / 2));
+log(
+  `\n[http] autocannon: 10 connections; both servers warmed on both variants (${WARM_SECONDS} s each), then ${HTTP_ROUNDS} rounds of ${HTTP_SECONDS} s a run, the variants and sides in turn, the ratio the median of the rounds'; servers in child processes, autocannon in this process (${os.cpus().length} CPUs) ${load1('http')}`,
+);
 const servers = { service: await startServer('service'), bare: await startServer('bare') };
 const http: Record<string, unknown> = {};
+const listVariants = ['?limit=50', '?limit=50&include_total=false'];
+type Side = 'service' | 'bare';
+const listUrl = (side: Side, variant: string) => `http://127.0.0.1:${servers[side].port}/api/v1/records/opportunities${variant}`;
 try {
-  for (const variant of ['?limit=50', '?limit=50&include_total=false']) {
-    const urls = {
-      service: `http://127.0.0.1:${servers.service.port}/api/v1/records/opportunities${variant}`,
-      bare: `http://127.0.0.1:${servers.bare.port}/api/v1/records/opportunities${variant}`,
-    };
-    const bodies = await Promise.all(Object.values(urls).map(async (u) => (await fetch(u, { headers: { authorization: `Bearer ${token}` } })).json()));
-    const same = isDeepStrictEqual(bodies[0], bodies[1]);
-    if (!same) log(`  ! ${variant}: service and bare JSON differ`);
-    const res: Record<string, Awaited<ReturnType<typeof load>>> = {};
-    for (const side of ['service', 'bare'] as const) {
-      await load(urls[side], 1);
-      res[side] = await load(urls[side], HTTP_SECONDS);
-      const x = res[side]!;
-      log(`  ${side} ${variant}: ${fmt(x.reqPerSec)} req/s, p50 ${x.latencyP50} ms, p99 ${x.latencyP99} ms, ${fmt(x.requests)} requests, non-2xx ${x.non2xx}, errors ${x.errors}`);
+  // Both servers warmed on both variants before anything is measured: the service's first few
+  // thousand requests run at about half its later speed (its code not yet optimised), and a 1 s
+  // warm-up left them in whichever variant ran first (the one with the total). Rounds then take the
+  // variants and sides in turn, so that the machine's other work falls on all of them alike.
+  for (const variant of listVariants) for (const side of ['service', 'bare'] as const) await load(listUrl(side, variant), WARM_SECONDS);
+  const rounds: Record<string, { service: Awaited<ReturnType<typeof load>>; bare: Awaited<ReturnType<typeof load>>; ratio: number }[]> = {};
+  const same: Record<string, boolean> = {};
+  for (const variant of listVariants) {
+    const bodies = await Promise.all((['service', 'bare'] as const).map(async (side) => (await fetch(listUrl(side, variant), { headers: { authorization: `Bearer ${token}` } })).json()));
+    same[variant] = isDeepStrictEqual(bodies[0], bodies[1]);
+    if (!same[variant]) log(`  ! ${variant}: service and bare JSON differ`);
+    rounds[variant] = [];
+  }
+  for (let r = 0; r < HTTP_ROUNDS; r++) {
+    for (const variant of listVariants) {
+      const service = await load(listUrl('service', variant), HTTP_SECONDS);
+      const bare = await load(listUrl('bare', variant), HTTP_SECONDS);
+      rounds[variant]!.push({ service, bare, ratio: service.reqPerSec / bare.reqPerSec });
+      log(
+        `  round ${r + 1} ${variant}: service ${fmt(service.reqPerSec)} req/s (p50 ${service.latencyP50} ms, p99 ${service.latencyP99} ms, non-2xx ${service.non2xx}), bare ${fmt(bare.reqPerSec)} req/s (p50 ${bare.latencyP50} ms, non-2xx ${bare.non2xx}): ${(service.reqPerSec / bare.reqPerSec).toFixed(2)}x ${load1(`http${r + 1}`)}`,
+      );
     }
-    const ratio = res.service!.reqPerSec / res.bare!.reqPerSec;
-    http[variant] = { ...res, sameJson: same, ratio };
+  }
+  for (const variant of listVariants) {
+    const all = rounds[variant]!;
+    const mid = [...all].sort((a, b) => a.ratio - b.ratio)[Math.floor(all.length / 2)]!;
+    const clean = all.every((x) => x.service.non2xx === 0 && x.bare.non2xx === 0 && x.service.errors === 0 && x.bare.errors === 0);
+    http[variant] = { rounds: all, sameJson: same[variant], ratio: mid.ratio };
     table.push({
-      figure: `HTTP GET /api/v1/records/opportunities${variant}${variant.includes('include_total') ? '' : ' (the total remembered: no write during the run)'}${same ? '' : ' [JSON DIFFERS]'}`,
-      service: `${fmt(res.service!.reqPerSec)} req/s (p50 ${res.service!.latencyP50} ms)`,
-      baseline: `${fmt(res.bare!.reqPerSec)} req/s (p50 ${res.bare!.latencyP50} ms)`,
-      ratio: `${ratio.toFixed(2)}x`,
-      target: '>= 0.5x of bare',
-      ok: check(ratio >= 0.5 && same && res.service!.non2xx === 0 && res.bare!.non2xx === 0),
+      figure: `HTTP GET /api/v1/records/opportunities${variant}${variant.includes('include_total') ? '' : ' (the total remembered: no write during the run)'} (median of ${HTTP_ROUNDS} rounds)${same[variant] ? '' : ' [JSON DIFFERS]'}${clean ? '' : ' [NON-2XX OR ERRORS]'}`,
+      service: `${fmt(mid.service.reqPerSec)} req/s (p50 ${mid.service.latencyP50} ms)`,
+      baseline: `${fmt(mid.bare.reqPerSec)} req/s (p50 ${mid.bare.latencyP50} ms)`,
+      ratio: `${mid.ratio.toFixed(2)}x (rounds ${all.map((x) => x.ratio.toFixed(2)).join(', ')})`,
+      target: variant.includes('include_total') ? '>= 0.5x of bare' : '>= 0.8x of bare',
+      ok: check(mid.ratio >= (variant.includes('include_total') ? 0.5 : 0.8) && !!same[variant] && clean),
     });
   }
 } finally {
@@ -603,41 +621,56 @@ json.statistics = statistics;
 // ---------------------------------------------------------------------------------------------
 // Single creates over HTTP, last (they add rows): the service's POST /records/opportunities (the
 // record, its stage history, search document, match keys and timeline entry, in one transaction,
-// then the record as stored) against the bare server's one INSERT … RETURNING of the row alone.
-// Rounds alternate the two sides; the ratio is the median of the rounds' ratios.
+// then the record as stored) against two bare servers: one INSERT … RETURNING of the row alone
+// (`bare`), and the same writes as the service's by hand in raw SQL, one transaction a request
+// (`bare-full`): how far "0.5x of the row alone" is reachable while keeping the guarantees.
+// Rounds alternate the three sides; each ratio is the median of the rounds' ratios.
 
 const CREATE_ROUNDS = envInt('BENCH_CREATE_ROUNDS', 3);
 const createSeconds = Math.max(2, Math.round(HTTP_SECONDS / 2));
 const createBody = { name: 'Bench deal', amount: 12500, close_date: '2027-03-31' };
 log(`\n[http create] POST /api/v1/records/opportunities ${JSON.stringify(createBody)}: ${CREATE_ROUNDS} rounds of ${createSeconds} s a side, 10 connections ${load1('create')}`);
-const creators = { service: await startServer('service'), bare: await startServer('bare') };
-const creates: { service: Awaited<ReturnType<typeof load>>; bare: Awaited<ReturnType<typeof load>>; ratio: number }[] = [];
+const createSides = ['service', 'bare', 'bare-full'] as const;
+type CreateSide = (typeof createSides)[number];
+const creators = { service: await startServer('service'), bare: await startServer('bare'), 'bare-full': await forkServer('bare-full', [file, opps]) };
+const creates: (Record<CreateSide, Awaited<ReturnType<typeof load>>> & { ratio: number; ratioFull: number })[] = [];
 try {
-  const postTo = (side: 'service' | 'bare', seconds: number) => hammer([`http://127.0.0.1:${creators[side].port}/api/v1/records/opportunities`], seconds, token, 10, createBody);
-  for (const side of ['service', 'bare'] as const) await postTo(side, 1);
+  const postTo = (side: CreateSide, seconds: number) => hammer([`http://127.0.0.1:${creators[side].port}/api/v1/records/opportunities`], seconds, token, 10, createBody);
+  for (const side of createSides) await postTo(side, createSeconds);
   for (let r = 0; r < CREATE_ROUNDS; r++) {
-    const service = await postTo('service', createSeconds);
-    const bare = await postTo('bare', createSeconds);
-    creates.push({ service, bare, ratio: service.reqPerSec / bare.reqPerSec });
+    const round = {} as Record<CreateSide, Awaited<ReturnType<typeof load>>>;
+    for (const side of createSides) round[side] = await postTo(side, createSeconds);
+    const { service, bare } = round;
+    const full = round['bare-full'];
+    creates.push({ ...round, ratio: service.reqPerSec / bare.reqPerSec, ratioFull: service.reqPerSec / full.reqPerSec });
     log(
-      `  round ${r + 1}: service ${fmt(service.reqPerSec)} creates/s (p50 ${service.latencyP50} ms, non-2xx ${service.non2xx}), bare ${fmt(bare.reqPerSec)} creates/s (p50 ${bare.latencyP50} ms, non-2xx ${bare.non2xx}): ${(service.reqPerSec / bare.reqPerSec).toFixed(2)}x`,
+      `  round ${r + 1}: service ${fmt(service.reqPerSec)} creates/s (p50 ${service.latencyP50} ms, non-2xx ${service.non2xx}), bare ${fmt(bare.reqPerSec)} (p50 ${bare.latencyP50} ms, non-2xx ${bare.non2xx}): ${(service.reqPerSec / bare.reqPerSec).toFixed(2)}x; bare with the same writes ${fmt(full.reqPerSec)} (p50 ${full.latencyP50} ms, non-2xx ${full.non2xx}): ${(service.reqPerSec / full.reqPerSec).toFixed(2)}x ${load1(`create${r + 1}`)}`,
     );
   }
 } finally {
-  await stopForked(creators.service);
-  await stopForked(creators.bare);
+  for (const side of createSides) await stopForked(creators[side]);
 }
 {
-  const mid = [...creates].sort((a, b) => a.ratio - b.ratio)[Math.floor(creates.length / 2)]!;
-  const clean = creates.every((c) => c.service.non2xx === 0 && c.bare.non2xx === 0 && c.service.errors === 0 && c.bare.errors === 0);
-  json.httpCreate = { body: createBody, rounds: creates, medianRatio: mid.ratio };
+  const median = (k: 'ratio' | 'ratioFull') => [...creates].sort((a, b) => a[k] - b[k])[Math.floor(creates.length / 2)]!;
+  const clean = creates.every((c) => createSides.every((side) => c[side].non2xx === 0 && c[side].errors === 0));
+  const mid = median('ratio');
+  const midFull = median('ratioFull');
+  json.httpCreate = { body: createBody, rounds: creates, medianRatio: mid.ratio, medianRatioSameWrites: midFull.ratioFull };
   table.push({
-    figure: `HTTP POST /api/v1/records/opportunities (single create; median of ${CREATE_ROUNDS} rounds)${clean ? '' : ' [NON-2XX OR ERRORS]'}`,
+    figure: `HTTP POST /api/v1/records/opportunities (single create; median of ${CREATE_ROUNDS} rounds) vs the row alone${clean ? '' : ' [NON-2XX OR ERRORS]'}`,
     service: `${fmt(mid.service.reqPerSec)} creates/s (p50 ${mid.service.latencyP50} ms)`,
     baseline: `${fmt(mid.bare.reqPerSec)} creates/s (p50 ${mid.bare.latencyP50} ms)`,
     ratio: `${mid.ratio.toFixed(2)}x`,
     target: '>= 0.5x of bare',
     ok: check(mid.ratio >= 0.5 && clean),
+  });
+  table.push({
+    figure: `same, vs the same writes by hand (record, stage history, search, match keys, timeline; a transaction each)${clean ? '' : ' [NON-2XX OR ERRORS]'}`,
+    service: `${fmt(midFull.service.reqPerSec)} creates/s (p50 ${midFull.service.latencyP50} ms)`,
+    baseline: `${fmt(midFull['bare-full'].reqPerSec)} creates/s (p50 ${midFull['bare-full'].latencyP50} ms)`,
+    ratio: `${midFull.ratioFull.toFixed(2)}x`,
+    target: '',
+    ok: '',
   });
 }
 

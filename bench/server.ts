@@ -6,6 +6,11 @@
  *   service <dbfile>          buildApp from src/http/app.ts (auth, routing, validation, listRecords)
  *   bare <dbfile> <table>     node:http + better-sqlite3, same JSON for GET /api/v1/records/opportunities
  *                           and POST /api/v1/records/opportunities: the row alone, one INSERT … RETURNING
+ *   bare-full <dbfile> <table>
+ *                             the same, but its POST does by hand the writes the service's create does: the
+ *                             record, its stage history, search terms, search document and full-text row,
+ *                             match keys (name and block) and a 'created' timeline entry, in one
+ *                             transaction a request (BEGIN IMMEDIATE … COMMIT), the row read back by RETURNING
  *   bare <postgres://…?schema=s> <table>
  *                             node:http + a node-postgres pool of 10 (the service's size), the same
  *                             page by hand-written SQL
@@ -20,12 +25,13 @@ import { openDatabase } from '../src/db/database.js';
 import { numberTypes, splitSchema, workspaceSchema } from '../src/db/postgres/open.js';
 import Database from '../src/db/sqlite/driver.js';
 import { buildApp } from '../src/http/app.js';
+import { rememberedCountHits } from '../src/services/count-cache.js';
 import { newId } from '../src/services/ids.js';
 import { applyServicePragmas, OPP_COLUMNS, page, pgListSql, type RawPage, type RawRow, rawQueries, toRecord } from './raw-sql.js';
 
 const [mode, file, table] = process.argv.slice(2);
-if (!process.send || !file || (mode !== 'service' && mode !== 'bare')) {
-  console.error('usage (forked by bench/run.ts): server.ts service|bare <dbfile|postgres-url> [table]');
+if (!process.send || !file || (mode !== 'service' && mode !== 'bare' && mode !== 'bare-full')) {
+  console.error('usage (forked by bench/run.ts): server.ts service|bare|bare-full <dbfile|postgres-url> [table]');
   process.exit(2);
 }
 
@@ -53,11 +59,13 @@ function bareFirstPage(): {
     const insert = sqlite.prepare(
       `INSERT INTO ${table} (id, created_at, updated_at, name, amount, status, close_date, probability, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq, ${OPP_COLUMNS.join(', ')}`,
     );
+    const full = mode === 'bare-full' ? fullWrites(sqlite, table!) : undefined;
     const create = (body: unknown): Created => {
       const b = body as Record<string, unknown>;
       if (!b || typeof b !== 'object' || typeof b.name !== 'string' || (b.amount !== undefined && typeof b.amount !== 'number')) return { error: 'name (text) and amount (number) expected' };
       const now = new Date().toISOString();
-      const row = insert.get(newId(), now, now, b.name, b.amount === undefined ? null : Math.round(b.amount * 100), b.status ?? 'prospecting', b.close_date ?? null, 10, 'medium') as RawRow;
+      const values = [newId(), now, now, b.name, b.amount === undefined ? null : Math.round(b.amount * 100), b.status ?? 'prospecting', b.close_date ?? null, 10, 'medium'] as const;
+      const row = (full ? full(values) : insert.get(...values)) as RawRow;
       return { data: toRecord(row) };
     };
     return { first: (limit, withTotal) => raw.first(limit, withTotal), create, close: async () => void sqlite.close() };
@@ -78,12 +86,62 @@ function bareFirstPage(): {
   };
 }
 
+/**
+ * bare-full's create: what the service's create writes, by hand, one transaction a request. The
+ * workspace's ids (object, pipeline, a user, the fields named) read once at start; the name's search
+ * terms and match keys computed plainly (lower case, words of letters and digits; the name key the
+ * words joined, the block key its first four letters), as the service's would for a plain name.
+ */
+function fullWrites(sqlite: InstanceType<typeof Database>, table: string) {
+  const ws = Number(/^w(\d+)_/.exec(table)?.[1]);
+  const object = sqlite.prepare('SELECT id, name FROM objects WHERE table_name = ?').get(table) as { id: number; name: string };
+  const pipeline = sqlite.prepare('SELECT id FROM pipelines WHERE workspace_id = ? AND object = ?').pluck().get(ws, object.name) as string;
+  const user = sqlite.prepare('SELECT id FROM users WHERE workspace_id = ? ORDER BY id LIMIT 1').pluck().get(ws) as string;
+  const fieldIds = sqlite.prepare(`SELECT id FROM fields WHERE object_id = ? AND name IN ('name', 'amount', 'status', 'close_date') ORDER BY id`).pluck().all(object.id);
+  const payload = JSON.stringify(fieldIds);
+  const begin = sqlite.prepare('BEGIN IMMEDIATE');
+  const commit = sqlite.prepare('COMMIT');
+  const rollback = sqlite.prepare('ROLLBACK');
+  const record = sqlite.prepare(
+    `INSERT INTO ${table} (id, created_at, updated_at, name, amount, status, close_date, probability, priority, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq, ${OPP_COLUMNS.join(', ')}`,
+  );
+  const stage = sqlite.prepare('INSERT INTO stage_history (workspace_id, pipeline_id, record_id, step_key, entered_at, left_at) VALUES (?, ?, ?, ?, ?, NULL)');
+  const term = sqlite.prepare('INSERT INTO search_terms (workspace_id, term) VALUES (?, ?) ON CONFLICT DO NOTHING');
+  const doc = sqlite.prepare('INSERT INTO search_docs (workspace_id, object_id, record_id) VALUES (?, ?, ?) RETURNING doc_id').pluck();
+  const fts = sqlite.prepare(`INSERT INTO search_index (rowid, scope, name, body, exact) VALUES (?, '', ?, '', '')`);
+  const key = sqlite.prepare('INSERT INTO dedupe_keys (workspace_id, object_id, kind, key, record_seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING');
+  const activity = sqlite.prepare(`INSERT INTO activity (workspace_id, object, record_id, action, payload, user_id, via, created_at) VALUES (?, ?, ?, 'created', ?, ?, 'rest', ?)`);
+  return (v: readonly [string, string, string, string, number | null, unknown, unknown, number, string]): RawRow => {
+    begin.run();
+    try {
+      const row = record.get(...v, user) as RawRow;
+      const [id, now, , name] = v;
+      stage.run(ws, pipeline, id, row.status, now);
+      const words = name
+        .toLowerCase()
+        .split(/[^\p{L}\p{N}]+/u)
+        .filter(Boolean);
+      for (const w of new Set(words)) term.run(ws, w);
+      fts.run(doc.get(ws, object.id, id), name);
+      key.run(ws, object.id, 'name', `${words.join(' ')}|`, row.seq);
+      key.run(ws, object.id, 'block', words.join('').slice(0, 4), row.seq);
+      activity.run(ws, object.name, id, payload, user, now);
+      commit.run();
+      return row;
+    } catch (e) {
+      if (sqlite.inTransaction) rollback.run();
+      throw e;
+    }
+  };
+}
+
 if (mode === 'service') {
   const db = openDatabase({ file });
   const app = await buildApp({ db, log: pino({ level: 'silent' }) });
   await app.listen({ host: '127.0.0.1', port: 0 });
   port = (app.server.address() as AddressInfo).port;
   stop = async () => {
+    if (process.env.BENCH_VERBOSE) console.error(`  [service server] totals answered from memory: ${rememberedCountHits()}`);
     await app.close();
     await db.close();
   };

@@ -245,6 +245,38 @@ describe('records: list, sort, project, page', () => {
   });
 });
 
+describe('records: a first page sorted by a field with no empty values, or only empty ones', () => {
+  let t: TestApp;
+  let api: ReturnType<typeof client>;
+  beforeAll(async () => {
+    t = await testApp();
+    api = client(t);
+  });
+  afterAll(() => t.close());
+
+  it('lists every record in both directions, asked twice (a first page may be compiled once and kept)', async () => {
+    for (const last_name of ['Young', 'Abbott', 'Moreau']) expect((await api('POST', '/records/contacts', { first_name: 'A', last_name })).status).toBe(201);
+    for (const first_name of ['B', 'C']) expect((await api('POST', '/records/contacts', { first_name })).status).toBe(201);
+    for (let round = 0; round < 2; round++) {
+      for (const dir of ['asc', 'desc'] as const) {
+        // Indexed fields (a light listing): last_name three values and two empty; status (default
+        // 'lead') no empty value; owner empty everywhere.
+        const byLast = await api('GET', `/records/contacts?sort_by=last_name&sort_dir=${dir}&limit=10`);
+        expect(byLast.body.data.map((r: Rec) => r.last_name)).toEqual(sortedValues(['Young', 'Abbott', 'Moreau', null, null], dir));
+        const byStatus = await api('GET', `/records/contacts?sort_by=status&sort_dir=${dir}&limit=10`);
+        expect(byStatus.body.data.map((r: Rec) => r.status)).toEqual(['lead', 'lead', 'lead', 'lead', 'lead']);
+        expect(byStatus.body.total).toBe(5);
+        const byOwner = await api('GET', `/records/contacts?sort_by=owner&sort_dir=${dir}&limit=10`);
+        expect(byOwner.body.data).toHaveLength(5);
+        expect(byOwner.body.total).toBe(5);
+        const short = await api('GET', `/records/contacts?sort_by=status&sort_dir=${dir}&limit=2&include_total=false`);
+        expect(short.body.data).toHaveLength(2);
+        expect(short.body.nextCursor).not.toBeNull();
+      }
+    }
+  });
+});
+
 describe('records: get, create, update, delete', () => {
   let t: TestApp;
   let api: ReturnType<typeof client>;

@@ -26,9 +26,11 @@ export interface Db {
    * for caches of query answers (a list's total); null when no such value can be given now (a
    * transaction is open on this connection) or ever (PostgreSQL: absent). SQLite: data_version
    * (other connections' commits) with this connection's total_changes(), which a write raises
-   * before it commits and a rollback never lowers.
+   * before it commits and a rollback never lowers. `dataVersion`: data_version as read at the start
+   * of the request asking (Ctx.dataVersion), instead of reading it again: the request is answered as
+   * the database stood when it began, and this connection's own writes since still move the value.
    */
-  changeVersion?(): string | null;
+  changeVersion?(dataVersion?: number): string | null;
   /**
    * changeVersion's part where the database tells it in a statement (PostgreSQL: the snapshot the
    * statement runs on, `pg_current_snapshot()`, as text): an expression to select beside a query's

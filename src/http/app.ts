@@ -271,10 +271,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         if (refused) throw refused;
         // A GET writes nothing: on a cached token it runs while the token is confirmed, and its
         // answer waits for that (onSend below). Anything else is confirmed first.
-        const { actor, confirmed } = await tokens.authenticate(bearer(req), 'rest', req.method === 'GET' || req.method === 'HEAD');
+        // SQLite: the file's data_version read once, as the request begins, for every cache it consults.
+        const dataVersion = deps.db.tokenVersion ? undefined : (deps.db.dataVersion() ?? undefined);
+        const { actor, confirmed } = await tokens.authenticate(bearer(req), 'rest', req.method === 'GET' || req.method === 'HEAD', dataVersion);
         if (!actor && req.headers.authorization) throttle?.fail(req.ip);
         if (!actor) throw unauthorized(req);
-        req.ctx = contextFor(deps.db, req.log, actor);
+        req.ctx = contextFor(deps.db, req.log, actor, undefined, dataVersion);
         if (confirmed) {
           req.tokenConfirmed = confirmed;
           // Settled by onSend; a request that never gets there (the client went away) must not leave it unheard.

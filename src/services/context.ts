@@ -22,11 +22,18 @@ export interface Ctx {
   actor: Actor;
   /** Cancellation and progress of a long call (MCP); absent on REST and the CLI. */
   work?: Work | undefined;
+  /**
+   * The database's data_version (Db.dataVersion) read when the request began (REST on SQLite): the
+   * caches that follow the file (token, schema, counts) check against it rather than read it again
+   * each (about as costly as a query). Other connections' commits after the request began are not
+   * its to see; this connection's own writes still move Db.changeVersion (total_changes).
+   */
+  dataVersion?: number | undefined;
 }
 
 /** A service context: the database as the actor's workspace sees it (Db.forWorkspace), the log, who acts. */
-export function contextFor(db: Db, log: Log, actor: Actor, work?: Work): Ctx {
-  return { db: db.forWorkspace(actor.workspaceId), log, actor, ...(work ? { work } : {}) };
+export function contextFor(db: Db, log: Log, actor: Actor, work?: Work, dataVersion?: number): Ctx {
+  return { db: db.forWorkspace(actor.workspaceId), log, actor, ...(work ? { work } : {}), ...(dataVersion !== undefined ? { dataVersion } : {}) };
 }
 
 export function withVia(ctx: Ctx, via: string): Ctx {

@@ -37,8 +37,8 @@ export interface CountPlan {
 }
 
 /** The plan for the count `query` compiles to, or null where no count is remembered (inside a transaction). */
-export function planCount(db: Db, workspaceId: number, query: () => CompiledQuery): CountPlan | null {
-  const version = db.changeVersion ? db.changeVersion() : null;
+export function planCount(db: Db, workspaceId: number, query: () => CompiledQuery, dataVersion?: number): CountPlan | null {
+  const version = db.changeVersion ? db.changeVersion(dataVersion) : null;
   const stamp = version === null ? (db.stampExpression?.() ?? null) : null;
   if (version === null && stamp === null) return null;
   const { sql, parameters } = query();

@@ -1,4 +1,4 @@
-import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
+import { type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
 import type { Tables } from '../db/tables.js';
 import { runRead } from './aggregate-sql.js';
 import { associationsOf } from './associations.js';
@@ -171,7 +171,8 @@ function listTimeoutError(e: unknown): unknown {
 export async function listRecords(ctx: Ctx, objectName: string, opts: ListOptions = {}): Promise<ListResult> {
   const obj = await resolveObject(ctx, objectName);
   const limit = checkLimit(opts.limit, opts.maxLimit ?? MAX_LIMIT);
-  const schema = await getSchema(ctx);
+  // resolveObject checked the schema a moment ago: no second check of its version.
+  const schema = loadedSchema(ctx) ?? (await getSchema(ctx));
   const sortName = opts.sortBy ?? 'created_at';
   // 'company.name': the related record's value, one per row, from a correlated subquery.
   const related = sortName.includes('.') ? resolveRelated(obj, schema, sortName) : undefined;
@@ -210,15 +211,34 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   // state in a statement (PostgreSQL's snapshot): the state the page saw, with no statement more.
   let pageStamp: Expression<string> | null = null;
   let stampSeen: string | undefined;
-  const page = async (shape: (q: any) => any) => {
+  const seen = (got: Record<string, unknown>[]) => {
+    if (pageStamp && stampSeen === undefined && got.length > 0) stampSeen = got[0]!.__stamp as string;
+    rows.push(...got);
+  };
+  // The first page of a plain listing (no filter, cursor or related sort), the one polled most: its
+  // statements compiled once per table, columns, order and limit.
+  const plainKey = !where && !cursor && !related && !heavyList ? `${obj.table} ${columns.join(',')} ${col} ${dir}` : undefined;
+  // `segment`: which range of the order `shape` reads, on a plain listing's first page: the key of
+  // its compiled statement, with the rows still wanted (and whether it selects the stamp).
+  const page = async (shape: (q: any) => any, segment?: 'nulls' | 'values') => {
+    if (plainKey !== undefined && segment !== undefined) {
+      const wanted = limit + 1 - rows.length;
+      const stamp = pageStamp;
+      const compiled = firstPages(db, `${plainKey} ${segment} ${wanted}${stamp ? ' stamp' : ''}`, () => {
+        const q = selectColumns(db, obj.table, columns);
+        return shape(stamp ? q.select(sql<string>`${stamp}`.as('__stamp')) : q)
+          .limit(wanted)
+          .compile();
+      });
+      seen((await db.executeQuery<Record<string, unknown>>(compiled)).rows);
+      return;
+    }
     let q = selectColumns(db, obj.table, columns);
     if (related) q = q.select(sql`${key}`.as('__sort'));
     if (pageStamp) q = q.select(sql<string>`${pageStamp}`.as('__stamp'));
     if (guard) q = q.where(guard);
     if (where) q = q.where((eb: EB) => where(eb));
-    const got = await run<Record<string, unknown>>(shape(q).limit(limit + 1 - rows.length));
-    if (pageStamp && stampSeen === undefined && got.length > 0) stampSeen = got[0]!.__stamp as string;
-    rows.push(...got);
+    seen(await run<Record<string, unknown>>(shape(q).limit(limit + 1 - rows.length)));
   };
   const execute = async (): Promise<number | null> => {
     guard = heavyList ? budgetWhere(ctx) : undefined;
@@ -226,10 +246,10 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
       await readPage();
       return null;
     }
-    const counted = countQuery(db, obj, where);
+    const counted = countOf(db, obj, where);
     // Remembered while the database is unchanged (the same total on every page of a listing); the
     // budget's condition only bounds the statement, it is not part of the question.
-    const plan = planCount(ctx.db, ctx.actor.workspaceId, () => counted.compile());
+    const plan = planCount(ctx.db, ctx.actor.workspaceId, counted.compiled, ctx.dataVersion);
     // A total remembered in a state the page's statements tell: the page says whether it still holds.
     if (plan?.stamp && plan.known) pageStamp = plan.stamp;
     // Where statements leave this thread free (PostgreSQL), a light listing's total is counted on
@@ -251,11 +271,14 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
       const seg = segments[i]!;
       const resume = cursor && i === start ? cursor : undefined;
       if (seg === 'nulls') {
-        await page((q) => {
-          if (!notNullKey) q = q.where(key, 'is', null);
-          if (resume) q = q.where('seq', cmp, resume.s);
-          return q.orderBy('seq', dir);
-        });
+        await page(
+          (q) => {
+            if (!notNullKey) q = q.where(key, 'is', null);
+            if (resume) q = q.where('seq', cmp, resume.s);
+            return q.orderBy('seq', dir);
+          },
+          resume ? undefined : 'nulls',
+        );
         continue;
       }
       const notNull = (q: any) => (notNullKey ? q : q.where(key, 'is not', null));
@@ -267,7 +290,7 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
         // range is read: one statement, the one round trip on PostgreSQL.
         if (!resume.u) await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
         if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
-      } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir));
+      } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir), 'values');
     }
   };
   let total: number | null;
@@ -291,17 +314,42 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };
 }
 
+/** Compiled statements by key, per database handle, built on first use: at most 256 a handle, then built again. */
+const compiledByKey = new WeakMap<AnyDb, Map<string, CompiledQuery>>();
+function firstPages(db: AnyDb, key: string, build: () => CompiledQuery): CompiledQuery {
+  let built = compiledByKey.get(db);
+  if (!built) compiledByKey.set(db, (built = new Map()));
+  let q = built.get(key);
+  if (!q) {
+    if (built.size >= 256) built.clear();
+    built.set(key, (q = build()));
+  }
+  return q;
+}
+
 function countQuery(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined) {
   const q = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
   return where ? q.where((eb: EB) => where(eb)) : q;
 }
 
-/** The count of `q`'s rows, under the budget's condition, from memory where `plan` may answer it. */
-function countRecords(plan: CountPlan | null, q: ReturnType<typeof countQuery>, guard: ReturnType<typeof budgetWhere>, run: <R>(q: any) => Promise<R[]>): Promise<number> {
+/** A list's count question: built (and compiled, to be remembered) once per table without a filter. */
+function countOf(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined) {
+  const query = countQuery(db, obj, where);
+  // Without a filter the question is the table's: compiled once.
+  const plain = where ? undefined : firstPages(db, `count ${obj.table}`, () => query.compile());
+  return { db, query, plain, compiled: () => plain ?? query.compile() };
+}
+
+/** The count of the question's rows, under the budget's condition, from memory where `plan` may answer it. */
+function countRecords(plan: CountPlan | null, c: ReturnType<typeof countOf>, guard: ReturnType<typeof budgetWhere>, run: <R>(q: any) => Promise<R[]>): Promise<number> {
   return rememberedCount(plan, async (stamp) => {
-    let counted: any = guard ? q.where(guard) : q;
-    if (stamp) counted = counted.select(sql<string>`${stamp}`.as('__stamp'));
-    const [row] = await run<{ n: number | bigint; __stamp?: string }>(counted);
+    let row: { n: number | bigint; __stamp?: string } | undefined;
+    if (c.plain && !guard && !stamp) [row] = (await c.db.executeQuery<{ n: number | bigint }>(c.plain)).rows;
+    else {
+      let q: any = guard ? c.query.where(guard) : c.query;
+      if (stamp) q = q.select(sql<string>`${stamp}`.as('__stamp'));
+      [row] = await run<{ n: number | bigint; __stamp?: string }>(q);
+    }
     return { n: Number(row?.n ?? 0), stamp: row?.__stamp };
   });
 }

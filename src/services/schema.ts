@@ -330,7 +330,7 @@ export async function getSchema(ctx: Ctx, opts: { verify?: boolean } = {}): Prom
   // Without notifications (SQLite): the schema whose version was checked while the database stood as
   // it stands now is still the schema (any write since, by any connection or process, moves the
   // change version, read before that check); else its version is read again.
-  const unchanged = !opts.verify && !mine && !ctx.db.schemaToken ? (ctx.db.changeVersion?.() ?? null) : null;
+  const unchanged = !opts.verify && !mine && !ctx.db.schemaToken ? (ctx.db.changeVersion?.(ctx.dataVersion) ?? null) : null;
   if (unchanged !== null) {
     const checked = caches.get(ctx.db)?.get(ctx.actor.workspaceId);
     if (checked && checked.unchangedSince === unchanged) return checked;

@@ -189,8 +189,8 @@ export class TokenCache {
    * read, and `confirmed` says before the answer goes out whether it held. Otherwise the actor is
    * confirmed before this returns.
    */
-  async authenticate(token: string | undefined, via: string, defer = false): Promise<Authenticated> {
-    if (!this.db.tokenVersion) return { actor: await this.#unchanged(token, via) };
+  async authenticate(token: string | undefined, via: string, defer = false, dataVersion?: number): Promise<Authenticated> {
+    if (!this.db.tokenVersion) return { actor: await this.#unchanged(token, via, dataVersion) };
     if (!token?.startsWith(TOKEN_PREFIX)) return { actor: null };
     const hash = hashToken(token);
     const entry = this.#entries.get(hash);
@@ -209,10 +209,10 @@ export class TokenCache {
    * connection or process since then, a revocation or a user's change included, moves it). No
    * version to be had (a transaction open on the connection): looked up.
    */
-  async #unchanged(token: string | undefined, via: string): Promise<Actor | null> {
+  async #unchanged(token: string | undefined, via: string, dataVersion?: number): Promise<Actor | null> {
     if (!token?.startsWith(TOKEN_PREFIX)) return null;
     const hash = hashToken(token);
-    const version = this.db.changeVersion?.() ?? null;
+    const version = this.db.changeVersion?.(dataVersion) ?? null;
     if (version !== null) {
       const known = this.#unchangedSince.get(hash);
       if (known?.version === version) return { ...known.who, via };

@@ -126,7 +126,7 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
     file: opts.file,
     sqlite,
     dataVersion: () => dataVersion.get() as number,
-    changeVersion: () => (sqlite.inTransaction ? null : `${dataVersion.get()}:${totalChanges.get()}`),
+    changeVersion: (seen) => (sqlite.inTransaction ? null : `${seen ?? dataVersion.get()}:${totalChanges.get()}`),
     releaseCache: () => releaseCache(sqlite),
     ...(readPool ? { readPool } : {}),
     ...(opts.readonly ? {} : { groupWrite: groupCommit(kysely) }),
