@@ -20,3 +20,20 @@ export function compiledOnce<R>(build: (db: Kysely<Tables>) => { compile(): Comp
     return (await db.executeQuery<R>({ ...query, parameters })).rows;
   };
 }
+
+/**
+ * Statements compiled once per Kysely instance and key, for statements whose SQL text depends on a
+ * few known things (a table, its columns, an order): the key names them. Built on first use; at most
+ * `max` a Kysely instance, then all built again.
+ */
+const byKey = new WeakMap<Kysely<any>, Map<string, CompiledQuery>>();
+export function compiledByKey(db: Kysely<any>, key: string, build: () => CompiledQuery, max = 256): CompiledQuery {
+  let built = byKey.get(db);
+  if (!built) byKey.set(db, (built = new Map()));
+  let q = built.get(key);
+  if (!q) {
+    if (built.size >= max) built.clear();
+    built.set(key, (q = build()));
+  }
+  return q;
+}

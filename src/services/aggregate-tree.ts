@@ -212,28 +212,8 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
   }
   const out: Record<string, unknown> = metricsOut(root.metrics, rootRow ?? {});
 
-  // Walk bucket nodes depth-first, carrying the ancestor dims; each node is one grouped query.
-  async function runBucket(
-    b: BucketNode,
-    ancestors: { node: BucketNode; expr: RawBuilder<unknown> }[],
-    attach: (path: unknown[], key: string, name: string, result: unknown) => void,
-    parentCounts: Map<string, { path: unknown[]; count: number }>,
-  ) {
-    // A top-level calendar histogram without children: from day groups or index ranges where that
-    // is exact and faster (aggregate.ts, RollUp), no bucket computed row by row.
-    const rolled =
-      !ancestors.length && b.kind === 'timeHistogram' && !b.buckets.length
-        ? await rolledUpHistogram(
-            ctx,
-            obj,
-            base,
-            b.dim,
-            b.metrics.map((m) => m.metric),
-            req.filter,
-            Math.min(Number.isFinite(b.size) ? b.size : Number.MAX_SAFE_INTEGER, maxCells + 1),
-          )
-        : null;
-    const expr = rolled ? sql`NULL` : await dimExpr(b, ancestors.length);
+  /** One node's buckets under its ancestors' (at most its size each), counted row by row. */
+  function bucketRows(b: BucketNode, ancestors: { node: BucketNode; expr: RawBuilder<unknown> }[], expr: RawBuilder<unknown>) {
     const dims = [...ancestors.map((a) => a.expr), expr];
     const parentCols = ancestors.map((_, i) => sql.ref(`g${i}`));
     const histogram = b.kind !== 'uniqueValues';
@@ -255,18 +235,46 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
         sql`SUM(COUNT(*)) OVER (${partition})`.as('bucket_members'),
       ])
       .groupBy(dims.map((_, i) => sql.ref(`g${i}`)));
-    const q = db
-      .selectFrom(inner.as('x'))
-      .selectAll()
-      // An unbounded size keeps every bucket (an integer bound: Infinity is no SQLite parameter).
-      .where('rn', '<=', Number.isFinite(b.size) ? b.size : Number.MAX_SAFE_INTEGER)
-      .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any)
-      // While running: never more rows than the budget allows, whatever the estimate said.
-      .limit(maxCells + 1);
+    return (
+      db
+        .selectFrom(inner.as('x'))
+        .selectAll()
+        // An unbounded size keeps every bucket (an integer bound: Infinity is no SQLite parameter).
+        .where('rn', '<=', Number.isFinite(b.size) ? b.size : Number.MAX_SAFE_INTEGER)
+        .orderBy(sql.join([...parentCols, sql.ref('rn')]) as any)
+        // While running: never more rows than the budget allows, whatever the estimate said.
+        .limit(maxCells + 1)
+    );
+  }
+
+  // Walk bucket nodes depth-first, carrying the ancestor dims; each node is one grouped query.
+  async function runBucket(
+    b: BucketNode,
+    ancestors: { node: BucketNode; expr: RawBuilder<unknown> }[],
+    attach: (path: unknown[], key: string, name: string, result: unknown) => void,
+    parentCounts: Map<string, { path: unknown[]; count: number }>,
+  ) {
+    // A top-level calendar histogram without children: from day groups or index ranges where that
+    // is exact and faster (aggregate.ts, RollUp), no bucket computed row by row.
+    const rolled =
+      !ancestors.length && b.kind === 'timeHistogram' && !b.buckets.length
+        ? await rolledUpHistogram(
+            ctx,
+            obj,
+            base,
+            b.dim,
+            b.metrics.map((m) => m.metric),
+            req.filter,
+            Math.min(Number.isFinite(b.size) ? b.size : Number.MAX_SAFE_INTEGER, maxCells + 1),
+          )
+        : null;
+    // Otherwise each record's bucket, grouped under its ancestors' buckets (a node with children is
+    // never rolled up, so `expr` is there for them).
+    const expr = rolled ? undefined : await dimExpr(b, ancestors.length);
     checkBudget();
     const rows: Record<string, unknown>[] = rolled
       ? rolled.map((r, i) => ({ ...r, rn: i + 1, bucket_total: r.group_total, bucket_members: r.record_total }))
-      : await runRead<Record<string, unknown>>(ctx, q.compile());
+      : await runRead<Record<string, unknown>>(ctx, bucketRows(b, ancestors, expr!).compile());
     spendCells(rows.length, `'${[...ancestors.map((a) => a.node.name), b.name].join(' > ')}'`);
     // The root count, when no root query read it: this node's records in all its buckets.
     if (b === counter && !Number.isFinite(total)) total = rows.length ? Number(rows[0]!.bucket_members) : 0;
@@ -315,7 +323,7 @@ async function runTree(ctx: Ctx, objectName: string, req: TreeRequest) {
     for (const child of b.buckets)
       await runBucket(
         child,
-        [...ancestors, { node: b, expr }],
+        [...ancestors, { node: b, expr: expr! }],
         (_path, key, name, result) => {
           const x = bucketIndex.get(key);
           if (x) x.aggregates[name] = result;

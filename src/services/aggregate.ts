@@ -190,6 +190,17 @@ async function rollUpOf(ctx: Ctx, obj: ObjectDef, dims: Dim[], metrics: Metric[]
   return Number(r?.n ?? 0) >= need ? { kind: 'ranges', ranges } : null;
 }
 
+/**
+ * Whether the counted roll-up holds every value: index ranges cover the span read before the count,
+ * 2 days past each end, so a value written since beyond that was in no range. The span read again
+ * still within them: every value counted was in a range. Day groups read every row: always.
+ */
+async function coveredStill(ctx: Ctx, obj: ObjectDef, d: Dim, how: RollUp): Promise<boolean> {
+  if (how.kind !== 'ranges') return true;
+  const now = await valueSpan(ctx, obj, d);
+  return !now || (now.lo >= how.ranges[0]!.from && now.hi < how.ranges[how.ranges.length - 1]!.to);
+}
+
 /** Rows a run of bucketRanges must hold on average for the index ranges to beat a pass row by row. */
 const ROWS_PER_RUN = 200;
 
@@ -292,12 +303,7 @@ export async function rolledUpHistogram(
     .orderBy(ordered(sql.ref('g0'), 'asc') as any)
     .limit(limit);
   const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
-  // As in runGroups: a value written since the span was read, beyond the ranges, was in none of them.
-  if (how.kind === 'ranges') {
-    const now = await valueSpan(ctx, obj, d);
-    if (now && (now.lo < how.ranges[0]!.from || now.hi >= how.ranges[how.ranges.length - 1]!.to)) return null;
-  }
-  return rows;
+  return (await coveredStill(ctx, obj, d, how)) ? rows : null;
 }
 
 /** Count, metrics and groups in one GROUP BY over every matching record; in the heavy lane, within its budget. */
@@ -416,13 +422,8 @@ async function runGroups(ctx: Ctx, objectName: string, req: GroupRequest, perRow
     : undefined;
   const overallP = multi ? handledLater(runRead<Record<string, unknown>>(ctx, overall())) : undefined;
   const rows = await runRead<Record<string, unknown>>(ctx, q.compile());
-  // Index ranges cover the span read before the count, 2 days past each end: a value written since
-  // beyond that was in no range. The span read again still within them: every value counted was in
-  // a range. Otherwise the request is answered row by row.
-  if (rollup?.kind === 'ranges') {
-    const now = await valueSpan(ctx, obj, dims[0]!);
-    if (now && (now.lo < rollup.ranges[0]!.from || now.hi >= rollup.ranges[rollup.ranges.length - 1]!.to)) return runGroups(ctx, objectName, req, true);
-  }
+  // A value written since the span was read, beyond the ranges: answered row by row.
+  if (rollup && !(await coveredStill(ctx, obj, dims[0]!, rollup))) return runGroups(ctx, objectName, req, true);
   const first = rows[0] ?? {};
   const memberships = Number(first.record_total ?? 0);
   let count = memberships;

@@ -1,4 +1,5 @@
-import { type CompiledQuery, type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
+import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
+import { compiledByKey } from '../db/compiled-once.js';
 import type { Tables } from '../db/tables.js';
 import { runRead } from './aggregate-sql.js';
 import { associationsOf } from './associations.js';
@@ -224,9 +225,9 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
     if (plainKey !== undefined && segment !== undefined) {
       const wanted = limit + 1 - rows.length;
       const stamp = pageStamp;
-      const compiled = firstPages(db, `${plainKey} ${segment} ${wanted}${stamp ? ' stamp' : ''}`, () => {
+      const compiled = compiledByKey(db, `${plainKey} ${segment} ${wanted}${stamp ? ' stamp' : ''}`, () => {
         const q = selectColumns(db, obj.table, columns);
-        return shape(stamp ? q.select(sql<string>`${stamp}`.as('__stamp')) : q)
+        return shape(stamp ? q.select(stampColumn(stamp)) : q)
           .limit(wanted)
           .compile();
       });
@@ -235,7 +236,7 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
     }
     let q = selectColumns(db, obj.table, columns);
     if (related) q = q.select(sql`${key}`.as('__sort'));
-    if (pageStamp) q = q.select(sql<string>`${pageStamp}`.as('__stamp'));
+    if (pageStamp) q = q.select(stampColumn(pageStamp));
     if (guard) q = q.where(guard);
     if (where) q = q.where((eb: EB) => where(eb));
     seen(await run<Record<string, unknown>>(shape(q).limit(limit + 1 - rows.length)));
@@ -314,29 +315,15 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   return { data: opts.relationNames ? await nameRelationsOf(ctx, obj, data) : data, total, nextCursor };
 }
 
-/** Compiled statements by key, per database handle, built on first use: at most 256 a handle, then built again. */
-const compiledByKey = new WeakMap<AnyDb, Map<string, CompiledQuery>>();
-function firstPages(db: AnyDb, key: string, build: () => CompiledQuery): CompiledQuery {
-  let built = compiledByKey.get(db);
-  if (!built) compiledByKey.set(db, (built = new Map()));
-  let q = built.get(key);
-  if (!q) {
-    if (built.size >= 256) built.clear();
-    built.set(key, (q = build()));
-  }
-  return q;
-}
-
-function countQuery(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined) {
-  const q = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
-  return where ? q.where((eb: EB) => where(eb)) : q;
-}
+/** The database's state as a statement saw it (Db.stampExpression), selected beside its rows. */
+const stampColumn = (stamp: Expression<string>) => sql<string>`${stamp}`.as('__stamp');
 
 /** A list's count question: built (and compiled, to be remembered) once per table without a filter. */
 function countOf(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined) {
-  const query = countQuery(db, obj, where);
+  const all = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+  const query = where ? all.where((eb: EB) => where(eb)) : all;
   // Without a filter the question is the table's: compiled once.
-  const plain = where ? undefined : firstPages(db, `count ${obj.table}`, () => query.compile());
+  const plain = where ? undefined : compiledByKey(db, `count ${obj.table}`, () => query.compile());
   return { db, query, plain, compiled: () => plain ?? query.compile() };
 }
 
@@ -347,7 +334,7 @@ function countRecords(plan: CountPlan | null, c: ReturnType<typeof countOf>, gua
     if (c.plain && !guard && !stamp) [row] = (await c.db.executeQuery<{ n: number | bigint }>(c.plain)).rows;
     else {
       let q: any = guard ? c.query.where(guard) : c.query;
-      if (stamp) q = q.select(sql<string>`${stamp}`.as('__stamp'));
+      if (stamp) q = q.select(stampColumn(stamp));
       [row] = await run<{ n: number | bigint; __stamp?: string }>(q);
     }
     return { n: Number(row?.n ?? 0), stamp: row?.__stamp };
