@@ -4,6 +4,8 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type Db, openDatabase } from '../src/db/database.js';
+import { FALLBACK_PAGES, START_AFTER_WRITES } from '../src/db/sqlite/checkpointer.js';
+import type { SqliteDb } from '../src/db/sqlite/open.js';
 import { freshDb, onPostgres, sqlAll, sqlGet, sqlRun } from './helpers.js';
 
 /** The SQLite file as the service opens it: bulk mode for long loads, and what it leaves behind. */
@@ -94,6 +96,87 @@ describe('bulk mode', () => {
       expect(await db.bulk(async () => 42)).toBe(42);
     } finally {
       await db.close();
+    }
+  });
+});
+
+describe('checkpoints off the request path', () => {
+  // SQLite's write-ahead log; PostgreSQL checkpoints in its own server processes.
+  const frames = (file: string) => {
+    try {
+      return Math.max(0, (fs.statSync(`${file}-wal`).size - 32) / (4096 + 24));
+    } catch {
+      return 0;
+    }
+  };
+  const writes = async (db: Db, n: number, from = 0) => {
+    for (let i = from; i < from + n; i++) await db.kysely.transaction().execute((trx) => sqlRun(trx, sql`INSERT INTO t (x) VALUES (${`row ${i} ${'y'.repeat(3000)}`})`));
+  };
+
+  it.skipIf(onPostgres)('leaves a process that writes a little to SQLite, then checkpoints on a thread of its own, the log bounded and every write kept', async () => {
+    const file = path.join(dir, 'checkpointer.db');
+    const db = openDatabase({ file }) as SqliteDb;
+    try {
+      await sqlRun(db, 'CREATE TABLE t (x TEXT)');
+      await writes(db, START_AFTER_WRITES - 1);
+      expect(db.checkpointer!.running).toBe(false);
+      expect(await pragma(db, 'wal_autocheckpoint')).toBe(1000);
+
+      await writes(db, 1, START_AFTER_WRITES - 1);
+      expect(db.checkpointer!.running).toBe(true);
+      // SQLite's own checkpoint stays only as a fallback, should the thread fall behind.
+      expect(await pragma(db, 'wal_autocheckpoint')).toBe(FALLBACK_PAGES);
+
+      // About 5 pages a write (a row of 3 KB and the table's pages): 20,000 pages in all, past the fallback.
+      await writes(db, 4000, START_AFTER_WRITES);
+      const stats = (await db.checkpointer!.stats())!;
+      expect(stats.runs).toBeGreaterThan(0);
+      // The thread copied pages back as they came: the log was never left to grow past the fallback and a commit's worth.
+      expect(stats.frames).toBeLessThan(FALLBACK_PAGES + 1000);
+      expect(frames(file)).toBeLessThan(FALLBACK_PAGES + 1000);
+    } finally {
+      await db.close();
+    }
+    // Closed: the thread stopped first, the main connection's close checkpointed the rest.
+    const again = openDatabase({ file, readonly: true });
+    try {
+      expect((await sqlGet<{ n: number }>(again, 'SELECT COUNT(*) AS n FROM t'))!.n).toBe(START_AFTER_WRITES + 4000);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it.skipIf(onPostgres)('pauses during a bulk load (which checkpoints once at its end) and takes up again after it', async () => {
+    const db = openDatabase({ file: path.join(dir, 'checkpointer-bulk.db') }) as SqliteDb;
+    try {
+      await sqlRun(db, 'CREATE TABLE t (x TEXT)');
+      await writes(db, START_AFTER_WRITES);
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      const { before, after, setting } = await db.bulk(async () => {
+        const before = (await db.checkpointer!.stats())!.runs;
+        await writes(db, 300, START_AFTER_WRITES);
+        await sleep(400);
+        return { before, after: (await db.checkpointer!.stats())!.runs, setting: await pragma(db, 'wal_autocheckpoint') };
+      });
+      expect(after).toBe(before);
+      expect(setting).toBe(16384);
+      expect(await pragma(db, 'wal_autocheckpoint')).toBe(FALLBACK_PAGES);
+      await sleep(400);
+      expect((await db.checkpointer!.stats())!.runs).toBeGreaterThan(after);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it.skipIf(onPostgres)('starts no thread for a file opened read-only or a database in memory', async () => {
+    const mem = openDatabase({ file: ':memory:' }) as SqliteDb;
+    const ro = openDatabase({ file: path.join(dir, 'checkpointer.db'), readonly: true }) as SqliteDb;
+    try {
+      expect(mem.checkpointer).toBeUndefined();
+      expect(ro.checkpointer).toBeUndefined();
+    } finally {
+      await mem.close();
+      await ro.close();
     }
   });
 });

@@ -28,6 +28,8 @@ export interface LockWaitOptions {
   sqlite: Database.Database;
   /** How long a write waits for another connection's write lock before giving up. */
   lockWaitMs: number;
+  /** Called as each write transaction has begun (the checkpointer counts them). */
+  onBegin?: () => void;
 }
 
 export function isSqliteBusy(err: unknown): boolean {
@@ -109,6 +111,7 @@ class ImmediateSqliteDriver extends SqliteDriver {
 
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+    this.opts.onBegin?.();
   }
 }
 

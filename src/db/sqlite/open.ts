@@ -5,6 +5,7 @@ import { Kysely, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import { type Db, DEFAULT_LOCK_WAIT_MS, isPostgresUrl, type OpenOptions } from '../database.js';
 import type { Tables } from '../tables.js';
 import { sqliteAdapter } from './adapter.js';
+import { Checkpointer, FALLBACK_PAGES } from './checkpointer.js';
 import { ImmediateSqliteDialect, isSqliteBusy } from './dialect.js';
 import BetterSqlite, { registerFunctions } from './driver.js';
 import { groupCommit } from './group-commit.js';
@@ -40,6 +41,8 @@ function cachingDatabase(sqlite: Database.Database, max = 500): SqliteDatabase {
 /** A SQLite database (openSqliteDatabase), with its better-sqlite3 handle: for benchmarks' raw baselines. */
 export interface SqliteDb extends Db {
   sqlite: Database.Database;
+  /** Checkpoints off the request path once the process writes (a file opened for writing). */
+  checkpointer?: Checkpointer;
 }
 
 export function openSqlite(file: string, readonly = false): Database.Database {
@@ -106,7 +109,11 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
   // The dialect waits for other processes' write locks itself, off the event loop (see
   // dialect.ts): SQLite's own busy handler would block this thread while it waits.
   sqlite.pragma('busy_timeout = 0');
-  const dialect = new ImmediateSqliteDialect({ database: cachingDatabase(sqlite) }, { sqlite, lockWaitMs: opts.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS });
+  const checkpointer = opts.readonly || opts.file === ':memory:' ? undefined : new Checkpointer(opts.file, sqlite);
+  const dialect = new ImmediateSqliteDialect(
+    { database: cachingDatabase(sqlite) },
+    { sqlite, lockWaitMs: opts.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS, ...(checkpointer ? { onBegin: () => checkpointer.wrote() } : {}) },
+  );
   const kysely = new Kysely<Tables>({ dialect });
   let closed = false;
   const totalChanges = sqlite.prepare('SELECT total_changes()').pluck();
@@ -129,6 +136,7 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
     changeVersion: (seen) => (sqlite.inTransaction ? null : `${seen ?? dataVersion.get()}:${totalChanges.get()}`),
     releaseCache: () => releaseCache(sqlite),
     ...(readPool ? { readPool } : {}),
+    ...(checkpointer ? { checkpointer } : {}),
     ...(opts.readonly ? {} : { groupWrite: groupCommit(kysely) }),
     async bulk(fn) {
       if (opts.readonly || opts.file === ':memory:') return fn();
@@ -143,12 +151,15 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
       // pages as they are read, so the limit costs memory only on a load that large.
       sqlite.pragma(`cache_size = -${BULK_CACHE_KIB}`);
       const hashsize = ftsHashsize(sqlite, BULK_FTS_PENDING_BYTES);
+      checkpointer?.pause();
       try {
         return await fn();
       } finally {
+        checkpointer?.resume();
         if (hashsize !== undefined) ftsHashsize(sqlite, hashsize);
         sqlite.pragma(`cache_size = ${cache}`);
-        sqlite.pragma(`wal_autocheckpoint = ${before}`);
+        // The checkpointer may have started during the load: then its fallback is the setting.
+        sqlite.pragma(`wal_autocheckpoint = ${checkpointer?.running ? FALLBACK_PAGES : before}`);
         // Best effort (a PASSIVE checkpoint never waits; another process may be checkpointing).
         try {
           sqlite.pragma('wal_checkpoint(PASSIVE)');
@@ -162,6 +173,7 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
       if (closed) return;
       closed = true;
       await readPool?.close();
+      await checkpointer?.close();
       if (!opts.readonly && opts.file !== ':memory:') {
         try {
           // The tables this connection used that SQLite finds stale, whole (see statistics.ts).
