@@ -11,31 +11,32 @@ const db = new Database(file, { fileMustExist: true });
 db.pragma('busy_timeout = 0');
 const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
 
-let paused = 0;
 let runs = 0;
 let frames = 0;
+/** The log's size at the last checkpoint, and the pause before the next: doubled while nothing is written, up to a second. */
+let lastLog = -1;
+let wait = intervalMs;
+const IDLE_MAX_MS = 1000;
 /** @type {ReturnType<typeof setTimeout> | undefined} */
 let timer;
 
 function tick() {
   timer = undefined;
-  if (paused === 0) {
-    try {
-      const r = /** @type {{ busy: number, log: number, checkpointed: number }} */ (checkpoint.get());
-      runs++;
-      frames = Math.max(frames, r.log);
-    } catch (e) {
-      // Busy: another connection (another process) is checkpointing; it does the work.
-      if (!String(/** @type {{ code?: unknown }} */ (e)?.code ?? '').startsWith('SQLITE_BUSY')) throw e;
-    }
+  try {
+    const r = /** @type {{ busy: number, log: number, checkpointed: number }} */ (checkpoint.get());
+    runs++;
+    frames = Math.max(frames, r.log);
+    wait = r.log === lastLog && r.checkpointed === r.log ? Math.min(wait * 2, Math.max(IDLE_MAX_MS, intervalMs)) : intervalMs;
+    lastLog = r.log;
+  } catch (e) {
+    // Busy: another connection (another process) is checkpointing; it does the work.
+    if (!String(/** @type {{ code?: unknown }} */ (e)?.code ?? '').startsWith('SQLITE_BUSY')) throw e;
   }
-  timer = setTimeout(tick, intervalMs);
+  timer = setTimeout(tick, wait);
 }
 
 parentPort?.on('message', (/** @type {string} */ m) => {
-  if (m === 'pause') paused++;
-  else if (m === 'resume') paused = Math.max(0, paused - 1);
-  else if (m === 'stats') parentPort?.postMessage({ runs, frames });
+  if (m === 'stats') parentPort?.postMessage({ runs, frames });
   else if (m === 'stop') {
     if (timer) clearTimeout(timer);
     db.close();

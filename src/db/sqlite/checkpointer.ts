@@ -5,17 +5,20 @@ import type Database from 'better-sqlite3';
  * Checkpoints off the request path. In WAL mode with synchronous = NORMAL a COMMIT only appends
  * its pages to the log; SQLite's automatic checkpoint, run by the COMMIT that takes the log past
  * 1,000 pages, copies them into the file and syncs both, on the thread that committed. A single
- * create writes about 30 pages, so every thirty-third create paid for a checkpoint and its two
- * syncs, on the event loop: `/tmp` A/B of 500 creates at a time, in turn (2026-12-01, load 3-4):
- * 913-1,366 µs a create by the clock against 742-847 µs with no checkpoint on that thread, the CPU
- * the same. Here a worker thread with a connection of its own runs a PASSIVE checkpoint every
- * `intervalMs` (never waiting for a lock, never blocking a writer), and the main connection's
- * automatic checkpoint moves to `FALLBACK_PAGES`: it runs only if the worker falls that far
- * behind (a long read pinning old pages, a slow disk), so the log stays bounded as before.
+ * create writes about 30 pages, so every thirty-third create stopped the event loop for a
+ * checkpoint and its syncs. Here a worker thread with a connection of its own runs a PASSIVE
+ * checkpoint every `intervalMs` while the log grows, and up to a second apart while it does not
+ * (never waiting for a lock, never blocking a writer). The main connection's automatic checkpoint
+ * moves to `FALLBACK_PAGES`: while writes go on, the log is never wholly copied at the moment a
+ * write begins, so SQLite does not start it over; the fallback does that every 16,384 pages, with
+ * little left to copy. It also bounds the log, as before, should the thread fall behind (a long
+ * read pinning old pages, a slow disk). Measured in docs/benchmarks.md ("Checkpoints off the
+ * request path").
  *
- * Started by a process's `START_AFTER_WRITES`th write transaction: a CLI command or a test that
- * writes a few times keeps SQLite's own checkpoints and starts no thread. Paused during a bulk
- * load (Db.bulk), which checkpoints once at its end.
+ * Started by a process's `START_AFTER_WRITES`th write transaction (a CLI command or a test that
+ * writes a few times keeps SQLite's own checkpoints and starts no thread), or at once by a bulk load
+ * (Db.bulk: an import's batches write tens of thousands of pages, and the load's own checkpoint,
+ * every 16,384 pages, stopped the import for the copy and its syncs).
  */
 export const FALLBACK_PAGES = 16_384;
 export const START_AFTER_WRITES = 100;
@@ -31,7 +34,6 @@ export interface CheckpointStats {
 export class Checkpointer {
   #worker: Worker | undefined;
   #writes = 0;
-  #paused = 0;
   #closed = false;
 
   constructor(
@@ -50,7 +52,9 @@ export class Checkpointer {
     return this.#worker !== undefined;
   }
 
-  private start(): void {
+  /** Starts the worker now (a bulk load), whatever the count of writes. */
+  start(): void {
+    if (this.#worker || this.#closed) return;
     const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), {
       workerData: { file: this.file, intervalMs: this.opts.intervalMs ?? INTERVAL_MS },
     });
@@ -61,7 +65,6 @@ export class Checkpointer {
       if (this.#worker === worker) this.#worker = undefined;
       this.autocheckpoint(1000);
     });
-    for (let i = 0; i < this.#paused; i++) worker.postMessage('pause');
     this.#worker = worker;
     this.autocheckpoint(FALLBACK_PAGES);
   }
@@ -72,16 +75,6 @@ export class Checkpointer {
     } catch {
       /* closed meanwhile */
     }
-  }
-
-  pause(): void {
-    this.#paused++;
-    this.#worker?.postMessage('pause');
-  }
-
-  resume(): void {
-    this.#paused = Math.max(0, this.#paused - 1);
-    this.#worker?.postMessage('resume');
   }
 
   /** The worker's counts (tests, diagnosis); undefined while it has not started. */

@@ -151,11 +151,10 @@ export function openSqliteDatabase(opts: OpenOptions): SqliteDb {
       // pages as they are read, so the limit costs memory only on a load that large.
       sqlite.pragma(`cache_size = -${BULK_CACHE_KIB}`);
       const hashsize = ftsHashsize(sqlite, BULK_FTS_PENDING_BYTES);
-      checkpointer?.pause();
+      checkpointer?.start();
       try {
         return await fn();
       } finally {
-        checkpointer?.resume();
         if (hashsize !== undefined) ftsHashsize(sqlite, hashsize);
         sqlite.pragma(`cache_size = ${cache}`);
         // The checkpointer may have started during the load: then its fallback is the setting.
