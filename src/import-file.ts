@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import v8 from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import cliProgress from 'cli-progress';
 import { stringify } from 'csv-stringify/sync';
@@ -117,6 +118,13 @@ interface ReadBatch {
   bytes: number;
   /** The piece ends a batch (or the file). */
   last: boolean;
+  /** The piece as the reader thread sent it (unpackRows reads its rows again: the rejects file). */
+  packed: Uint8Array;
+}
+
+/** The rows of a piece as read (readBatches' `packed`). */
+export function unpackRows(packed: Uint8Array): Record<string, unknown>[] {
+  return (v8.deserialize(packed) as { rows: Record<string, unknown>[] }).rows;
 }
 
 /**
@@ -128,7 +136,7 @@ interface ReadBatch {
 export async function* readBatches(file: string, batch: number, chunk = batch, first = chunk): AsyncGenerator<ReadBatch> {
   chunk = Math.min(chunk, batch);
   const worker = new Worker(new URL('./import-reader.js', import.meta.url), { workerData: { file, batch, chunk, first: Math.min(first, chunk), region: defaultRegion } });
-  type Message = ({ type: 'batch' } & ReadBatch) | { type: 'end'; bytes: number } | { type: 'error'; message: string; user: boolean };
+  type Message = { type: 'batch'; packed: Uint8Array; bytes: number; last: boolean } | { type: 'end'; bytes: number } | { type: 'error'; message: string; user: boolean };
   const queue: Message[] = [];
   let failure: Error | null = null;
   let wake: (() => void) | null = null;
@@ -160,7 +168,9 @@ export async function* readBatches(file: string, batch: number, chunk = batch, f
       if (m.type === 'error') throw m.user ? validationError(m.message) : new Error(m.message);
       if (m.type === 'end') return;
       worker.postMessage('more');
-      yield m;
+      // Read only now: the pieces read ahead wait as buffers, not as objects the collector copies.
+      const { rows, phones } = v8.deserialize(m.packed) as Pick<ReadBatch, 'rows' | 'phones'>;
+      yield { rows, phones, bytes: m.bytes, last: m.last, packed: m.packed };
     }
   } finally {
     await worker.terminate();
@@ -248,14 +258,27 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
     }
   };
 
-  type Batch = { raw: Record<string, unknown>; rec: Record<string, unknown> }[];
+  // A batch's pieces as the reader sent them, with the index of each one's first row in the batch:
+  // the rows themselves are not kept once planned (the rejects file reads a failed row's piece again).
+  type Batch = { packed: Uint8Array; start: number }[];
+  const rawRow = (batch: Batch, index: number, unpacked: Map<Uint8Array, Record<string, unknown>[]>): Record<string, unknown> => {
+    let k = batch.length - 1;
+    while (k > 0 && batch[k]!.start > index) k--;
+    const { packed, start } = batch[k]!;
+    let rows = unpacked.get(packed);
+    if (!rows) unpacked.set(packed, (rows = unpackRows(packed)));
+    const item = rows[index - start];
+    return item && typeof item === 'object' && !Array.isArray(item) ? (item as Record<string, unknown>) : {};
+  };
+  let batchRows = 0;
   const record = (batch: Batch, r: ImportDetail) => {
     s.created += r.created;
     s.duplicates += r.duplicates;
     s.failed += r.failed;
+    const unpacked = new Map<Uint8Array, Record<string, unknown>[]>();
     for (const row of r.rows) {
       if (row.status !== 'failed') continue;
-      const raw = batch[row.index]!.raw;
+      const raw = rawRow(batch, row.index, unpacked);
       if (!rejects) {
         rejects = fs.createWriteStream(rejectsPath);
         rejectHeaders = [...columns, '_error'];
@@ -315,6 +338,7 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
       queue.close();
       queue = null;
       batch = [];
+      batchRows = 0;
       // The next batch's lookups see every batch but this one, whose keys it is given (previous).
       await before;
       return;
@@ -324,6 +348,7 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
     const rows = batch;
     pieces = [];
     batch = [];
+    batchRows = 0;
     record(rows, await applyImport(ctx, plan));
   };
   // Large transactions one after another: the write-ahead log is checkpointed at the end, not after each.
@@ -332,7 +357,7 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
       for await (const read of readBatches(opts.file, batchSize, PIECE, FIRST_PIECE)) {
         bytes = read.bytes;
         primePhones(read.phones);
-        const piece: Batch = [];
+        const piece: Record<string, unknown>[] = [];
         for (const item of read.rows) {
           // A JSON list may hold things that are not records: each fails alone.
           const raw = item && typeof item === 'object' && !Array.isArray(item) ? item : { __parse_error: 'Each record must be a JSON object' };
@@ -346,22 +371,17 @@ export async function importFile(ctx: Ctx, opts: FileImportOptions): Promise<Fil
           }
           s.rows++;
           const rec = typeof raw.__parse_error === 'string' ? { __error: raw.__parse_error } : toRecord(obj, raw, mapping);
-          piece.push({ raw, rec });
+          piece.push(rec);
         }
         if (piece.length) {
-          const plan = await planImport(
-            ctx,
-            obj.name,
-            piece.map((b) => b.rec),
-            batchSize,
-            names,
-          );
+          const plan = await planImport(ctx, obj.name, piece, batchSize, names);
           if (!overlap) pieces.push(plan);
           else {
             if (!queue) begin();
             queue!.push(plan);
           }
-          batch.push(...piece);
+          batch.push({ packed: read.packed, start: batchRows });
+          batchRows += piece.length;
         }
         if (read.last) await finish();
       }

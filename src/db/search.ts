@@ -109,10 +109,15 @@ export function wordsOfDoc(d: SearchDoc, terms?: string[][]): string[] {
   return (d.words = words);
 }
 
-/** Everything about `docs` that upsert computes but needs no database: ahead of the write transaction. */
+/**
+ * Everything about `docs` that upsert computes but needs no database, ahead of the write
+ * transaction, where the backend has such work (PostgreSQL: made while the database writes the batch
+ * before). Elsewhere the words are made at the write: made ahead, each document's list of words
+ * would only wait in memory (an import's batch of them, copied by every garbage collection meanwhile)
+ * for the same thread to read it.
+ */
 export function prepareDocs(backend: SearchBackend, docs: SearchDoc[]): void {
-  if (backend.prepare) backend.prepare(docs);
-  else for (const d of docs) wordsOfDoc(d);
+  backend.prepare?.(docs);
 }
 
 /**
@@ -158,15 +163,19 @@ export function termsOf(text: string): string[] {
 const MAX_TERM_LENGTH = 100;
 
 export async function writeTerms(db: Kysely<any>, docs: SearchDoc[]): Promise<void> {
-  const seen = new Set<string>();
+  // Each workspace's words once (a batch's documents share most of theirs: its 5,000 contacts hold
+  // a few dozen distinct words), without a joined string made per word of every document.
+  const seen = new Map<number, Set<string>>();
   const rows: [number, string][] = [];
-  for (const d of docs)
+  for (const d of docs) {
+    let words = seen.get(d.workspaceId);
+    if (!words) seen.set(d.workspaceId, (words = new Set()));
     for (const w of wordsOfDoc(d)) {
-      const k = `${d.workspaceId}:${w}`;
-      if (seen.has(k)) continue;
-      seen.add(k);
+      if (words.has(w)) continue;
+      words.add(w);
       rows.push([d.workspaceId, w]);
     }
+  }
   await bulkInsert(db, 'search_terms', ['workspace_id', 'term'], rows, { ignoreConflicts: true, perStatement: 5000 });
 }
 

@@ -39,7 +39,12 @@ export interface Prepared {
   /** The new record's id and search document, when made ahead of the transaction (prepareDocuments). */
   id?: string;
   doc?: SearchDoc;
+  /** A new record's 'created' entry payload (createdPayload of `touched`), when made ahead: see prepareForImport. */
+  created?: number[];
 }
+
+/** `touched` of a row prepared for an import once its 'created' payload is made: nothing reads it again. */
+const DONE_WITH_FIELDS = new Map<string, string | number | null>();
 
 function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update'): Prepared {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) throw validationError(`A ${obj.name} record must be a JSON object of field names to values`);
@@ -100,7 +105,13 @@ function stampCompletion(obj: ObjectDef, p: Prepared, oldStatus: unknown): void 
  * it to createPrepared: validated once).
  */
 export function prepareForImport(obj: ObjectDef, input: unknown): Prepared {
-  return prepareWrite(obj, input, 'create');
+  const p = prepareWrite(obj, input, 'create');
+  // An import's batch stays in memory from its planning to its write: each row keeps its field ids
+  // (the 'created' entry's payload, what `touched` is read for then) rather than a Map per row, which
+  // the garbage collector copies on every collection until the batch is written.
+  p.created = createdPayload(obj, p.touched.keys());
+  p.touched = DONE_WITH_FIELDS;
+  return p;
 }
 
 /**
@@ -455,7 +466,7 @@ async function insertPrepared(
   }
   await writeDerived(trx, ctx, obj, full, 'new', prepared.every((p) => p.keys) ? prepared.map((p) => p.keys!) : undefined, prepared.every((p) => p.doc) ? prepared.map((p) => p.doc!) : undefined);
   const entries: ActivityEntry[] = [
-    ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: createdPayload(obj, prepared[i]!.touched.keys()) })),
+    ...ids.map((id, i) => ({ object: obj.name, recordId: id, action: 'created', payload: prepared[i]!.created ?? createdPayload(obj, prepared[i]!.touched.keys()) })),
     ...ids.flatMap((id, i) => relatedEntries(obj, id, null, prepared[i]!.row)),
   ];
   if (opts.activity) opts.activity.push(...entries);
