@@ -318,13 +318,22 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
 /** The database's state as a statement saw it (Db.stampExpression), selected beside its rows. */
 const stampColumn = (stamp: Expression<string>) => sql<string>`${stamp}`.as('__stamp');
 
-/** A list's count question: built (and compiled, to be remembered) once per table without a filter. */
+/**
+ * A list's count question. Without a filter it is the table's, compiled once and never built again
+ * (building it each time cost about as much as a remembered total's whole check); the builder is
+ * made only where it is run with more (a filter, the budget's condition, a stamp).
+ */
 function countOf(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined) {
-  const all = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
-  const query = where ? all.where((eb: EB) => where(eb)) : all;
-  // Without a filter the question is the table's: compiled once.
-  const plain = where ? undefined : compiledByKey(db, `count ${obj.table}`, () => query.compile());
-  return { db, query, plain, compiled: () => plain ?? query.compile() };
+  let built: any;
+  const query = () => {
+    if (!built) {
+      const all = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+      built = where ? all.where((eb: EB) => where(eb)) : all;
+    }
+    return built;
+  };
+  const plain = where ? undefined : compiledByKey(db, `count ${obj.table}`, () => query().compile());
+  return { db, query, plain, compiled: () => plain ?? query().compile() };
 }
 
 /** The count of the question's rows, under the budget's condition, from memory where `plan` may answer it. */
@@ -333,7 +342,7 @@ function countRecords(plan: CountPlan | null, c: ReturnType<typeof countOf>, gua
     let row: { n: number | bigint; __stamp?: string } | undefined;
     if (c.plain && !guard && !stamp) [row] = (await c.db.executeQuery<{ n: number | bigint }>(c.plain)).rows;
     else {
-      let q: any = guard ? c.query.where(guard) : c.query;
+      let q: any = guard ? c.query().where(guard) : c.query();
       if (stamp) q = q.select(stampColumn(stamp));
       [row] = await run<{ n: number | bigint; __stamp?: string }>(q);
     }
