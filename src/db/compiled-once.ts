@@ -37,3 +37,20 @@ export function compiledByKey(db: Kysely<any>, key: string, build: () => Compile
   }
   return q;
 }
+
+/**
+ * compiledByKey for a statement that binds values (a cursor's, a limit): built with the first
+ * request's `parameters`, then run with each request's own in their place. The key names what the
+ * SQL text depends on, never the values. The first build checks that the statement binds exactly
+ * `parameters`, in that order: a caller that named them wrong fails at once, not with another
+ * request's values.
+ */
+export function compiledWith(db: Kysely<any>, key: string, parameters: readonly unknown[], build: () => CompiledQuery): CompiledQuery {
+  const q = compiledByKey(db, key, () => {
+    const built = build();
+    if (built.parameters.length !== parameters.length || built.parameters.some((p, i) => p !== parameters[i]))
+      throw new Error(`compiledWith: '${key}' binds ${JSON.stringify(built.parameters)}, not the ${JSON.stringify(parameters)} named`);
+    return built;
+  });
+  return q.parameters === parameters ? q : { ...q, parameters };
+}

@@ -1,5 +1,5 @@
 import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
-import { compiledByKey } from '../db/compiled-once.js';
+import { compiledByKey, compiledWith } from '../db/compiled-once.js';
 import type { Tables } from '../db/tables.js';
 import { runRead } from './aggregate-sql.js';
 import { associationsOf } from './associations.js';
@@ -216,19 +216,19 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
     if (pageStamp && stampSeen === undefined && got.length > 0) stampSeen = got[0]!.__stamp as string;
     rows.push(...got);
   };
-  // The first page of a plain listing (no filter, cursor or related sort), the one polled most: its
-  // statements compiled once per table, columns, order and limit.
-  const plainKey = !where && !cursor && !related && !heavyList ? `${obj.table} ${columns.join(',')} ${col} ${dir}` : undefined;
-  // `segment`: which range of the order `shape` reads, on a plain listing's first page: the key of
-  // its compiled statement, with the rows still wanted (and whether it selects the stamp).
-  const page = async (shape: (q: any) => any, segment?: 'nulls' | 'values') => {
+  // A page of a plain listing (no filter or related sort, a light read), the one polled and paged
+  // most: its statements compiled once per table, columns, order and range of the order, and run
+  // with the values of the cursor and the limit.
+  const plainKey = !where && !related && !heavyList ? `${obj.table} ${columns.join(',')} ${col} ${dir}` : undefined;
+  // `segment`: which range of the order `shape` reads (the key of its compiled statement, with
+  // whether it selects the stamp); `values`: what `shape` binds, in order (the limit follows).
+  const page = async (shape: (q: any) => any, segment?: string, values: unknown[] = []) => {
     if (plainKey !== undefined && segment !== undefined) {
-      const wanted = limit + 1 - rows.length;
       const stamp = pageStamp;
-      const compiled = compiledByKey(db, `${plainKey} ${segment} ${wanted}${stamp ? ' stamp' : ''}`, () => {
+      const compiled = compiledWith(db, `${plainKey} ${segment}${stamp ? ' stamp' : ''}`, [...values, limit + 1 - rows.length], () => {
         const q = selectColumns(db, obj.table, columns);
         return shape(stamp ? q.select(stampColumn(stamp)) : q)
-          .limit(wanted)
+          .limit(limit + 1 - rows.length)
           .compile();
       });
       seen((await db.executeQuery<Record<string, unknown>>(compiled)).rows);
@@ -278,7 +278,8 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
             if (resume) q = q.where('seq', cmp, resume.s);
             return q.orderBy('seq', dir);
           },
-          resume ? undefined : 'nulls',
+          resume ? 'nulls after' : 'nulls',
+          resume ? [resume.s] : [],
         );
         continue;
       }
@@ -289,8 +290,8 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
         // step through every row sharing it: slow deep in a low-cardinality field (a status). When
         // the previous page saw that no row tied with its last one is left (u), only the second
         // range is read: one statement, the one round trip on PostgreSQL.
-        if (!resume.u) await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
-        if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
+        if (!resume.u) await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir), 'tied', [resume.v, resume.s]);
+        if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir), 'values after', [resume.v]);
       } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir), 'values');
     }
   };
