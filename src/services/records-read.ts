@@ -9,7 +9,7 @@ import { type CountPlan, knownCount, planCount, rememberedCount } from './count-
 import { withRelationNames } from './display-names.js';
 import { CrmError, validationError } from './errors.js';
 import type { FieldDef } from './field-types.js';
-import { compileFilter, type FilterGroup, relatedValueSql, resolveRelated } from './filters.js';
+import { compileFilterKept, type FilterGroup, relatedValueSql, resolveRelated } from './filters.js';
 import { DEFAULT_LIMIT, MAX_LIMIT, notFound, projection, type RecordData, toRecord } from './record-rows.js';
 import { getSchema, loadedSchema, type ObjectDef, resolveField, resolveObject } from './schema.js';
 
@@ -182,7 +182,8 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   const dir = opts.sortDir ?? 'desc';
   if (dir !== 'asc' && dir !== 'desc') throw validationError(`sort_dir must be 'asc' or 'desc', got '${String(dir)}'`);
   const fields = projection(obj, opts.fields);
-  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, schema, { userId: ctx.actor.userId, timeZone: opts.timeZone }) : undefined;
+  const filter = opts.filter ? compileFilterKept(obj, ctx.db.adapter, opts.filter, schema, { userId: ctx.actor.userId, timeZone: opts.timeZone }) : undefined;
+  const where = filter?.where;
   const db = dyn(ctx.db.kysely);
   const col = sortField.column;
   const key: any = related ? relatedValueSql(related, obj.table, 'rs') : col;
@@ -216,21 +217,26 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
     if (pageStamp && stampSeen === undefined && got.length > 0) stampSeen = got[0]!.__stamp as string;
     rows.push(...got);
   };
-  // A page of a plain listing (no filter or related sort, a light read), the one polled and paged
-  // most: its statements compiled once per table, columns, order and range of the order, and run
-  // with the values of the cursor and the limit.
-  const plainKey = !where && !related && !heavyList ? `${obj.table} ${columns.join(',')} ${col} ${dir}` : undefined;
+  // A page of a light listing without a related sort, the one polled and paged most: its statements
+  // compiled once per table, columns, order and range of the order (and filter, kept by its text
+  // with the object's schema), and run with the values of the cursor and the limit.
+  const keptKey = !related && !heavyList && (!filter || filter.key !== undefined) ? `${columns.join(',')} ${col} ${dir}` : undefined;
   // `segment`: which range of the order `shape` reads (the key of its compiled statement, with
   // whether it selects the stamp); `values`: what `shape` binds, in order (the limit follows).
   const page = async (shape: (q: any) => any, segment?: string, values: unknown[] = []) => {
-    if (plainKey !== undefined && segment !== undefined) {
+    if (keptKey !== undefined && segment !== undefined) {
       const stamp = pageStamp;
-      const compiled = compiledWith(db, `${plainKey} ${segment}${stamp ? ' stamp' : ''}`, [...values, limit + 1 - rows.length], () => {
-        const q = selectColumns(db, obj.table, columns);
-        return shape(stamp ? q.select(stampColumn(stamp)) : q)
+      const build = () => {
+        let q = selectColumns(db, obj.table, columns);
+        if (stamp) q = q.select(stampColumn(stamp));
+        if (where) q = q.where((eb: EB) => where(eb));
+        return shape(q)
           .limit(limit + 1 - rows.length)
           .compile();
-      });
+      };
+      const tail = [...values, limit + 1 - rows.length];
+      const at = `${keptKey} ${segment}${stamp ? ' stamp' : ''}`;
+      const compiled = filter ? compiledWith(obj, `${filter.key}\u0000${at}`, tail, build) : compiledWith(db, `${obj.table} ${at}`, tail, build);
       seen((await db.executeQuery<Record<string, unknown>>(compiled)).rows);
       return;
     }
@@ -247,7 +253,7 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
       await readPage();
       return null;
     }
-    const counted = countOf(db, obj, where);
+    const counted = countOf(db, obj, where, filter?.key);
     // Remembered while the database is unchanged (the same total on every page of a listing); the
     // budget's condition only bounds the statement, it is not part of the question.
     const plan = planCount(ctx.db, ctx.actor.workspaceId, counted.compiled, ctx.dataVersion);
@@ -321,10 +327,11 @@ const stampColumn = (stamp: Expression<string>) => sql<string>`${stamp}`.as('__s
 
 /**
  * A list's count question. Without a filter it is the table's, compiled once and never built again
- * (building it each time cost about as much as a remembered total's whole check); the builder is
- * made only where it is run with more (a filter, the budget's condition, a stamp).
+ * (building it each time cost about as much as a remembered total's whole check); with a filter kept
+ * by its text (`filterKey`, see compileFilterKept), compiled once with it. The builder is made only
+ * where it is run with more (a filter not kept, the budget's condition, a stamp).
  */
-function countOf(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined) {
+function countOf(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined, filterKey: string | undefined) {
   let built: any;
   const query = () => {
     if (!built) {
@@ -333,8 +340,9 @@ function countOf(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBo
     }
     return built;
   };
-  const plain = where ? undefined : compiledByKey(db, `count ${obj.table}`, () => query().compile());
-  return { db, query, plain, compiled: () => plain ?? query().compile() };
+  const compile = () => query().compile();
+  const plain = !where ? compiledByKey(db, `count ${obj.table}`, compile) : filterKey !== undefined ? compiledByKey(obj, `count\u0000${filterKey}`, compile) : undefined;
+  return { db, query, plain, compiled: () => plain ?? compile() };
 }
 
 /** The count of the question's rows, under the budget's condition, from memory where `plan` may answer it. */
