@@ -609,19 +609,25 @@ const MAX_KEPT_FILTERS = 256;
 /** The filter's text when JSON writes it as it is (plain objects, lists, strings, finite numbers, booleans, null), else undefined. */
 function filterText(input: unknown): string | undefined {
   let plain = true;
-  const text = JSON.stringify(input, function (this: unknown, k: string, v: unknown) {
-    const raw = k === '' ? input : (this as Record<string, unknown>)[k];
-    if (raw === null || typeof raw === 'string' || typeof raw === 'boolean') return v;
-    if (typeof raw === 'number') {
-      if (!Number.isFinite(raw)) plain = false;
+  let text: string;
+  try {
+    text = JSON.stringify(input, function (this: unknown, k: string, v: unknown) {
+      const raw = k === '' ? input : (this as Record<string, unknown>)[k];
+      if (raw === null || typeof raw === 'string' || typeof raw === 'boolean') return v;
+      if (typeof raw === 'number') {
+        if (!Number.isFinite(raw)) plain = false;
+        return v;
+      }
+      // An absent value and an undefined one are the same condition; in a list it would be written null.
+      if (raw === undefined && !Array.isArray(this)) return v;
+      if (typeof raw === 'object' && (Array.isArray(raw) || Object.getPrototypeOf(raw) === Object.prototype || Object.getPrototypeOf(raw) === null)) return v;
+      plain = false;
       return v;
-    }
-    // An absent value and an undefined one are the same condition; in a list it would be written null.
-    if (raw === undefined && !Array.isArray(this)) return v;
-    if (typeof raw === 'object' && (Array.isArray(raw) || Object.getPrototypeOf(raw) === Object.prototype || Object.getPrototypeOf(raw) === null)) return v;
-    plain = false;
-    return v;
-  });
+    });
+  } catch {
+    // Nested past the stack inside a value (the groups' depth was measured before): not kept, and compileFilter says why.
+    return undefined;
+  }
   return plain ? text : undefined;
 }
 
@@ -631,6 +637,8 @@ function filterText(input: unknown): string | undefined {
  * statements built on it, or is undefined when the filter is not kept.
  */
 export function compileFilterKept(obj: ObjectDef, adapter: DialectAdapter, input: unknown, schema: WorkspaceSchema, env: FilterEnv = {}): { where: Compiled; key: string | undefined } {
+  // Its size first, as compileFilter does: a filter nested 10,000 deep is refused before anything recurses over it.
+  checkFilterSize(input);
   const text = filterText(input);
   const key = text === undefined ? undefined : `${text}\u0000${env.userId ?? ''}\u0000${env.timeZone ?? schema.timeZone}`;
   let kept = keptFilters.get(obj);
