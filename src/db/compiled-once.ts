@@ -22,18 +22,39 @@ export function compiledOnce<R>(build: (db: Kysely<Tables>) => { compile(): Comp
 }
 
 /**
- * Statements compiled once per Kysely instance and key, for statements whose SQL text depends on a
- * few known things (a table, its columns, an order): the key names them. Built on first use; at most
- * `max` a Kysely instance, then all built again.
+ * Statements compiled once per owner and key, for statements whose SQL text depends on a few known
+ * things (a table, its columns, an order): the key names them. The owner is the Kysely instance, or
+ * an object whose life bounds the statements' (an object's schema, for statements built on its
+ * fields). Built on first use; at most `max` an owner, then all built again.
  */
-const byKey = new WeakMap<Kysely<any>, Map<string, CompiledQuery>>();
-export function compiledByKey(db: Kysely<any>, key: string, build: () => CompiledQuery, max = 256): CompiledQuery {
-  let built = byKey.get(db);
-  if (!built) byKey.set(db, (built = new Map()));
+const byKey = new WeakMap<object, Map<string, CompiledQuery>>();
+export function compiledByKey(owner: Kysely<any> | object, key: string, build: () => CompiledQuery, max = 256): CompiledQuery {
+  let built = byKey.get(owner);
+  if (!built) byKey.set(owner, (built = new Map()));
   let q = built.get(key);
   if (!q) {
     if (built.size >= max) built.clear();
     built.set(key, (q = build()));
   }
   return q;
+}
+
+/**
+ * compiledByKey for a statement that binds values that change from one request to the next (a
+ * cursor's, a limit): built with the first request's, then run with each request's own in their
+ * place. `tail` is what the statement binds last, in order; what it binds before them is named by
+ * the key (a filter's values, kept with its text), and stays. The first build checks that the
+ * statement ends by binding exactly `tail`: a caller that named them wrong fails at once, not with
+ * another request's values.
+ */
+export function compiledWith(owner: Kysely<any> | object, key: string, tail: readonly unknown[], build: () => CompiledQuery): CompiledQuery {
+  const q = compiledByKey(owner, key, () => {
+    const built = build();
+    const head = built.parameters.length - tail.length;
+    if (head < 0 || tail.some((p, i) => p !== built.parameters[head + i]))
+      throw new Error(`compiledWith: '${key}' binds ${JSON.stringify(built.parameters)}, which does not end with the ${JSON.stringify(tail)} named`);
+    return built;
+  });
+  const head = q.parameters.length - tail.length;
+  return { ...q, parameters: head === 0 ? tail : [...q.parameters.slice(0, head), ...tail] };
 }

@@ -265,6 +265,8 @@ export interface FilterEnv {
   userId?: string | undefined;
   /** Overrides the workspace's zone for relative dates (a task list asked in its own zone). */
   timeZone?: string | undefined;
+  /** Set to true when the filter read the clock (a relative date): what it matches changes with time. */
+  clock?: { read: boolean } | undefined;
 }
 
 /** The users table seen as an object, so 'owner.name' filters, sorts and groups like 'company.name'. */
@@ -560,7 +562,19 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
     );
   }
   const stats: FilterStats = { conditions: 0 };
-  const scope: Scope = { adapter, schema, aliases: 0, userId: env.userId, timeZone: env.timeZone ?? schema?.timeZone ?? 'UTC', now: now() };
+  const at = now();
+  const clock = env.clock;
+  const scope: Scope = {
+    adapter,
+    schema,
+    aliases: 0,
+    userId: env.userId,
+    timeZone: env.timeZone ?? schema?.timeZone ?? 'UTC',
+    get now() {
+      if (clock) clock.read = true;
+      return at;
+    },
+  };
   const walk = (g: FilterGroup, depth: number): Compiled => {
     // Measured before parsing; a Cognite filter adds a level on translation ('range' becomes a group), hence + 1.
     if (depth > MAX_FILTER_DEPTH + 1) throw validationError(`Filter nesting is ${depth} levels deep; the limit is ${MAX_FILTER_DEPTH}`, { limit: MAX_FILTER_DEPTH });
@@ -580,6 +594,63 @@ export function compileFilter(obj: ObjectDef, adapter: DialectAdapter, input: un
     return all;
   };
   return walk(parsed.data, 1);
+}
+
+/**
+ * Filters compiled once per object (so once per schema: a change to the schema loads new objects)
+ * and kept by their text, with the acting user and the zone: the same filter comes back on every
+ * page of a listing and every poll of it. Not kept: a filter that read the clock (a relative date
+ * means another range tomorrow), or one whose text would not tell it from another (a value JSON
+ * cannot write as it is: undefined in a list, NaN, a Date, a bigint).
+ */
+const keptFilters = new WeakMap<ObjectDef, Map<string, Compiled>>();
+const MAX_KEPT_FILTERS = 256;
+
+/** The filter's text when JSON writes it as it is (plain objects, lists, strings, finite numbers, booleans, null), else undefined. */
+function filterText(input: unknown): string | undefined {
+  let plain = true;
+  let text: string;
+  try {
+    text = JSON.stringify(input, function (this: unknown, k: string, v: unknown) {
+      const raw = k === '' ? input : (this as Record<string, unknown>)[k];
+      if (raw === null || typeof raw === 'string' || typeof raw === 'boolean') return v;
+      if (typeof raw === 'number') {
+        if (!Number.isFinite(raw)) plain = false;
+        return v;
+      }
+      // An absent value and an undefined one are the same condition; in a list it would be written null.
+      if (raw === undefined && !Array.isArray(this)) return v;
+      if (typeof raw === 'object' && (Array.isArray(raw) || Object.getPrototypeOf(raw) === Object.prototype || Object.getPrototypeOf(raw) === null)) return v;
+      plain = false;
+      return v;
+    });
+  } catch {
+    // Nested past the stack inside a value (the groups' depth was measured before): not kept, and compileFilter says why.
+    return undefined;
+  }
+  return plain ? text : undefined;
+}
+
+/**
+ * compileFilter for a listing's condition (no alias), kept while the object's schema stands (see
+ * keptFilters); `key` names the filter with everything its SQL depends on, for callers that keep
+ * statements built on it, or is undefined when the filter is not kept.
+ */
+export function compileFilterKept(obj: ObjectDef, adapter: DialectAdapter, input: unknown, schema: WorkspaceSchema, env: FilterEnv = {}): { where: Compiled; key: string | undefined } {
+  // Its size first, as compileFilter does: a filter nested 10,000 deep is refused before anything recurses over it.
+  checkFilterSize(input);
+  const text = filterText(input);
+  const key = text === undefined ? undefined : `${text}\u0000${env.userId ?? ''}\u0000${env.timeZone ?? schema.timeZone}`;
+  let kept = keptFilters.get(obj);
+  const known = key === undefined ? undefined : kept?.get(key);
+  if (known) return { where: known, key };
+  const clock = { read: false };
+  const where = compileFilter(obj, adapter, input, undefined, schema, { ...env, clock });
+  if (key === undefined || clock.read) return { where, key: undefined };
+  if (!kept) keptFilters.set(obj, (kept = new Map()));
+  if (kept.size >= MAX_KEPT_FILTERS) kept.clear();
+  kept.set(key, where);
+  return { where, key };
 }
 
 /** The query-string forms shared by list, aggregate and export: filter_field/operator/value and filters (JSON). */

@@ -1,5 +1,5 @@
 import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql } from 'kysely';
-import { compiledByKey } from '../db/compiled-once.js';
+import { compiledByKey, compiledWith } from '../db/compiled-once.js';
 import type { Tables } from '../db/tables.js';
 import { runRead } from './aggregate-sql.js';
 import { associationsOf } from './associations.js';
@@ -9,7 +9,7 @@ import { type CountPlan, knownCount, planCount, rememberedCount } from './count-
 import { withRelationNames } from './display-names.js';
 import { CrmError, validationError } from './errors.js';
 import type { FieldDef } from './field-types.js';
-import { compileFilter, type FilterGroup, relatedValueSql, resolveRelated } from './filters.js';
+import { compileFilterKept, type FilterGroup, relatedValueSql, resolveRelated } from './filters.js';
 import { DEFAULT_LIMIT, MAX_LIMIT, notFound, projection, type RecordData, toRecord } from './record-rows.js';
 import { getSchema, loadedSchema, type ObjectDef, resolveField, resolveObject } from './schema.js';
 
@@ -182,7 +182,8 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   const dir = opts.sortDir ?? 'desc';
   if (dir !== 'asc' && dir !== 'desc') throw validationError(`sort_dir must be 'asc' or 'desc', got '${String(dir)}'`);
   const fields = projection(obj, opts.fields);
-  const where = opts.filter ? compileFilter(obj, ctx.db.adapter, opts.filter, undefined, schema, { userId: ctx.actor.userId, timeZone: opts.timeZone }) : undefined;
+  const filter = opts.filter ? compileFilterKept(obj, ctx.db.adapter, opts.filter, schema, { userId: ctx.actor.userId, timeZone: opts.timeZone }) : undefined;
+  const where = filter?.where;
   const db = dyn(ctx.db.kysely);
   const col = sortField.column;
   const key: any = related ? relatedValueSql(related, obj.table, 'rs') : col;
@@ -216,21 +217,26 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
     if (pageStamp && stampSeen === undefined && got.length > 0) stampSeen = got[0]!.__stamp as string;
     rows.push(...got);
   };
-  // The first page of a plain listing (no filter, cursor or related sort), the one polled most: its
-  // statements compiled once per table, columns, order and limit.
-  const plainKey = !where && !cursor && !related && !heavyList ? `${obj.table} ${columns.join(',')} ${col} ${dir}` : undefined;
-  // `segment`: which range of the order `shape` reads, on a plain listing's first page: the key of
-  // its compiled statement, with the rows still wanted (and whether it selects the stamp).
-  const page = async (shape: (q: any) => any, segment?: 'nulls' | 'values') => {
-    if (plainKey !== undefined && segment !== undefined) {
-      const wanted = limit + 1 - rows.length;
+  // A page of a light listing without a related sort, the one polled and paged most: its statements
+  // compiled once per table, columns, order and range of the order (and filter, kept by its text
+  // with the object's schema), and run with the values of the cursor and the limit.
+  const keptKey = !related && !heavyList && (!filter || filter.key !== undefined) ? `${columns.join(',')} ${col} ${dir}` : undefined;
+  // `segment`: which range of the order `shape` reads (the key of its compiled statement, with
+  // whether it selects the stamp); `values`: what `shape` binds, in order (the limit follows).
+  const page = async (shape: (q: any) => any, segment?: string, values: unknown[] = []) => {
+    if (keptKey !== undefined && segment !== undefined) {
       const stamp = pageStamp;
-      const compiled = compiledByKey(db, `${plainKey} ${segment} ${wanted}${stamp ? ' stamp' : ''}`, () => {
-        const q = selectColumns(db, obj.table, columns);
-        return shape(stamp ? q.select(stampColumn(stamp)) : q)
-          .limit(wanted)
+      const build = () => {
+        let q = selectColumns(db, obj.table, columns);
+        if (stamp) q = q.select(stampColumn(stamp));
+        if (where) q = q.where((eb: EB) => where(eb));
+        return shape(q)
+          .limit(limit + 1 - rows.length)
           .compile();
-      });
+      };
+      const tail = [...values, limit + 1 - rows.length];
+      const at = `${keptKey} ${segment}${stamp ? ' stamp' : ''}`;
+      const compiled = filter ? compiledWith(obj, `${filter.key}\u0000${at}`, tail, build) : compiledWith(db, `${obj.table} ${at}`, tail, build);
       seen((await db.executeQuery<Record<string, unknown>>(compiled)).rows);
       return;
     }
@@ -247,7 +253,7 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
       await readPage();
       return null;
     }
-    const counted = countOf(db, obj, where);
+    const counted = countOf(db, obj, where, filter?.key);
     // Remembered while the database is unchanged (the same total on every page of a listing); the
     // budget's condition only bounds the statement, it is not part of the question.
     const plan = planCount(ctx.db, ctx.actor.workspaceId, counted.compiled, ctx.dataVersion);
@@ -278,7 +284,8 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
             if (resume) q = q.where('seq', cmp, resume.s);
             return q.orderBy('seq', dir);
           },
-          resume ? undefined : 'nulls',
+          resume ? 'nulls after' : 'nulls',
+          resume ? [resume.s] : [],
         );
         continue;
       }
@@ -289,8 +296,8 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
         // step through every row sharing it: slow deep in a low-cardinality field (a status). When
         // the previous page saw that no row tied with its last one is left (u), only the second
         // range is read: one statement, the one round trip on PostgreSQL.
-        if (!resume.u) await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir));
-        if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir));
+        if (!resume.u) await page((q) => q.where(key, '=', resume.v).where('seq', cmp, resume.s).orderBy('seq', dir), 'tied', [resume.v, resume.s]);
+        if (rows.length <= limit) await page((q) => notNull(q).where(key, cmp, resume.v).orderBy(key, dir).orderBy('seq', dir), 'values after', [resume.v]);
       } else await page((q) => notNull(q).orderBy(key, dir).orderBy('seq', dir), 'values');
     }
   };
@@ -318,13 +325,24 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
 /** The database's state as a statement saw it (Db.stampExpression), selected beside its rows. */
 const stampColumn = (stamp: Expression<string>) => sql<string>`${stamp}`.as('__stamp');
 
-/** A list's count question: built (and compiled, to be remembered) once per table without a filter. */
-function countOf(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined) {
-  const all = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
-  const query = where ? all.where((eb: EB) => where(eb)) : all;
-  // Without a filter the question is the table's: compiled once.
-  const plain = where ? undefined : compiledByKey(db, `count ${obj.table}`, () => query.compile());
-  return { db, query, plain, compiled: () => plain ?? query.compile() };
+/**
+ * A list's count question. Without a filter it is the table's, compiled once and never built again
+ * (building it each time cost about as much as a remembered total's whole check); with a filter kept
+ * by its text (`filterKey`, see compileFilterKept), compiled once with it. The builder is made only
+ * where it is run with more (a filter not kept, the budget's condition, a stamp).
+ */
+function countOf(db: AnyDb, obj: ObjectDef, where: ((eb: EB) => Expression<SqlBool>) | undefined, filterKey: string | undefined) {
+  let built: any;
+  const query = () => {
+    if (!built) {
+      const all = db.selectFrom(obj.table).select((eb: EB) => eb.fn.countAll().as('n'));
+      built = where ? all.where((eb: EB) => where(eb)) : all;
+    }
+    return built;
+  };
+  const compile = () => query().compile();
+  const plain = !where ? compiledByKey(db, `count ${obj.table}`, compile) : filterKey !== undefined ? compiledByKey(obj, `count\u0000${filterKey}`, compile) : undefined;
+  return { db, query, plain, compiled: () => plain ?? compile() };
 }
 
 /** The count of the question's rows, under the budget's condition, from memory where `plan` may answer it. */
@@ -333,7 +351,7 @@ function countRecords(plan: CountPlan | null, c: ReturnType<typeof countOf>, gua
     let row: { n: number | bigint; __stamp?: string } | undefined;
     if (c.plain && !guard && !stamp) [row] = (await c.db.executeQuery<{ n: number | bigint }>(c.plain)).rows;
     else {
-      let q: any = guard ? c.query.where(guard) : c.query;
+      let q: any = guard ? c.query().where(guard) : c.query();
       if (stamp) q = q.select(stampColumn(stamp));
       [row] = await run<{ n: number | bigint; __stamp?: string }>(q);
     }
