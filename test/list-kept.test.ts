@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { setClock } from '../src/services/clock.js';
+import { DECODED_TYPES, decodeValue, FIELD_TYPES, type FieldDef } from '../src/services/field-types.js';
 import { compileFilterKept } from '../src/services/filters.js';
 import { getSchema } from '../src/services/schema.js';
 import { call, type TestApp, testApp } from './helpers.js';
@@ -187,5 +188,16 @@ describe('kept list statements (light listings)', () => {
     const r2 = compileFilterKept(obj, adapter, today, schema);
     expect(r1.key).toBeUndefined();
     expect(r2.where).not.toBe(r1.where);
+  });
+});
+
+describe('compiled record decoders', () => {
+  it('read as stored exactly the types decodeValue leaves as they are', () => {
+    // record-rows' decoders call decodeValue only for DECODED_TYPES: a type decodeValue changes must be listed.
+    for (const type of FIELD_TYPES) {
+      const f = { name: 'x', column: 'x', type } as FieldDef;
+      const changes = [1, 0, 1250, '["a"]', 'text'].some((v) => !Object.is(decodeValue(f, v), v));
+      expect([type, changes]).toEqual([type, DECODED_TYPES.has(type)]);
+    }
   });
 });

@@ -292,6 +292,9 @@ export function encodeValue(f: FieldDef, v: unknown): string | number | null {
 }
 
 /** Stored form to API form. */
+/** The types whose stored value is not their API value: the cases of decodeValue below (record-rows' compiled decoders read every other type as stored). */
+export const DECODED_TYPES: ReadonlySet<string> = new Set(['CURRENCY', 'BOOLEAN', 'MULTI_SELECT']);
+
 export function decodeValue(f: FieldDef, v: unknown): unknown {
   if (v === null || v === undefined) return null;
   switch (f.type) {

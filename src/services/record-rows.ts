@@ -1,5 +1,5 @@
 import { CrmError } from './errors.js';
-import { decodeValue, type FieldDef } from './field-types.js';
+import { DECODED_TYPES, decodeValue, type FieldDef } from './field-types.js';
 import { type ObjectDef, resolveField } from './schema.js';
 
 /** Records as the services hand them out, from a record table's rows: the ground shared by reading, writing and associations. */
@@ -18,9 +18,6 @@ export function toRecord(obj: ObjectDef, row: Record<string, unknown>, fields?: 
 }
 
 type Decoder = (row: Record<string, unknown>) => RecordData;
-
-/** Types whose stored value is not their API value (decodeValue changes it). */
-const DECODED = new Set(['CURRENCY', 'BOOLEAN', 'MULTI_SELECT']);
 
 /**
  * Row -> record, one function per object (so per schema: a change to the schema loads new objects)
@@ -46,7 +43,7 @@ function decoderOf(obj: ObjectDef, fields: FieldDef[]): Decoder {
       };
     } else {
       const q = JSON.stringify;
-      const body = fields.map((f, i) => `${q(f.name)}: ${DECODED.has(f.type) ? `decode(fields[${i}], row[${q(f.column)}])` : `row[${q(f.column)}] ?? null`}`).join(',\n');
+      const body = fields.map((f, i) => `${q(f.name)}: ${DECODED_TYPES.has(f.type) ? `decode(fields[${i}], row[${q(f.column)}])` : `row[${q(f.column)}] ?? null`}`).join(',\n');
       decode = new Function('decode', 'fields', `return (row) => ({\n${body}\n});`)(decodeValue, fields) as Decoder;
     }
     if (mine.size >= 64) mine.clear();
