@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type Db, openDatabase } from '../src/db/database.js';
@@ -168,6 +170,27 @@ describe('checkpoints off the request path', () => {
     } finally {
       await db.close();
     }
+  });
+
+  it.skipIf(onPostgres)('lets a script that closes its database last run to its end (the thread waited for, not left behind)', () => {
+    // The thread does not keep a process alive by itself; close() must still wait for it. A script
+    // with nothing else to do ended inside close() (exit code 13, an unsettled await) before it did.
+    const script = path.join(dir, 'close-last.mts');
+    const database = path.join(path.dirname(fileURLToPath(import.meta.url)), '../src/db/database.ts');
+    fs.writeFileSync(
+      script,
+      `import { openDatabase } from ${JSON.stringify(database)};
+const db = openDatabase({ file: ${JSON.stringify(path.join(dir, 'close-last.db'))} });
+await db.kysely.schema.createTable('t').addColumn('x', 'text').execute();
+for (let i = 0; i < ${START_AFTER_WRITES * 2}; i++) await db.kysely.transaction().execute((trx) => trx.insertInto('t').values({ x: String(i) }).execute());
+const running = db.checkpointer.running;
+await db.close();
+console.log(JSON.stringify({ running, closed: true }));
+`,
+    );
+    const r = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 60_000 });
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(JSON.parse(r.stdout)).toEqual({ running: true, closed: true });
   });
 
   it.skipIf(onPostgres)('starts no thread for a file opened read-only or a database in memory', async () => {

@@ -94,6 +94,9 @@ export class Checkpointer {
     this.#worker = undefined;
     if (!worker) return;
     const exited = new Promise((resolve) => worker.once('exit', resolve));
+    // Unreferenced, its exit would not keep the process alive for this wait: a process with nothing
+    // else to do (a CLI command, a script closing its database last) ended with the close unsettled.
+    worker.ref();
     worker.postMessage('stop');
     await exited;
   }
