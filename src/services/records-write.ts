@@ -43,8 +43,15 @@ export interface Prepared {
   created?: number[];
 }
 
-/** `touched` of a row prepared for an import once its 'created' payload is made: nothing reads it again. */
-const DONE_WITH_FIELDS = new Map<string, string | number | null>();
+/**
+ * `touched` of a row prepared for an import once its 'created' payload is made: nothing reads it
+ * again. One map shared by every such row, so writing to it would be a bug: it refuses.
+ */
+const DONE_WITH_FIELDS: Map<string, string | number | null> = new (class extends Map<string, string | number | null> {
+  override set(): never {
+    throw new Error("an import's prepared row no longer keeps the fields it set (prepareForImport)");
+  }
+})();
 
 function prepareWrite(obj: ObjectDef, input: unknown, mode: 'create' | 'update'): Prepared {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) throw validationError(`A ${obj.name} record must be a JSON object of field names to values`);
