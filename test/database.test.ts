@@ -193,6 +193,25 @@ console.log(JSON.stringify({ running, closed: true }));
     expect(JSON.parse(r.stdout)).toEqual({ running: true, closed: true });
   });
 
+  it.skipIf(onPostgres)('hands the checkpoints back to SQLite when the thread cannot run (here: the file gone from under it)', async () => {
+    const file = path.join(dir, 'checkpointer-gone.db');
+    const db = openDatabase({ file }) as SqliteDb;
+    try {
+      await sqlRun(db, 'CREATE TABLE t (x TEXT)');
+      // The main connection keeps the file open; the thread, opening it by name, finds nothing.
+      fs.rmSync(file);
+      db.checkpointer!.start();
+      expect(db.checkpointer!.running).toBe(true);
+      for (let i = 0; i < 100 && db.checkpointer!.running; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(db.checkpointer!.running).toBe(false);
+      expect(await pragma(db, 'wal_autocheckpoint')).toBe(1000);
+      await writes(db, 10);
+      expect((await sqlGet<{ n: number }>(db, 'SELECT COUNT(*) AS n FROM t'))!.n).toBe(10);
+    } finally {
+      await db.close();
+    }
+  });
+
   it.skipIf(onPostgres)('starts no thread for a file opened read-only or a database in memory', async () => {
     const mem = openDatabase({ file: ':memory:' }) as SqliteDb;
     const ro = openDatabase({ file: path.join(dir, 'checkpointer.db'), readonly: true }) as SqliteDb;

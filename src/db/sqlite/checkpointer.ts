@@ -33,6 +33,8 @@ export interface CheckpointStats {
 
 export class Checkpointer {
   #worker: Worker | undefined;
+  /** Settles when the worker has exited, whatever ended it. */
+  #exited: Promise<unknown> = Promise.resolve();
   #writes = 0;
   #closed = false;
 
@@ -58,13 +60,20 @@ export class Checkpointer {
     const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), {
       workerData: { file: this.file, intervalMs: this.opts.intervalMs ?? INTERVAL_MS },
     });
+    this.#exited = new Promise((resolve) =>
+      worker.once('exit', (code) => {
+        // Gone other than by close() (it could not open the file, say): SQLite's own checkpoints take over.
+        if (this.#worker === worker) {
+          this.#worker = undefined;
+          this.autocheckpoint(1000);
+        }
+        resolve(code);
+      }),
+    );
+    // Its error ends it ('exit' follows); handled here so that it does not end the process.
+    worker.on('error', () => {});
     // A process with nothing else to do exits; close() stops it otherwise.
     worker.unref();
-    worker.on('error', () => {
-      // The worker is gone (it could not open the file, say): SQLite's own checkpoints take over.
-      if (this.#worker === worker) this.#worker = undefined;
-      this.autocheckpoint(1000);
-    });
     this.#worker = worker;
     this.autocheckpoint(FALLBACK_PAGES);
   }
@@ -93,11 +102,10 @@ export class Checkpointer {
     const worker = this.#worker;
     this.#worker = undefined;
     if (!worker) return;
-    const exited = new Promise((resolve) => worker.once('exit', resolve));
     // Unreferenced, its exit would not keep the process alive for this wait: a process with nothing
     // else to do (a CLI command, a script closing its database last) ended with the close unsettled.
     worker.ref();
     worker.postMessage('stop');
-    await exited;
+    await this.#exited;
   }
 }
