@@ -224,28 +224,24 @@ export async function listRecords(ctx: Ctx, objectName: string, opts: ListOption
   // `segment`: which range of the order `shape` reads (the key of its compiled statement, with
   // whether it selects the stamp); `values`: what `shape` binds, in order (the limit follows).
   const page = async (shape: (q: any) => any, segment?: string, values: unknown[] = []) => {
-    if (keptKey !== undefined && segment !== undefined) {
-      const stamp = pageStamp;
-      const build = () => {
-        let q = selectColumns(db, obj.table, columns);
-        if (stamp) q = q.select(stampColumn(stamp));
-        if (where) q = q.where((eb: EB) => where(eb));
-        return shape(q)
-          .limit(limit + 1 - rows.length)
-          .compile();
-      };
-      const tail = [...values, limit + 1 - rows.length];
-      const at = `${keptKey} ${segment}${stamp ? ' stamp' : ''}`;
-      const compiled = filter ? compiledWith(obj, `${filter.key}\u0000${at}`, tail, build) : compiledWith(db, `${obj.table} ${at}`, tail, build);
-      seen((await db.executeQuery<Record<string, unknown>>(compiled)).rows);
+    const query = () => {
+      let q = selectColumns(db, obj.table, columns);
+      if (related) q = q.select(sql`${key}`.as('__sort'));
+      if (pageStamp) q = q.select(stampColumn(pageStamp));
+      if (guard) q = q.where(guard);
+      if (where) q = q.where((eb: EB) => where(eb));
+      return shape(q).limit(limit + 1 - rows.length);
+    };
+    if (keptKey === undefined || segment === undefined) {
+      seen(await run<Record<string, unknown>>(query()));
       return;
     }
-    let q = selectColumns(db, obj.table, columns);
-    if (related) q = q.select(sql`${key}`.as('__sort'));
-    if (pageStamp) q = q.select(stampColumn(pageStamp));
-    if (guard) q = q.where(guard);
-    if (where) q = q.where((eb: EB) => where(eb));
-    seen(await run<Record<string, unknown>>(shape(q).limit(limit + 1 - rows.length)));
+    // Kept (no related sort, no budget condition): built and compiled on the first request of its key.
+    const tail = [...values, limit + 1 - rows.length];
+    const at = `${keptKey} ${segment}${pageStamp ? ' stamp' : ''}`;
+    const build = () => query().compile();
+    const compiled = filter ? compiledWith(obj, `${filter.key}\u0000${at}`, tail, build) : compiledWith(db, `${obj.table} ${at}`, tail, build);
+    seen((await db.executeQuery<Record<string, unknown>>(compiled)).rows);
   };
   const execute = async (): Promise<number | null> => {
     guard = heavyList ? budgetWhere(ctx) : undefined;
