@@ -52,17 +52,19 @@ export async function rawImportReplayPg(client: pg.ClientBase, src: string, dst:
     // A match key names its record by seq: each object's table joined for the id.
     const rows =
       d.table === 'dedupe_keys'
-        ? (
-            await Promise.all(
-              objects.map((o) =>
-                q(
+        ? // One statement at a time: a pg client queues concurrent queries, and pg@9 will refuse them.
+          await (async () => {
+            let all: Row[] = [];
+            for (const o of objects)
+              all = all.concat(
+                await q(
                   `SELECT ${cols.map((c) => `k.${id(c)}`).join(', ')}, r.id AS record_id FROM ${id(src)}.dedupe_keys k JOIN ${id(src)}.${id(o.table_name)} r ON r.seq = k.record_seq
                    WHERE k.workspace_id = $1 AND k.object_id = $2 ORDER BY k.record_seq`,
                   [ws, o.id],
                 ),
-              ),
-            )
-          ).flat()
+              );
+            return all;
+          })()
         : await q(`SELECT ${cols.map(id).join(', ')} FROM ${id(src)}.${id(d.table)} WHERE workspace_id = $1 ORDER BY ${d.skip[0] ?? 'record_id'}`, [ws]);
     for (const r of rows) {
       const owner = d.table === 'activity' && r.action !== 'created' ? ((JSON.parse((r.payload as string) ?? 'null') as { id?: string } | null)?.id ?? '') : (r.record_id as string);
@@ -133,7 +135,9 @@ export async function rawImportReplayPg(client: pg.ClientBase, src: string, dst:
   if (found) throw new Error(`raw replay: ${found} keys already present: the target schema was not fresh`);
   // Every row the import wrote, replayed: the same count in each table.
   for (const t of [target.table_name, ...others.map((o) => o.table), ...derived.map((d) => d.table)]) {
-    const [a, b] = await Promise.all([src, dst].map(async (s) => (await q<{ n: number }>(`SELECT count(*)::int AS n FROM ${id(s)}.${id(t)}`))[0]!.n));
+    const count = async (s: string) => (await q<{ n: number }>(`SELECT count(*)::int AS n FROM ${id(s)}.${id(t)}`))[0]!.n;
+    const a = await count(src);
+    const b = await count(dst);
     if (a !== b) throw new Error(`raw replay: ${t} holds ${b} rows, the import wrote ${a}`);
   }
   return { rows: records.length, seconds, rowsPerSecond: records.length / seconds };
