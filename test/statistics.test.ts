@@ -9,6 +9,7 @@ import type { SqliteDb } from '../src/db/sqlite/open.js';
 import { analyzeStatements, staleTables } from '../src/db/sqlite/statistics.js';
 import { importFile } from '../src/import-file.js';
 import { createRecords } from '../src/services/records.js';
+import { createObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { freshDb, makeWorkspace, onPostgres, sqlGet, tableOf } from './helpers.js';
 
@@ -169,6 +170,46 @@ describe('statistics after a load, either dialect', () => {
       await db.adapter.analyze(k, false);
       await db.adapter.analyze(k, true);
       expect(Number((await sqlGet<{ n: number }>(db.forWorkspace(w.workspace.id), sql`SELECT count(*) AS n FROM ${sql.table(contacts)}`))!.n)).toBe(50);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe.runIf(onPostgres)('PostgreSQL statistics after a load', () => {
+  it('analyses the tables named and those never analysed or grown tenfold, not every other object of the workspace', async () => {
+    const db = await freshDb();
+    try {
+      const w = await makeWorkspace(db, 'pgstats');
+      const view = db.forWorkspace(w.workspace.id);
+      const k = view.kysely as never;
+      const [contacts, companies] = [await tableOf(db, w.workspace.id, 'contacts'), await tableOf(db, w.workspace.id, 'companies')];
+      // pg_class.reltuples: -1 until a table is first analysed (or vacuumed), then the row count it saw.
+      const tuples = async (t: string) => Number((await sqlGet<{ n: number }>(view, sql`SELECT reltuples AS n FROM pg_class WHERE oid = to_regclass(${t})`))!.n);
+      const many = (n: number, from = 0) => Array.from({ length: n }, (_, i) => ({ name: `Company ${from + i}` }));
+      await createRecords(w.ctx, 'companies', many(30), { max: 10_000, readBack: false });
+      await db.adapter.analyze(k, true);
+      expect(await tuples(companies)).toBe(30);
+
+      // A new object's table, never analysed; five more companies (not tenfold); the load names contacts.
+      await createObject(w.ctx, { name: 'gadgets', fields: [{ name: 'title', type: 'TEXT' }] });
+      const gadgets = await tableOf(db, w.workspace.id, 'gadgets');
+      await createRecords(w.ctx, 'gadgets', [{ title: 'a' }, { title: 'b' }, { title: 'c' }]);
+      await createRecords(w.ctx, 'companies', many(5, 30), { max: 10_000, readBack: false });
+      await createRecords(
+        w.ctx,
+        'contacts',
+        Array.from({ length: 50 }, (_, i) => ({ first_name: `N${i}` })),
+      );
+      await db.adapter.analyze(k, true, [contacts]);
+      expect(await tuples(contacts)).toBe(50);
+      expect(await tuples(gadgets)).toBe(3);
+      expect(await tuples(companies)).toBe(30);
+
+      // Companies grown far past tenfold their pages at the last ANALYZE: stale, analysed with the load.
+      await createRecords(w.ctx, 'companies', many(2000, 35), { max: 10_000, readBack: false });
+      await db.adapter.analyze(k, true, [contacts]);
+      expect(await tuples(companies)).toBe(2035);
     } finally {
       await db.close();
     }

@@ -137,24 +137,31 @@ export const postgresAdapter: DialectAdapter = {
   zoneSegments: false,
   // Integer columns divide as integers (-5 / 10 = 0): as double precision, -5 falls in the bucket of -10.
   histogramBucket: (col, width) => sql`floor(CAST(${col} AS double precision) / ${sql.lit(width)}) * ${sql.lit(width)}`,
-  async analyze(db: Kysely<any>, full: boolean) {
+  async analyze(db: Kysely<any>, full: boolean, tables?: string[]) {
     // autovacuum keeps statistics current as tables grow; after a bulk load they are refreshed at once.
     // Best effort, as on SQLite: another connection holding a conflicting lock past lock_timeout must
     // not turn a finished load into a failure (autovacuum refreshes the statistics later).
     if (!full) return;
-    // This schema's tables only: a bare ANALYZE would read every schema of a shared database.
-    // Every table of the schema, whatever tables the load names: a workspace's schema holds its
-    // records and everything derived from them (match keys, search, activity), all loaded with them.
+    // This schema's tables only: a bare ANALYZE would read every schema of a shared database. Of
+    // them, as on SQLite: the tables the load names (its records and what is derived from them: match
+    // keys, search, activity), and those the database finds stale: never analysed (reltuples -1: the
+    // companies an import made by name, a new object's table) or grown tenfold since (pages now
+    // against relpages then). Not every other object's records, which a workspace of a million
+    // opportunities would read again for an import of contacts. Without `tables`: every table.
     // The largest first, each table a statement, two at a time on connections of their own (ANALYZE
     // takes a lock that lets writes go on): on a busy machine a pair of statements gets the work done
     // sooner than one statement reading every table in turn. (Given a transaction, they take turns.)
-    const tables = (
+    const named = tables ?? [];
+    const list = (
       await sql<{ t: string }>`SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY pg_relation_size(c.oid) DESC, c.relname`.execute(db)
+        WHERE n.nspname = current_schema() AND c.relkind = 'r'
+          AND (${tables === undefined} OR c.relname = ANY(${named}::text[]) OR c.reltuples < 0
+               OR pg_relation_size(c.oid) / current_setting('block_size')::int > 10 * greatest(c.relpages, 1))
+        ORDER BY pg_relation_size(c.oid) DESC, c.relname`.execute(db)
     ).rows.map((r) => r.t);
     await Promise.all(
       [0, 1].map(async () => {
-        for (let t = tables.shift(); t !== undefined; t = tables.shift()) {
+        for (let t = list.shift(); t !== undefined; t = list.shift()) {
           try {
             await sql`ANALYZE ${sql.id(t)}`.execute(db);
           } catch (e) {
