@@ -128,7 +128,7 @@ describe('pruning races no write', () => {
     let holding!: (pid: number) => void;
     const held = new Promise<number>((resolve) => (holding = resolve));
     const holder = space.transaction().execute(async (trx) => {
-      if (onPostgres) await sql`SELECT pg_advisory_xact_lock(${0x43524d}, ${w.workspace.id})`.execute(trx);
+      if (onPostgres) await db.adapter.feedOrder(trx, w.workspace.id);
       else await sql`INSERT INTO search_terms (workspace_id, term) VALUES (${w.workspace.id}, ${'holder'}) ON CONFLICT DO NOTHING`.execute(trx);
       holding(onPostgres ? (await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx)).rows[0]!.pid : 0);
       await released;

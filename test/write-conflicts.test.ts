@@ -200,7 +200,7 @@ describe('an import batch aborted by a deadlock', () => {
       const holder = space
         .transaction()
         .execute(async (trx) => {
-          await sql`SELECT pg_advisory_xact_lock(${0x43524d}, ${w.workspace.id})`.execute(trx);
+          await w.ctx.db.adapter.feedOrder(trx, w.workspace.id);
           holding((await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx)).rows[0]!.pid);
           await released;
           const now = new Date().toISOString();
@@ -241,4 +241,53 @@ describe('an import batch aborted by a deadlock', () => {
     },
     120_000,
   );
+});
+
+describe.runIf(onPostgres)('two deployments on one PostgreSQL database (two shared schemas)', () => {
+  // Every advisory lock is keyed by lockKey (class and deployment) and the workspace: the feed's
+  // order here; the word list's shared and prune locks take the same keys.
+  it("take their advisory locks apart: one's workspace 1 never waits on the other's", async () => {
+    const [a, b] = [await freshDb(), await freshDb()];
+    try {
+      const [wa, wb] = [await makeWorkspace(a, 'one'), await makeWorkspace(b, 'two')];
+      // The same workspace id in both: the case where keys by workspace alone collide.
+      expect(wa.workspace.id).toBe(wb.workspace.id);
+      const id = wa.workspace.id;
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let locked!: () => void;
+      const taken = new Promise<void>((r) => (locked = r));
+      // a's feed lock of workspace `id` (as a create's transaction takes it), held open.
+      const holder = a
+        .forWorkspace(id)
+        .kysely.transaction()
+        .execute(async (trx) => {
+          await a.adapter.feedOrder(trx, id);
+          locked();
+          await held;
+        });
+      await taken;
+      const feedOrderWithin = (db: Db, ms: number) =>
+        db
+          .forWorkspace(id)
+          .kysely.transaction()
+          .execute(async (trx) => {
+            await sql`SET LOCAL lock_timeout = ${sql.lit(`${ms}ms`)}`.execute(trx);
+            await db.adapter.feedOrder(trx, id);
+            return 'ok';
+          });
+      try {
+        // The other deployment's workspace of the same id: free.
+        await expect(feedOrderWithin(b, 2000)).resolves.toBe('ok');
+        // The same deployment: the lock still holds (it is a's workspace).
+        await expect(feedOrderWithin(a, 300)).rejects.toThrow(/lock timeout/);
+      } finally {
+        release();
+        await holder;
+      }
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
 });

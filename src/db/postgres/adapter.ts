@@ -70,8 +70,14 @@ export function isCatalogRace(err: unknown): boolean {
 const canonicalZone = (tz: string) => new Intl.DateTimeFormat('en-US', { timeZone: tz }).resolvedOptions().timeZone;
 
 let savepoints = 0;
-/** The advisory-lock class of change-feed appends (the second key is the workspace). */
-const FEED_LOCK = 0x43524d; // 'CRM'
+/**
+ * The first key of an advisory lock of class `cls` (the second is the workspace): the class and the
+ * deployment's shared schema (every connection carries it as crm.shared_schema, postgres/open.ts),
+ * hashed. Advisory locks belong to the whole database: keyed by the workspace alone, two deployments
+ * on one database (two shared schemas) would wait on each other's workspace 1. Two keys that hash
+ * alike only make their holders take turns.
+ */
+export const lockKey = (cls: string) => sql<number>`hashtext(CAST(${cls} AS text) || ':' || coalesce(current_setting('crm.shared_schema', true), ''))`;
 
 export const postgresAdapter: DialectAdapter = {
   name: 'postgres',
@@ -97,7 +103,7 @@ export const postgresAdapter: DialectAdapter = {
   isUniqueViolation: (err) => classifyPostgresError(err)?.kind === 'unique',
   // Appenders of one workspace's feed take turns until their commits: ids follow commit order.
   async feedOrder(trx, workspaceId) {
-    await sql`SELECT pg_advisory_xact_lock(${FEED_LOCK}, ${workspaceId})`.execute(trx);
+    await sql`SELECT pg_advisory_xact_lock(${lockKey('feed')}, ${workspaceId})`.execute(trx);
   },
   async attempt(trx, fn, opts) {
     const name = sql.id(`crm_attempt_${++savepoints}`);

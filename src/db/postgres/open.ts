@@ -95,7 +95,8 @@ export function openPostgres(opts: PostgresOptions): Db {
   const sharedPath = shared === 'public' ? pathOf('public') : pathOf(shared, 'public');
   // UTC sessions: a date without a time is midnight UTC, as the services read it.
   // public stays on the path, where extensions are usually installed.
-  const options = [...(own ? [own] : []), `-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC', `-c search_path=${sharedPath.replace(/ /g, '')}`];
+  // crm.shared_schema: the deployment, in the keys of its advisory locks (adapter.ts, lockKey).
+  const options = [...(own ? [own] : []), `-c lock_timeout=${opts.lockWaitMs ?? 30_000}`, '-c TimeZone=UTC', `-c search_path=${sharedPath.replace(/ /g, '')}`, `-c crm.shared_schema=${shared}`];
   // A server that does not answer fails a request within 10 s (503 with Retry-After), not never.
   const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types: numberTypes, options: options.join(' '), connectionTimeoutMillis: 10_000 });
   // An idle connection's error (the server restarted) must not crash the process; the pool replaces it.

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { jsonChunks } from '../bulk-insert.js';
 import { type SearchBackend, type SearchClause, type SearchDoc, type SearchQuery, snippetOf, termMethods, termsOf, termsOfDoc, wordsOfDoc, writeTerms } from '../search.js';
+import { lockKey } from './adapter.js';
 
 /**
  * Full-text search on PostgreSQL: one row per record in search_docs, its text and a tsvector of the
@@ -76,12 +77,12 @@ const liveDoc = (workspaceId: number, term: string) => sql`
   SELECT 1 FROM search_docs WHERE workspace_id = ${workspaceId} AND tsv @@ CAST(${`'${term.replace(/'/g, "''")}'`} AS tsquery) LIMIT 1`;
 
 /**
- * The advisory-lock class of a workspace's word list (the second key is the workspace). Writes of
+ * The advisory lock of a workspace's word list (lockKey: the class and the deployment; the second key is the workspace). Writes of
  * words take it shared until they commit; a prune takes it alone, or does not prune (a search never
  * waits for it): so a prune's check sees every document written before it, and a write after it
  * waits for the prune's commit, then lists its words again.
  */
-const TERMS_LOCK = 0x43524e;
+const TERMS_LOCK = lockKey('terms');
 
 export const postgresSearch: SearchBackend = {
   async createTables(db) {
