@@ -288,7 +288,8 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/no SQLite database at/);
     expect(fs.existsSync(path.join(path.dirname(file), 'nope.db'))).toBe(false);
-  });
+    // Four CLI processes, each loading the whole program: with other files running beside it, 30 s was not always enough.
+  }, 90_000);
 
   it('a count that differs fails naming the table, and commits nothing (a first copy and a --replace alike)', async () => {
     const { db: source, file } = await sourceDb();
