@@ -49,23 +49,19 @@ export async function rawImportReplayPg(client: pg.ClientBase, src: string, dst:
     if (skip.has(d.part)) continue;
     const cols = await columns(d.table, d.skip);
     const byRecord = new Map<string, Row[]>();
-    // A match key names its record by seq: each object's table joined for the id.
-    const rows =
-      d.table === 'dedupe_keys'
-        ? // One statement at a time: a pg client queues concurrent queries, and pg@9 will refuse them.
-          await (async () => {
-            let all: Row[] = [];
-            for (const o of objects)
-              all = all.concat(
-                await q(
-                  `SELECT ${cols.map((c) => `k.${id(c)}`).join(', ')}, r.id AS record_id FROM ${id(src)}.dedupe_keys k JOIN ${id(src)}.${id(o.table_name)} r ON r.seq = k.record_seq
-                   WHERE k.workspace_id = $1 AND k.object_id = $2 ORDER BY k.record_seq`,
-                  [ws, o.id],
-                ),
-              );
-            return all;
-          })()
-        : await q(`SELECT ${cols.map(id).join(', ')} FROM ${id(src)}.${id(d.table)} WHERE workspace_id = $1 ORDER BY ${d.skip[0] ?? 'record_id'}`, [ws]);
+    let rows: Row[] = [];
+    if (d.table !== 'dedupe_keys') rows = await q(`SELECT ${cols.map(id).join(', ')} FROM ${id(src)}.${id(d.table)} WHERE workspace_id = $1 ORDER BY ${d.skip[0] ?? 'record_id'}`, [ws]);
+    // A match key names its record by seq: each object's table joined for the id, one object at a
+    // time (a pg client queues concurrent queries, and pg@9 will refuse them).
+    else
+      for (const o of objects)
+        rows = rows.concat(
+          await q(
+            `SELECT ${cols.map((c) => `k.${id(c)}`).join(', ')}, r.id AS record_id FROM ${id(src)}.dedupe_keys k JOIN ${id(src)}.${id(o.table_name)} r ON r.seq = k.record_seq
+             WHERE k.workspace_id = $1 AND k.object_id = $2 ORDER BY k.record_seq`,
+            [ws, o.id],
+          ),
+        );
     for (const r of rows) {
       const owner = d.table === 'activity' && r.action !== 'created' ? ((JSON.parse((r.payload as string) ?? 'null') as { id?: string } | null)?.id ?? '') : (r.record_id as string);
       const list = byRecord.get(owner);
