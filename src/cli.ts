@@ -1,21 +1,16 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
 import { budgetConfig, type Config, corsOrigin, httpTimeouts, loadConfig, mcpAllowedHosts, shownLocation, trustProxy } from './config.js';
-import { runCopy } from './copy-command.js';
 import { type Db, openDatabase } from './db/database.js';
 import { migrate } from './db/migrations.js';
-import { buildApp } from './http/app.js';
-import { importFile } from './import-file.js';
-import { parseToolsets } from './mcp/server.js';
-import { runStdio } from './mcp/stdio.js';
-import { TOOLSETS } from './mcp/tool.js';
+import type { buildApp } from './http/app.js';
+import { parseToolsets, TOOLSETS } from './mcp/tool.js';
 import { ensureDefaultWorkspace } from './services/bootstrap.js';
 import { configureBudget } from './services/budget.js';
 import { type Ctx, contextFor, type Role } from './services/context.js';
 import { isCrmError } from './services/errors.js';
-import { seedWorkspace } from './services/seed.js';
 import { createToken, createUser, createWorkspace, findUserByEmail, findWorkspace, firstUserWithRole, listTokens, listWorkspaces, revokeToken } from './services/users.js';
 import { VERSION } from './version.js';
 
@@ -58,7 +53,8 @@ async function workspaceOrFail(db: Db, name: string) {
 }
 
 /** The Redis that counts across processes: quick to give up (a request never waits long on it), as @fastify/rate-limit advises. */
-function sharedStore(url: string, log: { warn(o: object, m: string): void }): Redis {
+async function sharedStore(url: string, log: { warn(o: object, m: string): void }): Promise<Redis> {
+  const { Redis } = await import('ioredis');
   const redis = new Redis(url, { connectTimeout: 500, maxRetriesPerRequest: 1, enableOfflineQueue: false });
   redis.on('error', (err) => log.warn({ err }, 'Redis unreachable: the rate limit and SSE caps count this process alone until it is back'));
   return redis;
@@ -129,7 +125,7 @@ export function buildCli(): Command {
       if (opts.host) cfg.HOST = opts.host;
       const log = pino({ level: cfg.LOG_LEVEL });
       // One Redis connection counts the rate limit and the SSE sessions of every process that shares it.
-      const redis = cfg.CRM_REDIS_URL ? sharedStore(cfg.CRM_REDIS_URL, log) : undefined;
+      const redis = cfg.CRM_REDIS_URL ? await sharedStore(cfg.CRM_REDIS_URL, log) : undefined;
       const mcp = {
         ...mcpMode(cfg, opts),
         allowedHosts: mcpAllowedHosts(cfg),
@@ -140,9 +136,14 @@ export function buildCli(): Command {
       // A promise nobody awaited that fails is a bug, but one that must not take every other
       // client's requests down with it: log it loudly and go on (Node's default ends the process).
       process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (a bug): the server goes on'));
-      const db = await openMigrated(cfg, cfg.CRM_READ_WORKERS);
+      const opening = performance.now();
+      const db = openDatabase({ file: cfg.CRM_DB, readWorkers: cfg.CRM_READ_WORKERS, lockWaitMs: cfg.CRM_DB_LOCK_WAIT_MS });
+      const applied = await migrate(db);
+      // When a start is slow, this tells whether the database was (another process's migration, a large upgrade).
+      log.info({ database: shownLocation(cfg.CRM_DB), applied: applied.length, ms: Math.round(performance.now() - opening) }, 'database open and migrated');
       configureBudget(db, budgetConfig(cfg));
       const first = await ensureDefaultWorkspace(db, log, { name: cfg.CRM_WORKSPACE, demo: cfg.CRM_DEMO_DATA === 'true' });
+      const { buildApp } = await import('./http/app.js');
       const app = await buildApp({
         db,
         log,
@@ -179,6 +180,7 @@ export function buildCli(): Command {
     .addOption(toolsetsOption())
     .action(async (opts: Common & McpFlags) => {
       const cfg = config(opts);
+      const { runStdio } = await import('./mcp/stdio.js');
       await runStdio({
         dbFile: cfg.CRM_DB,
         workspace: cfg.CRM_WORKSPACE,
@@ -299,6 +301,7 @@ export function buildCli(): Command {
       const admin = await firstUserWithRole(db, ws.id, 'admin');
       if (!admin) throw new Error(`Workspace '${ws.name}' has no admin user`);
       const ctx: Ctx = contextFor(db, log, { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
+      const { importFile } = await import('./import-file.js');
       const summary = await importFile(ctx, { object, file, map: opts.map, batch: opts.batch, rejects: opts.rejects, tty: process.stderr.isTTY === true });
       if (summary.ignored_columns.length) process.stderr.write(`import: ignored columns (no matching field; use --map): ${summary.ignored_columns.join(', ')}\n`);
       process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
@@ -327,6 +330,7 @@ export function buildCli(): Command {
       }
       const admin = (await firstUserWithRole(db, ws.id, 'admin'))!;
       const ctx: Ctx = contextFor(db, log, { workspaceId: ws.id, userId: admin.id, role: 'admin', via: 'cli' });
+      const { seedWorkspace } = await import('./services/seed.js');
       const t0 = performance.now();
       let lastPrint = 0;
       const r = await seedWorkspace(ctx, {
@@ -364,6 +368,7 @@ export function buildCli(): Command {
     .option('--quiet', 'no progress on stderr')
     .action(async (opts: Common & { from?: string; to: string; replace?: boolean; checkValues?: boolean; quiet?: boolean }) => {
       const cfg = config(opts);
+      const { runCopy } = await import('./copy-command.js');
       await runCopy({ ...opts, from: opts.from ?? cfg.CRM_DB, lockWaitMs: cfg.CRM_DB_LOCK_WAIT_MS });
     });
 

@@ -7,7 +7,7 @@ import { openDatabase } from '../src/db/database.js';
 import { migrate } from '../src/db/migrations.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { makeWorkspace } from './helpers.js';
-import { cleanEnv, startServe } from './process-helpers.js';
+import { cleanEnv, SERVE_START_MS, startServe } from './process-helpers.js';
 
 /**
  * A heavy read that fails midway (its time limit, a client that hangs up) inside a real `serve`
@@ -35,7 +35,7 @@ beforeAll(async () => {
     tmp,
   );
   ({ child, base, stderr } = served);
-}, 60_000);
+}, SERVE_START_MS + 30_000);
 
 afterAll(() => {
   child?.kill('SIGKILL');

@@ -3,8 +3,8 @@ import { type CallToolResult, ToolListChangedNotificationSchema } from '@modelco
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { parseToolsets, selectTools } from '../src/mcp/server.js';
-import { ANNOTATIONS_BY_KIND, defineTool, type ToolKind } from '../src/mcp/tool.js';
+import { selectTools } from '../src/mcp/server.js';
+import { ANNOTATIONS_BY_KIND, defineTool, parseToolsets, type ToolKind } from '../src/mcp/tool.js';
 import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
 import { createObject } from '../src/services/schema.js';
 import { seedWorkspace } from '../src/services/seed.js';

@@ -9,7 +9,7 @@ import { migrate } from '../src/db/migrations.js';
 import { buildApp } from '../src/http/app.js';
 import { createRecords } from '../src/services/records.js';
 import { call, dropSchemaOf, freshDb, holdWriteLock, makeWorkspace, onPostgres, schemaUrl, silent, sqlGet, sqlRun, TEST_DATABASE_URL, tableOf } from './helpers.js';
-import { CLI, cleanEnv, startServe } from './process-helpers.js';
+import { CLI, cleanEnv, SERVE_START_MS, type Served, startServe } from './process-helpers.js';
 
 /**
  * Several processes on one SQLite file, as the README allows (servers behind one load balancer, a
@@ -70,7 +70,7 @@ beforeAll(async () => {
   token = (await makeWorkspace(db, 'alpha')).adminToken;
   await db.close();
   bases.push(...(await Promise.all([startServer(), startServer()])));
-}, 30_000);
+}, SERVE_START_MS + 15_000);
 
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
@@ -193,25 +193,42 @@ describe(`two serve processes and a CLI import on one ${TEST_DATABASE_URL ? 'Pos
 });
 
 describe.skipIf(onPostgres)('serve processes started at once on a new file', () => {
-  it("all start and serve: the later ones wait for the first one's migrations instead of running them again", async () => {
-    // Several rounds of three: the crash ("table ... already exists") needs two processes to
-    // migrate at the same moment (the deterministic case is in races.test.ts, on connections).
-    for (let round = 0; round < 2; round++) {
-      const file = path.join(fs.mkdtempSync(path.join(tmp, 'first-')), 'crm.db');
-      const fresh = { ...env, CRM_DATABASE_URL: file };
-      const started = await Promise.allSettled([startServer(fresh), startServer(fresh), startServer(fresh)]);
-      expect(started.map((s) => (s.status === 'rejected' ? String(s.reason) : 'ok'))).toEqual(['ok', 'ok', 'ok']);
-      for (const s of started) expect((await fetch(`${(s as PromiseFulfilledResult<string>).value}/health`)).status).toBe(200);
-      const db = openDatabase({ file });
-      try {
-        const ran = (await sqlGet<{ n: number; d: number }>(db, 'SELECT count(*) AS n, count(DISTINCT name) AS d FROM kysely_migration'))!;
-        expect(ran.n).toBe(ran.d);
-        expect(await sqlGet(db, "SELECT count(*) AS n FROM workspaces WHERE name = 'alpha'")).toEqual({ n: 1 });
-      } finally {
-        await db.close();
+  it(
+    "all start and serve: the later ones wait for the first one's migrations instead of running them again",
+    async () => {
+      // Several rounds of three: the crash ("table ... already exists") needs two processes to
+      // migrate at the same moment (the deterministic case is in races.test.ts, on connections).
+      for (let round = 0; round < 2; round++) {
+        const file = path.join(fs.mkdtempSync(path.join(tmp, 'first-')), 'crm.db');
+        // At info, each process logs how many migrations it applied once its database is ready.
+        const fresh = { ...env, CRM_DATABASE_URL: file, LOG_LEVEL: 'info' };
+        const started = await Promise.allSettled([0, 1, 2].map(() => startServe(fresh, tmp)));
+        for (const s of started) if (s.status === 'fulfilled') children.push(s.value.child);
+        expect(started.map((s) => (s.status === 'rejected' ? String(s.reason) : 'ok'))).toEqual(['ok', 'ok', 'ok']);
+        const served = started.map((s) => (s as PromiseFulfilledResult<Served>).value);
+        for (const s of served) expect((await fetch(`${s.base}/health`)).status).toBe(200);
+        // One of them ran the migrations; the others found them done.
+        const applied = served.map((s) => {
+          const line = s
+            .stdout()
+            .split('\n')
+            .find((l) => l.includes('database open and migrated'));
+          return line ? (JSON.parse(line) as { applied: number }).applied : -1;
+        });
+        expect(applied.filter((n) => n > 0)).toHaveLength(1);
+        expect(applied.filter((n) => n === 0)).toHaveLength(2);
+        const db = openDatabase({ file });
+        try {
+          const ran = (await sqlGet<{ n: number; d: number }>(db, 'SELECT count(*) AS n, count(DISTINCT name) AS d FROM kysely_migration'))!;
+          expect(ran.n).toBe(ran.d);
+          expect(await sqlGet(db, "SELECT count(*) AS n FROM workspaces WHERE name = 'alpha'")).toEqual({ n: 1 });
+        } finally {
+          await db.close();
+        }
       }
-    }
-  }, 30_000);
+    },
+    2 * SERVE_START_MS + 15_000,
+  );
 });
 
 describe("waiting for another connection's write lock", () => {

@@ -25,24 +25,36 @@ export interface Served {
   base: string;
   /** What the process wrote on stderr so far. */
   stderr: () => string;
+  /** What it wrote on stdout so far (its log, one JSON line each). */
+  stdout: () => string;
 }
 
+/**
+ * How long a test waits for a started `serve` to answer /health. It starts in about a second on a
+ * quiet machine (three at once on a new file: 2-4 s); CI runs two test files at once on two CPUs,
+ * beside other spawned processes, so the wait is generous: it bounds a hang, it does not time a start.
+ */
+export const SERVE_START_MS = 45_000;
+
 /** Start `crm-mcp serve` on a free port and wait until /health answers; throws with its stderr if it exits or never answers. */
-export async function startServe(env: Record<string, string>, cwd: string): Promise<Served> {
+export async function startServe(env: Record<string, string>, cwd: string, waitMs = SERVE_START_MS): Promise<Served> {
   const port = await freePort();
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', String(port)], { cwd, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const started = Date.now();
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', String(port)], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
+  let stdout = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`serve exited: ${stderr}`);
+  while (Date.now() - started < waitMs) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`serve exited (${child.exitCode ?? child.signalCode}) after ${Date.now() - started} ms: ${stderr}`);
     try {
-      if ((await fetch(`${base}/health`)).ok) return { child, base, stderr: () => stderr };
+      if ((await fetch(`${base}/health`, { signal: AbortSignal.timeout(2_000) })).ok) return { child, base, stderr: () => stderr, stdout: () => stdout };
     } catch {
       /* not listening yet */
     }
     await new Promise((r) => setTimeout(r, 50));
   }
   child.kill('SIGKILL');
-  throw new Error(`serve did not start: ${stderr}`);
+  throw new Error(`serve did not answer /health within ${waitMs} ms (still running, killed); its stderr: ${stderr || '(empty)'}; its log: ${stdout.slice(-2000) || '(empty)'}`);
 }

@@ -59,17 +59,6 @@ export function selectTools(all: readonly AnyTool[], opts: { readOnly?: boolean 
 }
 
 /** "records,schema" -> ['records', 'schema']; '' or 'all' -> undefined (all). Unknown names are refused with the valid ones. */
-export function parseToolsets(value: string | undefined): Toolset[] | undefined {
-  if (value === undefined || value.trim() === '' || value.trim() === 'all') return undefined;
-  const names = value
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const bad = names.filter((n) => !(TOOLSETS as readonly string[]).includes(n));
-  if (bad.length) throw new Error(`Unknown tool set(s) ${bad.join(', ')}. Tool sets: ${TOOLSETS.join(', ')} (or all)`);
-  return names as Toolset[];
-}
-
 const OBJECT_ARGS = ['object', 'to_object'];
 
 function objectList(schema: WorkspaceSchema): string {

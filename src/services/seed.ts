@@ -1,4 +1,4 @@
-import { en, Faker } from '@faker-js/faker';
+import type { Faker } from '@faker-js/faker';
 import { type Kysely, sql } from 'kysely';
 import { bulkInsert } from '../db/bulk-insert.js';
 import type { Db } from '../db/database.js';
@@ -69,9 +69,18 @@ export function prng(seed: number) {
   };
 }
 
-function vocabulary(seed: number) {
+/**
+ * A seeded faker. Loaded when a seed runs, not with the program: faker's English locale takes about
+ * 0.2 s to load, which every `serve`, `stdio` and CLI start would otherwise pay.
+ */
+async function seededFaker(seed: number): Promise<Faker> {
+  const { en, Faker } = await import('@faker-js/faker');
   const f = new Faker({ locale: [en] });
   f.seed(seed);
+  return f;
+}
+
+function vocabulary(f: Faker) {
   const uniq = (n: number, gen: () => string) => [...new Set(Array.from({ length: n }, gen))];
   return {
     firstNames: uniq(600, () => f.person.firstName()),
@@ -146,7 +155,7 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
   const t0 = performance.now();
   const seed = opts.seed ?? 42;
   const rnd = prng(seed);
-  const voc = vocabulary(seed);
+  const voc = vocabulary(await seededFaker(seed));
   const batchSize = opts.batchSize ?? 20_000;
   const schema = await getSchema(ctx);
   const companiesObj = schema.objects.get('companies')!;
@@ -155,8 +164,7 @@ async function seedAll(ctx: Ctx, opts: SeedOptions): Promise<SeedResult> {
 
   let users = await listUsers(ctx);
   if (users.length < 4) {
-    const f = new Faker({ locale: [en] });
-    f.seed(seed + 1);
+    const f = await seededFaker(seed + 1);
     for (let i = 0; i < 6; i++) {
       const first = f.person.firstName();
       const last = f.person.lastName();
