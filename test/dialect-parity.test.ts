@@ -85,38 +85,43 @@ describe('the change feed follows commit order', () => {
 });
 
 describe('two processes on one PostgreSQL database: caches follow the other one through notifications', () => {
-  it.runIf(onPostgres)('a schema change and new words made through one handle are seen through the other, without a version query per request', async () => {
-    const location = schemaUrl(TEST_DATABASE_URL!);
-    const a = openDatabase({ file: location });
-    await migrate(a);
-    const b = openDatabase({ file: location });
-    try {
-      const w = await makeWorkspace(a, 'shared');
-      const inB = ctxFor(b, w.workspace.id, w.admin.id, 'admin');
-      await expect.poll(() => b.schemaToken!(w.workspace.id)).not.toBeNull();
-      const first = await getSchema(inB);
-      // Nothing changed: the very same schema object, read without asking the database.
-      expect(await getSchema(inB)).toBe(first);
-      await createField(w.ctx, 'contacts', { name: 'shoe_size', type: 'INTEGER' });
-      await expect.poll(async () => (await getSchema(inB)).objects.get('contacts')!.byName.has('shoe_size'), { timeout: 2000 }).toBe(true);
-      expect((await createRecord(inB, 'contacts', { first_name: 'Jonathan', shoe_size: 44 })).shoe_size).toBe(44);
-      // At once, before any notification could arrive: a field or an object made through A is used through B.
-      for (let i = 0; i < 10; i++) {
-        await createField(w.ctx, 'contacts', { name: `f${i}`, type: 'TEXT' });
-        expect((await createRecord(inB, 'contacts', { first_name: 'At once', [`f${i}`]: 'x' }))[`f${i}`]).toBe('x');
+  it.runIf(onPostgres)(
+    'a schema change and new words made through one handle are seen through the other, without a version query per request',
+    async () => {
+      const location = schemaUrl(TEST_DATABASE_URL!);
+      const a = openDatabase({ file: location });
+      await migrate(a);
+      const b = openDatabase({ file: location });
+      try {
+        const w = await makeWorkspace(a, 'shared');
+        const inB = ctxFor(b, w.workspace.id, w.admin.id, 'admin');
+        // The listening connection is live (a new backend: it may take a while on a loaded server).
+        await expect.poll(() => b.schemaToken!(w.workspace.id), { timeout: 20_000 }).not.toBeNull();
+        const first = await getSchema(inB);
+        // Nothing changed: the very same schema object, read without asking the database.
+        expect(await getSchema(inB)).toBe(first);
+        await createField(w.ctx, 'contacts', { name: 'shoe_size', type: 'INTEGER' });
+        await expect.poll(async () => (await getSchema(inB)).objects.get('contacts')!.byName.has('shoe_size'), { timeout: 20_000 }).toBe(true);
+        expect((await createRecord(inB, 'contacts', { first_name: 'Jonathan', shoe_size: 44 })).shoe_size).toBe(44);
+        // At once, before any notification could arrive: a field or an object made through A is used through B.
+        for (let i = 0; i < 10; i++) {
+          await createField(w.ctx, 'contacts', { name: `f${i}`, type: 'TEXT' });
+          expect((await createRecord(inB, 'contacts', { first_name: 'At once', [`f${i}`]: 'x' }))[`f${i}`]).toBe('x');
+        }
+        await createObject(w.ctx, { name: 'gadgets', fields: [{ name: 'title', type: 'TEXT' }] });
+        expect((await createRecord(inB, 'gadgets', { title: 'made through A' })).title).toBe('made through A');
+        // B's typo-tolerant search knows the words A writes next.
+        expect((await searchAll(inB, { q: 'Bartholomew' })).data).toHaveLength(0);
+        await createRecord(w.ctx, 'contacts', { first_name: 'Bartholomew' });
+        await expect.poll(async () => (await searchAll(inB, { q: 'Bartholomev' })).data.map((h) => h.name), { timeout: 20_000 }).toEqual(['Bartholomew']);
+      } finally {
+        await b.close();
+        await a.close();
+        await dropSchemaOf(location);
       }
-      await createObject(w.ctx, { name: 'gadgets', fields: [{ name: 'title', type: 'TEXT' }] });
-      expect((await createRecord(inB, 'gadgets', { title: 'made through A' })).title).toBe('made through A');
-      // B's typo-tolerant search knows the words A writes next.
-      expect((await searchAll(inB, { q: 'Bartholomew' })).data).toHaveLength(0);
-      await createRecord(w.ctx, 'contacts', { first_name: 'Bartholomew' });
-      await expect.poll(async () => (await searchAll(inB, { q: 'Bartholomev' })).data.map((h) => h.name), { timeout: 2000 }).toEqual(['Bartholomew']);
-    } finally {
-      await b.close();
-      await a.close();
-      await dropSchemaOf(location);
-    }
-  });
+    },
+    90_000,
+  );
 });
 
 describe('what PostgreSQL refuses where SQLite does not answers 4xx or 503, never 500 (found by review)', () => {

@@ -352,7 +352,7 @@ describe('filter compiler = JavaScript reference (property)', () => {
       }),
       { numRuns: 200 },
     );
-  });
+  }, 120_000);
 
   it('pages through a filtered listing without gaps or duplicates', async () => {
     await fc.assert(
@@ -400,5 +400,5 @@ describe('filter compiler = JavaScript reference (property)', () => {
       ),
       { numRuns: 60 },
     );
-  });
+  }, 120_000);
 });

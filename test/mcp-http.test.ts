@@ -197,8 +197,9 @@ describe('Streamable HTTP at /mcp', () => {
       limit: 1,
     });
     expect(changed.total).toBe(0);
-    // The cancelled call's POST ended: nothing of it is left in this process.
-    expect(mcpCallsInFlight()).toBe(0);
+    // The cancelled call's POST ended: nothing of it is left in this process (once the server has
+    // seen the connection close).
+    await expect.poll(mcpCallsInFlight, { timeout: 10_000, interval: 20 }).toBe(0);
     await client.close();
   });
 
@@ -216,8 +217,7 @@ describe('Streamable HTTP at /mcp', () => {
     const rb = await pb;
     expect(rb.isError).toBeFalsy();
     expect((rb.structuredContent as { matched: number }).matched).toBe(3000);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(mcpCallsInFlight()).toBe(0);
+    await expect.poll(mcpCallsInFlight, { timeout: 10_000, interval: 20 }).toBe(0);
     await a.close();
     await b.close();
   });
