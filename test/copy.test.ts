@@ -396,4 +396,68 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
     expect(again.counts.every((c) => c.source === c.target)).toBe(true);
     // A row a statement, twice, and a workspace made natively: longer than 30 s on a loaded machine.
   }, 120_000);
+
+  it("a table's index list is not thrown off by another schema's tables of the same name dropped meanwhile", async () => {
+    // The copy lists a table's secondary indexes to drop them and build them again after the rows.
+    // Other deployments (or test files) on the same database make and drop workspace schemas whose
+    // tables have the same names: the list is this schema's, and a drop elsewhere never fails it
+    // (it did: "could not open relation with OID", the other schema's index written out first).
+    const target = track(openDatabase({ file: targetUrl() }));
+    await migrate(target);
+    await makeWorkspace(target, 'one');
+    const w = target.forWorkspace(1);
+    const tables = ['activity', 'w1_contacts', 'search_docs', 'notes'];
+    // Quiet: the same indexes, with the same definitions, as pg_indexes gives for this schema.
+    for (const table of tables) {
+      const listed = await w.adapter.secondaryIndexes(w.kysely, table);
+      const expected = await sql<{ name: string; create: string }>`SELECT indexname AS name, indexdef AS "create" FROM pg_indexes
+        WHERE schemaname = current_schema() AND tablename = ${table} AND indexdef NOT LIKE 'CREATE UNIQUE%' ORDER BY indexname`.execute(w.kysely);
+      const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
+      expect([...listed].sort(byName), table).toEqual([...expected.rows].sort(byName));
+    }
+    expect((await w.adapter.secondaryIndexes(w.kysely, 'w1_contacts')).length).toBeGreaterThan(1);
+    // Two other deployments made and dropped without pause, while the lists are read for 6 s.
+    let stop = false;
+    const churn = async () => {
+      let made = 0;
+      while (!stop) {
+        const location = targetUrl();
+        const other = openDatabase({ file: location });
+        try {
+          await migrate(other);
+          await makeWorkspace(other, 'other');
+        } finally {
+          await other.close();
+        }
+        const c = new pg.Client({ connectionString: PG_URL });
+        await c.connect();
+        const schema = new URL(location).searchParams.get('schema')!;
+        await c.query(`DROP SCHEMA IF EXISTS "${schema}_w1" CASCADE; DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+        await c.end();
+        made++;
+      }
+      return made;
+    };
+    const churns = [churn(), churn()];
+    const failures: string[] = [];
+    let reads = 0;
+    try {
+      for (const until = Date.now() + 6_000; Date.now() < until; ) {
+        for (const table of tables) {
+          try {
+            await w.adapter.secondaryIndexes(w.kysely, table);
+          } catch (e) {
+            failures.push(`${table}: ${(e as Error).message}`);
+          }
+          reads++;
+        }
+      }
+    } finally {
+      stop = true;
+    }
+    const made = await Promise.all(churns);
+    expect(failures).toEqual([]);
+    expect(made[0]! + made[1]!).toBeGreaterThan(1);
+    expect(reads).toBeGreaterThan(100);
+  }, 60_000);
 });

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
 import type { SqliteDb } from '../src/db/sqlite/open.js';
@@ -214,4 +215,31 @@ describe.runIf(onPostgres)('PostgreSQL statistics after a load', () => {
       await db.close();
     }
   });
+
+  it("does not wait on another workspace's tables: a schema change holding one there leaves this load's statistics free", async () => {
+    const db = await freshDb();
+    const holder = new pg.Client({ connectionString: db.file });
+    try {
+      const mine = await makeWorkspace(db, 'mine');
+      const theirs = await makeWorkspace(db, 'theirs');
+      await createRecords(mine.ctx, 'contacts', [{ first_name: 'Ana' }, { first_name: 'Ben' }]);
+      // Another workspace's table under an exclusive lock (as a custom field's table rewrite holds it).
+      await holder.connect();
+      const theirTable = `${db.sharedSchema}_w${theirs.workspace.id}.${await tableOf(db, theirs.workspace.id, 'contacts')}`;
+      // Analysed once (as any table soon is): nothing about it is settled without its size.
+      await holder.query(`ANALYZE ${theirTable}`);
+      await holder.query('BEGIN');
+      await holder.query(`LOCK TABLE ${theirTable} IN ACCESS EXCLUSIVE MODE`);
+      const view = db.forWorkspace(mine.workspace.id);
+      const contacts = await tableOf(db, mine.workspace.id, 'contacts');
+      const started = Date.now();
+      const waited = await Promise.race([db.adapter.analyze(view.kysely as never, true, [contacts]).then(() => 'done'), new Promise((r) => setTimeout(() => r('still waiting after 10 s'), 10_000))]);
+      expect(waited, `analyze of workspace ${mine.workspace.id} while ${theirTable} is locked`).toBe('done');
+      expect(Number((await sqlGet<{ n: number }>(view, sql`SELECT reltuples AS n FROM pg_class WHERE oid = to_regclass(${contacts})`))!.n)).toBe(2);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await holder.end().catch(() => undefined);
+      await db.close();
+    }
+  }, 60_000);
 });

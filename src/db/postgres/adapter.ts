@@ -158,13 +158,20 @@ export const postgresAdapter: DialectAdapter = {
     // takes a lock that lets writes go on): on a busy machine a pair of statements gets the work done
     // sooner than one statement reading every table in turn. (Given a transaction, they take turns.)
     const named = tables ?? [];
-    const list = (
-      await sql<{ t: string }>`SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = current_schema() AND c.relkind = 'r'
-          AND (${tables === undefined} OR c.relname = ANY(${named}::text[]) OR c.reltuples < 0
-               OR pg_relation_size(c.oid) / current_setting('block_size')::int > 10 * greatest(c.relpages, 1))
-        ORDER BY pg_relation_size(c.oid) DESC, c.relname`.execute(db)
-    ).rows.map((r) => r.t);
+    const list =
+      // This schema's tables first (MATERIALIZED), then their sizes: joined to pg_namespace, the
+      // planner sized every table of the database (every workspace's, every deployment's), taking a
+      // lock on each, so an import waited on another workspace's schema change.
+      (
+        await sql<{ t: string }>`WITH own AS MATERIALIZED (
+          SELECT c.oid, c.relname, c.reltuples, c.relpages FROM pg_class c
+          WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) AND c.relkind = 'r'
+        ), sized AS MATERIALIZED (SELECT relname, reltuples, relpages, pg_relation_size(oid) AS bytes FROM own)
+        SELECT relname AS t FROM sized
+        WHERE ${tables === undefined} OR relname = ANY(${named}::text[]) OR reltuples < 0
+          OR bytes / current_setting('block_size')::int > 10 * greatest(relpages, 1)
+        ORDER BY bytes DESC, relname`.execute(db)
+      ).rows.map((r) => r.t);
     await Promise.all(
       [0, 1].map(async () => {
         for (let t = list.shift(); t !== undefined; t = list.shift()) {
@@ -178,9 +185,20 @@ export const postgresAdapter: DialectAdapter = {
     );
   },
   async secondaryIndexes(db, table) {
+    // The table's own indexes are chosen from the catalog first (MATERIALIZED: before any definition
+    // is written out), and only theirs are. pg_indexes filtered on its indexdef column wrote out the
+    // definition of every index of every same-named table in the database before it kept this
+    // schema's: one of another schema dropped meanwhile (another deployment's workspace, a test's
+    // schema) failed the statement with "could not open relation with OID".
     const r = await sql<{ name: string; create: string }>`
-      SELECT indexname AS name, indexdef AS "create" FROM pg_indexes
-      WHERE schemaname = current_schema() AND tablename = ${table} AND indexdef NOT LIKE 'CREATE UNIQUE%'`.execute(db);
+      WITH own AS MATERIALIZED (
+        SELECT i.oid, i.relname FROM pg_index x
+        JOIN pg_class c ON c.oid = x.indrelid
+        JOIN pg_class i ON i.oid = x.indexrelid
+        WHERE c.relname = ${table} AND NOT x.indisunique
+          AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+      )
+      SELECT relname AS name, pg_get_indexdef(oid) AS "create" FROM own ORDER BY relname`.execute(db);
     return r.rows;
   },
 };
