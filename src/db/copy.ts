@@ -417,9 +417,12 @@ async function emptyTarget(trx: Transaction<any>, target: Db, tables: string[]) 
 
 /** Every identity column of the transaction's current schema set past its largest value, so new rows never reuse a copied key. */
 async function setIdentities(trx: Kysely<any>) {
+  // From the catalog, this schema's tables only (information_schema.columns checks privileges on
+  // every column it considers: other schemas' too, some perhaps being dropped meanwhile).
   const cols = await sql<{ table_name: string; column_name: string }>`
-    SELECT table_name, column_name FROM information_schema.columns
-    WHERE table_schema = current_schema() AND is_identity = 'YES'`.execute(trx);
+    SELECT c.relname AS table_name, a.attname AS column_name FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) AND c.relkind = 'r'
+      AND a.attidentity <> '' AND a.attnum > 0 AND NOT a.attisdropped`.execute(trx);
   for (const c of cols.rows) {
     await sql`SELECT setval(pg_get_serial_sequence(quote_ident(current_schema()) || '.' || ${quoteId(c.table_name)}, ${c.column_name}), m)
       FROM (SELECT max(${sql.ref(c.column_name)}) AS m FROM ${sql.table(c.table_name)}) x WHERE m IS NOT NULL`.execute(trx);
