@@ -8,6 +8,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { afterAll, describe, expect, it } from 'vitest';
 import { TOOLS } from '../tools/index.js';
 import { callOk, exerciseAllTools } from './mcp-helpers.js';
+import { SERVE_START_MS } from './process-helpers.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const config = JSON.parse(fs.readFileSync(path.join(root, 'mcp.json'), 'utf8')) as {
@@ -44,15 +45,20 @@ describe('crm-mcp stdio, spawned as mcp.json says', () => {
     expect(http.headers.Authorization).toBe('Bearer ${CRM_API_TOKEN}');
   });
 
-  it('first start on an empty database: lists and calls every tool as the default admin', async () => {
-    const client = await connect({ CRM_DB: dbIn('a') });
-    const { tools } = await client.listTools();
-    const me = await callOk(client, tools, 'crm_whoami', {});
-    expect(me).toMatchObject({ workspace: 'default', user: { email: 'admin@example.com', role: 'admin' } });
-    const called = await exerciseAllTools(client);
-    expect(called.size).toBe(TOOLS.length);
-    await client.close();
-  });
+  it(
+    'first start on an empty database: lists and calls every tool as the default admin',
+    async () => {
+      const client = await connect({ CRM_DB: dbIn('a') });
+      const { tools } = await client.listTools();
+      const me = await callOk(client, tools, 'crm_whoami', {});
+      expect(me).toMatchObject({ workspace: 'default', user: { email: 'admin@example.com', role: 'admin' } });
+      const called = await exerciseAllTools(client);
+      expect(called.size).toBe(TOOLS.length);
+      await client.close();
+      // A first start (migrations) and every tool, on a loaded machine.
+    },
+    SERVE_START_MS + 45_000,
+  );
 
   it('acts as the user of CRM_API_TOKEN; --read-only and --toolsets apply', async () => {
     const token = execFileSync('node', ['dist/src/cli.js', 'token', 'create', '--role', 'member', '--db', dbIn('a')], { cwd: root, encoding: 'utf8' }).trim();
@@ -76,51 +82,55 @@ describe('crm-mcp stdio, spawned as mcp.json says', () => {
     expect(err.stderr).toMatch(/CRM_API_TOKEN is not a valid/);
   });
 
-  it('writes nothing but JSON-RPC to stdout, even with debug logs, a first start and failing requests', async () => {
-    const child = spawn(entry.command, entry.args, {
-      cwd: root,
-      env: { PATH: process.env.PATH, ...entry.env, CRM_DB: dbIn('b'), LOG_LEVEL: 'trace' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c) => (out += c));
-    child.stderr.on('data', (c) => (err += c));
-    const msgs = [
-      { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } },
-      { jsonrpc: '2.0', method: 'notifications/initialized' },
-      { jsonrpc: '2.0', id: 2, method: 'tools/list' },
-      { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'crm_search', arguments: { object: 'contacts', limit: 3 } } },
-      { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'crm_search', arguments: { object: 'nope' } } },
-      { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'crm_search', arguments: { object: 'contacts', limit: 'many' } } },
-      { jsonrpc: '2.0', id: 6, method: 'tools/call', params: { name: 'crm_no_such_tool', arguments: {} } },
-      { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'crm_create_record', arguments: { object: 'contacts', values: { first_name: 'Out' } } } },
-      { jsonrpc: '2.0', id: 8, method: 'resources/read', params: { uri: 'crm://schema/nope' } },
-      { jsonrpc: '2.0', id: 9, method: 'no/such/method' },
-    ];
-    child.stdin.write(msgs.map((m) => JSON.stringify(m)).join('\n') + '\n{not json\n');
-    // Wait for the last answer, then close stdin: the process exits on its own.
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no answer to id 9; stdout: ${out.slice(-500)} stderr: ${err.slice(-500)}`)), 15_000);
-      child.stdout.on('data', () => {
-        if (out.includes('"id":9')) {
-          clearTimeout(t);
-          resolve();
-        }
+  it(
+    'writes nothing but JSON-RPC to stdout, even with debug logs, a first start and failing requests',
+    async () => {
+      const child = spawn(entry.command, entry.args, {
+        cwd: root,
+        env: { PATH: process.env.PATH, ...entry.env, CRM_DB: dbIn('b'), LOG_LEVEL: 'trace' },
+        stdio: ['pipe', 'pipe', 'pipe'],
       });
-    });
-    child.stdin.end();
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
-    expect(code).toBe(0);
-    expect(out.endsWith('\n')).toBe(true);
-    const lines = out.split('\n').filter((l) => l !== '');
-    for (const line of lines) {
-      const m = JSON.parse(line);
-      expect(m.jsonrpc, line.slice(0, 200)).toBe('2.0');
-    }
-    const ids = lines.map((l) => JSON.parse(l).id).filter((x) => x !== undefined);
-    expect(ids).toEqual(expect.arrayContaining([1, 2, 3, 4, 5, 6, 7, 8, 9]));
-    expect(err).toMatch(/demo data seeded/);
-    expect(err).not.toMatch(/ksr_/); // the first-start token is never shown in stdio mode
-  });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (c) => (out += c));
+      child.stderr.on('data', (c) => (err += c));
+      const msgs = [
+        { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } },
+        { jsonrpc: '2.0', method: 'notifications/initialized' },
+        { jsonrpc: '2.0', id: 2, method: 'tools/list' },
+        { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'crm_search', arguments: { object: 'contacts', limit: 3 } } },
+        { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'crm_search', arguments: { object: 'nope' } } },
+        { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'crm_search', arguments: { object: 'contacts', limit: 'many' } } },
+        { jsonrpc: '2.0', id: 6, method: 'tools/call', params: { name: 'crm_no_such_tool', arguments: {} } },
+        { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'crm_create_record', arguments: { object: 'contacts', values: { first_name: 'Out' } } } },
+        { jsonrpc: '2.0', id: 8, method: 'resources/read', params: { uri: 'crm://schema/nope' } },
+        { jsonrpc: '2.0', id: 9, method: 'no/such/method' },
+      ];
+      child.stdin.write(msgs.map((m) => JSON.stringify(m)).join('\n') + '\n{not json\n');
+      // Wait for the last answer, then close stdin: the process exits on its own.
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no answer to id 9; stdout: ${out.slice(-500)} stderr: ${err.slice(-500)}`)), SERVE_START_MS);
+        child.stdout.on('data', () => {
+          if (out.includes('"id":9')) {
+            clearTimeout(t);
+            resolve();
+          }
+        });
+      });
+      child.stdin.end();
+      const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+      expect(code).toBe(0);
+      expect(out.endsWith('\n')).toBe(true);
+      const lines = out.split('\n').filter((l) => l !== '');
+      for (const line of lines) {
+        const m = JSON.parse(line);
+        expect(m.jsonrpc, line.slice(0, 200)).toBe('2.0');
+      }
+      const ids = lines.map((l) => JSON.parse(l).id).filter((x) => x !== undefined);
+      expect(ids).toEqual(expect.arrayContaining([1, 2, 3, 4, 5, 6, 7, 8, 9]));
+      expect(err).toMatch(/demo data seeded/);
+      expect(err).not.toMatch(/ksr_/); // the first-start token is never shown in stdio mode
+    },
+    SERVE_START_MS + 15_000,
+  );
 });
