@@ -58,7 +58,6 @@ export function selectTools(all: readonly AnyTool[], opts: { readOnly?: boolean 
   );
 }
 
-/** "records,schema" -> ['records', 'schema']; '' or 'all' -> undefined (all). Unknown names are refused with the valid ones. */
 const OBJECT_ARGS = ['object', 'to_object'];
 
 function objectList(schema: WorkspaceSchema): string {

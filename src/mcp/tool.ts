@@ -77,7 +77,10 @@ export function defineTool<I extends ZodObj, O extends ZodObj>(def: ToolDef<I, O
 /** Every tool that writes takes `dry_run`: the tool's own (with a preview), or the server's (the same call, rolled back). */
 export const needsDryRun = (kind: ToolKind) => !ANNOTATIONS_BY_KIND[kind].readOnlyHint;
 
-/** The tool sets named by --toolsets or CRM_MCP_TOOLSETS (a comma-separated list, or all); undefined for all. */
+/**
+ * The tool sets named by --toolsets or CRM_MCP_TOOLSETS: "records,schema" -> ['records', 'schema'];
+ * '' or 'all' -> undefined (all). Unknown names are refused with the valid ones.
+ */
 export function parseToolsets(value: string | undefined): Toolset[] | undefined {
   if (value === undefined || value.trim() === '' || value.trim() === 'all') return undefined;
   const names = value
