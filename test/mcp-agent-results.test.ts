@@ -6,7 +6,7 @@ import type { Db } from '../src/db/database.js';
 import { UNTRUSTED_NOTE } from '../src/mcp/untrusted.js';
 import { createRecords, deleteRecord, updateRecord } from '../src/services/records.js';
 import { createTask } from '../src/services/tasks.js';
-import { call, type TestApp, testApp } from './helpers.js';
+import { call, onPostgres, type TestApp, testApp } from './helpers.js';
 import { callOk, memoryClient } from './mcp-helpers.js';
 
 /**
@@ -130,19 +130,28 @@ describe('names beside ids', () => {
   });
 
   it('the number of statements does not grow with the page size', async () => {
+    // The count is answered from memory while the database stands as the warm-up saw it. On
+    // PostgreSQL any transaction on the server (other test files run beside this one) moves the
+    // snapshot, and the count then runs again: one statement more, and never more than one. Each
+    // size is measured five times; the fewest is the call with its count remembered.
     const count = async (limit: number) => {
       await callOk(client, tools, 'crm_search', { object: 'contacts', filter: byLastName('Pagewood'), limit }); // warm the schema cache
-      const before = statements;
-      await callOk(client, tools, 'crm_search', { object: 'contacts', filter: byLastName('Pagewood'), limit });
-      return statements - before;
+      const runs: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const before = statements;
+        await callOk(client, tools, 'crm_search', { object: 'contacts', filter: byLastName('Pagewood'), limit });
+        runs.push(statements - before);
+      }
+      expect(Math.max(...runs) - Math.min(...runs), `limit ${limit}: ${runs.join(', ')}`).toBeLessThanOrEqual(1);
+      return Math.min(...runs);
     };
     const [five, twenty, sixty] = [await count(5), await count(20), await count(60)];
     expect(twenty).toBe(five);
     expect(sixty).toBe(five);
     // The page, one name query per related object (companies, users), and the count unless it is
-    // remembered from the warm-up (the database unchanged since); the schema is cached.
+    // remembered (on SQLite it always is here: nothing is written meanwhile); the schema is cached.
     expect(five).toBeGreaterThanOrEqual(3);
-    expect(five).toBeLessThanOrEqual(4);
+    expect(five).toBeLessThanOrEqual(onPostgres ? 4 : 3);
     console.log(`crm_search statements: limit 5 -> ${five}, 20 -> ${twenty}, 60 -> ${sixty}`);
   });
 
