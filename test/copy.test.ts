@@ -19,7 +19,7 @@ import { searchAll } from '../src/services/search.js';
 import { seedWorkspace } from '../src/services/seed.js';
 import { createTask, listTasks } from '../src/services/tasks.js';
 import { authenticate } from '../src/services/users.js';
-import { ctxFor, listAll, makeWorkspace, type TestWorkspace } from './helpers.js';
+import { ctxFor, dropSchemaOf, listAll, makeWorkspace, type TestWorkspace } from './helpers.js';
 import { CLI, cleanEnv } from './process-helpers.js';
 
 /**
@@ -429,11 +429,7 @@ describe.skipIf(!pgUp)('copy SQLite -> PostgreSQL', () => {
         } finally {
           await other.close();
         }
-        const c = new pg.Client({ connectionString: PG_URL });
-        await c.connect();
-        const schema = new URL(location).searchParams.get('schema')!;
-        await c.query(`DROP SCHEMA IF EXISTS "${schema}_w1" CASCADE; DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-        await c.end();
+        await dropSchemaOf(location);
         made++;
       }
       return made;

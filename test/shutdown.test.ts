@@ -95,19 +95,13 @@ describe('crm-mcp serve stops gracefully on SIGTERM', () => {
       const sentAt = Date.now();
       child.kill('SIGTERM');
       // The port soon no longer accepts (however long the loaded machine takes to deliver the signal).
-      const refused = async () =>
+      const refused = () =>
         new Promise<boolean>((resolve) => {
           const s = net.connect(port, '127.0.0.1');
           s.on('connect', () => (s.destroy(), resolve(false)));
           s.on('error', () => resolve(true));
         });
-      const refusedBy = Date.now() + GRACE_MS;
-      let closed = await refused();
-      while (!closed && Date.now() < refusedBy) {
-        await new Promise((r) => setTimeout(r, 25));
-        closed = await refused();
-      }
-      expect(closed).toBe(true);
+      await expect.poll(refused, { timeout: GRACE_MS, interval: 25 }).toBe(true);
       // The request in flight completes within the grace period.
       inflight.socket.write(body.slice(10));
       const done = await inflight.ended;

@@ -6,6 +6,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/database.js';
+import { workspaceSchema } from '../src/db/postgres/open.js';
 import type { SqliteDb } from '../src/db/sqlite/open.js';
 import { analyzeStatements, staleTables } from '../src/db/sqlite/statistics.js';
 import { importFile } from '../src/import-file.js';
@@ -225,7 +226,7 @@ describe.runIf(onPostgres)('PostgreSQL statistics after a load', () => {
       await createRecords(mine.ctx, 'contacts', [{ first_name: 'Ana' }, { first_name: 'Ben' }]);
       // Another workspace's table under an exclusive lock (as a custom field's table rewrite holds it).
       await holder.connect();
-      const theirTable = `${db.sharedSchema}_w${theirs.workspace.id}.${await tableOf(db, theirs.workspace.id, 'contacts')}`;
+      const theirTable = `${workspaceSchema(db.sharedSchema!, theirs.workspace.id)}.${await tableOf(db, theirs.workspace.id, 'contacts')}`;
       // Analysed once (as any table soon is): nothing about it is settled without its size.
       await holder.query(`ANALYZE ${theirTable}`);
       await holder.query('BEGIN');

@@ -7,6 +7,7 @@ import { getSchema } from '../services/schema.js';
 import { indexRows } from '../services/search.js';
 import { type Db, isPostgresUrl, openDatabase, openSqliteDatabase, type SqliteDb } from './database.js';
 import { createWorkspaceSpace, migrate } from './migrations.js';
+import { currentSchemaOid } from './postgres/adapter.js';
 import { workspaceSchema } from './postgres/open.js';
 
 /**
@@ -421,7 +422,7 @@ async function setIdentities(trx: Kysely<any>) {
   // every column it considers: other schemas' too, some perhaps being dropped meanwhile).
   const cols = await sql<{ table_name: string; column_name: string }>`
     SELECT c.relname AS table_name, a.attname AS column_name FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-    WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) AND c.relkind = 'r'
+    WHERE c.relnamespace = ${currentSchemaOid} AND c.relkind = 'r'
       AND a.attidentity <> '' AND a.attnum > 0 AND NOT a.attisdropped`.execute(trx);
   for (const c of cols.rows) {
     await sql`SELECT setval(pg_get_serial_sequence(quote_ident(current_schema()) || '.' || ${quoteId(c.table_name)}, ${c.column_name}), m)

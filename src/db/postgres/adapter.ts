@@ -79,6 +79,14 @@ let savepoints = 0;
  */
 export const lockKey = (cls: string) => sql<number>`hashtext(CAST(${cls} AS text) || ':' || coalesce(current_setting('crm.shared_schema', true), ''))`;
 
+/**
+ * The oid of the connection's current schema, for catalog reads that must stay in it: filtered on
+ * `relnamespace` before anything is written out or sized (pg_get_indexdef, pg_relation_size), so
+ * that no other schema's same-named table is touched (one dropped meanwhile fails the statement,
+ * one locked makes it wait). Every workspace's tables have the same names.
+ */
+export const currentSchemaOid = sql`(SELECT oid FROM pg_namespace WHERE nspname = current_schema())`;
+
 export const postgresAdapter: DialectAdapter = {
   name: 'postgres',
   idType: 'bigint',
@@ -158,20 +166,19 @@ export const postgresAdapter: DialectAdapter = {
     // takes a lock that lets writes go on): on a busy machine a pair of statements gets the work done
     // sooner than one statement reading every table in turn. (Given a transaction, they take turns.)
     const named = tables ?? [];
-    const list =
-      // This schema's tables first (MATERIALIZED), then their sizes: joined to pg_namespace, the
-      // planner sized every table of the database (every workspace's, every deployment's), taking a
-      // lock on each, so an import waited on another workspace's schema change.
-      (
-        await sql<{ t: string }>`WITH own AS MATERIALIZED (
-          SELECT c.oid, c.relname, c.reltuples, c.relpages FROM pg_class c
-          WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) AND c.relkind = 'r'
-        ), sized AS MATERIALIZED (SELECT relname, reltuples, relpages, pg_relation_size(oid) AS bytes FROM own)
-        SELECT relname AS t FROM sized
+    // This schema's tables with their sizes (MATERIALIZED: sized after the schema's filter, never
+    // before it): joined to pg_namespace, the planner sized every table of the database, taking a
+    // lock on each, so an import waited on another workspace's schema change.
+    const list = (
+      await sql<{ t: string }>`WITH own AS MATERIALIZED (
+          SELECT relname, reltuples, relpages, pg_relation_size(oid) AS bytes FROM pg_class
+          WHERE relnamespace = ${currentSchemaOid} AND relkind = 'r'
+        )
+        SELECT relname AS t FROM own
         WHERE ${tables === undefined} OR relname = ANY(${named}::text[]) OR reltuples < 0
           OR bytes / current_setting('block_size')::int > 10 * greatest(relpages, 1)
         ORDER BY bytes DESC, relname`.execute(db)
-      ).rows.map((r) => r.t);
+    ).rows.map((r) => r.t);
     await Promise.all(
       [0, 1].map(async () => {
         for (let t = list.shift(); t !== undefined; t = list.shift()) {
@@ -185,18 +192,16 @@ export const postgresAdapter: DialectAdapter = {
     );
   },
   async secondaryIndexes(db, table) {
-    // The table's own indexes are chosen from the catalog first (MATERIALIZED: before any definition
-    // is written out), and only theirs are. pg_indexes filtered on its indexdef column wrote out the
-    // definition of every index of every same-named table in the database before it kept this
-    // schema's: one of another schema dropped meanwhile (another deployment's workspace, a test's
-    // schema) failed the statement with "could not open relation with OID".
+    // The table's own indexes chosen first (MATERIALIZED), then written out: pg_indexes filtered on
+    // its indexdef column wrote out every same-named table's indexes in the database, and one of
+    // another schema dropped meanwhile failed the statement ("could not open relation with OID").
     const r = await sql<{ name: string; create: string }>`
       WITH own AS MATERIALIZED (
         SELECT i.oid, i.relname FROM pg_index x
         JOIN pg_class c ON c.oid = x.indrelid
         JOIN pg_class i ON i.oid = x.indexrelid
         WHERE c.relname = ${table} AND NOT x.indisunique
-          AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+          AND c.relnamespace = ${currentSchemaOid}
       )
       SELECT relname AS name, pg_get_indexdef(oid) AS "create" FROM own ORDER BY relname`.execute(db);
     return r.rows;
